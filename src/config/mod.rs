@@ -1,0 +1,694 @@
+//! Configuration: the one place that reads the TOML file and turns it into a
+//! validated, typed [`Config`].
+//!
+//! DESCRIPTION
+//!   [`load`] reads the file, [`parse`] does the work: the text is parsed into a
+//!   spanned TOML tree (`toml::de::DeTable`), walked by hand into typed structs
+//!   (`read.rs`), then checked as a whole (`validate.rs`): references between
+//!   users, teams and channels, duplicate ids and addresses, secret files that
+//!   must be readable. Every problem becomes a [`Diagnostic`] with `FILE:LINE:COL`
+//!   pointing at the offending key or value; all of them are reported at once.
+//!   Warnings never fail a load; they travel in [`Config::warnings`].
+//!
+//! MUST NOT
+//!   Read secrets into memory for later use (it only checks they are readable;
+//!   the modules that need a secret read its file), open sockets, or touch the store.
+//!
+//! UNTRUSTED INPUT
+//!   The config file is operator input: parsing never panics, unknown keys are
+//!   errors (except custom `ticket_properties`), and every value is type- and
+//!   range-checked before it reaches a struct.
+//!
+//! Relative paths (`store.path`, TLS files, secret files, DKIM key) are resolved
+//! against the directory of the config file, so a config and its `secrets/`
+//! folder can be moved together.
+//!
+//! `config/postdesk.example.toml` documents every key; keep it in step with the
+//! `///` comments below.
+
+mod diagnostic;
+mod read;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
+
+/// Read, parse and validate the config file at `path`.
+///
+/// Warnings do not fail the load; they are in [`Config::warnings`].
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(e) => Err(ConfigErrors {
+            diagnostics: vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 1,
+                col: 1,
+                severity: Severity::Error,
+                message: format!("cannot read config file: {}", diagnostic::io_message(&e)),
+            }],
+        }),
+    }
+}
+
+/// Parse and validate config `text` as if read from `path`.
+///
+/// `path` names the file in diagnostics, and its directory is the base for
+/// relative paths in the config. Secret files are checked for readability.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    read::parse_and_validate(text, path)
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file this was loaded from (as given, not canonicalised).
+    pub path: PathBuf,
+    /// Non-fatal findings of validation (`postdesk check` prints them).
+    pub warnings: Vec<Diagnostic>,
+    /// `[store]`: where tickets, spool and outbox live.
+    pub store: StoreConfig,
+    /// `[smtp]`: the inbound SMTP listener.
+    pub smtp: SmtpConfig,
+    /// `[http]`: API, health and metrics listener.
+    pub http: HttpConfig,
+    /// `[relay]`: the outbound relay replies are sent through.
+    pub relay: RelayConfig,
+    /// `[outbound]`: reply sending (Message-ID, retries, DKIM).
+    pub outbound: OutboundConfig,
+    /// `[company]`: company-wide defaults.
+    pub company: CompanyConfig,
+    /// `[log]`: tracing output.
+    pub log: LogConfig,
+    /// `[[teams]]`, default none.
+    pub teams: Vec<TeamConfig>,
+    /// `[[users]]` (agents), default none.
+    pub users: Vec<UserConfig>,
+    /// `[[channels]]`, default none.
+    pub channels: Vec<ChannelConfig>,
+}
+
+impl Config {
+    /// The user with this id.
+    pub fn user(&self, id: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    /// The user with this email address (case-insensitive, trimmed).
+    pub fn user_by_email(&self, email: &str) -> Option<&UserConfig> {
+        let email = normalize_email(email);
+        self.users.iter().find(|u| u.email == email)
+    }
+
+    /// The team with this id.
+    pub fn team(&self, id: &str) -> Option<&TeamConfig> {
+        self.teams.iter().find(|t| t.id == id)
+    }
+
+    /// Users that list `team_id` in their `teams`.
+    pub fn team_members<'a>(&'a self, team_id: &'a str) -> impl Iterator<Item = &'a UserConfig> {
+        self.users
+            .iter()
+            .filter(move |u| u.teams.iter().any(|t| t == team_id))
+    }
+
+    /// The channel with this id.
+    pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// The channel whose address receives mail for `addr`.
+    ///
+    /// Case-insensitive; `local+anything@domain` matches `local@domain`.
+    /// Disabled channels are returned too: the caller decides how to refuse.
+    pub fn channel_for_recipient(&self, addr: &str) -> Option<&ChannelConfig> {
+        let addr = normalize_email(addr);
+        let by_addr = |a: &str| {
+            self.channels
+                .iter()
+                .find(|c| c.address.as_deref() == Some(a))
+        };
+        if let Some(c) = by_addr(&addr) {
+            return Some(c);
+        }
+        let (local, domain) = addr.rsplit_once('@')?;
+        let (base, _tag) = local.split_once('+')?;
+        if base.is_empty() {
+            return None;
+        }
+        by_addr(&format!("{base}@{domain}"))
+    }
+
+    /// The company name shown for `channel`: its `company_name`, else `[company] name`.
+    pub fn company_name_for<'a>(&'a self, channel: &'a ChannelConfig) -> Option<&'a str> {
+        channel
+            .company_name
+            .as_deref()
+            .or(self.company.name.as_deref())
+    }
+
+    /// The domain for Message-IDs of replies: `outbound.message_id_domain`,
+    /// else `smtp.hostname`.
+    pub fn message_id_domain(&self) -> &str {
+        self.outbound
+            .message_id_domain
+            .as_deref()
+            .unwrap_or(&self.smtp.hostname)
+    }
+
+    /// The From display name for a reply on `channel` written by `agent`.
+    ///
+    /// `company`: the company name. `agent_and_company`: `sender_name_format`
+    /// (default `"{agent} from {company}"`) with `{agent}` = the agent's full
+    /// name and `{company}` = the company name; without an agent, the company
+    /// name. `None` when no company name is configured.
+    pub fn sender_display_name(
+        &self,
+        channel: &ChannelConfig,
+        agent: Option<&UserConfig>,
+    ) -> Option<String> {
+        let company = self.company_name_for(channel);
+        match (channel.sender_name, agent) {
+            (SenderName::AgentAndCompany, Some(agent)) => {
+                let format = channel
+                    .sender_name_format
+                    .as_deref()
+                    .unwrap_or(DEFAULT_SENDER_NAME_FORMAT);
+                Some(
+                    format
+                        .replace("{agent}", &agent.full_name())
+                        .replace("{company}", company.unwrap_or("")),
+                )
+            }
+            _ => company.map(str::to_owned),
+        }
+    }
+}
+
+/// Format of `agent_and_company` sender names when a channel sets none.
+pub const DEFAULT_SENDER_NAME_FORMAT: &str = "{agent} from {company}";
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// SQLite database file. Default `"var/postdesk.sqlite"`, resolved relative
+    /// to the config file's directory.
+    pub path: PathBuf,
+    /// SQLite busy timeout in milliseconds. Default `5000`.
+    pub busy_timeout_ms: u64,
+    /// Most writes committed in one transaction by the group committer. Default `256`.
+    pub group_commit_max: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("var/postdesk.sqlite"),
+            busy_timeout_ms: 5000,
+            group_commit_max: 256,
+        }
+    }
+}
+
+/// `[smtp]`: the inbound listener. Limits follow Postfix's spirit: explicit,
+/// generous, on by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// Addresses to listen on. Default `["127.0.0.1:2525"]` (loopback only).
+    pub listen: Vec<SocketAddr>,
+    /// Name in the greeting and EHLO reply. Default `"localhost"`.
+    pub hostname: String,
+    /// Largest message accepted (SIZE), in bytes. Default `26214400` (25 MiB).
+    pub max_message_size: usize,
+    /// Most RCPT TO per transaction. Default `100`.
+    pub max_recipients: usize,
+    /// Longest command or data line, in bytes. Default `4096`.
+    pub max_line_length: usize,
+    /// Most concurrent connections. Default `512`.
+    pub max_connections: usize,
+    /// Most concurrent connections from one IP. Default `64`.
+    pub max_connections_per_ip: usize,
+    /// Messages per minute accepted from one IP; `0` = no limit (like Postfix). Default `0`.
+    pub max_messages_per_minute_per_ip: u32,
+    /// Networks exempt from the per-IP limits. Default `[]`.
+    pub rate_limit_exempt: Vec<ipnet::IpNet>,
+    /// Unknown/NOOP-style commands tolerated per session. Default `100`.
+    pub max_junk_commands: usize,
+    /// Error replies tolerated before the session is closed. Default `10`.
+    pub max_errors: usize,
+    /// Seconds a client may stay silent. Default `300`.
+    pub idle_timeout_secs: u64,
+    /// Longest session, in seconds. Default `3600`.
+    pub session_timeout_secs: u64,
+    /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for STARTTLS (relative to the config dir). Default none.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse MAIL FROM before STARTTLS. Default `false`.
+    pub require_tls: bool,
+    /// Seconds running sessions get to finish on shutdown. Default `30`.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2525)],
+            hostname: "localhost".to_owned(),
+            max_message_size: 26_214_400,
+            max_recipients: 100,
+            max_line_length: 4096,
+            max_connections: 512,
+            max_connections_per_ip: 64,
+            max_messages_per_minute_per_ip: 0,
+            rate_limit_exempt: Vec::new(),
+            max_junk_commands: 100,
+            max_errors: 10,
+            idle_timeout_secs: 300,
+            session_timeout_secs: 3600,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
+        }
+    }
+}
+
+/// TLS on a client or listener connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain text.
+    None,
+    /// Plain text upgraded with STARTTLS (required, not opportunistic).
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// `[relay]`: the SMTP relay replies are sent through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Relay host name or IP. Default `"127.0.0.1"`.
+    pub host: String,
+    /// Relay port. Default `25`.
+    pub port: u16,
+    /// TLS to the relay. Default `starttls`.
+    pub tls: TlsMode,
+    /// SMTP AUTH user; needs `password_file`. Default none (no AUTH).
+    pub username: Option<String>,
+    /// File holding the SMTP AUTH password (relative to the config dir). Default none.
+    pub password_file: Option<PathBuf>,
+    /// Connect/command timeout in seconds. Default `30`.
+    pub timeout_secs: u64,
+    /// Pooled connections to the relay. Default `4`.
+    pub pool_size: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 25,
+            tls: TlsMode::Starttls,
+            username: None,
+            password_file: None,
+            timeout_secs: 30,
+            pool_size: 4,
+        }
+    }
+}
+
+/// `[outbound]`: sending replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// Right-hand side of generated Message-IDs. Default none = `smtp.hostname`
+    /// (see [`Config::message_id_domain`]).
+    pub message_id_domain: Option<String>,
+    /// First retry delay in seconds; doubles per attempt. Default `30`.
+    pub retry_base_secs: u64,
+    /// Longest retry delay in seconds. Default `3600`.
+    pub retry_max_secs: u64,
+    /// Give up (mark failed) after this many seconds. Default `432000` (5 days, like Postfix).
+    pub max_lifetime_secs: u64,
+    /// `[outbound.dkim]`: sign replies. Default none (no signing).
+    pub dkim: Option<DkimConfig>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            message_id_domain: None,
+            retry_base_secs: 30,
+            retry_max_secs: 3600,
+            max_lifetime_secs: 432_000,
+            dkim: None,
+        }
+    }
+}
+
+/// `[outbound.dkim]`: all keys required when the table is present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimConfig {
+    /// Signing domain (`d=`). Required.
+    pub domain: String,
+    /// Selector (`s=`). Required.
+    pub selector: String,
+    /// PEM private key file (relative to the config dir). Required, must be readable.
+    pub key_file: PathBuf,
+}
+
+/// `[company]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompanyConfig {
+    /// Company name for sender names, unless a channel sets `company_name`. Default none.
+    pub name: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Output format. Default `human`.
+    pub format: LogFormat,
+    /// `tracing` filter directive (as `RUST_LOG`). Default `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[[teams]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamConfig {
+    /// Unique team id. Required.
+    pub id: String,
+    /// Display name. Default none (the id is shown).
+    pub name: Option<String>,
+}
+
+/// `[[users]]`: an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// Unique user id. Required.
+    pub id: String,
+    /// The agent's own address, lower-cased and trimmed. Required, unique.
+    pub email: String,
+    /// Default `""`.
+    pub first_name: String,
+    /// Default `""`.
+    pub last_name: String,
+    /// Has a paid seat; only licensed users may be named in routing. Default `true`.
+    pub licensed: bool,
+    /// Available for assignment at startup. Default `true`.
+    pub available: bool,
+    /// Team ids this user belongs to. Default `[]`.
+    pub teams: Vec<String>,
+}
+
+impl UserConfig {
+    /// `"First Last"`, or whichever part is set; the email when neither is.
+    pub fn full_name(&self) -> String {
+        let name = format!("{} {}", self.first_name.trim(), self.last_name.trim());
+        let name = name.trim();
+        if name.is_empty() {
+            self.email.clone()
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
+/// How mail reaches a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Forwarded or relayed to our SMTP listener.
+    Forward,
+    /// Gmail mailbox pulled over IMAP with OAuth 2.
+    Gmail,
+    /// Office 365 mailbox pulled over IMAP with OAuth 2.
+    Office365,
+    /// Any IMAP server, password login.
+    Imap,
+    /// Web form submissions over HTTP.
+    Form,
+}
+
+impl ChannelKind {
+    /// The config spelling (`"office365"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forward => "forward",
+            Self::Gmail => "gmail",
+            Self::Office365 => "office365",
+            Self::Imap => "imap",
+            Self::Form => "form",
+        }
+    }
+
+    /// Mail kinds need an `address`; `form` does not.
+    pub fn is_mail(self) -> bool {
+        !matches!(self, Self::Form)
+    }
+
+    /// Kinds pulled over IMAP (need `[channels.imap]` or kind defaults).
+    pub fn is_pulled(self) -> bool {
+        matches!(self, Self::Gmail | Self::Office365 | Self::Imap)
+    }
+
+    /// Kinds that log in with OAuth 2 (need `[channels.oauth]`).
+    pub fn uses_oauth(self) -> bool {
+        matches!(self, Self::Gmail | Self::Office365)
+    }
+}
+
+/// What customers see in From on replies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderName {
+    /// `"{agent} from {company}"` (or the channel's `sender_name_format`).
+    AgentAndCompany,
+    /// The company name only.
+    #[default]
+    Company,
+}
+
+/// How new tickets are assigned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assign {
+    /// Unassigned.
+    #[default]
+    Nobody,
+    /// One of `users` or members of `teams`, balanced by open-ticket count.
+    UsersAndTeams,
+    /// The contact's owner, if eligible; else unassigned.
+    ContactOwner,
+}
+
+/// `[[channels]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Unique channel id. Required.
+    pub id: String,
+    /// `forward | gmail | office365 | imap | form`. Required.
+    pub kind: ChannelKind,
+    /// The team address, lower-cased and trimmed. Required for mail kinds,
+    /// unique across channels, never a user's address. Default none (forms).
+    pub address: Option<String>,
+    /// A disabled channel accepts no new mail but keeps its tickets. Default `true`.
+    pub enabled: bool,
+    /// From display name on replies. Default `company`.
+    pub sender_name: SenderName,
+    /// Format for `agent_and_company` with `{agent}` and `{company}` tokens.
+    /// Default none = `"{agent} from {company}"`.
+    pub sender_name_format: Option<String>,
+    /// Company name for this channel. Default none = `[company] name`.
+    pub company_name: Option<String>,
+    /// HTML signature appended to help-desk replies; `{{ sender.full_name }}`,
+    /// `{{ sender.first_name }}`, `{{ sender.last_name }}` are replaced. Default `""`.
+    pub signature_html: String,
+    /// A team member's forward belongs to the original sender. Default `true`.
+    pub original_sender_of_forwards: bool,
+    /// Extra addresses trusted to forward (e.g. a Google Group), lower-cased. Default `[]`.
+    pub forwarders: Vec<String>,
+    /// `[channels.ticket_properties]`: values set on new tickets. Default empty.
+    pub ticket_properties: TicketProperties,
+    /// `[channels.routing]`: assignment of new tickets. Default `assign = "nobody"`.
+    pub routing: RoutingConfig,
+    /// `[channels.imap]`: mailbox to pull. Required for `imap`; optional
+    /// overrides for `gmail`/`office365`. Default none.
+    pub imap: Option<ImapConfig>,
+    /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
+    pub oauth: Option<OAuthConfig>,
+}
+
+impl ChannelConfig {
+    /// IMAP host: `imap.host`, else `imap.gmail.com` (gmail) /
+    /// `outlook.office365.com` (office365); `None` for other kinds without one.
+    pub fn effective_imap_host(&self) -> Option<&str> {
+        if let Some(host) = self.imap.as_ref().and_then(|i| i.host.as_deref()) {
+            return Some(host);
+        }
+        match self.kind {
+            ChannelKind::Gmail => Some("imap.gmail.com"),
+            ChannelKind::Office365 => Some("outlook.office365.com"),
+            _ => None,
+        }
+    }
+
+    /// IMAP port: `imap.port`, else 993 for implicit TLS (the default) and 143 otherwise.
+    pub fn effective_imap_port(&self) -> u16 {
+        match &self.imap {
+            Some(ImapConfig { port: Some(p), .. }) => *p,
+            Some(ImapConfig {
+                tls: TlsMode::None | TlsMode::Starttls,
+                ..
+            }) => 143,
+            _ => 993,
+        }
+    }
+
+    /// IMAP TLS mode: `imap.tls`, default implicit.
+    pub fn effective_imap_tls(&self) -> TlsMode {
+        self.imap.as_ref().map_or(TlsMode::Implicit, |i| i.tls)
+    }
+
+    /// OAuth token endpoint: `oauth.token_url`, else Google's (gmail) or
+    /// Microsoft's common endpoint (office365); `None` for other kinds without one.
+    pub fn effective_token_url(&self) -> Option<&str> {
+        if let Some(url) = self.oauth.as_ref().and_then(|o| o.token_url.as_deref()) {
+            return Some(url);
+        }
+        match self.kind {
+            ChannelKind::Gmail => Some("https://oauth2.googleapis.com/token"),
+            ChannelKind::Office365 => {
+                Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `[channels.ticket_properties]`: any key besides these three is a custom
+/// string property.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketProperties {
+    /// Default none (the help desk's default pipeline).
+    pub pipeline: Option<String>,
+    /// Default none (the pipeline's first status).
+    pub status: Option<String>,
+    /// Default none.
+    pub priority: Option<String>,
+    /// Other keys, string values only. Default empty.
+    pub custom: BTreeMap<String, String>,
+}
+
+/// `[channels.routing]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Strategy. Default `nobody`.
+    pub assign: Assign,
+    /// Licensed user ids eligible under `users_and_teams`. Default `[]`.
+    pub users: Vec<String>,
+    /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
+    pub teams: Vec<String>,
+    /// Assign only to users available now, else leave unassigned. Default `true`.
+    pub only_available: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            assign: Assign::Nobody,
+            users: Vec::new(),
+            teams: Vec::new(),
+            only_available: true,
+        }
+    }
+}
+
+/// `[channels.imap]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapConfig {
+    /// Server. Default none = per kind (see [`ChannelConfig::effective_imap_host`]);
+    /// required for `imap` channels.
+    pub host: Option<String>,
+    /// Port. Default none = 993 for implicit TLS, 143 otherwise.
+    pub port: Option<u16>,
+    /// Default `implicit`.
+    pub tls: TlsMode,
+    /// Login name. Default the channel's `address`.
+    pub username: String,
+    /// File holding the password (relative to the config dir); required for
+    /// `imap` channels, unused with OAuth. Default none.
+    pub password_file: Option<PathBuf>,
+    /// Folder to pull. Default `"INBOX"`.
+    pub folder: String,
+    /// Use IDLE when the server offers it. Default `true`.
+    pub idle: bool,
+    /// Seconds between polls without IDLE (and between IDLE renewals). Default `60`.
+    pub poll_interval_secs: u64,
+    /// Most messages fetched per round. Default `100`.
+    pub batch_size: u32,
+    /// Folder to move pulled mail to. Default none (mailbox left untouched).
+    pub move_to: Option<String>,
+}
+
+/// `[channels.oauth]`: `client_id` and `refresh_token_file` required when present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// Token endpoint. Default none = per kind (see [`ChannelConfig::effective_token_url`]).
+    pub token_url: Option<String>,
+    /// OAuth client id. Required.
+    pub client_id: String,
+    /// File holding the client secret (relative to the config dir). Default none (public client).
+    pub client_secret_file: Option<PathBuf>,
+    /// File holding the refresh token (relative to the config dir). Required, must be readable.
+    pub refresh_token_file: PathBuf,
+}
+
+/// Lower-case and trim an address, as stored for users, channels and contacts.
+pub fn normalize_email(addr: &str) -> String {
+    addr.trim().to_lowercase()
+}

@@ -1,0 +1,740 @@
+//! Walks the spanned TOML tree into typed structs, collecting every problem.
+//!
+//! Each reader asks its table for every key it knows (`key`/`required`/
+//! `section`), so the keys it never asked for are unknown keys (`finish`).
+//! A bad value is reported at its span and replaced by the default, so one
+//! mistake never hides the next. Cross-entry checks live in `validate.rs`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
+use super::{
+    Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig, HttpConfig, ImapConfig,
+    LogConfig, LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName,
+    SmtpConfig, StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+};
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Entry point behind [`super::parse`].
+pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut r = Reader::new(text, path);
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let mut lines_seen = Vec::new();
+        for e in syntax {
+            let at = e.span().map_or(0, |s| s.start);
+            let line = r.lines.line(at);
+            // Recovery can cascade; the first error on a line is the useful one.
+            if !lines_seen.contains(&line) {
+                lines_seen.push(line);
+                r.error(at, format!("TOML syntax error: {}", e.message()));
+            }
+        }
+        return Err(ConfigErrors {
+            diagnostics: r.into_diagnostics(),
+        });
+    }
+    let mut draft = read_root(&mut r, &root);
+    super::validate::validate(&mut r, &mut draft, path);
+    let config = Config {
+        path: path.to_path_buf(),
+        warnings: Vec::new(),
+        store: draft.store,
+        smtp: draft.smtp,
+        http: draft.http,
+        relay: draft.relay,
+        outbound: draft.outbound,
+        company: draft.company,
+        log: draft.log,
+        teams: draft.teams.into_iter().map(|(_, t)| t).collect(),
+        users: draft.users.into_iter().map(|(_, u)| u).collect(),
+        channels: draft.channels.into_iter().map(|(_, c)| c).collect(),
+    };
+    let diagnostics = r.into_diagnostics();
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        Err(ConfigErrors { diagnostics })
+    } else {
+        Ok(Config {
+            warnings: diagnostics,
+            ..config
+        })
+    }
+}
+
+/// The typed config before validation. List entries keep their index in the
+/// file (for span look-ups); a required key that is missing or invalid (already
+/// reported) reads as `""` (ids, emails) or `form` (kind) so that the rest of
+/// the entry is still checked; `Reader::valid` tells them apart.
+pub(super) struct Draft {
+    pub store: StoreConfig,
+    pub smtp: SmtpConfig,
+    pub http: HttpConfig,
+    pub relay: RelayConfig,
+    pub outbound: OutboundConfig,
+    pub company: CompanyConfig,
+    pub log: LogConfig,
+    pub teams: Vec<(usize, TeamConfig)>,
+    pub users: Vec<(usize, UserConfig)>,
+    pub channels: Vec<(usize, ChannelConfig)>,
+}
+
+/// Collects diagnostics and remembers the span of every value and table read,
+/// by path (`channels[1].routing.users[0]`), for `validate.rs`.
+pub(super) struct Reader<'s> {
+    pub(super) lines: LineIndex<'s>,
+    file: PathBuf,
+    diags: Vec<(usize, Severity, String)>,
+    spans: HashMap<String, Range<usize>>,
+    /// Paths whose value was present but rejected (already reported).
+    invalid: HashSet<String>,
+}
+
+impl<'s> Reader<'s> {
+    fn new(text: &'s str, file: &Path) -> Self {
+        Self {
+            lines: LineIndex::new(text),
+            file: file.to_path_buf(),
+            diags: Vec::new(),
+            spans: HashMap::new(),
+            invalid: HashSet::new(),
+        }
+    }
+
+    pub(super) fn error(&mut self, at: usize, message: impl Into<String>) {
+        self.diags.push((at, Severity::Error, message.into()));
+    }
+
+    /// Error at the value (or table) recorded under `path`, else its nearest parent.
+    pub(super) fn error_at(&mut self, path: &str, message: impl Into<String>) {
+        let at = self.pos(path);
+        self.error(at, message);
+    }
+
+    pub(super) fn warning_at(&mut self, path: &str, message: impl Into<String>) {
+        let at = self.pos(path);
+        self.diags.push((at, Severity::Warning, message.into()));
+    }
+
+    /// Byte offset of `path`, falling back to its parents, then the file start.
+    pub(super) fn pos(&self, path: &str) -> usize {
+        let mut p = path;
+        loop {
+            if let Some(span) = self.spans.get(p) {
+                return span.start;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return 0,
+            }
+        }
+    }
+
+    /// Whether the file set `path` (a key or table).
+    pub(super) fn has(&self, path: &str) -> bool {
+        self.spans.contains_key(path)
+    }
+
+    /// Whether the file set `path` to a value that was read without error.
+    pub(super) fn valid(&self, path: &str) -> bool {
+        self.has(path) && !self.invalid.contains(path)
+    }
+
+    fn into_diagnostics(self) -> Vec<Diagnostic> {
+        let mut diags: Vec<Diagnostic> = self
+            .diags
+            .into_iter()
+            .map(|(at, severity, message)| {
+                let (line, col) = self.lines.line_col(at);
+                Diagnostic {
+                    file: self.file.clone(),
+                    line,
+                    col,
+                    severity,
+                    message,
+                }
+            })
+            .collect();
+        diags.sort_by_key(|d| (d.line, d.col));
+        diags
+    }
+
+    fn type_error(&mut self, path: &str, v: &Value<'_>, expected: &str) {
+        self.error(
+            v.span().start,
+            format!(
+                "invalid type for `{}`: expected {expected}, found {}",
+                display_path(path),
+                v.get_ref().type_str()
+            ),
+        );
+    }
+
+    fn string<'v>(&mut self, path: &str, v: &'v Value<'_>) -> Option<&'v str> {
+        let s = v.get_ref().as_str();
+        if s.is_none() {
+            self.type_error(path, v, "a string");
+        }
+        s
+    }
+
+    /// Read optional `key` of `t`; `None` when absent or invalid (reported).
+    fn key<T: FromToml>(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<T> {
+        t.known.push(key);
+        let v = t.table.get(key)?;
+        let path = join(&t.path, key);
+        self.spans.insert(path.clone(), v.span());
+        let value = T::from_toml(self, &path, v);
+        if value.is_none() {
+            self.invalid.insert(path);
+        }
+        value
+    }
+
+    /// Read `key` of `t`, reporting it at the table when absent.
+    fn required<T: FromToml>(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<T> {
+        if !t.table.contains_key(key) {
+            t.known.push(key);
+            self.error(
+                t.start,
+                format!("missing required key `{key}` in {}", t.describe()),
+            );
+            return None;
+        }
+        self.key(t, key)
+    }
+
+    /// Sub-table `key` of `t`, if present and a table.
+    fn table<'a, 'i>(&mut self, t: &mut Table<'a, 'i>, key: &'static str) -> Option<Table<'a, 'i>> {
+        t.known.push(key);
+        let v = t.table.get(key)?;
+        let path = join(&t.path, key);
+        self.spans.insert(path.clone(), v.span());
+        match v.get_ref() {
+            DeValue::Table(table) => Some(Table::new(path, table, v.span().start)),
+            _ => {
+                self.type_error(&path, v, "a table");
+                None
+            }
+        }
+    }
+
+    /// Read sub-table `key` with `f` (defaults when absent), then check its keys.
+    fn section<T: Default>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+        f: impl FnOnce(&mut Self, &mut Table<'_, '_>) -> T,
+    ) -> T {
+        self.optional_section(t, key, f).unwrap_or_default()
+    }
+
+    /// Like `section`, `None` when the table is absent.
+    fn optional_section<T>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+        f: impl FnOnce(&mut Self, &mut Table<'_, '_>) -> T,
+    ) -> Option<T> {
+        let mut sub = self.table(t, key)?;
+        let value = f(self, &mut sub);
+        self.finish(sub);
+        Some(value)
+    }
+
+    /// Each table of the array of tables `key` (`[[key]]`), with its index.
+    fn array_of_tables<T>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+        f: impl Fn(&mut Self, &mut Table<'_, '_>) -> T,
+    ) -> Vec<(usize, T)> {
+        t.known.push(key);
+        let Some(v) = t.table.get(key) else {
+            return Vec::new();
+        };
+        let path = join(&t.path, key);
+        self.spans.insert(path.clone(), v.span());
+        let DeValue::Array(items) = v.get_ref() else {
+            self.type_error(&path, v, &format!("an array of tables ([[{key}]])"));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            self.spans.insert(item_path.clone(), item.span());
+            let DeValue::Table(table) = item.get_ref() else {
+                self.type_error(&item_path, item, "a table");
+                continue;
+            };
+            let mut sub = Table::new(item_path, table, item.span().start);
+            let value = f(self, &mut sub);
+            self.finish(sub);
+            out.push((i, value));
+        }
+        out
+    }
+
+    /// Report every key of `t` that its reader did not ask for.
+    fn finish(&mut self, t: Table<'_, '_>) {
+        for (k, _) in t.table.iter() {
+            let name: &str = k.get_ref();
+            if t.known.contains(&name) {
+                continue;
+            }
+            let mut message = format!("unknown key `{name}` in {}", t.describe());
+            if let Some(best) = did_you_mean(name, &t.known) {
+                message.push_str(&format!("; did you mean `{best}`?"));
+            }
+            self.error(k.span().start, message);
+        }
+    }
+}
+
+/// A TOML table being read: its path, and the keys its reader knows.
+struct Table<'a, 'i> {
+    path: String,
+    table: &'a DeTable<'i>,
+    start: usize,
+    known: Vec<&'static str>,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    fn new(path: String, table: &'a DeTable<'i>, start: usize) -> Self {
+        Self {
+            path,
+            table,
+            start,
+            known: Vec::new(),
+        }
+    }
+
+    /// `[smtp]`, `[[channels]]`, `[channels.routing]` or `the top level`.
+    fn describe(&self) -> String {
+        if self.path.is_empty() {
+            "the top level".to_owned()
+        } else if self.path.ends_with(']') {
+            format!("[[{}]]", display_path(&self.path))
+        } else {
+            format!("[{}]", display_path(&self.path))
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `channels[1].routing.users[0]` → `channels.routing.users` (for messages).
+pub(super) fn display_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0usize;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The known key closest to `name`, if close enough to be a likely typo.
+fn did_you_mean<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (levenshtein(name, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A value that can be read from one TOML value, reporting its own errors.
+trait FromToml: Sized {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self>;
+}
+
+impl FromToml for String {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        r.string(path, v).map(str::to_owned)
+    }
+}
+
+impl FromToml for bool {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let b = v.get_ref().as_bool();
+        if b.is_none() {
+            r.type_error(path, v, "a boolean (true or false)");
+        }
+        b
+    }
+}
+
+macro_rules! unsigned_from_toml {
+    ($($t:ty),*) => {$(
+        impl FromToml for $t {
+            fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+                let Some(int) = v.get_ref().as_integer() else {
+                    r.type_error(path, v, "a non-negative integer");
+                    return None;
+                };
+                let n = i128::from_str_radix(int.as_str(), int.radix()).ok();
+                let value = n.and_then(|n| <$t>::try_from(n).ok());
+                if value.is_none() {
+                    r.error(
+                        v.span().start,
+                        format!(
+                            "`{}` must be between 0 and {}, found {}",
+                            display_path(path),
+                            <$t>::MAX,
+                            int.as_str()
+                        ),
+                    );
+                }
+                value
+            }
+        }
+    )*};
+}
+unsigned_from_toml!(u16, u32, u64, usize);
+
+impl FromToml for PathBuf {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let s = r.string(path, v)?;
+        if s.is_empty() {
+            r.error(
+                v.span().start,
+                format!("`{}` must not be empty", display_path(path)),
+            );
+            return None;
+        }
+        Some(PathBuf::from(s))
+    }
+}
+
+impl FromToml for SocketAddr {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let s = r.string(path, v)?;
+        let addr = s.parse().ok();
+        if addr.is_none() {
+            r.error(
+                v.span().start,
+                format!(
+                    "invalid socket address \"{s}\" for `{}`: expected IP:PORT, e.g. \"127.0.0.1:2525\" or \"[::1]:2525\"",
+                    display_path(path)
+                ),
+            );
+        }
+        addr
+    }
+}
+
+impl FromToml for ipnet::IpNet {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let s = r.string(path, v)?;
+        let net = s
+            .parse::<ipnet::IpNet>()
+            .ok()
+            .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from));
+        if net.is_none() {
+            r.error(
+                v.span().start,
+                format!(
+                    "invalid network \"{s}\" for `{}`: expected an IP or CIDR, e.g. \"10.0.0.0/8\"",
+                    display_path(path)
+                ),
+            );
+        }
+        net
+    }
+}
+
+impl<T: FromToml> FromToml for Vec<T> {
+    /// Bad elements are reported and skipped.
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let Some(items) = v.get_ref().as_array() else {
+            r.type_error(path, v, "an array");
+            return None;
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            r.spans.insert(item_path.clone(), item.span());
+            out.extend(T::from_toml(r, &item_path, item));
+        }
+        Some(out)
+    }
+}
+
+macro_rules! enum_from_toml {
+    ($($t:ty),*) => {$(
+        impl FromToml for $t {
+            fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+                use serde::Deserialize as _;
+                use serde::de::value::{Error, StrDeserializer};
+                let s = r.string(path, v)?;
+                match <$t>::deserialize(StrDeserializer::<Error>::new(s)) {
+                    Ok(value) => Some(value),
+                    Err(e) => {
+                        r.error(
+                            v.span().start,
+                            format!("invalid value for `{}`: {e}", display_path(path)),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    )*};
+}
+enum_from_toml!(TlsMode, LogFormat, ChannelKind, SenderName, Assign);
+
+fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
+    let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
+    let draft = Draft {
+        store: r.section(&mut t, "store", read_store),
+        smtp: r.section(&mut t, "smtp", read_smtp),
+        http: r.section(&mut t, "http", read_http),
+        relay: r.section(&mut t, "relay", read_relay),
+        outbound: r.section(&mut t, "outbound", read_outbound),
+        company: r.section(&mut t, "company", |r, t| CompanyConfig {
+            name: r.key(t, "name"),
+        }),
+        log: r.section(&mut t, "log", read_log),
+        teams: r.array_of_tables(&mut t, "teams", read_team),
+        users: r.array_of_tables(&mut t, "users", read_user),
+        channels: r.array_of_tables(&mut t, "channels", read_channel),
+    };
+    r.finish(t);
+    draft
+}
+
+fn read_store(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> StoreConfig {
+    let d = StoreConfig::default();
+    StoreConfig {
+        path: r.key(t, "path").unwrap_or(d.path),
+        busy_timeout_ms: r.key(t, "busy_timeout_ms").unwrap_or(d.busy_timeout_ms),
+        group_commit_max: r.key(t, "group_commit_max").unwrap_or(d.group_commit_max),
+    }
+}
+
+fn read_smtp(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> SmtpConfig {
+    let d = SmtpConfig::default();
+    SmtpConfig {
+        listen: r.key(t, "listen").unwrap_or(d.listen),
+        hostname: r.key(t, "hostname").unwrap_or(d.hostname),
+        max_message_size: r.key(t, "max_message_size").unwrap_or(d.max_message_size),
+        max_recipients: r.key(t, "max_recipients").unwrap_or(d.max_recipients),
+        max_line_length: r.key(t, "max_line_length").unwrap_or(d.max_line_length),
+        max_connections: r.key(t, "max_connections").unwrap_or(d.max_connections),
+        max_connections_per_ip: r
+            .key(t, "max_connections_per_ip")
+            .unwrap_or(d.max_connections_per_ip),
+        max_messages_per_minute_per_ip: r
+            .key(t, "max_messages_per_minute_per_ip")
+            .unwrap_or(d.max_messages_per_minute_per_ip),
+        rate_limit_exempt: r.key(t, "rate_limit_exempt").unwrap_or(d.rate_limit_exempt),
+        max_junk_commands: r.key(t, "max_junk_commands").unwrap_or(d.max_junk_commands),
+        max_errors: r.key(t, "max_errors").unwrap_or(d.max_errors),
+        idle_timeout_secs: r.key(t, "idle_timeout_secs").unwrap_or(d.idle_timeout_secs),
+        session_timeout_secs: r
+            .key(t, "session_timeout_secs")
+            .unwrap_or(d.session_timeout_secs),
+        tls_cert: r.key(t, "tls_cert"),
+        tls_key: r.key(t, "tls_key"),
+        require_tls: r.key(t, "require_tls").unwrap_or(d.require_tls),
+        shutdown_grace_secs: r
+            .key(t, "shutdown_grace_secs")
+            .unwrap_or(d.shutdown_grace_secs),
+    }
+}
+
+fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
+    let d = HttpConfig::default();
+    HttpConfig {
+        listen: r.key(t, "listen").unwrap_or(d.listen),
+    }
+}
+
+fn read_relay(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RelayConfig {
+    let d = RelayConfig::default();
+    RelayConfig {
+        host: r.key(t, "host").unwrap_or(d.host),
+        port: r.key(t, "port").unwrap_or(d.port),
+        tls: r.key(t, "tls").unwrap_or(d.tls),
+        username: r.key(t, "username"),
+        password_file: r.key(t, "password_file"),
+        timeout_secs: r.key(t, "timeout_secs").unwrap_or(d.timeout_secs),
+        pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
+    }
+}
+
+fn read_outbound(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> OutboundConfig {
+    let d = OutboundConfig::default();
+    OutboundConfig {
+        message_id_domain: r.key(t, "message_id_domain"),
+        retry_base_secs: r.key(t, "retry_base_secs").unwrap_or(d.retry_base_secs),
+        retry_max_secs: r.key(t, "retry_max_secs").unwrap_or(d.retry_max_secs),
+        max_lifetime_secs: r.key(t, "max_lifetime_secs").unwrap_or(d.max_lifetime_secs),
+        dkim: r
+            .optional_section(t, "dkim", |r, t| {
+                let domain = r.required(t, "domain");
+                let selector = r.required(t, "selector");
+                let key_file = r.required(t, "key_file");
+                Some(DkimConfig {
+                    domain: domain?,
+                    selector: selector?,
+                    key_file: key_file?,
+                })
+            })
+            .flatten(),
+    }
+}
+
+fn read_log(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> LogConfig {
+    let d = LogConfig::default();
+    LogConfig {
+        format: r.key(t, "format").unwrap_or(d.format),
+        level: r.key(t, "level").unwrap_or(d.level),
+    }
+}
+
+fn read_team(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TeamConfig {
+    TeamConfig {
+        id: r.required(t, "id").unwrap_or_default(),
+        name: r.key(t, "name"),
+    }
+}
+
+fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
+    UserConfig {
+        id: r.required(t, "id").unwrap_or_default(),
+        email: normalize_email(&r.required::<String>(t, "email").unwrap_or_default()),
+        first_name: r.key(t, "first_name").unwrap_or_default(),
+        last_name: r.key(t, "last_name").unwrap_or_default(),
+        licensed: r.key(t, "licensed").unwrap_or(true),
+        available: r.key(t, "available").unwrap_or(true),
+        teams: r.key(t, "teams").unwrap_or_default(),
+    }
+}
+
+fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
+    let id = r.required(t, "id").unwrap_or_default();
+    let kind = r.required(t, "kind").unwrap_or(ChannelKind::Form);
+    let address = r.key::<String>(t, "address").map(|a| normalize_email(&a));
+    let enabled = r.key(t, "enabled").unwrap_or(true);
+    let sender_name = r.key(t, "sender_name").unwrap_or_default();
+    let sender_name_format = r.key(t, "sender_name_format");
+    let company_name = r.key(t, "company_name");
+    let signature_html = r.key(t, "signature_html").unwrap_or_default();
+    let original_sender_of_forwards = r.key(t, "original_sender_of_forwards").unwrap_or(true);
+    let forwarders: Vec<String> = r.key(t, "forwarders").unwrap_or_default();
+    let ticket_properties = read_ticket_properties(r, t);
+    let routing = r.section(t, "routing", |r, t| {
+        let d = RoutingConfig::default();
+        RoutingConfig {
+            assign: r.key(t, "assign").unwrap_or(d.assign),
+            users: r.key(t, "users").unwrap_or(d.users),
+            teams: r.key(t, "teams").unwrap_or(d.teams),
+            only_available: r.key(t, "only_available").unwrap_or(d.only_available),
+        }
+    });
+    let imap = r.optional_section(t, "imap", |r, t| ImapConfig {
+        host: r.key(t, "host"),
+        port: r.key(t, "port"),
+        tls: r.key(t, "tls").unwrap_or(TlsMode::Implicit),
+        username: r
+            .key(t, "username")
+            .or_else(|| address.clone())
+            .unwrap_or_default(),
+        password_file: r.key(t, "password_file"),
+        folder: r.key(t, "folder").unwrap_or_else(|| "INBOX".to_owned()),
+        idle: r.key(t, "idle").unwrap_or(true),
+        poll_interval_secs: r.key(t, "poll_interval_secs").unwrap_or(60),
+        batch_size: r.key(t, "batch_size").unwrap_or(100),
+        move_to: r.key(t, "move_to"),
+    });
+    let oauth = r
+        .optional_section(t, "oauth", |r, t| {
+            let token_url = r.key(t, "token_url");
+            let client_id = r.required(t, "client_id");
+            let client_secret_file = r.key(t, "client_secret_file");
+            let refresh_token_file = r.required(t, "refresh_token_file");
+            Some(OAuthConfig {
+                token_url,
+                client_id: client_id?,
+                client_secret_file,
+                refresh_token_file: refresh_token_file?,
+            })
+        })
+        .flatten();
+    ChannelConfig {
+        id,
+        kind,
+        address,
+        enabled,
+        sender_name,
+        sender_name_format,
+        company_name,
+        signature_html,
+        original_sender_of_forwards,
+        forwarders: forwarders.iter().map(|f| normalize_email(f)).collect(),
+        ticket_properties,
+        routing,
+        imap,
+        oauth,
+    }
+}
+
+/// `[channels.ticket_properties]`: three named keys, the rest custom strings.
+fn read_ticket_properties(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TicketProperties {
+    let Some(mut sub) = r.table(t, "ticket_properties") else {
+        return TicketProperties::default();
+    };
+    let pipeline = r.key(&mut sub, "pipeline");
+    let status = r.key(&mut sub, "status");
+    let priority = r.key(&mut sub, "priority");
+    let mut custom = BTreeMap::new();
+    for (k, v) in sub.table.iter() {
+        let name: &str = k.get_ref();
+        if sub.known.contains(&name) {
+            continue;
+        }
+        let path = join(&sub.path, name);
+        r.spans.insert(path.clone(), v.span());
+        if let Some(value) = String::from_toml(r, &path, v) {
+            custom.insert(name.to_owned(), value);
+        }
+    }
+    TicketProperties {
+        pipeline,
+        status,
+        priority,
+        custom,
+    }
+}

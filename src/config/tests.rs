@@ -1,0 +1,621 @@
+//! Config tests: the example file, defaults, one table row per error kind
+//! (`LINE:COL: substring`), several errors at once, and recipient matching.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// Parse `text` as `postdesk.toml` in the current directory (so relative
+/// secret paths are reported as written).
+fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+    parse(text, Path::new("postdesk.toml"))
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    match parse_str(text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let mut line = format!("{}:{}: ", d.line, d.col);
+                if d.severity == Severity::Warning {
+                    line.push_str("warning: ");
+                }
+                line.push_str(&d.message);
+                line
+            })
+            .collect(),
+    }
+}
+
+const ONE_USER: &str = r#"
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+"#;
+
+#[test]
+fn example_file_parses_without_errors_or_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let cfg = match load(&dir.join("postdesk.example.toml")) {
+        Ok(cfg) => cfg,
+        Err(e) => panic!("example config failed:\n{e}"),
+    };
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(cfg.store.path, dir.join("var/postdesk.sqlite"));
+    assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+    assert_eq!(cfg.http.listen, "127.0.0.1:8025".parse().unwrap());
+    assert_eq!(
+        (cfg.relay.host.as_str(), cfg.relay.port),
+        ("127.0.0.1", 2526)
+    );
+    assert_eq!(cfg.relay.tls, TlsMode::None);
+    assert!(cfg.relay.password_file.is_none() && cfg.outbound.dkim.is_none());
+    assert_eq!(cfg.company.name.as_deref(), Some("Acme"));
+    assert_eq!(cfg.teams.len(), 2);
+    let ids: Vec<&str> = cfg.users.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["ann", "bob", "cy"]);
+    assert!(!cfg.user("cy").unwrap().licensed);
+    assert_eq!(cfg.team_members("sales").count(), 2);
+
+    let support = cfg.channel("support").unwrap();
+    assert_eq!(support.kind, ChannelKind::Forward);
+    assert_eq!(support.sender_name, SenderName::AgentAndCompany);
+    assert!(support.signature_html.contains("{{ sender.full_name }}"));
+    assert_eq!(
+        support.ticket_properties.pipeline.as_deref(),
+        Some("support")
+    );
+    assert_eq!(support.ticket_properties.custom["source"], "email");
+    assert_eq!(support.routing.assign, Assign::UsersAndTeams);
+    let ann = cfg.user("ann").unwrap();
+    assert_eq!(
+        cfg.sender_display_name(support, Some(ann)).as_deref(),
+        Some("Ann Agent at Acme Support")
+    );
+
+    let sales = cfg.channel("sales").unwrap();
+    assert_eq!(sales.sender_name, SenderName::Company);
+    assert_eq!(sales.routing.assign, Assign::ContactOwner);
+    assert_eq!(
+        cfg.sender_display_name(sales, Some(ann)).as_deref(),
+        Some("Acme")
+    );
+}
+
+#[test]
+fn minimal_config_gets_all_defaults() {
+    let text = format!(
+        "{ONE_USER}\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \" Support@Acme.Example \"\n"
+    );
+    let cfg = parse(&text, Path::new("/etc/postdesk/postdesk.toml")).unwrap();
+    assert!(cfg.warnings.is_empty());
+    assert_eq!(cfg.path, PathBuf::from("/etc/postdesk/postdesk.toml"));
+    assert_eq!(
+        cfg.store.path,
+        PathBuf::from("/etc/postdesk/var/postdesk.sqlite")
+    );
+    assert_eq!(cfg.store.busy_timeout_ms, 5000);
+    assert_eq!(cfg.store.group_commit_max, 256);
+    assert_eq!(cfg.smtp, SmtpConfig::default());
+    assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+    assert_eq!(cfg.smtp.max_message_size, 26_214_400);
+    assert_eq!(cfg.smtp.max_messages_per_minute_per_ip, 0);
+    assert_eq!(cfg.http, HttpConfig::default());
+    assert_eq!(cfg.relay, RelayConfig::default());
+    assert_eq!(cfg.relay.tls, TlsMode::Starttls);
+    assert_eq!(cfg.outbound, OutboundConfig::default());
+    assert_eq!(cfg.outbound.max_lifetime_secs, 432_000);
+    assert_eq!(cfg.message_id_domain(), "localhost");
+    assert_eq!(cfg.company, CompanyConfig::default());
+    assert_eq!(cfg.log, LogConfig::default());
+    assert!(cfg.teams.is_empty());
+
+    let user = &cfg.users[0];
+    assert_eq!(
+        (user.first_name.as_str(), user.last_name.as_str()),
+        ("", "")
+    );
+    assert!(user.licensed && user.available && user.teams.is_empty());
+    assert_eq!(user.full_name(), "ann@acme.example");
+
+    let ch = &cfg.channels[0];
+    assert_eq!(ch.address.as_deref(), Some("support@acme.example"));
+    assert!(ch.enabled && ch.original_sender_of_forwards);
+    assert_eq!(ch.sender_name, SenderName::Company);
+    assert_eq!(ch.sender_name_format, None);
+    assert_eq!(ch.company_name, None);
+    assert_eq!(ch.signature_html, "");
+    assert!(ch.forwarders.is_empty());
+    assert_eq!(ch.ticket_properties, TicketProperties::default());
+    assert_eq!(ch.routing, RoutingConfig::default());
+    assert!(ch.routing.only_available);
+    assert!(ch.imap.is_none() && ch.oauth.is_none());
+    assert_eq!(cfg.company_name_for(ch), None);
+}
+
+#[test]
+fn empty_config_is_valid() {
+    let cfg = parse_str("").unwrap();
+    assert!(cfg.users.is_empty() && cfg.channels.is_empty());
+}
+
+/// One row per error kind: (input, expected `LINE:COL: substring`).
+const ERROR_CASES: &[(&str, &str)] = &[
+    // Unknown keys, with suggestions.
+    (
+        "[smtp]\nhostnme = \"x\"",
+        "2:1: unknown key `hostnme` in [smtp]; did you mean `hostname`?",
+    ),
+    ("colour = 1", "1:1: unknown key `colour` in the top level"),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.routing]\nasign = \"nobody\"",
+        "5:1: unknown key `asign` in [channels.routing]; did you mean `assign`?",
+    ),
+    (
+        "[[users]]\nid = \"a\"\nemail = \"a@x.example\"\nlicenced = true",
+        "4:1: unknown key `licenced` in [[users]]; did you mean `licensed`?",
+    ),
+    ("[smtp]\nzzz = 1", "2:1: unknown key `zzz` in [smtp]"),
+    // Wrong types and ranges.
+    (
+        "[smtp]\nmax_message_size = \"big\"",
+        "2:20: invalid type for `smtp.max_message_size`: expected a non-negative integer, found string",
+    ),
+    (
+        "[smtp]\nrequire_tls = \"yes\"",
+        "2:15: invalid type for `smtp.require_tls`: expected a boolean",
+    ),
+    (
+        "[relay]\nport = 70000",
+        "2:8: `relay.port` must be between 0 and 65535",
+    ),
+    (
+        "[store]\nbusy_timeout_ms = -1",
+        "2:19: `store.busy_timeout_ms` must be between 0 and",
+    ),
+    (
+        "smtp = 5",
+        "1:8: invalid type for `smtp`: expected a table, found integer",
+    ),
+    (
+        "[users]\nid = \"a\"",
+        "1:1: invalid type for `users`: expected an array of tables ([[users]])",
+    ),
+    (
+        "[smtp]\nlisten = \"127.0.0.1:25\"",
+        "2:10: invalid type for `smtp.listen`: expected an array",
+    ),
+    (
+        "[smtp]\nlisten = [\"localhost:25\"]",
+        "2:11: invalid socket address \"localhost:25\" for `smtp.listen`",
+    ),
+    (
+        "[smtp]\nrate_limit_exempt = [\"10.0.0.0/33\"]",
+        "2:22: invalid network \"10.0.0.0/33\"",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.ticket_properties]\nweight = 3",
+        "5:10: invalid type for `channels.ticket_properties.weight`: expected a string, found integer",
+    ),
+    // Missing required keys, at the table.
+    (
+        "[[users]]\nid = \"ann\"",
+        "1:1: missing required key `email` in [[users]]",
+    ),
+    (
+        "[[teams]]\nname = \"T\"",
+        "1:1: missing required key `id` in [[teams]]",
+    ),
+    (
+        "\n[[channels]]\nid = \"c\"\nkind = \"forward\"",
+        "2:1: missing required key `address` in [[channels]] (required for forward channels)",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\naddress = \"c@x.example\"",
+        "1:1: missing required key `kind` in [[channels]]",
+    ),
+    ("[[teams]]\nid = \"\"", "2:6: team id must not be empty"),
+    // A missing required key does not hide the entry's other errors.
+    (
+        "[[channels]]\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"x\"\nrefresh_token_file = \"secrets/rt\"",
+        "6:22: cannot read secrets/rt: No such file or directory",
+    ),
+    // Enumerations list their values.
+    (
+        "[relay]\ntls = \"ssl\"",
+        "2:7: invalid value for `relay.tls`: unknown variant `ssl`, expected one of `none`, `starttls`, `implicit`",
+    ),
+    (
+        "[log]\nformat = \"xml\"",
+        "2:10: invalid value for `log.format`: unknown variant `xml`, expected `human` or `json`",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"fax\"",
+        "3:8: invalid value for `channels.kind`: unknown variant `fax`, expected one of `forward`, `gmail`, `office365`, `imap`, `form`",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\nsender_name = \"agent\"",
+        "4:15: invalid value for `channels.sender_name`: unknown variant `agent`, expected `agent_and_company` or `company`",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\nrouting = { assign = \"random\" }",
+        "4:22: invalid value for `channels.routing.assign`: unknown variant `random`",
+    ),
+    // Duplicates.
+    (
+        "[[users]]\nid = \"ann\"\nemail = \"a1@x.example\"\n[[users]]\nid = \"ann\"\nemail = \"a2@x.example\"",
+        "5:6: duplicate user id `ann` (first defined on line 2)",
+    ),
+    (
+        "[[users]]\nid = \"a\"\nemail = \"ann@x.example\"\n[[users]]\nid = \"b\"\nemail = \"ANN@x.example\"",
+        "6:9: duplicate user email `ann@x.example`",
+    ),
+    (
+        "[[teams]]\nid = \"t\"\n[[teams]]\nid = \"t\"",
+        "4:6: duplicate team id `t` (first defined on line 2)",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[[channels]]\nid = \"c\"\nkind = \"form\"",
+        "5:6: duplicate channel id `c` (first defined on line 2)",
+    ),
+    (
+        "[[channels]]\nid = \"a\"\nkind = \"forward\"\naddress = \"Support@Acme.example\"\n[[channels]]\nid = \"b\"\nkind = \"forward\"\naddress = \"support@acme.EXAMPLE\"",
+        "8:11: duplicate channel address `support@acme.example` (first defined on line 4)",
+    ),
+    // Channel address vs users.
+    (
+        "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[[channels]]\nid = \"c\"\nkind = \"forward\"\naddress = \"Ann@acme.example\"",
+        "7:11: channel address `ann@acme.example` is also the address of user `ann`",
+    ),
+    // Invalid addresses.
+    (
+        "[[users]]\nid = \"a\"\nemail = \"ann-at-acme\"",
+        "3:9: invalid email address `ann-at-acme`",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"forward\"\naddress = \"sup port@acme.example\"",
+        "4:11: invalid email address `sup port@acme.example`",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\nforwarders = [\"ok@x.example\", \"bad@\"]",
+        "4:31: invalid email address `bad@`",
+    ),
+    // References.
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.routing]\nassign = \"users_and_teams\"\nusers = [\"zed\"]",
+        "6:10: routing names unknown user `zed`",
+    ),
+    (
+        "[[teams]]\nid = \"t1\"\n[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.routing]\nteams = [\"t1\", \"t9\"]",
+        "7:16: routing names unknown team `t9`; known: t1",
+    ),
+    (
+        "[[users]]\nid = \"cy\"\nemail = \"cy@x.example\"\nlicensed = false\n[[channels]]\nid = \"c\"\nkind = \"form\"\nrouting.users = [\"cy\"]",
+        "8:18: routing names user `cy`, who has no licence",
+    ),
+    (
+        "[[users]]\nid = \"a\"\nemail = \"a@x.example\"\nteams = [\"ghost\"]",
+        "4:10: unknown team `ghost` (none are defined)",
+    ),
+    // Sender names.
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\nsender_name = \"agent_and_company\"",
+        "4:15: sender_name = \"agent_and_company\" needs a company name",
+    ),
+    (
+        "[company]\nname = \"Acme\"\n[[channels]]\nid = \"c\"\nkind = \"form\"\nsender_name_format = \"{agent} @ {firm}\"",
+        "6:22: unknown placeholder `{firm}`",
+    ),
+    // Secret files.
+    (
+        "[relay]\nusername = \"u\"\npassword_file = \"secrets/x\"",
+        "3:17: cannot read secrets/x: No such file or directory",
+    ),
+    (
+        "[relay]\nusername = \"u\"",
+        "2:12: `relay.username` is set without `relay.password_file`",
+    ),
+    (
+        "[smtp]\ntls_cert = \"secrets/cert.pem\"\ntls_key = \"secrets/key.pem\"",
+        "2:12: cannot read secrets/cert.pem: No such file or directory",
+    ),
+    (
+        "[smtp]\ntls_cert = \"secrets/cert.pem\"\ntls_key = \"secrets/key.pem\"",
+        "3:11: cannot read secrets/key.pem: No such file or directory",
+    ),
+    (
+        "[outbound.dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey_file = \"secrets/dkim.pem\"",
+        "4:12: cannot read secrets/dkim.pem: No such file or directory",
+    ),
+    (
+        "[outbound.dkim]\ndomain = \"acme.example\"",
+        "1:1: missing required key `selector` in [outbound.dkim]",
+    ),
+    (
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nclient_secret_file = \"secrets/cs\"\nrefresh_token_file = \"secrets/rt\"",
+        "7:22: cannot read secrets/cs: No such file or directory",
+    ),
+    (
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nclient_secret_file = \"secrets/cs\"\nrefresh_token_file = \"secrets/rt\"",
+        "8:22: cannot read secrets/rt: No such file or directory",
+    ),
+    (
+        "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"\n[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"secrets/imap\"",
+        "7:17: cannot read secrets/imap: No such file or directory",
+    ),
+    // Channel kinds and their tables.
+    (
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"",
+        "3:8: gmail channel `g` needs a [channels.oauth] table",
+    ),
+    (
+        "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"",
+        "3:8: office365 channel `o` needs a [channels.oauth] table",
+    ),
+    (
+        "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"",
+        "3:8: imap channel `m` needs a [channels.imap] table",
+    ),
+    (
+        "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"\n[channels.imap]\npassword_file = \"Cargo.toml\"",
+        "5:1: missing required key `host` in [channels.imap]",
+    ),
+    (
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nrefresh_token_file = \"Cargo.toml\"",
+        "5:1: missing required key `client_id` in [channels.oauth]",
+    ),
+    // SMTP TLS.
+    (
+        "[smtp]\ntls_cert = \"Cargo.toml\"",
+        "2:12: `smtp.tls_cert` is set without `smtp.tls_key`",
+    ),
+    (
+        "[smtp]\nrequire_tls = true",
+        "2:15: `smtp.require_tls` needs `smtp.tls_cert`",
+    ),
+    // Warnings ride along with errors.
+    (
+        "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\nsender_name = \"agent_and_company\"\ncompany_name = \"Acme\"",
+        "5:15: warning: sender_name = \"agent_and_company\" has no effect: Office 365 ignores custom display names",
+    ),
+    (
+        "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\nsender_name_format = \"{company}\"",
+        "5:22: warning: sender_name_format has no effect: Office 365 ignores custom display names",
+    ),
+    // Syntax errors stop before validation.
+    ("[smtp]\nhostname = ", "2:12: TOML syntax error"),
+    ("a = 1\na = 2", "2:1: TOML syntax error: duplicate key"),
+    // Columns count characters, not bytes.
+    (
+        "[company]\nname = \"Äcme\"\n[[users]]\nid = \"ü\"\nemail = \"ü\"",
+        "5:9: invalid email address `ü`",
+    ),
+];
+
+#[test]
+fn each_error_kind_is_reported_at_its_position() {
+    let mut failures = Vec::new();
+    for (input, expected) in ERROR_CASES {
+        let got = errors_of(input);
+        if !got.iter().any(|g| g.contains(expected)) {
+            failures.push(format!(
+                "input:\n{input}\nexpected: {expected}\ngot: {got:#?}\n"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_errors_are_reported_at_once_in_file_order() {
+    let text = r#"[smtp]
+hostnme = "x"
+max_message_size = "big"
+
+[relay]
+tls = "ssl"
+
+[[users]]
+id = "ann"
+email = "not-an-address"
+
+[[users]]
+id = "ann"
+email = "bob@acme.example"
+
+[[channels]]
+id = "support"
+kind = "forward"
+address = "support@acme.example"
+sender_name = "agent_and_company"
+[channels.routing]
+users = ["nobody-here"]
+"#;
+    let err = parse_str(text).unwrap_err();
+    let got: Vec<(usize, usize)> = err.diagnostics.iter().map(|d| (d.line, d.col)).collect();
+    assert_eq!(
+        got,
+        [
+            (2, 1),
+            (3, 20),
+            (6, 7),
+            (10, 9),
+            (13, 6),
+            (20, 15),
+            (22, 10)
+        ],
+        "{err}"
+    );
+    assert_eq!(err.errors().count(), 7);
+    let shown = err.to_string();
+    assert_eq!(shown.lines().count(), 7);
+    assert!(
+        shown.starts_with("postdesk.toml:2:1: unknown key `hostnme`"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn display_prints_file_line_col_and_warning_prefix() {
+    let err = parse_str(
+        "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\nsender_name_format = \"{agent}\"\n",
+    )
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("postdesk.toml:3:8: office365 channel `o` needs"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("postdesk.toml:5:22: warning: sender_name_format"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn warnings_do_not_fail_and_secret_paths_resolve_against_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/rt"), "token").unwrap();
+    let path = dir.path().join("postdesk.toml");
+    std::fs::write(
+        &path,
+        r#"
+[company]
+name = "Acme"
+[[channels]]
+id = "o365"
+kind = "office365"
+address = "info@acme.example"
+sender_name = "agent_and_company"
+[channels.oauth]
+client_id = "cid"
+refresh_token_file = "secrets/rt"
+"#,
+    )
+    .unwrap();
+    let cfg = load(&path).unwrap();
+    assert_eq!(cfg.warnings.len(), 1);
+    assert_eq!(cfg.warnings[0].severity, Severity::Warning);
+    assert_eq!((cfg.warnings[0].line, cfg.warnings[0].col), (8, 15));
+    let ch = &cfg.channels[0];
+    let oauth = ch.oauth.as_ref().unwrap();
+    assert_eq!(oauth.refresh_token_file, dir.path().join("secrets/rt"));
+    assert_eq!(ch.effective_imap_host(), Some("outlook.office365.com"));
+    assert_eq!(ch.effective_imap_port(), 993);
+    assert_eq!(
+        ch.effective_token_url(),
+        Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
+    );
+}
+
+#[test]
+fn missing_config_file_is_one_diagnostic() {
+    let err = load(Path::new("/nonexistent/postdesk.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/postdesk.toml:1:1: cannot read config file: No such file or directory"
+    );
+}
+
+#[test]
+fn imap_channel_defaults() {
+    let text = r#"
+[[channels]]
+id = "m"
+kind = "imap"
+address = "Help@Acme.example"
+[channels.imap]
+host = "127.0.0.1"
+tls = "none"
+password_file = "Cargo.toml"
+"#;
+    let cfg = parse_str(text).unwrap();
+    let ch = &cfg.channels[0];
+    let imap = ch.imap.as_ref().unwrap();
+    assert_eq!(imap.username, "help@acme.example");
+    assert_eq!(imap.folder, "INBOX");
+    assert!(imap.idle);
+    assert_eq!((imap.poll_interval_secs, imap.batch_size), (60, 100));
+    assert_eq!(imap.move_to, None);
+    assert_eq!(ch.effective_imap_port(), 143);
+    assert_eq!(ch.effective_imap_host(), Some("127.0.0.1"));
+    assert_eq!(ch.effective_token_url(), None);
+}
+
+#[test]
+fn channel_for_recipient_matches_case_and_plus_addresses() {
+    let text = r#"
+[[channels]]
+id = "support"
+kind = "forward"
+address = "support@acme.example"
+[[channels]]
+id = "sales"
+kind = "forward"
+address = "sales@acme.example"
+enabled = false
+[[channels]]
+id = "tagged"
+kind = "forward"
+address = "support+vip@acme.example"
+"#;
+    let cfg = parse_str(text).unwrap();
+    let found = |addr: &str| cfg.channel_for_recipient(addr).map(|c| c.id.as_str());
+    let cases = [
+        ("support@acme.example", Some("support")),
+        ("SUPPORT@Acme.Example", Some("support")),
+        (" support@acme.example ", Some("support")),
+        ("support+urgent@acme.example", Some("support")),
+        ("Support+a+b@ACME.example", Some("support")),
+        ("support+vip@acme.example", Some("tagged")),
+        ("sales@acme.example", Some("sales")),
+        ("support@other.example", None),
+        ("supportx@acme.example", None),
+        ("+support@acme.example", None),
+        ("support", None),
+        ("", None),
+    ];
+    for (addr, want) in cases {
+        assert_eq!(found(addr), want, "{addr:?}");
+    }
+}
+
+#[test]
+fn user_lookups_and_names() {
+    let text = r#"
+[[users]]
+id = "ann"
+email = " Ann@Acme.Example "
+first_name = "Ann"
+[[users]]
+id = "bob"
+email = "bob@acme.example"
+first_name = "Bob"
+last_name = "Builder"
+"#;
+    let cfg = parse_str(text).unwrap();
+    assert_eq!(cfg.user("ann").unwrap().email, "ann@acme.example");
+    assert_eq!(cfg.user_by_email("ANN@acme.example").unwrap().id, "ann");
+    assert!(cfg.user("zed").is_none());
+    assert_eq!(cfg.user("ann").unwrap().full_name(), "Ann");
+    assert_eq!(cfg.user("bob").unwrap().full_name(), "Bob Builder");
+}
+
+#[test]
+fn email_validation() {
+    for ok in [
+        "a@b",
+        "ann.agent+tag@acme.example",
+        "x_y@sub.acme-corp.example",
+    ] {
+        assert!(validate::is_valid_email(ok), "{ok}");
+    }
+    for bad in [
+        "", "a", "@b", "a@", "a@@b", "a b@c", "a@b..c", ".a@b", "a@-b.c", "<a@b>",
+    ] {
+        assert!(!validate::is_valid_email(bad), "{bad}");
+    }
+}

@@ -1,0 +1,439 @@
+//! Whole-config checks after reading: references, uniqueness, secrets, and the
+//! resolution of relative paths against the config file's directory.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use super::diagnostic::io_message;
+use super::read::{Draft, Reader};
+use super::{Assign, ChannelConfig, ChannelKind, SenderName};
+
+pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    check_people(r, d);
+    check_channels(r, d, base);
+    check_services(r, d, base);
+    resolve_paths(d, base);
+}
+
+fn check_people(r: &mut Reader<'_>, d: &Draft) {
+    let mut ids = Unique::new("team id");
+    for (i, team) in &d.teams {
+        ids.check(r, &format!("teams[{i}].id"), &team.id);
+    }
+    let mut ids = Unique::new("user id");
+    let mut emails = Unique::new("user email");
+    for (i, user) in &d.users {
+        let path = format!("users[{i}]");
+        ids.check(r, &format!("{path}.id"), &user.id);
+        let email_path = format!("{path}.email");
+        if r.valid(&email_path) && check_email(r, &email_path, &user.email) {
+            emails.check(r, &email_path, &user.email);
+        }
+        for (j, team) in user.teams.iter().enumerate() {
+            if !d.teams.iter().any(|(_, t)| &t.id == team) {
+                r.error_at(
+                    &format!("{path}.teams[{j}]"),
+                    format!(
+                        "unknown team `{team}`{}",
+                        known_ids(d.teams.iter().map(|(_, t)| t.id.as_str()))
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_channels(r: &mut Reader<'_>, d: &Draft, base: &Path) {
+    let mut ids = Unique::new("channel id");
+    let mut addresses = Unique::new("channel address");
+    for (i, ch) in &d.channels {
+        let path = format!("channels[{i}]");
+        let p = |key: &str| format!("{path}.{key}");
+        ids.check(r, &p("id"), &ch.id);
+        // A missing or invalid kind (reported) reads as `form`: skip kind checks.
+        let kind_known = r.valid(&p("kind"));
+
+        match &ch.address {
+            None if kind_known && ch.kind.is_mail() => r.error_at(
+                &path,
+                format!(
+                    "missing required key `address` in [[channels]] (required for {} channels)",
+                    ch.kind.as_str()
+                ),
+            ),
+            Some(address) if check_email(r, &p("address"), address) => {
+                addresses.check(r, &p("address"), address);
+                if let Some((_, user)) = d.users.iter().find(|(_, u)| &u.email == address) {
+                    r.error_at(
+                        &p("address"),
+                        format!(
+                            "channel address `{address}` is also the address of user `{}`",
+                            user.id
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (j, forwarder) in ch.forwarders.iter().enumerate() {
+            check_email(r, &format!("{path}.forwarders[{j}]"), forwarder);
+        }
+
+        check_mailbox(r, &path, ch, kind_known, base);
+        check_sender_name(r, d, &path, ch);
+        check_routing(r, d, &path, ch);
+    }
+}
+
+/// `[channels.imap]` / `[channels.oauth]` against the kind, and their secrets.
+fn check_mailbox(
+    r: &mut Reader<'_>,
+    path: &str,
+    ch: &ChannelConfig,
+    kind_known: bool,
+    base: &Path,
+) {
+    let kind = ch.kind.as_str();
+    let imap_path = format!("{path}.imap");
+    let oauth_path = format!("{path}.oauth");
+    if let Some(file) = ch.imap.as_ref().and_then(|i| i.password_file.as_ref()) {
+        check_readable(r, &format!("{imap_path}.password_file"), file, base);
+    }
+    if let Some(oauth) = &ch.oauth {
+        if let Some(file) = &oauth.client_secret_file {
+            check_readable(r, &format!("{oauth_path}.client_secret_file"), file, base);
+        }
+        check_readable(
+            r,
+            &format!("{oauth_path}.refresh_token_file"),
+            &oauth.refresh_token_file,
+            base,
+        );
+    }
+    if !kind_known {
+        return;
+    }
+    if ch.kind.uses_oauth() && !r.has(&oauth_path) {
+        r.error_at(
+            &format!("{path}.kind"),
+            format!("{kind} channel `{}` needs a [channels.oauth] table", ch.id),
+        );
+    }
+    if !ch.kind.uses_oauth() && r.has(&oauth_path) {
+        r.warning_at(
+            &oauth_path,
+            format!("[channels.oauth] is ignored for {kind} channels"),
+        );
+    }
+    if ch.kind == ChannelKind::Imap && !r.has(&imap_path) {
+        r.error_at(
+            &format!("{path}.kind"),
+            format!("imap channel `{}` needs a [channels.imap] table", ch.id),
+        );
+    }
+    if !ch.kind.is_pulled() && r.has(&imap_path) {
+        r.warning_at(
+            &imap_path,
+            format!("[channels.imap] is ignored for {kind} channels"),
+        );
+    }
+    if let Some(imap) = &ch.imap {
+        if ch.kind == ChannelKind::Imap {
+            if imap.host.is_none() {
+                r.error_at(
+                    &imap_path,
+                    "missing required key `host` in [channels.imap] (required for imap channels)",
+                );
+            }
+            if imap.password_file.is_none() {
+                r.error_at(
+                    &imap_path,
+                    "missing required key `password_file` in [channels.imap] (required for imap channels)",
+                );
+            }
+        }
+        if imap.username.is_empty() && ch.kind.is_pulled() {
+            r.error_at(
+                &imap_path,
+                "missing required key `username` in [channels.imap] (no channel address to default to)",
+            );
+        }
+    }
+}
+
+fn check_sender_name(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) {
+    let has_company = ch.company_name.is_some() || d.company.name.is_some();
+    if ch.sender_name == SenderName::AgentAndCompany && !has_company {
+        r.error_at(
+            &format!("{path}.sender_name"),
+            "sender_name = \"agent_and_company\" needs a company name: set `company_name` on the channel or `name` in [company]",
+        );
+    }
+    if let Some(format) = &ch.sender_name_format
+        && let Some(bad) = bad_placeholder(format)
+    {
+        r.error_at(
+            &format!("{path}.sender_name_format"),
+            format!(
+                "unknown placeholder `{bad}` in sender_name_format; use {{agent}} and {{company}}"
+            ),
+        );
+    }
+    if ch.kind == ChannelKind::Office365 {
+        const IGNORED: &str = "has no effect: Office 365 ignores custom display names";
+        if ch.sender_name == SenderName::AgentAndCompany {
+            r.warning_at(
+                &format!("{path}.sender_name"),
+                format!("sender_name = \"agent_and_company\" {IGNORED}"),
+            );
+        }
+        if ch.sender_name_format.is_some() {
+            r.warning_at(
+                &format!("{path}.sender_name_format"),
+                format!("sender_name_format {IGNORED}"),
+            );
+        }
+    }
+}
+
+fn check_routing(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) {
+    let routing = &ch.routing;
+    for (j, id) in routing.users.iter().enumerate() {
+        let at = format!("{path}.routing.users[{j}]");
+        match d.users.iter().find(|(_, u)| &u.id == id) {
+            None => r.error_at(
+                &at,
+                format!(
+                    "routing names unknown user `{id}`{}",
+                    known_ids(d.users.iter().map(|(_, u)| u.id.as_str()))
+                ),
+            ),
+            Some((_, user)) if !user.licensed => r.error_at(
+                &at,
+                format!("routing names user `{id}`, who has no licence (licensed = false); only licensed users can be assigned"),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (j, id) in routing.teams.iter().enumerate() {
+        if !d.teams.iter().any(|(_, t)| &t.id == id) {
+            r.error_at(
+                &format!("{path}.routing.teams[{j}]"),
+                format!(
+                    "routing names unknown team `{id}`{}",
+                    known_ids(d.teams.iter().map(|(_, t)| t.id.as_str()))
+                ),
+            );
+        }
+    }
+    if routing.assign == Assign::UsersAndTeams
+        && routing.users.is_empty()
+        && routing.teams.is_empty()
+    {
+        r.warning_at(
+            &format!("{path}.routing.assign"),
+            "assign = \"users_and_teams\" with no users or teams leaves every ticket unassigned",
+        );
+    }
+}
+
+/// `[smtp]`, `[relay]`, `[outbound]`.
+fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
+    let smtp = &d.smtp;
+    if smtp.hostname.trim().is_empty() {
+        r.error_at("smtp.hostname", "`smtp.hostname` must not be empty");
+    }
+    match (&smtp.tls_cert, &smtp.tls_key) {
+        (Some(_), None) => r.error_at(
+            "smtp.tls_cert",
+            "`smtp.tls_cert` is set without `smtp.tls_key`",
+        ),
+        (None, Some(_)) => r.error_at(
+            "smtp.tls_key",
+            "`smtp.tls_key` is set without `smtp.tls_cert`",
+        ),
+        _ => {}
+    }
+    if smtp.require_tls && smtp.tls_cert.is_none() {
+        r.error_at(
+            "smtp.require_tls",
+            "`smtp.require_tls` needs `smtp.tls_cert` and `smtp.tls_key` (STARTTLS)",
+        );
+    }
+    if let Some(file) = &smtp.tls_cert {
+        check_readable(r, "smtp.tls_cert", file, base);
+    }
+    if let Some(file) = &smtp.tls_key {
+        check_readable(r, "smtp.tls_key", file, base);
+    }
+
+    let relay = &d.relay;
+    if relay.username.is_some() && relay.password_file.is_none() {
+        r.error_at(
+            "relay.username",
+            "`relay.username` is set without `relay.password_file`",
+        );
+    }
+    if let Some(file) = &relay.password_file {
+        check_readable(r, "relay.password_file", file, base);
+    }
+
+    let out = &d.outbound;
+    if out.retry_base_secs == 0 {
+        r.error_at(
+            "outbound.retry_base_secs",
+            "`outbound.retry_base_secs` must be at least 1",
+        );
+    }
+    if out.retry_base_secs > out.retry_max_secs {
+        r.error_at(
+            "outbound.retry_base_secs",
+            format!(
+                "`outbound.retry_base_secs` ({}) is larger than `outbound.retry_max_secs` ({})",
+                out.retry_base_secs, out.retry_max_secs
+            ),
+        );
+    }
+    if let Some(dkim) = &out.dkim {
+        check_readable(r, "outbound.dkim.key_file", &dkim.key_file, base);
+    }
+}
+
+/// Remembers the first path of each value; reports later duplicates.
+struct Unique {
+    what: &'static str,
+    seen: HashMap<String, String>,
+}
+
+impl Unique {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Also rejects an empty value that was set explicitly; a missing one
+    /// (`""`, already reported) is skipped.
+    fn check(&mut self, r: &mut Reader<'_>, path: &str, value: &str) {
+        if value.trim().is_empty() {
+            if r.valid(path) {
+                r.error_at(path, format!("{} must not be empty", self.what));
+            }
+            return;
+        }
+        if let Some(first) = self.seen.get(value) {
+            let line = r.lines.line(r.pos(first));
+            r.error_at(
+                path,
+                format!(
+                    "duplicate {} `{value}` (first defined on line {line})",
+                    self.what
+                ),
+            );
+        } else {
+            self.seen.insert(value.to_owned(), path.to_owned());
+        }
+    }
+}
+
+/// `; known: a, b` for unknown-reference messages.
+fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    let ids: Vec<&str> = ids.collect();
+    if ids.is_empty() {
+        String::from(" (none are defined)")
+    } else {
+        format!("; known: {}", ids.join(", "))
+    }
+}
+
+/// Report `value` at `path` unless it is a plausible `local@domain` address.
+fn check_email(r: &mut Reader<'_>, path: &str, value: &str) -> bool {
+    let ok = is_valid_email(value);
+    if !ok {
+        r.error_at(path, format!("invalid email address `{value}`"));
+    }
+    ok
+}
+
+/// A deliberately plain check: `local@domain`, no spaces or specials,
+/// dot-separated domain labels.
+pub(super) fn is_valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let special = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c);
+    !local.is_empty()
+        && local.len() <= 64
+        && s.len() <= 254
+        && !local.chars().any(special)
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+}
+
+/// The first placeholder other than `{agent}`/`{company}`, or an unclosed `{`.
+fn bad_placeholder(format: &str) -> Option<String> {
+    let mut rest = format;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Some(format!("{{{after}"));
+        };
+        let name = &after[..close];
+        if name != "agent" && name != "company" {
+            return Some(format!("{{{name}}}"));
+        }
+        rest = &after[close + 1..];
+    }
+    None
+}
+
+/// Report `file` at `path` unless it can be opened and read.
+fn check_readable(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) {
+    let resolved = resolve(base, file);
+    let result = std::fs::File::open(&resolved).and_then(|mut f| f.read(&mut [0u8; 1]));
+    if let Err(e) = result {
+        let mut message = format!("cannot read {}: {}", file.display(), io_message(&e));
+        if resolved != file {
+            message.push_str(&format!(" (looked for {})", resolved.display()));
+        }
+        r.error_at(path, message);
+    }
+}
+
+fn resolve(base: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        base.join(file)
+    }
+}
+
+fn resolve_paths(d: &mut Draft, base: &Path) {
+    let fix = |p: &mut PathBuf| *p = resolve(base, p);
+    fix(&mut d.store.path);
+    d.smtp.tls_cert.iter_mut().for_each(fix);
+    d.smtp.tls_key.iter_mut().for_each(fix);
+    d.relay.password_file.iter_mut().for_each(fix);
+    if let Some(dkim) = &mut d.outbound.dkim {
+        fix(&mut dkim.key_file);
+    }
+    for (_, ch) in &mut d.channels {
+        if let Some(imap) = &mut ch.imap {
+            imap.password_file.iter_mut().for_each(fix);
+        }
+        if let Some(oauth) = &mut ch.oauth {
+            oauth.client_secret_file.iter_mut().for_each(fix);
+            fix(&mut oauth.refresh_token_file);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The daemon: open the store, bind the listeners, run SMTP, ingest and HTTP
+//! until told to stop, reload configuration on request.
+//!
+//! Shutdown order (SIGTERM): `/readyz` turns 503 and systemd hears STOPPING;
+//! the SMTP listeners stop accepting and idle sessions get `421`, sessions in
+//! DATA finish up to `smtp.shutdown_grace_secs`; then ingest drains the spool
+//! (bounded by the same grace); then HTTP stops. Whatever ingest did not
+//! finish stays in the durable spool for the next start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingest::Ingestor;
+use crate::live::Live;
+use crate::smtp::{Envelope, RcptCheck, Spool, SpoolError};
+use crate::store::{NewSpool, SpoolSource, SqliteStore, Store, StoreError};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("smtp tls: {0}")]
+    Tls(String),
+}
+
+/// The SMTP listener's view of the spool: recipients from the live config,
+/// commits into the store, a wake-up for ingest after each commit.
+pub struct SmtpSpool {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<Live>,
+    pub wake: Arc<Notify>,
+}
+
+impl Spool for SmtpSpool {
+    fn check_recipient(&self, addr: &str) -> RcptCheck {
+        let config = self.live.config();
+        match config.channel_for_recipient(addr) {
+            Some(c) if self.live.channel_enabled(c) => RcptCheck::Accept,
+            Some(_) => RcptCheck::Disabled,
+            None => RcptCheck::Unknown,
+        }
+    }
+
+    fn commit(
+        &self,
+        envelope: Envelope,
+        raw: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<i64, SpoolError>> + Send {
+        let msg = NewSpool {
+            source: SpoolSource::Smtp,
+            mail_from: envelope.mail_from,
+            rcpt_to: envelope.rcpt_to,
+            client_ip: Some(envelope.client_ip.to_string()),
+            helo: Some(envelope.helo),
+            tls: envelope.tls,
+            channel: None,
+            raw,
+        };
+        async move {
+            match self.store.spool(msg).await {
+                Ok(id) => {
+                    self.wake.notify_one();
+                    Ok(id.0)
+                }
+                Err(StoreError::Full) => Err(SpoolError::Full),
+                Err(StoreError::Closed) => Err(SpoolError::ShuttingDown),
+                Err(e) => Err(SpoolError::Unavailable(e.to_string())),
+            }
+        }
+    }
+}
+
+/// Listeners bound before the daemon starts (tests bind port 0).
+pub struct Bound {
+    pub smtp: Vec<TcpListener>,
+    pub http: TcpListener,
+}
+
+impl Bound {
+    /// Bind every address the configuration names.
+    pub async fn bind(config: &Config) -> Result<Bound, DaemonError> {
+        let mut smtp = Vec::new();
+        for addr in &config.smtp.listen {
+            smtp.push(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Bind {
+                        addr: *addr,
+                        source,
+                    })?,
+            );
+        }
+        let addr = config.http.listen;
+        let http = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind { addr, source })?;
+        Ok(Bound { smtp, http })
+    }
+}
+
+/// Open the configured store.
+pub async fn open_store(config: &Config) -> Result<Arc<SqliteStore>, DaemonError> {
+    let path = config.store.path.clone();
+    let (busy, group) = (config.store.busy_timeout_ms, config.store.group_commit_max);
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || SqliteStore::open(&p, busy, group))
+        .await
+        .map_err(|e| DaemonError::Store {
+            path: path.clone(),
+            source: StoreError::Invalid(e.to_string()),
+        })?
+        .map(Arc::new)
+        .map_err(|source| DaemonError::Store { path, source })
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Run the daemon until `shutdown` is cancelled. `reload` is notified to
+/// re-read the configuration file (SIGHUP).
+pub async fn run(
+    config: Config,
+    bound: Bound,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> Result<(), DaemonError> {
+    let store: Arc<dyn Store> = open_store(&config).await?;
+    let tls =
+        crate::smtp::tls_acceptor(&config.smtp).map_err(|e| DaemonError::Tls(e.to_string()))?;
+    let config_path = config.path.clone();
+    let smtp_cfg = Arc::new(config.smtp.clone());
+    let grace = Duration::from_secs(config.smtp.shutdown_grace_secs);
+    let live = Arc::new(Live::new(config));
+    if let Err(e) = live.refresh(store.as_ref()).await {
+        tracing::warn!(error = %e, "cannot read runtime overrides; using configuration");
+    }
+    let wake = Arc::new(Notify::new());
+
+    let smtp_stop = CancellationToken::new();
+    let ingest_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+
+    let spool = Arc::new(SmtpSpool {
+        store: store.clone(),
+        live: live.clone(),
+        wake: wake.clone(),
+    });
+    let mut smtp_tasks = JoinSet::new();
+    for listener in bound.smtp {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "smtp listening");
+        }
+        let (cfg, tls, spool, stop) = (
+            smtp_cfg.clone(),
+            tls.clone(),
+            spool.clone(),
+            smtp_stop.clone(),
+        );
+        smtp_tasks.spawn(async move {
+            if let Err(e) = crate::smtp::serve(listener, cfg, tls, spool, stop).await {
+                tracing::error!(error = %e, "smtp listener failed");
+            }
+        });
+    }
+
+    let ingestor = Ingestor {
+        store: store.clone(),
+        live: live.clone(),
+        wake: wake.clone(),
+    };
+    let ingest_task = tokio::spawn(ingestor.run(ingest_stop.clone()));
+
+    if let Ok(addr) = bound.http.local_addr() {
+        tracing::info!(%addr, "http listening");
+    }
+    let app = crate::api::AppState {
+        store: store.clone(),
+        metrics,
+        stopping: shutdown.clone(),
+    };
+    let http_task = tokio::spawn(crate::api::serve(bound.http, app, http_stop.clone()));
+
+    // Overrides changed by the CLI (another process) are picked up here.
+    let refresher = {
+        let (store, live, stop) = (store.clone(), live.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.cancelled() => break,
+                }
+                if let Err(e) = live.refresh(store.as_ref()).await {
+                    tracing::debug!(error = %e, "override refresh failed");
+                }
+            }
+        })
+    };
+
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("postdesk ready");
+    let watchdog = sd_notify::watchdog_enabled();
+    let ping = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(3600));
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = reload.notified() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match crate::config::load(&config_path) {
+                    Ok(new) => {
+                        for w in &new.warnings {
+                            tracing::warn!("{w}");
+                        }
+                        live.replace_config(new);
+                        tracing::info!(path = %config_path.display(), "configuration reloaded");
+                    }
+                    Err(errors) => {
+                        tracing::error!(path = %config_path.display(), "configuration refused, keeping the old one:\n{errors}");
+                    }
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = tokio::time::sleep(ping) => {
+                if watchdog.is_some() {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping: closing smtp listeners");
+    smtp_stop.cancel();
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
+    while !smtp_tasks.is_empty() {
+        if tokio::time::timeout_at(deadline, smtp_tasks.join_next())
+            .await
+            .is_err()
+        {
+            tracing::warn!("smtp sessions still open at the deadline; aborting them");
+            smtp_tasks.abort_all();
+            break;
+        }
+    }
+    tracing::info!("stopping: draining ingest");
+    ingest_stop.cancel();
+    let ingest_deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(ingest_deadline, ingest_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("ingest did not drain before the deadline; the rest stays in the spool");
+    }
+    http_stop.cancel();
+    refresher.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    tracing::info!("postdesk stopped");
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! Ingest: from the durable spool to tickets.
+//!
+//! Stages, each in its own module: [`parse`] (mail-parser), classification
+//! and sender resolution ([`resolve`]), contact + thread + dedupe (planned
+//! here, applied by the store in one transaction), [`route`] for new tickets.
+//! Runs after acceptance; idempotent, because each spool entry's whole effect
+//! (and its `done` mark) is one transaction: a crash at any point leaves the
+//! entry pending and it is processed again, once.
+//!
+//! Must not: talk SMTP, drop an entry (an entry that cannot be processed is
+//! parked as `failed` with its reason), or block the async runtime with
+//! parsing (done on the blocking pool).
+
+pub mod parse;
+pub mod resolve;
+pub mod route;
+pub mod thread;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ChannelConfig, Config};
+use crate::live::Live;
+use crate::store::{
+    ContactRef, InboundMessage, InboundPlan, NewTicket, SpoolEntry, SpoolId, Store, StoreError,
+};
+use resolve::{Classification, ResolveContext};
+
+/// Spool entries taken per round (and so at most per group commit).
+const BATCH: usize = 256;
+
+/// Why an entry could not be planned; it is parked as failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no channel takes any of the recipients {0:?}")]
+    NoChannel(Vec<String>),
+}
+
+/// Normalised addresses of every user (team members may forward).
+pub fn team_addresses(config: &Config) -> HashSet<String> {
+    config
+        .users
+        .iter()
+        .map(|u| u.email.trim().to_lowercase())
+        .collect()
+}
+
+/// The channels a spool entry is for, each with the recipient that named it.
+fn channels_for<'c>(
+    entry: &SpoolEntry,
+    config: &'c Config,
+) -> Vec<(&'c ChannelConfig, Option<String>)> {
+    if let Some(id) = &entry.channel {
+        return config.channel(id).map(|c| (c, None)).into_iter().collect();
+    }
+    let mut out: Vec<(&ChannelConfig, Option<String>)> = Vec::new();
+    for rcpt in &entry.rcpt_to {
+        if let Some(c) = config.channel_for_recipient(rcpt)
+            && !out.iter().any(|(o, _)| o.id == c.id)
+        {
+            out.push((c, Some(rcpt.clone())));
+        }
+    }
+    out
+}
+
+/// Sender resolution and classification for one message on one channel —
+/// also what `postdesk resolve` prints.
+pub fn resolve_one(
+    msg: &mail_parser::Message<'_>,
+    envelope_from: Option<&str>,
+    config: &Config,
+    channel: Option<&ChannelConfig>,
+) -> (resolve::Resolution, Classification) {
+    let team = team_addresses(config);
+    let domain = config.message_id_domain();
+    let empty = Vec::new();
+    let ctx = ResolveContext {
+        team_addresses: &team,
+        forwarders: channel.map(|c| &c.forwarders).unwrap_or(&empty),
+        original_sender_of_forwards: channel.is_none_or(|c| c.original_sender_of_forwards),
+        own_message_id_domain: domain,
+    };
+    let class = resolve::classify(msg, envelope_from, &ctx);
+    (resolve::resolve(msg, &ctx), class)
+}
+
+/// Plan the effect of one spool entry. Pure apart from reading `live`.
+pub fn plan_entry(
+    entry: &SpoolEntry,
+    config: &Config,
+    live: &Live,
+) -> Result<InboundPlan, IngestError> {
+    let channels = channels_for(entry, config);
+    if channels.is_empty() {
+        return Err(IngestError::NoChannel(entry.rcpt_to.clone()));
+    }
+    let parsed_msg = parse::parse(&entry.raw);
+    let fields = parsed_msg
+        .as_ref()
+        .map(parse::fields)
+        .unwrap_or_else(|| parse::Parsed {
+            text: String::from_utf8_lossy(&entry.raw).into_owned(),
+            ..Default::default()
+        });
+    let envelope_from = match entry.source {
+        crate::store::SpoolSource::Smtp => Some(entry.mail_from.as_str()),
+        _ => None,
+    };
+    let dedupe_key = match &fields.message_id {
+        Some(id) => format!("mid:{id}"),
+        None => format!("sha256:{}", entry.content_hash),
+    };
+    let fallback_sender = fields
+        .from_email
+        .clone()
+        .or_else(|| parse::normalise_address(&entry.mail_from))
+        .unwrap_or_else(|| "unknown@invalid".to_string());
+
+    let mut messages = Vec::with_capacity(channels.len());
+    for (channel, rcpt) in channels {
+        let (resolution, class) = match &parsed_msg {
+            Some(m) => resolve_one(m, envelope_from, config, Some(channel)),
+            None => (
+                plain_resolution(&fallback_sender, None),
+                Classification::Normal,
+            ),
+        };
+        if let Classification::Loop { reason } = &class {
+            return Ok(InboundPlan {
+                spool_id: entry.id,
+                messages: Vec::new(),
+                dropped: Some(format!("mail loop: {reason}")),
+            });
+        }
+        let contact_email = parse::normalise_address(&resolution.contact.email)
+            .unwrap_or_else(|| fallback_sender.clone());
+        let contact = ContactRef {
+            email: contact_email,
+            name: resolution.contact.name.clone(),
+        };
+        let original = resolution.original.as_ref();
+        let subject_src = original
+            .and_then(|o| o.subject.clone())
+            .unwrap_or_else(|| fields.subject.clone());
+        let mut ticket_subject = resolve::strip_subject_prefixes(&subject_src)
+            .trim()
+            .to_string();
+        if ticket_subject.is_empty() {
+            ticket_subject = "(no subject)".into();
+        }
+        let thread_token = thread::subject_token(&fields.subject).or_else(|| {
+            rcpt.as_deref()
+                .zip(channel.address.as_deref())
+                .and_then(|(r, a)| thread::plus_token(r, a))
+        });
+        let props = &channel.ticket_properties;
+        let custom: BTreeMap<&String, &String> = props.custom.iter().collect();
+        let (from, text, date, subject) = match original {
+            Some(o) => (
+                contact.clone(),
+                o.text.clone(),
+                o.date.clone().or(fields.date.clone()),
+                subject_src.clone(),
+            ),
+            None => (
+                ContactRef {
+                    email: fallback_sender.clone(),
+                    name: fields.from_name.clone(),
+                },
+                fields.text.clone(),
+                fields.date.clone(),
+                fields.subject.clone(),
+            ),
+        };
+        messages.push(InboundMessage {
+            channel: channel.id.clone(),
+            dedupe_key: dedupe_key.clone(),
+            message_id: fields.message_id.clone(),
+            in_reply_to: fields.in_reply_to.clone(),
+            references: fields.references.clone(),
+            thread_token,
+            contact,
+            from,
+            to: fields.to.clone(),
+            subject,
+            date,
+            text,
+            html: if original.is_some() {
+                None
+            } else {
+                fields.html.clone()
+            },
+            classification: serde_json::to_string(&class).unwrap_or_default(),
+            sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
+            note: resolution.note.clone().filter(|n| !n.trim().is_empty()),
+            new_ticket: NewTicket {
+                subject: ticket_subject,
+                pipeline: props.pipeline.clone(),
+                status: props.status.clone(),
+                priority: props.priority.clone(),
+                properties: serde_json::to_string(&custom).unwrap_or_else(|_| "{}".into()),
+                routing: route::plan(config, channel, &|u| live.user_available(u)),
+            },
+        });
+    }
+    Ok(InboundPlan {
+        spool_id: entry.id,
+        messages,
+        dropped: None,
+    })
+}
+
+fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {
+    resolve::Resolution {
+        contact: resolve::Address {
+            email: email.to_string(),
+            name,
+        },
+        method: "envelope".into(),
+        confidence: 0.5,
+        forwarder: None,
+        claimed_original: None,
+        note: None,
+        original: None,
+    }
+}
+
+/// The ingest worker: waits for spool commits, processes pending entries in
+/// batches, and — once `shutdown` is cancelled — drains what is pending and
+/// returns.
+pub struct Ingestor {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<Live>,
+    pub wake: Arc<Notify>,
+}
+
+impl Ingestor {
+    /// Process everything pending now; returns how many entries were handled.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let batch = self.store.pending_spool(SpoolId(0), BATCH).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        let config = self.live.config();
+        let live = self.live.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            batch
+                .iter()
+                .map(|e| (e.id, plan_entry(e, &config, &live)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("ingest planning failed: {e}")))?;
+        let mut plans = Vec::with_capacity(n);
+        for (id, p) in planned {
+            match p {
+                Ok(plan) => plans.push(plan),
+                Err(e) => {
+                    tracing::warn!(spool = %id, error = %e, "ingest parked a message");
+                    metrics::counter!("postdesk_ingest_failed_total").increment(1);
+                    self.store.fail_spool(id, e.to_string()).await?;
+                }
+            }
+        }
+        let ids: Vec<SpoolId> = plans.iter().map(|p| p.spool_id).collect();
+        let results = self.store.apply_inbound(plans).await?;
+        let mut temporary = None;
+        for (id, r) in ids.into_iter().zip(results) {
+            match r {
+                Ok(outcome) => {
+                    for d in outcome.delivered {
+                        metrics::counter!("postdesk_ingest_messages_total", "result" => if d.duplicate { "duplicate" } else { "stored" }).increment(1);
+                        tracing::info!(spool = %id, channel = %d.channel, ticket = %d.ticket, created = d.created, duplicate = d.duplicate, owner = ?d.owner, "ingested");
+                    }
+                }
+                Err(e) if e.is_temporary() => temporary = Some(e),
+                Err(e) => {
+                    tracing::warn!(spool = %id, error = %e, "ingest parked a message");
+                    self.store.fail_spool(id, e.to_string()).await?;
+                }
+            }
+        }
+        match temporary {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Run until `shutdown` is cancelled and the spool is drained.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.run_once().await {
+                Ok(0) => {
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "ingest round failed");
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        tracing::info!("ingest stopped");
+    }
+}

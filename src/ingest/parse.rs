@@ -1,0 +1,157 @@
+//! Parse stage: raw bytes → the fields the product needs.
+//!
+//! Pure; never fails: malformed mail still yields a [`Parsed`] with whatever
+//! could be read (the raw bytes are kept in the spool regardless).
+
+use mail_parser::{Message, MessageParser};
+
+/// Fields taken from one message's headers and bodies.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub subject: String,
+    pub from_email: Option<String>,
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub date: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// Largest text body kept in the ticket view (the raw message keeps all).
+const MAX_TEXT: usize = 1 << 20;
+
+/// Parse `raw` with mail-parser. `None` only when the input has no headers at all.
+pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    MessageParser::default().parse(raw)
+}
+
+/// Lower-case and trim an address; `None` when it is not `local@domain`.
+pub fn normalise_address(addr: &str) -> Option<String> {
+    let a = addr
+        .trim()
+        .trim_matches(|c| c == '<' || c == '>')
+        .trim()
+        .to_lowercase();
+    let (local, domain) = a.rsplit_once('@')?;
+    if local.is_empty()
+        || domain.is_empty()
+        || a.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return None;
+    }
+    Some(a)
+}
+
+fn clean_id(id: &str) -> Option<String> {
+    let id = id.trim().trim_matches(|c| c == '<' || c == '>').trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Extract the fields of `msg`.
+pub fn fields(msg: &Message<'_>) -> Parsed {
+    let from = msg.from().and_then(|a| a.first());
+    let in_reply_to = msg
+        .in_reply_to()
+        .as_text_list()
+        .and_then(|l| l.last().and_then(|s| clean_id(s)))
+        .or_else(|| msg.in_reply_to().as_text().and_then(clean_id));
+    let mut references: Vec<String> = msg
+        .references()
+        .as_text_list()
+        .map(|l| l.iter().filter_map(|s| clean_id(s)).collect())
+        .unwrap_or_default();
+    if references.is_empty()
+        && let Some(r) = msg.references().as_text().and_then(clean_id)
+    {
+        references.push(r);
+    }
+    let html = msg.body_html(0).map(|h| truncate(h.into_owned(), MAX_TEXT));
+    let text = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+    Parsed {
+        message_id: msg.message_id().and_then(clean_id),
+        in_reply_to,
+        references,
+        subject: msg
+            .subject()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        from_email: from.and_then(|a| a.address()).and_then(normalise_address),
+        from_name: from
+            .and_then(|a| a.name())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+        to: msg
+            .to()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|a| a.address().and_then(normalise_address))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        text: truncate(text, MAX_TEXT),
+        html,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_addresses() {
+        let cases = [
+            (" Ann@Acme.Example ", Some("ann@acme.example")),
+            ("<bob@x.example>", Some("bob@x.example")),
+            ("no-at-sign", None),
+            ("@x.example", None),
+            ("a b@x.example", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalise_address(input).as_deref(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn extracts_thread_headers() {
+        let raw = b"From: \"Carol C\" <Carol@Customer.example>\r\nTo: support@acme.example\r\nSubject: Re: Help [#12]\r\nMessage-ID: <m2@customer.example>\r\nIn-Reply-To: <m1@desk.example>\r\nReferences: <m0@customer.example> <m1@desk.example>\r\n\r\nBody\r\n";
+        let msg = parse(raw).expect("parses");
+        let p = fields(&msg);
+        assert_eq!(p.message_id.as_deref(), Some("m2@customer.example"));
+        assert_eq!(p.in_reply_to.as_deref(), Some("m1@desk.example"));
+        assert_eq!(p.references, vec!["m0@customer.example", "m1@desk.example"]);
+        assert_eq!(p.from_email.as_deref(), Some("carol@customer.example"));
+        assert_eq!(p.from_name.as_deref(), Some("Carol C"));
+        assert_eq!(p.subject, "Re: Help [#12]");
+        assert_eq!(p.text.trim(), "Body");
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for raw in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"From:\r\n\r\n",
+            b"\xff\xfe\x00garbage",
+            b"Subject: =?utf-8?B?####?=\r\n",
+        ] {
+            if let Some(m) = parse(raw) {
+                let _ = fields(&m);
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! postdesk: a mail daemon that turns a company's support mail into help-desk
+//! tickets.
+//!
+//! Mail flows one way through the modules:
+//!
+//! - [`smtp`]: the SMTP listener; ends when raw bytes and envelope are durably
+//!   in the spool.
+//! - [`store`]: the store trait and its SQLite implementation (spool,
+//!   messages, contacts, tickets, runtime state).
+//! - [`ingest`]: spool → parse → classify → resolve the sender → contact →
+//!   thread → route → ticket.
+//! - [`api`]: the HTTP listener (health, metrics).
+//! - [`daemon`]: wires the above together, shutdown and reload.
+//! - [`config`]: the one validated, typed configuration; [`live`]: the
+//!   configuration and runtime overrides in force now.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod live;
+pub mod smtp;
+pub mod store;
+
+/// Install aws-lc-rs as the process-wide rustls provider (exactly one
+/// provider is compiled in; this makes `ClientConfig::builder()` safe).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,82 @@
+//! Live state shared by the daemon's tasks: the current configuration (swapped
+//! whole on SIGHUP) and the runtime overrides kept in the store (channels
+//! enabled/disabled, users' availability), cached in memory so the SMTP hot
+//! path never queries the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{ChannelConfig, Config, UserConfig};
+use crate::store::{Store, StoreError};
+
+/// The configuration and overrides in force right now.
+pub struct Live {
+    config: RwLock<Arc<Config>>,
+    channel_enabled: RwLock<HashMap<String, bool>>,
+    user_available: RwLock<HashMap<String, bool>>,
+}
+
+impl Live {
+    pub fn new(config: Config) -> Self {
+        Live {
+            config: RwLock::new(Arc::new(config)),
+            channel_enabled: RwLock::new(HashMap::new()),
+            user_available: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A snapshot of the current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swap in a new, already validated configuration.
+    pub fn replace_config(&self, config: Config) {
+        match self.config.write() {
+            Ok(mut c) => *c = Arc::new(config),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
+        }
+    }
+
+    /// Whether a channel takes new mail now (runtime override, else config).
+    pub fn channel_enabled(&self, channel: &ChannelConfig) -> bool {
+        self.channel_enabled
+            .read()
+            .ok()
+            .and_then(|m| m.get(&channel.id).copied())
+            .unwrap_or(channel.enabled)
+    }
+
+    /// Whether a user counts as available now (runtime override, else config).
+    pub fn user_available(&self, user: &UserConfig) -> bool {
+        self.user_available
+            .read()
+            .ok()
+            .and_then(|m| m.get(&user.id).copied())
+            .unwrap_or(user.available)
+    }
+
+    /// Record a channel override made in this process (API).
+    pub fn set_channel_enabled(&self, id: &str, enabled: bool) {
+        if let Ok(mut m) = self.channel_enabled.write() {
+            m.insert(id.to_string(), enabled);
+        }
+    }
+
+    /// Reload the overrides from the store (they may be changed by the CLI,
+    /// another process).
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let channels: HashMap<_, _> = store.channel_overrides().await?.into_iter().collect();
+        let users: HashMap<_, _> = store.user_overrides().await?.into_iter().collect();
+        if let Ok(mut m) = self.channel_enabled.write() {
+            *m = channels;
+        }
+        if let Ok(mut m) = self.user_available.write() {
+            *m = users;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,515 @@
+//! The `postdesk` command: the daemon and the operator's tools.
+//!
+//! Every command reads the same configuration file and the same store the
+//! daemon uses (SQLite in WAL mode: safe while the daemon runs). Read
+//! commands take `--json` for scripts; exit codes: 0 ok, 1 runtime error,
+//! 2 bad configuration or usage.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use postdesk::config::{self, Config, LogFormat};
+use postdesk::daemon;
+use postdesk::store::{SqliteStore, Store, TicketFilter, TicketId};
+
+#[derive(Parser)]
+#[command(
+    name = "postdesk",
+    version,
+    about = "Support mail to help-desk tickets"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "POSTDESK_CONFIG",
+        default_value = "/etc/postdesk/postdesk.toml"
+    )]
+    config: PathBuf,
+    /// Log format (overrides [log] format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run,
+    /// Validate the configuration: exit 0, or 2 with FILE:LINE:COL: message lines.
+    Check,
+    /// Tickets.
+    #[command(subcommand)]
+    Tickets(TicketsCmd),
+    /// Contacts.
+    #[command(subcommand)]
+    Contacts(ContactsCmd),
+    /// Channels: list, enable, disable.
+    #[command(subcommand)]
+    Channels(ChannelsCmd),
+    /// Channels, queues and store counts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run parse, classification and sender resolution on one message without
+    /// storing it ("why did this ticket go to X?"). FILE may be `-`.
+    Resolve {
+        file: PathBuf,
+        /// Resolve as if received on this channel (default: the first
+        /// channel whose address is among the message's recipients).
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TicketsCmd {
+    /// List tickets, newest first.
+    List {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        contact: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ticket with its messages.
+    Show {
+        number: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactsCmd {
+    /// List contacts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelsCmd {
+    /// List channels with their state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a channel (persisted; the daemon picks it up within seconds).
+    Enable { id: String },
+    /// Disable a channel: SMTP answers 450 for it, its tickets stay.
+    Disable { id: String },
+}
+
+fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
+    use tracing_subscriber::EnvFilter;
+    let level = config
+        .map(|c| c.log.level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let json = match arg {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Human) => false,
+        None => config.is_some_and(|c| matches!(c.log.format, LogFormat::Json)),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    match config::load(path) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("{w}");
+            }
+            Ok(c)
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            if !errors.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    postdesk::install_crypto_provider();
+    if let Command::Check = cli.command {
+        return match load_config(&cli.config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} channels, {} users, {} teams)",
+                    cli.config.display(),
+                    c.channels.len(),
+                    c.users.len(),
+                    c.teams.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        };
+    }
+    let config = match load_config(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(Some(&config), cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postdesk: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postdesk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> Result<Arc<SqliteStore>> {
+    Ok(daemon::open_store(config).await?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn dispatch(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Check => Ok(()),
+        Command::Run => run_daemon(config).await,
+        Command::Tickets(TicketsCmd::List {
+            channel,
+            status,
+            owner,
+            contact,
+            limit,
+            json,
+        }) => {
+            let store = open_store(&config).await?;
+            let tickets = store
+                .list_tickets(TicketFilter {
+                    channel,
+                    status,
+                    owner,
+                    contact,
+                    limit,
+                })
+                .await?;
+            if json {
+                return print_json(&tickets);
+            }
+            println!(
+                "{:>6}  {:<12} {:<10} {:<10} {:<30} {:>4}  SUBJECT",
+                "NUMBER", "CHANNEL", "STATUS", "OWNER", "CONTACT", "MSGS"
+            );
+            for t in tickets {
+                let h = &t.head;
+                println!(
+                    "{:>6}  {:<12} {:<10} {:<10} {:<30} {:>4}  {}",
+                    h.number,
+                    h.channel,
+                    h.status.as_deref().unwrap_or("-"),
+                    h.owner.as_deref().unwrap_or("-"),
+                    h.contact.email,
+                    t.messages,
+                    h.subject
+                );
+            }
+            Ok(())
+        }
+        Command::Tickets(TicketsCmd::Show { number, json }) => {
+            let store = open_store(&config).await?;
+            let t = store.ticket(TicketId(number)).await?;
+            if json {
+                return print_json(&t);
+            }
+            let h = &t.head;
+            println!("Ticket #{} — {}", h.number, h.subject);
+            println!(
+                "  channel: {}  status: {}  priority: {}  pipeline: {}",
+                h.channel,
+                h.status.as_deref().unwrap_or("-"),
+                h.priority.as_deref().unwrap_or("-"),
+                h.pipeline.as_deref().unwrap_or("-")
+            );
+            println!(
+                "  contact: {} <{}>",
+                h.contact.name.as_deref().unwrap_or(""),
+                h.contact.email
+            );
+            match (&h.owner, &h.unassigned_reason) {
+                (Some(o), _) => println!("  owner: {o}"),
+                (None, Some(r)) => println!("  owner: none ({r})"),
+                (None, None) => println!("  owner: none"),
+            }
+            for m in &t.messages {
+                println!();
+                println!(
+                    "--- {} from {} at {}",
+                    m.direction,
+                    m.from.as_deref().unwrap_or("?"),
+                    m.date.as_deref().unwrap_or("?")
+                );
+                if let Some(method) = m.sender_resolution.get("method").and_then(|v| v.as_str()) {
+                    println!("    sender resolution: {method}");
+                }
+                if let Some(d) = &m.delivery {
+                    println!(
+                        "    delivery: {d} {}",
+                        m.delivery_detail.as_deref().unwrap_or("")
+                    );
+                }
+                println!("{}", m.text.as_deref().unwrap_or("").trim_end());
+            }
+            Ok(())
+        }
+        Command::Contacts(ContactsCmd::List { json }) => {
+            let store = open_store(&config).await?;
+            let contacts = store.list_contacts().await?;
+            if json {
+                return print_json(&contacts);
+            }
+            for c in contacts {
+                println!(
+                    "{:<40} {:<30} {:<10} {}",
+                    c.email,
+                    c.name.as_deref().unwrap_or("-"),
+                    c.owner.as_deref().unwrap_or("-"),
+                    c.tickets
+                );
+            }
+            Ok(())
+        }
+        Command::Channels(cmd) => channels(cmd, config).await,
+        Command::Status { json } => status(config, json).await,
+        Command::Resolve {
+            file,
+            channel,
+            json,
+        } => resolve(file, channel, config, json),
+    }
+}
+
+async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
+    let store = open_store(&config).await?;
+    match cmd {
+        ChannelsCmd::List { json } => {
+            let list = channel_states(&config, store.as_ref()).await?;
+            if json {
+                return print_json(&list);
+            }
+            for c in list {
+                println!(
+                    "{:<16} {:<10} {:<32} {}",
+                    c.id,
+                    c.kind,
+                    c.address.as_deref().unwrap_or("-"),
+                    if c.enabled { "enabled" } else { "disabled" }
+                );
+            }
+            Ok(())
+        }
+        ChannelsCmd::Enable { id } | ChannelsCmd::Disable { id }
+            if config.channel(&id).is_none() =>
+        {
+            bail!("unknown channel {id:?}")
+        }
+        ChannelsCmd::Enable { id } => {
+            store.set_channel_enabled(id.clone(), true).await?;
+            println!("channel {id} enabled");
+            Ok(())
+        }
+        ChannelsCmd::Disable { id } => {
+            store.set_channel_enabled(id.clone(), false).await?;
+            println!("channel {id} disabled");
+            Ok(())
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ChannelState {
+    id: String,
+    kind: String,
+    address: Option<String>,
+    enabled: bool,
+}
+
+async fn channel_states(config: &Config, store: &dyn Store) -> Result<Vec<ChannelState>> {
+    let overrides: std::collections::HashMap<String, bool> =
+        store.channel_overrides().await?.into_iter().collect();
+    Ok(config
+        .channels
+        .iter()
+        .map(|c| ChannelState {
+            id: c.id.clone(),
+            kind: c.kind.as_str().to_string(),
+            address: c.address.clone(),
+            enabled: overrides.get(&c.id).copied().unwrap_or(c.enabled),
+        })
+        .collect())
+}
+
+async fn status(config: Config, json: bool) -> Result<()> {
+    let store = open_store(&config).await?;
+    let channels = channel_states(&config, store.as_ref()).await?;
+    let counts = store.status().await?;
+    let v = serde_json::json!({ "channels": channels, "store": counts, "mailboxes": [] });
+    if json {
+        return print_json(&v);
+    }
+    println!("store: {}", counts.path);
+    println!(
+        "  spool: {} pending, {} failed, {} total",
+        counts.spool_pending, counts.spool_failed, counts.spool_total
+    );
+    println!(
+        "  tickets: {}  messages: {}  contacts: {}",
+        counts.tickets, counts.messages, counts.contacts
+    );
+    println!(
+        "  outbox: {} queued, {} failed",
+        counts.outbox_queued, counts.outbox_failed
+    );
+    println!("channels:");
+    for c in channels {
+        println!(
+            "  {:<16} {:<10} {:<32} {}",
+            c.id,
+            c.kind,
+            c.address.as_deref().unwrap_or("-"),
+            if c.enabled { "enabled" } else { "disabled" }
+        );
+    }
+    Ok(())
+}
+
+fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -> Result<()> {
+    let mut raw = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut raw)
+            .context("reading standard input")?;
+    } else {
+        raw = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    let msg = postdesk::ingest::parse::parse(&raw).context("not a mail message (no headers)")?;
+    let ch = match &channel {
+        Some(id) => Some(
+            config
+                .channel(id)
+                .with_context(|| format!("unknown channel {id:?}"))?,
+        ),
+        None => {
+            let fields = postdesk::ingest::parse::fields(&msg);
+            fields
+                .to
+                .iter()
+                .find_map(|a| config.channel_for_recipient(a))
+        }
+    };
+    let (r, class) = postdesk::ingest::resolve_one(&msg, None, &config, ch);
+    let v = serde_json::json!({
+        "contact": r.contact,
+        "forwarder": r.forwarder,
+        "method": r.method,
+        "confidence": r.confidence,
+        "classification": class,
+        "claimed_original": r.claimed_original,
+        "channel": ch.map(|c| c.id.clone()),
+    });
+    if json {
+        return print_json(&v);
+    }
+    println!(
+        "contact:        {} {}",
+        r.contact.email,
+        r.contact.name.as_deref().unwrap_or("")
+    );
+    println!(
+        "method:         {} (confidence {:.2})",
+        r.method, r.confidence
+    );
+    if let Some(f) = &r.forwarder {
+        println!("forwarder:      {}", f.email);
+    }
+    println!("classification: {}", serde_json::to_string(&class)?);
+    Ok(())
+}
+
+async fn run_daemon(config: Config) -> Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
+    let bound = daemon::Bound::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let reload = Arc::new(Notify::new());
+    spawn_signals(shutdown.clone(), reload.clone())?;
+    daemon::run(config, bound, metrics, shutdown, reload).await?;
+    Ok(())
+}
+
+fn spawn_signals(shutdown: CancellationToken, reload: Arc<Notify>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); shutdown.cancel(); }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); shutdown.cancel(); }
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading configuration"); reload.notify_one(); }
+            }
+        }
+    });
+    Ok(())
+}

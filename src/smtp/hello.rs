@@ -1,0 +1,64 @@
+//! EHLO, HELO and STARTTLS.
+//!
+//! Must not: advertise STARTTLS without a TLS acceptor or once TLS is active; keep any
+//! protocol state across STARTTLS (the session layer discards pipelined bytes and starts
+//! a fresh session over TLS). Limits: the HELO name is at most 255 bytes (smtp-proto).
+//! Untrusted input: the HELO/EHLO name, kept only for the envelope and logs.
+
+use smtp_proto::{
+    EXT_8BIT_MIME, EXT_CHUNKING, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE,
+    EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Spool;
+use super::reply;
+use super::session::{Flow, Session, State};
+
+impl<S, IO> Session<S, IO>
+where
+    S: Spool,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn starttls_offered(&self) -> bool {
+        self.shared.tls.is_some() && !self.tls
+    }
+
+    pub(super) fn ehlo(&mut self, host: String) -> Flow {
+        self.helo = Some(host);
+        self.state = State::Idle;
+        let mut response = EhloResponse::new(self.shared.cfg.hostname.as_str());
+        response.capabilities = EXT_PIPELINING
+            | EXT_8BIT_MIME
+            | EXT_SMTP_UTF8
+            | EXT_SIZE
+            | EXT_ENHANCED_STATUS_CODES
+            | EXT_CHUNKING;
+        if self.starttls_offered() {
+            response.capabilities |= EXT_START_TLS;
+        }
+        response.size = self.shared.cfg.max_message_size;
+        // Writing into a Vec cannot fail.
+        let _ = response.write(&mut self.out);
+        Flow::Continue
+    }
+
+    pub(super) fn helo_cmd(&mut self, host: String) -> Flow {
+        self.helo = Some(host);
+        self.state = State::Idle;
+        let hostname = self.shared.cfg.hostname.clone();
+        reply::write_reply(&mut self.out, 250, [2, 0, 0], hostname);
+        Flow::Continue
+    }
+
+    pub(super) fn starttls(&mut self) -> Flow {
+        if self.tls {
+            return self.error(reply::ALREADY_TLS);
+        }
+        if self.shared.tls.is_none() {
+            return self.error(reply::TLS_UNAVAILABLE);
+        }
+        self.reply(reply::TLS_READY);
+        Flow::StartTls
+    }
+}

@@ -1,0 +1,130 @@
+//! Accept loop: connection caps (total via a semaphore, per client IP via `limits`),
+//! one task per session, limiter pruning, and graceful shutdown.
+//!
+//! Must not: speak SMTP beyond the one-line `421` refusal of an over-cap connection
+//! (written with `try_write`, never awaited), or end on a single accept error (only
+//! repeated failures, after back-off, end `serve`).
+//!
+//! Limits: `max_connections`, `max_connections_per_ip`, `shutdown_grace_secs`.
+//! Untrusted input: inbound connections and their peer addresses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Spool;
+use super::reply::{self, Reply};
+use super::session::{self, Shared};
+use crate::config::SmtpConfig;
+
+/// Accept-error back-off doubles from 1 s; past this, `serve` gives up.
+const MAX_BACKOFF_SECS: u64 = 64;
+/// How often the per-IP rate limiter forgets idle clients.
+const RETAIN_INTERVAL: Duration = Duration::from_secs(60);
+/// After the grace period, how long aborted sessions get to unwind.
+const ABORT_MARGIN: Duration = Duration::from_secs(5);
+
+/// Serve until `shutdown` is cancelled. On cancel: stop accepting, sessions not inside DATA get `421 4.3.2` and close, sessions in DATA/commit may finish up to shutdown_grace_secs; returns when all sessions ended.
+pub async fn serve<S: Spool>(
+    listener: TcpListener,
+    cfg: Arc<SmtpConfig>,
+    tls: Option<TlsAcceptor>,
+    spool: Arc<S>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(cfg.shutdown_grace_secs);
+    let slots = Arc::new(Semaphore::new(
+        cfg.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    // A child token: a failing listener stops its own sessions, not the whole daemon.
+    let stop = shutdown.child_token();
+    let shared = Arc::new(Shared::new(cfg, spool, tls, stop.clone()));
+    let mut sessions = JoinSet::new();
+    let mut retain = tokio::time::interval(RETAIN_INTERVAL);
+    let mut backoff = 1;
+    tracing::info!(addr = ?listener.local_addr().ok(), "SMTP listener started");
+
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "SMTP session task failed");
+                }
+            }
+            _ = retain.tick() => shared.limits.retain_recent(),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = 1;
+                    let ip = peer.ip().to_canonical();
+                    let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                        refuse(&stream, ip, reply::TOO_MANY_CONNECTIONS, "connections");
+                        continue;
+                    };
+                    let Some(slot) = shared.limits.try_connect(ip) else {
+                        refuse(&stream, ip, reply::TOO_MANY_CONNECTIONS_IP, "connections_per_ip");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    let span = tracing::info_span!("smtp", client_ip = %ip);
+                    sessions.spawn(
+                        async move {
+                            tracing::debug!("connected");
+                            session::handle(stream, ip, shared).await;
+                            tracing::debug!("disconnected");
+                            drop((permit, slot));
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(error) => {
+                    if backoff > MAX_BACKOFF_SECS {
+                        tracing::error!(%error, "accept keeps failing; SMTP listener stops");
+                        break Err(error);
+                    }
+                    tracing::warn!(%error, backoff, "accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(backoff)) => {}
+                    }
+                    backoff *= 2;
+                }
+            },
+        }
+    };
+
+    drop(listener);
+    stop.cancel();
+    tracing::info!(sessions = sessions.len(), "SMTP listener draining");
+    let drain = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace + ABORT_MARGIN, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "aborting SMTP sessions after grace period"
+        );
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+    }
+    tracing::info!("SMTP listener stopped");
+    result
+}
+
+/// Best-effort one-line refusal; never waits on the client.
+fn refuse(stream: &TcpStream, ip: std::net::IpAddr, reply: Reply, reason: &'static str) {
+    tracing::info!(client_ip = %ip, reason, "connection refused");
+    metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = stream.try_write(&out);
+}

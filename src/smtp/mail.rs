@@ -1,0 +1,93 @@
+//! MAIL and RCPT: opening a transaction and collecting recipients.
+//!
+//! Must not: accept a recipient the spool did not accept (never an open relay), or
+//! start a transaction before HELO/EHLO, before STARTTLS when `require_tls`, or above
+//! the per-IP message rate. Limits: `max_message_size` against `SIZE=`,
+//! `max_recipients`, `max_messages_per_minute_per_ip`. Untrusted input: addresses and
+//! parameters (already parsed by smtp-proto, addresses at most 256 bytes).
+
+use smtp_proto::{MAIL_BODY_BINARYMIME, MailFrom, RcptTo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::reply;
+use super::session::{Flow, Session, State, Transaction};
+use super::{RcptCheck, Spool};
+
+fn rejected(reason: &'static str) {
+    metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
+}
+
+impl<S, IO> Session<S, IO>
+where
+    S: Spool,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    pub(super) fn mail(&mut self, from: MailFrom<String>) -> Flow {
+        if self.helo.is_none() {
+            return self.error(reply::NEED_HELO);
+        }
+        if self.shared.cfg.require_tls && !self.tls {
+            rejected("tls_required");
+            return self.error(reply::NEED_TLS);
+        }
+        if !matches!(self.state, State::Idle) {
+            return self.error(reply::NESTED_MAIL);
+        }
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return self.error(reply::UNSUPPORTED_PARAM);
+        }
+        if from.size > self.shared.cfg.max_message_size {
+            rejected("size");
+            self.reply(reply::TOO_BIG);
+            return Flow::Continue;
+        }
+        if !self.shared.limits.allow_message(self.peer) {
+            tracing::info!(client_ip = %self.peer, "message rate exceeded");
+            rejected("rate");
+            self.reply(reply::RATE_LIMITED);
+            return Flow::Continue;
+        }
+        self.state = State::Mail(Transaction::new(from.address));
+        self.reply(reply::SENDER_OK);
+        Flow::Continue
+    }
+
+    pub(super) fn rcpt(&mut self, to: RcptTo<String>) -> Flow {
+        let max = self.shared.cfg.max_recipients;
+        let State::Mail(tx) = &mut self.state else {
+            return self.error(reply::NEED_MAIL);
+        };
+        if tx.bdat {
+            return self.error(reply::NEED_MAIL);
+        }
+        tx.rcpt_attempts += 1;
+        if tx.rcpt_to.len() >= max {
+            rejected("too_many_recipients");
+            self.reply(reply::TOO_MANY_RCPTS);
+            return Flow::Continue;
+        }
+        if to.address.is_empty() {
+            return self.error(reply::BAD_RCPT);
+        }
+        let addr = to.address.to_lowercase();
+        match self.shared.spool.check_recipient(&addr) {
+            RcptCheck::Accept => {
+                if !tx.rcpt_to.contains(&addr) {
+                    tx.rcpt_to.push(addr);
+                }
+                self.reply(reply::RCPT_OK);
+                Flow::Continue
+            }
+            RcptCheck::Unknown => {
+                tracing::info!(client_ip = %self.peer, "unknown recipient");
+                rejected("unknown_recipient");
+                self.error(reply::RCPT_UNKNOWN)
+            }
+            RcptCheck::Disabled => {
+                rejected("disabled_recipient");
+                self.reply(reply::RCPT_DISABLED);
+                Flow::Continue
+            }
+        }
+    }
+}

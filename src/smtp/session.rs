@@ -1,0 +1,470 @@
+//! One SMTP session over any `AsyncRead + AsyncWrite + Unpin` stream: the state enum
+//! (idle / MAIL transaction / reading DATA / reading a BDAT chunk), the envelope being
+//! built, command-line framing, pipelined reply batching, timeouts and per-session
+//! limits. Verbs live in `hello` (EHLO/HELO/STARTTLS), `mail` (MAIL/RCPT) and `data`
+//! (DATA/BDAT/commit); the small ones (RSET/NOOP/VRFY/HELP/QUIT) are here.
+//!
+//! Must not: parse SMTP syntax itself (smtp-proto does), echo client text in replies,
+//! buffer without bound, or panic/unwrap on anything the client sends.
+//!
+//! Limits: one read buffer of `READ_BUF` bytes; a command line of at most
+//! `max_line_length` bytes (CRLF included); `max_errors`, `max_junk_commands`,
+//! `idle_timeout_secs` on every read and write, `session_timeout_secs` overall; message
+//! bytes capped in `data`.
+//!
+//! Untrusted input: every byte read from the stream, and how slowly it arrives.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use smtp_proto::request::receiver::RequestReceiver;
+use smtp_proto::{Error as ProtoError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::Spool;
+use super::data::{BdatChunk, DotReceiver};
+use super::limits::Limits;
+use super::reply::{self, Reply};
+use crate::config::SmtpConfig;
+
+/// Bytes read from the socket at once; also bounds how many pipelined commands are
+/// answered in one batch.
+pub(crate) const READ_BUF: usize = 8192;
+
+/// Everything sessions share: config, spool, TLS, per-IP limits, shutdown.
+pub(crate) struct Shared<S> {
+    pub cfg: Arc<SmtpConfig>,
+    pub spool: Arc<S>,
+    pub tls: Option<TlsAcceptor>,
+    pub limits: Arc<Limits>,
+    pub shutdown: CancellationToken,
+    /// Set once, by the first session that sees the shutdown: sessions inside DATA may
+    /// finish until then. One instant for all, so a slow client cannot extend it.
+    grace_deadline: OnceLock<Instant>,
+}
+
+impl<S: Spool> Shared<S> {
+    pub fn new(
+        cfg: Arc<SmtpConfig>,
+        spool: Arc<S>,
+        tls: Option<TlsAcceptor>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let limits = Arc::new(Limits::new(&cfg));
+        Self {
+            cfg,
+            spool,
+            tls,
+            limits,
+            shutdown,
+            grace_deadline: OnceLock::new(),
+        }
+    }
+
+    /// Resolves when shutdown was requested and the grace period has passed.
+    async fn grace_expired(&self) {
+        self.shutdown.cancelled().await;
+        let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
+        let deadline = *self.grace_deadline.get_or_init(|| Instant::now() + grace);
+        sleep_until(deadline).await;
+    }
+}
+
+/// One mail transaction: from MAIL until the message is committed or reset.
+#[derive(Debug)]
+pub(crate) struct Transaction {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// RCPT commands seen, accepted or not (picks 503 vs 554 at DATA).
+    pub rcpt_attempts: usize,
+    /// Message bytes so far (dot-unstuffed DATA, or BDAT chunks).
+    pub raw: Vec<u8>,
+    /// Over `max_message_size`: `raw` is kept empty and the rest is discarded.
+    pub too_large: bool,
+    /// A BDAT chunk was received: DATA is no longer allowed.
+    pub bdat: bool,
+}
+
+impl Transaction {
+    pub fn new(mail_from: String) -> Self {
+        Self {
+            mail_from,
+            rcpt_to: Vec::new(),
+            rcpt_attempts: 0,
+            raw: Vec::new(),
+            too_large: false,
+            bdat: false,
+        }
+    }
+}
+
+/// Where the session is; each variant holds what that phase needs.
+pub(crate) enum State {
+    /// No transaction (before or after HELO; `Session::helo` tells which).
+    Idle,
+    /// MAIL accepted; RCPT and BDAT may follow.
+    Mail(Transaction),
+    /// After `354`: message bytes until `<CRLF>.<CRLF>`.
+    Data(Transaction, DotReceiver),
+    /// Inside one BDAT chunk.
+    Bdat(BdatChunk),
+}
+
+/// What the caller does next.
+pub(crate) enum Flow {
+    Continue,
+    Close,
+    StartTls,
+}
+
+/// How a session ended.
+pub(crate) enum End<IO> {
+    Closed,
+    /// `220` to STARTTLS was sent; the stream is handed back for the handshake.
+    StartTls(IO, Carry),
+}
+
+/// What survives STARTTLS: limits already used up and the session deadline. The
+/// protocol state (HELO, transaction) does not (RFC 3207 §4.2).
+pub(crate) struct Carry {
+    deadline: Instant,
+    errors: usize,
+    junk: usize,
+}
+
+enum Fill {
+    Read,
+    Eof,
+    Stop(Reply),
+    Failed,
+}
+
+pub(crate) struct Session<S, IO> {
+    pub shared: Arc<Shared<S>>,
+    io: IO,
+    pub peer: IpAddr,
+    pub tls: bool,
+    pub helo: Option<String>,
+    pub state: State,
+    /// Pending replies, written when the input is drained (pipelining, RFC 2920).
+    pub out: Vec<u8>,
+    pub rbuf: Box<[u8]>,
+    /// Next unread byte in `rbuf`.
+    pub pos: usize,
+    /// Bytes of `rbuf` holding input.
+    pub filled: usize,
+    /// The command line being assembled (at most `max_line_length`).
+    line: Vec<u8>,
+    /// Discarding the rest of an over-long line.
+    skipping: bool,
+    deadline: Instant,
+    errors: usize,
+    pub junk: usize,
+}
+
+/// Serve one connection: greeting, commands, optional STARTTLS and the TLS session.
+pub(crate) async fn handle<S, IO>(io: IO, peer: IpAddr, shared: Arc<Shared<S>>)
+where
+    S: Spool,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut session = Session::new(io, peer, Arc::clone(&shared), false, None);
+    let greeting = format!("220 {} ESMTP postdesk\r\n", shared.cfg.hostname);
+    session.out.extend_from_slice(greeting.as_bytes());
+    let (io, carry) = match session.run().await {
+        End::Closed => return,
+        End::StartTls(io, carry) => (io, carry),
+    };
+    let Some(acceptor) = shared.tls.clone() else {
+        return;
+    };
+    let idle = Duration::from_secs(shared.cfg.idle_timeout_secs);
+    match timeout(idle, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => {
+            tracing::debug!(client_ip = %peer, "TLS established");
+            let session = Session::new(stream, peer, shared, true, Some(carry));
+            // STARTTLS is refused once TLS is active, so this cannot ask for it again.
+            let _ = session.run().await;
+        }
+        Ok(Err(error)) => tracing::info!(client_ip = %peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::info!(client_ip = %peer, "TLS handshake timed out"),
+    }
+}
+
+impl<S, IO> Session<S, IO>
+where
+    S: Spool,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn new(io: IO, peer: IpAddr, shared: Arc<Shared<S>>, tls: bool, carry: Option<Carry>) -> Self {
+        let carry = carry.unwrap_or_else(|| Carry {
+            deadline: Instant::now() + Duration::from_secs(shared.cfg.session_timeout_secs),
+            errors: 0,
+            junk: 0,
+        });
+        Self {
+            shared,
+            io,
+            peer,
+            tls,
+            helo: None,
+            state: State::Idle,
+            out: Vec::with_capacity(512),
+            rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            filled: 0,
+            line: Vec::new(),
+            skipping: false,
+            deadline: carry.deadline,
+            errors: carry.errors,
+            junk: carry.junk,
+        }
+    }
+
+    pub fn cfg(&self) -> &SmtpConfig {
+        &self.shared.cfg
+    }
+
+    /// Queue one reply.
+    pub fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    /// Queue an error reply caused by the client; too many of them end the session.
+    pub fn error(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        if self.errors > self.cfg().max_errors {
+            tracing::info!(client_ip = %self.peer, "too many errors");
+            metrics::counter!("postdesk_smtp_rejections_total", "reason" => "too_many_errors")
+                .increment(1);
+            self.reply(reply::TOO_MANY_ERRORS);
+            return Flow::Close;
+        }
+        self.reply(reply);
+        Flow::Continue
+    }
+
+    /// Count a command that moves no mail (NOOP, RSET, VRFY, HELP).
+    fn junk(&mut self, reply: Reply) -> Flow {
+        self.junk += 1;
+        if self.junk > self.cfg().max_junk_commands {
+            tracing::info!(client_ip = %self.peer, "too many junk commands");
+            metrics::counter!("postdesk_smtp_rejections_total", "reason" => "junk_commands")
+                .increment(1);
+            self.reply(reply::TOO_MANY_JUNK);
+            return Flow::Close;
+        }
+        self.reply(reply);
+        Flow::Continue
+    }
+
+    pub(crate) async fn run(mut self) -> End<IO> {
+        let end = self.serve().await;
+        if matches!(end, Flow::StartTls) {
+            if self.flush().await {
+                let carry = Carry {
+                    deadline: self.deadline,
+                    errors: self.errors,
+                    junk: self.junk,
+                };
+                return End::StartTls(self.io, carry);
+            }
+            return End::Closed;
+        }
+        if self.flush().await {
+            let idle = Duration::from_secs(self.cfg().idle_timeout_secs);
+            let _ = timeout(idle.min(Duration::from_secs(5)), self.io.shutdown()).await;
+        }
+        End::Closed
+    }
+
+    async fn serve(&mut self) -> Flow {
+        loop {
+            let in_command = matches!(self.state, State::Idle | State::Mail(_));
+            if in_command && self.shared.shutdown.is_cancelled() {
+                self.reply(reply::SHUTTING_DOWN);
+                return Flow::Close;
+            }
+            if self.pos >= self.filled {
+                if !self.flush().await {
+                    return Flow::Close;
+                }
+                match self.fill(!in_command).await {
+                    Fill::Read => {}
+                    Fill::Eof | Fill::Failed => return Flow::Close,
+                    Fill::Stop(reply) => {
+                        self.reply(reply);
+                        return Flow::Close;
+                    }
+                }
+            }
+            let flow = match self.state {
+                State::Data(..) => self.on_data_bytes().await,
+                State::Bdat(..) => self.on_bdat_bytes().await,
+                State::Idle | State::Mail(_) => self.on_command_bytes().await,
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => return Flow::Close,
+                Flow::StartTls => {
+                    // RFC 3207: anything pipelined after STARTTLS is discarded (command
+                    // injection), and the session starts over.
+                    self.pos = self.filled;
+                    return Flow::StartTls;
+                }
+            }
+        }
+    }
+
+    /// Write queued replies. `false` when the client is gone or too slow.
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let idle = Duration::from_secs(self.shared.cfg.idle_timeout_secs);
+        let write = async {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await
+        };
+        let ok = matches!(timeout(idle, write).await, Ok(Ok(())));
+        self.out.clear();
+        ok
+    }
+
+    /// Read more input, bounded by the idle and session timeouts and by shutdown
+    /// (which, inside DATA/BDAT, waits for the grace period instead).
+    async fn fill(&mut self, in_message: bool) -> Fill {
+        let idle = Duration::from_secs(self.shared.cfg.idle_timeout_secs);
+        let now = Instant::now();
+        let (limit, on_timeout) = if self.deadline <= now + idle {
+            (self.deadline, reply::SESSION_TIMEOUT)
+        } else {
+            (now + idle, reply::IDLE_TIMEOUT)
+        };
+        let shared = Arc::clone(&self.shared);
+        let read = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled(), if !in_message => {
+                return Fill::Stop(reply::SHUTTING_DOWN);
+            }
+            _ = shared.grace_expired(), if in_message => {
+                tracing::info!(client_ip = %self.peer, "shutdown grace expired inside DATA");
+                return Fill::Stop(reply::SHUTTING_DOWN);
+            }
+            _ = sleep_until(limit) => {
+                tracing::info!(client_ip = %self.peer, reply = on_timeout.text, "timeout");
+                return Fill::Stop(on_timeout);
+            }
+            read = self.io.read(&mut self.rbuf) => read,
+        };
+        match read {
+            Ok(0) => Fill::Eof,
+            Ok(n) => {
+                self.pos = 0;
+                self.filled = n;
+                Fill::Read
+            }
+            Err(error) => {
+                tracing::debug!(client_ip = %self.peer, %error, "read failed");
+                Fill::Failed
+            }
+        }
+    }
+
+    /// Take buffered input into the command line; run the command once it is complete.
+    async fn on_command_bytes(&mut self) -> Flow {
+        let avail = &self.rbuf[self.pos..self.filled];
+        let max = self.shared.cfg.max_line_length;
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.pos += i + 1;
+                if self.skipping {
+                    self.skipping = false;
+                    return Flow::Continue;
+                }
+                if self.line.len() + i + 1 > max {
+                    self.line.clear();
+                    return self.error(reply::LINE_TOO_LONG);
+                }
+                self.line.extend_from_slice(&avail[..=i]);
+                let line = std::mem::take(&mut self.line);
+                let flow = self.command(&line).await;
+                self.line = line;
+                self.line.clear();
+                flow
+            }
+            None => {
+                self.pos = self.filled;
+                if self.skipping {
+                    return Flow::Continue;
+                }
+                if self.line.len() + avail.len() >= max {
+                    // Reply now; the rest of the line is dropped as it arrives.
+                    self.line.clear();
+                    self.skipping = true;
+                    return self.error(reply::LINE_TOO_LONG);
+                }
+                self.line.extend_from_slice(avail);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// One complete command line (terminator included).
+    async fn command(&mut self, line: &[u8]) -> Flow {
+        let mut receiver = RequestReceiver::default();
+        let request = match receiver.ingest(&mut line.iter()) {
+            Ok(request) => request.into_owned(),
+            Err(error) => return self.parse_error(error),
+        };
+        match request {
+            Request::Ehlo { host } => self.ehlo(host),
+            Request::Helo { host } => self.helo_cmd(host),
+            Request::StartTls => self.starttls(),
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await,
+            Request::Rset => {
+                if matches!(self.state, State::Mail(_)) {
+                    self.state = State::Idle;
+                }
+                self.junk(reply::OK)
+            }
+            Request::Noop { .. } => self.junk(reply::OK),
+            Request::Vrfy { .. } => self.junk(reply::VRFY),
+            Request::Help { .. } => self.junk(reply::HELP),
+            Request::Quit => {
+                self.reply(reply::BYE);
+                Flow::Close
+            }
+            Request::Lhlo { .. }
+            | Request::Auth { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    fn parse_error(&mut self, error: ProtoError) -> Flow {
+        let reply = match error {
+            ProtoError::InvalidSenderAddress => reply::BAD_SENDER,
+            ProtoError::InvalidRecipientAddress => reply::BAD_RCPT,
+            ProtoError::SyntaxError { .. } | ProtoError::InvalidParameter { .. } => reply::SYNTAX,
+            ProtoError::UnsupportedParameter { .. } => reply::UNSUPPORTED_PARAM,
+            ProtoError::ResponseTooLong => reply::LINE_TOO_LONG,
+            ProtoError::UnknownCommand
+            | ProtoError::NeedsMoreData { .. }
+            | ProtoError::InvalidResponse { .. } => reply::UNKNOWN_COMMAND,
+        };
+        self.error(reply)
+    }
+}

@@ -1,0 +1,1100 @@
+//! Session and listener tests: exact reply codes over in-memory duplex streams (and real
+//! sockets on 127.0.0.1:0 for the listener), against an in-memory `Spool`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::data::DotReceiver;
+use super::session::{Shared, handle};
+use super::{Envelope, RcptCheck, Spool, SpoolError, serve, tls_acceptor};
+use crate::config::SmtpConfig;
+
+const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- test spool
+
+#[derive(Clone, Copy)]
+enum Fail {
+    Full,
+    Unavailable,
+    ShuttingDown,
+}
+
+#[derive(Default)]
+struct MemSpool {
+    committed: Mutex<Vec<(Envelope, Vec<u8>)>>,
+    fail: Mutex<Option<Fail>>,
+}
+
+impl MemSpool {
+    fn failing(fail: Fail) -> Self {
+        let spool = Self::default();
+        *spool.fail.lock().unwrap() = Some(fail);
+        spool
+    }
+
+    fn messages(&self) -> Vec<(Envelope, Vec<u8>)> {
+        self.committed.lock().unwrap().clone()
+    }
+}
+
+impl Spool for MemSpool {
+    fn check_recipient(&self, addr: &str) -> RcptCheck {
+        let (local, domain) = addr.split_once('@').unwrap_or((addr, ""));
+        let base = local.split('+').next().unwrap_or(local);
+        match (base, domain) {
+            ("support" | "sales", "acme.example") => RcptCheck::Accept,
+            ("paused", "acme.example") => RcptCheck::Disabled,
+            _ => RcptCheck::Unknown,
+        }
+    }
+
+    async fn commit(&self, envelope: Envelope, raw: Vec<u8>) -> Result<i64, SpoolError> {
+        let fail = *self.fail.lock().unwrap();
+        match fail {
+            Some(Fail::Full) => Err(SpoolError::Full),
+            Some(Fail::Unavailable) => Err(SpoolError::Unavailable("locked".into())),
+            Some(Fail::ShuttingDown) => Err(SpoolError::ShuttingDown),
+            None => {
+                let mut committed = self.committed.lock().unwrap();
+                committed.push((envelope, raw));
+                Ok(committed.len() as i64)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- test client
+
+/// Counts `poll_write` calls that wrote bytes (to check reply batching).
+struct CountingIo<T> {
+    inner: T,
+    writes: Arc<AtomicUsize>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        poll
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+struct Client<T> {
+    io: BufReader<T>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Client<T> {
+    fn new(io: T) -> Self {
+        Self {
+            io: BufReader::new(io),
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        self.send_bytes(bytes.as_bytes()).await;
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.io.get_mut().write_all(bytes).await.unwrap();
+        self.io.get_mut().flush().await.unwrap();
+    }
+
+    /// One complete (possibly multi-line) reply; "" on EOF.
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, self.io.read_line(&mut line))
+                .await
+                .expect("reply timed out")
+                .unwrap_or(0);
+            if n == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    /// Assert the next reply's last line starts with `expected` (e.g. "250 2.1.5").
+    async fn expect(&mut self, expected: &str) -> String {
+        let reply = self.reply().await;
+        let last = reply.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(expected),
+            "expected {expected:?}, got {reply:?}"
+        );
+        reply
+    }
+
+    async fn cmd(&mut self, line: &str, expected: &str) -> String {
+        self.send(&format!("{line}\r\n")).await;
+        self.expect(expected).await
+    }
+
+    async fn expect_eof(&mut self) {
+        let reply = self.reply().await;
+        assert_eq!(reply, "", "expected the connection to close");
+    }
+}
+
+// ---------------------------------------------------------------- harness
+
+fn cfg() -> SmtpConfig {
+    SmtpConfig {
+        hostname: "mx.test".into(),
+        ..SmtpConfig::default()
+    }
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/tls")
+        .join(name)
+}
+
+fn tls_cfg() -> SmtpConfig {
+    SmtpConfig {
+        tls_cert: Some(fixture("cert.pem")),
+        tls_key: Some(fixture("key.pem")),
+        ..cfg()
+    }
+}
+
+struct Harness {
+    spool: Arc<MemSpool>,
+    shared: Arc<Shared<MemSpool>>,
+}
+
+impl Harness {
+    fn new(cfg: SmtpConfig, spool: MemSpool) -> Self {
+        let tls = tls_acceptor(&cfg).unwrap();
+        let spool = Arc::new(spool);
+        let shared = Arc::new(Shared::new(
+            Arc::new(cfg),
+            Arc::clone(&spool),
+            tls,
+            CancellationToken::new(),
+        ));
+        Self { spool, shared }
+    }
+
+    /// A session on a duplex pipe; the greeting is already read.
+    async fn connect(&self) -> Client<tokio::io::DuplexStream> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(handle(server, CLIENT_IP, Arc::clone(&self.shared)));
+        let mut client = Client::new(client);
+        client.expect("220 mx.test ESMTP postdesk").await;
+        client
+    }
+}
+
+async fn session(cfg: SmtpConfig) -> (Client<tokio::io::DuplexStream>, Arc<MemSpool>) {
+    let harness = Harness::new(cfg, MemSpool::default());
+    let client = harness.connect().await;
+    (client, harness.spool)
+}
+
+async fn start_listener(
+    cfg: SmtpConfig,
+) -> (
+    std::net::SocketAddr,
+    Arc<MemSpool>,
+    CancellationToken,
+    JoinHandle<io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spool = Arc::new(MemSpool::default());
+    let token = CancellationToken::new();
+    let tls = tls_acceptor(&cfg).unwrap();
+    let task = tokio::spawn(serve(
+        listener,
+        Arc::new(cfg),
+        tls,
+        Arc::clone(&spool),
+        token.clone(),
+    ));
+    (addr, spool, token, task)
+}
+
+async fn tcp(addr: std::net::SocketAddr) -> Client<TcpStream> {
+    Client::new(TcpStream::connect(addr).await.unwrap())
+}
+
+/// EHLO, MAIL, one RCPT to support@.
+async fn open_transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<T>) {
+    client.cmd("EHLO client.test", "250 ").await;
+    client
+        .cmd("MAIL FROM:<alice@example.org>", "250 2.1.0")
+        .await;
+    client
+        .cmd("RCPT TO:<support@acme.example>", "250 2.1.5")
+        .await;
+}
+
+const BODY: &str = "Subject: hi\r\n\r\nHello.\r\n";
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn happy_path() {
+    let (mut c, spool) = session(cfg()).await;
+    let ehlo = c.cmd("EHLO client.test", "250 ").await;
+    for cap in [
+        "PIPELINING",
+        "8BITMIME",
+        "SMTPUTF8",
+        "SIZE 26214400",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+    ] {
+        assert!(ehlo.contains(cap), "{cap} missing in {ehlo:?}");
+    }
+    assert!(ehlo.starts_with("250-mx.test"));
+    assert!(!ehlo.contains("STARTTLS"), "no TLS configured: {ehlo:?}");
+    c.cmd("MAIL FROM:<Alice@Example.org>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<Support@ACME.example>", "250 2.1.5").await;
+    c.cmd("DATA", "354").await;
+    c.send(&format!("{BODY}.\r\n")).await;
+    c.expect("250 2.0.0 Ok: queued as 1").await;
+    c.cmd("QUIT", "221 2.0.0").await;
+    c.expect_eof().await;
+
+    let messages = spool.messages();
+    assert_eq!(messages.len(), 1);
+    let (env, raw) = &messages[0];
+    assert_eq!(
+        env,
+        &Envelope {
+            mail_from: "Alice@Example.org".into(),
+            rcpt_to: vec!["support@acme.example".into()],
+            client_ip: CLIENT_IP,
+            helo: "client.test".into(),
+            tls: false,
+        }
+    );
+    assert_eq!(raw, BODY.as_bytes());
+}
+
+#[tokio::test]
+async fn helo_and_null_sender() {
+    let (mut c, spool) = session(cfg()).await;
+    c.cmd("HELO old.client", "250 2.0.0 mx.test").await;
+    c.cmd("MAIL FROM:<>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<sales@acme.example>", "250 2.1.5").await;
+    c.cmd("RCPT TO:<SALES@acme.example>", "250 2.1.5").await;
+    c.cmd("DATA", "354").await;
+    c.send(".\r\n").await;
+    c.expect("250 2.0.0").await;
+    let (env, raw) = &spool.messages()[0];
+    assert_eq!(env.mail_from, "");
+    assert_eq!(env.rcpt_to, vec!["sales@acme.example".to_string()]);
+    assert_eq!(env.helo, "old.client");
+    assert!(raw.is_empty());
+}
+
+#[tokio::test]
+async fn pipelined_transaction_in_one_write() {
+    let harness = Harness::new(cfg(), MemSpool::default());
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let writes = Arc::new(AtomicUsize::new(0));
+    let server = CountingIo {
+        inner: server,
+        writes: Arc::clone(&writes),
+    };
+    tokio::spawn(handle(server, CLIENT_IP, Arc::clone(&harness.shared)));
+    let mut c = Client::new(client);
+    c.expect("220 ").await;
+    let before = writes.load(Ordering::SeqCst);
+    c.send(concat!(
+        "EHLO client.test\r\n",
+        "MAIL FROM:<alice@example.org>\r\n",
+        "RCPT TO:<support@acme.example>\r\n",
+        "RCPT TO:<nobody@acme.example>\r\n",
+        "RCPT TO:<sales@acme.example>\r\n",
+        "DATA\r\n",
+    ))
+    .await;
+    for expected in [
+        "250 ",
+        "250 2.1.0",
+        "250 2.1.5",
+        "550 5.1.1",
+        "250 2.1.5",
+        "354",
+    ] {
+        c.expect(expected).await;
+    }
+    assert_eq!(
+        writes.load(Ordering::SeqCst) - before,
+        1,
+        "pipelined replies must go out in one write"
+    );
+    c.send(&format!("{BODY}.\r\nQUIT\r\n")).await;
+    c.expect("250 2.0.0 Ok: queued as 1").await;
+    c.expect("221 2.0.0").await;
+    let (env, raw) = &harness.spool.messages()[0];
+    assert_eq!(env.rcpt_to, ["support@acme.example", "sales@acme.example"]);
+    assert_eq!(raw, BODY.as_bytes());
+}
+
+#[tokio::test]
+async fn rcpt_replies() {
+    let table = [
+        ("<support@acme.example>", "250 2.1.5"),
+        ("<Support@ACME.Example>", "250 2.1.5"),
+        ("<support+billing@acme.example>", "250 2.1.5"),
+        ("<nobody@acme.example>", "550 5.1.1"),
+        ("<paused@acme.example>", "450 4.2.1"),
+        ("<support@elsewhere.example>", "550 5.1.1"),
+        ("<victim@gmail.com>", "550 5.1.1"),
+        ("<@relay.example:support@acme.example>", "250 2.1.5"),
+        ("<>", "501 5.1.3"),
+        ("support@acme.example", "501 5.5.4"),
+    ];
+    for (addr, expected) in table {
+        let (mut c, _) = session(cfg()).await;
+        c.cmd("EHLO client.test", "250 ").await;
+        c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+        let reply = c.cmd(&format!("RCPT TO:{addr}"), "").await;
+        assert!(reply.starts_with(expected), "RCPT TO:{addr}: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn command_replies() {
+    // Each script runs in a fresh session: (command, expected reply prefix).
+    let scripts: &[&[(&str, &str)]] = &[
+        &[("MAIL FROM:<a@example.org>", "503 5.5.1")],
+        &[("RCPT TO:<support@acme.example>", "503 5.5.1")],
+        &[
+            ("EHLO c", "250 "),
+            ("RCPT TO:<support@acme.example>", "503 5.5.1"),
+        ],
+        &[("EHLO c", "250 "), ("DATA", "503 5.5.1")],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example>", "250 2.1.0"),
+            ("DATA", "503 5.5.1"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example>", "250 2.1.0"),
+            ("RCPT TO:<nobody@acme.example>", "550 5.1.1"),
+            ("DATA", "554 5.5.1"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example>", "250 2.1.0"),
+            ("MAIL FROM:<a@b.example>", "503 5.5.1"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example>", "250 2.1.0"),
+            ("RSET", "250 2.0.0"),
+            ("RCPT TO:<support@acme.example>", "503 5.5.1"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example>", "250 2.1.0"),
+            ("EHLO c", "250 "),
+            ("RCPT TO:<support@acme.example>", "503 5.5.1"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example> SIZE=26214401", "552 5.3.4"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example> SIZE=1000", "250 2.1.0"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            (
+                "MAIL FROM:<a@b.example> BODY=8BITMIME SMTPUTF8",
+                "250 2.1.0",
+            ),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example> BODY=BINARYMIME", "555 5.5.4"),
+        ],
+        &[
+            ("EHLO c", "250 "),
+            ("MAIL FROM:<a@b.example> FOO=BAR", "555 5.5.4"),
+        ],
+        &[("EHLO c", "250 "), ("MAIL FROM:a@b.example", "501 5.5.4")],
+        &[("EHLO c", "250 "), ("MAIL FROM:<a@@b>", "501 5.1.7")],
+        &[("EHLO", "501 5.5.4")],
+        &[("FOO bar", "500 5.5.2")],
+        &[("", "500 5.5.2")],
+        &[("NOOP", "250 2.0.0")],
+        &[("RSET", "250 2.0.0")],
+        &[("VRFY support", "252 2.5.0")],
+        &[("HELP", "214 2.0.0")],
+        &[("EXPN list", "502 5.5.1")],
+        &[("AUTH PLAIN AGJvYgBwdw==", "502 5.5.1")],
+        &[("STARTTLS", "454 4.7.0")],
+        &[("BDAT 0 LAST", "503 5.5.1"), ("NOOP", "250 2.0.0")],
+        &[("QUIT", "221 2.0.0")],
+    ];
+    for script in scripts {
+        let (mut c, spool) = session(cfg()).await;
+        for (line, expected) in *script {
+            let reply = c.cmd(line, expected).await;
+            assert!(reply.is_ascii(), "{reply:?}");
+        }
+        assert!(spool.messages().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn oversize_data_is_read_to_the_end_then_552() {
+    let (mut c, spool) = session(SmtpConfig {
+        max_message_size: 100,
+        ..cfg()
+    })
+    .await;
+    let ehlo = c.cmd("EHLO c", "250 ").await;
+    assert!(ehlo.contains("SIZE 100\r\n"));
+    open_after_ehlo(&mut c).await;
+    c.cmd("DATA", "354").await;
+    // The body carries commands: they must be swallowed with it, not executed.
+    let mut body = "x".repeat(150);
+    body.push_str("\r\nRSET\r\nMAIL FROM:<evil@example.org>\r\n");
+    body.push_str(&"y".repeat(20_000));
+    body.push_str("\r\n.\r\n");
+    c.send(&body).await;
+    c.expect("552 5.3.4").await;
+    c.cmd("RCPT TO:<support@acme.example>", "503 5.5.1").await;
+    // A message of exactly the limit is fine.
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<support@acme.example>", "250 2.1.5").await;
+    c.cmd("DATA", "354").await;
+    c.send(&format!("{}\r\n.\r\n", "z".repeat(98))).await;
+    c.expect("250 2.0.0").await;
+    assert_eq!(spool.messages().len(), 1);
+    assert_eq!(spool.messages()[0].1.len(), 100);
+}
+
+async fn open_after_ehlo<T: AsyncRead + AsyncWrite + Unpin>(c: &mut Client<T>) {
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<support@acme.example>", "250 2.1.5").await;
+}
+
+#[tokio::test]
+async fn too_many_recipients() {
+    let (mut c, spool) = session(SmtpConfig {
+        max_recipients: 2,
+        ..cfg()
+    })
+    .await;
+    c.cmd("EHLO c", "250 ").await;
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<support@acme.example>", "250 2.1.5").await;
+    c.cmd("RCPT TO:<sales@acme.example>", "250 2.1.5").await;
+    c.cmd(
+        "RCPT TO:<support+x@acme.example>",
+        "452 4.5.3 Too many recipients",
+    )
+    .await;
+    c.cmd("DATA", "354").await;
+    c.send(".\r\n").await;
+    c.expect("250 2.0.0").await;
+    assert_eq!(spool.messages()[0].0.rcpt_to.len(), 2);
+}
+
+#[tokio::test]
+async fn long_line() {
+    let (mut c, _) = session(SmtpConfig {
+        max_line_length: 64,
+        ..cfg()
+    })
+    .await;
+    // Complete over-long line in one write.
+    c.send(&format!("NOOP {}\r\n", "a".repeat(100))).await;
+    c.expect("500 5.5.2 Line too long").await;
+    c.cmd("NOOP", "250 2.0.0").await;
+    // Over-long line arriving in pieces; its tail must not run as a command.
+    c.send(&"b".repeat(50)).await;
+    c.send(&"c".repeat(50)).await;
+    c.expect("500 5.5.2 Line too long").await;
+    c.send("\r\nNOOP\r\n").await;
+    c.expect("250 2.0.0").await;
+    // Exactly at the limit (CRLF included) is fine.
+    c.cmd(&format!("NOOP {}", "d".repeat(57)), "250 2.0.0")
+        .await;
+}
+
+#[tokio::test]
+async fn junk_command_limit() {
+    let (mut c, _) = session(SmtpConfig {
+        max_junk_commands: 3,
+        ..cfg()
+    })
+    .await;
+    c.cmd("NOOP", "250 2.0.0").await;
+    c.cmd("RSET", "250 2.0.0").await;
+    c.cmd("VRFY x", "252 2.5.0").await;
+    c.cmd("HELP", "421 4.7.0").await;
+    c.expect_eof().await;
+}
+
+#[tokio::test]
+async fn error_limit() {
+    let (mut c, _) = session(SmtpConfig {
+        max_errors: 2,
+        ..cfg()
+    })
+    .await;
+    c.cmd("FOO", "500 5.5.2").await;
+    c.cmd("MAIL FROM:<a@example.org>", "503 5.5.1").await;
+    c.cmd("BAR", "421 4.7.0 Too many errors").await;
+    c.expect_eof().await;
+}
+
+#[tokio::test]
+async fn bdat() {
+    let (mut c, spool) = session(cfg()).await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    // BDAT bytes are binary and never unstuffed; "\r\n.\r\n" inside is content.
+    let chunk1 = "Subject: x\r\n\r\n.\r\n";
+    let chunk2 = "..end\r\n";
+    c.send(&format!("BDAT {}\r\n{chunk1}", chunk1.len())).await;
+    c.expect(&format!("250 2.0.0 {} octets received", chunk1.len()))
+        .await;
+    c.cmd("DATA", "503 5.5.1").await;
+    // Pipelined: last chunk and the next command in one write.
+    c.send(&format!("BDAT {} LAST\r\n{chunk2}NOOP\r\n", chunk2.len()))
+        .await;
+    c.expect("250 2.0.0 Ok: queued as 1").await;
+    c.expect("250 2.0.0 Ok").await;
+    assert_eq!(
+        spool.messages()[0].1,
+        format!("{chunk1}{chunk2}").as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn bdat_oversize_and_out_of_order() {
+    let (mut c, spool) = session(SmtpConfig {
+        max_message_size: 10,
+        ..cfg()
+    })
+    .await;
+    c.cmd("EHLO c", "250 ").await;
+    // Out of order: the chunk is still read and dropped.
+    c.send("BDAT 6\r\nNOOP\r\n").await;
+    c.expect("503 5.5.1").await;
+    open_after_ehlo(&mut c).await;
+    c.send("BDAT 8\r\n12345678").await;
+    c.expect("250 2.0.0 8 octets").await;
+    c.send("BDAT 8 LAST\r\nRSET\r\n\r\n").await;
+    c.expect("552 5.3.4").await;
+    c.cmd("NOOP", "250 2.0.0").await;
+    assert!(spool.messages().is_empty());
+}
+
+#[tokio::test]
+async fn smuggling_does_not_end_data() {
+    const SMUGGLED: &str =
+        "MAIL FROM:<evil@example.org>\r\nRCPT TO:<support@acme.example>\r\nDATA\r\nForged\r\n";
+    // (bytes around the fake end, what the message must contain there)
+    let table = [
+        ("\r\n.\n", "\r\n\n"),  // dot at a real line start: unstuffed, LF is content
+        ("\n.\r\n", "\n.\r\n"), // bare LF before the dot
+        ("\n.\n", "\n.\n"),     // bare LF both sides
+        ("\r.\r\n", "\r.\r\n"), // bare CR before the dot
+        ("\r.\r", "\r.\r"),     // bare CR both sides
+        ("\r\n.\r\r\n", "\r\n\r\r\n"), // bare CR after the dot (smtp-proto alone ends here)
+        ("\r\n.\r\r\r\n", "\r\n\r\r\r\n"),
+        ("\n\r.\r\n", "\n\r.\r\n"),
+    ];
+    for (fake_end, kept) in table {
+        let (mut c, spool) = session(cfg()).await;
+        c.cmd("EHLO c", "250 ").await;
+        open_after_ehlo(&mut c).await;
+        c.cmd("DATA", "354").await;
+        c.send(&format!("Subject: a{fake_end}{SMUGGLED}.\r\n"))
+            .await;
+        c.expect("250 2.0.0 Ok: queued as 1").await;
+        c.cmd("NOOP", "250 2.0.0 Ok").await;
+        let messages = spool.messages();
+        assert_eq!(messages.len(), 1, "{fake_end:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&messages[0].1),
+            format!("Subject: a{kept}{SMUGGLED}"),
+            "{fake_end:?}"
+        );
+    }
+}
+
+#[test]
+fn dot_unstuffing_and_end() {
+    // (DATA bytes including the terminator, message)
+    let table: &[(&str, &str)] = &[
+        (".\r\n", ""),
+        ("..\r\n.\r\n", ".\r\n"),
+        ("..a\r\n.\r\n", ".a\r\n"),
+        ("a\r\n..b\r\n.\r\n", "a\r\n.b\r\n"),
+        ("a\r\n...\r\n.\r\n", "a\r\n..\r\n"),
+        ("a.\r\n.b\r\n.\r\n", "a.\r\nb\r\n"),
+        ("a\r\n\r\n.\r\n", "a\r\n\r\n"),
+        ("a\n.\nb\r\n.\r\n", "a\n.\nb\r\n"),
+        ("a\r\n.\r\r\n.\r\n", "a\r\n\r\r\n"),
+    ];
+    for (input, expected) in table {
+        let input = input.as_bytes();
+        // Whole, byte by byte, and every two-way split must agree.
+        let mut splits: Vec<Vec<&[u8]>> = vec![vec![input], input.chunks(1).collect()];
+        for i in 1..input.len() {
+            splits.push(vec![&input[..i], &input[i..]]);
+        }
+        for parts in splits {
+            let mut rx = DotReceiver::new();
+            let mut out = Vec::new();
+            let mut ended_at = None;
+            let mut total = 0;
+            for part in &parts {
+                let (used, ended) = rx.ingest(part, &mut out);
+                total += used;
+                if ended {
+                    ended_at = Some(total);
+                    break;
+                }
+                assert_eq!(used, part.len());
+            }
+            assert_eq!(ended_at, Some(input.len()), "{input:?} {parts:?}");
+            assert_eq!(String::from_utf8_lossy(&out), *expected, "{parts:?}");
+        }
+    }
+    // Bytes after the terminator are left for the command parser.
+    let mut rx = DotReceiver::new();
+    let mut out = Vec::new();
+    assert_eq!(rx.ingest(b"hi\r\n.\r\nQUIT\r\n", &mut out), (7, true));
+    assert_eq!(out, b"hi\r\n");
+}
+
+#[tokio::test]
+async fn dot_unstuffing_in_session() {
+    let (mut c, spool) = session(cfg()).await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    c.cmd("DATA", "354").await;
+    c.send("..first\r\nmid\r\n..\r\n...x\r\n.\r\n").await;
+    c.expect("250 2.0.0").await;
+    assert_eq!(spool.messages()[0].1, b".first\r\nmid\r\n.\r\n..x\r\n");
+}
+
+#[tokio::test]
+async fn idle_timeout() {
+    let (mut c, _) = session(SmtpConfig {
+        idle_timeout_secs: 1,
+        ..cfg()
+    })
+    .await;
+    c.cmd("EHLO c", "250 ").await;
+    c.expect("421 4.4.2 Idle timeout").await;
+    c.expect_eof().await;
+}
+
+#[tokio::test]
+async fn session_timeout() {
+    let (mut c, _) = session(SmtpConfig {
+        session_timeout_secs: 1,
+        ..cfg()
+    })
+    .await;
+    let mut last = String::new();
+    for _ in 0..20 {
+        // The server may already have closed: a failed write is fine, the 421 is read.
+        let _ = c.io.get_mut().write_all(b"NOOP\r\n").await;
+        last = c.reply().await;
+        if !last.starts_with("250") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(last.starts_with("421 4.4.2"), "{last:?}");
+}
+
+#[tokio::test]
+async fn spool_errors() {
+    let table = [
+        (Fail::Full, "452 4.3.1"),
+        (Fail::Unavailable, "451 4.3.0"),
+        (Fail::ShuttingDown, "421 4.3.2"),
+    ];
+    for (fail, expected) in table {
+        let harness = Harness::new(cfg(), MemSpool::failing(fail));
+        let mut c = harness.connect().await;
+        c.cmd("EHLO c", "250 ").await;
+        open_after_ehlo(&mut c).await;
+        c.cmd("DATA", "354").await;
+        c.send(&format!("{BODY}.\r\n")).await;
+        c.expect(expected).await;
+        if matches!(fail, Fail::ShuttingDown) {
+            c.expect_eof().await;
+        } else {
+            c.cmd("NOOP", "250 2.0.0").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn rate_limit() {
+    let harness = Harness::new(
+        SmtpConfig {
+            max_messages_per_minute_per_ip: 1,
+            ..cfg()
+        },
+        MemSpool::default(),
+    );
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    c.cmd("RSET", "250 2.0.0").await;
+    c.cmd("MAIL FROM:<a@example.org>", "451 4.7.0").await;
+    // Per IP, not per session.
+    let mut c2 = harness.connect().await;
+    c2.cmd("EHLO c", "250 ").await;
+    c2.cmd("MAIL FROM:<a@example.org>", "451 4.7.0").await;
+
+    let exempt = Harness::new(
+        SmtpConfig {
+            max_messages_per_minute_per_ip: 1,
+            rate_limit_exempt: vec!["192.0.2.0/24".parse().unwrap()],
+            ..cfg()
+        },
+        MemSpool::default(),
+    );
+    let mut c = exempt.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    for _ in 0..3 {
+        c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+        c.cmd("RSET", "250 2.0.0").await;
+    }
+}
+
+// ---------------------------------------------------------------- TLS
+
+async fn tls_connect<T: AsyncRead + AsyncWrite + Unpin>(
+    io: T,
+) -> tokio_rustls::client::TlsStream<T> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(fixture("cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, io).await.unwrap()
+}
+
+#[tokio::test]
+async fn starttls_handshake_and_injection() {
+    let harness = Harness::new(tls_cfg(), MemSpool::default());
+    let mut c = harness.connect().await;
+    let ehlo = c.cmd("EHLO plain.client", "250 ").await;
+    assert!(ehlo.contains("STARTTLS"), "{ehlo:?}");
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    // Plaintext pipelined after STARTTLS must be thrown away (CVE-2011-0411 style).
+    c.send("STARTTLS\r\nRSET\r\nMAIL FROM:<injected@example.org>\r\n")
+        .await;
+    c.expect("220 2.0.0").await;
+    let io = c.io.into_inner();
+    let mut c = Client::new(tls_connect(io).await);
+    // Fresh session: MAIL before EHLO is out of order; no injected replies in between.
+    c.cmd("MAIL FROM:<a@example.org>", "503 5.5.1").await;
+    let ehlo = c.cmd("EHLO tls.client", "250 ").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo:?}");
+    c.cmd("STARTTLS", "503 5.5.1").await;
+    open_after_ehlo(&mut c).await;
+    c.cmd("DATA", "354").await;
+    c.send(&format!("{BODY}.\r\n")).await;
+    c.expect("250 2.0.0 Ok: queued as 1").await;
+    c.cmd("QUIT", "221 2.0.0").await;
+    let (env, raw) = &harness.spool.messages()[0];
+    assert!(env.tls);
+    assert_eq!(env.helo, "tls.client");
+    assert_eq!(env.mail_from, "a@example.org");
+    assert_eq!(raw, BODY.as_bytes());
+}
+
+#[tokio::test]
+async fn require_tls() {
+    let harness = Harness::new(
+        SmtpConfig {
+            require_tls: true,
+            ..tls_cfg()
+        },
+        MemSpool::default(),
+    );
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    c.cmd("MAIL FROM:<a@example.org>", "530 5.7.0").await;
+    c.cmd("STARTTLS", "220 2.0.0").await;
+    let mut c = Client::new(tls_connect(c.io.into_inner()).await);
+    c.cmd("EHLO c", "250 ").await;
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+}
+
+#[test]
+fn tls_acceptor_config_errors() {
+    assert!(tls_acceptor(&cfg()).unwrap().is_none());
+    assert!(tls_acceptor(&tls_cfg()).unwrap().is_some());
+    let only_cert = SmtpConfig {
+        tls_key: None,
+        ..tls_cfg()
+    };
+    assert!(matches!(
+        tls_acceptor(&only_cert),
+        Err(super::TlsError::Incomplete)
+    ));
+    let missing = SmtpConfig {
+        tls_cert: Some(fixture("missing.pem")),
+        ..tls_cfg()
+    };
+    assert!(matches!(
+        tls_acceptor(&missing),
+        Err(super::TlsError::Certificate { .. })
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let no_cert = SmtpConfig {
+        tls_cert: Some(empty.clone()),
+        ..tls_cfg()
+    };
+    assert!(matches!(
+        tls_acceptor(&no_cert),
+        Err(super::TlsError::NoCertificate { .. })
+    ));
+    let key_is_cert = SmtpConfig {
+        tls_key: Some(fixture("cert.pem")),
+        ..tls_cfg()
+    };
+    let err = tls_acceptor(&key_is_cert).err().expect("must fail");
+    assert!(matches!(err, super::TlsError::Key { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------- listener
+
+#[tokio::test]
+async fn listener_shutdown_idle_session_gets_421() {
+    let (addr, _, token, task) = start_listener(cfg()).await;
+    let mut c = tcp(addr).await;
+    c.expect("220 mx.test ESMTP postdesk").await;
+    c.cmd("EHLO c", "250 ").await;
+    token.cancel();
+    c.expect("421 4.3.2").await;
+    c.expect_eof().await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+}
+
+#[tokio::test]
+async fn listener_shutdown_lets_data_finish() {
+    let (addr, spool, token, task) = start_listener(cfg()).await;
+    let mut c = tcp(addr).await;
+    c.expect("220 ").await;
+    open_transaction(&mut c).await;
+    c.cmd("DATA", "354").await;
+    c.send("Subject: slow\r\n\r\nfirst half\r\n").await;
+    token.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!task.is_finished());
+    c.send("second half\r\n.\r\n").await;
+    c.expect("250 2.0.0 Ok: queued as 1").await;
+    c.expect("421 4.3.2").await;
+    c.expect_eof().await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        spool.messages()[0].1,
+        b"Subject: slow\r\n\r\nfirst half\r\nsecond half\r\n"
+    );
+}
+
+#[tokio::test]
+async fn listener_shutdown_grace_expires_inside_data() {
+    let (addr, spool, token, task) = start_listener(SmtpConfig {
+        shutdown_grace_secs: 1,
+        ..cfg()
+    })
+    .await;
+    let mut c = tcp(addr).await;
+    c.expect("220 ").await;
+    open_transaction(&mut c).await;
+    c.cmd("DATA", "354").await;
+    c.send("stalled").await;
+    token.cancel();
+    c.expect("421 4.3.2").await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(spool.messages().is_empty());
+}
+
+#[tokio::test]
+async fn per_ip_connection_cap() {
+    let (addr, _, token, task) = start_listener(SmtpConfig {
+        max_connections_per_ip: 2,
+        ..cfg()
+    })
+    .await;
+    let mut a = tcp(addr).await;
+    a.expect("220 ").await;
+    let mut b = tcp(addr).await;
+    b.expect("220 ").await;
+    let mut refused = tcp(addr).await;
+    refused.expect("421 4.7.0").await;
+    refused.expect_eof().await;
+    // A slot frees up when a session ends.
+    a.cmd("QUIT", "221").await;
+    a.expect_eof().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = tcp(addr).await;
+    d.expect("220 ").await;
+    token.cancel();
+    b.expect("421 4.3.2").await;
+    d.expect("421 4.3.2").await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn total_connection_cap() {
+    let (addr, _, token, task) = start_listener(SmtpConfig {
+        max_connections: 1,
+        ..cfg()
+    })
+    .await;
+    let mut a = tcp(addr).await;
+    a.expect("220 ").await;
+    let mut refused = tcp(addr).await;
+    refused.expect("421 4.7.0 Too many connections").await;
+    token.cancel();
+    a.expect("421 4.3.2").await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn listener_starttls_over_tcp() {
+    let (addr, spool, token, task) = start_listener(tls_cfg()).await;
+    let mut c = tcp(addr).await;
+    c.expect("220 ").await;
+    c.cmd("EHLO c", "250 ").await;
+    c.cmd("STARTTLS", "220 2.0.0").await;
+    let mut c = Client::new(tls_connect(c.io.into_inner()).await);
+    open_transaction(&mut c).await;
+    c.cmd("DATA", "354").await;
+    c.send(&format!("{BODY}.\r\n")).await;
+    c.expect("250 2.0.0").await;
+    token.cancel();
+    c.expect("421 4.3.2").await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(spool.messages()[0].0.tls);
+}
+
+#[tokio::test]
+async fn limits_release_ip_slots() {
+    let harness = Harness::new(cfg(), MemSpool::default());
+    let limits = Arc::clone(&harness.shared.limits);
+    let slot = limits.try_connect(CLIENT_IP).unwrap();
+    assert_eq!(limits.open_for(CLIENT_IP), 1);
+    drop(slot);
+    assert_eq!(limits.open_for(CLIENT_IP), 0);
+}
+
+/// Pins what smtp-proto 0.2.5's `DataReceiver` does on its own, i.e. why `DotReceiver`
+/// exists. If an upgrade changes this, re-check the wrapper.
+#[test]
+fn smtp_proto_data_receiver_quirks() {
+    use smtp_proto::request::receiver::DataReceiver;
+    let ends = |input: &[u8]| {
+        let mut rx = DataReceiver::new();
+        let mut out = Vec::new();
+        rx.ingest(&mut input.iter(), &mut out)
+    };
+    // Bare-LF / bare-CR forms do not end DATA: good.
+    for input in [
+        &b"a\n.\nb"[..],
+        b"a\n.\r\nb",
+        b"a\r\n.\nb",
+        b"a\r.\r\nb",
+        b"a\r.\rb",
+    ] {
+        assert!(!ends(input), "{input:?}");
+    }
+    assert!(ends(b"a\r\n.\r\n"));
+    // Surprise 1: a bare CR after the dot still ends it.
+    assert!(ends(b"a\r\n.\r\r\n"));
+    // Surprise 2: a fresh receiver does not treat the start as a line start.
+    assert!(!ends(b".\r\n"));
+}

@@ -1,0 +1,132 @@
+//! Versioned schema migrations for the SQLite store.
+//!
+//! Each entry in [`MIGRATIONS`] moves the schema from version `i` to `i + 1`
+//! (`PRAGMA user_version`). Migrations only ever get appended; a database whose
+//! version is newer than this binary knows is refused rather than guessed at.
+
+/// Schema steps, applied in order inside one transaction each.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: spool, messages, contacts, tickets, users' and channels' state,
+    //    outbox and mailbox checkpoints.
+    r#"
+CREATE TABLE spool (
+    id            INTEGER PRIMARY KEY,
+    received_at   INTEGER NOT NULL,          -- unix milliseconds
+    source        TEXT NOT NULL,             -- smtp | imap | form | api
+    mail_from     TEXT NOT NULL,             -- envelope sender, '' for <>
+    rcpt_to       TEXT NOT NULL,             -- JSON array of envelope recipients
+    client_ip     TEXT,
+    helo          TEXT,
+    tls           INTEGER NOT NULL DEFAULT 0,
+    channel       TEXT,                      -- set when the source names it (pull, form)
+    raw           BLOB NOT NULL,             -- exact bytes as received, never modified
+    content_hash  TEXT NOT NULL,             -- sha256 hex of raw
+    state         TEXT NOT NULL DEFAULT 'pending', -- pending | done | failed
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    processed_at  INTEGER
+);
+CREATE INDEX spool_pending ON spool(id) WHERE state = 'pending';
+
+CREATE TABLE contacts (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL UNIQUE,        -- normalised: trimmed, lower-case
+    name        TEXT,
+    owner       TEXT,                        -- user id
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE tickets (
+    id                 INTEGER PRIMARY KEY,  -- the ticket number
+    channel            TEXT NOT NULL,
+    contact_id         INTEGER NOT NULL REFERENCES contacts(id),
+    subject            TEXT NOT NULL,
+    pipeline           TEXT,
+    status             TEXT,
+    priority           TEXT,
+    properties         TEXT NOT NULL DEFAULT '{}', -- custom string properties, JSON
+    owner              TEXT,                 -- user id or NULL
+    unassigned_reason  TEXT,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+CREATE INDEX tickets_owner ON tickets(owner, status);
+CREATE INDEX tickets_contact ON tickets(contact_id);
+
+CREATE TABLE ticket_participants (
+    ticket_id   INTEGER NOT NULL REFERENCES tickets(id),
+    contact_id  INTEGER NOT NULL REFERENCES contacts(id),
+    PRIMARY KEY (ticket_id, contact_id)
+);
+
+CREATE TABLE messages (
+    id                 INTEGER PRIMARY KEY,
+    ticket_id          INTEGER NOT NULL REFERENCES tickets(id),
+    channel            TEXT NOT NULL,
+    direction          TEXT NOT NULL,        -- inbound | outbound | note
+    spool_id           INTEGER REFERENCES spool(id), -- raw bytes of inbound mail
+    dedupe_key         TEXT,                 -- 'mid:<message-id>' or 'sha256:<hash>'
+    message_id         TEXT,                 -- without angle brackets
+    in_reply_to        TEXT,
+    refs               TEXT,                 -- space separated message ids
+    from_email         TEXT,
+    from_name          TEXT,
+    to_addrs           TEXT,                 -- JSON array
+    subject            TEXT,
+    date               TEXT,
+    text               TEXT,
+    html               TEXT,
+    author             TEXT,                 -- user id for outbound and notes
+    classification     TEXT,                 -- JSON
+    sender_resolution  TEXT,                 -- JSON
+    delivery           TEXT,                 -- outbound: queued | sent | failed
+    delivery_detail    TEXT,
+    created_at         INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX messages_dedupe ON messages(channel, dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX messages_message_id ON messages(message_id);
+CREATE INDEX messages_ticket ON messages(ticket_id, id);
+
+CREATE TABLE user_state (
+    id                TEXT PRIMARY KEY,
+    available         INTEGER,               -- NULL: as configured
+    last_assigned_seq INTEGER            -- global sequence: larger = assigned more recently
+);
+
+CREATE TABLE api_tokens (
+    token_hash  TEXT PRIMARY KEY,            -- sha256 hex of the bearer token
+    user_id     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE channel_state (
+    id       TEXT PRIMARY KEY,
+    enabled  INTEGER                          -- NULL: as configured
+);
+
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY,
+    message_id       INTEGER NOT NULL REFERENCES messages(id),
+    channel          TEXT NOT NULL,
+    mail_from        TEXT NOT NULL,
+    rcpt_to          TEXT NOT NULL,           -- JSON array
+    raw              BLOB NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'queued', -- queued | sent | failed
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    sent_at          INTEGER
+);
+CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'queued';
+
+CREATE TABLE mailbox_checkpoints (
+    channel      TEXT NOT NULL,
+    folder       TEXT NOT NULL,
+    uidvalidity  INTEGER NOT NULL,
+    last_uid     INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (channel, folder)
+);
+"#,
+];

@@ -1,0 +1,115 @@
+//! The store: everything postdesk keeps, behind one trait.
+//!
+//! Owns the spool (accepted raw mail and its envelope), messages, contacts,
+//! tickets, users' and channels' runtime state, the outbox and mailbox
+//! checkpoints. Only this module talks SQL; callers use the typed methods of
+//! [`Store`]. Writes are durable when their future resolves (`synchronous=FULL`),
+//! and concurrent writes are grouped into one transaction (group commit) so a
+//! burst of N messages costs far fewer than N fsyncs.
+//!
+//! Must not: parse mail, make routing decisions, or block an async worker
+//! thread (the SQLite implementation runs on its own threads).
+
+mod migrations;
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future returned by store methods, so `dyn Store` works.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Errors the store reports. Callers act on [`StoreError::is_temporary`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or database is full (SQLITE_FULL, ENOSPC).
+    #[error("storage full")]
+    Full,
+    /// Another process holds the write lock longer than the busy timeout.
+    #[error("database busy")]
+    Busy,
+    /// The store has been shut down.
+    #[error("store closed")]
+    Closed,
+    /// The named object does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A request the store refuses (e.g. a conflicting state change).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database file is newer than this binary or damaged.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// Any other SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(rusqlite::Error),
+    /// I/O around the database file (creating its directory).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (full disk, lock contention, shutdown).
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Full | StoreError::Busy | StoreError::Closed
+        ) || matches!(self, StoreError::Sqlite(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            match f.code {
+                ErrorCode::DiskFull => return StoreError::Full,
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return StoreError::Busy,
+                _ => {}
+            }
+        }
+        StoreError::Sqlite(e)
+    }
+}
+
+/// Everything the daemon, the CLI and the API need from persistent state.
+///
+/// Every write resolves only after its transaction is durably committed.
+pub trait Store: Send + Sync + 'static {
+    /// Commit one accepted message to the spool.
+    fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolId>;
+    /// Spool entries still waiting for ingest, oldest first, with id > `after`.
+    fn pending_spool(&self, after: SpoolId, limit: usize) -> StoreFuture<'_, Vec<SpoolEntry>>;
+    /// Apply ingest results, in order, each atomically (contacts, tickets,
+    /// messages, routing, and marking its spool entry done). One plan's
+    /// failure does not undo the others; all share one durable commit.
+    fn apply_inbound(
+        &self,
+        plans: Vec<InboundPlan>,
+    ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>>;
+    /// Park a spool entry that ingest could not process, with its reason.
+    fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()>;
+    /// The raw bytes of a spooled message.
+    fn raw(&self, id: SpoolId) -> StoreFuture<'_, Vec<u8>>;
+
+    /// Tickets, newest first.
+    fn list_tickets(&self, filter: TicketFilter) -> StoreFuture<'_, Vec<TicketSummary>>;
+    /// One ticket with its messages.
+    fn ticket(&self, number: TicketId) -> StoreFuture<'_, TicketDetail>;
+    /// Contacts, by email.
+    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>>;
+
+    /// Runtime enable/disable overrides of channels (absent: as configured).
+    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
+    /// Persist a channel's enabled state.
+    fn set_channel_enabled(&self, channel: String, enabled: bool) -> StoreFuture<'_, ()>;
+    /// Runtime availability overrides of users (absent: as configured).
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
+
+    /// Counts for `status`.
+    fn status(&self) -> StoreFuture<'_, StoreStatus>;
+}

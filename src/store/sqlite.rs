@@ -1,0 +1,775 @@
+//! SQLite implementation of [`Store`].
+//!
+//! One dedicated writer thread owns the only write connection. Callers hand
+//! it jobs; it runs every job that is waiting (up to `group_commit_max`) in
+//! one `BEGIN IMMEDIATE … COMMIT`, each job inside its own savepoint so one
+//! failing job does not undo the others, and answers each job only after the
+//! COMMIT returned (WAL + `synchronous=FULL`: the commit is fsynced). Reads use
+//! a small pool of read-only connections on the blocking thread pool.
+//!
+//! Limits: the job queue is bounded (callers wait when it is full); the
+//! database file must be on a local filesystem (WAL needs shared memory).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::migrations::MIGRATIONS;
+use super::*;
+
+/// Size of the queue in front of the writer thread.
+const WRITE_QUEUE: usize = 4096;
+/// Read connections kept open for reuse.
+const READ_POOL: usize = 4;
+/// Ticket statuses that do not count as open for balancing.
+const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// sha256 of `bytes`, lower-case hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One unit of work for the writer thread.
+trait WriteJob: Send {
+    /// Run inside the open transaction (the job sets its own savepoint).
+    fn run(&mut self, conn: &Connection);
+    /// Deliver the result once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Job<T, F> {
+    f: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        if let Some(f) = self.f.take() {
+            self.result = Some(in_savepoint(conn, "job", f));
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let out = match (commit, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(r)) => r,
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    busy_timeout_ms: u64,
+}
+
+fn open_conn(
+    path: &Path,
+    flags: OpenFlags,
+    busy_timeout_ms: u64,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Schema(format!(
+            "database schema version {version} is newer than this postdesk knows ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, migrate it and start
+    /// the writer thread.
+    pub fn open(
+        path: &Path,
+        busy_timeout_ms: u64,
+        group_commit_max: usize,
+    ) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut conn = open_conn(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            busy_timeout_ms,
+        )?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Schema(format!(
+                "cannot switch {} to WAL (got {mode})",
+                path.display()
+            )));
+        }
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let max = group_commit_max.max(1);
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, max))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            busy_timeout_ms,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on the writer thread inside the current group transaction;
+    /// resolves after the durable commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` with a read connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        let busy = self.busy_timeout_ms;
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_conn(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    busy,
+                )?,
+            };
+            let r = f(&conn);
+            if let Ok(mut v) = readers.lock()
+                && v.len() < READ_POOL
+            {
+                v.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("reader task failed: {e}")))?
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, max: usize) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max);
+    while let Some(job) = rx.blocking_recv() {
+        batch.push(job);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&mut conn, &mut batch);
+        for job in batch.drain(..) {
+            let r = match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(clone_err(e)),
+            };
+            job.finish(r);
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        job.run(conn);
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        tracing::warn!(error = %e, jobs = batch.len(), "store commit failed");
+        return Err(e.into());
+    }
+    metrics::counter!("postdesk_store_commits_total").increment(1);
+    metrics::histogram!("postdesk_store_commit_batch").record(batch.len() as f64);
+    Ok(())
+}
+
+/// The batch outcome goes to every job; `StoreError` is not `Clone` because of
+/// rusqlite's error, so keep what callers act on.
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Full => StoreError::Full,
+        StoreError::Busy => StoreError::Busy,
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::Invalid(other.to_string()),
+    }
+}
+
+fn json_vec(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_json_vec(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn parse_json(s: Option<String>) -> serde_json::Value {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+// ---------------------------------------------------------------------------
+// Writes
+
+fn insert_spool(conn: &Connection, msg: &NewSpool, hash: &str) -> Result<SpoolId, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls, channel, raw, content_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    stmt.execute(params![
+        now_ms(),
+        msg.source.as_str(),
+        msg.mail_from,
+        json_vec(&msg.rcpt_to),
+        msg.client_ip,
+        msg.helo,
+        msg.tls,
+        msg.channel,
+        msg.raw,
+        hash
+    ])?;
+    Ok(SpoolId(conn.last_insert_rowid()))
+}
+
+fn upsert_contact(conn: &Connection, c: &ContactRef) -> Result<i64, StoreError> {
+    let existing: Option<(i64, Option<String>)> = conn
+        .prepare_cached("SELECT id, name FROM contacts WHERE email = ?1")?
+        .query_row([&c.email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match existing {
+        Some((id, name)) => {
+            if name.as_deref().unwrap_or("").is_empty()
+                && let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
+            {
+                conn.prepare_cached("UPDATE contacts SET name = ?1 WHERE id = ?2")?
+                    .execute(params![n, id])?;
+            }
+            Ok(id)
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO contacts (email, name, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![c.email, c.name, now_ms()])?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
+}
+
+/// The ticket a message continues: by In-Reply-To/References (most recent
+/// first), else by its `[#N]` token; always on the same channel.
+fn find_thread(conn: &Connection, m: &InboundMessage) -> Result<Option<i64>, StoreError> {
+    let mut by_id = conn.prepare_cached(
+        "SELECT ticket_id FROM messages WHERE message_id = ?1 AND channel = ?2 ORDER BY id DESC LIMIT 1",
+    )?;
+    let ids = m.in_reply_to.iter().chain(m.references.iter().rev());
+    for id in ids {
+        if let Some(t) = by_id
+            .query_row(params![id, m.channel], |r| r.get(0))
+            .optional()?
+        {
+            return Ok(Some(t));
+        }
+    }
+    if let Some(TicketId(n)) = m.thread_token {
+        let t: Option<i64> = conn
+            .prepare_cached("SELECT id FROM tickets WHERE id = ?1 AND channel = ?2")?
+            .query_row(params![n, m.channel], |r| r.get(0))
+            .optional()?;
+        return Ok(t);
+    }
+    Ok(None)
+}
+
+/// Choose an owner for a new ticket. Returns (owner, reason when unassigned).
+fn route(
+    conn: &Connection,
+    plan: &RoutingPlan,
+    contact_id: i64,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    match plan {
+        RoutingPlan::Unassigned { reason } => Ok((None, Some(reason.clone()))),
+        RoutingPlan::Balance {
+            users,
+            reason_if_none,
+        } => {
+            let mut best: Option<(i64, i64, &String)> = None;
+            let mut count = conn.prepare_cached(&format!(
+                "SELECT COUNT(*) FROM tickets WHERE owner = ?1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
+            ))?;
+            let mut seq =
+                conn.prepare_cached("SELECT last_assigned_seq FROM user_state WHERE id = ?1")?;
+            for u in users {
+                let open: i64 = count.query_row([u], |r| r.get(0))?;
+                let last: i64 = seq
+                    .query_row([u], |r| r.get::<_, Option<i64>>(0))
+                    .optional()?
+                    .flatten()
+                    .unwrap_or(0);
+                if best.is_none_or(|(o, l, _)| (open, last) < (o, l)) {
+                    best = Some((open, last, u));
+                }
+            }
+            match best {
+                Some((_, _, u)) => {
+                    conn.prepare_cached(
+                        "INSERT INTO user_state (id, last_assigned_seq)
+                         VALUES (?1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
+                         ON CONFLICT(id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
+                    )?
+                    .execute([u])?;
+                    Ok((Some(u.clone()), None))
+                }
+                None => Ok((None, Some(reason_if_none.clone()))),
+            }
+        }
+        RoutingPlan::ContactOwner { eligible } => {
+            let owner: Option<String> = conn
+                .prepare_cached("SELECT owner FROM contacts WHERE id = ?1")?
+                .query_row([contact_id], |r| r.get(0))?;
+            match owner {
+                None => Ok((None, Some("contact has no owner".into()))),
+                Some(o) if eligible.contains(&o) => Ok((Some(o), None)),
+                Some(o) => Ok((
+                    None,
+                    Some(format!(
+                        "contact owner {o} is not eligible (unlicensed or away)"
+                    )),
+                )),
+            }
+        }
+    }
+}
+
+fn create_ticket(
+    conn: &Connection,
+    m: &InboundMessage,
+    contact_id: i64,
+) -> Result<(i64, Option<String>), StoreError> {
+    let t = &m.new_ticket;
+    let (owner, reason) = route(conn, &t.routing, contact_id)?;
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?
+    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now])?;
+    Ok((conn.last_insert_rowid(), owner))
+}
+
+fn insert_message(
+    conn: &Connection,
+    ticket: i64,
+    spool: SpoolId,
+    m: &InboundMessage,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id, in_reply_to, refs,
+                               from_email, from_name, to_addrs, subject, date, text, html, classification, sender_resolution, created_at)
+         VALUES (?1, ?2, 'inbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        ticket,
+        m.channel,
+        spool.0,
+        m.dedupe_key,
+        m.message_id,
+        m.in_reply_to,
+        m.references.join(" "),
+        m.from.email,
+        m.from.name,
+        json_vec(&m.to),
+        m.subject,
+        m.date,
+        m.text,
+        m.html,
+        m.classification,
+        m.sender_resolution,
+        now_ms()
+    ])?;
+    if let Some(note) = &m.note {
+        conn.prepare_cached(
+            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject, text, created_at)
+             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![ticket, m.channel, m.from.email, m.from.name, m.subject, note, now_ms()])?;
+    }
+    Ok(())
+}
+
+/// Run `f` inside a named savepoint: released on success, rolled back on error.
+fn in_savepoint<T>(
+    conn: &Connection,
+    name: &str,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch(&format!("SAVEPOINT {name}"))?;
+    let r = f(conn);
+    let end = if r.is_ok() {
+        conn.execute_batch(&format!("RELEASE {name}"))
+    } else {
+        conn.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))
+    };
+    match end {
+        Ok(()) => r,
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
+    let mut out = InboundOutcome::default();
+    if let Some(reason) = &plan.dropped {
+        conn.prepare_cached(
+            "UPDATE spool SET state = 'done', error = ?1, processed_at = ?2 WHERE id = ?3",
+        )?
+        .execute(params![reason, now_ms(), plan.spool_id.0])?;
+        return Ok(out);
+    }
+    for m in &plan.messages {
+        let dup: Option<i64> = conn
+            .prepare_cached(
+                "SELECT ticket_id FROM messages WHERE channel = ?1 AND dedupe_key = ?2",
+            )?
+            .query_row(params![m.channel, m.dedupe_key], |r| r.get(0))
+            .optional()?;
+        if let Some(t) = dup {
+            out.delivered.push(Delivered {
+                channel: m.channel.clone(),
+                ticket: TicketId(t),
+                created: false,
+                duplicate: true,
+                owner: None,
+            });
+            continue;
+        }
+        let contact_id = upsert_contact(conn, &m.contact)?;
+        let (ticket, created, owner) = match find_thread(conn, m)? {
+            Some(t) => {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO ticket_participants (ticket_id, contact_id)
+                     SELECT id, ?2 FROM tickets WHERE id = ?1 AND contact_id != ?2",
+                )?
+                .execute(params![t, contact_id])?;
+                conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
+                    .execute(params![now_ms(), t])?;
+                (t, false, None)
+            }
+            None => {
+                let (t, owner) = create_ticket(conn, m, contact_id)?;
+                (t, true, owner)
+            }
+        };
+        insert_message(conn, ticket, plan.spool_id, m)?;
+        out.delivered.push(Delivered {
+            channel: m.channel.clone(),
+            ticket: TicketId(ticket),
+            created,
+            duplicate: false,
+            owner,
+        });
+    }
+    conn.prepare_cached("UPDATE spool SET state = 'done', processed_at = ?1 WHERE id = ?2")?
+        .execute(params![now_ms(), plan.spool_id.0])?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+const TICKET_COLUMNS: &str =
+    "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
+     t.unassigned_reason, t.properties, t.created_at, t.updated_at,
+     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
+
+fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
+    Ok(TicketSummary {
+        head: TicketHead {
+            number: TicketId(r.get(0)?),
+            subject: r.get(1)?,
+            channel: r.get(2)?,
+            contact: ContactRef {
+                email: r.get(3)?,
+                name: r.get(4)?,
+            },
+            status: r.get(5)?,
+            priority: r.get(6)?,
+            pipeline: r.get(7)?,
+            owner: r.get(8)?,
+            unassigned_reason: r.get(9)?,
+            properties: parse_json(r.get(10)?),
+            created_at: r.get(11)?,
+            updated_at: r.get(12)?,
+        },
+        messages: r.get(13)?,
+    })
+}
+
+fn list_tickets(conn: &Connection, f: &TicketFilter) -> Result<Vec<TicketSummary>, StoreError> {
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         WHERE (?1 IS NULL OR t.channel = ?1) AND (?2 IS NULL OR t.status = ?2)
+           AND (?3 IS NULL OR t.owner = ?3) AND (?4 IS NULL OR c.email = ?4)
+         ORDER BY t.id DESC LIMIT ?5"
+    );
+    let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(
+        params![f.channel, f.status, f.owner, f.contact, limit],
+        ticket_row,
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id WHERE t.id = ?1"
+    );
+    let summary = conn
+        .query_row(&sql, [n.0], ticket_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("ticket {n}")))?;
+    let mut stmt = conn.prepare(
+        "SELECT direction, from_email, from_name, to_addrs, subject, message_id, date, text, author,
+                classification, sender_resolution, delivery, delivery_detail, created_at
+         FROM messages WHERE ticket_id = ?1 ORDER BY id",
+    )?;
+    let messages = stmt
+        .query_map([n.0], |r| {
+            Ok(MessageView {
+                direction: r.get(0)?,
+                from: r.get(1)?,
+                from_name: r.get(2)?,
+                to: parse_json_vec(&r.get::<_, Option<String>>(3)?.unwrap_or_default()),
+                subject: r.get(4)?,
+                message_id: r.get(5)?,
+                date: r.get(6)?,
+                text: r.get(7)?,
+                author: r.get(8)?,
+                classification: parse_json(r.get(9)?),
+                sender_resolution: parse_json(r.get(10)?),
+                delivery: r.get(11)?,
+                delivery_detail: r.get(12)?,
+                created_at: r.get(13)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT c.email, c.name FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+         WHERE p.ticket_id = ?1 ORDER BY c.email",
+    )?;
+    let participants = stmt
+        .query_map([n.0], |r| {
+            Ok(ContactRef {
+                email: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TicketDetail {
+        head: summary.head,
+        participants,
+        messages,
+    })
+}
+
+fn pending_spool(
+    conn: &Connection,
+    after: SpoolId,
+    limit: usize,
+) -> Result<Vec<SpoolEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, received_at, source, mail_from, rcpt_to, channel, raw, content_hash
+         FROM spool WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after.0, limit as i64], |r| {
+        Ok(SpoolEntry {
+            id: SpoolId(r.get(0)?),
+            received_at: r.get(1)?,
+            source: SpoolSource::parse(&r.get::<_, String>(2)?),
+            mail_from: r.get(3)?,
+            rcpt_to: parse_json_vec(&r.get::<_, String>(4)?),
+            channel: r.get(5)?,
+            raw: r.get(6)?,
+            content_hash: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn count(conn: &Connection, sql: &str) -> Result<i64, StoreError> {
+    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+}
+
+impl Store for SqliteStore {
+    fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolId> {
+        Box::pin(async move {
+            // Hash on the caller's task, not on the single writer thread.
+            let hash = content_hash(&msg.raw);
+            self.write(move |c| insert_spool(c, &msg, &hash)).await
+        })
+    }
+
+    fn pending_spool(&self, after: SpoolId, limit: usize) -> StoreFuture<'_, Vec<SpoolEntry>> {
+        Box::pin(self.read(move |c| pending_spool(c, after, limit)))
+    }
+
+    fn apply_inbound(
+        &self,
+        plans: Vec<InboundPlan>,
+    ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>> {
+        Box::pin(self.write(move |c| {
+            Ok(plans
+                .iter()
+                .map(|plan| in_savepoint(c, "plan", |c| apply_inbound(c, plan)))
+                .collect())
+        }))
+    }
+
+    fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE spool SET state = 'failed', error = ?1, attempts = attempts + 1, processed_at = ?2 WHERE id = ?3",
+            )?
+            .execute(params![reason, now_ms(), id.0])?;
+            Ok(())
+        }))
+    }
+
+    fn raw(&self, id: SpoolId) -> StoreFuture<'_, Vec<u8>> {
+        Box::pin(self.read(move |c| {
+            c.query_row("SELECT raw FROM spool WHERE id = ?1", [id.0], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("spool entry {id}")))
+        }))
+    }
+
+    fn list_tickets(&self, filter: TicketFilter) -> StoreFuture<'_, Vec<TicketSummary>> {
+        Box::pin(self.read(move |c| list_tickets(c, &filter)))
+    }
+
+    fn ticket(&self, number: TicketId) -> StoreFuture<'_, TicketDetail> {
+        Box::pin(self.read(move |c| ticket(c, number)))
+    }
+
+    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
+                 FROM contacts c ORDER BY c.email",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ContactView { email: r.get(0)?, name: r.get(1)?, owner: r.get(2)?, tickets: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
+        Box::pin(self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, enabled FROM channel_state WHERE enabled IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn set_channel_enabled(&self, channel: String, enabled: bool) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.execute(
+                "INSERT INTO channel_state (id, enabled) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET enabled = excluded.enabled",
+                params![channel, enabled],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
+        Box::pin(self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, available FROM user_state WHERE available IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn status(&self) -> StoreFuture<'_, StoreStatus> {
+        let path = self.path.display().to_string();
+        Box::pin(self.read(move |c| {
+            Ok(StoreStatus {
+                path,
+                spool_pending: count(c, "SELECT COUNT(*) FROM spool WHERE state = 'pending'")?,
+                spool_failed: count(c, "SELECT COUNT(*) FROM spool WHERE state = 'failed'")?,
+                spool_total: count(c, "SELECT COUNT(*) FROM spool")?,
+                tickets: count(c, "SELECT COUNT(*) FROM tickets")?,
+                messages: count(c, "SELECT COUNT(*) FROM messages")?,
+                contacts: count(c, "SELECT COUNT(*) FROM contacts")?,
+                outbox_queued: count(c, "SELECT COUNT(*) FROM outbox WHERE state = 'queued'")?,
+                outbox_failed: count(c, "SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
+            })
+        }))
+    }
+}

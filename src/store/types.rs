@@ -1,0 +1,257 @@
+//! Typed values passed in and out of the store.
+
+use serde::Serialize;
+
+/// Row id of a spooled (accepted, raw) message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SpoolId(pub i64);
+
+/// A ticket's number, as shown to agents and in `[#N]` subject tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TicketId(pub i64);
+
+impl std::fmt::Display for SpoolId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::fmt::Display for TicketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a spooled message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolSource {
+    Smtp,
+    Imap,
+}
+
+impl SpoolSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpoolSource::Smtp => "smtp",
+            SpoolSource::Imap => "imap",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "imap" => SpoolSource::Imap,
+            _ => SpoolSource::Smtp,
+        }
+    }
+}
+
+/// A message to commit to the spool, with its envelope.
+#[derive(Debug, Clone)]
+pub struct NewSpool {
+    pub source: SpoolSource,
+    /// Envelope sender; empty for the null reverse path.
+    pub mail_from: String,
+    /// Envelope recipients, lower-cased.
+    pub rcpt_to: Vec<String>,
+    pub client_ip: Option<String>,
+    pub helo: Option<String>,
+    pub tls: bool,
+    /// Set when the source already knows the channel (pulled mail).
+    pub channel: Option<String>,
+    /// Exact bytes as received.
+    pub raw: Vec<u8>,
+}
+
+/// A spooled message as ingest sees it.
+#[derive(Debug, Clone)]
+pub struct SpoolEntry {
+    pub id: SpoolId,
+    pub received_at: i64,
+    pub source: SpoolSource,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub channel: Option<String>,
+    pub raw: Vec<u8>,
+    pub content_hash: String,
+}
+
+/// A contact as parsed from mail: normalised email plus display name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactRef {
+    pub email: String,
+    pub name: Option<String>,
+}
+
+/// How a new ticket gets its owner, decided by ingest from config; the store
+/// applies it against current open-ticket counts inside the transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoutingPlan {
+    /// Leave unassigned, with the reason shown on the ticket.
+    Unassigned { reason: String },
+    /// Pick among these eligible users: fewest open tickets, ties to the
+    /// least recently assigned. Empty means unassigned with `reason_if_none`.
+    Balance {
+        users: Vec<String>,
+        reason_if_none: String,
+    },
+    /// The contact's owner if they are in `eligible`, else unassigned.
+    ContactOwner { eligible: Vec<String> },
+}
+
+/// Values for a ticket opened by this message.
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub subject: String,
+    pub pipeline: Option<String>,
+    pub status: Option<String>,
+    pub priority: Option<String>,
+    /// Custom string properties, JSON object text.
+    pub properties: String,
+    pub routing: RoutingPlan,
+}
+
+/// One message, as stored for one channel.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub channel: String,
+    /// `mid:<message-id>` or `sha256:<hash>`: unique per channel.
+    pub dedupe_key: String,
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// `[#N]` from the subject or a plus-address, when present.
+    pub thread_token: Option<TicketId>,
+    /// Who the ticket belongs to (after sender resolution).
+    pub contact: ContactRef,
+    pub from: ContactRef,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub date: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+    /// Classification, JSON.
+    pub classification: String,
+    /// Sender resolution, JSON.
+    pub sender_resolution: String,
+    /// The forwarder's own note, stored as an internal note on the ticket.
+    pub note: Option<String>,
+    /// Used only when no existing ticket matches.
+    pub new_ticket: NewTicket,
+}
+
+/// The ingest result for one spool entry: one message per addressed channel,
+/// or a reason to drop it (a mail loop).
+#[derive(Debug, Clone)]
+pub struct InboundPlan {
+    pub spool_id: SpoolId,
+    pub messages: Vec<InboundMessage>,
+    /// Set when the message is deliberately not turned into a ticket.
+    pub dropped: Option<String>,
+}
+
+/// What happened to one channel's copy of a message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivered {
+    pub channel: String,
+    pub ticket: TicketId,
+    /// True when this message opened the ticket.
+    pub created: bool,
+    /// True when the message was already stored (dedupe), nothing written.
+    pub duplicate: bool,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InboundOutcome {
+    pub delivered: Vec<Delivered>,
+}
+
+/// Filters for listing tickets.
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub channel: Option<String>,
+    pub status: Option<String>,
+    pub owner: Option<String>,
+    pub contact: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The fields every view of a ticket shares.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketHead {
+    pub number: TicketId,
+    pub subject: String,
+    pub channel: String,
+    pub contact: ContactRef,
+    pub status: Option<String>,
+    pub priority: Option<String>,
+    pub pipeline: Option<String>,
+    pub owner: Option<String>,
+    pub unassigned_reason: Option<String>,
+    pub properties: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A ticket in a list (the `tickets list --json` shape).
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketSummary {
+    #[serde(flatten)]
+    pub head: TicketHead,
+    /// Number of messages (inbound, outbound and notes).
+    pub messages: i64,
+}
+
+/// One message of a ticket (the `tickets show --json` shape).
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub direction: String,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub date: Option<String>,
+    pub text: Option<String>,
+    pub author: Option<String>,
+    pub classification: serde_json::Value,
+    pub sender_resolution: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_detail: Option<String>,
+    pub created_at: i64,
+}
+
+/// A ticket with its messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketDetail {
+    #[serde(flatten)]
+    pub head: TicketHead,
+    pub participants: Vec<ContactRef>,
+    pub messages: Vec<MessageView>,
+}
+
+/// A contact (the `contacts list --json` shape).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactView {
+    pub email: String,
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub tickets: i64,
+}
+
+/// Store-wide counts for `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStatus {
+    pub path: String,
+    pub spool_pending: i64,
+    pub spool_failed: i64,
+    pub spool_total: i64,
+    pub tickets: i64,
+    pub messages: i64,
+    pub contacts: i64,
+    pub outbox_queued: i64,
+    pub outbox_failed: i64,
+}

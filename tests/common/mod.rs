@@ -1,0 +1,308 @@
+//! Test harness: runs the real `postdesk` binary on free loopback ports in a
+//! temp dir, and real peers (swaks, Python's smtplib, Postfix) against it.
+#![allow(dead_code)]
+
+pub mod postfix;
+pub mod smtp;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+
+/// A free TCP port on 127.0.0.1 (bound and released; tests run on loopback only).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The users and channels most tests use: Acme with ann and bob, and a
+/// `support` forward channel.
+pub const ACME: &str = r#"
+[company]
+name = "Acme"
+
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+first_name = "Ann"
+last_name = "Agent"
+
+[[users]]
+id = "bob"
+email = "bob@acme.example"
+first_name = "Bob"
+last_name = "Builder"
+
+[[channels]]
+id = "support"
+kind = "forward"
+address = "support@acme.example"
+[channels.ticket_properties]
+pipeline = "support"
+status = "new"
+priority = "medium"
+"#;
+
+/// A running postdesk daemon.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub smtp: SocketAddr,
+    pub http: SocketAddr,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Write a config with `[smtp]` extra keys and the rest (users, channels…),
+    /// and start the daemon.
+    pub fn start(smtp_extra: &str, rest: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, smtp_extra, rest, None)
+    }
+
+    /// Like [`Daemon::start`] with the store at `store_path`.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        rest: &str,
+        store_path: Option<&Path>,
+    ) -> Daemon {
+        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let store = store_path
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| dir.path().join("var/postdesk.sqlite"));
+        let text = format!(
+            "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{smtp}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{http}\"\n\n[relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n{rest}\n"
+        );
+        let config = dir.path().join("postdesk.toml");
+        std::fs::write(&config, text).expect("write config");
+        let log = dir.path().join("daemon.log");
+        let mut d = Daemon {
+            dir,
+            config,
+            smtp,
+            http,
+            child: None,
+            log,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Start the process and wait until SMTP answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "info,postdesk=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postdesk");
+        self.child = Some(child);
+        let ready = wait_for(Duration::from_secs(30), || {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("postdesk exited early with {status}:\n{}", self.log_text());
+            }
+            let mut s = TcpStream::connect_timeout(&self.smtp, Duration::from_millis(200)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut buf = [0u8; 3];
+            s.read_exact(&mut buf).ok()?;
+            (&buf == b"220").then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "postdesk did not become ready:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.stop_wait()
+    }
+
+    /// Wait for the process to exit (after a signal was sent).
+    pub fn stop_wait(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                panic!("postdesk did not stop on SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run a CLI command against this daemon's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run postdesk cli")
+    }
+
+    /// Run a CLI command that prints JSON; panics with stderr on failure.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "postdesk {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bad JSON from {args:?}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    pub fn tickets(&self) -> Vec<Value> {
+        match self.cli_json(&["tickets", "list", "--json"]) {
+            Value::Array(v) => v,
+            other => panic!("tickets list is not an array: {other}"),
+        }
+    }
+
+    pub fn ticket(&self, number: i64) -> Value {
+        self.cli_json(&["tickets", "show", &number.to_string(), "--json"])
+    }
+
+    /// Wait until at least `n` tickets exist; returns them.
+    pub fn wait_tickets(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let mut last = Vec::new();
+        let got = wait_for(timeout, || {
+            last = self.tickets();
+            (last.len() >= n).then(|| last.clone())
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "expected {n} tickets, have {}:\n{}",
+                last.len(),
+                self.log_text()
+            )
+        })
+    }
+
+    /// Wait until the spool has nothing pending.
+    pub fn wait_ingested(&self, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        wait_for(timeout, || {
+            last = self.cli_json(&["status", "--json"]);
+            (last["store"]["spool_pending"] == 0).then(|| last.clone())
+        })
+        .unwrap_or_else(|| panic!("spool not drained: {last}\n{}", self.log_text()))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Run swaks; returns its output (stdout + stderr) and whether it succeeded.
+pub fn swaks(server: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .arg("--server")
+        .arg(server.ip().to_string())
+        .arg("--port")
+        .arg(server.port().to_string())
+        .args(args)
+        .output()
+        .expect("swaks is installed (scripts/test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Run a Python script with `server` host/port as argv[1], argv[2].
+pub fn python(script: &str, server: SocketAddr, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(server.ip().to_string())
+        .arg(server.port().to_string())
+        .args(extra)
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The messages array of a ticket.
+pub fn messages(ticket: &Value) -> &Vec<Value> {
+    ticket["messages"].as_array().expect("messages array")
+}

@@ -1,0 +1,131 @@
+//! A private Postfix instance in a temp dir, listening on a free loopback
+//! port: the mail admin's upstream MTA that relays a team alias to postdesk.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait_for};
+
+pub struct Postfix {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+const SERVICES: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+impl Postfix {
+    /// Start Postfix relaying everything for `relay_domains` to 127.0.0.1:`relay_port`.
+    pub fn start(relay_port: u16, relay_domains: &str) -> Postfix {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path();
+        for d in ["etc", "queue", "data"] {
+            std::fs::create_dir_all(p.join(d)).expect("mkdir");
+        }
+        let port = free_port();
+        let main_cf = format!(
+            "compatibility_level = 3.6
+config_directory = {p}/etc
+queue_directory = {p}/queue
+data_directory = {p}/data
+maillog_file = {p}/maillog
+maillog_file_prefixes = /var, /dev/stdout, /tmp
+myhostname = upstream.test
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = {relay_domains}
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{relay_port}
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+smtputf8_enable = yes
+message_size_limit = 52428800
+",
+            p = p.display()
+        );
+        std::fs::write(p.join("etc/main.cf"), main_cf).expect("main.cf");
+        let master = format!("127.0.0.1:{port} inet n - n - - smtpd\n{SERVICES}");
+        std::fs::write(p.join("etc/master.cf"), master).expect("master.cf");
+        let _ = Command::new("chown")
+            .arg("-R")
+            .arg("postfix")
+            .arg(p.join("data"))
+            .status();
+        let _ = Command::new("chmod").arg("755").arg(p).status();
+        let child = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(p.join("etc"))
+            .arg("start-fg")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postfix is installed (scripts/test installs it)");
+        let pf = Postfix {
+            dir,
+            port,
+            child: Some(child),
+        };
+        let up = wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "postfix did not start:\n{}", pf.log());
+        pf
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    pub fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(self.etc())
+            .arg("stop")
+            .output();
+        if let Some(mut c) = self.child.take() {
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < end {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

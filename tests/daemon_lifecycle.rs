@@ -1,0 +1,139 @@
+//! The daemon as systemd runs it: SIGTERM drains and exits 0, SIGHUP reloads
+//! (and refuses a broken config), channels are disabled and enabled from the
+//! CLI while it runs, and the spool left by a crash is ingested on start.
+
+mod common;
+
+use std::time::Duration;
+
+use common::smtp::{Client, message};
+use common::{ACME, Daemon, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn rcpt_code(d: &Daemon, rcpt: &str) -> u16 {
+    let mut c = Client::connect(d.smtp);
+    assert_eq!(c.cmd("EHLO x.example").0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@customer.example>").0, 250);
+    c.cmd(&format!("RCPT TO:<{rcpt}>")).0
+}
+
+#[test]
+fn sigterm_finishes_a_transaction_in_data_and_exits_0() {
+    let mut d = Daemon::start("", ACME);
+    let mut c = Client::connect(d.smtp);
+    assert_eq!(c.cmd("EHLO x.example").0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@customer.example>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<support@acme.example>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send(
+        message(
+            "a@customer.example",
+            "support@acme.example",
+            "In flight",
+            "inflight@customer.example",
+            "half",
+        )
+        .as_bytes(),
+    );
+    d.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer accepted…
+    let refused = std::net::TcpStream::connect(d.smtp).is_err() || {
+        let mut other = Client::connect_raw(d.smtp);
+        let (code, _) = other.reply();
+        code == 0 || code == 421
+    };
+    assert!(refused, "a new connection was served during shutdown");
+    // …but the transaction in DATA finishes and is durable.
+    c.send(b" and the rest\r\n.\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let st = d.stop_wait();
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    // Ingest drained before exit: the ticket exists without restarting.
+    let tickets = d.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0]["subject"], "In flight");
+}
+
+#[test]
+fn sighup_reloads_channels_and_refuses_a_broken_config() {
+    let d = Daemon::start("", ACME);
+    assert_eq!(rcpt_code(&d, "sales@acme.example"), 550);
+    let base = std::fs::read_to_string(&d.config).expect("config");
+    let added = format!(
+        "{base}\n[[channels]]\nid = \"sales\"\nkind = \"forward\"\naddress = \"sales@acme.example\"\n"
+    );
+    std::fs::write(&d.config, &added).expect("write");
+    d.signal("HUP");
+    let ok = wait_for(T, || {
+        (rcpt_code(&d, "sales@acme.example") == 250).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "new channel not accepted after SIGHUP:\n{}",
+        d.log_text()
+    );
+
+    // A broken config is refused; the running one stays.
+    std::fs::write(
+        &d.config,
+        format!("{added}\n[[channels]]\nid = \"sales\"\nkind = \"nonsense\"\n"),
+    )
+    .expect("write");
+    d.signal("HUP");
+    let logged = wait_for(T, || {
+        d.log_text().contains("configuration refused").then_some(())
+    });
+    assert!(logged.is_some(), "{}", d.log_text());
+    assert_eq!(rcpt_code(&d, "sales@acme.example"), 250);
+    assert_eq!(rcpt_code(&d, "support@acme.example"), 250);
+}
+
+#[test]
+fn channel_disabled_from_cli_answers_450_then_comes_back() {
+    let d = Daemon::start("", ACME);
+    let out = d.cli(&["channels", "disable", "support"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disabled = wait_for(T, || {
+        (rcpt_code(&d, "support@acme.example") == 450).then_some(())
+    });
+    assert!(disabled.is_some(), "disabled channel did not answer 450");
+    let list = d.cli_json(&["channels", "list", "--json"]);
+    assert_eq!(list[0]["enabled"], false, "{list}");
+    let out = d.cli(&["channels", "enable", "support"]);
+    assert!(out.status.success());
+    let enabled = wait_for(T, || {
+        (rcpt_code(&d, "support@acme.example") == 250).then_some(())
+    });
+    assert!(enabled.is_some(), "re-enabled channel still refused");
+    let out = d.cli(&["channels", "disable", "nope"]);
+    assert!(!out.status.success(), "unknown channel accepted");
+}
+
+#[test]
+fn spool_left_by_a_crash_is_ingested_on_start() {
+    let mut d = Daemon::start("", ACME);
+    // Accept mail, then kill before ingest can be sure to have run; whatever
+    // ingest did not finish is processed on the next start, exactly once.
+    let mut c = Client::connect(d.smtp);
+    assert_eq!(c.cmd("EHLO x.example").0, 250);
+    for i in 0..50 {
+        let id = format!("crash-{i}@customer.example");
+        let (code, text) = c.mail(
+            "a@customer.example",
+            &["support@acme.example"],
+            &message("a@customer.example", "support@acme.example", &id, &id, "x"),
+        );
+        assert_eq!(code, 250, "{text}");
+    }
+    d.kill9();
+    d.spawn();
+    d.wait_ingested(T);
+    assert_eq!(d.tickets().len(), 50);
+}
