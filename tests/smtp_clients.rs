@@ -36,7 +36,7 @@ fn swaks_plain_message_becomes_ticket() {
         ],
     );
     assert!(ok, "swaks failed:\n{out}");
-    assert!(out.contains("<~  250 2.0.0"), "no 250 after DATA:\n{out}");
+    assert!(out.contains("<-  250 2.0.0"), "no 250 after DATA:\n{out}");
     let tickets = d.wait_tickets(1, T);
     let t = find(&tickets, "Printer on fire");
     assert_eq!(t["contact"]["email"], "carol@customer.example");

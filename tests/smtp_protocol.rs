@@ -137,12 +137,7 @@ fn pipelined_session() {
         "pipe-1@customer.example",
         "hello",
     );
-    c.send(
-        format!(
-            "EHLO client.example\r\nMAIL FROM:<p@customer.example>\r\nRCPT TO:<support@acme.example>\r\nRCPT TO:<nobody@acme.example>\r\nDATA\r\n"
-        )
-        .as_bytes(),
-    );
+    c.send("EHLO client.example\r\nMAIL FROM:<p@customer.example>\r\nRCPT TO:<support@acme.example>\r\nRCPT TO:<nobody@acme.example>\r\nDATA\r\n".as_bytes());
     let codes: Vec<u16> = (0..5).map(|_| c.reply().0).collect();
     assert_eq!(codes, [250, 250, 250, 550, 354]);
     c.send(format!("{body}\r\n.\r\nQUIT\r\n").as_bytes());

@@ -51,7 +51,7 @@ impl DotReceiver {
     pub fn ingest(&mut self, bytes: &[u8], sink: &mut Vec<u8>) -> (usize, bool) {
         let mut strict_end = None;
         for (i, &b) in bytes.iter().enumerate() {
-            self.matched = if b == END[self.matched] {
+            self.matched = if END.get(self.matched) == Some(&b) {
                 self.matched + 1
             } else if b == b'\r' {
                 1

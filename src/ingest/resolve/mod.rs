@@ -1,79 +1,457 @@
-//! TEMPORARY stand-in until the real sender resolution lands: plain From.
-use mail_parser::Message;
-use serde::Serialize;
+//! Who really wrote it: sender resolution and classification of inbound mail.
+//!
+//! Owns SPEC section 5 steps 2 and 3 as pure functions over a parsed
+//! [`mail_parser::Message`]: [`classify`] (normal, auto-reply, bulk, bounce,
+//! loop) and [`resolve`] (who owns the ticket, how we decided, how sure we are,
+//! who forwarded, the forwarder's note and the customer's original message).
+//!
+//! Trust order in [`resolve`]: mailing-list / Google Groups rewriting
+//! (X-Original-From, X-Original-Sender, then Reply-To — only when the list
+//! rewrote From), Resent-* redirects by a trusted address, then — only when From
+//! is a team member or a configured forwarder — a `message/rfc822` (or `.eml`)
+//! part, then the forwarded-header block in the body. Anyone else's "forward" is
+//! attributed to them, the claimed original recorded. A false positive (mail
+//! attributed to someone who did not send it) is worse than a miss.
+//!
+//! Must not: do I/O, read the clock, touch the store, or panic on any input.
+//! Untrusted input: the whole message, including bodies and attachments.
+//! Limits: nested forwards are followed [`MAX_DEPTH`] levels deep; `.eml`
+//! attachments larger than [`MAX_EML`] bytes are not re-parsed; see `block.rs`,
+//! `classify.rs` and `html.rs` for scan limits.
+
+mod address;
+mod block;
+mod classify;
+mod html;
+mod labels;
+#[cfg(test)]
+mod proptests;
+mod subject;
+
 use std::collections::HashSet;
 
+use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+
+pub use address::normalize_email;
+pub use block::{Block, Client, Hints, find_block};
+pub use html::html_to_text;
+pub use subject::strip_subject_prefixes;
+
+/// How many forwards inside forwards we follow.
+pub const MAX_DEPTH: usize = 8;
+/// Largest `.eml` attachment we parse again.
+pub const MAX_EML: usize = 16 * 1024 * 1024;
+
+/// What resolution needs to know about the channel and the team.
 pub struct ResolveContext<'a> {
+    /// Users' emails, normalised (lowercase, trimmed).
     pub team_addresses: &'a HashSet<String>,
+    /// The channel's extra trusted forwarders (e.g. a Google Group), normalised.
     pub forwarders: &'a [String],
+    /// Channel toggle: forwards belong to the original sender (default on).
     pub original_sender_of_forwards: bool,
+    /// Our outbound Message-IDs end with `@` + this.
     pub own_message_id_domain: &'a str,
 }
-#[derive(Debug, Clone, PartialEq, Serialize)]
+
+impl ResolveContext<'_> {
+    fn is_team(&self, email: &str) -> bool {
+        !email.is_empty() && self.team_addresses.contains(email)
+    }
+    fn is_forwarder(&self, email: &str) -> bool {
+        !email.is_empty() && self.forwarders.iter().any(|f| f == email)
+    }
+    fn is_trusted(&self, email: &str) -> bool {
+        self.is_team(email) || self.is_forwarder(email)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Address {
     pub email: String,
     pub name: Option<String>,
 }
-#[derive(Debug, Clone, Serialize)]
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Resolution {
+    /// Who owns the ticket.
     pub contact: Address,
+    /// "rfc822" | "resent" | "body:<client>" | "list:x-original-from" |
+    /// "list:x-original-sender" | "list:reply-to" | "from" | "forwarder".
     pub method: String,
+    /// 0.0..=1.0.
     pub confidence: f32,
+    /// The team member / trusted forwarder who forwarded, if any.
     pub forwarder: Option<Address>,
+    /// An untrusted claimed original, or a name-only block (email "").
     pub claimed_original: Option<Address>,
+    /// The forwarder's own text above the forwarded block (an internal note).
     pub note: Option<String>,
+    /// The customer's message when extracted from a forward.
     pub original: Option<OriginalMessage>,
 }
-#[derive(Debug, Clone, Serialize)]
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct OriginalMessage {
+    /// Forward/reply prefixes removed.
     pub subject: Option<String>,
+    /// As written.
     pub date: Option<String>,
     pub text: String,
     pub message_id: Option<String>,
 }
-#[derive(Debug, Clone, PartialEq, Serialize)]
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Classification {
     Normal,
     AutoReply { reason: String },
     Bulk { reason: String },
-    Bounce { dsn: Option<()> },
+    Bounce { dsn: Option<Dsn> },
     Loop { reason: String },
 }
-pub fn resolve(msg: &Message<'_>, _ctx: &ResolveContext<'_>) -> Resolution {
-    let from = msg.from().and_then(|a| a.first());
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Dsn {
+    pub recipients: Vec<DsnRecipient>,
+    pub original_message_id: Option<String>,
+    pub reporting_mta: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DsnRecipient {
+    pub recipient: String,
+    pub action: String,
+    pub status: String,
+    pub diagnostic: Option<String>,
+}
+
+/// `envelope_from` is the SMTP MAIL FROM ("" for the null path; None when
+/// unknown, e.g. pulled mail — then a `Return-Path: <>` header counts).
+pub fn classify(
+    msg: &Message<'_>,
+    envelope_from: Option<&str>,
+    ctx: &ResolveContext<'_>,
+) -> Classification {
+    let sender = address::from_parsed(msg.from()).unwrap_or_else(empty);
+    classify::classify(msg, envelope_from, ctx, is_group_mail(msg, ctx, &sender))
+}
+
+/// Decide who owns the ticket for `msg`. Never panics.
+pub fn resolve(msg: &Message<'_>, ctx: &ResolveContext<'_>) -> Resolution {
+    let sender = address::from_parsed(msg.from()).unwrap_or_else(empty);
+    if let Some(r) = resolve_list(msg, ctx, &sender) {
+        return r;
+    }
+    if let Some(r) = resolve_resent(msg, ctx, &sender) {
+        return r;
+    }
+    let found = find_forward(msg, ctx, 0);
+    if !ctx.is_trusted(&sender.email) {
+        let mut r = plain(sender);
+        r.claimed_original = found.map(|f| f.owner);
+        return r;
+    }
+    let Some(f) = found else {
+        return plain(sender);
+    };
+    let name_only = f.owner.email.is_empty();
+    if name_only || !ctx.original_sender_of_forwards {
+        return Resolution {
+            contact: sender.clone(),
+            method: "forwarder".into(),
+            confidence: if name_only { 0.5 } else { 1.0 },
+            forwarder: Some(sender),
+            claimed_original: name_only.then_some(f.owner),
+            note: f.note,
+            original: Some(f.original),
+        };
+    }
     Resolution {
-        contact: Address {
-            email: from
-                .and_then(|a| a.address())
-                .map(|a| a.to_lowercase())
-                .unwrap_or_default(),
-            name: from.and_then(|a| a.name()).map(str::to_string),
-        },
+        contact: f.owner,
+        method: f.method,
+        confidence: f.confidence,
+        forwarder: Some(sender),
+        claimed_original: None,
+        note: f.note,
+        original: Some(f.original),
+    }
+}
+
+fn empty() -> Address {
+    Address {
+        email: String::new(),
+        name: None,
+    }
+}
+
+fn plain(sender: Address) -> Resolution {
+    Resolution {
+        confidence: if sender.email.is_empty() { 0.0 } else { 1.0 },
+        contact: sender,
         method: "from".into(),
-        confidence: 1.0,
         forwarder: None,
         claimed_original: None,
         note: None,
         original: None,
     }
 }
-pub fn classify(
-    msg: &Message<'_>,
-    _envelope_from: Option<&str>,
-    ctx: &ResolveContext<'_>,
-) -> Classification {
-    if msg.header("X-Postdesk-Loop").is_some()
-        || msg
-            .message_id()
-            .is_some_and(|m| m.ends_with(&format!("@{}", ctx.own_message_id_domain)))
-    {
-        return Classification::Loop {
-            reason: "own mail".into(),
-        };
-    }
-    Classification::Normal
+
+/// An address from a header of any parsed shape.
+fn header_address(msg: &Message<'_>, name: &str) -> Option<Address> {
+    let value = msg
+        .headers()
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))?
+        .value();
+    let addr = match value {
+        HeaderValue::Address(a) => address::from_parsed(Some(a)),
+        HeaderValue::Text(t) => address::parse_loose(t),
+        HeaderValue::TextList(l) => l.first().and_then(|t| address::parse_loose(t)),
+        _ => classify::header_text(msg, name).and_then(address::parse_loose),
+    }?;
+    (!addr.email.is_empty()).then_some(addr)
 }
-pub fn strip_subject_prefixes(s: &str) -> String {
-    s.to_string()
+
+fn has_header(msg: &Message<'_>, name: &str) -> bool {
+    msg.headers()
+        .iter()
+        .any(|h| h.name().eq_ignore_ascii_case(name))
+}
+
+/// A list/group that names the author (so its List-* headers are not "bulk").
+fn is_group_mail(msg: &Message<'_>, ctx: &ResolveContext<'_>, sender: &Address) -> bool {
+    has_header(msg, "X-Original-From")
+        || has_header(msg, "X-Original-Sender")
+        || ctx.is_forwarder(&sender.email)
+        || sender
+            .name
+            .as_deref()
+            .is_some_and(|n| n.to_lowercase().contains(" via "))
+}
+
+/// Mailing list / Google Groups rewriting.
+fn resolve_list(
+    msg: &Message<'_>,
+    ctx: &ResolveContext<'_>,
+    sender: &Address,
+) -> Option<Resolution> {
+    let via = sender
+        .name
+        .as_deref()
+        .is_some_and(|n| n.to_lowercase().contains(" via "));
+    let list_post = classify::header_text(msg, "List-Post")
+        .unwrap_or("")
+        .to_lowercase();
+    let rewritten = ctx.is_forwarder(&sender.email)
+        || via
+        || !sender.email.is_empty() && list_post.contains(&sender.email);
+    let original_headers =
+        has_header(msg, "X-Original-From") || has_header(msg, "X-Original-Sender");
+    if !(rewritten || original_headers || has_header(msg, "List-Id")) {
+        return None;
+    }
+    let mut candidates = vec![
+        ("X-Original-From", "list:x-original-from", 0.9),
+        ("X-Original-Sender", "list:x-original-sender", 0.85),
+    ];
+    if rewritten {
+        candidates.push(("Reply-To", "list:reply-to", 0.6));
+    }
+    for (header, method, confidence) in candidates {
+        let Some(owner) = header_address(msg, header) else {
+            continue;
+        };
+        if owner.email == sender.email || list_post.contains(&owner.email) {
+            if header == "Reply-To" {
+                continue;
+            }
+            // Not rewritten: the sender is the author; resolve normally.
+            return None;
+        }
+        return Some(Resolution {
+            contact: owner,
+            method: method.into(),
+            confidence,
+            forwarder: Some(sender.clone()),
+            claimed_original: None,
+            note: None,
+            original: None,
+        });
+    }
+    None
+}
+
+fn message_text(msg: &Message<'_>) -> Option<String> {
+    let part = msg.text_part(0).or_else(|| msg.html_part(0))?;
+    match &part.body {
+        PartType::Text(t) => Some(t.to_string()),
+        PartType::Html(h) => Some(html::html_to_text(h)),
+        _ => None,
+    }
+}
+
+fn html_text(msg: &Message<'_>) -> Option<String> {
+    match &msg.html_part(0)?.body {
+        PartType::Html(h) => Some(html::html_to_text(h)),
+        _ => None,
+    }
+}
+
+fn original_of(msg: &Message<'_>) -> OriginalMessage {
+    OriginalMessage {
+        subject: msg.subject().map(strip_subject_prefixes),
+        date: classify::header_text(msg, "Date").map(str::to_string),
+        text: message_text(msg).unwrap_or_default().trim().to_string(),
+        message_id: msg.message_id().map(str::to_string),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Resent-From/Resent-Sender by a trusted address: the author (From) owns it.
+fn resolve_resent(
+    msg: &Message<'_>,
+    ctx: &ResolveContext<'_>,
+    sender: &Address,
+) -> Option<Resolution> {
+    let resender = address::from_parsed(msg.resent_from())
+        .or_else(|| address::from_parsed(msg.resent_sender()))?;
+    if !ctx.is_trusted(&resender.email) || sender.email.is_empty() || ctx.is_team(&sender.email) {
+        return None;
+    }
+    let keep = !ctx.original_sender_of_forwards;
+    Some(Resolution {
+        contact: if keep {
+            resender.clone()
+        } else {
+            sender.clone()
+        },
+        method: if keep { "forwarder" } else { "resent" }.into(),
+        confidence: if keep { 1.0 } else { 0.95 },
+        forwarder: Some(resender),
+        claimed_original: None,
+        note: None,
+        original: Some(original_of(msg)),
+    })
+}
+
+struct Found {
+    owner: Address,
+    method: String,
+    confidence: f32,
+    note: Option<String>,
+    original: OriginalMessage,
+}
+
+fn outlook_mailer(msg: &Message<'_>) -> bool {
+    ["X-Mailer", "User-Agent"].iter().any(|h| {
+        classify::header_text(msg, h).is_some_and(|v| {
+            let v = v.to_lowercase();
+            v.contains("microsoft outlook")
+                || v.contains("microsoft office outlook")
+                || v.contains("microsoft-macoutlook")
+        })
+    })
+}
+
+/// The first claimed original sender in `msg` that is not a team member
+/// (walking inward), or a name-only claim. `None` when there is no forward.
+fn find_forward(msg: &Message<'_>, ctx: &ResolveContext<'_>, depth: usize) -> Option<Found> {
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    let note = || message_text(msg).and_then(non_empty);
+    // 1. message/rfc822 parts and .eml attachments.
+    for part in msg.attachments() {
+        let reparsed;
+        let inner: &Message<'_> = match &part.body {
+            PartType::Message(m) => m,
+            PartType::Binary(_) | PartType::InlineBinary(_) | PartType::Text(_) if is_eml(part) => {
+                let bytes: &[u8] = match &part.body {
+                    PartType::Text(t) => t.as_bytes(),
+                    PartType::Binary(b) | PartType::InlineBinary(b) => b,
+                    _ => continue,
+                };
+                if bytes.len() > MAX_EML {
+                    continue;
+                }
+                reparsed = MessageParser::default().parse(bytes);
+                match &reparsed {
+                    Some(m) => m,
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        let Some(author) = address::from_parsed(inner.from()) else {
+            continue;
+        };
+        if !ctx.is_trusted(&author.email) {
+            return Some(Found {
+                owner: author,
+                method: "rfc822".into(),
+                confidence: 0.95,
+                note: note(),
+                original: original_of(inner),
+            });
+        }
+        if let Some(mut f) = find_forward(inner, ctx, depth + 1) {
+            f.note = note().or(f.note);
+            return Some(f);
+        }
+    }
+    // 2. The forwarded-header block in the text (or HTML) body.
+    let mut hints = Hints {
+        subject: msg.subject().unwrap_or("").to_string(),
+        outlook_mailer: outlook_mailer(msg),
+    };
+    let text = message_text(msg)?;
+    let first = find_block(&text, &hints).or_else(|| {
+        let h = html_text(msg)?;
+        find_block(&h, &hints)
+    })?;
+    let outer_note = non_empty(first.note.clone());
+    let mut block = first;
+    for _ in 0..MAX_DEPTH {
+        let original = OriginalMessage {
+            subject: block.subject.as_deref().map(strip_subject_prefixes),
+            date: block.date.clone(),
+            text: block.body.clone(),
+            message_id: None,
+        };
+        if block.from.email.is_empty() || !ctx.is_trusted(&block.from.email) {
+            let confidence = match block.client {
+                Client::Generic => 0.7,
+                _ => 0.85,
+            };
+            return Some(Found {
+                owner: block.from,
+                method: block.client.method().into(),
+                confidence,
+                note: outer_note,
+                original,
+            });
+        }
+        // A team member's forward inside: walk inward.
+        hints.subject = block.subject.clone().unwrap_or_default();
+        block = find_block(&block.body, &hints)?;
+    }
+    None
+}
+
+fn is_eml(part: &mail_parser::MessagePart<'_>) -> bool {
+    let named = part
+        .attachment_name()
+        .is_some_and(|n| n.to_lowercase().ends_with(".eml"));
+    let typed = part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("message")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
+    });
+    named || typed
 }

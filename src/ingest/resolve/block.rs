@@ -1,0 +1,496 @@
+//! The forwarded-header block in a body: find it, parse it, split the text.
+//!
+//! Owns: scanning plain text (already converted from HTML when needed) for the
+//! block a mail client writes when forwarding inline — a separator line
+//! (`---------- Forwarded message ---------`, `-----Original Message-----`, an
+//! Outlook underscore line, `Begin forwarded message:` and their translations in
+//! `labels.rs`) followed by `From:`/`Date:`/`Subject:`/`To:` lines, or such lines
+//! alone when the subject says "forward". Returns the claimed sender, the
+//! forwarder's note above and the forwarded text below.
+//!
+//! Must not: decide ownership (that needs team membership: `mod.rs` does it).
+//! Bias: a miss is better than a false positive — ambiguous Outlook blocks count
+//! only when the subject is not a reply, separator-less blocks only when the
+//! subject says forward, and nothing after a reply intro ("On … wrote:") counts.
+//!
+//! Untrusted input: any text. Limits: [`MAX_LINES`] lines are scanned,
+//! [`MAX_HEADER_LINES`] per block; never panics.
+
+use super::Address;
+use super::address::parse_loose;
+use super::labels::{Field, REPLY_INTRO_ENDINGS, SepPhrase, field_for_label, separator_phrase};
+use super::subject::{PrefixKind, first_prefix, has_forward_prefix};
+
+/// Lines of a body we scan for a block.
+pub(crate) const MAX_LINES: usize = 20_000;
+/// Header lines (with continuations) one block may have.
+pub(crate) const MAX_HEADER_LINES: usize = 16;
+
+/// The client whose block layout matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Gmail,
+    Outlook,
+    OutlookWeb,
+    Apple,
+    Thunderbird,
+    Yahoo,
+    Generic,
+}
+
+impl Client {
+    pub fn method(self) -> &'static str {
+        match self {
+            Client::Gmail => "body:gmail",
+            Client::Outlook => "body:outlook",
+            Client::OutlookWeb => "body:outlook-web",
+            Client::Apple => "body:apple",
+            Client::Thunderbird => "body:thunderbird",
+            Client::Yahoo => "body:yahoo",
+            Client::Generic => "body:generic",
+        }
+    }
+}
+
+/// What the outer message tells the scanner.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// Subject of the message whose body this is.
+    pub subject: String,
+    /// X-Mailer / User-Agent says Microsoft Outlook.
+    pub outlook_mailer: bool,
+}
+
+/// One parsed forwarded block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    pub client: Client,
+    /// The claimed sender; an empty email when the block names only a person.
+    pub from: Address,
+    pub date: Option<String>,
+    pub subject: Option<String>,
+    /// Text above the block (the forwarder's note), trimmed.
+    pub note: String,
+    /// Text below the block's headers, quote level of the block removed.
+    pub body: String,
+}
+
+struct Line<'a> {
+    raw: &'a str,
+    depth: usize,
+    text: &'a str,
+}
+
+fn split_quote(raw: &str) -> (usize, &str) {
+    let mut depth = 0;
+    let mut t = raw;
+    loop {
+        let s = t.trim_start_matches([' ', '\t']);
+        match s.strip_prefix('>') {
+            Some(r) if depth < 32 => {
+                depth += 1;
+                t = r.strip_prefix(' ').unwrap_or(r);
+            }
+            _ => return (depth, t.trim_end()),
+        }
+    }
+}
+
+/// Parse `Label: value` (with `*bold*` markers, French ` :`, full-width `：`).
+fn label_line(text: &str) -> Option<(Field, bool, &str)> {
+    let t = text.trim_start().trim_start_matches('*').trim_start();
+    let idx = t
+        .char_indices()
+        .take(40)
+        .find(|(_, c)| *c == ':' || *c == '：')?
+        .0;
+    let label = t[..idx].trim().trim_end_matches('*').trim();
+    if label.split_whitespace().count() > 3 {
+        return None;
+    }
+    let (field, sent) = field_for_label(label)?;
+    let colon_len = t[idx..].chars().next().map_or(1, char::len_utf8);
+    let value = t[idx + colon_len..]
+        .trim_start_matches(['*', ' ', '\t'])
+        .trim();
+    Some((field, sent, value))
+}
+
+fn is_reply_intro(text: &str) -> bool {
+    let t = text.trim().to_lowercase();
+    if t.is_empty() || t.chars().count() > 300 {
+        return false;
+    }
+    REPLY_INTRO_ENDINGS.iter().any(|e| t.ends_with(e))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sep {
+    Forwarded { dashes: usize, mutt: bool },
+    Original,
+    Underscore,
+    Apple,
+}
+
+fn separator(text: &str) -> Option<Sep> {
+    let t = text.trim();
+    if t.chars().count() > 120 {
+        return None;
+    }
+    let core = t
+        .trim_matches(|c: char| c == '-' || c == '_' || c == '=' || c == '*' || c.is_whitespace())
+        .to_lowercase();
+    if core.is_empty() {
+        return (t.chars().filter(|c| *c == '_').count() >= 10).then_some(Sep::Underscore);
+    }
+    let dashes = t.chars().take_while(|c| *c == '-').count();
+    match separator_phrase(&core, dashes > 0)? {
+        SepPhrase::Forwarded => Some(Sep::Forwarded {
+            dashes,
+            mutt: core.contains(" from ") || core.contains(" von "),
+        }),
+        SepPhrase::Original => Some(Sep::Original),
+        SepPhrase::Apple => Some(Sep::Apple),
+    }
+}
+
+#[derive(Default)]
+struct Headers {
+    from: Option<String>,
+    date: Option<String>,
+    subject: Option<String>,
+    to: Option<String>,
+    sent_label: bool,
+    fields: usize,
+}
+
+/// Parse header lines starting at `start`; returns headers and the index after.
+fn parse_headers(lines: &[Line<'_>], start: usize) -> Option<(Headers, usize, usize)> {
+    let mut i = start;
+    // Skip up to two blank lines after a separator.
+    let mut skipped = 0;
+    while i < lines.len() && lines[i].text.trim().is_empty() && skipped < 2 {
+        i += 1;
+        skipped += 1;
+    }
+    let depth = lines.get(i)?.depth;
+    let mut h = Headers::default();
+    let mut last: Option<Field> = None;
+    let mut conts = 0;
+    let mut used = 0;
+    let mut awaiting_value = false;
+    while i < lines.len() && used < MAX_HEADER_LINES {
+        let line = &lines[i];
+        if line.depth != depth {
+            break;
+        }
+        let text = line.text.trim();
+        if text.is_empty() {
+            // A blank line inside a block only when a new label follows.
+            let next = lines[i + 1..]
+                .iter()
+                .take(2)
+                .find(|l| !l.text.trim().is_empty());
+            match next.and_then(|l| label_line(l.text)) {
+                Some(_) if h.fields > 0 && h.fields < 5 => {
+                    i += 1;
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        if let Some((field, sent, value)) = label_line(text) {
+            let slot = match field {
+                Field::From => &mut h.from,
+                Field::Date => &mut h.date,
+                Field::Subject => &mut h.subject,
+                Field::To => &mut h.to,
+                Field::Cc | Field::ReplyTo => &mut None,
+            };
+            if slot.is_some() {
+                break; // the same field twice: the next block (or body) begins
+            }
+            *slot = Some(value.to_string());
+            h.sent_label |= sent && field == Field::Date;
+            h.fields += 1;
+            last = Some(field);
+            conts = 0;
+            awaiting_value = value.is_empty();
+        } else if h.fields == 0 {
+            return None;
+        } else {
+            let slot = match last {
+                Some(Field::From) => &mut h.from,
+                Some(Field::Subject) => &mut h.subject,
+                Some(Field::To) => &mut h.to,
+                Some(Field::Date) => &mut h.date,
+                _ => break,
+            };
+            let prev = slot.clone().unwrap_or_default();
+            let ok = awaiting_value
+                || conts < 3
+                    && match last {
+                        Some(Field::From) | Some(Field::To) => {
+                            text.contains('@')
+                                || prev.ends_with(['<', '[', ',', ';'])
+                                || text.starts_with(['<', '['])
+                        }
+                        Some(Field::Subject) => prev.chars().count() >= 50,
+                        _ => false,
+                    };
+            if !ok {
+                break;
+            }
+            *slot = Some(if prev.is_empty() {
+                text.to_string()
+            } else {
+                format!("{prev} {text}")
+            });
+            awaiting_value = false;
+            conts += 1;
+        }
+        used += 1;
+        i += 1;
+    }
+    (h.fields > 0).then_some((h, i, depth))
+}
+
+fn join_body(lines: &[Line<'_>], depth: usize) -> String {
+    let mut out = String::new();
+    for l in lines {
+        if l.depth < depth {
+            // Left the quoted block.
+            if !l.text.trim().is_empty() {
+                break;
+            }
+            continue;
+        }
+        for _ in depth..l.depth {
+            out.push_str("> ");
+        }
+        out.push_str(l.text);
+        out.push('\n');
+    }
+    out.trim().to_string()
+}
+
+fn join_raw(lines: &[Line<'_>]) -> String {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(l.raw.trim_end());
+        out.push('\n');
+    }
+    out.trim().to_string()
+}
+
+/// Find the first forwarded block in `text`.
+pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
+    let lines: Vec<Line<'_>> = text
+        .lines()
+        .take(MAX_LINES)
+        .map(|raw| {
+            let (depth, text) = split_quote(raw);
+            Line { raw, depth, text }
+        })
+        .collect();
+    let subject_kind = first_prefix(&hints.subject);
+    let subject_forward = has_forward_prefix(&hints.subject);
+    for i in 0..lines.len() {
+        let text = lines[i].text;
+        if is_reply_intro(text) {
+            return None; // everything below is a quoted reply
+        }
+        let sep = separator(text);
+        let (headers, end, depth, client) = match sep {
+            Some(sep) => {
+                let Some((h, end, depth)) = parse_headers(&lines, i + 1) else {
+                    continue;
+                };
+                let ambiguous = matches!(sep, Sep::Original | Sep::Underscore);
+                if ambiguous && subject_kind == Some(PrefixKind::Reply) && !subject_forward {
+                    return None; // an Outlook reply quoting the earlier mail
+                }
+                let client = match sep {
+                    Sep::Forwarded { mutt: true, .. } => Client::Generic,
+                    Sep::Forwarded { dashes, .. } if dashes >= 9 => Client::Gmail,
+                    Sep::Forwarded { dashes, .. } if dashes >= 6 => Client::Thunderbird,
+                    Sep::Forwarded { dashes, .. } if dashes >= 3 => Client::Yahoo,
+                    Sep::Forwarded { .. } => Client::Generic,
+                    Sep::Original => Client::Outlook,
+                    Sep::Underscore if hints.outlook_mailer => Client::Outlook,
+                    Sep::Underscore => Client::OutlookWeb,
+                    Sep::Apple => Client::Apple,
+                };
+                (h, end, depth, client)
+            }
+            None => {
+                if !subject_forward || !matches!(label_line(text), Some((Field::From, _, _))) {
+                    continue;
+                }
+                let Some((h, end, depth)) = parse_headers(&lines, i) else {
+                    continue;
+                };
+                let strong = h.date.is_some() && (h.subject.is_some() || h.to.is_some());
+                if !strong {
+                    continue;
+                }
+                let client = if hints.outlook_mailer && h.sent_label {
+                    Client::Outlook
+                } else {
+                    Client::Generic
+                };
+                (h, end, depth, client)
+            }
+        };
+        let Some(from) = headers.from.as_deref().and_then(parse_loose) else {
+            continue;
+        };
+        if headers.fields < 2 {
+            continue;
+        }
+        return Some(Block {
+            client,
+            from,
+            date: headers.date.filter(|d| !d.is_empty()),
+            subject: headers.subject.filter(|s| !s.is_empty()),
+            note: join_raw(&lines[..i]),
+            body: join_body(&lines[end..], depth),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hints(subject: &str) -> Hints {
+        Hints {
+            subject: subject.into(),
+            outlook_mailer: false,
+        }
+    }
+
+    /// (subject, body, expected client, expected email) — `None` = no block.
+    type Case = (&'static str, &'static str, Option<(Client, &'static str)>);
+    const CASES: &[Case] = &[
+        (
+            "Fwd: Help",
+            "FYI\n\n---------- Forwarded message ---------\nFrom: John Doe <john@example.com>\nDate: Mon, Jan 1, 2024 at 10:00 AM\nSubject: Help\nTo: <ann@acme.example>\n\n\nHi there\n",
+            Some((Client::Gmail, "john@example.com")),
+        ),
+        (
+            "WG: Hilfe",
+            "---------- Weitergeleitete Nachricht ---------\nVon: Jörg Müller <joerg@beispiel.de>\nDate: Mo., 1. Jan. 2024 um 10:00 Uhr\nSubject: Hilfe\nTo: <ann@acme.example>\n\nHallo",
+            Some((Client::Gmail, "joerg@beispiel.de")),
+        ),
+        (
+            "FW: Order",
+            "-----Original Message-----\nFrom: Doe, John [mailto:john@example.com] \nSent: Monday, January 1, 2024 10:00 AM\nTo: Ann\nSubject: Order\n\nbody",
+            Some((Client::Outlook, "john@example.com")),
+        ),
+        (
+            "TR: Commande",
+            "________________________________\nDe : Marie <marie@exemple.fr>\nEnvoyé : lundi 1 janvier 2024 10:00\nÀ : Ann <ann@acme.example>\nObjet : Commande\n\nBonjour",
+            Some((Client::OutlookWeb, "marie@exemple.fr")),
+        ),
+        (
+            "Fwd: x",
+            "Begin forwarded message:\n\nFrom: Sam <sam@example.org>\nSubject: x\nDate: 1 January 2024 at 10:00:00 GMT\nTo: ann@acme.example\n\nhello",
+            Some((Client::Apple, "sam@example.org")),
+        ),
+        (
+            "Fwd: x",
+            "-------- Forwarded Message --------\nSubject: \tx\nDate: \tMon, 1 Jan 2024 10:00:00 +0100\nFrom: \tSam <sam@example.org>\nTo: \tann@acme.example\n\nhello",
+            Some((Client::Thunderbird, "sam@example.org")),
+        ),
+        (
+            "Fw: x",
+            "----- Forwarded Message -----\nFrom: Sam <sam@example.org>\nTo: Ann <ann@acme.example>\nSent: Monday, January 1, 2024, 10:00:00 AM GMT+1\nSubject: x\n\nhello",
+            Some((Client::Yahoo, "sam@example.org")),
+        ),
+        (
+            "Fwd: x",
+            "> ---------- Forwarded message ---------\n> From: Sam <sam@example.org>\n> Date: Mon\n> Subject: x\n>\n> hello",
+            Some((Client::Gmail, "sam@example.org")),
+        ),
+        (
+            "FW: x",
+            "note\n*From:* Sam Smith <sam@example.org<mailto:sam@example.org>>\n*Sent:* Monday\n*To:* Ann\n*Subject:* x\n\nhello",
+            Some((Client::Generic, "sam@example.org")),
+        ),
+        (
+            "FW: x",
+            "-----Original Message-----\nFrom: Sam Smith\nSent: Monday\nTo: Ann\nSubject: x\n\nhello",
+            Some((Client::Outlook, "")),
+        ),
+        (
+            "FW: x",
+            "-----Original Message-----\nFrom: \"A very long display name, Sam\"\n <sam@example.org>\nSent: Monday\nSubject: x\n\nhello",
+            Some((Client::Outlook, "sam@example.org")),
+        ),
+        (
+            "Fwd: x",
+            "----- Forwarded message from Sam <sam@example.org> -----\n\nDate: Mon\nFrom: Sam <sam@example.org>\nSubject: x\n\nhi\n\n----- End forwarded message -----",
+            Some((Client::Generic, "sam@example.org")),
+        ),
+        (
+            "転送: 質問",
+            "---------- Forwarded message ---------\n差出人： 山田 <yamada@example.jp>\n日付： 2024年1月1日\n件名： 質問\n宛先： <ann@acme.example>\n\nこんにちは",
+            Some((Client::Gmail, "yamada@example.jp")),
+        ),
+        // Negatives.
+        (
+            "Re: Help",
+            "Sure.\n\nOn Mon, Jan 1, 2024 at 10:00 AM John <john@example.com> wrote:\n> ---------- Forwarded message ---------\n> From: Sam <sam@example.org>\n> Subject: x\n",
+            None,
+        ),
+        (
+            "RE: Order",
+            "Thanks\n\n-----Original Message-----\nFrom: John <john@example.com>\nSent: Monday\nSubject: Order\n\nhi",
+            None,
+        ),
+        (
+            "Hello",
+            "Best,\nAnn\nFrom: the desk of Ann Agent\nPhone: 555",
+            None,
+        ),
+        (
+            "Question",
+            "Please write to john@example.com.\nFrom: Monday we are closed.\nDate: tbd\nSubject: holidays",
+            None,
+        ),
+        (
+            "Fwd: nothing",
+            "---------- Forwarded message ---------\nno headers here\n",
+            None,
+        ),
+    ];
+
+    #[test]
+    fn block_table() {
+        for (subject, body, want) in CASES {
+            let got = find_block(body, &hints(subject));
+            match (want, got) {
+                (None, None) => {}
+                (Some((client, email)), Some(b)) => {
+                    assert_eq!(b.client, *client, "{body}");
+                    assert_eq!(b.from.email, *email, "{body}");
+                }
+                (w, g) => panic!("{body}: want {w:?}, got {g:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn note_and_body() {
+        let b = find_block(
+            "Please help this customer.\n\n---------- Forwarded message ---------\nFrom: A <a@example.com>\nDate: Mon\nSubject: Fwd: Broken\n\nIt is broken.\n",
+            &hints("Fwd: Broken"),
+        )
+        .expect("block");
+        assert_eq!(b.note, "Please help this customer.");
+        assert_eq!(b.body, "It is broken.");
+        assert_eq!(b.subject.as_deref(), Some("Fwd: Broken"));
+    }
+}
