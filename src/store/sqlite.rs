@@ -78,6 +78,9 @@ where
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     path: PathBuf,
+    /// Transactions committed by the writer (group commit makes this far
+    /// smaller than the number of writes).
+    commits: Arc<std::sync::atomic::AtomicU64>,
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     busy_timeout_ms: u64,
@@ -140,11 +143,14 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let max = group_commit_max.max(1);
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = commits.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max))?;
+            .spawn(move || writer_loop(conn, rx, max, &counter))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
+            commits,
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             busy_timeout_ms,
@@ -154,6 +160,16 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Transactions the writer has committed since open.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes waiting for the writer thread.
+    pub fn queued_writes(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
     }
 
     /// Run `f` on the writer thread inside the current group transaction;
@@ -208,7 +224,12 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, max: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    max: usize,
+    commits: &std::sync::atomic::AtomicU64,
+) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max);
     while let Some(job) = rx.blocking_recv() {
         batch.push(job);
@@ -219,6 +240,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, 
             }
         }
         let outcome = run_batch(&mut conn, &mut batch);
+        if outcome.is_ok() {
+            commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         for job in batch.drain(..) {
             let r = match &outcome {
                 Ok(()) => Ok(()),
@@ -773,3 +797,6 @@ impl Store for SqliteStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! Store tests: group commit, atomic ingest, dedupe, threading and balancing.
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SqliteStore::open(&dir.path().join("db/test.sqlite"), 5000, 256).expect("open");
+    (dir, Arc::new(s))
+}
+
+fn spool_msg(i: usize) -> NewSpool {
+    NewSpool {
+        source: SpoolSource::Smtp,
+        mail_from: format!("c{i}@customer.example"),
+        rcpt_to: vec!["support@acme.example".into()],
+        client_ip: Some("127.0.0.1".into()),
+        helo: Some("client".into()),
+        tls: false,
+        channel: None,
+        raw: format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes(),
+    }
+}
+
+fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
+    let contact = ContactRef {
+        email: format!("c{n}@customer.example"),
+        name: Some(format!("C {n}")),
+    };
+    InboundPlan {
+        spool_id: spool,
+        dropped: None,
+        messages: vec![InboundMessage {
+            channel: "support".into(),
+            dedupe_key: format!("mid:m{n}@customer.example"),
+            message_id: Some(format!("m{n}@customer.example")),
+            in_reply_to: None,
+            references: vec![],
+            thread_token: None,
+            contact: contact.clone(),
+            from: contact,
+            to: vec!["support@acme.example".into()],
+            subject: format!("Subject {n}"),
+            date: None,
+            text: "text".into(),
+            html: None,
+            classification: "{}".into(),
+            sender_resolution: "{}".into(),
+            note: None,
+            new_ticket: NewTicket {
+                subject: format!("Subject {n}"),
+                pipeline: None,
+                status: Some("new".into()),
+                priority: None,
+                properties: "{}".into(),
+                routing,
+            },
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_spool_writes_share_commits() {
+    let (_dir, s) = store();
+    // Hold the writer busy so that the burst queues up behind it, as it does
+    // while the writer waits for an fsync under load.
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let blocker = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.write(move |_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+        })
+    };
+    started_rx.await.expect("writer runs the blocker");
+    let before = s.commit_count();
+    let n = 200;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.spool(spool_msg(i)).await }));
+    }
+    let queued = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while s.queued_writes() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    queued
+        .await
+        .expect("the burst queued behind the busy writer");
+    release_tx.send(()).expect("release");
+    blocker.await.expect("join").expect("blocker");
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.expect("join").expect("spooled"));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every write got its own id");
+    let commits = s.commit_count() - before;
+    assert!(commits <= 3, "{n} queued writes took {commits} commits");
+    let pending = s.pending_spool(SpoolId(0), 1000).await.expect("pending");
+    assert_eq!(pending.len(), n);
+}
+
+#[tokio::test]
+async fn failing_job_does_not_undo_its_batch_neighbours() {
+    let (_dir, s) = store();
+    let a = s.spool(spool_msg(1));
+    let bad = s.write(|c| {
+        c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+        Ok(())
+    });
+    let b = s.spool(spool_msg(2));
+    let (a, bad, b) = tokio::join!(a, bad, b);
+    assert!(a.is_ok() && b.is_ok());
+    assert!(bad.is_err());
+    assert_eq!(s.status().await.expect("status").spool_total, 2);
+}
+
+#[tokio::test]
+async fn inbound_apply_is_atomic_and_deduplicated() {
+    let (_dir, s) = store();
+    let id = s.spool(spool_msg(1)).await.expect("spool");
+    let plan = inbound(
+        id,
+        1,
+        RoutingPlan::Unassigned {
+            reason: "test".into(),
+        },
+    );
+    let first = s.apply_inbound(vec![plan.clone()]).await.expect("apply");
+    let d = &first[0].as_ref().expect("ok").delivered[0];
+    assert!(d.created && !d.duplicate);
+    // Applying the same plan again (a crash between apply and ack) stores nothing new.
+    let again = s.apply_inbound(vec![plan]).await.expect("apply");
+    assert!(again[0].as_ref().expect("ok").delivered[0].duplicate);
+    let st = s.status().await.expect("status");
+    assert_eq!(
+        (st.tickets, st.messages, st.contacts, st.spool_pending),
+        (1, 1, 1, 0)
+    );
+    let t = s.ticket(TicketId(1)).await.expect("ticket");
+    assert_eq!(t.head.unassigned_reason.as_deref(), Some("test"));
+}
+
+#[tokio::test]
+async fn replies_thread_by_references_and_token() {
+    let (_dir, s) = store();
+    let id = s.spool(spool_msg(1)).await.expect("spool");
+    s.apply_inbound(vec![inbound(
+        id,
+        1,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    )])
+    .await
+    .expect("apply");
+    let mut reply = inbound(
+        id,
+        2,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    );
+    reply.messages[0].references = vec!["unknown@x".into(), "m1@customer.example".into()];
+    let mut by_token = inbound(
+        id,
+        3,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    );
+    by_token.messages[0].thread_token = Some(TicketId(1));
+    let mut other_channel = inbound(
+        id,
+        4,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    );
+    other_channel.messages[0].channel = "sales".into();
+    other_channel.messages[0].thread_token = Some(TicketId(1));
+    let out = s
+        .apply_inbound(vec![reply, by_token, other_channel])
+        .await
+        .expect("apply");
+    let tickets: Vec<(i64, bool)> = out
+        .iter()
+        .map(|r| {
+            let d = &r.as_ref().expect("ok").delivered[0];
+            (d.ticket.0, d.created)
+        })
+        .collect();
+    assert_eq!(
+        tickets,
+        [(1, false), (1, false), (2, true)],
+        "a token never crosses channels"
+    );
+    let t = s.ticket(TicketId(1)).await.expect("ticket");
+    assert_eq!(t.messages.len(), 3);
+    assert_eq!(
+        t.participants.len(),
+        2,
+        "other contacts on the thread are participants"
+    );
+}
+
+#[tokio::test]
+async fn balancing_spreads_by_open_tickets_then_least_recent() {
+    let (_dir, s) = store();
+    let users = |v: &[&str]| RoutingPlan::Balance {
+        users: v.iter().map(|u| u.to_string()).collect(),
+        reason_if_none: "none".into(),
+    };
+    let id = s.spool(spool_msg(0)).await.expect("spool");
+    let plans: Vec<InboundPlan> = (0..30)
+        .map(|n| inbound(id, n, users(&["ann", "bob", "cy"])))
+        .collect();
+    s.apply_inbound(plans).await.expect("apply");
+    let count = |list: &[TicketSummary], u: &str| {
+        list.iter()
+            .filter(|t| t.head.owner.as_deref() == Some(u))
+            .count()
+    };
+    let all = s.list_tickets(TicketFilter::default()).await.expect("list");
+    assert_eq!(
+        (count(&all, "ann"), count(&all, "bob"), count(&all, "cy")),
+        (10, 10, 10)
+    );
+    // cy goes away: the next 10 split between ann and bob.
+    let plans: Vec<InboundPlan> = (30..40)
+        .map(|n| inbound(id, n, users(&["ann", "bob"])))
+        .collect();
+    s.apply_inbound(plans).await.expect("apply");
+    let all = s.list_tickets(TicketFilter::default()).await.expect("list");
+    assert_eq!(
+        (count(&all, "ann"), count(&all, "bob"), count(&all, "cy")),
+        (15, 15, 10)
+    );
+    // Nobody eligible: unassigned, with the reason on the ticket.
+    s.apply_inbound(vec![inbound(id, 40, users(&[]))])
+        .await
+        .expect("apply");
+    let t = s.ticket(TicketId(41)).await.expect("ticket");
+    assert_eq!(
+        (t.head.owner, t.head.unassigned_reason.as_deref()),
+        (None, Some("none"))
+    );
+}
+
+#[tokio::test]
+async fn contact_owner_routing() {
+    let (_dir, s) = store();
+    let id = s.spool(spool_msg(0)).await.expect("spool");
+    s.apply_inbound(vec![inbound(
+        id,
+        1,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    )])
+    .await
+    .expect("apply");
+    s.write(|c| {
+        c.execute(
+            "UPDATE contacts SET owner = 'bob' WHERE email = 'c1@customer.example'",
+            [],
+        )?;
+        Ok(())
+    })
+    .await
+    .expect("owner");
+    let mut eligible = inbound(
+        id,
+        1,
+        RoutingPlan::ContactOwner {
+            eligible: vec!["bob".into()],
+        },
+    );
+    eligible.messages[0].dedupe_key = "mid:x1".into();
+    eligible.messages[0].message_id = None;
+    let mut away = inbound(
+        id,
+        1,
+        RoutingPlan::ContactOwner {
+            eligible: vec!["ann".into()],
+        },
+    );
+    away.messages[0].dedupe_key = "mid:x2".into();
+    away.messages[0].message_id = None;
+    let mut no_owner = inbound(
+        id,
+        2,
+        RoutingPlan::ContactOwner {
+            eligible: vec!["bob".into()],
+        },
+    );
+    no_owner.messages[0].dedupe_key = "mid:x3".into();
+    let out = s
+        .apply_inbound(vec![eligible, away, no_owner])
+        .await
+        .expect("apply");
+    let owners: Vec<Option<String>> = out
+        .into_iter()
+        .map(|r| r.expect("ok").delivered[0].owner.clone())
+        .collect();
+    assert_eq!(owners, [Some("bob".to_string()), None, None]);
+    let t = s.ticket(TicketId(3)).await.expect("ticket");
+    assert!(
+        t.head
+            .unassigned_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("not eligible"),
+        "{:?}",
+        t.head.unassigned_reason
+    );
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("x.sqlite");
+    drop(SqliteStore::open(&path, 1000, 8).expect("open"));
+    let c = Connection::open(&path).expect("open raw");
+    c.pragma_update(None, "user_version", 99).expect("bump");
+    drop(c);
+    match SqliteStore::open(&path, 1000, 8) {
+        Err(StoreError::Schema(m)) => assert!(m.contains("99"), "{m}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}

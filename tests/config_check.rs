@@ -1,0 +1,70 @@
+//! `postdesk check` as an admin runs it: every error at once, each as
+//! `FILE:LINE:COL: message`, exit 2; the shipped example passes.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn check(path: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(["--config", path, "check"])
+        .output()
+        .expect("run postdesk");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn example_config_passes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/postdesk.example.toml");
+    let (code, out, err) = check(path);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(": ok"), "{out}");
+    assert!(err.is_empty(), "the example has no warnings: {err}");
+}
+
+#[test]
+fn every_error_is_reported_with_its_line_and_column() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/config/every-error.toml"
+    );
+    let (code, _, err) = check(path);
+    assert_eq!(code, Some(2), "{err}");
+    let expected = [
+        ("3:20", "max_message_size"),
+        ("4:1", "unknown key `colour`"),
+        ("18:11", "also the address of user `bob`"),
+        ("19:15", "needs a company name"),
+        ("22:10", "`ann`, who has no licence"),
+        ("22:17", "unknown user `zed`"),
+        ("27:11", "duplicate channel address"),
+        ("35:17", "cannot read secrets/nope"),
+    ];
+    for (pos, text) in expected {
+        let prefix = format!("{path}:{pos}: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(text)),
+            "missing `{prefix}… {text}` in:\n{err}"
+        );
+    }
+    for line in err.lines() {
+        assert!(
+            line.starts_with(&format!("{path}:")),
+            "not FILE:LINE:COL: {line}"
+        );
+    }
+}
+
+#[test]
+fn missing_file_is_a_config_error() {
+    let (code, _, err) = check("/nonexistent/postdesk.toml");
+    assert_eq!(code, Some(2));
+    assert!(err.starts_with("/nonexistent/postdesk.toml:1:1: "), "{err}");
+}
