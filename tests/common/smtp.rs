@@ -79,3 +79,28 @@ pub fn message(from: &str, to: &str, subject: &str, message_id: &str, body: &str
         "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
     )
 }
+
+/// Send a whole message file over SMTP: line ends become CRLF and lines that
+/// start with a dot are stuffed. Returns the reply to the end of DATA.
+pub fn send_file(addr: SocketAddr, mail_from: &str, rcpt: &str, raw: &[u8]) -> (u16, String) {
+    let mut c = Client::connect(addr);
+    let (code, text) = c.cmd("EHLO sender.example");
+    assert_eq!(code, 250, "{text}");
+    let mut body = Vec::with_capacity(raw.len() + raw.len() / 50);
+    for line in raw.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first() == Some(&b'.') {
+            body.push(b'.');
+        }
+        body.extend_from_slice(line);
+        body.extend_from_slice(b"\r\n");
+    }
+    let (code, text) = c.cmd(&format!("MAIL FROM:<{mail_from}>"));
+    assert_eq!(code, 250, "{text}");
+    let (code, text) = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send(&body);
+    c.send(b".\r\n");
+    c.reply()
+}
