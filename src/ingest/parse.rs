@@ -79,7 +79,13 @@ pub fn fields(msg: &Message<'_>) -> Parsed {
     {
         references.push(r);
     }
-    let html = msg.body_html(0).map(|h| truncate(h.into_owned(), MAX_TEXT));
+    // Only a real text/html part: mail-parser would otherwise render the text
+    // part as HTML, which costs time and stores nothing new.
+    let html = msg
+        .html_part(0)
+        .filter(|p| p.is_text_html())
+        .and_then(|_| msg.body_html(0))
+        .map(|h| truncate(h.into_owned(), MAX_TEXT));
     let text = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
     Parsed {
         message_id: msg.message_id().and_then(clean_id),
@@ -138,6 +144,20 @@ mod tests {
         assert_eq!(p.from_name.as_deref(), Some("Carol C"));
         assert_eq!(p.subject, "Re: Help [#12]");
         assert_eq!(p.text.trim(), "Body");
+        assert_eq!(p.html, None, "a text-only message has no HTML body");
+    }
+
+    #[test]
+    fn keeps_a_real_html_part() {
+        let raw = b"From: a@x.example\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>rich</p>\r\n--b--\r\n";
+        let msg = parse(raw).expect("parses");
+        let p = fields(&msg);
+        assert_eq!(p.text.trim(), "plain");
+        assert!(
+            p.html.as_deref().is_some_and(|h| h.contains("<p>rich</p>")),
+            "{:?}",
+            p.html
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ CREATE TABLE spool (
     helo          TEXT,
     tls           INTEGER NOT NULL DEFAULT 0,
     channel       TEXT,                      -- set when the source names it (pull, form)
-    raw           BLOB NOT NULL,             -- exact bytes as received, never modified
+    size          INTEGER NOT NULL,          -- bytes of raw
     content_hash  TEXT NOT NULL,             -- sha256 hex of raw
     state         TEXT NOT NULL DEFAULT 'pending', -- pending | done | failed
     attempts      INTEGER NOT NULL DEFAULT 0,
@@ -27,6 +27,13 @@ CREATE TABLE spool (
     processed_at  INTEGER
 );
 CREATE INDEX spool_pending ON spool(id) WHERE state = 'pending';
+
+-- The exact bytes of each spooled message, never modified. Kept apart from
+-- `spool` so that state changes rewrite a small row, not the whole message.
+CREATE TABLE spool_raw (
+    id   INTEGER PRIMARY KEY REFERENCES spool(id),
+    raw  BLOB NOT NULL
+);
 
 CREATE TABLE contacts (
     id          INTEGER PRIMARY KEY,

@@ -93,7 +93,10 @@ fn open_conn(
 ) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    // temp_store: savepoint sub-journals stay in memory instead of temp files.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+    )?;
     Ok(conn)
 }
 
@@ -141,6 +144,14 @@ impl SqliteStore {
             )));
         }
         migrate(&mut conn)?;
+        // Checkpoints run on their own thread and connection, so copying WAL
+        // pages into the database never stalls a commit.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        let checkpointer = open_conn(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            busy_timeout_ms,
+        )?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let max = group_commit_max.max(1);
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -148,6 +159,10 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, max, &counter))?;
+        let weak = tx.downgrade();
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, weak))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             commits,
@@ -254,6 +269,30 @@ fn writer_loop(
     tracing::debug!("store writer stopped");
 }
 
+/// WAL size above which the checkpointer asks for a RESTART checkpoint, so
+/// that a WAL that passive checkpoints cannot reset under steady load stays
+/// bounded.
+const WAL_RESTART_BYTES: u64 = 64 << 20;
+
+fn checkpoint_loop(conn: Connection, alive: mpsc::WeakSender<Box<dyn WriteJob>>) {
+    let wal = conn.path().map(|p| PathBuf::from(format!("{p}-wal")));
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if alive.upgrade().is_none() {
+            break;
+        }
+        let big = wal
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() > WAL_RESTART_BYTES);
+        let mode = if big { "RESTART" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::debug!(error = %e, mode, "checkpoint failed");
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+}
+
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
@@ -300,7 +339,7 @@ fn parse_json(s: Option<String>) -> serde_json::Value {
 
 fn insert_spool(conn: &Connection, msg: &NewSpool, hash: &str) -> Result<SpoolId, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls, channel, raw, content_hash)
+        "INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls, channel, size, content_hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     stmt.execute(params![
@@ -312,10 +351,13 @@ fn insert_spool(conn: &Connection, msg: &NewSpool, hash: &str) -> Result<SpoolId
         msg.helo,
         msg.tls,
         msg.channel,
-        msg.raw,
+        msg.raw.len() as i64,
         hash
     ])?;
-    Ok(SpoolId(conn.last_insert_rowid()))
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("INSERT INTO spool_raw (id, raw) VALUES (?1, ?2)")?
+        .execute(params![id, msg.raw])?;
+    Ok(SpoolId(id))
 }
 
 fn upsert_contact(conn: &Connection, c: &ContactRef) -> Result<i64, StoreError> {
@@ -490,15 +532,20 @@ fn in_savepoint<T>(
     name: &str,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch(&format!("SAVEPOINT {name}"))?;
+    conn.prepare_cached(&format!("SAVEPOINT {name}"))?
+        .execute([])?;
     let r = f(conn);
     let end = if r.is_ok() {
-        conn.execute_batch(&format!("RELEASE {name}"))
+        conn.prepare_cached(&format!("RELEASE {name}"))
+            .and_then(|mut s| s.execute([]))
     } else {
-        conn.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))
+        conn.prepare_cached(&format!("ROLLBACK TO {name}"))
+            .and_then(|mut s| s.execute([]))
+            .and_then(|_| conn.prepare_cached(&format!("RELEASE {name}")))
+            .and_then(|mut s| s.execute([]))
     };
     match end {
-        Ok(()) => r,
+        Ok(_) => r,
         Err(e) => Err(e.into()),
     }
 }
@@ -665,8 +712,9 @@ fn pending_spool(
     limit: usize,
 ) -> Result<Vec<SpoolEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, received_at, source, mail_from, rcpt_to, channel, raw, content_hash
-         FROM spool WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT s.id, s.received_at, s.source, s.mail_from, s.rcpt_to, s.channel, r.raw, s.content_hash
+         FROM spool s JOIN spool_raw r ON r.id = s.id
+         WHERE s.state = 'pending' AND s.id > ?1 ORDER BY s.id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after.0, limit as i64], |r| {
         Ok(SpoolEntry {
@@ -724,9 +772,11 @@ impl Store for SqliteStore {
 
     fn raw(&self, id: SpoolId) -> StoreFuture<'_, Vec<u8>> {
         Box::pin(self.read(move |c| {
-            c.query_row("SELECT raw FROM spool WHERE id = ?1", [id.0], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("spool entry {id}")))
+            c.query_row("SELECT raw FROM spool_raw WHERE id = ?1", [id.0], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("spool entry {id}")))
         }))
     }
 

@@ -1,0 +1,67 @@
+//! Ingest CPU cost per message: parse + classify + resolve (the planning
+//! half of ingest, without the store), over the forward fixtures and a plain
+//! 5 KB message like Postfix's smtp-source sends.
+//!
+//! `cargo bench --bench ingest` prints microseconds per message for each.
+
+use std::time::Instant;
+
+use postdesk::config;
+use postdesk::ingest::{parse, resolve_one};
+
+fn main() {
+    let cfg_text = r#"
+[company]
+name = "Acme"
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+[[channels]]
+id = "support"
+kind = "forward"
+address = "support@acme.example"
+"#;
+    let config = match config::parse(cfg_text, std::path::Path::new("bench.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let channel = config.channel("support");
+    let plain = format!(
+        "From: <a@example.com>\r\nTo: <support@acme.example>\r\nDate: Thu, 26 Nov 2026 02:30:02 +0000\r\nMessage-Id: <68d7.0003.0001@vm>\r\n\r\n{}",
+        "1XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n".repeat(64)
+    )
+    .into_bytes();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/forwards");
+    let mut fixtures: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fixtures.sort();
+
+    let run = |name: &str, corpus: &[Vec<u8>], rounds: usize| {
+        let start = Instant::now();
+        let mut n = 0usize;
+        for _ in 0..rounds {
+            for raw in corpus {
+                if let Some(msg) = parse::parse(raw) {
+                    let f = parse::fields(&msg);
+                    let (r, c) = resolve_one(&msg, Some("a@example.com"), &config, channel);
+                    std::hint::black_box((f, r, c));
+                }
+                n += 1;
+            }
+        }
+        let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("{name:<28} {per:8.1} µs/message  ({n} messages)");
+    };
+    run(
+        "plain 5 KB (smtp-source)",
+        std::slice::from_ref(&plain),
+        5000,
+    );
+    run("forward fixtures (mixed)", &fixtures, 20);
+}
