@@ -13,7 +13,8 @@ use crate::store::{Store, StoreError};
 pub struct Live {
     config: RwLock<Arc<Config>>,
     channel_enabled: RwLock<HashMap<String, bool>>,
-    user_available: RwLock<HashMap<String, bool>>,
+    /// Manual availability per user: (available, when).
+    user_available: RwLock<HashMap<String, (bool, jiff::Timestamp)>>,
 }
 
 impl Live {
@@ -50,13 +51,24 @@ impl Live {
             .unwrap_or(channel.enabled)
     }
 
-    /// Whether a user counts as available now (runtime override, else config).
+    /// Whether a user counts as available now: with working hours, the
+    /// schedule unless a manual change was made since its last switch;
+    /// without, the last manual change, else the configured value.
     pub fn user_available(&self, user: &UserConfig) -> bool {
-        self.user_available
+        self.user_available_at(user, jiff::Timestamp::now())
+    }
+
+    /// [`Live::user_available`] at a given instant.
+    pub fn user_available_at(&self, user: &UserConfig, now: jiff::Timestamp) -> bool {
+        let manual = self
+            .user_available
             .read()
             .ok()
-            .and_then(|m| m.get(&user.id).copied())
-            .unwrap_or(user.available)
+            .and_then(|m| m.get(&user.id).cloned());
+        match &user.working_hours {
+            Some(hours) => hours.available(now, manual),
+            None => manual.map(|(v, _)| v).unwrap_or(user.available),
+        }
     }
 
     /// Record a channel override made in this process (API).
@@ -70,7 +82,16 @@ impl Live {
     /// another process).
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
         let channels: HashMap<_, _> = store.channel_overrides().await?.into_iter().collect();
-        let users: HashMap<_, _> = store.user_overrides().await?.into_iter().collect();
+        let users: HashMap<_, _> = store
+            .user_overrides()
+            .await?
+            .into_iter()
+            .map(|o| {
+                let at =
+                    jiff::Timestamp::from_millisecond(o.at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                (o.id, (o.available, at))
+            })
+            .collect();
         if let Ok(mut m) = self.channel_enabled.write() {
             *m = channels;
         }

@@ -63,6 +63,9 @@ enum Command {
     /// Channels: list, enable, disable.
     #[command(subcommand)]
     Channels(ChannelsCmd),
+    /// Users (agents): list, available, away.
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// Channels, queues and store counts.
     Status {
         #[arg(long)]
@@ -113,6 +116,29 @@ enum ContactsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Set the owner of a contact (used by `contact_owner` routing).
+    Owner {
+        email: String,
+        /// A user id.
+        #[arg(required_unless_present = "clear")]
+        user: Option<String>,
+        /// Remove the owner instead.
+        #[arg(long, conflicts_with = "user")]
+        clear: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// List users with licence, teams and availability now.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a user available (holds until their working hours next switch).
+    Available { id: String },
+    /// Mark a user away: routing skips them (with `only_available`).
+    Away { id: String },
 }
 
 #[derive(Subcommand)]
@@ -327,7 +353,27 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             }
             Ok(())
         }
+        Command::Contacts(ContactsCmd::Owner {
+            email,
+            user,
+            clear: _,
+        }) => {
+            if let Some(u) = &user
+                && config.user(u).is_none()
+            {
+                bail!("unknown user {u:?}");
+            }
+            let store = open_store(&config).await?;
+            let email = email.trim().to_lowercase();
+            store.set_contact_owner(email.clone(), user.clone()).await?;
+            match user {
+                Some(u) => println!("contact {email} owned by {u}"),
+                None => println!("contact {email} has no owner"),
+            }
+            Ok(())
+        }
         Command::Channels(cmd) => channels(cmd, config).await,
+        Command::Users(cmd) => users(cmd, config).await,
         Command::Status { json } => status(config, json).await,
         Command::Resolve {
             file,
@@ -369,6 +415,70 @@ async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
         ChannelsCmd::Disable { id } => {
             store.set_channel_enabled(id.clone(), false).await?;
             println!("channel {id} disabled");
+            Ok(())
+        }
+    }
+}
+
+async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
+    let store = open_store(&config).await?;
+    match cmd {
+        UsersCmd::List { json } => {
+            let live = postdesk::live::Live::new(config.clone());
+            live.refresh(store.as_ref()).await?;
+            let list: Vec<serde_json::Value> = config
+                .users
+                .iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "id": u.id,
+                        "email": u.email,
+                        "name": u.full_name(),
+                        "licensed": u.licensed,
+                        "teams": u.teams,
+                        "available": live.user_available(u),
+                        "working_hours": u.working_hours.as_ref().map(|h| serde_json::json!({
+                            "timezone": h.timezone_name,
+                            "days": h.days.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>(),
+                            "start": h.start.to_string(),
+                            "end": h.end.to_string(),
+                        })),
+                    })
+                })
+                .collect();
+            if json {
+                return print_json(&list);
+            }
+            for u in list {
+                println!(
+                    "{:<12} {:<32} {:<10} {}",
+                    u["id"].as_str().unwrap_or(""),
+                    u["email"].as_str().unwrap_or(""),
+                    if u["available"] == true {
+                        "available"
+                    } else {
+                        "away"
+                    },
+                    if u["licensed"] == true {
+                        ""
+                    } else {
+                        "(no licence)"
+                    }
+                );
+            }
+            Ok(())
+        }
+        UsersCmd::Available { id } | UsersCmd::Away { id } if config.user(&id).is_none() => {
+            bail!("unknown user {id:?}")
+        }
+        UsersCmd::Available { id } => {
+            store.set_user_available(id.clone(), true).await?;
+            println!("{id} is available");
+            Ok(())
+        }
+        UsersCmd::Away { id } => {
+            store.set_user_available(id.clone(), false).await?;
+            println!("{id} is away");
             Ok(())
         }
     }

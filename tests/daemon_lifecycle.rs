@@ -137,3 +137,39 @@ fn spool_left_by_a_crash_is_ingested_on_start() {
     d.wait_ingested(T);
     assert_eq!(d.tickets().len(), 50);
 }
+
+#[test]
+fn json_logs_carry_fields_and_no_message_content() {
+    let d = Daemon::start("", &format!("[log]\nformat = \"json\"\n{ACME}"));
+    let mut c = Client::connect(d.smtp);
+    assert_eq!(c.cmd("EHLO x.example").0, 250);
+    let body = message(
+        "a@customer.example",
+        "support@acme.example",
+        "Secret subject",
+        "json-1@customer.example",
+        "secret body text",
+    );
+    assert_eq!(
+        c.mail("a@customer.example", &["support@acme.example"], &body)
+            .0,
+        250
+    );
+    d.wait_tickets(1, T);
+    let log = d.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ingested = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "ingested")
+        .expect("an ingest log line");
+    assert_eq!(ingested["fields"]["channel"], "support");
+    assert_eq!(ingested["fields"]["ticket"], 1);
+    assert!(
+        !log.contains("secret body text") && !log.contains("Secret subject"),
+        "message content in logs"
+    );
+}

@@ -27,6 +27,7 @@
 //! `///` comments below.
 
 mod diagnostic;
+mod hours;
 mod read;
 mod validate;
 
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
+pub use hours::WorkingHours;
 
 /// Read, parse and validate the config file at `path`.
 ///
@@ -443,6 +445,9 @@ pub struct UserConfig {
     pub available: bool,
     /// Team ids this user belongs to. Default `[]`.
     pub teams: Vec<String>,
+    /// `[users.working_hours]`: a weekly schedule that switches availability
+    /// automatically. Default none (availability changes only by hand).
+    pub working_hours: Option<WorkingHours>,
 }
 
 impl UserConfig {

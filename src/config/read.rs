@@ -454,6 +454,60 @@ impl FromToml for SocketAddr {
     }
 }
 
+impl FromToml for Spanned<String> {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        r.string(path, v)
+            .map(|s| Spanned::new(v.span(), s.to_owned()))
+    }
+}
+
+impl FromToml for jiff::civil::Weekday {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        use jiff::civil::Weekday::*;
+        let s = r.string(path, v)?;
+        let day = match s.to_ascii_lowercase().as_str() {
+            "mon" | "monday" => Monday,
+            "tue" | "tuesday" => Tuesday,
+            "wed" | "wednesday" => Wednesday,
+            "thu" | "thursday" => Thursday,
+            "fri" | "friday" => Friday,
+            "sat" | "saturday" => Saturday,
+            "sun" | "sunday" => Sunday,
+            _ => {
+                r.error(
+                    v.span().start,
+                    format!(
+                        "invalid day \"{s}\" in `{}`: expected mon, tue, wed, thu, fri, sat or sun",
+                        display_path(path)
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(day)
+    }
+}
+
+impl FromToml for jiff::civil::Time {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let s = r.string(path, v)?;
+        let parsed = s.split_once(':').and_then(|(h, m)| {
+            let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
+            jiff::civil::Time::new(h, m, 0, 0).ok()
+        });
+        if parsed.is_none() {
+            r.error(
+                v.span().start,
+                format!(
+                    "invalid time \"{s}\" for `{}`: expected HH:MM, e.g. \"09:00\"",
+                    display_path(path)
+                ),
+            );
+        }
+        parsed
+    }
+}
+
 impl FromToml for ipnet::IpNet {
     fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
         let s = r.string(path, v)?;
@@ -640,6 +694,46 @@ fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
         licensed: r.key(t, "licensed").unwrap_or(true),
         available: r.key(t, "available").unwrap_or(true),
         teams: r.key(t, "teams").unwrap_or_default(),
+        working_hours: r
+            .optional_section(t, "working_hours", |r, t| {
+                let timezone: Option<Spanned<String>> = r.required(t, "timezone");
+                let days = r.key(t, "days").unwrap_or_else(|| {
+                    use jiff::civil::Weekday::*;
+                    vec![Monday, Tuesday, Wednesday, Thursday, Friday]
+                });
+                let start: Option<jiff::civil::Time> = r.required(t, "start");
+                let end: Option<jiff::civil::Time> = r.required(t, "end");
+                let timezone_name = timezone?;
+                let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
+                    Ok(tz) => tz,
+                    Err(_) => {
+                        r.error(
+                            timezone_name.span().start,
+                            format!(
+                                "unknown time zone \"{}\": use an IANA name such as \"Europe/Berlin\"",
+                                timezone_name.get_ref()
+                            ),
+                        );
+                        return None;
+                    }
+                };
+                let (start, end) = (start?, end?);
+                if start >= end {
+                    r.error(
+                        t.start,
+                        format!("working_hours: start {start} must be before end {end} (shifts across midnight are not supported)"),
+                    );
+                    return None;
+                }
+                Some(super::WorkingHours {
+                    timezone_name: timezone_name.into_inner(),
+                    timezone: tz,
+                    days,
+                    start,
+                    end,
+                })
+            })
+            .flatten(),
     }
 }
 

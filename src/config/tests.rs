@@ -619,3 +619,49 @@ fn email_validation() {
         assert!(!validate::is_valid_email(bad), "{bad}");
     }
 }
+
+#[test]
+fn working_hours_parse_with_defaults_and_errors() {
+    let ok = "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[users.working_hours]\ntimezone = \"America/New_York\"\nstart = \"08:30\"\nend = \"17:00\"\n";
+    let c = parse_str(ok).expect("valid");
+    let h = c.users[0].working_hours.as_ref().expect("hours");
+    assert_eq!(h.timezone_name, "America/New_York");
+    assert_eq!(h.days.len(), 5, "Monday to Friday by default");
+    assert_eq!(
+        (h.start.hour(), h.start.minute(), h.end.hour()),
+        (8, 30, 17)
+    );
+
+    let cases = [
+        (
+            "timezone = \"Mars/Olympus\"\nstart = \"09:00\"\nend = \"17:00\"",
+            "5:12: unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            "timezone = \"UTC\"\nstart = \"9am\"\nend = \"17:00\"",
+            "6:9: invalid time \"9am\"",
+        ),
+        (
+            "timezone = \"UTC\"\nstart = \"18:00\"\nend = \"17:00\"",
+            "4:1: working_hours: start 18:00:00 must be before end",
+        ),
+        (
+            "timezone = \"UTC\"\ndays = [\"mon\", \"funday\"]\nstart = \"09:00\"\nend = \"17:00\"",
+            "6:16: invalid day \"funday\"",
+        ),
+        (
+            "start = \"09:00\"\nend = \"17:00\"",
+            "4:1: missing required key `timezone`",
+        ),
+    ];
+    for (body, want) in cases {
+        let text = format!(
+            "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[users.working_hours]\n{body}\n"
+        );
+        let errors = errors_of(&text);
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "want {want:?} in {errors:?}\n{text}"
+        );
+    }
+}

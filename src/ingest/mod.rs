@@ -247,6 +247,11 @@ impl Ingestor {
             return Ok(0);
         }
         let n = batch.len();
+        // Availability and channel state may have been changed by another
+        // process (the CLI) a moment ago: route with what is true now.
+        if let Err(e) = self.live.refresh(self.store.as_ref()).await {
+            tracing::debug!(error = %e, "override refresh failed; routing with cached values");
+        }
         let config = self.live.config();
         let live = self.live.clone();
         let planned = tokio::task::spawn_blocking(move || {
@@ -276,7 +281,7 @@ impl Ingestor {
                 Ok(outcome) => {
                     for d in outcome.delivered {
                         metrics::counter!("postdesk_ingest_messages_total", "result" => if d.duplicate { "duplicate" } else { "stored" }).increment(1);
-                        tracing::info!(spool = %id, channel = %d.channel, ticket = %d.ticket, created = d.created, duplicate = d.duplicate, owner = ?d.owner, "ingested");
+                        tracing::info!(spool = id.0, channel = %d.channel, ticket = d.ticket.0, created = d.created, duplicate = d.duplicate, owner = ?d.owner, "ingested");
                     }
                 }
                 Err(e) if e.is_temporary() => temporary = Some(e),

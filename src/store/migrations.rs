@@ -96,7 +96,8 @@ CREATE INDEX messages_ticket ON messages(ticket_id, id);
 
 CREATE TABLE user_state (
     id                TEXT PRIMARY KEY,
-    available         INTEGER,               -- NULL: as configured
+    available         INTEGER,               -- NULL: as configured (or as the working hours say)
+    available_at      INTEGER,               -- unix ms of the manual change
     last_assigned_seq INTEGER            -- global sequence: larger = assigned more recently
 );
 

@@ -107,8 +107,13 @@ pub trait Store: Send + Sync + 'static {
     fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
     /// Persist a channel's enabled state.
     fn set_channel_enabled(&self, channel: String, enabled: bool) -> StoreFuture<'_, ()>;
-    /// Runtime availability overrides of users (absent: as configured).
-    fn user_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
+    /// Availability set by hand, per user (absent: as configured / scheduled).
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>>;
+    /// Set a user's availability by hand, now.
+    fn set_user_available(&self, user: String, available: bool) -> StoreFuture<'_, ()>;
+    /// Set (or clear) the owner of the contact with this address. `NotFound`
+    /// when there is no such contact.
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()>;
 
     /// Counts for `status`.
     fn status(&self) -> StoreFuture<'_, StoreStatus>;

@@ -821,12 +821,37 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn user_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>> {
         Box::pin(self.read(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, available FROM user_state WHERE available IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id, available, COALESCE(available_at, 0) FROM user_state WHERE available IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok(UserOverride { id: r.get(0)?, available: r.get(1)?, at: r.get(2)? }))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn set_user_available(&self, user: String, available: bool) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.execute(
+                "INSERT INTO user_state (id, available, available_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET available = excluded.available, available_at = excluded.available_at",
+                params![user, available, now_ms()],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "UPDATE contacts SET owner = ?1 WHERE email = ?2",
+                params![owner, email],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("contact {email}")));
+            }
+            Ok(())
         }))
     }
 

@@ -255,3 +255,12 @@ pub struct StoreStatus {
     pub outbox_queued: i64,
     pub outbox_failed: i64,
 }
+
+/// A user's availability set by hand (API or CLI), and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserOverride {
+    pub id: String,
+    pub available: bool,
+    /// Unix milliseconds.
+    pub at: i64,
+}
