@@ -772,4 +772,39 @@ impl Store for SqliteStore {
             })
         }))
     }
+
+    fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>> {
+        Box::pin(self.read(move |c| super::mailbox::checkpoint(c, &channel, &folder)))
+    }
+
+    fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome> {
+        Box::pin(self.write(move |c| super::mailbox::spool_pulled(c, &batch, insert_spool)))
+    }
+
+    fn reset_checkpoint(
+        &self,
+        channel: String,
+        folder: String,
+        uidvalidity: u32,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
+        }))
+    }
+
+    fn set_mailbox_state(
+        &self,
+        channel: String,
+        folder: String,
+        state: MailboxState,
+        error: Option<String>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref())
+        }))
+    }
+
+    fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
+        Box::pin(self.read(super::mailbox::statuses))
+    }
 }
