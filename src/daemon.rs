@@ -272,7 +272,9 @@ pub async fn run(
         }
     }
     if tokio::time::timeout_at(deadline, pull_task).await.is_err() {
-        tracing::warn!("mailbox pullers still busy at the deadline; uncommitted batches are fetched again next start");
+        tracing::warn!(
+            "mailbox pullers still busy at the deadline; uncommitted batches are fetched again next start"
+        );
     }
     tracing::info!("stopping: draining ingest");
     ingest_stop.cancel();

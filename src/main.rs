@@ -437,7 +437,8 @@ async fn status(config: Config, json: bool) -> Result<()> {
                 m.channel,
                 m.folder,
                 m.state,
-                m.last_uid.map_or_else(|| "-".to_string(), |u| u.to_string()),
+                m.last_uid
+                    .map_or_else(|| "-".to_string(), |u| u.to_string()),
                 m.fetched,
                 m.last_error.as_deref().unwrap_or("")
             );
@@ -473,7 +474,11 @@ async fn mailbox_states(
             });
         }
     }
-    rows.retain(|r| config.channel(&r.channel).is_some_and(|c| c.kind.is_pulled()));
+    rows.retain(|r| {
+        config
+            .channel(&r.channel)
+            .is_some_and(|c| c.kind.is_pulled())
+    });
     Ok(rows)
 }
 

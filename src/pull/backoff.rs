@@ -36,9 +36,7 @@ impl Backoff {
     /// The ceiling for the current failure count (before jitter).
     pub fn ceiling(&self) -> Duration {
         let exp = self.failures.min(16);
-        Self::BASE
-            .saturating_mul(1u32 << exp)
-            .min(Self::MAX)
+        Self::BASE.saturating_mul(1u32 << exp).min(Self::MAX)
     }
 
     /// Count a failure and return how long to wait: uniformly in

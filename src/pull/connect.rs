@@ -74,7 +74,10 @@ impl Authenticator for XOAuth2<'_> {
             return String::new();
         }
         self.sent = true;
-        format!("user={}\x01auth=Bearer {}\x01\x01", self.username, self.token)
+        format!(
+            "user={}\x01auth=Bearer {}\x01\x01",
+            self.username, self.token
+        )
     }
 }
 
@@ -89,8 +92,8 @@ pub fn short(s: impl std::fmt::Display) -> String {
 
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, PullError> {
     use rustls_platform_verifier::ConfigVerifierExt;
-    let config = rustls::ClientConfig::with_platform_verifier()
-        .map_err(|e| PullError::Tls(short(e)))?;
+    let config =
+        rustls::ClientConfig::with_platform_verifier().map_err(|e| PullError::Tls(short(e)))?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
@@ -135,7 +138,9 @@ pub async fn open(ep: &Endpoint, creds: &Credentials) -> Result<ImapSession, Pul
     timed("greeting", async {
         match client.read_response().await {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(PullError::Protocol("connection closed before greeting".into())),
+            Ok(None) => Err(PullError::Protocol(
+                "connection closed before greeting".into(),
+            )),
             Err(e) => Err(PullError::Io(e)),
         }
     })

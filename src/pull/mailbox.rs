@@ -260,8 +260,15 @@ impl Puller {
             None => (can_idle, Duration::from_secs(60), 100, None),
         };
         loop {
-            self.catch_up(&mut s, ch, &mut cp, batch_size, move_to.as_deref(), stop.clone())
-                .await?;
+            self.catch_up(
+                &mut s,
+                ch,
+                &mut cp,
+                batch_size,
+                move_to.as_deref(),
+                stop.clone(),
+            )
+            .await?;
             if stop.is_cancelled() {
                 logout(s).await;
                 return Ok(SessionEnd::Stopped);
@@ -470,19 +477,28 @@ mod tests {
     #[test]
     fn message_id_table() {
         let table: &[(&[u8], Option<&str>)] = &[
-            (b"Message-ID: <a@b.example>\r\nSubject: x\r\n\r\nbody", Some("a@b.example")),
+            (
+                b"Message-ID: <a@b.example>\r\nSubject: x\r\n\r\nbody",
+                Some("a@b.example"),
+            ),
             (b"Message-Id:   <  c@d >\r\n\r\n", Some("c@d")),
             (b"Subject: none\r\n\r\nbody", None),
             (b"", None),
             (b"\xff\xfe garbage", None),
         ];
         for (raw, want) in table {
-            assert_eq!(message_id(raw).as_deref(), *want, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                message_id(raw).as_deref(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
     #[test]
     fn short_keeps_200_chars() {
+        use super::connect::short;
         assert_eq!(short("abc"), "abc");
         let long = "é".repeat(300);
         assert_eq!(short(&long).chars().count(), 201);

@@ -284,31 +284,28 @@ impl TokenSource {
         tracing::debug!(%channel, lifetime_secs = lifetime.as_secs(), "oauth access token refreshed");
         Ok((resp.access_token().secret().clone(), started + lifetime))
     }
-
 }
 
 /// The `oauth2` crate's HTTP client: one request over reqwest 0.13.
 async fn send(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let (parts, body) = req.into_parts();
-        let mut builder = http
-            .request(parts.method, parts.uri.to_string())
-            .body(body);
-        for (name, value) in parts.headers.iter() {
-            builder = builder.header(name, value);
-        }
-        let resp = builder.send().await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await?;
-        if bytes.len() > MAX_RESPONSE {
-            return Err(HttpError::TooLarge);
-        }
-        let mut out = oauth2::http::Response::builder().status(status);
-        for (name, value) in headers.iter() {
-            out = out.header(name, value);
-        }
-        out.body(bytes.to_vec())
-            .map_err(|e| HttpError::Build(e.to_string()))
+    let (parts, body) = req.into_parts();
+    let mut builder = http.request(parts.method, parts.uri.to_string()).body(body);
+    for (name, value) in parts.headers.iter() {
+        builder = builder.header(name, value);
+    }
+    let resp = builder.send().await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await?;
+    if bytes.len() > MAX_RESPONSE {
+        return Err(HttpError::TooLarge);
+    }
+    let mut out = oauth2::http::Response::builder().status(status);
+    for (name, value) in headers.iter() {
+        out = out.header(name, value);
+    }
+    out.body(bytes.to_vec())
+        .map_err(|e| HttpError::Build(e.to_string()))
 }
 
 /// Transport errors of the token request.

@@ -158,7 +158,13 @@ fn set_checkpoint(
          ON CONFLICT(channel, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,
              last_uid = excluded.last_uid, updated_at = excluded.updated_at",
     )?
-    .execute(params![channel, folder, cp.uidvalidity, cp.last_uid, now_ms()])?;
+    .execute(params![
+        channel,
+        folder,
+        cp.uidvalidity,
+        cp.last_uid,
+        now_ms()
+    ])?;
     Ok(())
 }
 

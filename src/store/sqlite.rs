@@ -787,9 +787,11 @@ impl Store for SqliteStore {
         folder: String,
         uidvalidity: u32,
     ) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
-        }))
+        Box::pin(
+            self.write(move |c| {
+                super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
+            }),
+        )
     }
 
     fn set_mailbox_state(
