@@ -400,3 +400,80 @@ fn invalid_grant_needs_reauth_while_other_mailbox_keeps_pulling() {
     })
     .unwrap_or_else(|| panic!("gmail channel did not recover: {gmail:?}\n{}", d.log_text()));
 }
+
+#[test]
+fn same_message_by_forward_and_by_pull_is_stored_once() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let raw = message(7, 300);
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 1"
+            )
+        ),
+    );
+    // First by SMTP (a forwarding rule on the provider), then by pull.
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+s.sendmail("customer7@example.com", ["help@acme.example"], open(sys.argv[3], "rb").read())
+s.quit()
+"#;
+    let file = secrets.path().join("m.eml");
+    std::fs::write(&file, &raw).expect("eml");
+    let (ok, out) = common::python(script, d.smtp, &[file.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    d.wait_tickets(1, LONG);
+    dc.deliver(&raw);
+    let m = wait_mailbox(&d, "mailbox", "pulled", |m| m["last_uid"] == 1);
+    // The pull recognised the Message-ID ingest already stored.
+    assert_eq!(m["skipped"], 1, "{m}");
+    let st = d.wait_ingested(LONG);
+    assert_eq!(st["store"]["spool_total"], 1, "{st}");
+    let tickets = d.tickets();
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(tickets[0]["messages"], 1, "{tickets:?}");
+}
+
+#[test]
+fn disabled_channel_pauses_its_puller() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    dc.deliver(&message(0, 300));
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 1"
+            )
+        ),
+    );
+    assert_exactly(&d, 1);
+    let out = d.cli(&["channels", "disable", "mailbox"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_mailbox(&d, "mailbox", "disabled", |m| m["state"] == "disabled");
+    dc.deliver(&message(1, 300));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.tickets().len(), 1, "a disabled channel pulled mail");
+    let out = d.cli(&["channels", "enable", "mailbox"]);
+    assert!(out.status.success());
+    assert_exactly(&d, 2);
+}

@@ -16,7 +16,10 @@ pub const PASSWORD: &str = "secret";
 
 pub struct Dovecot {
     pub dir: tempfile::TempDir,
+    /// Plain IMAP (STARTTLS offered when TLS is on).
     pub port: u16,
+    /// Implicit TLS (0 when TLS is off).
+    pub imaps_port: u16,
     child: Option<Child>,
 }
 
@@ -25,9 +28,32 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 impl Dovecot {
     /// Start Dovecot; `introspect` is the OAuth server's port (XOAUTH2 enabled).
     pub fn start(introspect: Option<u16>) -> Dovecot {
+        Self::start_with(introspect, None)
+    }
+
+    /// Start Dovecot with TLS: `tls` is (certificate PEM, key PEM); STARTTLS
+    /// on [`Dovecot::port`], implicit TLS on [`Dovecot::imaps_port`].
+    pub fn start_with(introspect: Option<u16>, tls: Option<(&str, &str)>) -> Dovecot {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let port = free_port();
+        let imaps_port = if tls.is_some() { free_port() } else { 0 };
+        let ssl = match tls {
+            Some((cert, key)) => {
+                std::fs::write(d.join("cert.pem"), cert).expect("cert");
+                std::fs::write(d.join("key.pem"), key).expect("key");
+                format!(
+                    "ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem",
+                    d = d.display()
+                )
+            }
+            None => "ssl = no".to_string(),
+        };
+        let imaps = if tls.is_some() {
+            format!("    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes")
+        } else {
+            "    port = 0".to_string()
+        };
         for sub in ["run", "state", "home"] {
             std::fs::create_dir_all(d.join(sub)).expect("mkdir");
         }
@@ -53,7 +79,7 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
@@ -81,7 +107,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+{imaps}
   }}
 }}
 service anvil {{
@@ -99,6 +125,7 @@ service anvil {{
         let mut dc = Dovecot {
             dir,
             port,
+            imaps_port,
             child: None,
         };
         dc.make_maildir();
