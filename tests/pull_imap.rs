@@ -226,6 +226,37 @@ fn kill9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing() {
 }
 
 #[test]
+fn sigterm_mid_pull_commits_the_batch_in_hand_then_resumes() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let n = 1500;
+    for i in 0..n {
+        dc.deliver(&message(i, 3000));
+    }
+    let mut d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 25")
+        ),
+    );
+    wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
+        m["fetched"].as_i64().unwrap_or(0) > 0
+    });
+    let status = d.stop();
+    assert!(status.success(), "{status}\n{}", d.log_text());
+    let m = mailbox(&d, "mailbox");
+    assert_eq!(m["state"], "stopped", "{m}");
+    assert_eq!(
+        m["fetched"], m["last_uid"],
+        "checkpoint and spool disagree: {m}"
+    );
+    d.spawn();
+    assert_exactly(&d, n);
+}
+
+#[test]
 fn dovecot_restart_mid_fetch_reconnects_and_resumes() {
     let mut dc = Dovecot::start(None);
     let secrets = tempfile::tempdir().expect("tempdir");

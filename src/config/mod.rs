@@ -685,6 +685,8 @@ pub struct OAuthConfig {
     /// File holding the client secret (relative to the config dir). Default none (public client).
     pub client_secret_file: Option<PathBuf>,
     /// File holding the refresh token (relative to the config dir). Required, must be readable.
+    /// Rewritten (atomically, mode 0600) when the provider rotates the token, so its
+    /// directory must be writable by postdesk.
     pub refresh_token_file: PathBuf,
 }
 

@@ -321,7 +321,7 @@ class H(BaseHTTPRequestHandler):
                 s["access"][at] = user
                 s["refresh"][nrt] = user
                 save(s)
-                return self.reply(200, {"access_token": at, "token_type": "Bearer", "expires_in": 3600, "refresh_token": nrt})
+                return self.reply(200, {"access_token": at, "token_type": "Bearer", "expires_in": s.get("expires_in", 3600), "refresh_token": nrt})
             if self.path == "/introspect":
                 s["introspections"] += 1
                 user = s["access"].get(get("token"))
@@ -370,9 +370,21 @@ impl OAuthServer {
         let mut s = self.state();
         let token = format!("rt-initial-{}", SEQ.fetch_add(1, Ordering::SeqCst));
         s["refresh"][&token] = serde_json::Value::String(user.into());
-        // The server rereads the file on each request.
-        std::fs::write(&path, s.to_string()).expect("state");
+        // The server rereads the file on each request; replace it whole.
+        let tmp = path.with_extension("test-tmp");
+        std::fs::write(&tmp, s.to_string()).expect("state");
+        std::fs::rename(&tmp, &path).expect("state");
         token
+    }
+
+    /// Lifetime of the access tokens issued from now on.
+    pub fn set_expires_in(&self, secs: u64) {
+        let path = self.dir.path().join("state.json");
+        let mut s = self.state();
+        s["expires_in"] = secs.into();
+        let tmp = path.with_extension("test-tmp");
+        std::fs::write(&tmp, s.to_string()).expect("state");
+        std::fs::rename(&tmp, &path).expect("state");
     }
 
     pub fn token_requests(&self) -> u64 {
