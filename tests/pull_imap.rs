@@ -508,3 +508,45 @@ fn disabled_channel_pauses_its_puller() {
     assert!(out.status.success());
     assert_exactly(&d, 2);
 }
+
+#[test]
+fn move_to_moves_pulled_mail_after_commit() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    for i in 0..5 {
+        dc.deliver(&message(i, 300));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "move_to = \"Processed\"\nbatch_size = 2"
+            )
+        ),
+    );
+    assert_exactly(&d, 5);
+    let count = |dir: &Path| {
+        ["cur", "new"]
+            .iter()
+            .map(|s| {
+                std::fs::read_dir(dir.join(s))
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    };
+    let moved = wait_for(LONG, || {
+        (count(&dc.maildir().join(".Processed")) == 5).then_some(())
+    });
+    assert!(moved.is_some(), "not moved\n{}", d.log_text());
+    assert_eq!(count(&dc.maildir()), 0, "INBOX not emptied");
+    // Still exactly once after more mail and a new round.
+    dc.deliver(&message(5, 300));
+    assert_exactly(&d, 6);
+}

@@ -671,7 +671,8 @@ pub struct ImapConfig {
     pub poll_interval_secs: u64,
     /// Most messages fetched per round. Default `100`.
     pub batch_size: u32,
-    /// Folder to move pulled mail to. Default none (mailbox left untouched).
+    /// Folder to move pulled mail to, after it is committed (created if missing;
+    /// needs the server's MOVE). Default none (mailbox left untouched).
     pub move_to: Option<String>,
 }
 

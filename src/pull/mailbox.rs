@@ -223,6 +223,15 @@ impl Puller {
         };
         let caps = timed(COMMAND_TIMEOUT, "capability", s.capabilities()).await?;
         let can_idle = caps.has_str("IDLE");
+        if let Some(folder) = ch.imap.as_ref().and_then(|i| i.move_to.as_deref()) {
+            if !caps.has_str("MOVE") {
+                return Err(PullError::Protocol(
+                    "move_to is set but the server does not offer MOVE".into(),
+                ));
+            }
+            // Opt-in: make sure the target exists ("already exists" is fine).
+            let _ = timed(COMMAND_TIMEOUT, "create", s.create(folder)).await;
+        }
         let mailbox = timed(COMMAND_TIMEOUT, "select", s.select(&self.folder)).await?;
         let uidvalidity = mailbox
             .uid_validity
