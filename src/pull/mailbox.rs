@@ -257,7 +257,6 @@ impl Puller {
             }
         };
         tracing::info!(channel = %ch.id, folder = %self.folder, uidvalidity, last_uid = cp.last_uid, idle = can_idle && ch.imap.as_ref().is_none_or(|i| i.idle), "mailbox connected");
-        backoff.reset();
 
         let (use_idle, interval, batch_size, move_to) = match &ch.imap {
             Some(i) => (
@@ -278,6 +277,9 @@ impl Puller {
                 stop.clone(),
             )
             .await?;
+            // Healthy only once a full round worked: a server that accepts
+            // the login and then fails every fetch still backs off.
+            backoff.reset();
             if stop.is_cancelled() {
                 logout(s).await;
                 return Ok(SessionEnd::Stopped);
