@@ -282,3 +282,114 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SpoolSource, SqliteStore, Store, content_hash};
+
+    fn pulled(raw: &str, mid: Option<&str>) -> PulledMessage {
+        PulledMessage {
+            spool: NewSpool {
+                source: SpoolSource::Imap,
+                mail_from: String::new(),
+                rcpt_to: vec!["help@acme.example".into()],
+                client_ip: None,
+                helo: None,
+                tls: false,
+                channel: Some("mailbox".into()),
+                raw: raw.as_bytes().to_vec(),
+            },
+            content_hash: content_hash(raw.as_bytes()),
+            message_id: mid.map(String::from),
+        }
+    }
+
+    fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage>) -> PulledBatch {
+        PulledBatch {
+            channel: "mailbox".into(),
+            folder: "INBOX".into(),
+            checkpoint: Checkpoint {
+                uidvalidity,
+                last_uid,
+            },
+            messages,
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_checkpoint_dedupe_and_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open");
+        let (ch, folder) = ("mailbox".to_string(), "INBOX".to_string());
+        assert_eq!(
+            store
+                .checkpoint(ch.clone(), folder.clone())
+                .await
+                .expect("cp"),
+            None
+        );
+
+        let out = store
+            .spool_pulled(batch(
+                7,
+                2,
+                vec![pulled("a", Some("a@x")), pulled("b", None)],
+            ))
+            .await
+            .expect("batch");
+        assert_eq!((out.spooled, out.skipped), (2, 0));
+        let cp = store
+            .checkpoint(ch.clone(), folder.clone())
+            .await
+            .expect("cp");
+        assert_eq!(
+            cp,
+            Some(Checkpoint {
+                uidvalidity: 7,
+                last_uid: 2
+            })
+        );
+
+        // A resync under a new UIDVALIDITY sees the same bytes again: skipped.
+        store
+            .reset_checkpoint(ch.clone(), folder.clone(), 8)
+            .await
+            .expect("reset");
+        let out = store
+            .spool_pulled(batch(
+                8,
+                3,
+                vec![
+                    pulled("a", Some("a@x")),
+                    pulled("b", None),
+                    pulled("c", None),
+                ],
+            ))
+            .await
+            .expect("batch");
+        assert_eq!((out.spooled, out.skipped), (1, 2));
+        assert_eq!(store.status().await.expect("status").spool_total, 3);
+
+        store
+            .set_mailbox_state(
+                ch.clone(),
+                folder.clone(),
+                MailboxState::Backoff,
+                Some("boom".into()),
+            )
+            .await
+            .expect("state");
+        store
+            .set_mailbox_state(ch.clone(), folder.clone(), MailboxState::Idle, None)
+            .await
+            .expect("state");
+        let rows = store.mailbox_status().await.expect("rows");
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!((r.state.as_str(), r.fetched, r.skipped), ("idle", 3, 2));
+        assert_eq!((r.uidvalidity, r.last_uid), (Some(8), Some(3)));
+        assert_eq!(r.last_error.as_deref(), Some("boom"), "last error is kept");
+        assert!(r.last_error_at.is_some());
+    }
+}
