@@ -189,12 +189,16 @@ pub async fn run(
     };
     let ingest_task = tokio::spawn(ingestor.run(ingest_stop.clone()));
 
+    // One token source for the process: every user of a channel's OAuth
+    // tokens (pull, and XOAUTH2 SMTP later) must share it, so a rotated
+    // refresh token is used by all and refreshes are serialised per channel.
+    let tokens = Arc::new(crate::pull::TokenSource::new());
     let pull_stop = CancellationToken::new();
     let puller = crate::pull::Supervisor {
         store: store.clone(),
         live: live.clone(),
         wake: wake.clone(),
-        tokens: Arc::new(crate::pull::TokenSource::new()),
+        tokens: tokens.clone(),
     };
     let pull_task = tokio::spawn(puller.run(pull_stop.clone()));
 
