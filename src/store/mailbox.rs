@@ -392,4 +392,23 @@ mod tests {
         assert_eq!(r.last_error.as_deref(), Some("boom"), "last error is kept");
         assert!(r.last_error_at.is_some());
     }
+
+    #[test]
+    fn concurrent_first_opens_migrate_once() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(format!("s{round}.sqlite"));
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&p, 5000, 8).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .expect("thread")
+                    .expect("open while another process migrates");
+            }
+        }
+    }
 }

@@ -103,13 +103,38 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
+        // Another process (the CLI next to a starting daemon) may migrate at
+        // the same time: take the write lock first, then re-check the version.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now > i as i64 {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
         tracing::info!(version = i + 1, "store schema migrated");
     }
     Ok(())
+}
+
+fn open_and_migrate(path: &Path, busy_timeout_ms: u64) -> Result<Connection, StoreError> {
+    let mut conn = open_conn(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        busy_timeout_ms,
+    )?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Schema(format!(
+            "cannot switch {} to WAL (got {mode})",
+            path.display()
+        )));
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
@@ -123,21 +148,19 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut conn = open_conn(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            busy_timeout_ms,
-        )?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Schema(format!(
-                "cannot switch {} to WAL (got {mode})",
-                path.display()
-            )));
-        }
-        migrate(&mut conn)?;
+        // Two processes opening a new database at once (the CLI next to a
+        // starting daemon) can see SQLITE_BUSY from the WAL switch or the
+        // migration without the busy handler being consulted: retry briefly.
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(busy_timeout_ms.max(1000));
+        let conn = loop {
+            match open_and_migrate(path, busy_timeout_ms) {
+                Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let max = group_commit_max.max(1);
         std::thread::Builder::new()
