@@ -3,7 +3,8 @@
 //!
 //! Shutdown order (SIGTERM): `/readyz` turns 503 and systemd hears STOPPING;
 //! the SMTP listeners stop accepting and idle sessions get `421`, sessions in
-//! DATA finish up to `smtp.shutdown_grace_secs`; then ingest drains the spool
+//! DATA finish up to `smtp.shutdown_grace_secs`, and mailbox pullers commit
+//! the batch in hand and log out (same deadline); then ingest drains the spool
 //! (bounded by the same grace); then HTTP stops. Whatever ingest did not
 //! finish stays in the durable spool for the next start.
 
@@ -188,6 +189,19 @@ pub async fn run(
     };
     let ingest_task = tokio::spawn(ingestor.run(ingest_stop.clone()));
 
+    // One token source for the process: every user of a channel's OAuth
+    // tokens (pull, and XOAUTH2 SMTP later) must share it, so a rotated
+    // refresh token is used by all and refreshes are serialised per channel.
+    let tokens = Arc::new(crate::pull::TokenSource::new());
+    let pull_stop = CancellationToken::new();
+    let puller = crate::pull::Supervisor {
+        store: store.clone(),
+        live: live.clone(),
+        wake: wake.clone(),
+        tokens: tokens.clone(),
+    };
+    let pull_task = tokio::spawn(puller.run(pull_stop.clone()));
+
     if let Ok(addr) = bound.http.local_addr() {
         tracing::info!(%addr, "http listening");
     }
@@ -249,6 +263,7 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: closing smtp listeners");
     smtp_stop.cancel();
+    pull_stop.cancel();
     let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
     while !smtp_tasks.is_empty() {
         if tokio::time::timeout_at(deadline, smtp_tasks.join_next())
@@ -259,6 +274,11 @@ pub async fn run(
             smtp_tasks.abort_all();
             break;
         }
+    }
+    if tokio::time::timeout_at(deadline, pull_task).await.is_err() {
+        tracing::warn!(
+            "mailbox pullers still busy at the deadline; uncommitted batches are fetched again next start"
+        );
     }
     tracing::info!("stopping: draining ingest");
     ingest_stop.cancel();

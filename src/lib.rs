@@ -9,6 +9,8 @@
 //!   messages, contacts, tickets, runtime state).
 //! - [`ingest`]: spool → parse → classify → resolve the sender → contact →
 //!   thread → route → ticket.
+//! - [`pull`]: pulls Gmail, Office 365 and IMAP mailboxes into the spool
+//!   (one isolated task per mailbox, OAuth token refresh).
 //! - [`api`]: the HTTP listener (health, metrics).
 //! - [`daemon`]: wires the above together, shutdown and reload.
 //! - [`config`]: the one validated, typed configuration; [`live`]: the
@@ -19,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod ingest;
 pub mod live;
+pub mod pull;
 pub mod smtp;
 pub mod store;
 

@@ -511,7 +511,8 @@ async fn status(config: Config, json: bool) -> Result<()> {
     let store = open_store(&config).await?;
     let channels = channel_states(&config, store.as_ref()).await?;
     let counts = store.status().await?;
-    let v = serde_json::json!({ "channels": channels, "store": counts, "mailboxes": [] });
+    let mailboxes = mailbox_states(&config, store.as_ref()).await?;
+    let v = serde_json::json!({ "channels": channels, "store": counts, "mailboxes": mailboxes });
     if json {
         return print_json(&v);
     }
@@ -538,7 +539,57 @@ async fn status(config: Config, json: bool) -> Result<()> {
             if c.enabled { "enabled" } else { "disabled" }
         );
     }
+    if !mailboxes.is_empty() {
+        println!("mailboxes:");
+        for m in &mailboxes {
+            println!(
+                "  {:<16} {:<10} {:<13} last uid {:<8} fetched {:<8} {}",
+                m.channel,
+                m.folder,
+                m.state,
+                m.last_uid
+                    .map_or_else(|| "-".to_string(), |u| u.to_string()),
+                m.fetched,
+                m.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
     Ok(())
+}
+
+/// Every pulled channel's mailbox as the daemon last recorded it
+/// (`not_started` when it never ran).
+async fn mailbox_states(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<Vec<postdesk::store::MailboxStatusView>> {
+    let mut rows = store.mailbox_status().await?;
+    for c in config.channels.iter().filter(|c| c.kind.is_pulled()) {
+        let folder = c
+            .imap
+            .as_ref()
+            .map_or_else(|| "INBOX".to_string(), |i| i.folder.clone());
+        if !rows.iter().any(|r| r.channel == c.id && r.folder == folder) {
+            rows.push(postdesk::store::MailboxStatusView {
+                channel: c.id.clone(),
+                folder,
+                state: "not_started".into(),
+                uidvalidity: None,
+                last_uid: None,
+                fetched: 0,
+                skipped: 0,
+                last_error: None,
+                last_error_at: None,
+                updated_at: 0,
+            });
+        }
+    }
+    rows.retain(|r| {
+        config
+            .channel(&r.channel)
+            .is_some_and(|c| c.kind.is_pulled())
+    });
+    Ok(rows)
 }
 
 fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -> Result<()> {

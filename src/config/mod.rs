@@ -676,7 +676,8 @@ pub struct ImapConfig {
     pub poll_interval_secs: u64,
     /// Most messages fetched per round. Default `100`.
     pub batch_size: u32,
-    /// Folder to move pulled mail to. Default none (mailbox left untouched).
+    /// Folder to move pulled mail to, after it is committed (created if missing;
+    /// needs the server's MOVE). Default none (mailbox left untouched).
     pub move_to: Option<String>,
 }
 
@@ -690,6 +691,8 @@ pub struct OAuthConfig {
     /// File holding the client secret (relative to the config dir). Default none (public client).
     pub client_secret_file: Option<PathBuf>,
     /// File holding the refresh token (relative to the config dir). Required, must be readable.
+    /// Rewritten (atomically, mode 0600) when the provider rotates the token, so its
+    /// directory must be writable by postdesk.
     pub refresh_token_file: PathBuf,
 }
 

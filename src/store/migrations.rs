@@ -137,4 +137,6 @@ CREATE TABLE mailbox_checkpoints (
     PRIMARY KEY (channel, folder)
 );
 "#,
+    // 2: pulled mailboxes' status and the spool's (channel, hash) dedupe index.
+    super::mailbox::MIGRATION_2,
 ];

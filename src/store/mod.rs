@@ -10,11 +10,15 @@
 //! Must not: parse mail, make routing decisions, or block an async worker
 //! thread (the SQLite implementation runs on its own threads).
 
+mod mailbox;
 mod migrations;
 mod sqlite;
 mod types;
 
-pub use sqlite::SqliteStore;
+pub use mailbox::{
+    Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
+};
+pub use sqlite::{SqliteStore, content_hash};
 pub use types::*;
 
 use std::future::Future;
@@ -117,4 +121,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for `status`.
     fn status(&self) -> StoreFuture<'_, StoreStatus>;
+
+    /// A pulled mailbox's checkpoint, if it has one.
+    fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>>;
+    /// Commit a fetched batch to the spool together with its advanced
+    /// checkpoint, in one transaction. Messages the channel already has (same
+    /// bytes spooled, or same Message-ID stored) are skipped, so a resync or
+    /// a re-fetch after a crash does not flood the spool.
+    fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome>;
+    /// Start a mailbox over under a new UIDVALIDITY (last UID 0).
+    fn reset_checkpoint(
+        &self,
+        channel: String,
+        folder: String,
+        uidvalidity: u32,
+    ) -> StoreFuture<'_, ()>;
+    /// Record a puller's state change (and its error, if any).
+    fn set_mailbox_state(
+        &self,
+        channel: String,
+        folder: String,
+        state: MailboxState,
+        error: Option<String>,
+    ) -> StoreFuture<'_, ()>;
+    /// Every pulled mailbox's persisted status, by channel.
+    fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>>;
 }

@@ -109,13 +109,38 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
+        // Another process (the CLI next to a starting daemon) may migrate at
+        // the same time: take the write lock first, then re-check the version.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now > i as i64 {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
         tracing::info!(version = i + 1, "store schema migrated");
     }
     Ok(())
+}
+
+fn open_and_migrate(path: &Path, busy_timeout_ms: u64) -> Result<Connection, StoreError> {
+    let mut conn = open_conn(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        busy_timeout_ms,
+    )?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Schema(format!(
+            "cannot switch {} to WAL (got {mode})",
+            path.display()
+        )));
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
@@ -129,21 +154,19 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut conn = open_conn(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            busy_timeout_ms,
-        )?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Schema(format!(
-                "cannot switch {} to WAL (got {mode})",
-                path.display()
-            )));
-        }
-        migrate(&mut conn)?;
+        // Two processes opening a new database at once (the CLI next to a
+        // starting daemon) can see SQLITE_BUSY from the WAL switch or the
+        // migration without the busy handler being consulted: retry briefly.
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(busy_timeout_ms.max(1000));
+        let conn = loop {
+            match open_and_migrate(path, busy_timeout_ms) {
+                Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         // Checkpoints run on their own thread and connection, so copying WAL
         // pages into the database never stalls a commit.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
@@ -870,6 +893,43 @@ impl Store for SqliteStore {
                 outbox_failed: count(c, "SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
             })
         }))
+    }
+
+    fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>> {
+        Box::pin(self.read(move |c| super::mailbox::checkpoint(c, &channel, &folder)))
+    }
+
+    fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome> {
+        Box::pin(self.write(move |c| super::mailbox::spool_pulled(c, &batch, insert_spool)))
+    }
+
+    fn reset_checkpoint(
+        &self,
+        channel: String,
+        folder: String,
+        uidvalidity: u32,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.write(move |c| {
+                super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
+            }),
+        )
+    }
+
+    fn set_mailbox_state(
+        &self,
+        channel: String,
+        folder: String,
+        state: MailboxState,
+        error: Option<String>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref())
+        }))
+    }
+
+    fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
+        Box::pin(self.read(super::mailbox::statuses))
     }
 }
 

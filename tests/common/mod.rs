@@ -2,6 +2,7 @@
 //! temp dir, and real peers (swaks, Python's smtplib, Postfix) against it.
 #![allow(dead_code)]
 
+pub mod dovecot;
 pub mod postfix;
 pub mod smtp;
 

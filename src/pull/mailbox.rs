@@ -1,0 +1,517 @@
+//! One mailbox's puller: connect, catch up from the checkpoint in batches,
+//! wait for new mail (IDLE or polling), and on failure back off and
+//! reconnect — forever, until shutdown or until its channel is removed.
+//!
+//! Owns the mailbox's state as shown in `status` and the metric
+//! `postdesk_mailbox_state{channel,state}` (1 for the current state, 0 for
+//! the others); both change on state transitions, not per message.
+//!
+//! Exactly once: a batch's spool rows and its checkpoint commit together, so
+//! a crash re-fetches at most the batch that was not committed, and the
+//! store skips messages the channel already has (same bytes, or same
+//! Message-ID). A UIDVALIDITY change resets the checkpoint to 0 and refetches
+//! the mailbox, relying on that same skip: no duplicate spool rows or tickets.
+//!
+//! Must not: set `\Seen` or any flag (`BODY.PEEK[]`), expunge, or block
+//! other pullers. Untrusted input: UIDs, message bytes and server texts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use futures_util::TryStreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ChannelConfig, Config};
+use crate::live::Live;
+use crate::store::{
+    Checkpoint, MailboxState, NewSpool, PulledBatch, PulledMessage, SpoolSource, Store,
+    content_hash,
+};
+
+use super::backoff::Backoff;
+use super::connect::{self, Credentials, Endpoint, ImapSession};
+use super::{PullError, TokenSource};
+
+/// Bound on fetching one batch.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on other commands (SELECT, SEARCH, NOOP, LOGOUT, IDLE setup).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// IDLE is re-issued at least this often (servers drop it after 30 minutes).
+pub const IDLE_RENEW_MAX: Duration = Duration::from_secs(25 * 60);
+/// How often a paused (disabled, needs re-authorisation) puller looks again.
+const PAUSE_CHECK: Duration = Duration::from_secs(2);
+
+async fn timed<T, E: Into<PullError>>(
+    limit: Duration,
+    what: &'static str,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, PullError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(PullError::Timeout(what)),
+    }
+}
+
+/// The Message-ID of raw mail, without angle brackets (headers only).
+fn message_id(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
+    let id = msg.message_id()?;
+    let id = id.trim().trim_matches(|c| c == '<' || c == '>').trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// The mailbox of one pulled channel.
+pub struct Puller {
+    channel: String,
+    store: Arc<dyn Store>,
+    live: Arc<Live>,
+    wake: Arc<Notify>,
+    tokens: Arc<TokenSource>,
+    folder: String,
+    state: Option<MailboxState>,
+}
+
+/// Why a connected session returned without error.
+enum SessionEnd {
+    /// Shutdown requested.
+    Stopped,
+    /// The channel was disabled, removed or reconfigured; re-evaluate.
+    Reconsider,
+}
+
+impl Puller {
+    pub fn new(
+        channel: String,
+        store: Arc<dyn Store>,
+        live: Arc<Live>,
+        wake: Arc<Notify>,
+        tokens: Arc<TokenSource>,
+    ) -> Self {
+        Puller {
+            channel,
+            store,
+            live,
+            wake,
+            tokens,
+            folder: "INBOX".into(),
+            state: None,
+        }
+    }
+
+    /// Record a state change (store + metric). Store errors are logged only:
+    /// status is informative and must not stop pulling.
+    async fn set_state(&mut self, state: MailboxState, error: Option<String>) {
+        if self.state == Some(state) && error.is_none() {
+            return;
+        }
+        for s in MailboxState::ALL {
+            metrics::gauge!("postdesk_mailbox_state", "channel" => self.channel.clone(), "state" => s.as_str())
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
+        self.state = Some(state);
+        if let Err(e) = self
+            .store
+            .set_mailbox_state(self.channel.clone(), self.folder.clone(), state, error)
+            .await
+        {
+            tracing::warn!(channel = %self.channel, error = %e, "cannot record mailbox state");
+        }
+    }
+
+    fn channel_config(&self, config: &Config) -> Option<ChannelConfig> {
+        config
+            .channel(&self.channel)
+            .filter(|c| c.kind.is_pulled())
+            .cloned()
+    }
+
+    /// Pull until `stop` is cancelled or the channel leaves the configuration.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = Backoff::new();
+        while !stop.is_cancelled() {
+            let config = self.live.config();
+            let Some(ch) = self.channel_config(&config) else {
+                tracing::info!(channel = %self.channel, "channel no longer pulled; puller ends");
+                break;
+            };
+            self.folder = ch
+                .imap
+                .as_ref()
+                .map_or_else(|| "INBOX".to_string(), |i| i.folder.clone());
+            if !self.live.channel_enabled(&ch) {
+                self.set_state(MailboxState::Disabled, None).await;
+                pause(&stop, PAUSE_CHECK).await;
+                continue;
+            }
+            if ch.kind.uses_oauth() && self.tokens.awaiting_reauth(&ch).await {
+                self.set_state(MailboxState::NeedsReauth, None).await;
+                pause(&stop, PAUSE_CHECK).await;
+                continue;
+            }
+            self.set_state(MailboxState::Connecting, None).await;
+            match self.session(&ch, stop.clone(), &mut backoff).await {
+                Ok(SessionEnd::Stopped) => break,
+                Ok(SessionEnd::Reconsider) => continue,
+                Err(e) if e.needs_reauth() => {
+                    tracing::warn!(channel = %self.channel, error = %e, "mailbox needs re-authorisation; paused until the token files change");
+                    self.set_state(MailboxState::NeedsReauth, Some(e.to_string()))
+                        .await;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(channel = %self.channel, error = %e, retry_in_ms = delay.as_millis() as u64, "mailbox session failed");
+                    self.set_state(MailboxState::Backoff, Some(e.to_string()))
+                        .await;
+                    pause(&stop, delay).await;
+                }
+            }
+        }
+        self.set_state(MailboxState::Stopped, None).await;
+    }
+
+    async fn credentials(&self, ch: &ChannelConfig) -> Result<Credentials, PullError> {
+        let imap = ch.imap.as_ref();
+        let username = imap
+            .map(|i| i.username.clone())
+            .filter(|u| !u.is_empty())
+            .or_else(|| ch.address.clone())
+            .unwrap_or_default();
+        if ch.kind.uses_oauth() {
+            let token = self.tokens.access_token(ch).await?;
+            return Ok(Credentials::XOAuth2 { username, token });
+        }
+        let path = imap
+            .and_then(|i| i.password_file.clone())
+            .ok_or_else(|| PullError::Protocol("no password_file configured".into()))?;
+        let password = std::fs::read_to_string(&path)
+            .map_err(|source| PullError::Secret {
+                path: path.clone(),
+                source,
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        Ok(Credentials::Login { username, password })
+    }
+
+    /// One connection: log in, catch up, wait, repeat.
+    async fn session(
+        &mut self,
+        ch: &ChannelConfig,
+        stop: CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<SessionEnd, PullError> {
+        let stop = &stop;
+        let ep = Endpoint {
+            host: ch
+                .effective_imap_host()
+                .ok_or_else(|| PullError::Protocol("no imap host".into()))?
+                .to_string(),
+            port: ch.effective_imap_port(),
+            tls: ch.effective_imap_tls(),
+        };
+        let creds = self.credentials(ch).await?;
+        let mut s = match connect::open(&ep, &creds).await {
+            Ok(s) => s,
+            Err(e) => {
+                if matches!(e, PullError::Auth(_)) && ch.kind.uses_oauth() {
+                    self.tokens.invalidate(&ch.id).await;
+                }
+                return Err(e);
+            }
+        };
+        let caps = timed(COMMAND_TIMEOUT, "capability", s.capabilities()).await?;
+        let can_idle = caps.has_str("IDLE");
+        if let Some(folder) = ch.imap.as_ref().and_then(|i| i.move_to.as_deref()) {
+            if !caps.has_str("MOVE") {
+                return Err(PullError::Protocol(
+                    "move_to is set but the server does not offer MOVE".into(),
+                ));
+            }
+            // Opt-in: make sure the target exists ("already exists" is fine).
+            let _ = timed(COMMAND_TIMEOUT, "create", s.create(folder)).await;
+        }
+        let mailbox = timed(COMMAND_TIMEOUT, "select", s.select(&self.folder)).await?;
+        let uidvalidity = mailbox
+            .uid_validity
+            .ok_or_else(|| PullError::Protocol("server sent no UIDVALIDITY".into()))?;
+        let mut cp = match self
+            .store
+            .checkpoint(ch.id.clone(), self.folder.clone())
+            .await?
+        {
+            Some(cp) if cp.uidvalidity == uidvalidity => cp,
+            previous => {
+                if let Some(old) = previous {
+                    tracing::warn!(channel = %ch.id, folder = %self.folder, old = old.uidvalidity, new = uidvalidity,
+                        "UIDVALIDITY changed: resyncing the mailbox (already-pulled messages are skipped)");
+                }
+                self.store
+                    .reset_checkpoint(ch.id.clone(), self.folder.clone(), uidvalidity)
+                    .await?;
+                Checkpoint {
+                    uidvalidity,
+                    last_uid: 0,
+                }
+            }
+        };
+        tracing::info!(channel = %ch.id, folder = %self.folder, uidvalidity, last_uid = cp.last_uid, idle = can_idle && ch.imap.as_ref().is_none_or(|i| i.idle), "mailbox connected");
+
+        let (use_idle, interval, batch_size, move_to) = match &ch.imap {
+            Some(i) => (
+                i.idle && can_idle,
+                Duration::from_secs(i.poll_interval_secs.max(1)),
+                i.batch_size.max(1) as usize,
+                i.move_to.clone(),
+            ),
+            None => (can_idle, Duration::from_secs(60), 100, None),
+        };
+        loop {
+            self.catch_up(
+                &mut s,
+                ch,
+                &mut cp,
+                batch_size,
+                move_to.as_deref(),
+                stop.clone(),
+            )
+            .await?;
+            // Healthy only once a full round worked: a server that accepts
+            // the login and then fails every fetch still backs off.
+            backoff.reset();
+            if stop.is_cancelled() {
+                logout(s).await;
+                return Ok(SessionEnd::Stopped);
+            }
+            if self.reconsider(ch) {
+                logout(s).await;
+                return Ok(SessionEnd::Reconsider);
+            }
+            while s.unsolicited_responses.try_recv().is_ok() {}
+            if use_idle {
+                self.set_state(MailboxState::Idle, None).await;
+                let (back, stopped) = idle(s, interval.min(IDLE_RENEW_MAX), stop.clone()).await?;
+                s = back;
+                if stopped {
+                    logout(s).await;
+                    return Ok(SessionEnd::Stopped);
+                }
+            } else {
+                self.set_state(MailboxState::Polling, None).await;
+                if pause(stop, interval).await {
+                    logout(s).await;
+                    return Ok(SessionEnd::Stopped);
+                }
+            }
+        }
+    }
+
+    /// Whether the channel's configuration changed under a running session.
+    fn reconsider(&self, ch: &ChannelConfig) -> bool {
+        let config = self.live.config();
+        match self.channel_config(&config) {
+            Some(now) => now != *ch || !self.live.channel_enabled(&now),
+            None => true,
+        }
+    }
+
+    /// Fetch every message above the checkpoint, batch by batch; each batch's
+    /// commit overlaps the next batch's fetch.
+    async fn catch_up(
+        &mut self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        cp: &mut Checkpoint,
+        batch_size: usize,
+        move_to: Option<&str>,
+        stop: CancellationToken,
+    ) -> Result<(), PullError> {
+        let query = format!("UID {}:*", cp.last_uid.saturating_add(1));
+        let found = timed(COMMAND_TIMEOUT, "search", s.uid_search(&query)).await?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > cp.last_uid).collect();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        uids.sort_unstable();
+        self.set_state(MailboxState::Fetching, None).await;
+        tracing::debug!(channel = %ch.id, new = uids.len(), "fetching new messages");
+        let chunks: Vec<&[u32]> = uids.chunks(batch_size).collect();
+        let mut fetched = self.fetch(s, ch, cp.uidvalidity, chunks[0]).await?;
+        for i in 0..chunks.len() {
+            let batch = fetched;
+            let last = batch.checkpoint.last_uid;
+            let count = batch.messages.len();
+            let commit = self.store.spool_pulled(batch);
+            let next = chunks.get(i + 1).filter(|_| !stop.is_cancelled());
+            let (committed, next_fetch) = match next {
+                Some(chunk) => {
+                    let (c, n) = tokio::join!(commit, self.fetch(s, ch, cp.uidvalidity, chunk));
+                    (c, Some(n))
+                }
+                None => (commit.await, None),
+            };
+            let outcome = committed?;
+            cp.last_uid = last;
+            metrics::counter!("postdesk_pull_messages_total", "channel" => ch.id.clone())
+                .increment(outcome.spooled as u64);
+            if outcome.skipped > 0 {
+                tracing::info!(channel = %ch.id, skipped = outcome.skipped, "already-pulled messages skipped");
+            }
+            tracing::debug!(channel = %ch.id, last_uid = last, fetched = count, spooled = outcome.spooled, "batch committed");
+            if outcome.spooled > 0 {
+                self.wake.notify_one();
+            }
+            if let Some(folder) = move_to {
+                let set = format!("{}:{}", chunks[i][0], last);
+                timed(COMMAND_TIMEOUT, "move", s.uid_mv(&set, folder)).await?;
+            }
+            match next_fetch {
+                Some(n) => fetched = n?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetch one chunk of UIDs (consecutive in the mailbox's sorted UID list).
+    async fn fetch(
+        &self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        uidvalidity: u32,
+        chunk: &[u32],
+    ) -> Result<PulledBatch, PullError> {
+        let (first, last) = match (chunk.first(), chunk.last()) {
+            (Some(f), Some(l)) => (*f, *l),
+            _ => {
+                return Err(PullError::Protocol("empty fetch chunk".into()));
+            }
+        };
+        let set = format!("{first}:{last}");
+        let fetches: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
+            let stream = s.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+            stream.try_collect().await
+        })
+        .await?;
+        let address = ch.address.clone().map(|a| vec![a]).unwrap_or_default();
+        let mut messages: Vec<(u32, PulledMessage)> = fetches
+            .iter()
+            .filter_map(|f| {
+                let uid = f.uid?;
+                if uid < first || uid > last {
+                    return None;
+                }
+                let raw = f.body()?.to_vec();
+                Some((uid, raw))
+            })
+            .map(|(uid, raw)| {
+                let hash = content_hash(&raw);
+                let mid = message_id(&raw);
+                (
+                    uid,
+                    PulledMessage {
+                        spool: NewSpool {
+                            source: SpoolSource::Imap,
+                            mail_from: String::new(),
+                            rcpt_to: address.clone(),
+                            client_ip: None,
+                            helo: None,
+                            tls: false,
+                            channel: Some(ch.id.clone()),
+                            raw,
+                        },
+                        content_hash: hash,
+                        message_id: mid,
+                    },
+                )
+            })
+            .collect();
+        messages.sort_by_key(|(uid, _)| *uid);
+        messages.dedup_by_key(|(uid, _)| *uid);
+        Ok(PulledBatch {
+            channel: ch.id.clone(),
+            folder: self.folder.clone(),
+            checkpoint: Checkpoint {
+                uidvalidity,
+                last_uid: last,
+            },
+            messages: messages.into_iter().map(|(_, m)| m).collect(),
+        })
+    }
+}
+
+/// Wait `d` or until stopped; true when stopped.
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    let stop = stop.clone();
+    tokio::select! {
+        _ = stop.cancelled_owned() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+async fn logout(mut s: ImapSession) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.logout()).await;
+}
+
+/// IDLE until the server reports something, `renew` passes, or `stop`.
+/// Returns the session (after DONE) and whether stop was requested.
+async fn idle(
+    s: ImapSession,
+    renew: Duration,
+    stop: CancellationToken,
+) -> Result<(ImapSession, bool), PullError> {
+    let mut handle = s.idle();
+    timed(COMMAND_TIMEOUT, "idle", handle.init()).await?;
+    let cancelled = stop.cancelled_owned();
+    let stopped = {
+        let (wait, _interrupt) = handle.wait_with_timeout(renew);
+        tokio::select! {
+            r = wait => {
+                match r? {
+                    IdleResponse::NewData(_) => tracing::trace!("idle: server reported a change"),
+                    IdleResponse::Timeout | IdleResponse::ManualInterrupt => {}
+                }
+                false
+            }
+            _ = cancelled => true,
+        }
+    };
+    let s = timed(COMMAND_TIMEOUT, "idle done", handle.done()).await?;
+    Ok((s, stopped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_table() {
+        let table: &[(&[u8], Option<&str>)] = &[
+            (
+                b"Message-ID: <a@b.example>\r\nSubject: x\r\n\r\nbody",
+                Some("a@b.example"),
+            ),
+            (b"Message-Id:   <  c@d >\r\n\r\n", Some("c@d")),
+            (b"Subject: none\r\n\r\nbody", None),
+            (b"", None),
+            (b"\xff\xfe garbage", None),
+        ];
+        for (raw, want) in table {
+            assert_eq!(
+                message_id(raw).as_deref(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn short_keeps_200_chars() {
+        use super::connect::short;
+        assert_eq!(short("abc"), "abc");
+        let long = "é".repeat(300);
+        assert_eq!(short(&long).chars().count(), 201);
+    }
+}

@@ -1,0 +1,343 @@
+//! OAuth 2 access tokens for channels that log in with XOAUTH2 (Gmail,
+//! Office 365): [`TokenSource::access_token`] returns a bearer token,
+//! refreshing it (refresh-token grant through the `oauth2` crate over
+//! reqwest) when it is missing or within [`REFRESH_MARGIN`] of expiry.
+//! Usable by any module that needs the token (IMAP pull now, XOAUTH2 SMTP
+//! later).
+//!
+//! Owns: the in-memory access tokens, and the refresh-token file on disk
+//! when the provider rotates it (written to a temp file in the same
+//! directory with mode 0600, fsynced, renamed over the old one, directory
+//! fsynced — a crash leaves the old or the new token, never half of one).
+//! A refused grant (`invalid_grant`: revoked, expired) marks the channel
+//! [`OAuthError::NeedsReauth`]; from then on no request is made for that
+//! channel until the refresh-token or client-secret file changes on disk.
+//!
+//! Must not: log or put into an error any token or secret (errors carry the
+//! provider's error code and description only). Untrusted input: the token
+//! endpoint's JSON (parsed by `oauth2`); redirects are not followed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{
+    AuthType, ClientId, ClientSecret, HttpRequest, HttpResponse, RefreshToken, RequestTokenError,
+    TokenResponse, TokenUrl,
+};
+use tokio::sync::Mutex;
+
+use crate::config::{ChannelConfig, OAuthConfig};
+
+/// Refresh this long before the access token expires.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Lifetime assumed when the provider does not say.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Bound on one token request.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest token-endpoint response read.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// Why no access token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// The channel has no `[channels.oauth]` or no token endpoint.
+    #[error("channel {0} has no oauth configuration")]
+    NotConfigured(String),
+    /// The provider refused the grant; a person must authorise again
+    /// (write a new refresh token file).
+    #[error("refresh token refused ({0}); re-authorisation needed")]
+    NeedsReauth(String),
+    /// A secret file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The token endpoint failed otherwise (network, 5xx, bad JSON); retry later.
+    #[error("token endpoint: {0}")]
+    Endpoint(String),
+}
+
+impl OAuthError {
+    /// True when only a person can fix it (no retry until files change).
+    pub fn needs_reauth(&self) -> bool {
+        matches!(self, OAuthError::NeedsReauth(_))
+    }
+}
+
+/// What the secret files looked like when the grant was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp(Vec<Option<(SystemTime, u64)>>);
+
+fn stamp(cfg: &OAuthConfig) -> FileStamp {
+    let files = std::iter::once(&cfg.refresh_token_file).chain(cfg.client_secret_file.iter());
+    FileStamp(
+        files
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect(),
+    )
+}
+
+#[derive(Default)]
+struct Entry {
+    access: Option<(String, Instant)>,
+    refused: Option<(FileStamp, String)>,
+}
+
+/// Access tokens for every OAuth channel, shared by the daemon's tasks.
+pub struct TokenSource {
+    http: reqwest::Client,
+    entries: std::sync::Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
+}
+
+fn read_secret(path: &Path) -> Result<String, OAuthError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| OAuthError::File {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Replace `path` with `contents` atomically (temp + fsync + rename), mode 0600.
+pub fn write_secret_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "token".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl Default for TokenSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TokenSource {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        TokenSource {
+            http,
+            entries: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entry(&self, channel: &str) -> Arc<Mutex<Entry>> {
+        let mut map = match self.entries.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(channel.to_string()).or_default().clone()
+    }
+
+    /// Forget the cached access token (the server refused it), so the next
+    /// call refreshes.
+    pub async fn invalidate(&self, channel: &str) {
+        self.entry(channel).lock().await.access = None;
+    }
+
+    /// Whether the channel is waiting for re-authorisation and its files
+    /// have not changed since the refusal.
+    pub async fn awaiting_reauth(&self, channel: &ChannelConfig) -> bool {
+        let Some(cfg) = &channel.oauth else {
+            return false;
+        };
+        match &self.entry(&channel.id).lock().await.refused {
+            Some((s, _)) => *s == stamp(cfg),
+            None => false,
+        }
+    }
+
+    /// A valid access token for `channel`, refreshed if needed.
+    pub async fn access_token(&self, channel: &ChannelConfig) -> Result<String, OAuthError> {
+        let cfg = channel
+            .oauth
+            .as_ref()
+            .ok_or_else(|| OAuthError::NotConfigured(channel.id.clone()))?;
+        let url = channel
+            .effective_token_url()
+            .ok_or_else(|| OAuthError::NotConfigured(channel.id.clone()))?;
+        let entry = self.entry(&channel.id);
+        let mut e = entry.lock().await;
+        if let Some((s, why)) = &e.refused {
+            if *s == stamp(cfg) {
+                return Err(OAuthError::NeedsReauth(why.clone()));
+            }
+            tracing::info!(channel = %channel.id, "oauth files changed; trying the refresh token again");
+            e.refused = None;
+        }
+        if let Some((token, expires)) = &e.access
+            && Instant::now() + REFRESH_MARGIN < *expires
+        {
+            return Ok(token.clone());
+        }
+        let before = stamp(cfg);
+        match self.refresh(&channel.id, cfg, url).await {
+            Ok((token, expires)) => {
+                e.access = Some((token.clone(), expires));
+                Ok(token)
+            }
+            Err(OAuthError::NeedsReauth(why)) => {
+                tracing::warn!(channel = %channel.id, reason = %why, "oauth grant refused: needs re-authorisation");
+                e.access = None;
+                e.refused = Some((before, why.clone()));
+                Err(OAuthError::NeedsReauth(why))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn refresh(
+        &self,
+        channel: &str,
+        cfg: &OAuthConfig,
+        url: &str,
+    ) -> Result<(String, Instant), OAuthError> {
+        let refresh = read_secret(&cfg.refresh_token_file)?;
+        let mut client = BasicClient::new(ClientId::new(cfg.client_id.clone()))
+            .set_token_uri(
+                TokenUrl::new(url.to_string())
+                    .map_err(|e| OAuthError::Endpoint(format!("bad token_url: {e}")))?,
+            )
+            .set_auth_type(AuthType::RequestBody);
+        if let Some(path) = &cfg.client_secret_file {
+            client = client.set_client_secret(ClientSecret::new(read_secret(path)?));
+        }
+        let reqwest_client = self.http.clone();
+        let http = move |req: HttpRequest| send(reqwest_client.clone(), req);
+        let started = Instant::now();
+        let token = RefreshToken::new(refresh.clone());
+        let resp = client
+            .exchange_refresh_token(&token)
+            .request_async(&http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => {
+                    let code = r.error().to_string();
+                    let desc = r
+                        .error_description()
+                        .map(|d| format!(": {}", super::connect::short(d)))
+                        .unwrap_or_default();
+                    match r.error() {
+                        BasicErrorResponseType::InvalidGrant
+                        | BasicErrorResponseType::UnauthorizedClient
+                        | BasicErrorResponseType::InvalidClient => {
+                            OAuthError::NeedsReauth(format!("{code}{desc}"))
+                        }
+                        _ => OAuthError::Endpoint(format!("{code}{desc}")),
+                    }
+                }
+                RequestTokenError::Request(e) => OAuthError::Endpoint(super::connect::short(e)),
+                RequestTokenError::Parse(e, _) => {
+                    OAuthError::Endpoint(format!("bad response: {}", super::connect::short(e)))
+                }
+                RequestTokenError::Other(s) => OAuthError::Endpoint(super::connect::short(s)),
+            })?;
+        if let Some(new) = resp.refresh_token()
+            && new.secret() != &refresh
+        {
+            write_secret_atomically(&cfg.refresh_token_file, new.secret()).map_err(|source| {
+                OAuthError::File {
+                    path: cfg.refresh_token_file.clone(),
+                    source,
+                }
+            })?;
+            tracing::info!(%channel, "oauth refresh token rotated and saved");
+        }
+        let lifetime = resp.expires_in().unwrap_or(DEFAULT_LIFETIME);
+        tracing::debug!(%channel, lifetime_secs = lifetime.as_secs(), "oauth access token refreshed");
+        Ok((resp.access_token().secret().clone(), started + lifetime))
+    }
+}
+
+/// The `oauth2` crate's HTTP client: one request over reqwest 0.13.
+async fn send(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    let (parts, body) = req.into_parts();
+    let mut builder = http.request(parts.method, parts.uri.to_string()).body(body);
+    for (name, value) in parts.headers.iter() {
+        builder = builder.header(name, value);
+    }
+    let resp = builder.send().await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await?;
+    if bytes.len() > MAX_RESPONSE {
+        return Err(HttpError::TooLarge);
+    }
+    let mut out = oauth2::http::Response::builder().status(status);
+    for (name, value) in headers.iter() {
+        out = out.header(name, value);
+    }
+    out.body(bytes.to_vec())
+        .map_err(|e| HttpError::Build(e.to_string()))
+}
+
+/// Transport errors of the token request.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Reqwest(#[from] reqwest::Error),
+    #[error("response too large")]
+    TooLarge,
+    #[error("{0}")]
+    Build(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_token_is_written_atomically_with_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("refresh-token");
+        std::fs::write(&path, "old\n").expect("write");
+        write_secret_atomically(&path, "new-token").expect("rotate");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new-token\n");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

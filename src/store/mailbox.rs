@@ -1,0 +1,414 @@
+//! Pulled mailboxes in the store: checkpoints, the batch-plus-checkpoint
+//! commit, resync dedupe, and the per-mailbox status the CLI shows.
+//!
+//! Owns the SQL for `mailbox_checkpoints` and `mailbox_status` and the
+//! dedupe lookups on `spool` and `messages` that pulling needs. A batch and
+//! its advanced checkpoint are written by one job on the writer thread, so
+//! they share one transaction: after a crash either both are there or
+//! neither is, and the next start re-fetches at most that batch.
+//!
+//! Must not: talk IMAP or parse mail (callers pass the Message-ID they
+//! extracted). Untrusted input: message bytes and Message-IDs come from a
+//! remote server; they are only bound as SQL parameters.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::sqlite::now_ms;
+use super::{NewSpool, StoreError};
+
+/// Where a mailbox's pull stands: the last UID committed under a UIDVALIDITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    pub uidvalidity: u32,
+    pub last_uid: u32,
+}
+
+/// One message fetched from a mailbox, ready for the spool.
+#[derive(Debug, Clone)]
+pub struct PulledMessage {
+    pub spool: NewSpool,
+    /// sha256 hex of the raw bytes (computed off the writer thread).
+    pub content_hash: String,
+    /// Message-ID without angle brackets, when the message has one.
+    pub message_id: Option<String>,
+}
+
+/// A fetched batch and the checkpoint it advances to.
+#[derive(Debug, Clone)]
+pub struct PulledBatch {
+    pub channel: String,
+    pub folder: String,
+    pub checkpoint: Checkpoint,
+    pub messages: Vec<PulledMessage>,
+}
+
+/// What a pulled batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PulledOutcome {
+    /// New spool rows.
+    pub spooled: usize,
+    /// Messages already known on this channel (same bytes spooled, or the
+    /// same Message-ID stored), skipped.
+    pub skipped: usize,
+}
+
+/// State of a mailbox's puller, as shown by `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailboxState {
+    Connecting,
+    Idle,
+    Polling,
+    Fetching,
+    Backoff,
+    NeedsReauth,
+    Disabled,
+    Stopped,
+}
+
+impl MailboxState {
+    pub const ALL: [MailboxState; 8] = [
+        MailboxState::Connecting,
+        MailboxState::Idle,
+        MailboxState::Polling,
+        MailboxState::Fetching,
+        MailboxState::Backoff,
+        MailboxState::NeedsReauth,
+        MailboxState::Disabled,
+        MailboxState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailboxState::Connecting => "connecting",
+            MailboxState::Idle => "idle",
+            MailboxState::Polling => "polling",
+            MailboxState::Fetching => "fetching",
+            MailboxState::Backoff => "backoff",
+            MailboxState::NeedsReauth => "needs_reauth",
+            MailboxState::Disabled => "disabled",
+            MailboxState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A mailbox's persisted status row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MailboxStatusView {
+    pub channel: String,
+    pub folder: String,
+    pub state: String,
+    pub uidvalidity: Option<u32>,
+    pub last_uid: Option<u32>,
+    /// Messages fetched and committed to the spool since the store was created.
+    pub fetched: i64,
+    /// Messages fetched but skipped as already known.
+    pub skipped: i64,
+    pub last_error: Option<String>,
+    /// Unix milliseconds of `last_error`.
+    pub last_error_at: Option<i64>,
+    /// Unix milliseconds of the last state change.
+    pub updated_at: i64,
+}
+
+/// Schema step 2 (appended to the migrations list).
+pub(crate) const MIGRATION_2: &str = r#"
+CREATE INDEX spool_channel_hash ON spool(channel, content_hash) WHERE channel IS NOT NULL;
+CREATE TABLE mailbox_status (
+    channel        TEXT NOT NULL,
+    folder         TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    fetched        INTEGER NOT NULL DEFAULT 0,
+    skipped        INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT,
+    last_error_at  INTEGER,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (channel, folder)
+);
+"#;
+
+pub(crate) fn checkpoint(
+    conn: &Connection,
+    channel: &str,
+    folder: &str,
+) -> Result<Option<Checkpoint>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT uidvalidity, last_uid FROM mailbox_checkpoints WHERE channel = ?1 AND folder = ?2",
+        )?
+        .query_row(params![channel, folder], |r| {
+            Ok(Checkpoint {
+                uidvalidity: r.get(0)?,
+                last_uid: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+fn set_checkpoint(
+    conn: &Connection,
+    channel: &str,
+    folder: &str,
+    cp: Checkpoint,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO mailbox_checkpoints (channel, folder, uidvalidity, last_uid, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(channel, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,
+             last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        channel,
+        folder,
+        cp.uidvalidity,
+        cp.last_uid,
+        now_ms()
+    ])?;
+    Ok(())
+}
+
+/// Whether this channel already has the message: the same bytes in the
+/// spool, or the same Message-ID among its stored messages.
+fn known(conn: &Connection, channel: &str, m: &PulledMessage) -> Result<bool, StoreError> {
+    let by_hash: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM spool WHERE channel = ?1 AND content_hash = ?2 LIMIT 1")?
+        .query_row(params![channel, m.content_hash], |r| r.get(0))
+        .optional()?;
+    if by_hash.is_some() {
+        return Ok(true);
+    }
+    let Some(id) = &m.message_id else {
+        return Ok(false);
+    };
+    let by_id: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE channel = ?1 AND dedupe_key = ?2 LIMIT 1")?
+        .query_row(params![channel, format!("mid:{id}")], |r| r.get(0))
+        .optional()?;
+    Ok(by_id.is_some())
+}
+
+/// Spool the new messages of a batch and advance the checkpoint (the caller
+/// runs this as one writer job: one transaction).
+pub(crate) fn spool_pulled(
+    conn: &Connection,
+    batch: &PulledBatch,
+    insert: impl Fn(&Connection, &NewSpool, &str) -> Result<super::SpoolId, StoreError>,
+) -> Result<PulledOutcome, StoreError> {
+    let mut out = PulledOutcome::default();
+    for m in &batch.messages {
+        if known(conn, &batch.channel, m)? {
+            out.skipped += 1;
+            continue;
+        }
+        insert(conn, &m.spool, &m.content_hash)?;
+        out.spooled += 1;
+    }
+    set_checkpoint(conn, &batch.channel, &batch.folder, batch.checkpoint)?;
+    conn.prepare_cached(
+        "INSERT INTO mailbox_status (channel, folder, state, fetched, skipped, updated_at)
+         VALUES (?1, ?2, 'fetching', ?3, ?4, ?5)
+         ON CONFLICT(channel, folder) DO UPDATE SET fetched = fetched + excluded.fetched,
+             skipped = skipped + excluded.skipped",
+    )?
+    .execute(params![
+        batch.channel,
+        batch.folder,
+        out.spooled as i64,
+        out.skipped as i64,
+        now_ms()
+    ])?;
+    Ok(out)
+}
+
+/// Start over under a new UIDVALIDITY (last UID 0).
+pub(crate) fn reset_checkpoint(
+    conn: &Connection,
+    channel: &str,
+    folder: &str,
+    uidvalidity: u32,
+) -> Result<(), StoreError> {
+    set_checkpoint(
+        conn,
+        channel,
+        folder,
+        Checkpoint {
+            uidvalidity,
+            last_uid: 0,
+        },
+    )
+}
+
+pub(crate) fn set_state(
+    conn: &Connection,
+    channel: &str,
+    folder: &str,
+    state: MailboxState,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, CASE WHEN ?4 IS NULL THEN NULL ELSE ?5 END, ?5)
+         ON CONFLICT(channel, folder) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+             last_error = COALESCE(excluded.last_error, last_error),
+             last_error_at = COALESCE(excluded.last_error_at, last_error_at)",
+    )?
+    .execute(params![channel, folder, state.as_str(), error, now])?;
+    Ok(())
+}
+
+pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
+                s.last_error, s.last_error_at, s.updated_at
+         FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
+           ON c.channel = s.channel AND c.folder = s.folder
+         ORDER BY s.channel, s.folder",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(MailboxStatusView {
+            channel: r.get(0)?,
+            folder: r.get(1)?,
+            state: r.get(2)?,
+            uidvalidity: r.get(3)?,
+            last_uid: r.get(4)?,
+            fetched: r.get(5)?,
+            skipped: r.get(6)?,
+            last_error: r.get(7)?,
+            last_error_at: r.get(8)?,
+            updated_at: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SpoolSource, SqliteStore, Store, content_hash};
+
+    fn pulled(raw: &str, mid: Option<&str>) -> PulledMessage {
+        PulledMessage {
+            spool: NewSpool {
+                source: SpoolSource::Imap,
+                mail_from: String::new(),
+                rcpt_to: vec!["help@acme.example".into()],
+                client_ip: None,
+                helo: None,
+                tls: false,
+                channel: Some("mailbox".into()),
+                raw: raw.as_bytes().to_vec(),
+            },
+            content_hash: content_hash(raw.as_bytes()),
+            message_id: mid.map(String::from),
+        }
+    }
+
+    fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage>) -> PulledBatch {
+        PulledBatch {
+            channel: "mailbox".into(),
+            folder: "INBOX".into(),
+            checkpoint: Checkpoint {
+                uidvalidity,
+                last_uid,
+            },
+            messages,
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_checkpoint_dedupe_and_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open");
+        let (ch, folder) = ("mailbox".to_string(), "INBOX".to_string());
+        assert_eq!(
+            store
+                .checkpoint(ch.clone(), folder.clone())
+                .await
+                .expect("cp"),
+            None
+        );
+
+        let out = store
+            .spool_pulled(batch(
+                7,
+                2,
+                vec![pulled("a", Some("a@x")), pulled("b", None)],
+            ))
+            .await
+            .expect("batch");
+        assert_eq!((out.spooled, out.skipped), (2, 0));
+        let cp = store
+            .checkpoint(ch.clone(), folder.clone())
+            .await
+            .expect("cp");
+        assert_eq!(
+            cp,
+            Some(Checkpoint {
+                uidvalidity: 7,
+                last_uid: 2
+            })
+        );
+
+        // A resync under a new UIDVALIDITY sees the same bytes again: skipped.
+        store
+            .reset_checkpoint(ch.clone(), folder.clone(), 8)
+            .await
+            .expect("reset");
+        let out = store
+            .spool_pulled(batch(
+                8,
+                3,
+                vec![
+                    pulled("a", Some("a@x")),
+                    pulled("b", None),
+                    pulled("c", None),
+                ],
+            ))
+            .await
+            .expect("batch");
+        assert_eq!((out.spooled, out.skipped), (1, 2));
+        assert_eq!(store.status().await.expect("status").spool_total, 3);
+
+        store
+            .set_mailbox_state(
+                ch.clone(),
+                folder.clone(),
+                MailboxState::Backoff,
+                Some("boom".into()),
+            )
+            .await
+            .expect("state");
+        store
+            .set_mailbox_state(ch.clone(), folder.clone(), MailboxState::Idle, None)
+            .await
+            .expect("state");
+        let rows = store.mailbox_status().await.expect("rows");
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!((r.state.as_str(), r.fetched, r.skipped), ("idle", 3, 2));
+        assert_eq!((r.uidvalidity, r.last_uid), (Some(8), Some(3)));
+        assert_eq!(r.last_error.as_deref(), Some("boom"), "last error is kept");
+        assert!(r.last_error_at.is_some());
+    }
+
+    #[test]
+    fn concurrent_first_opens_migrate_once() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(format!("s{round}.sqlite"));
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&p, 5000, 8).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .expect("thread")
+                    .expect("open while another process migrates");
+            }
+        }
+    }
+}

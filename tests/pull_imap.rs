@@ -1,0 +1,552 @@
+//! Pulling mailboxes from a real Dovecot (started by each test on a free
+//! loopback port): bulk pull, IDLE and polling, kill -9 mid-batch, server
+//! restart mid-fetch, UIDVALIDITY change, XOAUTH2 with a rotating refresh
+//! token, and `invalid_grant` isolated to its channel.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::dovecot::{Dovecot, OAuthServer, message};
+use common::{ACME, Daemon, wait_for};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(240);
+
+fn imap_channel(id: &str, address: &str, dc: &Dovecot, pw: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[[channels]]
+id = "{id}"
+kind = "imap"
+address = "{address}"
+[channels.imap]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "test"
+password_file = {pw:?}
+{extra}
+"#,
+        port = dc.port
+    )
+}
+
+fn gmail_channel(
+    id: &str,
+    address: &str,
+    dc: &Dovecot,
+    oauth: &OAuthServer,
+    token: &Path,
+) -> String {
+    format!(
+        r#"
+[[channels]]
+id = "{id}"
+kind = "gmail"
+address = "{address}"
+[channels.imap]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "test"
+poll_interval_secs = 1
+[channels.oauth]
+token_url = "{url}"
+client_id = "postdesk-test"
+refresh_token_file = {token:?}
+"#,
+        port = dc.port,
+        url = oauth.token_url()
+    )
+}
+
+fn mailbox(d: &Daemon, channel: &str) -> Value {
+    let st = d.cli_json(&["status", "--json"]);
+    st["mailboxes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["channel"] == channel).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_mailbox(d: &Daemon, channel: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    wait_for(LONG, || {
+        last = mailbox(d, channel);
+        f(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("mailbox {channel}: {what}; last {last}\n{}", d.log_text()))
+}
+
+fn subjects(tickets: &[Value]) -> HashSet<String> {
+    tickets
+        .iter()
+        .map(|t| t["subject"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Exactly `n` tickets with `n` distinct subjects and `n` spool rows.
+fn assert_exactly(d: &Daemon, n: usize) {
+    let tickets = d.wait_tickets(n, LONG);
+    let st = d.wait_ingested(LONG);
+    assert_eq!(tickets.len(), n, "ticket count");
+    assert_eq!(subjects(&tickets).len(), n, "duplicate tickets");
+    assert_eq!(st["store"]["spool_total"], n as i64, "spool rows: {st}");
+}
+
+fn seen_flags(dc: &Dovecot) -> usize {
+    std::fs::read_dir(dc.maildir().join("cur"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.rsplit_once(":2,")
+                        .is_some_and(|(_, f)| f.contains('S'))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn pulls_500_then_new_mail_while_idle() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    for i in 0..500 {
+        dc.deliver(&message(i, 1500));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", &dc, &pw, "idle = true")
+        ),
+    );
+    assert_exactly(&d, 500);
+    let t = &d.tickets()[0];
+    assert_eq!(t["channel"], "mailbox");
+    let m = wait_mailbox(&d, "mailbox", "idle after catching up", |m| {
+        m["state"] == "idle"
+    });
+    assert_eq!(m["last_uid"], 500);
+    assert_eq!(m["fetched"], 500);
+
+    // New mail while IDLE.
+    dc.deliver(&message(1000, 200));
+    assert_exactly(&d, 501);
+    assert!(
+        d.tickets()
+            .iter()
+            .any(|t| t["subject"] == "Pulled message 1000")
+    );
+    // The mailbox is left as it was: nothing marked \Seen, nothing removed.
+    assert_eq!(seen_flags(&dc), 0, "messages were marked seen");
+    let files = std::fs::read_dir(dc.maildir().join("cur"))
+        .expect("cur")
+        .count()
+        + std::fs::read_dir(dc.maildir().join("new"))
+            .expect("new")
+            .count();
+    assert_eq!(files, 501);
+    let metrics = common_metrics(&d);
+    assert!(
+        metrics.contains("postdesk_mailbox_state{channel=\"mailbox\",state=\"idle\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn common_metrics(d: &Daemon) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.http).expect("http");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn new_mail_is_noticed_by_polling_without_idle() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    for i in 0..3 {
+        dc.deliver(&message(i, 200));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "idle = false\npoll_interval_secs = 1"
+            )
+        ),
+    );
+    assert_exactly(&d, 3);
+    wait_mailbox(&d, "mailbox", "polling", |m| m["state"] == "polling");
+    dc.deliver(&message(3, 200));
+    assert_exactly(&d, 4);
+}
+
+#[test]
+fn kill9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let n = 1500;
+    for i in 0..n {
+        dc.deliver(&message(i, 3000));
+    }
+    let mut d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 25")
+        ),
+    );
+    // Kill as soon as the first batches are in: the pull is mid-way.
+    wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
+        m["fetched"].as_i64().unwrap_or(0) > 0
+    });
+    d.kill9();
+    let before = d.cli_json(&["status", "--json"]);
+    let fetched = before["mailboxes"][0]["fetched"].as_i64().unwrap_or(0);
+    eprintln!("killed with {fetched} of {n} fetched");
+    assert!(fetched > 0 && fetched <= n as i64, "{before}");
+    d.spawn();
+    assert_exactly(&d, n);
+    let m = wait_mailbox(&d, "mailbox", "caught up", |m| m["last_uid"] == n as i64);
+    assert_eq!(m["fetched"], n as i64, "{m}");
+}
+
+#[test]
+fn sigterm_mid_pull_commits_the_batch_in_hand_then_resumes() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let n = 1500;
+    for i in 0..n {
+        dc.deliver(&message(i, 3000));
+    }
+    let mut d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 25")
+        ),
+    );
+    wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
+        m["fetched"].as_i64().unwrap_or(0) > 0
+    });
+    let status = d.stop();
+    assert!(status.success(), "{status}\n{}", d.log_text());
+    let m = mailbox(&d, "mailbox");
+    assert_eq!(m["state"], "stopped", "{m}");
+    assert_eq!(
+        m["fetched"], m["last_uid"],
+        "checkpoint and spool disagree: {m}"
+    );
+    d.spawn();
+    assert_exactly(&d, n);
+}
+
+#[test]
+fn dovecot_restart_mid_fetch_reconnects_and_resumes() {
+    let mut dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let n = 1500;
+    for i in 0..n {
+        dc.deliver(&message(i, 3000));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 20")
+        ),
+    );
+    wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
+        m["fetched"].as_i64().unwrap_or(0) > 0
+    });
+    dc.stop();
+    let m = wait_mailbox(&d, "mailbox", "backoff while the server is down", |m| {
+        m["state"] == "backoff"
+    });
+    assert!(
+        m["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{m}"
+    );
+    assert!(m["last_error_at"].as_i64().is_some(), "{m}");
+    dc.spawn();
+    assert_exactly(&d, n);
+    wait_mailbox(&d, "mailbox", "idle again", |m| m["state"] == "idle");
+}
+
+#[test]
+fn new_uidvalidity_resyncs_without_duplicates() {
+    let mut dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let raws: Vec<Vec<u8>> = (0..20).map(|i| message(i, 500)).collect();
+    for r in &raws {
+        dc.deliver(r);
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 1"
+            )
+        ),
+    );
+    assert_exactly(&d, 20);
+    let first = wait_mailbox(&d, "mailbox", "caught up", |m| m["last_uid"] == 20);
+    let mut again = raws.clone();
+    again.push(message(20, 500));
+    dc.recreate_mailbox(&again);
+    let m = wait_mailbox(&d, "mailbox", "resynced under the new UIDVALIDITY", |m| {
+        m["uidvalidity"] != first["uidvalidity"] && m["last_uid"] == 21
+    });
+    assert_exactly(&d, 21);
+    assert_eq!(m["skipped"], 20, "{m}");
+}
+
+#[test]
+fn xoauth2_end_to_end_with_rotated_refresh_token() {
+    let oauth = OAuthServer::start();
+    let dc = Dovecot::start(Some(oauth.port));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token_file = secrets.path().join("refresh-token");
+    let initial = oauth.grant("test");
+    std::fs::write(&token_file, format!("{initial}\n")).expect("token");
+    for i in 0..5 {
+        dc.deliver(&message(i, 500));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            gmail_channel("gmail", "desk@acme.example", &dc, &oauth, &token_file)
+        ),
+    );
+    assert_exactly(&d, 5);
+    assert_eq!(d.tickets()[0]["channel"], "gmail");
+    let on_disk = std::fs::read_to_string(&token_file).expect("token file");
+    let on_disk = on_disk.trim();
+    assert_ne!(on_disk, initial, "rotated refresh token was not saved");
+    assert!(on_disk.starts_with("rt-"), "{on_disk}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(oauth.token_requests() >= 1);
+    // No token ever reaches the log.
+    let log = d.log_text();
+    assert!(
+        !log.contains(&initial) && !log.contains(on_disk),
+        "token in log"
+    );
+    // Mail keeps flowing over the XOAUTH2 session.
+    dc.deliver(&message(5, 500));
+    assert_exactly(&d, 6);
+}
+
+#[test]
+fn invalid_grant_needs_reauth_while_other_mailbox_keeps_pulling() {
+    let oauth = OAuthServer::start();
+    let dc = Dovecot::start(Some(oauth.port));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let token_file = secrets.path().join("refresh-token");
+    std::fs::write(&token_file, "rt-revoked\n").expect("token");
+    for i in 0..3 {
+        dc.deliver(&message(i, 500));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}{}",
+            gmail_channel("gmail", "desk@acme.example", &dc, &oauth, &token_file),
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 1"
+            )
+        ),
+    );
+    let m = wait_mailbox(&d, "gmail", "needs_reauth", |m| {
+        m["state"] == "needs_reauth"
+    });
+    assert!(
+        m["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid_grant")),
+        "{m}"
+    );
+    let requests = oauth.token_requests();
+    // The healthy mailbox pulls, before and after the other one broke.
+    assert_exactly(&d, 3);
+    dc.deliver(&message(3, 500));
+    assert_exactly(&d, 4);
+    assert!(d.tickets().iter().all(|t| t["channel"] == "mailbox"));
+    assert_eq!(mailbox(&d, "gmail")["state"], "needs_reauth");
+    assert_eq!(
+        oauth.token_requests(),
+        requests,
+        "refused grant was retried"
+    );
+    let metrics = common_metrics(&d);
+    assert!(
+        metrics.contains("postdesk_mailbox_state{channel=\"gmail\",state=\"needs_reauth\"} 1"),
+        "{metrics}"
+    );
+
+    // Re-authorisation: a new refresh token on disk brings the channel back.
+    let fresh = oauth.grant("test");
+    std::fs::write(&token_file, format!("{fresh}\n")).expect("token");
+    let mut gmail = Vec::new();
+    wait_for(LONG, || {
+        gmail = d
+            .tickets()
+            .into_iter()
+            .filter(|t| t["channel"] == "gmail")
+            .collect();
+        (gmail.len() == 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("gmail channel did not recover: {gmail:?}\n{}", d.log_text()));
+}
+
+#[test]
+fn same_message_by_forward_and_by_pull_is_stored_once() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let raw = message(7, 300);
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 1"
+            )
+        ),
+    );
+    // First by SMTP (a forwarding rule on the provider), then by pull.
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+s.sendmail("customer7@example.com", ["help@acme.example"], open(sys.argv[3], "rb").read())
+s.quit()
+"#;
+    let file = secrets.path().join("m.eml");
+    std::fs::write(&file, &raw).expect("eml");
+    let (ok, out) = common::python(script, d.smtp, &[file.to_str().expect("path")]);
+    assert!(ok, "{out}");
+    d.wait_tickets(1, LONG);
+    dc.deliver(&raw);
+    let m = wait_mailbox(&d, "mailbox", "pulled", |m| m["last_uid"] == 1);
+    // The pull recognised the Message-ID ingest already stored.
+    assert_eq!(m["skipped"], 1, "{m}");
+    let st = d.wait_ingested(LONG);
+    assert_eq!(st["store"]["spool_total"], 1, "{st}");
+    let tickets = d.tickets();
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(tickets[0]["messages"], 1, "{tickets:?}");
+}
+
+#[test]
+fn disabled_channel_pauses_its_puller() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    dc.deliver(&message(0, 300));
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 1"
+            )
+        ),
+    );
+    assert_exactly(&d, 1);
+    let out = d.cli(&["channels", "disable", "mailbox"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_mailbox(&d, "mailbox", "disabled", |m| m["state"] == "disabled");
+    dc.deliver(&message(1, 300));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.tickets().len(), 1, "a disabled channel pulled mail");
+    let out = d.cli(&["channels", "enable", "mailbox"]);
+    assert!(out.status.success());
+    assert_exactly(&d, 2);
+}
+
+#[test]
+fn move_to_moves_pulled_mail_after_commit() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    for i in 0..5 {
+        dc.deliver(&message(i, 300));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "move_to = \"Processed\"\nbatch_size = 2"
+            )
+        ),
+    );
+    assert_exactly(&d, 5);
+    let count = |dir: &Path| {
+        ["cur", "new"]
+            .iter()
+            .map(|s| {
+                std::fs::read_dir(dir.join(s))
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    };
+    let moved = wait_for(LONG, || {
+        (count(&dc.maildir().join(".Processed")) == 5).then_some(())
+    });
+    assert!(moved.is_some(), "not moved\n{}", d.log_text());
+    assert_eq!(count(&dc.maildir()), 0, "INBOX not emptied");
+    // Still exactly once after more mail and a new round.
+    dc.deliver(&message(5, 300));
+    assert_exactly(&d, 6);
+}

@@ -1,0 +1,117 @@
+//! `TokenSource` against a local OAuth token endpoint (Python, rotating
+//! refresh tokens): caching until close to expiry, refresh before expiry,
+//! the rotated refresh token saved, `invalid_grant` → needs re-authorisation
+//! with no further requests until the token file changes.
+
+mod common;
+
+use std::path::Path;
+
+use common::dovecot::OAuthServer;
+use postdesk::pull::{OAuthError, TokenSource};
+
+fn gmail_config(dir: &Path, oauth: &OAuthServer) -> postdesk::config::Config {
+    let text = format!(
+        r#"
+[company]
+name = "Acme"
+[[channels]]
+id = "gmail"
+kind = "gmail"
+address = "desk@acme.example"
+[channels.oauth]
+token_url = "{}"
+client_id = "postdesk-test"
+refresh_token_file = "refresh-token"
+"#,
+        oauth.token_url()
+    );
+    let path = dir.join("postdesk.toml");
+    std::fs::write(&path, &text).expect("config");
+    postdesk::config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn token_on_disk(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("refresh-token"))
+        .expect("token file")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn caches_refreshes_before_expiry_and_saves_rotated_token() {
+    postdesk::install_crypto_provider();
+    let oauth = OAuthServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = oauth.grant("test");
+    std::fs::write(dir.path().join("refresh-token"), format!("{first}\n")).expect("token");
+    let config = gmail_config(dir.path(), &oauth);
+    let ch = config.channel("gmail").expect("channel");
+    let tokens = TokenSource::new();
+
+    let a = tokens.access_token(ch).await.expect("token");
+    assert!(a.starts_with("at-"), "{a}");
+    assert_eq!(oauth.token_requests(), 1);
+    let rotated = token_on_disk(dir.path());
+    assert_ne!(rotated, first, "rotated refresh token not saved");
+    // Long-lived token: served from memory.
+    assert_eq!(tokens.access_token(ch).await.expect("token"), a);
+    assert_eq!(oauth.token_requests(), 1);
+
+    // A token that expires within the refresh margin is refreshed on each
+    // use, with the newly rotated refresh token.
+    tokens.invalidate("gmail").await;
+    oauth.set_expires_in(60);
+    let b = tokens.access_token(ch).await.expect("token");
+    let c = tokens.access_token(ch).await.expect("token");
+    assert_ne!(b, a);
+    assert_ne!(c, b);
+    assert_eq!(oauth.token_requests(), 3);
+    assert_ne!(token_on_disk(dir.path()), rotated);
+}
+
+#[tokio::test]
+async fn invalid_grant_needs_reauth_until_the_token_file_changes() {
+    postdesk::install_crypto_provider();
+    let oauth = OAuthServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("refresh-token"), "rt-revoked\n").expect("token");
+    let config = gmail_config(dir.path(), &oauth);
+    let ch = config.channel("gmail").expect("channel");
+    let tokens = TokenSource::new();
+
+    let err = tokens.access_token(ch).await.expect_err("refused");
+    assert!(matches!(err, OAuthError::NeedsReauth(_)), "{err}");
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+    assert!(
+        !err.to_string().contains("rt-revoked"),
+        "token in error: {err}"
+    );
+    assert!(tokens.awaiting_reauth(ch).await);
+    // No request while nothing changed.
+    for _ in 0..3 {
+        assert!(
+            tokens
+                .access_token(ch)
+                .await
+                .expect_err("still refused")
+                .needs_reauth()
+        );
+    }
+    assert_eq!(oauth.token_requests(), 1);
+    assert_eq!(
+        token_on_disk(dir.path()),
+        "rt-revoked",
+        "file must not be touched"
+    );
+
+    // Re-authorised: a new refresh token on disk.
+    let fresh = oauth.grant("test");
+    std::fs::write(dir.path().join("refresh-token"), format!("{fresh}\n")).expect("token");
+    assert!(!tokens.awaiting_reauth(ch).await);
+    tokens
+        .access_token(ch)
+        .await
+        .expect("token after re-authorisation");
+    assert_eq!(oauth.token_requests(), 2);
+}
