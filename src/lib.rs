@@ -9,7 +9,8 @@
 //!   messages, contacts, tickets, runtime state).
 //! - [`ingest`]: spool → parse → classify → resolve the sender → contact →
 //!   thread → route → ticket.
-//! - [`api`]: the HTTP listener (health, metrics).
+//! - [`outbound`]: agents' replies: compose, durable outbox, relay sender.
+//! - [`api`]: the HTTP listener: the agents' JSON API, health, metrics.
 //! - [`daemon`]: wires the above together, shutdown and reload.
 //! - [`config`]: the one validated, typed configuration; [`live`]: the
 //!   configuration and runtime overrides in force now.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod ingest;
 pub mod live;
+pub mod outbound;
 pub mod smtp;
 pub mod store;
 

@@ -11,9 +11,13 @@
 //! thread (the SQLite implementation runs on its own threads).
 
 mod migrations;
+mod outbound;
 mod sqlite;
 mod types;
 
+pub use outbound::{
+    AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply, TicketUpdate,
+};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -112,4 +116,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for `status`.
     fn status(&self) -> StoreFuture<'_, StoreStatus>;
+
+    // --- outbound and agents' actions (see `outbound.rs`) ---
+
+    /// Commit a composed reply: its outbound message (delivery `queued`) and
+    /// its outbox row, in one transaction.
+    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
+    /// Queued outbox entries due at `now_ms`, oldest first.
+    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
+    /// When the next queued entry is due (unix ms), if any.
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>>;
+    /// Record one delivery attempt on the outbox row and its message.
+    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()>;
+    /// Make every queued entry due now; returns how many.
+    fn flush_outbox(&self) -> StoreFuture<'_, usize>;
+    /// Outbox entries by state.
+    fn outbox_counts(&self) -> StoreFuture<'_, OutboxCounts>;
+    /// Add an internal note by `author` (user id).
+    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()>;
+    /// Change a ticket's status and/or owner.
+    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
+    /// Set or clear a contact's owner (a user id).
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()>;
+    /// Persist a user's availability override (`None`: as configured).
+    fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()>;
+    /// Store an API token's sha256 (hex) for `user`.
+    fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()>;
+    /// The user an API token's sha256 (hex) belongs to.
+    fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>>;
 }
