@@ -247,6 +247,15 @@ impl Ingestor {
             return Ok(0);
         }
         let n = batch.len();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for e in &batch {
+            // Time from durable accept to this ingest round.
+            metrics::histogram!("postdesk_ingest_lag_seconds")
+                .record((now_ms - e.received_at).max(0) as f64 / 1000.0);
+        }
         let config = self.live.config();
         let live = self.live.clone();
         let planned = tokio::task::spawn_blocking(move || {

@@ -206,9 +206,9 @@ fn valid_msg_id(id: &str) -> bool {
 
 fn valid_address(a: &str) -> bool {
     a.len() <= 254
-        && a.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && a
-            .bytes()
+        && a.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && a.bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'"' | b'(' | b')'))
 }
 
@@ -245,7 +245,9 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
     // The text part: the agent's text (or a rendering of their HTML), then the signature.
     let mut text = match (text_in, html_in) {
         (Some(t), _) => t.to_string(),
-        (None, Some(h)) => crate::ingest::resolve::html_to_text(h).trim_end().to_string(),
+        (None, Some(h)) => crate::ingest::resolve::html_to_text(h)
+            .trim_end()
+            .to_string(),
         (None, None) => String::new(),
     };
     if !input.signature.text.is_empty() {
@@ -303,11 +305,7 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
         b = b.references(MessageId::new_list(references.iter().cloned()));
     }
     for a in input.attachments {
-        b = b.attachment(
-            a.content_type.clone(),
-            a.filename.clone(),
-            a.data.clone(),
-        );
+        b = b.attachment(a.content_type.clone(), a.filename.clone(), a.data.clone());
     }
     let raw = b.write_to_vec().map_err(|_| ComposeError::NoBody)?;
     Ok(Composed {

@@ -43,8 +43,10 @@ pub enum DkimError {
 pub fn sign(cfg: &DkimConfig, raw: Vec<u8>) -> Result<Vec<u8>, DkimError> {
     let name = cfg.key_file.display().to_string();
     let pem = std::fs::read(&cfg.key_file).map_err(|e| DkimError::Read(name.clone(), e))?;
-    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| DkimError::Key(name.clone(), e.to_string()))?;
-    let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| DkimError::Key(name, e.to_string()))?;
+    let der = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| DkimError::Key(name.clone(), e.to_string()))?;
+    let key =
+        RsaKey::<Sha256>::from_key_der(der).map_err(|e| DkimError::Key(name, e.to_string()))?;
     let signature = DkimSigner::from_key(key)
         .domain(cfg.domain.clone())
         .selector(cfg.selector.clone())

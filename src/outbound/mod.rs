@@ -205,7 +205,9 @@ impl Outbound {
         };
         let composed = compose::compose(&input)?;
         let raw = match &config.outbound.dkim {
-            Some(d) => dkim::sign(d, composed.raw).map_err(|e| OutboundError::Dkim(e.to_string()))?,
+            Some(d) => {
+                dkim::sign(d, composed.raw).map_err(|e| OutboundError::Dkim(e.to_string()))?
+            }
             None => composed.raw,
         };
         let reply = NewReply {

@@ -125,9 +125,8 @@ fn build_relay(relay: &RelayConfig, hostname: &str) -> Result<Transport, String>
 }
 
 fn tls(mode: TlsMode, host: &str) -> Result<Tls, String> {
-    let params = || {
-        TlsParameters::new(host.to_string()).map_err(|e| format!("relay TLS parameters: {e}"))
-    };
+    let params =
+        || TlsParameters::new(host.to_string()).map_err(|e| format!("relay TLS parameters: {e}"));
     Ok(match mode {
         TlsMode::None => Tls::None,
         TlsMode::Starttls => Tls::Required(params()?),
@@ -243,7 +242,13 @@ impl Sender {
             tasks.spawn(async move {
                 let result = deliver(&item, &config, transport, tokens.as_deref()).await;
                 let now = super::now_ms();
-                let out = outcome(&config.outbound, result, item.attempts + 1, item.created_at, now);
+                let out = outcome(
+                    &config.outbound,
+                    result,
+                    item.attempts + 1,
+                    item.created_at,
+                    now,
+                );
                 record(store.as_ref(), item.id, out).await;
             });
         }
@@ -259,7 +264,10 @@ async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
     };
     match &out {
         AttemptOutcome::Sent { reply } => tracing::info!(outbox = %id, %reply, "reply sent"),
-        AttemptOutcome::Deferred { error, next_attempt_at } => {
+        AttemptOutcome::Deferred {
+            error,
+            next_attempt_at,
+        } => {
             tracing::info!(outbox = %id, %error, next_attempt_at, "reply deferred")
         }
         AttemptOutcome::Failed { error } => tracing::warn!(outbox = %id, %error, "reply failed"),
@@ -296,7 +304,10 @@ async fn deliver(
     let to = item
         .rcpt_to
         .iter()
-        .map(|r| r.parse().map_err(|e| SendError::Permanent(format!("bad recipient {r:?}: {e}"))))
+        .map(|r| {
+            r.parse()
+                .map_err(|e| SendError::Permanent(format!("bad recipient {r:?}: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let envelope = Envelope::new(Some(from), to)
         .map_err(|e| SendError::Permanent(format!("bad envelope: {e}")))?;
@@ -355,26 +366,47 @@ mod tests {
         let t0 = 1_000_000;
         assert_eq!(
             outcome(&c, Ok("250 ok".into()), 1, t0, t0),
-            AttemptOutcome::Sent { reply: "250 ok".into() }
+            AttemptOutcome::Sent {
+                reply: "250 ok".into()
+            }
         );
         assert_eq!(
             outcome(&c, Err(SendError::Permanent("550 no".into())), 1, t0, t0),
-            AttemptOutcome::Failed { error: "550 no".into() }
+            AttemptOutcome::Failed {
+                error: "550 no".into()
+            }
         );
         assert_eq!(
-            outcome(&c, Err(SendError::Temporary("451 later".into())), 2, t0, t0 + 5),
-            AttemptOutcome::Deferred { error: "451 later".into(), next_attempt_at: t0 + 5 + 60_000 }
+            outcome(
+                &c,
+                Err(SendError::Temporary("451 later".into())),
+                2,
+                t0,
+                t0 + 5
+            ),
+            AttemptOutcome::Deferred {
+                error: "451 later".into(),
+                next_attempt_at: t0 + 5 + 60_000
+            }
         );
         // Past the lifetime: failed, with the last error.
         let late = t0 + 86_400_000;
-        match outcome(&c, Err(SendError::Temporary("451 later".into())), 9, t0, late) {
+        match outcome(
+            &c,
+            Err(SendError::Temporary("451 later".into())),
+            9,
+            t0,
+            late,
+        ) {
             AttemptOutcome::Failed { error } => assert!(error.contains("451 later"), "{error}"),
             other => panic!("{other:?}"),
         }
         // A retry is never scheduled after the deadline.
         let near = t0 + 86_400_000 - 10_000;
         match outcome(&c, Err(SendError::Temporary("x".into())), 9, t0, near) {
-            AttemptOutcome::Deferred { next_attempt_at, .. } => {
+            AttemptOutcome::Deferred {
+                next_attempt_at, ..
+            } => {
                 assert!(next_attempt_at <= t0 + 86_400_000)
             }
             other => panic!("{other:?}"),

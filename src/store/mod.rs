@@ -16,7 +16,8 @@ mod sqlite;
 mod types;
 
 pub use outbound::{
-    AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply, TicketUpdate,
+    AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply,
+    TicketUpdate,
 };
 pub use sqlite::SqliteStore;
 pub use types::*;

@@ -318,8 +318,10 @@ pub(crate) fn insert_token(
     user: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![hash, user, now])?;
+    conn.prepare_cached(
+        "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![hash, user, now])?;
     Ok(())
 }
 
