@@ -326,3 +326,180 @@ pub fn text_to_html(text: &str) -> String {
         escaped.replace("\r\n", "\n").replace('\n', "<br>\n")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::{HeaderName, MessageParser, MimeHeaders};
+
+    fn input<'a>(sig: &'a Signature, thread: &'a [String]) -> ReplyInput<'a> {
+        ReplyInput {
+            from_email: "support@acme.example",
+            from_name: Some("Ann Agent from Acme"),
+            to_email: "carol@customer.example",
+            to_name: Some("Carol"),
+            ticket: 7,
+            ticket_subject: "Printer on fire",
+            subject_override: None,
+            thread,
+            message_id: "pd.7.abc@desk.acme.example",
+            date: 1_790_000_000,
+            text: Some("Hello Carol,\nwe are on it."),
+            html: None,
+            signature: sig,
+            attachments: &[],
+            loop_value: "desk.acme.example",
+        }
+    }
+
+    /// Header names of the top-level message, lower-cased.
+    fn header_names(raw: &[u8]) -> Vec<String> {
+        let m = MessageParser::default().parse(raw).expect("parses");
+        m.headers()
+            .iter()
+            .map(|h| h.name().to_ascii_lowercase())
+            .collect()
+    }
+
+    #[test]
+    fn reply_headers_and_parts() {
+        let sig = Signature {
+            html: "<p>Ann Agent<br>Acme</p>".into(),
+            text: "Ann Agent\nAcme".into(),
+        };
+        let thread = vec!["first@cust".to_string(), "second@cust".to_string()];
+        let c = compose(&input(&sig, &thread)).expect("compose");
+        let m = MessageParser::default().parse(&c.raw).expect("parses");
+        assert_eq!(m.subject(), Some("Re: Printer on fire [#7]"));
+        assert_eq!(m.message_id(), Some("pd.7.abc@desk.acme.example"));
+        assert_eq!(m.in_reply_to().as_text(), Some("second@cust"));
+        let refs: Vec<_> = m.references().as_text_list().unwrap_or_default().to_vec();
+        assert_eq!(refs, vec!["first@cust", "second@cust"]);
+        let from = m.from().and_then(|a| a.first()).expect("from");
+        assert_eq!(from.name(), Some("Ann Agent from Acme"));
+        assert_eq!(from.address(), Some("support@acme.example"));
+        assert!(
+            m.header(HeaderName::Other("X-Postdesk-Loop".into()))
+                .is_some()
+        );
+        let names = header_names(&c.raw);
+        assert!(!names.iter().any(|n| n == "auto-submitted"), "{names:?}");
+        let text = m.body_text(0).expect("text part").replace("\r\n", "\n");
+        assert!(
+            text.contains("we are on it.") && text.contains("-- \nAnn Agent\nAcme"),
+            "{text}"
+        );
+        let html = m.body_html(0).expect("html part");
+        assert!(html.contains("<p>Ann Agent<br>Acme</p>"), "{html}");
+        let ct = m.content_type().expect("content type");
+        assert_eq!(ct.ctype(), "multipart");
+        assert_eq!(ct.subtype(), Some("alternative"));
+    }
+
+    #[test]
+    fn subjects_table() {
+        let cases = [
+            ("Printer on fire", "Re: Printer on fire [#7]"),
+            ("Re: Printer on fire", "Re: Printer on fire [#7]"),
+            ("RE: Fwd: Printer [#7]", "Re: Printer [#7]"),
+            ("", "Re: [#7]"),
+            (
+                "Line\r\nBcc: evil@x.example",
+                "Re: Line Bcc: evil@x.example [#7]",
+            ),
+        ];
+        for (subject, want) in cases {
+            assert_eq!(reply_subject(subject, 7), want, "{subject:?}");
+        }
+        let long = "x".repeat(5000);
+        assert!(reply_subject(&long, 7).chars().count() <= MAX_HEADER_VALUE + 12);
+    }
+
+    /// Each injection attempt: no header beyond the expected set appears, and
+    /// the value survives only as text.
+    #[test]
+    fn header_injection_is_encoded_or_refused() {
+        let sig = Signature::default();
+        let thread: Vec<String> = vec!["a@b\r\nBcc: evil@x.example".into(), "ok@cust".into()];
+        // Ticket subject (customer input) and agent name (config): encoded.
+        let mut i = input(&sig, &thread);
+        i.ticket_subject = "Hi\r\nBcc: evil@x.example\r\n\r\nbody";
+        i.from_name = Some("Ann\r\nBcc: evil@x.example");
+        i.to_name = Some("Carol\nX-Evil: 1");
+        let c = compose(&i).expect("compose");
+        let names = header_names(&c.raw);
+        assert!(
+            !names.iter().any(|n| n == "bcc" || n == "x-evil"),
+            "{names:?}"
+        );
+        let m = MessageParser::default().parse(&c.raw).expect("parses");
+        assert_eq!(m.in_reply_to().as_text(), Some("ok@cust"));
+        let from = m.from().and_then(|a| a.first()).expect("from");
+        assert_eq!(from.name(), Some("Ann Bcc: evil@x.example"));
+        // Overlong agent name: cut.
+        let long = "N".repeat(2000);
+        i.from_name = Some(&long);
+        let c = compose(&i).expect("compose");
+        assert!(c.raw.split(|b| *b == b'\n').all(|l| l.len() <= 998));
+
+        // Agent-typed values: refused.
+        let refused: [(&str, Option<&str>, &str); 5] = [
+            ("subject", Some("Hi\r\nBcc: evil@x.example"), "ok.txt"),
+            ("subject", Some(&"s".repeat(MAX_HEADER_VALUE + 1)), "ok.txt"),
+            ("filename", None, "a\r\nContent-Type: text/html.txt"),
+            ("filename", None, "../etc/passwd"),
+            ("filename", None, "\"; x=\n.txt"),
+        ];
+        for (what, subject, filename) in refused {
+            let att = [Attachment {
+                filename: filename.into(),
+                content_type: "text/plain".into(),
+                data: b"x".to_vec(),
+            }];
+            let mut i = input(&sig, &[]);
+            i.subject_override = subject;
+            i.attachments = &att;
+            assert!(
+                compose(&i).is_err(),
+                "{what}: {subject:?} {filename:?} accepted"
+            );
+        }
+        let long_name = format!("{}.txt", "f".repeat(MAX_FILENAME));
+        assert!(check_filename(&long_name).is_err());
+    }
+
+    #[test]
+    fn non_ascii_values_are_encoded() {
+        let sig = Signature::default();
+        let att = [Attachment {
+            filename: "Größe résumé.pdf".into(),
+            content_type: "application/pdf".into(),
+            data: b"%PDF".to_vec(),
+        }];
+        let mut i = input(&sig, &[]);
+        i.from_name = Some("Zoë Ågent from Ācme");
+        i.ticket_subject = "Überweisung fehlgeschlagen";
+        i.attachments = &att;
+        let c = compose(&i).expect("compose");
+        assert!(c.raw.is_ascii(), "raw mail must be 7-bit");
+        let m = MessageParser::default().parse(&c.raw).expect("parses");
+        assert_eq!(m.subject(), Some("Re: Überweisung fehlgeschlagen [#7]"));
+        let from = m.from().and_then(|a| a.first()).expect("from");
+        assert_eq!(from.name(), Some("Zoë Ågent from Ācme"));
+        let a = m.attachment(0).expect("attachment");
+        assert_eq!(a.attachment_name(), Some("Größe résumé.pdf"));
+        assert_eq!(a.contents(), b"%PDF");
+    }
+
+    #[test]
+    fn html_only_reply_gets_a_text_part() {
+        let sig = Signature::default();
+        let mut i = input(&sig, &[]);
+        i.text = None;
+        i.html = Some("<p>Fixed &amp; done</p>");
+        let c = compose(&i).expect("compose");
+        assert!(c.text.contains("Fixed & done"), "{}", c.text);
+        i.html = Some("  ");
+        assert_eq!(compose(&i).err(), Some(ComposeError::NoBody));
+    }
+}
