@@ -9,6 +9,16 @@ use std::time::Duration;
 use common::{ACME, Daemon, messages, swaks};
 use serde_json::{Value, json};
 
+/// (method, path, token, body, status, code)
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    u16,
+    &'a str,
+);
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -43,8 +53,7 @@ fn errors_have_stable_codes() {
     let reply = json!({"text": "hi"}).to_string();
     let path = format!("/api/v1/tickets/{t}/replies");
 
-    // (method, path, token, body, status, code)
-    let cases: Vec<(&str, String, Option<&str>, Option<String>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "GET",
             "/api/v1/tickets".into(),
