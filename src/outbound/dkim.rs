@@ -81,7 +81,7 @@ fn signer_header<T: SigningKey>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_auth::common::crypto::{Ed25519Key, SigningKey};
+    use mail_auth::common::crypto::Ed25519Key;
 
     /// A generated Ed25519 key signs, and the header lands first.
     #[test]
