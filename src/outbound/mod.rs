@@ -37,6 +37,7 @@
 
 pub mod compose;
 pub mod dkim;
+pub mod pool;
 pub mod sender;
 pub mod signature;
 
@@ -155,7 +156,11 @@ impl Outbound {
             )));
         }
         let config = self.live.config();
-        let ticket = match self.store.ticket(req.ticket).await {
+        let ticket = match self
+            .store
+            .reply_context(req.ticket, compose::MAX_REFERENCES - 1)
+            .await
+        {
             Ok(t) => t,
             Err(StoreError::NotFound(_)) => return Err(OutboundError::TicketNotFound(req.ticket)),
             Err(e) => return Err(e.into()),
@@ -163,23 +168,15 @@ impl Outbound {
         let agent = config
             .user(&req.author)
             .ok_or_else(|| OutboundError::UnknownUser(req.author.clone()))?;
-        let channel = config.channel(&ticket.head.channel).ok_or_else(|| {
-            OutboundError::Channel(
-                ticket.head.channel.clone(),
-                "not in the configuration".into(),
-            )
+        let channel = config.channel(&ticket.channel).ok_or_else(|| {
+            OutboundError::Channel(ticket.channel.clone(), "not in the configuration".into())
         })?;
         let from_email = channel.address.clone().ok_or_else(|| {
             OutboundError::Channel(channel.id.clone(), "it has no address".into())
         })?;
         let from_name = config.sender_display_name(channel, Some(agent));
         let signature = signature::render(&channel.signature_html, agent);
-        let thread: Vec<String> = ticket
-            .messages
-            .iter()
-            .filter(|m| m.direction != "note")
-            .filter_map(|m| m.message_id.clone())
-            .collect();
+        let thread = ticket.thread;
         let domain = config.message_id_domain().to_string();
         let message_id = new_message_id(req.ticket, &domain);
         let now = std::time::SystemTime::now()
@@ -189,10 +186,10 @@ impl Outbound {
         let input = compose::ReplyInput {
             from_email: &from_email,
             from_name: from_name.as_deref(),
-            to_email: &ticket.head.contact.email,
-            to_name: ticket.head.contact.name.as_deref(),
+            to_email: &ticket.contact.email,
+            to_name: ticket.contact.name.as_deref(),
             ticket: req.ticket.0,
-            ticket_subject: &ticket.head.subject,
+            ticket_subject: &ticket.subject,
             subject_override: req.subject.as_deref(),
             thread: &thread,
             message_id: &message_id,
@@ -219,7 +216,7 @@ impl Outbound {
             references: composed.references,
             from_email: from_email.clone(),
             from_name,
-            to: vec![ticket.head.contact.email.clone()],
+            to: vec![ticket.contact.email.clone()],
             subject: composed.subject,
             date: mail_builder::headers::date::Date::new(now).to_rfc822(),
             text: composed.text,

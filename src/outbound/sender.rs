@@ -1,8 +1,8 @@
 //! The background sender: delivers due outbox entries and records each
 //! attempt's outcome.
 //!
-//! Owns the lettre transports: one pooled transport to `[relay]` (rebuilt when
-//! a reload changes `[relay]`), and per-send XOAUTH2 transports to the
+//! Owns the connection pool to `[relay]` ([`super::pool`], rebuilt when a
+//! reload changes `[relay]`), and per-send XOAUTH2 connections to the
 //! provider for `gmail`/`office365` channels when an [`AccessTokens`] source
 //! is installed (without one, those channels send through `[relay]` too).
 //!
@@ -23,15 +23,12 @@ use std::time::Duration;
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
-use lettre::{AsyncTransport, Tokio1Executor};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AccessTokens;
+use super::pool::{Pool, SmtpTarget};
 use crate::config::{ChannelKind, Config, OutboundConfig, RelayConfig, TlsMode};
 use crate::live::Live;
 use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
@@ -40,8 +37,6 @@ use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
 pub const BATCH: usize = 512;
 /// Longest sleep when nothing is due.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
-
-type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
 /// Why one attempt did not deliver.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -92,45 +87,31 @@ pub fn outcome(
     }
 }
 
-fn lettre_error(e: lettre::transport::smtp::Error) -> SendError {
-    let text = clean_reply(&e.to_string());
-    if e.is_permanent() {
-        SendError::Permanent(text)
-    } else {
-        SendError::Temporary(text)
-    }
-}
-
 /// One line, bounded: relay replies are shown to agents.
 fn clean_reply(s: &str) -> String {
     super::compose::clean_header_value(s, 500)
 }
 
-fn build_relay(relay: &RelayConfig, hostname: &str) -> Result<Transport, String> {
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host.clone())
-        .port(relay.port)
-        .timeout(Some(Duration::from_secs(relay.timeout_secs.max(1))))
-        .hello_name(ClientId::Domain(hostname.to_string()))
-        .pool_config(PoolConfig::new().max_size(relay.pool_size.max(1)));
-    b = b.tls(tls(relay.tls, &relay.host)?);
-    if let (Some(user), Some(file)) = (&relay.username, &relay.password_file) {
-        let password = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read relay password file {}: {e}", file.display()))?;
-        b = b.credentials(Credentials::new(
-            user.clone(),
-            password.trim_end_matches(['\r', '\n']).to_string(),
-        ));
-    }
-    Ok(b.build())
-}
-
-fn tls(mode: TlsMode, host: &str) -> Result<Tls, String> {
-    let params =
-        || TlsParameters::new(host.to_string()).map_err(|e| format!("relay TLS parameters: {e}"));
-    Ok(match mode {
-        TlsMode::None => Tls::None,
-        TlsMode::Starttls => Tls::Required(params()?),
-        TlsMode::Implicit => Tls::Wrapper(params()?),
+fn relay_target(relay: &RelayConfig, hostname: &str) -> Result<SmtpTarget, String> {
+    let credentials = match (&relay.username, &relay.password_file) {
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read relay password file {}: {e}", file.display()))?;
+            Some(Credentials::new(
+                user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        }
+        _ => None,
+    };
+    Ok(SmtpTarget {
+        host: relay.host.clone(),
+        port: relay.port,
+        tls: relay.tls,
+        hello: hostname.to_string(),
+        timeout: Duration::from_secs(relay.timeout_secs.max(1)),
+        credentials,
+        mechanisms: Vec::new(),
     })
 }
 
@@ -152,28 +133,38 @@ pub struct Sender {
     pub tokens: Option<Arc<dyn AccessTokens>>,
 }
 
+/// The relay pool for one `[relay]` configuration.
 struct Relay {
     config: RelayConfig,
-    transport: Result<Transport, String>,
+    pool: Result<Arc<Pool>, String>,
 }
 
 impl Sender {
-    fn relay<'r>(&self, current: &'r mut Option<Relay>, config: &Config) -> &'r Relay {
+    /// The pool for the current `[relay]`, rebuilt when a reload changed it.
+    async fn relay(
+        &self,
+        current: &mut Option<Relay>,
+        config: &Config,
+    ) -> Result<Arc<Pool>, String> {
         let stale = current.as_ref().is_none_or(|r| r.config != config.relay);
         if stale {
-            let transport = build_relay(&config.relay, &config.smtp.hostname);
-            if let Err(e) = &transport {
-                tracing::error!(error = %e, "relay transport unusable; replies stay queued");
+            if let Some(Relay { pool: Ok(old), .. }) = current.take() {
+                old.close().await;
+            }
+            let pool = relay_target(&config.relay, &config.smtp.hostname)
+                .map(|t| Arc::new(Pool::new(t, config.relay.pool_size.max(1) as usize)));
+            if let Err(e) = &pool {
+                tracing::error!(error = %e, "relay unusable; replies stay queued");
             }
             *current = Some(Relay {
                 config: config.relay.clone(),
-                transport,
+                pool,
             });
         }
-        current.get_or_insert_with(|| Relay {
-            config: config.relay.clone(),
-            transport: Err("relay not configured".into()),
-        })
+        match current {
+            Some(r) => r.pool.clone(),
+            None => Err("relay not configured".into()),
+        }
     }
 
     /// Run until `shutdown` is cancelled; sends in flight are finished first.
@@ -211,8 +202,11 @@ impl Sender {
                 continue;
             }
             let config = self.live.config();
-            let transport = self.relay(&mut relay, &config).transport.clone();
-            self.send_batch(due, &config, transport, &shutdown).await;
+            let pool = self.relay(&mut relay, &config).await;
+            self.send_batch(due, &config, pool, &shutdown).await;
+        }
+        if let Some(Relay { pool: Ok(p), .. }) = relay {
+            p.close().await;
         }
         tracing::info!("outbound sender stopped");
     }
@@ -221,9 +215,10 @@ impl Sender {
         &self,
         due: Vec<OutboxItem>,
         config: &Arc<Config>,
-        transport: Result<Transport, String>,
+        pool: Result<Arc<Pool>, String>,
         shutdown: &CancellationToken,
     ) {
+        // Enough tasks to keep every pooled connection busy.
         let limit = config.relay.pool_size.max(1) as usize * 2;
         let mut tasks: JoinSet<()> = JoinSet::new();
         for item in due {
@@ -233,14 +228,14 @@ impl Sender {
             while tasks.len() >= limit {
                 let _ = tasks.join_next().await;
             }
-            let (store, config, transport, tokens) = (
+            let (store, config, pool, tokens) = (
                 self.store.clone(),
                 config.clone(),
-                transport.clone(),
+                pool.clone(),
                 self.tokens.clone(),
             );
             tasks.spawn(async move {
-                let result = deliver(&item, &config, transport, tokens.as_deref()).await;
+                let result = deliver(&item, &config, pool, tokens.as_deref()).await;
                 let now = super::now_ms();
                 let out = outcome(
                     &config.outbound,
@@ -263,7 +258,7 @@ async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
         AttemptOutcome::Failed { .. } => "failed",
     };
     match &out {
-        AttemptOutcome::Sent { reply } => tracing::info!(outbox = %id, %reply, "reply sent"),
+        AttemptOutcome::Sent { reply } => tracing::debug!(outbox = %id, %reply, "reply sent"),
         AttemptOutcome::Deferred {
             error,
             next_attempt_at,
@@ -294,7 +289,7 @@ async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
 async fn deliver(
     item: &OutboxItem,
     config: &Config,
-    relay: Result<Transport, String>,
+    relay: Result<Arc<Pool>, String>,
     tokens: Option<&dyn AccessTokens>,
 ) -> Result<String, SendError> {
     let from = item
@@ -313,28 +308,31 @@ async fn deliver(
         .map_err(|e| SendError::Permanent(format!("bad envelope: {e}")))?;
     let channel = config.channel(&item.channel);
     let provider = channel.and_then(|c| provider_smtp(c.kind).map(|p| (c, p)));
-    let transport = match (provider, tokens) {
-        (Some((channel, (host, port, mode))), Some(tokens)) => {
+    let response = match (provider, tokens) {
+        (Some((channel, (host, port, tls))), Some(tokens)) => {
             let token = tokens
                 .access_token(&channel.id)
                 .await
                 .map_err(|e| SendError::Temporary(format!("no access token: {e}")))?;
-            let user = channel.address.clone().unwrap_or_default();
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                .port(port)
-                .tls(tls(mode, host).map_err(SendError::Temporary)?)
-                .timeout(Some(Duration::from_secs(config.relay.timeout_secs.max(1))))
-                .hello_name(ClientId::Domain(config.smtp.hostname.clone()))
-                .credentials(Credentials::new(user, token))
-                .authentication(vec![Mechanism::Xoauth2])
-                .build()
+            let target = SmtpTarget {
+                host: host.to_string(),
+                port,
+                tls,
+                hello: config.smtp.hostname.clone(),
+                timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
+                credentials: Some(Credentials::new(
+                    channel.address.clone().unwrap_or_default(),
+                    token,
+                )),
+                mechanisms: vec![Mechanism::Xoauth2],
+            };
+            super::pool::send_once(&target, &envelope, &item.raw).await?
         }
-        _ => relay.map_err(SendError::Temporary)?,
+        _ => {
+            let pool = relay.map_err(SendError::Temporary)?;
+            pool.send(&envelope, &item.raw).await?
+        }
     };
-    let response = transport
-        .send_raw(&envelope, &item.raw)
-        .await
-        .map_err(lettre_error)?;
     let text = response.message().collect::<Vec<_>>().join(" ");
     Ok(clean_reply(&format!("{} {text}", response.code())))
 }

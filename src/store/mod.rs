@@ -17,7 +17,7 @@ mod types;
 
 pub use outbound::{
     AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply,
-    TicketUpdate,
+    ReplyContext, TicketUpdate,
 };
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -145,4 +145,7 @@ pub trait Store: Send + Sync + 'static {
     fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()>;
     /// The user an API token's sha256 (hex) belongs to.
     fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>>;
+    /// A ticket's subject, channel, contact and thread ids (the first and the
+    /// `recent` most recent), for composing a reply.
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;
 }

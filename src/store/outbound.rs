@@ -14,7 +14,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{StoreError, TicketId};
+use super::{ContactRef, StoreError, TicketId};
 
 /// Row id of an outbox entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -354,4 +354,69 @@ pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreErro
         }
     }
     Ok(c)
+}
+
+/// What composing a reply needs from a ticket, without loading every message.
+#[derive(Debug, Clone)]
+pub struct ReplyContext {
+    pub ticket: TicketId,
+    pub subject: String,
+    pub channel: String,
+    pub contact: ContactRef,
+    /// Message ids of the thread (inbound and outbound), oldest first: the
+    /// first one and the most recent `recent` ones.
+    pub thread: Vec<String>,
+}
+
+pub(crate) fn reply_context(
+    conn: &Connection,
+    ticket: TicketId,
+    recent: usize,
+) -> Result<ReplyContext, StoreError> {
+    let (subject, channel, email, name) = conn
+        .prepare_cached(
+            "SELECT t.subject, t.channel, c.email, c.name FROM tickets t
+             JOIN contacts c ON c.id = t.contact_id WHERE t.id = ?1",
+        )?
+        .query_row([ticket.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("ticket {ticket}")))?;
+    let first: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
+             AND message_id IS NOT NULL ORDER BY id LIMIT 1",
+        )?
+        .query_row([ticket.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
+         AND message_id IS NOT NULL ORDER BY id DESC LIMIT ?2",
+    )?;
+    let mut last: Vec<(i64, String)> = stmt
+        .query_map(params![ticket.0, recent as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    last.reverse();
+    let mut thread = Vec::with_capacity(last.len() + 1);
+    if let Some((id, mid)) = first
+        && last.first().is_none_or(|(l, _)| *l != id)
+    {
+        thread.push(mid);
+    }
+    thread.extend(last.into_iter().map(|(_, m)| m));
+    Ok(ReplyContext {
+        ticket,
+        subject,
+        channel,
+        contact: ContactRef { email, name },
+        thread,
+    })
 }

@@ -821,4 +821,8 @@ impl Store for SqliteStore {
     fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>> {
         Box::pin(self.read(move |c| ob::token_user(c, &token_hash)))
     }
+
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
+        Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
+    }
 }
