@@ -34,7 +34,7 @@ use crate::live::Live;
 use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
 
 /// Entries taken from the store per round.
-pub const BATCH: usize = 512;
+pub const BATCH: usize = 1024;
 /// Longest sleep when nothing is due.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -218,8 +218,10 @@ impl Sender {
         pool: Result<Arc<Pool>, String>,
         shutdown: &CancellationToken,
     ) {
-        // Enough tasks to keep every pooled connection busy.
-        let limit = config.relay.pool_size.max(1) as usize * 2;
+        // The pool bounds the connections; tasks beyond it wait for one. Many
+        // tasks, so that those waiting for their outcome's durable commit do
+        // not hold back new sends (their commits are grouped).
+        let limit = BATCH;
         let mut tasks: JoinSet<()> = JoinSet::new();
         for item in due {
             if shutdown.is_cancelled() {

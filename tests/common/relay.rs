@@ -15,6 +15,8 @@ pub struct ScriptedRelay {
     pub accepted: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Number of DATA transactions completed (any reply).
     pub transactions: Arc<AtomicUsize>,
+    /// `AUTH PLAIN` initial responses seen (base64 as sent).
+    pub auth: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -29,15 +31,21 @@ impl ScriptedRelay {
         let accepted: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let transactions = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, t, st) = (accepted.clone(), transactions.clone(), stop.clone());
+        let auth: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (a, t, st, au) = (
+            accepted.clone(),
+            transactions.clone(),
+            stop.clone(),
+            auth.clone(),
+        );
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (a, t, script) = (a.clone(), t.clone(), script.clone());
+                        let (a, t, script, au) = (a.clone(), t.clone(), script.clone(), au.clone());
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = session(stream, &script, &a, &t);
+                            let _ = session(stream, &script, &a, &t, &au);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -48,6 +56,7 @@ impl ScriptedRelay {
             port,
             accepted,
             transactions,
+            auth,
             stop,
         }
     }
@@ -68,6 +77,7 @@ fn session(
     script: &[String],
     accepted: &Mutex<Vec<Vec<u8>>>,
     transactions: &AtomicUsize,
+    auth: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = stream.try_clone()?;
@@ -81,7 +91,13 @@ fn session(
         }
         let verb = line.trim_end().to_ascii_uppercase();
         if verb.starts_with("EHLO") {
-            w.write_all(b"250-scripted.test\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n")?;
+            w.write_all(
+                b"250-scripted.test\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 52428800\r\n",
+            )?;
+        } else if verb.starts_with("AUTH PLAIN") {
+            let arg = line.trim_end().get(11..).unwrap_or("").trim().to_string();
+            auth.lock().expect("lock").push(arg);
+            w.write_all(b"235 2.7.0 authenticated\r\n")?;
         } else if verb.starts_with("DATA") {
             w.write_all(b"354 go ahead\r\n")?;
             let mut body = Vec::new();
