@@ -28,6 +28,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::sender::SendError;
 use crate::config::TlsMode;
@@ -178,13 +179,23 @@ impl Pool {
         connect(&self.target).await
     }
 
-    /// Deliver `raw`: the relay's final reply on success.
-    pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, SendError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SendError::Temporary("relay pool closed".into()))?;
+    /// Deliver `raw`: the relay's final reply on success. While waiting for a
+    /// connection, `stop` cancels ([`SendError::Cancelled`]: nothing was sent);
+    /// once the transaction started it runs to its end.
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        stop: &CancellationToken,
+    ) -> Result<Response, SendError> {
+        let _permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(SendError::Cancelled),
+            p = self.permits.acquire() => p.map_err(|_| SendError::Temporary("relay pool closed".into()))?,
+        };
+        if stop.is_cancelled() {
+            return Err(SendError::Cancelled);
+        }
         let mut conn = self.checkout().await?;
         match transaction(&mut conn, &self.target, envelope, raw).await {
             Ok(resp) => {

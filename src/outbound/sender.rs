@@ -12,8 +12,9 @@
 //! until the next due time, a wake-up from a newly queued reply, or
 //! [`IDLE_POLL`] (replies queued by another process, e.g. the CLI).
 //!
-//! Shutdown: stop taking entries, finish the sends in flight (each is one SMTP
-//! transaction, bounded by `relay.timeout_secs`), record them, return.
+//! Shutdown: stop taking entries; entries waiting for a connection are left
+//! queued untouched; transactions already started finish (bounded by
+//! `relay.timeout_secs` per step) and are recorded; then return.
 //!
 //! Must not: compose or alter messages (bytes are sent exactly as queued), or
 //! mark anything `sent` before the relay accepted it.
@@ -47,6 +48,9 @@ pub enum SendError {
     /// Give up (5xx, unusable envelope).
     #[error("{0}")]
     Permanent(String),
+    /// Shutdown came before the attempt started: nothing sent, nothing to record.
+    #[error("cancelled before sending")]
+    Cancelled,
 }
 
 /// Backoff after `attempts` failed attempts: base × 2^(attempts−1), capped.
@@ -70,6 +74,10 @@ pub fn outcome(
     match result {
         Ok(reply) => AttemptOutcome::Sent { reply },
         Err(SendError::Permanent(error)) => AttemptOutcome::Failed { error },
+        Err(SendError::Cancelled) => AttemptOutcome::Deferred {
+            error: "not attempted: shutting down".into(),
+            next_attempt_at: now,
+        },
         Err(SendError::Temporary(error)) => {
             let next = now + backoff_secs(cfg, attempts) as i64 * 1000;
             let deadline = created_at + cfg.max_lifetime_secs as i64 * 1000;
@@ -230,14 +238,18 @@ impl Sender {
             while tasks.len() >= limit {
                 let _ = tasks.join_next().await;
             }
-            let (store, config, pool, tokens) = (
+            let (store, config, pool, tokens, stop) = (
                 self.store.clone(),
                 config.clone(),
                 pool.clone(),
                 self.tokens.clone(),
+                shutdown.clone(),
             );
             tasks.spawn(async move {
-                let result = deliver(&item, &config, pool, tokens.as_deref()).await;
+                let result = deliver(&item, &config, pool, tokens.as_deref(), &stop).await;
+                if result == Err(SendError::Cancelled) {
+                    return; // not attempted: stays queued as it was
+                }
                 let now = super::now_ms();
                 let out = outcome(
                     &config.outbound,
@@ -293,7 +305,11 @@ async fn deliver(
     config: &Config,
     relay: Result<Arc<Pool>, String>,
     tokens: Option<&dyn AccessTokens>,
+    stop: &CancellationToken,
 ) -> Result<String, SendError> {
+    if stop.is_cancelled() {
+        return Err(SendError::Cancelled);
+    }
     let from = item
         .mail_from
         .parse()
@@ -332,7 +348,7 @@ async fn deliver(
         }
         _ => {
             let pool = relay.map_err(SendError::Temporary)?;
-            pool.send(&envelope, &item.raw).await?
+            pool.send(&envelope, &item.raw, stop).await?
         }
     };
     let text = response.message().collect::<Vec<_>>().join(" ");
