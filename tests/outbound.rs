@@ -544,3 +544,75 @@ fn kill_9_while_sending_repeats_only_in_the_window() {
         );
     }
 }
+
+/// STARTTLS and implicit TLS to a Postfix relay with a self-signed
+/// certificate: delivered when `relay.ca_file` trusts it; without it the
+/// reply stays queued with the certificate error as its detail.
+#[test]
+fn relay_tls_starttls_and_implicit() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
+    let cert = std::path::Path::new(fixtures).join("cert.pem");
+    let key = std::path::Path::new(fixtures).join("key.pem");
+    let smtps = free_port();
+    let pf = Postfix::start_maildir_tls(&cert, &key, smtps);
+    wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", smtps)).ok()
+    })
+    .expect("smtps listener");
+    let cases = [
+        ("starttls", pf.port, true, "s1@customer.example"),
+        ("implicit", smtps, true, "i1@customer.example"),
+        ("starttls", pf.port, false, "u1@customer.example"),
+    ];
+    let mut delivered = 0;
+    for (mode, port, trust, msgid) in cases {
+        let ca = if trust {
+            format!("ca_file = {:?}\n", cert.display().to_string())
+        } else {
+            String::new()
+        };
+        let keys = format!(
+            "host = \"127.0.0.1\"\nport = {port}\ntls = \"{mode}\"\ntimeout_secs = 10\n{ca}"
+        );
+        let d = Daemon::start_relay("", &keys, PEOPLE);
+        customer_mail(&d, "support@acme.example", "TLS", msgid, &[]);
+        let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
+            .as_i64()
+            .expect("number");
+        reply(
+            &d,
+            &d.token("ann"),
+            t,
+            json!({"text": format!("over {mode}")}),
+        );
+        if trust {
+            let m = wait_delivery(&d, t, "sent");
+            assert!(
+                m["delivery_detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("250"),
+                "{m}"
+            );
+            delivered += 1;
+            let got = wait_for(Duration::from_secs(30), || {
+                (pf.delivered().len() >= delivered).then_some(())
+            });
+            assert!(got.is_some(), "{mode}: not in the Maildir:\n{}", pf.log());
+        } else {
+            let m = wait_for(Duration::from_secs(30), || {
+                let m = outbound(&d, t).pop()?;
+                m["delivery_detail"].is_string().then_some(m)
+            })
+            .expect("an attempt");
+            assert_eq!(m["delivery"], "queued", "{m}");
+            let detail = m["delivery_detail"].as_str().unwrap_or("").to_lowercase();
+            assert!(
+                detail.contains("certificate") || detail.contains("tls"),
+                "{detail}"
+            );
+        }
+    }
+    let log = pf.log();
+    assert!(log.contains("TLS connection established from"), "{log}");
+}

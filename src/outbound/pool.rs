@@ -19,12 +19,15 @@
 //!
 //! Untrusted input: the relay's replies (kept as text for the agent).
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use tokio::sync::Semaphore;
@@ -47,6 +50,8 @@ pub struct SmtpTarget {
     /// Our EHLO name.
     pub hello: String,
     pub timeout: Duration,
+    /// PEM roots to trust instead of the system's (`relay.ca_file`).
+    pub ca_file: Option<PathBuf>,
     pub credentials: Option<Credentials>,
     /// AUTH mechanisms to offer (empty: lettre's default PLAIN, LOGIN).
     pub mechanisms: Vec<Mechanism>,
@@ -69,10 +74,28 @@ pub fn classify(e: lettre::transport::smtp::Error) -> SendError {
     }
 }
 
+/// TLS parameters for `host`: system roots, or only those in `ca_file`.
+pub fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, SendError> {
+    match ca_file {
+        None => TlsParameters::new(host.to_string()).map_err(|e| temporary("TLS parameters", e)),
+        Some(file) => {
+            let pem = std::fs::read(file)
+                .map_err(|e| temporary(&format!("reading {}", file.display()), e))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| temporary(&format!("certificates in {}", file.display()), e))?;
+            TlsParameters::builder(host.to_string())
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(cert)
+                .build()
+                .map_err(|e| temporary("TLS parameters", e))
+        }
+    }
+}
+
 /// Open one authenticated connection.
 pub async fn connect(t: &SmtpTarget) -> Result<AsyncSmtpConnection, SendError> {
     let hello = ClientId::Domain(t.hello.clone());
-    let params = || TlsParameters::new(t.host.clone()).map_err(|e| temporary("TLS parameters", e));
+    let params = || tls_parameters(&t.host, t.ca_file.as_deref());
     let mut conn = match t.tls {
         TlsMode::Implicit => AsyncSmtpConnection::connect_tokio1(
             (t.host.as_str(), t.port),

@@ -118,6 +118,7 @@ fn relay_target(relay: &RelayConfig, hostname: &str) -> Result<SmtpTarget, Strin
         tls: relay.tls,
         hello: hostname.to_string(),
         timeout: Duration::from_secs(relay.timeout_secs.max(1)),
+        ca_file: relay.ca_file.clone(),
         credentials,
         mechanisms: Vec::new(),
     })
@@ -338,6 +339,7 @@ async fn deliver(
                 tls,
                 hello: config.smtp.hostname.clone(),
                 timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
+                ca_file: None,
                 credentials: Some(Credentials::new(
                     channel.address.clone().unwrap_or_default(),
                     token,

@@ -52,7 +52,30 @@ impl Postfix {
     /// loopback and delivers it into one Maildir ([`Postfix::maildir`]).
     /// `port`: listen there (to bring a "down" relay up), else a free port.
     pub fn start_maildir(port: Option<u16>) -> Postfix {
-        let extra = "mydestination =
+        Self::start_with(port, MAILDIR_MAIN, MAILDIR_MASTER)
+    }
+
+    /// [`Postfix::start_maildir`] with TLS from `cert`/`key`: STARTTLS offered
+    /// on [`Postfix::port`], implicit TLS (wrapper mode) on `smtps_port`.
+    pub fn start_maildir_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        smtps_port: u16,
+    ) -> Postfix {
+        let main = format!(
+            "{MAILDIR_MAIN}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n",
+            cert.display(),
+            key.display()
+        );
+        let master = format!(
+            "{MAILDIR_MASTER}127.0.0.1:{smtps_port} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_tls_security_level=encrypt\n"
+        );
+        Self::start_with(None, &main, &master)
+    }
+}
+
+const MAILDIR_MASTER: &str = "virtual   unix  -       n       n       -       -       virtual\n";
+const MAILDIR_MAIN: &str = "mydestination =
 virtual_mailbox_domains = static:all
 virtual_mailbox_base = MAILBASE
 virtual_mailbox_maps = static:inbox/
@@ -62,13 +85,8 @@ virtual_minimum_uid = 1
 virtual_mailbox_limit = 0
 virtual_destination_concurrency_limit = 20
 ";
-        Self::start_with(
-            port,
-            extra,
-            "virtual   unix  -       n       n       -       -       virtual\n",
-        )
-    }
 
+impl Postfix {
     /// The Maildir of [`Postfix::start_maildir`] (its `new/` holds delivered mail).
     pub fn maildir(&self) -> PathBuf {
         self.dir.path().join("mail/inbox")
