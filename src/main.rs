@@ -82,6 +82,9 @@ enum Command {
         /// Attach a file (repeatable).
         #[arg(long = "attach", value_name = "FILE")]
         attach: Vec<PathBuf>,
+        /// Cc the ticket's other participants.
+        #[arg(long)]
+        cc_thread: bool,
         #[arg(long)]
         json: bool,
     },
@@ -380,6 +383,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             html,
             subject,
             attach,
+            cc_thread,
             json,
         } => {
             let mut attachments = Vec::new();
@@ -410,6 +414,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                     html,
                     subject,
                     attachments,
+                    cc_thread,
                 })
                 .await?;
             if json {

@@ -343,6 +343,16 @@ fn relay_451_twice_then_250_is_sent() {
         3
     );
     assert_eq!(relay.accepted_count(), 1);
+    // The outcomes are in the metrics.
+    let (status, metrics) = d.api("GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or("");
+    for want in [
+        "postdesk_outbox_attempts_total{result=\"deferred\"} 2",
+        "postdesk_outbox_attempts_total{result=\"sent\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
 }
 
 #[test]
@@ -615,4 +625,80 @@ fn relay_tls_starttls_and_implicit() {
     }
     let log = pf.log();
     assert!(log.contains("TLS connection established from"), "{log}");
+}
+
+/// `cc_thread`: the ticket's other participants are Cc'd (header and
+/// envelope); without it only the contact gets the reply.
+#[test]
+fn reply_can_cc_the_thread() {
+    let relay = ScriptedRelay::start(&["250 2.0.0 ok"]);
+    let d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
+    customer_mail(
+        &d,
+        "support@acme.example",
+        "Team issue",
+        "cc1@customer.example",
+        &[],
+    );
+    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
+        .as_i64()
+        .expect("number");
+    // A colleague of the customer writes into the same thread.
+    let (ok, out) = swaks(
+        d.smtp,
+        &[
+            "--from",
+            "dave@customer.example",
+            "--to",
+            "support@acme.example",
+            "--h-Subject",
+            "Re: Team issue",
+            "--h-From",
+            "Dave Colleague <dave@customer.example>",
+            "--add-header",
+            "In-Reply-To: <cc1@customer.example>",
+            "--body",
+            "Same here.",
+        ],
+    );
+    assert!(ok, "{out}");
+    wait_for(Duration::from_secs(30), || {
+        (messages(&d.ticket(t)).len() >= 2).then_some(())
+    })
+    .expect("dave's mail joined the ticket");
+    let ann = d.token("ann");
+    reply(
+        &d,
+        &ann,
+        t,
+        json!({"text": "To all of you.", "cc_thread": true}),
+    );
+    wait_delivery(&d, t, "sent");
+    reply(&d, &ann, t, json!({"text": "Just Carol."}));
+    wait_for(Duration::from_secs(30), || {
+        (relay.accepted_count() >= 2).then_some(())
+    })
+    .expect("both delivered");
+    let rcpts = relay.rcpts.lock().expect("lock").clone();
+    let bodies = relay.accepted.lock().expect("lock").clone();
+    let (mut with_cc, mut without) = (None, None);
+    for (r, b) in rcpts.iter().zip(&bodies) {
+        let m = MessageParser::default().parse(b.as_slice()).expect("parse");
+        let cc = m
+            .cc()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_string);
+        if m.body_text(0).is_some_and(|t| t.contains("To all of you.")) {
+            with_cc = Some((r.clone(), cc));
+        } else {
+            without = Some((r.clone(), cc));
+        }
+    }
+    let (r, cc) = with_cc.expect("cc reply");
+    assert_eq!(r, vec!["carol@customer.example", "dave@customer.example"]);
+    assert_eq!(cc.as_deref(), Some("dave@customer.example"));
+    let (r, cc) = without.expect("plain reply");
+    assert_eq!(r, vec!["carol@customer.example"]);
+    assert_eq!(cc, None);
 }

@@ -143,6 +143,9 @@ pub struct ReplyBody {
     pub subject: Option<String>,
     #[serde(default)]
     pub attachments: Vec<AttachmentBody>,
+    /// Cc the ticket's other participants.
+    #[serde(default)]
+    pub cc_thread: bool,
     /// The agent the reply is from; must be the token's user. Default: the token's user.
     #[serde(rename = "as")]
     pub as_user: Option<String>,
@@ -180,6 +183,7 @@ pub async fn reply(
             html: body.html,
             subject: body.subject,
             attachments,
+            cc_thread: body.cc_thread,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(queued)))

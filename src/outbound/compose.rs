@@ -69,6 +69,8 @@ pub struct ReplyInput<'a> {
     pub from_name: Option<&'a str>,
     pub to_email: &'a str,
     pub to_name: Option<&'a str>,
+    /// `Cc` recipients (address, name).
+    pub cc: &'a [(String, Option<String>)],
     pub ticket: i64,
     /// The ticket's subject (customer input).
     pub ticket_subject: &'a str,
@@ -236,6 +238,9 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
     if !valid_address(input.from_email) {
         return Err(ComposeError::BadAddress(input.from_email.to_string()));
     }
+    if let Some((bad, _)) = input.cc.iter().find(|(a, _)| !valid_address(a)) {
+        return Err(ComposeError::BadAddress(bad.clone()));
+    }
     let text_in = input.text.map(str::trim_end).filter(|t| !t.is_empty());
     let html_in = input.html.map(str::trim).filter(|t| !t.is_empty());
     if text_in.is_none() && html_in.is_none() {
@@ -298,6 +303,20 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
         )
         .text_body(Cow::Owned(text.clone()))
         .html_body(Cow::Owned(html.clone()));
+    if !input.cc.is_empty() {
+        let cc = input
+            .cc
+            .iter()
+            .map(|(a, n)| {
+                let n = n
+                    .as_deref()
+                    .map(|n| clean_header_value(n, MAX_HEADER_VALUE))
+                    .filter(|n| !n.is_empty());
+                Address::new_address(n, a.clone())
+            })
+            .collect();
+        b = b.cc(Address::new_list(cc));
+    }
     if let Some(id) = &in_reply_to {
         b = b.in_reply_to(MessageId::new(id.clone()));
     }
@@ -338,6 +357,7 @@ mod tests {
             from_name: Some("Ann Agent from Acme"),
             to_email: "carol@customer.example",
             to_name: Some("Carol"),
+            cc: &[],
             ticket: 7,
             ticket_subject: "Printer on fire",
             subject_override: None,

@@ -94,6 +94,8 @@ pub struct ReplyRequest {
     /// Replaces `Re: <ticket subject>`; the `[#N]` token is kept.
     pub subject: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// Cc the ticket's other participants (contacts who wrote in the thread).
+    pub cc_thread: bool,
 }
 
 /// A source of OAuth 2 access tokens for a channel's mailbox, used for
@@ -177,6 +179,19 @@ impl Outbound {
         let from_name = config.sender_display_name(channel, Some(agent));
         let signature = signature::render(&channel.signature_html, agent);
         let thread = ticket.thread;
+        // Cc: the thread's other participants, never our own addresses.
+        let cc: Vec<(String, Option<String>)> = if req.cc_thread {
+            ticket
+                .participants
+                .iter()
+                .filter(|p| p.email != ticket.contact.email)
+                .filter(|p| config.channel_for_recipient(&p.email).is_none())
+                .filter(|p| config.user_by_email(&p.email).is_none())
+                .map(|p| (p.email.clone(), p.name.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let domain = config.message_id_domain().to_string();
         let message_id = new_message_id(req.ticket, &domain);
         let now = std::time::SystemTime::now()
@@ -188,6 +203,7 @@ impl Outbound {
             from_name: from_name.as_deref(),
             to_email: &ticket.contact.email,
             to_name: ticket.contact.name.as_deref(),
+            cc: &cc,
             ticket: req.ticket.0,
             ticket_subject: &ticket.subject,
             subject_override: req.subject.as_deref(),
@@ -217,6 +233,7 @@ impl Outbound {
             from_email: from_email.clone(),
             from_name,
             to: vec![ticket.contact.email.clone()],
+            cc: cc.into_iter().map(|(a, _)| a).collect(),
             subject: composed.subject,
             date: mail_builder::headers::date::Date::new(now).to_rfc822(),
             text: composed.text,

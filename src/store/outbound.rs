@@ -61,8 +61,10 @@ pub struct NewReply {
     /// Channel address (envelope sender and From address).
     pub from_email: String,
     pub from_name: Option<String>,
-    /// Envelope and header recipients.
+    /// `To` recipients.
     pub to: Vec<String>,
+    /// `Cc` recipients (also envelope recipients).
+    pub cc: Vec<String>,
     pub subject: String,
     pub date: String,
     pub text: String,
@@ -132,6 +134,8 @@ pub(crate) fn queue_reply(
         )));
     }
     let to = serde_json::to_string(&r.to).unwrap_or_else(|_| "[]".into());
+    let rcpt: Vec<&String> = r.to.iter().chain(r.cc.iter()).collect();
+    let rcpt = serde_json::to_string(&rcpt).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(
         "INSERT INTO messages (ticket_id, channel, direction, dedupe_key, message_id, in_reply_to, refs,
                                from_email, from_name, to_addrs, subject, date, text, html, author,
@@ -160,7 +164,7 @@ pub(crate) fn queue_reply(
         "INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, raw, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     )?
-    .execute(params![message_row, r.channel, r.from_email, to, r.raw, now])?;
+    .execute(params![message_row, r.channel, r.from_email, rcpt, r.raw, now])?;
     let outbox_id = OutboxId(conn.last_insert_rowid());
     conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
         .execute(params![now, r.ticket.0])?;
@@ -366,6 +370,8 @@ pub struct ReplyContext {
     /// Message ids of the thread (inbound and outbound), oldest first: the
     /// first one and the most recent `recent` ones.
     pub thread: Vec<String>,
+    /// Other contacts who wrote in the ticket (candidates for Cc).
+    pub participants: Vec<ContactRef>,
 }
 
 pub(crate) fn reply_context(
@@ -412,11 +418,24 @@ pub(crate) fn reply_context(
         thread.push(mid);
     }
     thread.extend(last.into_iter().map(|(_, m)| m));
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.email, c.name FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+         WHERE p.ticket_id = ?1 ORDER BY c.email",
+    )?;
+    let participants = stmt
+        .query_map([ticket.0], |r| {
+            Ok(ContactRef {
+                email: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ReplyContext {
         ticket,
         subject,
         channel,
         contact: ContactRef { email, name },
         thread,
+        participants,
     })
 }

@@ -17,6 +17,8 @@ pub struct ScriptedRelay {
     pub transactions: Arc<AtomicUsize>,
     /// `AUTH PLAIN` initial responses seen (base64 as sent).
     pub auth: Arc<Mutex<Vec<String>>>,
+    /// Envelope recipients of each accepted message (same order as `accepted`).
+    pub rcpts: Arc<Mutex<Vec<Vec<String>>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -32,20 +34,23 @@ impl ScriptedRelay {
         let transactions = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let auth: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (a, t, st, au) = (
+        let rcpts: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let (a, t, st, au, rc) = (
             accepted.clone(),
             transactions.clone(),
             stop.clone(),
             auth.clone(),
+            rcpts.clone(),
         );
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (a, t, script, au) = (a.clone(), t.clone(), script.clone(), au.clone());
+                        let (a, t, script, au, rc) =
+                            (a.clone(), t.clone(), script.clone(), au.clone(), rc.clone());
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = session(stream, &script, &a, &t, &au);
+                            let _ = session(stream, &script, &a, &t, &au, &rc);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -57,6 +62,7 @@ impl ScriptedRelay {
             accepted,
             transactions,
             auth,
+            rcpts,
             stop,
         }
     }
@@ -78,7 +84,9 @@ fn session(
     accepted: &Mutex<Vec<Vec<u8>>>,
     transactions: &AtomicUsize,
     auth: &Mutex<Vec<String>>,
+    rcpts: &Mutex<Vec<Vec<String>>>,
 ) -> std::io::Result<()> {
+    let mut envelope: Vec<String> = Vec::new();
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
@@ -118,9 +126,26 @@ fn session(
                 .cloned()
                 .unwrap_or_else(|| "250 ok".into());
             if reply.starts_with('2') {
-                accepted.lock().expect("lock").push(body);
+                // Both under one lock order: accepted, then rcpts.
+                let mut acc = accepted.lock().expect("lock");
+                acc.push(body);
+                rcpts
+                    .lock()
+                    .expect("lock")
+                    .push(std::mem::take(&mut envelope));
             }
+            envelope.clear();
             w.write_all(format!("{reply}\r\n").as_bytes())?;
+        } else if verb.starts_with("RCPT TO:") {
+            let addr = line.trim_end()[8..]
+                .trim()
+                .trim_matches(['<', '>'])
+                .to_string();
+            envelope.push(addr);
+            w.write_all(b"250 ok\r\n")?;
+        } else if verb.starts_with("MAIL") || verb.starts_with("RSET") {
+            envelope.clear();
+            w.write_all(b"250 ok\r\n")?;
         } else if verb.starts_with("QUIT") {
             w.write_all(b"221 bye\r\n")?;
             return Ok(());
