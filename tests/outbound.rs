@@ -702,3 +702,31 @@ fn reply_can_cc_the_thread() {
     assert_eq!(r, vec!["carol@customer.example"]);
     assert_eq!(cc, None);
 }
+
+/// SIGTERM while the relay is still answering a transaction: the daemon
+/// waits for the answer, records `sent`, and exits cleanly.
+#[test]
+fn sigterm_finishes_the_send_in_flight() {
+    let relay = ScriptedRelay::start(&["sleep:3000 250 2.0.0 slow but ok"]);
+    let mut d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
+    customer_mail(
+        &d,
+        "support@acme.example",
+        "Slow",
+        "sl1@customer.example",
+        &[],
+    );
+    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
+        .as_i64()
+        .expect("number");
+    reply(&d, &d.token("ann"), t, json!({"text": "Slowly."}));
+    wait_for(Duration::from_secs(30), || {
+        (relay.transactions.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .expect("transaction started");
+    let status = d.stop();
+    assert!(status.success(), "exit status {status}:\n{}", d.log_text());
+    assert_eq!(relay.accepted_count(), 1);
+    let m = outbound(&d, t).pop().expect("reply");
+    assert_eq!(m["delivery"], "sent", "{m}");
+}

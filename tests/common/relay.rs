@@ -24,7 +24,8 @@ pub struct ScriptedRelay {
 
 impl ScriptedRelay {
     /// Start answering the end of DATA with `script[i]` for transaction i
-    /// (e.g. `["451 4.3.0 try later", "250 2.0.0 ok"]`).
+    /// (e.g. `["451 4.3.0 try later", "250 2.0.0 ok"]`). An entry
+    /// `"sleep:MS 250 ok"` waits MS milliseconds before answering.
     pub fn start(script: &[&str]) -> ScriptedRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -125,6 +126,14 @@ fn session(
                 .or(script.last())
                 .cloned()
                 .unwrap_or_else(|| "250 ok".into());
+            let reply = match reply.strip_prefix("sleep:") {
+                Some(rest) => {
+                    let (ms, r) = rest.split_once(' ').unwrap_or((rest, "250 ok"));
+                    std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+                    r.to_string()
+                }
+                None => reply,
+            };
             if reply.starts_with('2') {
                 // Both under one lock order: accepted, then rcpts.
                 let mut acc = accepted.lock().expect("lock");
