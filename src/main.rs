@@ -415,6 +415,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                     subject,
                     attachments,
                     cc_thread,
+                    idempotency_key: None,
                 })
                 .await?;
             if json {

@@ -371,3 +371,39 @@ fn cli_reply_uses_the_same_path() {
     let bad = d.cli(&["reply", "999", "--as", "bob", "--text", "x"]);
     assert!(!bad.status.success());
 }
+
+/// A retried POST with the same Idempotency-Key queues one reply.
+#[test]
+fn idempotency_key_makes_retries_safe() {
+    let (d, t) = with_ticket();
+    let ann = d.token("ann");
+    let bob = d.token("bob");
+    let path = format!("/api/v1/tickets/{t}/replies");
+    let body = json!({"text": "Only once, please."}).to_string();
+    let send = |token: &str, key: &str| {
+        common::http::request_with(
+            d.http,
+            "POST",
+            &path,
+            &[("Idempotency-Key", key)],
+            Some(token),
+            Some(&body),
+        )
+    };
+    let (s1, first) = send(&ann, "k-1");
+    assert_eq!(s1, 201, "{first}");
+    let (s2, again) = send(&ann, "k-1");
+    assert_eq!(s2, 200, "{again}");
+    assert_eq!(again["message_id"], first["message_id"]);
+    assert_eq!(again["replayed"], true);
+    // Another key, or another agent with the same key: a new reply.
+    let (s3, other) = send(&ann, "k-2");
+    assert_eq!(s3, 201, "{other}");
+    let (s4, bobs) = send(&bob, "k-1");
+    assert_eq!(s4, 201, "{bobs}");
+    let outbound = messages(&d.ticket(t))
+        .iter()
+        .filter(|m| m["direction"] == "outbound")
+        .count();
+    assert_eq!(outbound, 3);
+}

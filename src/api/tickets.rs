@@ -155,8 +155,17 @@ pub async fn reply(
     State(s): State<AppState>,
     user: AuthUser,
     Path(n): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let n = ticket_number(&n)?;
     if let Some(other) = &body.as_user {
         user.require_self(other)?;
@@ -184,9 +193,15 @@ pub async fn reply(
             subject: body.subject,
             attachments,
             cc_thread: body.cc_thread,
+            idempotency_key,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(queued)))
+    let status = if queued.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(queued)))
 }
 
 #[derive(Debug, Deserialize)]

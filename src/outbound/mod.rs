@@ -25,7 +25,9 @@
 //!   is sent again — with the same Message-ID and bytes, so receivers that
 //!   dedupe on Message-ID show it once. Everything else is exactly once: a reply
 //!   is never attempted twice concurrently (one sender task per store), and a
-//!   crash before the relay's 250 simply retries.
+//!   crash before the relay's 250 simply retries. On the way in, a client that
+//!   retries a request whose answer it lost sends the same `Idempotency-Key`
+//!   and gets the first reply back instead of a second one.
 //!
 //! MUST NOT
 //!   Parse inbound mail, route tickets, or touch SQL (it calls the store).
@@ -96,6 +98,9 @@ pub struct ReplyRequest {
     pub attachments: Vec<Attachment>,
     /// Cc the ticket's other participants (contacts who wrote in the thread).
     pub cc_thread: bool,
+    /// Repeat-safe key (API `Idempotency-Key`): the same author and key on the
+    /// same ticket queue one reply, however often the request is retried.
+    pub idempotency_key: Option<String>,
 }
 
 /// A source of OAuth 2 access tokens for a channel's mailbox, used for
@@ -150,6 +155,9 @@ impl Outbound {
             return Err(OutboundError::TooLarge(format!(
                 "reply body over {MAX_BODY_BYTES} bytes"
             )));
+        }
+        if let Some(k) = &req.idempotency_key {
+            compose::check_agent_header("idempotency key", k, 200)?;
         }
         let total: usize = req.attachments.iter().map(|a| a.data.len()).sum();
         if total > MAX_ATTACHMENTS_BYTES {
@@ -239,10 +247,13 @@ impl Outbound {
             text: composed.text,
             html: composed.html,
             raw,
+            idempotency_key: req.idempotency_key,
         };
         let queued = self.store.queue_reply(reply).await?;
-        metrics::counter!("postdesk_outbox_queued_total").increment(1);
-        self.wake.notify_one();
+        if !queued.replayed {
+            metrics::counter!("postdesk_outbox_queued_total").increment(1);
+            self.wake.notify_one();
+        }
         Ok(queued)
     }
 }

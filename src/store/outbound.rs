@@ -70,6 +70,9 @@ pub struct NewReply {
     pub text: String,
     pub html: Option<String>,
     pub raw: Vec<u8>,
+    /// Client-chosen key: a second request by the same author with the same
+    /// key returns the first reply instead of queuing another.
+    pub idempotency_key: Option<String>,
 }
 
 /// What committing a reply produced.
@@ -79,6 +82,9 @@ pub struct QueuedReply {
     pub outbox_id: OutboxId,
     pub message_id: String,
     pub delivery: Delivery,
+    /// True when an earlier request with the same idempotency key already
+    /// queued this reply (nothing new was written).
+    pub replayed: bool,
 }
 
 /// An outbox entry the sender is to attempt.
@@ -133,6 +139,39 @@ pub(crate) fn queue_reply(
             r.ticket, r.channel
         )));
     }
+    // The message's dedupe key doubles as the idempotency record (unique per channel).
+    let dedupe_key = match &r.idempotency_key {
+        Some(k) => format!("idem:{}:{k}", r.author),
+        None => format!("mid:{}", r.message_id),
+    };
+    let existing: Option<(i64, String, Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
+             WHERE m.channel = ?1 AND m.dedupe_key = ?2",
+        )?
+        .query_row(params![r.channel, dedupe_key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    if let Some((outbox_id, message_id, delivery, ticket)) = existing {
+        if ticket != r.ticket.0 {
+            return Err(StoreError::Invalid(format!(
+                "idempotency key already used for ticket {ticket}"
+            )));
+        }
+        let delivery = match delivery.as_deref() {
+            Some("sent") => Delivery::Sent,
+            Some("failed") => Delivery::Failed,
+            _ => Delivery::Queued,
+        };
+        return Ok(QueuedReply {
+            ticket: r.ticket,
+            outbox_id: OutboxId(outbox_id),
+            message_id,
+            delivery,
+            replayed: true,
+        });
+    }
     let to = serde_json::to_string(&r.to).unwrap_or_else(|_| "[]".into());
     let rcpt: Vec<&String> = r.to.iter().chain(r.cc.iter()).collect();
     let rcpt = serde_json::to_string(&rcpt).unwrap_or_else(|_| "[]".into());
@@ -145,7 +184,7 @@ pub(crate) fn queue_reply(
     .execute(params![
         r.ticket.0,
         r.channel,
-        format!("mid:{}", r.message_id),
+        dedupe_key,
         r.message_id,
         r.in_reply_to,
         r.references.join(" "),
@@ -173,6 +212,7 @@ pub(crate) fn queue_reply(
         outbox_id,
         message_id: r.message_id.clone(),
         delivery: Delivery::Queued,
+        replayed: false,
     })
 }
 

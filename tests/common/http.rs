@@ -16,12 +16,27 @@ pub fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
+    request_with(addr, method, path, &[], token, body)
+}
+
+/// [`request`] with extra headers.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() || method != "GET" {
