@@ -5,8 +5,10 @@
 //! the SMTP listeners stop accepting and idle sessions get `421`, sessions in
 //! DATA finish up to `smtp.shutdown_grace_secs`, and mailbox pullers commit
 //! the batch in hand and log out (same deadline); then ingest drains the spool
-//! (bounded by the same grace); then HTTP stops. Whatever ingest did not
-//! finish stays in the durable spool for the next start.
+//! (bounded by the same grace); then HTTP stops; then the outbound sender
+//! finishes the sends in flight (same grace). Whatever ingest did not finish
+//! stays in the durable spool, and unsent replies in the outbox, for the next
+//! start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -201,12 +203,30 @@ pub async fn run(
         tokens: tokens.clone(),
     };
     let pull_task = tokio::spawn(puller.run(pull_stop.clone()));
+    // Outbound: replies queued by the API wake the sender at once; the CLI's
+    // (another process) are found by its poll.
+    let outbound_stop = CancellationToken::new();
+    let out_wake = Arc::new(Notify::new());
+    let outbound = crate::outbound::Outbound {
+        store: store.clone(),
+        live: live.clone(),
+        wake: out_wake.clone(),
+    };
+    let sender = crate::outbound::sender::Sender {
+        store: store.clone(),
+        live: live.clone(),
+        wake: out_wake,
+        tokens: None,
+    };
+    let sender_task = tokio::spawn(sender.run(outbound_stop.clone()));
 
     if let Ok(addr) = bound.http.local_addr() {
         tracing::info!(%addr, "http listening");
     }
     let app = crate::api::AppState {
         store: store.clone(),
+        live: live.clone(),
+        outbound,
         metrics,
         stopping: shutdown.clone(),
     };
@@ -292,6 +312,11 @@ pub async fn run(
     http_stop.cancel();
     refresher.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    tracing::info!("stopping: finishing sends in flight");
+    outbound_stop.cancel();
+    if tokio::time::timeout(grace, sender_task).await.is_err() {
+        tracing::warn!("sends still in flight at the deadline; they stay queued and are retried");
+    }
     tracing::info!("postdesk stopped");
     Ok(())
 }

@@ -11,7 +11,8 @@
 //!   thread → route → ticket.
 //! - [`pull`]: pulls Gmail, Office 365 and IMAP mailboxes into the spool
 //!   (one isolated task per mailbox, OAuth token refresh).
-//! - [`api`]: the HTTP listener (health, metrics).
+//! - [`outbound`]: agents' replies: compose, durable outbox, relay sender.
+//! - [`api`]: the HTTP listener: the agents' JSON API, health, metrics.
 //! - [`daemon`]: wires the above together, shutdown and reload.
 //! - [`config`]: the one validated, typed configuration; [`live`]: the
 //!   configuration and runtime overrides in force now.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod ingest;
 pub mod live;
+pub mod outbound;
 pub mod pull;
 pub mod smtp;
 pub mod store;

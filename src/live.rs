@@ -78,6 +78,13 @@ impl Live {
         }
     }
 
+    /// Record a user availability override made in this process (API).
+    pub fn set_user_available(&self, id: &str, available: bool) {
+        if let Ok(mut m) = self.user_available.write() {
+            m.insert(id.to_string(), (available, jiff::Timestamp::now()));
+        }
+    }
+
     /// Reload the overrides from the store (they may be changed by the CLI,
     /// another process).
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {

@@ -63,9 +63,37 @@ enum Command {
     /// Channels: list, enable, disable.
     #[command(subcommand)]
     Channels(ChannelsCmd),
-    /// Users (agents): list, available, away.
+    /// Reply to a ticket as an agent: composed and durably queued (the
+    /// daemon's sender delivers it). Same code path as the HTTP API.
+    Reply {
+        number: i64,
+        /// The agent (user id) the reply is from.
+        #[arg(long = "as", value_name = "USER_ID")]
+        as_user: String,
+        /// Plain-text body.
+        #[arg(long, required_unless_present = "html")]
+        text: Option<String>,
+        /// HTML body.
+        #[arg(long)]
+        html: Option<String>,
+        /// Subject instead of `Re: <ticket subject>` (the `[#N]` token is kept).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Attach a file (repeatable).
+        #[arg(long = "attach", value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// Cc the ticket's other participants.
+        #[arg(long)]
+        cc_thread: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users: API tokens.
     #[command(subcommand)]
     Users(UsersCmd),
+    /// The outbox of replies.
+    #[command(subcommand)]
+    Outbox(OutboxCmd),
     /// Channels, queues and store counts.
     Status {
         #[arg(long)]
@@ -139,6 +167,8 @@ enum UsersCmd {
     Available { id: String },
     /// Mark a user away: routing skips them (with `only_available`).
     Away { id: String },
+    /// Issue a new API bearer token for USER; printed once, stored hashed.
+    Token { user: String },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +182,17 @@ enum ChannelsCmd {
     Enable { id: String },
     /// Disable a channel: SMTP answers 450 for it, its tickets stay.
     Disable { id: String },
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// Make every queued reply due now (like `postqueue -f`).
+    Flush,
+    /// Counts by state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
@@ -374,6 +415,75 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
         }
         Command::Channels(cmd) => channels(cmd, config).await,
         Command::Users(cmd) => users(cmd, config).await,
+        Command::Reply {
+            number,
+            as_user,
+            text,
+            html,
+            subject,
+            attach,
+            cc_thread,
+            json,
+        } => {
+            let mut attachments = Vec::new();
+            for path in attach {
+                let data =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let filename = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .with_context(|| format!("{} has no file name", path.display()))?;
+                attachments.push(postdesk::outbound::Attachment {
+                    filename,
+                    content_type: "application/octet-stream".into(),
+                    data,
+                });
+            }
+            let store: Arc<dyn Store> = open_store(&config).await?;
+            let outbound = postdesk::outbound::Outbound {
+                store,
+                live: Arc::new(postdesk::live::Live::new(config)),
+                wake: Arc::new(Notify::new()),
+            };
+            let queued = outbound
+                .reply(postdesk::outbound::ReplyRequest {
+                    ticket: TicketId(number),
+                    author: as_user,
+                    text,
+                    html,
+                    subject,
+                    attachments,
+                    cc_thread,
+                    idempotency_key: None,
+                })
+                .await?;
+            if json {
+                return print_json(&queued);
+            }
+            println!(
+                "reply queued on ticket #{} as <{}>",
+                queued.ticket, queued.message_id
+            );
+            Ok(())
+        }
+        Command::Outbox(OutboxCmd::Flush) => {
+            let store = open_store(&config).await?;
+            let n = store.flush_outbox().await?;
+            println!("{n} queued replies due now");
+            Ok(())
+        }
+        Command::Outbox(OutboxCmd::Status { json }) => {
+            let store = open_store(&config).await?;
+            let c = store.outbox_counts().await?;
+            if json {
+                return print_json(&c);
+            }
+            println!(
+                "outbox: {} queued, {} sent, {} failed",
+                c.queued, c.sent, c.failed
+            );
+            Ok(())
+        }
         Command::Status { json } => status(config, json).await,
         Command::Resolve {
             file,
@@ -468,16 +578,27 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             }
             Ok(())
         }
+        UsersCmd::Token { user } => {
+            if config.user(&user).is_none() {
+                bail!("unknown user {user:?}");
+            }
+            let token = postdesk::api::auth::new_token().context("reading /dev/urandom")?;
+            store
+                .add_api_token(postdesk::api::auth::token_hash(&token), user)
+                .await?;
+            println!("{token}");
+            Ok(())
+        }
         UsersCmd::Available { id } | UsersCmd::Away { id } if config.user(&id).is_none() => {
             bail!("unknown user {id:?}")
         }
         UsersCmd::Available { id } => {
-            store.set_user_available(id.clone(), true).await?;
+            store.set_user_available(id.clone(), Some(true)).await?;
             println!("{id} is available");
             Ok(())
         }
         UsersCmd::Away { id } => {
-            store.set_user_available(id.clone(), false).await?;
+            store.set_user_available(id.clone(), Some(false)).await?;
             println!("{id} is away");
             Ok(())
         }

@@ -1,34 +1,72 @@
-//! HTTP listener: health, readiness and Prometheus metrics.
+//! HTTP listener: the agents' JSON API under `/api/v1`, health, readiness
+//! and Prometheus metrics.
 //!
-//! The agents' JSON API (`/api/v1`) grows here; it calls the store and ingest,
-//! never SQL or SMTP directly.
+//! Owns routing, authentication ([`auth`]), JSON errors with stable codes
+//! ([`error`]) and the resources: [`tickets`] (list, show, update, replies,
+//! notes) and [`people`] (contacts, users' availability, channels).
+//!
+//! Must not: run SQL or talk SMTP — handlers call the store and
+//! [`crate::outbound::Outbound`] (the same reply path as the CLI).
+//!
+//! Untrusted input: every request. Bodies are capped at [`MAX_BODY`]; JSON
+//! that does not parse or has unknown fields is a 400 `bad_request`; every
+//! `/api/v1` route needs a bearer token (401 `unauthorized`).
+
+pub mod auth;
+pub mod error;
+pub mod people;
+pub mod tickets;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::Live;
+use crate::outbound::Outbound;
 use crate::store::Store;
+use error::ApiError;
+
+/// Largest request body (base64 attachments included).
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub live: Arc<Live>,
+    pub outbound: Outbound,
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the daemon stops: `/readyz` then answers 503.
     pub stopping: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/tickets", get(tickets::list))
+        .route("/tickets/{n}", get(tickets::show).patch(tickets::update))
+        .route("/tickets/{n}/replies", post(tickets::reply))
+        .route("/tickets/{n}/notes", post(tickets::note))
+        .route("/contacts", get(people::contacts))
+        .route("/contacts/{email}", get(people::contact))
+        .route("/contacts/{email}/owner", put(people::contact_owner))
+        .route("/users", get(people::users))
+        .route("/users/{id}/availability", put(people::set_availability))
+        .route("/channels", get(people::channels))
+        .route("/channels/{id}/enable", post(people::enable_channel))
+        .route("/channels/{id}/disable", post(people::disable_channel))
+        .fallback(|| async { ApiError::not_found("no such API endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
         .with_state(state)
 }
 
@@ -49,6 +87,11 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     if let Ok(st) = s.store.status().await {
         metrics::gauge!("postdesk_spool_pending").set(st.spool_pending as f64);
         metrics::gauge!("postdesk_outbox_queued").set(st.outbox_queued as f64);
+    }
+    if let Ok(c) = s.store.outbox_counts().await {
+        metrics::gauge!("postdesk_outbox_depth", "state" => "queued").set(c.queued as f64);
+        metrics::gauge!("postdesk_outbox_depth", "state" => "sent").set(c.sent as f64);
+        metrics::gauge!("postdesk_outbox_depth", "state" => "failed").set(c.failed as f64);
     }
     match &s.metrics {
         Some(h) => (StatusCode::OK, h.render()),

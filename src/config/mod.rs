@@ -324,6 +324,10 @@ pub struct RelayConfig {
     pub username: Option<String>,
     /// File holding the SMTP AUTH password (relative to the config dir). Default none.
     pub password_file: Option<PathBuf>,
+    /// PEM certificate(s) trusted for the relay's TLS instead of the system
+    /// roots, e.g. a private relay's CA or self-signed certificate (relative to
+    /// the config dir). Default none (system roots).
+    pub ca_file: Option<PathBuf>,
     /// Connect/command timeout in seconds. Default `30`.
     pub timeout_secs: u64,
     /// Pooled connections to the relay. Default `4`.
@@ -338,6 +342,7 @@ impl Default for RelayConfig {
             tls: TlsMode::Starttls,
             username: None,
             password_file: None,
+            ca_file: None,
             timeout_secs: 30,
             pool_size: 4,
         }

@@ -643,6 +643,7 @@ fn read_relay(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RelayConfig {
         tls: r.key(t, "tls").unwrap_or(d.tls),
         username: r.key(t, "username"),
         password_file: r.key(t, "password_file"),
+        ca_file: r.key(t, "ca_file"),
         timeout_secs: r.key(t, "timeout_secs").unwrap_or(d.timeout_secs),
         pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
     }

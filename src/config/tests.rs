@@ -318,6 +318,10 @@ const ERROR_CASES: &[(&str, &str)] = &[
         "2:12: `relay.username` is set without `relay.password_file`",
     ),
     (
+        "[relay]\ntls = \"starttls\"\nca_file = \"secrets/relay-ca.pem\"",
+        "3:11: cannot read secrets/relay-ca.pem: No such file or directory",
+    ),
+    (
         "[smtp]\ntls_cert = \"secrets/cert.pem\"\ntls_key = \"secrets/key.pem\"",
         "2:12: cannot read secrets/cert.pem: No such file or directory",
     ),

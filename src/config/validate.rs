@@ -279,6 +279,9 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
     if let Some(file) = &relay.password_file {
         check_readable(r, "relay.password_file", file, base);
     }
+    if let Some(file) = &relay.ca_file {
+        check_readable(r, "relay.ca_file", file, base);
+    }
 
     let out = &d.outbound;
     if out.retry_base_secs == 0 {
@@ -424,6 +427,7 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
     d.smtp.tls_cert.iter_mut().for_each(fix);
     d.smtp.tls_key.iter_mut().for_each(fix);
     d.relay.password_file.iter_mut().for_each(fix);
+    d.relay.ca_file.iter_mut().for_each(fix);
     if let Some(dkim) = &mut d.outbound.dkim {
         fix(&mut dkim.key_file);
     }

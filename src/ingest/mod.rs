@@ -252,6 +252,15 @@ impl Ingestor {
         if let Err(e) = self.live.refresh(self.store.as_ref()).await {
             tracing::debug!(error = %e, "override refresh failed; routing with cached values");
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for e in &batch {
+            // Time from durable accept to this ingest round.
+            metrics::histogram!("postdesk_ingest_lag_seconds")
+                .record((now_ms - e.received_at).max(0) as f64 / 1000.0);
+        }
         let config = self.live.config();
         let live = self.live.clone();
         let planned = tokio::task::spawn_blocking(move || {

@@ -12,11 +12,16 @@
 
 mod mailbox;
 mod migrations;
+mod outbound;
 mod sqlite;
 mod types;
 
 pub use mailbox::{
     Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
+};
+pub use outbound::{
+    AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply,
+    ReplyContext, TicketUpdate,
 };
 pub use sqlite::{SqliteStore, content_hash};
 pub use types::*;
@@ -113,11 +118,6 @@ pub trait Store: Send + Sync + 'static {
     fn set_channel_enabled(&self, channel: String, enabled: bool) -> StoreFuture<'_, ()>;
     /// Availability set by hand, per user (absent: as configured / scheduled).
     fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>>;
-    /// Set a user's availability by hand, now.
-    fn set_user_available(&self, user: String, available: bool) -> StoreFuture<'_, ()>;
-    /// Set (or clear) the owner of the contact with this address. `NotFound`
-    /// when there is no such contact.
-    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()>;
 
     /// Counts for `status`.
     fn status(&self) -> StoreFuture<'_, StoreStatus>;
@@ -146,4 +146,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, ()>;
     /// Every pulled mailbox's persisted status, by channel.
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>>;
+    // --- outbound and agents' actions (see `outbound.rs`) ---
+
+    /// Commit a composed reply: its outbound message (delivery `queued`) and
+    /// its outbox row, in one transaction.
+    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
+    /// Queued outbox entries due at `now_ms`, oldest first.
+    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
+    /// When the next queued entry is due (unix ms), if any.
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>>;
+    /// Record one delivery attempt on the outbox row and its message.
+    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()>;
+    /// Make every queued entry due now; returns how many.
+    fn flush_outbox(&self) -> StoreFuture<'_, usize>;
+    /// Outbox entries by state.
+    fn outbox_counts(&self) -> StoreFuture<'_, OutboxCounts>;
+    /// Add an internal note by `author` (user id).
+    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()>;
+    /// Change a ticket's status and/or owner.
+    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
+    /// Set or clear a contact's owner (a user id); `NotFound` for an unknown contact.
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()>;
+    /// Set a user's availability by hand, now (`None`: back to as configured
+    /// or scheduled). With working hours it holds until the next switch.
+    fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()>;
+    /// Store an API token's sha256 (hex) for `user`.
+    fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()>;
+    /// The user an API token's sha256 (hex) belongs to.
+    fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>>;
+    /// A ticket's subject, channel, contact and thread ids (the first and the
+    /// `recent` most recent), for composing a reply.
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;
 }

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::MIGRATIONS;
+use super::outbound as ob;
 use super::*;
 
 /// Size of the queue in front of the writer thread.
@@ -854,30 +855,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn set_user_available(&self, user: String, available: bool) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.execute(
-                "INSERT INTO user_state (id, available, available_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(id) DO UPDATE SET available = excluded.available, available_at = excluded.available_at",
-                params![user, available, now_ms()],
-            )?;
-            Ok(())
-        }))
-    }
-
-    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            let n = c.execute(
-                "UPDATE contacts SET owner = ?1 WHERE email = ?2",
-                params![owner, email],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("contact {email}")));
-            }
-            Ok(())
-        }))
-    }
-
     fn status(&self) -> StoreFuture<'_, StoreStatus> {
         let path = self.path.display().to_string();
         Box::pin(self.read(move |c| {
@@ -930,6 +907,58 @@ impl Store for SqliteStore {
 
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
         Box::pin(self.read(super::mailbox::statuses))
+    }
+
+    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
+        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
+    }
+
+    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
+        Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
+    }
+
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.read(ob::next_due))
+    }
+
+    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::record_attempt(c, id, &outcome, now_ms())))
+    }
+
+    fn flush_outbox(&self) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(|c| ob::flush_outbox(c, now_ms())))
+    }
+
+    fn outbox_counts(&self) -> StoreFuture<'_, OutboxCounts> {
+        Box::pin(self.read(ob::outbox_counts))
+    }
+
+    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::add_note(c, ticket, &author, &text, now_ms())))
+    }
+
+    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
+    }
+
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::set_contact_owner(c, &email, owner.as_deref())))
+    }
+
+    fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::set_user_available(c, &user, available)))
+    }
+
+    fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::insert_token(c, &token_hash, &user, now_ms())))
+    }
+
+    fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.read(move |c| ob::token_user(c, &token_hash)))
+    }
+
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
+        Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
     }
 }
 

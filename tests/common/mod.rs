@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod http;
 pub mod postfix;
+pub mod relay;
 pub mod smtp;
 
 use std::io::Read;
@@ -91,13 +93,32 @@ impl Daemon {
         rest: &str,
         store_path: Option<&Path>,
     ) -> Daemon {
+        Self::start_full(dir, smtp_extra, None, rest, store_path)
+    }
+
+    /// Like [`Daemon::start`] with the `[relay]` table's keys given (default:
+    /// port 9, nothing listening, `tls = "none"`).
+    pub fn start_relay(smtp_extra: &str, relay: &str, rest: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_full(dir, smtp_extra, Some(relay), rest, None)
+    }
+
+    /// Write the config and start: `relay` replaces the `[relay]` keys.
+    pub fn start_full(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        relay: Option<&str>,
+        rest: &str,
+        store_path: Option<&Path>,
+    ) -> Daemon {
+        let relay = relay.unwrap_or("host = \"127.0.0.1\"\nport = 9\ntls = \"none\"");
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let store = store_path
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| dir.path().join("var/postdesk.sqlite"));
         let text = format!(
-            "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{smtp}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{http}\"\n\n[relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n{rest}\n"
+            "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{smtp}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{http}\"\n\n[relay]\n{relay}\n{rest}\n"
         );
         let config = dir.path().join("postdesk.toml");
         std::fs::write(&config, text).expect("write config");
@@ -228,6 +249,28 @@ impl Daemon {
             Value::Array(v) => v,
             other => panic!("tickets list is not an array: {other}"),
         }
+    }
+
+    /// Issue an API token for `user` with the CLI.
+    pub fn token(&self, user: &str) -> String {
+        let out = self.cli(&["users", "token", user]);
+        assert!(
+            out.status.success(),
+            "users token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// An HTTP request to this daemon's API: (status, JSON body or Null).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        http::request(self.http, method, path, token, body)
     }
 
     pub fn ticket(&self, number: i64) -> Value {

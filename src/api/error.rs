@@ -1,0 +1,127 @@
+//! JSON errors with stable codes: `{"error": {"code": "not_found", "message": "..."}}`.
+//!
+//! Codes (stable, scripts rely on them): `unauthorized` (401), `forbidden`
+//! (403), `not_found` (404), `bad_request` (400, including malformed JSON),
+//! `conflict` (409), `payload_too_large` (413), `unavailable` (503, retry),
+//! `internal` (500). Messages are for humans and may change.
+
+use axum::Json;
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::outbound::OutboundError;
+use crate::store::StoreError;
+
+/// An API error: HTTP status, stable code, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message }
+        });
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED
+            && let Ok(v) = "Bearer".parse()
+        {
+            resp.headers_mut().insert("www-authenticate", v);
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e if e.is_temporary() => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            e => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<OutboundError> for ApiError {
+    fn from(e: OutboundError) -> Self {
+        match e {
+            OutboundError::TicketNotFound(n) => {
+                ApiError::not_found(format!("ticket {n} not found"))
+            }
+            OutboundError::Compose(c) => ApiError::bad_request(c.to_string()),
+            OutboundError::UnknownUser(u) => ApiError::bad_request(format!("unknown user {u:?}")),
+            OutboundError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
+            OutboundError::Channel(..) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            OutboundError::Dkim(m) => ApiError::internal(format!("dkim: {m}")),
+            OutboundError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are our JSON errors (`bad_request`, or
+/// `payload_too_large`).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.body_text(),
+                ))
+            }
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}

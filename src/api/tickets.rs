@@ -1,0 +1,240 @@
+//! `/api/v1/tickets`: list (filters), show with messages, update status/owner,
+//! replies and internal notes.
+//!
+//! Replies go through [`crate::outbound::Outbound::reply`], the same path as
+//! `postdesk reply`: the answer (201) comes after the reply is durably queued.
+//! Untrusted input: every body field; limits are the outbound module's, and
+//! the request body is capped by the router.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use base64::Engine;
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson};
+use crate::outbound::{Attachment, ReplyRequest};
+use crate::store::{TicketFilter, TicketId, TicketUpdate};
+
+/// Most tickets one list returns.
+const MAX_LIST: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub channel: Option<String>,
+    pub status: Option<String>,
+    pub owner: Option<String>,
+    pub contact: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    _user: AuthUser,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let tickets = s
+        .store
+        .list_tickets(TicketFilter {
+            channel: q.channel,
+            status: q.status,
+            owner: q.owner,
+            contact: q.contact.map(|c| crate::config::normalize_email(&c)),
+            limit: Some(q.limit.unwrap_or(100).min(MAX_LIST)),
+        })
+        .await?;
+    Ok(Json(tickets))
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    _user: AuthUser,
+    Path(n): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let n = ticket_number(&n)?;
+    Ok(Json(s.store.ticket(n).await?))
+}
+
+fn ticket_number(s: &str) -> Result<TicketId, ApiError> {
+    s.trim_start_matches('#')
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(TicketId)
+        .ok_or_else(|| ApiError::not_found(format!("ticket {s:?} not found")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    pub status: Option<String>,
+    /// A user id, or `null` to unassign. Absent: unchanged.
+    #[serde(default, deserialize_with = "double_option")]
+    pub owner: Option<Option<String>>,
+}
+
+fn double_option<'de, D>(d: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(d).map(Some)
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    _user: AuthUser,
+    Path(n): Path<String>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let n = ticket_number(&n)?;
+    if let Some(status) = &body.status
+        && (status.trim().is_empty() || status.len() > 64 || status.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "status must be 1-64 printable characters",
+        ));
+    }
+    if let Some(Some(owner)) = &body.owner
+        && s.live.config().user(owner).is_none()
+    {
+        return Err(ApiError::bad_request(format!("unknown user {owner:?}")));
+    }
+    if body.status.is_none() && body.owner.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to update: give status and/or owner",
+        ));
+    }
+    s.store
+        .update_ticket(
+            n,
+            TicketUpdate {
+                status: body.status,
+                owner: body.owner,
+            },
+        )
+        .await?;
+    Ok(Json(s.store.ticket(n).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentBody {
+    pub filename: String,
+    #[serde(default = "octet_stream")]
+    pub content_type: String,
+    /// Standard base64.
+    pub data_base64: String,
+}
+
+fn octet_stream() -> String {
+    "application/octet-stream".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentBody>,
+    /// Cc the ticket's other participants.
+    #[serde(default)]
+    pub cc_thread: bool,
+    /// The agent the reply is from; must be the token's user. Default: the token's user.
+    #[serde(rename = "as")]
+    pub as_user: Option<String>,
+}
+
+pub async fn reply(
+    State(s): State<AppState>,
+    user: AuthUser,
+    Path(n): Path<String>,
+    headers: axum::http::HeaderMap,
+    ApiJson(body): ApiJson<ReplyBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let n = ticket_number(&n)?;
+    if let Some(other) = &body.as_user {
+        user.require_self(other)?;
+    }
+    let mut attachments = Vec::with_capacity(body.attachments.len());
+    for a in body.attachments {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(a.data_base64.as_bytes())
+            .map_err(|e| {
+                ApiError::bad_request(format!("attachment {:?}: bad base64: {e}", a.filename))
+            })?;
+        attachments.push(Attachment {
+            filename: a.filename,
+            content_type: a.content_type,
+            data,
+        });
+    }
+    let queued = s
+        .outbound
+        .reply(ReplyRequest {
+            ticket: n,
+            author: user.0,
+            text: body.text,
+            html: body.html,
+            subject: body.subject,
+            attachments,
+            cc_thread: body.cc_thread,
+            idempotency_key,
+        })
+        .await?;
+    let status = if queued.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(queued)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    pub text: String,
+    #[serde(rename = "as")]
+    pub as_user: Option<String>,
+}
+
+pub async fn note(
+    State(s): State<AppState>,
+    user: AuthUser,
+    Path(n): Path<String>,
+    ApiJson(body): ApiJson<NoteBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let n = ticket_number(&n)?;
+    if let Some(other) = &body.as_user {
+        user.require_self(other)?;
+    }
+    if body.text.trim().is_empty() {
+        return Err(ApiError::bad_request("note text is empty"));
+    }
+    if body.text.len() > crate::outbound::MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "note too long",
+        ));
+    }
+    s.store.add_note(n, user.0, body.text).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "ticket": n })),
+    ))
+}

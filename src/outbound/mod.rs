@@ -1,0 +1,259 @@
+//! Outbound: agents' replies, from request to the relay's 250.
+//!
+//! DESCRIPTION
+//!   [`Outbound::reply`] (used by the HTTP API and `postdesk reply` alike)
+//!   looks up the ticket, its channel and the agent, composes the mail
+//!   ([`compose`], pure; [`signature`]), optionally DKIM-signs it ([`dkim`]),
+//!   and commits the outbound message (delivery `queued`) and its outbox row in
+//!   one transaction before it returns. [`sender::Sender`] delivers the outbox in
+//!   the background with lettre: pooled connections to `[relay]` (none, STARTTLS
+//!   or implicit TLS; AUTH with `password_file`), or — for `gmail` and
+//!   `office365` channels when an [`AccessTokens`] source is installed — the
+//!   provider's SMTP with XOAUTH2. The state is on the message: `queued`,
+//!   `sent` (with the relay's reply), `failed` (with the relay's reply).
+//!
+//! RETRIES
+//!   4xx replies and connection/TLS/timeout errors are deferred with exponential
+//!   backoff (`retry_base_secs` doubling up to `retry_max_secs`); once
+//!   `max_lifetime_secs` has passed since the reply was queued the next failure
+//!   marks it failed. 5xx replies fail at once. A restart resumes the queue.
+//!
+//! EXACTLY ONCE, AND ITS ONE WINDOW
+//!   A reply is recorded `sent` only after the relay accepted it (250 to the
+//!   end of DATA). If the process dies after that 250 and before the `sent`
+//!   row is durably committed, the reply is still `queued` at the next start and
+//!   is sent again — with the same Message-ID and bytes, so receivers that
+//!   dedupe on Message-ID show it once. Everything else is exactly once: a reply
+//!   is never attempted twice concurrently (one sender task per store), and a
+//!   crash before the relay's 250 simply retries. On the way in, a client that
+//!   retries a request whose answer it lost sends the same `Idempotency-Key`
+//!   and gets the first reply back instead of a second one.
+//!
+//! MUST NOT
+//!   Parse inbound mail, route tickets, or touch SQL (it calls the store).
+//!
+//! UNTRUSTED INPUT
+//!   Everything in a reply request (text, HTML, subject, attachment names and
+//!   types) and the ticket subject; see [`compose`] for the header rules.
+//!   Relay replies are shown to agents as text, never interpreted.
+
+pub mod compose;
+pub mod dkim;
+pub mod pool;
+pub mod sender;
+pub mod signature;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::live::Live;
+use crate::store::{NewReply, QueuedReply, Store, StoreError, TicketId};
+pub use compose::{Attachment, ComposeError};
+
+/// Largest total attachment size in one reply (bytes).
+pub const MAX_ATTACHMENTS_BYTES: usize = 20 * 1024 * 1024;
+/// Longest reply body (text or HTML), bytes.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Why a reply was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("ticket {0} not found")]
+    TicketNotFound(TicketId),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("channel {0:?} cannot send replies: {1}")]
+    Channel(String, String),
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("dkim: {0}")]
+    Dkim(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OutboundError {
+    fn from(e: StoreError) -> Self {
+        OutboundError::Store(e)
+    }
+}
+
+/// What an agent asks to send.
+#[derive(Debug, Clone)]
+pub struct ReplyRequest {
+    pub ticket: TicketId,
+    /// The agent's user id.
+    pub author: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Replaces `Re: <ticket subject>`; the `[#N]` token is kept.
+    pub subject: Option<String>,
+    pub attachments: Vec<Attachment>,
+    /// Cc the ticket's other participants (contacts who wrote in the thread).
+    pub cc_thread: bool,
+    /// Repeat-safe key (API `Idempotency-Key`): the same author and key on the
+    /// same ticket queue one reply, however often the request is retried.
+    pub idempotency_key: Option<String>,
+}
+
+/// A source of OAuth 2 access tokens for a channel's mailbox, used for
+/// XOAUTH2 to the provider's SMTP (gmail, office365). The token code lives
+/// with the IMAP puller (`pull/oauth.rs`); the daemon installs it here.
+pub trait AccessTokens: Send + Sync + 'static {
+    /// A currently valid access token for `channel` (refreshing as needed).
+    fn access_token<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+}
+
+/// Queues replies and wakes the sender.
+#[derive(Clone)]
+pub struct Outbound {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<Live>,
+    /// Notified after each queued reply (the sender waits on it).
+    pub wake: Arc<Notify>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh Message-ID (without brackets) on `domain`: unique per process,
+/// time and counter, hashed so it reveals nothing.
+pub fn new_message_id(ticket: TicketId, domain: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = format!("{}:{nanos}:{n}:{}", std::process::id(), ticket.0);
+    let h = hex::encode(&Sha256::digest(seed.as_bytes())[..12]);
+    format!("pd.{}.{h}@{domain}", ticket.0)
+}
+
+impl Outbound {
+    /// Compose and durably queue a reply. Returns once it is committed.
+    pub async fn reply(&self, req: ReplyRequest) -> Result<QueuedReply, OutboundError> {
+        if req.text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
+            || req.html.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
+        {
+            return Err(OutboundError::TooLarge(format!(
+                "reply body over {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        if let Some(k) = &req.idempotency_key {
+            compose::check_agent_header("idempotency key", k, 200)?;
+        }
+        let total: usize = req.attachments.iter().map(|a| a.data.len()).sum();
+        if total > MAX_ATTACHMENTS_BYTES {
+            return Err(OutboundError::TooLarge(format!(
+                "attachments over {MAX_ATTACHMENTS_BYTES} bytes"
+            )));
+        }
+        let config = self.live.config();
+        let ticket = match self
+            .store
+            .reply_context(req.ticket, compose::MAX_REFERENCES - 1)
+            .await
+        {
+            Ok(t) => t,
+            Err(StoreError::NotFound(_)) => return Err(OutboundError::TicketNotFound(req.ticket)),
+            Err(e) => return Err(e.into()),
+        };
+        let agent = config
+            .user(&req.author)
+            .ok_or_else(|| OutboundError::UnknownUser(req.author.clone()))?;
+        let channel = config.channel(&ticket.channel).ok_or_else(|| {
+            OutboundError::Channel(ticket.channel.clone(), "not in the configuration".into())
+        })?;
+        let from_email = channel.address.clone().ok_or_else(|| {
+            OutboundError::Channel(channel.id.clone(), "it has no address".into())
+        })?;
+        let from_name = config.sender_display_name(channel, Some(agent));
+        let signature = signature::render(&channel.signature_html, agent);
+        let thread = ticket.thread;
+        // Cc: the thread's other participants, never our own addresses.
+        let cc: Vec<(String, Option<String>)> = if req.cc_thread {
+            ticket
+                .participants
+                .iter()
+                .filter(|p| p.email != ticket.contact.email)
+                .filter(|p| config.channel_for_recipient(&p.email).is_none())
+                .filter(|p| config.user_by_email(&p.email).is_none())
+                .map(|p| (p.email.clone(), p.name.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let domain = config.message_id_domain().to_string();
+        let message_id = new_message_id(req.ticket, &domain);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let input = compose::ReplyInput {
+            from_email: &from_email,
+            from_name: from_name.as_deref(),
+            to_email: &ticket.contact.email,
+            to_name: ticket.contact.name.as_deref(),
+            cc: &cc,
+            ticket: req.ticket.0,
+            ticket_subject: &ticket.subject,
+            subject_override: req.subject.as_deref(),
+            thread: &thread,
+            message_id: &message_id,
+            date: now,
+            text: req.text.as_deref(),
+            html: req.html.as_deref(),
+            signature: &signature,
+            attachments: &req.attachments,
+            loop_value: &config.smtp.hostname,
+        };
+        let composed = compose::compose(&input)?;
+        let raw = match &config.outbound.dkim {
+            Some(d) => {
+                dkim::sign(d, composed.raw).map_err(|e| OutboundError::Dkim(e.to_string()))?
+            }
+            None => composed.raw,
+        };
+        let reply = NewReply {
+            ticket: req.ticket,
+            channel: channel.id.clone(),
+            author: agent.id.clone(),
+            message_id,
+            in_reply_to: composed.in_reply_to,
+            references: composed.references,
+            from_email: from_email.clone(),
+            from_name,
+            to: vec![ticket.contact.email.clone()],
+            cc: cc.into_iter().map(|(a, _)| a).collect(),
+            subject: composed.subject,
+            date: mail_builder::headers::date::Date::new(now).to_rfc822(),
+            text: composed.text,
+            html: composed.html,
+            raw,
+            idempotency_key: req.idempotency_key,
+        };
+        let queued = self.store.queue_reply(reply).await?;
+        if !queued.replayed {
+            metrics::counter!("postdesk_outbox_queued_total").increment(1);
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+}

@@ -1,0 +1,433 @@
+//! The background sender: delivers due outbox entries and records each
+//! attempt's outcome.
+//!
+//! Owns the connection pool to `[relay]` ([`super::pool`], rebuilt when a
+//! reload changes `[relay]`), and per-send XOAUTH2 connections to the
+//! provider for `gmail`/`office365` channels when an [`AccessTokens`] source
+//! is installed (without one, those channels send through `[relay]` too).
+//!
+//! Loop: take up to [`BATCH`] due entries, send them with at most
+//! `relay.pool_size` in flight, record each outcome as soon as it is known
+//! (`sent` only after the relay's 250), repeat; when nothing is due, sleep
+//! until the next due time, a wake-up from a newly queued reply, or
+//! [`IDLE_POLL`] (replies queued by another process, e.g. the CLI).
+//!
+//! Shutdown: stop taking entries; entries waiting for a connection are left
+//! queued untouched; transactions already started finish (bounded by
+//! `relay.timeout_secs` per step) and are recorded; then return.
+//!
+//! Must not: compose or alter messages (bytes are sent exactly as queued), or
+//! mark anything `sent` before the relay accepted it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::AccessTokens;
+use super::pool::{Pool, SmtpTarget};
+use crate::config::{ChannelKind, Config, OutboundConfig, RelayConfig, TlsMode};
+use crate::live::Live;
+use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
+
+/// Entries taken from the store per round.
+pub const BATCH: usize = 1024;
+/// Longest sleep when nothing is due.
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Why one attempt did not deliver.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (4xx, connection, TLS, timeout, no token yet).
+    #[error("{0}")]
+    Temporary(String),
+    /// Give up (5xx, unusable envelope).
+    #[error("{0}")]
+    Permanent(String),
+    /// Shutdown came before the attempt started: nothing sent, nothing to record.
+    #[error("cancelled before sending")]
+    Cancelled,
+}
+
+/// Backoff after `attempts` failed attempts: base × 2^(attempts−1), capped.
+pub fn backoff_secs(cfg: &OutboundConfig, attempts: i64) -> u64 {
+    let exp = (attempts.max(1) - 1).min(32) as u32;
+    cfg.retry_base_secs
+        .max(1)
+        .saturating_mul(2u64.saturating_pow(exp))
+        .min(cfg.retry_max_secs.max(1))
+}
+
+/// The outcome to record for an attempt that ended with `result`.
+/// `attempts` counts this attempt; times are unix ms.
+pub fn outcome(
+    cfg: &OutboundConfig,
+    result: Result<String, SendError>,
+    attempts: i64,
+    created_at: i64,
+    now: i64,
+) -> AttemptOutcome {
+    match result {
+        Ok(reply) => AttemptOutcome::Sent { reply },
+        Err(SendError::Permanent(error)) => AttemptOutcome::Failed { error },
+        Err(SendError::Cancelled) => AttemptOutcome::Deferred {
+            error: "not attempted: shutting down".into(),
+            next_attempt_at: now,
+        },
+        Err(SendError::Temporary(error)) => {
+            let next = now + backoff_secs(cfg, attempts) as i64 * 1000;
+            let deadline = created_at + cfg.max_lifetime_secs as i64 * 1000;
+            if now >= deadline {
+                AttemptOutcome::Failed {
+                    error: format!("gave up after {attempts} attempts: {error}"),
+                }
+            } else {
+                AttemptOutcome::Deferred {
+                    error,
+                    next_attempt_at: next.min(deadline),
+                }
+            }
+        }
+    }
+}
+
+/// One line, bounded: relay replies are shown to agents.
+fn clean_reply(s: &str) -> String {
+    super::compose::clean_header_value(s, 500)
+}
+
+fn relay_target(relay: &RelayConfig, hostname: &str) -> Result<SmtpTarget, String> {
+    let credentials = match (&relay.username, &relay.password_file) {
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read relay password file {}: {e}", file.display()))?;
+            Some(Credentials::new(
+                user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        }
+        _ => None,
+    };
+    Ok(SmtpTarget {
+        host: relay.host.clone(),
+        port: relay.port,
+        tls: relay.tls,
+        hello: hostname.to_string(),
+        timeout: Duration::from_secs(relay.timeout_secs.max(1)),
+        ca_file: relay.ca_file.clone(),
+        credentials,
+        mechanisms: Vec::new(),
+    })
+}
+
+/// Provider SMTP for an OAuth channel: host, port, TLS.
+fn provider_smtp(kind: ChannelKind) -> Option<(&'static str, u16, TlsMode)> {
+    match kind {
+        ChannelKind::Gmail => Some(("smtp.gmail.com", 465, TlsMode::Implicit)),
+        ChannelKind::Office365 => Some(("smtp.office365.com", 587, TlsMode::Starttls)),
+        _ => None,
+    }
+}
+
+/// Delivers the outbox.
+pub struct Sender {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<Live>,
+    pub wake: Arc<Notify>,
+    /// Access tokens for XOAUTH2 to gmail/office365; `None`: everything via `[relay]`.
+    pub tokens: Option<Arc<dyn AccessTokens>>,
+}
+
+/// The relay pool for one `[relay]` configuration.
+struct Relay {
+    config: RelayConfig,
+    pool: Result<Arc<Pool>, String>,
+}
+
+impl Sender {
+    /// The pool for the current `[relay]`, rebuilt when a reload changed it.
+    async fn relay(
+        &self,
+        current: &mut Option<Relay>,
+        config: &Config,
+    ) -> Result<Arc<Pool>, String> {
+        let stale = current.as_ref().is_none_or(|r| r.config != config.relay);
+        if stale {
+            if let Some(Relay { pool: Ok(old), .. }) = current.take() {
+                old.close().await;
+            }
+            let pool = relay_target(&config.relay, &config.smtp.hostname)
+                .map(|t| Arc::new(Pool::new(t, config.relay.pool_size.max(1) as usize)));
+            if let Err(e) = &pool {
+                tracing::error!(error = %e, "relay unusable; replies stay queued");
+            }
+            *current = Some(Relay {
+                config: config.relay.clone(),
+                pool,
+            });
+        }
+        match current {
+            Some(r) => r.pool.clone(),
+            None => Err("relay not configured".into()),
+        }
+    }
+
+    /// Run until `shutdown` is cancelled; sends in flight are finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut relay: Option<Relay> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let now = super::now_ms();
+            let due = match self.store.due_outbox(now, BATCH).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox read failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            if due.is_empty() {
+                let wait = match self.store.next_outbox_due().await {
+                    Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(IDLE_POLL),
+                    _ => IDLE_POLL,
+                };
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let config = self.live.config();
+            let pool = self.relay(&mut relay, &config).await;
+            self.send_batch(due, &config, pool, &shutdown).await;
+        }
+        if let Some(Relay { pool: Ok(p), .. }) = relay {
+            p.close().await;
+        }
+        tracing::info!("outbound sender stopped");
+    }
+
+    async fn send_batch(
+        &self,
+        due: Vec<OutboxItem>,
+        config: &Arc<Config>,
+        pool: Result<Arc<Pool>, String>,
+        shutdown: &CancellationToken,
+    ) {
+        // The pool bounds the connections; tasks beyond it wait for one. Many
+        // tasks, so that those waiting for their outcome's durable commit do
+        // not hold back new sends (their commits are grouped).
+        let limit = BATCH;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        for item in due {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            while tasks.len() >= limit {
+                let _ = tasks.join_next().await;
+            }
+            let (store, config, pool, tokens, stop) = (
+                self.store.clone(),
+                config.clone(),
+                pool.clone(),
+                self.tokens.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                let result = deliver(&item, &config, pool, tokens.as_deref(), &stop).await;
+                if result == Err(SendError::Cancelled) {
+                    return; // not attempted: stays queued as it was
+                }
+                let now = super::now_ms();
+                let out = outcome(
+                    &config.outbound,
+                    result,
+                    item.attempts + 1,
+                    item.created_at,
+                    now,
+                );
+                record(store.as_ref(), item.id, out).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
+    let label = match &out {
+        AttemptOutcome::Sent { .. } => "sent",
+        AttemptOutcome::Deferred { .. } => "deferred",
+        AttemptOutcome::Failed { .. } => "failed",
+    };
+    match &out {
+        AttemptOutcome::Sent { reply } => tracing::debug!(outbox = %id, %reply, "reply sent"),
+        AttemptOutcome::Deferred {
+            error,
+            next_attempt_at,
+        } => {
+            tracing::info!(outbox = %id, %error, next_attempt_at, "reply deferred")
+        }
+        AttemptOutcome::Failed { error } => tracing::warn!(outbox = %id, %error, "reply failed"),
+    }
+    metrics::counter!("postdesk_outbox_attempts_total", "result" => label).increment(1);
+    // The relay's verdict must not be lost to a transient store error: retry.
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..10 {
+        match store.record_attempt(id, out.clone()).await {
+            Ok(()) => return,
+            Err(e) if e.is_temporary() => {
+                tracing::warn!(outbox = %id, error = %e, "cannot record attempt; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(outbox = %id, error = %e, "cannot record attempt");
+                return;
+            }
+        }
+    }
+}
+
+async fn deliver(
+    item: &OutboxItem,
+    config: &Config,
+    relay: Result<Arc<Pool>, String>,
+    tokens: Option<&dyn AccessTokens>,
+    stop: &CancellationToken,
+) -> Result<String, SendError> {
+    if stop.is_cancelled() {
+        return Err(SendError::Cancelled);
+    }
+    let from = item
+        .mail_from
+        .parse()
+        .map_err(|e| SendError::Permanent(format!("bad sender {:?}: {e}", item.mail_from)))?;
+    let to = item
+        .rcpt_to
+        .iter()
+        .map(|r| {
+            r.parse()
+                .map_err(|e| SendError::Permanent(format!("bad recipient {r:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let envelope = Envelope::new(Some(from), to)
+        .map_err(|e| SendError::Permanent(format!("bad envelope: {e}")))?;
+    let channel = config.channel(&item.channel);
+    let provider = channel.and_then(|c| provider_smtp(c.kind).map(|p| (c, p)));
+    let response = match (provider, tokens) {
+        (Some((channel, (host, port, tls))), Some(tokens)) => {
+            let token = tokens
+                .access_token(&channel.id)
+                .await
+                .map_err(|e| SendError::Temporary(format!("no access token: {e}")))?;
+            let target = SmtpTarget {
+                host: host.to_string(),
+                port,
+                tls,
+                hello: config.smtp.hostname.clone(),
+                timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
+                ca_file: None,
+                credentials: Some(Credentials::new(
+                    channel.address.clone().unwrap_or_default(),
+                    token,
+                )),
+                mechanisms: vec![Mechanism::Xoauth2],
+            };
+            super::pool::send_once(&target, &envelope, &item.raw).await?
+        }
+        _ => {
+            let pool = relay.map_err(SendError::Temporary)?;
+            pool.send(&envelope, &item.raw, stop).await?
+        }
+    };
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    Ok(clean_reply(&format!("{} {text}", response.code())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> OutboundConfig {
+        OutboundConfig {
+            retry_base_secs: 30,
+            retry_max_secs: 3600,
+            max_lifetime_secs: 86_400,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backoff_table() {
+        let c = cfg();
+        for (attempts, want) in [(1, 30), (2, 60), (3, 120), (7, 1920), (8, 3600), (50, 3600)] {
+            assert_eq!(backoff_secs(&c, attempts), want, "attempt {attempts}");
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        let c = cfg();
+        let t0 = 1_000_000;
+        assert_eq!(
+            outcome(&c, Ok("250 ok".into()), 1, t0, t0),
+            AttemptOutcome::Sent {
+                reply: "250 ok".into()
+            }
+        );
+        assert_eq!(
+            outcome(&c, Err(SendError::Permanent("550 no".into())), 1, t0, t0),
+            AttemptOutcome::Failed {
+                error: "550 no".into()
+            }
+        );
+        assert_eq!(
+            outcome(
+                &c,
+                Err(SendError::Temporary("451 later".into())),
+                2,
+                t0,
+                t0 + 5
+            ),
+            AttemptOutcome::Deferred {
+                error: "451 later".into(),
+                next_attempt_at: t0 + 5 + 60_000
+            }
+        );
+        // Past the lifetime: failed, with the last error.
+        let late = t0 + 86_400_000;
+        match outcome(
+            &c,
+            Err(SendError::Temporary("451 later".into())),
+            9,
+            t0,
+            late,
+        ) {
+            AttemptOutcome::Failed { error } => assert!(error.contains("451 later"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        // A retry is never scheduled after the deadline.
+        let near = t0 + 86_400_000 - 10_000;
+        match outcome(&c, Err(SendError::Temporary("x".into())), 9, t0, near) {
+            AttemptOutcome::Deferred {
+                next_attempt_at, ..
+            } => {
+                assert!(next_attempt_at <= t0 + 86_400_000)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

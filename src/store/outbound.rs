@@ -1,0 +1,481 @@
+//! The store's outbound and agent-facing half: replies and their outbox rows,
+//! internal notes, ticket and contact updates, users' availability and API
+//! tokens.
+//!
+//! Owns the SQL for the `outbox` table, outbound/note rows of `messages`,
+//! `api_tokens` and the `available` column of `user_state`. Free functions
+//! take a `&Connection`; `sqlite.rs` runs them on its writer thread (inside the
+//! group transaction) or on a read connection.
+//!
+//! Must not: build or parse mail, talk SMTP, or decide retry policy (the
+//! caller passes the next attempt time). A reply's message row and its outbox
+//! row are written by one function, so they commit together or not at all.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{ContactRef, StoreError, TicketId};
+
+/// Row id of an outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct OutboxId(pub i64);
+
+impl std::fmt::Display for OutboxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Delivery state of an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Queued,
+    Sent,
+    Failed,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Queued => "queued",
+            Delivery::Sent => "sent",
+            Delivery::Failed => "failed",
+        }
+    }
+}
+
+/// A composed reply to commit: the ticket's outbound message plus the exact
+/// bytes to hand to the relay.
+#[derive(Debug, Clone)]
+pub struct NewReply {
+    pub ticket: TicketId,
+    pub channel: String,
+    /// User id of the agent.
+    pub author: String,
+    /// Message-ID without angle brackets.
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// Channel address (envelope sender and From address).
+    pub from_email: String,
+    pub from_name: Option<String>,
+    /// `To` recipients.
+    pub to: Vec<String>,
+    /// `Cc` recipients (also envelope recipients).
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub date: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub raw: Vec<u8>,
+    /// Client-chosen key: a second request by the same author with the same
+    /// key returns the first reply instead of queuing another.
+    pub idempotency_key: Option<String>,
+}
+
+/// What committing a reply produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedReply {
+    pub ticket: TicketId,
+    pub outbox_id: OutboxId,
+    pub message_id: String,
+    pub delivery: Delivery,
+    /// True when an earlier request with the same idempotency key already
+    /// queued this reply (nothing new was written).
+    pub replayed: bool,
+}
+
+/// An outbox entry the sender is to attempt.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: OutboxId,
+    pub channel: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub raw: Vec<u8>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// The result of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The relay accepted the message.
+    Sent { reply: String },
+    /// Temporary failure: try again at `next_attempt_at` (unix ms).
+    Deferred { error: String, next_attempt_at: i64 },
+    /// Permanent failure (or lifetime exceeded): give up.
+    Failed { error: String },
+}
+
+/// Ticket fields an agent may change. `None` leaves a field as it is;
+/// `owner: Some(None)` unassigns.
+#[derive(Debug, Clone, Default)]
+pub struct TicketUpdate {
+    pub status: Option<String>,
+    pub owner: Option<Option<String>>,
+}
+
+pub(crate) fn ticket_channel(conn: &Connection, ticket: TicketId) -> Result<String, StoreError> {
+    conn.prepare_cached("SELECT channel FROM tickets WHERE id = ?1")?
+        .query_row([ticket.0], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("ticket {ticket}")))
+}
+
+/// Insert the outbound message (delivery = queued) and its outbox row.
+pub(crate) fn queue_reply(
+    conn: &Connection,
+    r: &NewReply,
+    now: i64,
+) -> Result<QueuedReply, StoreError> {
+    let channel = ticket_channel(conn, r.ticket)?;
+    if channel != r.channel {
+        return Err(StoreError::Invalid(format!(
+            "ticket {} is on channel {channel}, not {}",
+            r.ticket, r.channel
+        )));
+    }
+    // The message's dedupe key doubles as the idempotency record (unique per channel).
+    let dedupe_key = match &r.idempotency_key {
+        Some(k) => format!("idem:{}:{k}", r.author),
+        None => format!("mid:{}", r.message_id),
+    };
+    let existing: Option<(i64, String, Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
+             WHERE m.channel = ?1 AND m.dedupe_key = ?2",
+        )?
+        .query_row(params![r.channel, dedupe_key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    if let Some((outbox_id, message_id, delivery, ticket)) = existing {
+        if ticket != r.ticket.0 {
+            return Err(StoreError::Invalid(format!(
+                "idempotency key already used for ticket {ticket}"
+            )));
+        }
+        let delivery = match delivery.as_deref() {
+            Some("sent") => Delivery::Sent,
+            Some("failed") => Delivery::Failed,
+            _ => Delivery::Queued,
+        };
+        return Ok(QueuedReply {
+            ticket: r.ticket,
+            outbox_id: OutboxId(outbox_id),
+            message_id,
+            delivery,
+            replayed: true,
+        });
+    }
+    let to = serde_json::to_string(&r.to).unwrap_or_else(|_| "[]".into());
+    let rcpt: Vec<&String> = r.to.iter().chain(r.cc.iter()).collect();
+    let rcpt = serde_json::to_string(&rcpt).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(
+        "INSERT INTO messages (ticket_id, channel, direction, dedupe_key, message_id, in_reply_to, refs,
+                               from_email, from_name, to_addrs, subject, date, text, html, author,
+                               delivery, created_at)
+         VALUES (?1, ?2, 'outbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'queued', ?15)",
+    )?
+    .execute(params![
+        r.ticket.0,
+        r.channel,
+        dedupe_key,
+        r.message_id,
+        r.in_reply_to,
+        r.references.join(" "),
+        r.from_email,
+        r.from_name,
+        to,
+        r.subject,
+        r.date,
+        r.text,
+        r.html,
+        r.author,
+        now
+    ])?;
+    let message_row = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, raw, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )?
+    .execute(params![message_row, r.channel, r.from_email, rcpt, r.raw, now])?;
+    let outbox_id = OutboxId(conn.last_insert_rowid());
+    conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
+        .execute(params![now, r.ticket.0])?;
+    Ok(QueuedReply {
+        ticket: r.ticket,
+        outbox_id,
+        message_id: r.message_id.clone(),
+        delivery: Delivery::Queued,
+        replayed: false,
+    })
+}
+
+/// Queued entries due at `now`, oldest first, with id not in `skip`.
+pub(crate) fn due_outbox(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, channel, mail_from, rcpt_to, raw, attempts, created_at FROM outbox
+         WHERE state = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit as i64], |r| {
+        Ok(OutboxItem {
+            id: OutboxId(r.get(0)?),
+            channel: r.get(1)?,
+            mail_from: r.get(2)?,
+            rcpt_to: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+            raw: r.get(4)?,
+            attempts: r.get(5)?,
+            created_at: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// When the next queued entry is due (unix ms), if any.
+pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Record one attempt's outcome on the outbox row and its message.
+pub(crate) fn record_attempt(
+    conn: &Connection,
+    id: OutboxId,
+    outcome: &AttemptOutcome,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (state, detail, next) = match outcome {
+        AttemptOutcome::Sent { reply } => (Delivery::Sent, reply.as_str(), None),
+        AttemptOutcome::Deferred {
+            error,
+            next_attempt_at,
+        } => (Delivery::Queued, error.as_str(), Some(*next_attempt_at)),
+        AttemptOutcome::Failed { error } => (Delivery::Failed, error.as_str(), None),
+    };
+    let changed = conn
+        .prepare_cached(
+            "UPDATE outbox SET state = ?1, attempts = attempts + 1, last_error = ?2,
+                    next_attempt_at = COALESCE(?3, next_attempt_at),
+                    sent_at = CASE WHEN ?1 = 'sent' THEN ?4 ELSE sent_at END
+             WHERE id = ?5 AND state = 'queued'",
+        )?
+        .execute(params![state.as_str(), detail, next, now, id.0])?;
+    if changed == 0 {
+        return Err(StoreError::Invalid(format!(
+            "outbox entry {id} is not queued"
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE messages SET delivery = ?1, delivery_detail = ?2
+         WHERE id = (SELECT message_id FROM outbox WHERE id = ?3)",
+    )?
+    .execute(params![state.as_str(), detail, id.0])?;
+    Ok(())
+}
+
+/// Make every queued entry due now (`postdesk outbox flush`).
+pub(crate) fn flush_outbox(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("UPDATE outbox SET next_attempt_at = ?1 WHERE state = 'queued'")?
+        .execute([now])?)
+}
+
+pub(crate) fn add_note(
+    conn: &Connection,
+    ticket: TicketId,
+    author: &str,
+    text: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let channel = ticket_channel(conn, ticket)?;
+    conn.prepare_cached(
+        "INSERT INTO messages (ticket_id, channel, direction, author, text, created_at)
+         VALUES (?1, ?2, 'note', ?3, ?4, ?5)",
+    )?
+    .execute(params![ticket.0, channel, author, text, now])?;
+    conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
+        .execute(params![now, ticket.0])?;
+    Ok(())
+}
+
+pub(crate) fn update_ticket(
+    conn: &Connection,
+    ticket: TicketId,
+    u: &TicketUpdate,
+    now: i64,
+) -> Result<(), StoreError> {
+    ticket_channel(conn, ticket)?;
+    if let Some(status) = &u.status {
+        conn.prepare_cached("UPDATE tickets SET status = ?1, updated_at = ?2 WHERE id = ?3")?
+            .execute(params![status, now, ticket.0])?;
+    }
+    if let Some(owner) = &u.owner {
+        let reason = owner.is_none().then_some("unassigned by an agent");
+        conn.prepare_cached(
+            "UPDATE tickets SET owner = ?1, unassigned_reason = ?2, updated_at = ?3 WHERE id = ?4",
+        )?
+        .execute(params![owner, reason, now, ticket.0])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn set_contact_owner(
+    conn: &Connection,
+    email: &str,
+    owner: Option<&str>,
+) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE contacts SET owner = ?1 WHERE email = ?2")?
+        .execute(params![owner, email])?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("contact {email}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn set_user_available(
+    conn: &Connection,
+    user: &str,
+    available: Option<bool>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO user_state (id, available, available_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET available = excluded.available, available_at = excluded.available_at",
+    )?
+    .execute(params![user, available, super::sqlite::now_ms()])?;
+    Ok(())
+}
+
+pub(crate) fn insert_token(
+    conn: &Connection,
+    hash: &str,
+    user: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![hash, user, now])?;
+    Ok(())
+}
+
+pub(crate) fn token_user(conn: &Connection, hash: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT user_id FROM api_tokens WHERE token_hash = ?1")?
+        .query_row([hash], |r| r.get(0))
+        .optional()?)
+}
+
+/// Outbox counts by state, for metrics and `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutboxCounts {
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+}
+
+pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreError> {
+    let mut c = OutboxCounts::default();
+    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        match state.as_str() {
+            "queued" => c.queued = n,
+            "sent" => c.sent = n,
+            "failed" => c.failed = n,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// What composing a reply needs from a ticket, without loading every message.
+#[derive(Debug, Clone)]
+pub struct ReplyContext {
+    pub ticket: TicketId,
+    pub subject: String,
+    pub channel: String,
+    pub contact: ContactRef,
+    /// Message ids of the thread (inbound and outbound), oldest first: the
+    /// first one and the most recent `recent` ones.
+    pub thread: Vec<String>,
+    /// Other contacts who wrote in the ticket (candidates for Cc).
+    pub participants: Vec<ContactRef>,
+}
+
+pub(crate) fn reply_context(
+    conn: &Connection,
+    ticket: TicketId,
+    recent: usize,
+) -> Result<ReplyContext, StoreError> {
+    let (subject, channel, email, name) = conn
+        .prepare_cached(
+            "SELECT t.subject, t.channel, c.email, c.name FROM tickets t
+             JOIN contacts c ON c.id = t.contact_id WHERE t.id = ?1",
+        )?
+        .query_row([ticket.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("ticket {ticket}")))?;
+    let first: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
+             AND message_id IS NOT NULL ORDER BY id LIMIT 1",
+        )?
+        .query_row([ticket.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
+         AND message_id IS NOT NULL ORDER BY id DESC LIMIT ?2",
+    )?;
+    let mut last: Vec<(i64, String)> = stmt
+        .query_map(params![ticket.0, recent as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    last.reverse();
+    let mut thread = Vec::with_capacity(last.len() + 1);
+    if let Some((id, mid)) = first
+        && last.first().is_none_or(|(l, _)| *l != id)
+    {
+        thread.push(mid);
+    }
+    thread.extend(last.into_iter().map(|(_, m)| m));
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.email, c.name FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+         WHERE p.ticket_id = ?1 ORDER BY c.email",
+    )?;
+    let participants = stmt
+        .query_map([ticket.0], |r| {
+            Ok(ContactRef {
+                email: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ReplyContext {
+        ticket,
+        subject,
+        channel,
+        contact: ContactRef { email, name },
+        thread,
+        participants,
+    })
+}

@@ -1,0 +1,409 @@
+//! The HTTP API (`/api/v1`) against the real daemon: bearer auth (401),
+//! acting as another user (403), unknown things (404), bad JSON (400), each
+//! with its stable JSON error code; then the resources agents use.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ACME, Daemon, messages, swaks};
+use serde_json::{Value, json};
+
+/// (method, path, token, body, status, code)
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    u16,
+    &'a str,
+);
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+fn with_ticket() -> (Daemon, i64) {
+    let d = Daemon::start("", ACME);
+    let (ok, out) = swaks(
+        d.smtp,
+        &[
+            "--from",
+            "carol@customer.example",
+            "--to",
+            "support@acme.example",
+            "--h-Subject",
+            "API test",
+            "--body",
+            "Hello.",
+        ],
+    );
+    assert!(ok, "{out}");
+    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
+        .as_i64()
+        .expect("number");
+    (d, t)
+}
+
+#[test]
+fn errors_have_stable_codes() {
+    let (d, t) = with_ticket();
+    let ann = d.token("ann");
+    let bob = d.token("bob");
+    let reply = json!({"text": "hi"}).to_string();
+    let path = format!("/api/v1/tickets/{t}/replies");
+
+    let cases: Vec<Case> = vec![
+        (
+            "GET",
+            "/api/v1/tickets".into(),
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "GET",
+            "/api/v1/tickets".into(),
+            Some("not-a-token"),
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            path.clone(),
+            None,
+            Some(reply.clone()),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            path.clone(),
+            Some(&ann),
+            Some(json!({"text": "hi", "as": "bob"}).to_string()),
+            403,
+            "forbidden",
+        ),
+        (
+            "PUT",
+            "/api/v1/users/bob/availability".into(),
+            Some(&ann),
+            Some(json!({"available": false}).to_string()),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET",
+            "/api/v1/tickets/999".into(),
+            Some(&ann),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/tickets/abc".into(),
+            Some(&ann),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/tickets/999/replies".into(),
+            Some(&ann),
+            Some(reply.clone()),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/nothing-here".into(),
+            Some(&ann),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/contacts/nobody@x.example".into(),
+            Some(&ann),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            path.clone(),
+            Some(&ann),
+            Some("{not json".into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            path.clone(),
+            Some(&ann),
+            Some(json!({"txt": "typo"}).to_string()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            path.clone(),
+            Some(&ann),
+            Some("{}".into()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            path.clone(),
+            Some(&ann),
+            Some(json!({"text": "hi", "subject": "Hi\r\nBcc: evil@x.example"}).to_string()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            path.clone(),
+            Some(&ann),
+            Some(
+                json!({"text": "hi", "attachments": [
+                    {"filename": "a\r\nContent-Type: text/html", "data_base64": "eA=="}
+                ]})
+                .to_string(),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/tickets/{t}"),
+            Some(&ann),
+            Some(json!({"owner": "nobody-like-this"}).to_string()),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/channels/nope/disable".into(),
+            Some(&bob),
+            None,
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, token, body, status, want) in cases {
+        let (got, v) = d.api(method, &path, token, body.as_deref());
+        assert_eq!(
+            (got, code(&v)),
+            (status, want),
+            "{method} {path} {body:?}: {v}"
+        );
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    // Nothing was queued by the refused requests.
+    assert!(
+        messages(&d.ticket(t))
+            .iter()
+            .all(|m| m["direction"] != "outbound")
+    );
+}
+
+#[test]
+fn agents_work_a_ticket() {
+    let (d, t) = with_ticket();
+    let ann = d.token("ann");
+    let get = |path: &str| {
+        let (s, v) = d.api("GET", path, Some(&ann), None);
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    };
+
+    let list = get("/api/v1/tickets?channel=support&limit=10");
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert!(
+        get("/api/v1/tickets?status=closed")
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+    let one = get(&format!("/api/v1/tickets/{t}"));
+    assert_eq!(one["subject"], "API test");
+    assert_eq!(one["contact"]["email"], "carol@customer.example");
+
+    // Status and owner.
+    let (s, v) = d.api(
+        "PATCH",
+        &format!("/api/v1/tickets/{t}"),
+        Some(&ann),
+        Some(&json!({"status": "open", "owner": "bob"}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["owner"].as_str()),
+        (Some("open"), Some("bob"))
+    );
+    let (s, v) = d.api(
+        "PATCH",
+        &format!("/api/v1/tickets/{t}"),
+        Some(&ann),
+        Some(&json!({"owner": null}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["owner"].is_null(), "{v}");
+    assert_eq!(v["status"], "open");
+
+    // An internal note and a reply (queued: the harness relay is down).
+    let (s, v) = d.api(
+        "POST",
+        &format!("/api/v1/tickets/{t}/notes"),
+        Some(&ann),
+        Some(&json!({"text": "Customer is VIP"}).to_string()),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = d.api(
+        "POST",
+        &format!("/api/v1/tickets/{t}/replies"),
+        Some(&ann),
+        Some(
+            &json!({"text": "On it.", "as": "ann", "attachments": [
+                {"filename": "log.txt", "content_type": "text/plain", "data_base64": "aGVsbG8="}
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["delivery"], "queued");
+    let shown = get(&format!("/api/v1/tickets/{t}"));
+    let msgs = messages(&shown);
+    let note = msgs
+        .iter()
+        .find(|m| m["direction"] == "note")
+        .expect("note");
+    assert_eq!(
+        (note["author"].as_str(), note["text"].as_str()),
+        (Some("ann"), Some("Customer is VIP"))
+    );
+    let out = msgs
+        .iter()
+        .find(|m| m["direction"] == "outbound")
+        .expect("reply");
+    assert_eq!(out["author"], "ann");
+    assert_eq!(out["delivery"], "queued");
+    assert_eq!(out["message_id"], v["message_id"]);
+
+    // Contacts.
+    let contacts = get("/api/v1/contacts");
+    assert_eq!(contacts[0]["email"], "carol@customer.example");
+    let (s, v) = d.api(
+        "PUT",
+        "/api/v1/contacts/Carol@Customer.example/owner",
+        Some(&ann),
+        Some(&json!({"owner": "ann"}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["owner"], "ann");
+    assert_eq!(
+        get("/api/v1/contacts/carol@customer.example")["owner"],
+        "ann"
+    );
+
+    // Availability: own only, persisted (the CLI's status reads the same store).
+    let (s, v) = d.api(
+        "PUT",
+        "/api/v1/users/ann/availability",
+        Some(&ann),
+        Some(&json!({"available": false}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    let users = get("/api/v1/users");
+    let me = users
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["id"] == "ann"))
+        .expect("ann");
+    assert_eq!(me["available"], false);
+
+    // Channels.
+    let (s, v) = d.api("POST", "/api/v1/channels/support/disable", Some(&ann), None);
+    assert_eq!((s, v["enabled"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(get("/api/v1/channels")[0]["enabled"], false);
+    let cli = d.cli_json(&["channels", "list", "--json"]);
+    assert_eq!(cli[0]["enabled"], false, "persisted: {cli}");
+    let (s, _) = d.api("POST", "/api/v1/channels/support/enable", Some(&ann), None);
+    assert_eq!(s, 200);
+
+    // Metrics carry the outbox depth.
+    let (s, m) = d.api("GET", "/metrics", None, None);
+    assert_eq!(s, 200);
+    let text = m.as_str().unwrap_or("");
+    assert!(text.contains("postdesk_outbox_depth"), "{text}");
+}
+
+#[test]
+fn cli_reply_uses_the_same_path() {
+    let (d, t) = with_ticket();
+    let file = d.dir.path().join("notes.txt");
+    std::fs::write(&file, "attached").expect("write");
+    let v = d.cli_json(&[
+        "reply",
+        &t.to_string(),
+        "--as",
+        "bob",
+        "--text",
+        "From the command line.",
+        "--attach",
+        file.to_str().expect("path"),
+        "--json",
+    ]);
+    assert_eq!(v["delivery"], "queued");
+    let out = messages(&d.ticket(t))
+        .iter()
+        .find(|m| m["direction"] == "outbound")
+        .cloned()
+        .expect("reply");
+    assert_eq!(out["author"], "bob");
+    assert_eq!(out["from"], "support@acme.example");
+    let bad = d.cli(&["reply", &t.to_string(), "--as", "nobody", "--text", "x"]);
+    assert!(!bad.status.success());
+    let bad = d.cli(&["reply", "999", "--as", "bob", "--text", "x"]);
+    assert!(!bad.status.success());
+}
+
+/// A retried POST with the same Idempotency-Key queues one reply.
+#[test]
+fn idempotency_key_makes_retries_safe() {
+    let (d, t) = with_ticket();
+    let ann = d.token("ann");
+    let bob = d.token("bob");
+    let path = format!("/api/v1/tickets/{t}/replies");
+    let body = json!({"text": "Only once, please."}).to_string();
+    let send = |token: &str, key: &str| {
+        common::http::request_with(
+            d.http,
+            "POST",
+            &path,
+            &[("Idempotency-Key", key)],
+            Some(token),
+            Some(&body),
+        )
+    };
+    let (s1, first) = send(&ann, "k-1");
+    assert_eq!(s1, 201, "{first}");
+    let (s2, again) = send(&ann, "k-1");
+    assert_eq!(s2, 200, "{again}");
+    assert_eq!(again["message_id"], first["message_id"]);
+    assert_eq!(again["replayed"], true);
+    // Another key, or another agent with the same key: a new reply.
+    let (s3, other) = send(&ann, "k-2");
+    assert_eq!(s3, 201, "{other}");
+    let (s4, bobs) = send(&bob, "k-1");
+    assert_eq!(s4, 201, "{bobs}");
+    let outbound = messages(&d.ticket(t))
+        .iter()
+        .filter(|m| m["direction"] == "outbound")
+        .count();
+    assert_eq!(outbound, 3);
+}
