@@ -91,6 +91,7 @@ mod tests {
             licensed: true,
             available: true,
             teams: vec![],
+            working_hours: None,
         }
     }
 
