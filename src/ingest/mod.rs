@@ -11,6 +11,7 @@
 //! parked as `failed` with its reason), or block the async runtime with
 //! parsing (done on the blocking pool).
 
+pub mod bounce;
 pub mod parse;
 pub mod resolve;
 pub mod route;
@@ -206,6 +207,7 @@ pub fn plan_entry(
                 properties: serde_json::to_string(&custom).unwrap_or_else(|_| "{}".into()),
                 routing: route::plan(config, channel, &|u| live.user_available(u)),
             },
+            bounce: bounce::link(parsed_msg.as_ref(), &class, &fields),
         });
     }
     Ok(InboundPlan {

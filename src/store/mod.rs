@@ -10,12 +10,14 @@
 //! Must not: parse mail, make routing decisions, or block an async worker
 //! thread (the SQLite implementation runs on its own threads).
 
+mod bounce;
 mod mailbox;
 mod migrations;
 mod outbound;
 mod sqlite;
 mod types;
 
+pub use bounce::BounceLink;
 pub use mailbox::{
     Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
 };

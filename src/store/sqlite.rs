@@ -600,6 +600,24 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
             });
             continue;
         }
+        // A bounce of our own reply joins that reply's ticket: no contact
+        // for the mailer-daemon, no new ticket.
+        let bounced = match &m.bounce {
+            Some(link) => super::bounce::find_outbound(conn, &m.channel, link)?,
+            None => None,
+        };
+        if let (Some(b), Some(link)) = (&bounced, &m.bounce) {
+            insert_message(conn, b.ticket, plan.spool_id, m)?;
+            super::bounce::record(conn, b, link, &m.channel, plan.spool_id.0, now_ms())?;
+            out.delivered.push(Delivered {
+                channel: m.channel.clone(),
+                ticket: TicketId(b.ticket),
+                created: false,
+                duplicate: false,
+                owner: None,
+            });
+            continue;
+        }
         let contact_id = upsert_contact(conn, &m.contact)?;
         let (ticket, created, owner) = match find_thread(conn, m)? {
             Some(t) => {

@@ -138,6 +138,8 @@ pub struct InboundMessage {
     pub note: Option<String>,
     /// Used only when no existing ticket matches.
     pub new_ticket: NewTicket,
+    /// Set for bounces: how to find the outbound message it reports on.
+    pub bounce: Option<super::BounceLink>,
 }
 
 /// The ingest result for one spool entry: one message per addressed channel,

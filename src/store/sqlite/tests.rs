@@ -54,6 +54,7 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
                 properties: "{}".into(),
                 routing,
             },
+            bounce: None,
         }],
     }
 }
@@ -336,4 +337,152 @@ fn newer_schema_is_refused() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
+}
+
+fn reply_on(ticket: i64, message_id: &str) -> NewReply {
+    NewReply {
+        ticket: TicketId(ticket),
+        channel: "support".into(),
+        author: "ann".into(),
+        message_id: message_id.into(),
+        in_reply_to: Some("m1@customer.example".into()),
+        references: vec!["m1@customer.example".into()],
+        from_email: "support@acme.example".into(),
+        from_name: None,
+        to: vec!["c1@customer.example".into()],
+        cc: vec![],
+        subject: "Re: Subject 1 [#1]".into(),
+        date: "Thu, 26 Nov 2026 10:00:00 +0000".into(),
+        text: "on it".into(),
+        html: None,
+        raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
+        idempotency_key: None,
+    }
+}
+
+fn bounce_plan(spool: SpoolId, n: usize, candidates: &[&str], failed: bool) -> InboundPlan {
+    let mut p = inbound(
+        spool,
+        n,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    );
+    let m = &mut p.messages[0];
+    m.contact = ContactRef {
+        email: "mailer-daemon@mx.customer.example".into(),
+        name: None,
+    };
+    m.from = m.contact.clone();
+    m.classification = r#"{"kind":"bounce","dsn":null}"#.into();
+    m.bounce = Some(BounceLink {
+        candidates: candidates.iter().map(|c| c.to_string()).collect(),
+        failed,
+        detail: "bounced: c1@customer.example 5.1.1: 550 5.1.1 User unknown".into(),
+    });
+    p
+}
+
+#[tokio::test]
+async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
+    let (_dir, s) = store();
+    let id = s.spool(spool_msg(1)).await.expect("spool");
+    s.apply_inbound(vec![inbound(
+        id,
+        1,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    )])
+    .await
+    .expect("apply");
+    s.queue_reply(reply_on(1, "pd.1.aa@desk.acme.example"))
+        .await
+        .expect("queue");
+    let outbox_before = s.outbox_counts().await.expect("counts");
+
+    // Matched by the second candidate (the first names nothing of ours; an
+    // inbound id never matches).
+    let out = s
+        .apply_inbound(vec![bounce_plan(
+            id,
+            10,
+            &["m1@customer.example", "pd.1.aa@desk.acme.example"],
+            true,
+        )])
+        .await
+        .expect("apply");
+    let d = &out[0].as_ref().expect("ok").delivered[0];
+    assert_eq!((d.ticket.0, d.created), (1, false));
+    let t = s.ticket(TicketId(1)).await.expect("ticket");
+    let outbound = t
+        .messages
+        .iter()
+        .find(|m| m.direction == "outbound")
+        .expect("outbound");
+    assert_eq!(outbound.delivery.as_deref(), Some("failed"));
+    assert!(
+        outbound
+            .delivery_detail
+            .as_deref()
+            .is_some_and(|d| d.contains("5.1.1")),
+        "{outbound:?}"
+    );
+    let bounce = t.messages.last().expect("bounce");
+    assert_eq!(bounce.direction, "inbound");
+    assert_eq!(
+        bounce.classification["bounced_message_id"],
+        "pd.1.aa@desk.acme.example"
+    );
+    assert_eq!(bounce.classification["kind"], "bounce");
+    assert!(t.participants.is_empty(), "no mailer-daemon participant");
+    let contacts = s.list_contacts().await.expect("contacts");
+    assert!(
+        contacts
+            .iter()
+            .all(|c| !c.email.starts_with("mailer-daemon")),
+        "{contacts:?}"
+    );
+    // The queued reply is now failed too (never send again to a bounced
+    // address); nothing new was queued in answer to the bounce.
+    let outbox_after = s.outbox_counts().await.expect("counts");
+    assert_eq!(outbox_before.queued + outbox_before.failed, 1);
+    assert_eq!((outbox_after.queued, outbox_after.failed), (0, 1));
+    assert_eq!(s.due_outbox(i64::MAX, 10).await.expect("due").len(), 0);
+
+    // A delayed report joins without failing anything.
+    s.queue_reply(reply_on(1, "pd.1.bb@desk.acme.example"))
+        .await
+        .expect("queue");
+    s.apply_inbound(vec![bounce_plan(
+        id,
+        11,
+        &["pd.1.bb@desk.acme.example"],
+        false,
+    )])
+    .await
+    .expect("apply");
+    let t = s.ticket(TicketId(1)).await.expect("ticket");
+    let second = t
+        .messages
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some("pd.1.bb@desk.acme.example"))
+        .expect("second reply");
+    assert_eq!(second.delivery.as_deref(), Some("queued"));
+
+    // A bounce that matches nothing: stored as before, on a new ticket.
+    let out = s
+        .apply_inbound(vec![bounce_plan(id, 12, &["nothing@elsewhere"], true)])
+        .await
+        .expect("apply");
+    let d = &out[0].as_ref().expect("ok").delivered[0];
+    assert!(d.created && d.ticket.0 == 2, "{d:?}");
+    let t = s.ticket(TicketId(2)).await.expect("ticket");
+    assert_eq!(t.head.contact.email, "mailer-daemon@mx.customer.example");
+    assert!(
+        t.messages[0]
+            .classification
+            .get("bounced_message_id")
+            .is_none()
+    );
 }
