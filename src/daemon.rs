@@ -192,7 +192,7 @@ pub async fn run(
     let ingest_task = tokio::spawn(ingestor.run(ingest_stop.clone()));
 
     // One token source for the process: every user of a channel's OAuth
-    // tokens (pull, and XOAUTH2 SMTP later) must share it, so a rotated
+    // tokens (pull, and the sender's XOAUTH2 SMTP) must share it, so a rotated
     // refresh token is used by all and refreshes are serialised per channel.
     let tokens = Arc::new(crate::pull::TokenSource::new());
     let pull_stop = CancellationToken::new();
@@ -216,7 +216,10 @@ pub async fn run(
         store: store.clone(),
         live: live.clone(),
         wake: out_wake,
-        tokens: None,
+        tokens: Some(Arc::new(crate::pull::ChannelTokens {
+            tokens: tokens.clone(),
+            live: live.clone(),
+        })),
     };
     let sender_task = tokio::spawn(sender.run(outbound_stop.clone()));
 

@@ -571,6 +571,10 @@ pub struct ChannelConfig {
     pub imap: Option<ImapConfig>,
     /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
     pub oauth: Option<OAuthConfig>,
+    /// `[channels.smtp]`: the provider's SMTP server replies are sent through
+    /// with XOAUTH2 (`gmail`/`office365` only). Default none = per kind
+    /// (see [`ChannelConfig::effective_smtp`]).
+    pub smtp: Option<ChannelSmtpConfig>,
 }
 
 impl ChannelConfig {
@@ -602,6 +606,29 @@ impl ChannelConfig {
     /// IMAP TLS mode: `imap.tls`, default implicit.
     pub fn effective_imap_tls(&self) -> TlsMode {
         self.imap.as_ref().map_or(TlsMode::Implicit, |i| i.tls)
+    }
+
+    /// Provider SMTP for replies (host, port, TLS, CA file): `[channels.smtp]`
+    /// keys, else `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365)
+    /// on port 587 with STARTTLS; `None` for kinds that send through `[relay]`.
+    pub fn effective_smtp(&self) -> Option<(&str, u16, TlsMode, Option<&Path>)> {
+        let default_host = match self.kind {
+            ChannelKind::Gmail => "smtp.gmail.com",
+            ChannelKind::Office365 => "smtp.office365.com",
+            _ => return None,
+        };
+        let s = self.smtp.as_ref();
+        let tls = s.map_or(TlsMode::Starttls, |s| s.tls);
+        let port = s.and_then(|s| s.port).unwrap_or(match tls {
+            TlsMode::Implicit => 465,
+            _ => 587,
+        });
+        Some((
+            s.and_then(|s| s.host.as_deref()).unwrap_or(default_host),
+            port,
+            tls,
+            s.and_then(|s| s.ca_file.as_deref()),
+        ))
     }
 
     /// OAuth token endpoint: `oauth.token_url`, else Google's (gmail) or
@@ -684,6 +711,21 @@ pub struct ImapConfig {
     /// Folder to move pulled mail to, after it is committed (created if missing;
     /// needs the server's MOVE). Default none (mailbox left untouched).
     pub move_to: Option<String>,
+}
+
+/// `[channels.smtp]`: where a `gmail`/`office365` channel's replies go (SASL
+/// XOAUTH2 with the channel's OAuth token). Every key optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSmtpConfig {
+    /// Server. Default none = `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365).
+    pub host: Option<String>,
+    /// Port. Default none = 465 for implicit TLS, 587 otherwise.
+    pub port: Option<u16>,
+    /// Default `starttls`.
+    pub tls: TlsMode,
+    /// PEM certificate(s) trusted instead of the system roots (relative to the
+    /// config dir). Default none (system roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[channels.oauth]`: `client_id` and `refresh_token_file` required when present.

@@ -15,9 +15,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
-    Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig, HttpConfig, ImapConfig,
-    LogConfig, LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName,
-    SmtpConfig, StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config, DkimConfig,
+    HttpConfig, ImapConfig, LogConfig, LogFormat, OAuthConfig, OutboundConfig, RelayConfig,
+    RoutingConfig, SenderName, SmtpConfig, StoreConfig, TeamConfig, TicketProperties, TlsMode,
+    UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -788,6 +789,12 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
             })
         })
         .flatten();
+    let smtp = r.optional_section(t, "smtp", |r, t| ChannelSmtpConfig {
+        host: r.key(t, "host"),
+        port: r.key(t, "port"),
+        tls: r.key(t, "tls").unwrap_or(TlsMode::Starttls),
+        ca_file: r.key(t, "ca_file"),
+    });
     ChannelConfig {
         id,
         kind,
@@ -803,6 +810,7 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         routing,
         imap,
         oauth,
+        smtp,
     }
 }
 

@@ -127,6 +127,16 @@ fn check_mailbox(
             format!("[channels.oauth] is ignored for {kind} channels"),
         );
     }
+    let smtp_path = format!("{path}.smtp");
+    if !ch.kind.uses_oauth() && r.has(&smtp_path) {
+        r.warning_at(
+            &smtp_path,
+            format!("[channels.smtp] is ignored for {kind} channels (they send through [relay])"),
+        );
+    }
+    if let Some(file) = ch.smtp.as_ref().and_then(|s| s.ca_file.as_ref()) {
+        check_readable(r, &format!("{smtp_path}.ca_file"), file, base);
+    }
     if ch.kind == ChannelKind::Imap && !r.has(&imap_path) {
         r.error_at(
             &format!("{path}.kind"),
@@ -434,6 +444,9 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
     for (_, ch) in &mut d.channels {
         if let Some(imap) = &mut ch.imap {
             imap.password_file.iter_mut().for_each(fix);
+        }
+        if let Some(smtp) = &mut ch.smtp {
+            smtp.ca_file.iter_mut().for_each(fix);
         }
         if let Some(oauth) = &mut ch.oauth {
             oauth.client_secret_file.iter_mut().for_each(fix);

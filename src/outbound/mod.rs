@@ -112,6 +112,13 @@ pub trait AccessTokens: Send + Sync + 'static {
         &'a self,
         channel: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+    /// The provider refused `channel`'s token (XOAUTH2 AUTH failed): forget
+    /// any cached token so the next attempt gets a fresh one.
+    fn rejected<'a>(&'a self, channel: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = channel;
+        Box::pin(async {})
+    }
 }
 
 /// Queues replies and wakes the sender.

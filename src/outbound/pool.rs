@@ -137,10 +137,16 @@ pub async fn connect(t: &SmtpTarget) -> Result<AsyncSmtpConnection, SendError> {
         } else {
             t.mechanisms.clone()
         };
+        let xoauth2 = mechanisms.contains(&Mechanism::Xoauth2);
         tokio::time::timeout(t.timeout, conn.auth(&mechanisms, creds))
             .await
             .map_err(|_| temporary("AUTH", "timed out"))?
-            .map_err(classify)?;
+            .map_err(|e| match classify(e) {
+                // An OAuth token can expire or be revoked at any time: a fresh
+                // one may work, so this is not the reply's permanent failure.
+                SendError::Permanent(text) if xoauth2 => SendError::AuthRejected(text),
+                other => other,
+            })?;
     }
     Ok(conn)
 }

@@ -4,7 +4,13 @@
 //! Owns the connection pool to `[relay]` ([`super::pool`], rebuilt when a
 //! reload changes `[relay]`), and per-send XOAUTH2 connections to the
 //! provider for `gmail`/`office365` channels when an [`AccessTokens`] source
-//! is installed (without one, those channels send through `[relay]` too).
+//! is installed (the daemon always installs one; without one, those
+//! channels send through `[relay]` too). The provider is
+//! `smtp.gmail.com` / `smtp.office365.com` on 587 with STARTTLS unless the
+//! channel's `[channels.smtp]` says otherwise. No token (refused grant,
+//! token endpoint down) or a refused token keeps the reply queued with the
+//! reason as its detail, retried with backoff until `max_lifetime_secs`;
+//! other channels are not held up.
 //!
 //! Loop: take up to [`BATCH`] due entries, send them with at most
 //! `relay.pool_size` in flight, record each outcome as soon as it is known
@@ -19,6 +25,7 @@
 //! Must not: compose or alter messages (bytes are sent exactly as queued), or
 //! mark anything `sent` before the relay accepted it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AccessTokens;
 use super::pool::{Pool, SmtpTarget};
-use crate::config::{ChannelKind, Config, OutboundConfig, RelayConfig, TlsMode};
+use crate::config::{Config, OutboundConfig, RelayConfig};
 use crate::live::Live;
 use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
 
@@ -48,6 +55,10 @@ pub enum SendError {
     /// Give up (5xx, unusable envelope).
     #[error("{0}")]
     Permanent(String),
+    /// The provider refused our XOAUTH2 token: retried (after the token
+    /// source forgot the token) like a temporary failure.
+    #[error("{0}")]
+    AuthRejected(String),
     /// Shutdown came before the attempt started: nothing sent, nothing to record.
     #[error("cancelled before sending")]
     Cancelled,
@@ -78,7 +89,7 @@ pub fn outcome(
             error: "not attempted: shutting down".into(),
             next_attempt_at: now,
         },
-        Err(SendError::Temporary(error)) => {
+        Err(SendError::Temporary(error) | SendError::AuthRejected(error)) => {
             let next = now + backoff_secs(cfg, attempts) as i64 * 1000;
             let deadline = created_at + cfg.max_lifetime_secs as i64 * 1000;
             if now >= deadline {
@@ -122,15 +133,6 @@ fn relay_target(relay: &RelayConfig, hostname: &str) -> Result<SmtpTarget, Strin
         credentials,
         mechanisms: Vec::new(),
     })
-}
-
-/// Provider SMTP for an OAuth channel: host, port, TLS.
-fn provider_smtp(kind: ChannelKind) -> Option<(&'static str, u16, TlsMode)> {
-    match kind {
-        ChannelKind::Gmail => Some(("smtp.gmail.com", 465, TlsMode::Implicit)),
-        ChannelKind::Office365 => Some(("smtp.office365.com", 587, TlsMode::Starttls)),
-        _ => None,
-    }
 }
 
 /// Delivers the outbox.
@@ -326,27 +328,41 @@ async fn deliver(
     let envelope = Envelope::new(Some(from), to)
         .map_err(|e| SendError::Permanent(format!("bad envelope: {e}")))?;
     let channel = config.channel(&item.channel);
-    let provider = channel.and_then(|c| provider_smtp(c.kind).map(|p| (c, p)));
+    let provider = channel.and_then(|c| c.effective_smtp().map(|p| (c, p)));
     let response = match (provider, tokens) {
-        (Some((channel, (host, port, tls))), Some(tokens)) => {
-            let token = tokens
-                .access_token(&channel.id)
-                .await
-                .map_err(|e| SendError::Temporary(format!("no access token: {e}")))?;
+        (Some((channel, (host, port, tls, ca_file))), Some(tokens)) => {
+            let token = tokens.access_token(&channel.id).await.map_err(|e| {
+                SendError::Temporary(clean_reply(&format!(
+                    "channel {}: no OAuth access token for XOAUTH2: {e}",
+                    channel.id
+                )))
+            })?;
+            let user = channel
+                .imap
+                .as_ref()
+                .map(|i| i.username.clone())
+                .filter(|u| !u.is_empty())
+                .or_else(|| channel.address.clone())
+                .unwrap_or_default();
             let target = SmtpTarget {
                 host: host.to_string(),
                 port,
                 tls,
                 hello: config.smtp.hostname.clone(),
                 timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
-                ca_file: None,
-                credentials: Some(Credentials::new(
-                    channel.address.clone().unwrap_or_default(),
-                    token,
-                )),
+                ca_file: ca_file.map(Path::to_path_buf),
+                credentials: Some(Credentials::new(user, token)),
                 mechanisms: vec![Mechanism::Xoauth2],
             };
-            super::pool::send_once(&target, &envelope, &item.raw).await?
+            match super::pool::send_once(&target, &envelope, &item.raw).await {
+                Err(SendError::AuthRejected(e)) => {
+                    tokens.rejected(&channel.id).await;
+                    return Err(SendError::AuthRejected(clean_reply(&format!(
+                        "{host}:{port} refused the XOAUTH2 token: {e}"
+                    ))));
+                }
+                other => other?,
+            }
         }
         _ => {
             let pool = relay.map_err(SendError::Temporary)?;

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::live::Live;
 use crate::store::{Store, StoreError};
 
-pub use oauth::{OAuthError, TokenSource};
+pub use oauth::{ChannelTokens, OAuthError, TokenSource};
 
 /// Why a pull session ended.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,8 @@
 //! Office 365): [`TokenSource::access_token`] returns a bearer token,
 //! refreshing it (refresh-token grant through the `oauth2` crate over
 //! reqwest) when it is missing or within [`REFRESH_MARGIN`] of expiry.
-//! Usable by any module that needs the token (IMAP pull now, XOAUTH2 SMTP
-//! later).
+//! Shared by every user of the token: the IMAP puller and, through
+//! [`ChannelTokens`], the outbound sender's XOAUTH2 SMTP.
 //!
 //! Owns: the in-memory access tokens, and the refresh-token file on disk
 //! when the provider rotates it (written to a temp file in the same
@@ -18,8 +18,10 @@
 //! endpoint's JSON (parsed by `oauth2`); redirects are not followed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +33,7 @@ use oauth2::{
 use tokio::sync::Mutex;
 
 use crate::config::{ChannelConfig, OAuthConfig};
+use crate::outbound::AccessTokens;
 
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -283,6 +286,36 @@ impl TokenSource {
         let lifetime = resp.expires_in().unwrap_or(DEFAULT_LIFETIME);
         tracing::debug!(%channel, lifetime_secs = lifetime.as_secs(), "oauth access token refreshed");
         Ok((resp.access_token().secret().clone(), started + lifetime))
+    }
+}
+
+/// [`TokenSource`] as the outbound sender's [`AccessTokens`]: looks the
+/// channel up in the live configuration, so XOAUTH2 SMTP and the IMAP puller
+/// share one token (and one rotated refresh token) per channel.
+pub struct ChannelTokens {
+    pub tokens: Arc<TokenSource>,
+    pub live: Arc<crate::live::Live>,
+}
+
+impl AccessTokens for ChannelTokens {
+    fn access_token<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let config = self.live.config();
+            let ch = config
+                .channel(channel)
+                .ok_or_else(|| format!("channel {channel} is not in the configuration"))?;
+            self.tokens
+                .access_token(ch)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn rejected<'a>(&'a self, channel: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.tokens.invalidate(channel))
     }
 }
 

@@ -1,0 +1,369 @@
+//! XOAUTH2 SMTP for gmail/office365 channels, end to end: the daemon's
+//! replies on a gmail channel go to the provider SMTP named in
+//! `[channels.smtp]` (here a scripted responder that advertises
+//! `AUTH XOAUTH2` and accepts only `user=…^Aauth=Bearer TOKEN^A^A` with a
+//! token the local OAuth server issued to that user), with a token from the
+//! same token source the IMAP puller uses. A token the provider refuses is
+//! forgotten and the retry gets a fresh one. An office365 channel whose
+//! refresh token was revoked (`invalid_grant`) keeps its reply queued with a
+//! clear detail, while the gmail channel and a `[relay]` channel keep sending.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use common::dovecot::OAuthServer;
+use common::relay::ScriptedRelay;
+use common::{Daemon, free_port, messages, swaks, wait_for};
+use serde_json::{Value, json};
+
+/// What the XOAUTH2 responder saw.
+#[derive(Default)]
+struct Seen {
+    /// (user, token, accepted) for each AUTH XOAUTH2.
+    auths: Vec<(String, String, bool)>,
+    /// (authenticated user, message) for each accepted message.
+    accepted: Vec<(String, Vec<u8>)>,
+}
+
+/// A provider-like SMTP server: `AUTH XOAUTH2` only, checked against the
+/// OAuth server's issued access tokens; refuses the first `reject_first`
+/// valid tokens (as a provider does with a token revoked a moment ago).
+struct XoauthSmtp {
+    port: u16,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl XoauthSmtp {
+    fn start(oauth_state: PathBuf, reject_first: usize) -> XoauthSmtp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rejects = Arc::new(AtomicUsize::new(reject_first));
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (s, state, rejects) = (s.clone(), oauth_state.clone(), rejects.clone());
+                        std::thread::spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = session(stream, &state, &s, &rejects);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        XoauthSmtp { port, seen, stop }
+    }
+}
+
+impl Drop for XoauthSmtp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The user the OAuth server issued `token` to, if it is live.
+fn token_user(state: &PathBuf, token: &str) -> Option<String> {
+    let text = std::fs::read_to_string(state).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["access"][token].as_str().map(str::to_string)
+}
+
+fn session(
+    stream: std::net::TcpStream,
+    oauth_state: &PathBuf,
+    seen: &Mutex<Seen>,
+    rejects: &AtomicUsize,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    w.write_all(b"220 smtp.provider.test ESMTP\r\n")?;
+    let mut user: Option<String> = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let l = line.trim_end();
+        let verb = l.to_ascii_uppercase();
+        if verb.starts_with("EHLO") {
+            w.write_all(b"250-smtp.provider.test\r\n250-8BITMIME\r\n250 AUTH XOAUTH2\r\n")?;
+        } else if verb.starts_with("AUTH XOAUTH2 ") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(l[13..].trim())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&raw).to_string();
+            // user=<addr>\x01auth=Bearer <token>\x01\x01
+            let parsed = text
+                .strip_suffix("\x01\x01")
+                .and_then(|t| t.split_once('\x01'))
+                .and_then(|(u, a)| {
+                    Some((u.strip_prefix("user=")?, a.strip_prefix("auth=Bearer ")?))
+                });
+            let (u, t) = parsed.unwrap_or(("", ""));
+            let valid = !u.is_empty() && token_user(oauth_state, t).as_deref() == Some(u);
+            let accept = valid
+                && rejects
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err();
+            seen.lock()
+                .expect("lock")
+                .auths
+                .push((u.to_string(), t.to_string(), accept));
+            if accept {
+                user = Some(u.to_string());
+                w.write_all(b"235 2.7.0 Accepted\r\n")?;
+            } else {
+                w.write_all(b"535 5.7.8 Username and Password not accepted\r\n")?;
+            }
+        } else if verb.starts_with("AUTH") {
+            w.write_all(b"504 5.7.4 Unrecognized authentication type\r\n")?;
+        } else if verb.starts_with("MAIL") {
+            if user.is_some() {
+                w.write_all(b"250 2.1.0 OK\r\n")?;
+            } else {
+                w.write_all(b"530 5.7.0 Authentication Required\r\n")?;
+            }
+        } else if verb.starts_with("DATA") {
+            w.write_all(b"354 Go ahead\r\n")?;
+            let mut body = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l)? == 0 {
+                    return Ok(());
+                }
+                if l == b".\r\n" || l == b".\n" {
+                    break;
+                }
+                body.extend_from_slice(&l);
+            }
+            seen.lock()
+                .expect("lock")
+                .accepted
+                .push((user.clone().unwrap_or_default(), body));
+            w.write_all(b"250 2.0.0 OK 1795687205 provider-queued\r\n")?;
+        } else if verb.starts_with("QUIT") {
+            w.write_all(b"221 2.0.0 closing connection\r\n")?;
+            return Ok(());
+        } else {
+            w.write_all(b"250 OK\r\n")?;
+        }
+    }
+}
+
+fn mail_to(d: &Daemon, to: &str, msgid: &str) {
+    let hdr = format!("Message-Id: <{msgid}>");
+    let (ok, out) = swaks(
+        d.smtp,
+        &[
+            "--from",
+            "carol@customer.example",
+            "--to",
+            to,
+            "--header",
+            &hdr,
+            "--h-Subject",
+            "Need help",
+            "--body",
+            "Hello.",
+        ],
+    );
+    assert!(ok, "{out}");
+}
+
+fn ticket_on(d: &Daemon, channel: &str) -> i64 {
+    let tickets = d.tickets();
+    tickets
+        .iter()
+        .find(|t| t["channel"] == channel)
+        .and_then(|t| t["number"].as_i64())
+        .unwrap_or_else(|| panic!("no ticket on {channel}: {tickets:?}"))
+}
+
+fn reply(d: &Daemon, token: &str, ticket: i64) -> String {
+    let (status, v) = d.api(
+        "POST",
+        &format!("/api/v1/tickets/{ticket}/replies"),
+        Some(token),
+        Some(&json!({ "text": "On it." }).to_string()),
+    );
+    assert_eq!(status, 201, "reply: {v}\n{}", d.log_text());
+    v["message_id"].as_str().expect("message_id").to_string()
+}
+
+fn outbound_of(d: &Daemon, ticket: i64) -> Value {
+    messages(&d.ticket(ticket))
+        .iter()
+        .find(|m| m["direction"] == "outbound")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn wait_outbound(d: &Daemon, ticket: i64, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    wait_for(Duration::from_secs(30), || {
+        last = outbound_of(d, ticket);
+        ok(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("{what}: {last}\n{}", d.log_text()))
+}
+
+#[test]
+fn gmail_replies_use_xoauth2_and_a_revoked_token_only_holds_its_channel() {
+    let oauth = OAuthServer::start();
+    let smtp = XoauthSmtp::start(oauth.dir.path().join("state.json"), 1);
+    let relay = ScriptedRelay::start(&["250 2.0.0 Ok: queued"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let granted = oauth.grant("desk@acme.example");
+    std::fs::write(
+        dir.path().join("gmail-refresh-token"),
+        format!("{granted}\n"),
+    )
+    .expect("token");
+    std::fs::write(dir.path().join("o365-refresh-token"), "rt-revoked\n").expect("token");
+    // Nothing listens on the IMAP port: the pullers fail and back off.
+    let imap_port = free_port();
+    let rest = format!(
+        r#"
+[outbound]
+retry_base_secs = 1
+retry_max_secs = 1
+
+[company]
+name = "Acme"
+
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+first_name = "Ann"
+last_name = "Agent"
+
+[[channels]]
+id = "support"
+kind = "forward"
+address = "support@acme.example"
+
+[[channels]]
+id = "gmail"
+kind = "gmail"
+address = "desk@acme.example"
+[channels.imap]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+[channels.oauth]
+token_url = "{url}"
+client_id = "postdesk-test"
+refresh_token_file = "gmail-refresh-token"
+[channels.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+
+[[channels]]
+id = "o365"
+kind = "office365"
+address = "help@acme.example"
+[channels.imap]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+[channels.oauth]
+token_url = "{url}"
+client_id = "postdesk-test"
+refresh_token_file = "o365-refresh-token"
+[channels.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+"#,
+        url = oauth.token_url(),
+        smtp_port = smtp.port,
+    );
+    let relay_keys = format!(
+        "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10",
+        relay.port
+    );
+    let d = Daemon::start_full(dir, "", Some(&relay_keys), &rest, None);
+    mail_to(&d, "desk@acme.example", "c-gmail@customer.example");
+    mail_to(&d, "help@acme.example", "c-o365@customer.example");
+    mail_to(&d, "support@acme.example", "c-support@customer.example");
+    d.wait_tickets(3, Duration::from_secs(20));
+    let token = d.token("ann");
+    let (g, o, s) = (
+        ticket_on(&d, "gmail"),
+        ticket_on(&d, "o365"),
+        ticket_on(&d, "support"),
+    );
+    let gmail_mid = reply(&d, &token, g);
+    reply(&d, &token, o);
+    reply(&d, &token, s);
+
+    // gmail: the first (valid) token is refused by the provider, forgotten,
+    // and the retry authenticates with a fresh one.
+    let sent = wait_outbound(&d, g, "gmail reply not sent", |m| m["delivery"] == "sent");
+    assert!(
+        sent["delivery_detail"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("250")),
+        "{sent}"
+    );
+    {
+        let seen = smtp.seen.lock().expect("lock");
+        assert_eq!(seen.accepted.len(), 1, "one message through the provider");
+        assert_eq!(seen.accepted[0].0, "desk@acme.example");
+        let body = String::from_utf8_lossy(&seen.accepted[0].1);
+        assert!(body.contains(&gmail_mid), "{body}");
+        let gmail_auths: Vec<_> = seen
+            .auths
+            .iter()
+            .filter(|(u, _, _)| u == "desk@acme.example")
+            .collect();
+        assert!(gmail_auths.len() >= 2, "{gmail_auths:?}");
+        assert!(!gmail_auths[0].2, "first token refused");
+        assert!(gmail_auths.last().is_some_and(|a| a.2), "{gmail_auths:?}");
+        assert_ne!(
+            gmail_auths[0].1,
+            gmail_auths.last().expect("auth").1,
+            "a refused token is not reused"
+        );
+        assert!(
+            seen.auths.iter().all(|(u, _, _)| u != "help@acme.example"),
+            "no token for the revoked channel, so no AUTH attempt"
+        );
+    }
+
+    // office365, revoked refresh token: queued, with the reason shown.
+    let held = wait_outbound(&d, o, "o365 reply has no detail", |m| {
+        m["delivery_detail"].as_str().is_some_and(|t| !t.is_empty())
+    });
+    assert_eq!(held["delivery"], "queued", "{held}");
+    let detail = held["delivery_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("invalid_grant") && detail.contains("re-authorisation needed"),
+        "{detail}"
+    );
+    assert!(detail.contains("o365"), "{detail}");
+
+    // The [relay] channel is not held up.
+    wait_outbound(&d, s, "support reply not sent", |m| m["delivery"] == "sent");
+    assert_eq!(relay.accepted_count(), 1);
+    // Still queued a while later, and never sent anywhere.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(outbound_of(&d, o)["delivery"], "queued");
+    assert_eq!(smtp.seen.lock().expect("lock").accepted.len(), 1);
+}
