@@ -370,6 +370,18 @@ const ERROR_CASES: &[(&str, &str)] = &[
         "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nrefresh_token_file = \"Cargo.toml\"",
         "5:1: missing required key `client_id` in [channels.oauth]",
     ),
+    (
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nrefresh_token_file = \"Cargo.toml\"\n[channels.smtp]\nca_file = \"secrets/ca.pem\"",
+        "9:11: cannot read secrets/ca.pem: No such file or directory",
+    ),
+    (
+        "[[channels]]\nid = \"s\"\nkind = \"forward\"\naddress = \"s@acme.example\"\n[channels.smtp]\nhost = \"127.0.0.1\"\n[smtp]\nrequire_tls = true",
+        "5:1: warning: [channels.smtp] is ignored for forward channels (they send through [relay])",
+    ),
+    (
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nrefresh_token_file = \"Cargo.toml\"\n[channels.smtp]\ntls = \"ssl\"",
+        "9:7: ",
+    ),
     // SMTP TLS.
     (
         "[smtp]\ntls_cert = \"Cargo.toml\"",
@@ -547,6 +559,64 @@ password_file = "Cargo.toml"
     assert_eq!(ch.effective_imap_port(), 143);
     assert_eq!(ch.effective_imap_host(), Some("127.0.0.1"));
     assert_eq!(ch.effective_token_url(), None);
+}
+
+#[test]
+fn provider_smtp_defaults_and_overrides() {
+    let text = r#"
+[[channels]]
+id = "g"
+kind = "gmail"
+address = "g@acme.example"
+[channels.oauth]
+client_id = "id"
+refresh_token_file = "Cargo.toml"
+
+[[channels]]
+id = "o"
+kind = "office365"
+address = "o@acme.example"
+[channels.oauth]
+client_id = "id"
+refresh_token_file = "Cargo.toml"
+[channels.smtp]
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+
+[[channels]]
+id = "i"
+kind = "gmail"
+address = "i@acme.example"
+[channels.oauth]
+client_id = "id"
+refresh_token_file = "Cargo.toml"
+[channels.smtp]
+tls = "implicit"
+ca_file = "Cargo.toml"
+
+[[channels]]
+id = "f"
+kind = "forward"
+address = "f@acme.example"
+"#;
+    let cfg = parse_str(text).unwrap();
+    let smtp = |id: &str| cfg.channel(id).unwrap().effective_smtp();
+    assert_eq!(
+        smtp("g"),
+        Some(("smtp.gmail.com", 587, TlsMode::Starttls, None))
+    );
+    assert_eq!(smtp("o"), Some(("127.0.0.1", 2525, TlsMode::None, None)));
+    assert_eq!(
+        smtp("i"),
+        Some((
+            "smtp.gmail.com",
+            465,
+            TlsMode::Implicit,
+            Some(Path::new("Cargo.toml"))
+        ))
+    );
+    assert_eq!(smtp("f"), None);
 }
 
 #[test]
