@@ -283,54 +283,65 @@ mod tests {
         (class, l)
     }
 
-    /// (fixture, first candidate, failed, detail must contain)
-    const TABLE: &[(&str, &str, bool, &[&str])] = &[
-        (
-            "001-postfix-dsn.eml",
-            OUR_ID,
-            true,
-            &[
-                "bounced: carol@customer.example 5.1.1",
-                "550 5.1.1 <carol@customer.example>: Recipient address rejected: User unknown",
-                "reported by mx.customer.example",
-            ],
-        ),
-        (
-            "002-exchange-ndr.eml",
-            OUR_ID,
-            true,
-            &["bounced: 550 5.1.1 RESOLVER.ADR.RecipNotFound; not found"],
-        ),
-    ];
+    /// What a fixture's `.expected.json` holds.
+    fn actual(raw: &[u8]) -> serde_json::Value {
+        let (class, l) = link_of(raw, Some(""));
+        let kind = serde_json::to_value(&class).unwrap_or_default()["kind"].clone();
+        match l {
+            Some(l) => serde_json::json!({
+                "kind": kind,
+                "candidates": l.candidates,
+                "failed": l.failed,
+                "detail": l.detail,
+            }),
+            None => serde_json::json!({ "kind": kind }),
+        }
+    }
 
+    /// Golden corpus: each `fixtures/bounces/NNN-*.eml` (with `{{MESSAGE_ID}}`
+    /// standing for our reply's id) against `NNN-*.expected.json`, run with
+    /// CRLF and LF line ends; a mismatch writes `NNN-*.actual.json` beside it.
     #[test]
-    fn fixtures_table() {
-        for (name, first, failed, needles) in TABLE {
+    fn fixtures_golden() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bounces");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("fixtures/bounces")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        names.sort();
+        assert!(!names.is_empty(), "fixtures/bounces is empty");
+        let mut failures = Vec::new();
+        for name in &names {
             let raw = fixture(name);
-            for raw in [
-                raw.clone(),
-                String::from_utf8_lossy(&raw)
-                    .replace("\r\n", "\n")
-                    .into_bytes(),
-            ] {
-                let (class, l) = link_of(&raw, Some(""));
-                assert!(
-                    matches!(class, Classification::Bounce { .. }),
-                    "{name}: {class:?}"
-                );
-                let l = l.unwrap_or_else(|| panic!("{name}: no link"));
-                assert_eq!(
-                    l.candidates.first().map(String::as_str),
-                    Some(*first),
-                    "{name}: {l:?}"
-                );
-                assert_eq!(l.failed, *failed, "{name}");
-                for n in *needles {
-                    assert!(l.detail.contains(n), "{name}: {:?} lacks {n:?}", l.detail);
-                }
-                assert!(!l.detail.contains('\n') && l.detail.len() <= MAX_DETAIL);
+            let lf = String::from_utf8_lossy(&raw)
+                .replace("\r\n", "\n")
+                .into_bytes();
+            let got = actual(&raw);
+            assert_eq!(got, actual(&lf), "{name}: CRLF and LF differ");
+            let stem = name.trim_end_matches(".eml");
+            let want_path = dir.join(format!("{stem}.expected.json"));
+            let want: serde_json::Value = std::fs::read_to_string(&want_path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let actual_path = dir.join(format!("{stem}.actual.json"));
+            if got != want {
+                let text = serde_json::to_string_pretty(&got).unwrap_or_default();
+                let _ = std::fs::write(&actual_path, text + "\n");
+                failures.push(name.clone());
+            } else {
+                let _ = std::fs::remove_file(&actual_path);
+            }
+            if let Some(d) = got["detail"].as_str() {
+                assert!(!d.contains('\n') && d.len() <= MAX_DETAIL, "{name}");
             }
         }
+        assert!(
+            failures.is_empty(),
+            "mismatches (see .actual.json): {failures:?}"
+        );
     }
 
     #[test]
