@@ -6,11 +6,14 @@
 //! and no MAILER-DAEMON ticket or contact appears. A bounce for mail we never
 //! sent keeps the old behaviour (its own ticket, flagged); an out-of-office
 //! joins the thread; nothing is ever sent automatically in answer.
+//! And once with a real Postfix as the relay: the customer's MX refuses the
+//! reply, Postfix sends its own DSN back to the channel.
 
 mod common;
 
 use std::time::Duration;
 
+use common::postfix::Postfix;
 use common::relay::ScriptedRelay;
 use common::smtp::send_file;
 use common::{Daemon, messages, swaks, wait_for};
@@ -52,7 +55,8 @@ fn outbound(d: &Daemon, ticket: i64) -> Vec<Value> {
         .collect()
 }
 
-/// Reply as ann on `ticket`; wait until the relay took it; its Message-ID.
+/// Reply as ann on `ticket`; wait until the relay took it (or, with a fast
+/// real bounce, it already failed); its Message-ID.
 fn send_reply(d: &Daemon, token: &str, ticket: i64, text: &str) -> String {
     let (status, v) = d.api(
         "POST",
@@ -65,7 +69,7 @@ fn send_reply(d: &Daemon, token: &str, ticket: i64, text: &str) -> String {
     wait_for(Duration::from_secs(30), || {
         outbound(d, ticket)
             .iter()
-            .any(|m| m["message_id"] == mid.as_str() && m["delivery"] == "sent")
+            .any(|m| m["message_id"] == mid.as_str() && m["delivery"] != "queued")
             .then_some(())
     })
     .unwrap_or_else(|| panic!("reply {mid} not sent:\n{}", d.log_text()));
@@ -205,4 +209,76 @@ fn bounces_join_the_reply_ticket_and_fail_the_reply() {
     assert_eq!(relay.accepted_count(), 2);
     let status = d.cli_json(&["status", "--json"]);
     assert_eq!(status["store"]["outbox_queued"], 0, "{status}");
+}
+
+#[test]
+fn a_real_postfix_dsn_fails_the_reply_on_its_ticket() {
+    let d = Daemon::start_relay("", "host = \"127.0.0.1\"\nport = 9\ntls = \"none\"", PEOPLE);
+    // The customer's MX refuses the reply after DATA; Postfix bounces it to
+    // the channel address, which it relays to postdesk.
+    let mx = ScriptedRelay::start(&[
+        "550 5.1.1 <carol@customer.example>: Recipient address rejected: User unknown in local recipient table",
+    ]);
+    let postfix = Postfix::start_routes(&[
+        ("customer.example", mx.port),
+        ("acme.example", d.smtp.port()),
+    ]);
+    // Point the daemon's relay at Postfix (a reload re-reads [relay]).
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let text = text.replace("port = 9\n", &format!("port = {}\n", postfix.port));
+    std::fs::write(&d.config, text).expect("config");
+    d.signal("HUP");
+    let (ok, out) = swaks(
+        d.smtp,
+        &[
+            "--from",
+            "carol@customer.example",
+            "--to",
+            "support@acme.example",
+            "--header",
+            "Message-Id: <carol-2@customer.example>",
+            "--h-Subject",
+            "Where is my order?",
+            "--body",
+            "Please check.",
+        ],
+    );
+    assert!(ok, "{out}");
+    d.wait_tickets(1, Duration::from_secs(20));
+    let token = d.token("ann");
+    let mid = send_reply(&d, &token, 1, "It ships today.");
+    let mut last = Vec::new();
+    let failed = wait_for(Duration::from_secs(60), || {
+        last = outbound(&d, 1);
+        last.iter()
+            .find(|m| m["message_id"] == mid.as_str() && m["delivery"] == "failed")
+            .cloned()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no failed reply: {last:?}\n{}\n{}",
+            d.log_text(),
+            postfix.log()
+        )
+    });
+    let detail = failed["delivery_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("carol@customer.example 5.1.1") && detail.contains("User unknown"),
+        "{detail}"
+    );
+    println!("real Postfix DSN → delivery_detail: {detail}");
+    let tickets = d.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let t = d.ticket(1);
+    let bounce = messages(&t)
+        .iter()
+        .find(|m| m["classification"]["kind"] == "bounce")
+        .unwrap_or_else(|| panic!("no bounce on #1: {t}"));
+    assert_eq!(bounce["classification"]["bounced_message_id"], mid);
+    assert!(
+        bounce["from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("mailer-daemon@")),
+        "{bounce}"
+    );
 }

@@ -1,7 +1,8 @@
 //! A private Postfix instance in a temp dir, listening on a free loopback
 //! port: the mail admin's upstream MTA that relays a team alias to postdesk
 //! ([`Postfix::start`]), or the relay for replies that delivers every
-//! recipient into one Maildir ([`Postfix::start_maildir`]).
+//! recipient into one Maildir ([`Postfix::start_maildir`]) or relays by
+//! domain ([`Postfix::start_routes`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,6 +45,23 @@ impl Postfix {
     pub fn start(relay_port: u16, relay_domains: &str) -> Postfix {
         let extra = format!(
             "relay_domains = {relay_domains}\nrelayhost = [127.0.0.1]:{relay_port}\nmydestination =\n"
+        );
+        Self::start_with(None, &extra, "")
+    }
+
+    /// Start Postfix as an MTA that relays mail for each `(domain, port)`
+    /// route to 127.0.0.1:port — e.g. replies to a remote MX that refuses
+    /// them, and its own DSNs back to postdesk.
+    pub fn start_routes(routes: &[(&str, u16)]) -> Postfix {
+        let domains: Vec<&str> = routes.iter().map(|(d, _)| *d).collect();
+        let map: Vec<String> = routes
+            .iter()
+            .map(|(d, p)| format!("{{ {d} = smtp:[127.0.0.1]:{p} }}"))
+            .collect();
+        let extra = format!(
+            "mydestination =\nrelay_domains = {}\ntransport_maps = inline:{{ {} }}\n",
+            domains.join(", "),
+            map.join(", ")
         );
         Self::start_with(None, &extra, "")
     }
