@@ -738,6 +738,9 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
         }
     };
     let (r, class) = postdesk::ingest::resolve_one(&msg, None, &config, ch);
+    // For a bounce: the ids ingest would look our reply up by, and the detail.
+    let fields = postdesk::ingest::parse::fields(&msg);
+    let bounce = postdesk::ingest::bounce::link(Some(&msg), &class, &fields);
     let v = serde_json::json!({
         "contact": r.contact,
         "forwarder": r.forwarder,
@@ -746,6 +749,7 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
         "classification": class,
         "claimed_original": r.claimed_original,
         "channel": ch.map(|c| c.id.clone()),
+        "bounce": bounce,
     });
     if json {
         return print_json(&v);
@@ -763,6 +767,15 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
         println!("forwarder:      {}", f.email);
     }
     println!("classification: {}", serde_json::to_string(&class)?);
+    if let Some(b) = &bounce {
+        let ids = if b.candidates.is_empty() {
+            "(no Message-ID found)".to_string()
+        } else {
+            b.candidates.join(" ")
+        };
+        println!("bounce of:      {ids}");
+        println!("bounce detail:  {}", b.detail);
+    }
     Ok(())
 }
 

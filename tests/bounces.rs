@@ -209,6 +209,14 @@ fn bounces_join_the_reply_ticket_and_fail_the_reply() {
     assert_eq!(relay.accepted_count(), 2);
     let status = d.cli_json(&["status", "--json"]);
     assert_eq!(status["store"]["outbox_queued"], 0, "{status}");
+
+    // `postdesk resolve` shows what ingest looks a bounce up by.
+    let file = d.dir.path().join("ndr.eml");
+    std::fs::write(&file, fixture("002-exchange-ndr.eml", &second)).expect("write");
+    let v = d.cli_json(&["resolve", file.to_str().expect("path"), "--json"]);
+    assert_eq!(v["classification"]["kind"], "bounce");
+    assert_eq!(v["bounce"]["candidates"][0], second.as_str(), "{v}");
+    assert_eq!(v["bounce"]["failed"], true);
 }
 
 #[test]

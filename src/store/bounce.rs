@@ -19,7 +19,7 @@ use super::StoreError;
 pub const MAX_CANDIDATES: usize = 16;
 
 /// What ingest extracted from a bounce for linking it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BounceLink {
     /// Message-IDs (without angle brackets) that may be our bounced outbound
     /// message, most trusted first: the DSN's original, In-Reply-To /
