@@ -21,6 +21,15 @@ fn spool_msg(i: usize) -> NewSpool {
     }
 }
 
+/// Fresh spool entries, one per plan: an applied entry is never applied again.
+async fn spool_many(s: &SqliteStore, n: usize) -> Vec<SpoolId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(s.spool(spool_msg(i)).await.expect("spool").id);
+    }
+    ids
+}
+
 fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
     let contact = ContactRef {
         email: format!("c{n}@customer.example"),
@@ -99,6 +108,7 @@ async fn concurrent_spool_writes_share_commits() {
     for t in tasks {
         ids.push(t.await.expect("join").expect("spooled"));
     }
+    let mut ids: Vec<SpoolId> = ids.into_iter().map(|e| e.id).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "every write got its own id");
@@ -126,9 +136,9 @@ async fn failing_job_does_not_undo_its_batch_neighbours() {
 #[tokio::test]
 async fn inbound_apply_is_atomic_and_deduplicated() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(1)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     let plan = inbound(
-        id,
+        ids[1],
         1,
         RoutingPlan::Unassigned {
             reason: "test".into(),
@@ -138,13 +148,19 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
     let d = &first[0].as_ref().expect("ok").delivered[0];
     assert!(d.created && !d.duplicate);
     // Applying the same plan again (a crash between apply and ack) stores nothing new.
-    let again = s.apply_inbound(vec![plan]).await.expect("apply");
-    assert!(again[0].as_ref().expect("ok").delivered[0].duplicate);
-    let st = s.status().await.expect("status");
-    assert_eq!(
-        (st.tickets, st.messages, st.contacts, st.spool_pending),
-        (1, 1, 1, 0)
+    let again = s.apply_inbound(vec![plan.clone()]).await.expect("apply");
+    assert!(
+        again[0].as_ref().expect("ok").delivered.is_empty(),
+        "an applied spool entry is skipped"
     );
+    // The same message spooled again (a retry after a lost 250) is a duplicate.
+    let id2 = s.spool(spool_msg(1)).await.expect("spool").id;
+    let mut retry = plan;
+    retry.spool_id = id2;
+    let dup = s.apply_inbound(vec![retry]).await.expect("apply");
+    assert!(dup[0].as_ref().expect("ok").delivered[0].duplicate);
+    let st = s.status().await.expect("status");
+    assert_eq!((st.tickets, st.messages, st.contacts), (1, 1, 1));
     let t = s.ticket(TicketId(1)).await.expect("ticket");
     assert_eq!(t.head.unassigned_reason.as_deref(), Some("test"));
 }
@@ -152,9 +168,9 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
 #[tokio::test]
 async fn replies_thread_by_references_and_token() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(1)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     s.apply_inbound(vec![inbound(
-        id,
+        ids[2],
         1,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -163,7 +179,7 @@ async fn replies_thread_by_references_and_token() {
     .await
     .expect("apply");
     let mut reply = inbound(
-        id,
+        ids[3],
         2,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -171,7 +187,7 @@ async fn replies_thread_by_references_and_token() {
     );
     reply.messages[0].references = vec!["unknown@x".into(), "m1@customer.example".into()];
     let mut by_token = inbound(
-        id,
+        ids[4],
         3,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -179,7 +195,7 @@ async fn replies_thread_by_references_and_token() {
     );
     by_token.messages[0].thread_token = Some(TicketId(1));
     let mut other_channel = inbound(
-        id,
+        ids[5],
         4,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -219,9 +235,9 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
         users: v.iter().map(|u| u.to_string()).collect(),
         reason_if_none: "none".into(),
     };
-    let id = s.spool(spool_msg(0)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     let plans: Vec<InboundPlan> = (0..30)
-        .map(|n| inbound(id, n, users(&["ann", "bob", "cy"])))
+        .map(|n| inbound(ids[n], n, users(&["ann", "bob", "cy"])))
         .collect();
     s.apply_inbound(plans).await.expect("apply");
     let count = |list: &[TicketSummary], u: &str| {
@@ -236,7 +252,7 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
     );
     // cy goes away: the next 10 split between ann and bob.
     let plans: Vec<InboundPlan> = (30..40)
-        .map(|n| inbound(id, n, users(&["ann", "bob"])))
+        .map(|n| inbound(ids[n], n, users(&["ann", "bob"])))
         .collect();
     s.apply_inbound(plans).await.expect("apply");
     let all = s.list_tickets(TicketFilter::default()).await.expect("list");
@@ -245,7 +261,7 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
         (15, 15, 10)
     );
     // Nobody eligible: unassigned, with the reason on the ticket.
-    s.apply_inbound(vec![inbound(id, 40, users(&[]))])
+    s.apply_inbound(vec![inbound(ids[40], 40, users(&[]))])
         .await
         .expect("apply");
     let t = s.ticket(TicketId(41)).await.expect("ticket");
@@ -258,9 +274,9 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
 #[tokio::test]
 async fn contact_owner_routing() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(0)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     s.apply_inbound(vec![inbound(
-        id,
+        ids[9],
         1,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -278,7 +294,7 @@ async fn contact_owner_routing() {
     .await
     .expect("owner");
     let mut eligible = inbound(
-        id,
+        ids[10],
         1,
         RoutingPlan::ContactOwner {
             eligible: vec!["bob".into()],
@@ -287,7 +303,7 @@ async fn contact_owner_routing() {
     eligible.messages[0].dedupe_key = "mid:x1".into();
     eligible.messages[0].message_id = None;
     let mut away = inbound(
-        id,
+        ids[11],
         1,
         RoutingPlan::ContactOwner {
             eligible: vec!["ann".into()],
@@ -296,7 +312,7 @@ async fn contact_owner_routing() {
     away.messages[0].dedupe_key = "mid:x2".into();
     away.messages[0].message_id = None;
     let mut no_owner = inbound(
-        id,
+        ids[12],
         2,
         RoutingPlan::ContactOwner {
             eligible: vec!["bob".into()],
@@ -386,9 +402,10 @@ fn bounce_plan(spool: SpoolId, n: usize, candidates: &[&str], failed: bool) -> I
 #[tokio::test]
 async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(1)).await.expect("spool");
+    // A fresh spool entry per plan: an applied entry is never applied again.
+    let ids = spool_many(&s, 4).await;
     s.apply_inbound(vec![inbound(
-        id,
+        ids[0],
         1,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -405,7 +422,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     // inbound id never matches).
     let out = s
         .apply_inbound(vec![bounce_plan(
-            id,
+            ids[1],
             10,
             &["m1@customer.example", "pd.1.aa@desk.acme.example"],
             true,
@@ -455,7 +472,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
         .await
         .expect("queue");
     s.apply_inbound(vec![bounce_plan(
-        id,
+        ids[2],
         11,
         &["pd.1.bb@desk.acme.example"],
         false,
@@ -472,7 +489,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
 
     // A bounce that matches nothing: stored as before, on a new ticket.
     let out = s
-        .apply_inbound(vec![bounce_plan(id, 12, &["nothing@elsewhere"], true)])
+        .apply_inbound(vec![bounce_plan(ids[3], 12, &["nothing@elsewhere"], true)])
         .await
         .expect("apply");
     let d = &out[0].as_ref().expect("ok").delivered[0];
