@@ -12,6 +12,10 @@
 //! messages only, so an id of someone else's mail quoted in a bounce cannot
 //! attach it anywhere.
 //!
+//! Anyone can send a bounce; only someone who saw our reply knows its
+//! Message-ID (hashed, unguessable), so a forged bounce cannot fail a reply
+//! it never saw.
+//!
 //! Must not: do I/O, read the clock, or panic. Nothing here (or anywhere in
 //! postdesk) sends mail in answer to a bounce or an auto-reply.
 //!
@@ -77,6 +81,11 @@ pub fn link(
                         push(&id);
                     }
                 }
+                PartType::Html(h) => {
+                    for id in message_ids_in_text(&super::resolve::html_to_text(clip(h))) {
+                        push(&id);
+                    }
+                }
                 PartType::Binary(b) | PartType::InlineBinary(b)
                     if is_headers_part(p.content_type()) =>
                 {
@@ -136,33 +145,38 @@ fn clean_id(id: &str) -> Option<String> {
     ok.then(|| id.to_string())
 }
 
-/// `Message-ID:` lines (also `>`-quoted, or folded onto the next line) in
-/// returned headers quoted as text.
+/// `Message-ID:` fields in returned headers quoted as text: at a line's
+/// start (also `>`-quoted, or folded onto the next line) or after a space
+/// (HTML converted to text runs a `<pre>` block onto one line); never
+/// `X-Message-ID:` and the like.
 pub fn message_ids_in_text(text: &str) -> Vec<String> {
+    const FIELD: &str = "message-id:";
     let mut out = Vec::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
-        let line = line.trim_start_matches(['>', ' ', '\t']);
-        let Some(rest) = line
-            .get(..11)
-            .filter(|p| p.eq_ignore_ascii_case("message-id:"))
-            .map(|_| &line[11..])
-        else {
-            continue;
-        };
-        let mut value = rest.trim().to_string();
-        if value.is_empty()
-            && let Some(next) = lines.peek()
-            && next.starts_with([' ', '\t', '>'])
-        {
-            value = next.trim_start_matches(['>', ' ', '\t']).trim().to_string();
-        }
-        let id = match (value.find('<'), value.find('>')) {
-            (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
-            _ => value.split_whitespace().next().unwrap_or("").to_string(),
-        };
-        if let Some(id) = clean_id(&id) {
-            out.push(id);
+        let lower = line.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(FIELD).map(|i| i + from) {
+            from = at + FIELD.len();
+            let before = line[..at].chars().next_back();
+            if before.is_some_and(|c| !(c.is_whitespace() || c == '>')) {
+                continue;
+            }
+            let rest = &line[from..];
+            let mut value = rest.trim().to_string();
+            if value.is_empty()
+                && let Some(next) = lines.peek()
+                && next.starts_with([' ', '\t', '>'])
+            {
+                value = next.trim_start_matches(['>', ' ', '\t']).trim().to_string();
+            }
+            let id = match (value.find('<'), value.find('>')) {
+                (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
+                _ => value.split_whitespace().next().unwrap_or("").to_string(),
+            };
+            if let Some(id) = clean_id(&id) {
+                out.push(id);
+            }
         }
     }
     out
@@ -380,6 +394,8 @@ mod tests {
             ("Message-ID: <not an id>", &[]),
             ("Message-ID:", &[]),
             ("X-Message-ID: <a@b>", &[]),
+            ("To: c@d Message-ID: <a@b> Date: x", &["a@b"]),
+            ("To: c@d X-Message-Id: <a@b>", &[]),
             (
                 "text\nMessage-ID: <a@b>\nMessage-ID: <c@d>",
                 &["a@b", "c@d"],
