@@ -1,7 +1,7 @@
 //! XOAUTH2 SMTP for gmail/office365 channels, end to end: the daemon's
 //! replies on a gmail channel go to the provider SMTP named in
-//! `[channels.smtp]` (here a scripted responder that advertises
-//! `AUTH XOAUTH2` and accepts only `user=…^Aauth=Bearer TOKEN^A^A` with a
+//! `[channels.smtp]` (here a scripted responder that requires STARTTLS —
+//! verified against `ca_file` — then advertises `AUTH XOAUTH2` and accepts only `user=…^Aauth=Bearer TOKEN^A^A` with a
 //! token the local OAuth server issued to that user), with a token from the
 //! same token source the IMAP puller uses. A token the provider refuses is
 //! forgotten and the retry gets a fresh one. An office365 channel whose
@@ -32,13 +32,34 @@ struct Seen {
     accepted: Vec<(String, Vec<u8>)>,
 }
 
-/// A provider-like SMTP server: `AUTH XOAUTH2` only, checked against the
+/// A provider-like SMTP server: `STARTTLS` (required before `AUTH`, with
+/// the test certificate), then `AUTH XOAUTH2` only, checked against the
 /// OAuth server's issued access tokens; refuses the first `reject_first`
 /// valid tokens (as a provider does with a token revoked a moment ago).
 struct XoauthSmtp {
     port: u16,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
+}
+
+fn tls_config() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("tls config"),
+    )
 }
 
 impl XoauthSmtp {
@@ -49,15 +70,17 @@ impl XoauthSmtp {
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let rejects = Arc::new(AtomicUsize::new(reject_first));
+        let tls = tls_config();
         let (s, st) = (seen.clone(), stop.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (s, state, rejects) = (s.clone(), oauth_state.clone(), rejects.clone());
+                        let (s, state, rejects, tls) =
+                            (s.clone(), oauth_state.clone(), rejects.clone(), tls.clone());
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = session(stream, &state, &s, &rejects);
+                            let _ = session(stream, tls, &state, &s, &rejects);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -81,27 +104,63 @@ fn token_user(state: &PathBuf, token: &str) -> Option<String> {
     v["access"][token].as_str().map(str::to_string)
 }
 
+/// How a stretch of the session ended.
+enum End {
+    Closed,
+    StartTls,
+}
+
 fn session(
     stream: std::net::TcpStream,
+    tls: Arc<rustls::ServerConfig>,
     oauth_state: &PathBuf,
     seen: &Mutex<Seen>,
     rejects: &AtomicUsize,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut w = stream.try_clone()?;
-    let mut r = BufReader::new(stream);
-    w.write_all(b"220 smtp.provider.test ESMTP\r\n")?;
+    let mut plain = BufReader::new(stream);
+    plain
+        .get_mut()
+        .write_all(b"220 smtp.provider.test ESMTP\r\n")?;
+    if let End::StartTls = serve(&mut plain, false, oauth_state, seen, rejects)? {
+        let conn = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
+        let stream = rustls::StreamOwned::new(conn, plain.into_inner());
+        let mut secure = BufReader::new(stream);
+        serve(&mut secure, true, oauth_state, seen, rejects)?;
+    }
+    Ok(())
+}
+
+fn serve<S: std::io::Read + Write>(
+    r: &mut BufReader<S>,
+    tls: bool,
+    oauth_state: &PathBuf,
+    seen: &Mutex<Seen>,
+    rejects: &AtomicUsize,
+) -> std::io::Result<End> {
     let mut user: Option<String> = None;
     let mut line = String::new();
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
-            return Ok(());
+            return Ok(End::Closed);
         }
-        let l = line.trim_end();
+        let l = line.trim_end().to_string();
         let verb = l.to_ascii_uppercase();
+        let w = r.get_mut();
         if verb.starts_with("EHLO") {
-            w.write_all(b"250-smtp.provider.test\r\n250-8BITMIME\r\n250 AUTH XOAUTH2\r\n")?;
+            let ext: &[u8] = if tls {
+                b"250-smtp.provider.test\r\n250-8BITMIME\r\n250 AUTH XOAUTH2\r\n"
+            } else {
+                b"250-smtp.provider.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n"
+            };
+            w.write_all(ext)?;
+        } else if verb == "STARTTLS" && !tls {
+            w.write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+            w.flush()?;
+            return Ok(End::StartTls);
+        } else if verb.starts_with("AUTH") && !tls {
+            w.write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n")?;
         } else if verb.starts_with("AUTH XOAUTH2 ") {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(l[13..].trim())
@@ -140,11 +199,12 @@ fn session(
             }
         } else if verb.starts_with("DATA") {
             w.write_all(b"354 Go ahead\r\n")?;
+            w.flush()?;
             let mut body = Vec::new();
             loop {
                 let mut l = Vec::new();
                 if r.read_until(b'\n', &mut l)? == 0 {
-                    return Ok(());
+                    return Ok(End::Closed);
                 }
                 if l == b".\r\n" || l == b".\n" {
                     break;
@@ -155,13 +215,16 @@ fn session(
                 .expect("lock")
                 .accepted
                 .push((user.clone().unwrap_or_default(), body));
-            w.write_all(b"250 2.0.0 OK 1795687205 provider-queued\r\n")?;
+            r.get_mut()
+                .write_all(b"250 2.0.0 OK 1795687205 provider-queued\r\n")?;
         } else if verb.starts_with("QUIT") {
             w.write_all(b"221 2.0.0 closing connection\r\n")?;
-            return Ok(());
+            w.flush()?;
+            return Ok(End::Closed);
         } else {
             w.write_all(b"250 OK\r\n")?;
         }
+        r.get_mut().flush()?;
     }
 }
 
@@ -272,7 +335,8 @@ refresh_token_file = "gmail-refresh-token"
 [channels.smtp]
 host = "127.0.0.1"
 port = {smtp_port}
-tls = "none"
+tls = "starttls"
+ca_file = "{ca}"
 
 [[channels]]
 id = "o365"
@@ -293,6 +357,7 @@ tls = "none"
 "#,
         url = oauth.token_url(),
         smtp_port = smtp.port,
+        ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/cert.pem"),
     );
     let relay_keys = format!(
         "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10",
