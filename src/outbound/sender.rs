@@ -423,6 +423,20 @@ mod tests {
                 next_attempt_at: t0 + 5 + 60_000
             }
         );
+        // A refused XOAUTH2 token is retried like a temporary failure.
+        assert_eq!(
+            outcome(
+                &c,
+                Err(SendError::AuthRejected("535 5.7.8 not accepted".into())),
+                1,
+                t0,
+                t0
+            ),
+            AttemptOutcome::Deferred {
+                error: "535 5.7.8 not accepted".into(),
+                next_attempt_at: t0 + 30_000
+            }
+        );
         // Past the lifetime: failed, with the last error.
         let late = t0 + 86_400_000;
         match outcome(
