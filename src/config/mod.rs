@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
 pub use hours::WorkingHours;
+pub use validate::is_valid_email;
 
 /// Read, parse and validate the config file at `path`.
 ///
@@ -571,6 +572,9 @@ pub struct ChannelConfig {
     pub imap: Option<ImapConfig>,
     /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
     pub oauth: Option<OAuthConfig>,
+    /// `[channels.form]`: the web form of a `form` channel. Default
+    /// [`FormConfig::default`] (any fields; `email`, `name`, `subject`, `message`).
+    pub form: FormConfig,
 }
 
 impl ChannelConfig {
@@ -684,6 +688,102 @@ pub struct ImapConfig {
     /// Folder to move pulled mail to, after it is committed (created if missing;
     /// needs the server's MOVE). Default none (mailbox left untouched).
     pub move_to: Option<String>,
+}
+
+/// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormConfig {
+    /// `[[channels.form.fields]]`: the form's fields. Default `[]` = accept any
+    /// posted field as visible text. When fields are declared, other posted
+    /// keys are ignored (not stored).
+    pub fields: Vec<FormField>,
+    /// Field holding the customer's address (the contact). Default `"email"`.
+    pub email_field: String,
+    /// Field holding the customer's name. Default `"name"`.
+    pub name_field: String,
+    /// Field holding the ticket name (subject). Default `"subject"`; when the
+    /// submission has none, the ticket is named `"{label}: {name or email}"`.
+    pub subject_field: String,
+    /// Field holding the description (the first message's text). Default `"message"`.
+    pub description_field: String,
+    /// A field real visitors leave empty (hidden by the site's CSS); a
+    /// submission that fills it is answered as a success and not stored.
+    /// Default none.
+    pub honeypot_field: Option<String>,
+    /// Submissions accepted per minute from one client IP; `0` = no limit. Default `10`.
+    pub rate_limit_per_minute: u32,
+    /// Largest value of one field, in bytes. Default `65536`.
+    pub max_field_size: usize,
+    /// Shown in ticket names. Default none = the channel id.
+    pub label: Option<String>,
+}
+
+impl Default for FormConfig {
+    fn default() -> Self {
+        Self {
+            fields: Vec::new(),
+            email_field: "email".to_owned(),
+            name_field: "name".to_owned(),
+            subject_field: "subject".to_owned(),
+            description_field: "message".to_owned(),
+            honeypot_field: None,
+            rate_limit_per_minute: 10,
+            max_field_size: 65_536,
+            label: None,
+        }
+    }
+}
+
+impl FormConfig {
+    /// The declared field with this name.
+    pub fn field(&self, name: &str) -> Option<&FormField> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// `[[channels.form.fields]]`: one field of a web form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormField {
+    /// The posted key (`<input name=...>`). Required, unique in the form.
+    pub name: String,
+    /// Shown next to the value in the conversation. Default the name.
+    pub label: Option<String>,
+    /// Input type; `email` and `number` values are checked. Default `text`.
+    pub kind: FormFieldType,
+    /// A submission without a non-empty value is refused (400). Default `false`.
+    pub required: bool,
+    /// Stored with the submission but not shown in the conversation. Default `false`.
+    pub hidden: bool,
+}
+
+impl FormField {
+    /// The label, else the name.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A form field's `type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormFieldType {
+    /// One line of text.
+    #[default]
+    Text,
+    /// Several lines of text.
+    Textarea,
+    /// An email address (checked).
+    Email,
+    /// A number (checked).
+    Number,
+    /// A telephone number.
+    Tel,
+    /// A URL.
+    Url,
+    /// A choice among options.
+    Select,
+    /// A checkbox (any value = checked).
+    Checkbox,
 }
 
 /// `[channels.oauth]`: `client_id` and `refresh_token_file` required when present.
