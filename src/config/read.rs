@@ -16,9 +16,9 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
     Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig, FormConfig, FormField,
-    FormFieldType, HttpConfig, ImapConfig,
-    LogConfig, LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName,
-    SmtpConfig, StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    FormFieldType, HttpConfig, ImapConfig, LogConfig, LogFormat, OAuthConfig, OutboundConfig,
+    RelayConfig, RoutingConfig, SenderName, SmtpConfig, StoreConfig, TeamConfig, TicketProperties,
+    TlsMode, UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -567,7 +567,14 @@ macro_rules! enum_from_toml {
         }
     )*};
 }
-enum_from_toml!(TlsMode, LogFormat, ChannelKind, SenderName, Assign, FormFieldType);
+enum_from_toml!(
+    TlsMode,
+    LogFormat,
+    ChannelKind,
+    SenderName,
+    Assign,
+    FormFieldType
+);
 
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);

@@ -96,7 +96,10 @@ fn check_form(r: &mut Reader<'_>, path: &str, ch: &ChannelConfig, kind_known: bo
     if kind_known && ch.kind != ChannelKind::Form && r.has(&form_path) {
         r.warning_at(
             &form_path,
-            format!("[channels.form] is ignored for {} channels", ch.kind.as_str()),
+            format!(
+                "[channels.form] is ignored for {} channels",
+                ch.kind.as_str()
+            ),
         );
         return;
     }
@@ -109,8 +112,16 @@ fn check_form(r: &mut Reader<'_>, path: &str, ch: &ChannelConfig, kind_known: bo
         let declared = || form.fields.iter().map(|f| f.name.as_str());
         let roles = [
             ("email_field", &form.email_field, true),
-            ("name_field", &form.name_field, r.has(&format!("{form_path}.name_field"))),
-            ("subject_field", &form.subject_field, r.has(&format!("{form_path}.subject_field"))),
+            (
+                "name_field",
+                &form.name_field,
+                r.has(&format!("{form_path}.name_field")),
+            ),
+            (
+                "subject_field",
+                &form.subject_field,
+                r.has(&format!("{form_path}.subject_field")),
+            ),
             (
                 "description_field",
                 &form.description_field,

@@ -14,6 +14,7 @@
 pub mod parse;
 pub mod resolve;
 pub mod route;
+pub mod submit;
 pub mod thread;
 
 use std::collections::{BTreeMap, HashSet};

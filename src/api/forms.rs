@@ -1,0 +1,266 @@
+//! `POST /api/v1/forms/{id}/submissions`: web form submissions, posted by
+//! websites (no bearer token).
+//!
+//! `{id}` is a channel of kind `form`. The body is JSON (an object of strings;
+//! numbers and booleans are taken as text, arrays as repeated fields) or
+//! `application/x-www-form-urlencoded`, as an HTML form posts it. The
+//! submission is checked against the channel's `[channels.form]`
+//! ([`crate::ingest::submit`]) and committed with
+//! [`crate::store::Store::submit`]: contact by the email field, a new ticket
+//! with the channel's ticket properties, routed as mail is. The answer (201
+//! `{"received": true}`) comes after the durable commit and does not reveal
+//! the ticket number.
+//!
+//! Answers: 404 `not_found` (no such form), 503 `unavailable` (channel
+//! disabled), 429 `rate_limited` (per client IP and form), 415
+//! `unsupported_media_type`, 413 `payload_too_large` (body over
+//! [`MAX_FORM_BODY`] or a field over `max_field_size`), 400 `bad_request`
+//! (missing or invalid field). A filled honeypot field answers 201 like a
+//! success and stores nothing (metric `postdesk_form_submissions_total
+//! {result="honeypot"}`).
+//!
+//! Untrusted input: everything; the client IP is the TCP peer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::ChannelKind;
+use crate::ingest::submit::{self, Checked, Origin, SubmitError};
+use crate::store::{ContactRef, NewSpool, SpoolSource};
+
+/// Largest form body accepted.
+pub const MAX_FORM_BODY: usize = 1024 * 1024;
+
+/// One form's limiter and the quota (per minute) it was built with.
+type Limiter = (u32, Arc<DefaultKeyedRateLimiter<IpAddr>>);
+
+/// Per-IP rate limiters, one per form channel and quota (a reload that
+/// changes the quota starts a fresh limiter).
+#[derive(Default)]
+pub struct FormLimits {
+    /// std `Mutex`: never held across an `.await`.
+    limiters: Mutex<HashMap<String, Limiter>>,
+    checks: AtomicU64,
+}
+
+impl FormLimits {
+    /// Whether `ip` may submit to `channel` now (always, when `per_minute` is 0).
+    pub fn allow(&self, channel: &str, per_minute: u32, ip: IpAddr) -> bool {
+        let Some(n) = NonZeroU32::new(per_minute) else {
+            return true;
+        };
+        let limiter = {
+            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(channel) {
+                Some((q, l)) if *q == per_minute => l.clone(),
+                _ => {
+                    let l = Arc::new(RateLimiter::keyed(Quota::per_minute(n)));
+                    map.insert(channel.to_string(), (per_minute, l.clone()));
+                    l
+                }
+            }
+        };
+        // Drop state of clients back at full quota now and then, so the map
+        // does not grow with every address ever seen.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&ip).is_ok()
+    }
+}
+
+fn count(result: &'static str) {
+    metrics::counter!("postdesk_form_submissions_total", "result" => result).increment(1);
+}
+
+fn too_large(m: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+}
+
+pub async fn submit(
+    State(s): State<AppState>,
+    axum::Extension(limits): axum::Extension<Arc<FormLimits>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let config = s.live.config();
+    let channel = config
+        .channel(&id)
+        .filter(|c| c.kind == ChannelKind::Form)
+        .ok_or_else(|| ApiError::not_found(format!("form {id:?} not found")))?;
+    if !s.live.channel_enabled(channel) {
+        count("disabled");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("form {id:?} is not accepting submissions"),
+        ));
+    }
+    let form = &channel.form;
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    if let Some(ip) = ip
+        && !limits.allow(&channel.id, form.rate_limit_per_minute, ip)
+    {
+        count("rate_limited");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many submissions from this address; try again in a minute",
+        ));
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), MAX_FORM_BODY)
+        .await
+        .map_err(|_| too_large(format!("form body larger than {MAX_FORM_BODY} bytes")))?;
+    let pairs = match content_type.as_str() {
+        "application/json" => json_pairs(&body)?,
+        "application/x-www-form-urlencoded" => form_urlencoded::parse(&body).into_owned().collect(),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "content type {other:?}: post application/json or application/x-www-form-urlencoded"
+                ),
+            ));
+        }
+    };
+    let sub = match submit::check_form(form, pairs) {
+        Ok(Checked::Accepted(sub)) => sub,
+        Ok(Checked::Honeypot) => {
+            count("honeypot");
+            tracing::info!(form = %id, ip = ?ip, "form honeypot filled; submission dropped");
+            return Ok((
+                StatusCode::CREATED,
+                Json(serde_json::json!({ "received": true })),
+            ));
+        }
+        Err(e) => {
+            count("invalid");
+            return Err(submit_error(e));
+        }
+    };
+    if let Err(e) = s.live.refresh(s.store.as_ref()).await {
+        tracing::debug!(error = %e, "override refresh failed; routing with cached values");
+    }
+    let submission_id =
+        super::auth::new_token().map_err(|e| ApiError::internal(format!("random id: {e}")))?;
+    let raw = serde_json::to_vec(&sub.to_json(&channel.id))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let live = s.live.clone();
+    let msg = submit::plan(
+        &config,
+        channel,
+        Origin {
+            id: &submission_id,
+            method: "form",
+            date: now_rfc2822(),
+        },
+        ContactRef {
+            email: sub.email.clone(),
+            name: sub.name.clone(),
+        },
+        sub.ticket_subject(form, channel),
+        sub.conversation_text(form),
+        &|u| live.user_available(u),
+    );
+    let outcome = s
+        .store
+        .submit(
+            NewSpool {
+                source: SpoolSource::Form,
+                mail_from: sub.email.clone(),
+                rcpt_to: Vec::new(),
+                client_ip: ip.map(|i| i.to_string()),
+                helo: None,
+                tls: false,
+                channel: Some(channel.id.clone()),
+                raw,
+            },
+            vec![msg],
+        )
+        .await?;
+    count("stored");
+    for d in &outcome.delivered {
+        tracing::info!(form = %id, ticket = d.ticket.0, owner = ?d.owner, "form submission stored");
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "received": true })),
+    ))
+}
+
+/// The current time as an RFC 2822 date, as mail carries it.
+pub(super) fn now_rfc2822() -> String {
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    jiff::fmt::rfc2822::to_string(&now).unwrap_or_default()
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    if e.is_too_large() {
+        too_large(e.to_string())
+    } else {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// A JSON object's members as (name, value) text pairs.
+fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let Value::Object(map) = v else {
+        return Err(ApiError::bad_request("expected a JSON object of fields"));
+    };
+    let scalar = |name: &str, v: Value| -> Result<Option<String>, ApiError> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Bool(b) => Ok(Some(b.to_string())),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            _ => Err(ApiError::bad_request(format!(
+                "field `{name}`: expected text, a number, a boolean or an array of them"
+            ))),
+        }
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (name, v) in map {
+        match v {
+            Value::Array(items) => {
+                for item in items {
+                    if let Some(s) = scalar(&name, item)? {
+                        out.push((name.clone(), s));
+                    }
+                }
+            }
+            v => {
+                if let Some(s) = scalar(&name, v)? {
+                    out.push((name, s));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
