@@ -19,7 +19,8 @@
 //! success and stores nothing (metric `postdesk_form_submissions_total
 //! {result="honeypot"}`).
 //!
-//! Untrusted input: everything; the client IP is the TCP peer.
+//! Untrusted input: everything; the client IP is the TCP peer, or from
+//! `X-Forwarded-For` only when the peer is one of `[http] trusted_proxies`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -110,10 +111,11 @@ pub async fn submit(
         ));
     }
     let form = &channel.form;
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical());
+    let ip = peer.map(|p| client_ip(p, req.headers(), &config.http.trusted_proxies));
     if let Some(ip) = ip
         && !limits.allow(&channel.id, form.rate_limit_per_minute, ip)
     {
@@ -212,6 +214,36 @@ pub async fn submit(
     ))
 }
 
+/// The client's address: the TCP peer, unless it is a trusted proxy; then
+/// the last `X-Forwarded-For` entry that is not a trusted proxy (entries
+/// before it were written by the client and prove nothing).
+fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(&client) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// The current time as an RFC 2822 date, as mail carries it.
 pub(super) fn now_rfc2822() -> String {
     let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
@@ -263,4 +295,61 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (peer, X-Forwarded-For, trusted, expected client)
+    const CASES: &[(&str, Option<&str>, &[&str], &str)] = &[
+        ("203.0.113.9", Some("1.2.3.4"), &[], "203.0.113.9"),
+        ("127.0.0.1", Some("1.2.3.4"), &[], "127.0.0.1"),
+        ("127.0.0.1", None, &["127.0.0.1/32"], "127.0.0.1"),
+        ("127.0.0.1", Some("1.2.3.4"), &["127.0.0.1/32"], "1.2.3.4"),
+        (
+            "127.0.0.1",
+            Some("6.6.6.6, 1.2.3.4"),
+            &["127.0.0.1/32"],
+            "1.2.3.4",
+        ),
+        (
+            "127.0.0.1",
+            Some("1.2.3.4, 10.0.0.2"),
+            &["127.0.0.1/32", "10.0.0.0/8"],
+            "1.2.3.4",
+        ),
+        (
+            "127.0.0.1",
+            Some("junk, 10.0.0.2"),
+            &["127.0.0.1/32", "10.0.0.0/8"],
+            "10.0.0.2",
+        ),
+    ];
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        for (peer, xff, trusted, want) in CASES {
+            let mut h = axum::http::HeaderMap::new();
+            if let Some(x) = xff {
+                h.insert("x-forwarded-for", x.parse().unwrap());
+            }
+            let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+            let got = client_ip(peer.parse().unwrap(), &h, &trusted);
+            assert_eq!(got.to_string(), *want, "{peer} {xff:?} {trusted:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_per_form_and_address() {
+        let l = FormLimits::default();
+        let a: IpAddr = "1.2.3.4".parse().unwrap();
+        let b: IpAddr = "1.2.3.5".parse().unwrap();
+        assert!(l.allow("f", 1, a));
+        assert!(!l.allow("f", 1, a));
+        assert!(l.allow("f", 1, b));
+        assert!(l.allow("g", 1, a));
+        assert!(l.allow("f", 0, a), "0 = no limit");
+        assert!(l.allow("f", 5, a), "a new quota starts afresh");
+    }
 }

@@ -290,12 +290,18 @@ impl Default for SmtpConfig {
 pub struct HttpConfig {
     /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
     pub listen: SocketAddr,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from
+    /// one of these networks counts as coming from the last address in that
+    /// header that is not itself a trusted proxy (form rate limits are per
+    /// client IP). Default `[]` (the TCP peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -640,6 +640,7 @@ fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
     let d = HttpConfig::default();
     HttpConfig {
         listen: r.key(t, "listen").unwrap_or(d.listen),
+        trusted_proxies: r.key(t, "trusted_proxies").unwrap_or(d.trusted_proxies),
     }
 }
 

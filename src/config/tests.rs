@@ -46,6 +46,7 @@ fn example_file_parses_without_errors_or_warnings() {
     assert_eq!(cfg.store.path, dir.join("var/postdesk.sqlite"));
     assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
     assert_eq!(cfg.http.listen, "127.0.0.1:8025".parse().unwrap());
+    assert_eq!(cfg.http.trusted_proxies.len(), 2);
     assert_eq!(
         (cfg.relay.host.as_str(), cfg.relay.port),
         ("127.0.0.1", 2526)
