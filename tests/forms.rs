@@ -3,7 +3,8 @@
 //! ticket with the channel's properties and routing; hidden fields kept in the
 //! stored submission but not in the conversation; bad input refused with a
 //! JSON error and nothing stored; the honeypot; the per-IP rate limit; and a
-//! disabled form channel that comes back when enabled.
+//! disabled form channel that comes back when enabled; the redirect after a
+//! plain HTML form post and CORS for allowed origins.
 
 mod common;
 
@@ -69,7 +70,28 @@ id = "tight"
 kind = "form"
 [channels.form]
 rate_limit_per_minute = 2
+
+[[channels]]
+id = "site"
+kind = "form"
+[channels.form]
+redirect_url = "https://www.acme.example/thanks"
+allowed_origins = ["https://www.acme.example"]
 "#;
+
+/// One raw HTTP exchange; returns the response head (status line and headers).
+fn head(d: &Daemon, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.http).expect("connect");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
 
 const URLENCODED: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
@@ -336,4 +358,62 @@ fn rate_limit_and_disabled_form() {
         d.tickets().iter().filter(|t| t["channel"] == "web").count(),
         2
     );
+}
+
+#[test]
+fn html_form_redirects_and_cors_allows_listed_origins() {
+    let d = Daemon::start("", CONFIG);
+    let body = "email=dora%40customer.example&message=Hi";
+    let post = |origin: &str, ct: &str, body: &str| {
+        head(
+            &d,
+            &format!(
+                "POST /api/v1/forms/site/submissions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{origin}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+
+    // A plain HTML form post: 303 to the thank-you page, ticket stored.
+    let h = post("", "application/x-www-form-urlencoded", body);
+    assert!(h.starts_with("http/1.1 303"), "{h}");
+    assert!(
+        h.contains("location: https://www.acme.example/thanks"),
+        "{h}"
+    );
+    assert_eq!(d.tickets().len(), 1);
+    // Refused input still answers with the JSON error, not the redirect.
+    let h = post("", "application/x-www-form-urlencoded", "message=Hi");
+    assert!(h.starts_with("http/1.1 400"), "{h}");
+
+    // JavaScript from an allowed origin: preflight and post carry CORS headers.
+    let h = head(
+        &d,
+        "OPTIONS /api/v1/forms/site/submissions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://www.acme.example\r\nAccess-Control-Request-Method: POST\r\n\r\n",
+    );
+    assert!(h.starts_with("http/1.1 204"), "{h}");
+    assert!(
+        h.contains("access-control-allow-origin: https://www.acme.example"),
+        "{h}"
+    );
+    assert!(h.contains("access-control-allow-methods: post"), "{h}");
+    let json = json!({"email": "eli@customer.example", "message": "Hi"}).to_string();
+    let h = post(
+        "Origin: https://www.acme.example\r\n",
+        "application/json",
+        &json,
+    );
+    assert!(h.starts_with("http/1.1 201"), "{h}");
+    assert!(
+        h.contains("access-control-allow-origin: https://www.acme.example"),
+        "{h}"
+    );
+    // Another origin gets no permission (the browser blocks it).
+    let h = post(
+        "Origin: https://evil.example\r\n",
+        "application/json",
+        &json,
+    );
+    assert!(!h.contains("access-control-allow-origin"), "{h}");
+    assert_eq!(d.tickets().len(), 3);
 }

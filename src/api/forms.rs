@@ -8,8 +8,10 @@
 //! ([`crate::ingest::submit`]) and committed with
 //! [`crate::store::Store::submit`]: contact by the email field, a new ticket
 //! with the channel's ticket properties, routed as mail is. The answer (201
-//! `{"received": true}`) comes after the durable commit and does not reveal
-//! the ticket number.
+//! `{"received": true}`, or 303 to the form's `redirect_url` for a plain HTML
+//! form post) comes after the durable commit and does not reveal the ticket
+//! number. Pages of the form's `allowed_origins` may post with JavaScript
+//! (CORS: `OPTIONS` preflight, `Access-Control-Allow-Origin`).
 //!
 //! Answers: 404 `not_found` (no such form), 503 `unavailable` (channel
 //! disabled), 429 `rate_limited` (per client IP and form), 415
@@ -31,14 +33,17 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, ORIGIN, VARY,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::config::ChannelKind;
+use crate::config::{ChannelKind, Config};
 use crate::ingest::submit::{self, Checked, Origin, SubmitError};
 use crate::store::{ContactRef, NewSpool, SpoolSource};
 
@@ -91,15 +96,101 @@ fn too_large(m: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
 }
 
+/// Whether the request body is a plain HTML form post (URL-encoded).
+fn is_html_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// The request's `Origin` when the form lets its pages post with JavaScript.
+fn cors_origin(config: &Config, id: &str, headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(ORIGIN)?;
+    let form = &config
+        .channel(id)
+        .filter(|c| c.kind == ChannelKind::Form)?
+        .form;
+    form.allows_origin(origin.to_str().ok()?)
+        .then(|| origin.clone())
+}
+
+/// `POST`: check, store, answer — 201 JSON, or 303 to the form's
+/// `redirect_url` for a plain HTML form post; CORS headers for allowed origins.
 pub async fn submit(
     State(s): State<AppState>,
-    axum::Extension(limits): axum::Extension<Arc<FormLimits>>,
+    limits: axum::Extension<Arc<FormLimits>>,
     Path(id): Path<String>,
     req: Request,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Response {
     let config = s.live.config();
+    let cors = cors_origin(&config, &id, req.headers());
+    let html = is_html_form(req.headers());
+    let mut resp = match accept(s, limits, &config, &id, req).await {
+        Ok(()) => {
+            let redirect = config
+                .channel(&id)
+                .and_then(|c| c.form.redirect_url.as_deref())
+                .filter(|_| html);
+            match redirect {
+                Some(url) => Redirect::to(url).into_response(),
+                None => (
+                    StatusCode::CREATED,
+                    Json(serde_json::json!({ "received": true })),
+                )
+                    .into_response(),
+            }
+        }
+        Err(e) => e.into_response(),
+    };
+    if let Some(origin) = cors {
+        let h = resp.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+/// `OPTIONS`: the CORS preflight of a JavaScript post. Allowed origins get
+/// the permissions; others get none (the browser then refuses the post).
+pub async fn preflight(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let config = s.live.config();
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(origin) = cors_origin(&config, &id, &headers) {
+        let h = resp.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        h.insert(
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        h.insert(VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+/// Check and store one submission (`Ok` also for a filled honeypot).
+async fn accept(
+    s: AppState,
+    axum::Extension(limits): axum::Extension<Arc<FormLimits>>,
+    config: &Config,
+    id: &str,
+    req: Request,
+) -> Result<(), ApiError> {
     let channel = config
-        .channel(&id)
+        .channel(id)
         .filter(|c| c.kind == ChannelKind::Form)
         .ok_or_else(|| ApiError::not_found(format!("form {id:?} not found")))?;
     if !s.live.channel_enabled(channel) {
@@ -154,10 +245,7 @@ pub async fn submit(
         Ok(Checked::Honeypot) => {
             count("honeypot");
             tracing::info!(form = %id, ip = ?ip, "form honeypot filled; submission dropped");
-            return Ok((
-                StatusCode::CREATED,
-                Json(serde_json::json!({ "received": true })),
-            ));
+            return Ok(());
         }
         Err(e) => {
             count("invalid");
@@ -173,7 +261,7 @@ pub async fn submit(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let live = s.live.clone();
     let msg = submit::plan(
-        &config,
+        config,
         channel,
         Origin {
             id: &submission_id,
@@ -208,10 +296,7 @@ pub async fn submit(
     for d in &outcome.delivered {
         tracing::info!(form = %id, ticket = d.ticket.0, owner = ?d.owner, "form submission stored");
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "received": true })),
-    ))
+    Ok(())
 }
 
 /// The client's address: the TCP peer, unless it is a trusted proxy; then

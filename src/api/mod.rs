@@ -66,7 +66,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY));
     // Public (no token): websites post here. Its own body cap.
     let forms = Router::new()
-        .route("/forms/{id}/submissions", post(forms::submit))
+        .route(
+            "/forms/{id}/submissions",
+            post(forms::submit).options(forms::preflight),
+        )
         .layer(axum::Extension(Arc::new(forms::FormLimits::default())));
     let api = forms.merge(api);
     Router::new()

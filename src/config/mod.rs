@@ -722,6 +722,14 @@ pub struct FormConfig {
     pub max_field_size: usize,
     /// Shown in ticket names. Default none = the channel id.
     pub label: Option<String>,
+    /// Where a browser posting a plain HTML form (URL-encoded) is sent after
+    /// a successful submission (303 See Other), e.g. the site's thank-you
+    /// page. Default none (answer 201 JSON).
+    pub redirect_url: Option<String>,
+    /// Web origins (`https://www.acme.example`, or `"*"`) whose pages may post
+    /// with JavaScript (CORS). Default `[]` (server-side and plain HTML form
+    /// posts only).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for FormConfig {
@@ -736,6 +744,8 @@ impl Default for FormConfig {
             rate_limit_per_minute: 10,
             max_field_size: 65_536,
             label: None,
+            redirect_url: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -744,6 +754,13 @@ impl FormConfig {
     /// The declared field with this name.
     pub fn field(&self, name: &str) -> Option<&FormField> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Whether pages from `origin` may post with JavaScript.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
     }
 }
 

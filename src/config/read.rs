@@ -842,6 +842,8 @@ fn read_form(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> FormConfig {
             .unwrap_or(d.rate_limit_per_minute),
         max_field_size: r.key(t, "max_field_size").unwrap_or(d.max_field_size),
         label: r.key(t, "label"),
+        redirect_url: r.key(t, "redirect_url"),
+        allowed_origins: r.key(t, "allowed_origins").unwrap_or_default(),
     }
 }
 

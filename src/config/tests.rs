@@ -84,6 +84,12 @@ fn example_file_parses_without_errors_or_warnings() {
     let page = form.form.field("page").unwrap();
     assert!(page.hidden && page.kind == FormFieldType::Url);
     assert_eq!(form.form.field("email").unwrap().kind, FormFieldType::Email);
+    assert!(form.form.allows_origin("https://www.acme.example"));
+    assert!(!form.form.allows_origin("https://evil.example"));
+    assert_eq!(
+        form.form.redirect_url.as_deref(),
+        Some("https://www.acme.example/thanks")
+    );
 
     let sales = cfg.channel("sales").unwrap();
     assert_eq!(sales.sender_name, SenderName::Company);
@@ -354,6 +360,14 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "[[channels]]\nid = \"c\"\nkind = \"forward\"\naddress = \"c@x.example\"\n[channels.form]\nlabel = \"x\"\ncolour = 1",
         "5:1: warning: [channels.form] is ignored for forward channels",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nredirect_url = \"thanks.html\"",
+        "5:16: redirect_url `thanks.html` must be an http(s) URL or a path starting with /",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nallowed_origins = [\"https://ok.example\", \"www.acme.example/x\"]",
+        "5:42: invalid origin `www.acme.example/x`",
     ),
     // Secret files.
     (

@@ -156,6 +156,32 @@ fn check_form(r: &mut Reader<'_>, path: &str, ch: &ChannelConfig, kind_known: bo
             format!("honeypot field `{honeypot}` must not also be a declared form field"),
         );
     }
+    if let Some(url) = &form.redirect_url
+        && !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'))
+    {
+        r.error_at(
+            &format!("{form_path}.redirect_url"),
+            format!("redirect_url `{url}` must be an http(s) URL or a path starting with /"),
+        );
+    }
+    for (j, origin) in form.allowed_origins.iter().enumerate() {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let ok = origin == "*"
+            || rest.is_some_and(|host| {
+                let host = host.trim_end_matches('/');
+                !host.is_empty() && !host.contains(['/', '?', '#', ' '])
+            });
+        if !ok {
+            r.error_at(
+                &format!("{form_path}.allowed_origins[{j}]"),
+                format!(
+                    "invalid origin `{origin}`: expected scheme://host[:port] (e.g. \"https://www.acme.example\") or \"*\""
+                ),
+            );
+        }
+    }
     if form.max_field_size == 0 {
         r.error_at(
             &format!("{form_path}.max_field_size"),
