@@ -46,6 +46,7 @@ pub struct SmtpSpool {
     pub store: Arc<dyn Store>,
     pub live: Arc<Live>,
     pub wake: Arc<Notify>,
+    pub handoff: Arc<crate::ingest::handoff::Handoff>,
 }
 
 impl Spool for SmtpSpool {
@@ -75,9 +76,11 @@ impl Spool for SmtpSpool {
         };
         async move {
             match self.store.spool(msg).await {
-                Ok(id) => {
+                Ok(entry) => {
+                    let id = entry.id.0;
+                    self.handoff.push(entry);
                     self.wake.notify_one();
-                    Ok(id.0)
+                    Ok(id)
                 }
                 Err(StoreError::Full) => Err(SpoolError::Full),
                 Err(StoreError::Closed) => Err(SpoolError::ShuttingDown),
@@ -161,10 +164,12 @@ pub async fn run(
     let ingest_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
 
+    let handoff = Arc::new(crate::ingest::handoff::Handoff::default());
     let spool = Arc::new(SmtpSpool {
         store: store.clone(),
         live: live.clone(),
         wake: wake.clone(),
+        handoff: handoff.clone(),
     });
     let mut smtp_tasks = JoinSet::new();
     for listener in bound.smtp {
@@ -188,6 +193,7 @@ pub async fn run(
         store: store.clone(),
         live: live.clone(),
         wake: wake.clone(),
+        handoff,
     };
     let ingest_task = tokio::spawn(ingestor.run(ingest_stop.clone()));
 

@@ -11,6 +11,7 @@
 //! parked as `failed` with its reason), or block the async runtime with
 //! parsing (done on the blocking pool).
 
+pub mod handoff;
 pub mod parse;
 pub mod resolve;
 pub mod route;
@@ -32,7 +33,7 @@ use crate::store::{
 use resolve::{Classification, ResolveContext};
 
 /// Spool entries taken per round (and so at most per group commit).
-const BATCH: usize = 256;
+const BATCH: usize = 32;
 
 /// Why an entry could not be planned; it is parked as failed.
 #[derive(Debug, thiserror::Error)]
@@ -238,12 +239,17 @@ pub struct Ingestor {
     pub store: Arc<dyn Store>,
     pub live: Arc<Live>,
     pub wake: Arc<Notify>,
+    /// Entries the SMTP listener just committed, handed over in memory.
+    pub handoff: Arc<handoff::Handoff>,
 }
 
 impl Ingestor {
     /// Process everything pending now; returns how many entries were handled.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let batch = self.store.pending_spool(SpoolId(0), BATCH).await?;
+        let batch = match self.handoff.take(BATCH) {
+            handoff::Next::Entries(entries) => entries,
+            handoff::Next::Scan => self.store.pending_spool(SpoolId(0), BATCH).await?,
+        };
         if batch.is_empty() {
             return Ok(0);
         }

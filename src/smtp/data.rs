@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply;
 use super::session::{Flow, Session, State, Transaction};
-use super::{Envelope, Spool, SpoolError};
+use super::{Envelope, Spool, SpoolError, rejected};
 
 /// The only sequence that ends DATA.
 const END: &[u8; 5] = b"\r\n.\r\n";
@@ -100,10 +100,6 @@ pub(crate) struct BdatChunk {
     size: usize,
     /// Set when the BDAT command itself was refused: its bytes are read and dropped.
     refused: Option<reply::Reply>,
-}
-
-fn rejected(reason: &'static str) {
-    metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
 }
 
 impl<S, IO> Session<S, IO>

@@ -11,11 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply;
 use super::session::{Flow, Session, State, Transaction};
-use super::{RcptCheck, Spool};
-
-fn rejected(reason: &'static str) {
-    metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
-}
+use super::{RcptCheck, Spool, rejected};
 
 impl<S, IO> Session<S, IO>
 where

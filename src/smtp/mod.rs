@@ -31,6 +31,11 @@ use std::future::Future;
 use std::net::IpAddr;
 
 pub use listener::serve;
+
+/// Count a refused message or recipient by reason (`postdesk_smtp_rejections_total`).
+fn rejected(reason: &'static str) {
+    metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
+}
 pub use tls::{TlsError, tls_acceptor};
 
 /// What the client asked for, handed to the spool with the raw message.

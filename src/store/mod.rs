@@ -89,8 +89,8 @@ impl From<rusqlite::Error> for StoreError {
 ///
 /// Every write resolves only after its transaction is durably committed.
 pub trait Store: Send + Sync + 'static {
-    /// Commit one accepted message to the spool.
-    fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolId>;
+    /// Commit one accepted message to the spool; returns it as ingest sees it.
+    fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry>;
     /// Spool entries still waiting for ingest, oldest first, with id > `after`.
     fn pending_spool(&self, after: SpoolId, limit: usize) -> StoreFuture<'_, Vec<SpoolEntry>>;
     /// Apply ingest results, in order, each atomically (contacts, tickets,

@@ -576,6 +576,15 @@ fn in_savepoint<T>(
 
 fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
     let mut out = InboundOutcome::default();
+    // Already applied (seen both through the in-memory handoff and a scan,
+    // or applied before a crash lost the acknowledgement): nothing to do.
+    let pending: Option<String> = conn
+        .prepare_cached("SELECT state FROM spool WHERE id = ?1")?
+        .query_row([plan.spool_id.0], |r| r.get(0))
+        .optional()?;
+    if pending.as_deref() != Some("pending") {
+        return Ok(out);
+    }
     if let Some(reason) = &plan.dropped {
         conn.prepare_cached(
             "UPDATE spool SET state = 'done', error = ?1, processed_at = ?2 WHERE id = ?3",
@@ -766,11 +775,24 @@ fn count(conn: &Connection, sql: &str) -> Result<i64, StoreError> {
 }
 
 impl Store for SqliteStore {
-    fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolId> {
+    fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry> {
         Box::pin(async move {
             // Hash on the caller's task, not on the single writer thread.
             let hash = content_hash(&msg.raw);
-            self.write(move |c| insert_spool(c, &msg, &hash)).await
+            self.write(move |c| {
+                let id = insert_spool(c, &msg, &hash)?;
+                Ok(SpoolEntry {
+                    id,
+                    received_at: now_ms(),
+                    source: msg.source,
+                    mail_from: msg.mail_from,
+                    rcpt_to: msg.rcpt_to,
+                    channel: msg.channel,
+                    raw: msg.raw,
+                    content_hash: hash,
+                })
+            })
+            .await
         })
     }
 

@@ -21,6 +21,15 @@ fn spool_msg(i: usize) -> NewSpool {
     }
 }
 
+/// Fresh spool entries, one per plan: an applied entry is never applied again.
+async fn spool_many(s: &SqliteStore, n: usize) -> Vec<SpoolId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(s.spool(spool_msg(i)).await.expect("spool").id);
+    }
+    ids
+}
+
 fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
     let contact = ContactRef {
         email: format!("c{n}@customer.example"),
@@ -98,6 +107,7 @@ async fn concurrent_spool_writes_share_commits() {
     for t in tasks {
         ids.push(t.await.expect("join").expect("spooled"));
     }
+    let mut ids: Vec<SpoolId> = ids.into_iter().map(|e| e.id).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "every write got its own id");
@@ -125,9 +135,9 @@ async fn failing_job_does_not_undo_its_batch_neighbours() {
 #[tokio::test]
 async fn inbound_apply_is_atomic_and_deduplicated() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(1)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     let plan = inbound(
-        id,
+        ids[1],
         1,
         RoutingPlan::Unassigned {
             reason: "test".into(),
@@ -137,13 +147,19 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
     let d = &first[0].as_ref().expect("ok").delivered[0];
     assert!(d.created && !d.duplicate);
     // Applying the same plan again (a crash between apply and ack) stores nothing new.
-    let again = s.apply_inbound(vec![plan]).await.expect("apply");
-    assert!(again[0].as_ref().expect("ok").delivered[0].duplicate);
-    let st = s.status().await.expect("status");
-    assert_eq!(
-        (st.tickets, st.messages, st.contacts, st.spool_pending),
-        (1, 1, 1, 0)
+    let again = s.apply_inbound(vec![plan.clone()]).await.expect("apply");
+    assert!(
+        again[0].as_ref().expect("ok").delivered.is_empty(),
+        "an applied spool entry is skipped"
     );
+    // The same message spooled again (a retry after a lost 250) is a duplicate.
+    let id2 = s.spool(spool_msg(1)).await.expect("spool").id;
+    let mut retry = plan;
+    retry.spool_id = id2;
+    let dup = s.apply_inbound(vec![retry]).await.expect("apply");
+    assert!(dup[0].as_ref().expect("ok").delivered[0].duplicate);
+    let st = s.status().await.expect("status");
+    assert_eq!((st.tickets, st.messages, st.contacts), (1, 1, 1));
     let t = s.ticket(TicketId(1)).await.expect("ticket");
     assert_eq!(t.head.unassigned_reason.as_deref(), Some("test"));
 }
@@ -203,9 +219,9 @@ async fn submit_commits_spool_and_ticket_together() {
 #[tokio::test]
 async fn replies_thread_by_references_and_token() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(1)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     s.apply_inbound(vec![inbound(
-        id,
+        ids[2],
         1,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -214,7 +230,7 @@ async fn replies_thread_by_references_and_token() {
     .await
     .expect("apply");
     let mut reply = inbound(
-        id,
+        ids[3],
         2,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -222,7 +238,7 @@ async fn replies_thread_by_references_and_token() {
     );
     reply.messages[0].references = vec!["unknown@x".into(), "m1@customer.example".into()];
     let mut by_token = inbound(
-        id,
+        ids[4],
         3,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -230,7 +246,7 @@ async fn replies_thread_by_references_and_token() {
     );
     by_token.messages[0].thread_token = Some(TicketId(1));
     let mut other_channel = inbound(
-        id,
+        ids[5],
         4,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -270,9 +286,9 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
         users: v.iter().map(|u| u.to_string()).collect(),
         reason_if_none: "none".into(),
     };
-    let id = s.spool(spool_msg(0)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     let plans: Vec<InboundPlan> = (0..30)
-        .map(|n| inbound(id, n, users(&["ann", "bob", "cy"])))
+        .map(|n| inbound(ids[n], n, users(&["ann", "bob", "cy"])))
         .collect();
     s.apply_inbound(plans).await.expect("apply");
     let count = |list: &[TicketSummary], u: &str| {
@@ -287,7 +303,7 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
     );
     // cy goes away: the next 10 split between ann and bob.
     let plans: Vec<InboundPlan> = (30..40)
-        .map(|n| inbound(id, n, users(&["ann", "bob"])))
+        .map(|n| inbound(ids[n], n, users(&["ann", "bob"])))
         .collect();
     s.apply_inbound(plans).await.expect("apply");
     let all = s.list_tickets(TicketFilter::default()).await.expect("list");
@@ -296,7 +312,7 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
         (15, 15, 10)
     );
     // Nobody eligible: unassigned, with the reason on the ticket.
-    s.apply_inbound(vec![inbound(id, 40, users(&[]))])
+    s.apply_inbound(vec![inbound(ids[40], 40, users(&[]))])
         .await
         .expect("apply");
     let t = s.ticket(TicketId(41)).await.expect("ticket");
@@ -309,9 +325,9 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
 #[tokio::test]
 async fn contact_owner_routing() {
     let (_dir, s) = store();
-    let id = s.spool(spool_msg(0)).await.expect("spool");
+    let ids = spool_many(&s, 64).await;
     s.apply_inbound(vec![inbound(
-        id,
+        ids[9],
         1,
         RoutingPlan::Unassigned {
             reason: String::new(),
@@ -329,7 +345,7 @@ async fn contact_owner_routing() {
     .await
     .expect("owner");
     let mut eligible = inbound(
-        id,
+        ids[10],
         1,
         RoutingPlan::ContactOwner {
             eligible: vec!["bob".into()],
@@ -338,7 +354,7 @@ async fn contact_owner_routing() {
     eligible.messages[0].dedupe_key = "mid:x1".into();
     eligible.messages[0].message_id = None;
     let mut away = inbound(
-        id,
+        ids[11],
         1,
         RoutingPlan::ContactOwner {
             eligible: vec!["ann".into()],
@@ -347,7 +363,7 @@ async fn contact_owner_routing() {
     away.messages[0].dedupe_key = "mid:x2".into();
     away.messages[0].message_id = None;
     let mut no_owner = inbound(
-        id,
+        ids[12],
         2,
         RoutingPlan::ContactOwner {
             eligible: vec!["bob".into()],
