@@ -2,7 +2,8 @@
 //!
 //! Codes (stable, scripts rely on them): `unauthorized` (401), `forbidden`
 //! (403), `not_found` (404), `bad_request` (400, including malformed JSON),
-//! `conflict` (409), `payload_too_large` (413), `unavailable` (503, retry),
+//! `conflict` (409), `payload_too_large` (413), `unsupported_media_type`
+//! (415), `rate_limited` (429, retry later), `unavailable` (503, retry),
 //! `internal` (500). Messages are for humans and may change.
 
 use axum::Json;

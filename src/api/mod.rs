@@ -2,18 +2,20 @@
 //! and Prometheus metrics.
 //!
 //! Owns routing, authentication ([`auth`]), JSON errors with stable codes
-//! ([`error`]) and the resources: [`tickets`] (list, show, update, replies,
-//! notes) and [`people`] (contacts, users' availability, channels).
+//! ([`error`]) and the resources: [`tickets`] (list, show, create, update,
+//! replies, notes), [`people`] (contacts, users' availability, channels) and
+//! [`forms`] (web form submissions, the one route without a token).
 //!
 //! Must not: run SQL or talk SMTP — handlers call the store and
 //! [`crate::outbound::Outbound`] (the same reply path as the CLI).
 //!
 //! Untrusted input: every request. Bodies are capped at [`MAX_BODY`]; JSON
 //! that does not parse or has unknown fields is a 400 `bad_request`; every
-//! `/api/v1` route needs a bearer token (401 `unauthorized`).
+//! `/api/v1` route but form submissions needs a bearer token (401 `unauthorized`).
 
 pub mod auth;
 pub mod error;
+pub mod forms;
 pub mod people;
 pub mod tickets;
 
@@ -48,7 +50,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/tickets", get(tickets::list))
+        .route("/tickets", get(tickets::list).post(tickets::create))
         .route("/tickets/{n}", get(tickets::show).patch(tickets::update))
         .route("/tickets/{n}/replies", post(tickets::reply))
         .route("/tickets/{n}/notes", post(tickets::note))
@@ -62,6 +64,14 @@ pub fn router(state: AppState) -> Router {
         .route("/channels/{id}/disable", post(people::disable_channel))
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY));
+    // Public (no token): websites post here. Its own body cap.
+    let forms = Router::new()
+        .route(
+            "/forms/{id}/submissions",
+            post(forms::submit).options(forms::preflight),
+        )
+        .layer(axum::Extension(Arc::new(forms::FormLimits::default())));
+    let api = forms.merge(api);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -108,7 +118,10 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

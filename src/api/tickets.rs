@@ -238,3 +238,146 @@ pub async fn note(
         Json(serde_json::json!({ "ticket": n })),
     ))
 }
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactBody {
+    pub email: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// The channel the ticket belongs to (any kind; a disabled one refuses).
+    pub channel: String,
+    pub contact: ContactBody,
+    pub subject: String,
+    /// The first message's text.
+    pub text: String,
+}
+
+/// Longest ticket subject accepted (RFC 5322's line limit).
+const MAX_SUBJECT: usize = 998;
+
+/// `POST /api/v1/tickets`: open a ticket for an integration (chat, phone…).
+/// Routing and the channel's ticket properties apply as for mail. With an
+/// `Idempotency-Key` header, a retried request answers 200 with the ticket
+/// the first one opened.
+pub async fn create(
+    State(s): State<AppState>,
+    user: AuthUser,
+    headers: axum::http::HeaderMap,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1-200 printable ASCII characters",
+                    )
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let config = s.live.config();
+    let channel = config
+        .channel(&body.channel)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown channel {:?}", body.channel)))?;
+    if !s.live.channel_enabled(channel) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("channel {:?} is disabled", channel.id),
+        ));
+    }
+    let email = crate::config::normalize_email(&body.contact.email);
+    if !crate::config::is_valid_email(&email) {
+        return Err(ApiError::bad_request(format!(
+            "contact.email {:?} is not a valid email address",
+            body.contact.email
+        )));
+    }
+    let subject = body.subject.trim();
+    if subject.is_empty() || subject.len() > MAX_SUBJECT || subject.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "subject must be 1-{MAX_SUBJECT} bytes on one line"
+        )));
+    }
+    if body.text.trim().is_empty() {
+        return Err(ApiError::bad_request("text is empty"));
+    }
+    if body.text.len() > crate::outbound::MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "text too long",
+        ));
+    }
+    let name = body
+        .contact
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+        .map(str::to_string);
+    if let Err(e) = s.live.refresh(s.store.as_ref()).await {
+        tracing::debug!(error = %e, "override refresh failed; routing with cached values");
+    }
+    let id = match &idempotency_key {
+        Some(k) => format!("{}:{k}", user.0),
+        None => {
+            super::auth::new_token().map_err(|e| ApiError::internal(format!("random id: {e}")))?
+        }
+    };
+    let raw = serde_json::to_vec(&serde_json::json!({ "request": &body, "user": &user.0 }))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let live = s.live.clone();
+    let msg = crate::ingest::submit::plan(
+        &config,
+        channel,
+        crate::ingest::submit::Origin {
+            id: &id,
+            method: "api",
+            date: super::forms::now_rfc2822(),
+        },
+        crate::store::ContactRef {
+            email: email.clone(),
+            name,
+        },
+        subject.to_string(),
+        body.text.clone(),
+        &|u| live.user_available(u),
+    );
+    let outcome = s
+        .store
+        .submit(
+            crate::store::NewSpool {
+                source: crate::store::SpoolSource::Api,
+                mail_from: email,
+                rcpt_to: Vec::new(),
+                client_ip: None,
+                helo: None,
+                tls: false,
+                channel: Some(channel.id.clone()),
+                raw,
+            },
+            vec![msg],
+        )
+        .await?;
+    let d = outcome
+        .delivered
+        .first()
+        .ok_or_else(|| ApiError::internal("ticket not created"))?;
+    tracing::info!(user = %user.0, channel = %d.channel, ticket = d.ticket.0, duplicate = d.duplicate, owner = ?d.owner, "ticket opened through the API");
+    let status = if d.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(s.store.ticket(d.ticket).await?)))
+}

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
 pub use hours::WorkingHours;
+pub use validate::is_valid_email;
 
 /// Read, parse and validate the config file at `path`.
 ///
@@ -289,12 +290,18 @@ impl Default for SmtpConfig {
 pub struct HttpConfig {
     /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
     pub listen: SocketAddr,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from
+    /// one of these networks counts as coming from the last address in that
+    /// header that is not itself a trusted proxy (form rate limits are per
+    /// client IP). Default `[]` (the TCP peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -575,6 +582,9 @@ pub struct ChannelConfig {
     /// with XOAUTH2 (`gmail`/`office365` only). Default none = per kind
     /// (see [`ChannelConfig::effective_smtp`]).
     pub smtp: Option<ChannelSmtpConfig>,
+    /// `[channels.form]`: the web form of a `form` channel. Default
+    /// [`FormConfig::default`] (any fields; `email`, `name`, `subject`, `message`).
+    pub form: FormConfig,
 }
 
 impl ChannelConfig {
@@ -726,6 +736,119 @@ pub struct ChannelSmtpConfig {
     /// PEM certificate(s) trusted instead of the system roots (relative to the
     /// config dir). Default none (system roots).
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormConfig {
+    /// `[[channels.form.fields]]`: the form's fields. Default `[]` = accept any
+    /// posted field as visible text. When fields are declared, other posted
+    /// keys are ignored (not stored).
+    pub fields: Vec<FormField>,
+    /// Field holding the customer's address (the contact). Default `"email"`.
+    pub email_field: String,
+    /// Field holding the customer's name. Default `"name"`.
+    pub name_field: String,
+    /// Field holding the ticket name (subject). Default `"subject"`; when the
+    /// submission has none, the ticket is named `"{label}: {name or email}"`.
+    pub subject_field: String,
+    /// Field holding the description (the first message's text). Default `"message"`.
+    pub description_field: String,
+    /// A field real visitors leave empty (hidden by the site's CSS); a
+    /// submission that fills it is answered as a success and not stored.
+    /// Default none.
+    pub honeypot_field: Option<String>,
+    /// Submissions accepted per minute from one client IP; `0` = no limit. Default `10`.
+    pub rate_limit_per_minute: u32,
+    /// Largest value of one field, in bytes. Default `65536`.
+    pub max_field_size: usize,
+    /// Shown in ticket names. Default none = the channel id.
+    pub label: Option<String>,
+    /// Where a browser posting a plain HTML form (URL-encoded) is sent after
+    /// a successful submission (303 See Other), e.g. the site's thank-you
+    /// page. Default none (answer 201 JSON).
+    pub redirect_url: Option<String>,
+    /// Web origins (`https://www.acme.example`, or `"*"`) whose pages may post
+    /// with JavaScript (CORS). Default `[]` (server-side and plain HTML form
+    /// posts only).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for FormConfig {
+    fn default() -> Self {
+        Self {
+            fields: Vec::new(),
+            email_field: "email".to_owned(),
+            name_field: "name".to_owned(),
+            subject_field: "subject".to_owned(),
+            description_field: "message".to_owned(),
+            honeypot_field: None,
+            rate_limit_per_minute: 10,
+            max_field_size: 65_536,
+            label: None,
+            redirect_url: None,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl FormConfig {
+    /// The declared field with this name.
+    pub fn field(&self, name: &str) -> Option<&FormField> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Whether pages from `origin` may post with JavaScript.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+/// `[[channels.form.fields]]`: one field of a web form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormField {
+    /// The posted key (`<input name=...>`). Required, unique in the form.
+    pub name: String,
+    /// Shown next to the value in the conversation. Default the name.
+    pub label: Option<String>,
+    /// Input type; `email` and `number` values are checked. Default `text`.
+    pub kind: FormFieldType,
+    /// A submission without a non-empty value is refused (400). Default `false`.
+    pub required: bool,
+    /// Stored with the submission but not shown in the conversation. Default `false`.
+    pub hidden: bool,
+}
+
+impl FormField {
+    /// The label, else the name.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A form field's `type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormFieldType {
+    /// One line of text.
+    #[default]
+    Text,
+    /// Several lines of text.
+    Textarea,
+    /// An email address (checked).
+    Email,
+    /// A number (checked).
+    Number,
+    /// A telephone number.
+    Tel,
+    /// A URL.
+    Url,
+    /// A choice among options.
+    Select,
+    /// A checkbox (any value = checked).
+    Checkbox,
 }
 
 /// `[channels.oauth]`: `client_id` and `refresh_token_file` required when present.

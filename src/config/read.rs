@@ -16,9 +16,9 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
     Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config, DkimConfig,
-    HttpConfig, ImapConfig, LogConfig, LogFormat, OAuthConfig, OutboundConfig, RelayConfig,
-    RoutingConfig, SenderName, SmtpConfig, StoreConfig, TeamConfig, TicketProperties, TlsMode,
-    UserConfig, normalize_email,
+    FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig, LogConfig, LogFormat,
+    OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName, SmtpConfig, StoreConfig,
+    TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -567,7 +567,14 @@ macro_rules! enum_from_toml {
         }
     )*};
 }
-enum_from_toml!(TlsMode, LogFormat, ChannelKind, SenderName, Assign);
+enum_from_toml!(
+    TlsMode,
+    LogFormat,
+    ChannelKind,
+    SenderName,
+    Assign,
+    FormFieldType
+);
 
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
@@ -633,6 +640,7 @@ fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
     let d = HttpConfig::default();
     HttpConfig {
         listen: r.key(t, "listen").unwrap_or(d.listen),
+        trusted_proxies: r.key(t, "trusted_proxies").unwrap_or(d.trusted_proxies),
     }
 }
 
@@ -795,6 +803,7 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         tls: r.key(t, "tls").unwrap_or(TlsMode::Starttls),
         ca_file: r.key(t, "ca_file"),
     });
+    let form = r.section(t, "form", read_form);
     ChannelConfig {
         id,
         kind,
@@ -811,6 +820,37 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         imap,
         oauth,
         smtp,
+        form,
+    }
+}
+
+/// `[channels.form]` and its `[[channels.form.fields]]`.
+fn read_form(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> FormConfig {
+    let d = FormConfig::default();
+    FormConfig {
+        fields: r
+            .array_of_tables(t, "fields", |r, t| FormField {
+                name: r.required(t, "name").unwrap_or_default(),
+                label: r.key(t, "label"),
+                kind: r.key(t, "type").unwrap_or_default(),
+                required: r.key(t, "required").unwrap_or(false),
+                hidden: r.key(t, "hidden").unwrap_or(false),
+            })
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect(),
+        email_field: r.key(t, "email_field").unwrap_or(d.email_field),
+        name_field: r.key(t, "name_field").unwrap_or(d.name_field),
+        subject_field: r.key(t, "subject_field").unwrap_or(d.subject_field),
+        description_field: r.key(t, "description_field").unwrap_or(d.description_field),
+        honeypot_field: r.key(t, "honeypot_field"),
+        rate_limit_per_minute: r
+            .key(t, "rate_limit_per_minute")
+            .unwrap_or(d.rate_limit_per_minute),
+        max_field_size: r.key(t, "max_field_size").unwrap_or(d.max_field_size),
+        label: r.key(t, "label"),
+        redirect_url: r.key(t, "redirect_url"),
+        allowed_origins: r.key(t, "allowed_origins").unwrap_or_default(),
     }
 }
 

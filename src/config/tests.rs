@@ -46,6 +46,7 @@ fn example_file_parses_without_errors_or_warnings() {
     assert_eq!(cfg.store.path, dir.join("var/postdesk.sqlite"));
     assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
     assert_eq!(cfg.http.listen, "127.0.0.1:8025".parse().unwrap());
+    assert_eq!(cfg.http.trusted_proxies.len(), 2);
     assert_eq!(
         (cfg.relay.host.as_str(), cfg.relay.port),
         ("127.0.0.1", 2526)
@@ -73,6 +74,21 @@ fn example_file_parses_without_errors_or_warnings() {
     assert_eq!(
         cfg.sender_display_name(support, Some(ann)).as_deref(),
         Some("Ann Agent at Acme Support")
+    );
+
+    let form = cfg.channel("contact-form").unwrap();
+    assert_eq!(form.kind, ChannelKind::Form);
+    assert_eq!(form.form.subject_field, "topic");
+    assert_eq!(form.form.honeypot_field.as_deref(), Some("website"));
+    assert_eq!(form.form.fields.len(), 5);
+    let page = form.form.field("page").unwrap();
+    assert!(page.hidden && page.kind == FormFieldType::Url);
+    assert_eq!(form.form.field("email").unwrap().kind, FormFieldType::Email);
+    assert!(form.form.allows_origin("https://www.acme.example"));
+    assert!(!form.form.allows_origin("https://evil.example"));
+    assert_eq!(
+        form.form.redirect_url.as_deref(),
+        Some("https://www.acme.example/thanks")
     );
 
     let sales = cfg.channel("sales").unwrap();
@@ -307,6 +323,51 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "[company]\nname = \"Acme\"\n[[channels]]\nid = \"c\"\nkind = \"form\"\nsender_name_format = \"{agent} @ {firm}\"",
         "6:22: unknown placeholder `{firm}`",
+    ),
+    // Forms.
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[[channels.form.fields]]\nname = \"email\"\ntype = \"phone\"",
+        "6:8: invalid value for `channels.form.fields.type`: unknown variant `phone`",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[[channels.form.fields]]\nlabel = \"E\"",
+        "4:1: missing required key `name` in [[channels.form.fields]]",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[[channels.form.fields]]\nname = \"email\"\n[[channels.form.fields]]\nname = \"email\"",
+        "7:8: duplicate form field name `email` (first defined on line 5)",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nemail_field = \"mail\"\n[[channels.form.fields]]\nname = \"email\"",
+        "5:15: `email_field` names unknown form field `mail`; known: email",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nhoneypot_field = \"email\"\n[[channels.form.fields]]\nname = \"email\"",
+        "5:18: honeypot field `email` must not also be a declared form field",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[[channels.form.fields]]\nname = \"email\"\nhidden = true",
+        "the email field `email` must not be hidden",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nmax_field_size = 0",
+        "5:18: `max_field_size` must be at least 1",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nmax_feild_size = 5",
+        "5:1: unknown key `max_feild_size` in [channels.form]; did you mean `max_field_size`?",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"forward\"\naddress = \"c@x.example\"\n[channels.form]\nlabel = \"x\"\ncolour = 1",
+        "5:1: warning: [channels.form] is ignored for forward channels",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nredirect_url = \"thanks.html\"",
+        "5:16: redirect_url `thanks.html` must be an http(s) URL or a path starting with /",
+    ),
+    (
+        "[[channels]]\nid = \"c\"\nkind = \"form\"\n[channels.form]\nallowed_origins = [\"https://ok.example\", \"www.acme.example/x\"]",
+        "5:42: invalid origin `www.acme.example/x`",
     ),
     // Secret files.
     (

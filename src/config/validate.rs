@@ -84,6 +84,109 @@ fn check_channels(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         check_mailbox(r, &path, ch, kind_known, base);
         check_sender_name(r, d, &path, ch);
         check_routing(r, d, &path, ch);
+        check_form(r, &path, ch, kind_known);
+    }
+}
+
+/// `[channels.form]`: only on form channels; unique field names; the role
+/// fields (email, name, subject, description) name declared fields; the
+/// honeypot is not a declared field.
+fn check_form(r: &mut Reader<'_>, path: &str, ch: &ChannelConfig, kind_known: bool) {
+    let form_path = format!("{path}.form");
+    if kind_known && ch.kind != ChannelKind::Form && r.has(&form_path) {
+        r.warning_at(
+            &form_path,
+            format!(
+                "[channels.form] is ignored for {} channels",
+                ch.kind.as_str()
+            ),
+        );
+        return;
+    }
+    let form = &ch.form;
+    let mut names = Unique::new("form field name");
+    for (j, field) in form.fields.iter().enumerate() {
+        names.check(r, &format!("{form_path}.fields[{j}].name"), &field.name);
+    }
+    if !form.fields.is_empty() {
+        let declared = || form.fields.iter().map(|f| f.name.as_str());
+        let roles = [
+            ("email_field", &form.email_field, true),
+            (
+                "name_field",
+                &form.name_field,
+                r.has(&format!("{form_path}.name_field")),
+            ),
+            (
+                "subject_field",
+                &form.subject_field,
+                r.has(&format!("{form_path}.subject_field")),
+            ),
+            (
+                "description_field",
+                &form.description_field,
+                r.has(&format!("{form_path}.description_field")),
+            ),
+        ];
+        for (key, name, must_exist) in roles {
+            if must_exist && form.field(name).is_none() {
+                r.error_at(
+                    &format!("{form_path}.{key}"),
+                    format!(
+                        "`{key}` names unknown form field `{name}`{}",
+                        known_ids(declared())
+                    ),
+                );
+            }
+        }
+        if let Some(f) = form.field(&form.email_field)
+            && f.hidden
+        {
+            r.error_at(
+                &format!("{form_path}.email_field"),
+                format!("the email field `{}` must not be hidden", f.name),
+            );
+        }
+    }
+    if let Some(honeypot) = &form.honeypot_field
+        && form.field(honeypot).is_some()
+    {
+        r.error_at(
+            &format!("{form_path}.honeypot_field"),
+            format!("honeypot field `{honeypot}` must not also be a declared form field"),
+        );
+    }
+    if let Some(url) = &form.redirect_url
+        && !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'))
+    {
+        r.error_at(
+            &format!("{form_path}.redirect_url"),
+            format!("redirect_url `{url}` must be an http(s) URL or a path starting with /"),
+        );
+    }
+    for (j, origin) in form.allowed_origins.iter().enumerate() {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let ok = origin == "*"
+            || rest.is_some_and(|host| {
+                let host = host.trim_end_matches('/');
+                !host.is_empty() && !host.contains(['/', '?', '#', ' '])
+            });
+        if !ok {
+            r.error_at(
+                &format!("{form_path}.allowed_origins[{j}]"),
+                format!(
+                    "invalid origin `{origin}`: expected scheme://host[:port] (e.g. \"https://www.acme.example\") or \"*\""
+                ),
+            );
+        }
+    }
+    if form.max_field_size == 0 {
+        r.error_at(
+            &format!("{form_path}.max_field_size"),
+            "`max_field_size` must be at least 1",
+        );
     }
 }
 
@@ -373,7 +476,7 @@ fn check_email(r: &mut Reader<'_>, path: &str, value: &str) -> bool {
 
 /// A deliberately plain check: `local@domain`, no spaces or specials,
 /// dot-separated domain labels.
-pub(super) fn is_valid_email(s: &str) -> bool {
+pub fn is_valid_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };

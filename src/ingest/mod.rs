@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod parse;
 pub mod resolve;
 pub mod route;
+pub mod submit;
 pub mod thread;
 
 use std::collections::{BTreeMap, HashSet};

@@ -7,7 +7,7 @@
 //! plan out.
 
 use crate::config::{Assign, ChannelConfig, Config, UserConfig};
-use crate::store::RoutingPlan;
+use crate::store::{NewTicket, RoutingPlan};
 
 /// The plan for a new ticket on `channel`; `available` says whether a user is
 /// available now.
@@ -53,5 +53,25 @@ pub fn plan(
                 .map(|u| u.id.clone())
                 .collect(),
         },
+    }
+}
+
+/// The values of a ticket a message opens on `channel`: its subject, the
+/// channel's ticket properties and the routing plan. (Used by submissions;
+/// mail builds the same values in [`super::plan_entry`].)
+pub fn new_ticket(
+    config: &Config,
+    channel: &ChannelConfig,
+    subject: String,
+    available: &dyn Fn(&UserConfig) -> bool,
+) -> NewTicket {
+    let props = &channel.ticket_properties;
+    NewTicket {
+        subject,
+        pipeline: props.pipeline.clone(),
+        status: props.status.clone(),
+        priority: props.priority.clone(),
+        properties: serde_json::to_string(&props.custom).unwrap_or_else(|_| "{}".into()),
+        routing: plan(config, channel, available),
     }
 }

@@ -102,6 +102,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         plans: Vec<InboundPlan>,
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>>;
+    /// Commit a message that arrives already planned — a web form submission,
+    /// a ticket opened through the API — in one transaction: its spool row
+    /// (`spool.raw` = the submission as received, kept like mail's raw bytes)
+    /// and its effect, applied exactly as [`Store::apply_inbound`] applies a
+    /// plan (contact, ticket, routing, message). The spool row is done when
+    /// the transaction commits, so ingest never sees it; on error nothing is
+    /// stored.
+    fn submit(
+        &self,
+        spool: NewSpool,
+        messages: Vec<InboundMessage>,
+    ) -> StoreFuture<'_, InboundOutcome>;
     /// Park a spool entry that ingest could not process, with its reason.
     fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()>;
     /// The raw bytes of a spooled message.

@@ -714,9 +714,12 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("ticket {n}")))?;
     let mut stmt = conn.prepare(
-        "SELECT direction, from_email, from_name, to_addrs, subject, message_id, date, text, author,
-                classification, sender_resolution, delivery, delivery_detail, created_at
-         FROM messages WHERE ticket_id = ?1 ORDER BY id",
+        "SELECT m.direction, m.from_email, m.from_name, m.to_addrs, m.subject, m.message_id, m.date,
+                m.text, m.author, m.classification, m.sender_resolution, m.delivery, m.delivery_detail,
+                m.created_at,
+                (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                 WHERE s.id = m.spool_id AND s.source = 'form')
+         FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id",
     )?;
     let messages = stmt
         .query_map([n.0], |r| {
@@ -735,6 +738,9 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                 delivery: r.get(11)?,
                 delivery_detail: r.get(12)?,
                 created_at: r.get(13)?,
+                submission: r
+                    .get::<_, Option<Vec<u8>>>(14)?
+                    .and_then(|raw| serde_json::from_slice(&raw).ok()),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -822,6 +828,52 @@ impl Store for SqliteStore {
                 .map(|plan| in_savepoint(c, "plan", |c| apply_inbound(c, plan)))
                 .collect())
         }))
+    }
+
+    fn submit(
+        &self,
+        spool: NewSpool,
+        messages: Vec<InboundMessage>,
+    ) -> StoreFuture<'_, InboundOutcome> {
+        Box::pin(async move {
+            let hash = content_hash(&spool.raw);
+            // The job runs in its own savepoint: an error undoes the spool row too.
+            self.write(move |c| {
+                // A retried submission (same dedupe key): answer with what the
+                // first one did, and store nothing, not even a spool row.
+                let mut replay = InboundOutcome::default();
+                for m in &messages {
+                    let dup: Option<i64> = c
+                        .prepare_cached(
+                            "SELECT ticket_id FROM messages WHERE channel = ?1 AND dedupe_key = ?2",
+                        )?
+                        .query_row(params![m.channel, m.dedupe_key], |r| r.get(0))
+                        .optional()?;
+                    if let Some(t) = dup {
+                        replay.delivered.push(Delivered {
+                            channel: m.channel.clone(),
+                            ticket: TicketId(t),
+                            created: false,
+                            duplicate: true,
+                            owner: None,
+                        });
+                    }
+                }
+                if !messages.is_empty() && replay.delivered.len() == messages.len() {
+                    return Ok(replay);
+                }
+                let spool_id = insert_spool(c, &spool, &hash)?;
+                apply_inbound(
+                    c,
+                    &InboundPlan {
+                        spool_id,
+                        messages,
+                        dropped: None,
+                    },
+                )
+            })
+            .await
+        })
     }
 
     fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()> {

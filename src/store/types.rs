@@ -29,6 +29,10 @@ impl std::fmt::Display for TicketId {
 pub enum SpoolSource {
     Smtp,
     Imap,
+    /// A web form submission (raw = the submission, JSON).
+    Form,
+    /// A ticket opened through the tickets API (raw = the request, JSON).
+    Api,
 }
 
 impl SpoolSource {
@@ -36,11 +40,15 @@ impl SpoolSource {
         match self {
             SpoolSource::Smtp => "smtp",
             SpoolSource::Imap => "imap",
+            SpoolSource::Form => "form",
+            SpoolSource::Api => "api",
         }
     }
     pub fn parse(s: &str) -> Self {
         match s {
             "imap" => SpoolSource::Imap,
+            "form" => SpoolSource::Form,
+            "api" => SpoolSource::Api,
             _ => SpoolSource::Smtp,
         }
     }
@@ -223,6 +231,10 @@ pub struct MessageView {
     pub delivery: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_detail: Option<String>,
+    /// The whole stored submission of a form message (hidden fields
+    /// included, which `text` leaves out); absent for mail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submission: Option<serde_json::Value>,
     pub created_at: i64,
 }
 

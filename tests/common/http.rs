@@ -40,10 +40,14 @@ pub fn request_with(
     }
     let body = body.unwrap_or("");
     if !body.is_empty() || method != "GET" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        // JSON unless the caller gave its own Content-Type.
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     req.push_str(body);

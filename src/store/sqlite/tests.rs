@@ -166,6 +166,58 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
 }
 
 #[tokio::test]
+async fn submit_commits_spool_and_ticket_together() {
+    let (_dir, s) = store();
+    let form = |raw: &str| NewSpool {
+        source: SpoolSource::Form,
+        mail_from: "c1@customer.example".into(),
+        rcpt_to: vec![],
+        client_ip: Some("192.0.2.1".into()),
+        helo: None,
+        tls: false,
+        channel: Some("support".into()),
+        raw: raw.as_bytes().to_vec(),
+    };
+    let balance = RoutingPlan::Balance {
+        users: vec!["ann".into()],
+        reason_if_none: "none".into(),
+    };
+    let mut m = inbound(SpoolId(0), 1, balance).messages.remove(0);
+    m.dedupe_key = "form:abc".into();
+    let raw = r#"{"form":"support","fields":{"email":"c1@customer.example"},"hidden":{"ref":"x"}}"#;
+    let out = s.submit(form(raw), vec![m.clone()]).await.expect("submit");
+    let d = &out.delivered[0];
+    assert!(d.created && !d.duplicate);
+    assert_eq!(d.owner.as_deref(), Some("ann"));
+    let st = s.status().await.expect("status");
+    assert_eq!(
+        (
+            st.tickets,
+            st.messages,
+            st.contacts,
+            st.spool_total,
+            st.spool_pending
+        ),
+        (1, 1, 1, 1, 0),
+        "done at once: ingest never sees it"
+    );
+    let t = s.ticket(d.ticket).await.expect("ticket");
+    assert_eq!(
+        t.messages[0].submission.as_ref().expect("submission")["hidden"]["ref"],
+        "x"
+    );
+
+    // A replay (same dedupe key) answers with the first ticket and stores nothing.
+    let again = s.submit(form(raw), vec![m]).await.expect("replay");
+    assert_eq!(
+        (again.delivered[0].ticket, again.delivered[0].duplicate),
+        (d.ticket, true)
+    );
+    let st2 = s.status().await.expect("status");
+    assert_eq!((st2.tickets, st2.messages, st2.spool_total), (1, 1, 1));
+}
+
+#[tokio::test]
 async fn replies_thread_by_references_and_token() {
     let (_dir, s) = store();
     let ids = spool_many(&s, 64).await;
