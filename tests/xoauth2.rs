@@ -35,7 +35,8 @@ struct Seen {
 /// A provider-like SMTP server: `STARTTLS` (required before `AUTH`, with
 /// the test certificate), then `AUTH XOAUTH2` only, checked against the
 /// OAuth server's issued access tokens; refuses the first `reject_first`
-/// valid tokens (as a provider does with a token revoked a moment ago).
+/// valid tokens (as a provider does with a token revoked a moment ago) the
+/// way Gmail does (a `334` error challenge, then `535`).
 struct XoauthSmtp {
     port: u16,
     seen: Arc<Mutex<Seen>>,
@@ -187,7 +188,19 @@ fn serve<S: std::io::Read + Write>(
                 user = Some(u.to_string());
                 w.write_all(b"235 2.7.0 Accepted\r\n")?;
             } else {
-                w.write_all(b"535 5.7.8 Username and Password not accepted\r\n")?;
+                // As Gmail does: an error challenge first; the client answers
+                // with an empty line (lettre just gives up), then 535.
+                let err = base64::engine::general_purpose::STANDARD.encode(
+                    r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#,
+                );
+                w.write_all(format!("334 {err}\r\n").as_bytes())?;
+                w.flush()?;
+                let mut empty = String::new();
+                if r.read_line(&mut empty)? == 0 {
+                    return Ok(End::Closed);
+                }
+                r.get_mut()
+                    .write_all(b"535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials\r\n")?;
             }
         } else if verb.starts_with("AUTH") {
             w.write_all(b"504 5.7.4 Unrecognized authentication type\r\n")?;
@@ -405,6 +418,12 @@ tls = "none"
             gmail_auths[0].1,
             gmail_auths.last().expect("auth").1,
             "a refused token is not reused"
+        );
+        assert!(
+            d.log_text()
+                .contains("refused the XOAUTH2 token: error challenge to AUTH XOAUTH2"),
+            "{}",
+            d.log_text()
         );
         assert!(
             seen.auths.iter().all(|(u, _, _)| u != "help@acme.example"),

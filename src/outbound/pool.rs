@@ -141,11 +141,20 @@ pub async fn connect(t: &SmtpTarget) -> Result<AsyncSmtpConnection, SendError> {
         tokio::time::timeout(t.timeout, conn.auth(&mechanisms, creds))
             .await
             .map_err(|_| temporary("AUTH", "timed out"))?
-            .map_err(|e| match classify(e) {
-                // An OAuth token can expire or be revoked at any time: a fresh
-                // one may work, so this is not the reply's permanent failure.
-                SendError::Permanent(text) if xoauth2 => SendError::AuthRejected(text),
-                other => other,
+            .map_err(|e| {
+                // Gmail answers a bad token with an error challenge (334),
+                // which lettre's XOAUTH2 refuses client-side.
+                let challenged = xoauth2 && e.is_client() && e.to_string().contains("challenge");
+                match classify(e) {
+                    _ if challenged => SendError::AuthRejected(
+                        "error challenge to AUTH XOAUTH2 (token refused)".into(),
+                    ),
+                    // An OAuth token can expire or be revoked at any time: a
+                    // fresh one may work, so this is not the reply's
+                    // permanent failure.
+                    SendError::Permanent(text) if xoauth2 => SendError::AuthRejected(text),
+                    other => other,
+                }
             })?;
     }
     Ok(conn)
