@@ -199,3 +199,39 @@ fn contact_owner_routing_and_reload() {
         "ann"
     );
 }
+
+#[test]
+fn a_licence_removed_by_reload_is_skipped_from_then_on() {
+    let d = Daemon::start("", &config("users_and_teams"));
+    let mut first = Vec::new();
+    for i in 0..2 {
+        first.push(owner_of_next(
+            &d,
+            "erin@customer.example",
+            &format!("l{i}@c.example"),
+        ));
+    }
+    assert!(first.contains(&Value::from("ann")), "{first:?}");
+    // ann loses her seat; she is a member of the routed team, not named, so the
+    // new configuration passes `check` and is applied on SIGHUP.
+    let text = std::fs::read_to_string(&d.config).expect("read");
+    let text = text.replacen(
+        "id = \"ann\"\nemail = \"ann@acme.example\"",
+        "id = \"ann\"\nemail = \"ann@acme.example\"\nlicensed = false",
+        1,
+    );
+    std::fs::write(&d.config, text).expect("write");
+    d.signal("HUP");
+    let reloaded = wait_for(T, || {
+        d.log_text()
+            .contains("configuration reloaded")
+            .then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", d.log_text());
+    for i in 0..4 {
+        assert_eq!(
+            owner_of_next(&d, "erin@customer.example", &format!("after{i}@c.example")),
+            "bob"
+        );
+    }
+}
