@@ -171,10 +171,13 @@ impl SqliteStore {
         // Checkpoints run on their own thread and connection, so copying WAL
         // pages into the database never stalls a commit.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        // No busy wait on this connection: a checkpoint that would have to
+        // wait for readers (or block the writer while it waits) gives up and
+        // is tried again on the next round.
         let checkpointer = open_conn(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            busy_timeout_ms,
+            0,
         )?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let max = group_commit_max.max(1);
