@@ -30,7 +30,9 @@ struct State {
 pub enum Next {
     /// Entries handed over in memory, in spool order.
     Entries(Vec<SpoolEntry>),
-    /// Nothing in memory (or it overflowed): read pending entries from the spool.
+    /// Nothing handed over since the last take.
+    Empty,
+    /// Entries were dropped: read pending entries from the spool.
     Scan,
 }
 
@@ -57,7 +59,7 @@ impl Handoff {
         s.entries.push_back(entry);
     }
 
-    /// Up to `max` entries in spool order, or `Scan`.
+    /// Up to `max` entries in spool order, `Empty`, or `Scan` after an overflow.
     pub fn take(&self, max: usize) -> Next {
         let Ok(mut s) = self.state.lock() else {
             return Next::Scan;
@@ -67,7 +69,7 @@ impl Handoff {
             return Next::Scan;
         }
         if s.entries.is_empty() {
-            return Next::Scan;
+            return Next::Empty;
         }
         let n = max.min(s.entries.len());
         let mut out: Vec<SpoolEntry> = s.entries.drain(..n).collect();
@@ -75,6 +77,14 @@ impl Handoff {
         // Sessions finishing the same group commit push in any order.
         out.sort_by_key(|e| e.id);
         Next::Entries(out)
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.entries.is_empty() && !s.overflowed)
+            .unwrap_or(true)
     }
 }
 
@@ -99,6 +109,7 @@ mod tests {
     fn ids(n: Next) -> Option<Vec<i64>> {
         match n {
             Next::Entries(v) => Some(v.iter().map(|e| e.id.0).collect()),
+            Next::Empty => Some(vec![]),
             Next::Scan => None,
         }
     }
@@ -106,13 +117,16 @@ mod tests {
     #[test]
     fn hands_over_in_spool_order_then_asks_for_a_scan() {
         let h = Handoff::default();
-        assert_eq!(ids(h.take(10)), None, "empty: scan the spool");
+        assert_eq!(ids(h.take(10)), Some(vec![]), "nothing handed over");
         for id in [3, 1, 2] {
             h.push(entry(id, 10));
         }
         assert_eq!(ids(h.take(2)), Some(vec![1, 3]));
         assert_eq!(ids(h.take(2)), Some(vec![2]));
-        assert_eq!(ids(h.take(2)), None);
+        assert_eq!(ids(h.take(2)), Some(vec![]));
+        assert!(h.is_empty());
+        h.push(entry(4, 10));
+        assert!(!h.is_empty());
     }
 
     #[test]

@@ -35,6 +35,11 @@ use resolve::{Classification, ResolveContext};
 
 /// Spool entries taken per round (and so at most per group commit).
 const BATCH: usize = 32;
+/// Longest time between two scans of the spool while mail flows through the
+/// handoff.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// Scan interval when nothing happens.
+const IDLE_SCAN: Duration = Duration::from_secs(5);
 
 /// Why an entry could not be planned; it is parked as failed.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +239,15 @@ fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {
     }
 }
 
+/// What one ingest round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Spool entries processed (applied, skipped as already applied, or parked).
+    pub handled: usize,
+    /// Whether they were read from the spool rather than handed over.
+    pub scanned: bool,
+}
+
 /// The ingest worker: waits for spool commits, processes pending entries in
 /// batches, and — once `shutdown` is cancelled — drains what is pending and
 /// returns.
@@ -246,14 +260,30 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Process everything pending now; returns how many entries were handled.
-    pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let batch = match self.handoff.take(BATCH) {
-            handoff::Next::Entries(entries) => entries,
-            handoff::Next::Scan => self.store.pending_spool(SpoolId(0), BATCH).await?,
+    /// Process one batch: what the SMTP listener handed over, or — with
+    /// `scan`, or after the handoff overflowed — what the spool holds
+    /// pending.
+    pub async fn run_once(&self, scan: bool) -> Result<Round, StoreError> {
+        let (batch, scanned) = match (scan, self.handoff.take(BATCH)) {
+            (false, handoff::Next::Entries(entries)) => (entries, false),
+            (false, handoff::Next::Empty) => {
+                return Ok(Round {
+                    handled: 0,
+                    scanned: false,
+                });
+            }
+            // Entries still in the handoff may be in this scan too: the
+            // store skips whichever copy comes second.
+            (true, _) | (_, handoff::Next::Scan) => {
+                (self.store.pending_spool(SpoolId(0), BATCH).await?, true)
+            }
+        };
+        let round = Round {
+            handled: batch.len(),
+            scanned,
         };
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(round);
         }
         let n = batch.len();
         // Availability and channel state may have been changed by another
@@ -311,28 +341,51 @@ impl Ingestor {
         }
         match temporary {
             Some(e) => Err(e),
-            None => Ok(n),
+            None => Ok(round),
         }
     }
 
     /// Run until `shutdown` is cancelled and the spool is drained.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // Drain the spool at start (whatever a crash left), then take from
+        // the handoff; drain again when woken with nothing handed over (a
+        // puller committed mail), after an overflow, and at shutdown.
+        let mut drain = true;
+        let mut last_scan = tokio::time::Instant::now();
         loop {
-            match self.run_once().await {
-                Ok(0) => {
-                    if shutdown.is_cancelled() {
-                        break;
-                    }
+            // Under sustained SMTP load the handoff never runs dry: still look
+            // at the spool regularly for mail that came another way.
+            let scan = drain || last_scan.elapsed() >= SCAN_EVERY;
+            if scan {
+                last_scan = tokio::time::Instant::now();
+            }
+            match self.run_once(scan).await {
+                Ok(round) if round.handled == 0 => {
                     backoff = Duration::from_millis(100);
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        _ = shutdown.cancelled() => {}
+                    if shutdown.is_cancelled() {
+                        if round.scanned {
+                            break; // drained: the spool has nothing pending
+                        }
+                        drain = true;
+                        continue;
+                    }
+                    let woken = tokio::select! {
+                        _ = self.wake.notified() => true,
+                        _ = tokio::time::sleep(IDLE_SCAN) => false,
+                        _ = shutdown.cancelled() => false,
+                    };
+                    drain = !woken || self.handoff.is_empty();
+                }
+                Ok(round) => {
+                    backoff = Duration::from_millis(100);
+                    // A full batch from the spool: there may be more.
+                    if round.scanned {
+                        drain = round.handled >= BATCH;
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
+                    drain = true;
                     tracing::warn!(error = %e, retry_in = ?backoff, "ingest round failed");
                     if shutdown.is_cancelled() {
                         break;
