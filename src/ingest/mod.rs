@@ -46,6 +46,24 @@ const IDLE_SCAN: Duration = Duration::from_secs(5);
 pub enum IngestError {
     #[error("no channel takes any of the recipients {0:?}")]
     NoChannel(Vec<String>),
+    /// A bug met this message: it is parked, not retried forever, so one bad
+    /// message never stops ingest.
+    #[error("ingest failed on this message: {0}")]
+    Panicked(String),
+}
+
+/// Run `plan` for one entry, turning a panic into [`IngestError::Panicked`].
+fn guarded(
+    plan: impl FnOnce() -> Result<InboundPlan, IngestError>,
+) -> Result<InboundPlan, IngestError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(plan)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        Err(IngestError::Panicked(what))
+    })
 }
 
 /// Normalised addresses of every user (team members may forward).
@@ -305,7 +323,7 @@ impl Ingestor {
         let planned = tokio::task::spawn_blocking(move || {
             batch
                 .iter()
-                .map(|e| (e.id, plan_entry(e, &config, &live)))
+                .map(|e| (e.id, guarded(|| plan_entry(e, &config, &live))))
                 .collect::<Vec<_>>()
         })
         .await
@@ -399,5 +417,21 @@ impl Ingestor {
             }
         }
         tracing::info!("ingest stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_planning_parks_the_message() {
+        let r = guarded(|| panic!("unexpected input"));
+        match r {
+            Err(IngestError::Panicked(m)) => assert!(m.contains("unexpected input"), "{m}"),
+            other => panic!("not parked: {other:?}"),
+        }
+        let ok = guarded(|| Err(IngestError::NoChannel(vec!["x@y".into()])));
+        assert!(matches!(ok, Err(IngestError::NoChannel(_))));
     }
 }
