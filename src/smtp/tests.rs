@@ -1098,3 +1098,74 @@ fn smtp_proto_data_receiver_quirks() {
     // Surprise 2: a fresh receiver does not treat the start as a line start.
     assert!(!ends(b".\r\n"));
 }
+
+// ------------------------------------------------------- arbitrary input
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces a client might send: valid commands, commands in the wrong
+    /// place, data terminators and their smuggling variants, and noise.
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"EHLO client.test\r\n".to_vec()),
+            Just(b"HELO client.test\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@customer.test>\r\n".to_vec()),
+            Just(b"MAIL FROM:<> SIZE=99999999999999999999\r\n".to_vec()),
+            Just(b"RCPT TO:<support@acme.test>\r\n".to_vec()),
+            Just(b"RCPT TO:<\"x\\\"y\"@acme.test>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"BDAT 5\r\nhello".to_vec()),
+            Just(b"BDAT 0 LAST\r\n".to_vec()),
+            Just(b"BDAT 18446744073709551615\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            Just(b"RSET\r\nNOOP\r\nVRFY x\r\nHELP\r\n".to_vec()),
+            Just(b"\r\n.\r\n".to_vec()),
+            Just(b"\n.\n".to_vec()),
+            Just(b"\r.\r".to_vec()),
+            Just(b"..\r\n".to_vec()),
+            Just(vec![b'A'; 5000]),
+            prop::collection::vec(any::<u8>(), 0..200),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Whatever a client sends, the session neither panics nor hangs
+        /// once the client goes away, and commits only whole messages.
+        #[test]
+        fn session_survives_arbitrary_input(pieces in prop::collection::vec(piece(), 0..24)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let harness = Harness::new(cfg(), MemSpool::default());
+                let (client, server) = tokio::io::duplex(64 * 1024);
+                let task = tokio::spawn(handle(server, CLIENT_IP, Arc::clone(&harness.shared)));
+                let (mut rd, mut wr) = tokio::io::split(client);
+                // Drain replies so the session never blocks on a full pipe.
+                let drain = tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut sink).await;
+                    sink
+                });
+                for p in pieces {
+                    if wr.write_all(&p).await.is_err() {
+                        break;
+                    }
+                }
+                // The client goes away: end of its byte stream.
+                let _ = wr.shutdown().await;
+                let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
+                prop_assert!(ended.is_ok(), "session did not end after the client left");
+                prop_assert!(ended.map(|r| r.is_ok()).unwrap_or(false), "session panicked");
+                let replies = drain.await.expect("drain");
+                for line in String::from_utf8_lossy(&replies).lines() {
+                    let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+                    prop_assert!(code.is_some_and(|c| (200..600).contains(&c)), "malformed reply line {line:?}");
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
