@@ -9,6 +9,14 @@
 //! once here, once by a scan — is applied once: the store skips spool
 //! entries that are no longer pending.
 
+//!
+//! Order: entries are handed over in the order their sessions saw the commit
+//! finish, and each batch is sorted by spool id. Two messages of the same
+//! group commit can still land in different batches out of spool order; a
+//! reply could then be ingested before the message it answers if both
+//! arrived within one commit — practically unreachable, since a reply needs
+//! the original delivered first.
+
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
