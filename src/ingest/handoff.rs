@@ -4,11 +4,11 @@
 //! does not read back from the database what it was just given. The spool
 //! stays the source of truth: the handoff is bounded (entries and bytes), and
 //! when it overflows it drops what it holds and tells ingest to scan the
-//! spool instead; ingest also scans whenever the handoff is empty (mail
-//! pulled from mailboxes, anything left by a crash). An entry seen twice —
-//! once here, once by a scan — is applied once: the store skips spool
-//! entries that are no longer pending.
-
+//! spool instead. Ingest also scans at start (anything left by a crash),
+//! when woken with nothing handed over (mail pulled from mailboxes), and at
+//! least once a second under load. An entry seen twice — once here, once by
+//! a scan — is applied once: the store skips spool entries that are no
+//! longer pending.
 //!
 //! Order: entries are handed over in the order their sessions saw the commit
 //! finish, and each batch is sorted by spool id. Two messages of the same
