@@ -88,10 +88,10 @@ impl Live {
     /// Reload the overrides from the store (they may be changed by the CLI,
     /// another process).
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let channels: HashMap<_, _> = store.channel_overrides().await?.into_iter().collect();
-        let users: HashMap<_, _> = store
-            .user_overrides()
-            .await?
+        // Both reads at once: this runs before every ingest batch.
+        let (channels, users) = tokio::join!(store.channel_overrides(), store.user_overrides());
+        let channels: HashMap<_, _> = channels?.into_iter().collect();
+        let users: HashMap<_, _> = users?
             .into_iter()
             .map(|o| {
                 let at =

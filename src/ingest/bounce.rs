@@ -136,13 +136,14 @@ fn clip(s: &str) -> &str {
     &s[..cut]
 }
 
+/// A plausible Message-ID to look up: cleaned as everywhere else, then
+/// bounded and required to look like `local@domain` (bounce bodies are noisy).
 fn clean_id(id: &str) -> Option<String> {
-    let id = id.trim().trim_matches(['<', '>']).trim();
-    let ok = !id.is_empty()
-        && id.len() <= 250
-        && id.contains('@')
-        && !id.chars().any(|c| c.is_whitespace() || c.is_control());
-    ok.then(|| id.to_string())
+    super::parse::clean_id(id).filter(|id| {
+        id.len() <= 250
+            && id.contains('@')
+            && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
 }
 
 /// `Message-ID:` fields in returned headers quoted as text: at a line's

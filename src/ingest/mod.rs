@@ -94,6 +94,22 @@ fn channels_for<'c>(
     out
 }
 
+/// What sender resolution needs from the configuration, derived once per
+/// ingest batch rather than once per message.
+pub struct Directory {
+    team: HashSet<String>,
+    domain: String,
+}
+
+impl Directory {
+    pub fn new(config: &Config) -> Self {
+        Directory {
+            team: team_addresses(config),
+            domain: config.message_id_domain().to_string(),
+        }
+    }
+}
+
 /// Sender resolution and classification for one message on one channel —
 /// also what `postdesk resolve` prints.
 pub fn resolve_one(
@@ -102,14 +118,21 @@ pub fn resolve_one(
     config: &Config,
     channel: Option<&ChannelConfig>,
 ) -> (resolve::Resolution, Classification) {
-    let team = team_addresses(config);
-    let domain = config.message_id_domain();
+    resolve_with(&Directory::new(config), msg, envelope_from, channel)
+}
+
+fn resolve_with(
+    dir: &Directory,
+    msg: &mail_parser::Message<'_>,
+    envelope_from: Option<&str>,
+    channel: Option<&ChannelConfig>,
+) -> (resolve::Resolution, Classification) {
     let empty = Vec::new();
     let ctx = ResolveContext {
-        team_addresses: &team,
+        team_addresses: &dir.team,
         forwarders: channel.map(|c| &c.forwarders).unwrap_or(&empty),
         original_sender_of_forwards: channel.is_none_or(|c| c.original_sender_of_forwards),
-        own_message_id_domain: domain,
+        own_message_id_domain: &dir.domain,
     };
     let class = resolve::classify(msg, envelope_from, &ctx);
     (resolve::resolve(msg, &ctx), class)
@@ -119,6 +142,7 @@ pub fn resolve_one(
 pub fn plan_entry(
     entry: &SpoolEntry,
     config: &Config,
+    dir: &Directory,
     live: &Live,
 ) -> Result<InboundPlan, IngestError> {
     let channels = channels_for(entry, config);
@@ -150,7 +174,7 @@ pub fn plan_entry(
     let mut messages = Vec::with_capacity(channels.len());
     for (channel, rcpt) in channels {
         let (resolution, class) = match &parsed_msg {
-            Some(m) => resolve_one(m, envelope_from, config, Some(channel)),
+            Some(m) => resolve_with(dir, m, envelope_from, Some(channel)),
             None => (
                 plain_resolution(&fallback_sender, None),
                 Classification::Normal,
@@ -309,10 +333,7 @@ impl Ingestor {
         if let Err(e) = self.live.refresh(self.store.as_ref()).await {
             tracing::debug!(error = %e, "override refresh failed; routing with cached values");
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::store::now_ms();
         for e in &batch {
             // Time from durable accept to this ingest round.
             metrics::histogram!("postdesk_ingest_lag_seconds")
@@ -321,9 +342,10 @@ impl Ingestor {
         let config = self.live.config();
         let live = self.live.clone();
         let planned = tokio::task::spawn_blocking(move || {
+            let dir = Directory::new(&config);
             batch
                 .iter()
-                .map(|e| (e.id, guarded(|| plan_entry(e, &config, &live))))
+                .map(|e| (e.id, guarded(|| plan_entry(e, &config, &dir, &live))))
                 .collect::<Vec<_>>()
         })
         .await

@@ -45,7 +45,8 @@ pub fn normalise_address(addr: &str) -> Option<String> {
     Some(a)
 }
 
-fn clean_id(id: &str) -> Option<String> {
+/// A message id without angle brackets and surrounding space; `None` when empty.
+pub(crate) fn clean_id(id: &str) -> Option<String> {
     let id = id.trim().trim_matches(|c| c == '<' || c == '>').trim();
     (!id.is_empty()).then(|| id.to_string())
 }

@@ -130,13 +130,7 @@ pub struct Outbound {
     pub wake: Arc<Notify>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::store::now_ms;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

@@ -25,7 +25,7 @@ pub use outbound::{
     AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply,
     ReplyContext, TicketUpdate,
 };
-pub use sqlite::{SqliteStore, content_hash};
+pub use sqlite::{SqliteStore, content_hash, now_ms};
 pub use types::*;
 
 use std::future::Future;

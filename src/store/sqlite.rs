@@ -28,8 +28,8 @@ const READ_POOL: usize = 4;
 /// Ticket statuses that do not count as open for balancing.
 const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (the time unit of every stored timestamp).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
