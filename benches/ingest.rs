@@ -31,6 +31,12 @@ address = "support@acme.example"
         "1XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n".repeat(64)
     )
     .into_bytes();
+    // Ordinary prose: lines that start with letters, as customers write.
+    let prose = format!(
+        "From: Jane Roe <jane@example.com>\r\nTo: <support@acme.example>\r\nSubject: Invoice question\r\nDate: Thu, 26 Nov 2026 02:30:02 +0000\r\nMessage-Id: <prose.1@example.com>\r\n\r\n{}",
+        "Hello team, the invoice we received last week lists two licences twice.\r\nCould you check it and send a corrected copy? Thanks, and best regards.\r\n".repeat(35)
+    )
+    .into_bytes();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/forwards");
     let mut fixtures: Vec<Vec<u8>> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -63,5 +69,6 @@ address = "support@acme.example"
         std::slice::from_ref(&plain),
         5000,
     );
+    run("plain 5 KB (prose)", std::slice::from_ref(&prose), 5000);
     run("forward fixtures (mixed)", &fixtures, 20);
 }

@@ -18,7 +18,9 @@
 
 use super::Address;
 use super::address::parse_loose;
-use super::labels::{Field, REPLY_INTRO_ENDINGS, SepPhrase, field_for_label, separator_phrase};
+use super::labels::{
+    Field, REPLY_INTRO_ENDINGS, SepPhrase, field_for_label, may_start_phrase, separator_phrase,
+};
 use super::subject::{PrefixKind, first_prefix, has_forward_prefix};
 
 /// Lines of a body we scan for a block.
@@ -117,7 +119,12 @@ fn label_line(text: &str) -> Option<(Field, bool, &str)> {
 }
 
 fn is_reply_intro(text: &str) -> bool {
-    let t = text.trim().to_lowercase();
+    // Every ending is a colon: most lines are ruled out without lower-casing.
+    let t = text.trim();
+    if !t.ends_with([':', '：']) {
+        return false;
+    }
+    let t = t.to_lowercase();
     if t.is_empty() || t.chars().count() > 300 {
         return false;
     }
@@ -137,12 +144,15 @@ fn separator(text: &str) -> Option<Sep> {
     if t.chars().count() > 120 {
         return None;
     }
-    let core = t
-        .trim_matches(|c: char| c == '-' || c == '_' || c == '=' || c == '*' || c.is_whitespace())
-        .to_lowercase();
+    let core =
+        t.trim_matches(|c: char| c == '-' || c == '_' || c == '=' || c == '*' || c.is_whitespace());
     if core.is_empty() {
         return (t.chars().filter(|c| *c == '_').count() >= 10).then_some(Sep::Underscore);
     }
+    if !may_start_phrase(core) {
+        return None;
+    }
+    let core = core.to_lowercase();
     let dashes = t.chars().take_while(|c| *c == '-').count();
     match separator_phrase(&core, dashes > 0)? {
         SepPhrase::Forwarded => Some(Sep::Forwarded {
@@ -363,6 +373,80 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The language walk the phrase index replaced, kept as the reference.
+    fn walk(core: &str, dashed: bool) -> Option<SepPhrase> {
+        use super::super::labels::LANGS;
+        let core = core.trim().trim_end_matches([':', '：']).trim();
+        if core.is_empty() {
+            return None;
+        }
+        if !dashed && LANGS.iter().any(|g| g.apple.contains(&core)) {
+            return Some(SepPhrase::Apple);
+        }
+        for g in LANGS {
+            if g.forwarded.iter().any(|p| {
+                core == *p
+                    || core
+                        .strip_prefix(p)
+                        .is_some_and(|r| r.starts_with(" from ") || r.starts_with(" von "))
+            }) {
+                return Some(SepPhrase::Forwarded);
+            }
+            if g.original.contains(&core) {
+                return Some(SepPhrase::Original);
+            }
+            if g.apple.contains(&core) {
+                return Some(SepPhrase::Apple);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn phrase_index_agrees_with_the_language_walk() {
+        use super::super::labels::LANGS;
+        let mut cores: Vec<String> = Vec::new();
+        for g in LANGS {
+            for p in g.forwarded.iter().chain(g.original).chain(g.apple) {
+                cores.push(p.to_string());
+                cores.push(format!("{p}:"));
+                cores.push(format!("{p} from joe <joe@example.com>"));
+                cores.push(format!("{p} von jörg"));
+                cores.push(format!("{p}x"));
+                cores.push(p.chars().skip(1).collect());
+            }
+        }
+        cores.extend(["", "hello", "1xxxxxxxx", "from", "  :"].map(String::from));
+        for core in &cores {
+            for dashed in [false, true] {
+                assert_eq!(
+                    separator_phrase(core, dashed),
+                    walk(core, dashed),
+                    "{core:?} dashed={dashed}"
+                );
+            }
+            if walk(core, false).is_some() || walk(core, true).is_some() {
+                assert!(
+                    may_start_phrase(core),
+                    "{core:?} ruled out by its first char"
+                );
+                let upper = core.to_uppercase();
+                assert!(
+                    may_start_phrase(&upper),
+                    "{upper:?} ruled out by its first char"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reply_intro_endings_all_end_with_a_colon() {
+        // `is_reply_intro` rules lines out by their last character.
+        for e in REPLY_INTRO_ENDINGS {
+            assert!(e.ends_with([':', '：']), "{e:?}");
+        }
+    }
 
     fn hints(subject: &str) -> Hints {
         Hints {

@@ -361,33 +361,75 @@ pub(crate) enum SepPhrase {
     Apple,
 }
 
+/// Every separator phrase by its exact text, and the first characters any of
+/// them starts with: built once from [`LANGS`] so that classifying a line is
+/// a lookup, not a walk over every language.
+struct PhraseIndex {
+    /// Forwarded and original phrases; where a spelling is both, the first
+    /// language (and within it "forwarded") wins, as in [`LANGS`] order.
+    framed: std::collections::HashMap<&'static str, SepPhrase>,
+    apple: std::collections::HashSet<&'static str>,
+    first_chars: std::collections::HashSet<char>,
+}
+
+static PHRASES: std::sync::LazyLock<PhraseIndex> = std::sync::LazyLock::new(|| {
+    let mut framed = std::collections::HashMap::new();
+    for g in LANGS {
+        for p in g.forwarded {
+            framed.entry(*p).or_insert(SepPhrase::Forwarded);
+        }
+        for p in g.original {
+            framed.entry(*p).or_insert(SepPhrase::Original);
+        }
+    }
+    let apple: std::collections::HashSet<&'static str> =
+        LANGS.iter().flat_map(|g| g.apple.iter().copied()).collect();
+    let first_chars = framed
+        .keys()
+        .chain(apple.iter())
+        .filter_map(|p| p.chars().next())
+        .collect();
+    PhraseIndex {
+        framed,
+        apple,
+        first_chars,
+    }
+});
+
+/// Whether a separator core could be a phrase at all, judged by its first
+/// character: a cheap test that spares lower-casing ordinary body lines.
+pub(crate) fn may_start_phrase(core: &str) -> bool {
+    core.chars()
+        .next()
+        .is_some_and(|c| c.to_lowercase().any(|l| PHRASES.first_chars.contains(&l)))
+}
+
 /// Classify a separator core (dashes/underscores already trimmed, lower-cased).
-/// `dashed` says whether the line was framed by dashes (Apple's intro never is).
+/// `dashed` says whether the line was framed by dashes (Apple's intro never
+/// is): an undashed phrase that Apple Mail uses is Apple's, a dashed one is
+/// the forwarded/original phrase of the same spelling.
 pub(crate) fn separator_phrase(core: &str, dashed: bool) -> Option<SepPhrase> {
     let core = core.trim().trim_end_matches([':', '：']).trim();
     if core.is_empty() {
         return None;
     }
-    if !dashed && LANGS.iter().any(|g| g.apple.contains(&core)) {
+    let index = &*PHRASES;
+    if !dashed && index.apple.contains(core) {
         return Some(SepPhrase::Apple);
     }
-    for g in LANGS {
-        if g.forwarded.iter().any(|p| {
-            core == *p
-                || core
-                    .strip_prefix(p)
-                    .is_some_and(|rest| rest.starts_with(" from ") || rest.starts_with(" von "))
-        }) {
-            return Some(SepPhrase::Forwarded);
-        }
-        if g.original.contains(&core) {
-            return Some(SepPhrase::Original);
-        }
-        if g.apple.contains(&core) {
-            return Some(SepPhrase::Apple);
-        }
+    if let Some(kind) = index.framed.get(core) {
+        return Some(*kind);
     }
-    None
+    // Mutt: "Forwarded message from Joe <joe@example.com>".
+    if (core.contains(" from ") || core.contains(" von "))
+        && LANGS.iter().flat_map(|g| g.forwarded.iter()).any(|p| {
+            core.strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with(" from ") || rest.starts_with(" von "))
+        })
+    {
+        return Some(SepPhrase::Forwarded);
+    }
+    index.apple.contains(core).then_some(SepPhrase::Apple)
 }
 
 /// Endings of the line that introduces a quoted reply ("On … wrote:").
