@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
 use crate::store::{
-    ContactRef, InboundMessage, InboundPlan, NewTicket, SpoolEntry, SpoolId, Store, StoreError,
+    BodyText, ContactRef, InboundMessage, InboundPlan, NewTicket, SpoolEntry, SpoolId, Store,
+    StoreError,
 };
 use resolve::{Classification, ResolveContext};
 
@@ -239,7 +240,7 @@ pub fn plan_entry(
             to: fields.to.clone(),
             subject,
             date,
-            text,
+            text: BodyText::from_raw(&entry.raw, text),
             html: if original.is_some() {
                 None
             } else {

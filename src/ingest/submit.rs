@@ -313,7 +313,7 @@ pub fn plan(
         to: channel.address.iter().cloned().collect(),
         subject: subject.clone(),
         date: Some(origin.date),
-        text,
+        text: crate::store::BodyText::Inline(text),
         html: None,
         classification: serde_json::to_string(&Classification::Normal).unwrap_or_default(),
         sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),

@@ -139,4 +139,9 @@ CREATE TABLE mailbox_checkpoints (
 "#,
     // 2: pulled mailboxes' status and the spool's (channel, hash) dedupe index.
     super::mailbox::MIGRATION_2,
+    // 3: inbound text stored by reference into the raw message when it is
+    //    the raw message's tail verbatim (`text` is then NULL).
+    r#"
+ALTER TABLE messages ADD COLUMN text_at INTEGER; -- byte offset into spool_raw.raw
+"#,
 ];

@@ -136,7 +136,7 @@ pub struct InboundMessage {
     pub to: Vec<String>,
     pub subject: String,
     pub date: Option<String>,
-    pub text: String,
+    pub text: BodyText,
     pub html: Option<String>,
     /// Classification, JSON.
     pub classification: String,
@@ -148,6 +148,29 @@ pub struct InboundMessage {
     pub new_ticket: NewTicket,
     /// Set for bounces: how to find the outbound message it reports on.
     pub bounce: Option<super::BounceLink>,
+}
+
+/// A message's plain-text body as the ticket shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyText {
+    /// Stored as its own copy.
+    Inline(String),
+    /// The raw message's bytes from this offset to the end are the text (a
+    /// single-part, unencoded UTF-8 body): stored by reference, not twice.
+    RawFrom(usize),
+}
+
+impl BodyText {
+    /// The text, referring into `raw` when it lies there verbatim: most mail
+    /// is plain text whose body needs no decoding, and storing it a second
+    /// time would double the bytes every message writes.
+    pub fn from_raw(raw: &[u8], text: String) -> BodyText {
+        if !text.is_empty() && raw.ends_with(text.as_bytes()) {
+            BodyText::RawFrom(raw.len() - text.len())
+        } else {
+            BodyText::Inline(text)
+        }
+    }
 }
 
 /// The ingest result for one spool entry: one message per addressed channel,
