@@ -75,7 +75,12 @@ impl Spool for SmtpSpool {
             raw,
         };
         async move {
-            match self.store.spool(msg).await {
+            let started = std::time::Instant::now();
+            let committed = self.store.spool(msg).await;
+            // Time a session waits for its durable commit (the 250's delay).
+            metrics::histogram!("postdesk_spool_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match committed {
                 Ok(entry) => {
                     let id = entry.id.0;
                     self.handoff.push(entry);

@@ -87,6 +87,11 @@ impl Handoff {
         Next::Entries(out)
     }
 
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.state.lock().map(|s| s.entries.len()).unwrap_or(0)
+    }
+
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.state

@@ -41,6 +41,10 @@ const BATCH: usize = 32;
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// Scan interval when nothing happens.
 const IDLE_SCAN: Duration = Duration::from_secs(5);
+/// How long a wake-up waits for more of a burst before the round starts: one
+/// refresh, one planning hand-off and one apply job then serve many commit
+/// groups instead of one each. Small next to how soon an agent looks.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// Why an entry could not be planned; it is parked as failed.
 #[derive(Debug, thiserror::Error)]
@@ -416,6 +420,12 @@ impl Ingestor {
                         _ = tokio::time::sleep(IDLE_SCAN) => false,
                         _ = shutdown.cancelled() => false,
                     };
+                    if woken && self.handoff.len() < BATCH {
+                        tokio::select! {
+                            _ = tokio::time::sleep(GATHER) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                    }
                     drain = !woken || self.handoff.is_empty();
                 }
                 Ok(round) => {
