@@ -341,7 +341,9 @@ fn checkpoint_loop(conn: Connection, alive: mpsc::WeakSender<Box<dyn WriteJob>>)
                 last = now;
             }
             Err(e) => {
-                busy = false;
+                // Mostly SQLITE_BUSY: the writer is checkpointing itself, so
+                // the WAL is busy too.
+                busy = true;
                 tracing::debug!(error = %e, mode, "checkpoint failed");
             }
         }
