@@ -42,17 +42,18 @@ pub(crate) struct Bounced {
     pub message_id: String,
 }
 
+/// The most recent outbound message of a channel with a Message-ID.
+pub(crate) const FIND_OUTBOUND: &str = "SELECT id, ticket_id FROM messages
+     WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound'
+     ORDER BY id DESC LIMIT 1";
+
 /// The first candidate that names an outbound message of `channel`.
 pub(crate) fn find_outbound(
     conn: &Connection,
     channel: &str,
     link: &BounceLink,
 ) -> Result<Option<Bounced>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, ticket_id FROM messages
-         WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound'
-         ORDER BY id DESC LIMIT 1",
-    )?;
+    let mut stmt = conn.prepare_cached(FIND_OUTBOUND)?;
     for id in link.candidates.iter().take(MAX_CANDIDATES) {
         if let Some((row, ticket)) = stmt
             .query_row(params![id, channel], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -144,4 +144,11 @@ CREATE TABLE mailbox_checkpoints (
     r#"
 ALTER TABLE messages ADD COLUMN text_at INTEGER; -- byte offset into spool_raw.raw
 "#,
+    // 4: inbound mail is found by Message-ID through messages_dedupe (its key
+    //    is 'mid:' || message_id); only outbound replies need an index of
+    //    their own. A random-keyed index costs a page write per message.
+    r#"
+DROP INDEX messages_message_id;
+CREATE INDEX messages_outbound_id ON messages(message_id, channel) WHERE direction = 'outbound';
+"#,
 ];

@@ -629,3 +629,44 @@ async fn the_wal_stays_bounded_under_sustained_writes() {
         "WAL is {size} bytes after ~60 MB of writes"
     );
 }
+
+#[tokio::test]
+async fn message_id_lookups_search_an_index() {
+    let (_dir, s) = store();
+    let plans = s
+        .read(|c| {
+            let mut out = Vec::new();
+            for sql in [BY_MESSAGE_ID, super::super::bounce::FIND_OUTBOUND] {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st.query_map(["x@example.com", "support"], |r| r.get::<_, String>(3))?;
+                out.push(rows.collect::<Result<Vec<_>, _>>()?);
+            }
+            Ok(out)
+        })
+        .await
+        .expect("plans");
+    // Threading and bounces look up one Message-ID among every message ever
+    // stored: a full scan of `messages` would grow with the mailbox's history.
+    for plan in &plans {
+        assert!(
+            plan.iter()
+                .all(|d| !d.starts_with("SCAN messages") && !d.is_empty()),
+            "{plan:?}"
+        );
+    }
+    assert!(
+        plans[0].iter().any(|d| d.contains("messages_dedupe")),
+        "{:?}",
+        plans[0]
+    );
+    assert!(
+        plans[0].iter().any(|d| d.contains("messages_outbound_id")),
+        "{:?}",
+        plans[0]
+    );
+    assert!(
+        plans[1].iter().any(|d| d.contains("messages_outbound_id")),
+        "{:?}",
+        plans[1]
+    );
+}
