@@ -443,12 +443,20 @@ fn upsert_contact(conn: &Connection, c: &ContactRef) -> Result<i64, StoreError> 
     }
 }
 
+/// The most recent message of `channel` with Message-ID `?1` (`?2` the
+/// channel): inbound ones by their dedupe key, outbound ones by their own
+/// index (see migration 4).
+const BY_MESSAGE_ID: &str = "SELECT ticket_id FROM (
+       SELECT id, ticket_id FROM messages WHERE channel = ?2 AND dedupe_key = 'mid:' || ?1
+       UNION ALL
+       SELECT id, ticket_id FROM messages
+        WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound')
+     ORDER BY id DESC LIMIT 1";
+
 /// The ticket a message continues: by In-Reply-To/References (most recent
 /// first), else by its `[#N]` token; always on the same channel.
 fn find_thread(conn: &Connection, m: &InboundMessage) -> Result<Option<i64>, StoreError> {
-    let mut by_id = conn.prepare_cached(
-        "SELECT ticket_id FROM messages WHERE message_id = ?1 AND channel = ?2 ORDER BY id DESC LIMIT 1",
-    )?;
+    let mut by_id = conn.prepare_cached(BY_MESSAGE_ID)?;
     let ids = m.in_reply_to.iter().chain(m.references.iter().rev());
     for id in ids {
         if let Some(t) = by_id
