@@ -151,4 +151,15 @@ ALTER TABLE messages ADD COLUMN text_at INTEGER; -- byte offset into spool_raw.r
 DROP INDEX messages_message_id;
 CREATE INDEX messages_outbound_id ON messages(message_id, channel) WHERE direction = 'outbound';
 "#,
+    // 5: the composed bytes of each outbox entry in a table of their own (as
+    //    spool_raw): every attempt and the final `sent` rewrite a small row,
+    //    not the whole message.
+    r#"
+CREATE TABLE outbox_raw (
+    id   INTEGER PRIMARY KEY REFERENCES outbox(id),
+    raw  BLOB NOT NULL
+);
+INSERT INTO outbox_raw (id, raw) SELECT id, raw FROM outbox;
+ALTER TABLE outbox DROP COLUMN raw;
+"#,
 ];

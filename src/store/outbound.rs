@@ -200,11 +200,13 @@ pub(crate) fn queue_reply(
     ])?;
     let message_row = conn.last_insert_rowid();
     conn.prepare_cached(
-        "INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, raw, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        "INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
     )?
-    .execute(params![message_row, r.channel, r.from_email, rcpt, r.raw, now])?;
+    .execute(params![message_row, r.channel, r.from_email, rcpt, now])?;
     let outbox_id = OutboxId(conn.last_insert_rowid());
+    conn.prepare_cached("INSERT INTO outbox_raw (id, raw) VALUES (?1, ?2)")?
+        .execute(params![outbox_id.0, r.raw])?;
     conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
         .execute(params![now, r.ticket.0])?;
     Ok(QueuedReply {
@@ -223,8 +225,10 @@ pub(crate) fn due_outbox(
     limit: usize,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, channel, mail_from, rcpt_to, raw, attempts, created_at FROM outbox
-         WHERE state = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
+        "SELECT o.id, o.channel, o.mail_from, o.rcpt_to, r.raw, o.attempts, o.created_at
+         FROM outbox o JOIN outbox_raw r ON r.id = o.id
+         WHERE o.state = 'queued' AND o.next_attempt_at <= ?1
+         ORDER BY o.next_attempt_at, o.id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now, limit as i64], |r| {
         Ok(OutboxItem {

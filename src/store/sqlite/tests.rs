@@ -670,3 +670,45 @@ async fn message_id_lookups_search_an_index() {
         plans[1]
     );
 }
+
+#[tokio::test]
+async fn a_version_4_database_keeps_its_queued_replies_through_migration_5() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v4.sqlite");
+    {
+        // A database as a postdesk of schema 4 left it, with a reply queued.
+        let mut c = Connection::open(&path).expect("open raw");
+        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
+        let tx = c.transaction().expect("tx");
+        for sql in &MIGRATIONS[..4] {
+            tx.execute_batch(sql).expect("migration");
+        }
+        tx.execute_batch(
+            "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
+             INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
+               VALUES (1, 'support', 1, 'Hi', 0, 0);
+             INSERT INTO messages (id, ticket_id, channel, direction, message_id, created_at)
+               VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 0);
+             INSERT INTO outbox (id, message_id, channel, mail_from, rcpt_to, raw, next_attempt_at, created_at)
+               VALUES (7, 1, 'support', 'support@acme.example', '[\"c@customer.example\"]',
+                       X'5375626A6563743A2048690D0A0D0A6F6B0D0A', 0, 0);
+             PRAGMA user_version = 4;",
+        )
+        .expect("v4 data");
+        tx.commit().expect("commit");
+    }
+    let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
+    let due = s.due_outbox(1, 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, OutboxId(7));
+    assert_eq!(due[0].raw, b"Subject: Hi\r\n\r\nok\r\n".to_vec());
+    let columns: Vec<String> = s
+        .read(|c| {
+            let mut st = c.prepare("SELECT name FROM pragma_table_info('outbox')")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .expect("columns");
+    assert!(!columns.iter().any(|c| c == "raw"), "{columns:?}");
+}
