@@ -530,23 +530,106 @@ fn move_to_moves_pulled_mail_after_commit() {
             )
         ),
     );
-    assert_exactly(&d, 5);
-    let count = |dir: &Path| {
-        ["cur", "new"]
-            .iter()
-            .map(|s| {
-                std::fs::read_dir(dir.join(s))
-                    .map(|r| r.count())
-                    .unwrap_or(0)
-            })
-            .sum::<usize>()
-    };
-    let moved = wait_for(LONG, || {
-        (count(&dc.maildir().join(".Processed")) == 5).then_some(())
-    });
-    assert!(moved.is_some(), "not moved\n{}", d.log_text());
-    assert_eq!(count(&dc.maildir()), 0, "INBOX not emptied");
+    assert_moved(&d, &dc, 5);
     // Still exactly once after more mail and a new round.
     dc.deliver(&message(5, 300));
     assert_exactly(&d, 6);
+}
+
+/// Messages in a Maildir folder (new and cur).
+fn maildir_count(dir: &Path) -> usize {
+    ["cur", "new"]
+        .iter()
+        .map(|s| {
+            std::fs::read_dir(dir.join(s))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `n` tickets, and the `n` messages moved out of INBOX into Processed.
+fn assert_moved(d: &Daemon, dc: &Dovecot, n: usize) {
+    assert_exactly(d, n);
+    let moved = wait_for(LONG, || {
+        (maildir_count(&dc.maildir().join(".Processed")) == n && maildir_count(&dc.maildir()) == 0)
+            .then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "INBOX {} / Processed {}\n{}",
+        maildir_count(&dc.maildir()),
+        maildir_count(&dc.maildir().join(".Processed")),
+        d.log_text()
+    );
+}
+
+/// Dovecot's capabilities after login, as a server without MOVE offers them
+/// (`uidplus`: whether UID EXPUNGE is among them).
+fn without_move(uidplus: bool) -> String {
+    format!(
+        "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT{}",
+        if uidplus { " UIDPLUS" } else { "" }
+    )
+}
+
+#[test]
+fn move_to_copies_and_expunges_on_a_server_without_move() {
+    // The fallback path: with MOVE missing, the old code refused move_to
+    // outright (no ticket at all); UIDPLUS makes COPY + UID EXPUNGE safe.
+    let dc = Dovecot::start_configured(&without_move(true));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    for i in 0..5 {
+        dc.deliver(&message(i, 300));
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "move_to = \"Processed\"\nbatch_size = 2"
+            )
+        ),
+    );
+    assert_moved(&d, &dc, 5);
+    dc.deliver(&message(5, 300));
+    assert_moved(&d, &dc, 6);
+}
+
+#[test]
+fn move_to_is_refused_without_move_or_uidplus() {
+    let dc = Dovecot::start_configured(&without_move(false));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    dc.deliver(&message(0, 300));
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "move_to = \"Processed\""
+            )
+        ),
+    );
+    let m = wait_mailbox(&d, "mailbox", "reports the missing capability", |m| {
+        m["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("neither MOVE nor UIDPLUS"))
+    });
+    assert_eq!(m["fetched"].as_i64(), Some(0), "{m}");
+    assert!(d.tickets().is_empty(), "pulled without being able to move");
+    assert_eq!(
+        maildir_count(&dc.maildir()),
+        1,
+        "the message stays in INBOX"
+    );
 }

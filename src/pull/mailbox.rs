@@ -13,7 +13,12 @@
 //! the mailbox, relying on that same skip: no duplicate spool rows or tickets.
 //!
 //! Must not: set `\Seen` or any flag (`BODY.PEEK[]`), expunge, or block
-//! other pullers. Untrusted input: UIDs, message bytes and server texts.
+//! other pullers — except for the opt-in `move_to`, which moves committed
+//! messages with MOVE (RFC 6851) or, on a server without it, with UID COPY,
+//! `\Deleted` and UID EXPUNGE of exactly those UIDs (UIDPLUS, RFC 4315; a
+//! plain EXPUNGE could remove what another client marked deleted, so
+//! without UIDPLUS `move_to` is refused). Untrusted input: UIDs, message
+//! bytes and server texts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +38,47 @@ use crate::store::{
 use super::backoff::Backoff;
 use super::connect::{self, Credentials, Endpoint, ImapSession};
 use super::{PullError, TokenSource};
+
+/// How committed messages leave the folder when `move_to` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MoveBy {
+    /// `UID MOVE` (RFC 6851).
+    Move,
+    /// `UID COPY`, `UID STORE +FLAGS.SILENT (\Deleted)`, `UID EXPUNGE` of the
+    /// same set (UIDPLUS), for servers without MOVE.
+    CopyExpunge,
+}
+
+#[derive(Debug, Clone)]
+struct MoveTo {
+    folder: String,
+    by: MoveBy,
+}
+
+/// Move the UIDs in `set` (already committed to the spool) to the folder.
+/// A failure part-way leaves copies behind at worst, never a lost message:
+/// the copy comes first, and a message pulled again is skipped as a
+/// duplicate.
+async fn move_committed(s: &mut ImapSession, set: &str, to: &MoveTo) -> Result<(), PullError> {
+    match to.by {
+        MoveBy::Move => {
+            timed(COMMAND_TIMEOUT, "move", s.uid_mv(set, &to.folder)).await?;
+        }
+        MoveBy::CopyExpunge => {
+            timed(COMMAND_TIMEOUT, "copy", s.uid_copy(set, &to.folder)).await?;
+            let flagged = async {
+                s.uid_store(set, "+FLAGS.SILENT (\\Deleted)")
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            };
+            timed(COMMAND_TIMEOUT, "store", flagged).await?;
+            let expunged = async { s.uid_expunge(set).await?.try_collect::<Vec<_>>().await };
+            timed(COMMAND_TIMEOUT, "expunge", expunged).await?;
+        }
+    }
+    Ok(())
+}
 
 /// Bound on fetching one batch.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -223,10 +269,16 @@ impl Puller {
         };
         let caps = timed(COMMAND_TIMEOUT, "capability", s.capabilities()).await?;
         let can_idle = caps.has_str("IDLE");
+        let move_by = if caps.has_str("MOVE") {
+            MoveBy::Move
+        } else {
+            MoveBy::CopyExpunge
+        };
         if let Some(folder) = ch.imap.as_ref().and_then(|i| i.move_to.as_deref()) {
-            if !caps.has_str("MOVE") {
+            if move_by == MoveBy::CopyExpunge && !caps.has_str("UIDPLUS") {
                 return Err(PullError::Protocol(
-                    "move_to is set but the server does not offer MOVE".into(),
+                    "move_to is set but the server offers neither MOVE nor UIDPLUS (UID EXPUNGE)"
+                        .into(),
                 ));
             }
             // Opt-in: make sure the target exists ("already exists" is fine).
@@ -263,7 +315,10 @@ impl Puller {
                 i.idle && can_idle,
                 Duration::from_secs(i.poll_interval_secs.max(1)),
                 i.batch_size.max(1) as usize,
-                i.move_to.clone(),
+                i.move_to.clone().map(|folder| MoveTo {
+                    folder,
+                    by: move_by,
+                }),
             ),
             None => (can_idle, Duration::from_secs(60), 100, None),
         };
@@ -273,7 +328,7 @@ impl Puller {
                 ch,
                 &mut cp,
                 batch_size,
-                move_to.as_deref(),
+                move_to.as_ref(),
                 stop.clone(),
             )
             .await?;
@@ -324,7 +379,7 @@ impl Puller {
         ch: &ChannelConfig,
         cp: &mut Checkpoint,
         batch_size: usize,
-        move_to: Option<&str>,
+        move_to: Option<&MoveTo>,
         stop: CancellationToken,
     ) -> Result<(), PullError> {
         let query = format!("UID {}:*", cp.last_uid.saturating_add(1));
@@ -362,9 +417,9 @@ impl Puller {
             if outcome.spooled > 0 {
                 self.wake.notify_one();
             }
-            if let Some(folder) = move_to {
+            if let Some(to) = move_to {
                 let set = format!("{}:{}", chunks[i][0], last);
-                timed(COMMAND_TIMEOUT, "move", s.uid_mv(&set, folder)).await?;
+                move_committed(s, &set, to).await?;
             }
             match next_fetch {
                 Some(n) => fetched = n?,

@@ -34,6 +34,15 @@ impl Dovecot {
     /// Start Dovecot with TLS: `tls` is (certificate PEM, key PEM); STARTTLS
     /// on [`Dovecot::port`], implicit TLS on [`Dovecot::imaps_port`].
     pub fn start_with(introspect: Option<u16>, tls: Option<(&str, &str)>) -> Dovecot {
+        Self::start_full(introspect, tls, "")
+    }
+
+    /// Start Dovecot with `extra` appended to its configuration.
+    pub fn start_configured(extra: &str) -> Dovecot {
+        Self::start_full(None, None, extra)
+    }
+
+    fn start_full(introspect: Option<u16>, tls: Option<(&str, &str)>, extra: &str) -> Dovecot {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let port = free_port();
@@ -113,6 +122,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
+{extra}
 "#,
             d = d.display()
         );
