@@ -15,6 +15,10 @@ pub struct Live {
     channel_enabled: RwLock<HashMap<String, bool>>,
     /// Manual availability per user: (available, when).
     user_available: RwLock<HashMap<String, (bool, jiff::Timestamp)>>,
+    /// Bumped whenever what a channel does may have changed (configuration
+    /// swapped, a channel enabled or disabled): pullers waiting in IDLE
+    /// reconsider at once instead of at the next renewal.
+    channels_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
@@ -23,7 +27,19 @@ impl Live {
             config: RwLock::new(Arc::new(config)),
             channel_enabled: RwLock::new(HashMap::new()),
             user_available: RwLock::new(HashMap::new()),
+            channels_changed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees every later change to channels (see
+    /// `channels_changed`).
+    pub fn watch_channels(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.channels_changed.subscribe()
+    }
+
+    fn channels_changed(&self) {
+        self.channels_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A snapshot of the current configuration.
@@ -40,6 +56,7 @@ impl Live {
             Ok(mut c) => *c = Arc::new(config),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
         }
+        self.channels_changed();
     }
 
     /// Whether a channel takes new mail now (runtime override, else config).
@@ -73,8 +90,12 @@ impl Live {
 
     /// Record a channel override made in this process (API).
     pub fn set_channel_enabled(&self, id: &str, enabled: bool) {
-        if let Ok(mut m) = self.channel_enabled.write() {
-            m.insert(id.to_string(), enabled);
+        let changed = match self.channel_enabled.write() {
+            Ok(mut m) => m.insert(id.to_string(), enabled) != Some(enabled),
+            Err(_) => false,
+        };
+        if changed {
+            self.channels_changed();
         }
     }
 
@@ -99,12 +120,56 @@ impl Live {
                 (o.id, (o.available, at))
             })
             .collect();
-        if let Ok(mut m) = self.channel_enabled.write() {
-            *m = channels;
+        let changed = match self.channel_enabled.write() {
+            Ok(mut m) if *m != channels => {
+                *m = channels;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.channels_changed();
         }
         if let Ok(mut m) = self.user_available.write() {
             *m = users;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pullers_hear_of_channel_changes_only() {
+        let cfg = match crate::config::parse(
+            "[company]\nname = \"Acme\"\n",
+            std::path::Path::new("t.toml"),
+        ) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let live = Live::new(cfg.clone());
+        let mut rx = live.watch_channels();
+        rx.borrow_and_update();
+        live.set_user_available("ann", false);
+        assert!(
+            !rx.has_changed().unwrap_or(true),
+            "availability is not a channel change"
+        );
+        live.set_channel_enabled("support", false);
+        assert!(rx.has_changed().unwrap_or(false));
+        rx.borrow_and_update();
+        live.set_channel_enabled("support", false);
+        assert!(
+            !rx.has_changed().unwrap_or(true),
+            "the same state again is no change"
+        );
+        live.replace_config(cfg);
+        assert!(
+            rx.has_changed().unwrap_or(false),
+            "a new configuration may change channels"
+        );
     }
 }

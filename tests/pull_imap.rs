@@ -475,6 +475,41 @@ s.quit()
 }
 
 #[test]
+fn disabling_a_channel_ends_its_idle_at_once() {
+    let dc = Dovecot::start(None);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    dc.deliver(&message(0, 300));
+    // IDLE is renewed only every 10 minutes: only the change itself can
+    // end the wait within this test's patience.
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel(
+                "mailbox",
+                "help@acme.example",
+                &dc,
+                &pw,
+                "poll_interval_secs = 600"
+            )
+        ),
+    );
+    assert_exactly(&d, 1);
+    wait_mailbox(&d, "mailbox", "idle", |m| m["state"] == "idle");
+    let out = d.cli(&["channels", "disable", "mailbox"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_mailbox(&d, "mailbox", "disabled", |m| m["state"] == "disabled");
+    dc.deliver(&message(1, 300));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.tickets().len(), 1, "a disabled channel pulled mail");
+}
+
+#[test]
 fn disabled_channel_pauses_its_puller() {
     let dc = Dovecot::start(None);
     let secrets = tempfile::tempdir().expect("tempdir");

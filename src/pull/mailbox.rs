@@ -249,6 +249,9 @@ impl Puller {
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, PullError> {
         let stop = &stop;
+        // Seen from here on: a change while this session runs wakes its wait.
+        let mut changes = self.live.watch_channels();
+        changes.borrow_and_update();
         let ep = Endpoint {
             host: ch
                 .effective_imap_host()
@@ -346,7 +349,8 @@ impl Puller {
             while s.unsolicited_responses.try_recv().is_ok() {}
             if use_idle {
                 self.set_state(MailboxState::Idle, None).await;
-                let (back, stopped) = idle(s, interval.min(IDLE_RENEW_MAX), stop.clone()).await?;
+                let (back, stopped) =
+                    idle(s, interval.min(IDLE_RENEW_MAX), stop.clone(), &mut changes).await?;
                 s = back;
                 if stopped {
                     logout(s).await;
@@ -354,10 +358,19 @@ impl Puller {
                 }
             } else {
                 self.set_state(MailboxState::Polling, None).await;
-                if pause(stop, interval).await {
+                let stopped = tokio::select! {
+                    stopped = pause(stop, interval) => stopped,
+                    _ = changes.changed() => false,
+                };
+                if stopped {
                     logout(s).await;
                     return Ok(SessionEnd::Stopped);
                 }
+            }
+            // Disabled or reconfigured while waiting: not one more fetch.
+            if self.reconsider(ch) {
+                logout(s).await;
+                return Ok(SessionEnd::Reconsider);
             }
         }
     }
@@ -509,12 +522,14 @@ async fn logout(mut s: ImapSession) {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.logout()).await;
 }
 
-/// IDLE until the server reports something, `renew` passes, or `stop`.
-/// Returns the session (after DONE) and whether stop was requested.
+/// IDLE until the server reports something, `renew` passes, the channels
+/// change (`changes`), or `stop`. Returns the session (after DONE) and
+/// whether stop was requested.
 async fn idle(
     s: ImapSession,
     renew: Duration,
     stop: CancellationToken,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Result<(ImapSession, bool), PullError> {
     let mut handle = s.idle();
     timed(COMMAND_TIMEOUT, "idle", handle.init()).await?;
@@ -530,6 +545,7 @@ async fn idle(
                 false
             }
             _ = cancelled => true,
+            _ = changes.changed() => false,
         }
     };
     let s = timed(COMMAND_TIMEOUT, "idle done", handle.done()).await?;
