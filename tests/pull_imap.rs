@@ -63,6 +63,22 @@ refresh_token_file = {token:?}
     )
 }
 
+/// A daemon pulling Dovecot's INBOX into the channel `mailbox`
+/// (help@acme.example), `extra` added to its `[channels.imap]`; the returned
+/// directory holds the password file.
+fn pulling(dc: &Dovecot, extra: &str) -> (Daemon, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", dc, &pw, extra)
+        ),
+    );
+    (d, secrets)
+}
+
 fn mailbox(d: &Daemon, channel: &str) -> Value {
     let st = d.cli_json(&["status", "--json"]);
     st["mailboxes"]
@@ -113,18 +129,10 @@ fn seen_flags(dc: &Dovecot) -> usize {
 #[test]
 fn pulls_500_then_new_mail_while_idle() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     for i in 0..500 {
         dc.deliver(&message(i, 1500));
     }
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel("mailbox", "help@acme.example", &dc, &pw, "idle = true")
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "idle = true");
     assert_exactly(&d, 500);
     let t = &d.tickets()[0];
     assert_eq!(t["channel"], "mailbox");
@@ -170,24 +178,10 @@ fn common_metrics(d: &Daemon) -> String {
 #[test]
 fn new_mail_is_noticed_by_polling_without_idle() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     for i in 0..3 {
         dc.deliver(&message(i, 200));
     }
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "idle = false\npoll_interval_secs = 1"
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "idle = false\npoll_interval_secs = 1");
     assert_exactly(&d, 3);
     wait_mailbox(&d, "mailbox", "polling", |m| m["state"] == "polling");
     dc.deliver(&message(3, 200));
@@ -197,19 +191,11 @@ fn new_mail_is_noticed_by_polling_without_idle() {
 #[test]
 fn kill9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     let n = 1500;
     for i in 0..n {
         dc.deliver(&message(i, 3000));
     }
-    let mut d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 25")
-        ),
-    );
+    let (mut d, _secrets) = pulling(&dc, "batch_size = 25");
     // Kill as soon as the first batches are in: the pull is mid-way.
     wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
         m["fetched"].as_i64().unwrap_or(0) > 0
@@ -228,19 +214,11 @@ fn kill9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing() {
 #[test]
 fn sigterm_mid_pull_commits_the_batch_in_hand_then_resumes() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     let n = 1500;
     for i in 0..n {
         dc.deliver(&message(i, 3000));
     }
-    let mut d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 25")
-        ),
-    );
+    let (mut d, _secrets) = pulling(&dc, "batch_size = 25");
     wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
         m["fetched"].as_i64().unwrap_or(0) > 0
     });
@@ -259,19 +237,11 @@ fn sigterm_mid_pull_commits_the_batch_in_hand_then_resumes() {
 #[test]
 fn dovecot_restart_mid_fetch_reconnects_and_resumes() {
     let mut dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     let n = 1500;
     for i in 0..n {
         dc.deliver(&message(i, 3000));
     }
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 20")
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "batch_size = 20");
     wait_mailbox(&d, "mailbox", "some messages fetched", |m| {
         m["fetched"].as_i64().unwrap_or(0) > 0
     });
@@ -292,25 +262,11 @@ fn dovecot_restart_mid_fetch_reconnects_and_resumes() {
 #[test]
 fn new_uidvalidity_resyncs_without_duplicates() {
     let mut dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     let raws: Vec<Vec<u8>> = (0..20).map(|i| message(i, 500)).collect();
     for r in &raws {
         dc.deliver(r);
     }
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "poll_interval_secs = 1"
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "poll_interval_secs = 1");
     assert_exactly(&d, 20);
     let first = wait_mailbox(&d, "mailbox", "caught up", |m| m["last_uid"] == 20);
     let mut again = raws.clone();
@@ -435,22 +391,8 @@ fn invalid_grant_needs_reauth_while_other_mailbox_keeps_pulling() {
 #[test]
 fn same_message_by_forward_and_by_pull_is_stored_once() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     let raw = message(7, 300);
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "poll_interval_secs = 1"
-            )
-        ),
-    );
+    let (d, secrets) = pulling(&dc, "poll_interval_secs = 1");
     // First by SMTP (a forwarding rule on the provider), then by pull.
     let script = r#"
 import smtplib, sys
@@ -477,24 +419,10 @@ s.quit()
 #[test]
 fn disabling_a_channel_ends_its_idle_at_once() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     dc.deliver(&message(0, 300));
     // IDLE is renewed only every 10 minutes: only the change itself can
     // end the wait within this test's patience.
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "poll_interval_secs = 600"
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "poll_interval_secs = 600");
     assert_exactly(&d, 1);
     wait_mailbox(&d, "mailbox", "idle", |m| m["state"] == "idle");
     let out = d.cli(&["channels", "disable", "mailbox"]);
@@ -512,22 +440,8 @@ fn disabling_a_channel_ends_its_idle_at_once() {
 #[test]
 fn disabled_channel_pauses_its_puller() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     dc.deliver(&message(0, 300));
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "poll_interval_secs = 1"
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "poll_interval_secs = 1");
     assert_exactly(&d, 1);
     let out = d.cli(&["channels", "disable", "mailbox"]);
     assert!(
@@ -547,24 +461,10 @@ fn disabled_channel_pauses_its_puller() {
 #[test]
 fn move_to_moves_pulled_mail_after_commit() {
     let dc = Dovecot::start(None);
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     for i in 0..5 {
         dc.deliver(&message(i, 300));
     }
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "move_to = \"Processed\"\nbatch_size = 2"
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "move_to = \"Processed\"\nbatch_size = 2");
     assert_moved(&d, &dc, 5);
     // Still exactly once after more mail and a new round.
     dc.deliver(&message(5, 300));
@@ -613,24 +513,10 @@ fn move_to_copies_and_expunges_on_a_server_without_move() {
     // The fallback path: with MOVE missing, the old code refused move_to
     // outright (no ticket at all); UIDPLUS makes COPY + UID EXPUNGE safe.
     let dc = Dovecot::start_configured(&without_move(true));
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     for i in 0..5 {
         dc.deliver(&message(i, 300));
     }
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "move_to = \"Processed\"\nbatch_size = 2"
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "move_to = \"Processed\"\nbatch_size = 2");
     assert_moved(&d, &dc, 5);
     dc.deliver(&message(5, 300));
     assert_moved(&d, &dc, 6);
@@ -639,22 +525,8 @@ fn move_to_copies_and_expunges_on_a_server_without_move() {
 #[test]
 fn move_to_is_refused_without_move_or_uidplus() {
     let dc = Dovecot::start_configured(&without_move(false));
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let pw = dc.password_file(secrets.path());
     dc.deliver(&message(0, 300));
-    let d = Daemon::start(
-        "",
-        &format!(
-            "{ACME}{}",
-            imap_channel(
-                "mailbox",
-                "help@acme.example",
-                &dc,
-                &pw,
-                "move_to = \"Processed\""
-            )
-        ),
-    );
+    let (d, _secrets) = pulling(&dc, "move_to = \"Processed\"");
     let m = wait_mailbox(&d, "mailbox", "reports the missing capability", |m| {
         m["last_error"]
             .as_str()
