@@ -178,7 +178,9 @@ impl SqliteStore {
         // from the beginning again: it stays bounded, and commits overwrite
         // its blocks instead of extending the file (an fsync of appended
         // blocks costs twice as much here).
-        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {WAL_FRAMES};"))?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {WAL_FRAMES}; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+        ))?;
         // No busy wait on this connection: a checkpoint that would have to
         // wait for readers (or block the writer while it waits) gives up and
         // is tried again on the next round.
@@ -310,13 +312,15 @@ const WAL_FRAMES: u32 = 4000;
 const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_millis(20);
 const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// WAL size above which the checkpointer asks for a RESTART checkpoint, so
-/// that a WAL that passive checkpoints cannot reset under steady load stays
-/// bounded.
-const WAL_RESTART_BYTES: u64 = 64 << 20;
+/// WAL frames (64 MB) above which the checkpointer asks for a RESTART
+/// checkpoint: the WAL outgrew the writer's backstop (a long reader held it),
+/// and RESTART waits for readers to let go. The WAL file is cut back to the
+/// same size once it restarts (`journal_size_limit`), so a spike does not keep
+/// its disk space.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 fn checkpoint_loop(conn: Connection, alive: mpsc::WeakSender<Box<dyn WriteJob>>) {
-    let wal = conn.path().map(|p| PathBuf::from(format!("{p}-wal")));
     // (frames in the WAL, frames copied) after the last round.
     let mut last = (0i64, 0i64);
     let mut busy = false;
@@ -329,11 +333,11 @@ fn checkpoint_loop(conn: Connection, alive: mpsc::WeakSender<Box<dyn WriteJob>>)
         if alive.upgrade().is_none() {
             break;
         }
-        let big = wal
-            .as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .is_some_and(|m| m.len() > WAL_RESTART_BYTES);
-        let mode = if big { "RESTART" } else { "PASSIVE" };
+        let mode = if last.0 > WAL_RESTART_FRAMES {
+            "RESTART"
+        } else {
+            "PASSIVE"
+        };
         let sql = format!("PRAGMA wal_checkpoint({mode})");
         match conn.query_row(&sql, [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
             Ok(now) => {

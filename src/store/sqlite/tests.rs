@@ -712,3 +712,63 @@ async fn a_version_4_database_keeps_its_queued_replies_through_migration_5() {
         .expect("columns");
     assert!(!columns.iter().any(|c| c == "raw"), "{columns:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_grown_behind_a_long_reader_shrinks_back() {
+    let (dir, s) = store();
+    let db = dir.path().join("db/test.sqlite");
+    let wal = dir.path().join("db/test.sqlite-wal");
+    s.spool(spool_msg(0)).await.expect("spool");
+    // A reader holding one snapshot: no checkpoint can pass it, so the WAL
+    // grows past every bound while it lasts.
+    let reader = Connection::open(&db).expect("reader");
+    reader.execute_batch("BEGIN").expect("begin");
+    let _: i64 = reader
+        .query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))
+        .expect("snapshot");
+    let body = "x".repeat(5000);
+    let write = |n: usize| {
+        let s = s.clone();
+        let body = body.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for w in 0..16 {
+                let s = s.clone();
+                let body = body.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..n {
+                        let mut m = spool_msg(w * 100_000 + i);
+                        m.raw = format!("Subject: {w}/{i}\r\n\r\n{body}\r\n").into_bytes();
+                        s.spool(m).await.expect("spool");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("join");
+            }
+        }
+    };
+    write(1100).await;
+    let grown = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        grown > 80 << 20,
+        "the reader did not hold the WAL: {grown} bytes"
+    );
+    reader.execute_batch("COMMIT").expect("end snapshot");
+    drop(reader);
+    // Once the reader is gone the WAL is checkpointed, restarts, and is cut
+    // back to journal_size_limit.
+    let mut size = grown;
+    for _ in 0..100 {
+        write(2).await;
+        size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size <= WAL_SIZE_LIMIT as u64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        size <= WAL_SIZE_LIMIT as u64,
+        "WAL still {size} bytes (was {grown})"
+    );
+}
