@@ -405,7 +405,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 bail!("unknown user {u:?}");
             }
             let store = open_store(&config).await?;
-            let email = email.trim().to_lowercase();
+            let email = postdesk::config::normalize_email(&email);
             store.set_contact_owner(email.clone(), user.clone()).await?;
             match user {
                 Some(u) => println!("contact {email} owned by {u}"),

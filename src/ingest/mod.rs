@@ -218,7 +218,7 @@ pub fn plan_entry(
         let (from, text, date, subject) = match original {
             Some(o) => (
                 contact.clone(),
-                o.text.clone(),
+                o.text.as_str(),
                 o.date.clone().or(fields.date.clone()),
                 subject_src.clone(),
             ),
@@ -227,7 +227,7 @@ pub fn plan_entry(
                     email: fallback_sender.clone(),
                     name: fields.from_name.clone(),
                 },
-                fields.text.clone(),
+                fields.text.as_str(),
                 fields.date.clone(),
                 fields.subject.clone(),
             ),
@@ -311,7 +311,14 @@ impl Ingestor {
     /// `scan`, or after the handoff overflowed — what the spool holds
     /// pending.
     pub async fn run_once(&self, scan: bool) -> Result<Round, StoreError> {
-        let (batch, scanned) = match (scan, self.handoff.take(BATCH)) {
+        // A scan leaves the handoff alone: what it holds is taken next round
+        // (and skipped then if the scan already applied it).
+        let next = if scan {
+            handoff::Next::Scan
+        } else {
+            self.handoff.take(BATCH)
+        };
+        let (batch, scanned) = match (scan, next) {
             (false, handoff::Next::Entries(entries)) => (entries, false),
             (false, handoff::Next::Empty) => {
                 return Ok(Round {

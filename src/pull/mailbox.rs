@@ -103,9 +103,7 @@ async fn timed<T, E: Into<PullError>>(
 /// The Message-ID of raw mail, without angle brackets (headers only).
 fn message_id(raw: &[u8]) -> Option<String> {
     let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
-    let id = msg.message_id()?;
-    let id = id.trim().trim_matches(|c| c == '<' || c == '>').trim();
-    (!id.is_empty()).then(|| id.to_string())
+    msg.message_id().and_then(crate::ingest::parse::clean_id)
 }
 
 /// The mailbox of one pulled channel.

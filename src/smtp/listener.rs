@@ -123,7 +123,7 @@ pub async fn serve<S: Spool>(
 /// Best-effort one-line refusal; never waits on the client.
 fn refuse(stream: &TcpStream, ip: std::net::IpAddr, reply: Reply, reason: &'static str) {
     tracing::info!(client_ip = %ip, reason, "connection refused");
-    metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
+    super::rejected(reason);
     let mut out = Vec::new();
     reply.write_to(&mut out);
     let _ = stream.try_write(&out);

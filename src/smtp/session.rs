@@ -239,8 +239,7 @@ where
         self.errors += 1;
         if self.errors > self.cfg().max_errors {
             tracing::info!(client_ip = %self.peer, "too many errors");
-            metrics::counter!("postdesk_smtp_rejections_total", "reason" => "too_many_errors")
-                .increment(1);
+            super::rejected("too_many_errors");
             self.reply(reply::TOO_MANY_ERRORS);
             return Flow::Close;
         }
@@ -253,8 +252,7 @@ where
         self.junk += 1;
         if self.junk > self.cfg().max_junk_commands {
             tracing::info!(client_ip = %self.peer, "too many junk commands");
-            metrics::counter!("postdesk_smtp_rejections_total", "reason" => "junk_commands")
-                .increment(1);
+            super::rejected("junk_commands");
             self.reply(reply::TOO_MANY_JUNK);
             return Flow::Close;
         }

@@ -23,6 +23,8 @@ use super::*;
 
 /// Size of the queue in front of the writer thread.
 const WRITE_QUEUE: usize = 4096;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 4;
 /// Ticket statuses that do not count as open for balancing.
@@ -94,6 +96,11 @@ fn open_conn(
 ) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    // One group commit (spool inserts, an applied plan with a new ticket,
+    // the savepoints around them) uses more distinct statements than
+    // rusqlite's default cache of 16 holds: with LRU eviction every one of
+    // them would be prepared again for every message.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // temp_store: savepoint sub-journals stay in memory instead of temp files.
     conn.execute_batch(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
@@ -399,13 +406,18 @@ fn parse_json(s: Option<String>) -> serde_json::Value {
 // ---------------------------------------------------------------------------
 // Writes
 
-fn insert_spool(conn: &Connection, msg: &NewSpool, hash: &str) -> Result<SpoolId, StoreError> {
+fn insert_spool(
+    conn: &Connection,
+    msg: &NewSpool,
+    hash: &str,
+    received_at: i64,
+) -> Result<SpoolId, StoreError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls, channel, size, content_hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     stmt.execute(params![
-        now_ms(),
+        received_at,
         msg.source.as_str(),
         msg.mail_from,
         json_vec(&msg.rcpt_to),
@@ -628,20 +640,17 @@ fn in_savepoint<T>(
 
 fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
     let mut out = InboundOutcome::default();
-    // Already applied (seen both through the in-memory handoff and a scan,
-    // or applied before a crash lost the acknowledgement): nothing to do.
-    let pending: Option<String> = conn
-        .prepare_cached("SELECT state FROM spool WHERE id = ?1")?
-        .query_row([plan.spool_id.0], |r| r.get(0))
-        .optional()?;
-    if pending.as_deref() != Some("pending") {
-        return Ok(out);
-    }
-    if let Some(reason) = &plan.dropped {
-        conn.prepare_cached(
-            "UPDATE spool SET state = 'done', error = ?1, processed_at = ?2 WHERE id = ?3",
+    // Mark the entry done first, and only if it is still pending: an entry
+    // already applied (seen both through the in-memory handoff and a scan,
+    // or applied before a crash lost the acknowledgement) changes nothing.
+    // The caller's savepoint undoes the mark if anything below fails.
+    let claimed = conn
+        .prepare_cached(
+            "UPDATE spool SET state = 'done', error = ?1, processed_at = ?2
+             WHERE id = ?3 AND state = 'pending'",
         )?
-        .execute(params![reason, now_ms(), plan.spool_id.0])?;
+        .execute(params![plan.dropped, now_ms(), plan.spool_id.0])?;
+    if claimed == 0 || plan.dropped.is_some() {
         return Ok(out);
     }
     for m in &plan.messages {
@@ -705,8 +714,6 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
             owner,
         });
     }
-    conn.prepare_cached("UPDATE spool SET state = 'done', processed_at = ?1 WHERE id = ?2")?
-        .execute(params![now_ms(), plan.spool_id.0])?;
     Ok(out)
 }
 
@@ -852,10 +859,11 @@ impl Store for SqliteStore {
             // Hash on the caller's task, not on the single writer thread.
             let hash = content_hash(&msg.raw);
             self.write(move |c| {
-                let id = insert_spool(c, &msg, &hash)?;
+                let received_at = now_ms();
+                let id = insert_spool(c, &msg, &hash, received_at)?;
                 Ok(SpoolEntry {
                     id,
-                    received_at: now_ms(),
+                    received_at,
                     source: msg.source,
                     mail_from: msg.mail_from,
                     rcpt_to: msg.rcpt_to,
@@ -916,7 +924,7 @@ impl Store for SqliteStore {
                 if !messages.is_empty() && replay.delivered.len() == messages.len() {
                     return Ok(replay);
                 }
-                let spool_id = insert_spool(c, &spool, &hash)?;
+                let spool_id = insert_spool(c, &spool, &hash, now_ms())?;
                 apply_inbound(
                     c,
                     &InboundPlan {
@@ -933,7 +941,8 @@ impl Store for SqliteStore {
     fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             c.prepare_cached(
-                "UPDATE spool SET state = 'failed', error = ?1, attempts = attempts + 1, processed_at = ?2 WHERE id = ?3",
+                "UPDATE spool SET state = 'failed', error = ?1, attempts = attempts + 1, processed_at = ?2
+                 WHERE id = ?3 AND state = 'pending'",
             )?
             .execute(params![reason, now_ms(), id.0])?;
             Ok(())
@@ -1023,7 +1032,9 @@ impl Store for SqliteStore {
     }
 
     fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome> {
-        Box::pin(self.write(move |c| super::mailbox::spool_pulled(c, &batch, insert_spool)))
+        Box::pin(self.write(move |c| {
+            super::mailbox::spool_pulled(c, &batch, |c, m, h| insert_spool(c, m, h, now_ms()))
+        }))
     }
 
     fn reset_checkpoint(

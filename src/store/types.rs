@@ -164,11 +164,11 @@ impl BodyText {
     /// The text, referring into `raw` when it lies there verbatim: most mail
     /// is plain text whose body needs no decoding, and storing it a second
     /// time would double the bytes every message writes.
-    pub fn from_raw(raw: &[u8], text: String) -> BodyText {
+    pub fn from_raw(raw: &[u8], text: &str) -> BodyText {
         if !text.is_empty() && raw.ends_with(text.as_bytes()) {
             BodyText::RawFrom(raw.len() - text.len())
         } else {
-            BodyText::Inline(text)
+            BodyText::Inline(text.to_string())
         }
     }
 }

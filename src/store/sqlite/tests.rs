@@ -565,7 +565,7 @@ async fn text_that_is_the_raw_tail_is_stored_once_and_read_back_whole() {
     let raw = m.raw.clone();
     let id = s.spool(m).await.expect("spool").id;
     let mut by_ref = inbound(id, 7, RoutingPlan::Unassigned { reason: "t".into() });
-    by_ref.messages[0].text = BodyText::from_raw(&raw, body.to_string());
+    by_ref.messages[0].text = BodyText::from_raw(&raw, body);
     assert_eq!(
         by_ref.messages[0].text,
         BodyText::RawFrom(raw.len() - body.len())
@@ -574,7 +574,7 @@ async fn text_that_is_the_raw_tail_is_stored_once_and_read_back_whole() {
     // inner part) keeps its own copy.
     let id2 = s.spool(spool_msg(8)).await.expect("spool").id;
     let mut inline = inbound(id2, 8, RoutingPlan::Unassigned { reason: "t".into() });
-    inline.messages[0].text = BodyText::from_raw(b"Subject: 8\r\n\r\nQm9keQ==\r\n", "Body".into());
+    inline.messages[0].text = BodyText::from_raw(b"Subject: 8\r\n\r\nQm9keQ==\r\n", "Body");
     assert_eq!(inline.messages[0].text, BodyText::Inline("Body".into()));
     s.apply_inbound(vec![by_ref, inline]).await.expect("apply");
 
