@@ -488,7 +488,8 @@ fn relay_auth_uses_the_password_file() {
 /// it before the kill (the documented window: accepted, not yet recorded).
 #[test]
 fn kill_9_while_sending_repeats_only_in_the_window() {
-    let relay = ScriptedRelay::start(&["250 2.0.0 ok"]);
+    // A relay slow enough (20 ms a message) that the kill lands mid-send.
+    let relay = ScriptedRelay::start(&["sleep:20 250 2.0.0 ok"]);
     let mut d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
     customer_mail(
         &d,
@@ -515,6 +516,11 @@ fn kill_9_while_sending_repeats_only_in_the_window() {
         .iter()
         .map(|b| message_id_of(b))
         .collect();
+    assert!(
+        !before_kill.is_empty() && before_kill.len() < 200,
+        "the kill did not land mid-send: {} accepted before it",
+        before_kill.len()
+    );
     d.spawn();
     wait_for(Duration::from_secs(120), || {
         let out = outbound(&d, t);

@@ -201,10 +201,13 @@ fn kill9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing() {
         m["fetched"].as_i64().unwrap_or(0) > 0
     });
     d.kill9();
-    let before = d.cli_json(&["status", "--json"]);
-    let fetched = before["mailboxes"][0]["fetched"].as_i64().unwrap_or(0);
+    let before = mailbox(&d, "mailbox");
+    let fetched = before["fetched"].as_i64().unwrap_or(0);
     eprintln!("killed with {fetched} of {n} fetched");
-    assert!(fetched > 0 && fetched <= n as i64, "{before}");
+    assert!(
+        fetched > 0 && fetched < n as i64,
+        "the kill did not land mid-pull: {before}"
+    );
     d.spawn();
     assert_exactly(&d, n);
     let m = wait_mailbox(&d, "mailbox", "caught up", |m| m["last_uid"] == n as i64);
@@ -229,6 +232,10 @@ fn sigterm_mid_pull_commits_the_batch_in_hand_then_resumes() {
     assert_eq!(
         m["fetched"], m["last_uid"],
         "checkpoint and spool disagree: {m}"
+    );
+    assert!(
+        m["last_uid"].as_i64().is_some_and(|u| u < n as i64),
+        "the stop did not land mid-pull: {m}"
     );
     d.spawn();
     assert_exactly(&d, n);

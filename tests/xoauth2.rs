@@ -366,7 +366,8 @@ refresh_token_file = "o365-refresh-token"
 [channels.smtp]
 host = "127.0.0.1"
 port = {smtp_port}
-tls = "none"
+tls = "starttls"
+ca_file = "{ca}"
 "#,
         url = oauth.token_url(),
         smtp_port = smtp.port,
