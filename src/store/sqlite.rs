@@ -5,7 +5,10 @@
 //! one `BEGIN IMMEDIATE … COMMIT`, each job inside its own savepoint so one
 //! failing job does not undo the others, and answers each job only after the
 //! COMMIT returned (WAL + `synchronous=FULL`: the commit is fsynced). Reads use
-//! a small pool of read-only connections on the blocking thread pool.
+//! a small pool of read-only connections on the blocking thread pool. The
+//! writer and the checkpointer open the database through [`wal_vfs`]: one
+//! `write` per commit into the WAL, and a database file that grows in 1 MiB
+//! steps.
 //!
 //! Limits: the job queue is bounded (callers wait when it is full); the
 //! database file must be on a local filesystem (WAL needs shared memory).
@@ -94,7 +97,10 @@ fn open_conn(
     flags: OpenFlags,
     busy_timeout_ms: u64,
 ) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, flags)?;
+    finish_open(Connection::open_with_flags(path, flags)?, busy_timeout_ms)
+}
+
+fn finish_open(conn: Connection, busy_timeout_ms: u64) -> Result<Connection, StoreError> {
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
     // One group commit (spool inserts, an applied plan with a new ticket,
     // the savepoints around them) uses more distinct statements than
@@ -133,13 +139,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn open_and_migrate(path: &Path, busy_timeout_ms: u64) -> Result<Connection, StoreError> {
-    let mut conn = open_conn(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        busy_timeout_ms,
-    )?;
+    // The writer's WAL writes go out one per commit (see `wal_vfs`);
+    // `finish_open` sets the synchronous=FULL that requires.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = finish_open(wal_vfs::open(path, flags)?, busy_timeout_ms)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Schema(format!(
@@ -191,9 +196,11 @@ impl SqliteStore {
         // No busy wait on this connection: a checkpoint that would have to
         // wait for readers (or block the writer while it waits) gives up and
         // is tried again on the next round.
-        let checkpointer = open_conn(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        let checkpointer = finish_open(
+            wal_vfs::open(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?,
             0,
         )?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -1121,3 +1128,4 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+mod wal_vfs;
