@@ -7,6 +7,8 @@
 //! forgotten and the retry gets a fresh one. An office365 channel whose
 //! refresh token was revoked (`invalid_grant`) keeps its reply queued with a
 //! clear detail, while the gmail channel and a `[relay]` channel keep sending.
+//! A backlog of replies on one channel shares at most `[channels.smtp]
+//! connections` connections to the provider, reused from reply to reply.
 
 mod common;
 
@@ -30,6 +32,10 @@ struct Seen {
     auths: Vec<(String, String, bool)>,
     /// (authenticated user, message) for each accepted message.
     accepted: Vec<(String, Vec<u8>)>,
+    /// Connections accepted, and the most open at one time.
+    connections: usize,
+    open: usize,
+    max_open: usize,
 }
 
 /// A provider-like SMTP server: `STARTTLS` (required before `AUTH`, with
@@ -64,7 +70,8 @@ fn tls_config() -> Arc<rustls::ServerConfig> {
 }
 
 impl XoauthSmtp {
-    fn start(oauth_state: PathBuf, reject_first: usize) -> XoauthSmtp {
+    /// `delay`: how long each message's DATA takes to be accepted.
+    fn start(oauth_state: PathBuf, reject_first: usize, delay: Duration) -> XoauthSmtp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -81,7 +88,14 @@ impl XoauthSmtp {
                             (s.clone(), oauth_state.clone(), rejects.clone(), tls.clone());
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = session(stream, tls, &state, &s, &rejects);
+                            {
+                                let mut seen = s.lock().expect("lock");
+                                seen.connections += 1;
+                                seen.open += 1;
+                                seen.max_open = seen.max_open.max(seen.open);
+                            }
+                            let _ = session(stream, tls, &state, &s, &rejects, delay);
+                            s.lock().expect("lock").open -= 1;
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -117,17 +131,18 @@ fn session(
     oauth_state: &PathBuf,
     seen: &Mutex<Seen>,
     rejects: &AtomicUsize,
+    delay: Duration,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut plain = BufReader::new(stream);
     plain
         .get_mut()
         .write_all(b"220 smtp.provider.test ESMTP\r\n")?;
-    if let End::StartTls = serve(&mut plain, false, oauth_state, seen, rejects)? {
+    if let End::StartTls = serve(&mut plain, false, oauth_state, seen, rejects, delay)? {
         let conn = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
         let stream = rustls::StreamOwned::new(conn, plain.into_inner());
         let mut secure = BufReader::new(stream);
-        serve(&mut secure, true, oauth_state, seen, rejects)?;
+        serve(&mut secure, true, oauth_state, seen, rejects, delay)?;
     }
     Ok(())
 }
@@ -138,6 +153,7 @@ fn serve<S: std::io::Read + Write>(
     oauth_state: &PathBuf,
     seen: &Mutex<Seen>,
     rejects: &AtomicUsize,
+    delay: Duration,
 ) -> std::io::Result<End> {
     let mut user: Option<String> = None;
     let mut line = String::new();
@@ -224,6 +240,7 @@ fn serve<S: std::io::Read + Write>(
                 }
                 body.extend_from_slice(&l);
             }
+            std::thread::sleep(delay);
             seen.lock()
                 .expect("lock")
                 .accepted
@@ -301,7 +318,7 @@ fn wait_outbound(d: &Daemon, ticket: i64, what: &str, ok: impl Fn(&Value) -> boo
 #[test]
 fn gmail_replies_use_xoauth2_and_a_revoked_token_only_holds_its_channel() {
     let oauth = OAuthServer::start();
-    let smtp = XoauthSmtp::start(oauth.dir.path().join("state.json"), 1);
+    let smtp = XoauthSmtp::start(oauth.dir.path().join("state.json"), 1, Duration::ZERO);
     let relay = ScriptedRelay::start(&["250 2.0.0 Ok: queued"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let granted = oauth.grant("desk@acme.example");
@@ -451,4 +468,88 @@ ca_file = "{ca}"
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(outbound_of(&d, o)["delivery"], "queued");
     assert_eq!(smtp.seen.lock().expect("lock").accepted.len(), 1);
+}
+
+#[test]
+fn a_backlog_of_replies_shares_a_few_provider_connections() {
+    const REPLIES: usize = 12;
+    let oauth = OAuthServer::start();
+    // 150 ms per message: the replies pile up behind the first sends.
+    let smtp = XoauthSmtp::start(
+        oauth.dir.path().join("state.json"),
+        0,
+        Duration::from_millis(150),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let granted = oauth.grant("desk@acme.example");
+    std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
+    let rest = format!(
+        r#"
+[company]
+name = "Acme"
+
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+
+[[channels]]
+id = "gmail"
+kind = "gmail"
+address = "desk@acme.example"
+[channels.imap]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+[channels.oauth]
+token_url = "{url}"
+client_id = "postdesk-test"
+refresh_token_file = "refresh-token"
+[channels.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "starttls"
+ca_file = "{ca}"
+connections = 2
+"#,
+        imap_port = free_port(),
+        url = oauth.token_url(),
+        smtp_port = smtp.port,
+        ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/cert.pem"),
+    );
+    let d = Daemon::start_full(dir, "", None, &rest, None);
+    for i in 0..REPLIES {
+        mail_to(&d, "desk@acme.example", &format!("c{i}@customer.example"));
+    }
+    d.wait_tickets(REPLIES, Duration::from_secs(30));
+    let token = d.token("ann");
+    let tickets: Vec<i64> = d
+        .tickets()
+        .iter()
+        .filter_map(|t| t["number"].as_i64())
+        .collect();
+    assert_eq!(tickets.len(), REPLIES);
+    for t in &tickets {
+        reply(&d, &token, *t);
+    }
+    for t in &tickets {
+        wait_outbound(&d, *t, "reply not sent", |m| m["delivery"] == "sent");
+    }
+    let seen = smtp.seen.lock().expect("lock");
+    assert_eq!(
+        seen.accepted.len(),
+        REPLIES,
+        "every reply through the provider"
+    );
+    assert!(
+        seen.max_open <= 2,
+        "at most `connections` open at once: {}",
+        seen.max_open
+    );
+    assert!(
+        seen.connections <= 2 && seen.auths.len() <= 2,
+        "connections reused, not one per reply: {} connections, {} AUTHs",
+        seen.connections,
+        seen.auths.len()
+    );
+    assert!(seen.auths.iter().all(|(_, _, ok)| *ok), "{:?}", seen.auths);
 }

@@ -641,6 +641,15 @@ impl ChannelConfig {
         ))
     }
 
+    /// Most connections to the provider's SMTP server at once (`[channels.smtp]
+    /// connections`, default [`PROVIDER_CONNECTIONS`]).
+    pub fn smtp_connections(&self) -> usize {
+        self.smtp
+            .as_ref()
+            .map_or(PROVIDER_CONNECTIONS, |s| s.connections)
+            .max(1) as usize
+    }
+
     /// OAuth token endpoint: `oauth.token_url`, else Google's (gmail) or
     /// Microsoft's common endpoint (office365); `None` for other kinds without one.
     pub fn effective_token_url(&self) -> Option<&str> {
@@ -736,7 +745,15 @@ pub struct ChannelSmtpConfig {
     /// PEM certificate(s) trusted instead of the system roots (relative to the
     /// config dir). Default none (system roots).
     pub ca_file: Option<PathBuf>,
+    /// Most connections open to the provider at once for this channel's
+    /// replies; they are reused from one reply to the next. Default
+    /// [`PROVIDER_CONNECTIONS`]; at least 1.
+    pub connections: u32,
 }
+
+/// Default `[channels.smtp] connections`: providers limit concurrent SMTP
+/// sessions per mailbox, and a backlog of replies must not open one each.
+pub const PROVIDER_CONNECTIONS: u32 = 3;
 
 /// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -802,6 +802,9 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         port: r.key(t, "port"),
         tls: r.key(t, "tls").unwrap_or(TlsMode::Starttls),
         ca_file: r.key(t, "ca_file"),
+        connections: r
+            .key(t, "connections")
+            .unwrap_or(super::PROVIDER_CONNECTIONS),
     });
     let form = r.section(t, "form", read_form);
     ChannelConfig {

@@ -1,8 +1,10 @@
-//! SMTP connections to the relay: lettre's SMTP client, our own small pool.
+//! SMTP connections to the relay and to the providers: lettre's SMTP client,
+//! our own small pool.
 //!
 //! Owns connecting (plain, STARTTLS or implicit TLS; AUTH), keeping up to
-//! `pool_size` connections open for reuse, and mapping lettre's errors to
-//! temporary/permanent.
+//! `pool_size` connections to `[relay]` (and up to `[channels.smtp]
+//! connections` per gmail/office365 channel, [`ProviderPools`]) open for
+//! reuse, and mapping lettre's errors to temporary/permanent.
 //!
 //! Why not lettre's pooled transport: it connects without `TCP_NODELAY`, and
 //! lettre writes the message body and the final `.` in two writes; with Nagle
@@ -19,8 +21,9 @@
 //!
 //! Untrusted input: the relay's replies (kept as text for the agent).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -257,19 +260,75 @@ impl Pool {
     }
 }
 
-/// One message over a fresh connection, closed afterwards (provider SMTP).
-pub async fn send_once(
-    target: &SmtpTarget,
-    envelope: &Envelope,
-    raw: &[u8],
-) -> Result<Response, SendError> {
-    let mut conn = connect(target).await?;
-    let r = transaction(&mut conn, target, envelope, raw).await;
-    match &r {
-        Ok(_) => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+/// What a provider pool was built for: connections authenticate when they
+/// open, so a new access token (or changed settings) needs a new pool.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderKey {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub user: String,
+    pub token: String,
+    pub size: usize,
+}
+
+/// One pool per provider channel (gmail/office365 replies over XOAUTH2), so
+/// a backlog of replies reuses at most `[channels.smtp] connections`
+/// connections instead of opening one per message.
+#[derive(Default)]
+pub struct ProviderPools {
+    pools: Mutex<HashMap<String, (ProviderKey, Arc<Pool>)>>,
+}
+
+impl ProviderPools {
+    /// The channel's pool for `key`; a pool built for another key (an older
+    /// token) is replaced, and its idle connections closed.
+    pub async fn pool(
+        &self,
+        channel: &str,
+        key: ProviderKey,
+        target: impl FnOnce() -> SmtpTarget,
+    ) -> Arc<Pool> {
+        let (pool, stale) = {
+            let Ok(mut pools) = self.pools.lock() else {
+                // Poisoned (cannot happen: nothing panics under the lock):
+                // a pool of its own for this send.
+                return Arc::new(Pool::new(target(), key.size));
+            };
+            match pools.get(channel) {
+                Some((k, p)) if *k == key => (p.clone(), None),
+                _ => {
+                    let size = key.size;
+                    let pool = Arc::new(Pool::new(target(), size));
+                    let stale = pools.insert(channel.to_string(), (key, pool.clone()));
+                    (pool, stale.map(|(_, p)| p))
+                }
+            }
+        };
+        if let Some(old) = stale {
+            old.close().await;
         }
-        Err(_) => conn.abort().await,
+        pool
     }
-    r
+
+    /// Drop the channel's pool (its token was refused).
+    pub async fn forget(&self, channel: &str) {
+        let old = self.pools.lock().ok().and_then(|mut p| p.remove(channel));
+        if let Some((_, p)) = old {
+            p.close().await;
+        }
+    }
+
+    /// Close every pool's idle connections (shutdown).
+    pub async fn close(&self) {
+        let all: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .map(|mut p| p.drain().map(|(_, (_, pool))| pool).collect())
+            .unwrap_or_default();
+        for p in all {
+            p.close().await;
+        }
+    }
 }

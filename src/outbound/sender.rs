@@ -2,9 +2,10 @@
 //! attempt's outcome.
 //!
 //! Owns the connection pool to `[relay]` ([`super::pool`], rebuilt when a
-//! reload changes `[relay]`), and per-send XOAUTH2 connections to the
-//! provider for `gmail`/`office365` channels when an [`AccessTokens`] source
-//! is installed (the daemon always installs one; without one, those
+//! reload changes `[relay]`), and one pool of XOAUTH2 connections per
+//! `gmail`/`office365` channel to its provider (at most `[channels.smtp]
+//! connections`, rebuilt when the access token changes) when an
+//! [`AccessTokens`] source is installed (the daemon always installs one; without one, those
 //! channels send through `[relay]` too). The provider is
 //! `smtp.gmail.com` / `smtp.office365.com` on 587 with STARTTLS unless the
 //! channel's `[channels.smtp]` says otherwise. No token (refused grant,
@@ -36,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AccessTokens;
-use super::pool::{Pool, SmtpTarget};
+use super::pool::{Pool, ProviderKey, ProviderPools, SmtpTarget};
 use crate::config::{Config, OutboundConfig, RelayConfig};
 use crate::live::Live;
 use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
@@ -181,6 +182,7 @@ impl Sender {
     /// Run until `shutdown` is cancelled; sends in flight are finished first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut relay: Option<Relay> = None;
+        let providers = Arc::new(ProviderPools::default());
         let mut backoff = Duration::from_millis(200);
         loop {
             if shutdown.is_cancelled() {
@@ -214,11 +216,13 @@ impl Sender {
             }
             let config = self.live.config();
             let pool = self.relay(&mut relay, &config).await;
-            self.send_batch(due, &config, pool, &shutdown).await;
+            self.send_batch(due, &config, pool, &providers, &shutdown)
+                .await;
         }
         if let Some(Relay { pool: Ok(p), .. }) = relay {
             p.close().await;
         }
+        providers.close().await;
         tracing::info!("outbound sender stopped");
     }
 
@@ -227,6 +231,7 @@ impl Sender {
         due: Vec<OutboxItem>,
         config: &Arc<Config>,
         pool: Result<Arc<Pool>, String>,
+        providers: &Arc<ProviderPools>,
         shutdown: &CancellationToken,
     ) {
         // The pool bounds the connections; tasks beyond it wait for one. Many
@@ -241,15 +246,21 @@ impl Sender {
             while tasks.len() >= limit {
                 let _ = tasks.join_next().await;
             }
-            let (store, config, pool, tokens, stop) = (
+            let (store, config, pool, providers, tokens, stop) = (
                 self.store.clone(),
                 config.clone(),
                 pool.clone(),
+                providers.clone(),
                 self.tokens.clone(),
                 shutdown.clone(),
             );
             tasks.spawn(async move {
-                let result = deliver(&item, &config, pool, tokens.as_deref(), &stop).await;
+                let relays = Relays {
+                    relay: pool,
+                    providers: &providers,
+                    tokens: tokens.as_deref(),
+                };
+                let result = deliver(&item, &config, relays, &stop).await;
                 if result == Err(SendError::Cancelled) {
                     return; // not attempted: stays queued as it was
                 }
@@ -303,11 +314,17 @@ async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
     }
 }
 
+/// Where a reply can go: `[relay]`, or its channel's provider.
+struct Relays<'a> {
+    relay: Result<Arc<Pool>, String>,
+    providers: &'a ProviderPools,
+    tokens: Option<&'a dyn AccessTokens>,
+}
+
 async fn deliver(
     item: &OutboxItem,
     config: &Config,
-    relay: Result<Arc<Pool>, String>,
-    tokens: Option<&dyn AccessTokens>,
+    via: Relays<'_>,
     stop: &CancellationToken,
 ) -> Result<String, SendError> {
     if stop.is_cancelled() {
@@ -329,7 +346,7 @@ async fn deliver(
         .map_err(|e| SendError::Permanent(format!("bad envelope: {e}")))?;
     let channel = config.channel(&item.channel);
     let provider = channel.and_then(|c| c.effective_smtp().map(|p| (c, p)));
-    let response = match (provider, tokens) {
+    let response = match (provider, via.tokens) {
         (Some((channel, (host, port, tls, ca_file))), Some(tokens)) => {
             let token = tokens.access_token(&channel.id).await.map_err(|e| {
                 SendError::Temporary(clean_reply(&format!(
@@ -344,18 +361,29 @@ async fn deliver(
                 .filter(|u| !u.is_empty())
                 .or_else(|| channel.address.clone())
                 .unwrap_or_default();
-            let target = SmtpTarget {
+            let key = ProviderKey {
                 host: host.to_string(),
+                port,
+                tls,
+                ca_file: ca_file.map(Path::to_path_buf),
+                user,
+                token,
+                size: channel.smtp_connections(),
+            };
+            let target = || SmtpTarget {
+                host: key.host.clone(),
                 port,
                 tls,
                 hello: config.smtp.hostname.clone(),
                 timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
-                ca_file: ca_file.map(Path::to_path_buf),
-                credentials: Some(Credentials::new(user, token)),
+                ca_file: key.ca_file.clone(),
+                credentials: Some(Credentials::new(key.user.clone(), key.token.clone())),
                 mechanisms: vec![Mechanism::Xoauth2],
             };
-            match super::pool::send_once(&target, &envelope, &item.raw).await {
+            let pool = via.providers.pool(&channel.id, key.clone(), target).await;
+            match pool.send(&envelope, &item.raw, stop).await {
                 Err(SendError::AuthRejected(e)) => {
+                    via.providers.forget(&channel.id).await;
                     tokens.rejected(&channel.id).await;
                     return Err(SendError::AuthRejected(clean_reply(&format!(
                         "{host}:{port} refused the XOAUTH2 token: {e}"
@@ -365,7 +393,7 @@ async fn deliver(
             }
         }
         _ => {
-            let pool = relay.map_err(SendError::Temporary)?;
+            let pool = via.relay.map_err(SendError::Temporary)?;
             pool.send(&envelope, &item.raw, stop).await?
         }
     };
