@@ -478,6 +478,36 @@ fn move_to_moves_pulled_mail_after_commit() {
     assert_exactly(&d, 6);
 }
 
+#[test]
+fn move_to_moves_what_an_earlier_session_left_behind() {
+    // Committed but not moved — as after a connection lost between the
+    // commit and the MOVE, or mail pulled before `move_to` was set: those
+    // UIDs are below the checkpoint and no later fetch sees them again.
+    let dc = Dovecot::start(None);
+    for i in 0..5 {
+        dc.deliver(&message(i, 300));
+    }
+    let (d, _secrets) = pulling(&dc, "batch_size = 2");
+    assert_exactly(&d, 5);
+    assert_eq!(maildir_count(&dc.maildir()), 5, "left in INBOX");
+    // The channel's [channels.imap] table is the config's last: set move_to
+    // there and reload.
+    let mut text = std::fs::read_to_string(&d.config).expect("config");
+    text.push_str("\nmove_to = \"Processed\"\n");
+    std::fs::write(&d.config, text).expect("config");
+    d.signal("HUP");
+    assert_moved(&d, &dc, 5);
+    assert!(
+        d.log_text()
+            .contains("moving messages pulled earlier but not moved yet"),
+        "{}",
+        d.log_text()
+    );
+    // New mail after that is pulled and moved as usual, exactly once.
+    dc.deliver(&message(5, 300));
+    assert_moved(&d, &dc, 6);
+}
+
 /// Messages in a Maildir folder (new and cur).
 fn maildir_count(dir: &Path) -> usize {
     ["cur", "new"]

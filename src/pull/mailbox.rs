@@ -17,8 +17,10 @@
 //! messages with MOVE (RFC 6851) or, on a server without it, with UID COPY,
 //! `\Deleted` and UID EXPUNGE of exactly those UIDs (UIDPLUS, RFC 4315; a
 //! plain EXPUNGE could remove what another client marked deleted, so
-//! without UIDPLUS `move_to` is refused). Untrusted input: UIDs, message
-//! bytes and server texts.
+//! without UIDPLUS `move_to` is refused). A move that failed after its commit
+//! is made good by the next session, which moves whatever is still at or
+//! below the checkpoint. Untrusted input: UIDs, message bytes and server
+//! texts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -323,6 +325,9 @@ impl Puller {
             ),
             None => (can_idle, Duration::from_secs(60), 100, None),
         };
+        if let Some(to) = &move_to {
+            self.move_leftovers(&mut s, ch, &cp, to).await?;
+        }
         loop {
             self.catch_up(
                 &mut s,
@@ -371,6 +376,33 @@ impl Puller {
                 return Ok(SessionEnd::Reconsider);
             }
         }
+    }
+
+    /// Move what is still in the folder at or below the checkpoint: messages
+    /// committed by an earlier session whose move failed (a timeout or a
+    /// dropped connection right after the commit), or pulled before
+    /// `move_to` was set. `catch_up` never looks below the checkpoint again,
+    /// and every UID there was committed (UIDs only grow), so moving them all
+    /// loses nothing.
+    async fn move_leftovers(
+        &self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        cp: &Checkpoint,
+        to: &MoveTo,
+    ) -> Result<(), PullError> {
+        if cp.last_uid == 0 {
+            return Ok(());
+        }
+        let query = format!("UID 1:{}", cp.last_uid);
+        let found = timed(COMMAND_TIMEOUT, "search", s.uid_search(&query)).await?;
+        let left = found.into_iter().filter(|u| *u <= cp.last_uid).count();
+        if left == 0 {
+            return Ok(());
+        }
+        tracing::info!(channel = %ch.id, folder = %self.folder, count = left, to = %to.folder,
+            "moving messages pulled earlier but not moved yet");
+        move_committed(s, &format!("1:{}", cp.last_uid), to).await
     }
 
     /// Whether the channel's configuration changed under a running session.
