@@ -326,19 +326,30 @@ async fn send(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, H
     for (name, value) in parts.headers.iter() {
         builder = builder.header(name, value);
     }
-    let resp = builder.send().await?;
+    let mut resp = builder.send().await?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = resp.bytes().await?;
-    if bytes.len() > MAX_RESPONSE {
+    // Refuse an oversized body before reading it: by its announced length,
+    // else as soon as what arrived passes the cap (a broken or hostile
+    // endpoint could stream without end).
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE as u64)
+    {
         return Err(HttpError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Err(HttpError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
     }
     let mut out = oauth2::http::Response::builder().status(status);
     for (name, value) in headers.iter() {
         out = out.header(name, value);
     }
-    out.body(bytes.to_vec())
-        .map_err(|e| HttpError::Build(e.to_string()))
+    out.body(body).map_err(|e| HttpError::Build(e.to_string()))
 }
 
 /// Transport errors of the token request.
@@ -355,6 +366,51 @@ pub enum HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token endpoint that answers `head` and then streams `chunk` until
+    /// the client hangs up; returns its URL.
+    fn endless_endpoint(head: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(head.as_bytes());
+            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            // Without end: a client that reads it all never finishes.
+            while s.write_all(chunk.as_bytes()).is_ok() {}
+        });
+        format!("http://127.0.0.1:{port}/token")
+    }
+
+    async fn fetch(url: &str) -> Result<HttpResponse, HttpError> {
+        let req = oauth2::http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .body(b"grant_type=refresh_token".to_vec())
+            .expect("request");
+        let client = reqwest::Client::builder().build().expect("client");
+        tokio::time::timeout(std::time::Duration::from_secs(10), send(client, req))
+            .await
+            .expect("gave up in time")
+    }
+
+    #[tokio::test]
+    async fn an_oversized_token_response_is_refused_without_reading_it_all() {
+        let streamed = endless_endpoint(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(matches!(fetch(&streamed).await, Err(HttpError::TooLarge)));
+        // Announced too large: refused before any body byte is read.
+        let announced = endless_endpoint(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n",
+        );
+        assert!(matches!(fetch(&announced).await, Err(HttpError::TooLarge)));
+    }
 
     #[test]
     fn rotated_token_is_written_atomically_with_0600() {
