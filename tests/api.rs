@@ -401,6 +401,15 @@ fn idempotency_key_makes_retries_safe() {
     assert_eq!(s3, 201, "{other}");
     let (s4, bobs) = send(&bob, "k-1");
     assert_eq!(s4, 201, "{bobs}");
+    // The same rule as POST /api/v1/tickets: 1-200 printable ASCII.
+    for bad in ["", &"k".repeat(201)] {
+        let (s, v) = send(&ann, bad);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad:?}: {v}"
+        );
+    }
     let outbound = messages(&d.ticket(t))
         .iter()
         .filter(|m| m["direction"] == "outbound")

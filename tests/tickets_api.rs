@@ -193,10 +193,36 @@ fn create_routes_applies_properties_and_refuses_bad_input() {
         assert_eq!((s, code(&v)), (*status, *want), "{body}: {v}");
     }
     assert_eq!(counts(&d), before, "refused requests stored something");
+    // An Idempotency-Key outside 1-200 printable ASCII: 400, as for replies.
+    for bad in ["", &"k".repeat(201)] {
+        let (s, v) = request_with(
+            d.http,
+            "POST",
+            "/api/v1/tickets",
+            &[("Idempotency-Key", bad)],
+            Some(&ann),
+            Some(&ok(&|_| {})),
+        );
+        assert_eq!((s, code(&v)), (400, "bad_request"), "{bad:?}: {v}");
+    }
+    assert_eq!(counts(&d), before);
+
+    // Disabled and enabled by the CLI (another process): the very next
+    // request sees it (overrides refreshed before the check).
+    for (what, status) in [("disable", 503), ("enable", 201)] {
+        let out = d.cli(&["channels", what, "support"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (s, v) = create(&d, &ann, "gil@caller.example", what);
+        assert_eq!(s, status, "right after {what}: {v}");
+    }
 
     // Tickets opened through the API show up in the list like mail's.
     let list = d.tickets();
-    assert_eq!(list.len(), 3);
+    assert_eq!(list.len(), 4);
     assert!(list.iter().all(|t| t["channel"] == "support"));
 }
 

@@ -193,13 +193,13 @@ async fn accept(
         .channel(id)
         .filter(|c| c.kind == ChannelKind::Form)
         .ok_or_else(|| ApiError::not_found(format!("form {id:?} not found")))?;
-    if !s.live.channel_enabled(channel) {
+    if let Err(e) = super::open::check_enabled(&s, channel, || {
+        format!("form {id:?} is not accepting submissions")
+    })
+    .await
+    {
         count("disabled");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("form {id:?} is not accepting submissions"),
-        ));
+        return Err(e);
     }
     let form = &channel.form;
     let peer = req
@@ -252,46 +252,34 @@ async fn accept(
             return Err(submit_error(e));
         }
     };
-    if let Err(e) = s.live.refresh(s.store.as_ref()).await {
-        tracing::debug!(error = %e, "override refresh failed; routing with cached values");
-    }
     let submission_id =
         super::auth::new_token().map_err(|e| ApiError::internal(format!("random id: {e}")))?;
     let raw = serde_json::to_vec(&sub.to_json(&channel.id))
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let live = s.live.clone();
-    let msg = submit::plan(
-        config,
-        channel,
-        Origin {
+    let opening = super::open::Opening {
+        origin: Origin {
             id: &submission_id,
             method: "form",
             date: now_rfc2822(),
         },
-        ContactRef {
+        contact: ContactRef {
             email: sub.email.clone(),
             name: sub.name.clone(),
         },
-        sub.ticket_subject(form, channel),
-        sub.conversation_text(form),
-        &|u| live.user_available(u),
-    );
-    let outcome = s
-        .store
-        .submit(
-            NewSpool {
-                source: SpoolSource::Form,
-                mail_from: sub.email.clone(),
-                rcpt_to: Vec::new(),
-                client_ip: ip.map(|i| i.to_string()),
-                helo: None,
-                tls: false,
-                channel: Some(channel.id.clone()),
-                raw,
-            },
-            vec![msg],
-        )
-        .await?;
+        subject: sub.ticket_subject(form, channel),
+        text: sub.conversation_text(form),
+        spool: NewSpool {
+            source: SpoolSource::Form,
+            mail_from: sub.email.clone(),
+            rcpt_to: Vec::new(),
+            client_ip: ip.map(|i| i.to_string()),
+            helo: None,
+            tls: false,
+            channel: Some(channel.id.clone()),
+            raw,
+        },
+    };
+    let outcome = super::open::open(&s, config, channel, opening).await?;
     count("stored");
     for d in &outcome.delivered {
         tracing::info!(form = %id, ticket = d.ticket.0, owner = ?d.owner, "form submission stored");

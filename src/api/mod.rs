@@ -4,7 +4,8 @@
 //! Owns routing, authentication ([`auth`]), JSON errors with stable codes
 //! ([`error`]) and the resources: [`tickets`] (list, show, create, update,
 //! replies, notes), [`people`] (contacts, users' availability, channels) and
-//! [`forms`] (web form submissions, the one route without a token).
+//! [`forms`] (web form submissions, the one route without a token); both
+//! forms and `POST /api/v1/tickets` open tickets through [`open`].
 //!
 //! Must not: run SQL or talk SMTP — handlers call the store and
 //! [`crate::outbound::Outbound`] (the same reply path as the CLI).
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod error;
 pub mod forms;
+mod open;
 pub mod people;
 pub mod tickets;
 

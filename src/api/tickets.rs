@@ -158,14 +158,7 @@ pub async fn reply(
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?
-                .to_string(),
-        ),
-        None => None,
-    };
+    let idempotency_key = super::open::idempotency_key(&headers)?;
     let n = ticket_number(&n)?;
     if let Some(other) = &body.as_user {
         user.require_self(other)?;
@@ -270,31 +263,15 @@ pub async fn create(
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 200)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "Idempotency-Key must be 1-200 printable ASCII characters",
-                    )
-                })?
-                .to_string(),
-        ),
-        None => None,
-    };
+    let idempotency_key = super::open::idempotency_key(&headers)?;
     let config = s.live.config();
     let channel = config
         .channel(&body.channel)
         .ok_or_else(|| ApiError::bad_request(format!("unknown channel {:?}", body.channel)))?;
-    if !s.live.channel_enabled(channel) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("channel {:?} is disabled", channel.id),
-        ));
-    }
+    super::open::check_enabled(&s, channel, || {
+        format!("channel {:?} is disabled", channel.id)
+    })
+    .await?;
     let email = crate::config::normalize_email(&body.contact.email);
     if !crate::config::is_valid_email(&email) {
         return Err(ApiError::bad_request(format!(
@@ -325,9 +302,6 @@ pub async fn create(
         .map(str::trim)
         .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
         .map(str::to_string);
-    if let Err(e) = s.live.refresh(s.store.as_ref()).await {
-        tracing::debug!(error = %e, "override refresh failed; routing with cached values");
-    }
     let id = match &idempotency_key {
         Some(k) => format!("{}:{k}", user.0),
         None => {
@@ -336,39 +310,30 @@ pub async fn create(
     };
     let raw = serde_json::to_vec(&serde_json::json!({ "request": &body, "user": &user.0 }))
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let live = s.live.clone();
-    let msg = crate::ingest::submit::plan(
-        &config,
-        channel,
-        crate::ingest::submit::Origin {
+    let opening = super::open::Opening {
+        origin: crate::ingest::submit::Origin {
             id: &id,
             method: "api",
             date: super::forms::now_rfc2822(),
         },
-        crate::store::ContactRef {
+        contact: crate::store::ContactRef {
             email: email.clone(),
             name,
         },
-        subject.to_string(),
-        body.text.clone(),
-        &|u| live.user_available(u),
-    );
-    let outcome = s
-        .store
-        .submit(
-            crate::store::NewSpool {
-                source: crate::store::SpoolSource::Api,
-                mail_from: email,
-                rcpt_to: Vec::new(),
-                client_ip: None,
-                helo: None,
-                tls: false,
-                channel: Some(channel.id.clone()),
-                raw,
-            },
-            vec![msg],
-        )
-        .await?;
+        subject: subject.to_string(),
+        text: body.text.clone(),
+        spool: crate::store::NewSpool {
+            source: crate::store::SpoolSource::Api,
+            mail_from: email,
+            rcpt_to: Vec::new(),
+            client_ip: None,
+            helo: None,
+            tls: false,
+            channel: Some(channel.id.clone()),
+            raw,
+        },
+    };
+    let outcome = super::open::open(&s, &config, channel, opening).await?;
     let d = outcome
         .delivered
         .first()
