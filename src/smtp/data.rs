@@ -1,87 +1,106 @@
 //! DATA and BDAT (CHUNKING): receiving the message bytes and committing them to the spool.
 //!
-//! DATA goes through smtp-proto's `DataReceiver` (dot-unstuffing), wrapped in
-//! [`DotReceiver`], which lets the message end only at the exact `<CRLF>.<CRLF>`.
-//! smtp-proto 0.2.5 alone (a) ends on `<CRLF>.<CR><CR>…<LF>` (a bare CR after the dot)
-//! and (b) starts with no "previous line end", so `.<CRLF>` right after `354` does not end
-//! the message and a leading `..` is not unstuffed. Bare-LF forms (`\n.\n`, `\n.\r\n`,
-//! `\r\n.\n`) are already not an end there; tests pin all of this.
+//! DATA goes through [`DotReceiver`], our own small state machine: the message
+//! ends only at the exact `<CRLF>.<CRLF>`, and a line that starts with a dot
+//! right after a `<CRLF>` loses that dot (dot-unstuffing, RFC 5321 4.5.2).
+//! A bare LF or bare CR never starts a line: `\n.\n`, `\r.\r`, `\n.\r\n` and
+//! `\r\n.\r\r\n` are message content, not an end (no SMTP smuggling). The
+//! bytes between line ends are copied in runs found with `memchr`, not one
+//! by one. smtp-proto's `DataReceiver` was the first implementation; it ends
+//! on `<CRLF>.<CR><CR>…<LF>` and does not treat the start of DATA as a line
+//! start, so it needed a wrapper, and it handled every byte on its own. BDAT
+//! chunks still go through smtp-proto's `BdatReceiver`.
 //!
 //! Must not: send `250` before `Spool::commit` returned `Ok`; keep more than
 //! `max_message_size` bytes (plus one read buffer); stop reading an oversize message
 //! before its end (that would turn its body into commands).
 //! Untrusted input: message bytes and BDAT chunk sizes.
 
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply;
 use super::session::{Flow, Session, State, Transaction};
 use super::{Envelope, Spool, SpoolError, rejected};
 
-/// The only sequence that ends DATA.
-const END: &[u8; 5] = b"\r\n.\r\n";
-
-/// `DataReceiver` that ends only at the exact `<CRLF>.<CRLF>`.
-pub(crate) struct DotReceiver {
-    rx: DataReceiver,
-    /// How many bytes of `END` the input has matched so far.
-    matched: usize,
+/// Where the receiver is, relative to line ends and the terminator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Inside a line; the last byte was not a CR.
+    Text,
+    /// Inside a line, right after a CR.
+    Cr,
+    /// Right after a CRLF (or at the start of DATA).
+    LineStart,
+    /// A dot at a line start: dropped, whatever follows.
+    Dot,
+    /// `.<CR>` at a line start: the end if an LF follows.
+    DotCr,
 }
 
-/// A `DataReceiver` in the state "a line just ended", as at the start of DATA.
-fn fresh_receiver() -> DataReceiver {
-    let mut rx = DataReceiver::new();
-    let mut scratch = Vec::new();
-    rx.ingest(&mut b"\r\n".iter(), &mut scratch);
-    rx
+/// DATA's bytes: dot-unstuffed into a sink, ending only at `<CRLF>.<CRLF>`.
+pub(crate) struct DotReceiver {
+    state: At,
 }
 
 impl DotReceiver {
     pub fn new() -> Self {
         // The DATA command's CRLF counts as the line end before a first-line dot.
         Self {
-            rx: fresh_receiver(),
-            matched: 2,
+            state: At::LineStart,
         }
     }
 
     /// Feed `bytes`, appending unstuffed message bytes to `sink`. Returns how many bytes
     /// were consumed and whether the message ended (the terminator is not in `sink`).
     pub fn ingest(&mut self, bytes: &[u8], sink: &mut Vec<u8>) -> (usize, bool) {
-        let mut strict_end = None;
-        for (i, &b) in bytes.iter().enumerate() {
-            self.matched = if END.get(self.matched) == Some(&b) {
-                self.matched + 1
-            } else if b == b'\r' {
-                1
-            } else {
-                0
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.state == At::Text {
+                // The common case: copy up to and including the next CR.
+                match memchr::memchr(b'\r', &bytes[i..]) {
+                    Some(at) => {
+                        sink.extend_from_slice(&bytes[i..=i + at]);
+                        i += at + 1;
+                        self.state = At::Cr;
+                        continue;
+                    }
+                    None => {
+                        sink.extend_from_slice(&bytes[i..]);
+                        return (bytes.len(), false);
+                    }
+                }
+            }
+            let b = bytes[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (At::Cr, b'\n') => {
+                    sink.push(b'\n');
+                    At::LineStart
+                }
+                (At::LineStart, b'.') => At::Dot,
+                (At::Dot, b'\r') => At::DotCr,
+                (At::DotCr, b'\n') => {
+                    self.state = At::LineStart;
+                    return (i, true);
+                }
+                // `.<CR>` then anything but LF: the dot was stuffing, the
+                // CR is content, and `b` follows a CR.
+                (At::DotCr, b) => {
+                    sink.extend_from_slice(&[b'\r', b]);
+                    if b == b'\r' { At::Cr } else { At::Text }
+                }
+                (_, b'\r') => {
+                    sink.push(b'\r');
+                    At::Cr
+                }
+                (_, b) => {
+                    sink.push(b);
+                    At::Text
+                }
             };
-            if self.matched == END.len() {
-                strict_end = Some(i + 1);
-                break;
-            }
         }
-        let used = strict_end.unwrap_or(bytes.len());
-        let mut rest = &bytes[..used];
-        loop {
-            let mut iter = rest.iter();
-            let ended = self.rx.ingest(&mut iter, sink);
-            rest = iter.as_slice();
-            if !ended {
-                break;
-            }
-            if rest.is_empty() && strict_end.is_some() {
-                return (used, true);
-            }
-            // smtp-proto ended on `<CRLF>.<CR>…<CR><LF>`, which is not an end: put back
-            // the `<CR><LF>` it swallowed and go on with a receiver at a line start.
-            sink.extend_from_slice(b"\r\n");
-            self.rx = fresh_receiver();
-        }
-        // smtp-proto always sees an exact terminator; this only guards the invariant.
-        (used, strict_end.is_some())
+        (bytes.len(), false)
     }
 }
 

@@ -1072,31 +1072,61 @@ async fn limits_release_ip_slots() {
     assert_eq!(limits.open_for(CLIENT_IP), 0);
 }
 
-/// Pins what smtp-proto 0.2.5's `DataReceiver` does on its own, i.e. why `DotReceiver`
-/// exists. If an upgrade changes this, re-check the wrapper.
-#[test]
-fn smtp_proto_data_receiver_quirks() {
-    use smtp_proto::request::receiver::DataReceiver;
-    let ends = |input: &[u8]| {
-        let mut rx = DataReceiver::new();
-        let mut out = Vec::new();
-        rx.ingest(&mut input.iter(), &mut out)
-    };
-    // Bare-LF / bare-CR forms do not end DATA: good.
-    for input in [
-        &b"a\n.\nb"[..],
-        b"a\n.\r\nb",
-        b"a\r\n.\nb",
-        b"a\r.\r\nb",
-        b"a\r.\rb",
-    ] {
-        assert!(!ends(input), "{input:?}");
+/// DATA as RFC 5321 defines it, over the whole input at once: a line
+/// starts after CRLF (DATA's own CRLF counts); a dot starting a line is
+/// dropped, or with CRLF after it ends the message. Returns the message and
+/// how many bytes the end consumed, if it came.
+fn data_by_the_rfc(input: &[u8]) -> (Vec<u8>, Option<usize>) {
+    let mut data = b"\r\n".to_vec();
+    data.extend_from_slice(input);
+    let mut out = Vec::new();
+    let mut p = 2;
+    while p < data.len() {
+        if &data[p - 2..p] == b"\r\n" && data[p] == b'.' {
+            if data[p + 1..].starts_with(b"\r\n") {
+                return (out, Some(p + 3 - 2));
+            }
+            p += 1;
+            continue;
+        }
+        out.push(data[p]);
+        p += 1;
     }
-    assert!(ends(b"a\r\n.\r\n"));
-    // Surprise 1: a bare CR after the dot still ends it.
-    assert!(ends(b"a\r\n.\r\r\n"));
-    // Surprise 2: a fresh receiver does not treat the start as a line start.
-    assert!(!ends(b".\r\n"));
+    (out, None)
+}
+
+proptest::proptest! {
+    /// The streaming receiver agrees with the whole-input definition, however
+    /// the bytes are split into reads.
+    #[test]
+    fn dot_receiver_matches_the_rfc(
+        body in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'.', b'a']), 0..80),
+        cuts in proptest::collection::vec(0usize..90, 0..6),
+    ) {
+        let mut input = body;
+        input.extend_from_slice(b"\r\n.\r\n");
+        let (want, end) = data_by_the_rfc(&input);
+        let end = end.expect("the input ends with a terminator");
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+        cuts.push(0);
+        cuts.push(input.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut rx = DotReceiver::new();
+        let mut out = Vec::new();
+        let mut ended_at = None;
+        for w in cuts.windows(2) {
+            let part = &input[w[0]..w[1]];
+            let (used, ended) = rx.ingest(part, &mut out);
+            if ended {
+                ended_at = Some(w[0] + used);
+                break;
+            }
+            proptest::prop_assert_eq!(used, part.len());
+        }
+        proptest::prop_assert_eq!(ended_at, Some(end));
+        proptest::prop_assert_eq!(out, want);
+    }
 }
 
 // ------------------------------------------------------- arbitrary input
