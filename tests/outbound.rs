@@ -356,6 +356,55 @@ fn relay_451_twice_then_250_is_sent() {
 }
 
 #[test]
+fn relay_silent_after_the_data_is_a_timeout_and_retried() {
+    // The relay takes the whole message and then says nothing past our
+    // budget for the transaction (timeout_secs 1 per step: MAIL, RCPT, DATA,
+    // the body = 4 s): the attempt is deferred, not failed, and the retry is
+    // sent. The relay may still have queued the first copy — the one window
+    // where a reply can arrive twice, with the same Message-ID.
+    let relay = ScriptedRelay::start(&["sleep:6000 250 2.0.0 too late", "250 2.0.0 queued as T2"]);
+    let keys = format!(
+        "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 1",
+        relay.port
+    );
+    let d = Daemon::start_relay("", &keys, PEOPLE);
+    customer_mail(
+        &d,
+        "support@acme.example",
+        "Slow relay",
+        "s1@customer.example",
+        &[],
+    );
+    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
+        .as_i64()
+        .expect("number");
+    reply(&d, &d.token("ann"), t, json!({"text": "Patience."}));
+    let m = wait_delivery(&d, t, "sent");
+    assert!(
+        m["delivery_detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("queued as T2"),
+        "{m}"
+    );
+    let (_, metrics) = d.api("GET", "/metrics", None, None);
+    let text = metrics.as_str().unwrap_or("");
+    for want in [
+        "postdesk_outbox_attempts_total{result=\"deferred\"} 1",
+        "postdesk_outbox_attempts_total{result=\"sent\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+    // Both copies reached the relay, byte for byte the same message.
+    let both = common::wait_for(Duration::from_secs(10), || {
+        (relay.accepted_count() == 2).then(|| relay.accepted.lock().expect("lock").clone())
+    })
+    .expect("the late first copy");
+    assert_eq!(both[0], both[1]);
+    assert!(!message_id_of(&both[0]).is_empty());
+}
+
+#[test]
 fn relay_550_fails_with_the_reply_text() {
     let relay = ScriptedRelay::start(&["550 5.1.1 <carol@customer.example>: mailbox unknown"]);
     let d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);

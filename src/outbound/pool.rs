@@ -163,7 +163,10 @@ pub async fn connect(t: &SmtpTarget) -> Result<AsyncSmtpConnection, SendError> {
     Ok(conn)
 }
 
-/// Send one message on `conn`; bounded by the target's timeout per step.
+/// Send one message on `conn`. lettre sends the whole transaction in one
+/// call, so it is bounded as a whole: one timeout per command (MAIL, each
+/// RCPT, DATA, the body) — a relay silent after the body is given up on
+/// after that sum, and the attempt deferred.
 async fn transaction(
     conn: &mut AsyncSmtpConnection,
     t: &SmtpTarget,
