@@ -258,6 +258,41 @@ fn serve<S: std::io::Read + Write>(
     }
 }
 
+/// A gmail/office365 channel whose IMAP port is `imap_port` (nothing need
+/// listen there) and whose replies go to the XOAUTH2 responder on `smtp_port`.
+fn provider_channel(
+    (id, kind, address): (&str, &str, &str),
+    token_file: &str,
+    oauth: &OAuthServer,
+    (imap_port, smtp_port): (u16, u16),
+    extra_smtp: &str,
+) -> String {
+    format!(
+        r#"
+[[channels]]
+id = "{id}"
+kind = "{kind}"
+address = "{address}"
+[channels.imap]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+[channels.oauth]
+token_url = "{url}"
+client_id = "postdesk-test"
+refresh_token_file = "{token_file}"
+[channels.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "starttls"
+ca_file = "{ca}"
+{extra_smtp}
+"#,
+        url = oauth.token_url(),
+        ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/cert.pem"),
+    )
+}
+
 fn mail_to(d: &Daemon, to: &str, msgid: &str) {
     let hdr = format!("Message-Id: <{msgid}>");
     let (ok, out) = swaks(
@@ -330,6 +365,7 @@ fn gmail_replies_use_xoauth2_and_a_revoked_token_only_holds_its_channel() {
     std::fs::write(dir.path().join("o365-refresh-token"), "rt-revoked\n").expect("token");
     // Nothing listens on the IMAP port: the pullers fail and back off.
     let imap_port = free_port();
+    let ports = (imap_port, smtp.port);
     let rest = format!(
         r#"
 [outbound]
@@ -349,46 +385,21 @@ last_name = "Agent"
 id = "support"
 kind = "forward"
 address = "support@acme.example"
-
-[[channels]]
-id = "gmail"
-kind = "gmail"
-address = "desk@acme.example"
-[channels.imap]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-[channels.oauth]
-token_url = "{url}"
-client_id = "postdesk-test"
-refresh_token_file = "gmail-refresh-token"
-[channels.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "starttls"
-ca_file = "{ca}"
-
-[[channels]]
-id = "o365"
-kind = "office365"
-address = "help@acme.example"
-[channels.imap]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-[channels.oauth]
-token_url = "{url}"
-client_id = "postdesk-test"
-refresh_token_file = "o365-refresh-token"
-[channels.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "starttls"
-ca_file = "{ca}"
-"#,
-        url = oauth.token_url(),
-        smtp_port = smtp.port,
-        ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/cert.pem"),
+{gmail}{o365}"#,
+        gmail = provider_channel(
+            ("gmail", "gmail", "desk@acme.example"),
+            "gmail-refresh-token",
+            &oauth,
+            ports,
+            ""
+        ),
+        o365 = provider_channel(
+            ("o365", "office365", "help@acme.example"),
+            "o365-refresh-token",
+            &oauth,
+            ports,
+            ""
+        ),
     );
     let relay_keys = format!(
         "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10",
@@ -484,37 +495,14 @@ fn a_backlog_of_replies_shares_a_few_provider_connections() {
     let granted = oauth.grant("desk@acme.example");
     std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
     let rest = format!(
-        r#"
-[company]
-name = "Acme"
-
-[[users]]
-id = "ann"
-email = "ann@acme.example"
-
-[[channels]]
-id = "gmail"
-kind = "gmail"
-address = "desk@acme.example"
-[channels.imap]
-host = "127.0.0.1"
-port = {imap_port}
-tls = "none"
-[channels.oauth]
-token_url = "{url}"
-client_id = "postdesk-test"
-refresh_token_file = "refresh-token"
-[channels.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "starttls"
-ca_file = "{ca}"
-connections = 2
-"#,
-        imap_port = free_port(),
-        url = oauth.token_url(),
-        smtp_port = smtp.port,
-        ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/cert.pem"),
+        "[company]\nname = \"Acme\"\n\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n{}",
+        provider_channel(
+            ("gmail", "gmail", "desk@acme.example"),
+            "refresh-token",
+            &oauth,
+            (free_port(), smtp.port),
+            "connections = 2",
+        )
     );
     let d = Daemon::start_full(dir, "", None, &rest, None);
     for i in 0..REPLIES {
