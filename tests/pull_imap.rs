@@ -329,6 +329,56 @@ fn xoauth2_end_to_end_with_rotated_refresh_token() {
 }
 
 #[test]
+fn token_endpoint_down_backs_off_then_pulls_when_it_returns() {
+    // The provider's token endpoint unreachable (an outage, a firewall):
+    // the mailbox reports it and retries; nothing else stops; once the
+    // endpoint answers again the mail is pulled, exactly once.
+    let mut oauth = OAuthServer::start();
+    let dc = Dovecot::start(Some(oauth.port));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token_file = secrets.path().join("refresh-token");
+    std::fs::write(&token_file, format!("{}\n", oauth.grant("test"))).expect("token");
+    for i in 0..3 {
+        dc.deliver(&message(i, 500));
+    }
+    oauth.stop();
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{ACME}{}",
+            gmail_channel("gmail", "desk@acme.example", &dc, &oauth, &token_file)
+        ),
+    );
+    let m = wait_mailbox(&d, "gmail", "reports the token endpoint", |m| {
+        m["last_error"].as_str().is_some_and(|e| !e.is_empty())
+    });
+    assert!(d.tickets().is_empty(), "{m}");
+    let error = m["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("token endpoint") && error.contains("refused"),
+        "the reason is shown: {error}"
+    );
+    // The rest of the daemon works: SMTP takes mail meanwhile.
+    let (ok, out) = common::swaks(
+        d.smtp,
+        &[
+            "--from",
+            "c@customer.example",
+            "--to",
+            "support@acme.example",
+        ],
+    );
+    assert!(ok, "{out}");
+    d.wait_tickets(1, LONG);
+    oauth.restart();
+    assert_exactly(&d, 4);
+    let m = wait_mailbox(&d, "gmail", "back to normal", |m| {
+        m["state"] == "idle" || m["state"] == "polling"
+    });
+    assert_eq!(m["fetched"].as_i64(), Some(3), "{m}");
+}
+
+#[test]
 fn invalid_grant_needs_reauth_while_other_mailbox_keeps_pulling() {
     let oauth = OAuthServer::start();
     let dc = Dovecot::start(Some(oauth.port));

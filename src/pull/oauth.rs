@@ -352,10 +352,28 @@ async fn send(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, H
     out.body(body).map_err(|e| HttpError::Build(e.to_string()))
 }
 
+/// `e` and each of its sources, joined by ": " (a source whose text its
+/// parent already shows is left out).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// Transport errors of the token request.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{0}")]
+    /// Shown with its causes: reqwest's own text ("error sending request
+    /// for url …") does not say that the connection was refused.
+    #[error("{}", with_causes(.0))]
     Reqwest(#[from] reqwest::Error),
     #[error("response too large")]
     TooLarge,

@@ -352,12 +352,16 @@ impl OAuthServer {
             r#"{"client_id": "postdesk-test", "refresh": {}, "access": {}, "token_requests": 0, "introspections": 0}"#,
         )
         .expect("state");
-        let script = dir.path().join("oauth.py");
-        std::fs::write(&script, OAUTH_PY).expect("script");
+        std::fs::write(dir.path().join("oauth.py"), OAUTH_PY).expect("script");
+        let child = Self::spawn(dir.path(), port);
+        OAuthServer { port, dir, child }
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16) -> Child {
         let child = Command::new("python3")
-            .arg(&script)
+            .arg(dir.join("oauth.py"))
             .arg(port.to_string())
-            .arg(&state)
+            .arg(dir.join("state.json"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -366,7 +370,19 @@ impl OAuthServer {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
         assert!(up.is_some(), "oauth server did not start");
-        OAuthServer { port, dir, child }
+        child
+    }
+
+    /// Take the endpoint down (connections refused), keeping its state.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Bring it back on the same port with the same grants.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.dir.path(), self.port);
     }
 
     fn state(&self) -> serde_json::Value {
