@@ -273,17 +273,36 @@ fn new_uidvalidity_resyncs_without_duplicates() {
     for r in &raws {
         dc.deliver(r);
     }
-    let (d, _secrets) = pulling(&dc, "poll_interval_secs = 1");
+    let (d, _secrets) = pulling(&dc, "poll_interval_secs = 1\nbatch_size = 8");
     assert_exactly(&d, 20);
     let first = wait_mailbox(&d, "mailbox", "caught up", |m| m["last_uid"] == 20);
+    let downloaded = |d: &Daemon| -> u64 {
+        common_metrics(d)
+            .lines()
+            .find(|l| l.starts_with("postdesk_pull_bytes_total{channel=\"mailbox\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = downloaded(&d);
+    let total: u64 = raws.iter().map(|r| r.len() as u64).sum();
+    assert!(before >= total, "{before} < {total}");
     let mut again = raws.clone();
-    again.push(message(20, 500));
+    let new = message(20, 500);
+    again.push(new.clone());
     dc.recreate_mailbox(&again);
     let m = wait_mailbox(&d, "mailbox", "resynced under the new UIDVALIDITY", |m| {
         m["uidvalidity"] != first["uidvalidity"] && m["last_uid"] == 21
     });
     assert_exactly(&d, 21);
     assert_eq!(m["skipped"], 20, "{m}");
+    // Only the new message was downloaded again; the 20 known ones cost
+    // their headers.
+    let resync = downloaded(&d) - before;
+    assert!(
+        resync < 2 * new.len() as u64,
+        "resync downloaded {resync} bytes (one new message: {})",
+        new.len()
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@
 //! below the checkpoint. Untrusted input: UIDs, message bytes and server
 //! texts.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,6 +292,9 @@ impl Puller {
         let uidvalidity = mailbox
             .uid_validity
             .ok_or_else(|| PullError::Protocol("server sent no UIDVALIDITY".into()))?;
+        // A new UIDVALIDITY for a mailbox pulled before: its messages are
+        // mostly ones we have, under new UIDs.
+        let mut resync = false;
         let mut cp = match self
             .store
             .checkpoint(ch.id.clone(), self.folder.clone())
@@ -298,6 +302,7 @@ impl Puller {
         {
             Some(cp) if cp.uidvalidity == uidvalidity => cp,
             previous => {
+                resync = previous.is_some();
                 if let Some(old) = previous {
                     tracing::warn!(channel = %ch.id, folder = %self.folder, old = old.uidvalidity, new = uidvalidity,
                         "UIDVALIDITY changed: resyncing the mailbox (already-pulled messages are skipped)");
@@ -333,7 +338,7 @@ impl Puller {
                 &mut s,
                 ch,
                 &mut cp,
-                batch_size,
+                (batch_size, std::mem::take(&mut resync)),
                 move_to.as_ref(),
                 stop.clone(),
             )
@@ -415,13 +420,17 @@ impl Puller {
     }
 
     /// Fetch every message above the checkpoint, batch by batch; each batch's
-    /// commit overlaps the next batch's fetch.
+    /// commit overlaps the next batch's fetch. With `resync` (the first round
+    /// under a new UIDVALIDITY) each batch's headers are fetched first and
+    /// only the messages whose Message-ID the channel does not have are
+    /// downloaded: a resync of a large mailbox costs its headers, not its
+    /// bytes again (Gmail caps IMAP downloads per day).
     async fn catch_up(
         &mut self,
         s: &mut ImapSession,
         ch: &ChannelConfig,
         cp: &mut Checkpoint,
-        batch_size: usize,
+        (batch_size, resync): (usize, bool),
         move_to: Option<&MoveTo>,
         stop: CancellationToken,
     ) -> Result<(), PullError> {
@@ -435,6 +444,9 @@ impl Puller {
         self.set_state(MailboxState::Fetching, None).await;
         tracing::debug!(channel = %ch.id, new = uids.len(), "fetching new messages");
         let chunks: Vec<&[u32]> = uids.chunks(batch_size).collect();
+        if resync {
+            return self.resync(s, ch, cp, &chunks, move_to, &stop).await;
+        }
         let mut fetched = self.fetch(s, ch, cp.uidvalidity, chunks[0]).await?;
         for i in 0..chunks.len() {
             let batch = fetched;
@@ -472,6 +484,92 @@ impl Puller {
         Ok(())
     }
 
+    /// `catch_up` for a resync (a session interrupted half-way finishes the
+    /// mailbox the plain way, duplicates still skipped at commit): per chunk,
+    /// the headers (for the Message-IDs) first, then the
+    /// bodies of the messages the channel does not have (or that have no
+    /// Message-ID); the chunk's checkpoint commits with them as usual.
+    async fn resync(
+        &mut self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        cp: &mut Checkpoint,
+        chunks: &[&[u32]],
+        move_to: Option<&MoveTo>,
+        stop: &CancellationToken,
+    ) -> Result<(), PullError> {
+        for chunk in chunks {
+            if stop.is_cancelled() {
+                break;
+            }
+            let (first, last) = match (chunk.first(), chunk.last()) {
+                (Some(f), Some(l)) => (*f, *l),
+                _ => continue,
+            };
+            let set = format!("{first}:{last}");
+            let heads: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
+                let stream = s.uid_fetch(&set, "(UID BODY.PEEK[HEADER])").await?;
+                stream.try_collect().await
+            })
+            .await?;
+            let ids: Vec<(u32, Option<String>)> = heads
+                .iter()
+                .filter_map(|f| {
+                    let uid = f.uid.filter(|u| (first..=last).contains(u))?;
+                    Some((uid, f.header().and_then(message_id)))
+                })
+                .collect();
+            let known: HashSet<String> = self
+                .store
+                .known_message_ids(
+                    ch.id.clone(),
+                    ids.iter().filter_map(|(_, id)| id.clone()).collect(),
+                )
+                .await?
+                .into_iter()
+                .collect();
+            let mut wanted: Vec<u32> = ids
+                .iter()
+                .filter(|(_, id)| id.as_ref().is_none_or(|id| !known.contains(id)))
+                .map(|(uid, _)| *uid)
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut batch = if wanted.is_empty() {
+                PulledBatch {
+                    channel: ch.id.clone(),
+                    folder: self.folder.clone(),
+                    checkpoint: Checkpoint {
+                        uidvalidity: cp.uidvalidity,
+                        last_uid: last,
+                    },
+                    messages: Vec::new(),
+                    known_unfetched: 0,
+                }
+            } else {
+                let list = wanted
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.fetch_set(s, ch, cp.uidvalidity, &list, (first, last))
+                    .await?
+            };
+            batch.known_unfetched = ids.len().saturating_sub(wanted.len());
+            let outcome = self.store.spool_pulled(batch).await?;
+            cp.last_uid = last;
+            tracing::info!(channel = %ch.id, last_uid = last, known = ids.len() - wanted.len(),
+                fetched = wanted.len(), spooled = outcome.spooled, "resync batch committed");
+            if outcome.spooled > 0 {
+                self.wake.notify_one();
+            }
+            if let Some(to) = move_to {
+                move_committed(s, &set, to).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Fetch one chunk of UIDs (consecutive in the mailbox's sorted UID list).
     async fn fetch(
         &self,
@@ -486,9 +584,28 @@ impl Puller {
                 return Err(PullError::Protocol("empty fetch chunk".into()));
             }
         };
-        let set = format!("{first}:{last}");
+        self.fetch_set(
+            s,
+            ch,
+            uidvalidity,
+            &format!("{first}:{last}"),
+            (first, last),
+        )
+        .await
+    }
+
+    /// Fetch the messages of UID `set` (within `first..=last`); the batch's
+    /// checkpoint is `last`.
+    async fn fetch_set(
+        &self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        uidvalidity: u32,
+        set: &str,
+        (first, last): (u32, u32),
+    ) -> Result<PulledBatch, PullError> {
         let fetches: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
-            let stream = s.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+            let stream = s.uid_fetch(set, "(UID BODY.PEEK[])").await?;
             stream.try_collect().await
         })
         .await?;
@@ -527,6 +644,9 @@ impl Puller {
             .collect();
         messages.sort_by_key(|(uid, _)| *uid);
         messages.dedup_by_key(|(uid, _)| *uid);
+        let bytes: usize = messages.iter().map(|(_, m)| m.spool.raw.len()).sum();
+        metrics::counter!("postdesk_pull_bytes_total", "channel" => ch.id.clone())
+            .increment(bytes as u64);
         Ok(PulledBatch {
             channel: ch.id.clone(),
             folder: self.folder.clone(),
@@ -535,6 +655,7 @@ impl Puller {
                 last_uid: last,
             },
             messages: messages.into_iter().map(|(_, m)| m).collect(),
+            known_unfetched: 0,
         })
     }
 }

@@ -41,6 +41,9 @@ pub struct PulledBatch {
     pub folder: String,
     pub checkpoint: Checkpoint,
     pub messages: Vec<PulledMessage>,
+    /// Messages of the batch's range not fetched at all because the channel
+    /// already has their Message-ID (a resync); counted as skipped.
+    pub known_unfetched: usize,
 }
 
 /// What a pulled batch did.
@@ -170,6 +173,29 @@ fn set_checkpoint(
 
 /// Whether this channel already has the message: the same bytes in the
 /// spool, or the same Message-ID among its stored messages.
+/// The Message-IDs among `ids` that `channel` already has a message with.
+pub(crate) fn known_message_ids(
+    conn: &Connection,
+    channel: &str,
+    ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE channel = ?1 AND dedupe_key = ?2 LIMIT 1")?;
+    let mut out = Vec::new();
+    for id in ids {
+        if stmt
+            .query_row(params![channel, format!("mid:{id}")], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .is_some()
+        {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
 fn known(conn: &Connection, channel: &str, m: &PulledMessage) -> Result<bool, StoreError> {
     let by_hash: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM spool WHERE channel = ?1 AND content_hash = ?2 LIMIT 1")?
@@ -195,7 +221,10 @@ pub(crate) fn spool_pulled(
     batch: &PulledBatch,
     insert: impl Fn(&Connection, &NewSpool, &str) -> Result<super::SpoolId, StoreError>,
 ) -> Result<PulledOutcome, StoreError> {
-    let mut out = PulledOutcome::default();
+    let mut out = PulledOutcome {
+        skipped: batch.known_unfetched,
+        ..Default::default()
+    };
     for m in &batch.messages {
         if known(conn, &batch.channel, m)? {
             out.skipped += 1;
@@ -307,6 +336,7 @@ mod tests {
 
     fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage>) -> PulledBatch {
         PulledBatch {
+            known_unfetched: 0,
             channel: "mailbox".into(),
             folder: "INBOX".into(),
             checkpoint: Checkpoint {

@@ -143,6 +143,9 @@ pub trait Store: Send + Sync + 'static {
     /// bytes spooled, or same Message-ID stored) are skipped, so a resync or
     /// a re-fetch after a crash does not flood the spool.
     fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome>;
+    /// The Message-IDs among `ids` that `channel` already has a message with
+    /// (a resync fetches only the others' bodies).
+    fn known_message_ids(&self, channel: String, ids: Vec<String>) -> StoreFuture<'_, Vec<String>>;
     /// Start a mailbox over under a new UIDVALIDITY (last UID 0).
     fn reset_checkpoint(
         &self,

@@ -1044,6 +1044,10 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn known_message_ids(&self, channel: String, ids: Vec<String>) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(self.read(move |c| super::mailbox::known_message_ids(c, &channel, &ids)))
+    }
+
     fn reset_checkpoint(
         &self,
         channel: String,
