@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use crate::store::SpoolEntry;
 
 /// Most entries held before the handoff overflows.
-const MAX_ENTRIES: usize = 4096;
+pub(crate) const MAX_ENTRIES: usize = 4096;
 /// Most message bytes held before the handoff overflows.
 const MAX_BYTES: usize = 64 << 20;
 

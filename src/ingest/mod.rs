@@ -463,6 +463,113 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{NewSpool, SpoolSource, SqliteStore, StoreStatus};
+
+    const CONFIG: &str = "[company]\nname = \"Acme\"\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
+
+    fn ingestor(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, Ingestor) {
+        let config = crate::config::parse(CONFIG, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), 5000, 256).expect("store"));
+        let ingestor = Ingestor {
+            store: store.clone(),
+            live: Arc::new(Live::new(config)),
+            wake: Arc::new(Notify::new()),
+            handoff: Arc::new(handoff::Handoff::default()),
+        };
+        (store, ingestor)
+    }
+
+    /// Commit `n` distinct messages to the spool (grouped, as sessions do).
+    async fn spool(store: &Arc<SqliteStore>, n: usize) -> Vec<SpoolEntry> {
+        let mut out = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+            let commits = chunk.iter().map(|i| {
+                store.spool(NewSpool {
+                    source: SpoolSource::Smtp,
+                    mail_from: format!("c{i}@customer.example"),
+                    rcpt_to: vec!["support@acme.example".into()],
+                    client_ip: None,
+                    helo: None,
+                    tls: false,
+                    channel: None,
+                    raw: format!(
+                        "From: c{i}@customer.example\r\nMessage-ID: <m{i}@customer.example>\r\nSubject: {i}\r\n\r\nhello\r\n"
+                    )
+                    .into_bytes(),
+                })
+            });
+            for e in futures_util::future::join_all(commits).await {
+                out.push(e.expect("spool"));
+            }
+        }
+        out
+    }
+
+    async fn status(store: &SqliteStore) -> StoreStatus {
+        store.status().await.expect("status")
+    }
+
+    #[tokio::test]
+    async fn an_overflowing_handoff_falls_back_to_the_spool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, ingest) = ingestor(&dir);
+        let n = handoff::MAX_ENTRIES + 5;
+        for e in spool(&store, n).await {
+            ingest.handoff.push(e);
+        }
+        // The handoff dropped what it held: the next round reads the spool.
+        let round = ingest.run_once(false).await.expect("round");
+        assert_eq!(
+            round,
+            Round {
+                handled: BATCH,
+                scanned: true
+            }
+        );
+        // Then it is empty (not scanned again) until a scan drains the rest.
+        let round = ingest.run_once(false).await.expect("round");
+        assert_eq!(
+            round,
+            Round {
+                handled: 0,
+                scanned: false
+            }
+        );
+        let mut rounds = 0;
+        while ingest.run_once(true).await.expect("round").handled > 0 {
+            rounds += 1;
+        }
+        assert_eq!(rounds, (n - BATCH).div_ceil(BATCH));
+        let st = status(&store).await;
+        assert_eq!((st.tickets, st.spool_pending), (n as i64, 0), "{st:?}");
+    }
+
+    #[tokio::test]
+    async fn run_drains_what_a_crash_left_then_stops_when_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, ingest) = ingestor(&dir);
+        // Committed but never handed over, as after a crash.
+        spool(&store, 100).await;
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(ingest.run(stop.clone()));
+        let mut done = false;
+        for _ in 0..500 {
+            if status(&store).await.tickets == 100 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(done, "not drained: {:?}", status(&store).await);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("stopped")
+            .expect("no panic");
+        assert_eq!(status(&store).await.spool_pending, 0);
+    }
 
     #[test]
     fn a_panic_in_planning_parks_the_message() {
