@@ -645,6 +645,21 @@ fn in_savepoint<T>(
     }
 }
 
+/// The ticket `m` already went to, when the channel has its dedupe key.
+fn duplicate(conn: &Connection, m: &InboundMessage) -> Result<Option<Delivered>, StoreError> {
+    let ticket: Option<i64> = conn
+        .prepare_cached("SELECT ticket_id FROM messages WHERE channel = ?1 AND dedupe_key = ?2")?
+        .query_row(params![m.channel, m.dedupe_key], |r| r.get(0))
+        .optional()?;
+    Ok(ticket.map(|t| Delivered {
+        channel: m.channel.clone(),
+        ticket: TicketId(t),
+        created: false,
+        duplicate: true,
+        owner: None,
+    }))
+}
+
 fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
     let mut out = InboundOutcome::default();
     // Mark the entry done first, and only if it is still pending: an entry
@@ -661,20 +676,8 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
         return Ok(out);
     }
     for m in &plan.messages {
-        let dup: Option<i64> = conn
-            .prepare_cached(
-                "SELECT ticket_id FROM messages WHERE channel = ?1 AND dedupe_key = ?2",
-            )?
-            .query_row(params![m.channel, m.dedupe_key], |r| r.get(0))
-            .optional()?;
-        if let Some(t) = dup {
-            out.delivered.push(Delivered {
-                channel: m.channel.clone(),
-                ticket: TicketId(t),
-                created: false,
-                duplicate: true,
-                owner: None,
-            });
+        if let Some(dup) = duplicate(conn, m)? {
+            out.delivered.push(dup);
             continue;
         }
         // A bounce of our own reply joins that reply's ticket: no contact
@@ -912,20 +915,8 @@ impl Store for SqliteStore {
                 // first one did, and store nothing, not even a spool row.
                 let mut replay = InboundOutcome::default();
                 for m in &messages {
-                    let dup: Option<i64> = c
-                        .prepare_cached(
-                            "SELECT ticket_id FROM messages WHERE channel = ?1 AND dedupe_key = ?2",
-                        )?
-                        .query_row(params![m.channel, m.dedupe_key], |r| r.get(0))
-                        .optional()?;
-                    if let Some(t) = dup {
-                        replay.delivered.push(Delivered {
-                            channel: m.channel.clone(),
-                            ticket: TicketId(t),
-                            created: false,
-                            duplicate: true,
-                            owner: None,
-                        });
+                    if let Some(dup) = duplicate(c, m)? {
+                        replay.delivered.push(dup);
                     }
                 }
                 if !messages.is_empty() && replay.delivered.len() == messages.len() {
