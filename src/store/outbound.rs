@@ -144,15 +144,19 @@ pub(crate) fn queue_reply(
         Some(k) => format!("idem:{}:{k}", r.author),
         None => format!("mid:{}", r.message_id),
     };
-    let existing: Option<(i64, String, Option<String>, i64)> = conn
-        .prepare_cached(
-            "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
-             WHERE m.channel = ?1 AND m.dedupe_key = ?2",
-        )?
-        .query_row(params![r.channel, dedupe_key], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .optional()?;
+    // Without a key the Message-ID was just made: nothing to look up.
+    let existing: Option<(i64, String, Option<String>, i64)> = match &r.idempotency_key {
+        None => None,
+        Some(_) => conn
+            .prepare_cached(
+                "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
+                 WHERE m.channel = ?1 AND m.dedupe_key = ?2",
+            )?
+            .query_row(params![r.channel, dedupe_key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()?,
+    };
     if let Some((outbox_id, message_id, delivery, ticket)) = existing {
         if ticket != r.ticket.0 {
             return Err(StoreError::Invalid(format!(
