@@ -60,6 +60,15 @@ fn relay_keys(port: u16) -> String {
     format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\npool_size = 2\ntimeout_secs = 10")
 }
 
+/// The first ticket: a customer's mail to support@ with `subject` and
+/// Message-ID `msgid`; returns its number.
+fn support_ticket(d: &Daemon, subject: &str, msgid: &str) -> i64 {
+    customer_mail(d, "support@acme.example", subject, msgid, &[]);
+    d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
+        .as_i64()
+        .expect("number")
+}
+
 /// A customer's mail to `to` with a fixed Message-ID; waits for its ticket.
 fn customer_mail(d: &Daemon, to: &str, subject: &str, msgid: &str, extra: &[&str]) {
     let hdr = format!("Message-Id: <{msgid}>");
@@ -266,16 +275,7 @@ fn replies_arrive_in_postfix_maildir_and_thread_back() {
 fn relay_down_then_up_delivers_exactly_once() {
     let port = free_port();
     let d = Daemon::start_relay("", &relay_keys(port), PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Down",
-        "down1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Down", "down1@customer.example");
     let q = reply(
         &d,
         &d.token("ann"),
@@ -319,16 +319,7 @@ fn relay_451_twice_then_250_is_sent() {
         "250 2.0.0 queued as ABC123",
     ]);
     let d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Greylist",
-        "g1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Greylist", "g1@customer.example");
     reply(&d, &d.token("ann"), t, json!({"text": "Retry me."}));
     let m = wait_delivery(&d, t, "sent");
     assert!(
@@ -368,16 +359,7 @@ fn relay_silent_after_the_data_is_a_timeout_and_retried() {
         relay.port
     );
     let d = Daemon::start_relay("", &keys, PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Slow relay",
-        "s1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Slow relay", "s1@customer.example");
     reply(&d, &d.token("ann"), t, json!({"text": "Patience."}));
     let m = wait_delivery(&d, t, "sent");
     assert!(
@@ -408,16 +390,7 @@ fn relay_silent_after_the_data_is_a_timeout_and_retried() {
 fn relay_550_fails_with_the_reply_text() {
     let relay = ScriptedRelay::start(&["550 5.1.1 <carol@customer.example>: mailbox unknown"]);
     let d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Bounce",
-        "b1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Bounce", "b1@customer.example");
     reply(&d, &d.token("ann"), t, json!({"text": "This will bounce."}));
     let m = wait_delivery(&d, t, "failed");
     let detail = m["delivery_detail"].as_str().unwrap_or("");
@@ -446,16 +419,7 @@ fn kill_9_with_200_queued_then_restart_delivers_all() {
     let down = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut d = Daemon::start_full(dir, "", Some(&relay_keys(down)), PEOPLE, None);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Many",
-        "k1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Many", "k1@customer.example");
     let token = d.token("ann");
     let mut ids = Vec::new();
     for i in 0..200 {
@@ -512,16 +476,7 @@ fn relay_auth_uses_the_password_file() {
         relay_keys(relay.port)
     );
     let d = Daemon::start_full(dir, "", Some(&keys), PEOPLE, None);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Auth",
-        "a1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Auth", "a1@customer.example");
     reply(&d, &d.token("ann"), t, json!({"text": "Authenticated."}));
     wait_delivery(&d, t, "sent");
     let seen = relay.auth.lock().expect("lock").clone();
@@ -540,16 +495,7 @@ fn kill_9_while_sending_repeats_only_in_the_window() {
     // A relay slow enough (20 ms a message) that the kill lands mid-send.
     let relay = ScriptedRelay::start(&["sleep:20 250 2.0.0 ok"]);
     let mut d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Busy",
-        "w1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Busy", "w1@customer.example");
     let token = d.token("ann");
     let mut ids = Vec::new();
     for i in 0..200 {
@@ -688,16 +634,7 @@ fn relay_tls_starttls_and_implicit() {
 fn reply_can_cc_the_thread() {
     let relay = ScriptedRelay::start(&["250 2.0.0 ok"]);
     let d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Team issue",
-        "cc1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Team issue", "cc1@customer.example");
     // A colleague of the customer writes into the same thread.
     let (ok, out) = swaks(
         d.smtp,
@@ -764,16 +701,7 @@ fn reply_can_cc_the_thread() {
 fn sigterm_finishes_the_send_in_flight() {
     let relay = ScriptedRelay::start(&["sleep:3000 250 2.0.0 slow but ok"]);
     let mut d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
-    customer_mail(
-        &d,
-        "support@acme.example",
-        "Slow",
-        "sl1@customer.example",
-        &[],
-    );
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = support_ticket(&d, "Slow", "sl1@customer.example");
     reply(&d, &d.token("ann"), t, json!({"text": "Slowly."}));
     wait_for(Duration::from_secs(30), || {
         (relay.transactions.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
