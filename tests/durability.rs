@@ -10,13 +10,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::smtp::{Client, message};
-use common::{ACME, Daemon, wait_for};
+use common::{ACME, Daemon, Tmpfs, wait_for};
 
 /// Send one message on a fresh or reused connection; Ok(true) = 250.
 fn try_send(conn: &mut Option<Client>, addr: SocketAddr, id: &str) -> Result<bool, ()> {
@@ -139,39 +138,6 @@ fn kill_9_twice_under_load_loses_and_duplicates_nothing() {
     let status = d.cli_json(&["status", "--json"]);
     assert_eq!(status["store"]["messages"], 2000, "{status}");
     assert_eq!(status["store"]["spool_failed"], 0, "{status}");
-}
-
-/// A tmpfs of `size` mounted at `dir` (root only: CI and tests run as root here).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("mount");
-        assert!(
-            st.success(),
-            "mounting a tmpfs needs root (the disk-full test simulates a full disk with one)"
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-    fn resize(&self, size: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "remount failed");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

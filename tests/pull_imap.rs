@@ -535,6 +535,37 @@ fn disabled_channel_pauses_its_puller() {
 }
 
 #[test]
+fn a_full_store_mid_pull_loses_and_duplicates_nothing() {
+    // 30 × 100 KB waiting, the store on a 2 MB tmpfs: batches commit until
+    // the disk is full, the failed batch is not checkpointed, the puller
+    // backs off and reconnects; once there is room again every message is
+    // pulled exactly once.
+    let dc = Dovecot::start(None);
+    for i in 0..30 {
+        dc.deliver(&message(i, 100 * 1024));
+    }
+    let disk = tempfile::tempdir().expect("tempdir");
+    let fs = common::Tmpfs::mount(&disk.path().join("small"), "2m");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let pw = dc.password_file(secrets.path());
+    let d = Daemon::start_in(
+        tempfile::tempdir().expect("tempdir"),
+        "",
+        &format!(
+            "{ACME}{}",
+            imap_channel("mailbox", "help@acme.example", &dc, &pw, "batch_size = 4")
+        ),
+        Some(&fs.0.join("postdesk.sqlite")),
+    );
+    let full = wait_for(LONG, || d.log_text().contains("storage full").then_some(()));
+    assert!(full.is_some(), "the store never filled:\n{}", d.log_text());
+    assert!(d.tickets().len() < 30);
+    fs.resize("64m");
+    assert_exactly(&d, 30);
+    assert_eq!(mailbox(&d, "mailbox")["last_uid"], 30);
+}
+
+#[test]
 fn move_to_moves_pulled_mail_after_commit() {
     let dc = Dovecot::start(None);
     for i in 0..5 {

@@ -350,3 +350,36 @@ pub fn python(script: &str, server: SocketAddr, extra: &[&str]) -> (bool, String
 pub fn messages(ticket: &Value) -> &Vec<Value> {
     ticket["messages"].as_array().expect("messages array")
 }
+
+/// A tmpfs of `size` mounted at `dir` (root only: CI and tests run as root here).
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (the disk-full test simulates a full disk with one)"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
