@@ -310,6 +310,90 @@ fn submissions_open_tickets_and_bad_input_stores_nothing() {
     );
 }
 
+/// A `multipart/form-data` body: (name, filename, content) parts.
+fn multipart(parts: &[(&str, Option<&str>, &str)]) -> String {
+    let mut body = String::new();
+    for (name, file, content) in parts {
+        body.push_str("--XyZzy42\r\n");
+        match file {
+            Some(f) => body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )),
+            None => body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+            )),
+        }
+        body.push_str(content);
+        body.push_str("\r\n");
+    }
+    body.push_str("--XyZzy42--\r\n");
+    body
+}
+
+const MULTIPART: &str = "multipart/form-data; boundary=XyZzy42";
+
+#[test]
+fn multipart_posts_are_taken_and_files_refused() {
+    let d = Daemon::start("", CONFIG);
+    // What a browser posts for <form enctype="multipart/form-data">, with
+    // an optional file input left empty.
+    let body = multipart(&[
+        ("email", None, "dora@customer.example"),
+        ("name", None, "Dora Küster"),
+        ("subject", None, "Grüße aus Köln"),
+        ("message", None, "Zeile eins\r\nZeile zwei"),
+        ("plan", None, "pro"),
+        ("attachment", Some(""), ""),
+    ]);
+    let (s, v) = post(&d, "web", Some(MULTIPART), &body);
+    assert_eq!((s, &v), (201, &json!({"received": true})));
+    let t = &d.tickets()[0];
+    assert_eq!(t["subject"], "Grüße aus Köln");
+    assert_eq!(t["contact"]["email"], "dora@customer.example");
+    assert_eq!(t["contact"]["name"], "Dora Küster");
+    let shown = d.ticket(t["number"].as_i64().expect("number"));
+    let text = messages(&shown)[0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        text.starts_with("Zeile eins\r\nZeile zwei") || text.starts_with("Zeile eins\nZeile zwei"),
+        "{text}"
+    );
+    assert!(text.contains("Plan: pro"), "{text}");
+
+    // A file is refused, and nothing is stored; so is a body without its boundary.
+    let before = counts(&d);
+    let with_file = multipart(&[
+        ("email", None, "eve@customer.example"),
+        ("message", None, "see attached"),
+        ("attachment", Some("invoice.pdf"), "%PDF-1.4 ..."),
+    ]);
+    let (s, v) = post(&d, "web", Some(MULTIPART), &with_file);
+    assert_eq!((s, code(&v)), (415, "unsupported_media_type"), "{v}");
+    let (s, v) = post(&d, "web", Some("multipart/form-data"), &with_file);
+    assert_eq!((s, code(&v)), (400, "bad_request"), "{v}");
+    assert_eq!(counts(&d), before);
+
+    // A plain multipart form post to a form with redirect_url: 303 there.
+    let body = multipart(&[
+        ("email", None, "finn@customer.example"),
+        ("message", None, "hello"),
+    ]);
+    let resp = head(
+        &d,
+        &format!(
+            "POST /api/v1/forms/site/submissions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {MULTIPART}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(resp.starts_with("http/1.1 303"), "{resp}");
+    assert!(
+        resp.contains("location: https://www.acme.example/thanks"),
+        "{resp}"
+    );
+}
+
 #[test]
 fn rate_limit_and_disabled_form() {
     let d = Daemon::start("", CONFIG);

@@ -2,8 +2,9 @@
 //! websites (no bearer token).
 //!
 //! `{id}` is a channel of kind `form`. The body is JSON (an object of strings;
-//! numbers and booleans are taken as text, arrays as repeated fields) or
-//! `application/x-www-form-urlencoded`, as an HTML form posts it. The
+//! numbers and booleans are taken as text, arrays as repeated fields),
+//! `application/x-www-form-urlencoded` or `multipart/form-data` (text fields;
+//! a file is refused), as an HTML form posts it. The
 //! submission is checked against the channel's `[channels.form]`
 //! ([`crate::ingest::submit`]) and committed with
 //! [`crate::store::Store::submit`]: contact by the email field, a new ticket
@@ -96,15 +97,17 @@ fn too_large(m: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
 }
 
-/// Whether the request body is a plain HTML form post (URL-encoded).
+/// Whether the request body is a plain HTML form post (URL-encoded or
+/// multipart, as a browser sends a `<form>`).
 fn is_html_form(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                || v.eq_ignore_ascii_case("multipart/form-data")
         })
 }
 
@@ -217,11 +220,15 @@ async fn accept(
             "too many submissions from this address; try again in a minute",
         ));
     }
-    let content_type = req
+    let header = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    let content_type = header
+        .split(';')
+        .next()
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let body = axum::body::to_bytes(req.into_body(), MAX_FORM_BODY)
@@ -230,12 +237,13 @@ async fn accept(
     let pairs = match content_type.as_str() {
         "application/json" => json_pairs(&body)?,
         "application/x-www-form-urlencoded" => form_urlencoded::parse(&body).into_owned().collect(),
+        "multipart/form-data" => multipart_pairs(&header, body).await?,
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
-                    "content type {other:?}: post application/json or application/x-www-form-urlencoded"
+                    "content type {other:?}: post application/json, application/x-www-form-urlencoded or multipart/form-data"
                 ),
             ));
         }
@@ -329,6 +337,42 @@ fn submit_error(e: SubmitError) -> ApiError {
     } else {
         ApiError::bad_request(e.to_string())
     }
+}
+
+/// The text fields of a `multipart/form-data` body (what an HTML form with
+/// `enctype="multipart/form-data"` posts). A file input left empty is
+/// ignored; a file is refused (415): a form submission here is text.
+async fn multipart_pairs(
+    content_type: &str,
+    body: axum::body::Bytes,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |e: multer::Error| ApiError::bad_request(format!("malformed multipart body: {e}"));
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut pairs = Vec::new();
+    while let Some(field) = parts.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let file = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(bad)?;
+        match file {
+            Some(f) if f.is_empty() && bytes.is_empty() => continue,
+            Some(f) => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("field {name:?} is a file ({f:?}): forms take text fields only"),
+                ));
+            }
+            None => {
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    ApiError::bad_request(format!("field {name:?} is not UTF-8 text"))
+                })?;
+                pairs.push((name, text));
+            }
+        }
+    }
+    Ok(pairs)
 }
 
 /// A JSON object's members as (name, value) text pairs.
