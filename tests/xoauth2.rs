@@ -34,6 +34,8 @@ struct Seen {
     accepted: Vec<(String, Vec<u8>)>,
     /// Connections accepted, and the most open at one time.
     connections: usize,
+    /// Sessions the client ended with QUIT.
+    quits: usize,
     open: usize,
     max_open: usize,
 }
@@ -248,6 +250,7 @@ fn serve<S: std::io::Read + Write>(
             r.get_mut()
                 .write_all(b"250 2.0.0 OK 1795687205 provider-queued\r\n")?;
         } else if verb.starts_with("QUIT") {
+            seen.lock().expect("lock").quits += 1;
             w.write_all(b"221 2.0.0 closing connection\r\n")?;
             w.flush()?;
             return Ok(End::Closed);
@@ -540,4 +543,63 @@ fn a_backlog_of_replies_shares_a_few_provider_connections() {
         seen.auths.len()
     );
     assert!(seen.auths.iter().all(|(_, _, ok)| *ok), "{:?}", seen.auths);
+}
+
+#[test]
+fn connections_of_a_replaced_token_end_with_quit() {
+    // Tokens that live 60 s are inside the 5-minute refresh margin: every
+    // reply gets a fresh token, so every send builds a new pool and closes
+    // the one before while its connection may still be sending. Such a
+    // connection must still say QUIT when it is done, not just vanish.
+    let oauth = OAuthServer::start();
+    oauth.set_expires_in(60);
+    let smtp = XoauthSmtp::start(
+        oauth.dir.path().join("state.json"),
+        0,
+        Duration::from_millis(300),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let granted = oauth.grant("desk@acme.example");
+    std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
+    let rest = format!(
+        "[company]\nname = \"Acme\"\n\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n{}",
+        provider_channel(
+            ("gmail", "gmail", "desk@acme.example"),
+            "refresh-token",
+            &oauth,
+            (free_port(), smtp.port),
+            "",
+        )
+    );
+    let mut d = Daemon::start_full(dir, "", None, &rest, None);
+    for i in 0..4 {
+        mail_to(&d, "desk@acme.example", &format!("q{i}@customer.example"));
+    }
+    d.wait_tickets(4, Duration::from_secs(30));
+    let token = d.token("ann");
+    let tickets: Vec<i64> = d
+        .tickets()
+        .iter()
+        .filter_map(|t| t["number"].as_i64())
+        .collect();
+    for t in &tickets {
+        reply(&d, &token, *t);
+    }
+    for t in &tickets {
+        wait_outbound(&d, *t, "reply not sent", |m| m["delivery"] == "sent");
+    }
+    // Stopping closes what is still idle; then every connection said QUIT.
+    assert_eq!(d.stop().code(), Some(0));
+    let seen = smtp.seen.lock().expect("lock");
+    assert_eq!(seen.accepted.len(), 4);
+    assert!(
+        seen.auths.len() >= 2,
+        "tokens were not renewed: {:?}",
+        seen.auths
+    );
+    assert_eq!(
+        seen.quits, seen.connections,
+        "{} connections, {} ended with QUIT",
+        seen.connections, seen.quits
+    );
 }

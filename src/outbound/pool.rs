@@ -186,6 +186,9 @@ pub struct Pool {
     target: SmtpTarget,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
     permits: Semaphore,
+    /// Set by [`Pool::close`]: connections still sending then end with QUIT
+    /// instead of going back to the idle list nobody will take them from.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -194,6 +197,7 @@ impl Pool {
             target,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -243,7 +247,9 @@ impl Pool {
         let mut conn = self.checkout().await?;
         match transaction(&mut conn, &self.target, envelope, raw).await {
             Ok(resp) => {
-                if let Ok(mut v) = self.idle.lock() {
+                if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
+                } else if let Ok(mut v) = self.idle.lock() {
                     v.push((conn, Instant::now()));
                 }
                 Ok(resp)
@@ -255,8 +261,10 @@ impl Pool {
         }
     }
 
-    /// Close every idle connection politely.
+    /// Close every idle connection politely, and those still sending once
+    /// they are done.
     pub async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         while let Some((mut conn, _)) = self.take_idle() {
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
         }
