@@ -69,23 +69,27 @@ pub(crate) fn find_outbound(
     Ok(None)
 }
 
-/// After the bounce itself was stored from `spool` on `ticket`: note the
-/// link on it, and mark the outbound message failed when the report says so
-/// (its outbox row too, if it is somehow still queued: never send again to
-/// an address that bounced).
+/// `classification` (JSON) with the bounced message's Message-ID noted in it
+/// (`bounced_message_id`), for the bounce's own message row.
+pub(crate) fn classification_with(classification: &str, b: &Bounced) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(classification)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    v["bounced_message_id"] = serde_json::Value::String(b.message_id.clone());
+    v.to_string()
+}
+
+/// After the bounce itself was stored on `b.ticket` (with
+/// [`classification_with`]): mark the outbound message failed when the
+/// report says so (its outbox row too, if it is somehow still queued: never
+/// send again to an address that bounced).
 pub(crate) fn record(
     conn: &Connection,
     b: &Bounced,
     link: &BounceLink,
-    channel: &str,
-    spool: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE messages SET classification = json_set(CASE WHEN json_valid(classification) THEN classification ELSE '{}' END, '$.bounced_message_id', ?1)
-         WHERE ticket_id = ?2 AND channel = ?3 AND spool_id = ?4 AND direction = 'inbound'",
-    )?
-    .execute(params![b.message_id, b.ticket, channel, spool])?;
     if link.failed {
         conn.prepare_cached(
             "UPDATE messages SET delivery = 'failed', delivery_detail = ?1 WHERE id = ?2",

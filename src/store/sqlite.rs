@@ -687,8 +687,12 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
             None => None,
         };
         if let (Some(b), Some(link)) = (&bounced, &m.bounce) {
-            insert_message(conn, b.ticket, plan.spool_id, m)?;
-            super::bounce::record(conn, b, link, &m.channel, plan.spool_id.0, now_ms())?;
+            let noted = InboundMessage {
+                classification: super::bounce::classification_with(&m.classification, b),
+                ..m.clone()
+            };
+            insert_message(conn, b.ticket, plan.spool_id, &noted)?;
+            super::bounce::record(conn, b, link, now_ms())?;
             out.delivered.push(Delivered {
                 channel: m.channel.clone(),
                 ticket: TicketId(b.ticket),
