@@ -14,7 +14,11 @@
 //! wal-index publishes, and with `synchronous=FULL` (the only setting the
 //! store uses, and the only one [`open`] allows) SQLite syncs the WAL before it
 //! publishes a commit's frames — so they are in the file first. A crash loses
-//! only what was never synced, exactly as without this layer. A failed
+//! only what was never synced, exactly as without this layer. What is still
+//! held when the connection gives up the WAL's write lock belongs to a
+//! transaction that did not commit (frames a large transaction spilled, then
+//! rolled back): it is dropped there, never written later over frames
+//! another writer has committed since. The same at close. A failed
 //! flush is reported by the call that triggered it (`SQLITE_FULL` on a full
 //! disk), which fails the transaction as a failed write would have.
 //!
@@ -27,6 +31,7 @@
 //! file and the database file's size steps. Must not: buffer anything but a WAL file, or be used by a
 //! connection whose commits do not sync.
 
+use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -93,6 +98,32 @@ struct File {
     pending: *mut Pending,
     /// The main database file: its size moves in `CHUNK` steps.
     main_db: bool,
+}
+
+thread_local! {
+    /// The WAL file this thread's connection holds unsynced writes for (set
+    /// when it starts holding some; a connection is used by one thread at a
+    /// time, and holds writes only under the WAL's write lock).
+    static HOLDING: Cell<*mut File> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The wal-index lock slot of the WAL's write lock (SQLite's WAL_WRITE_LOCK).
+const WAL_WRITE_LOCK: c_int = 0;
+
+/// Drop what `f` holds without writing it.
+unsafe fn discard(f: *mut File) {
+    // SAFETY: `f` is an open file of ours (see HOLDING); `pending` is owned
+    // by it.
+    unsafe {
+        let pending = (*f).pending;
+        if !pending.is_null() && !(*pending).bytes.is_empty() {
+            tracing::debug!(
+                bytes = (*pending).bytes.len(),
+                "uncommitted WAL writes dropped"
+            );
+            (*pending).bytes.clear();
+        }
+    }
 }
 
 /// Consecutive writes starting at `start`.
@@ -260,15 +291,18 @@ unsafe fn flushed(f: *mut ffi::sqlite3_file, then: impl FnOnce() -> c_int) -> c_
 unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes each successfully opened file once.
     unsafe {
-        let rc = flush(f);
         let this = f.cast::<File>();
+        // Anything still held was never committed (a commit syncs first).
+        if HOLDING.with(|h| h.get()) == this {
+            HOLDING.with(|h| h.set(std::ptr::null_mut()));
+        }
         if !(*this).pending.is_null() {
+            discard(this);
             drop(Box::from_raw((*this).pending));
             (*this).pending = std::ptr::null_mut();
         }
         let (inner, m) = methods(f);
-        let closed = m.xClose.map(|c| c(inner)).unwrap_or(ffi::SQLITE_OK);
-        if rc != ffi::SQLITE_OK { rc } else { closed }
+        m.xClose.map(|c| c(inner)).unwrap_or(ffi::SQLITE_OK)
     }
 }
 
@@ -309,6 +343,7 @@ unsafe extern "C" fn x_write(
                     return rc;
                 }
             }
+            HOLDING.with(|h| h.set(f.cast::<File>()));
             let p = &mut *pending;
             if p.bytes.is_empty() {
                 p.start = off;
@@ -479,8 +514,16 @@ unsafe extern "C" fn x_shm_lock(
     n: c_int,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: forwarding to the inner file.
+    // SAFETY: forwarding to the inner file; HOLDING is null or an open WAL
+    // file of this thread's connection.
     unsafe {
+        // Giving up the write lock: what is still held did not commit.
+        if offset == WAL_WRITE_LOCK && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE {
+            let held = HOLDING.with(|h| h.replace(std::ptr::null_mut()));
+            if !held.is_null() {
+                discard(held);
+            }
+        }
         let (inner, m) = methods(f);
         match m.xShmLock {
             Some(lock) if m.iVersion >= 2 => lock(inner, offset, n, flags),
@@ -698,6 +741,52 @@ mod tests {
             expected(&SIZES),
             "every committed row recovered from the copy"
         );
+    }
+
+    #[test]
+    fn a_rolled_back_spill_never_lands_on_another_writers_frames() {
+        // A transaction larger than the page cache spills frames to the WAL
+        // before it commits; rolled back, those held bytes must not be written
+        // later over frames another connection committed meanwhile.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let c = writer(&path);
+        let _: i64 = c
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .expect("checkpoint");
+        c.execute_batch("PRAGMA cache_size = 20; BEGIN")
+            .expect("begin");
+        for i in 0..40 {
+            c.execute("INSERT INTO t (body) VALUES (?1)", [body(i, 20_000)])
+                .expect("insert");
+        }
+        c.execute_batch("ROLLBACK").expect("rollback");
+        // Another writer (as the CLI is) commits at the same WAL offsets.
+        let other = Connection::open(&path).expect("other");
+        other
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0")
+            .expect("pragmas");
+        for i in 0..200 {
+            other
+                .execute("INSERT INTO t (body) VALUES (?1)", [body(i, 100)])
+                .expect("insert");
+        }
+        // Our connection reads, then closes while the other is still open.
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 200);
+        drop(c);
+        let fresh = Connection::open(&path).expect("fresh");
+        let ok: String = fresh
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(ok, "ok");
+        let n: i64 = fresh
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 200);
+        drop(other);
     }
 
     #[test]
