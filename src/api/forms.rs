@@ -196,20 +196,13 @@ async fn accept(
         .channel(id)
         .filter(|c| c.kind == ChannelKind::Form)
         .ok_or_else(|| ApiError::not_found(format!("form {id:?} not found")))?;
-    if let Err(e) = super::open::check_enabled(&s, channel, || {
-        format!("form {id:?} is not accepting submissions")
-    })
-    .await
-    {
-        count("disabled");
-        return Err(e);
-    }
     let form = &channel.form;
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical());
     let ip = peer.map(|p| client_ip(p, req.headers(), &config.http.trusted_proxies));
+    // The rate limit first: a flood costs no store reads.
     if let Some(ip) = ip
         && !limits.allow(&channel.id, form.rate_limit_per_minute, ip)
     {
@@ -219,6 +212,14 @@ async fn accept(
             "rate_limited",
             "too many submissions from this address; try again in a minute",
         ));
+    }
+    if let Err(e) = super::open::check_enabled(&s, channel, || {
+        format!("form {id:?} is not accepting submissions")
+    })
+    .await
+    {
+        count("disabled");
+        return Err(e);
     }
     let header = req
         .headers()

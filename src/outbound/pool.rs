@@ -247,10 +247,18 @@ impl Pool {
         let mut conn = self.checkout().await?;
         match transaction(&mut conn, &self.target, envelope, raw).await {
             Ok(resp) => {
-                if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                // Checked under the idle list's lock, which close() takes to
+                // set the flag: a connection either goes back before close()
+                // empties the list, or sees the flag and QUITs.
+                let back = match self.idle.lock() {
+                    Ok(mut v) if !self.closed.load(std::sync::atomic::Ordering::SeqCst) => {
+                        v.push((conn, Instant::now()));
+                        None
+                    }
+                    _ => Some(conn),
+                };
+                if let Some(mut conn) = back {
                     let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
-                } else if let Ok(mut v) = self.idle.lock() {
-                    v.push((conn, Instant::now()));
                 }
                 Ok(resp)
             }
@@ -264,7 +272,9 @@ impl Pool {
     /// Close every idle connection politely, and those still sending once
     /// they are done.
     pub async fn close(&self) {
+        let idle = self.idle.lock();
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(idle);
         while let Some((mut conn, _)) = self.take_idle() {
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
         }
@@ -282,6 +292,10 @@ pub struct ProviderKey {
     pub user: String,
     pub token: String,
     pub size: usize,
+    /// Our EHLO name and the timeout (`smtp.hostname`, `relay.timeout_secs`):
+    /// a reload changing them starts a new pool too.
+    pub hello: String,
+    pub timeout: Duration,
 }
 
 /// One pool per provider channel (gmail/office365 replies over XOAUTH2), so
@@ -318,14 +332,22 @@ impl ProviderPools {
             }
         };
         if let Some(old) = stale {
-            old.close().await;
+            // Not on this reply's time: QUITs can take a while.
+            tokio::spawn(async move { old.close().await });
         }
         pool
     }
 
-    /// Drop the channel's pool (its token was refused).
-    pub async fn forget(&self, channel: &str) {
-        let old = self.pools.lock().ok().and_then(|mut p| p.remove(channel));
+    /// Drop the channel's pool if it is still the one built for `key` (its
+    /// token was refused; a newer pool, with a fresher token, stays).
+    pub async fn forget(&self, channel: &str, key: &ProviderKey) {
+        let old = self.pools.lock().ok().and_then(|mut p| {
+            if p.get(channel).is_some_and(|(k, _)| k == key) {
+                p.remove(channel)
+            } else {
+                None
+            }
+        });
         if let Some((_, p)) = old {
             p.close().await;
         }

@@ -369,13 +369,15 @@ async fn deliver(
                 user,
                 token,
                 size: channel.smtp_connections(),
+                hello: config.smtp.hostname.clone(),
+                timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
             };
             let target = || SmtpTarget {
                 host: key.host.clone(),
                 port,
                 tls,
-                hello: config.smtp.hostname.clone(),
-                timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
+                hello: key.hello.clone(),
+                timeout: key.timeout,
                 ca_file: key.ca_file.clone(),
                 credentials: Some(Credentials::new(key.user.clone(), key.token.clone())),
                 mechanisms: vec![Mechanism::Xoauth2],
@@ -383,7 +385,7 @@ async fn deliver(
             let pool = via.providers.pool(&channel.id, key.clone(), target).await;
             match pool.send(&envelope, &item.raw, stop).await {
                 Err(SendError::AuthRejected(e)) => {
-                    via.providers.forget(&channel.id).await;
+                    via.providers.forget(&channel.id, &key).await;
                     tokens.rejected(&channel.id).await;
                     return Err(SendError::AuthRejected(clean_reply(&format!(
                         "{host}:{port} refused the XOAUTH2 token: {e}"

@@ -83,6 +83,8 @@ async fn move_committed(s: &mut ImapSession, set: &str, to: &MoveTo) -> Result<(
     Ok(())
 }
 
+/// Messages moved per command when moving what earlier sessions left.
+const LEFTOVER_CHUNK: usize = 500;
 /// Bound on fetching one batch.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bound on other commands (SELECT, SEARCH, NOOP, LOGOUT, IDLE setup).
@@ -330,8 +332,12 @@ impl Puller {
             ),
             None => (can_idle, Duration::from_secs(60), 100, None),
         };
-        if let Some(to) = &move_to {
-            self.move_leftovers(&mut s, ch, &cp, to).await?;
+        if let Some(to) = &move_to
+            && let Err(e) = self.move_leftovers(&mut s, ch, &cp, to).await
+        {
+            // Not a reason to stop pulling new mail: tried again next session.
+            tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
+                "moving messages pulled earlier failed; new mail is still pulled");
         }
         loop {
             self.catch_up(
@@ -401,13 +407,21 @@ impl Puller {
         }
         let query = format!("UID 1:{}", cp.last_uid);
         let found = timed(COMMAND_TIMEOUT, "search", s.uid_search(&query)).await?;
-        let left = found.into_iter().filter(|u| *u <= cp.last_uid).count();
-        if left == 0 {
+        let mut left: Vec<u32> = found.into_iter().filter(|u| *u <= cp.last_uid).collect();
+        if left.is_empty() {
             return Ok(());
         }
-        tracing::info!(channel = %ch.id, folder = %self.folder, count = left, to = %to.folder,
+        left.sort_unstable();
+        tracing::info!(channel = %ch.id, folder = %self.folder, count = left.len(), to = %to.folder,
             "moving messages pulled earlier but not moved yet");
-        move_committed(s, &format!("1:{}", cp.last_uid), to).await
+        // A mailbox's whole history (move_to newly set) goes in pieces, each
+        // well inside the command timeout.
+        for piece in left.chunks(LEFTOVER_CHUNK) {
+            if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
+                move_committed(s, &format!("{first}:{last}"), to).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether the channel's configuration changed under a running session.

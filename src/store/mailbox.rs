@@ -171,8 +171,6 @@ fn set_checkpoint(
     Ok(())
 }
 
-/// Whether this channel already has the message: the same bytes in the
-/// spool, or the same Message-ID among its stored messages.
 /// The Message-IDs among `ids` that `channel` already has a message with.
 pub(crate) fn known_message_ids(
     conn: &Connection,
@@ -196,6 +194,8 @@ pub(crate) fn known_message_ids(
     Ok(out)
 }
 
+/// Whether this channel already has the message: the same bytes in the
+/// spool, or the same Message-ID among its stored messages.
 fn known(conn: &Connection, channel: &str, m: &PulledMessage) -> Result<bool, StoreError> {
     let by_hash: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM spool WHERE channel = ?1 AND content_hash = ?2 LIMIT 1")?
