@@ -101,9 +101,11 @@ struct File {
 }
 
 thread_local! {
-    /// The WAL file this thread's connection holds unsynced writes for (set
-    /// when it starts holding some; a connection is used by one thread at a
-    /// time, and holds writes only under the WAL's write lock).
+    /// The WAL file this thread's connection holds unsynced writes for: set
+    /// when it starts holding some, cleared as soon as it holds none (written
+    /// at a sync, dropped at the write lock's release or at close). A
+    /// connection is used by one thread at a time and holds writes only under
+    /// the WAL's write lock, so this never points to a file closed elsewhere.
     static HOLDING: Cell<*mut File> = const { Cell::new(std::ptr::null_mut()) };
 }
 
@@ -124,6 +126,7 @@ unsafe fn discard(f: *mut File) {
             (*pending).bytes.clear();
         }
     }
+    let_go(f);
 }
 
 /// Consecutive writes starting at `start`.
@@ -274,8 +277,20 @@ unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
         // Written or failed, the bytes are gone: a failed write fails the
         // transaction, and SQLite writes its frames again.
         p.bytes.clear();
+        let_go(f.cast::<File>());
         rc
     }
+}
+
+/// `f` holds nothing any more: forget it as this thread's holder, so the
+/// thread-local never outlives a hold (a connection may move to another
+/// thread between transactions, and be closed there).
+fn let_go(f: *mut File) {
+    HOLDING.with(|h| {
+        if h.get() == f {
+            h.set(std::ptr::null_mut());
+        }
+    });
 }
 
 /// Flush, then run `then` unless the flush failed.
@@ -293,9 +308,7 @@ unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let this = f.cast::<File>();
         // Anything still held was never committed (a commit syncs first).
-        if HOLDING.with(|h| h.get()) == this {
-            HOLDING.with(|h| h.set(std::ptr::null_mut()));
-        }
+        let_go(this);
         if !(*this).pending.is_null() {
             discard(this);
             drop(Box::from_raw((*this).pending));
@@ -787,6 +800,37 @@ mod tests {
             .expect("count");
         assert_eq!(n, 200);
         drop(other);
+    }
+
+    #[test]
+    fn a_thread_forgets_a_wal_file_once_it_holds_nothing() {
+        // The writer's connection is opened (and migrated) on one thread and
+        // used and closed on another: the opening thread must not keep a
+        // pointer to its WAL file past a commit.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let c = writer(&path);
+        c.execute("INSERT INTO t (body) VALUES (?1)", [body(1, 5000)])
+            .expect("insert");
+        assert!(
+            HOLDING.with(|h| h.get().is_null()),
+            "still set after a commit"
+        );
+        c.execute_batch("PRAGMA cache_size = 20; BEGIN")
+            .expect("begin");
+        for i in 0..40 {
+            c.execute("INSERT INTO t (body) VALUES (?1)", [body(i, 20_000)])
+                .expect("insert");
+        }
+        assert!(!HOLDING.with(|h| h.get().is_null()), "a spill is held");
+        c.execute_batch("ROLLBACK").expect("rollback");
+        assert!(
+            HOLDING.with(|h| h.get().is_null()),
+            "still set after a rollback"
+        );
+        std::thread::spawn(move || drop(c))
+            .join()
+            .expect("closed elsewhere");
     }
 
     #[test]
