@@ -52,6 +52,8 @@ trait WriteJob: Send {
     fn run(&mut self, conn: &Connection);
     /// Deliver the result once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+    /// The job's own error, if it failed.
+    fn failed_with(&self) -> Option<StoreError>;
 }
 
 struct Job<T, F> {
@@ -68,6 +70,13 @@ where
     fn run(&mut self, conn: &Connection) {
         if let Some(f) = self.f.take() {
             self.result = Some(in_savepoint(conn, "job", f));
+        }
+    }
+
+    fn failed_with(&self) -> Option<StoreError> {
+        match &self.result {
+            Some(Err(e)) => Some(clone_err(e)),
+            _ => None,
         }
     }
 
@@ -114,6 +123,19 @@ fn finish_open(conn: Connection, busy_timeout_ms: u64) -> Result<Connection, Sto
     Ok(conn)
 }
 
+/// A connection through [`wal_vfs`], which is only safe while every commit
+/// syncs the WAL: `finish_open` sets synchronous=FULL, checked here.
+fn wal_open(path: &Path, flags: OpenFlags, busy_timeout_ms: u64) -> Result<Connection, StoreError> {
+    let conn = finish_open(wal_vfs::open(path, flags)?, busy_timeout_ms)?;
+    let level: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if level < 2 {
+        return Err(StoreError::Schema(format!(
+            "synchronous is {level}, the WAL writer needs FULL (2) or EXTRA (3)"
+        )));
+    }
+    Ok(conn)
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
@@ -144,7 +166,7 @@ fn open_and_migrate(path: &Path, busy_timeout_ms: u64) -> Result<Connection, Sto
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = finish_open(wal_vfs::open(path, flags)?, busy_timeout_ms)?;
+    let mut conn = wal_open(path, flags, busy_timeout_ms)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Schema(format!(
@@ -196,11 +218,9 @@ impl SqliteStore {
         // No busy wait on this connection: a checkpoint that would have to
         // wait for readers (or block the writer while it waits) gives up and
         // is tried again on the next round.
-        let checkpointer = finish_open(
-            wal_vfs::open(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?,
+        let checkpointer = wal_open(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             0,
         )?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -373,6 +393,17 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
         job.run(conn);
+        // Some errors (I/O, a full disk) make SQLite roll the whole
+        // transaction back. The jobs after it must not run: outside a
+        // transaction each would commit on its own, and then be answered
+        // as failed with the rest.
+        if conn.is_autocommit() {
+            let e = job
+                .failed_with()
+                .unwrap_or_else(|| StoreError::Invalid("transaction rolled back by SQLite".into()));
+            tracing::warn!(error = %e, jobs = batch.len(), "store transaction rolled back");
+            return Err(e);
+        }
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         if !conn.is_autocommit() {

@@ -12,15 +12,16 @@
 //!
 //! Why that is safe: in WAL mode other connections only read frames that the
 //! wal-index publishes, and with `synchronous=FULL` (the only setting the
-//! store uses, and the only one [`open`] allows) SQLite syncs the WAL before it
+//! store uses; [`open`]'s callers check it) SQLite syncs the WAL before it
 //! publishes a commit's frames — so they are in the file first. A crash loses
-//! only what was never synced, exactly as without this layer. What is still
+//! only what was never synced, exactly as without this layer. A failed write
+//! of held bytes (a full disk) is answered to every later WAL call of the
+//! transaction — even when a read triggered it, whose failure alone would not
+//! end the transaction — so it cannot commit over the hole. What is still
 //! held when the connection gives up the WAL's write lock belongs to a
 //! transaction that did not commit (frames a large transaction spilled, then
 //! rolled back): it is dropped there, never written later over frames
-//! another writer has committed since. The same at close. A failed
-//! flush is reported by the call that triggered it (`SQLITE_FULL` on a full
-//! disk), which fails the transaction as a failed write would have.
+//! another writer has committed since. The same at close.
 //!
 //! The database file itself grows in 1 MiB steps (a checkpoint's size hint
 //! extends it once) instead of by one `write` past its end per page: on ext4
@@ -118,12 +119,15 @@ unsafe fn discard(f: *mut File) {
     // by it.
     unsafe {
         let pending = (*f).pending;
-        if !pending.is_null() && !(*pending).bytes.is_empty() {
-            tracing::debug!(
-                bytes = (*pending).bytes.len(),
-                "uncommitted WAL writes dropped"
-            );
-            (*pending).bytes.clear();
+        if !pending.is_null() {
+            if !(*pending).bytes.is_empty() {
+                tracing::debug!(
+                    bytes = (*pending).bytes.len(),
+                    "uncommitted WAL writes dropped"
+                );
+                (*pending).bytes.clear();
+            }
+            (*pending).failed = ffi::SQLITE_OK;
         }
     }
     let_go(f);
@@ -134,6 +138,10 @@ unsafe fn discard(f: *mut File) {
 struct Pending {
     start: i64,
     bytes: Vec<u8>,
+    /// A write of held bytes failed (full disk): SQLite believes those frames
+    /// are in the file. Every WAL operation answers this error until the
+    /// write lock is released (the transaction is over), so it cannot commit.
+    failed: c_int,
 }
 
 unsafe fn inner_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
@@ -256,28 +264,38 @@ unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: see `methods`; `pending` is null or owned by this file.
     unsafe {
         let pending = (*f.cast::<File>()).pending;
-        if pending.is_null() || (*pending).bytes.is_empty() {
+        if pending.is_null() {
+            return ffi::SQLITE_OK;
+        }
+        if (*pending).failed != ffi::SQLITE_OK {
+            return (*pending).failed;
+        }
+        if (*pending).bytes.is_empty() {
             return ffi::SQLITE_OK;
         }
         let (inner, m) = methods(f);
         let p = &mut *pending;
-        let Some(write) = m.xWrite else {
-            p.bytes.clear();
-            return ffi::SQLITE_IOERR_WRITE;
-        };
-        let mut rc = ffi::SQLITE_OK;
-        let mut at = p.start;
-        for chunk in p.bytes.chunks(MAX_WRITE) {
-            rc = write(inner, chunk.as_ptr().cast(), chunk.len() as c_int, at);
-            if rc != ffi::SQLITE_OK {
-                break;
+        let mut rc = ffi::SQLITE_IOERR_WRITE;
+        if let Some(write) = m.xWrite {
+            rc = ffi::SQLITE_OK;
+            let mut at = p.start;
+            for chunk in p.bytes.chunks(MAX_WRITE) {
+                rc = write(inner, chunk.as_ptr().cast(), chunk.len() as c_int, at);
+                if rc != ffi::SQLITE_OK {
+                    break;
+                }
+                at += chunk.len() as i64;
             }
-            at += chunk.len() as i64;
         }
-        // Written or failed, the bytes are gone: a failed write fails the
-        // transaction, and SQLite writes its frames again.
         p.bytes.clear();
-        let_go(f.cast::<File>());
+        if rc == ffi::SQLITE_OK {
+            let_go(f.cast::<File>());
+        } else {
+            // SQLite thinks these frames are in the file. The call that
+            // triggered this may be a read, whose failure does not end the
+            // transaction: keep failing until the write lock is released.
+            p.failed = rc;
+        }
         rc
     }
 }
@@ -347,6 +365,9 @@ unsafe extern "C" fn x_write(
     unsafe {
         let pending = (*f.cast::<File>()).pending;
         let len = usize::try_from(n).unwrap_or(0);
+        if !pending.is_null() && (*pending).failed != ffi::SQLITE_OK {
+            return (*pending).failed;
+        }
         if !pending.is_null() && len < MAX_PENDING {
             let held = (*pending).bytes.len();
             let follows = (*pending).start + held as i64 == off;
@@ -831,6 +852,99 @@ mod tests {
         std::thread::spawn(move || drop(c))
             .join()
             .expect("closed elsewhere");
+    }
+
+    /// A 16 MB tmpfs at `dir` (root only, as the disk-full tests need).
+    struct Tmpfs(std::path::PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_under_held_frames_never_commits_over_the_hole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("small");
+        std::fs::create_dir_all(&mnt).expect("mkdir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .expect("mount");
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs needs root (simulates a full disk)"
+        );
+        let _fs = Tmpfs(mnt.clone());
+        let path = mnt.join("db.sqlite");
+        let c = writer(&path);
+        c.execute_batch("CREATE TABLE t2 (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+            .expect("t2");
+        c.execute("INSERT INTO t (id, body) VALUES (0, x'00')", [])
+            .expect("row 0");
+        // Fill the disk, leaving 128 KB.
+        let filler = mnt.join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).expect("filler");
+            let block = vec![1u8; 65536];
+            let mut n = 0u64;
+            while let Ok(k) = f.write(&block) {
+                if k == 0 {
+                    break;
+                }
+                n += k as u64;
+            }
+            f.set_len(n.saturating_sub(128 << 10)).expect("shrink");
+        }
+        // A batch whose spilled frames are held; a later statement reads one
+        // back, so the held bytes are written — and the disk is full.
+        c.execute_batch("PRAGMA cache_size = 20; BEGIN; SAVEPOINT a")
+            .expect("begin");
+        for i in 1..=40 {
+            if c.execute(
+                "INSERT INTO t (id, body) VALUES (?1, ?2)",
+                rusqlite::params![i, body(i as usize, 20_000)],
+            )
+            .is_err()
+            {
+                break;
+            }
+        }
+        c.execute_batch("RELEASE a; SAVEPOINT b")
+            .expect("savepoint");
+        let read_back = c.execute("INSERT INTO t2 (id, body) SELECT id, body FROM t", []);
+        assert!(read_back.is_err(), "the disk was not full");
+        if !c.is_autocommit() {
+            c.execute_batch("ROLLBACK TO b; RELEASE b")
+                .expect("statement undone");
+            // Room again, and another job of the same group commit.
+            std::fs::remove_file(&filler).expect("room");
+            let _ = c.execute("INSERT INTO t (id, body) VALUES (1000, x'0102')", []);
+            assert!(
+                c.execute_batch("COMMIT").is_err(),
+                "committed over lost frames"
+            );
+            if !c.is_autocommit() {
+                c.execute_batch("ROLLBACK").expect("rollback");
+            }
+        } else {
+            std::fs::remove_file(&filler).expect("room");
+        }
+        drop(c);
+        let fresh = Connection::open(&path).expect("fresh");
+        let ok: String = fresh
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(ok, "ok");
+        let n: i64 = fresh
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1, "only the row committed before the batch");
     }
 
     #[test]
