@@ -112,31 +112,49 @@ impl Daemon {
         store_path: Option<&Path>,
     ) -> Daemon {
         let relay = relay.unwrap_or("host = \"127.0.0.1\"\nport = 9\ntls = \"none\"");
-        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let store = store_path
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| dir.path().join("var/postdesk.sqlite"));
-        let text = format!(
-            "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{smtp}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{http}\"\n\n[relay]\n{relay}\n{rest}\n"
-        );
         let config = dir.path().join("postdesk.toml");
-        std::fs::write(&config, text).expect("write config");
         let log = dir.path().join("daemon.log");
         let mut d = Daemon {
             dir,
             config,
-            smtp,
-            http,
+            smtp: "127.0.0.1:0".parse().expect("addr"),
+            http: "127.0.0.1:0".parse().expect("addr"),
             child: None,
             log,
         };
-        d.spawn();
+        // A free port is only free until someone takes it: tests running in
+        // parallel (and their Postfix, Dovecot) can, between free_port() and
+        // the daemon's bind. Then start again on other ports.
+        for attempt in 1.. {
+            d.smtp = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            d.http = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let text = format!(
+                "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{}\"\n\n[relay]\n{relay}\n{rest}\n",
+                d.smtp, d.http
+            );
+            std::fs::write(&d.config, text).expect("write config");
+            let _ = std::fs::remove_file(&d.log);
+            match d.try_spawn() {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
         d
     }
 
     /// Start the process and wait until SMTP answers.
     pub fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Start the process and wait until SMTP answers; Err: what went wrong.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -152,23 +170,34 @@ impl Daemon {
             .spawn()
             .expect("spawn postdesk");
         self.child = Some(child);
+        let mut exited = None;
         let ready = wait_for(Duration::from_secs(30), || {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("postdesk exited early with {status}:\n{}", self.log_text());
+                exited = Some(status);
+                return Some(false);
             }
             let mut s = TcpStream::connect_timeout(&self.smtp, Duration::from_millis(200)).ok()?;
             s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
             let mut buf = [0u8; 3];
             s.read_exact(&mut buf).ok()?;
-            (&buf == b"220").then_some(())
+            (&buf == b"220").then_some(true)
         });
-        assert!(
-            ready.is_some(),
-            "postdesk did not become ready:\n{}",
-            self.log_text()
-        );
+        match (ready, exited) {
+            (Some(true), _) => Ok(()),
+            (_, Some(status)) => {
+                self.child = None;
+                Err(format!(
+                    "postdesk exited early with {status}:\n{}",
+                    self.log_text()
+                ))
+            }
+            _ => Err(format!(
+                "postdesk did not become ready:\n{}",
+                self.log_text()
+            )),
+        }
     }
 
     pub fn pid(&self) -> u32 {
