@@ -484,6 +484,49 @@ address = "support@acme.example"
     assert_eq!(smtp.seen.lock().expect("lock").accepted.len(), 1);
 }
 
+/// A daemon with one gmail channel (desk@acme.example) replying through
+/// `smtp` with `extra_smtp` in its `[channels.smtp]`; `n` tickets opened on
+/// it by mail, answered by ann. Returns the daemon and the tickets.
+fn gmail_replies(
+    oauth: &OAuthServer,
+    smtp: &XoauthSmtp,
+    extra_smtp: &str,
+    n: usize,
+) -> (Daemon, Vec<i64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let granted = oauth.grant("desk@acme.example");
+    std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
+    let rest = format!(
+        "[company]\nname = \"Acme\"\n\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n{}",
+        provider_channel(
+            ("gmail", "gmail", "desk@acme.example"),
+            "refresh-token",
+            oauth,
+            (free_port(), smtp.port),
+            extra_smtp,
+        )
+    );
+    let d = Daemon::start_full(dir, "", None, &rest, None);
+    for i in 0..n {
+        mail_to(&d, "desk@acme.example", &format!("c{i}@customer.example"));
+    }
+    d.wait_tickets(n, Duration::from_secs(30));
+    let token = d.token("ann");
+    let tickets: Vec<i64> = d
+        .tickets()
+        .iter()
+        .filter_map(|t| t["number"].as_i64())
+        .collect();
+    assert_eq!(tickets.len(), n);
+    for t in &tickets {
+        reply(&d, &token, *t);
+    }
+    for t in &tickets {
+        wait_outbound(&d, *t, "reply not sent", |m| m["delivery"] == "sent");
+    }
+    (d, tickets)
+}
+
 #[test]
 fn a_backlog_of_replies_shares_a_few_provider_connections() {
     const REPLIES: usize = 12;
@@ -494,37 +537,7 @@ fn a_backlog_of_replies_shares_a_few_provider_connections() {
         0,
         Duration::from_millis(150),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let granted = oauth.grant("desk@acme.example");
-    std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
-    let rest = format!(
-        "[company]\nname = \"Acme\"\n\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n{}",
-        provider_channel(
-            ("gmail", "gmail", "desk@acme.example"),
-            "refresh-token",
-            &oauth,
-            (free_port(), smtp.port),
-            "connections = 2",
-        )
-    );
-    let d = Daemon::start_full(dir, "", None, &rest, None);
-    for i in 0..REPLIES {
-        mail_to(&d, "desk@acme.example", &format!("c{i}@customer.example"));
-    }
-    d.wait_tickets(REPLIES, Duration::from_secs(30));
-    let token = d.token("ann");
-    let tickets: Vec<i64> = d
-        .tickets()
-        .iter()
-        .filter_map(|t| t["number"].as_i64())
-        .collect();
-    assert_eq!(tickets.len(), REPLIES);
-    for t in &tickets {
-        reply(&d, &token, *t);
-    }
-    for t in &tickets {
-        wait_outbound(&d, *t, "reply not sent", |m| m["delivery"] == "sent");
-    }
+    let _d = gmail_replies(&oauth, &smtp, "connections = 2", REPLIES);
     let seen = smtp.seen.lock().expect("lock");
     assert_eq!(
         seen.accepted.len(),
@@ -558,36 +571,7 @@ fn connections_of_a_replaced_token_end_with_quit() {
         0,
         Duration::from_millis(300),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let granted = oauth.grant("desk@acme.example");
-    std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
-    let rest = format!(
-        "[company]\nname = \"Acme\"\n\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n{}",
-        provider_channel(
-            ("gmail", "gmail", "desk@acme.example"),
-            "refresh-token",
-            &oauth,
-            (free_port(), smtp.port),
-            "",
-        )
-    );
-    let mut d = Daemon::start_full(dir, "", None, &rest, None);
-    for i in 0..4 {
-        mail_to(&d, "desk@acme.example", &format!("q{i}@customer.example"));
-    }
-    d.wait_tickets(4, Duration::from_secs(30));
-    let token = d.token("ann");
-    let tickets: Vec<i64> = d
-        .tickets()
-        .iter()
-        .filter_map(|t| t["number"].as_i64())
-        .collect();
-    for t in &tickets {
-        reply(&d, &token, *t);
-    }
-    for t in &tickets {
-        wait_outbound(&d, *t, "reply not sent", |m| m["delivery"] == "sent");
-    }
+    let (mut d, _) = gmail_replies(&oauth, &smtp, "", 4);
     // Stopping closes what is still idle; then every connection said QUIT.
     assert_eq!(d.stop().code(), Some(0));
     let seen = smtp.seen.lock().expect("lock");
