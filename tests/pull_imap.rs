@@ -276,13 +276,14 @@ fn new_uidvalidity_resyncs_without_duplicates() {
     let (d, _secrets) = pulling(&dc, "poll_interval_secs = 1\nbatch_size = 8");
     assert_exactly(&d, 20);
     let first = wait_mailbox(&d, "mailbox", "caught up", |m| m["last_uid"] == 20);
-    let downloaded = |d: &Daemon| -> u64 {
+    let metric = |d: &Daemon, name: &str| -> u64 {
         common_metrics(d)
             .lines()
-            .find(|l| l.starts_with("postdesk_pull_bytes_total{channel=\"mailbox\"}"))
+            .find(|l| l.starts_with(&format!("{name}{{channel=\"mailbox\"}}")))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
     };
+    let downloaded = |d: &Daemon| metric(d, "postdesk_pull_bytes_total");
     let before = downloaded(&d);
     let total: u64 = raws.iter().map(|r| r.len() as u64).sum();
     assert!(before >= total, "{before} < {total}");
@@ -297,6 +298,8 @@ fn new_uidvalidity_resyncs_without_duplicates() {
     assert_eq!(m["skipped"], 20, "{m}");
     // Only the new message was downloaded again; the 20 known ones cost
     // their headers.
+    // The one new message counts as pulled, like any other.
+    assert_eq!(metric(&d, "postdesk_pull_messages_total"), 21);
     let resync = downloaded(&d) - before;
     assert!(
         resync < 2 * new.len() as u64,

@@ -476,20 +476,9 @@ impl Puller {
                 None => (commit.await, None),
             };
             let outcome = committed?;
-            cp.last_uid = last;
-            metrics::counter!("postdesk_pull_messages_total", "channel" => ch.id.clone())
-                .increment(outcome.spooled as u64);
-            if outcome.skipped > 0 {
-                tracing::info!(channel = %ch.id, skipped = outcome.skipped, "already-pulled messages skipped");
-            }
             tracing::debug!(channel = %ch.id, last_uid = last, fetched = count, spooled = outcome.spooled, "batch committed");
-            if outcome.spooled > 0 {
-                self.wake.notify_one();
-            }
-            if let Some(to) = move_to {
-                let set = format!("{}:{}", chunks[i][0], last);
-                move_committed(s, &set, to).await?;
-            }
+            self.committed(s, ch, cp, outcome, (chunks[i][0], last), move_to)
+                .await?;
             match next_fetch {
                 Some(n) => fetched = n?,
                 None => break,
@@ -550,16 +539,7 @@ impl Puller {
             wanted.sort_unstable();
             wanted.dedup();
             let mut batch = if wanted.is_empty() {
-                PulledBatch {
-                    channel: ch.id.clone(),
-                    folder: self.folder.clone(),
-                    checkpoint: Checkpoint {
-                        uidvalidity: cp.uidvalidity,
-                        last_uid: last,
-                    },
-                    messages: Vec::new(),
-                    known_unfetched: 0,
-                }
+                self.batch(ch, cp.uidvalidity, last, Vec::new())
             } else {
                 let list = wanted
                     .iter()
@@ -571,17 +551,58 @@ impl Puller {
             };
             batch.known_unfetched = ids.len().saturating_sub(wanted.len());
             let outcome = self.store.spool_pulled(batch).await?;
-            cp.last_uid = last;
             tracing::info!(channel = %ch.id, last_uid = last, known = ids.len() - wanted.len(),
                 fetched = wanted.len(), spooled = outcome.spooled, "resync batch committed");
-            if outcome.spooled > 0 {
-                self.wake.notify_one();
-            }
-            if let Some(to) = move_to {
-                move_committed(s, &set, to).await?;
-            }
+            self.committed(s, ch, cp, outcome, (first, last), move_to)
+                .await?;
         }
         Ok(())
+    }
+
+    /// After a batch for UIDs `first..=last` committed: the checkpoint in
+    /// hand, the metric, ingest woken, the batch moved if `move_to` is set.
+    async fn committed(
+        &self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        cp: &mut Checkpoint,
+        outcome: crate::store::PulledOutcome,
+        (first, last): (u32, u32),
+        move_to: Option<&MoveTo>,
+    ) -> Result<(), PullError> {
+        cp.last_uid = last;
+        metrics::counter!("postdesk_pull_messages_total", "channel" => ch.id.clone())
+            .increment(outcome.spooled as u64);
+        if outcome.skipped > 0 {
+            tracing::info!(channel = %ch.id, skipped = outcome.skipped, "already-pulled messages skipped");
+        }
+        if outcome.spooled > 0 {
+            self.wake.notify_one();
+        }
+        match move_to {
+            Some(to) => move_committed(s, &format!("{first}:{last}"), to).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A batch of `messages` that advances the checkpoint to `last`.
+    fn batch(
+        &self,
+        ch: &ChannelConfig,
+        uidvalidity: u32,
+        last: u32,
+        messages: Vec<PulledMessage>,
+    ) -> PulledBatch {
+        PulledBatch {
+            channel: ch.id.clone(),
+            folder: self.folder.clone(),
+            checkpoint: Checkpoint {
+                uidvalidity,
+                last_uid: last,
+            },
+            messages,
+            known_unfetched: 0,
+        }
     }
 
     /// Fetch one chunk of UIDs (consecutive in the mailbox's sorted UID list).
@@ -661,16 +682,12 @@ impl Puller {
         let bytes: usize = messages.iter().map(|(_, m)| m.spool.raw.len()).sum();
         metrics::counter!("postdesk_pull_bytes_total", "channel" => ch.id.clone())
             .increment(bytes as u64);
-        Ok(PulledBatch {
-            channel: ch.id.clone(),
-            folder: self.folder.clone(),
-            checkpoint: Checkpoint {
-                uidvalidity,
-                last_uid: last,
-            },
-            messages: messages.into_iter().map(|(_, m)| m).collect(),
-            known_unfetched: 0,
-        })
+        Ok(self.batch(
+            ch,
+            uidvalidity,
+            last,
+            messages.into_iter().map(|(_, m)| m).collect(),
+        ))
     }
 }
 
