@@ -45,7 +45,7 @@ pub const IDLE_CHECK: Duration = Duration::from_secs(2);
 pub const IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// Where and how to connect.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SmtpTarget {
     pub host: String,
     pub port: u16,
@@ -281,53 +281,36 @@ impl Pool {
     }
 }
 
-/// What a provider pool was built for: connections authenticate when they
-/// open, so a new access token (or changed settings) needs a new pool.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ProviderKey {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
-    pub user: String,
-    pub token: String,
-    pub size: usize,
-    /// Our EHLO name and the timeout (`smtp.hostname`, `relay.timeout_secs`):
-    /// a reload changing them starts a new pool too.
-    pub hello: String,
-    pub timeout: Duration,
-}
-
 /// One pool per provider channel (gmail/office365 replies over XOAUTH2), so
 /// a backlog of replies reuses at most `[channels.smtp] connections`
-/// connections instead of opening one per message.
+/// connections instead of opening one per message. A pool is kept for the
+/// target it was built for: connections authenticate when they open, so a
+/// new access token (or a reload changing the target) needs a new pool.
 #[derive(Default)]
 pub struct ProviderPools {
-    pools: Mutex<HashMap<String, (ProviderKey, Arc<Pool>)>>,
+    pools: Mutex<HashMap<String, Built>>,
 }
 
+/// A channel's pool with the target and size it was built for.
+type Built = (SmtpTarget, usize, Arc<Pool>);
+
 impl ProviderPools {
-    /// The channel's pool for `key`; a pool built for another key (an older
-    /// token) is replaced, and its idle connections closed.
-    pub async fn pool(
-        &self,
-        channel: &str,
-        key: ProviderKey,
-        target: impl FnOnce() -> SmtpTarget,
-    ) -> Arc<Pool> {
+    /// The channel's pool of `size` for `target`; a pool built for another
+    /// target (an older token) is replaced, and closed in the background.
+    pub async fn pool(&self, channel: &str, target: &SmtpTarget, size: usize) -> Arc<Pool> {
         let (pool, stale) = {
             let Ok(mut pools) = self.pools.lock() else {
                 // Poisoned (cannot happen: nothing panics under the lock):
                 // a pool of its own for this send.
-                return Arc::new(Pool::new(target(), key.size));
+                return Arc::new(Pool::new(target.clone(), size));
             };
             match pools.get(channel) {
-                Some((k, p)) if *k == key => (p.clone(), None),
+                Some((t, n, p)) if t == target && *n == size => (p.clone(), None),
                 _ => {
-                    let size = key.size;
-                    let pool = Arc::new(Pool::new(target(), size));
-                    let stale = pools.insert(channel.to_string(), (key, pool.clone()));
-                    (pool, stale.map(|(_, p)| p))
+                    let pool = Arc::new(Pool::new(target.clone(), size));
+                    let stale =
+                        pools.insert(channel.to_string(), (target.clone(), size, pool.clone()));
+                    (pool, stale.map(|(_, _, p)| p))
                 }
             }
         };
@@ -338,17 +321,17 @@ impl ProviderPools {
         pool
     }
 
-    /// Drop the channel's pool if it is still the one built for `key` (its
-    /// token was refused; a newer pool, with a fresher token, stays).
-    pub async fn forget(&self, channel: &str, key: &ProviderKey) {
+    /// Drop the channel's pool if it is still the one built for `target`
+    /// (its token was refused; a newer pool, with a fresher token, stays).
+    pub async fn forget(&self, channel: &str, target: &SmtpTarget) {
         let old = self.pools.lock().ok().and_then(|mut p| {
-            if p.get(channel).is_some_and(|(k, _)| k == key) {
+            if p.get(channel).is_some_and(|(t, _, _)| t == target) {
                 p.remove(channel)
             } else {
                 None
             }
         });
-        if let Some((_, p)) = old {
+        if let Some((_, _, p)) = old {
             p.close().await;
         }
     }
@@ -358,7 +341,7 @@ impl ProviderPools {
         let all: Vec<Arc<Pool>> = self
             .pools
             .lock()
-            .map(|mut p| p.drain().map(|(_, (_, pool))| pool).collect())
+            .map(|mut p| p.drain().map(|(_, (_, _, pool))| pool).collect())
             .unwrap_or_default();
         for p in all {
             p.close().await;

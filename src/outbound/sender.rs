@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AccessTokens;
-use super::pool::{Pool, ProviderKey, ProviderPools, SmtpTarget};
+use super::pool::{Pool, ProviderPools, SmtpTarget};
 use crate::config::{Config, OutboundConfig, RelayConfig};
 use crate::live::Live;
 use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
@@ -361,31 +361,23 @@ async fn deliver(
                 .filter(|u| !u.is_empty())
                 .or_else(|| channel.address.clone())
                 .unwrap_or_default();
-            let key = ProviderKey {
+            let target = SmtpTarget {
                 host: host.to_string(),
                 port,
                 tls,
-                ca_file: ca_file.map(Path::to_path_buf),
-                user,
-                token,
-                size: channel.smtp_connections(),
                 hello: config.smtp.hostname.clone(),
                 timeout: Duration::from_secs(config.relay.timeout_secs.max(1)),
-            };
-            let target = || SmtpTarget {
-                host: key.host.clone(),
-                port,
-                tls,
-                hello: key.hello.clone(),
-                timeout: key.timeout,
-                ca_file: key.ca_file.clone(),
-                credentials: Some(Credentials::new(key.user.clone(), key.token.clone())),
+                ca_file: ca_file.map(Path::to_path_buf),
+                credentials: Some(Credentials::new(user, token)),
                 mechanisms: vec![Mechanism::Xoauth2],
             };
-            let pool = via.providers.pool(&channel.id, key.clone(), target).await;
+            let pool = via
+                .providers
+                .pool(&channel.id, &target, channel.smtp_connections())
+                .await;
             match pool.send(&envelope, &item.raw, stop).await {
                 Err(SendError::AuthRejected(e)) => {
-                    via.providers.forget(&channel.id, &key).await;
+                    via.providers.forget(&channel.id, &target).await;
                     tokens.rejected(&channel.id).await;
                     return Err(SendError::AuthRejected(clean_reply(&format!(
                         "{host}:{port} refused the XOAUTH2 token: {e}"
