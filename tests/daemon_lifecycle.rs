@@ -94,20 +94,14 @@ fn sighup_reloads_channels_and_refuses_a_broken_config() {
 #[test]
 fn channel_disabled_from_cli_answers_450_then_comes_back() {
     let d = Daemon::start("", ACME);
-    let out = d.cli(&["channels", "disable", "support"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli_ok(&["channels", "disable", "support"]);
     let disabled = wait_for(T, || {
         (rcpt_code(&d, "support@acme.example") == 450).then_some(())
     });
     assert!(disabled.is_some(), "disabled channel did not answer 450");
     let list = d.cli_json(&["channels", "list", "--json"]);
     assert_eq!(list[0]["enabled"], false, "{list}");
-    let out = d.cli(&["channels", "enable", "support"]);
-    assert!(out.status.success());
+    d.cli_ok(&["channels", "enable", "support"]);
     let enabled = wait_for(T, || {
         (rcpt_code(&d, "support@acme.example") == 250).then_some(())
     });

@@ -429,19 +429,11 @@ fn rate_limit_and_disabled_form() {
     // Enabled again by the CLI (another process): the very next submission
     // opens a ticket — the overrides are refreshed before the check, not
     // up to two seconds later.
-    let cli = |what: &str| {
-        let out = d.cli(&["channels", what, "web"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    cli("enable");
+    d.cli_ok(&["channels", "enable", "web"]);
     let (s, v) = post(&d, "web", Some("application/json"), &ok(5));
     assert_eq!(s, 201, "not open right after enable: {v}");
     // Disabled by the CLI: the next one is refused at once.
-    cli("disable");
+    d.cli_ok(&["channels", "disable", "web"]);
     let (s, v) = post(&d, "web", Some("application/json"), &ok(6));
     assert_eq!((s, code(&v)), (503, "unavailable"), "{v}");
     assert_eq!(

@@ -210,12 +210,7 @@ fn create_routes_applies_properties_and_refuses_bad_input() {
     // Disabled and enabled by the CLI (another process): the very next
     // request sees it (overrides refreshed before the check).
     for (what, status) in [("disable", 503), ("enable", 201)] {
-        let out = d.cli(&["channels", what, "support"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        d.cli_ok(&["channels", what, "support"]);
         let (s, v) = create(&d, &ann, "gil@caller.example", what);
         assert_eq!(s, status, "right after {what}: {v}");
     }

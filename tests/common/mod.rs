@@ -257,6 +257,18 @@ impl Daemon {
             .expect("run postdesk cli")
     }
 
+    /// Run a CLI command that must succeed; panics with stderr otherwise.
+    pub fn cli_ok(&self, args: &[&str]) -> Output {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "postdesk {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Run a CLI command that prints JSON; panics with stderr on failure.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let out = self.cli(args);
