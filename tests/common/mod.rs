@@ -18,12 +18,45 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
 
-/// A free TCP port on 127.0.0.1 (bound and released; tests run on loopback only).
+/// A TCP port on 127.0.0.1 that is free now and that no earlier call in this
+/// process returned. It is taken below the kernel's ephemeral range: a port
+/// from `bind(0)` is released before the server it is meant for (the daemon,
+/// Postfix, Dovecot, a test's relay) binds it, and in that window any outgoing
+/// connection — the tests make thousands — could be given it as its local
+/// port. Ports below the range are never handed out that way; each is bound
+/// once here to check that nothing else listens on it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = port_range();
+    let span = u32::from(hi - lo);
+    // Spread concurrent test processes over the range.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = lo + ((start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {lo}..{hi}");
+}
+
+/// Ports for `free_port`: the 12,000 below the ephemeral range (Linux
+/// default 32768-60999), or above it when it starts too low.
+fn port_range() -> (u16, u16) {
+    let eph = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    match eph {
+        (lo, _) if lo >= 13_024 => (lo - 12_000, lo),
+        (_, hi) if hi <= 53_000 => (hi + 1, hi + 12_001),
+        _ => panic!("ephemeral port range {eph:?} leaves no room for test ports"),
+    }
 }
 
 /// Poll `f` until it returns Some or `timeout` passes.
