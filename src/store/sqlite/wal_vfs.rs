@@ -28,9 +28,19 @@
 //! such an extending write costs ≈ 14 µs against ≈ 2 µs for one inside the
 //! file.
 //!
+//! Limits (each would make the reasoning above false):
+//! - `synchronous` must stay FULL (or EXTRA) on every connection opened here:
+//!   with NORMAL a commit does not sync, so its frames would stay held and be
+//!   dropped at the write lock's release. The store checks it at open.
+//! - At most one connection per thread may have an open write transaction:
+//!   the held WAL is tracked in one thread-local slot. The store's writer and
+//!   checkpointer are one connection on one thread each.
+//! - No `psow=0` URI parameter on the database path: SQLite would then write
+//!   the tail of a padding frame after its sync.
+//!
 //! Owns: registering the VFS once per process, the buffer of each open WAL
-//! file and the database file's size steps. Must not: buffer anything but a WAL file, or be used by a
-//! connection whose commits do not sync.
+//! file and the database file's size steps. Must not: buffer anything but a
+//! WAL file, or be used by a connection whose commits do not sync.
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
