@@ -133,6 +133,60 @@ async fn failing_job_does_not_undo_its_batch_neighbours() {
     assert_eq!(s.status().await.expect("status").spool_total, 2);
 }
 
+/// A job of `run_batch`'s batch, and where its answer arrives.
+fn job<F>(f: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>)
+where
+    F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let job = Job {
+        f: Some(f),
+        result: None,
+        reply,
+    };
+    (Box::new(job), rx)
+}
+
+/// Some errors (an I/O error, a full disk while spilling or committing) make
+/// SQLite roll the whole group transaction back, not only the statement. The
+/// jobs after that one must not run: outside a transaction each would commit
+/// on its own, and still be answered as failed with the rest.
+#[test]
+fn jobs_after_a_transaction_sqlite_rolled_back_do_not_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = open_and_migrate(&dir.path().join("t.sqlite"), 1000).expect("open");
+    conn.execute_batch("CREATE TABLE t (x INTEGER)")
+        .expect("table");
+    let insert = |x: i64| {
+        move |c: &Connection| -> Result<(), StoreError> {
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            Ok(())
+        }
+    };
+    let (a, a_rx) = job(insert(1));
+    // What SQLite does on such an error: the transaction is gone.
+    let (b, b_rx) = job(|c: &Connection| {
+        c.execute_batch("ROLLBACK")?;
+        Err(StoreError::Full)
+    });
+    let (c, c_rx) = job(insert(3));
+    let mut batch = vec![a, b, c];
+    let outcome = run_batch(&mut conn, &mut batch);
+    assert!(outcome.is_err(), "the group must fail");
+    for job in batch.drain(..) {
+        job.finish(outcome.as_ref().map(|_| ()).map_err(clone_err));
+    }
+    for (name, rx) in [("first", a_rx), ("failing", b_rx), ("later", c_rx)] {
+        let r = rx.blocking_recv().expect("answered");
+        assert!(r.is_err(), "the {name} job is answered as failed: {r:?}");
+    }
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows, 0, "nothing of a failed group is stored");
+    assert!(conn.is_autocommit(), "no transaction is left open");
+}
+
 #[tokio::test]
 async fn inbound_apply_is_atomic_and_deduplicated() {
     let (_dir, s) = store();
@@ -215,6 +269,56 @@ async fn submit_commits_spool_and_ticket_together() {
     );
     let st2 = s.status().await.expect("status");
     assert_eq!((st2.tickets, st2.messages, st2.spool_total), (1, 1, 1));
+}
+
+/// A submission whose apply fails half-way (here: its message row cannot be
+/// written) stores nothing — no spool row, contact or ticket — and the same
+/// submission succeeds once the cause is gone.
+#[tokio::test]
+async fn a_submission_that_fails_half_way_stores_nothing() {
+    let (dir, s) = store();
+    let form = NewSpool {
+        source: SpoolSource::Form,
+        mail_from: "c1@customer.example".into(),
+        rcpt_to: vec![],
+        client_ip: Some("192.0.2.1".into()),
+        helo: None,
+        tls: false,
+        channel: Some("support".into()),
+        raw: br#"{"form":"support","fields":{"email":"c1@customer.example"}}"#.to_vec(),
+    };
+    let unassigned = RoutingPlan::Unassigned {
+        reason: "test".into(),
+    };
+    let mut m = inbound(SpoolId(0), 1, unassigned).messages.remove(0);
+    m.dedupe_key = "form:half-way".into();
+    // Fault injection from outside the store: the message insert (after the
+    // spool row, the contact and the ticket) aborts.
+    let side = Connection::open(dir.path().join("db/test.sqlite")).expect("open");
+    side.execute_batch(
+        "CREATE TRIGGER injected BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+    )
+    .expect("trigger");
+    let err = s
+        .submit(form.clone(), vec![m.clone()])
+        .await
+        .expect_err("the insert fails");
+    assert!(err.to_string().contains("injected"), "{err}");
+    let st = s.status().await.expect("status");
+    assert_eq!(
+        (st.spool_total, st.contacts, st.tickets, st.messages),
+        (0, 0, 0, 0),
+        "nothing of the failed submission is stored"
+    );
+    side.execute_batch("DROP TRIGGER injected").expect("drop");
+    let out = s.submit(form, vec![m]).await.expect("submit");
+    assert_eq!(out.delivered[0].ticket, TicketId(1));
+    assert!(!out.delivered[0].duplicate);
+    let st = s.status().await.expect("status");
+    assert_eq!(
+        (st.spool_total, st.contacts, st.tickets, st.messages),
+        (1, 1, 1, 1)
+    );
 }
 
 #[tokio::test]
