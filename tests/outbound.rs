@@ -346,6 +346,60 @@ fn relay_451_twice_then_250_is_sent() {
     }
 }
 
+/// A reload that points `[relay]` elsewhere closes the old relay's pooled
+/// connections at once (QUIT), not when the next reply happens to be due; the
+/// next reply goes to the new relay.
+#[test]
+fn a_reload_to_another_relay_closes_the_old_ones_connections() {
+    use std::sync::atomic::Ordering;
+    let old = ScriptedRelay::start(&["250 2.0.0 old"]);
+    let new = ScriptedRelay::start(&["250 2.0.0 new"]);
+    let d = Daemon::start_relay("", &relay_keys(old.port), PEOPLE);
+    let t = support_ticket(&d, "Moving relay", "move1@customer.example");
+    reply(
+        &d,
+        &d.token("ann"),
+        t,
+        json!({"text": "Via the old relay."}),
+    );
+    wait_delivery(&d, t, "sent");
+    assert_eq!(old.accepted_count(), 1);
+    assert_eq!(old.quits.load(Ordering::SeqCst), 0, "kept in the pool");
+
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let moved = text.replace(
+        &format!("port = {}\n", old.port),
+        &format!("port = {}\n", new.port),
+    );
+    assert_ne!(moved, text, "the relay port is in the config");
+    std::fs::write(&d.config, moved).expect("write config");
+    d.signal("HUP");
+    let closed = wait_for(Duration::from_secs(10), || {
+        (old.quits.load(Ordering::SeqCst) == 1).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the old relay's connection was not closed after the reload:\n{}",
+        d.log_text()
+    );
+
+    reply(
+        &d,
+        &d.token("ann"),
+        t,
+        json!({"text": "Via the new relay."}),
+    );
+    let sent = wait_for(Duration::from_secs(30), || {
+        (new.accepted_count() == 1).then_some(())
+    });
+    assert!(
+        sent.is_some(),
+        "not sent via the new relay:\n{}",
+        d.log_text()
+    );
+    assert_eq!(old.accepted_count(), 1, "nothing more to the old relay");
+}
+
 #[test]
 fn relay_silent_after_the_data_is_a_timeout_and_retried() {
     // The relay takes the whole message and then says nothing past our

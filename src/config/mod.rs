@@ -335,7 +335,8 @@ pub struct RelayConfig {
     /// roots, e.g. a private relay's CA or self-signed certificate (relative to
     /// the config dir). Default none (system roots).
     pub ca_file: Option<PathBuf>,
-    /// Connect/command timeout in seconds. Default `30`.
+    /// Connect/command timeout in seconds (a message's transaction gets one
+    /// per command, as a whole). Default `30`.
     pub timeout_secs: u64,
     /// Pooled connections to the relay. Default `4`.
     pub pool_size: u32,

@@ -2,7 +2,8 @@
 //! attempt's outcome.
 //!
 //! Owns the connection pool to `[relay]` ([`super::pool`], rebuilt when a
-//! reload changes `[relay]`), and one pool of XOAUTH2 connections per
+//! reload changes `[relay]`; the old pool's idle connections are closed
+//! within [`IDLE_POLL`], in flight ones when done), and one pool of XOAUTH2 connections per
 //! `gmail`/`office365` channel to its provider (at most `[channels.smtp]
 //! connections`, rebuilt when the access token changes) when an
 //! [`AccessTokens`] source is installed (the daemon always installs one; without one, those
@@ -21,7 +22,8 @@
 //!
 //! Shutdown: stop taking entries; entries waiting for a connection are left
 //! queued untouched; transactions already started finish (bounded by
-//! `relay.timeout_secs` per step) and are recorded; then return.
+//! `relay.timeout_secs` per command, summed over the transaction) and are
+//! recorded; then return.
 //!
 //! Must not: compose or alter messages (bytes are sent exactly as queued), or
 //! mark anything `sent` before the relay accepted it.
@@ -203,6 +205,12 @@ impl Sender {
             };
             backoff = Duration::from_millis(200);
             if due.is_empty() {
+                // A reload that changed `[relay]` closes the old pool now,
+                // not when the next reply is due.
+                if relay.is_some() {
+                    let config = self.live.config();
+                    let _ = self.relay(&mut relay, &config).await;
+                }
                 let wait = match self.store.next_outbox_due().await {
                     Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(IDLE_POLL),
                     _ => IDLE_POLL,

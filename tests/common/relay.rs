@@ -19,6 +19,8 @@ pub struct ScriptedRelay {
     pub auth: Arc<Mutex<Vec<String>>>,
     /// Envelope recipients of each accepted message (same order as `accepted`).
     pub rcpts: Arc<Mutex<Vec<Vec<String>>>>,
+    /// QUIT commands received (connections closed politely).
+    pub quits: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -36,22 +38,30 @@ impl ScriptedRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let auth: Arc<Mutex<Vec<String>>> = Arc::default();
         let rcpts: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let (a, t, st, au, rc) = (
+        let quits = Arc::new(AtomicUsize::new(0));
+        let (a, t, st, au, rc, q) = (
             accepted.clone(),
             transactions.clone(),
             stop.clone(),
             auth.clone(),
             rcpts.clone(),
+            quits.clone(),
         );
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (a, t, script, au, rc) =
-                            (a.clone(), t.clone(), script.clone(), au.clone(), rc.clone());
+                        let (a, t, script, au, rc, q) = (
+                            a.clone(),
+                            t.clone(),
+                            script.clone(),
+                            au.clone(),
+                            rc.clone(),
+                            q.clone(),
+                        );
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = session(stream, &script, &a, &t, &au, &rc);
+                            let _ = session(stream, &script, &a, &t, &au, &rc, &q);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -64,6 +74,7 @@ impl ScriptedRelay {
             transactions,
             auth,
             rcpts,
+            quits,
             stop,
         }
     }
@@ -86,6 +97,7 @@ fn session(
     transactions: &AtomicUsize,
     auth: &Mutex<Vec<String>>,
     rcpts: &Mutex<Vec<Vec<String>>>,
+    quits: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut envelope: Vec<String> = Vec::new();
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -156,6 +168,7 @@ fn session(
             envelope.clear();
             w.write_all(b"250 ok\r\n")?;
         } else if verb.starts_with("QUIT") {
+            quits.fetch_add(1, Ordering::SeqCst);
             w.write_all(b"221 bye\r\n")?;
             return Ok(());
         } else {
