@@ -219,10 +219,9 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
     assert_eq!(t.head.unassigned_reason.as_deref(), Some("test"));
 }
 
-#[tokio::test]
-async fn submit_commits_spool_and_ticket_together() {
-    let (_dir, s) = store();
-    let form = |raw: &str| NewSpool {
+/// A form submission from c1@customer.example to `support`, as received.
+fn form_spool(raw: &[u8]) -> NewSpool {
+    NewSpool {
         source: SpoolSource::Form,
         mail_from: "c1@customer.example".into(),
         rcpt_to: vec![],
@@ -230,8 +229,14 @@ async fn submit_commits_spool_and_ticket_together() {
         helo: None,
         tls: false,
         channel: Some("support".into()),
-        raw: raw.as_bytes().to_vec(),
-    };
+        raw: raw.to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn submit_commits_spool_and_ticket_together() {
+    let (_dir, s) = store();
+    let form = |raw: &str| form_spool(raw.as_bytes());
     let balance = RoutingPlan::Balance {
         users: vec!["ann".into()],
         reason_if_none: "none".into(),
@@ -277,16 +282,7 @@ async fn submit_commits_spool_and_ticket_together() {
 #[tokio::test]
 async fn a_submission_that_fails_half_way_stores_nothing() {
     let (dir, s) = store();
-    let form = NewSpool {
-        source: SpoolSource::Form,
-        mail_from: "c1@customer.example".into(),
-        rcpt_to: vec![],
-        client_ip: Some("192.0.2.1".into()),
-        helo: None,
-        tls: false,
-        channel: Some("support".into()),
-        raw: br#"{"form":"support","fields":{"email":"c1@customer.example"}}"#.to_vec(),
-    };
+    let form = form_spool(br#"{"form":"support","fields":{"email":"c1@customer.example"}}"#);
     let unassigned = RoutingPlan::Unassigned {
         reason: "test".into(),
     };
