@@ -348,3 +348,51 @@ impl ProviderPools {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider target whose access token is `token`.
+    fn target(token: &str) -> SmtpTarget {
+        SmtpTarget {
+            host: "smtp.gmail.com".into(),
+            port: 587,
+            tls: crate::config::TlsMode::Starttls,
+            hello: "desk.acme.example".into(),
+            timeout: Duration::from_secs(30),
+            ca_file: None,
+            credentials: Some(Credentials::new(
+                "support@acme.example".into(),
+                token.into(),
+            )),
+            mechanisms: vec![Mechanism::Xoauth2],
+        }
+    }
+
+    /// A refused token drops only the pool built for it: when a send with an
+    /// older token fails after a newer pool replaced its own, the newer pool
+    /// stays (no connection is made: pools connect on first use).
+    #[tokio::test]
+    async fn forgetting_an_old_token_keeps_the_newer_pool() {
+        let pools = ProviderPools::default();
+        let (old, new) = (target("token-1"), target("token-2"));
+        let first = pools.pool("support", &old, 3).await;
+        assert!(Arc::ptr_eq(&first, &pools.pool("support", &old, 3).await));
+        let second = pools.pool("support", &new, 3).await;
+        assert!(!Arc::ptr_eq(&first, &second), "a new token, a new pool");
+
+        pools.forget("support", &old).await;
+        assert!(
+            Arc::ptr_eq(&second, &pools.pool("support", &new, 3).await),
+            "the newer pool survives the old token's refusal"
+        );
+
+        pools.forget("support", &new).await;
+        let third = pools.pool("support", &new, 3).await;
+        assert!(!Arc::ptr_eq(&second, &third), "its own refusal drops it");
+        // Another channel's pool is its own.
+        let other = pools.pool("sales", &new, 3).await;
+        assert!(!Arc::ptr_eq(&third, &other));
+    }
+}
