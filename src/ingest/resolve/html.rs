@@ -11,6 +11,8 @@
 
 /// Largest text we produce from one HTML body.
 pub(crate) const MAX_TEXT: usize = 512 * 1024;
+/// The longest entity name looked for after `&` (`#x10FFFF` is 8).
+const ENTITY_MAX: usize = 10;
 
 const BLOCK_TAGS: &[&str] = &[
     "br",
@@ -124,11 +126,16 @@ pub fn html_to_text(html: &str) -> String {
         rest = &rest[next..];
         let mut chars = chunk.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
+            if out.len() >= MAX_TEXT {
+                break;
+            }
             let c = if c == '&' {
                 let tail = &chunk[i + 1..];
-                match tail
-                    .find(';')
-                    .filter(|&j| j <= 10)
+                // An entity's name is at most 10 bytes: look no further for
+                // its `;` (a text of `&`s must stay linear).
+                match tail.as_bytes()[..tail.len().min(ENTITY_MAX + 1)]
+                    .iter()
+                    .position(|&b| b == b';')
                     .and_then(|j| entity(&tail[..j]).map(|e| (e, j)))
                 {
                     Some((e, j)) => {
@@ -187,7 +194,7 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::html_to_text;
+    use super::{MAX_TEXT, html_to_text};
 
     #[test]
     fn html_table() {
@@ -204,9 +211,39 @@ mod tests {
             ("<!-- c -->t", "t\n"),
             ("<broken", ""),
             ("&#xZZ; &", "&#xZZ; &\n"),
+            // A `;` beyond an entity name's length ends no entity.
+            (
+                "&amp &abcdefghijk; &#x10FFFF;",
+                "&amp &abcdefghijk; \u{10FFFF}\n",
+            ),
+            ("&&amp;&", "&&&\n"),
         ];
         for (html, text) in cases {
             assert_eq!(html_to_text(html), *text, "{html}");
         }
+    }
+
+    /// One text run of 8 MiB of `&` (any sender's HTML-only mail reaches
+    /// this before any trust check): the output stops at MAX_TEXT, and each
+    /// `&` looks at most ENTITY_MAX bytes ahead for its `;`. Before, every `&`
+    /// searched the rest of the run (a 1 MiB run took 80 s in a debug build,
+    /// holding up all of ingest) and the cap was checked only between tags.
+    /// The worker thread and its deadline only turn such a regression into a
+    /// failure instead of a hang: linear, this takes milliseconds.
+    #[test]
+    fn a_run_of_ampersands_is_capped_and_linear() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let html = format!("<p>{}</p>", "&".repeat(8 << 20));
+            let _ = tx.send(html_to_text(&html).len());
+        });
+        let len = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("html_to_text of 8 MiB of '&' did not finish");
+        assert!(len <= MAX_TEXT + 1, "output {len} bytes, cap {MAX_TEXT}");
+        assert!(
+            len >= MAX_TEXT,
+            "output {len} bytes: the text was cut short"
+        );
     }
 }
