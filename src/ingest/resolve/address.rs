@@ -34,12 +34,16 @@ pub(crate) fn find_email(s: &str) -> Option<(usize, usize)> {
     for (at, _) in s.match_indices('@') {
         let before = &s[..at];
         let after = &s[at + 1..];
-        let start = before
+        // No local part before this `@` (`Care @ Globex <care@…>`): try the next.
+        let Some(start) = before
             .char_indices()
             .rev()
             .take_while(|(_, c)| is_local_char(*c))
             .last()
-            .map(|(i, _)| i)?;
+            .map(|(i, _)| i)
+        else {
+            continue;
+        };
         let mut local = &s[start..at];
         let mut start = start;
         // `mailto:` glued in front of the address.
@@ -142,6 +146,13 @@ mod tests {
                 "\"Doe, John\" <John.Doe@Example.COM>",
                 "john.doe@example.com",
                 Some("Doe, John"),
+            ),
+            // An `@` in the name with no local part before it is skipped
+            // (the name itself is dropped: names with `@` are not kept).
+            (
+                "Customer Care @ Globex <care@globex.example>",
+                "care@globex.example",
+                None,
             ),
             (
                 "John Doe [mailto:john@example.com]",
