@@ -160,6 +160,22 @@ fn google_groups_mail_belongs_to_the_original_author() {
     );
 }
 
+/// Google Groups writes a non-ASCII author's name as an encoded word in
+/// X-Original-From (a header mail-parser keeps as text): the contact gets the
+/// decoded name.
+#[test]
+fn a_google_group_authors_encoded_name_is_decoded() {
+    let d = Daemon::start("", &config());
+    let t = deliver(
+        &d,
+        "120-group-de",
+        "support-group+bncBD@googlegroups.com",
+        "support@acme.example",
+    );
+    assert_eq!(t["contact"]["email"], "juergen.weiss@beispiel.at");
+    assert_eq!(t["contact"]["name"], "Jürgen Weiß", "{t}");
+}
+
 #[test]
 fn out_of_office_and_bounces_are_stored_and_flagged() {
     let d = Daemon::start("", &config());

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use mail_parser::MessageParser;
 use postdesk::ingest::resolve::{Classification, ResolveContext, classify, resolve};
 use serde_json::{Value, json};
 
@@ -78,7 +77,8 @@ fn run(raw: &[u8], ctx: &Context, stem: &str) -> Value {
         original_sender_of_forwards: toggle,
         own_message_id_domain: &ctx.domain,
     };
-    let Some(msg) = MessageParser::default().parse(raw) else {
+    // The parser ingest uses (it reads Google Groups' X-Original-* as addresses).
+    let Some(msg) = postdesk::ingest::parse::parse(raw) else {
         return json!({"error": "unparseable"});
     };
     let r = resolve(&msg, &rc);

@@ -7,7 +7,9 @@
 //!
 //! Trust order in [`resolve`]: mailing-list / Google Groups rewriting
 //! (X-Original-From, X-Original-Sender, then Reply-To — only when the list
-//! rewrote From), Resent-* redirects by a trusted address, then — only when From
+//! rewrote From; when the author it names is a team member, the steps below
+//! apply to that author: a colleague forwarding through the group), Resent-*
+//! redirects by a trusted address, then — only when From
 //! is a team member or a configured forwarder — a `message/rfc822` (or `.eml`)
 //! part, then the forwarded-header block in the body. Anyone else's "forward" is
 //! attributed to them, the claimed original recorded. A false positive (mail
@@ -30,7 +32,7 @@ mod subject;
 
 use std::collections::HashSet;
 
-use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderValue, Message, MimeHeaders, PartType};
 
 pub use address::normalize_email;
 pub use block::{Block, Client, Hints, find_block};
@@ -140,42 +142,52 @@ pub fn classify(
 /// Decide who owns the ticket for `msg`. Never panics.
 pub fn resolve(msg: &Message<'_>, ctx: &ResolveContext<'_>) -> Resolution {
     let sender = address::from_parsed(msg.from()).unwrap_or_else(empty);
-    if let Some(r) = resolve_list(msg, ctx, &sender) {
-        return r;
+    match resolve_list(msg, ctx, &sender) {
+        // A colleague forwarding a customer's mail through a group that
+        // rewrote From ("'Ann' via Support"): the forward rules apply to the
+        // author the group names. Without a forward, the list's answer stands.
+        Some(list) if ctx.is_trusted(&list.contact.email) => {
+            resolve_as(msg, ctx, &list.contact).unwrap_or(list)
+        }
+        Some(list) => list,
+        None => resolve_as(msg, ctx, &sender).unwrap_or_else(|| plain(sender)),
     }
-    if let Some(r) = resolve_resent(msg, ctx, &sender) {
-        return r;
+}
+
+/// A redirect (Resent-*) or a forward by `sender`; `None`: `sender` wrote it.
+fn resolve_as(msg: &Message<'_>, ctx: &ResolveContext<'_>, sender: &Address) -> Option<Resolution> {
+    if let Some(r) = resolve_resent(msg, ctx, sender) {
+        return Some(r);
     }
     let found = find_forward(msg, ctx, 0);
     if !ctx.is_trusted(&sender.email) {
-        let mut r = plain(sender);
-        r.claimed_original = found.map(|f| f.owner);
-        return r;
+        let claimed = found?.owner;
+        let mut r = plain(sender.clone());
+        r.claimed_original = Some(claimed);
+        return Some(r);
     }
-    let Some(f) = found else {
-        return plain(sender);
-    };
+    let f = found?;
     let name_only = f.owner.email.is_empty();
     if name_only || !ctx.original_sender_of_forwards {
-        return Resolution {
+        return Some(Resolution {
             contact: sender.clone(),
             method: "forwarder".into(),
             confidence: if name_only { 0.5 } else { 1.0 },
-            forwarder: Some(sender),
+            forwarder: Some(sender.clone()),
             claimed_original: name_only.then_some(f.owner),
             note: f.note,
             original: Some(f.original),
-        };
+        });
     }
-    Resolution {
+    Some(Resolution {
         contact: f.owner,
         method: f.method,
         confidence: f.confidence,
-        forwarder: Some(sender),
+        forwarder: Some(sender.clone()),
         claimed_original: None,
         note: f.note,
         original: Some(f.original),
-    }
+    })
 }
 
 fn empty() -> Address {
@@ -206,11 +218,26 @@ fn header_address(msg: &Message<'_>, name: &str) -> Option<Address> {
         .value();
     let addr = match value {
         HeaderValue::Address(a) => address::from_parsed(Some(a)),
-        HeaderValue::Text(t) => address::parse_loose(t),
-        HeaderValue::TextList(l) => l.first().and_then(|t| address::parse_loose(t)),
+        HeaderValue::Text(t) => text_address(t),
+        HeaderValue::TextList(l) => l.first().and_then(|t| text_address(t)),
         _ => classify::header_text(msg, name).and_then(address::parse_loose),
     }?;
     (!addr.email.is_empty()).then_some(addr)
+}
+
+/// An address header mail-parser kept as text (it parses only the headers it
+/// knows, e.g. not Google Groups' `X-Original-From`): read as a From header,
+/// so that an encoded-word name is decoded; loosely when that finds nothing.
+fn text_address(t: &str) -> Option<Address> {
+    let one_line: String = t
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    let header = format!("From: {one_line}\r\n\r\n");
+    crate::ingest::parse::parse(header.as_bytes())
+        .and_then(|m| address::from_parsed(m.from()))
+        .filter(|a| !a.email.is_empty())
+        .or_else(|| address::parse_loose(t))
 }
 
 fn has_header(msg: &Message<'_>, name: &str) -> bool {
@@ -379,7 +406,7 @@ fn find_forward(msg: &Message<'_>, ctx: &ResolveContext<'_>, depth: usize) -> Op
                 if bytes.len() > MAX_EML {
                     continue;
                 }
-                reparsed = MessageParser::default().parse(bytes);
+                reparsed = crate::ingest::parse::parse(bytes);
                 match &reparsed {
                     Some(m) => m,
                     None => continue,
