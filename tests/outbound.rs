@@ -400,6 +400,57 @@ fn a_reload_to_another_relay_closes_the_old_ones_connections() {
     assert_eq!(old.accepted_count(), 1, "nothing more to the old relay");
 }
 
+/// The relay took the reply (250) but its `sent` cannot be recorded (here a
+/// trigger refuses the update; in life a full disk): the reply must not go
+/// out again while the outcome waits, and is recorded once the store takes
+/// it. Before, the sender gave up recording after ≈ 26 s of retries, the
+/// entry was still queued and due, and the customer got the reply again
+/// every ≈ 26 s.
+#[test]
+fn a_sent_reply_whose_outcome_cannot_be_recorded_is_not_sent_again() {
+    let relay = ScriptedRelay::start(&["250 2.0.0 queued as ONCE"]);
+    let d = Daemon::start_relay("", &relay_keys(relay.port), PEOPLE);
+    let t = support_ticket(&d, "Unrecordable", "unrec1@customer.example");
+    let db = rusqlite::Connection::open(d.dir.path().join("var/postdesk.sqlite")).expect("db");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    db.execute_batch(
+        "CREATE TRIGGER unrecordable BEFORE UPDATE OF state ON outbox WHEN NEW.state = 'sent'
+         BEGIN SELECT RAISE(ABORT, 'injected: cannot record'); END;",
+    )
+    .expect("trigger");
+    reply(
+        &d,
+        &d.token("ann"),
+        t,
+        json!({"text": "Only once, please."}),
+    );
+    let first = wait_for(Duration::from_secs(30), || {
+        (relay.accepted_count() == 1).then_some(())
+    });
+    assert!(first.is_some(), "not delivered:\n{}", d.log_text());
+    // Longer than the old code's retries before it gave up and sent again.
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(
+        relay.accepted_count(),
+        1,
+        "sent again while its outcome waited:\n{}",
+        d.log_text()
+    );
+    assert_eq!(outbound(&d, t)[0]["delivery"], "queued");
+
+    db.execute_batch("DROP TRIGGER unrecordable").expect("drop");
+    let m = wait_delivery(&d, t, "sent");
+    assert!(
+        m["delivery_detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("queued as ONCE"),
+        "{m}"
+    );
+    assert_eq!(relay.accepted_count(), 1, "delivered exactly once");
+}
+
 #[test]
 fn relay_silent_after_the_data_is_a_timeout_and_retried() {
     // The relay takes the whole message and then says nothing past our

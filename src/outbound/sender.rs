@@ -16,7 +16,9 @@
 //!
 //! Loop: take up to [`BATCH`] due entries, send them with at most
 //! `relay.pool_size` in flight, record each outcome as soon as it is known
-//! (`sent` only after the relay's 250), repeat; when nothing is due, sleep
+//! (`sent` only after the relay's 250; an outcome the store cannot take — a
+//! full disk — is kept in memory and retried each round, its entry not sent
+//! again meanwhile), repeat; when nothing is due, sleep
 //! until the next due time, a wake-up from a newly queued reply, or
 //! [`IDLE_POLL`] (replies queued by another process, e.g. the CLI).
 //!
@@ -28,8 +30,9 @@
 //! Must not: compose or alter messages (bytes are sent exactly as queued), or
 //! mark anything `sent` before the relay accepted it.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -48,6 +51,45 @@ use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
 pub const BATCH: usize = 1024;
 /// Longest sleep when nothing is due.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Tries to record an attempt's outcome before it is kept in memory and
+/// retried every round instead (a full disk).
+const RECORD_TRIES: u32 = 4;
+
+/// Outcomes the store could not take yet, by entry. Their entries are not
+/// sent again while they wait: the relay's verdict is never lost, and a
+/// delivered reply is never delivered twice because its `sent` could not be
+/// written.
+#[derive(Default)]
+struct Unrecorded(Mutex<HashMap<OutboxId, AttemptOutcome>>);
+
+impl Unrecorded {
+    fn keep(&self, id: OutboxId, out: AttemptOutcome) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(id, out);
+        }
+    }
+
+    fn holds(&self, id: OutboxId) -> bool {
+        self.0.lock().map(|m| m.contains_key(&id)).unwrap_or(false)
+    }
+
+    fn take(&self) -> Vec<(OutboxId, AttemptOutcome)> {
+        self.0
+            .lock()
+            .map(|mut m| m.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Try each kept outcome once more; what still fails stays kept.
+    async fn retry(&self, store: &dyn Store) {
+        for (id, out) in self.take() {
+            match store.record_attempt(id, out.clone()).await {
+                Ok(()) => tracing::info!(outbox = %id, "attempt recorded late"),
+                Err(_) => self.keep(id, out),
+            }
+        }
+    }
+}
 
 /// Why one attempt did not deliver.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -185,14 +227,24 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut relay: Option<Relay> = None;
         let providers = Arc::new(ProviderPools::default());
+        let unrecorded = Arc::new(Unrecorded::default());
         let mut backoff = Duration::from_millis(200);
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
+            unrecorded.retry(self.store.as_ref()).await;
             let now = super::now_ms();
-            let due = match self.store.due_outbox(now, BATCH).await {
-                Ok(d) => d,
+            let (due, held) = match self.store.due_outbox(now, BATCH).await {
+                Ok(d) => {
+                    let all = d.len();
+                    let d: Vec<_> = d
+                        .into_iter()
+                        .filter(|item| !unrecorded.holds(item.id))
+                        .collect();
+                    let held = d.len() < all;
+                    (d, held)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox read failed");
                     tokio::select! {
@@ -212,6 +264,9 @@ impl Sender {
                     let _ = self.relay(&mut relay, &config).await;
                 }
                 let wait = match self.store.next_outbox_due().await {
+                    // Due entries whose outcome waits to be recorded: retry
+                    // that each IDLE_POLL, not in a busy loop.
+                    _ if held => IDLE_POLL,
                     Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(IDLE_POLL),
                     _ => IDLE_POLL,
                 };
@@ -224,8 +279,12 @@ impl Sender {
             }
             let config = self.live.config();
             let pool = self.relay(&mut relay, &config).await;
-            self.send_batch(due, &config, pool, &providers, &shutdown)
+            self.send_batch(due, &config, pool, &providers, &unrecorded, &shutdown)
                 .await;
+        }
+        unrecorded.retry(self.store.as_ref()).await;
+        for (id, _) in unrecorded.take() {
+            tracing::error!(outbox = %id, "attempt outcome not recorded at shutdown; the entry will be tried again");
         }
         if let Some(Relay { pool: Ok(p), .. }) = relay {
             p.close().await;
@@ -240,6 +299,7 @@ impl Sender {
         config: &Arc<Config>,
         pool: Result<Arc<Pool>, String>,
         providers: &Arc<ProviderPools>,
+        unrecorded: &Arc<Unrecorded>,
         shutdown: &CancellationToken,
     ) {
         // The pool bounds the connections; tasks beyond it wait for one. Many
@@ -254,13 +314,14 @@ impl Sender {
             while tasks.len() >= limit {
                 let _ = tasks.join_next().await;
             }
-            let (store, config, pool, providers, tokens, stop) = (
+            let (store, config, pool, providers, tokens, stop, unrecorded) = (
                 self.store.clone(),
                 config.clone(),
                 pool.clone(),
                 providers.clone(),
                 self.tokens.clone(),
                 shutdown.clone(),
+                unrecorded.clone(),
             );
             tasks.spawn(async move {
                 let relays = Relays {
@@ -280,14 +341,14 @@ impl Sender {
                     item.created_at,
                     now,
                 );
-                record(store.as_ref(), item.id, out).await;
+                record(store.as_ref(), item.id, out, &unrecorded).await;
             });
         }
         while tasks.join_next().await.is_some() {}
     }
 }
 
-async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
+async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome, unrecorded: &Unrecorded) {
     let label = match &out {
         AttemptOutcome::Sent { .. } => "sent",
         AttemptOutcome::Deferred { .. } => "deferred",
@@ -304,18 +365,20 @@ async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome) {
         AttemptOutcome::Failed { error } => tracing::warn!(outbox = %id, %error, "reply failed"),
     }
     metrics::counter!("postdesk_outbox_attempts_total", "result" => label).increment(1);
-    // The relay's verdict must not be lost to a transient store error: retry.
+    // The relay's verdict must not be lost to a store error: retry a little,
+    // then keep it for the next rounds (the entry is not sent meanwhile).
     let mut wait = Duration::from_millis(100);
-    for _ in 0..10 {
+    for attempt in 1..=RECORD_TRIES {
         match store.record_attempt(id, out.clone()).await {
             Ok(()) => return,
-            Err(e) if e.is_temporary() => {
+            Err(e) if attempt < RECORD_TRIES && e.is_temporary() => {
                 tracing::warn!(outbox = %id, error = %e, "cannot record attempt; retrying");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                wait *= 2;
             }
             Err(e) => {
-                tracing::error!(outbox = %id, error = %e, "cannot record attempt");
+                tracing::error!(outbox = %id, error = %e, "cannot record attempt; kept until the store takes it");
+                unrecorded.keep(id, out);
                 return;
             }
         }
