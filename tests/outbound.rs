@@ -592,6 +592,45 @@ fn relay_auth_uses_the_password_file() {
     assert_eq!(decoded, b"\0postdesk\0s3cret");
 }
 
+/// The relay refusing our credentials (535: a rotated password) is not the
+/// reply's fault: it stays queued with the reason and is tried again, instead
+/// of failing on its first attempt.
+#[test]
+fn a_relay_refusing_our_credentials_defers_the_reply() {
+    let relay =
+        ScriptedRelay::start_with_auth("535 5.7.8 Authentication credentials invalid", &["250 ok"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("relay-password"), "rotated\n").expect("write");
+    let keys = format!(
+        "{}\nusername = \"postdesk\"\npassword_file = \"relay-password\"",
+        relay_keys(relay.port)
+    );
+    let d = Daemon::start_full(dir, "", Some(&keys), PEOPLE, None);
+    let t = support_ticket(&d, "Rotated", "rot1@customer.example");
+    reply(
+        &d,
+        &d.token("ann"),
+        t,
+        json!({"text": "Waiting for the password."}),
+    );
+    let retried = wait_for(Duration::from_secs(30), || {
+        (relay.auth.lock().expect("lock").len() >= 3).then_some(())
+    });
+    assert!(
+        retried.is_some(),
+        "AUTH not retried: {:?}\n{}",
+        outbound(&d, t),
+        d.log_text()
+    );
+    let m = outbound(&d, t).remove(0);
+    assert_eq!(m["delivery"], "queued", "{m}");
+    assert!(
+        m["delivery_detail"].as_str().unwrap_or("").contains("535"),
+        "{m}"
+    );
+    assert_eq!(relay.accepted_count(), 0);
+}
+
 /// kill -9 while replies are being sent: after a restart every reply is
 /// delivered, and a reply is delivered twice only if the relay had accepted
 /// it before the kill (the documented window: accepted, not yet recorded).

@@ -156,6 +156,11 @@ pub async fn connect(t: &SmtpTarget) -> Result<AsyncSmtpConnection, SendError> {
                     // fresh one may work, so this is not the reply's
                     // permanent failure.
                     SendError::Permanent(text) if xoauth2 => SendError::AuthRejected(text),
+                    // The relay refusing our credentials (a rotated password,
+                    // AUTH offered only after TLS) is its configuration's
+                    // problem, not this reply's: retried until the entry's
+                    // lifetime ends, like an unreadable password file.
+                    SendError::Permanent(text) => SendError::Temporary(format!("AUTH: {text}")),
                     other => other,
                 }
             })?;

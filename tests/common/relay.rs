@@ -29,39 +29,33 @@ impl ScriptedRelay {
     /// (e.g. `["451 4.3.0 try later", "250 2.0.0 ok"]`). An entry
     /// `"sleep:MS 250 ok"` waits MS milliseconds before answering.
     pub fn start(script: &[&str]) -> ScriptedRelay {
+        Self::start_with_auth("235 2.7.0 authenticated", script)
+    }
+
+    /// As `start`, answering every AUTH with `auth_reply`.
+    pub fn start_with_auth(auth_reply: &str, script: &[&str]) -> ScriptedRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
-        let script: Arc<Vec<String>> = Arc::new(script.iter().map(|s| s.to_string()).collect());
-        let accepted: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let transactions = Arc::new(AtomicUsize::new(0));
+        let shared = Shared {
+            script: Arc::new(script.iter().map(|s| s.to_string()).collect()),
+            auth_reply: Arc::new(auth_reply.to_string()),
+            accepted: Arc::default(),
+            transactions: Arc::new(AtomicUsize::new(0)),
+            auth: Arc::default(),
+            rcpts: Arc::default(),
+            quits: Arc::new(AtomicUsize::new(0)),
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let auth: Arc<Mutex<Vec<String>>> = Arc::default();
-        let rcpts: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let quits = Arc::new(AtomicUsize::new(0));
-        let (a, t, st, au, rc, q) = (
-            accepted.clone(),
-            transactions.clone(),
-            stop.clone(),
-            auth.clone(),
-            rcpts.clone(),
-            quits.clone(),
-        );
+        let (st, sh) = (stop.clone(), shared.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (a, t, script, au, rc, q) = (
-                            a.clone(),
-                            t.clone(),
-                            script.clone(),
-                            au.clone(),
-                            rc.clone(),
-                            q.clone(),
-                        );
+                        let sh = sh.clone();
                         std::thread::spawn(move || {
                             let _ = stream.set_nonblocking(false);
-                            let _ = session(stream, &script, &a, &t, &au, &rc, &q);
+                            let _ = session(stream, &sh);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -70,11 +64,11 @@ impl ScriptedRelay {
         });
         ScriptedRelay {
             port,
-            accepted,
-            transactions,
-            auth,
-            rcpts,
-            quits,
+            accepted: shared.accepted,
+            transactions: shared.transactions,
+            auth: shared.auth,
+            rcpts: shared.rcpts,
+            quits: shared.quits,
             stop,
         }
     }
@@ -90,15 +84,28 @@ impl Drop for ScriptedRelay {
     }
 }
 
-fn session(
-    stream: std::net::TcpStream,
-    script: &[String],
-    accepted: &Mutex<Vec<Vec<u8>>>,
-    transactions: &AtomicUsize,
-    auth: &Mutex<Vec<String>>,
-    rcpts: &Mutex<Vec<Vec<String>>>,
-    quits: &AtomicUsize,
-) -> std::io::Result<()> {
+/// What every session of one relay shares.
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Vec<String>>,
+    auth_reply: Arc<String>,
+    accepted: Arc<Mutex<Vec<Vec<u8>>>>,
+    transactions: Arc<AtomicUsize>,
+    auth: Arc<Mutex<Vec<String>>>,
+    rcpts: Arc<Mutex<Vec<Vec<String>>>>,
+    quits: Arc<AtomicUsize>,
+}
+
+fn session(stream: std::net::TcpStream, sh: &Shared) -> std::io::Result<()> {
+    let Shared {
+        script,
+        auth_reply,
+        accepted,
+        transactions,
+        auth,
+        rcpts,
+        quits,
+    } = sh;
     let mut envelope: Vec<String> = Vec::new();
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = stream.try_clone()?;
@@ -118,7 +125,7 @@ fn session(
         } else if verb.starts_with("AUTH PLAIN") {
             let arg = line.trim_end().get(11..).unwrap_or("").trim().to_string();
             auth.lock().expect("lock").push(arg);
-            w.write_all(b"235 2.7.0 authenticated\r\n")?;
+            w.write_all(format!("{auth_reply}\r\n").as_bytes())?;
         } else if verb.starts_with("DATA") {
             w.write_all(b"354 go ahead\r\n")?;
             let mut body = Vec::new();
