@@ -233,7 +233,8 @@ pub struct SmtpConfig {
     pub max_message_size: usize,
     /// Most RCPT TO per transaction. Default `100`.
     pub max_recipients: usize,
-    /// Longest command or data line, in bytes. Default `4096`.
+    /// Longest command line, in bytes (a message's lines are bounded only by
+    /// `max_message_size`). Default `4096`.
     pub max_line_length: usize,
     /// Most concurrent connections. Default `512`.
     pub max_connections: usize,
@@ -241,7 +242,8 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     /// Messages per minute accepted from one IP; `0` = no limit (like Postfix). Default `0`.
     pub max_messages_per_minute_per_ip: u32,
-    /// Networks exempt from the per-IP limits. Default `[]`.
+    /// Networks exempt from both per-IP limits (connections and message
+    /// rate; `max_connections` still counts them). Default `[]`.
     pub rate_limit_exempt: Vec<ipnet::IpNet>,
     /// Unknown/NOOP-style commands tolerated per session. Default `100`.
     pub max_junk_commands: usize,

@@ -44,11 +44,12 @@ impl Limits {
         self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Take one connection slot for `ip`; `None` when the per-IP cap is reached.
+    /// Take one connection slot for `ip`; `None` when the per-IP cap is
+    /// reached (never for an exempt network: it is still counted).
     pub fn try_connect(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let mut map = self.map();
         let count = map.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
+        if *count >= self.max_per_ip && !self.is_exempt(ip) {
             if *count == 0 {
                 map.remove(&ip);
             }
@@ -67,10 +68,16 @@ impl Limits {
         let Some(rate) = &self.rate else {
             return true;
         };
-        if self.exempt.iter().any(|net| net.contains(&ip)) {
+        if self.is_exempt(ip) {
             return true;
         }
         rate.check_key(&ip).is_ok()
+    }
+
+    /// In `rate_limit_exempt`: neither per-IP limit applies (the upstream
+    /// MTA relaying everything, as Postfix's client-limit exceptions).
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|net| net.contains(&ip))
     }
 
     /// Drop limiter state of clients that are back at full quota.
@@ -103,5 +110,37 @@ impl Drop for IpSlot {
                 map.remove(&self.ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rate_limit_exempt` lifts both per-IP limits (the connection cap and
+    /// the message rate); other clients keep them.
+    #[test]
+    fn exempt_networks_have_no_per_ip_limits() {
+        let cfg = SmtpConfig {
+            max_connections_per_ip: 2,
+            max_messages_per_minute_per_ip: 1,
+            rate_limit_exempt: vec!["10.0.0.0/8".parse().expect("net")],
+            ..SmtpConfig::default()
+        };
+        let limits = Arc::new(Limits::new(&cfg));
+        let (relay, client): (IpAddr, IpAddr) = (
+            "10.1.2.3".parse().expect("ip"),
+            "192.0.2.7".parse().expect("ip"),
+        );
+        let relay_slots: Vec<_> = (0..5).filter_map(|_| limits.try_connect(relay)).collect();
+        assert_eq!(relay_slots.len(), 5, "the exempt relay is not capped");
+        assert_eq!(limits.open_for(relay), 5, "but counted");
+        let client_slots: Vec<_> = (0..5).filter_map(|_| limits.try_connect(client)).collect();
+        assert_eq!(client_slots.len(), 2, "others are capped");
+        assert!((0..5).all(|_| limits.allow_message(relay)));
+        assert!(limits.allow_message(client));
+        assert!(!limits.allow_message(client), "one message a minute");
+        drop(relay_slots);
+        assert_eq!(limits.open_for(relay), 0);
     }
 }
