@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -176,23 +175,20 @@ pub async fn run(
         wake: wake.clone(),
         handoff: handoff.clone(),
     });
-    let mut smtp_tasks = JoinSet::new();
-    for listener in bound.smtp {
+    for listener in &bound.smtp {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "smtp listening");
         }
-        let (cfg, tls, spool, stop) = (
-            smtp_cfg.clone(),
-            tls.clone(),
-            spool.clone(),
-            smtp_stop.clone(),
-        );
-        smtp_tasks.spawn(async move {
-            if let Err(e) = crate::smtp::serve(listener, cfg, tls, spool, stop).await {
-                tracing::error!(error = %e, "smtp listener failed");
-            }
-        });
     }
+    // One loop for every address: the connection and rate limits are the
+    // daemon's, not each address's.
+    let smtp_task = tokio::spawn(crate::smtp::serve(
+        bound.smtp,
+        smtp_cfg.clone(),
+        tls.clone(),
+        spool.clone(),
+        smtp_stop.clone(),
+    ));
 
     let ingestor = Ingestor {
         store: store.clone(),
@@ -299,21 +295,29 @@ pub async fn run(
     smtp_stop.cancel();
     pull_stop.cancel();
     let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
-    while !smtp_tasks.is_empty() {
-        if tokio::time::timeout_at(deadline, smtp_tasks.join_next())
+    // The listener lets sessions in DATA finish within the grace period, then
+    // aborts the rest itself and gives them ABORT_MARGIN to unwind: wait for
+    // that. Aborting it sooner could cut a session whose message is being
+    // committed — stored, but never answered 250, so sent again.
+    let smtp_deadline = deadline + crate::smtp::ABORT_MARGIN;
+    let smtp_done = async {
+        let mut smtp_task = smtp_task;
+        if tokio::time::timeout_at(smtp_deadline, &mut smtp_task)
             .await
             .is_err()
         {
-            tracing::warn!("smtp sessions still open at the deadline; aborting them");
-            smtp_tasks.abort_all();
-            break;
+            tracing::warn!("smtp listener still busy past its own deadline; aborting it");
+            smtp_task.abort();
         }
-    }
-    if tokio::time::timeout_at(deadline, pull_task).await.is_err() {
-        tracing::warn!(
-            "mailbox pullers still busy at the deadline; uncommitted batches are fetched again next start"
-        );
-    }
+    };
+    let pull_done = async {
+        if tokio::time::timeout_at(deadline, pull_task).await.is_err() {
+            tracing::warn!(
+                "mailbox pullers still busy at the deadline; uncommitted batches are fetched again next start"
+            );
+        }
+    };
+    tokio::join!(smtp_done, pull_done);
     tracing::info!("stopping: draining ingest");
     ingest_stop.cancel();
     let ingest_deadline = tokio::time::Instant::now() + grace;

@@ -1,9 +1,14 @@
 //! Accept loop: connection caps (total via a semaphore, per client IP via `limits`),
 //! one task per session, limiter pruning, and graceful shutdown.
 //!
+//! All of `[smtp] listen`'s sockets are served by one loop with one set of
+//! limits: `max_connections`, the per-IP caps and the message rate count a
+//! client's connections on every address together.
+//!
 //! Must not: speak SMTP beyond the one-line `421` refusal of an over-cap connection
-//! (written with `try_write`, never awaited), or end on a single accept error (only
-//! repeated failures, after back-off, end `serve`).
+//! (written with `try_write`, never awaited), or stop listening because accept
+//! fails (out of file descriptors, a connection reset before it was taken):
+//! it backs off, at most [`MAX_BACKOFF`] between tries, and goes on.
 //!
 //! Limits: `max_connections`, `max_connections_per_ip`, `shutdown_grace_secs`.
 //! Untrusted input: inbound connections and their peer addresses.
@@ -23,21 +28,27 @@ use super::reply::{self, Reply};
 use super::session::{self, Shared};
 use crate::config::SmtpConfig;
 
-/// Accept-error back-off doubles from 1 s; past this, `serve` gives up.
-const MAX_BACKOFF_SECS: u64 = 64;
+/// Accept-error back-off doubles from 10 ms up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the per-IP rate limiter forgets idle clients.
 const RETAIN_INTERVAL: Duration = Duration::from_secs(60);
-/// After the grace period, how long aborted sessions get to unwind.
-const ABORT_MARGIN: Duration = Duration::from_secs(5);
+/// After the grace period, how long aborted sessions get to unwind. The
+/// daemon waits for the listener at least this long past the grace period.
+pub const ABORT_MARGIN: Duration = Duration::from_secs(5);
 
-/// Serve until `shutdown` is cancelled. On cancel: stop accepting, sessions not inside DATA get `421 4.3.2` and close, sessions in DATA/commit may finish up to shutdown_grace_secs; returns when all sessions ended.
+/// Serve `listeners` until `shutdown` is cancelled. On cancel: stop accepting,
+/// sessions not inside DATA get `421 4.3.2` and close, sessions in DATA/commit
+/// may finish up to shutdown_grace_secs; returns when all sessions ended.
 pub async fn serve<S: Spool>(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     cfg: Arc<SmtpConfig>,
     tls: Option<TlsAcceptor>,
     spool: Arc<S>,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) {
+    if listeners.is_empty() {
+        return;
+    }
     let grace = Duration::from_secs(cfg.shutdown_grace_secs);
     let slots = Arc::new(Semaphore::new(
         cfg.max_connections.min(Semaphore::MAX_PERMITS),
@@ -47,22 +58,24 @@ pub async fn serve<S: Spool>(
     let shared = Arc::new(Shared::new(cfg, spool, tls, stop.clone()));
     let mut sessions = JoinSet::new();
     let mut retain = tokio::time::interval(RETAIN_INTERVAL);
-    let mut backoff = 1;
-    tracing::info!(addr = ?listener.local_addr().ok(), "SMTP listener started");
+    let mut backoff = Duration::ZERO;
+    for l in &listeners {
+        tracing::info!(addr = ?l.local_addr().ok(), "SMTP listener started");
+    }
 
-    let result = loop {
+    loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = shutdown.cancelled() => break,
             Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Err(error) = joined {
                     tracing::error!(%error, "SMTP session task failed");
                 }
             }
             _ = retain.tick() => shared.limits.retain_recent(),
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners) => match accepted {
                 Ok((stream, peer)) => {
-                    backoff = 1;
+                    backoff = Duration::ZERO;
                     let ip = peer.ip().to_canonical();
                     let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                         refuse(&stream, ip, reply::TOO_MANY_CONNECTIONS, "connections");
@@ -86,22 +99,20 @@ pub async fn serve<S: Spool>(
                     );
                 }
                 Err(error) => {
-                    if backoff > MAX_BACKOFF_SECS {
-                        tracing::error!(%error, "accept keeps failing; SMTP listener stops");
-                        break Err(error);
-                    }
-                    tracing::warn!(%error, backoff, "accept failed");
+                    // Out of file descriptors (EMFILE/ENFILE) or the like:
+                    // the sessions that end free them. Never stop listening.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_BACKOFF);
+                    tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "accept failed");
                     tokio::select! {
-                        _ = shutdown.cancelled() => break Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(backoff)) => {}
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff *= 2;
                 }
             },
         }
-    };
+    }
 
-    drop(listener);
+    drop(listeners);
     stop.cancel();
     tracing::info!(sessions = sessions.len(), "SMTP listener draining");
     let drain = async { while sessions.join_next().await.is_some() {} };
@@ -117,7 +128,18 @@ pub async fn serve<S: Spool>(
         while sessions.join_next().await.is_some() {}
     }
     tracing::info!("SMTP listener stopped");
-    result
+}
+
+/// The next connection on any of `listeners` (not empty). `accept` is
+/// cancel-safe: the futures of the listeners that did not win are dropped.
+async fn accept_any(
+    listeners: &[TcpListener],
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    if let [one] = listeners {
+        return one.accept().await;
+    }
+    let all = listeners.iter().map(|l| Box::pin(l.accept()));
+    futures_util::future::select_all(all).await.0
 }
 
 /// Best-effort one-line refusal; never waits on the client.

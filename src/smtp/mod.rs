@@ -30,7 +30,7 @@ mod tests;
 use std::future::Future;
 use std::net::IpAddr;
 
-pub use listener::serve;
+pub use listener::{ABORT_MARGIN, serve};
 
 /// Count a refused message or recipient by reason (`postdesk_smtp_rejections_total`).
 fn rejected(reason: &'static str) {

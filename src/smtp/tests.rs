@@ -239,7 +239,7 @@ async fn start_listener(
     std::net::SocketAddr,
     Arc<MemSpool>,
     CancellationToken,
-    JoinHandle<io::Result<()>>,
+    JoinHandle<()>,
 ) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -247,7 +247,7 @@ async fn start_listener(
     let token = CancellationToken::new();
     let tls = tls_acceptor(&cfg).unwrap();
     let task = tokio::spawn(serve(
-        listener,
+        vec![listener],
         Arc::new(cfg),
         tls,
         Arc::clone(&spool),
@@ -925,6 +925,50 @@ fn tls_acceptor_config_errors() {
 
 // ---------------------------------------------------------------- listener
 
+/// Every `listen` address is served with one set of limits: a client at its
+/// per-IP cap on one address is refused on the other, and `max_connections`
+/// counts both (before, each address had limits of its own, multiplying them).
+#[tokio::test]
+async fn limits_count_connections_on_every_address_together() {
+    for (max_total, max_per_ip, refusal) in [(10, 1, "421 4.7.0"), (1, 10, "421 4.7.0")] {
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let token = CancellationToken::new();
+        let config = SmtpConfig {
+            max_connections: max_total,
+            max_connections_per_ip: max_per_ip,
+            ..cfg()
+        };
+        let task = tokio::spawn(serve(
+            vec![a, b],
+            Arc::new(config),
+            None,
+            Arc::new(MemSpool::default()),
+            token.clone(),
+        ));
+        let mut first = tcp(addr_a).await;
+        first.expect("220 mx.test").await;
+        let mut second = tcp(addr_b).await;
+        second.expect(refusal).await;
+        // Once the first leaves, the other address takes a client again.
+        first.cmd("QUIT", "221").await;
+        first.expect_eof().await;
+        let mut third = None;
+        for _ in 0..50 {
+            let mut c = tcp(addr_b).await;
+            if c.reply().await.starts_with("220 ") {
+                third = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(third.is_some(), "address b never took a client again");
+        token.cancel();
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn listener_shutdown_idle_session_gets_421() {
     let (addr, _, token, task) = start_listener(cfg()).await;
@@ -934,11 +978,7 @@ async fn listener_shutdown_idle_session_gets_421() {
     token.cancel();
     c.expect("421 4.3.2").await;
     c.expect_eof().await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
 }
 
@@ -957,11 +997,7 @@ async fn listener_shutdown_lets_data_finish() {
     c.expect("250 2.0.0 Ok: queued as 1").await;
     c.expect("421 4.3.2").await;
     c.expect_eof().await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert_eq!(
         spool.messages()[0].1,
         b"Subject: slow\r\n\r\nfirst half\r\nsecond half\r\n"
@@ -982,11 +1018,7 @@ async fn listener_shutdown_grace_expires_inside_data() {
     c.send("stalled").await;
     token.cancel();
     c.expect("421 4.3.2").await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert!(spool.messages().is_empty());
 }
 
@@ -1013,11 +1045,7 @@ async fn per_ip_connection_cap() {
     token.cancel();
     b.expect("421 4.3.2").await;
     d.expect("421 4.3.2").await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -1033,11 +1061,7 @@ async fn total_connection_cap() {
     refused.expect("421 4.7.0 Too many connections").await;
     token.cancel();
     a.expect("421 4.3.2").await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -1054,11 +1078,7 @@ async fn listener_starttls_over_tcp() {
     c.expect("250 2.0.0").await;
     token.cancel();
     c.expect("421 4.3.2").await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert!(spool.messages()[0].0.tls);
 }
 

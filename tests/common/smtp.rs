@@ -56,8 +56,8 @@ impl Client {
         self.reply()
     }
 
-    /// EHLO + MAIL + RCPT… + DATA with `body` (already dot-stuffed, without the
-    /// final dot). Returns the final reply.
+    /// MAIL + RCPT… + DATA with `body` (after EHLO; already dot-stuffed,
+    /// without the final dot). Returns the final reply.
     pub fn mail(&mut self, from: &str, rcpts: &[&str], body: &str) -> (u16, String) {
         let (c, t) = self.cmd(&format!("MAIL FROM:<{from}>"));
         assert_eq!(c, 250, "MAIL: {t}");
