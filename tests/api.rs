@@ -1,6 +1,8 @@
 //! The HTTP API (`/api/v1`) against the real daemon: bearer auth (401),
-//! acting as another user (403), unknown things (404), bad JSON (400), each
-//! with its stable JSON error code; then the resources agents use.
+//! acting as another user (403), unknown things (404), bad JSON (400), a
+//! path segment that is not UTF-8 (400), a wrong method (405), a body that is
+//! not sent as JSON (415), each with its stable JSON error code; then the
+//! resources agents use.
 
 mod common;
 
@@ -211,6 +213,128 @@ fn errors_have_stable_codes() {
             .iter()
             .all(|m| m["direction"] != "outbound")
     );
+}
+
+/// One request's (status, Content-Type, body), extra headers as given.
+fn exchange(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    common::http::request_header(d.http, method, path, headers, token, body, "content-type")
+}
+
+/// Asserts a JSON error: status, `Content-Type: application/json`, code.
+fn assert_json_error(what: &str, got: (u16, Option<String>, Value), status: u16, want: &str) {
+    let (st, ct, v) = got;
+    assert_eq!((st, code(&v)), (status, want), "{what}: {ct:?} {v}");
+    assert!(
+        ct.as_deref()
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{what}: Content-Type {ct:?}"
+    );
+    assert!(v["error"]["message"].is_string(), "{what}: {v}");
+}
+
+/// A path segment that is not UTF-8 (`%FF`) is a JSON 400 on every route
+/// with a path parameter, forms (no token) included.
+#[test]
+fn non_utf8_path_segment_is_a_json_bad_request() {
+    let d = Daemon::start("", ACME);
+    let ann = d.token("ann");
+    let avail = json!({"available": true}).to_string();
+    let cases: [(&str, &str, Option<&str>, Option<&str>); 7] = [
+        ("GET", "/api/v1/tickets/%FF", Some(&ann), None),
+        (
+            "POST",
+            "/api/v1/tickets/%FF/notes",
+            Some(&ann),
+            Some(r#"{"text":"x"}"#),
+        ),
+        ("GET", "/api/v1/contacts/%FF", Some(&ann), None),
+        (
+            "PUT",
+            "/api/v1/users/%FF/availability",
+            Some(&ann),
+            Some(&avail),
+        ),
+        ("POST", "/api/v1/channels/%FF/enable", Some(&ann), None),
+        ("POST", "/api/v1/forms/%FF/submissions", None, Some("{}")),
+        ("OPTIONS", "/api/v1/forms/%FF/submissions", None, None),
+    ];
+    for (method, path, token, body) in cases {
+        let got = exchange(&d, method, path, &[], token, body);
+        assert_json_error(&format!("{method} {path}"), got, 400, "bad_request");
+    }
+}
+
+/// A known path with a method it does not serve is a JSON 405 with `Allow`;
+/// an unknown path stays a JSON 404.
+#[test]
+fn wrong_method_on_a_known_route_is_a_json_405() {
+    let d = Daemon::start("", ACME);
+    let ann = d.token("ann");
+    let cases: [(&str, &str, Option<&str>, &str); 5] = [
+        ("DELETE", "/api/v1/tickets/1", Some(&ann), "GET"),
+        ("PUT", "/api/v1/tickets", Some(&ann), "POST"),
+        ("GET", "/api/v1/tickets/1/notes", Some(&ann), "POST"),
+        (
+            "DELETE",
+            "/api/v1/contacts/carol@customer.example",
+            Some(&ann),
+            "GET",
+        ),
+        ("GET", "/api/v1/forms/web/submissions", None, "POST"),
+    ];
+    for (method, path, token, allowed) in cases {
+        let what = format!("{method} {path}");
+        let got = exchange(&d, method, path, &[], token, None);
+        assert_json_error(&what, got, 405, "method_not_allowed");
+        let (_, allow, _) =
+            common::http::request_header(d.http, method, path, &[], token, None, "allow");
+        assert!(
+            allow.as_deref().is_some_and(|a| a.contains(allowed)),
+            "{what}: Allow {allow:?}"
+        );
+    }
+    let got = exchange(&d, "DELETE", "/api/v1/no-such-thing", &[], Some(&ann), None);
+    assert_json_error("unknown path", got, 404, "not_found");
+}
+
+/// A JSON body sent as another media type is a JSON 415
+/// `unsupported_media_type`, not a 400.
+#[test]
+fn json_body_without_json_content_type_is_a_json_415() {
+    let d = Daemon::start("", ACME);
+    let ann = d.token("ann");
+    let note = json!({"text": "x"}).to_string();
+    let status = json!({"status": "closed"}).to_string();
+    let cases = [
+        ("POST", "/api/v1/tickets/1/notes", note.as_str()),
+        ("POST", "/api/v1/tickets/1/replies", note.as_str()),
+        ("PATCH", "/api/v1/tickets/1", status.as_str()),
+    ];
+    for (method, path, body) in cases {
+        for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+            let got = exchange(
+                &d,
+                method,
+                path,
+                &[("Content-Type", ct)],
+                Some(&ann),
+                Some(body),
+            );
+            assert_json_error(
+                &format!("{method} {path} as {ct}"),
+                got,
+                415,
+                "unsupported_media_type",
+            );
+        }
+    }
 }
 
 #[test]

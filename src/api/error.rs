@@ -1,15 +1,19 @@
 //! JSON errors with stable codes: `{"error": {"code": "not_found", "message": "..."}}`.
 //!
 //! Codes (stable, scripts rely on them): `unauthorized` (401), `forbidden`
-//! (403), `not_found` (404), `bad_request` (400, including malformed JSON),
-//! `conflict` (409), `payload_too_large` (413), `unsupported_media_type`
-//! (415), `rate_limited` (429, retry later), `unavailable` (503, retry),
-//! `internal` (500). Messages are for humans and may change.
+//! (403), `not_found` (404), `bad_request` (400, including malformed JSON and
+//! a path segment that is not UTF-8), `method_not_allowed` (405, with
+//! `Allow`), `conflict` (409), `payload_too_large` (413),
+//! `unsupported_media_type` (415, including a JSON body without
+//! `Content-Type: application/json`), `rate_limited` (429, retry later),
+//! `unavailable` (503, retry), `internal` (500). Messages are for humans and
+//! may change.
 
 use axum::Json;
-use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -47,6 +51,16 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
+}
+
+/// The API's answer to a known path with a method it does not serve (the
+/// router's `method_not_allowed_fallback`; axum adds the `Allow` header).
+pub async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} not allowed on this endpoint"),
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -99,8 +113,8 @@ impl From<OutboundError> for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are our JSON errors (`bad_request`, or
-/// `payload_too_large`).
+/// `Json<T>` whose rejections are our JSON errors (`bad_request`,
+/// `unsupported_media_type` or `payload_too_large`).
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -122,6 +136,32 @@ where
                     e.body_text(),
                 ))
             }
+            Err(e @ JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.body_text(),
+            )),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are our JSON errors: `bad_request` (a segment
+/// that is not UTF-8 or does not deserialize), `internal` (a route/extractor
+/// mismatch, a bug).
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(e) if e.status().is_server_error() => Err(ApiError::internal(e.body_text())),
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
     }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, ORIGIN, VARY,
@@ -43,7 +43,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use crate::config::{ChannelKind, Config};
 use crate::ingest::submit::{self, Checked, Origin, SubmitError};
 use crate::store::{ContactRef, NewSpool, SpoolSource};
@@ -127,7 +127,7 @@ fn cors_origin(config: &Config, id: &str, headers: &HeaderMap) -> Option<HeaderV
 pub async fn submit(
     State(s): State<AppState>,
     limits: axum::Extension<Arc<FormLimits>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     req: Request,
 ) -> Response {
     let config = s.live.config();
@@ -162,7 +162,7 @@ pub async fn submit(
 /// the permissions; others get none (the browser then refuses the post).
 pub async fn preflight(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     let config = s.live.config();

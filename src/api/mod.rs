@@ -11,8 +11,11 @@
 //! [`crate::outbound::Outbound`] (the same reply path as the CLI).
 //!
 //! Untrusted input: every request. Bodies are capped at [`MAX_BODY`]; JSON
-//! that does not parse or has unknown fields is a 400 `bad_request`; every
-//! `/api/v1` route but form submissions needs a bearer token (401 `unauthorized`).
+//! that does not parse or has unknown fields is a 400 `bad_request` (415
+//! `unsupported_media_type` without a JSON `Content-Type`), as is a path
+//! segment that is not UTF-8; a known path with another method is a 405
+//! `method_not_allowed`; every `/api/v1` route but form submissions needs a
+//! bearer token (401 `unauthorized`). All of these are JSON errors ([`error`]).
 
 pub mod auth;
 pub mod error;
@@ -73,7 +76,11 @@ pub fn router(state: AppState) -> Router {
             post(forms::submit).options(forms::preflight),
         )
         .layer(axum::Extension(Arc::new(forms::FormLimits::default())));
-    let api = forms.merge(api);
+    // A known path with a method it does not serve: JSON 405 (set on every
+    // route above, forms included; the `Allow` header stays axum's).
+    let api = forms
+        .merge(api)
+        .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -6,13 +6,13 @@
 //! (persisted; SMTP and pullers follow the daemon's live state).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use crate::config::normalize_email;
 
 pub async fn contacts(
@@ -25,7 +25,7 @@ pub async fn contacts(
 pub async fn contact(
     State(s): State<AppState>,
     _user: AuthUser,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let email = normalize_email(&email);
     s.store
@@ -47,7 +47,7 @@ pub struct OwnerBody {
 pub async fn contact_owner(
     State(s): State<AppState>,
     user: AuthUser,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
     ApiJson(body): ApiJson<OwnerBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     if let Some(o) = &body.owner
@@ -57,7 +57,7 @@ pub async fn contact_owner(
     }
     let email = normalize_email(&email);
     s.store.set_contact_owner(email.clone(), body.owner).await?;
-    contact(State(s), user, Path(email)).await
+    contact(State(s), user, ApiPath(email)).await
 }
 
 #[derive(Debug, Serialize)]
@@ -96,7 +96,7 @@ pub struct AvailabilityBody {
 pub async fn set_availability(
     State(s): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AvailabilityBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let config = s.live.config();
@@ -158,7 +158,7 @@ async fn set_channel(
 pub async fn enable_channel(
     State(s): State<AppState>,
     _user: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_channel(s, id, true).await
 }
@@ -166,7 +166,7 @@ pub async fn enable_channel(
 pub async fn disable_channel(
     State(s): State<AppState>,
     _user: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_channel(s, id, false).await
 }

@@ -7,7 +7,7 @@
 //! the request body is capped by the router.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use crate::outbound::{Attachment, ReplyRequest};
 use crate::store::{TicketFilter, TicketId, TicketUpdate};
 
@@ -54,7 +54,7 @@ pub async fn list(
 pub async fn show(
     State(s): State<AppState>,
     _user: AuthUser,
-    Path(n): Path<String>,
+    ApiPath(n): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let n = ticket_number(&n)?;
     Ok(Json(s.store.ticket(n).await?))
@@ -88,7 +88,7 @@ where
 pub async fn update(
     State(s): State<AppState>,
     _user: AuthUser,
-    Path(n): Path<String>,
+    ApiPath(n): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let n = ticket_number(&n)?;
@@ -154,7 +154,7 @@ pub struct ReplyBody {
 pub async fn reply(
     State(s): State<AppState>,
     user: AuthUser,
-    Path(n): Path<String>,
+    ApiPath(n): ApiPath<String>,
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -208,7 +208,7 @@ pub struct NoteBody {
 pub async fn note(
     State(s): State<AppState>,
     user: AuthUser,
-    Path(n): Path<String>,
+    ApiPath(n): ApiPath<String>,
     ApiJson(body): ApiJson<NoteBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let n = ticket_number(&n)?;

@@ -28,6 +28,40 @@ pub fn request_with(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
+    let (status, _, value) = exchange(addr, method, path, headers, token, body);
+    (status, value)
+}
+
+/// [`request_with`], also returning the response's header value for
+/// `header` (case-insensitive; `None` when absent).
+pub fn request_header(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    body: Option<&str>,
+    header: &str,
+) -> (u16, Option<String>, Value) {
+    let (status, head, value) = exchange(addr, method, path, headers, token, body);
+    let found = head.lines().skip(1).find_map(|l| {
+        let (name, v) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(header)
+            .then(|| v.trim().to_string())
+    });
+    (status, found, value)
+}
+
+/// One exchange: status, the raw response head, the body (JSON or text).
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, Value) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
@@ -70,7 +104,7 @@ pub fn request_with(
         rest.to_string()
     };
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (status, value)
+    (status, head.to_string(), value)
 }
 
 fn dechunk(mut s: &str) -> String {
