@@ -2,7 +2,8 @@
 //!
 //! Must not: advertise STARTTLS without a TLS acceptor or once TLS is active; keep any
 //! protocol state across STARTTLS (the session layer discards pipelined bytes and starts
-//! a fresh session over TLS). Limits: the HELO name is at most 255 bytes (smtp-proto).
+//! a fresh session over TLS), or put an enhanced status code in the reply to EHLO/HELO
+//! (RFC 2034). Limits: the HELO name is at most 255 bytes (smtp-proto).
 //! Untrusted input: the HELO/EHLO name, kept only for the envelope and logs.
 
 use smtp_proto::{
@@ -46,8 +47,9 @@ where
     pub(super) fn helo_cmd(&mut self, host: String) -> Flow {
         self.helo = Some(host);
         self.state = State::Idle;
-        let hostname = self.shared.cfg.hostname.clone();
-        reply::write_reply(&mut self.out, 250, [2, 0, 0], hostname);
+        // `250 <hostname>`: no enhanced status code in replies to HELO/EHLO (RFC 2034 §3).
+        let reply = format!("250 {}\r\n", self.shared.cfg.hostname);
+        self.out.extend_from_slice(reply.as_bytes());
         Flow::Continue
     }
 

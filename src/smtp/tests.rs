@@ -318,7 +318,9 @@ async fn happy_path() {
 #[tokio::test]
 async fn helo_and_null_sender() {
     let (mut c, spool) = session(cfg()).await;
-    c.cmd("HELO old.client", "250 2.0.0 mx.test").await;
+    // RFC 5321 4.1.1.1 `250 SP Domain`; RFC 2034: no enhanced code in replies to HELO.
+    let reply = c.cmd("HELO old.client", "250 ").await;
+    assert_eq!(reply, "250 mx.test\r\n");
     c.cmd("MAIL FROM:<>", "250 2.1.0").await;
     c.cmd("RCPT TO:<sales@acme.example>", "250 2.1.5").await;
     c.cmd("RCPT TO:<SALES@acme.example>", "250 2.1.5").await;
