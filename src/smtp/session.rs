@@ -42,8 +42,8 @@ pub(crate) struct Shared<S> {
     pub tls: Option<TlsAcceptor>,
     pub limits: Arc<Limits>,
     pub shutdown: CancellationToken,
-    /// Set once, by the first session that sees the shutdown: sessions inside DATA may
-    /// finish until then. One instant for all, so a slow client cannot extend it.
+    /// Set once, by the first session that sees the shutdown: sessions inside a message
+    /// (DATA, or BDAT up to its LAST chunk) may finish until then. One instant for all, so a slow client cannot extend it.
     grace_deadline: OnceLock<Instant>,
 }
 
@@ -282,8 +282,14 @@ where
 
     async fn serve(&mut self) -> Flow {
         loop {
-            let in_command = matches!(self.state, State::Idle | State::Mail(_));
-            if in_command && self.shared.shutdown.is_cancelled() {
+            // Inside DATA or a BDAT chunk, or between the chunks of a BDAT message: on
+            // shutdown the message may still finish within the grace period.
+            let in_message = match &self.state {
+                State::Idle => false,
+                State::Mail(tx) => tx.bdat,
+                State::Data(..) | State::Bdat(..) => true,
+            };
+            if !in_message && self.shared.shutdown.is_cancelled() {
                 self.reply(reply::SHUTTING_DOWN);
                 return Flow::Close;
             }
@@ -291,7 +297,7 @@ where
                 if !self.flush().await {
                     return Flow::Close;
                 }
-                match self.fill(!in_command).await {
+                match self.fill(in_message).await {
                     Fill::Read => {}
                     Fill::Eof | Fill::Failed => return Flow::Close,
                     Fill::Stop(reply) => {
@@ -334,7 +340,7 @@ where
     }
 
     /// Read more input, bounded by the idle and session timeouts and by shutdown
-    /// (which, inside DATA/BDAT, waits for the grace period instead).
+    /// (which, inside a DATA or BDAT message, waits for the grace period instead).
     async fn fill(&mut self, in_message: bool) -> Fill {
         let idle = Duration::from_secs(self.shared.cfg.idle_timeout_secs);
         let now = Instant::now();

@@ -1006,6 +1006,31 @@ async fn listener_shutdown_lets_data_finish() {
     );
 }
 
+/// Like DATA, a BDAT message in progress (between chunks) may finish within the
+/// grace period; only then does the session get `421`.
+#[tokio::test]
+async fn listener_shutdown_lets_bdat_finish() {
+    let (addr, spool, token, task) = start_listener(cfg()).await;
+    let mut c = tcp(addr).await;
+    c.expect("220 ").await;
+    open_transaction(&mut c).await;
+    c.send("BDAT 14\r\nSubject: x\r\n\r\n").await;
+    c.expect("250 2.0.0 14 octets").await;
+    token.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!task.is_finished());
+    c.send("BDAT 7 LAST\r\nhello\r\n").await;
+    c.expect("250 2.0.0 Ok: queued as 1").await;
+    c.expect("421 4.3.2").await;
+    c.expect_eof().await;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(spool.messages()[0].1, b"Subject: x\r\n\r\nhello\r\n");
+}
+
 #[tokio::test]
 async fn listener_shutdown_grace_expires_inside_data() {
     let (addr, spool, token, task) = start_listener(SmtpConfig {
