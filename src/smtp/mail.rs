@@ -62,11 +62,15 @@ where
             self.reply(reply::TOO_MANY_RCPTS);
             return Flow::Continue;
         }
-        if to.address.is_empty() {
-            return self.error(reply::BAD_RCPT);
-        }
         let addr = to.address.to_lowercase();
-        match self.shared.spool.check_recipient(&addr) {
+        // smtp-proto gives `""` for `<Postmaster>` (and for `<>`): a valid forward-path
+        // (RFC 5321 §4.5.1) but no channel address, so `550 5.1.1` like any other.
+        let check = if addr.is_empty() {
+            RcptCheck::Unknown
+        } else {
+            self.shared.spool.check_recipient(&addr)
+        };
+        match check {
             RcptCheck::Accept => {
                 if !tx.rcpt_to.contains(&addr) {
                     tx.rcpt_to.push(addr);

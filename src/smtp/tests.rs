@@ -390,7 +390,11 @@ async fn rcpt_replies() {
         ("<support@elsewhere.example>", "550 5.1.1"),
         ("<victim@gmail.com>", "550 5.1.1"),
         ("<@relay.example:support@acme.example>", "250 2.1.5"),
-        ("<>", "501 5.1.3"),
+        // `<>` and `<Postmaster>` both reach us as "": neither is a channel.
+        ("<>", "550 5.1.1"),
+        ("<postmaster>", "550 5.1.1"),
+        ("<Postmaster>", "550 5.1.1"),
+        ("<postmaster@acme.example>", "550 5.1.1"),
         ("support@acme.example", "501 5.5.4"),
     ];
     for (addr, expected) in table {
@@ -592,6 +596,20 @@ async fn error_limit() {
     c.cmd("MAIL FROM:<a@example.org>", "503 5.5.1").await;
     c.cmd("BAR", "421 4.7.0 Too many errors").await;
     c.expect_eof().await;
+}
+
+/// `<Postmaster>` is a valid forward-path (RFC 5321 4.1.1.3 / 4.5.1), not a syntax
+/// error; not being a channel address, it gets `550 5.1.1` (SPEC §3).
+#[tokio::test]
+async fn rcpt_postmaster_is_an_unknown_recipient() {
+    for addr in ["<postmaster>", "<Postmaster>", "<POSTMASTER>"] {
+        let (mut c, spool) = session(cfg()).await;
+        c.cmd("EHLO client.test", "250 ").await;
+        c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+        c.cmd(&format!("RCPT TO:{addr}"), "550 5.1.1").await;
+        c.cmd("DATA", "554 5.5.1").await;
+        assert!(spool.messages().is_empty());
+    }
 }
 
 #[tokio::test]
