@@ -2,11 +2,12 @@
 //!
 //! Must not: accept a recipient the spool did not accept (never an open relay), or
 //! start a transaction before HELO/EHLO, before STARTTLS when `require_tls`, or above
-//! the per-IP message rate. Limits: `max_message_size` against `SIZE=`,
+//! the per-IP message rate; or accept a parameter of an extension EHLO does not
+//! advertise (`555 5.5.4`). Limits: `max_message_size` against `SIZE=`,
 //! `max_recipients`, `max_messages_per_minute_per_ip`. Untrusted input: addresses and
 //! parameters (already parsed by smtp-proto, addresses at most 256 bytes).
 
-use smtp_proto::{MAIL_BODY_BINARYMIME, MailFrom, RcptTo};
+use smtp_proto::{MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply;
@@ -29,7 +30,7 @@ where
         if !matches!(self.state, State::Idle) {
             return self.error(reply::NESTED_MAIL);
         }
-        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+        if !only_advertised(&from) {
             return self.error(reply::UNSUPPORTED_PARAM);
         }
         if from.size > self.shared.cfg.max_message_size {
@@ -55,6 +56,9 @@ where
         };
         if tx.bdat {
             return self.error(reply::NEED_MAIL);
+        }
+        if to.orcpt.is_some() || to.rrvs != 0 || to.flags != 0 {
+            return self.error(reply::UNSUPPORTED_PARAM);
         }
         tx.rcpt_attempts += 1;
         if tx.rcpt_to.len() >= max {
@@ -90,4 +94,21 @@ where
             }
         }
     }
+}
+
+/// Whether MAIL carries only parameters of extensions EHLO advertises (SIZE, 8BITMIME,
+/// SMTPUTF8); anything else smtp-proto parses (REQUIRETLS, DSN's RET/ENVID, BINARYMIME,
+/// MT-PRIORITY, AUTH, …) gets `555 5.5.4` (RFC 5321 §4.1.1.11), not silently dropped.
+fn only_advertised(from: &MailFrom<String>) -> bool {
+    let known = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8;
+    from.flags & !known == 0
+        && from.trans_id.is_none()
+        && from.by == 0
+        && from.env_id.is_none()
+        && from.solicit.is_none()
+        && from.mtrk.is_none()
+        && from.auth.is_none()
+        && from.hold_for == 0
+        && from.hold_until == 0
+        && from.mt_priority == 0
 }

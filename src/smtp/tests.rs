@@ -395,6 +395,7 @@ async fn rcpt_replies() {
         ("<postmaster>", "550 5.1.1"),
         ("<Postmaster>", "550 5.1.1"),
         ("<postmaster@acme.example>", "550 5.1.1"),
+        ("<support@acme.example> NOTIFY=NEVER", "555 5.5.4"),
         ("support@acme.example", "501 5.5.4"),
     ];
     for (addr, expected) in table {
@@ -610,6 +611,50 @@ async fn rcpt_postmaster_is_an_unknown_recipient() {
         c.cmd("DATA", "554 5.5.1").await;
         assert!(spool.messages().is_empty());
     }
+}
+
+/// Parameters of extensions EHLO does not advertise (REQUIRETLS, DSN, MT-PRIORITY,
+/// …) get `555 5.5.4` (RFC 5321 4.1.1.11 / RFC 1869), not silently dropped; those
+/// of advertised ones (SIZE, 8BITMIME, SMTPUTF8) still work.
+#[tokio::test]
+async fn unadvertised_parameters_get_555() {
+    let (mut c, _) = session(cfg()).await;
+    let ehlo = c.cmd("EHLO c", "250 ").await;
+    assert!(!ehlo.contains("REQUIRETLS") && !ehlo.contains("DSN"));
+    for mail in [
+        "MAIL FROM:<a@b.example> REQUIRETLS",
+        "MAIL FROM:<a@b.example> RET=FULL",
+        "MAIL FROM:<a@b.example> ENVID=abc",
+        "MAIL FROM:<a@b.example> MT-PRIORITY=3",
+        "MAIL FROM:<a@b.example> AUTH=<>",
+        "MAIL FROM:<a@b.example> HOLDFOR=10",
+        "MAIL FROM:<a@b.example> SIZE=10 BY=120;R",
+    ] {
+        let (mut c, _) = session(cfg()).await;
+        c.cmd("EHLO c", "250 ").await;
+        let reply = c.cmd(mail, "").await;
+        assert!(reply.starts_with("555 5.5.4"), "{mail}: {reply:?}");
+    }
+    for rcpt in [
+        "RCPT TO:<support@acme.example> NOTIFY=SUCCESS,FAILURE",
+        "RCPT TO:<support@acme.example> ORCPT=rfc822;a@b.example",
+        "RCPT TO:<support@acme.example> CONNEG",
+    ] {
+        let (mut c, _) = session(cfg()).await;
+        c.cmd("EHLO c", "250 ").await;
+        c.cmd("MAIL FROM:<a@b.example>", "250 2.1.0").await;
+        let reply = c.cmd(rcpt, "").await;
+        assert!(reply.starts_with("555 5.5.4"), "{rcpt}: {reply:?}");
+    }
+    c.cmd(
+        "MAIL FROM:<a@b.example> SIZE=10 BODY=7BIT SMTPUTF8",
+        "250 2.1.0",
+    )
+    .await;
+    c.cmd("RSET", "250 2.0.0").await;
+    c.cmd("MAIL FROM:<a@b.example> BODY=8BITMIME", "250 2.1.0")
+        .await;
+    c.cmd("RCPT TO:<support@acme.example>", "250 2.1.5").await;
 }
 
 #[tokio::test]
