@@ -245,7 +245,9 @@ pub struct SmtpConfig {
     /// Networks exempt from both per-IP limits (connections and message
     /// rate; `max_connections` still counts them). Default `[]`.
     pub rate_limit_exempt: Vec<ipnet::IpNet>,
-    /// Unknown/NOOP-style commands tolerated per session. Default `100`.
+    /// Commands that move no mail (NOOP, RSET, VRFY, HELP, EHLO/HELO, a refused MAIL, a
+    /// RCPT adding no recipient, an empty BDAT chunk) tolerated between accepted
+    /// messages. Default `100`.
     pub max_junk_commands: usize,
     /// Error replies tolerated before the session is closed. Default `10`.
     pub max_errors: usize,

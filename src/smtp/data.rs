@@ -13,7 +13,8 @@
 //!
 //! Must not: send `250` before `Spool::commit` returned `Ok`; keep more than
 //! `max_message_size` bytes (plus one read buffer); stop reading an oversize message
-//! before its end (that would turn its body into commands).
+//! before its end (that would turn its body into commands). Limits: an empty non-LAST
+//! BDAT chunk counts toward `max_junk_commands`; an accepted message resets that count.
 //! Untrusted input: message bytes and BDAT chunk sizes.
 
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
@@ -263,6 +264,10 @@ where
                 return self.finish(tx).await;
             }
             self.state = State::Mail(tx);
+            // An empty chunk adds nothing, so it must not loop for free.
+            if chunk.size == 0 && self.over_junk_limit() {
+                return Flow::Close;
+            }
             let text = format!("{} octets received", chunk.size);
             reply::write_reply(&mut self.out, 250, [2, 0, 0], text);
             return Flow::Continue;

@@ -3,7 +3,8 @@
 //! Must not: advertise STARTTLS without a TLS acceptor or once TLS is active; keep any
 //! protocol state across STARTTLS (the session layer discards pipelined bytes and starts
 //! a fresh session over TLS), or put an enhanced status code in the reply to EHLO/HELO
-//! (RFC 2034). Limits: the HELO name is at most 255 bytes (smtp-proto).
+//! (RFC 2034). Limits: the HELO name is at most 255 bytes (smtp-proto); each EHLO/HELO
+//! counts toward `max_junk_commands`.
 //! Untrusted input: the HELO/EHLO name, kept only for the envelope and logs.
 
 use smtp_proto::{
@@ -26,6 +27,9 @@ where
     }
 
     pub(super) fn ehlo(&mut self, host: String) -> Flow {
+        if self.over_junk_limit() {
+            return Flow::Close;
+        }
         self.helo = Some(host);
         self.state = State::Idle;
         let mut response = EhloResponse::new(self.shared.cfg.hostname.as_str());
@@ -45,6 +49,9 @@ where
     }
 
     pub(super) fn helo_cmd(&mut self, host: String) -> Flow {
+        if self.over_junk_limit() {
+            return Flow::Close;
+        }
         self.helo = Some(host);
         self.state = State::Idle;
         // `250 <hostname>`: no enhanced status code in replies to HELO/EHLO (RFC 2034 §3).

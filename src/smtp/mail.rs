@@ -4,8 +4,10 @@
 //! start a transaction before HELO/EHLO, before STARTTLS when `require_tls`, or above
 //! the per-IP message rate; or accept a parameter of an extension EHLO does not
 //! advertise (`555 5.5.4`). Limits: `max_message_size` against `SIZE=`,
-//! `max_recipients`, `max_messages_per_minute_per_ip`. Untrusted input: addresses and
-//! parameters (already parsed by smtp-proto, addresses at most 256 bytes).
+//! `max_recipients`, `max_messages_per_minute_per_ip`; a refused MAIL and a RCPT that
+//! adds no recipient (duplicate, over the cap, disabled channel) count toward
+//! `max_junk_commands`, an unknown recipient toward `max_errors`. Untrusted input:
+//! addresses and parameters (already parsed by smtp-proto, addresses at most 256 bytes).
 
 use smtp_proto::{MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,14 +37,12 @@ where
         }
         if from.size > self.shared.cfg.max_message_size {
             rejected("size");
-            self.reply(reply::TOO_BIG);
-            return Flow::Continue;
+            return self.junk(reply::TOO_BIG);
         }
         if !self.shared.limits.allow_message(self.peer) {
             tracing::info!(client_ip = %self.peer, "message rate exceeded");
             rejected("rate");
-            self.reply(reply::RATE_LIMITED);
-            return Flow::Continue;
+            return self.junk(reply::RATE_LIMITED);
         }
         self.state = State::Mail(Transaction::new(from.address));
         self.reply(reply::SENDER_OK);
@@ -63,8 +63,7 @@ where
         tx.rcpt_attempts += 1;
         if tx.rcpt_to.len() >= max {
             rejected("too_many_recipients");
-            self.reply(reply::TOO_MANY_RCPTS);
-            return Flow::Continue;
+            return self.junk(reply::TOO_MANY_RCPTS);
         }
         let addr = to.address.to_lowercase();
         // smtp-proto gives `""` for `<Postmaster>` (and for `<>`): a valid forward-path
@@ -76,9 +75,10 @@ where
         };
         match check {
             RcptCheck::Accept => {
-                if !tx.rcpt_to.contains(&addr) {
-                    tx.rcpt_to.push(addr);
+                if tx.rcpt_to.contains(&addr) {
+                    return self.junk(reply::RCPT_OK);
                 }
+                tx.rcpt_to.push(addr);
                 self.reply(reply::RCPT_OK);
                 Flow::Continue
             }
@@ -89,8 +89,7 @@ where
             }
             RcptCheck::Disabled => {
                 rejected("disabled_recipient");
-                self.reply(reply::RCPT_DISABLED);
-                Flow::Continue
+                self.junk(reply::RCPT_DISABLED)
             }
         }
     }

@@ -8,9 +8,10 @@
 //! buffer without bound, or panic/unwrap on anything the client sends.
 //!
 //! Limits: one read buffer of `READ_BUF` bytes; a command line of at most
-//! `max_line_length` bytes (CRLF included); `max_errors`, `max_junk_commands`,
-//! `idle_timeout_secs` on every read and write, `session_timeout_secs` overall; message
-//! bytes capped in `data`.
+//! `max_line_length` bytes (CRLF included); `max_errors` (error replies) and
+//! `max_junk_commands` (commands that move no mail, see `Session::over_junk_limit`), so
+//! the commands before DATA are bounded; `idle_timeout_secs` on every read and write,
+//! `session_timeout_secs` overall; message bytes capped in `data`.
 //!
 //! Untrusted input: every byte read from the stream, and how slowly it arrives.
 
@@ -247,13 +248,25 @@ where
         Flow::Continue
     }
 
-    /// Count a command that moves no mail (NOOP, RSET, VRFY, HELP).
-    fn junk(&mut self, reply: Reply) -> Flow {
+    /// Count a command that moves no mail toward `max_junk_commands`: NOOP, RSET, VRFY,
+    /// HELP, EHLO/HELO, a refused MAIL, a RCPT that adds no recipient, an empty
+    /// non-LAST BDAT. `true` when that ends the session (the `421` is queued). Reset
+    /// when a message is accepted.
+    pub fn over_junk_limit(&mut self) -> bool {
         self.junk += 1;
         if self.junk > self.cfg().max_junk_commands {
             tracing::info!(client_ip = %self.peer, "too many junk commands");
             super::rejected("junk_commands");
             self.reply(reply::TOO_MANY_JUNK);
+            return true;
+        }
+        false
+    }
+
+    /// Queue the reply to a command that moves no mail, counting it (see
+    /// [`Self::over_junk_limit`]).
+    pub fn junk(&mut self, reply: Reply) -> Flow {
+        if self.over_junk_limit() {
             return Flow::Close;
         }
         self.reply(reply);

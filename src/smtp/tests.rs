@@ -613,6 +613,101 @@ async fn rcpt_postmaster_is_an_unknown_recipient() {
     }
 }
 
+/// Every command that moves no mail counts toward `max_junk_commands`, so no
+/// command loops before DATA for the whole session timeout; an accepted message
+/// resets the count.
+#[tokio::test]
+async fn commands_before_data_are_bounded() {
+    let limits = || SmtpConfig {
+        max_junk_commands: 3,
+        max_message_size: 100,
+        max_recipients: 2,
+        ..cfg()
+    };
+    // (setup, looping command, its reply until the limit)
+    let loops: &[(&[&str], &str, &str)] = &[
+        (&[], "EHLO c", "250"),
+        (&[], "HELO c", "250 mx.test"),
+        (
+            &["EHLO c"],
+            "MAIL FROM:<a@example.org> SIZE=1000",
+            "552 5.3.4",
+        ),
+        (
+            &[
+                "EHLO c",
+                "MAIL FROM:<a@example.org>",
+                "RCPT TO:<support@acme.example>",
+            ],
+            "RCPT TO:<support@acme.example>",
+            "250 2.1.5",
+        ),
+        (
+            &[
+                "EHLO c",
+                "MAIL FROM:<a@example.org>",
+                "RCPT TO:<support@acme.example>",
+                "RCPT TO:<sales@acme.example>",
+            ],
+            "RCPT TO:<support+x@acme.example>",
+            "452 4.5.3",
+        ),
+        (
+            &["EHLO c", "MAIL FROM:<a@example.org>"],
+            "RCPT TO:<paused@acme.example>",
+            "450 4.2.1",
+        ),
+        (
+            &[
+                "EHLO c",
+                "MAIL FROM:<a@example.org>",
+                "RCPT TO:<support@acme.example>",
+            ],
+            "BDAT 0",
+            "250 2.0.0 0 octets",
+        ),
+    ];
+    for (setup, command, reply) in loops {
+        let (mut c, _) = session(limits()).await;
+        for line in *setup {
+            c.cmd(line, "2").await;
+        }
+        // EHLO/HELO in the setup counts too.
+        let before = setup.iter().filter(|l| l.starts_with("EHLO")).count();
+        for _ in before..3 {
+            c.cmd(command, reply).await;
+        }
+        c.cmd(command, "421 4.7.0 Too many commands without mail")
+            .await;
+        c.expect_eof().await;
+    }
+
+    // A refused MAIL for the message rate counts too.
+    let harness = Harness::new(
+        SmtpConfig {
+            max_messages_per_minute_per_ip: 1,
+            ..limits()
+        },
+        MemSpool::default(),
+    );
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
+    c.cmd("RSET", "250 2.0.0").await;
+    c.cmd("MAIL FROM:<a@example.org>", "451 4.7.0").await;
+    c.cmd("MAIL FROM:<a@example.org>", "421 4.7.0 Too many commands")
+        .await;
+
+    // An accepted message resets the count.
+    let (mut c, _) = session(limits()).await;
+    for _ in 0..3 {
+        c.cmd("EHLO c", "250").await;
+        open_after_ehlo(&mut c).await;
+        c.cmd("BDAT 0 LAST", "250 2.0.0 Ok: queued").await;
+    }
+    c.cmd("NOOP", "250 2.0.0").await;
+}
+
 /// Parameters of extensions EHLO does not advertise (REQUIRETLS, DSN, MT-PRIORITY,
 /// …) get `555 5.5.4` (RFC 5321 4.1.1.11 / RFC 1869), not silently dropped; those
 /// of advertised ones (SIZE, 8BITMIME, SMTPUTF8) still work.
