@@ -37,8 +37,9 @@ const RETAIN_INTERVAL: Duration = Duration::from_secs(60);
 pub const ABORT_MARGIN: Duration = Duration::from_secs(5);
 
 /// Serve `listeners` until `shutdown` is cancelled. On cancel: stop accepting,
-/// sessions not inside DATA get `421 4.3.2` and close, sessions in DATA/commit
-/// may finish up to shutdown_grace_secs; returns when all sessions ended.
+/// sessions not inside a message get `421 4.3.2` and close, sessions inside
+/// a DATA or BDAT message (or its commit) may finish up to
+/// shutdown_grace_secs; returns when all sessions ended.
 pub async fn serve<S: Spool>(
     listeners: Vec<TcpListener>,
     cfg: Arc<SmtpConfig>,

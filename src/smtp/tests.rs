@@ -1181,11 +1181,7 @@ async fn listener_shutdown_lets_bdat_finish() {
     c.expect("250 2.0.0 Ok: queued as 1").await;
     c.expect("421 4.3.2").await;
     c.expect_eof().await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     assert_eq!(spool.messages()[0].1, b"Subject: x\r\n\r\nhello\r\n");
 }
 
