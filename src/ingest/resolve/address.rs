@@ -71,13 +71,25 @@ pub(crate) fn find_email(s: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// `t` without one pair of enclosing quotes; a quote at one end only stays
+/// (`'Maria Garcia' via Support` is a name, not a quoted one).
+fn unquote(t: &str) -> &str {
+    for (open, close) in [('"', '"'), ('\'', '\''), ('“', '”')] {
+        if let Some(inner) = t.strip_prefix(open).and_then(|r| r.strip_suffix(close)) {
+            return inner;
+        }
+    }
+    t
+}
+
 fn clean_name(s: &str) -> Option<String> {
     let t = s
         .trim()
         .trim_end_matches(['<', '[', '(', ','])
         .trim()
-        .trim_matches(|c| c == '"' || c == '\'' || c == '*' || c == '“' || c == '”')
+        .trim_matches('*')
         .trim();
+    let t = unquote(t).trim();
     let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
     if t.is_empty() || t.contains('@') {
         None
@@ -146,6 +158,12 @@ mod tests {
                 "\"Doe, John\" <John.Doe@Example.COM>",
                 "john.doe@example.com",
                 Some("Doe, John"),
+            ),
+            // Quotes at one end only belong to the name (Google Groups).
+            (
+                "'Maria Garcia' via Support <support-group@googlegroups.com>",
+                "support-group@googlegroups.com",
+                Some("'Maria Garcia' via Support"),
             ),
             // An `@` in the name with no local part before it is skipped
             // (the name itself is dropped: names with `@` are not kept).
