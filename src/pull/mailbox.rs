@@ -349,9 +349,6 @@ impl Puller {
                 stop.clone(),
             )
             .await?;
-            // Healthy only once a full round worked: a server that accepts
-            // the login and then fails every fetch still backs off.
-            backoff.reset();
             if stop.is_cancelled() {
                 logout(s).await;
                 return Ok(SessionEnd::Stopped);
@@ -381,6 +378,10 @@ impl Puller {
                     return Ok(SessionEnd::Stopped);
                 }
             }
+            // Healthy only once a full round worked, the wait included: a
+            // server that accepts the login and then fails every fetch, or
+            // every IDLE, still backs off.
+            backoff.reset();
             // Disabled or reconfigured while waiting: not one more fetch.
             if self.reconsider(ch) {
                 logout(s).await;
@@ -519,9 +520,11 @@ impl Puller {
                 .iter()
                 .filter_map(|f| {
                     let uid = f.uid.filter(|u| (first..=last).contains(u))?;
+                    f.header()?;
                     Some((uid, f.header().and_then(message_id)))
                 })
                 .collect();
+            all_returned(chunk, ids.iter().map(|(uid, _)| *uid))?;
             let known: HashSet<String> = self
                 .store
                 .known_message_ids(
@@ -546,7 +549,7 @@ impl Puller {
                     .map(u32::to_string)
                     .collect::<Vec<_>>()
                     .join(",");
-                self.fetch_set(s, ch, cp.uidvalidity, &list, (first, last))
+                self.fetch_set(s, ch, cp.uidvalidity, &list, &wanted, (first, last))
                     .await?
             };
             batch.known_unfetched = ids.len().saturating_sub(wanted.len());
@@ -624,19 +627,21 @@ impl Puller {
             ch,
             uidvalidity,
             &format!("{first}:{last}"),
+            chunk,
             (first, last),
         )
         .await
     }
 
-    /// Fetch the messages of UID `set` (within `first..=last`); the batch's
-    /// checkpoint is `last`.
+    /// Fetch the messages of UID `set` (within `first..=last`), which must
+    /// return every UID of `asked`; the batch's checkpoint is `last`.
     async fn fetch_set(
         &self,
         s: &mut ImapSession,
         ch: &ChannelConfig,
         uidvalidity: u32,
         set: &str,
+        asked: &[u32],
         (first, last): (u32, u32),
     ) -> Result<PulledBatch, PullError> {
         let fetches: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
@@ -679,6 +684,7 @@ impl Puller {
             .collect();
         messages.sort_by_key(|(uid, _)| *uid);
         messages.dedup_by_key(|(uid, _)| *uid);
+        all_returned(asked, messages.iter().map(|(uid, _)| *uid))?;
         let bytes: usize = messages.iter().map(|(_, m)| m.spool.raw.len()).sum();
         metrics::counter!("postdesk_pull_bytes_total", "channel" => ch.id.clone())
             .increment(bytes as u64);
@@ -688,6 +694,25 @@ impl Puller {
             last,
             messages.into_iter().map(|(_, m)| m).collect(),
         ))
+    }
+}
+
+/// Every UID of `asked` must be among `got`. A FETCH the server ends with NO
+/// ("Some messages could not be FETCHed", a temporary fault) still yields the
+/// lines before it — async-imap does not report the tagged NO — and a batch
+/// committed from it would move the checkpoint past messages never spooled.
+/// The session fails instead and the next one fetches from the checkpoint
+/// again. A message expunged between SEARCH and FETCH fails one session too;
+/// the next SEARCH no longer lists it.
+fn all_returned(asked: &[u32], got: impl Iterator<Item = u32>) -> Result<(), PullError> {
+    let got: HashSet<u32> = got.collect();
+    match asked.iter().find(|uid| !got.contains(uid)) {
+        None => Ok(()),
+        Some(uid) => Err(PullError::Protocol(format!(
+            "FETCH returned {} of {} messages (UID {uid} missing); fetched again next session",
+            got.len(),
+            asked.len()
+        ))),
     }
 }
 
@@ -766,5 +791,204 @@ mod tests {
         assert_eq!(short("abc"), "abc");
         let long = "é".repeat(300);
         assert_eq!(short(&long).chars().count(), 201);
+    }
+}
+
+#[cfg(test)]
+/// Against a scripted IMAP server on a socket: server behaviours Dovecot
+/// cannot be made to show on demand.
+mod fake_server {
+    use super::*;
+    use crate::store::SqliteStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    fn msg(n: u32) -> String {
+        format!(
+            "Message-ID: <m{n}@x.example>\r\nFrom: a@x.example\r\nTo: help@acme.example\r\nSubject: m{n}\r\n\r\nbody {n}\r\n"
+        )
+    }
+
+    /// A tiny IMAP server: mailbox with UIDs 1 and 2 (UIDVALIDITY 7), no
+    /// IDLE. The FIRST `UID FETCH` of the whole run returns message 1 only
+    /// and then a tagged NO (as Dovecot/Gmail/O365 do on a temporary
+    /// failure); later fetches return everything.
+    async fn serve(l: TcpListener, fetches: Arc<AtomicUsize>) {
+        serve_with(l, fetches, Arc::new(AtomicUsize::new(0)), false).await
+    }
+
+    /// `idle_bad`: offer IDLE and answer it with BAD (as a throttling server
+    /// does); `logins` counts LOGIN commands.
+    async fn serve_with(
+        l: TcpListener,
+        fetches: Arc<AtomicUsize>,
+        logins: Arc<AtomicUsize>,
+        idle_bad: bool,
+    ) {
+        loop {
+            let Ok((sock, _)) = l.accept().await else {
+                return;
+            };
+            let fetches = fetches.clone();
+            let logins = logins.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"* OK fake ready\r\n").await.ok();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut it = line.trim_end().splitn(2, ' ');
+                    let tag = it.next().unwrap_or("").to_string();
+                    let cmd = it.next().unwrap_or("").to_ascii_uppercase();
+                    let mut out = String::new();
+                    if cmd.starts_with("IDLE") {
+                        out += &format!("{tag} BAD try later\r\n");
+                    } else if cmd.starts_with("CAPABILITY") {
+                        out += if idle_bad {
+                            "* CAPABILITY IMAP4rev1 IDLE\r\n"
+                        } else {
+                            "* CAPABILITY IMAP4rev1\r\n"
+                        };
+                        out += &format!("{tag} OK done\r\n");
+                    } else if cmd.starts_with("LOGIN") {
+                        logins.fetch_add(1, Ordering::SeqCst);
+                        out += &format!("{tag} OK logged in\r\n");
+                    } else if cmd.starts_with("SELECT") {
+                        out += "* 2 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 3] ok\r\n";
+                        out += &format!("{tag} OK [READ-WRITE] done\r\n");
+                    } else if cmd.starts_with("UID SEARCH") {
+                        out += "* SEARCH 1 2\r\n";
+                        out += &format!("{tag} OK done\r\n");
+                    } else if cmd.starts_with("UID FETCH") {
+                        let n = fetches.fetch_add(1, Ordering::SeqCst);
+                        let uids: &[u32] = if n == 0 { &[1] } else { &[1, 2] };
+                        for u in uids {
+                            let m = msg(*u);
+                            out +=
+                                &format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{m})\r\n", m.len());
+                        }
+                        if n == 0 {
+                            out += &format!(
+                                "{tag} NO [UNAVAILABLE] Some messages could not be FETCHed\r\n"
+                            );
+                        } else {
+                            out += &format!("{tag} OK done\r\n");
+                        }
+                    } else if cmd.starts_with("LOGOUT") {
+                        out += &format!("* BYE bye\r\n{tag} OK done\r\n");
+                    } else {
+                        out += &format!("{tag} OK done\r\n");
+                    }
+                    if w.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// The first UID FETCH returns UID 1 of 1:2 and ends with a tagged NO
+    /// (a server's temporary fault); every later one returns both. Before,
+    /// the batch was committed with checkpoint 2 and UID 2 was never fetched
+    /// again.
+    #[tokio::test]
+    async fn a_fetch_ending_in_no_does_not_move_the_checkpoint_past_what_it_missed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve(l, fetches.clone()));
+        let (store, puller) = setup(&dir, port);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(puller.run(stop.clone()));
+        // Several polling rounds (1 s apart) after the failed fetch.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let cp = store
+            .checkpoint("mailbox".into(), "INBOX".into())
+            .await
+            .expect("cp");
+        let spooled = store.status().await.expect("status").spool_total;
+        assert_eq!(
+            spooled,
+            2,
+            "UID 2 not spooled; checkpoint {cp:?} after {} fetches",
+            fetches.load(Ordering::SeqCst)
+        );
+        assert_eq!(cp.map(|c| c.last_uid), Some(2));
+    }
+
+    /// Login and catch-up work, IDLE always fails (a throttling server):
+    /// the session still backs off. Before, the back-off was reset after
+    /// catch-up and the puller logged in again every 0.5 - 1 s (14 logins
+    /// in 10 s); with back-off at most 5 (0.5 + 1 + 2 + 4 s apart at least).
+    #[tokio::test]
+    async fn a_session_failing_after_catch_up_still_backs_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let logins = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve_with(
+            l,
+            Arc::new(AtomicUsize::new(1)),
+            logins.clone(),
+            true,
+        ));
+        let (_store, puller) = setup(&dir, port);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(puller.run(stop.clone()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let n = logins.load(Ordering::SeqCst);
+        // Exponential backoff (ceilings 1, 2, 4, 8 s, each >= half) allows at
+        // most 5 sessions in 10 s.
+        assert!(n <= 5, "reconnected {n} times in 10 s: backoff never grows");
+    }
+
+    fn setup(dir: &tempfile::TempDir, port: u16) -> (Arc<dyn Store>, Puller) {
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").expect("pw");
+        let text = format!(
+            r#"
+[company]
+name = "Acme"
+
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+
+[[channels]]
+id = "mailbox"
+kind = "imap"
+address = "help@acme.example"
+[channels.imap]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "test"
+password_file = {pw:?}
+poll_interval_secs = 1
+"#
+        );
+        let config = crate::config::parse(&text, &dir.path().join("postdesk.toml"))
+            .unwrap_or_else(|e| panic!("config: {e:?}"));
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open"));
+        let live = Arc::new(Live::new(config));
+        let puller = Puller::new(
+            "mailbox".into(),
+            store.clone(),
+            live,
+            Arc::new(Notify::new()),
+            Arc::new(TokenSource::new()),
+        );
+        (store, puller)
     }
 }
