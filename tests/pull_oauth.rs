@@ -11,6 +11,15 @@ use common::dovecot::OAuthServer;
 use postdesk::pull::{OAuthError, TokenSource};
 
 fn gmail_config(dir: &Path, oauth: &OAuthServer) -> postdesk::config::Config {
+    gmail_config_with(dir, oauth, "refresh-token")
+}
+
+/// The gmail channel with its refresh token in `token_file` (relative to `dir`).
+fn gmail_config_with(
+    dir: &Path,
+    oauth: &OAuthServer,
+    token_file: &str,
+) -> postdesk::config::Config {
     let text = format!(
         r#"
 [company]
@@ -22,7 +31,7 @@ address = "desk@acme.example"
 [channels.oauth]
 token_url = "{}"
 client_id = "postdesk-test"
-refresh_token_file = "refresh-token"
+refresh_token_file = "{token_file}"
 "#,
         oauth.token_url()
     );
@@ -114,4 +123,50 @@ async fn invalid_grant_needs_reauth_until_the_token_file_changes() {
         .await
         .expect("token after re-authorisation");
     assert_eq!(oauth.token_requests(), 2);
+}
+
+/// The refresh-token file's directory is read-only (the shipped unit makes
+/// /etc/postdesk read-only): the provider rotates the token on every refresh
+/// and it cannot be saved. The access token is still used, the rotated
+/// refresh token kept in memory and used for the next refresh, and written
+/// once the directory is writable again. Before, every refresh failed after
+/// the provider had already rotated the token: the channel never pulled.
+#[tokio::test]
+async fn a_rotated_token_that_cannot_be_saved_is_kept_in_memory() {
+    postdesk::install_crypto_provider();
+    let oauth = OAuthServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = common::Tmpfs::mount(&dir.path().join("secrets"), "1m");
+    let first = oauth.grant("test");
+    std::fs::write(
+        dir.path().join("secrets/refresh-token"),
+        format!("{first}\n"),
+    )
+    .expect("token");
+    secrets.read_only(true);
+    let config = gmail_config_with(dir.path(), &oauth, "secrets/refresh-token");
+    let ch = config.channel("gmail").expect("channel");
+    let tokens = TokenSource::new();
+
+    let a = tokens
+        .access_token(ch)
+        .await
+        .expect("an access token although the rotated refresh token cannot be saved");
+    assert_eq!(token_on_disk(&dir.path().join("secrets")), first);
+    tokens.invalidate("gmail").await;
+    let b = tokens
+        .access_token(ch)
+        .await
+        .expect("refreshed with the token in memory");
+    assert_ne!(a, b);
+    assert_eq!(oauth.token_requests(), 2);
+
+    secrets.read_only(false);
+    tokens.invalidate("gmail").await;
+    tokens.access_token(ch).await.expect("token");
+    assert_ne!(
+        token_on_disk(&dir.path().join("secrets")),
+        first,
+        "the newest refresh token is saved once it can be"
+    );
 }

@@ -9,6 +9,9 @@
 //! when the provider rotates it (written to a temp file in the same
 //! directory with mode 0600, fsynced, renamed over the old one, directory
 //! fsynced — a crash leaves the old or the new token, never half of one).
+//! A rotated token that cannot be written (a read-only directory) does not
+//! cost the access token: it is kept in memory, used for the next refresh and
+//! written then (logged as an error until it is).
 //! A refused grant (`invalid_grant`: revoked, expired) marks the channel
 //! [`OAuthError::NeedsReauth`]; from then on no request is made for that
 //! channel until the refresh-token or client-secret file changes on disk.
@@ -93,6 +96,19 @@ fn stamp(cfg: &OAuthConfig) -> FileStamp {
 struct Entry {
     access: Option<(String, Instant)>,
     refused: Option<(FileStamp, String)>,
+    /// A rotated refresh token that could not be saved (a read-only
+    /// directory), with the file's stamp then: used instead of the file's
+    /// (the provider may have retired that one) until it is saved or the
+    /// file changes (a person wrote a new token).
+    unsaved: Option<(FileStamp, String)>,
+}
+
+/// A refreshed access token, and the rotated refresh token if it could not
+/// be saved.
+struct Refreshed {
+    access: String,
+    expires: Instant,
+    unsaved: Option<String>,
 }
 
 /// Access tokens for every OAuth channel, shared by the daemon's tasks.
@@ -211,10 +227,19 @@ impl TokenSource {
             return Ok(token.clone());
         }
         let before = stamp(cfg);
-        match self.refresh(&channel.id, cfg, url).await {
-            Ok((token, expires)) => {
-                e.access = Some((token.clone(), expires));
-                Ok(token)
+        let unsaved = match e.unsaved.take() {
+            Some((s, token)) if s == before => Some(token),
+            Some(_) => {
+                tracing::info!(channel = %channel.id, "oauth refresh token file changed; the unsaved rotated token is dropped");
+                None
+            }
+            None => None,
+        };
+        match self.refresh(&channel.id, cfg, url, unsaved.clone()).await {
+            Ok(r) => {
+                e.access = Some((r.access.clone(), r.expires));
+                e.unsaved = r.unsaved.map(|t| (stamp(cfg), t));
+                Ok(r.access)
             }
             Err(OAuthError::NeedsReauth(why)) => {
                 tracing::warn!(channel = %channel.id, reason = %why, "oauth grant refused: needs re-authorisation");
@@ -222,17 +247,28 @@ impl TokenSource {
                 e.refused = Some((before, why.clone()));
                 Err(OAuthError::NeedsReauth(why))
             }
-            Err(other) => Err(other),
+            Err(other) => {
+                // Not refused: an unsaved rotated token stays the one to use.
+                e.unsaved = unsaved.map(|t| (before, t));
+                Err(other)
+            }
         }
     }
 
+    /// Exchange the refresh token (`unsaved`, else the file's) for an access
+    /// token, and save the newest refresh token to the file.
     async fn refresh(
         &self,
         channel: &str,
         cfg: &OAuthConfig,
         url: &str,
-    ) -> Result<(String, Instant), OAuthError> {
-        let refresh = read_secret(&cfg.refresh_token_file)?;
+        unsaved: Option<String>,
+    ) -> Result<Refreshed, OAuthError> {
+        let from_memory = unsaved.is_some();
+        let refresh = match unsaved {
+            Some(token) => token,
+            None => read_secret(&cfg.refresh_token_file)?,
+        };
         let mut client = BasicClient::new(ClientId::new(cfg.client_id.clone()))
             .set_token_uri(
                 TokenUrl::new(url.to_string())
@@ -272,20 +308,37 @@ impl TokenSource {
                 }
                 RequestTokenError::Other(s) => OAuthError::Endpoint(super::connect::short(s)),
             })?;
-        if let Some(new) = resp.refresh_token()
-            && new.secret() != &refresh
-        {
-            write_secret_atomically(&cfg.refresh_token_file, new.secret()).map_err(|source| {
-                OAuthError::File {
-                    path: cfg.refresh_token_file.clone(),
-                    source,
+        // The newest refresh token belongs in the file: one the provider
+        // just rotated, or one still only in memory.
+        let newest = resp
+            .refresh_token()
+            .map(|t| t.secret().clone())
+            .filter(|t| *t != refresh)
+            .or(from_memory.then_some(refresh));
+        let unsaved = match newest {
+            None => None,
+            Some(token) => match write_secret_atomically(&cfg.refresh_token_file, &token) {
+                Ok(()) => {
+                    tracing::info!(%channel, "oauth refresh token rotated and saved");
+                    None
                 }
-            })?;
-            tracing::info!(%channel, "oauth refresh token rotated and saved");
-        }
+                // The access token is good: use it, keep the new refresh
+                // token in memory and save it at the next refresh. (A
+                // restart before that loses it: then re-authorise.)
+                Err(error) => {
+                    tracing::error!(%channel, path = %cfg.refresh_token_file.display(), %error,
+                        "cannot save the rotated oauth refresh token; kept in memory until it can be");
+                    Some(token)
+                }
+            },
+        };
         let lifetime = resp.expires_in().unwrap_or(DEFAULT_LIFETIME);
         tracing::debug!(%channel, lifetime_secs = lifetime.as_secs(), "oauth access token refreshed");
-        Ok((resp.access_token().secret().clone(), started + lifetime))
+        Ok(Refreshed {
+            access: resp.access_token().secret().clone(),
+            expires: started + lifetime,
+            unsaved,
+        })
     }
 }
 

@@ -442,6 +442,17 @@ impl Tmpfs {
         );
         Tmpfs(dir.to_path_buf())
     }
+    /// Remount read-only (`true`) or writable: even root cannot write then.
+    pub fn read_only(&self, ro: bool) {
+        let mode = if ro { "remount,ro" } else { "remount,rw" };
+        let st = Command::new("mount")
+            .args(["-o", mode])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount {mode} failed");
+    }
+
     pub fn resize(&self, size: &str) {
         let st = Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
