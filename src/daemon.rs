@@ -37,6 +37,11 @@ pub enum DaemonError {
     },
     #[error("smtp tls: {0}")]
     Tls(String),
+    /// A task the daemon cannot work without ended while it ran (a panic
+    /// outside the per-message guards): exit non-zero, so that systemd's
+    /// `Restart=on-failure` starts it again, instead of running on without it.
+    #[error("the {0} task ended unexpectedly; exiting so that the service manager restarts postdesk")]
+    TaskEnded(&'static str),
 }
 
 /// The SMTP listener's view of the spool: recipients from the live config,
@@ -262,10 +267,29 @@ pub async fn run(
     tracing::info!("postdesk ready");
     let watchdog = sd_notify::watchdog_enabled();
     let ping = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(3600));
+    let mut health = tokio::time::interval(Duration::from_secs(1));
+    let mut failed = None;
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = health.tick() => {
+                // Each runs until told to stop: one that ended has failed.
+                let ended = [
+                    ("smtp", smtp_task.is_finished()),
+                    ("ingest", ingest_task.is_finished()),
+                    ("pull", pull_task.is_finished()),
+                    ("sender", sender_task.is_finished()),
+                    ("http", http_task.is_finished()),
+                ]
+                .into_iter()
+                .find_map(|(name, done)| done.then_some(name));
+                if let Some(name) = ended {
+                    tracing::error!(task = name, "a core task ended unexpectedly; stopping (no more watchdog pings)");
+                    failed = Some(name);
+                    break;
+                }
+            }
             _ = reload.notified() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 match crate::config::load(&config_path) {
@@ -321,11 +345,14 @@ pub async fn run(
     tracing::info!("stopping: draining ingest");
     ingest_stop.cancel();
     let ingest_deadline = tokio::time::Instant::now() + grace;
-    if tokio::time::timeout_at(ingest_deadline, ingest_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("ingest did not drain before the deadline; the rest stays in the spool");
+    match tokio::time::timeout_at(ingest_deadline, ingest_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "ingest failed; what it did not finish stays in the spool")
+        }
+        Err(_) => {
+            tracing::warn!("ingest did not drain before the deadline; the rest stays in the spool")
+        }
     }
     http_stop.cancel();
     refresher.abort();
@@ -336,5 +363,8 @@ pub async fn run(
         tracing::warn!("sends still in flight at the deadline; they stay queued and are retried");
     }
     tracing::info!("postdesk stopped");
-    Ok(())
+    match failed {
+        Some(name) => Err(DaemonError::TaskEnded(name)),
+        None => Ok(()),
+    }
 }
