@@ -40,7 +40,9 @@ pub enum DaemonError {
     /// A task the daemon cannot work without ended while it ran (a panic
     /// outside the per-message guards): exit non-zero, so that systemd's
     /// `Restart=on-failure` starts it again, instead of running on without it.
-    #[error("the {0} task ended unexpectedly; exiting so that the service manager restarts postdesk")]
+    #[error(
+        "the {0} task ended unexpectedly; exiting so that the service manager restarts postdesk"
+    )]
     TaskEnded(&'static str),
 }
 
@@ -297,6 +299,9 @@ pub async fn run(
                         for w in &new.warnings {
                             tracing::warn!("{w}");
                         }
+                        for w in reload_warnings(&live.config(), &new, &live) {
+                            tracing::warn!("{w}");
+                        }
                         live.replace_config(new);
                         tracing::info!(path = %config_path.display(), "configuration reloaded");
                     }
@@ -366,5 +371,87 @@ pub async fn run(
     match failed {
         Some(name) => Err(DaemonError::TaskEnded(name)),
         None => Ok(()),
+    }
+}
+
+/// What a reload to `new` does not do, for the log: sections only a restart
+/// applies (the store, the SMTP listener and its limits and TLS, the HTTP
+/// address, logging — CLI commands read the file and use the new values at
+/// once), and channels whose new `enabled` a runtime override outweighs.
+fn reload_warnings(old: &Config, new: &Config, live: &Live) -> Vec<String> {
+    let mut out = Vec::new();
+    let restart = [
+        ("[store]", old.store != new.store),
+        ("[smtp]", old.smtp != new.smtp),
+        ("http.listen", old.http.listen != new.http.listen),
+        ("[log]", old.log != new.log),
+    ];
+    for (what, changed) in restart {
+        if changed {
+            out.push(format!(
+                "{what} changed: the running daemon keeps the old values until it is restarted"
+            ));
+        }
+    }
+    for ch in &new.channels {
+        let was = old.channel(&ch.id).map(|c| c.enabled);
+        if let (Some(was), Some(set)) = (was, live.channel_override(&ch.id))
+            && was != ch.enabled
+            && set != ch.enabled
+        {
+            let cmd = if ch.enabled { "enable" } else { "disable" };
+            out.push(format!(
+                "channel {}: the file now says enabled = {}, but `postdesk channels` set it {} at run time, which wins; run `postdesk channels {cmd} {}`",
+                ch.id,
+                ch.enabled,
+                if set { "enabled" } else { "disabled" },
+                ch.id
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(text, std::path::Path::new("/etc/postdesk/postdesk.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const CHANNEL: &str =
+        "[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
+
+    /// A reload names what it cannot apply, and a channel whose new
+    /// `enabled` a runtime override outweighs; a plain reload says nothing.
+    #[test]
+    fn a_reload_says_what_it_does_not_apply() {
+        let old = config(&format!("[store]\npath = \"a.sqlite\"\n{CHANNEL}"));
+        let live = Live::new(old.clone());
+        assert!(reload_warnings(&old, &old, &live).is_empty());
+
+        let moved = config(&format!(
+            "[store]\npath = \"b.sqlite\"\n[smtp]\nmax_recipients = 5\n{CHANNEL}"
+        ));
+        let w = reload_warnings(&old, &moved, &live);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("[store] changed") && w[1].starts_with("[smtp] changed"),
+            "{w:?}"
+        );
+
+        let off = config(&format!(
+            "[store]\npath = \"a.sqlite\"\n{CHANNEL}enabled = false\n"
+        ));
+        assert!(
+            reload_warnings(&old, &off, &live).is_empty(),
+            "no override: the file wins"
+        );
+        live.set_channel_enabled("support", true);
+        let w = reload_warnings(&old, &off, &live);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("postdesk channels disable support"), "{w:?}");
     }
 }

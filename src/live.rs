@@ -59,6 +59,12 @@ impl Live {
         self.channels_changed();
     }
 
+    /// The runtime override of a channel's `enabled` (`channels enable` /
+    /// `disable`), if one was made.
+    pub fn channel_override(&self, id: &str) -> Option<bool> {
+        self.channel_enabled.read().ok()?.get(id).copied()
+    }
+
     /// Whether a channel takes new mail now (runtime override, else config).
     pub fn channel_enabled(&self, channel: &ChannelConfig) -> bool {
         self.channel_enabled
