@@ -14,7 +14,7 @@ pub struct WorkingHours {
     /// IANA name as written, e.g. `"Europe/Berlin"`.
     pub timezone_name: String,
     pub timezone: TimeZone,
-    /// Working days. Default Monday to Friday.
+    /// Working days, at least one (`check` refuses `[]`). Default Monday to Friday.
     pub days: Vec<Weekday>,
     /// Local start of the working day, e.g. 09:00.
     pub start: Time,

@@ -707,10 +707,18 @@ fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
         working_hours: r
             .optional_section(t, "working_hours", |r, t| {
                 let timezone: Option<Spanned<String>> = r.required(t, "timezone");
-                let days = r.key(t, "days").unwrap_or_else(|| {
+                let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
                     use jiff::civil::Weekday::*;
                     vec![Monday, Tuesday, Wednesday, Thursday, Friday]
                 });
+                // hours.rs relies on at least one working day a week.
+                let no_days = days.is_empty();
+                if no_days {
+                    r.error_at(
+                        &join(&t.path, "days"),
+                        "working_hours: `days` must name at least one working day (with none the user is never available)",
+                    );
+                }
                 let start: Option<jiff::civil::Time> = r.required(t, "start");
                 let end: Option<jiff::civil::Time> = r.required(t, "end");
                 let timezone_name = timezone?;
@@ -733,6 +741,9 @@ fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
                         t.start,
                         format!("working_hours: start {start} must be before end {end} (shifts across midnight are not supported)"),
                     );
+                    return None;
+                }
+                if no_days {
                     return None;
                 }
                 Some(super::WorkingHours {

@@ -800,3 +800,19 @@ fn working_hours_parse_with_defaults_and_errors() {
         );
     }
 }
+
+/// `days = []` would leave the user never available (hours.rs relies on at
+/// least one working day): an error at `days`.
+#[test]
+fn check_rejects_empty_working_days() {
+    let text = "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[users.working_hours]\ntimezone = \"Europe/Berlin\"\ndays = []\nstart = \"09:00\"\nend = \"17:00\"\n";
+    assert_eq!(
+        errors_of(text),
+        [
+            "6:8: working_hours: `days` must name at least one working day (with none the user is never available)"
+        ]
+    );
+    // One day is enough.
+    let one = text.replace("days = []", "days = [\"wed\"]");
+    assert_eq!(errors_of(&one), Vec::<String>::new());
+}
