@@ -68,3 +68,27 @@ fn missing_file_is_a_config_error() {
     assert_eq!(code, Some(2));
     assert!(err.starts_with("/nonexistent/postdesk.toml:1:1: "), "{err}");
 }
+
+#[test]
+fn a_cert_file_without_a_certificate_is_an_error_at_tls_cert() {
+    // `postdesk run` would exit 1 on this ("no certificate found"); `check`
+    // now says so first, at the key, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("cert.pem"), "not a certificate\n").unwrap();
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/key.pem");
+    let path = d.join("postdesk.toml");
+    std::fs::write(
+        &path,
+        format!("[smtp]\ntls_cert = \"cert.pem\"\ntls_key = \"{key}\"\n"),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let (code, out, err) = check(path);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let want = format!(
+        "{path}:2:12: unusable STARTTLS files: no certificate found in {}",
+        d.join("cert.pem").display()
+    );
+    assert_eq!(err.trim_end(), want, "{out}");
+}

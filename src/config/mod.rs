@@ -6,13 +6,16 @@
 //!   spanned TOML tree (`toml::de::DeTable`), walked by hand into typed structs
 //!   (`read.rs`), then checked as a whole (`validate.rs`): references between
 //!   users, teams and channels, duplicate ids and addresses, secret files that
-//!   must be readable. Every problem becomes a [`Diagnostic`] with `FILE:LINE:COL`
+//!   must be readable, and the STARTTLS pair and DKIM key, which must load the
+//!   way the daemon loads them (`smtp::tls_acceptor`, `outbound::dkim`), so a
+//!   `check` (or SIGHUP reload) that passes leaves nothing the daemon refuses
+//!   later. Every problem becomes a [`Diagnostic`] with `FILE:LINE:COL`
 //!   pointing at the offending key or value; all of them are reported at once.
 //!   Warnings never fail a load; they travel in [`Config::warnings`].
 //!
 //! MUST NOT
-//!   Read secrets into memory for later use (it only checks they are readable;
-//!   the modules that need a secret read its file), open sockets, or touch the store.
+//!   Read secrets into memory for later use (it only checks they are readable,
+//!   or usable, and drops them; the modules that need a secret read its file), open sockets, or touch the store.
 //!
 //! UNTRUSTED INPUT
 //!   The config file is operator input: parsing never panics, unknown keys are
@@ -256,6 +259,7 @@ pub struct SmtpConfig {
     /// Longest session, in seconds. Default `3600`.
     pub session_timeout_secs: u64,
     /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
+    /// `check` builds the acceptor from this and `tls_key`, as `postdesk run` does.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for STARTTLS (relative to the config dir). Default none.
     pub tls_key: Option<PathBuf>,
@@ -396,7 +400,8 @@ pub struct DkimConfig {
     pub domain: String,
     /// Selector (`s=`). Required.
     pub selector: String,
-    /// PEM private key file (relative to the config dir). Required, must be readable.
+    /// PEM private key file (relative to the config dir). Required; must hold an
+    /// RSA or Ed25519 key that `dkim::sign` can use.
     pub key_file: PathBuf,
 }
 

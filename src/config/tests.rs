@@ -12,7 +12,13 @@ fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 fn errors_of(text: &str) -> Vec<String> {
-    match parse_str(text) {
+    errors_in(text, Path::new("postdesk.toml"))
+}
+
+/// `errors_of` for a config read as `config` (so relative paths resolve
+/// against its directory).
+fn errors_in(text: &str, config: &Path) -> Vec<String> {
+    match parse(text, config) {
         Ok(_) => Vec::new(),
         Err(e) => e
             .diagnostics
@@ -797,6 +803,143 @@ fn working_hours_parse_with_defaults_and_errors() {
         assert!(
             errors.iter().any(|e| e.starts_with(want)),
             "want {want:?} in {errors:?}\n{text}"
+        );
+    }
+}
+
+// ---- files the daemon must be able to use, and working days ----
+
+/// The test certificate and its (P-256) key, as `src/smtp/tests.rs` uses them.
+fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/tls")
+        .join(name)
+}
+
+/// A fresh Ed25519 private key as PKCS#8 PEM (a DKIM key `sign` accepts).
+fn ed25519_pem() -> String {
+    use base64::Engine;
+    let pkcs8 = mail_auth::common::crypto::Ed25519Key::generate_pkcs8().expect("generate");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pkcs8);
+    format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n")
+}
+
+/// `check` (and reload) build the STARTTLS acceptor as `postdesk run` does:
+/// readable files that hold no certificate, no key, or a mismatched pair are
+/// errors at the key, not a daemon that exits 1 at start-up.
+#[test]
+fn check_rejects_tls_files_the_daemon_cannot_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("postdesk.toml");
+    std::fs::write(d.join("junk.pem"), "not a certificate\n").unwrap();
+    std::fs::write(d.join("other-key.pem"), ed25519_pem()).unwrap();
+    let cert = tls_fixture("cert.pem");
+    let key = tls_fixture("key.pem");
+    let smtp = |cert: &Path, key: &Path| {
+        format!(
+            "[smtp]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+
+    // The real pair passes, and the daemon could start with it.
+    let cfg = parse(&smtp(&cert, &key), &config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(crate::smtp::tls_acceptor(&cfg.smtp).unwrap().is_some());
+    // Relative paths resolve against the config directory, as before.
+    std::fs::copy(&cert, d.join("cert.pem")).unwrap();
+    std::fs::copy(&key, d.join("key.pem")).unwrap();
+    let text = "[smtp]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n";
+    assert_eq!(errors_in(text, &config), Vec::<String>::new());
+
+    let junk = d.join("junk.pem");
+    let cases = [
+        (
+            "[smtp]\ntls_cert = \"junk.pem\"\ntls_key = \"key.pem\"\n".to_owned(),
+            format!(
+                "2:12: unusable STARTTLS files: no certificate found in {}",
+                junk.display()
+            ),
+        ),
+        (
+            "[smtp]\ntls_cert = \"cert.pem\"\ntls_key = \"junk.pem\"\n".to_owned(),
+            format!(
+                "3:11: unusable STARTTLS files: cannot read TLS private key {}",
+                junk.display()
+            ),
+        ),
+        (
+            // A key, but not the certificate's.
+            smtp(&cert, &d.join("other-key.pem")),
+            "3:11: unusable STARTTLS files: invalid TLS certificate/key pair".to_owned(),
+        ),
+    ];
+    for (text, want) in cases {
+        let errors = errors_in(&text, &config);
+        assert!(
+            errors.len() == 1 && errors[0].starts_with(&want),
+            "want only {want:?}, got {errors:?}\n{text}"
+        );
+    }
+    // An unreadable file is still reported once, as unreadable.
+    let errors = errors_in(
+        "[smtp]\ntls_cert = \"missing.pem\"\ntls_key = \"key.pem\"\n",
+        &config,
+    );
+    assert!(
+        errors.len() == 1 && errors[0].starts_with("2:12: cannot read missing.pem"),
+        "{errors:?}"
+    );
+}
+
+/// `check` (and reload) parse the DKIM key as `dkim::sign` does: a key file
+/// every reply would fail to sign with is an error at `key_file`.
+#[test]
+fn check_rejects_a_dkim_key_that_cannot_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("postdesk.toml");
+    std::fs::write(d.join("junk.pem"), "not a key\n").unwrap();
+    std::fs::write(d.join("ed25519.pem"), ed25519_pem()).unwrap();
+    let dkim = |key: &str| {
+        format!(
+            "[outbound.dkim]\ndomain = \"acme.example\"\nselector = \"s1\"\nkey_file = \"{key}\"\n"
+        )
+    };
+
+    // A usable key passes, and signing with it works.
+    let cfg = parse(&dkim("ed25519.pem"), &config).unwrap_or_else(|e| panic!("{e}"));
+    let signed = crate::outbound::dkim::sign(
+        cfg.outbound.dkim.as_ref().unwrap(),
+        b"From: a@acme.example\r\n\r\nhi\r\n".to_vec(),
+    );
+    assert!(signed.is_ok(), "{:?}", signed.err());
+
+    let junk = d.join("junk.pem");
+    let ec_key = tls_fixture("key.pem");
+    let cases = [
+        (
+            dkim("junk.pem"),
+            format!(
+                "4:12: unusable DKIM key: key file {} holds no usable",
+                junk.display()
+            ),
+        ),
+        (
+            // The STARTTLS key (P-256): a private key, but neither RSA nor Ed25519.
+            dkim(&ec_key.display().to_string()),
+            format!(
+                "4:12: unusable DKIM key: key file {} holds no usable RSA private key: not RSA",
+                ec_key.display()
+            ),
+        ),
+    ];
+    for (text, want) in cases {
+        let errors = errors_in(&text, &config);
+        assert!(
+            errors.len() == 1 && errors[0].starts_with(&want),
+            "want only {want:?}, got {errors:?}\n{text}"
         );
     }
 }

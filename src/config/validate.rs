@@ -375,11 +375,16 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             "`smtp.require_tls` needs `smtp.tls_cert` and `smtp.tls_key` (STARTTLS)",
         );
     }
-    if let Some(file) = &smtp.tls_cert {
-        check_readable(r, "smtp.tls_cert", file, base);
-    }
-    if let Some(file) = &smtp.tls_key {
-        check_readable(r, "smtp.tls_key", file, base);
+    let cert_ok = smtp
+        .tls_cert
+        .as_ref()
+        .is_some_and(|file| check_readable(r, "smtp.tls_cert", file, base));
+    let key_ok = smtp
+        .tls_key
+        .as_ref()
+        .is_some_and(|file| check_readable(r, "smtp.tls_key", file, base));
+    if cert_ok && key_ok {
+        check_tls_files(r, smtp, base);
     }
 
     let relay = &d.relay;
@@ -412,9 +417,33 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             ),
         );
     }
-    if let Some(dkim) = &out.dkim {
-        check_readable(r, "outbound.dkim.key_file", &dkim.key_file, base);
+    if let Some(dkim) = &out.dkim
+        && check_readable(r, "outbound.dkim.key_file", &dkim.key_file, base)
+        && let Err(e) = crate::outbound::dkim::check_key(&resolve(base, &dkim.key_file))
+    {
+        r.error_at("outbound.dkim.key_file", format!("unusable DKIM key: {e}"));
     }
+}
+
+/// Build the STARTTLS acceptor as the daemon does at start-up, so a file
+/// without a certificate, an unreadable key or a mismatched pair is reported
+/// here (and refuses a reload) rather than stopping `postdesk run`.
+fn check_tls_files(r: &mut Reader<'_>, smtp: &super::SmtpConfig, base: &Path) {
+    use crate::smtp::TlsError;
+    let resolved = super::SmtpConfig {
+        tls_cert: smtp.tls_cert.as_deref().map(|f| resolve(base, f)),
+        tls_key: smtp.tls_key.as_deref().map(|f| resolve(base, f)),
+        ..smtp.clone()
+    };
+    let Err(e) = crate::smtp::tls_acceptor(&resolved) else {
+        return;
+    };
+    let at = match e {
+        TlsError::Incomplete => return, // reported above
+        TlsError::Certificate { .. } | TlsError::NoCertificate { .. } => "smtp.tls_cert",
+        TlsError::Key { .. } | TlsError::Rustls(_) => "smtp.tls_key",
+    };
+    r.error_at(at, format!("unusable STARTTLS files: {e}"));
 }
 
 /// Remembers the first path of each value; reports later duplicates.
@@ -513,8 +542,8 @@ fn bad_placeholder(format: &str) -> Option<String> {
     None
 }
 
-/// Report `file` at `path` unless it can be opened and read.
-fn check_readable(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) {
+/// Report `file` at `path` unless it can be opened and read; whether it can.
+fn check_readable(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) -> bool {
     let resolved = resolve(base, file);
     let result = std::fs::File::open(&resolved).and_then(|mut f| f.read(&mut [0u8; 1]));
     if let Err(e) = result {
@@ -523,7 +552,9 @@ fn check_readable(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) {
             message.push_str(&format!(" (looked for {})", resolved.display()));
         }
         r.error_at(path, message);
+        return false;
     }
+    true
 }
 
 fn resolve(base: &Path, file: &Path) -> PathBuf {

@@ -8,6 +8,8 @@
 //!
 //! Must not: alter the message bytes other than prepending the header.
 
+use std::path::Path;
+
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
@@ -42,12 +44,34 @@ pub enum DkimError {
 /// Sign `raw` and return it with the `DKIM-Signature` header prepended.
 /// The key is RSA (PKCS#1 or PKCS#8: rsa-sha256) or Ed25519 (PKCS#8: ed25519-sha256).
 pub fn sign(cfg: &DkimConfig, raw: Vec<u8>) -> Result<Vec<u8>, DkimError> {
-    let name = cfg.key_file.display().to_string();
-    let pem = std::fs::read(&cfg.key_file).map_err(|e| DkimError::Read(name.clone(), e))?;
+    let header = match read_key(&cfg.key_file)? {
+        Key::Rsa(key) => signer_header(DkimSigner::from_key(key), cfg, &raw)?,
+        Key::Ed25519(key) => signer_header(DkimSigner::from_key(key), cfg, &raw)?,
+    };
+    let mut out = Vec::with_capacity(header.len() + raw.len());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&raw);
+    Ok(out)
+}
+
+/// Read and parse the key file exactly as `sign` does (`postdesk check` and
+/// reload use this to refuse a key no reply could be signed with).
+pub(crate) fn check_key(path: &Path) -> Result<(), DkimError> {
+    read_key(path).map(drop)
+}
+
+enum Key {
+    Rsa(RsaKey<Sha256>),
+    Ed25519(Ed25519Key),
+}
+
+fn read_key(path: &Path) -> Result<Key, DkimError> {
+    let name = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|e| DkimError::Read(name.clone(), e))?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| DkimError::Key(name.clone(), e.to_string()))?;
-    let header = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
-        Ok(key) => signer_header(DkimSigner::from_key(key), cfg, &raw)?,
+    match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
+        Ok(key) => Ok(Key::Rsa(key)),
         Err(rsa_err) => {
             let PrivateKeyDer::Pkcs8(p8) = &der else {
                 return Err(DkimError::Key(name, rsa_err.to_string()));
@@ -55,13 +79,9 @@ pub fn sign(cfg: &DkimConfig, raw: Vec<u8>) -> Result<Vec<u8>, DkimError> {
             let key = Ed25519Key::from_pkcs8_der(p8.secret_pkcs8_der()).map_err(|e| {
                 DkimError::Key(name, format!("not RSA ({rsa_err}) nor Ed25519 ({e})"))
             })?;
-            signer_header(DkimSigner::from_key(key), cfg, &raw)?
+            Ok(Key::Ed25519(key))
         }
-    };
-    let mut out = Vec::with_capacity(header.len() + raw.len());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&raw);
-    Ok(out)
+    }
 }
 
 fn signer_header<T: SigningKey>(
