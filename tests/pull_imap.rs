@@ -572,6 +572,18 @@ fn move_to_moves_pulled_mail_after_commit() {
     assert_exactly(&d, 6);
 }
 
+/// A non-ASCII folder name goes to the server in modified UTF-7: before, it
+/// was sent as UTF-8, which Dovecot refuses, so nothing was ever moved.
+#[test]
+fn move_to_a_folder_with_a_non_ascii_name() {
+    let dc = Dovecot::start(None);
+    for i in 0..3 {
+        dc.deliver(&message(i, 300));
+    }
+    let (d, _secrets) = pulling(&dc, "move_to = \"Geprüft\"");
+    assert_moved_to(&d, &dc, ".Gepr&APw-ft", 3);
+}
+
 #[test]
 fn move_to_moves_what_an_earlier_session_left_behind() {
     // Committed but not moved — as after a connection lost between the
@@ -616,16 +628,22 @@ fn maildir_count(dir: &Path) -> usize {
 
 /// `n` tickets, and the `n` messages moved out of INBOX into Processed.
 fn assert_moved(d: &Daemon, dc: &Dovecot, n: usize) {
+    assert_moved_to(d, dc, ".Processed", n);
+}
+
+/// `n` tickets, and the `n` messages moved out of INBOX into the Maildir
+/// folder `dir` (Dovecot names it in modified UTF-7: `.Gepr&APw-ft`).
+fn assert_moved_to(d: &Daemon, dc: &Dovecot, dir: &str, n: usize) {
     assert_exactly(d, n);
     let moved = wait_for(LONG, || {
-        (maildir_count(&dc.maildir().join(".Processed")) == n && maildir_count(&dc.maildir()) == 0)
+        (maildir_count(&dc.maildir().join(dir)) == n && maildir_count(&dc.maildir()) == 0)
             .then_some(())
     });
     assert!(
         moved.is_some(),
-        "INBOX {} / Processed {}\n{}",
+        "INBOX {} / {dir} {}\n{}",
         maildir_count(&dc.maildir()),
-        maildir_count(&dc.maildir().join(".Processed")),
+        maildir_count(&dc.maildir().join(dir)),
         d.log_text()
     );
 }

@@ -40,6 +40,7 @@ use crate::store::{
 
 use super::backoff::Backoff;
 use super::connect::{self, Credentials, Endpoint, ImapSession};
+use super::mutf7;
 use super::{PullError, TokenSource};
 
 /// How committed messages leave the folder when `move_to` is set.
@@ -54,6 +55,7 @@ enum MoveBy {
 
 #[derive(Debug, Clone)]
 struct MoveTo {
+    /// As IMAP commands carry it (modified UTF-7).
     folder: String,
     by: MoveBy,
 }
@@ -288,9 +290,14 @@ impl Puller {
                 ));
             }
             // Opt-in: make sure the target exists ("already exists" is fine).
-            let _ = timed(COMMAND_TIMEOUT, "create", s.create(folder)).await;
+            let _ = timed(COMMAND_TIMEOUT, "create", s.create(mutf7::encode(folder))).await;
         }
-        let mailbox = timed(COMMAND_TIMEOUT, "select", s.select(&self.folder)).await?;
+        let mailbox = timed(
+            COMMAND_TIMEOUT,
+            "select",
+            s.select(mutf7::encode(&self.folder)),
+        )
+        .await?;
         let uidvalidity = mailbox
             .uid_validity
             .ok_or_else(|| PullError::Protocol("server sent no UIDVALIDITY".into()))?;
@@ -325,8 +332,8 @@ impl Puller {
                 i.idle && can_idle,
                 Duration::from_secs(i.poll_interval_secs.max(1)),
                 i.batch_size.max(1) as usize,
-                i.move_to.clone().map(|folder| MoveTo {
-                    folder,
+                i.move_to.as_deref().map(|folder| MoveTo {
+                    folder: mutf7::encode(folder).into_owned(),
                     by: move_by,
                 }),
             ),

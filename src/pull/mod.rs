@@ -31,6 +31,7 @@
 pub mod backoff;
 pub mod connect;
 pub mod mailbox;
+pub mod mutf7;
 pub mod oauth;
 
 use std::collections::HashSet;
