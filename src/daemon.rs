@@ -269,8 +269,13 @@ pub async fn run(
     tracing::info!("postdesk ready");
     let watchdog = sd_notify::watchdog_enabled();
     let ping = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(3600));
+    // Intervals, not a sleep per loop pass: another branch firing (the
+    // health check every second) must not restart the ping's clock.
+    let mut ping = tokio::time::interval(ping);
     let mut health = tokio::time::interval(Duration::from_secs(1));
     let mut failed = None;
+    // What the store, listeners and logging run with until a restart.
+    let started = live.config();
 
     loop {
         tokio::select! {
@@ -289,6 +294,8 @@ pub async fn run(
                 if let Some(name) = ended {
                     tracing::error!(task = name, "a core task ended unexpectedly; stopping (no more watchdog pings)");
                     failed = Some(name);
+                    // /readyz answers 503 from now on, as for a SIGTERM.
+                    shutdown.cancel();
                     break;
                 }
             }
@@ -299,7 +306,7 @@ pub async fn run(
                         for w in &new.warnings {
                             tracing::warn!("{w}");
                         }
-                        for w in reload_warnings(&live.config(), &new, &live) {
+                        for w in reload_warnings(&started, &live.config(), &new, &live) {
                             tracing::warn!("{w}");
                         }
                         live.replace_config(new);
@@ -311,7 +318,7 @@ pub async fn run(
                 }
                 notify(&[sd_notify::NotifyState::Ready]);
             }
-            _ = tokio::time::sleep(ping) => {
+            _ = ping.tick() => {
                 if watchdog.is_some() {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                 }
@@ -374,22 +381,23 @@ pub async fn run(
     }
 }
 
-/// What a reload to `new` does not do, for the log: sections only a restart
-/// applies (the store, the SMTP listener and its limits and TLS, the HTTP
-/// address, logging — CLI commands read the file and use the new values at
-/// once), and channels whose new `enabled` a runtime override outweighs.
-fn reload_warnings(old: &Config, new: &Config, live: &Live) -> Vec<String> {
+/// What a reload from `old` to `new` does not do, for the log: sections only
+/// a restart applies, compared with what the daemon `started` with (the
+/// store, the SMTP listener and its limits and TLS, the HTTP address,
+/// logging — CLI commands read the file and use the new values at once), and
+/// channels whose changed `enabled` a runtime override outweighs.
+fn reload_warnings(started: &Config, old: &Config, new: &Config, live: &Live) -> Vec<String> {
     let mut out = Vec::new();
     let restart = [
-        ("[store]", old.store != new.store),
-        ("[smtp]", old.smtp != new.smtp),
-        ("http.listen", old.http.listen != new.http.listen),
-        ("[log]", old.log != new.log),
+        ("[store]", started.store != new.store),
+        ("[smtp]", started.smtp != new.smtp),
+        ("http.listen", started.http.listen != new.http.listen),
+        ("[log]", started.log != new.log),
     ];
     for (what, changed) in restart {
         if changed {
             out.push(format!(
-                "{what} changed: the running daemon keeps the old values until it is restarted"
+                "{what} differs from what the daemon started with: it keeps those values until it is restarted"
             ));
         }
     }
@@ -430,27 +438,31 @@ mod tests {
     fn a_reload_says_what_it_does_not_apply() {
         let old = config(&format!("[store]\npath = \"a.sqlite\"\n{CHANNEL}"));
         let live = Live::new(old.clone());
-        assert!(reload_warnings(&old, &old, &live).is_empty());
+        assert!(reload_warnings(&old, &old, &old, &live).is_empty());
 
         let moved = config(&format!(
             "[store]\npath = \"b.sqlite\"\n[smtp]\nmax_recipients = 5\n{CHANNEL}"
         ));
-        let w = reload_warnings(&old, &moved, &live);
+        let w = reload_warnings(&old, &old, &moved, &live);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
-            w[0].starts_with("[store] changed") && w[1].starts_with("[smtp] changed"),
+            w[0].starts_with("[store] differs") && w[1].starts_with("[smtp] differs"),
             "{w:?}"
         );
+        // Reloaded again unchanged: still not what it runs with.
+        assert_eq!(reload_warnings(&old, &moved, &moved, &live).len(), 2);
+        // Back to what it started with: nothing to say.
+        assert!(reload_warnings(&old, &moved, &old, &live).is_empty());
 
         let off = config(&format!(
             "[store]\npath = \"a.sqlite\"\n{CHANNEL}enabled = false\n"
         ));
         assert!(
-            reload_warnings(&old, &off, &live).is_empty(),
+            reload_warnings(&old, &old, &off, &live).is_empty(),
             "no override: the file wins"
         );
         live.set_channel_enabled("support", true);
-        let w = reload_warnings(&old, &off, &live);
+        let w = reload_warnings(&old, &old, &off, &live);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("postdesk channels disable support"), "{w:?}");
     }

@@ -247,3 +247,60 @@ fn the_smtp_listener_survives_running_out_of_file_descriptors() {
     );
     assert_eq!(code, 250, "{text}");
 }
+
+/// The systemd protocol as the unit uses it (`Type=notify`, `WatchdogSec`):
+/// READY=1 once serving, WATCHDOG=1 every half watchdog interval for as long
+/// as it runs, STOPPING=1 on SIGTERM. A test that once would have caught a
+/// main loop whose once-a-second health check kept restarting the ping's
+/// timer, so that no WATCHDOG=1 was ever sent and systemd killed the daemon
+/// every WatchdogSec.
+#[test]
+fn tells_systemd_it_is_ready_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    // A config whose ports were free a moment ago, from a daemon stopped at once.
+    let mut d = Daemon::start("", ACME);
+    let st = d.stop();
+    assert_eq!(st.code(), Some(0));
+    let sock_path = d.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&d.config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "4000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut seen: Vec<String> = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 512];
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stop_until = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < stop_until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+    }
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let count = |what: &str| seen.iter().filter(|m| m.lines().any(|l| l == what)).count();
+    assert_eq!(count("READY=1"), 1, "{seen:?}");
+    // A ping every 2 s (longer than the 1 s health check) for 5 s: at 0, 2
+    // and 4 s.
+    assert!(count("WATCHDOG=1") >= 2, "{seen:?}");
+    assert_eq!(count("STOPPING=1"), 1, "{seen:?}");
+}

@@ -48,6 +48,8 @@ pub async fn serve<S: Spool>(
     shutdown: CancellationToken,
 ) {
     if listeners.is_empty() {
+        // No SMTP (a pull-only setup): nothing to serve until the end.
+        shutdown.cancelled().await;
         return;
     }
     let grace = Duration::from_secs(cfg.shutdown_grace_secs);

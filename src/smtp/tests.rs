@@ -1129,6 +1129,24 @@ async fn limits_count_connections_on_every_address_together() {
     }
 }
 
+/// `listen = []` (a pull-only daemon): serve has nothing to accept but runs
+/// until shutdown — the daemon takes a core task that ends for a failure.
+#[tokio::test]
+async fn serving_no_address_runs_until_shutdown() {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(serve(
+        Vec::new(),
+        Arc::new(cfg()),
+        None,
+        Arc::new(MemSpool::default()),
+        token.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!task.is_finished(), "ended without a shutdown");
+    token.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn listener_shutdown_idle_session_gets_421() {
     let (addr, _, token, task) = start_listener(cfg()).await;
