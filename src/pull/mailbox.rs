@@ -122,7 +122,13 @@ pub struct Puller {
     tokens: Arc<TokenSource>,
     folder: String,
     state: Option<MailboxState>,
+    /// The first UID the server did not return, and in how many fetches in
+    /// a row (see [`Puller::all_returned`]).
+    missing: std::sync::Mutex<Option<(u32, u32)>>,
 }
+
+/// Fetches in a row that may miss the same message before it is skipped.
+const MISSING_TRIES: u32 = 3;
 
 /// Why a connected session returned without error.
 enum SessionEnd {
@@ -148,6 +154,7 @@ impl Puller {
             tokens,
             folder: "INBOX".into(),
             state: None,
+            missing: std::sync::Mutex::new(None),
         }
     }
 
@@ -531,7 +538,7 @@ impl Puller {
                     Some((uid, f.header().and_then(message_id)))
                 })
                 .collect();
-            all_returned(chunk, ids.iter().map(|(uid, _)| *uid))?;
+            self.all_returned(ch, chunk, ids.iter().map(|(uid, _)| *uid))?;
             let known: HashSet<String> = self
                 .store
                 .known_message_ids(
@@ -615,6 +622,49 @@ impl Puller {
         }
     }
 
+    /// Every UID of `asked` must be among `got`. A FETCH the server ends
+    /// with NO ("Some messages could not be FETCHed", a temporary fault)
+    /// still yields the lines before it — async-imap does not report the
+    /// tagged NO — and a batch committed from it would move the checkpoint
+    /// past messages never spooled. So the session fails and the next one
+    /// fetches from the checkpoint again; a message expunged meanwhile is no
+    /// longer asked for. A message the server fails to return
+    /// [`MISSING_TRIES`] times in a row (damaged on the server) is skipped
+    /// then, logged as an error and counted in
+    /// `postdesk_pull_skipped_total`, so that it does not stop the mailbox.
+    fn all_returned(
+        &self,
+        ch: &ChannelConfig,
+        asked: &[u32],
+        got: impl Iterator<Item = u32>,
+    ) -> Result<(), PullError> {
+        let got: HashSet<u32> = got.collect();
+        let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        let absent: Vec<u32> = asked.iter().copied().filter(|u| !got.contains(u)).collect();
+        let Some(&uid) = absent.first() else {
+            *missing = None;
+            return Ok(());
+        };
+        let tries = match *missing {
+            Some((u, n)) if u == uid => n + 1,
+            _ => 1,
+        };
+        if tries < MISSING_TRIES {
+            *missing = Some((uid, tries));
+            return Err(PullError::Protocol(format!(
+                "FETCH returned {} of {} messages (UID {uid} missing); fetched again next session",
+                got.len(),
+                asked.len()
+            )));
+        }
+        *missing = None;
+        tracing::error!(channel = %ch.id, folder = %self.folder, uids = ?absent, tries,
+            "the server did not return these messages in {tries} fetches; skipped: they are in no ticket (still on the server)");
+        metrics::counter!("postdesk_pull_skipped_total", "channel" => ch.id.clone())
+            .increment(absent.len() as u64);
+        Ok(())
+    }
+
     /// Fetch one chunk of UIDs (consecutive in the mailbox's sorted UID list).
     async fn fetch(
         &self,
@@ -691,7 +741,7 @@ impl Puller {
             .collect();
         messages.sort_by_key(|(uid, _)| *uid);
         messages.dedup_by_key(|(uid, _)| *uid);
-        all_returned(asked, messages.iter().map(|(uid, _)| *uid))?;
+        self.all_returned(ch, asked, messages.iter().map(|(uid, _)| *uid))?;
         let bytes: usize = messages.iter().map(|(_, m)| m.spool.raw.len()).sum();
         metrics::counter!("postdesk_pull_bytes_total", "channel" => ch.id.clone())
             .increment(bytes as u64);
@@ -701,25 +751,6 @@ impl Puller {
             last,
             messages.into_iter().map(|(_, m)| m).collect(),
         ))
-    }
-}
-
-/// Every UID of `asked` must be among `got`. A FETCH the server ends with NO
-/// ("Some messages could not be FETCHed", a temporary fault) still yields the
-/// lines before it — async-imap does not report the tagged NO — and a batch
-/// committed from it would move the checkpoint past messages never spooled.
-/// The session fails instead and the next one fetches from the checkpoint
-/// again. A message expunged between SEARCH and FETCH fails one session too;
-/// the next SEARCH no longer lists it.
-fn all_returned(asked: &[u32], got: impl Iterator<Item = u32>) -> Result<(), PullError> {
-    let got: HashSet<u32> = got.collect();
-    match asked.iter().find(|uid| !got.contains(uid)) {
-        None => Ok(()),
-        Some(uid) => Err(PullError::Protocol(format!(
-            "FETCH returned {} of {} messages (UID {uid} missing); fetched again next session",
-            got.len(),
-            asked.len()
-        ))),
     }
 }
 
@@ -822,16 +853,18 @@ mod fake_server {
     /// and then a tagged NO (as Dovecot/Gmail/O365 do on a temporary
     /// failure); later fetches return everything.
     async fn serve(l: TcpListener, fetches: Arc<AtomicUsize>) {
-        serve_with(l, fetches, Arc::new(AtomicUsize::new(0)), false).await
+        serve_with(l, fetches, Arc::new(AtomicUsize::new(0)), false, false).await
     }
 
     /// `idle_bad`: offer IDLE and answer it with BAD (as a throttling server
-    /// does); `logins` counts LOGIN commands.
+    /// does); `logins` counts LOGIN commands. `damaged`: the mailbox holds
+    /// UIDs 1-3 and no fetch ever returns UID 2 (each ends with NO).
     async fn serve_with(
         l: TcpListener,
         fetches: Arc<AtomicUsize>,
         logins: Arc<AtomicUsize>,
         idle_bad: bool,
+        damaged: bool,
     ) {
         loop {
             let Ok((sock, _)) = l.accept().await else {
@@ -866,20 +899,33 @@ mod fake_server {
                         logins.fetch_add(1, Ordering::SeqCst);
                         out += &format!("{tag} OK logged in\r\n");
                     } else if cmd.starts_with("SELECT") {
-                        out += "* 2 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 3] ok\r\n";
+                        out += if damaged {
+                            "* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n"
+                        } else {
+                            "* 2 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 3] ok\r\n"
+                        };
                         out += &format!("{tag} OK [READ-WRITE] done\r\n");
                     } else if cmd.starts_with("UID SEARCH") {
-                        out += "* SEARCH 1 2\r\n";
+                        out += if damaged {
+                            "* SEARCH 1 2 3\r\n"
+                        } else {
+                            "* SEARCH 1 2\r\n"
+                        };
                         out += &format!("{tag} OK done\r\n");
                     } else if cmd.starts_with("UID FETCH") {
                         let n = fetches.fetch_add(1, Ordering::SeqCst);
-                        let uids: &[u32] = if n == 0 { &[1] } else { &[1, 2] };
+                        let short = n == 0 || damaged;
+                        let uids: &[u32] = match (damaged, n) {
+                            (true, _) => &[1, 3],
+                            (false, 0) => &[1],
+                            (false, _) => &[1, 2],
+                        };
                         for u in uids {
                             let m = msg(*u);
                             out +=
                                 &format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{m})\r\n", m.len());
                         }
-                        if n == 0 {
+                        if short {
                             out += &format!(
                                 "{tag} NO [UNAVAILABLE] Some messages could not be FETCHed\r\n"
                             );
@@ -946,6 +992,7 @@ mod fake_server {
             Arc::new(AtomicUsize::new(1)),
             logins.clone(),
             true,
+            false,
         ));
         let (_store, puller) = setup(&dir, port);
         let stop = CancellationToken::new();
@@ -957,6 +1004,44 @@ mod fake_server {
         // Exponential backoff (ceilings 1, 2, 4, 8 s, each >= half) allows at
         // most 5 sessions in 10 s.
         assert!(n <= 5, "reconnected {n} times in 10 s: backoff never grows");
+    }
+
+    /// A message the server never returns (damaged on the server) fails
+    /// MISSING_TRIES fetches, then is skipped: the mail after it is pulled
+    /// and the checkpoint moves on, instead of the mailbox stopping for good.
+    #[tokio::test]
+    async fn a_message_the_server_never_returns_is_skipped_after_three_tries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve_with(
+            l,
+            fetches.clone(),
+            Arc::new(AtomicUsize::new(0)),
+            false,
+            true,
+        ));
+        let (store, puller) = setup(&dir, port);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(puller.run(stop.clone()));
+        let mut done = false;
+        for _ in 0..300 {
+            if store.status().await.expect("status").spool_total == 2 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert!(done, "UIDs 1 and 3 never spooled");
+        assert_eq!(fetches.load(Ordering::SeqCst), MISSING_TRIES as usize);
+        let cp = store
+            .checkpoint("mailbox".into(), "INBOX".into())
+            .await
+            .expect("checkpoint");
+        assert_eq!(cp.map(|c| c.last_uid), Some(3));
     }
 
     fn setup(dir: &tempfile::TempDir, port: u16) -> (Arc<dyn Store>, Puller) {
