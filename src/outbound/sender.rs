@@ -80,12 +80,16 @@ impl Unrecorded {
             .unwrap_or_default()
     }
 
-    /// Try each kept outcome once more; what still fails stays kept.
+    /// Try each kept outcome once more; what still fails for a temporary
+    /// reason stays kept.
     async fn retry(&self, store: &dyn Store) {
         for (id, out) in self.take() {
             match store.record_attempt(id, out.clone()).await {
                 Ok(()) => tracing::info!(outbox = %id, "attempt recorded late"),
-                Err(_) => self.keep(id, out),
+                Err(e) if e.is_temporary() => self.keep(id, out),
+                Err(e) => {
+                    tracing::error!(outbox = %id, error = %e, "attempt outcome dropped: the store refuses it")
+                }
             }
         }
     }
@@ -376,9 +380,15 @@ async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome, unrecorded
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(e) => {
+            Err(e) if e.is_temporary() => {
                 tracing::error!(outbox = %id, error = %e, "cannot record attempt; kept until the store takes it");
                 unrecorded.keep(id, out);
+                return;
+            }
+            // Refused for good (e.g. a bounce already failed the entry while
+            // it was being sent): retrying cannot help.
+            Err(e) => {
+                tracing::error!(outbox = %id, error = %e, "attempt outcome dropped: the store refuses it");
                 return;
             }
         }

@@ -3,8 +3,8 @@
 //! Must not: advertise STARTTLS without a TLS acceptor or once TLS is active; keep any
 //! protocol state across STARTTLS (the session layer discards pipelined bytes and starts
 //! a fresh session over TLS), or put an enhanced status code in the reply to EHLO/HELO
-//! (RFC 2034). Limits: the HELO name is at most 255 bytes (smtp-proto); each EHLO/HELO
-//! counts toward `max_junk_commands`.
+//! (RFC 2034). Limits: the HELO name is at most 255 bytes (smtp-proto); an EHLO/HELO
+//! after the session's first (or the first over TLS) counts toward `max_junk_commands`.
 //! Untrusted input: the HELO/EHLO name, kept only for the envelope and logs.
 
 use smtp_proto::{
@@ -26,8 +26,16 @@ where
         self.shared.tls.is_some() && !self.tls
     }
 
+    /// A greeting after the session's first (or the first after STARTTLS,
+    /// which starts the session afresh) moves no mail: it counts toward
+    /// `max_junk_commands`, so a client cannot loop on it — while even
+    /// `max_junk_commands = 0` lets every client say hello. `true`: closing.
+    fn repeated_hello(&mut self) -> bool {
+        self.helo.is_some() && self.over_junk_limit()
+    }
+
     pub(super) fn ehlo(&mut self, host: String) -> Flow {
-        if self.over_junk_limit() {
+        if self.repeated_hello() {
             return Flow::Close;
         }
         self.helo = Some(host);
@@ -49,7 +57,7 @@ where
     }
 
     pub(super) fn helo_cmd(&mut self, host: String) -> Flow {
-        if self.over_junk_limit() {
+        if self.repeated_hello() {
             return Flow::Close;
         }
         self.helo = Some(host);

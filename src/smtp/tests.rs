@@ -616,6 +616,23 @@ async fn rcpt_postmaster_is_an_unknown_recipient() {
 /// Every command that moves no mail counts toward `max_junk_commands`, so no
 /// command loops before DATA for the whole session timeout; an accepted message
 /// resets the count.
+/// `max_junk_commands = 0` (no NOOP, RSET…) still lets a client greet and
+/// send: only greetings after the first count.
+#[tokio::test]
+async fn no_junk_allowed_still_takes_a_message() {
+    let (mut c, spool) = session(SmtpConfig {
+        max_junk_commands: 0,
+        ..cfg()
+    })
+    .await;
+    open_transaction(&mut c).await;
+    c.cmd("DATA", "354").await;
+    c.send(&format!("{BODY}.\r\n")).await;
+    c.expect("250 2.0.0").await;
+    assert_eq!(spool.messages().len(), 1);
+    c.cmd("EHLO again", "421 4.7.0").await;
+}
+
 #[tokio::test]
 async fn commands_before_data_are_bounded() {
     let limits = || SmtpConfig {
@@ -672,9 +689,10 @@ async fn commands_before_data_are_bounded() {
         for line in *setup {
             c.cmd(line, "2").await;
         }
-        // EHLO/HELO in the setup counts too.
-        let before = setup.iter().filter(|l| l.starts_with("EHLO")).count();
-        for _ in before..3 {
+        // The session's first greeting is free (in the setup, or the first
+        // of a looping EHLO/HELO); every later one counts.
+        let free = usize::from(setup.is_empty());
+        for _ in 0..3 + free {
             c.cmd(command, reply).await;
         }
         c.cmd(command, "421 4.7.0 Too many commands without mail")
@@ -694,6 +712,7 @@ async fn commands_before_data_are_bounded() {
     c.cmd("EHLO c", "250").await;
     c.cmd("MAIL FROM:<a@example.org>", "250 2.1.0").await;
     c.cmd("RSET", "250 2.0.0").await;
+    c.cmd("MAIL FROM:<a@example.org>", "451 4.7.0").await;
     c.cmd("MAIL FROM:<a@example.org>", "451 4.7.0").await;
     c.cmd("MAIL FROM:<a@example.org>", "421 4.7.0 Too many commands")
         .await;
