@@ -701,22 +701,25 @@ impl Puller {
         asked: &[u32],
         (first, last): (u32, u32),
     ) -> Result<PulledBatch, PullError> {
-        let fetches: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
-            let stream = s.uid_fetch(set, "(UID BODY.PEEK[])").await?;
-            stream.try_collect().await
+        // Each response is reduced to its UID and body as it arrives (one
+        // server response held at a time, responses outside the range
+        // dropped at once), not collected whole and copied afterwards.
+        let mut bodies: Vec<(u32, Vec<u8>)> = Vec::new();
+        timed(FETCH_TIMEOUT, "fetch", async {
+            let mut stream = s.uid_fetch(set, "(UID BODY.PEEK[])").await?;
+            while let Some(f) = stream.try_next().await? {
+                if let (Some(uid), Some(body)) = (f.uid, f.body())
+                    && (first..=last).contains(&uid)
+                {
+                    bodies.push((uid, body.to_vec()));
+                }
+            }
+            Ok::<(), async_imap::error::Error>(())
         })
         .await?;
         let address = ch.address.clone().map(|a| vec![a]).unwrap_or_default();
-        let mut messages: Vec<(u32, PulledMessage)> = fetches
-            .iter()
-            .filter_map(|f| {
-                let uid = f.uid?;
-                if uid < first || uid > last {
-                    return None;
-                }
-                let raw = f.body()?.to_vec();
-                Some((uid, raw))
-            })
+        let mut messages: Vec<(u32, PulledMessage)> = bodies
+            .into_iter()
             .map(|(uid, raw)| {
                 let hash = content_hash(&raw);
                 let mid = message_id(&raw);
