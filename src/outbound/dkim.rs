@@ -35,7 +35,7 @@ pub const SIGNED_HEADERS: &[&str] = &[
 pub enum DkimError {
     #[error("cannot read key file {0}: {1}")]
     Read(String, std::io::Error),
-    #[error("key file {0} holds no usable RSA private key: {1}")]
+    #[error("key file {0} holds no usable RSA or Ed25519 private key: {1}")]
     Key(String, String),
     #[error("signing failed: {0}")]
     Sign(String),
