@@ -353,6 +353,9 @@ impl Puller {
             tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
                 "moving messages pulled earlier failed; new mail is still pulled");
         }
+        // Whether this round is an extra catch-up for mail announced during
+        // the previous one.
+        let mut again = false;
         loop {
             self.catch_up(
                 &mut s,
@@ -371,7 +374,20 @@ impl Puller {
                 logout(s).await;
                 return Ok(SessionEnd::Reconsider);
             }
-            while s.unsolicited_responses.try_recv().is_ok() {}
+            let mut announced = false;
+            while let Ok(r) = s.unsolicited_responses.try_recv() {
+                announced |= matches!(r, async_imap::types::UnsolicitedResponse::Exists(_));
+            }
+            // Mail that arrived while catching up (EXISTS, piggybacked on a
+            // FETCH or MOVE reply) is fetched now: once IDLE starts the
+            // server does not say it again, and it would wait for the next
+            // renewal or poll. Once per round, so that a server announcing
+            // EXISTS with every reply cannot keep the session busy.
+            if announced && !again {
+                again = true;
+                continue;
+            }
+            again = false;
             if use_idle {
                 self.set_state(MailboxState::Idle, None).await;
                 let (back, stopped) =
@@ -856,18 +872,29 @@ mod fake_server {
     /// and then a tagged NO (as Dovecot/Gmail/O365 do on a temporary
     /// failure); later fetches return everything.
     async fn serve(l: TcpListener, fetches: Arc<AtomicUsize>) {
-        serve_with(l, fetches, Arc::new(AtomicUsize::new(0)), false, false).await
+        serve_with(
+            l,
+            fetches,
+            Arc::new(AtomicUsize::new(0)),
+            false,
+            false,
+            false,
+        )
+        .await
     }
 
     /// `idle_bad`: offer IDLE and answer it with BAD (as a throttling server
     /// does); `logins` counts LOGIN commands. `damaged`: the mailbox holds
     /// UIDs 1-3 and no fetch ever returns UID 2 (each ends with NO).
+    /// `grows`: UID 3 arrives during the first fetch, announced by an
+    /// unsolicited `* 3 EXISTS` in that fetch's reply.
     async fn serve_with(
         l: TcpListener,
         fetches: Arc<AtomicUsize>,
         logins: Arc<AtomicUsize>,
         idle_bad: bool,
         damaged: bool,
+        grows: bool,
     ) {
         loop {
             let Ok((sock, _)) = l.accept().await else {
@@ -909,7 +936,8 @@ mod fake_server {
                         };
                         out += &format!("{tag} OK [READ-WRITE] done\r\n");
                     } else if cmd.starts_with("UID SEARCH") {
-                        out += if damaged {
+                        let arrived = grows && fetches.load(Ordering::SeqCst) > 0;
+                        out += if damaged || arrived {
                             "* SEARCH 1 2 3\r\n"
                         } else {
                             "* SEARCH 1 2\r\n"
@@ -917,16 +945,21 @@ mod fake_server {
                         out += &format!("{tag} OK done\r\n");
                     } else if cmd.starts_with("UID FETCH") {
                         let n = fetches.fetch_add(1, Ordering::SeqCst);
-                        let short = n == 0 || damaged;
-                        let uids: &[u32] = match (damaged, n) {
-                            (true, _) => &[1, 3],
-                            (false, 0) => &[1],
-                            (false, _) => &[1, 2],
+                        let short = (n == 0 && !grows) || damaged;
+                        let uids: &[u32] = match (damaged, grows, n) {
+                            (true, _, _) => &[1, 3],
+                            (false, true, 0) => &[1, 2],
+                            (false, true, _) => &[3],
+                            (false, false, 0) => &[1],
+                            (false, false, _) => &[1, 2],
                         };
                         for u in uids {
                             let m = msg(*u);
                             out +=
                                 &format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{m})\r\n", m.len());
+                        }
+                        if grows && n == 0 {
+                            out += "* 3 EXISTS\r\n";
                         }
                         if short {
                             out += &format!(
@@ -996,6 +1029,7 @@ mod fake_server {
             logins.clone(),
             true,
             false,
+            false,
         ));
         let (_store, puller) = setup(&dir, port);
         let stop = CancellationToken::new();
@@ -1024,6 +1058,7 @@ mod fake_server {
             Arc::new(AtomicUsize::new(0)),
             false,
             true,
+            false,
         ));
         let (store, puller) = setup(&dir, port);
         let stop = CancellationToken::new();
@@ -1047,7 +1082,46 @@ mod fake_server {
         assert_eq!(cp.map(|c| c.last_uid), Some(3));
     }
 
+    /// Mail announced (`* 3 EXISTS`) while the puller was fetching is
+    /// fetched at once, not after the poll interval (60 s here): the
+    /// announcement is not repeated.
+    #[tokio::test]
+    async fn mail_announced_during_a_fetch_is_fetched_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve_with(
+            l,
+            fetches.clone(),
+            Arc::new(AtomicUsize::new(0)),
+            false,
+            false,
+            true,
+        ));
+        let (store, puller) = setup_polling(&dir, port, 60);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(puller.run(stop.clone()));
+        let mut all = false;
+        for _ in 0..100 {
+            if store.status().await.expect("status").spool_total == 3 {
+                all = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert!(all, "UID 3 waits for the next poll");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
     fn setup(dir: &tempfile::TempDir, port: u16) -> (Arc<dyn Store>, Puller) {
+        setup_polling(dir, port, 1)
+    }
+
+    /// A puller for the scripted server, polling every `poll` seconds.
+    fn setup_polling(dir: &tempfile::TempDir, port: u16, poll: u64) -> (Arc<dyn Store>, Puller) {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "secret\n").expect("pw");
         let text = format!(
@@ -1069,7 +1143,7 @@ port = {port}
 tls = "none"
 username = "test"
 password_file = {pw:?}
-poll_interval_secs = 1
+poll_interval_secs = {poll}
 "#
         );
         let config = crate::config::parse(&text, &dir.path().join("postdesk.toml"))
