@@ -867,34 +867,28 @@ mod fake_server {
         )
     }
 
-    /// A tiny IMAP server: mailbox with UIDs 1 and 2 (UIDVALIDITY 7), no
-    /// IDLE. The FIRST `UID FETCH` of the whole run returns message 1 only
-    /// and then a tagged NO (as Dovecot/Gmail/O365 do on a temporary
-    /// failure); later fetches return everything.
-    async fn serve(l: TcpListener, fetches: Arc<AtomicUsize>) {
-        serve_with(
-            l,
-            fetches,
-            Arc::new(AtomicUsize::new(0)),
-            false,
-            false,
-            false,
-        )
-        .await
+    /// How the scripted server misbehaves. Default: a mailbox with UIDs 1
+    /// and 2 (UIDVALIDITY 7), no IDLE, every fetch answered in full.
+    #[derive(Clone, Copy, Default)]
+    struct Mode {
+        /// The first UID FETCH returns UID 1 only and ends with a tagged NO
+        /// (as Dovecot/Gmail/O365 do on a temporary failure).
+        first_fetch_fails: bool,
+        /// Offer IDLE and answer it with BAD (a throttling server).
+        idle_bad: bool,
+        /// UIDs 1-3; no fetch ever returns UID 2 (each ends with NO).
+        damaged: bool,
+        /// UID 3 arrives during the first fetch, announced by an unsolicited
+        /// `* 3 EXISTS` in that fetch's reply.
+        grows: bool,
     }
 
-    /// `idle_bad`: offer IDLE and answer it with BAD (as a throttling server
-    /// does); `logins` counts LOGIN commands. `damaged`: the mailbox holds
-    /// UIDs 1-3 and no fetch ever returns UID 2 (each ends with NO).
-    /// `grows`: UID 3 arrives during the first fetch, announced by an
-    /// unsolicited `* 3 EXISTS` in that fetch's reply.
-    async fn serve_with(
+    /// Serve IMAP on `l` as `mode` says; counts fetches and logins.
+    async fn serve(
         l: TcpListener,
+        mode: Mode,
         fetches: Arc<AtomicUsize>,
         logins: Arc<AtomicUsize>,
-        idle_bad: bool,
-        damaged: bool,
-        grows: bool,
     ) {
         loop {
             let Ok((sock, _)) = l.accept().await else {
@@ -915,69 +909,138 @@ mod fake_server {
                     let mut it = line.trim_end().splitn(2, ' ');
                     let tag = it.next().unwrap_or("").to_string();
                     let cmd = it.next().unwrap_or("").to_ascii_uppercase();
-                    let mut out = String::new();
-                    if cmd.starts_with("IDLE") {
-                        out += &format!("{tag} BAD try later\r\n");
-                    } else if cmd.starts_with("CAPABILITY") {
-                        out += if idle_bad {
-                            "* CAPABILITY IMAP4rev1 IDLE\r\n"
-                        } else {
-                            "* CAPABILITY IMAP4rev1\r\n"
-                        };
-                        out += &format!("{tag} OK done\r\n");
-                    } else if cmd.starts_with("LOGIN") {
-                        logins.fetch_add(1, Ordering::SeqCst);
-                        out += &format!("{tag} OK logged in\r\n");
-                    } else if cmd.starts_with("SELECT") {
-                        out += if damaged {
-                            "* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n"
-                        } else {
-                            "* 2 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 3] ok\r\n"
-                        };
-                        out += &format!("{tag} OK [READ-WRITE] done\r\n");
-                    } else if cmd.starts_with("UID SEARCH") {
-                        let arrived = grows && fetches.load(Ordering::SeqCst) > 0;
-                        out += if damaged || arrived {
-                            "* SEARCH 1 2 3\r\n"
-                        } else {
-                            "* SEARCH 1 2\r\n"
-                        };
-                        out += &format!("{tag} OK done\r\n");
-                    } else if cmd.starts_with("UID FETCH") {
-                        let n = fetches.fetch_add(1, Ordering::SeqCst);
-                        let short = (n == 0 && !grows) || damaged;
-                        let uids: &[u32] = match (damaged, grows, n) {
-                            (true, _, _) => &[1, 3],
-                            (false, true, 0) => &[1, 2],
-                            (false, true, _) => &[3],
-                            (false, false, 0) => &[1],
-                            (false, false, _) => &[1, 2],
-                        };
-                        for u in uids {
-                            let m = msg(*u);
-                            out +=
-                                &format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{m})\r\n", m.len());
-                        }
-                        if grows && n == 0 {
-                            out += "* 3 EXISTS\r\n";
-                        }
-                        if short {
-                            out += &format!(
-                                "{tag} NO [UNAVAILABLE] Some messages could not be FETCHed\r\n"
-                            );
-                        } else {
-                            out += &format!("{tag} OK done\r\n");
-                        }
-                    } else if cmd.starts_with("LOGOUT") {
-                        out += &format!("* BYE bye\r\n{tag} OK done\r\n");
-                    } else {
-                        out += &format!("{tag} OK done\r\n");
-                    }
+                    let out = reply(mode, &tag, &cmd, &fetches, &logins);
                     if w.write_all(out.as_bytes()).await.is_err() {
                         return;
                     }
                 }
             });
+        }
+    }
+
+    /// The server's answer to one command.
+    fn reply(
+        mode: Mode,
+        tag: &str,
+        cmd: &str,
+        fetches: &AtomicUsize,
+        logins: &AtomicUsize,
+    ) -> String {
+        let mut out = String::new();
+        if cmd.starts_with("IDLE") {
+            out += &format!("{tag} BAD try later\r\n");
+        } else if cmd.starts_with("CAPABILITY") {
+            out += if mode.idle_bad {
+                "* CAPABILITY IMAP4rev1 IDLE\r\n"
+            } else {
+                "* CAPABILITY IMAP4rev1\r\n"
+            };
+            out += &format!("{tag} OK done\r\n");
+        } else if cmd.starts_with("LOGIN") {
+            logins.fetch_add(1, Ordering::SeqCst);
+            out += &format!("{tag} OK logged in\r\n");
+        } else if cmd.starts_with("SELECT") {
+            out += if mode.damaged {
+                "* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n"
+            } else {
+                "* 2 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 3] ok\r\n"
+            };
+            out += &format!("{tag} OK [READ-WRITE] done\r\n");
+        } else if cmd.starts_with("UID SEARCH") {
+            let arrived = mode.grows && fetches.load(Ordering::SeqCst) > 0;
+            out += if mode.damaged || arrived {
+                "* SEARCH 1 2 3\r\n"
+            } else {
+                "* SEARCH 1 2\r\n"
+            };
+            out += &format!("{tag} OK done\r\n");
+        } else if cmd.starts_with("UID FETCH") {
+            let n = fetches.fetch_add(1, Ordering::SeqCst);
+            let short = (n == 0 && mode.first_fetch_fails) || mode.damaged;
+            let uids: &[u32] = if mode.damaged {
+                &[1, 3]
+            } else if mode.grows && n > 0 {
+                &[3]
+            } else if short {
+                &[1]
+            } else {
+                &[1, 2]
+            };
+            for u in uids {
+                let m = msg(*u);
+                out += &format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{m})\r\n", m.len());
+            }
+            if mode.grows && n == 0 {
+                out += "* 3 EXISTS\r\n";
+            }
+            if short {
+                out += &format!("{tag} NO [UNAVAILABLE] Some messages could not be FETCHed\r\n");
+            } else {
+                out += &format!("{tag} OK done\r\n");
+            }
+        } else if cmd.starts_with("LOGOUT") {
+            out += &format!("* BYE bye\r\n{tag} OK done\r\n");
+        } else {
+            out += &format!("{tag} OK done\r\n");
+        }
+        out
+    }
+
+    /// A puller running against the scripted server.
+    struct Run {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        fetches: Arc<AtomicUsize>,
+        logins: Arc<AtomicUsize>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Run {
+        /// Start the server in `mode` and a puller polling every `poll` s.
+        async fn start(mode: Mode, poll: u64) -> Run {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let port = l.local_addr().expect("addr").port();
+            let (fetches, logins) = (Arc::default(), Arc::default());
+            tokio::spawn(serve(l, mode, Arc::clone(&fetches), Arc::clone(&logins)));
+            let (store, puller) = setup(&dir, port, poll);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(puller.run(stop.clone()));
+            Run {
+                _dir: dir,
+                store,
+                fetches,
+                logins,
+                stop,
+                task,
+            }
+        }
+
+        /// Whether `n` messages are spooled within `secs`.
+        async fn spooled_within(&self, n: i64, secs: u64) -> bool {
+            for _ in 0..secs * 10 {
+                if self.store.status().await.expect("status").spool_total == n {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+
+        /// Stop the puller; the checkpoint's last UID.
+        async fn finish(self) -> Option<u32> {
+            self.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+            self.store
+                .checkpoint("mailbox".into(), "INBOX".into())
+                .await
+                .expect("checkpoint")
+                .map(|c| c.last_uid)
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
         }
     }
 
@@ -987,30 +1050,19 @@ mod fake_server {
     /// again.
     #[tokio::test]
     async fn a_fetch_ending_in_no_does_not_move_the_checkpoint_past_what_it_missed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        let fetches = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(serve(l, fetches.clone()));
-        let (store, puller) = setup(&dir, port);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(puller.run(stop.clone()));
-        // Several polling rounds (1 s apart) after the failed fetch.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        let cp = store
-            .checkpoint("mailbox".into(), "INBOX".into())
-            .await
-            .expect("cp");
-        let spooled = store.status().await.expect("status").spool_total;
-        assert_eq!(
-            spooled,
-            2,
-            "UID 2 not spooled; checkpoint {cp:?} after {} fetches",
-            fetches.load(Ordering::SeqCst)
+        let mode = Mode {
+            first_fetch_fails: true,
+            ..Mode::default()
+        };
+        let run = Run::start(mode, 1).await;
+        let both = run.spooled_within(2, 10).await;
+        let fetches = run.fetches();
+        let last = run.finish().await;
+        assert!(
+            both,
+            "UID 2 not spooled; checkpoint {last:?} after {fetches} fetches"
         );
-        assert_eq!(cp.map(|c| c.last_uid), Some(2));
+        assert_eq!(last, Some(2));
     }
 
     /// Login and catch-up work, IDLE always fails (a throttling server):
@@ -1019,27 +1071,14 @@ mod fake_server {
     /// in 10 s); with back-off at most 5 (0.5 + 1 + 2 + 4 s apart at least).
     #[tokio::test]
     async fn a_session_failing_after_catch_up_still_backs_off() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        let logins = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(serve_with(
-            l,
-            Arc::new(AtomicUsize::new(1)),
-            logins.clone(),
-            true,
-            false,
-            false,
-        ));
-        let (_store, puller) = setup(&dir, port);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(puller.run(stop.clone()));
+        let mode = Mode {
+            idle_bad: true,
+            ..Mode::default()
+        };
+        let run = Run::start(mode, 1).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        let n = logins.load(Ordering::SeqCst);
-        // Exponential backoff (ceilings 1, 2, 4, 8 s, each >= half) allows at
-        // most 5 sessions in 10 s.
+        let n = run.logins.load(Ordering::SeqCst);
+        run.finish().await;
         assert!(n <= 5, "reconnected {n} times in 10 s: backoff never grows");
     }
 
@@ -1048,38 +1087,17 @@ mod fake_server {
     /// and the checkpoint moves on, instead of the mailbox stopping for good.
     #[tokio::test]
     async fn a_message_the_server_never_returns_is_skipped_after_three_tries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        let fetches = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(serve_with(
-            l,
-            fetches.clone(),
-            Arc::new(AtomicUsize::new(0)),
-            false,
-            true,
-            false,
-        ));
-        let (store, puller) = setup(&dir, port);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(puller.run(stop.clone()));
-        let mut done = false;
-        for _ in 0..300 {
-            if store.status().await.expect("status").spool_total == 2 {
-                done = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let mode = Mode {
+            damaged: true,
+            ..Mode::default()
+        };
+        let run = Run::start(mode, 1).await;
+        let done = run.spooled_within(2, 30).await;
+        let fetches = run.fetches();
+        let last = run.finish().await;
         assert!(done, "UIDs 1 and 3 never spooled");
-        assert_eq!(fetches.load(Ordering::SeqCst), MISSING_TRIES as usize);
-        let cp = store
-            .checkpoint("mailbox".into(), "INBOX".into())
-            .await
-            .expect("checkpoint");
-        assert_eq!(cp.map(|c| c.last_uid), Some(3));
+        assert_eq!(fetches, MISSING_TRIES as usize);
+        assert_eq!(last, Some(3));
     }
 
     /// Mail announced (`* 3 EXISTS`) while the puller was fetching is
@@ -1087,41 +1105,20 @@ mod fake_server {
     /// announcement is not repeated.
     #[tokio::test]
     async fn mail_announced_during_a_fetch_is_fetched_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        let fetches = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(serve_with(
-            l,
-            fetches.clone(),
-            Arc::new(AtomicUsize::new(0)),
-            false,
-            false,
-            true,
-        ));
-        let (store, puller) = setup_polling(&dir, port, 60);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(puller.run(stop.clone()));
-        let mut all = false;
-        for _ in 0..100 {
-            if store.status().await.expect("status").spool_total == 3 {
-                all = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let mode = Mode {
+            grows: true,
+            ..Mode::default()
+        };
+        let run = Run::start(mode, 60).await;
+        let all = run.spooled_within(3, 10).await;
+        let fetches = run.fetches();
+        run.finish().await;
         assert!(all, "UID 3 waits for the next poll");
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
-    }
-
-    fn setup(dir: &tempfile::TempDir, port: u16) -> (Arc<dyn Store>, Puller) {
-        setup_polling(dir, port, 1)
+        assert_eq!(fetches, 2);
     }
 
     /// A puller for the scripted server, polling every `poll` seconds.
-    fn setup_polling(dir: &tempfile::TempDir, port: u16, poll: u64) -> (Arc<dyn Store>, Puller) {
+    fn setup(dir: &tempfile::TempDir, port: u16, poll: u64) -> (Arc<dyn Store>, Puller) {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "secret\n").expect("pw");
         let text = format!(
