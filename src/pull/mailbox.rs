@@ -125,6 +125,9 @@ pub struct Puller {
     /// The first UID the server did not return, and in how many fetches in
     /// a row (see [`Puller::all_returned`]).
     missing: std::sync::Mutex<Option<(u32, u32)>>,
+    /// The server announced new mail (`* N EXISTS`) after this round's
+    /// SEARCH: catch up again before waiting.
+    announced: std::sync::atomic::AtomicBool,
 }
 
 /// Fetches in a row that may miss the same message before it is skipped.
@@ -155,6 +158,7 @@ impl Puller {
             folder: "INBOX".into(),
             state: None,
             missing: std::sync::Mutex::new(None),
+            announced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -374,10 +378,10 @@ impl Puller {
                 logout(s).await;
                 return Ok(SessionEnd::Reconsider);
             }
-            let mut announced = false;
-            while let Ok(r) = s.unsolicited_responses.try_recv() {
-                announced |= matches!(r, async_imap::types::UnsolicitedResponse::Exists(_));
-            }
+            let announced = heard_of_new_mail(&mut s)
+                | self
+                    .announced
+                    .swap(false, std::sync::atomic::Ordering::Relaxed);
             // Mail that arrived while catching up (EXISTS, piggybacked on a
             // FETCH or MOVE reply) is fetched now: once IDLE starts the
             // server does not say it again, and it would wait for the next
@@ -481,6 +485,8 @@ impl Puller {
     ) -> Result<(), PullError> {
         let query = format!("UID {}:*", cp.last_uid.saturating_add(1));
         let found = timed(COMMAND_TIMEOUT, "search", s.uid_search(&query)).await?;
+        // What was announced up to here, this SEARCH has found.
+        heard_of_new_mail(s);
         let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > cp.last_uid).collect();
         if uids.is_empty() {
             return Ok(());
@@ -612,9 +618,22 @@ impl Puller {
         if outcome.spooled > 0 {
             self.wake.notify_one();
         }
-        match move_to {
+        let moved = match move_to {
             Some(to) => move_committed(s, &format!("{first}:{last}"), to).await,
             None => Ok(()),
+        };
+        self.note_new_mail(s);
+        moved
+    }
+
+    /// Remember an announcement of new mail among the responses collected
+    /// so far. Called after every fetch and move: a large MOVE's EXPUNGE
+    /// responses would otherwise fill async-imap's bounded channel, and a
+    /// later EXISTS would be dropped.
+    fn note_new_mail(&self, s: &mut ImapSession) {
+        if heard_of_new_mail(s) {
+            self.announced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -733,6 +752,7 @@ impl Puller {
             Ok::<(), async_imap::error::Error>(())
         })
         .await?;
+        self.note_new_mail(s);
         let address = ch.address.clone().map(|a| vec![a]).unwrap_or_default();
         let mut messages: Vec<(u32, PulledMessage)> = bodies
             .into_iter()
@@ -771,6 +791,22 @@ impl Puller {
             messages.into_iter().map(|(_, m)| m).collect(),
         ))
     }
+}
+
+/// How many unsolicited responses async-imap (0.12) keeps; past that it
+/// drops them.
+const UNSOLICITED_KEPT: usize = 100;
+
+/// Take every unsolicited response collected so far; whether one of them
+/// announced new mail (`* N EXISTS`) — or may have: a full channel (a MOVE
+/// of 100 messages answers with as many EXPUNGEs) dropped what came after.
+fn heard_of_new_mail(s: &mut ImapSession) -> bool {
+    let (mut exists, mut taken) = (false, 0);
+    while let Ok(r) = s.unsolicited_responses.try_recv() {
+        taken += 1;
+        exists |= matches!(r, async_imap::types::UnsolicitedResponse::Exists(_));
+    }
+    exists || taken >= UNSOLICITED_KEPT
 }
 
 /// Wait `d` or until stopped; true when stopped.
@@ -881,6 +917,9 @@ mod fake_server {
         /// UID 3 arrives during the first fetch, announced by an unsolicited
         /// `* 3 EXISTS` in that fetch's reply.
         grows: bool,
+        /// Offer MOVE; a UID MOVE answers with 150 EXPUNGEs and then
+        /// `* 3 EXISTS` (UID 3 arrived meanwhile).
+        floods_on_move: bool,
     }
 
     /// Serve IMAP on `l` as `mode` says; counts fetches and logins.
@@ -930,10 +969,10 @@ mod fake_server {
         if cmd.starts_with("IDLE") {
             out += &format!("{tag} BAD try later\r\n");
         } else if cmd.starts_with("CAPABILITY") {
-            out += if mode.idle_bad {
-                "* CAPABILITY IMAP4rev1 IDLE\r\n"
-            } else {
-                "* CAPABILITY IMAP4rev1\r\n"
+            out += match (mode.idle_bad, mode.floods_on_move) {
+                (true, _) => "* CAPABILITY IMAP4rev1 IDLE\r\n",
+                (false, true) => "* CAPABILITY IMAP4rev1 MOVE\r\n",
+                (false, false) => "* CAPABILITY IMAP4rev1\r\n",
             };
             out += &format!("{tag} OK done\r\n");
         } else if cmd.starts_with("LOGIN") {
@@ -947,7 +986,7 @@ mod fake_server {
             };
             out += &format!("{tag} OK [READ-WRITE] done\r\n");
         } else if cmd.starts_with("UID SEARCH") {
-            let arrived = mode.grows && fetches.load(Ordering::SeqCst) > 0;
+            let arrived = (mode.grows || mode.floods_on_move) && fetches.load(Ordering::SeqCst) > 0;
             out += if mode.damaged || arrived {
                 "* SEARCH 1 2 3\r\n"
             } else {
@@ -959,7 +998,7 @@ mod fake_server {
             let short = (n == 0 && mode.first_fetch_fails) || mode.damaged;
             let uids: &[u32] = if mode.damaged {
                 &[1, 3]
-            } else if mode.grows && n > 0 {
+            } else if (mode.grows || mode.floods_on_move) && n > 0 {
                 &[3]
             } else if short {
                 &[1]
@@ -978,6 +1017,12 @@ mod fake_server {
             } else {
                 out += &format!("{tag} OK done\r\n");
             }
+        } else if cmd.starts_with("UID MOVE") {
+            for _ in 0..150 {
+                out += "* 1 EXPUNGE\r\n";
+            }
+            out += "* 3 EXISTS\r\n";
+            out += &format!("{tag} OK moved\r\n");
         } else if cmd.starts_with("LOGOUT") {
             out += &format!("* BYE bye\r\n{tag} OK done\r\n");
         } else {
@@ -999,12 +1044,21 @@ mod fake_server {
     impl Run {
         /// Start the server in `mode` and a puller polling every `poll` s.
         async fn start(mode: Mode, poll: u64) -> Run {
+            Self::start_with(mode, poll, "").await
+        }
+
+        /// As `start`, moving pulled mail to `Done`.
+        async fn start_moving(mode: Mode, poll: u64) -> Run {
+            Self::start_with(mode, poll, "move_to = \"Done\"\n").await
+        }
+
+        async fn start_with(mode: Mode, poll: u64, imap_extra: &str) -> Run {
             let dir = tempfile::tempdir().expect("tempdir");
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let port = l.local_addr().expect("addr").port();
             let (fetches, logins) = (Arc::default(), Arc::default());
             tokio::spawn(serve(l, mode, Arc::clone(&fetches), Arc::clone(&logins)));
-            let (store, puller) = setup(&dir, port, poll);
+            let (store, puller) = setup(&dir, port, poll, imap_extra);
             let stop = CancellationToken::new();
             let task = tokio::spawn(puller.run(stop.clone()));
             Run {
@@ -1117,8 +1171,29 @@ mod fake_server {
         assert_eq!(fetches, 2);
     }
 
+    /// The same when the announcement comes after a MOVE of many messages
+    /// (move_to): async-imap keeps 100 unsolicited responses and drops the
+    /// rest, so the EXISTS behind 150 EXPUNGEs is lost — a full channel
+    /// counts as a possible announcement.
+    #[tokio::test]
+    async fn mail_announced_behind_a_large_move_is_fetched_at_once() {
+        let mode = Mode {
+            floods_on_move: true,
+            ..Mode::default()
+        };
+        let run = Run::start_moving(mode, 60).await;
+        let all = run.spooled_within(3, 10).await;
+        run.finish().await;
+        assert!(all, "UID 3 waits for the next poll");
+    }
+
     /// A puller for the scripted server, polling every `poll` seconds.
-    fn setup(dir: &tempfile::TempDir, port: u16, poll: u64) -> (Arc<dyn Store>, Puller) {
+    fn setup(
+        dir: &tempfile::TempDir,
+        port: u16,
+        poll: u64,
+        imap_extra: &str,
+    ) -> (Arc<dyn Store>, Puller) {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "secret\n").expect("pw");
         let text = format!(
@@ -1141,7 +1216,7 @@ tls = "none"
 username = "test"
 password_file = {pw:?}
 poll_interval_secs = {poll}
-"#
+{imap_extra}"#
         );
         let config = crate::config::parse(&text, &dir.path().join("postdesk.toml"))
             .unwrap_or_else(|e| panic!("config: {e:?}"));
