@@ -674,6 +674,19 @@ mod tests {
         c
     }
 
+    /// Rows of `t` as a plain connection opened afresh sees them, after
+    /// checking the database's integrity.
+    fn reopened_rows(path: &Path) -> i64 {
+        let fresh = Connection::open(path).expect("fresh");
+        let ok: String = fresh
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(ok, "ok");
+        fresh
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
     fn body(i: usize, len: usize) -> Vec<u8> {
         (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
     }
@@ -821,15 +834,7 @@ mod tests {
             .expect("count");
         assert_eq!(n, 200);
         drop(c);
-        let fresh = Connection::open(&path).expect("fresh");
-        let ok: String = fresh
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
-        assert_eq!(ok, "ok");
-        let n: i64 = fresh
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(n, 200);
+        assert_eq!(reopened_rows(&path), 200);
         drop(other);
     }
 
@@ -946,15 +951,11 @@ mod tests {
             std::fs::remove_file(&filler).expect("room");
         }
         drop(c);
-        let fresh = Connection::open(&path).expect("fresh");
-        let ok: String = fresh
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
-        assert_eq!(ok, "ok");
-        let n: i64 = fresh
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(n, 1, "only the row committed before the batch");
+        assert_eq!(
+            reopened_rows(&path),
+            1,
+            "only the row committed before the batch"
+        );
     }
 
     #[test]
@@ -989,14 +990,6 @@ mod tests {
             0
         );
         drop(c);
-        let plain = Connection::open(&path).expect("plain");
-        let ok: String = plain
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
-        assert_eq!(ok, "ok");
-        let n: i64 = plain
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(n, SIZES.len() as i64);
+        assert_eq!(reopened_rows(&path), SIZES.len() as i64);
     }
 }
