@@ -556,8 +556,7 @@ impl Puller {
                 .iter()
                 .filter_map(|f| {
                     let uid = f.uid.filter(|u| (first..=last).contains(u))?;
-                    f.header()?;
-                    Some((uid, f.header().and_then(message_id)))
+                    Some((uid, message_id(f.header()?)))
                 })
                 .collect();
             self.all_returned(ch, chunk, ids.iter().map(|(uid, _)| *uid))?;
