@@ -656,6 +656,119 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     );
 }
 
+/// The next reply's In-Reply-To/References never name one of our replies the
+/// customer did not get (delivery failed, or it bounced); queued and sent
+/// replies stay in the thread.
+#[tokio::test]
+async fn reply_context_leaves_out_replies_whose_delivery_failed() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 2).await;
+    s.apply_inbound(vec![inbound(
+        ids[0],
+        1,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    )])
+    .await
+    .expect("apply");
+    let queue = async |mid: &str| {
+        s.queue_reply(reply_on(1, mid))
+            .await
+            .expect("queue")
+            .outbox_id
+    };
+    // Refused by the relay for good.
+    let refused = queue("pd.1.aa@desk.acme.example").await;
+    s.record_attempt(
+        refused,
+        AttemptOutcome::Failed {
+            error: "550 5.7.1 rejected".into(),
+        },
+    )
+    .await
+    .expect("failed");
+    // The next reply answers the customer's mail, not the refused one.
+    let thread = s.reply_context(TicketId(1), 10).await.expect("ctx").thread;
+    assert_eq!(thread, ["m1@customer.example"]);
+    // Accepted by the relay, then bounced.
+    let bounced = queue("pd.1.bb@desk.acme.example").await;
+    s.record_attempt(
+        bounced,
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    s.apply_inbound(vec![bounce_plan(
+        ids[1],
+        10,
+        &["pd.1.bb@desk.acme.example"],
+        true,
+    )])
+    .await
+    .expect("bounce");
+    // Delivered, and one still waiting for the relay.
+    let sent = queue("pd.1.cc@desk.acme.example").await;
+    s.record_attempt(
+        sent,
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    queue("pd.1.dd@desk.acme.example").await;
+
+    let t = s.ticket(TicketId(1)).await.expect("ticket");
+    let delivery = |mid: &str| {
+        t.messages
+            .iter()
+            .find(|m| m.message_id.as_deref() == Some(mid))
+            .and_then(|m| m.delivery.clone())
+    };
+    assert_eq!(
+        delivery("pd.1.aa@desk.acme.example").as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        delivery("pd.1.bb@desk.acme.example").as_deref(),
+        Some("failed")
+    );
+
+    for recent in [1, 2, 10] {
+        let thread = s
+            .reply_context(TicketId(1), recent)
+            .await
+            .expect("ctx")
+            .thread;
+        assert!(
+            !thread
+                .iter()
+                .any(|m| m == "pd.1.aa@desk.acme.example" || m == "pd.1.bb@desk.acme.example"),
+            "recent {recent}: {thread:?}"
+        );
+        // The first message, then the most recent ones: the queued reply
+        // last (a reply written right after it must still name it).
+        assert_eq!(
+            thread.first().map(String::as_str),
+            Some("m1@customer.example")
+        );
+        assert_eq!(
+            thread.last().map(String::as_str),
+            Some("pd.1.dd@desk.acme.example")
+        );
+        if recent >= 2 {
+            assert_eq!(
+                thread[thread.len() - 2..],
+                ["pd.1.cc@desk.acme.example", "pd.1.dd@desk.acme.example"],
+                "recent {recent}: {thread:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn text_that_is_the_raw_tail_is_stored_once_and_read_back_whole() {
     let (_dir, s) = store();
