@@ -922,7 +922,7 @@ fn check_rejects_a_dkim_key_that_cannot_sign() {
         (
             dkim("junk.pem"),
             format!(
-                "4:12: unusable DKIM key: key file {} holds no usable",
+                "4:12: unusable DKIM key: key file {} holds no usable RSA or Ed25519 private key: no unencrypted PEM private key (`BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`)",
                 junk.display()
             ),
         ),
@@ -930,7 +930,7 @@ fn check_rejects_a_dkim_key_that_cannot_sign() {
             // The STARTTLS key (P-256): a private key, but neither RSA nor Ed25519.
             dkim(&ec_key.display().to_string()),
             format!(
-                "4:12: unusable DKIM key: key file {} holds no usable RSA or Ed25519 private key: not RSA",
+                "4:12: unusable DKIM key: key file {} holds no usable RSA or Ed25519 private key: not a usable RSA key (WrongAlgorithm); not a usable Ed25519 key (WrongAlgorithm)",
                 ec_key.display()
             ),
         ),

@@ -4,13 +4,15 @@
 //! `DKIM-Signature` header (rsa-sha256 or ed25519-sha256, relaxed/relaxed). Signs From, To,
 //! Subject, Date, Message-ID, In-Reply-To, References, MIME-Version and
 //! Content-Type. The key file is read on each signing so a rotated key is
-//! picked up without a restart; it is never logged.
+//! picked up without a restart; it is never logged. A key it cannot use is
+//! refused with the reason (why RSA and why Ed25519 each rejected it, or
+//! what is wrong with the PEM), never with bytes of the file.
 //!
 //! Must not: alter the message bytes other than prepending the header.
 
 use std::path::Path;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::common::crypto::{CryptoError, Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use rustls::pki_types::PrivateKeyDer;
@@ -69,18 +71,59 @@ fn read_key(path: &Path) -> Result<Key, DkimError> {
     let name = path.display().to_string();
     let pem = std::fs::read(path).map_err(|e| DkimError::Read(name.clone(), e))?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| DkimError::Key(name.clone(), e.to_string()))?;
-    match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
-        Ok(key) => Ok(Key::Rsa(key)),
-        Err(rsa_err) => {
-            let PrivateKeyDer::Pkcs8(p8) = &der else {
-                return Err(DkimError::Key(name, rsa_err.to_string()));
+        .map_err(|e| DkimError::Key(name.clone(), pem_problem(&e).into()))?;
+    let try_rsa = || RsaKey::<Sha256>::from_key_der(der.clone_key()).map_err(|e| rejected(&e));
+    let reason = match &der {
+        PrivateKeyDer::Pkcs8(p8) => {
+            let rsa_err = match try_rsa() {
+                Ok(key) => return Ok(Key::Rsa(key)),
+                Err(e) => e,
             };
-            let key = Ed25519Key::from_pkcs8_der(p8.secret_pkcs8_der()).map_err(|e| {
-                DkimError::Key(name, format!("not RSA ({rsa_err}) nor Ed25519 ({e})"))
-            })?;
-            Ok(Key::Ed25519(key))
+            match Ed25519Key::from_pkcs8_der(p8.secret_pkcs8_der()) {
+                Ok(key) => return Ok(Key::Ed25519(key)),
+                Err(e) => format!(
+                    "not a usable RSA key ({rsa_err}); not a usable Ed25519 key ({})",
+                    rejected(&e)
+                ),
+            }
         }
+        PrivateKeyDer::Pkcs1(_) => match try_rsa() {
+            Ok(key) => return Ok(Key::Rsa(key)),
+            Err(rsa_err) => format!(
+                "not a usable RSA key ({rsa_err}); not an Ed25519 key (PKCS#1 holds only RSA keys)"
+            ),
+        },
+        PrivateKeyDer::Sec1(_) => {
+            "an elliptic-curve key (SEC1 `EC PRIVATE KEY`, such as P-256), neither RSA nor Ed25519"
+                .into()
+        }
+        _ => "a key format other than PKCS#1 or PKCS#8".into(),
+    };
+    Err(DkimError::Key(name, reason))
+}
+
+/// Why the file holds no PEM private key, in words of our own: the parser's
+/// own text can quote bytes of the file.
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::NoItemsFound => {
+            "no unencrypted PEM private key (`BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`)"
+        }
+        Error::MissingSectionEnd { .. } => "a PEM section has no END line",
+        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed",
+        Error::Base64Decode(_) => "a PEM section is not valid base64",
+        Error::SectionTooLarge => "a PEM section is too large",
+        _ => "the PEM cannot be parsed",
+    }
+}
+
+/// The crypto library's reason for refusing a key (`TooSmall`,
+/// `WrongAlgorithm`…), without mail-auth's generic prefix.
+fn rejected(e: &mail_auth::Error) -> String {
+    match e {
+        mail_auth::Error::Crypto(CryptoError::Library(reason)) => reason.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -139,5 +182,105 @@ mod tests {
             ..cfg
         };
         assert!(matches!(sign(&missing, raw), Err(DkimError::Read(..))));
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+    }
+
+    /// A 2048-bit RSA key signs rsa-sha256, as PKCS#1 and as PKCS#8.
+    #[test]
+    fn signs_with_an_rsa_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = b"From: a@acme.example\r\nSubject: t\r\n\r\nbody\r\n".to_vec();
+        for name in ["rsa2048.pkcs1.pem", "rsa2048.pkcs8.pem"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, fixture(&format!("dkim/{name}"))).expect("write");
+            let cfg = DkimConfig {
+                domain: "acme.example".into(),
+                selector: "pd".into(),
+                key_file: path,
+            };
+            let out = sign(&cfg, raw.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.starts_with("DKIM-Signature:") && text.contains("a=rsa-sha256"),
+                "{name}: {text}"
+            );
+        }
+    }
+
+    /// A key file no reply could be signed with is refused with why, for each
+    /// kind of file: what RSA and what Ed25519 each found wrong, or what is
+    /// wrong with the PEM; never a byte of the file.
+    #[test]
+    fn an_unusable_key_says_why_each_algorithm_refused_it() {
+        let mut ed25519 = Ed25519Key::generate_pkcs8().expect("generate");
+        // The last byte is the public key's: it no longer matches the seed.
+        let last = ed25519.len() - 1;
+        ed25519[last] ^= 1;
+        let cases = [
+            (
+                "garbage",
+                "not a key\n".to_string(),
+                "no unencrypted PEM private key (`BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`)",
+            ),
+            (
+                "bad base64",
+                "-----BEGIN PRIVATE KEY-----\nMC4C!!AQAw\n-----END PRIVATE KEY-----\n".to_string(),
+                "a PEM section is not valid base64",
+            ),
+            (
+                "no END line",
+                "-----BEGIN PRIVATE KEY-----\nMC4CAQAw\n".to_string(),
+                "a PEM section has no END line",
+            ),
+            (
+                "1024-bit RSA, PKCS#1",
+                fixture("dkim/rsa1024.pkcs1.pem"),
+                "not a usable RSA key (TooSmall); not an Ed25519 key (PKCS#1 holds only RSA keys)",
+            ),
+            (
+                "1024-bit RSA, PKCS#8",
+                fixture("dkim/rsa1024.pkcs8.pem"),
+                "not a usable RSA key (TooSmall); not a usable Ed25519 key (WrongAlgorithm)",
+            ),
+            (
+                "Ed25519 with a mismatched public key",
+                pem("PRIVATE KEY", &ed25519),
+                "not a usable RSA key (InvalidEncoding); not a usable Ed25519 key (InvalidEncoding)",
+            ),
+            (
+                "P-256, PKCS#8",
+                fixture("tls/key.pem"),
+                "not a usable RSA key (WrongAlgorithm); not a usable Ed25519 key (WrongAlgorithm)",
+            ),
+            (
+                "P-256, SEC1",
+                fixture("dkim/p256.sec1.pem"),
+                "an elliptic-curve key (SEC1 `EC PRIVATE KEY`, such as P-256), neither RSA nor Ed25519",
+            ),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.pem");
+        for (what, text, want) in cases {
+            std::fs::write(&path, text).expect("write");
+            match check_key(&path) {
+                Err(DkimError::Key(file, reason)) => {
+                    assert_eq!(file, path.display().to_string(), "{what}");
+                    assert_eq!(reason, want, "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 }
