@@ -416,9 +416,10 @@ pub struct ReplyContext {
     pub channel: String,
     pub contact: ContactRef,
     /// Message ids of the thread (inbound and outbound), oldest first: the
-    /// first one and the most recent `recent` ones. Our replies whose
-    /// delivery failed (refused, expired or bounced) are left out: the
-    /// customer never got them. Queued and sent ones stay.
+    /// first one and the most recent `recent` ones. What the customer never
+    /// saw is left out: our replies whose delivery failed (refused, expired
+    /// or bounced) and the bounce reports themselves. Queued and sent
+    /// replies stay.
     pub thread: Vec<String>,
     /// Other contacts who wrote in the ticket (candidates for Cc).
     pub participants: Vec<ContactRef>,
@@ -447,13 +448,17 @@ pub(crate) fn reply_context(
     let first: Option<(i64, String)> = conn
         .prepare_cached(
             "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
-             AND message_id IS NOT NULL AND delivery IS NOT 'failed' ORDER BY id LIMIT 1",
+             AND message_id IS NOT NULL AND delivery IS NOT 'failed'
+             AND CASE WHEN json_valid(classification) THEN classification ->> '$.kind' END IS NOT 'bounce'
+             ORDER BY id LIMIT 1",
         )?
         .query_row([ticket.0], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
-         AND message_id IS NOT NULL AND delivery IS NOT 'failed' ORDER BY id DESC LIMIT ?2",
+         AND message_id IS NOT NULL AND delivery IS NOT 'failed'
+         AND CASE WHEN json_valid(classification) THEN classification ->> '$.kind' END IS NOT 'bounce'
+         ORDER BY id DESC LIMIT ?2",
     )?;
     let mut last: Vec<(i64, String)> = stmt
         .query_map(params![ticket.0, recent as i64], |r| {
