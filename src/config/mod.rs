@@ -738,7 +738,8 @@ pub struct ImapConfig {
     /// Most messages fetched per round. Default `100`.
     pub batch_size: u32,
     /// Folder to move pulled mail to, after it is committed (created if missing;
-    /// needs the server's MOVE). Default none (mailbox left untouched).
+    /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
+    /// `folder` itself. Default none (mailbox left untouched).
     pub move_to: Option<String>,
 }
 

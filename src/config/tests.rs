@@ -628,6 +628,64 @@ password_file = "Cargo.toml"
     assert_eq!(ch.effective_token_url(), None);
 }
 
+/// `move_to` naming the folder the channel pulls would move each message
+/// into the folder it came from: a new UID, pulled and moved again every
+/// round. Refused at `move_to`; `INBOX` is one folder in any case, other
+/// names compare exactly. (folder line, move_to, refused)
+#[test]
+fn move_to_the_pulled_folder_is_refused() {
+    let cases: &[(&str, &str, bool)] = &[
+        ("", "INBOX", true),
+        ("", "inbox", true),
+        ("folder = \"Inbox\"\n", "INBOX", true),
+        ("folder = \"Support\"\n", "Support", true),
+        ("folder = \"Geprüft\"\n", "Geprüft", true),
+        ("", "Processed", false),
+        ("", "INBOX.Processed", false),
+        ("folder = \"Support\"\n", "support", false),
+        ("folder = \"Support\"\n", "INBOX", false),
+    ];
+    let channel = |folder: &str, move_to: &str| {
+        format!(
+            "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"\n[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\n{folder}move_to = \"{move_to}\"\n"
+        )
+    };
+    for (folder, move_to, refused) in cases {
+        let got = errors_of(&channel(folder, move_to));
+        let want: Vec<String> = if *refused {
+            let line = if folder.is_empty() { 8 } else { 9 };
+            let pulled = folder.split('"').nth(1).unwrap_or("INBOX");
+            vec![format!(
+                "{line}:11: move_to `{move_to}` is the folder this channel pulls (`{pulled}`); name another folder"
+            )]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(got, want, "folder {folder:?}, move_to {move_to:?}");
+    }
+    // Reported with the file's other errors, in file order.
+    let text = format!(
+        "{}[[channels]]\nid = \"n\"\nkind = \"imap\"\naddress = \"n@acme.example\"\n[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\nfolder = \"Support\"\nmove_to = \"Support\"\nidel = true\n",
+        channel("", "Inbox")
+    );
+    let err = parse_str(&text).unwrap_err();
+    let shown = err.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(err.errors().count(), 3, "{shown}");
+    assert!(
+        lines[0].starts_with("postdesk.toml:8:11: move_to `Inbox` is the folder"),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("postdesk.toml:17:11: move_to `Support` is the folder"),
+        "{shown}"
+    );
+    assert!(
+        lines[2].starts_with("postdesk.toml:18:1: unknown key `idel`"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn provider_smtp_defaults_and_overrides() {
     let text = r#"

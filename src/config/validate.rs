@@ -273,7 +273,26 @@ fn check_mailbox(
                 "missing required key `username` in [channels.imap] (no channel address to default to)",
             );
         }
+        // Moving each pulled message into the folder it was read from gives it
+        // a new UID, pulled and moved again every round.
+        if let Some(to) = &imap.move_to
+            && same_folder(to, &imap.folder)
+        {
+            r.error_at(
+                &format!("{imap_path}.move_to"),
+                format!(
+                    "move_to `{to}` is the folder this channel pulls (`{}`); name another folder",
+                    imap.folder
+                ),
+            );
+        }
     }
+}
+
+/// Whether two IMAP folder names name the same folder: `INBOX` in any case
+/// (RFC 3501 5.1), other names exactly.
+fn same_folder(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
 }
 
 fn check_sender_name(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) {
