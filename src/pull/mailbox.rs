@@ -18,8 +18,9 @@
 //! `\Deleted` and UID EXPUNGE of exactly those UIDs (UIDPLUS, RFC 4315; a
 //! plain EXPUNGE could remove what another client marked deleted, so
 //! without UIDPLUS `move_to` is refused). A move that failed after its commit
-//! is made good by the next session, which moves whatever is still at or
-//! below the checkpoint. Untrusted input: UIDs, message bytes and server
+//! (a timeout, a dropped connection, a NO or BAD to any of its commands) is
+//! made good by the next session, which moves whatever is still at or below
+//! the checkpoint. Untrusted input: UIDs, message bytes and server
 //! texts.
 
 use std::collections::HashSet;
@@ -61,28 +62,57 @@ struct MoveTo {
 }
 
 /// Move the UIDs in `set` (already committed to the spool) to the folder.
+/// Each command must be answered OK: a NO or BAD (say, the target over
+/// quota) fails the move, logged here with the channel and the set, and the
+/// messages stay where they are for the next session's leftover move.
 /// A failure part-way leaves copies behind at worst, never a lost message:
 /// the copy comes first, and a message pulled again is skipped as a
 /// duplicate.
-async fn move_committed(s: &mut ImapSession, set: &str, to: &MoveTo) -> Result<(), PullError> {
-    match to.by {
-        MoveBy::Move => {
-            timed(COMMAND_TIMEOUT, "move", s.uid_mv(set, &to.folder)).await?;
-        }
+async fn move_committed(
+    s: &mut ImapSession,
+    channel: &str,
+    set: &str,
+    to: &MoveTo,
+) -> Result<(), PullError> {
+    let moved = match to.by {
+        MoveBy::Move => move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await,
         MoveBy::CopyExpunge => {
-            timed(COMMAND_TIMEOUT, "copy", s.uid_copy(set, &to.folder)).await?;
-            let flagged = async {
-                s.uid_store(set, "+FLAGS.SILENT (\\Deleted)")
-                    .await?
-                    .try_collect::<Vec<_>>()
-                    .await
-            };
-            timed(COMMAND_TIMEOUT, "store", flagged).await?;
-            let expunged = async { s.uid_expunge(set).await?.try_collect::<Vec<_>>().await };
-            timed(COMMAND_TIMEOUT, "expunge", expunged).await?;
+            async {
+                move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await?;
+                // async-imap's uid_store and uid_expunge streams end at the
+                // tagged reply without telling OK from NO; as plain commands
+                // their answer is checked.
+                let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+                move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
+                let expunge = format!("UID EXPUNGE {set}");
+                move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
+            }
+            .await
         }
+    };
+    if let Err(e) = &moved {
+        tracing::warn!(channel, uids = set, to = %to.folder, error = %e,
+            "moving committed messages failed; they stay in the folder (a copy may be in the target) and the next session moves them");
     }
-    Ok(())
+    moved
+}
+
+/// One command of a move, bounded by [`COMMAND_TIMEOUT`]; a tagged NO or BAD
+/// is an error naming the command and its UID set.
+async fn move_step(
+    command: &'static str,
+    set: &str,
+    f: impl Future<Output = async_imap::error::Result<()>>,
+) -> Result<(), PullError> {
+    use async_imap::error::Error;
+    match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
+        Err(_) => Err(PullError::Timeout(command)),
+        Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => Err(PullError::Protocol(format!(
+            "{command} {set} refused: {}",
+            connect::short(e)
+        ))),
+        Ok(r) => r.map_err(Into::into),
+    }
 }
 
 /// Messages moved per command when moving what earlier sessions left.
@@ -453,7 +483,7 @@ impl Puller {
         // well inside the command timeout.
         for piece in left.chunks(LEFTOVER_CHUNK) {
             if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
-                move_committed(s, &format!("{first}:{last}"), to).await?;
+                move_committed(s, &ch.id, &format!("{first}:{last}"), to).await?;
             }
         }
         Ok(())
@@ -618,7 +648,7 @@ impl Puller {
             self.wake.notify_one();
         }
         let moved = match move_to {
-            Some(to) => move_committed(s, &format!("{first}:{last}"), to).await,
+            Some(to) => move_committed(s, &ch.id, &format!("{first}:{last}"), to).await,
             None => Ok(()),
         };
         self.note_new_mail(s);
@@ -919,14 +949,22 @@ mod fake_server {
         /// Offer MOVE; a UID MOVE answers with 150 EXPUNGEs and then
         /// `* 3 EXISTS` (UID 3 arrived meanwhile).
         floods_on_move: bool,
+        /// Offer UIDPLUS (and not MOVE): moves go by UID COPY, UID STORE
+        /// and UID EXPUNGE.
+        uidplus: bool,
+        /// Commands starting with this (`UID STORE`…) are answered with a
+        /// tagged NO.
+        refuse: Option<&'static str>,
     }
 
-    /// Serve IMAP on `l` as `mode` says; counts fetches and logins.
+    /// Serve IMAP on `l` as `mode` says; counts fetches and logins, and
+    /// keeps every command (without its tag) in `commands`.
     async fn serve(
         l: TcpListener,
         mode: Mode,
         fetches: Arc<AtomicUsize>,
         logins: Arc<AtomicUsize>,
+        commands: Arc<std::sync::Mutex<Vec<String>>>,
     ) {
         loop {
             let Ok((sock, _)) = l.accept().await else {
@@ -934,6 +972,7 @@ mod fake_server {
             };
             let fetches = fetches.clone();
             let logins = logins.clone();
+            let commands = commands.clone();
             tokio::spawn(async move {
                 let (r, mut w) = sock.into_split();
                 let mut r = BufReader::new(r);
@@ -947,6 +986,7 @@ mod fake_server {
                     let mut it = line.trim_end().splitn(2, ' ');
                     let tag = it.next().unwrap_or("").to_string();
                     let cmd = it.next().unwrap_or("").to_ascii_uppercase();
+                    commands.lock().expect("commands").push(cmd.clone());
                     let out = reply(mode, &tag, &cmd, &fetches, &logins);
                     if w.write_all(out.as_bytes()).await.is_err() {
                         return;
@@ -965,15 +1005,22 @@ mod fake_server {
         logins: &AtomicUsize,
     ) -> String {
         let mut out = String::new();
-        if cmd.starts_with("IDLE") {
+        if mode.refuse.is_some_and(|r| cmd.starts_with(r)) {
+            out += &format!("{tag} NO [OVERQUOTA] refused\r\n");
+        } else if cmd.starts_with("IDLE") {
             out += &format!("{tag} BAD try later\r\n");
         } else if cmd.starts_with("CAPABILITY") {
-            out += match (mode.idle_bad, mode.floods_on_move) {
-                (true, _) => "* CAPABILITY IMAP4rev1 IDLE\r\n",
-                (false, true) => "* CAPABILITY IMAP4rev1 MOVE\r\n",
-                (false, false) => "* CAPABILITY IMAP4rev1\r\n",
-            };
-            out += &format!("{tag} OK done\r\n");
+            out += "* CAPABILITY IMAP4rev1";
+            if mode.idle_bad {
+                out += " IDLE";
+            }
+            if mode.floods_on_move {
+                out += " MOVE";
+            }
+            if mode.uidplus {
+                out += " UIDPLUS";
+            }
+            out += &format!("\r\n{tag} OK done\r\n");
         } else if cmd.starts_with("LOGIN") {
             logins.fetch_add(1, Ordering::SeqCst);
             out += &format!("{tag} OK logged in\r\n");
@@ -1036,6 +1083,7 @@ mod fake_server {
         store: Arc<dyn Store>,
         fetches: Arc<AtomicUsize>,
         logins: Arc<AtomicUsize>,
+        commands: Arc<std::sync::Mutex<Vec<String>>>,
         stop: CancellationToken,
         task: tokio::task::JoinHandle<()>,
     }
@@ -1055,8 +1103,14 @@ mod fake_server {
             let dir = tempfile::tempdir().expect("tempdir");
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let port = l.local_addr().expect("addr").port();
-            let (fetches, logins) = (Arc::default(), Arc::default());
-            tokio::spawn(serve(l, mode, Arc::clone(&fetches), Arc::clone(&logins)));
+            let (fetches, logins, commands) = (Arc::default(), Arc::default(), Arc::default());
+            tokio::spawn(serve(
+                l,
+                mode,
+                Arc::clone(&fetches),
+                Arc::clone(&logins),
+                Arc::clone(&commands),
+            ));
             let (store, puller) = setup(&dir, port, poll, imap_extra);
             let stop = CancellationToken::new();
             let task = tokio::spawn(puller.run(stop.clone()));
@@ -1065,6 +1119,7 @@ mod fake_server {
                 store,
                 fetches,
                 logins,
+                commands,
                 stop,
                 task,
             }
@@ -1094,6 +1149,27 @@ mod fake_server {
 
         fn fetches(&self) -> usize {
             self.fetches.load(Ordering::SeqCst)
+        }
+
+        /// The commands received so far that start with `prefix`.
+        fn commands(&self, prefix: &str) -> Vec<String> {
+            let all = self.commands.lock().expect("commands");
+            all.iter()
+                .filter(|c| c.starts_with(prefix))
+                .cloned()
+                .collect()
+        }
+
+        /// The mailbox's last recorded error, once there is one (within `secs`).
+        async fn error_within(&self, secs: u64) -> Option<String> {
+            for _ in 0..secs * 10 {
+                let rows = self.store.mailbox_status().await.expect("mailbox status");
+                if let Some(e) = rows.into_iter().find_map(|r| r.last_error) {
+                    return Some(e);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
         }
     }
 
@@ -1184,6 +1260,51 @@ mod fake_server {
         let all = run.spooled_within(3, 10).await;
         run.finish().await;
         assert!(all, "UID 3 waits for the next poll");
+    }
+
+    /// The server answers the UID STORE, or the UID EXPUNGE, of a move with
+    /// NO (no MOVE, so COPY + STORE + EXPUNGE): the move fails with an error
+    /// naming the command and the UID set, nothing after the refused step is
+    /// sent, and the next session tries again without pulling anything
+    /// twice. Before, async-imap's streams dropped the tagged NO and the
+    /// move counted as done: no error anywhere.
+    #[tokio::test]
+    async fn a_refused_store_or_expunge_fails_the_move() {
+        for refused in ["UID STORE", "UID EXPUNGE"] {
+            let mode = Mode {
+                uidplus: true,
+                refuse: Some(refused),
+                ..Mode::default()
+            };
+            let run = Run::start_moving(mode, 1).await;
+            let spooled = run.spooled_within(2, 10).await;
+            let error = run.error_within(10).await;
+            // The next session's leftover move is refused the same way.
+            for _ in 0..100 {
+                if run.commands(refused).len() >= 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let tries = run.commands(refused);
+            let expunges = run.commands("UID EXPUNGE");
+            let total = run.store.status().await.expect("status").spool_total;
+            let last = run.finish().await;
+            assert!(spooled, "{refused}: UIDs 1 and 2 never spooled");
+            let error = error.unwrap_or_else(|| panic!("{refused}: the refusal went unnoticed"));
+            assert!(
+                error.contains(&format!("{refused} 1:2 refused")),
+                "{refused}: {error}"
+            );
+            assert!(tries.len() >= 2, "{refused}: not tried again: {tries:?}");
+            if refused == "UID STORE" {
+                assert!(
+                    expunges.is_empty(),
+                    "expunged after a refused STORE: {expunges:?}"
+                );
+            }
+            assert_eq!((total, last), (2, Some(2)), "{refused}: pulled twice?");
+        }
     }
 
     /// A puller for the scripted server, polling every `poll` seconds.
