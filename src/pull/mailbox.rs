@@ -20,8 +20,9 @@
 //! without UIDPLUS `move_to` is refused). A move that failed after its commit
 //! (a timeout, a dropped connection, a NO or BAD to any of its commands) is
 //! made good by the next session, which moves whatever is still at or below
-//! the checkpoint. Untrusted input: UIDs, message bytes and server
-//! texts.
+//! the checkpoint. A message skipped because the server never returned it
+//! is never moved: it stays in the folder, where an admin can find it.
+//! Untrusted input: UIDs, message bytes and server texts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -455,11 +456,11 @@ impl Puller {
     }
 
     /// Move what is still in the folder at or below the checkpoint: messages
-    /// committed by an earlier session whose move failed (a timeout or a
-    /// dropped connection right after the commit), or pulled before
-    /// `move_to` was set. `catch_up` never looks below the checkpoint again,
-    /// and every UID there was committed (UIDs only grow), so moving them all
-    /// loses nothing.
+    /// committed by an earlier session whose move failed (a timeout, a
+    /// dropped connection or a refusal right after the commit), or pulled
+    /// before `move_to` was set. `catch_up` never looks below the checkpoint
+    /// again, and every UID there was committed (UIDs only grow) except the
+    /// ones skipped as never returned, which the store lists and which stay.
     async fn move_leftovers(
         &self,
         s: &mut ImapSession,
@@ -470,9 +471,16 @@ impl Puller {
         if cp.last_uid == 0 {
             return Ok(());
         }
+        let skipped = self
+            .store
+            .skipped_uids(ch.id.clone(), self.folder.clone(), cp.uidvalidity)
+            .await?;
         let query = format!("UID 1:{}", cp.last_uid);
         let found = timed(COMMAND_TIMEOUT, "search", s.uid_search(&query)).await?;
-        let mut left: Vec<u32> = found.into_iter().filter(|u| *u <= cp.last_uid).collect();
+        let mut left: Vec<u32> = found
+            .into_iter()
+            .filter(|u| *u <= cp.last_uid && skipped.binary_search(u).is_err())
+            .collect();
         if left.is_empty() {
             return Ok(());
         }
@@ -482,8 +490,10 @@ impl Puller {
         // A mailbox's whole history (move_to newly set) goes in pieces, each
         // well inside the command timeout.
         for piece in left.chunks(LEFTOVER_CHUNK) {
-            if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
-                move_committed(s, &ch.id, &format!("{first}:{last}"), to).await?;
+            if let (Some(first), Some(last)) = (piece.first(), piece.last())
+                && let Some(set) = uid_set(*first, *last, &skipped)
+            {
+                move_committed(s, &ch.id, &set, to).await?;
             }
         }
         Ok(())
@@ -533,6 +543,7 @@ impl Puller {
             let batch = fetched;
             let last = batch.checkpoint.last_uid;
             let count = batch.messages.len();
+            let unreturned = batch.unreturned.clone();
             let commit = self.store.spool_pulled(batch);
             let next = chunks.get(i + 1).filter(|_| !stop.is_cancelled());
             let (committed, next_fetch) = match next {
@@ -544,8 +555,15 @@ impl Puller {
             };
             let outcome = committed?;
             tracing::debug!(channel = %ch.id, last_uid = last, fetched = count, spooled = outcome.spooled, "batch committed");
-            self.committed(s, ch, cp, outcome, (chunks[i][0], last), move_to)
-                .await?;
+            self.committed(
+                s,
+                ch,
+                cp,
+                outcome,
+                (chunks[i][0], last, &unreturned),
+                move_to,
+            )
+            .await?;
             match next_fetch {
                 Some(n) => fetched = n?,
                 None => break,
@@ -589,7 +607,7 @@ impl Puller {
                     Some((uid, message_id(f.header()?)))
                 })
                 .collect();
-            self.all_returned(ch, chunk, ids.iter().map(|(uid, _)| *uid))?;
+            let no_header = self.all_returned(ch, chunk, ids.iter().map(|(uid, _)| *uid))?;
             let known: HashSet<String> = self
                 .store
                 .known_message_ids(
@@ -618,24 +636,27 @@ impl Puller {
                     .await?
             };
             batch.known_unfetched = ids.len().saturating_sub(wanted.len());
+            batch.unreturned.extend(no_header);
+            let unreturned = batch.unreturned.clone();
             let outcome = self.store.spool_pulled(batch).await?;
             tracing::info!(channel = %ch.id, last_uid = last, known = ids.len() - wanted.len(),
                 fetched = wanted.len(), spooled = outcome.spooled, "resync batch committed");
-            self.committed(s, ch, cp, outcome, (first, last), move_to)
+            self.committed(s, ch, cp, outcome, (first, last, &unreturned), move_to)
                 .await?;
         }
         Ok(())
     }
 
     /// After a batch for UIDs `first..=last` committed: the checkpoint in
-    /// hand, the metric, ingest woken, the batch moved if `move_to` is set.
+    /// hand, the metric, ingest woken, the batch moved if `move_to` is set —
+    /// all of it but the `unreturned` UIDs, which were not spooled.
     async fn committed(
         &self,
         s: &mut ImapSession,
         ch: &ChannelConfig,
         cp: &mut Checkpoint,
         outcome: crate::store::PulledOutcome,
-        (first, last): (u32, u32),
+        (first, last, unreturned): (u32, u32, &[u32]),
         move_to: Option<&MoveTo>,
     ) -> Result<(), PullError> {
         cp.last_uid = last;
@@ -647,9 +668,9 @@ impl Puller {
         if outcome.spooled > 0 {
             self.wake.notify_one();
         }
-        let moved = match move_to {
-            Some(to) => move_committed(s, &ch.id, &format!("{first}:{last}"), to).await,
-            None => Ok(()),
+        let moved = match (move_to, uid_set(first, last, unreturned)) {
+            (Some(to), Some(set)) => move_committed(s, &ch.id, &set, to).await,
+            _ => Ok(()),
         };
         self.note_new_mail(s);
         moved
@@ -683,6 +704,7 @@ impl Puller {
             },
             messages,
             known_unfetched: 0,
+            unreturned: Vec::new(),
         }
     }
 
@@ -695,19 +717,21 @@ impl Puller {
     /// longer asked for. A message the server fails to return
     /// [`MISSING_TRIES`] times in a row (damaged on the server) is skipped
     /// then, logged as an error and counted in
-    /// `postdesk_pull_skipped_total`, so that it does not stop the mailbox.
+    /// `postdesk_pull_skipped_total`, so that it does not stop the mailbox;
+    /// the skipped UIDs are returned (the batch records them, and `move_to`
+    /// leaves them in the folder).
     fn all_returned(
         &self,
         ch: &ChannelConfig,
         asked: &[u32],
         got: impl Iterator<Item = u32>,
-    ) -> Result<(), PullError> {
+    ) -> Result<Vec<u32>, PullError> {
         let got: HashSet<u32> = got.collect();
         let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
         let absent: Vec<u32> = asked.iter().copied().filter(|u| !got.contains(u)).collect();
         let Some(&uid) = absent.first() else {
             *missing = None;
-            return Ok(());
+            return Ok(Vec::new());
         };
         let tries = match *missing {
             Some((u, n)) if u == uid => n + 1,
@@ -723,10 +747,10 @@ impl Puller {
         }
         *missing = None;
         tracing::error!(channel = %ch.id, folder = %self.folder, uids = ?absent, tries,
-            "the server did not return these messages in {tries} fetches; skipped: they are in no ticket (still on the server)");
+            "the server did not return these messages in {tries} fetches; skipped: they are in no ticket (still in the folder)");
         metrics::counter!("postdesk_pull_skipped_total", "channel" => ch.id.clone())
             .increment(absent.len() as u64);
-        Ok(())
+        Ok(absent)
     }
 
     /// Fetch one chunk of UIDs (consecutive in the mailbox's sorted UID list).
@@ -809,17 +833,58 @@ impl Puller {
             .collect();
         messages.sort_by_key(|(uid, _)| *uid);
         messages.dedup_by_key(|(uid, _)| *uid);
-        self.all_returned(ch, asked, messages.iter().map(|(uid, _)| *uid))?;
+        let unreturned = self.all_returned(ch, asked, messages.iter().map(|(uid, _)| *uid))?;
         let bytes: usize = messages.iter().map(|(_, m)| m.spool.raw.len()).sum();
         metrics::counter!("postdesk_pull_bytes_total", "channel" => ch.id.clone())
             .increment(bytes as u64);
-        Ok(self.batch(
+        let mut batch = self.batch(
             ch,
             uidvalidity,
             last,
             messages.into_iter().map(|(_, m)| m).collect(),
-        ))
+        );
+        batch.unreturned = unreturned;
+        Ok(batch)
     }
+}
+
+/// The UID set `first:last` without the UIDs in `except`, as IMAP writes it
+/// (`1:4,6,8:9`); `None` when nothing is left.
+fn uid_set(first: u32, last: u32, except: &[u32]) -> Option<String> {
+    let mut skip: Vec<u32> = except
+        .iter()
+        .copied()
+        .filter(|u| (first..=last).contains(u))
+        .collect();
+    skip.sort_unstable();
+    skip.dedup();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    // Where the current run starts; `None` past `u32::MAX`.
+    let mut from = Some(first);
+    for u in skip {
+        if let Some(f) = from
+            && f < u
+        {
+            runs.push((f, u - 1));
+        }
+        from = u.checked_add(1);
+    }
+    if let Some(f) = from
+        && f <= last
+    {
+        runs.push((f, last));
+    }
+    let parts: Vec<String> = runs
+        .into_iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 /// How many unsolicited responses async-imap (0.12) keeps; past that it
@@ -908,6 +973,26 @@ mod tests {
     }
 
     #[test]
+    fn uid_set_table() {
+        let table: &[(u32, u32, &[u32], Option<&str>)] = &[
+            (1, 2, &[], Some("1:2")),
+            (5, 5, &[], Some("5")),
+            (1, 3, &[2], Some("1,3")),
+            (1, 9, &[5, 2, 99, 2], Some("1,3:4,6:9")),
+            (1, 3, &[1, 3], Some("2")),
+            (1, 2, &[1, 2], None),
+            (u32::MAX - 1, u32::MAX, &[u32::MAX], Some("4294967294")),
+        ];
+        for (first, last, except, want) in table {
+            assert_eq!(
+                uid_set(*first, *last, except).as_deref(),
+                *want,
+                "{first}:{last} without {except:?}"
+            );
+        }
+    }
+
+    #[test]
     fn short_keeps_200_chars() {
         use super::connect::short;
         assert_eq!(short("abc"), "abc");
@@ -952,6 +1037,8 @@ mod fake_server {
         /// Offer UIDPLUS (and not MOVE): moves go by UID COPY, UID STORE
         /// and UID EXPUNGE.
         uidplus: bool,
+        /// Offer MOVE (moves answered with a plain OK).
+        offers_move: bool,
         /// Commands starting with this (`UID STORE`…) are answered with a
         /// tagged NO.
         refuse: Option<&'static str>,
@@ -1014,7 +1101,7 @@ mod fake_server {
             if mode.idle_bad {
                 out += " IDLE";
             }
-            if mode.floods_on_move {
+            if mode.floods_on_move || mode.offers_move {
                 out += " MOVE";
             }
             if mode.uidplus {
@@ -1305,6 +1392,63 @@ mod fake_server {
             }
             assert_eq!((total, last), (2, Some(2)), "{refused}: pulled twice?");
         }
+    }
+
+    /// A message the server never returns (UID 2 of 1-3, skipped after
+    /// MISSING_TRIES fetches) stays in the folder under move_to: neither the
+    /// move after the commit nor the next session's leftover move names it,
+    /// by MOVE or by COPY. (The move is refused here so that there is a next
+    /// session.) Before, both moved `1:3`, UID 2 included.
+    #[tokio::test]
+    async fn a_skipped_message_is_never_moved() {
+        let by_move = Mode {
+            damaged: true,
+            offers_move: true,
+            refuse: Some("UID MOVE"),
+            ..Mode::default()
+        };
+        let by_copy = Mode {
+            damaged: true,
+            uidplus: true,
+            refuse: Some("UID COPY"),
+            ..Mode::default()
+        };
+        for (command, mode) in [("UID MOVE", by_move), ("UID COPY", by_copy)] {
+            let run = Run::start_moving(mode, 1).await;
+            let spooled = run.spooled_within(2, 30).await;
+            // The move after the commit, then the next session's leftover move.
+            let mut moves = Vec::new();
+            for _ in 0..300 {
+                moves = run.commands(command);
+                if moves.len() >= 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let skipped = run
+                .store
+                .skipped_uids("mailbox".into(), "INBOX".into(), 7)
+                .await
+                .expect("skipped");
+            let last = run.finish().await;
+            assert!(spooled, "{command}: UIDs 1 and 3 never spooled");
+            assert_eq!(last, Some(3), "{command}");
+            assert!(moves.len() >= 2, "{command}: no leftover move: {moves:?}");
+            for m in &moves {
+                let set = m.split(' ').nth(2).unwrap_or("");
+                assert!(!covers(set, 2), "the skipped UID 2 is moved: {m}");
+            }
+            assert_eq!(skipped, [2], "{command}");
+        }
+    }
+
+    /// Whether the IMAP UID set `set` (`1:3,5`) names `uid`.
+    fn covers(set: &str, uid: u32) -> bool {
+        set.split(',').any(|part| {
+            let (a, b) = part.split_once(':').unwrap_or((part, part));
+            let (a, b): (u32, u32) = (a.parse().expect("uid"), b.parse().expect("uid"));
+            (a.min(b)..=a.max(b)).contains(&uid)
+        })
     }
 
     /// A puller for the scripted server, polling every `poll` seconds.

@@ -1,8 +1,10 @@
 //! Pulled mailboxes in the store: checkpoints, the batch-plus-checkpoint
-//! commit, resync dedupe, and the per-mailbox status the CLI shows.
+//! commit, resync dedupe, the UIDs skipped as never returned, and the
+//! per-mailbox status the CLI shows.
 //!
-//! Owns the SQL for `mailbox_checkpoints` and `mailbox_status` and the
-//! dedupe lookups on `spool` and `messages` that pulling needs. A batch and
+//! Owns the SQL for `mailbox_checkpoints`, `mailbox_skipped` and
+//! `mailbox_status` and the dedupe lookups on `spool` and `messages` that
+//! pulling needs. A batch and
 //! its advanced checkpoint are written by one job on the writer thread, so
 //! they share one transaction: after a crash either both are there or
 //! neither is, and the next start re-fetches at most that batch.
@@ -44,6 +46,10 @@ pub struct PulledBatch {
     /// Messages of the batch's range not fetched at all because the channel
     /// already has their Message-ID (a resync); counted as skipped.
     pub known_unfetched: usize,
+    /// UIDs of the batch's range the server never returned (damaged on the
+    /// server, skipped after repeated fetches): not spooled, and recorded so
+    /// that `move_to` leaves them in the folder.
+    pub unreturned: Vec<u32>,
 }
 
 /// What a pulled batch did.
@@ -128,6 +134,18 @@ CREATE TABLE mailbox_status (
     last_error_at  INTEGER,
     updated_at     INTEGER NOT NULL,
     PRIMARY KEY (channel, folder)
+);
+"#;
+
+/// Schema step 6 (appended to the migrations list).
+pub(crate) const MIGRATION_6: &str = r#"
+CREATE TABLE mailbox_skipped (
+    channel      TEXT NOT NULL,
+    folder       TEXT NOT NULL,
+    uidvalidity  INTEGER NOT NULL,
+    uid          INTEGER NOT NULL,
+    skipped_at   INTEGER NOT NULL,
+    PRIMARY KEY (channel, folder, uidvalidity, uid)
 );
 "#;
 
@@ -233,6 +251,19 @@ pub(crate) fn spool_pulled(
         insert(conn, &m.spool, &m.content_hash)?;
         out.spooled += 1;
     }
+    let mut skipped = conn.prepare_cached(
+        "INSERT OR IGNORE INTO mailbox_skipped (channel, folder, uidvalidity, uid, skipped_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for uid in &batch.unreturned {
+        skipped.execute(params![
+            batch.channel,
+            batch.folder,
+            batch.checkpoint.uidvalidity,
+            uid,
+            now_ms()
+        ])?;
+    }
     set_checkpoint(conn, &batch.channel, &batch.folder, batch.checkpoint)?;
     conn.prepare_cached(
         "INSERT INTO mailbox_status (channel, folder, state, fetched, skipped, updated_at)
@@ -250,13 +281,34 @@ pub(crate) fn spool_pulled(
     Ok(out)
 }
 
-/// Start over under a new UIDVALIDITY (last UID 0).
+/// The UIDs of a mailbox (under `uidvalidity`) skipped because the server
+/// never returned them, ascending.
+pub(crate) fn skipped_uids(
+    conn: &Connection,
+    channel: &str,
+    folder: &str,
+    uidvalidity: u32,
+) -> Result<Vec<u32>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid FROM mailbox_skipped WHERE channel = ?1 AND folder = ?2 AND uidvalidity = ?3
+         ORDER BY uid",
+    )?;
+    let rows = stmt.query_map(params![channel, folder, uidvalidity], |r| r.get(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Start over under a new UIDVALIDITY (last UID 0); the UIDs skipped under
+/// another one mean nothing now.
 pub(crate) fn reset_checkpoint(
     conn: &Connection,
     channel: &str,
     folder: &str,
     uidvalidity: u32,
 ) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM mailbox_skipped WHERE channel = ?1 AND folder = ?2 AND uidvalidity <> ?3",
+    )?
+    .execute(params![channel, folder, uidvalidity])?;
     set_checkpoint(
         conn,
         channel,
@@ -337,6 +389,7 @@ mod tests {
     fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage>) -> PulledBatch {
         PulledBatch {
             known_unfetched: 0,
+            unreturned: Vec::new(),
             channel: "mailbox".into(),
             folder: "INBOX".into(),
             checkpoint: Checkpoint {
@@ -421,6 +474,28 @@ mod tests {
         assert_eq!((r.uidvalidity, r.last_uid), (Some(8), Some(3)));
         assert_eq!(r.last_error.as_deref(), Some("boom"), "last error is kept");
         assert!(r.last_error_at.is_some());
+    }
+
+    /// UIDs a batch skipped as never returned are kept with its commit, per
+    /// UIDVALIDITY, and forgotten when the mailbox starts over under a new one.
+    #[tokio::test]
+    async fn skipped_uids_are_kept_until_uidvalidity_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open");
+        let (ch, folder) = ("mailbox".to_string(), "INBOX".to_string());
+        let skipped = |v| store.skipped_uids(ch.clone(), folder.clone(), v);
+        for (last, unreturned) in [(3, vec![2]), (9, vec![7, 4]), (10, vec![])] {
+            let mut b = batch(7, last, vec![pulled(&format!("m{last}"), None)]);
+            b.unreturned = unreturned;
+            store.spool_pulled(b).await.expect("batch");
+        }
+        assert_eq!(skipped(7).await.expect("skipped"), [2, 4, 7]);
+        assert_eq!(skipped(8).await.expect("skipped"), [0u32; 0]);
+        store
+            .reset_checkpoint(ch.clone(), folder.clone(), 8)
+            .await
+            .expect("reset");
+        assert_eq!(skipped(7).await.expect("skipped"), [0u32; 0]);
     }
 
     #[test]

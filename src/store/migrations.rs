@@ -162,4 +162,7 @@ CREATE TABLE outbox_raw (
 INSERT INTO outbox_raw (id, raw) SELECT id, raw FROM outbox;
 ALTER TABLE outbox DROP COLUMN raw;
 "#,
+    // 6: UIDs a pulled mailbox skipped because the server never returned
+    //    them (left in the folder by move_to).
+    super::mailbox::MIGRATION_6,
 ];

@@ -146,6 +146,14 @@ pub trait Store: Send + Sync + 'static {
     /// The Message-IDs among `ids` that `channel` already has a message with
     /// (a resync fetches only the others' bodies).
     fn known_message_ids(&self, channel: String, ids: Vec<String>) -> StoreFuture<'_, Vec<String>>;
+    /// The UIDs of a mailbox (under `uidvalidity`) that a committed batch
+    /// skipped because the server never returned them, ascending.
+    fn skipped_uids(
+        &self,
+        channel: String,
+        folder: String,
+        uidvalidity: u32,
+    ) -> StoreFuture<'_, Vec<u32>>;
     /// Start a mailbox over under a new UIDVALIDITY (last UID 0).
     fn reset_checkpoint(
         &self,

@@ -1074,6 +1074,17 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |c| super::mailbox::known_message_ids(c, &channel, &ids)))
     }
 
+    fn skipped_uids(
+        &self,
+        channel: String,
+        folder: String,
+        uidvalidity: u32,
+    ) -> StoreFuture<'_, Vec<u32>> {
+        Box::pin(
+            self.read(move |c| super::mailbox::skipped_uids(c, &channel, &folder, uidvalidity)),
+        )
+    }
+
     fn reset_checkpoint(
         &self,
         channel: String,
