@@ -18,9 +18,10 @@
 //! `\Deleted` and UID EXPUNGE of exactly those UIDs (UIDPLUS, RFC 4315; a
 //! plain EXPUNGE could remove what another client marked deleted, so
 //! without UIDPLUS `move_to` is refused). A move that failed after its commit
-//! (a timeout, a dropped connection, a NO or BAD to any of its commands) is
-//! made good by the next session, which moves whatever is still at or below
-//! the checkpoint. A message skipped because the server never returned it
+//! is made good later by moving whatever is still at or below the
+//! checkpoint: before the next round when the server refused it (NO or BAD
+//! to any of its commands — pulling goes on meanwhile), in the next session
+//! after a timeout or a dropped connection. A message skipped because the server never returned it
 //! is never moved: it stays in the folder, where an admin can find it.
 //! Untrusted input: UIDs, message bytes and server texts.
 
@@ -65,7 +66,7 @@ struct MoveTo {
 /// Move the UIDs in `set` (already committed to the spool) to the folder.
 /// Each command must be answered OK: a NO or BAD (say, the target over
 /// quota) fails the move, logged here with the channel and the set, and the
-/// messages stay where they are for the next session's leftover move.
+/// messages stay where they are for the leftover move (`move_leftovers`).
 /// A failure part-way leaves copies behind at worst, never a lost message:
 /// the copy comes first, and a message pulled again is skipped as a
 /// duplicate.
@@ -93,7 +94,9 @@ async fn move_committed(
     };
     if let Err(e) = &moved {
         tracing::warn!(channel, uids = set, to = %to.folder, error = %e,
-            "moving committed messages failed; they stay in the folder (a copy may be in the target) and the next session moves them");
+            "moving committed messages failed; they stay in the folder (a copy may be in the target) and are moved again later");
+        metrics::counter!("postdesk_pull_move_failed_total", "channel" => channel.to_string())
+            .increment(1);
     }
     moved
 }
@@ -108,7 +111,7 @@ async fn move_step(
     use async_imap::error::Error;
     match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
         Err(_) => Err(PullError::Timeout(command)),
-        Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => Err(PullError::Protocol(format!(
+        Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => Err(PullError::MoveRefused(format!(
             "{command} {set} refused: {}",
             connect::short(e)
         ))),
@@ -159,6 +162,9 @@ pub struct Puller {
     /// The server announced new mail (`* N EXISTS`) after this round's
     /// SEARCH: catch up again before waiting.
     announced: std::sync::atomic::AtomicBool,
+    /// A move after a commit was refused: `move_leftovers` runs before the
+    /// next round instead of waiting for the next session.
+    move_owed: std::sync::atomic::AtomicBool,
 }
 
 /// Fetches in a row that may miss the same message before it is skipped.
@@ -190,6 +196,7 @@ impl Puller {
             state: None,
             missing: std::sync::Mutex::new(None),
             announced: std::sync::atomic::AtomicBool::new(false),
+            move_owed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -381,17 +388,28 @@ impl Puller {
             ),
             None => (can_idle, Duration::from_secs(60), 100, None),
         };
-        if let Some(to) = &move_to
-            && let Err(e) = self.move_leftovers(&mut s, ch, &cp, to).await
-        {
-            // Not a reason to stop pulling new mail: tried again next session.
-            tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
-                "moving messages pulled earlier failed; new mail is still pulled");
-        }
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
         let mut again = false;
+        // At the session's start, and before a round after a refused move.
+        self.move_owed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
+            if let Some(to) = &move_to
+                && self
+                    .move_owed
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                && let Err(e) = self.move_leftovers(&mut s, ch, &cp, to).await
+            {
+                // Not a reason to stop pulling new mail: tried again before
+                // the next round when refused, else in the next session.
+                if matches!(e, PullError::MoveRefused(_)) {
+                    self.move_owed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
+                    "moving messages pulled earlier failed; new mail is still pulled");
+            }
             self.catch_up(
                 &mut s,
                 ch,
@@ -673,7 +691,17 @@ impl Puller {
             _ => Ok(()),
         };
         self.note_new_mail(s);
-        moved
+        match moved {
+            // Logged by `move_committed`. New mail matters more than a tidy
+            // folder: pulling goes on, and the move is tried again before
+            // the next round (`move_leftovers`).
+            Err(PullError::MoveRefused(_)) => {
+                self.move_owed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Remember an announcement of new mail among the responses collected
@@ -1246,18 +1274,6 @@ mod fake_server {
                 .cloned()
                 .collect()
         }
-
-        /// The mailbox's last recorded error, once there is one (within `secs`).
-        async fn error_within(&self, secs: u64) -> Option<String> {
-            for _ in 0..secs * 10 {
-                let rows = self.store.mailbox_status().await.expect("mailbox status");
-                if let Some(e) = rows.into_iter().find_map(|r| r.last_error) {
-                    return Some(e);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            None
-        }
     }
 
     /// The first UID FETCH returns UID 1 of 1:2 and ends with a tagged NO
@@ -1350,23 +1366,26 @@ mod fake_server {
     }
 
     /// The server answers the UID STORE, or the UID EXPUNGE, of a move with
-    /// NO (no MOVE, so COPY + STORE + EXPUNGE): the move fails with an error
-    /// naming the command and the UID set, nothing after the refused step is
-    /// sent, and the next session tries again without pulling anything
-    /// twice. Before, async-imap's streams dropped the tagged NO and the
-    /// move counted as done: no error anywhere.
+    /// NO (no MOVE, so COPY + STORE + EXPUNGE): nothing after the refused
+    /// step is sent, the move is tried again before the next round, and
+    /// pulling goes on in the same session — UID 3, announced during the
+    /// first fetch, is pulled without a new login. Before, async-imap's
+    /// streams dropped the tagged NO and the move counted as done; a first
+    /// fix ended the session instead, so a full archive folder slowed new
+    /// mail to one batch per back-off.
     #[tokio::test]
-    async fn a_refused_store_or_expunge_fails_the_move() {
+    async fn a_refused_store_or_expunge_is_retried_while_pulling_goes_on() {
         for refused in ["UID STORE", "UID EXPUNGE"] {
             let mode = Mode {
                 uidplus: true,
+                grows: true,
                 refuse: Some(refused),
                 ..Mode::default()
             };
             let run = Run::start_moving(mode, 1).await;
-            let spooled = run.spooled_within(2, 10).await;
-            let error = run.error_within(10).await;
-            // The next session's leftover move is refused the same way.
+            let spooled = run.spooled_within(3, 10).await;
+            // The refused step is tried again (the leftover move before a
+            // later round).
             for _ in 0..100 {
                 if run.commands(refused).len() >= 2 {
                     break;
@@ -1375,13 +1394,15 @@ mod fake_server {
             }
             let tries = run.commands(refused);
             let expunges = run.commands("UID EXPUNGE");
+            let logins = run.logins.load(Ordering::SeqCst);
             let total = run.store.status().await.expect("status").spool_total;
             let last = run.finish().await;
-            assert!(spooled, "{refused}: UIDs 1 and 2 never spooled");
-            let error = error.unwrap_or_else(|| panic!("{refused}: the refusal went unnoticed"));
+            assert!(spooled, "{refused}: UIDs 1-3 never spooled");
             assert!(
-                error.contains(&format!("{refused} 1:2 refused")),
-                "{refused}: {error}"
+                tries
+                    .first()
+                    .is_some_and(|c| c.starts_with(&format!("{refused} 1:2"))),
+                "{refused}: {tries:?}"
             );
             assert!(tries.len() >= 2, "{refused}: not tried again: {tries:?}");
             if refused == "UID STORE" {
@@ -1390,15 +1411,16 @@ mod fake_server {
                     "expunged after a refused STORE: {expunges:?}"
                 );
             }
-            assert_eq!((total, last), (2, Some(2)), "{refused}: pulled twice?");
+            assert_eq!(logins, 1, "{refused}: the refusal ended the session");
+            assert_eq!((total, last), (3, Some(3)), "{refused}: pulled twice?");
         }
     }
 
     /// A message the server never returns (UID 2 of 1-3, skipped after
     /// MISSING_TRIES fetches) stays in the folder under move_to: neither the
-    /// move after the commit nor the next session's leftover move names it,
-    /// by MOVE or by COPY. (The move is refused here so that there is a next
-    /// session.) Before, both moved `1:3`, UID 2 included.
+    /// move after the commit nor the leftover move names it, by MOVE or by
+    /// COPY. (The move is refused here so that there is a leftover move.)
+    /// Before, both moved `1:3`, UID 2 included.
     #[tokio::test]
     async fn a_skipped_message_is_never_moved() {
         let by_move = Mode {
@@ -1416,7 +1438,7 @@ mod fake_server {
         for (command, mode) in [("UID MOVE", by_move), ("UID COPY", by_copy)] {
             let run = Run::start_moving(mode, 1).await;
             let spooled = run.spooled_within(2, 30).await;
-            // The move after the commit, then the next session's leftover move.
+            // The move after the commit, then the leftover move.
             let mut moves = Vec::new();
             for _ in 0..300 {
                 moves = run.commands(command);

@@ -59,6 +59,10 @@ pub enum PullError {
     Timeout(&'static str),
     #[error("imap: {0}")]
     Protocol(String),
+    /// The server answered a command of a move with NO or BAD (the target
+    /// folder over quota, no right to it): the session goes on pulling.
+    #[error("imap: {0}")]
+    MoveRefused(String),
     #[error("login refused: {0}")]
     Auth(String),
     #[error("oauth: {0}")]
