@@ -4,8 +4,8 @@
 //!
 //! Owns the SQL for `mailbox_checkpoints`, `mailbox_skipped` and
 //! `mailbox_status` and the dedupe lookups on `spool` and `messages` that
-//! pulling needs. A batch and
-//! its advanced checkpoint are written by one job on the writer thread, so
+//! pulling needs. A batch and its advanced checkpoint are written by one
+//! job on the writer thread, so
 //! they share one transaction: after a crash either both are there or
 //! neither is, and the next start re-fetches at most that batch.
 //!
