@@ -5,9 +5,9 @@
 //! Owns the SQL for `mailbox_checkpoints`, `mailbox_skipped` and
 //! `mailbox_status` and the dedupe lookups on `spool` and `messages` that
 //! pulling needs. A batch and its advanced checkpoint are written by one
-//! job on the writer thread, so
-//! they share one transaction: after a crash either both are there or
-//! neither is, and the next start re-fetches at most that batch.
+//! job on the writer thread, so they share one transaction: after a crash
+//! either both are there or neither is, and the next start re-fetches at
+//! most that batch.
 //!
 //! Must not: talk IMAP or parse mail (callers pass the Message-ID they
 //! extracted). Untrusted input: message bytes and Message-IDs come from a
