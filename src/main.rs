@@ -479,8 +479,8 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 return print_json(&c);
             }
             println!(
-                "outbox: {} queued, {} sent, {} failed",
-                c.queued, c.sent, c.failed
+                "outbox: {} queued, {} sent ({} of them bounced since), {} failed",
+                c.queued, c.sent, c.bounced, c.failed
             );
             Ok(())
         }

@@ -111,6 +111,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("postdesk_outbox_depth", "state" => "queued").set(c.queued as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "sent").set(c.sent as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "failed").set(c.failed as f64);
+        metrics::gauge!("postdesk_outbox_bounced").set(c.bounced as f64);
     }
     match &s.metrics {
         Some(h) => (StatusCode::OK, h.render()),

@@ -388,8 +388,11 @@ pub(crate) fn token_user(conn: &Connection, hash: &str) -> Result<Option<String>
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OutboxCounts {
     pub queued: i64,
+    /// Taken by the relay (bounced ones included).
     pub sent: i64,
     pub failed: i64,
+    /// Of `sent`: reported undeliverable afterwards by a bounce.
+    pub bounced: i64,
 }
 
 pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreError> {
@@ -405,6 +408,12 @@ pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreErro
             _ => {}
         }
     }
+    c.bounced = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM outbox o JOIN messages m ON m.id = o.message_id
+             WHERE o.state = 'sent' AND m.delivery = 'failed'",
+        )?
+        .query_row([], |r| r.get(0))?;
     Ok(c)
 }
 

@@ -771,6 +771,54 @@ async fn reply_context_leaves_out_replies_whose_delivery_failed() {
     }
 }
 
+/// A reply the relay took and that bounced later stays `sent` in the
+/// outbox (the relay did take it) and is counted as bounced; a reply that
+/// bounced while still queued is `failed`, not bounced.
+#[tokio::test]
+async fn outbox_counts_tell_the_sent_replies_that_bounced() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 3).await;
+    s.apply_inbound(vec![inbound(
+        ids[0],
+        1,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    )])
+    .await
+    .expect("apply");
+    let mut sent = Vec::new();
+    for mid in ["pd.1.aa@desk.acme.example", "pd.1.bb@desk.acme.example"] {
+        let id = s
+            .queue_reply(reply_on(1, mid))
+            .await
+            .expect("queue")
+            .outbox_id;
+        s.record_attempt(
+            id,
+            AttemptOutcome::Sent {
+                reply: "250 ok".into(),
+            },
+        )
+        .await
+        .expect("sent");
+        sent.push(id);
+    }
+    s.queue_reply(reply_on(1, "pd.1.cc@desk.acme.example"))
+        .await
+        .expect("queue");
+    let c = s.outbox_counts().await.expect("counts");
+    assert_eq!((c.queued, c.sent, c.failed, c.bounced), (1, 2, 0, 0));
+    s.apply_inbound(vec![
+        bounce_plan(ids[1], 10, &["pd.1.aa@desk.acme.example"], true),
+        bounce_plan(ids[2], 11, &["pd.1.cc@desk.acme.example"], true),
+    ])
+    .await
+    .expect("bounces");
+    let c = s.outbox_counts().await.expect("counts");
+    assert_eq!((c.queued, c.sent, c.failed, c.bounced), (0, 2, 1, 1));
+}
+
 #[tokio::test]
 async fn text_that_is_the_raw_tail_is_stored_once_and_read_back_whole() {
     let (_dir, s) = store();
