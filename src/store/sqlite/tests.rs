@@ -321,15 +321,7 @@ async fn a_submission_that_fails_half_way_stores_nothing() {
 async fn replies_thread_by_references_and_token() {
     let (_dir, s) = store();
     let ids = spool_many(&s, 64).await;
-    s.apply_inbound(vec![inbound(
-        ids[2],
-        1,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    )])
-    .await
-    .expect("apply");
+    open_ticket(&s, ids[2], 1).await;
     let mut reply = inbound(
         ids[3],
         2,
@@ -427,15 +419,7 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
 async fn contact_owner_routing() {
     let (_dir, s) = store();
     let ids = spool_many(&s, 64).await;
-    s.apply_inbound(vec![inbound(
-        ids[9],
-        1,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    )])
-    .await
-    .expect("apply");
+    open_ticket(&s, ids[9], 1).await;
     s.write(|c| {
         c.execute(
             "UPDATE contacts SET owner = 'bob' WHERE email = 'c1@customer.example'",
@@ -528,6 +512,20 @@ fn reply_on(ticket: i64, message_id: &str) -> NewReply {
     }
 }
 
+/// Apply message `n` (unassigned, a new ticket unless it threads) from
+/// `spool`.
+async fn open_ticket(s: &SqliteStore, spool: SpoolId, n: usize) {
+    s.apply_inbound(vec![inbound(
+        spool,
+        n,
+        RoutingPlan::Unassigned {
+            reason: String::new(),
+        },
+    )])
+    .await
+    .expect("apply");
+}
+
 fn bounce_plan(spool: SpoolId, n: usize, candidates: &[&str], failed: bool) -> InboundPlan {
     let mut p = inbound(
         spool,
@@ -556,15 +554,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     let (_dir, s) = store();
     // A fresh spool entry per plan: an applied entry is never applied again.
     let ids = spool_many(&s, 4).await;
-    s.apply_inbound(vec![inbound(
-        ids[0],
-        1,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    )])
-    .await
-    .expect("apply");
+    open_ticket(&s, ids[0], 1).await;
     s.queue_reply(reply_on(1, "pd.1.aa@desk.acme.example"))
         .await
         .expect("queue");
@@ -663,15 +653,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
 async fn reply_context_leaves_out_replies_whose_delivery_failed() {
     let (_dir, s) = store();
     let ids = spool_many(&s, 2).await;
-    s.apply_inbound(vec![inbound(
-        ids[0],
-        1,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    )])
-    .await
-    .expect("apply");
+    open_ticket(&s, ids[0], 1).await;
     let queue = async |mid: &str| {
         s.queue_reply(reply_on(1, mid))
             .await
@@ -778,15 +760,7 @@ async fn reply_context_leaves_out_replies_whose_delivery_failed() {
 async fn outbox_counts_tell_the_sent_replies_that_bounced() {
     let (_dir, s) = store();
     let ids = spool_many(&s, 3).await;
-    s.apply_inbound(vec![inbound(
-        ids[0],
-        1,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    )])
-    .await
-    .expect("apply");
+    open_ticket(&s, ids[0], 1).await;
     let mut sent = Vec::new();
     for mid in ["pd.1.aa@desk.acme.example", "pd.1.bb@desk.acme.example"] {
         let id = s
