@@ -480,6 +480,28 @@ async fn deliver(
 mod tests {
     use super::*;
 
+    /// An outcome the store refuses for good (its entry is no longer queued:
+    /// a bounce failed it while it was being sent; here it is gone
+    /// altogether) is dropped after one try, not kept in memory — a kept
+    /// outcome holds its entry back from sending for as long as the daemon
+    /// runs. The same for one kept earlier and retried.
+    #[tokio::test]
+    async fn an_outcome_the_store_refuses_for_good_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::SqliteStore::open(&dir.path().join("p.sqlite"), 1000, 16).expect("open");
+        let unrecorded = Unrecorded::default();
+        let id = OutboxId(999);
+        let sent = AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        };
+        record(&store, id, sent.clone(), &unrecorded).await;
+        assert!(!unrecorded.holds(id), "a refused outcome was kept");
+        unrecorded.keep(id, sent);
+        unrecorded.retry(&store).await;
+        assert!(!unrecorded.holds(id), "kept after the store refused it");
+    }
+
     fn cfg() -> OutboundConfig {
         OutboundConfig {
             retry_base_secs: 30,
