@@ -170,3 +170,36 @@ async fn a_rotated_token_that_cannot_be_saved_is_kept_in_memory() {
         "the newest refresh token is saved once it can be"
     );
 }
+
+/// A rotated refresh token is waiting in memory (the directory was
+/// read-only) when a person writes a new token into the file (consent
+/// granted again, perhaps for another account): the file wins, the token in
+/// memory is dropped, and the next refresh uses the file's.
+#[tokio::test]
+async fn a_token_file_written_by_a_person_outranks_the_unsaved_rotated_token() {
+    postdesk::install_crypto_provider();
+    let oauth = OAuthServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = common::Tmpfs::mount(&dir.path().join("secrets"), "1m");
+    let file = dir.path().join("secrets/refresh-token");
+    std::fs::write(&file, format!("{}\n", oauth.grant("old-account"))).expect("token");
+    secrets.read_only(true);
+    let config = gmail_config_with(dir.path(), &oauth, "secrets/refresh-token");
+    let ch = config.channel("gmail").expect("channel");
+    let tokens = TokenSource::new();
+
+    let a = tokens.access_token(ch).await.expect("first token");
+    assert_eq!(oauth.user_of(&a).as_deref(), Some("old-account"));
+    // The rotated token is only in memory now. A person replaces the file.
+    secrets.read_only(false);
+    std::fs::write(&file, format!("{}\n", oauth.grant("new-account"))).expect("token");
+    secrets.read_only(true);
+    tokens.invalidate("gmail").await;
+    let b = tokens.access_token(ch).await.expect("second token");
+    assert_eq!(
+        oauth.user_of(&b).as_deref(),
+        Some("new-account"),
+        "refreshed with the unsaved token instead of the file's"
+    );
+    assert_eq!(oauth.token_requests(), 2);
+}

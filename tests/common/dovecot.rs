@@ -413,6 +413,13 @@ impl OAuthServer {
         std::fs::rename(&tmp, &path).expect("state");
     }
 
+    /// The user an access token was issued for.
+    pub fn user_of(&self, access_token: &str) -> Option<String> {
+        self.state()["access"][access_token]
+            .as_str()
+            .map(str::to_string)
+    }
+
     pub fn token_requests(&self) -> u64 {
         self.state()["token_requests"].as_u64().unwrap_or(0)
     }
