@@ -19,15 +19,17 @@
 //! plain EXPUNGE could remove what another client marked deleted, so
 //! without UIDPLUS `move_to` is refused). A move that failed after its commit
 //! is made good later by moving whatever is still at or below the
-//! checkpoint: before the next round when the server refused it (NO or BAD
-//! to any of its commands — pulling goes on meanwhile), in the next session
-//! after a timeout or a dropped connection. A message skipped because the server never returned it
+//! checkpoint: after a wait (1 min, doubling up to 1 h) when the server
+//! refused it (NO or BAD; pulling goes on meanwhile), in the next session
+//! after a timeout or a dropped connection. A refusal to delete originals
+//! already copied (the COPY fallback without a delete right) turns moving
+//! off until the daemon restarts: every retry would copy them again. A message skipped because the server never returned it
 //! is never moved: it stays in the folder, where an admin can find it.
 //! Untrusted input: UIDs, message bytes and server texts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_imap::extensions::idle::IdleResponse;
 use futures_util::TryStreamExt;
@@ -67,9 +69,10 @@ struct MoveTo {
 /// Each command must be answered OK: a NO or BAD (say, the target over
 /// quota) fails the move, logged here with the channel and the set, and the
 /// messages stay where they are for the leftover move (`move_leftovers`).
-/// A failure part-way leaves copies behind at worst, never a lost message:
-/// the copy comes first, and a message pulled again is skipped as a
-/// duplicate.
+/// A target answered with `[TRYCREATE]` (deleted meanwhile) is created and
+/// the move tried once more. A failure part-way leaves copies behind at
+/// worst, never a lost message: the copy comes first, and a message pulled
+/// again is skipped as a duplicate.
 async fn move_committed(
     s: &mut ImapSession,
     channel: &str,
@@ -77,28 +80,61 @@ async fn move_committed(
     to: &MoveTo,
 ) -> Result<(), PullError> {
     let moved = match to.by {
-        MoveBy::Move => move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await,
+        MoveBy::Move => match move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await {
+            Err(e) if wants_create(&e) => {
+                create_target(s, channel, to).await;
+                move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await
+            }
+            other => other,
+        },
         MoveBy::CopyExpunge => {
             async {
-                move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await?;
+                match move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await {
+                    Err(e) if wants_create(&e) => {
+                        create_target(s, channel, to).await;
+                        move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await?;
+                    }
+                    other => other?,
+                }
                 // async-imap's uid_store and uid_expunge streams end at the
                 // tagged reply without telling OK from NO; as plain commands
                 // their answer is checked.
                 let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
-                move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
                 let expunge = format!("UID EXPUNGE {set}");
-                move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
+                let deleted = async {
+                    move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
+                    move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
+                };
+                deleted.await.map_err(|e| match e {
+                    PullError::MoveRefused { text, .. } => PullError::MoveRefused {
+                        text,
+                        copies_left: true,
+                    },
+                    other => other,
+                })
             }
             .await
         }
     };
     if let Err(e) = &moved {
         tracing::warn!(channel, uids = set, to = %to.folder, error = %e,
-            "moving committed messages failed; they stay in the folder (a copy may be in the target) and are moved again later");
+            "moving committed messages failed; they stay in the folder (a copy may be in the target)");
         metrics::counter!("postdesk_pull_move_failed_total", "channel" => channel.to_string())
             .increment(1);
     }
     moved
+}
+
+/// The server said the target folder does not exist (`NO [TRYCREATE]`).
+fn wants_create(e: &PullError) -> bool {
+    matches!(e, PullError::MoveRefused { text, .. } if text.to_ascii_lowercase().contains("trycreate"))
+}
+
+/// Create the `move_to` folder; "already exists" and other refusals are
+/// left to the move that follows.
+async fn create_target(s: &mut ImapSession, channel: &str, to: &MoveTo) {
+    tracing::info!(channel, to = %to.folder, "move_to folder missing; creating it");
+    let _ = timed(COMMAND_TIMEOUT, "create", s.create(&to.folder)).await;
 }
 
 /// One command of a move, bounded by [`COMMAND_TIMEOUT`]; a tagged NO or BAD
@@ -111,12 +147,31 @@ async fn move_step(
     use async_imap::error::Error;
     match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
         Err(_) => Err(PullError::Timeout(command)),
-        Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => Err(PullError::MoveRefused(format!(
-            "{command} {set} refused: {}",
-            connect::short(e)
-        ))),
+        Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => Err(PullError::MoveRefused {
+            text: format!("{command} {set} refused: {}", connect::short(e)),
+            copies_left: false,
+        }),
         Ok(r) => r.map_err(Into::into),
     }
+}
+
+/// Wait after a refused move before the leftover move tries again; it
+/// doubles with each refusal in a row, up to [`MOVE_RETRY_MAX`].
+const MOVE_RETRY_FIRST: Duration = Duration::from_secs(60);
+const MOVE_RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// What refused moves leave for later.
+struct MoveRetry {
+    /// The leftover move is owed, not before this instant.
+    due: Option<Instant>,
+    /// The wait after the next refusal.
+    delay: Duration,
+    /// The first wait ([`MOVE_RETRY_FIRST`]; shorter in tests).
+    first: Duration,
+    /// The server refused to delete originals already copied to the target
+    /// (no delete right): every retry would copy them again, so moving is
+    /// off until the daemon restarts.
+    off: bool,
 }
 
 /// Messages moved per command when moving what earlier sessions left.
@@ -162,9 +217,9 @@ pub struct Puller {
     /// The server announced new mail (`* N EXISTS`) after this round's
     /// SEARCH: catch up again before waiting.
     announced: std::sync::atomic::AtomicBool,
-    /// A move after a commit was refused: `move_leftovers` runs before the
-    /// next round instead of waiting for the next session.
-    move_owed: std::sync::atomic::AtomicBool,
+    /// Refused moves: when the leftover move tries again, or whether moving
+    /// is off.
+    move_retry: std::sync::Mutex<MoveRetry>,
 }
 
 /// Fetches in a row that may miss the same message before it is skipped.
@@ -196,7 +251,12 @@ impl Puller {
             state: None,
             missing: std::sync::Mutex::new(None),
             announced: std::sync::atomic::AtomicBool::new(false),
-            move_owed: std::sync::atomic::AtomicBool::new(false),
+            move_retry: std::sync::Mutex::new(MoveRetry {
+                due: None,
+                delay: MOVE_RETRY_FIRST,
+                first: MOVE_RETRY_FIRST,
+                off: false,
+            }),
         }
     }
 
@@ -391,24 +451,20 @@ impl Puller {
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
         let mut again = false;
-        // At the session's start, and before a round after a refused move.
-        self.move_owed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut session_start = true;
         loop {
+            // At the session's start, and before a round once a refused
+            // move's wait is over.
             if let Some(to) = &move_to
-                && self
-                    .move_owed
-                    .swap(false, std::sync::atomic::Ordering::Relaxed)
-                && let Err(e) = self.move_leftovers(&mut s, ch, &cp, to).await
+                && self.leftover_move_due(std::mem::take(&mut session_start))
             {
-                // Not a reason to stop pulling new mail: tried again before
-                // the next round when refused, else in the next session.
-                if matches!(e, PullError::MoveRefused(_)) {
-                    self.move_owed
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                match self.move_leftovers(&mut s, ch, &cp, to).await {
+                    Ok(()) => self.move_worked(),
+                    // Not a reason to stop pulling new mail.
+                    Err(e @ PullError::MoveRefused { .. }) => self.move_refused(ch, to, &e),
+                    Err(e) => tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
+                        "moving messages pulled earlier failed; new mail is still pulled, the next session tries again"),
                 }
-                tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
-                    "moving messages pulled earlier failed; new mail is still pulled");
             }
             self.catch_up(
                 &mut s,
@@ -686,22 +742,83 @@ impl Puller {
         if outcome.spooled > 0 {
             self.wake.notify_one();
         }
+        // While a refused move waits for its retry, the batch waits with it
+        // (the leftover move takes everything at or below the checkpoint).
         let moved = match (move_to, uid_set(first, last, unreturned)) {
-            (Some(to), Some(set)) => move_committed(s, &ch.id, &set, to).await,
+            (Some(to), Some(set)) if self.moving_now() => move_committed(s, &ch.id, &set, to).await,
             _ => Ok(()),
         };
         self.note_new_mail(s);
         match moved {
-            // Logged by `move_committed`. New mail matters more than a tidy
-            // folder: pulling goes on, and the move is tried again before
-            // the next round (`move_leftovers`).
-            Err(PullError::MoveRefused(_)) => {
-                self.move_owed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            // New mail matters more than a tidy folder: pulling goes on.
+            Err(e @ PullError::MoveRefused { .. }) => {
+                if let Some(to) = move_to {
+                    self.move_refused(ch, to, &e);
+                }
                 Ok(())
             }
             other => other,
         }
+    }
+
+    fn move_retry(&self) -> std::sync::MutexGuard<'_, MoveRetry> {
+        self.move_retry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a batch is moved right after its commit: not while a refused
+    /// move waits for its retry, nor once moving is off.
+    fn moving_now(&self) -> bool {
+        let r = self.move_retry();
+        !r.off && r.due.is_none()
+    }
+
+    /// Whether the leftover move runs now: at a session's start, and once a
+    /// refused move's wait is over.
+    fn leftover_move_due(&self, session_start: bool) -> bool {
+        let r = self.move_retry();
+        !r.off
+            && match r.due {
+                None => session_start,
+                Some(at) => Instant::now() >= at,
+            }
+    }
+
+    fn move_worked(&self) {
+        let mut r = self.move_retry();
+        r.due = None;
+        r.delay = r.first;
+    }
+
+    /// Tests: the first wait after a refused move.
+    #[cfg(test)]
+    fn retry_moves_after(&self, wait: Duration) {
+        let mut r = self.move_retry();
+        r.first = wait;
+        r.delay = wait;
+    }
+
+    /// A move was refused (logged by `move_committed`): try again after a
+    /// growing wait — or never again in this run when the originals could
+    /// not be deleted after their copy (each try would copy them again).
+    fn move_refused(&self, ch: &ChannelConfig, to: &MoveTo, e: &PullError) {
+        let mut r = self.move_retry();
+        if matches!(
+            e,
+            PullError::MoveRefused {
+                copies_left: true,
+                ..
+            }
+        ) {
+            r.off = true;
+            r.due = None;
+            tracing::error!(channel = %ch.id, folder = %self.folder, to = %to.folder, error = %e,
+                "move_to is off until postdesk restarts: the server refused to delete messages already copied to the target (no delete right?); those are in both folders");
+            return;
+        }
+        r.due = Some(Instant::now() + r.delay);
+        tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder, retry_in = ?r.delay,
+            "move refused; new mail is still pulled, the move is tried again later");
+        r.delay = (r.delay * 2).min(MOVE_RETRY_MAX);
     }
 
     /// Remember an announcement of new mail among the responses collected
@@ -1070,6 +1187,9 @@ mod fake_server {
         /// Commands starting with this (`UID STORE`…) are answered with a
         /// tagged NO.
         refuse: Option<&'static str>,
+        /// The first UID MOVE is answered `NO [TRYCREATE]` (the target
+        /// folder was deleted after the session started).
+        target_deleted: bool,
     }
 
     /// Serve IMAP on `l` as `mode` says; counts fetches and logins, and
@@ -1101,8 +1221,17 @@ mod fake_server {
                     let mut it = line.trim_end().splitn(2, ' ');
                     let tag = it.next().unwrap_or("").to_string();
                     let cmd = it.next().unwrap_or("").to_ascii_uppercase();
-                    commands.lock().expect("commands").push(cmd.clone());
-                    let out = reply(mode, &tag, &cmd, &fetches, &logins);
+                    let first_move = {
+                        let mut all = commands.lock().expect("commands");
+                        all.push(cmd.clone());
+                        cmd.starts_with("UID MOVE")
+                            && all.iter().filter(|c| c.starts_with("UID MOVE")).count() == 1
+                    };
+                    let out = if mode.target_deleted && first_move {
+                        format!("{tag} NO [TRYCREATE] Mailbox doesn't exist: Done\r\n")
+                    } else {
+                        reply(mode, &tag, &cmd, &fetches, &logins)
+                    };
                     if w.write_all(out.as_bytes()).await.is_err() {
                         return;
                     }
@@ -1227,6 +1356,7 @@ mod fake_server {
                 Arc::clone(&commands),
             ));
             let (store, puller) = setup(&dir, port, poll, imap_extra);
+            puller.retry_moves_after(Duration::from_secs(1));
             let stop = CancellationToken::new();
             let task = tokio::spawn(puller.run(stop.clone()));
             Run {
@@ -1366,15 +1496,16 @@ mod fake_server {
     }
 
     /// The server answers the UID STORE, or the UID EXPUNGE, of a move with
-    /// NO (no MOVE, so COPY + STORE + EXPUNGE): nothing after the refused
-    /// step is sent, the move is tried again before the next round, and
-    /// pulling goes on in the same session — UID 3, announced during the
-    /// first fetch, is pulled without a new login. Before, async-imap's
-    /// streams dropped the tagged NO and the move counted as done; a first
-    /// fix ended the session instead, so a full archive folder slowed new
-    /// mail to one batch per back-off.
+    /// NO (no MOVE, so COPY + STORE + EXPUNGE; say, no delete right): the
+    /// messages are in both folders now, and every retry would copy them
+    /// again. Nothing after the refused step is sent, moving is off for the
+    /// rest of the run (never another COPY), and pulling goes on in the same
+    /// session — UID 3, announced during the first fetch, is pulled without
+    /// a new login. Before: async-imap's streams dropped the tagged NO; then
+    /// a first fix ended the session (one batch per back-off, a copy per
+    /// session), and a second retried before every round (a copy per round).
     #[tokio::test]
-    async fn a_refused_store_or_expunge_is_retried_while_pulling_goes_on() {
+    async fn a_refused_store_or_expunge_turns_moving_off_without_copying_again() {
         for refused in ["UID STORE", "UID EXPUNGE"] {
             let mode = Mode {
                 uidplus: true,
@@ -1384,27 +1515,18 @@ mod fake_server {
             };
             let run = Run::start_moving(mode, 1).await;
             let spooled = run.spooled_within(3, 10).await;
-            // The refused step is tried again (the leftover move before a
-            // later round).
-            for _ in 0..100 {
-                if run.commands(refused).len() >= 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            // Several rounds (polling every second, retry wait 1 s).
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let copies = run.commands("UID COPY");
             let tries = run.commands(refused);
             let expunges = run.commands("UID EXPUNGE");
             let logins = run.logins.load(Ordering::SeqCst);
             let total = run.store.status().await.expect("status").spool_total;
             let last = run.finish().await;
             assert!(spooled, "{refused}: UIDs 1-3 never spooled");
-            assert!(
-                tries
-                    .first()
-                    .is_some_and(|c| c.starts_with(&format!("{refused} 1:2"))),
-                "{refused}: {tries:?}"
-            );
-            assert!(tries.len() >= 2, "{refused}: not tried again: {tries:?}");
+            assert_eq!(copies.len(), 1, "{refused}: copied again: {copies:?}");
+            assert!(copies[0].starts_with("UID COPY 1:2 "), "{copies:?}");
+            assert_eq!(tries.len(), 1, "{refused}: {tries:?}");
             if refused == "UID STORE" {
                 assert!(
                     expunges.is_empty(),
@@ -1414,6 +1536,83 @@ mod fake_server {
             assert_eq!(logins, 1, "{refused}: the refusal ended the session");
             assert_eq!((total, last), (3, Some(3)), "{refused}: pulled twice?");
         }
+    }
+
+    /// The server refuses a UID MOVE (the target over quota): pulling goes
+    /// on in the same session (UID 3 comes in without a new login), the
+    /// batches committed meanwhile are not moved one by one, and the
+    /// leftover move tries again after a wait that doubles (1 s, 2 s here)
+    /// — not before every round.
+    #[tokio::test]
+    async fn a_refused_move_is_tried_again_after_a_growing_wait() {
+        let mode = Mode {
+            offers_move: true,
+            grows: true,
+            refuse: Some("UID MOVE"),
+            ..Mode::default()
+        };
+        let run = Run::start_moving(mode, 1).await;
+        let spooled = run.spooled_within(3, 10).await;
+        let mut moves = Vec::new();
+        for _ in 0..100 {
+            moves = run.commands("UID MOVE");
+            if moves.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Polled every second; the next tries come after 1 s, then 2 s more.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let later = run.commands("UID MOVE");
+        let logins = run.logins.load(Ordering::SeqCst);
+        let last = run.finish().await;
+        assert!(spooled, "UIDs 1-3 never spooled");
+        assert_eq!(logins, 1, "the refusal ended the session");
+        assert_eq!(last, Some(3));
+        assert!(moves.len() >= 2, "never tried again: {moves:?}");
+        assert!(moves[0].starts_with("UID MOVE 1:2 "), "{moves:?}");
+        // UID 3's batch waits for the leftover move (1:3), never alone.
+        assert!(
+            later.iter().skip(1).all(|m| m.starts_with("UID MOVE 1:3 ")),
+            "{later:?}"
+        );
+        // About 4.5 s of rounds every second: at most the first move and
+        // retries after 1, 2 (and 4) s, not one per round.
+        assert!(later.len() <= 4, "retried every round: {later:?}");
+    }
+
+    /// The target folder was deleted after the session started: the MOVE
+    /// gets `NO [TRYCREATE]`, the folder is created and the move tried once
+    /// more, in the same breath. Before, CREATE ran only at a session's
+    /// start, and every round's move was refused until a reconnect.
+    #[tokio::test]
+    async fn a_deleted_target_folder_is_created_again() {
+        let mode = Mode {
+            offers_move: true,
+            target_deleted: true,
+            ..Mode::default()
+        };
+        let run = Run::start_moving(mode, 1).await;
+        let spooled = run.spooled_within(2, 10).await;
+        let mut moves = Vec::new();
+        for _ in 0..100 {
+            moves = run.commands("UID MOVE");
+            if moves.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let creates = run.commands("CREATE");
+        let last = run.finish().await;
+        assert!(spooled);
+        assert_eq!(last, Some(2));
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(
+            moves.iter().all(|m| m.starts_with("UID MOVE 1:2 ")),
+            "{moves:?}"
+        );
+        // One CREATE at the session's start, one after the TRYCREATE.
+        assert_eq!(creates.len(), 2, "{creates:?}");
     }
 
     /// A message the server never returns (UID 2 of 1-3, skipped after

@@ -61,8 +61,10 @@ pub enum PullError {
     Protocol(String),
     /// The server answered a command of a move with NO or BAD (the target
     /// folder over quota, no right to it): the session goes on pulling.
-    #[error("imap: {0}")]
-    MoveRefused(String),
+    /// `copies_left`: the refusal came after the messages were copied to the
+    /// target (UID STORE or UID EXPUNGE of the COPY fallback).
+    #[error("imap: {text}")]
+    MoveRefused { text: String, copies_left: bool },
     #[error("login refused: {0}")]
     Auth(String),
     #[error("oauth: {0}")]
