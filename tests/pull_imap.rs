@@ -1,5 +1,6 @@
 //! Pulling mailboxes from a real Dovecot (started by each test on a free
-//! loopback port): bulk pull, IDLE and polling, kill -9 mid-batch, server
+//! loopback port): bulk pull, IDLE and polling, large messages within the
+//! byte budget, kill -9 mid-batch, server
 //! restart mid-fetch, UIDVALIDITY change, XOAUTH2 with a rotating refresh
 //! token, and `invalid_grant` isolated to its channel.
 
@@ -186,6 +187,27 @@ fn new_mail_is_noticed_by_polling_without_idle() {
     wait_mailbox(&d, "mailbox", "polling", |m| m["state"] == "polling");
     dc.deliver(&message(3, 200));
     assert_exactly(&d, 4);
+}
+
+/// Three 12 MB messages under a 25 MB `batch_bytes` (and the default 100
+/// messages): fetched two, then one — the daemon's log says how many each
+/// committed batch fetched — and each is in one ticket. Before, all three
+/// came in one fetch.
+#[test]
+fn large_messages_are_fetched_within_batch_bytes() {
+    let dc = Dovecot::start(None);
+    for i in 0..3 {
+        dc.deliver(&message(i, 12_000_000));
+    }
+    let (d, _secrets) = pulling(&dc, "batch_bytes = 25000000");
+    assert_exactly(&d, 3);
+    let log = d.log_text();
+    let fetched: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("batch committed"))
+        .filter_map(|l| l.split(' ').find_map(|w| w.strip_prefix("fetched=")))
+        .collect();
+    assert_eq!(fetched, ["2", "1"], "{log}");
 }
 
 #[test]

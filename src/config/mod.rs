@@ -737,11 +737,21 @@ pub struct ImapConfig {
     pub poll_interval_secs: u64,
     /// Most messages fetched per round. Default `100`.
     pub batch_size: u32,
+    /// Most bytes fetched per round, by the sizes the server reports
+    /// (RFC822.SIZE); a message larger than this, or of no reported size, is
+    /// fetched alone. A batch is held in memory while it is committed and the
+    /// next one fetched, so a mailbox holds up to about twice this. Default
+    /// [`BATCH_BYTES`]; at least 1.
+    pub batch_bytes: u64,
     /// Folder to move pulled mail to, after it is committed (created if missing;
     /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
     /// `folder` itself. Default none (mailbox left untouched).
     pub move_to: Option<String>,
 }
+
+/// Default `[channels.imap] batch_bytes` (32 MiB): a batch of 100 messages
+/// with large attachments must not take gigabytes of memory.
+pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// `[channels.smtp]`: where a `gmail`/`office365` channel's replies go (SASL
 /// XOAUTH2 with the channel's OAuth token). Every key optional.

@@ -792,6 +792,7 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         idle: r.key(t, "idle").unwrap_or(true),
         poll_interval_secs: r.key(t, "poll_interval_secs").unwrap_or(60),
         batch_size: r.key(t, "batch_size").unwrap_or(100),
+        batch_bytes: r.key(t, "batch_bytes").unwrap_or(super::BATCH_BYTES),
         move_to: r.key(t, "move_to"),
     });
     let oauth = r

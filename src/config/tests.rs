@@ -434,6 +434,10 @@ const ERROR_CASES: &[(&str, &str)] = &[
         "5:1: missing required key `host` in [channels.imap]",
     ),
     (
+        "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"\n[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\nbatch_bytes = 0",
+        "8:15: `batch_bytes` must be at least 1",
+    ),
+    (
         "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nrefresh_token_file = \"Cargo.toml\"",
         "5:1: missing required key `client_id` in [channels.oauth]",
     ),
@@ -622,6 +626,7 @@ password_file = "Cargo.toml"
     assert_eq!(imap.folder, "INBOX");
     assert!(imap.idle);
     assert_eq!((imap.poll_interval_secs, imap.batch_size), (60, 100));
+    assert_eq!(imap.batch_bytes, 32 * 1024 * 1024);
     assert_eq!(imap.move_to, None);
     assert_eq!(ch.effective_imap_port(), 143);
     assert_eq!(ch.effective_imap_host(), Some("127.0.0.1"));

@@ -273,6 +273,12 @@ fn check_mailbox(
                 "missing required key `username` in [channels.imap] (no channel address to default to)",
             );
         }
+        if imap.batch_bytes == 0 {
+            r.error_at(
+                &format!("{imap_path}.batch_bytes"),
+                "`batch_bytes` must be at least 1",
+            );
+        }
         // Moving each pulled message into the folder it was read from gives it
         // a new UID, pulled and moved again every round.
         if let Some(to) = &imap.move_to

@@ -12,6 +12,11 @@
 //! Message-ID). A UIDVALIDITY change resets the checkpoint to 0 and refetches
 //! the mailbox, relying on that same skip: no duplicate spool rows or tickets.
 //!
+//! Limits: a batch is at most `batch_size` messages and `batch_bytes` bytes
+//! by the sizes the server reports (RFC822.SIZE, asked before the bodies; a
+//! larger message, or one of no reported size, is fetched alone). One batch
+//! is committed while the next is fetched, so about two are in memory.
+//!
 //! Must not: set `\Seen` or any flag (`BODY.PEEK[]`), expunge, or block
 //! other pullers — except for the opt-in `move_to`, which moves committed
 //! messages with MOVE (RFC 6851) or, on a server without it, with UID COPY,
@@ -176,7 +181,7 @@ struct MoveRetry {
 
 /// Messages moved per command when moving what earlier sessions left.
 const LEFTOVER_CHUNK: usize = 500;
-/// Bound on fetching one batch.
+/// Bound on one FETCH: a batch, or the sizes of all the new messages.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bound on other commands (SELECT, SEARCH, NOOP, LOGOUT, IDLE setup).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -436,17 +441,28 @@ impl Puller {
         };
         tracing::info!(channel = %ch.id, folder = %self.folder, uidvalidity, last_uid = cp.last_uid, idle = can_idle && ch.imap.as_ref().is_none_or(|i| i.idle), "mailbox connected");
 
-        let (use_idle, interval, batch_size, move_to) = match &ch.imap {
+        let (use_idle, interval, limits, move_to) = match &ch.imap {
             Some(i) => (
                 i.idle && can_idle,
                 Duration::from_secs(i.poll_interval_secs.max(1)),
-                i.batch_size.max(1) as usize,
+                BatchLimits {
+                    count: i.batch_size.max(1) as usize,
+                    bytes: i.batch_bytes.max(1),
+                },
                 i.move_to.as_deref().map(|folder| MoveTo {
                     folder: mutf7::encode(folder).into_owned(),
                     by: move_by,
                 }),
             ),
-            None => (can_idle, Duration::from_secs(60), 100, None),
+            None => (
+                can_idle,
+                Duration::from_secs(60),
+                BatchLimits {
+                    count: 100,
+                    bytes: crate::config::BATCH_BYTES,
+                },
+                None,
+            ),
         };
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
@@ -470,7 +486,7 @@ impl Puller {
                 &mut s,
                 ch,
                 &mut cp,
-                (batch_size, std::mem::take(&mut resync)),
+                (limits, std::mem::take(&mut resync)),
                 move_to.as_ref(),
                 stop.clone(),
             )
@@ -583,8 +599,12 @@ impl Puller {
     }
 
     /// Fetch every message above the checkpoint, batch by batch; each batch's
-    /// commit overlaps the next batch's fetch. With `resync` (the first round
-    /// under a new UIDVALIDITY) each batch's headers are fetched first and
+    /// commit overlaps the next batch's fetch. The sizes of all of them are
+    /// asked first, in one command, and the batches cut by `limits` (count
+    /// and bytes, see [`chunks_by_size`]), so that a mailbox of large
+    /// attachments is not held in memory a hundred messages at a time. With
+    /// `resync` (the first round under a new UIDVALIDITY) each batch's
+    /// headers are fetched first and
     /// only the messages whose Message-ID the channel does not have are
     /// downloaded: a resync of a large mailbox costs its headers, not its
     /// bytes again (Gmail caps IMAP downloads per day).
@@ -593,7 +613,7 @@ impl Puller {
         s: &mut ImapSession,
         ch: &ChannelConfig,
         cp: &mut Checkpoint,
-        (batch_size, resync): (usize, bool),
+        (limits, resync): (BatchLimits, bool),
         move_to: Option<&MoveTo>,
         stop: CancellationToken,
     ) -> Result<(), PullError> {
@@ -607,8 +627,12 @@ impl Puller {
         }
         uids.sort_unstable();
         self.set_state(MailboxState::Fetching, None).await;
-        tracing::debug!(channel = %ch.id, new = uids.len(), "fetching new messages");
-        let chunks: Vec<&[u32]> = uids.chunks(batch_size).collect();
+        let sizes = self.fetch_sizes(s, &uids).await?;
+        let chunks = chunks_by_size(&uids, &sizes, limits);
+        let bytes: u64 = sizes.iter().flatten().map(|b| u64::from(*b)).sum();
+        let no_size = sizes.iter().filter(|b| b.is_none()).count();
+        tracing::debug!(channel = %ch.id, uids = %uid_range(&uids), new = uids.len(), bytes, no_size,
+            batches = chunks.len(), "fetching new messages");
         if resync {
             return self.resync(s, ch, cp, &chunks, move_to, &stop).await;
         }
@@ -628,7 +652,7 @@ impl Puller {
                 None => (commit.await, None),
             };
             let outcome = committed?;
-            tracing::debug!(channel = %ch.id, last_uid = last, fetched = count, spooled = outcome.spooled, "batch committed");
+            tracing::debug!(channel = %ch.id, uids = %uid_range(chunks[i]), last_uid = last, fetched = count, spooled = outcome.spooled, "batch committed");
             self.committed(
                 s,
                 ch,
@@ -650,7 +674,9 @@ impl Puller {
     /// mailbox the plain way, duplicates still skipped at commit): per chunk,
     /// the headers (for the Message-IDs) first, then the
     /// bodies of the messages the channel does not have (or that have no
-    /// Message-ID); the chunk's checkpoint commits with them as usual.
+    /// Message-ID); the chunk's checkpoint commits with them as usual. The
+    /// chunks are cut by bytes as well as by count, so that the bodies of
+    /// one — all of them when none is known — stay within the budget too.
     async fn resync(
         &mut self,
         s: &mut ImapSession,
@@ -898,6 +924,42 @@ impl Puller {
         Ok(absent)
     }
 
+    /// The sizes the server reports (RFC822.SIZE) for `uids` (sorted), in
+    /// their order; `None` for a UID it reports none for (an answer cut short
+    /// by a NO, a message expunged meanwhile). One command for the whole
+    /// list: its answer is a few dozen bytes per message, like the SEARCH
+    /// before it, where a command per batch would cost a round trip each.
+    /// A lone UID (the usual new mail while idle) is not asked about: it is
+    /// fetched alone whatever its size. The sizes only shape the batches:
+    /// what a fetch returns is checked against the UIDs asked
+    /// ([`Puller::all_returned`]), never against them.
+    async fn fetch_sizes(
+        &self,
+        s: &mut ImapSession,
+        uids: &[u32],
+    ) -> Result<Vec<Option<u32>>, PullError> {
+        let mut sizes = vec![None; uids.len()];
+        if uids.len() < 2 {
+            return Ok(sizes);
+        }
+        let set = uid_range(uids);
+        timed(FETCH_TIMEOUT, "fetch sizes", async {
+            let mut stream = s.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
+            while let Some(f) = stream.try_next().await? {
+                if let (Some(uid), Some(size)) = (f.uid, f.size)
+                    && let Ok(i) = uids.binary_search(&uid)
+                    && let Some(slot) = sizes.get_mut(i)
+                {
+                    *slot = Some(size);
+                }
+            }
+            Ok::<(), async_imap::error::Error>(())
+        })
+        .await?;
+        self.note_new_mail(s);
+        Ok(sizes)
+    }
+
     /// Fetch one chunk of UIDs (consecutive in the mailbox's sorted UID list).
     async fn fetch(
         &self,
@@ -990,6 +1052,55 @@ impl Puller {
         );
         batch.unreturned = unreturned;
         Ok(batch)
+    }
+}
+
+/// How much one fetch may carry (`[channels.imap]` `batch_size`, `batch_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchLimits {
+    /// Most messages; at least 1.
+    count: usize,
+    /// Most bytes, by the sizes the server reports; at least 1.
+    bytes: u64,
+}
+
+/// Cut `uids` (sorted) into runs to fetch one after the other, each of at
+/// most `limits.count` messages whose sizes (`sizes[i]` for `uids[i]`, as
+/// the server reported them) add up to at most `limits.bytes` — but never
+/// empty: a message larger than the budget goes alone. So does a message of
+/// no reported size, which counts as the whole budget; every message counts
+/// at least one byte, so that sizes of 0 cannot keep it company. The server
+/// can still understate sizes; then the count is the bound.
+fn chunks_by_size<'a>(
+    uids: &'a [u32],
+    sizes: &[Option<u32>],
+    limits: BatchLimits,
+) -> Vec<&'a [u32]> {
+    let mut chunks = Vec::new();
+    // Where the current chunk starts, and its bytes so far.
+    let (mut start, mut bytes) = (0, 0u64);
+    for i in 0..uids.len() {
+        let size = match sizes.get(i).copied().flatten() {
+            Some(b) => u64::from(b).max(1),
+            None => limits.bytes,
+        };
+        if i > start && (i - start >= limits.count || bytes.saturating_add(size) > limits.bytes) {
+            chunks.push(&uids[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < uids.len() {
+        chunks.push(&uids[start..]);
+    }
+    chunks
+}
+
+/// `first:last` of sorted `uids`, for logs and commands covering them all.
+fn uid_range(uids: &[u32]) -> String {
+    match (uids.first(), uids.last()) {
+        (Some(first), Some(last)) => format!("{first}:{last}"),
+        _ => String::new(),
     }
 }
 
@@ -1137,6 +1248,60 @@ mod tests {
         }
     }
 
+    /// (sizes of UIDs 1.., batch_size, batch_bytes, the chunks). Before,
+    /// batches were cut by count only.
+    #[test]
+    fn chunks_by_size_table() {
+        type Case = (
+            &'static [Option<u32>],
+            usize,
+            u64,
+            &'static [&'static [u32]],
+        );
+        let table: &[Case] = &[
+            // The count limit.
+            (&[Some(1); 5], 2, 100, &[&[1, 2], &[3, 4], &[5]]),
+            (&[Some(10); 7], 3, 100, &[&[1, 2, 3], &[4, 5, 6], &[7]]),
+            // The byte limit: at most the budget, exactly the budget is fine.
+            (&[Some(40); 4], 100, 100, &[&[1, 2], &[3, 4]]),
+            (&[Some(50); 3], 100, 100, &[&[1, 2], &[3]]),
+            (&[Some(30), Some(80), Some(20)], 100, 100, &[&[1], &[2, 3]]),
+            // A message over the budget goes alone, first or not.
+            (
+                &[Some(10), Some(500), Some(10), Some(10)],
+                100,
+                100,
+                &[&[1], &[2], &[3, 4]],
+            ),
+            (&[Some(500), Some(10)], 100, 100, &[&[1], &[2]]),
+            (&[Some(500); 3], 100, 100, &[&[1], &[2], &[3]]),
+            // A missing size counts as the budget: alone, even among 0s.
+            (
+                &[Some(10), None, Some(10), Some(10)],
+                100,
+                100,
+                &[&[1], &[2], &[3, 4]],
+            ),
+            (&[None; 3], 100, 100, &[&[1], &[2], &[3]]),
+            (&[Some(0), None, Some(0)], 100, 100, &[&[1], &[2], &[3]]),
+            // Large sizes do not overflow.
+            (&[Some(u32::MAX); 3], 100, u64::MAX, &[&[1, 2, 3]]),
+            (&[], 100, 100, &[]),
+        ];
+        for (sizes, count, bytes, want) in table {
+            let uids: Vec<u32> = (1..=sizes.len() as u32).collect();
+            let limits = BatchLimits {
+                count: *count,
+                bytes: *bytes,
+            };
+            assert_eq!(
+                chunks_by_size(&uids, sizes, limits),
+                *want,
+                "sizes {sizes:?}, {count} messages, {bytes} bytes"
+            );
+        }
+    }
+
     #[test]
     fn short_keeps_200_chars() {
         use super::connect::short;
@@ -1163,7 +1328,8 @@ mod fake_server {
     }
 
     /// How the scripted server misbehaves. Default: a mailbox with UIDs 1
-    /// and 2 (UIDVALIDITY 7), no IDLE, every fetch answered in full.
+    /// and 2 (UIDVALIDITY 7), no IDLE, every fetch answered in full, each
+    /// message's RFC822.SIZE its true size.
     #[derive(Clone, Copy, Default)]
     struct Mode {
         /// The first UID FETCH returns UID 1 only and ends with a tagged NO
@@ -1190,10 +1356,56 @@ mod fake_server {
         /// The first UID MOVE is answered `NO [TRYCREATE]` (the target
         /// folder was deleted after the session started).
         target_deleted: bool,
+        /// UIDs 1-5, reported (RFC822.SIZE) as [`LARGE`] bytes each, except
+        /// UID 4, whose size is not reported; the bodies are small. Every
+        /// fetch returns exactly the UIDs asked.
+        large: bool,
     }
 
-    /// Serve IMAP on `l` as `mode` says; counts fetches and logins, and
-    /// keeps every command (without its tag) in `commands`.
+    /// The size `Mode::large` reports.
+    const LARGE: u32 = 20 << 20;
+
+    /// The mailbox's UIDs once `fetched` bodies were fetched.
+    fn mailbox(mode: Mode, fetched: usize) -> Vec<u32> {
+        let arrived = (mode.grows || mode.floods_on_move) && fetched > 0;
+        if mode.large {
+            (1..=5).collect()
+        } else if mode.damaged || arrived {
+            vec![1, 2, 3]
+        } else {
+            vec![1, 2]
+        }
+    }
+
+    /// The RFC822.SIZE the server reports for `uid`.
+    fn size(mode: Mode, uid: u32) -> Option<u32> {
+        match (mode.large, uid) {
+            (true, 4) => None,
+            (true, _) => Some(LARGE),
+            (false, _) => Some(msg(uid).len() as u32),
+        }
+    }
+
+    /// The UIDs of the mailbox that the UID set of `UID FETCH <set> …` names.
+    fn asked(cmd: &str, mailbox: &[u32]) -> Vec<u32> {
+        let set = cmd.split(' ').nth(2).unwrap_or("");
+        mailbox
+            .iter()
+            .copied()
+            .filter(|u| covers(set, *u))
+            .collect()
+    }
+
+    /// The headers of `msg(n)`.
+    fn head(n: u32) -> String {
+        let m = msg(n);
+        m.split_once("\r\n\r\n")
+            .map_or_else(|| m.clone(), |(h, _)| format!("{h}\r\n\r\n"))
+    }
+
+    /// Serve IMAP on `l` as `mode` says; counts body fetches (not those of
+    /// sizes or headers) and logins, and keeps every command (without its
+    /// tag) in `commands`.
     async fn serve(
         l: TcpListener,
         mode: Mode,
@@ -1276,27 +1488,43 @@ mod fake_server {
             };
             out += &format!("{tag} OK [READ-WRITE] done\r\n");
         } else if cmd.starts_with("UID SEARCH") {
-            let arrived = (mode.grows || mode.floods_on_move) && fetches.load(Ordering::SeqCst) > 0;
-            out += if mode.damaged || arrived {
-                "* SEARCH 1 2 3\r\n"
-            } else {
-                "* SEARCH 1 2\r\n"
-            };
+            let uids = mailbox(mode, fetches.load(Ordering::SeqCst));
+            let uids: Vec<String> = uids.iter().map(u32::to_string).collect();
+            out += &format!("* SEARCH {}\r\n{tag} OK done\r\n", uids.join(" "));
+        } else if cmd.starts_with("UID FETCH") && cmd.contains("RFC822.SIZE") {
+            // Not counted in `fetches`: the modes script the body fetches.
+            for u in asked(cmd, &mailbox(mode, fetches.load(Ordering::SeqCst))) {
+                out += &match size(mode, u) {
+                    Some(b) => format!("* {u} FETCH (UID {u} RFC822.SIZE {b})\r\n"),
+                    None => format!("* {u} FETCH (UID {u})\r\n"),
+                };
+            }
+            out += &format!("{tag} OK done\r\n");
+        } else if cmd.starts_with("UID FETCH") && cmd.contains("BODY.PEEK[HEADER]") {
+            for u in asked(cmd, &mailbox(mode, fetches.load(Ordering::SeqCst))) {
+                let h = head(u);
+                out += &format!(
+                    "* {u} FETCH (UID {u} BODY[HEADER] {{{}}}\r\n{h})\r\n",
+                    h.len()
+                );
+            }
             out += &format!("{tag} OK done\r\n");
         } else if cmd.starts_with("UID FETCH") {
             let n = fetches.fetch_add(1, Ordering::SeqCst);
             let short = (n == 0 && mode.first_fetch_fails) || mode.damaged;
-            let uids: &[u32] = if mode.damaged {
-                &[1, 3]
+            let uids: Vec<u32> = if mode.large {
+                asked(cmd, &mailbox(mode, n))
+            } else if mode.damaged {
+                vec![1, 3]
             } else if (mode.grows || mode.floods_on_move) && n > 0 {
-                &[3]
+                vec![3]
             } else if short {
-                &[1]
+                vec![1]
             } else {
-                &[1, 2]
+                vec![1, 2]
             };
             for u in uids {
-                let m = msg(*u);
+                let m = msg(u);
                 out += &format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{m})\r\n", m.len());
             }
             if mode.grows && n == 0 {
@@ -1344,6 +1572,21 @@ mod fake_server {
         }
 
         async fn start_with(mode: Mode, poll: u64, imap_extra: &str) -> Run {
+            Self::start_full(mode, poll, imap_extra, None).await
+        }
+
+        /// As `start_with`, the mailbox pulled before under `uidvalidity`
+        /// (the server says 7): the first round is a resync.
+        async fn start_resyncing(mode: Mode, imap_extra: &str, uidvalidity: u32) -> Run {
+            Self::start_full(mode, 1, imap_extra, Some(uidvalidity)).await
+        }
+
+        async fn start_full(
+            mode: Mode,
+            poll: u64,
+            imap_extra: &str,
+            uidvalidity: Option<u32>,
+        ) -> Run {
             let dir = tempfile::tempdir().expect("tempdir");
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let port = l.local_addr().expect("addr").port();
@@ -1357,6 +1600,12 @@ mod fake_server {
             ));
             let (store, puller) = setup(&dir, port, poll, imap_extra);
             puller.retry_moves_after(Duration::from_secs(1));
+            if let Some(v) = uidvalidity {
+                store
+                    .reset_checkpoint("mailbox".into(), "INBOX".into(), v)
+                    .await
+                    .expect("checkpoint");
+            }
             let stop = CancellationToken::new();
             let task = tokio::spawn(puller.run(stop.clone()));
             Run {
@@ -1661,6 +1910,59 @@ mod fake_server {
             }
             assert_eq!(skipped, [2], "{command}");
         }
+    }
+
+    /// UIDs 1-5 reported as 20 MiB each but UID 4 (no size), under a
+    /// 40 MiB budget: the sizes are asked once for all of them, and the
+    /// bodies fetched as 1:2 (40 MiB), 3, 4 (no size: alone) and 5; each
+    /// comes once, the checkpoint reaches 5. Before, one fetch of 1:5
+    /// (100 MiB by the sizes).
+    #[tokio::test]
+    async fn fetches_stay_within_the_byte_budget() {
+        let mode = Mode {
+            large: true,
+            ..Mode::default()
+        };
+        let run = Run::start_with(mode, 60, &format!("batch_bytes = {}\n", 2 * LARGE)).await;
+        let all = run.spooled_within(5, 10).await;
+        let sizes = run.commands("UID FETCH 1:5 (UID RFC822.SIZE)");
+        let bodies = fetch_sets(&run, "(UID BODY.PEEK[])");
+        let total = run.store.status().await.expect("status").spool_total;
+        let last = run.finish().await;
+        assert!(all, "not all spooled; fetched {bodies:?}");
+        assert_eq!(sizes.len(), 1, "sizes asked: {sizes:?}");
+        assert_eq!(bodies, ["1:2", "3:3", "4:4", "5:5"]);
+        assert_eq!((total, last), (5, Some(5)));
+    }
+
+    /// The same in a resync (the checkpoint was under UIDVALIDITY 6): the
+    /// headers are fetched per budget-sized chunk, and the bodies of each
+    /// chunk's unknown messages (all of them here) within the budget.
+    #[tokio::test]
+    async fn a_resync_stays_within_the_byte_budget() {
+        let mode = Mode {
+            large: true,
+            ..Mode::default()
+        };
+        let run = Run::start_resyncing(mode, &format!("batch_bytes = {}\n", 2 * LARGE), 6).await;
+        let all = run.spooled_within(5, 10).await;
+        let heads = fetch_sets(&run, "(UID BODY.PEEK[HEADER])");
+        let bodies = fetch_sets(&run, "(UID BODY.PEEK[])");
+        let total = run.store.status().await.expect("status").spool_total;
+        let last = run.finish().await;
+        assert!(all, "not all spooled; fetched {heads:?} {bodies:?}");
+        assert_eq!(heads, ["1:2", "3:3", "4:4", "5:5"]);
+        assert_eq!(bodies, ["1,2", "3", "4", "5"]);
+        assert_eq!((total, last), (5, Some(5)));
+    }
+
+    /// The UID sets of the `UID FETCH <set> <items>` commands received.
+    fn fetch_sets(run: &Run, items: &str) -> Vec<String> {
+        run.commands("UID FETCH")
+            .iter()
+            .filter(|c| c.ends_with(items))
+            .filter_map(|c| c.split(' ').nth(2).map(str::to_string))
+            .collect()
     }
 
     /// Whether the IMAP UID set `set` (`1:3,5`) names `uid`.

@@ -19,10 +19,12 @@
 //!   log secrets.
 //!
 //! LIMITS
-//!   A batch (`imap.batch_size` messages) is held in memory; connection steps
-//!   time out after [`connect::STEP_TIMEOUT`], a batch fetch after
-//!   [`mailbox::FETCH_TIMEOUT`]. On shutdown a puller finishes the batch it is
-//!   committing and logs out.
+//!   A batch (at most `imap.batch_size` messages and `imap.batch_bytes`
+//!   bytes by the sizes the server reports, or one larger message alone) is
+//!   held in memory, two while one commits and the next is fetched;
+//!   connection steps time out after [`connect::STEP_TIMEOUT`], a batch fetch
+//!   after [`mailbox::FETCH_TIMEOUT`]. On shutdown a puller finishes the
+//!   batch it is committing and logs out.
 //!
 //! UNTRUSTED INPUT
 //!   Everything the IMAP server and the token endpoint send. Message bytes go
