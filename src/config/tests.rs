@@ -438,6 +438,10 @@ const ERROR_CASES: &[(&str, &str)] = &[
         "8:15: `batch_bytes` must be at least 1",
     ),
     (
+        "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"\n[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\nbatch_size = 0",
+        "8:14: `batch_size` must be at least 1",
+    ),
+    (
         "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nrefresh_token_file = \"Cargo.toml\"",
         "5:1: missing required key `client_id` in [channels.oauth]",
     ),

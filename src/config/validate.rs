@@ -273,6 +273,12 @@ fn check_mailbox(
                 "missing required key `username` in [channels.imap] (no channel address to default to)",
             );
         }
+        if imap.batch_size == 0 {
+            r.error_at(
+                &format!("{imap_path}.batch_size"),
+                "`batch_size` must be at least 1",
+            );
+        }
         if imap.batch_bytes == 0 {
             r.error_at(
                 &format!("{imap_path}.batch_bytes"),
