@@ -641,6 +641,28 @@ password_file = "Cargo.toml"
 /// into the folder it came from: a new UID, pulled and moved again every
 /// round. Refused at `move_to`; `INBOX` is one folder in any case, other
 /// names compare exactly. (folder line, move_to, refused)
+/// Folder names that differ only in case: the same folder on Gmail and
+/// Office 365 (an error there), perhaps on another IMAP server (a warning).
+#[test]
+fn move_to_differing_only_in_case_is_refused_for_providers_and_warned_for_imap() {
+    let imap = "[[channels]]\nid = \"m\"\nkind = \"imap\"\naddress = \"m@acme.example\"\n[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\nfolder = \"Support\"\nmove_to = \"SUPPORT\"\n";
+    let cfg = parse_str(imap).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert_eq!((cfg.warnings[0].line, cfg.warnings[0].col), (9, 11));
+    assert!(
+        cfg.warnings[0].message.contains("only in case"),
+        "{:?}",
+        cfg.warnings[0]
+    );
+    let o365 = "[company]\nname = \"Acme\"\n[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nrefresh_token_file = \"Cargo.toml\"\n[channels.imap]\nfolder = \"Support\"\nmove_to = \"support\"\n";
+    assert_eq!(
+        errors_of(o365),
+        [
+            "12:11: move_to `support` is the folder this channel pulls (`Support`); name another folder"
+        ]
+    );
+}
+
 #[test]
 fn move_to_the_pulled_folder_is_refused() {
     let cases: &[(&str, &str, bool)] = &[

@@ -287,16 +287,27 @@ fn check_mailbox(
         }
         // Moving each pulled message into the folder it was read from gives it
         // a new UID, pulled and moved again every round.
-        if let Some(to) = &imap.move_to
-            && same_folder(to, &imap.folder)
-        {
-            r.error_at(
-                &format!("{imap_path}.move_to"),
-                format!(
-                    "move_to `{to}` is the folder this channel pulls (`{}`); name another folder",
-                    imap.folder
-                ),
-            );
+        // Gmail and Exchange compare folder names ignoring case; other
+        // servers may or may not.
+        if let Some(to) = &imap.move_to {
+            let folder = &imap.folder;
+            let at = format!("{imap_path}.move_to");
+            let provider = matches!(ch.kind, ChannelKind::Gmail | ChannelKind::Office365);
+            if same_folder(to, folder) || (provider && same_ignoring_case(to, folder)) {
+                r.error_at(
+                    &at,
+                    format!(
+                        "move_to `{to}` is the folder this channel pulls (`{folder}`); name another folder"
+                    ),
+                );
+            } else if same_ignoring_case(to, folder) {
+                r.warning_at(
+                    &at,
+                    format!(
+                        "move_to `{to}` differs from the pulled folder `{folder}` only in case: on a server that ignores case in folder names it is the same folder, and every message would be pulled and moved again each round"
+                    ),
+                );
+            }
         }
     }
 }
@@ -305,6 +316,10 @@ fn check_mailbox(
 /// (RFC 3501 5.1), other names exactly.
 fn same_folder(a: &str, b: &str) -> bool {
     a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
+}
+
+fn same_ignoring_case(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
 }
 
 fn check_sender_name(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) {
