@@ -604,10 +604,10 @@ impl Puller {
     /// and bytes, see [`chunks_by_size`]), so that a mailbox of large
     /// attachments is not held in memory a hundred messages at a time. With
     /// `resync` (the first round under a new UIDVALIDITY) each batch's
-    /// headers are fetched first and
-    /// only the messages whose Message-ID the channel does not have are
-    /// downloaded: a resync of a large mailbox costs its headers, not its
-    /// bytes again (Gmail caps IMAP downloads per day).
+    /// headers are fetched first and only the messages whose Message-ID the
+    /// channel does not have are downloaded: a resync of a large mailbox
+    /// costs its headers, not its bytes again (Gmail caps IMAP downloads per
+    /// day).
     async fn catch_up(
         &mut self,
         s: &mut ImapSession,
@@ -672,9 +672,9 @@ impl Puller {
 
     /// `catch_up` for a resync (a session interrupted half-way finishes the
     /// mailbox the plain way, duplicates still skipped at commit): per chunk,
-    /// the headers (for the Message-IDs) first, then the
-    /// bodies of the messages the channel does not have (or that have no
-    /// Message-ID); the chunk's checkpoint commits with them as usual. The
+    /// the headers (for the Message-IDs) first, then the bodies of the
+    /// messages the channel does not have (or that have no Message-ID); the
+    /// chunk's checkpoint commits with them as usual. The
     /// chunks are cut by bytes as well as by count, so that the bodies of
     /// one — all of them when none is known — stay within the budget too.
     async fn resync(
