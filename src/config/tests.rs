@@ -637,10 +637,6 @@ password_file = "Cargo.toml"
     assert_eq!(ch.effective_token_url(), None);
 }
 
-/// `move_to` naming the folder the channel pulls would move each message
-/// into the folder it came from: a new UID, pulled and moved again every
-/// round. Refused at `move_to`; `INBOX` is one folder in any case, other
-/// names compare exactly. (folder line, move_to, refused)
 /// Folder names that differ only in case: the same folder on Gmail and
 /// Office 365 (an error there), perhaps on another IMAP server (a warning).
 #[test]
@@ -663,6 +659,11 @@ fn move_to_differing_only_in_case_is_refused_for_providers_and_warned_for_imap()
     );
 }
 
+/// `move_to` naming the folder the channel pulls would move each message
+/// into the folder it came from: a new UID, pulled and moved again every
+/// round. Refused at `move_to`; `INBOX` is one folder in any case, other
+/// names compare exactly for `imap` channels (providers: the test above).
+/// (folder line, move_to, refused)
 #[test]
 fn move_to_the_pulled_folder_is_refused() {
     let cases: &[(&str, &str, bool)] = &[

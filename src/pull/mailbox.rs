@@ -24,12 +24,14 @@
 //! plain EXPUNGE could remove what another client marked deleted, so
 //! without UIDPLUS `move_to` is refused). A move that failed after its commit
 //! is made good later by moving whatever is still at or below the
-//! checkpoint: after a wait (1 min, doubling up to 1 h) when the server
-//! refused it (NO or BAD; pulling goes on meanwhile), in the next session
-//! after a timeout or a dropped connection. A refusal to delete originals
-//! already copied (the COPY fallback without a delete right) turns moving
-//! off until the daemon restarts: every retry would copy them again. A message skipped because the server never returned it
-//! is never moved: it stays in the folder, where an admin can find it.
+//! checkpoint, after a wait (1 min, doubling up to 1 h); batches committed
+//! meanwhile wait for that move. A refusal (NO or BAD) leaves the session
+//! pulling; a timeout or a dropped connection ends it (the next one pulls
+//! first). A refusal to delete originals already copied (the COPY fallback
+//! without a delete right) turns moving off until the daemon restarts or
+//! `move_to` changes: every retry would copy them again. A message skipped
+//! because the server never returned it is never moved: it stays in the
+//! folder, where an admin can find it.
 //! Untrusted input: UIDs, message bytes and server texts.
 
 use std::collections::HashSet;
@@ -175,13 +177,18 @@ struct MoveRetry {
     first: Duration,
     /// The server refused to delete originals already copied to the target
     /// (no delete right): every retry would copy them again, so moving is
-    /// off until the daemon restarts.
+    /// off until the daemon restarts or `move_to` changes.
     off: bool,
+    /// The `move_to` folder this state is about: another one (a reload)
+    /// starts afresh.
+    target: Option<String>,
 }
 
 /// Messages moved per command when moving what earlier sessions left.
 const LEFTOVER_CHUNK: usize = 500;
-/// Bound on one FETCH: a batch, or the sizes of all the new messages.
+/// Batches whose sizes one `UID FETCH … RFC822.SIZE` asks for.
+const SIZE_WINDOW_BATCHES: usize = 20;
+/// Bound on one FETCH: a batch, or the sizes of a window of batches.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bound on other commands (SELECT, SEARCH, NOOP, LOGOUT, IDLE setup).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -261,6 +268,7 @@ impl Puller {
                 delay: MOVE_RETRY_FIRST,
                 first: MOVE_RETRY_FIRST,
                 off: false,
+                target: None,
             }),
         }
     }
@@ -467,9 +475,10 @@ impl Puller {
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
         let mut again = false;
+        self.move_target(ch, move_to.as_ref());
         let mut session_start = true;
         loop {
-            // At the session's start, and before a round once a refused
+            // At the session's start, and before a round once a failed
             // move's wait is over.
             if let Some(to) = &move_to
                 && self.leftover_move_due(std::mem::take(&mut session_start))
@@ -477,9 +486,13 @@ impl Puller {
                 match self.move_leftovers(&mut s, ch, &cp, to).await {
                     Ok(()) => self.move_worked(),
                     // Not a reason to stop pulling new mail.
-                    Err(e @ PullError::MoveRefused { .. }) => self.move_refused(ch, to, &e),
-                    Err(e) => tracing::warn!(channel = %ch.id, folder = %self.folder, error = %e,
-                        "moving messages pulled earlier failed; new mail is still pulled, the next session tries again"),
+                    Err(e @ PullError::MoveRefused { .. }) => self.move_failed(ch, to, &e),
+                    // A timeout or a dropped connection: the session is in
+                    // doubt. The next one pulls first and moves after the wait.
+                    Err(e) => {
+                        self.move_failed(ch, to, &e);
+                        return Err(e);
+                    }
                 }
             }
             self.catch_up(
@@ -627,14 +640,41 @@ impl Puller {
         }
         uids.sort_unstable();
         self.set_state(MailboxState::Fetching, None).await;
-        let sizes = self.fetch_sizes(s, &uids).await?;
-        let chunks = chunks_by_size(&uids, &sizes, limits);
+        // Sizes for a window of batches at a time: a first pull of a large
+        // mailbox must not wait for one answer covering all its messages.
+        let window = limits.count.saturating_mul(SIZE_WINDOW_BATCHES).max(1);
+        for uids in uids.chunks(window) {
+            if stop.is_cancelled() {
+                break;
+            }
+            self.catch_up_window(s, ch, cp, (limits, resync), move_to, (&stop, uids))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `catch_up` for one window of new UIDs (sorted): their sizes, then
+    /// their batches.
+    async fn catch_up_window(
+        &mut self,
+        s: &mut ImapSession,
+        ch: &ChannelConfig,
+        cp: &mut Checkpoint,
+        (limits, resync): (BatchLimits, bool),
+        move_to: Option<&MoveTo>,
+        (stop, uids): (&CancellationToken, &[u32]),
+    ) -> Result<(), PullError> {
+        let sizes = self.fetch_sizes(s, uids).await?;
+        let chunks = chunks_by_size(uids, &sizes, limits);
         let bytes: u64 = sizes.iter().flatten().map(|b| u64::from(*b)).sum();
         let no_size = sizes.iter().filter(|b| b.is_none()).count();
-        tracing::debug!(channel = %ch.id, uids = %uid_range(&uids), new = uids.len(), bytes, no_size,
+        tracing::debug!(channel = %ch.id, uids = %uid_range(uids), new = uids.len(), bytes, no_size,
             batches = chunks.len(), "fetching new messages");
+        if chunks.is_empty() {
+            return Ok(());
+        }
         if resync {
-            return self.resync(s, ch, cp, &chunks, move_to, &stop).await;
+            return self.resync(s, ch, cp, &chunks, move_to, stop).await;
         }
         let mut fetched = self.fetch(s, ch, cp.uidvalidity, chunks[0]).await?;
         for i in 0..chunks.len() {
@@ -775,14 +815,12 @@ impl Puller {
             _ => Ok(()),
         };
         self.note_new_mail(s);
+        if let (Err(e), Some(to)) = (&moved, move_to) {
+            self.move_failed(ch, to, e);
+        }
         match moved {
             // New mail matters more than a tidy folder: pulling goes on.
-            Err(e @ PullError::MoveRefused { .. }) => {
-                if let Some(to) = move_to {
-                    self.move_refused(ch, to, &e);
-                }
-                Ok(())
-            }
+            Err(PullError::MoveRefused { .. }) => Ok(()),
             other => other,
         }
     }
@@ -823,10 +861,11 @@ impl Puller {
         r.delay = wait;
     }
 
-    /// A move was refused (logged by `move_committed`): try again after a
-    /// growing wait — or never again in this run when the originals could
-    /// not be deleted after their copy (each try would copy them again).
-    fn move_refused(&self, ch: &ChannelConfig, to: &MoveTo, e: &PullError) {
+    /// A move failed (logged by `move_committed`): try again after a
+    /// growing wait — or not at all while `move_to` stays the same when the
+    /// originals could not be deleted after their copy (each try would copy
+    /// them again).
+    fn move_failed(&self, ch: &ChannelConfig, to: &MoveTo, e: &PullError) {
         let mut r = self.move_retry();
         if matches!(
             e,
@@ -838,13 +877,35 @@ impl Puller {
             r.off = true;
             r.due = None;
             tracing::error!(channel = %ch.id, folder = %self.folder, to = %to.folder, error = %e,
-                "move_to is off until postdesk restarts: the server refused to delete messages already copied to the target (no delete right?); those are in both folders");
+                "move_to is off until postdesk restarts or move_to changes: the server refused to delete messages already copied to the target (no delete right?); those are in both folders");
             return;
         }
         r.due = Some(Instant::now() + r.delay);
         tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder, retry_in = ?r.delay,
-            "move refused; new mail is still pulled, the move is tried again later");
+            "move failed; new mail is still pulled, the move is tried again later");
         r.delay = (r.delay * 2).min(MOVE_RETRY_MAX);
+    }
+
+    /// At a session's start: a `move_to` other than the one the retry state
+    /// is about (a reload changed it) starts afresh; one that is off says so.
+    fn move_target(&self, ch: &ChannelConfig, to: Option<&MoveTo>) {
+        let mut r = self.move_retry();
+        let target = to.map(|t| t.folder.clone());
+        if r.target != target {
+            let first = r.first;
+            *r = MoveRetry {
+                due: None,
+                delay: first,
+                first,
+                off: false,
+                target,
+            };
+        } else if r.off
+            && let Some(to) = to
+        {
+            tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder,
+                "move_to is off (the server refused to delete copied messages); change move_to or restart once the rights are fixed");
+        }
     }
 
     /// Remember an announcement of new mail among the responses collected
@@ -1360,6 +1421,8 @@ mod fake_server {
         /// UID 4, whose size is not reported; the bodies are small. Every
         /// fetch returns exactly the UIDs asked.
         large: bool,
+        /// UIDs 1-45, small; every fetch returns exactly the UIDs asked.
+        many: bool,
     }
 
     /// The size `Mode::large` reports.
@@ -1370,6 +1433,8 @@ mod fake_server {
         let arrived = (mode.grows || mode.floods_on_move) && fetched > 0;
         if mode.large {
             (1..=5).collect()
+        } else if mode.many {
+            (1..=45).collect()
         } else if mode.damaged || arrived {
             vec![1, 2, 3]
         } else {
@@ -1512,7 +1577,7 @@ mod fake_server {
         } else if cmd.starts_with("UID FETCH") {
             let n = fetches.fetch_add(1, Ordering::SeqCst);
             let short = (n == 0 && mode.first_fetch_fails) || mode.damaged;
-            let uids: Vec<u32> = if mode.large {
+            let uids: Vec<u32> = if mode.large || mode.many {
                 asked(cmd, &mailbox(mode, n))
             } else if mode.damaged {
                 vec![1, 3]
@@ -1820,9 +1885,13 @@ mod fake_server {
         assert_eq!(last, Some(3));
         assert!(moves.len() >= 2, "never tried again: {moves:?}");
         assert!(moves[0].starts_with("UID MOVE 1:2 "), "{moves:?}");
-        // UID 3's batch waits for the leftover move (1:3), never alone.
+        // UID 3's batch waits for the leftover move (1:3, or 1:2 if that
+        // came before UID 3's commit), never moved alone.
         assert!(
-            later.iter().skip(1).all(|m| m.starts_with("UID MOVE 1:3 ")),
+            later
+                .iter()
+                .skip(1)
+                .all(|m| m.starts_with("UID MOVE 1:3 ") || m.starts_with("UID MOVE 1:2 ")),
             "{later:?}"
         );
         // About 4.5 s of rounds every second: at most the first move and
@@ -1954,6 +2023,75 @@ mod fake_server {
         assert_eq!(heads, ["1:2", "3:3", "4:4", "5:5"]);
         assert_eq!(bodies, ["1,2", "3", "4", "5"]);
         assert_eq!((total, last), (5, Some(5)));
+    }
+
+    /// A first pull of more messages than a window of batches asks the
+    /// sizes a window at a time (here 20 batches of one message): a large
+    /// mailbox's first pull does not wait for one answer covering all of
+    /// it. Before, one `UID FETCH 1:45 (UID RFC822.SIZE)`.
+    #[tokio::test]
+    async fn sizes_are_asked_a_window_of_batches_at_a_time() {
+        let mode = Mode {
+            many: true,
+            ..Mode::default()
+        };
+        let run = Run::start_with(mode, 60, "batch_size = 1\n").await;
+        let all = run.spooled_within(45, 20).await;
+        let sizes = fetch_sets(&run, "(UID RFC822.SIZE)");
+        let bodies = fetch_sets(&run, "(UID BODY.PEEK[])");
+        let total = run.store.status().await.expect("status").spool_total;
+        let last = run.finish().await;
+        assert!(all, "not all spooled; fetched {bodies:?}");
+        assert_eq!(sizes, ["1:20", "21:40", "41:45"]);
+        assert_eq!(bodies.len(), 45);
+        assert_eq!((total, last), (45, Some(45)));
+    }
+
+    /// A reload that changes `move_to` starts the move's retry state afresh:
+    /// moving switched off for the old target (its copies could not be
+    /// deleted) is on again for the new one, and a pending wait is dropped.
+    #[test]
+    fn another_move_to_starts_the_retry_state_afresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_store, puller) = setup(&dir, 1, 60, "move_to = \"Done\"\n");
+        let config = puller.live.config();
+        let ch = config.channel("mailbox").expect("channel");
+        let done = MoveTo {
+            folder: "Done".into(),
+            by: MoveBy::CopyExpunge,
+        };
+        let archive = MoveTo {
+            folder: "Archive".into(),
+            by: MoveBy::CopyExpunge,
+        };
+        puller.move_target(ch, Some(&done));
+        puller.move_failed(
+            ch,
+            &done,
+            &PullError::MoveRefused {
+                text: "UID STORE 1:2 refused".into(),
+                copies_left: true,
+            },
+        );
+        assert!(!puller.moving_now() && !puller.leftover_move_due(true));
+        // The same target at the next session: still off.
+        puller.move_target(ch, Some(&done));
+        assert!(!puller.leftover_move_due(true));
+        // Another one: on again.
+        puller.move_target(ch, Some(&archive));
+        assert!(puller.moving_now() && puller.leftover_move_due(true));
+        // A refusal without copies waits; a new target drops the wait.
+        puller.move_failed(
+            ch,
+            &archive,
+            &PullError::MoveRefused {
+                text: "UID MOVE 1:2 refused".into(),
+                copies_left: false,
+            },
+        );
+        assert!(!puller.moving_now() && !puller.leftover_move_due(true));
+        puller.move_target(ch, Some(&done));
+        assert!(puller.moving_now() && puller.leftover_move_due(true));
     }
 
     /// The UID sets of the `UID FETCH <set> <items>` commands received.
