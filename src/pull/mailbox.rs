@@ -1710,6 +1710,22 @@ mod fake_server {
             self.fetches.load(Ordering::SeqCst)
         }
 
+        /// Wait until `n` messages are spooled (at most `secs`), then stop:
+        /// the UID sets fetched with each of `items`, and (all spooled,
+        /// spool total, checkpoint).
+        async fn settle<const K: usize>(
+            self,
+            n: i64,
+            secs: u64,
+            items: [&str; K],
+        ) -> ([Vec<String>; K], (bool, i64, Option<u32>)) {
+            let all = self.spooled_within(n, secs).await;
+            let sets = items.map(|i| fetch_sets(&self, i));
+            let total = self.store.status().await.expect("status").spool_total;
+            let last = self.finish().await;
+            (sets, (all, total, last))
+        }
+
         /// The commands received so far that start with `prefix`.
         fn commands(&self, prefix: &str) -> Vec<String> {
             let all = self.commands.lock().expect("commands");
@@ -1993,13 +2009,11 @@ mod fake_server {
             ..Mode::default()
         };
         let run = Run::start_with(mode, 60, &format!("batch_bytes = {}\n", 2 * LARGE)).await;
-        let all = run.spooled_within(5, 10).await;
-        let sizes = run.commands("UID FETCH 1:5 (UID RFC822.SIZE)");
-        let bodies = fetch_sets(&run, "(UID BODY.PEEK[])");
-        let total = run.store.status().await.expect("status").spool_total;
-        let last = run.finish().await;
+        let ([sizes, bodies], (all, total, last)) = run
+            .settle(5, 10, ["(UID RFC822.SIZE)", "(UID BODY.PEEK[])"])
+            .await;
         assert!(all, "not all spooled; fetched {bodies:?}");
-        assert_eq!(sizes.len(), 1, "sizes asked: {sizes:?}");
+        assert_eq!(sizes, ["1:5"], "sizes asked: {sizes:?}");
         assert_eq!(bodies, ["1:2", "3:3", "4:4", "5:5"]);
         assert_eq!((total, last), (5, Some(5)));
     }
@@ -2014,11 +2028,9 @@ mod fake_server {
             ..Mode::default()
         };
         let run = Run::start_resyncing(mode, &format!("batch_bytes = {}\n", 2 * LARGE), 6).await;
-        let all = run.spooled_within(5, 10).await;
-        let heads = fetch_sets(&run, "(UID BODY.PEEK[HEADER])");
-        let bodies = fetch_sets(&run, "(UID BODY.PEEK[])");
-        let total = run.store.status().await.expect("status").spool_total;
-        let last = run.finish().await;
+        let ([heads, bodies], (all, total, last)) = run
+            .settle(5, 10, ["(UID BODY.PEEK[HEADER])", "(UID BODY.PEEK[])"])
+            .await;
         assert!(all, "not all spooled; fetched {heads:?} {bodies:?}");
         assert_eq!(heads, ["1:2", "3:3", "4:4", "5:5"]);
         assert_eq!(bodies, ["1,2", "3", "4", "5"]);
@@ -2036,11 +2048,9 @@ mod fake_server {
             ..Mode::default()
         };
         let run = Run::start_with(mode, 60, "batch_size = 1\n").await;
-        let all = run.spooled_within(45, 20).await;
-        let sizes = fetch_sets(&run, "(UID RFC822.SIZE)");
-        let bodies = fetch_sets(&run, "(UID BODY.PEEK[])");
-        let total = run.store.status().await.expect("status").spool_total;
-        let last = run.finish().await;
+        let ([sizes, bodies], (all, total, last)) = run
+            .settle(45, 20, ["(UID RFC822.SIZE)", "(UID BODY.PEEK[])"])
+            .await;
         assert!(all, "not all spooled; fetched {bodies:?}");
         assert_eq!(sizes, ["1:20", "21:40", "41:45"]);
         assert_eq!(bodies.len(), 45);
