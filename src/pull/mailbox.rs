@@ -186,9 +186,35 @@ struct MoveRetry {
 
 /// Messages moved per command when moving what earlier sessions left.
 const LEFTOVER_CHUNK: usize = 500;
+/// The slowest link a fetch is given time for, in bytes per second: a
+/// batch's bound grows by its reported bytes at this rate, so one large
+/// message on a slow link is not cut off at every try (and the mailbox
+/// stalled behind it).
+const SLOW_LINK_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// The bound on fetching `bytes` (by the reported sizes).
+fn fetch_timeout(bytes: u64) -> Duration {
+    FETCH_TIMEOUT.saturating_add(Duration::from_secs(bytes / SLOW_LINK_BYTES_PER_SEC))
+}
+
+/// The bytes the server reported for `chunk` (a run of `uids`, whose sizes
+/// are `sizes`); a size not reported counts as `unknown`.
+fn reported_bytes(uids: &[u32], sizes: &[Option<u32>], chunk: &[u32], unknown: u64) -> u64 {
+    chunk
+        .iter()
+        .map(|u| {
+            uids.binary_search(u)
+                .ok()
+                .and_then(|i| sizes.get(i).copied().flatten())
+                .map_or(unknown, u64::from)
+        })
+        .fold(0, u64::saturating_add)
+}
+
 /// Batches whose sizes one `UID FETCH … RFC822.SIZE` asks for.
 const SIZE_WINDOW_BATCHES: usize = 20;
-/// Bound on one FETCH: a batch, or the sizes of a window of batches.
+/// Bound on one FETCH: the sizes of a window of batches, a batch's
+/// headers, or — plus its bytes at [`SLOW_LINK_BYTES_PER_SEC`] — a batch.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bound on other commands (SELECT, SEARCH, NOOP, LOGOUT, IDLE setup).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -673,10 +699,17 @@ impl Puller {
         if chunks.is_empty() {
             return Ok(());
         }
+        let bytes: Vec<u64> = chunks
+            .iter()
+            .map(|c| reported_bytes(uids, &sizes, c, limits.bytes))
+            .collect();
         if resync {
-            return self.resync(s, ch, cp, &chunks, move_to, stop).await;
+            let sized: Vec<(&[u32], u64)> = chunks.iter().copied().zip(bytes).collect();
+            return self.resync(s, ch, cp, &sized, move_to, stop).await;
         }
-        let mut fetched = self.fetch(s, ch, cp.uidvalidity, chunks[0]).await?;
+        let mut fetched = self
+            .fetch(s, ch, cp.uidvalidity, chunks[0], bytes[0])
+            .await?;
         for i in 0..chunks.len() {
             let batch = fetched;
             let last = batch.checkpoint.last_uid;
@@ -686,7 +719,9 @@ impl Puller {
             let next = chunks.get(i + 1).filter(|_| !stop.is_cancelled());
             let (committed, next_fetch) = match next {
                 Some(chunk) => {
-                    let (c, n) = tokio::join!(commit, self.fetch(s, ch, cp.uidvalidity, chunk));
+                    let more = bytes.get(i + 1).copied().unwrap_or(limits.bytes);
+                    let (c, n) =
+                        tokio::join!(commit, self.fetch(s, ch, cp.uidvalidity, chunk, more));
                     (c, Some(n))
                 }
                 None => (commit.await, None),
@@ -722,11 +757,11 @@ impl Puller {
         s: &mut ImapSession,
         ch: &ChannelConfig,
         cp: &mut Checkpoint,
-        chunks: &[&[u32]],
+        chunks: &[(&[u32], u64)],
         move_to: Option<&MoveTo>,
         stop: &CancellationToken,
     ) -> Result<(), PullError> {
-        for chunk in chunks {
+        for &(chunk, bytes) in chunks {
             if stop.is_cancelled() {
                 break;
             }
@@ -772,7 +807,7 @@ impl Puller {
                     .map(u32::to_string)
                     .collect::<Vec<_>>()
                     .join(",");
-                self.fetch_set(s, ch, cp.uidvalidity, &list, &wanted, (first, last))
+                self.fetch_set(s, ch, cp.uidvalidity, &list, &wanted, (first, last, bytes))
                     .await?
             };
             batch.known_unfetched = ids.len().saturating_sub(wanted.len());
@@ -1028,6 +1063,7 @@ impl Puller {
         ch: &ChannelConfig,
         uidvalidity: u32,
         chunk: &[u32],
+        bytes: u64,
     ) -> Result<PulledBatch, PullError> {
         let (first, last) = match (chunk.first(), chunk.last()) {
             (Some(f), Some(l)) => (*f, *l),
@@ -1041,13 +1077,14 @@ impl Puller {
             uidvalidity,
             &format!("{first}:{last}"),
             chunk,
-            (first, last),
+            (first, last, bytes),
         )
         .await
     }
 
-    /// Fetch the messages of UID `set` (within `first..=last`), which must
-    /// return every UID of `asked`; the batch's checkpoint is `last`.
+    /// Fetch the messages of UID `set` (within `first..=last`, `bytes` by
+    /// the reported sizes), which must return every UID of `asked`; the
+    /// batch's checkpoint is `last`.
     async fn fetch_set(
         &self,
         s: &mut ImapSession,
@@ -1055,13 +1092,13 @@ impl Puller {
         uidvalidity: u32,
         set: &str,
         asked: &[u32],
-        (first, last): (u32, u32),
+        (first, last, bytes): (u32, u32, u64),
     ) -> Result<PulledBatch, PullError> {
         // Each response is reduced to its UID and body as it arrives (one
         // server response held at a time, responses outside the range
         // dropped at once), not collected whole and copied afterwards.
         let mut bodies: Vec<(u32, Vec<u8>)> = Vec::new();
-        timed(FETCH_TIMEOUT, "fetch", async {
+        timed(fetch_timeout(bytes), "fetch", async {
             let mut stream = s.uid_fetch(set, "(UID BODY.PEEK[])").await?;
             while let Some(f) = stream.try_next().await? {
                 if let (Some(uid), Some(body)) = (f.uid, f.body())
@@ -1307,6 +1344,31 @@ mod tests {
                 "{first}:{last} without {except:?}"
             );
         }
+    }
+
+    /// A batch's fetch bound grows with its reported bytes at the slowest
+    /// link rate (64 KiB/s): 300 s for small mail, ≈ 11 min more for 40 MiB
+    /// — before, 300 s whatever the size, so a 40 MB message on a link under
+    /// ≈ 130 KB/s timed out at every try and stalled its mailbox. A size
+    /// not reported counts as the budget.
+    #[test]
+    fn fetch_bound_grows_with_the_reported_bytes() {
+        assert_eq!(fetch_timeout(0), FETCH_TIMEOUT);
+        assert_eq!(fetch_timeout(64 * 1024 - 1), FETCH_TIMEOUT);
+        assert_eq!(
+            fetch_timeout(40 << 20),
+            FETCH_TIMEOUT + Duration::from_secs(640)
+        );
+        assert!(fetch_timeout(u64::MAX) > FETCH_TIMEOUT);
+        let uids = [3, 5, 9];
+        let sizes = [Some(100), None, Some(u32::MAX)];
+        assert_eq!(reported_bytes(&uids, &sizes, &uids[..1], 7), 100);
+        assert_eq!(reported_bytes(&uids, &sizes, &uids[..2], 7), 107);
+        assert_eq!(
+            reported_bytes(&uids, &sizes, &uids, u64::MAX),
+            u64::MAX,
+            "saturates"
+        );
     }
 
     /// (sizes of UIDs 1.., batch_size, batch_bytes, the chunks). Before,
