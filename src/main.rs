@@ -663,8 +663,13 @@ async fn status(config: Config, json: bool) -> Result<()> {
     if !mailboxes.is_empty() {
         println!("mailboxes:");
         for m in &mailboxes {
+            let unreturned = if m.unreturned > 0 {
+                format!("never returned {} ", m.unreturned)
+            } else {
+                String::new()
+            };
             println!(
-                "  {:<16} {:<10} {:<13} last uid {:<8} fetched {:<8} {}",
+                "  {:<16} {:<10} {:<13} last uid {:<8} fetched {:<8} {unreturned}{}",
                 m.channel,
                 m.folder,
                 m.state,
@@ -699,6 +704,7 @@ async fn mailbox_states(
                 last_uid: None,
                 fetched: 0,
                 skipped: 0,
+                unreturned: 0,
                 last_error: None,
                 last_error_at: None,
                 updated_at: 0,

@@ -114,6 +114,10 @@ pub struct MailboxStatusView {
     pub fetched: i64,
     /// Messages fetched but skipped as already known.
     pub skipped: i64,
+    /// Messages the server never returned (damaged there), skipped under
+    /// the current UIDVALIDITY: in no ticket, still in the folder; their
+    /// UIDs are in the log.
+    pub unreturned: i64,
     pub last_error: Option<String>,
     /// Unix milliseconds of `last_error`.
     pub last_error_at: Option<i64>,
@@ -342,7 +346,9 @@ pub(crate) fn set_state(
 pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
-                s.last_error, s.last_error_at, s.updated_at
+                s.last_error, s.last_error_at, s.updated_at,
+                (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
+                   AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity)
          FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
            ON c.channel = s.channel AND c.folder = s.folder
          ORDER BY s.channel, s.folder",
@@ -359,6 +365,7 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
             last_error: r.get(7)?,
             last_error_at: r.get(8)?,
             updated_at: r.get(9)?,
+            unreturned: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -491,6 +498,10 @@ mod tests {
         }
         assert_eq!(skipped(7).await.expect("skipped"), [2, 4, 7]);
         assert_eq!(skipped(8).await.expect("skipped"), [0u32; 0]);
+        // `status` counts them (its `skipped` counts known duplicates).
+        let rows = store.mailbox_status().await.expect("status");
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].unreturned, rows[0].skipped), (3, 0));
         store
             .reset_checkpoint(ch.clone(), folder.clone(), 8)
             .await
