@@ -504,23 +504,6 @@ impl Puller {
         self.move_target(ch, move_to.as_ref());
         let mut session_start = true;
         loop {
-            // At the session's start, and before a round once a failed
-            // move's wait is over.
-            if let Some(to) = &move_to
-                && self.leftover_move_due(std::mem::take(&mut session_start))
-            {
-                match self.move_leftovers(&mut s, ch, &cp, to).await {
-                    Ok(()) => self.move_worked(),
-                    // Not a reason to stop pulling new mail.
-                    Err(e @ PullError::MoveRefused { .. }) => self.move_failed(ch, to, &e),
-                    // A timeout or a dropped connection: the session is in
-                    // doubt. The next one pulls first and moves after the wait.
-                    Err(e) => {
-                        self.move_failed(ch, to, &e);
-                        return Err(e);
-                    }
-                }
-            }
             self.catch_up(
                 &mut s,
                 ch,
@@ -537,6 +520,24 @@ impl Puller {
             if self.reconsider(ch) {
                 logout(s).await;
                 return Ok(SessionEnd::Reconsider);
+            }
+            // After the session's first round, and after a round once a
+            // failed move's wait is over: new mail is pulled first, so a
+            // move that keeps failing never holds it up.
+            if let Some(to) = &move_to
+                && self.leftover_move_due(std::mem::take(&mut session_start))
+            {
+                match self.move_leftovers(&mut s, ch, &cp, to).await {
+                    Ok(()) => self.move_worked(),
+                    // Not a reason to stop pulling new mail.
+                    Err(e @ PullError::MoveRefused { .. }) => self.move_failed(ch, to, &e),
+                    // A timeout or a dropped connection: the session is in
+                    // doubt; the next one starts after the back-off.
+                    Err(e) => {
+                        self.move_failed(ch, to, &e);
+                        return Err(e);
+                    }
+                }
             }
             let announced = heard_of_new_mail(&mut s)
                 | self
@@ -871,8 +872,8 @@ impl Puller {
         !r.off && r.due.is_none()
     }
 
-    /// Whether the leftover move runs now: at a session's start, and once a
-    /// refused move's wait is over.
+    /// Whether the leftover move runs now: after a session's first round,
+    /// and once a failed move's wait is over.
     fn leftover_move_due(&self, session_start: bool) -> bool {
         let r = self.move_retry();
         !r.off
@@ -2002,7 +2003,9 @@ mod fake_server {
         let last = run.finish().await;
         assert!(spooled);
         assert_eq!(last, Some(2));
-        assert_eq!(moves.len(), 2, "{moves:?}");
+        // The refused move and its retry (the fake server keeps moved
+        // messages, so a leftover move after the round may name them again).
+        assert!(moves.len() >= 2, "{moves:?}");
         assert!(
             moves.iter().all(|m| m.starts_with("UID MOVE 1:2 ")),
             "{moves:?}"
