@@ -1486,6 +1486,12 @@ mod fake_server {
         large: bool,
         /// UIDs 1-45, small; every fetch returns exactly the UIDs asked.
         many: bool,
+        /// Close the connection on a UID MOVE (a server or network dying
+        /// mid-move).
+        drops_on_move: bool,
+        /// Not the server's: the puller's first wait after a failed move, in
+        /// ms (0: 1 s).
+        move_wait_ms: u64,
     }
 
     /// The size `Mode::large` reports.
@@ -1567,6 +1573,9 @@ mod fake_server {
                         cmd.starts_with("UID MOVE")
                             && all.iter().filter(|c| c.starts_with("UID MOVE")).count() == 1
                     };
+                    if mode.drops_on_move && cmd.starts_with("UID MOVE") {
+                        return;
+                    }
                     let out = if mode.target_deleted && first_move {
                         format!("{tag} NO [TRYCREATE] Mailbox doesn't exist: Done\r\n")
                     } else {
@@ -1727,7 +1736,10 @@ mod fake_server {
                 Arc::clone(&commands),
             ));
             let (store, puller) = setup(&dir, port, poll, imap_extra);
-            puller.retry_moves_after(Duration::from_secs(1));
+            puller.retry_moves_after(Duration::from_millis(match mode.move_wait_ms {
+                0 => 1000,
+                ms => ms,
+            }));
             if let Some(v) = uidvalidity {
                 store
                     .reset_checkpoint("mailbox".into(), "INBOX".into(), v)
@@ -1976,6 +1988,30 @@ mod fake_server {
         // About 4.5 s of rounds every second: at most the first move and
         // retries after 1, 2 (and 4) s, not one per round.
         assert!(later.len() <= 4, "retried every round: {later:?}");
+    }
+
+    /// Every UID MOVE loses the connection: each session ends at its move,
+    /// yet pulls first — UID 3, which arrives during the first session,
+    /// comes in with the second. Before, a session began with the leftover
+    /// move, so once its wait had passed (1 ms here, shorter than the
+    /// back-off) it ended before pulling anything.
+    #[tokio::test]
+    async fn a_move_that_drops_the_connection_never_holds_up_new_mail() {
+        let mode = Mode {
+            offers_move: true,
+            grows: true,
+            drops_on_move: true,
+            move_wait_ms: 1,
+            ..Mode::default()
+        };
+        let run = Run::start_moving(mode, 1).await;
+        let spooled = run.spooled_within(3, 20).await;
+        let logins = run.logins.load(Ordering::SeqCst);
+        let total = run.store.status().await.expect("status").spool_total;
+        let last = run.finish().await;
+        assert!(spooled, "UID 3 never pulled ({logins} logins)");
+        assert!(logins >= 2, "{logins}");
+        assert_eq!((total, last), (3, Some(3)), "pulled twice?");
     }
 
     /// The target folder was deleted after the session started: the MOVE
