@@ -86,43 +86,29 @@ async fn move_committed(
     set: &str,
     to: &MoveTo,
 ) -> Result<(), PullError> {
-    let moved = match to.by {
-        MoveBy::Move => match move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await {
-            Err(e) if wants_create(&e) => {
-                create_target(s, channel, to).await;
-                move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await
-            }
-            other => other,
-        },
-        MoveBy::CopyExpunge => {
-            async {
-                match move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await {
-                    Err(e) if wants_create(&e) => {
-                        create_target(s, channel, to).await;
-                        move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await?;
-                    }
-                    other => other?,
-                }
-                // async-imap's uid_store and uid_expunge streams end at the
-                // tagged reply without telling OK from NO; as plain commands
-                // their answer is checked.
-                let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
-                let expunge = format!("UID EXPUNGE {set}");
-                let deleted = async {
-                    move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
-                    move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
-                };
-                deleted.await.map_err(|e| match e {
-                    PullError::MoveRefused { text, .. } => PullError::MoveRefused {
-                        text,
-                        copies_left: true,
-                    },
-                    other => other,
-                })
-            }
-            .await
+    let moved = async {
+        put_in_target(s, channel, set, to).await?;
+        if to.by == MoveBy::Move {
+            return Ok(());
         }
-    };
+        // async-imap's uid_store and uid_expunge streams end at the tagged
+        // reply without telling OK from NO; as plain commands their answer
+        // is checked.
+        let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+        let expunge = format!("UID EXPUNGE {set}");
+        let deleted = async {
+            move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
+            move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
+        };
+        deleted.await.map_err(|e| match e {
+            PullError::MoveRefused { text, .. } => PullError::MoveRefused {
+                text,
+                copies_left: true,
+            },
+            other => other,
+        })
+    }
+    .await;
     if let Err(e) = &moved {
         tracing::warn!(channel, uids = set, to = %to.folder, error = %e,
             "moving committed messages failed; they stay in the folder (a copy may be in the target)");
@@ -132,16 +118,41 @@ async fn move_committed(
     moved
 }
 
+/// The step that puts the messages into the target: UID MOVE, or the UID
+/// COPY of the fallback. A target the server says does not exist (`NO
+/// [TRYCREATE]`: deleted meanwhile) is created and the step tried once more.
+async fn put_in_target(
+    s: &mut ImapSession,
+    channel: &str,
+    set: &str,
+    to: &MoveTo,
+) -> Result<(), PullError> {
+    match put_once(s, set, to).await {
+        Err(e) if wants_create(&e) => {
+            tracing::info!(channel, to = %to.folder, "move_to folder missing; creating it");
+            create_target(s, &to.folder).await;
+            put_once(s, set, to).await
+        }
+        other => other,
+    }
+}
+
+async fn put_once(s: &mut ImapSession, set: &str, to: &MoveTo) -> Result<(), PullError> {
+    match to.by {
+        MoveBy::Move => move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await,
+        MoveBy::CopyExpunge => move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await,
+    }
+}
+
 /// The server said the target folder does not exist (`NO [TRYCREATE]`).
 fn wants_create(e: &PullError) -> bool {
     matches!(e, PullError::MoveRefused { text, .. } if text.to_ascii_lowercase().contains("trycreate"))
 }
 
-/// Create the `move_to` folder; "already exists" and other refusals are
-/// left to the move that follows.
-async fn create_target(s: &mut ImapSession, channel: &str, to: &MoveTo) {
-    tracing::info!(channel, to = %to.folder, "move_to folder missing; creating it");
-    let _ = timed(COMMAND_TIMEOUT, "create", s.create(&to.folder)).await;
+/// Create the `move_to` folder (as IMAP carries the name); "already
+/// exists" and other refusals are left to the move that follows.
+async fn create_target(s: &mut ImapSession, folder: &str) {
+    let _ = timed(COMMAND_TIMEOUT, "create", s.create(folder)).await;
 }
 
 /// One command of a move, bounded by [`COMMAND_TIMEOUT`]; a tagged NO or BAD
@@ -152,14 +163,16 @@ async fn move_step(
     f: impl Future<Output = async_imap::error::Result<()>>,
 ) -> Result<(), PullError> {
     use async_imap::error::Error;
-    match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
-        Err(_) => Err(PullError::Timeout(command)),
-        Ok(Err(e @ (Error::No(_) | Error::Bad(_)))) => Err(PullError::MoveRefused {
-            text: format!("{command} {set} refused: {}", connect::short(e)),
-            copies_left: false,
-        }),
-        Ok(r) => r.map_err(Into::into),
-    }
+    timed(COMMAND_TIMEOUT, command, async {
+        f.await.map_err(|e| match e {
+            Error::No(_) | Error::Bad(_) => PullError::MoveRefused {
+                text: format!("{command} {set} refused: {}", connect::short(e)),
+                copies_left: false,
+            },
+            other => other.into(),
+        })
+    })
+    .await
 }
 
 /// Wait after a refused move before the leftover move tries again; it
@@ -438,7 +451,7 @@ impl Puller {
                 ));
             }
             // Opt-in: make sure the target exists ("already exists" is fine).
-            let _ = timed(COMMAND_TIMEOUT, "create", s.create(mutf7::encode(folder))).await;
+            create_target(&mut s, &mutf7::encode(folder)).await;
         }
         let mailbox = timed(
             COMMAND_TIMEOUT,
