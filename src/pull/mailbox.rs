@@ -1814,6 +1814,14 @@ mod fake_server {
             (sets, (all, total, last))
         }
 
+        /// Wait until `n` messages are spooled (at most `secs`), then stop:
+        /// (all spooled, body fetches so far, checkpoint).
+        async fn pulled(self, n: i64, secs: u64) -> (bool, usize, Option<u32>) {
+            let all = self.spooled_within(n, secs).await;
+            let fetches = self.fetches();
+            (all, fetches, self.finish().await)
+        }
+
         /// The commands received so far that start with `prefix`.
         fn commands(&self, prefix: &str) -> Vec<String> {
             let all = self.commands.lock().expect("commands");
@@ -1834,10 +1842,7 @@ mod fake_server {
             first_fetch_fails: true,
             ..Mode::default()
         };
-        let run = Run::start(mode, 1).await;
-        let both = run.spooled_within(2, 10).await;
-        let fetches = run.fetches();
-        let last = run.finish().await;
+        let (both, fetches, last) = Run::start(mode, 1).await.pulled(2, 10).await;
         assert!(
             both,
             "UID 2 not spooled; checkpoint {last:?} after {fetches} fetches"
@@ -1871,10 +1876,7 @@ mod fake_server {
             damaged: true,
             ..Mode::default()
         };
-        let run = Run::start(mode, 1).await;
-        let done = run.spooled_within(2, 30).await;
-        let fetches = run.fetches();
-        let last = run.finish().await;
+        let (done, fetches, last) = Run::start(mode, 1).await.pulled(2, 30).await;
         assert!(done, "UIDs 1 and 3 never spooled");
         assert_eq!(fetches, MISSING_TRIES as usize);
         assert_eq!(last, Some(3));
@@ -1889,10 +1891,7 @@ mod fake_server {
             grows: true,
             ..Mode::default()
         };
-        let run = Run::start(mode, 60).await;
-        let all = run.spooled_within(3, 10).await;
-        let fetches = run.fetches();
-        run.finish().await;
+        let (all, fetches, _) = Run::start(mode, 60).await.pulled(3, 10).await;
         assert!(all, "UID 3 waits for the next poll");
         assert_eq!(fetches, 2);
     }
