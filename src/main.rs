@@ -474,7 +474,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
         }
         Command::Outbox(OutboxCmd::Status { json }) => {
             let store = open_store(&config).await?;
-            let c = store.outbox_counts().await?;
+            let c = store.queues().await?.outbox;
             if json {
                 return print_json(&c);
             }

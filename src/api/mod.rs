@@ -93,21 +93,21 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.stopping.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_string());
     }
-    match s.store.status().await {
-        Ok(st) => (
+    match s.store.queues().await {
+        Ok(q) => (
             StatusCode::OK,
-            format!("ready spool_pending={}\n", st.spool_pending),
+            format!("ready spool_pending={}\n", q.spool_pending),
         ),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
     }
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    if let Ok(st) = s.store.status().await {
-        metrics::gauge!("postdesk_spool_pending").set(st.spool_pending as f64);
-        metrics::gauge!("postdesk_outbox_queued").set(st.outbox_queued as f64);
-    }
-    if let Ok(c) = s.store.outbox_counts().await {
+    if let Ok(q) = s.store.queues().await {
+        let c = q.outbox;
+        metrics::gauge!("postdesk_spool_pending").set(q.spool_pending as f64);
+        metrics::gauge!("postdesk_spool_failed").set(q.spool_failed as f64);
+        metrics::gauge!("postdesk_outbox_queued").set(c.queued as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "queued").set(c.queued as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "sent").set(c.sent as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "failed").set(c.failed as f64);

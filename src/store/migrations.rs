@@ -165,4 +165,12 @@ ALTER TABLE outbox DROP COLUMN raw;
     // 6: UIDs a pulled mailbox skipped because the server never returned
     //    them (left in the folder by move_to).
     super::mailbox::MIGRATION_6,
+    // 7: the outbox counted by triggers (`outbox_tally`): what metrics,
+    //    readiness and `outbox status` read stays a few rows.
+    super::outbound::MIGRATION_7,
+    // 8: failed spool entries indexed (rare), so counting them reads the
+    //    index instead of the whole spool.
+    r#"
+CREATE INDEX spool_failed ON spool(id) WHERE state = 'failed';
+"#,
 ];

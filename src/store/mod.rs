@@ -133,8 +133,13 @@ pub trait Store: Send + Sync + 'static {
     /// Availability set by hand, per user (absent: as configured / scheduled).
     fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>>;
 
-    /// Counts for `status`.
+    /// Counts for `status`: the queues, and totals that count every row
+    /// (for an operator's `postdesk status`, not for anything polled).
     fn status(&self) -> StoreFuture<'_, StoreStatus>;
+    /// What waits in the spool and the outbox. Reads indexes and counters
+    /// only, so it costs the same on a year-old store as on a new one: what
+    /// `/readyz`, `/metrics` and `outbox status` use.
+    fn queues(&self) -> StoreFuture<'_, Queues>;
 
     /// A pulled mailbox's checkpoint, if it has one.
     fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>>;
@@ -184,8 +189,6 @@ pub trait Store: Send + Sync + 'static {
     fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()>;
     /// Make every queued entry due now; returns how many.
     fn flush_outbox(&self) -> StoreFuture<'_, usize>;
-    /// Outbox entries by state.
-    fn outbox_counts(&self) -> StoreFuture<'_, OutboxCounts>;
     /// Add an internal note by `author` (user id).
     fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()>;
     /// Change a ticket's status and/or owner.

@@ -279,6 +279,16 @@ pub struct ContactView {
     pub tickets: i64,
 }
 
+/// What waits, from [`crate::store::Store::queues`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queues {
+    /// Spool entries not yet ingested.
+    pub spool_pending: i64,
+    /// Spool entries ingest gave up on (kept for `postdesk status`).
+    pub spool_failed: i64,
+    pub outbox: crate::store::OutboxCounts,
+}
+
 /// Store-wide counts for `status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StoreStatus {

@@ -558,7 +558,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     s.queue_reply(reply_on(1, "pd.1.aa@desk.acme.example"))
         .await
         .expect("queue");
-    let outbox_before = s.outbox_counts().await.expect("counts");
+    let outbox_before = s.queues().await.expect("counts").outbox;
 
     // Matched by the second candidate (the first names nothing of ours; an
     // inbound id never matches).
@@ -604,7 +604,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     );
     // The queued reply is now failed too (never send again to a bounced
     // address); nothing new was queued in answer to the bounce.
-    let outbox_after = s.outbox_counts().await.expect("counts");
+    let outbox_after = s.queues().await.expect("counts").outbox;
     assert_eq!(outbox_before.queued + outbox_before.failed, 1);
     assert_eq!((outbox_after.queued, outbox_after.failed), (0, 1));
     assert_eq!(s.due_outbox(i64::MAX, 10).await.expect("due").len(), 0);
@@ -781,7 +781,7 @@ async fn outbox_counts_tell_the_sent_replies_that_bounced() {
     s.queue_reply(reply_on(1, "pd.1.cc@desk.acme.example"))
         .await
         .expect("queue");
-    let c = s.outbox_counts().await.expect("counts");
+    let c = s.queues().await.expect("counts").outbox;
     assert_eq!((c.queued, c.sent, c.failed, c.bounced), (1, 2, 0, 0));
     s.apply_inbound(vec![
         bounce_plan(ids[1], 10, &["pd.1.aa@desk.acme.example"], true),
@@ -789,8 +789,207 @@ async fn outbox_counts_tell_the_sent_replies_that_bounced() {
     ])
     .await
     .expect("bounces");
-    let c = s.outbox_counts().await.expect("counts");
+    let c = s.queues().await.expect("counts").outbox;
     assert_eq!((c.queued, c.sent, c.failed, c.bounced), (0, 2, 1, 1));
+}
+
+/// The outbox counted the slow way: what `outbox_tally` must always equal.
+fn counted(c: &Connection) -> rusqlite::Result<OutboxCounts> {
+    let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(OutboxCounts {
+        queued: n("SELECT COUNT(*) FROM outbox WHERE state = 'queued'")?,
+        sent: n("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")?,
+        failed: n("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
+        bounced: n(
+            "SELECT COUNT(*) FROM outbox o JOIN messages m ON m.id = o.message_id
+                    WHERE o.state = 'sent' AND m.delivery = 'failed'",
+        )?,
+    })
+}
+
+fn tuple(c: &OutboxCounts) -> (i64, i64, i64, i64) {
+    (c.queued, c.sent, c.failed, c.bounced)
+}
+
+/// Every way an outbox row or its message's delivery can change — through
+/// the store and behind its back — keeps the tally equal to a full count.
+#[tokio::test]
+async fn the_outbox_tally_follows_every_change_a_full_count_sees() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 3).await;
+    open_ticket(&s, ids[0], 1).await;
+    let check = |step: &'static str| {
+        let s = s.clone();
+        async move {
+            let tally = s.queues().await.expect("queues").outbox;
+            let full = s.read(|c| Ok(counted(c)?)).await.expect("count");
+            assert_eq!(tuple(&tally), tuple(&full), "after {step}");
+            tuple(&tally)
+        }
+    };
+    assert_eq!(check("nothing").await, (0, 0, 0, 0));
+    let mut rows = Vec::new();
+    for mid in ["a", "b", "c", "d"] {
+        let mid = format!("pd.1.{mid}@desk.acme.example");
+        rows.push(
+            s.queue_reply(reply_on(1, &mid))
+                .await
+                .expect("queue")
+                .outbox_id,
+        );
+    }
+    assert_eq!(check("four queued").await, (4, 0, 0, 0));
+    let sent = AttemptOutcome::Sent {
+        reply: "250 ok".into(),
+    };
+    for id in &rows[..3] {
+        s.record_attempt(*id, sent.clone()).await.expect("sent");
+    }
+    s.record_attempt(
+        rows[3],
+        AttemptOutcome::Deferred {
+            error: "451 later".into(),
+            next_attempt_at: 0,
+        },
+    )
+    .await
+    .expect("deferred");
+    assert_eq!(check("three sent, one deferred").await, (1, 3, 0, 0));
+    s.record_attempt(
+        rows[3],
+        AttemptOutcome::Failed {
+            error: "550 no".into(),
+        },
+    )
+    .await
+    .expect("failed");
+    assert_eq!(check("one failed").await, (0, 3, 1, 0));
+    s.apply_inbound(vec![
+        bounce_plan(ids[1], 10, &["pd.1.a@desk.acme.example"], true),
+        // A second report for the same reply counts it once.
+        bounce_plan(ids[2], 11, &["pd.1.a@desk.acme.example"], true),
+    ])
+    .await
+    .expect("bounces");
+    assert_eq!(check("a sent reply bounced twice").await, (0, 3, 1, 1));
+    // Behind the store's back (an operator's SQL, a later code path): a
+    // delivery set right again, a sent row deleted, a row inserted as sent
+    // for a message that failed, a row's state rewritten.
+    s.write(|c| {
+        c.execute_batch(
+            "UPDATE messages SET delivery = 'sent' WHERE message_id = 'pd.1.a@desk.acme.example';",
+        )?;
+        Ok(())
+    })
+    .await
+    .expect("delivery back");
+    assert_eq!(check("delivery set back to sent").await, (0, 3, 1, 0));
+    s.write(|c| {
+        c.execute_batch(
+            "UPDATE messages SET delivery = 'failed' WHERE message_id = 'pd.1.b@desk.acme.example';
+             DELETE FROM outbox_raw WHERE id = (SELECT o.id FROM outbox o JOIN messages m
+                 ON m.id = o.message_id WHERE m.message_id = 'pd.1.b@desk.acme.example');
+             DELETE FROM outbox WHERE message_id = (SELECT id FROM messages
+                 WHERE message_id = 'pd.1.b@desk.acme.example');",
+        )?;
+        Ok(())
+    })
+    .await
+    .expect("delete");
+    assert_eq!(check("a bounced row deleted").await, (0, 2, 1, 0));
+    s.write(|c| {
+        c.execute_batch(
+            "INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, state, next_attempt_at, created_at)
+               SELECT id, 'support', 'support@acme.example', '[]', 'sent', 0, 0 FROM messages
+                WHERE message_id = 'pd.1.b@desk.acme.example';
+             UPDATE outbox SET state = 'queued' WHERE message_id = (SELECT id FROM messages
+                 WHERE message_id = 'pd.1.c@desk.acme.example');",
+        )?;
+        Ok(())
+    })
+    .await
+    .expect("insert");
+    assert_eq!(
+        check("a sent row for a failed message, a sent row requeued").await,
+        (1, 2, 1, 1)
+    );
+}
+
+/// What `/readyz` and `/metrics` read on every poll must not grow with the
+/// store: each query reads a partial index or the tally, never a table scan.
+#[tokio::test]
+async fn queue_counts_never_scan_a_table() {
+    let (_dir, s) = store();
+    let plans = s
+        .read(|c| {
+            let mut out = Vec::new();
+            let sqls = QUEUE_COUNTS.iter().copied().chain([
+                super::super::outbound::OUTBOX_TALLY,
+                // The delivery trigger's look-up of a message's outbox rows.
+                "SELECT COUNT(*) FROM outbox WHERE message_id = 1 AND state = 'sent'",
+            ]);
+            for sql in sqls {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st.query_map([], |r| r.get::<_, String>(3))?;
+                out.push(rows.collect::<Result<Vec<_>, _>>()?);
+            }
+            Ok(out)
+        })
+        .await
+        .expect("plans");
+    let wanted = [
+        "INDEX spool_pending",
+        "INDEX spool_failed",
+        "outbox_tally",
+        "INDEX outbox_message",
+    ];
+    for (plan, want) in plans.iter().zip(wanted) {
+        assert!(
+            !plan.is_empty() && plan.iter().all(|d| d.contains(want)),
+            "{want}: {plan:?}"
+        );
+    }
+}
+
+/// A store of schema 6 with replies in every state gets a tally equal to
+/// what it holds.
+#[tokio::test]
+async fn migration_7_counts_the_outbox_already_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v6.sqlite");
+    {
+        let mut c = Connection::open(&path).expect("open raw");
+        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
+        let tx = c.transaction().expect("tx");
+        for sql in &MIGRATIONS[..6] {
+            tx.execute_batch(sql).expect("migration");
+        }
+        tx.execute_batch(
+            "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
+             INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
+               VALUES (1, 'support', 1, 'Hi', 0, 0);
+             INSERT INTO messages (id, ticket_id, channel, direction, message_id, delivery, created_at)
+               VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 'queued', 0),
+                      (2, 1, 'support', 'outbound', 'r2@acme.example', 'sent', 0),
+                      (3, 1, 'support', 'outbound', 'r3@acme.example', 'failed', 0),
+                      (4, 1, 'support', 'outbound', 'r4@acme.example', 'failed', 0),
+                      (5, 1, 'support', 'outbound', 'r5@acme.example', 'failed', 0);
+             INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, state, next_attempt_at, created_at)
+               VALUES (1, 'support', 's@acme.example', '[]', 'queued', 0, 0),
+                      (2, 'support', 's@acme.example', '[]', 'sent', 0, 0),
+                      (3, 'support', 's@acme.example', '[]', 'sent', 0, 0),
+                      (4, 'support', 's@acme.example', '[]', 'sent', 0, 0),
+                      (5, 'support', 's@acme.example', '[]', 'failed', 0, 0);
+             PRAGMA user_version = 6;",
+        )
+        .expect("v6 data");
+        tx.commit().expect("commit");
+    }
+    let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
+    let tally = s.queues().await.expect("queues").outbox;
+    assert_eq!(tuple(&tally), (1, 3, 1, 2));
+    let full = s.read(|c| Ok(counted(c)?)).await.expect("count");
+    assert_eq!(tuple(&tally), tuple(&full));
 }
 
 #[tokio::test]
