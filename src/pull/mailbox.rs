@@ -28,8 +28,9 @@
 //! meanwhile wait for that move. A refusal (NO or BAD) leaves the session
 //! pulling; a timeout or a dropped connection ends it (the next one pulls
 //! first). A refusal to delete originals already copied (the COPY fallback
-//! without a delete right) turns moving off until the daemon restarts or
-//! `move_to` changes: every retry would copy them again. A message skipped
+//! without a delete right, or a transient `[INUSE]`) is retried the same
+//! way, by deleting those originals again before anything else is moved —
+//! never by copying them a second time. A message skipped
 //! because the server never returned it is never moved: it stays in the
 //! folder, where an admin can find it.
 //! Untrusted input: UIDs, message bytes and server texts.
@@ -91,31 +92,42 @@ async fn move_committed(
         if to.by == MoveBy::Move {
             return Ok(());
         }
-        // async-imap's uid_store and uid_expunge streams end at the tagged
-        // reply without telling OK from NO; as plain commands their answer
-        // is checked.
-        let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
-        let expunge = format!("UID EXPUNGE {set}");
-        let deleted = async {
-            move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
-            move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
-        };
-        deleted.await.map_err(|e| match e {
-            PullError::MoveRefused { text, .. } => PullError::MoveRefused {
-                text,
-                copies_left: true,
-            },
-            other => other,
-        })
+        delete_copied(s, set).await
     }
     .await;
     if let Err(e) = &moved {
-        tracing::warn!(channel, uids = set, to = %to.folder, error = %e,
-            "moving committed messages failed; they stay in the folder (a copy may be in the target)");
-        metrics::counter!("postdesk_pull_move_failed_total", "channel" => channel.to_string())
-            .increment(1);
+        move_failure(channel, set, to, e);
     }
     moved
+}
+
+/// Log and count a failed move of `set`.
+fn move_failure(channel: &str, set: &str, to: &MoveTo, e: &PullError) {
+    tracing::warn!(channel, uids = set, to = %to.folder, error = %e,
+        "moving committed messages failed; they stay in the folder (a copy may be in the target)");
+    metrics::counter!("postdesk_pull_move_failed_total", "channel" => channel.to_string())
+        .increment(1);
+}
+
+/// The second half of the COPY fallback: flag the originals in `set` deleted
+/// and expunge them. A refusal names `set` as copied, so that a retry
+/// deletes them again without copying them a second time.
+async fn delete_copied(s: &mut ImapSession, set: &str) -> Result<(), PullError> {
+    // async-imap's uid_store and uid_expunge streams end at the tagged reply
+    // without telling OK from NO; as plain commands their answer is checked.
+    let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+    let expunge = format!("UID EXPUNGE {set}");
+    let deleted = async {
+        move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
+        move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
+    };
+    deleted.await.map_err(|e| match e {
+        PullError::MoveRefused { text, .. } => PullError::MoveRefused {
+            text,
+            copied: Some(set.to_string()),
+        },
+        other => other,
+    })
 }
 
 /// The step that puts the messages into the target: UID MOVE, or the UID
@@ -167,7 +179,7 @@ async fn move_step(
         f.await.map_err(|e| match e {
             Error::No(_) | Error::Bad(_) => PullError::MoveRefused {
                 text: format!("{command} {set} refused: {}", connect::short(e)),
-                copies_left: false,
+                copied: None,
             },
             other => other.into(),
         })
@@ -188,10 +200,12 @@ struct MoveRetry {
     delay: Duration,
     /// The first wait ([`MOVE_RETRY_FIRST`]; shorter in tests).
     first: Duration,
-    /// The server refused to delete originals already copied to the target
-    /// (no delete right): every retry would copy them again, so moving is
-    /// off until the daemon restarts or `move_to` changes.
-    off: bool,
+    /// Originals already copied to the target whose deletion the server
+    /// refused (no delete right, or a transient refusal): the UIDVALIDITY
+    /// and UID set the next try deletes — with UID STORE and UID EXPUNGE
+    /// only — before it moves anything else. Kept in memory: after a
+    /// restart the leftover move copies them once more.
+    copied: Option<(u32, String)>,
     /// The `move_to` folder this state is about: another one (a reload)
     /// starts afresh.
     target: Option<String>,
@@ -268,8 +282,8 @@ pub struct Puller {
     /// The server announced new mail (`* N EXISTS`) after this round's
     /// SEARCH: catch up again before waiting.
     announced: std::sync::atomic::AtomicBool,
-    /// Refused moves: when the leftover move tries again, or whether moving
-    /// is off.
+    /// Refused moves: when the leftover move tries again, and what it must
+    /// delete first.
     move_retry: std::sync::Mutex<MoveRetry>,
 }
 
@@ -306,7 +320,7 @@ impl Puller {
                 due: None,
                 delay: MOVE_RETRY_FIRST,
                 first: MOVE_RETRY_FIRST,
-                off: false,
+                copied: None,
                 target: None,
             }),
         }
@@ -514,7 +528,7 @@ impl Puller {
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
         let mut again = false;
-        self.move_target(ch, move_to.as_ref());
+        self.move_target(move_to.as_ref());
         let mut session_start = true;
         loop {
             self.catch_up(
@@ -543,11 +557,13 @@ impl Puller {
                 match self.move_leftovers(&mut s, ch, &cp, to).await {
                     Ok(()) => self.move_worked(),
                     // Not a reason to stop pulling new mail.
-                    Err(e @ PullError::MoveRefused { .. }) => self.move_failed(ch, to, &e),
+                    Err(e @ PullError::MoveRefused { .. }) => {
+                        self.move_failed(ch, to, &e, cp.uidvalidity)
+                    }
                     // A timeout or a dropped connection: the session is in
                     // doubt; the next one starts after the back-off.
                     Err(e) => {
-                        self.move_failed(ch, to, &e);
+                        self.move_failed(ch, to, &e, cp.uidvalidity);
                         return Err(e);
                     }
                 }
@@ -611,6 +627,16 @@ impl Puller {
         cp: &Checkpoint,
         to: &MoveTo,
     ) -> Result<(), PullError> {
+        if let Some(set) = self.copied_left(ch, cp.uidvalidity) {
+            let deleted = delete_copied(s, &set).await;
+            if let Err(e) = &deleted {
+                move_failure(&ch.id, &set, to, e);
+            }
+            deleted?;
+            tracing::info!(channel = %ch.id, folder = %self.folder, uids = set, to = %to.folder,
+                "originals already copied to the target deleted");
+            self.copied_deleted();
+        }
         if cp.last_uid == 0 {
             return Ok(());
         }
@@ -865,7 +891,7 @@ impl Puller {
         };
         self.note_new_mail(s);
         if let (Err(e), Some(to)) = (&moved, move_to) {
-            self.move_failed(ch, to, e);
+            self.move_failed(ch, to, e, cp.uidvalidity);
         }
         match moved {
             // New mail matters more than a tidy folder: pulling goes on.
@@ -879,21 +905,19 @@ impl Puller {
     }
 
     /// Whether a batch is moved right after its commit: not while a refused
-    /// move waits for its retry, nor once moving is off.
+    /// move waits for its retry.
     fn moving_now(&self) -> bool {
         let r = self.move_retry();
-        !r.off && r.due.is_none()
+        r.due.is_none() && r.copied.is_none()
     }
 
     /// Whether the leftover move runs now: after a session's first round,
     /// and once a failed move's wait is over.
     fn leftover_move_due(&self, session_start: bool) -> bool {
-        let r = self.move_retry();
-        !r.off
-            && match r.due {
-                None => session_start,
-                Some(at) => Instant::now() >= at,
-            }
+        match self.move_retry().due {
+            None => session_start,
+            Some(at) => Instant::now() >= at,
+        }
     }
 
     fn move_worked(&self) {
@@ -911,33 +935,30 @@ impl Puller {
     }
 
     /// A move failed (logged by `move_committed`): try again after a
-    /// growing wait — or not at all while `move_to` stays the same when the
-    /// originals could not be deleted after their copy (each try would copy
-    /// them again).
-    fn move_failed(&self, ch: &ChannelConfig, to: &MoveTo, e: &PullError) {
+    /// growing wait. Originals it had already copied (`copied`) are only
+    /// deleted by that try, not copied again.
+    fn move_failed(&self, ch: &ChannelConfig, to: &MoveTo, e: &PullError, uidvalidity: u32) {
         let mut r = self.move_retry();
-        if matches!(
-            e,
-            PullError::MoveRefused {
-                copies_left: true,
-                ..
-            }
-        ) {
-            r.off = true;
-            r.due = None;
-            tracing::error!(channel = %ch.id, folder = %self.folder, to = %to.folder, error = %e,
-                "move_to is off until postdesk restarts or move_to changes: the server refused to delete messages already copied to the target (no delete right?); those are in both folders");
-            return;
+        if let PullError::MoveRefused {
+            copied: Some(set), ..
+        } = e
+        {
+            r.copied = Some((uidvalidity, set.clone()));
         }
         r.due = Some(Instant::now() + r.delay);
-        tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder, retry_in = ?r.delay,
-            "move failed; new mail is still pulled, the move is tried again later");
+        if r.copied.is_some() {
+            tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder, retry_in = ?r.delay,
+                "messages copied to the target could not be deleted here (no delete right?); they are in both folders until the next try deletes them (without copying again)");
+        } else {
+            tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder, retry_in = ?r.delay,
+                "move failed; new mail is still pulled, the move is tried again later");
+        }
         r.delay = (r.delay * 2).min(MOVE_RETRY_MAX);
     }
 
     /// At a session's start: a `move_to` other than the one the retry state
-    /// is about (a reload changed it) starts afresh; one that is off says so.
-    fn move_target(&self, ch: &ChannelConfig, to: Option<&MoveTo>) {
+    /// is about (a reload changed it) starts afresh.
+    fn move_target(&self, to: Option<&MoveTo>) {
         let mut r = self.move_retry();
         let target = to.map(|t| t.folder.clone());
         if r.target != target {
@@ -946,15 +967,33 @@ impl Puller {
                 due: None,
                 delay: first,
                 first,
-                off: false,
+                copied: None,
                 target,
             };
-        } else if r.off
-            && let Some(to) = to
-        {
-            tracing::warn!(channel = %ch.id, folder = %self.folder, to = %to.folder,
-                "move_to is off (the server refused to delete copied messages); change move_to or restart once the rights are fixed");
         }
+    }
+
+    /// The originals a refused deletion left behind, to delete before any
+    /// other move; dropped when the folder's UIDVALIDITY changed since (its
+    /// UIDs name other messages now).
+    fn copied_left(&self, ch: &ChannelConfig, uidvalidity: u32) -> Option<String> {
+        let mut r = self.move_retry();
+        match r.copied.take() {
+            Some((v, set)) if v == uidvalidity => {
+                r.copied = Some((v, set.clone()));
+                Some(set)
+            }
+            Some((_, set)) => {
+                tracing::warn!(channel = %ch.id, folder = %self.folder, uids = set,
+                    "UIDVALIDITY changed: originals left after a copy to move_to are no longer deleted by UID");
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn copied_deleted(&self) {
+        self.move_retry().copied = None;
     }
 
     /// Remember an announcement of new mail among the responses collected
@@ -1490,6 +1529,8 @@ mod fake_server {
         /// Commands starting with this (`UID STORE`…) are answered with a
         /// tagged NO.
         refuse: Option<&'static str>,
+        /// Only the first this many of them (0: all).
+        refuse_times: usize,
         /// The first UID MOVE is answered `NO [TRYCREATE]` (the target
         /// folder was deleted after the session started).
         target_deleted: bool,
@@ -1580,11 +1621,22 @@ mod fake_server {
                     let mut it = line.trim_end().splitn(2, ' ');
                     let tag = it.next().unwrap_or("").to_string();
                     let cmd = it.next().unwrap_or("").to_ascii_uppercase();
-                    let first_move = {
+                    let (first_move, refusing) = {
                         let mut all = commands.lock().expect("commands");
                         all.push(cmd.clone());
-                        cmd.starts_with("UID MOVE")
-                            && all.iter().filter(|c| c.starts_with("UID MOVE")).count() == 1
+                        let seen = |p: &str| all.iter().filter(|c| c.starts_with(p)).count();
+                        (
+                            cmd.starts_with("UID MOVE") && seen("UID MOVE") == 1,
+                            mode.refuse.is_some_and(|r| {
+                                cmd.starts_with(r)
+                                    && (mode.refuse_times == 0 || seen(r) <= mode.refuse_times)
+                            }),
+                        )
+                    };
+                    // Refusals used up: answered as if never scripted.
+                    let mode = Mode {
+                        refuse: mode.refuse.filter(|_| refusing),
+                        ..mode
                     };
                     if mode.drops_on_move && cmd.starts_with("UID MOVE") {
                         return;
@@ -1913,43 +1965,81 @@ mod fake_server {
     }
 
     /// The server answers the UID STORE, or the UID EXPUNGE, of a move with
-    /// NO (no MOVE, so COPY + STORE + EXPUNGE; say, no delete right): the
-    /// messages are in both folders now, and every retry would copy them
-    /// again. Nothing after the refused step is sent, moving is off for the
-    /// rest of the run (never another COPY), and pulling goes on in the same
-    /// session — UID 3, announced during the first fetch, is pulled without
-    /// a new login. Before: async-imap's streams dropped the tagged NO; then
-    /// a first fix ended the session (one batch per back-off, a copy per
-    /// session), and a second retried before every round (a copy per round).
+    /// NO twice (no MOVE, so COPY + STORE + EXPUNGE; say, no delete right
+    /// until an admin grants it, or a transient `[INUSE]`): the messages are
+    /// in both folders then. The retries after the growing wait delete the
+    /// originals again — STORE and EXPUNGE of the same set — and never copy
+    /// them again; the third try succeeds. Pulling goes on in the same
+    /// session meanwhile (UID 3, announced during the first fetch, comes in
+    /// without a new login). Before: moving was switched off until a restart
+    /// (and earlier still, retried with a copy per round or per session).
     #[tokio::test]
-    async fn a_refused_store_or_expunge_turns_moving_off_without_copying_again() {
+    async fn a_refused_store_or_expunge_is_retried_without_copying_again() {
         for refused in ["UID STORE", "UID EXPUNGE"] {
             let mode = Mode {
                 uidplus: true,
                 grows: true,
                 refuse: Some(refused),
+                refuse_times: 2,
+                move_wait_ms: 200,
                 ..Mode::default()
             };
             let run = Run::start_moving(mode, 1).await;
             let spooled = run.spooled_within(3, 10).await;
-            // Several rounds (polling every second, retry wait 1 s).
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            let copies = run.commands("UID COPY");
-            let tries = run.commands(refused);
-            let expunges = run.commands("UID EXPUNGE");
+            let moving = || {
+                run.commands("UID ")
+                    .into_iter()
+                    .filter(|c| {
+                        ["UID COPY", "UID STORE", "UID EXPUNGE"]
+                            .iter()
+                            .any(|p| c.starts_with(p))
+                    })
+                    .collect::<Vec<_>>()
+            };
+            // Until the third try of the refused command (the first that
+            // succeeds), and what follows it.
+            let mut seen = Vec::new();
+            for _ in 0..150 {
+                seen = moving();
+                if seen.iter().filter(|c| c.starts_with(refused)).count() >= 3
+                    && seen.iter().any(|c| c.starts_with("UID EXPUNGE"))
+                    && seen.last().is_some_and(|c| c.starts_with("UID EXPUNGE"))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let logins = run.logins.load(Ordering::SeqCst);
             let total = run.store.status().await.expect("status").spool_total;
             let last = run.finish().await;
             assert!(spooled, "{refused}: UIDs 1-3 never spooled");
-            assert_eq!(copies.len(), 1, "{refused}: copied again: {copies:?}");
-            assert!(copies[0].starts_with("UID COPY 1:2 "), "{copies:?}");
-            assert_eq!(tries.len(), 1, "{refused}: {tries:?}");
+            let third = seen
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.starts_with(refused))
+                .nth(2)
+                .map(|(i, _)| i)
+                .unwrap_or_else(|| panic!("{refused}: not tried three times: {seen:?}"));
+            let until = &seen[..=third];
+            let copies: Vec<_> = until.iter().filter(|c| c.starts_with("UID COPY")).collect();
+            assert_eq!(copies.len(), 1, "{refused}: copied again: {until:?}");
+            assert!(until[0].starts_with("UID COPY 1:2 "), "{until:?}");
+            assert!(
+                until[1..]
+                    .iter()
+                    .all(|c| c.starts_with("UID STORE 1:2 ") || c == "UID EXPUNGE 1:2"),
+                "{refused}: the retries name other UIDs: {until:?}"
+            );
             if refused == "UID STORE" {
                 assert!(
-                    expunges.is_empty(),
-                    "expunged after a refused STORE: {expunges:?}"
+                    !until.iter().any(|c| c.starts_with("UID EXPUNGE")),
+                    "expunged after a refused STORE: {until:?}"
                 );
             }
+            // The successful try expunged them.
+            let after = seen.get(third + 1).map(String::as_str);
+            let done = refused == "UID EXPUNGE" || after == Some("UID EXPUNGE 1:2");
+            assert!(done, "{refused}: {seen:?}");
             assert_eq!(logins, 1, "{refused}: the refusal ended the session");
             assert_eq!((total, last), (3, Some(3)), "{refused}: pulled twice?");
         }
@@ -2171,8 +2261,9 @@ mod fake_server {
     }
 
     /// A reload that changes `move_to` starts the move's retry state afresh:
-    /// moving switched off for the old target (its copies could not be
-    /// deleted) is on again for the new one, and a pending wait is dropped.
+    /// originals left copied to the old target are not the new one's to
+    /// delete, and a pending wait is dropped. The copied set is kept for
+    /// the same target and the same UIDVALIDITY only.
     #[test]
     fn another_move_to_starts_the_retry_state_afresh() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -2187,33 +2278,36 @@ mod fake_server {
             folder: "Archive".into(),
             by: MoveBy::CopyExpunge,
         };
-        puller.move_target(ch, Some(&done));
-        puller.move_failed(
-            ch,
-            &done,
-            &PullError::MoveRefused {
-                text: "UID STORE 1:2 refused".into(),
-                copies_left: true,
-            },
-        );
+        let copied = PullError::MoveRefused {
+            text: "UID STORE 1:2 refused".into(),
+            copied: Some("1:2".into()),
+        };
+        puller.move_target(Some(&done));
+        puller.move_failed(ch, &done, &copied, 7);
         assert!(!puller.moving_now() && !puller.leftover_move_due(true));
-        // The same target at the next session: still off.
-        puller.move_target(ch, Some(&done));
-        assert!(!puller.leftover_move_due(true));
-        // Another one: on again.
-        puller.move_target(ch, Some(&archive));
+        // The same target at the next session: still owed, for UIDVALIDITY 7.
+        puller.move_target(Some(&done));
+        assert!(!puller.moving_now());
+        assert_eq!(puller.copied_left(ch, 7).as_deref(), Some("1:2"));
+        assert_eq!(puller.copied_left(ch, 8), None, "another UIDVALIDITY");
+        assert_eq!(puller.copied_left(ch, 7), None, "dropped with it");
+        puller.move_failed(ch, &done, &copied, 7);
+        // Another target: afresh.
+        puller.move_target(Some(&archive));
         assert!(puller.moving_now() && puller.leftover_move_due(true));
+        assert_eq!(puller.copied_left(ch, 7), None);
         // A refusal without copies waits; a new target drops the wait.
         puller.move_failed(
             ch,
             &archive,
             &PullError::MoveRefused {
                 text: "UID MOVE 1:2 refused".into(),
-                copies_left: false,
+                copied: None,
             },
+            7,
         );
         assert!(!puller.moving_now() && !puller.leftover_move_due(true));
-        puller.move_target(ch, Some(&done));
+        puller.move_target(Some(&done));
         assert!(puller.moving_now() && puller.leftover_move_due(true));
     }
 
