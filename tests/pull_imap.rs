@@ -693,6 +693,47 @@ fn move_to_copies_and_expunges_on_a_server_without_move() {
     assert_moved(&d, &dc, 6);
 }
 
+/// kill -9 while the COPY fallback moves batches (COPY, STORE, EXPUNGE per
+/// batch, each after its commit), then a restart: every message is one
+/// ticket, INBOX ends empty, and the target holds each message — at most
+/// the one set in doubt at the kill (copied, not yet expunged) twice.
+#[test]
+fn kill9_mid_copy_fallback_then_restart_loses_nothing() {
+    let dc = Dovecot::start_configured(&without_move(true));
+    let n = 600;
+    let batch = 25;
+    for i in 0..n {
+        dc.deliver(&message(i, 2000));
+    }
+    let (mut d, _secrets) = pulling(
+        &dc,
+        &format!("move_to = \"Processed\"\nbatch_size = {batch}"),
+    );
+    // Kill once some batches are moved: pulling and moving are mid-way.
+    let moving = wait_for(LONG, || {
+        (maildir_count(&dc.maildir().join(".Processed")) > 0).then_some(())
+    });
+    assert!(moving.is_some(), "nothing moved:\n{}", d.log_text());
+    d.kill9();
+    let left = maildir_count(&dc.maildir());
+    eprintln!("killed with {left} of {n} left in INBOX");
+    assert!(left > 0, "the kill did not land mid-move");
+    d.spawn();
+    assert_exactly(&d, n);
+    let done = wait_for(LONG, || (maildir_count(&dc.maildir()) == 0).then_some(()));
+    let processed = maildir_count(&dc.maildir().join(".Processed"));
+    assert!(
+        done.is_some(),
+        "INBOX {} / Processed {processed}\n{}",
+        maildir_count(&dc.maildir()),
+        d.log_text()
+    );
+    assert!(
+        (n..=n + batch).contains(&processed),
+        "Processed holds {processed} of {n}"
+    );
+}
+
 #[test]
 fn move_to_is_refused_without_move_or_uidplus() {
     let dc = Dovecot::start_configured(&without_move(false));
