@@ -28,9 +28,11 @@
 //! meanwhile wait for that move. A refusal (NO or BAD) leaves the session
 //! pulling; a timeout or a dropped connection ends it (the next one pulls
 //! first). A refusal to delete originals already copied (the COPY fallback
-//! without a delete right, or a transient `[INUSE]`) is retried the same
-//! way, by deleting those originals again before anything else is moved —
-//! never by copying them a second time. A message skipped
+//! without a delete right, or a transient `[INUSE]`) — or a timeout or a
+//! dropped connection between the copy and the deletion — is retried the
+//! same way, by deleting those originals again before anything else is
+//! moved, never by copying them a second time; the set belongs to its
+//! mailbox (server, login, folder, target) and UIDVALIDITY. A message skipped
 //! because the server never returned it is never moved: it stays in the
 //! folder, where an admin can find it.
 //! Untrusted input: UIDs, message bytes and server texts.
@@ -86,7 +88,7 @@ async fn move_committed(
     channel: &str,
     set: &str,
     to: &MoveTo,
-) -> Result<(), PullError> {
+) -> Result<(), MoveFailed> {
     let moved = async {
         put_in_target(s, channel, set, to).await?;
         if to.by == MoveBy::Move {
@@ -95,10 +97,28 @@ async fn move_committed(
         delete_copied(s, set).await
     }
     .await;
-    if let Err(e) = &moved {
-        move_failure(channel, set, to, e);
+    if let Err(f) = &moved {
+        move_failure(channel, set, to, &f.error);
     }
     moved
+}
+
+/// A move that failed, and the originals it left in both folders: the UID
+/// set whose COPY succeeded when its STORE or EXPUNGE did not — refused,
+/// timed out or cut off. The retry deletes those; it never copies them again.
+#[derive(Debug)]
+struct MoveFailed {
+    error: PullError,
+    copied: Option<String>,
+}
+
+impl From<PullError> for MoveFailed {
+    fn from(error: PullError) -> Self {
+        MoveFailed {
+            error,
+            copied: None,
+        }
+    }
 }
 
 /// Log and count a failed move of `set`.
@@ -110,9 +130,10 @@ fn move_failure(channel: &str, set: &str, to: &MoveTo, e: &PullError) {
 }
 
 /// The second half of the COPY fallback: flag the originals in `set` deleted
-/// and expunge them. A refusal names `set` as copied, so that a retry
-/// deletes them again without copying them a second time.
-async fn delete_copied(s: &mut ImapSession, set: &str) -> Result<(), PullError> {
+/// and expunge them. Any failure names `set` as copied, so that a retry
+/// deletes them again without copying them a second time (flagging and
+/// expunging what is already gone is harmless).
+async fn delete_copied(s: &mut ImapSession, set: &str) -> Result<(), MoveFailed> {
     // async-imap's uid_store and uid_expunge streams end at the tagged reply
     // without telling OK from NO; as plain commands their answer is checked.
     let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
@@ -121,12 +142,9 @@ async fn delete_copied(s: &mut ImapSession, set: &str) -> Result<(), PullError> 
         move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
         move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
     };
-    deleted.await.map_err(|e| match e {
-        PullError::MoveRefused { text, .. } => PullError::MoveRefused {
-            text,
-            copied: Some(set.to_string()),
-        },
-        other => other,
+    deleted.await.map_err(|error| MoveFailed {
+        error,
+        copied: Some(set.to_string()),
     })
 }
 
@@ -179,12 +197,33 @@ async fn move_step(
         f.await.map_err(|e| match e {
             Error::No(_) | Error::Bad(_) => PullError::MoveRefused {
                 text: format!("{command} {set} refused: {}", connect::short(e)),
-                copied: None,
             },
             other => other.into(),
         })
     })
     .await
+}
+
+/// The user a channel logs in as: `imap.username`, else its address.
+fn login_user(ch: &ChannelConfig) -> String {
+    ch.imap
+        .as_ref()
+        .map(|i| i.username.clone())
+        .filter(|u| !u.is_empty())
+        .or_else(|| ch.address.clone())
+        .unwrap_or_default()
+}
+
+/// What a move's retry state is about: the server, the login, the pulled
+/// folder and the target.
+fn move_key(ch: &ChannelConfig, folder: &str, to: &MoveTo) -> String {
+    format!(
+        "{}:{} {} {folder} -> {}",
+        ch.effective_imap_host().unwrap_or_default(),
+        ch.effective_imap_port(),
+        login_user(ch),
+        to.folder
+    )
 }
 
 /// Wait after a refused move before the leftover move tries again; it
@@ -200,15 +239,16 @@ struct MoveRetry {
     delay: Duration,
     /// The first wait ([`MOVE_RETRY_FIRST`]; shorter in tests).
     first: Duration,
-    /// Originals already copied to the target whose deletion the server
-    /// refused (no delete right, or a transient refusal): the UIDVALIDITY
-    /// and UID set the next try deletes — with UID STORE and UID EXPUNGE
-    /// only — before it moves anything else. Kept in memory: after a
-    /// restart the leftover move copies them once more.
+    /// Originals already copied to the target whose deletion failed
+    /// (refused: no delete right, a transient `[INUSE]`; or timed out, cut
+    /// off): the UIDVALIDITY and UID set the next try deletes — with UID
+    /// STORE and UID EXPUNGE only — before it moves anything else. Kept in
+    /// memory: after a restart the leftover move copies them once more.
     copied: Option<(u32, String)>,
-    /// The `move_to` folder this state is about: another one (a reload)
-    /// starts afresh.
-    target: Option<String>,
+    /// The mailbox and target this state is about ([`move_key`]): another
+    /// one (a reload pointing the channel elsewhere) starts afresh, since
+    /// UIDs mean nothing outside their own mailbox.
+    about: Option<String>,
 }
 
 /// Messages moved per command when moving what earlier sessions left.
@@ -321,7 +361,7 @@ impl Puller {
                 delay: MOVE_RETRY_FIRST,
                 first: MOVE_RETRY_FIRST,
                 copied: None,
-                target: None,
+                about: None,
             }),
         }
     }
@@ -399,11 +439,7 @@ impl Puller {
 
     async fn credentials(&self, ch: &ChannelConfig) -> Result<Credentials, PullError> {
         let imap = ch.imap.as_ref();
-        let username = imap
-            .map(|i| i.username.clone())
-            .filter(|u| !u.is_empty())
-            .or_else(|| ch.address.clone())
-            .unwrap_or_default();
+        let username = login_user(ch);
         if ch.kind.uses_oauth() {
             let token = self.tokens.access_token(ch).await?;
             return Ok(Credentials::XOAuth2 { username, token });
@@ -528,7 +564,7 @@ impl Puller {
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
         let mut again = false;
-        self.move_target(move_to.as_ref());
+        self.move_target(ch, move_to.as_ref());
         let mut session_start = true;
         loop {
             self.catch_up(
@@ -556,15 +592,15 @@ impl Puller {
             {
                 match self.move_leftovers(&mut s, ch, &cp, to).await {
                     Ok(()) => self.move_worked(),
-                    // Not a reason to stop pulling new mail.
-                    Err(e @ PullError::MoveRefused { .. }) => {
-                        self.move_failed(ch, to, &e, cp.uidvalidity)
-                    }
-                    // A timeout or a dropped connection: the session is in
-                    // doubt; the next one starts after the back-off.
-                    Err(e) => {
-                        self.move_failed(ch, to, &e, cp.uidvalidity);
-                        return Err(e);
+                    Err(f) => {
+                        self.move_failed(ch, to, &f, cp.uidvalidity);
+                        // A refusal is not a reason to stop pulling new
+                        // mail; a timeout or a dropped connection is: the
+                        // session is in doubt, the next one starts after
+                        // the back-off.
+                        if !matches!(f.error, PullError::MoveRefused { .. }) {
+                            return Err(f.error);
+                        }
                     }
                 }
             }
@@ -626,11 +662,11 @@ impl Puller {
         ch: &ChannelConfig,
         cp: &Checkpoint,
         to: &MoveTo,
-    ) -> Result<(), PullError> {
+    ) -> Result<(), MoveFailed> {
         if let Some(set) = self.copied_left(ch, cp.uidvalidity) {
             let deleted = delete_copied(s, &set).await;
-            if let Err(e) = &deleted {
-                move_failure(&ch.id, &set, to, e);
+            if let Err(f) = &deleted {
+                move_failure(&ch.id, &set, to, &f.error);
             }
             deleted?;
             tracing::info!(channel = %ch.id, folder = %self.folder, uids = set, to = %to.folder,
@@ -643,7 +679,8 @@ impl Puller {
         let skipped = self
             .store
             .skipped_uids(ch.id.clone(), self.folder.clone(), cp.uidvalidity)
-            .await?;
+            .await
+            .map_err(PullError::from)?;
         let query = format!("UID 1:{}", cp.last_uid);
         let found = timed(COMMAND_TIMEOUT, "search", s.uid_search(&query)).await?;
         let mut left: Vec<u32> = found
@@ -890,13 +927,14 @@ impl Puller {
             _ => Ok(()),
         };
         self.note_new_mail(s);
-        if let (Err(e), Some(to)) = (&moved, move_to) {
-            self.move_failed(ch, to, e, cp.uidvalidity);
+        if let (Err(f), Some(to)) = (&moved, move_to) {
+            self.move_failed(ch, to, f, cp.uidvalidity);
         }
         match moved {
+            Ok(()) => Ok(()),
             // New mail matters more than a tidy folder: pulling goes on.
-            Err(PullError::MoveRefused { .. }) => Ok(()),
-            other => other,
+            Err(f) if matches!(f.error, PullError::MoveRefused { .. }) => Ok(()),
+            Err(f) => Err(f.error),
         }
     }
 
@@ -937,12 +975,9 @@ impl Puller {
     /// A move failed (logged by `move_committed`): try again after a
     /// growing wait. Originals it had already copied (`copied`) are only
     /// deleted by that try, not copied again.
-    fn move_failed(&self, ch: &ChannelConfig, to: &MoveTo, e: &PullError, uidvalidity: u32) {
+    fn move_failed(&self, ch: &ChannelConfig, to: &MoveTo, f: &MoveFailed, uidvalidity: u32) {
         let mut r = self.move_retry();
-        if let PullError::MoveRefused {
-            copied: Some(set), ..
-        } = e
-        {
+        if let Some(set) = &f.copied {
             r.copied = Some((uidvalidity, set.clone()));
         }
         r.due = Some(Instant::now() + r.delay);
@@ -956,19 +991,20 @@ impl Puller {
         r.delay = (r.delay * 2).min(MOVE_RETRY_MAX);
     }
 
-    /// At a session's start: a `move_to` other than the one the retry state
-    /// is about (a reload changed it) starts afresh.
-    fn move_target(&self, to: Option<&MoveTo>) {
+    /// At a session's start: a mailbox or `move_to` other than the one the
+    /// retry state is about (a reload changed the server, the login, the
+    /// folder or the target) starts afresh.
+    fn move_target(&self, ch: &ChannelConfig, to: Option<&MoveTo>) {
         let mut r = self.move_retry();
-        let target = to.map(|t| t.folder.clone());
-        if r.target != target {
+        let about = to.map(|to| move_key(ch, &self.folder, to));
+        if r.about != about {
             let first = r.first;
             *r = MoveRetry {
                 due: None,
                 delay: first,
                 first,
                 copied: None,
-                target,
+                about,
             };
         }
     }
@@ -1543,6 +1579,9 @@ mod fake_server {
         /// Close the connection on a UID MOVE (a server or network dying
         /// mid-move).
         drops_on_move: bool,
+        /// Close the connection on the first command starting with this
+        /// (`UID STORE`…): the command is lost with it.
+        drops_on_first: Option<&'static str>,
         /// Not the server's: the puller's first wait after a failed move, in
         /// ms (0: 1 s).
         move_wait_ms: u64,
@@ -1593,7 +1632,8 @@ mod fake_server {
 
     /// Serve IMAP on `l` as `mode` says; counts body fetches (not those of
     /// sizes or headers) and logins, and keeps every command (without its
-    /// tag) in `commands`.
+    /// tag) in `commands`. A UID EXPUNGE answered OK removes its UIDs from
+    /// what UID SEARCH finds afterwards (fetches are scripted by the mode).
     async fn serve(
         l: TcpListener,
         mode: Mode,
@@ -1601,6 +1641,7 @@ mod fake_server {
         logins: Arc<AtomicUsize>,
         commands: Arc<std::sync::Mutex<Vec<String>>>,
     ) {
+        let gone: Arc<std::sync::Mutex<Vec<u32>>> = Arc::default();
         loop {
             let Ok((sock, _)) = l.accept().await else {
                 return;
@@ -1608,6 +1649,7 @@ mod fake_server {
             let fetches = fetches.clone();
             let logins = logins.clone();
             let commands = commands.clone();
+            let gone = gone.clone();
             tokio::spawn(async move {
                 let (r, mut w) = sock.into_split();
                 let mut r = BufReader::new(r);
@@ -1621,7 +1663,7 @@ mod fake_server {
                     let mut it = line.trim_end().splitn(2, ' ');
                     let tag = it.next().unwrap_or("").to_string();
                     let cmd = it.next().unwrap_or("").to_ascii_uppercase();
-                    let (first_move, refusing) = {
+                    let (first_move, refusing, drop_now) = {
                         let mut all = commands.lock().expect("commands");
                         all.push(cmd.clone());
                         let seen = |p: &str| all.iter().filter(|c| c.starts_with(p)).count();
@@ -1631,8 +1673,13 @@ mod fake_server {
                                 cmd.starts_with(r)
                                     && (mode.refuse_times == 0 || seen(r) <= mode.refuse_times)
                             }),
+                            mode.drops_on_first
+                                .is_some_and(|p| cmd.starts_with(p) && seen(p) == 1),
                         )
                     };
+                    if drop_now {
+                        return;
+                    }
                     // Refusals used up: answered as if never scripted.
                     let mode = Mode {
                         refuse: mode.refuse.filter(|_| refusing),
@@ -1641,11 +1688,33 @@ mod fake_server {
                     if mode.drops_on_move && cmd.starts_with("UID MOVE") {
                         return;
                     }
-                    let out = if mode.target_deleted && first_move {
+                    let mut out = if mode.target_deleted && first_move {
                         format!("{tag} NO [TRYCREATE] Mailbox doesn't exist: Done\r\n")
                     } else {
                         reply(mode, &tag, &cmd, &fetches, &logins)
                     };
+                    {
+                        let mut gone = gone.lock().expect("gone");
+                        if cmd.starts_with("UID EXPUNGE") && out.contains(&format!("{tag} OK")) {
+                            gone.extend(asked(&cmd, &(1..=64).collect::<Vec<u32>>()));
+                        } else if cmd.starts_with("UID SEARCH") {
+                            out = out
+                                .split_inclusive("\r\n")
+                                .map(|l| match l.strip_prefix("* SEARCH") {
+                                    Some(uids) => {
+                                        let kept: Vec<&str> = uids
+                                            .split_whitespace()
+                                            .filter(|u| {
+                                                u.parse().is_ok_and(|u: u32| !gone.contains(&u))
+                                            })
+                                            .collect();
+                                        format!("* SEARCH {}\r\n", kept.join(" "))
+                                    }
+                                    None => l.to_string(),
+                                })
+                                .collect();
+                        }
+                    }
                     if w.write_all(out.as_bytes()).await.is_err() {
                         return;
                     }
@@ -2009,10 +2078,18 @@ mod fake_server {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // Rounds after the deletion: UID 3 is moved, 1 and 2 never again.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let after = moving();
             let logins = run.logins.load(Ordering::SeqCst);
             let total = run.store.status().await.expect("status").spool_total;
             let last = run.finish().await;
             assert!(spooled, "{refused}: UIDs 1-3 never spooled");
+            let copies: Vec<_> = after.iter().filter(|c| c.starts_with("UID COPY")).collect();
+            assert!(
+                copies.iter().skip(1).all(|c| c.starts_with("UID COPY 3 ")),
+                "{refused}: copied again after the deletion: {after:?}"
+            );
             let third = seen
                 .iter()
                 .enumerate()
@@ -2260,14 +2337,15 @@ mod fake_server {
         assert_eq!((total, last), (45, Some(45)));
     }
 
-    /// A reload that changes `move_to` starts the move's retry state afresh:
-    /// originals left copied to the old target are not the new one's to
-    /// delete, and a pending wait is dropped. The copied set is kept for
-    /// the same target and the same UIDVALIDITY only.
+    /// A reload that changes `move_to`, or the pulled folder, starts the
+    /// move's retry state afresh: originals left copied from another mailbox
+    /// are not this one's to delete (its UIDs name other messages, even
+    /// under an equal UIDVALIDITY), and a pending wait is dropped. The
+    /// copied set is kept for the same mailbox, target and UIDVALIDITY only.
     #[test]
-    fn another_move_to_starts_the_retry_state_afresh() {
+    fn another_mailbox_or_move_to_starts_the_retry_state_afresh() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_store, puller) = setup(&dir, 1, 60, "move_to = \"Done\"\n");
+        let (_store, mut puller) = setup(&dir, 1, 60, "move_to = \"Done\"\n");
         let config = puller.live.config();
         let ch = config.channel("mailbox").expect("channel");
         let done = MoveTo {
@@ -2278,37 +2356,106 @@ mod fake_server {
             folder: "Archive".into(),
             by: MoveBy::CopyExpunge,
         };
-        let copied = PullError::MoveRefused {
-            text: "UID STORE 1:2 refused".into(),
+        let copied = || MoveFailed {
+            error: PullError::MoveRefused {
+                text: "UID STORE 1:2 refused".into(),
+            },
             copied: Some("1:2".into()),
         };
-        puller.move_target(Some(&done));
-        puller.move_failed(ch, &done, &copied, 7);
+        puller.move_target(ch, Some(&done));
+        puller.move_failed(ch, &done, &copied(), 7);
         assert!(!puller.moving_now() && !puller.leftover_move_due(true));
-        // The same target at the next session: still owed, for UIDVALIDITY 7.
-        puller.move_target(Some(&done));
+        // The same mailbox and target at the next session: still owed, for
+        // UIDVALIDITY 7 only.
+        puller.move_target(ch, Some(&done));
         assert!(!puller.moving_now());
         assert_eq!(puller.copied_left(ch, 7).as_deref(), Some("1:2"));
         assert_eq!(puller.copied_left(ch, 8), None, "another UIDVALIDITY");
         assert_eq!(puller.copied_left(ch, 7), None, "dropped with it");
-        puller.move_failed(ch, &done, &copied, 7);
         // Another target: afresh.
-        puller.move_target(Some(&archive));
+        puller.move_failed(ch, &done, &copied(), 7);
+        puller.move_target(ch, Some(&archive));
         assert!(puller.moving_now() && puller.leftover_move_due(true));
         assert_eq!(puller.copied_left(ch, 7), None);
+        // Another folder pulled (a reload of imap.folder), same target and
+        // UIDVALIDITY: afresh too.
+        puller.move_failed(ch, &archive, &copied(), 7);
+        puller.folder = "Support".into();
+        puller.move_target(ch, Some(&archive));
+        assert_eq!(
+            puller.copied_left(ch, 7),
+            None,
+            "deleted UIDs of another folder"
+        );
+        assert!(puller.moving_now() && puller.leftover_move_due(true));
         // A refusal without copies waits; a new target drops the wait.
         puller.move_failed(
             ch,
             &archive,
-            &PullError::MoveRefused {
+            &MoveFailed::from(PullError::MoveRefused {
                 text: "UID MOVE 1:2 refused".into(),
-                copied: None,
-            },
+            }),
             7,
         );
         assert!(!puller.moving_now() && !puller.leftover_move_due(true));
-        puller.move_target(Some(&done));
+        puller.move_target(ch, Some(&done));
         assert!(puller.moving_now() && puller.leftover_move_due(true));
+    }
+
+    /// The COPY of a move went through, then the connection dropped at its
+    /// UID STORE (a server restart, a network cut): the next session
+    /// deletes those originals (STORE, EXPUNGE) and never copies them
+    /// again. Before, only a refusal kept the set: the next session's
+    /// leftover move copied them a second time.
+    #[tokio::test]
+    async fn a_connection_lost_after_the_copy_is_not_copied_again() {
+        let mode = Mode {
+            uidplus: true,
+            drops_on_first: Some("UID STORE"),
+            move_wait_ms: 1,
+            ..Mode::default()
+        };
+        let run = Run::start_moving(mode, 1).await;
+        let spooled = run.spooled_within(2, 10).await;
+        let moving = || {
+            run.commands("UID ")
+                .into_iter()
+                .filter(|c| {
+                    ["UID COPY", "UID STORE", "UID EXPUNGE"]
+                        .iter()
+                        .any(|p| c.starts_with(p))
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut seen = Vec::new();
+        for _ in 0..150 {
+            seen = moving();
+            if seen.iter().any(|c| c.starts_with("UID EXPUNGE")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A few more rounds: nothing is copied again.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let after = moving();
+        let logins = run.logins.load(Ordering::SeqCst);
+        let last = run.finish().await;
+        assert!(spooled, "UIDs 1-2 never spooled");
+        assert_eq!(last, Some(2));
+        assert!(
+            logins >= 2,
+            "the dropped connection did not end the session"
+        );
+        assert_eq!(
+            after,
+            [
+                "UID COPY 1:2 \"DONE\"",
+                "UID STORE 1:2 +FLAGS.SILENT (\\DELETED)",
+                "UID STORE 1:2 +FLAGS.SILENT (\\DELETED)",
+                "UID EXPUNGE 1:2",
+            ],
+            "{seen:?}"
+        );
     }
 
     /// The UID sets of the `UID FETCH <set> <items>` commands received.

@@ -63,14 +63,8 @@ pub enum PullError {
     Protocol(String),
     /// The server answered a command of a move with NO or BAD (the target
     /// folder over quota, no right to it): the session goes on pulling.
-    /// `copied`: the refusal came after the messages were copied to the
-    /// target (UID STORE or UID EXPUNGE of the COPY fallback) — the UID set
-    /// whose originals are still in the folder.
     #[error("imap: {text}")]
-    MoveRefused {
-        text: String,
-        copied: Option<String>,
-    },
+    MoveRefused { text: String },
     #[error("login refused: {0}")]
     Auth(String),
     #[error("oauth: {0}")]

@@ -402,7 +402,9 @@ pub struct OutboxCounts {
 /// delivery turning `failed` or back (a bounce after `sent`), whichever code
 /// path makes the change. `bounced` counts the `sent` rows whose message's
 /// delivery is `failed`; `outbox_message` lets the delivery trigger find a
-/// message's rows without a scan.
+/// message's rows without a scan. Not followed (nothing here does either):
+/// an outbox row pointed at another message, a message deleted under its
+/// outbox rows.
 pub(crate) const MIGRATION_7: &str = r#"
 CREATE TABLE outbox_tally (
     state  TEXT PRIMARY KEY,   -- an outbox state, or 'bounced'

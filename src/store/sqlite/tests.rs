@@ -943,6 +943,7 @@ async fn queue_counts_never_scan_a_table() {
         "outbox_tally",
         "INDEX outbox_message",
     ];
+    assert_eq!(plans.len(), wanted.len());
     for (plan, want) in plans.iter().zip(wanted) {
         assert!(
             !plan.is_empty() && plan.iter().all(|d| d.contains(want)),
