@@ -358,11 +358,21 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             }
             for m in &t.messages {
                 println!();
+                // A note is its author's (a user id), else its sender's (a
+                // forwarder who is not a user); a message without a Date
+                // header shows when it was stored.
+                let who = match m.direction.as_str() {
+                    "note" => m.author.as_deref().or(m.from.as_deref()),
+                    _ => m.from.as_deref().or(m.author.as_deref()),
+                };
+                let stored = jiff::Timestamp::from_millisecond(m.created_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
                 println!(
                     "--- {} from {} at {}",
                     m.direction,
-                    m.from.as_deref().unwrap_or("?"),
-                    m.date.as_deref().unwrap_or("?")
+                    who.unwrap_or("?"),
+                    m.date.as_deref().unwrap_or(&stored)
                 );
                 if let Some(method) = m.sender_resolution.get("method").and_then(|v| v.as_str()) {
                     println!("    sender resolution: {method}");

@@ -102,6 +102,19 @@ fn forwarded_mail_belongs_to_the_customer_with_the_note_kept() {
             .contains("Can someone take this one?"),
         "{note}"
     );
+    // The note is Ann's, not the customer's (it was stored with the
+    // customer's address as its sender).
+    assert_eq!(note["from"], "ann@acme.example", "{note}");
+    assert_eq!(note["author"], "ann", "{note}");
+    let number = t["number"].as_i64().expect("number").to_string();
+    let shown =
+        String::from_utf8_lossy(&d.cli_ok(&["tickets", "show", &number]).stdout).into_owned();
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("--- note from ann at 20")),
+        "{shown}"
+    );
     let contacts = d.cli_json(&["contacts", "list", "--json"]);
     assert!(
         contacts

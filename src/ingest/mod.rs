@@ -252,7 +252,7 @@ pub fn plan_entry(
             },
             classification: serde_json::to_string(&class).unwrap_or_default(),
             sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
-            note: resolution.note.clone().filter(|n| !n.trim().is_empty()),
+            note: forwarder_note(&resolution, &fallback_sender, config),
             new_ticket: NewTicket {
                 subject: ticket_subject,
                 pipeline: props.pipeline.clone(),
@@ -269,6 +269,28 @@ pub fn plan_entry(
         messages,
         dropped: None,
     })
+}
+
+/// The forwarder's own text above a forward, as an internal note by the
+/// forwarder: a user's note carries their user id as its author.
+fn forwarder_note(
+    resolution: &resolve::Resolution,
+    fallback_sender: &str,
+    config: &Config,
+) -> Option<crate::store::ForwarderNote> {
+    let text = resolution.note.clone().filter(|n| !n.trim().is_empty())?;
+    let from = match &resolution.forwarder {
+        Some(f) => ContactRef {
+            email: parse::normalise_address(&f.email).unwrap_or_else(|| f.email.clone()),
+            name: f.name.clone(),
+        },
+        None => ContactRef {
+            email: fallback_sender.to_string(),
+            name: None,
+        },
+    };
+    let author = config.user_by_email(&from.email).map(|u| u.id.clone());
+    Some(crate::store::ForwarderNote { text, from, author })
 }
 
 fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {

@@ -644,10 +644,19 @@ fn insert_message(
     ])?;
     if let Some(note) = &m.note {
         conn.prepare_cached(
-            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject, text, created_at)
-             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, author, subject, text, created_at)
+             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(params![ticket, m.channel, m.from.email, m.from.name, m.subject, note, now_ms()])?;
+        .execute(params![
+            ticket,
+            m.channel,
+            note.from.email,
+            note.from.name,
+            note.author,
+            m.subject,
+            note.text,
+            now_ms()
+        ])?;
     }
     Ok(())
 }

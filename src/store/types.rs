@@ -119,6 +119,17 @@ pub struct NewTicket {
     pub routing: RoutingPlan,
 }
 
+/// What a team member (or trusted forwarder) wrote above the mail they
+/// forwarded: an internal note on the ticket, theirs — not the customer's.
+#[derive(Debug, Clone)]
+pub struct ForwarderNote {
+    pub text: String,
+    /// The forwarder's address and name.
+    pub from: ContactRef,
+    /// The forwarder's user id, when they are a user (a Google Group is not).
+    pub author: Option<String>,
+}
+
 /// One message, as stored for one channel.
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
@@ -143,7 +154,7 @@ pub struct InboundMessage {
     /// Sender resolution, JSON.
     pub sender_resolution: String,
     /// The forwarder's own note, stored as an internal note on the ticket.
-    pub note: Option<String>,
+    pub note: Option<ForwarderNote>,
     /// Used only when no existing ticket matches.
     pub new_ticket: NewTicket,
     /// Set for bounces: how to find the outbound message it reports on.
