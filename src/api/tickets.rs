@@ -44,7 +44,7 @@ pub async fn list(
             channel: q.channel,
             status: q.status,
             owner: q.owner,
-            contact: q.contact.map(|c| crate::config::normalize_email(&c)),
+            contact: q.contact,
             limit: Some(q.limit.unwrap_or(100).min(MAX_LIST)),
         })
         .await?;

@@ -810,9 +810,12 @@ fn list_tickets(conn: &Connection, f: &TicketFilter) -> Result<Vec<TicketSummary
          ORDER BY t.id DESC LIMIT ?5"
     );
     let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
+    // Contacts are stored normalised (trimmed, lower-case): so is the filter,
+    // whoever asks (CLI, API).
+    let contact = f.contact.as_deref().map(crate::config::normalize_email);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(
-        params![f.channel, f.status, f.owner, f.contact, limit],
+        params![f.channel, f.status, f.owner, contact, limit],
         ticket_row,
     )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

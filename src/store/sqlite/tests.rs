@@ -415,6 +415,29 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
     );
 }
 
+/// A contact filter finds the contact's tickets however the address is
+/// written (contacts are stored trimmed and lower-case). Before, the CLI's
+/// `tickets list --contact Carol@…` found nothing while the API, which
+/// normalised on its own, found them.
+#[tokio::test]
+async fn the_contact_filter_ignores_case_and_spaces() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 2).await;
+    open_ticket(&s, ids[0], 1).await;
+    open_ticket(&s, ids[1], 2).await;
+    for asked in ["c1@customer.example", " C1@Customer.EXAMPLE "] {
+        let found = s
+            .list_tickets(TicketFilter {
+                contact: Some(asked.into()),
+                ..TicketFilter::default()
+            })
+            .await
+            .expect("list");
+        let numbers: Vec<i64> = found.iter().map(|t| t.head.number.0).collect();
+        assert_eq!(numbers, [1], "{asked:?}");
+    }
+}
+
 #[tokio::test]
 async fn contact_owner_routing() {
     let (_dir, s) = store();
