@@ -680,9 +680,9 @@ impl ChannelConfig {
 /// string property.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketProperties {
-    /// Default none (the help desk's default pipeline).
+    /// Default none (shown as `-`).
     pub pipeline: Option<String>,
-    /// Default none (the pipeline's first status).
+    /// Default none: new tickets then get `ingest::route::DEFAULT_STATUS`.
     pub status: Option<String>,
     /// Default none.
     pub priority: Option<String>,

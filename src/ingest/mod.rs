@@ -19,7 +19,7 @@ pub mod route;
 pub mod submit;
 pub mod thread;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
 use crate::store::{
-    BodyText, ContactRef, InboundMessage, InboundPlan, NewTicket, SpoolEntry, SpoolId, Store,
-    StoreError,
+    BodyText, ContactRef, InboundMessage, InboundPlan, SpoolEntry, SpoolId, Store, StoreError,
 };
 use resolve::{Classification, ResolveContext};
 
@@ -213,8 +212,6 @@ pub fn plan_entry(
                 .zip(channel.address.as_deref())
                 .and_then(|(r, a)| thread::plus_token(r, a))
         });
-        let props = &channel.ticket_properties;
-        let custom: BTreeMap<&String, &String> = props.custom.iter().collect();
         let (from, text, date, subject) = match original {
             Some(o) => (
                 contact.clone(),
@@ -253,14 +250,9 @@ pub fn plan_entry(
             classification: serde_json::to_string(&class).unwrap_or_default(),
             sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
             note: forwarder_note(&resolution, &fallback_sender, config),
-            new_ticket: NewTicket {
-                subject: ticket_subject,
-                pipeline: props.pipeline.clone(),
-                status: props.status.clone(),
-                priority: props.priority.clone(),
-                properties: serde_json::to_string(&custom).unwrap_or_else(|_| "{}".into()),
-                routing: route::plan(config, channel, &|u| live.user_available(u)),
-            },
+            new_ticket: route::new_ticket(config, channel, ticket_subject, &|u| {
+                live.user_available(u)
+            }),
             bounce: bounce::link(parsed_msg.as_ref(), &class, &fields),
         });
     }

@@ -56,9 +56,12 @@ pub fn plan(
     }
 }
 
-/// The values of a ticket a message opens on `channel`: its subject, the
-/// channel's ticket properties and the routing plan. (Used by submissions;
-/// mail builds the same values in [`super::plan_entry`].)
+/// The status of a new ticket whose channel sets none.
+pub const DEFAULT_STATUS: &str = "new";
+
+/// The values of a ticket a message (mail or a submission) opens on
+/// `channel`: its subject, the channel's ticket properties (status
+/// [`DEFAULT_STATUS`] when it sets none) and the routing plan.
 pub fn new_ticket(
     config: &Config,
     channel: &ChannelConfig,
@@ -69,9 +72,56 @@ pub fn new_ticket(
     NewTicket {
         subject,
         pipeline: props.pipeline.clone(),
-        status: props.status.clone(),
+        status: Some(
+            props
+                .status
+                .clone()
+                .unwrap_or_else(|| DEFAULT_STATUS.to_string()),
+        ),
         priority: props.priority.clone(),
         properties: serde_json::to_string(&props.custom).unwrap_or_else(|_| "{}".into()),
         routing: plan(config, channel, available),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel without `[channels.ticket_properties]` opens tickets with
+    /// status "new" (before: none, so `--status new` missed them, while the
+    /// example config promised a first status); a channel's own values win.
+    #[test]
+    fn new_tickets_get_the_channels_properties_or_status_new() {
+        let text = "[company]\nname = \"Acme\"\n\
+            [[channels]]\nid = \"bare\"\nkind = \"forward\"\naddress = \"bare@acme.example\"\n\
+            [[channels]]\nid = \"set\"\nkind = \"forward\"\naddress = \"set@acme.example\"\n\
+            [channels.ticket_properties]\npipeline = \"billing\"\nstatus = \"open\"\npriority = \"high\"\nsource = \"email\"\n";
+        let config = crate::config::parse(text, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ticket = |id: &str| {
+            let ch = config.channel(id).expect("channel");
+            new_ticket(&config, ch, "Hi".into(), &|_| true)
+        };
+        let bare = ticket("bare");
+        assert_eq!(
+            (
+                bare.pipeline.as_deref(),
+                bare.status.as_deref(),
+                bare.priority.as_deref()
+            ),
+            (None, Some("new"), None)
+        );
+        assert_eq!(bare.properties, "{}");
+        let set = ticket("set");
+        assert_eq!(
+            (
+                set.pipeline.as_deref(),
+                set.status.as_deref(),
+                set.priority.as_deref()
+            ),
+            (Some("billing"), Some("open"), Some("high"))
+        );
+        assert_eq!(set.properties, r#"{"source":"email"}"#);
     }
 }
