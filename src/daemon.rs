@@ -301,6 +301,12 @@ pub async fn run(
             }
             _ = reload.notified() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
+                // The overrides as the store has them now (a `channels
+                // enable` a moment ago included): what the conflict warnings
+                // compare the new file against.
+                if let Err(e) = live.refresh(store.as_ref()).await {
+                    tracing::warn!(error = %e, "could not read run-time overrides before the reload");
+                }
                 match crate::config::load(&config_path) {
                     Ok(new) => {
                         for w in &new.warnings {

@@ -91,6 +91,35 @@ fn sighup_reloads_channels_and_refuses_a_broken_config() {
     assert_eq!(rcpt_code(&d, "support@acme.example"), 250);
 }
 
+/// `channels enable support` just before a reload whose file disables it:
+/// the run-time override wins, and the reload says so. Before, the reload
+/// compared against overrides read up to 2 s earlier and said nothing.
+#[test]
+fn a_reload_right_after_a_cli_override_warns_of_the_conflict() {
+    let d = Daemon::start("", ACME);
+    d.cli_ok(&["channels", "enable", "support"]);
+    let base = std::fs::read_to_string(&d.config).expect("config");
+    let off = base.replacen(
+        "address = \"support@acme.example\"",
+        "address = \"support@acme.example\"\nenabled = false",
+        1,
+    );
+    assert_ne!(off, base);
+    std::fs::write(&d.config, off).expect("write");
+    d.signal("HUP");
+    let warned = wait_for(T, || {
+        d.log_text()
+            .contains("run `postdesk channels disable support`")
+            .then_some(())
+    });
+    assert!(warned.is_some(), "{}", d.log_text());
+    assert_eq!(
+        rcpt_code(&d, "support@acme.example"),
+        250,
+        "the override wins"
+    );
+}
+
 #[test]
 fn channel_disabled_from_cli_answers_450_then_comes_back() {
     let d = Daemon::start("", ACME);
