@@ -26,7 +26,10 @@ fn code(v: &Value) -> &str {
 }
 
 fn with_ticket() -> (Daemon, i64) {
-    let d = Daemon::start("", ACME);
+    // ACME's people and cy, who has no licence.
+    let people =
+        format!("{ACME}\n[[users]]\nid = \"cy\"\nemail = \"cy@acme.example\"\nlicensed = false\n");
+    let d = Daemon::start("", &people);
     let (ok, out) = swaks(
         d.smtp,
         &[
@@ -186,6 +189,16 @@ fn errors_have_stable_codes() {
             format!("/api/v1/tickets/{t}"),
             Some(&ann),
             Some(json!({"owner": "nobody-like-this"}).to_string()),
+            400,
+            "bad_request",
+        ),
+        (
+            // A user without a licence owns no tickets (as routing skips
+            // them): before, cy was accepted.
+            "PATCH",
+            format!("/api/v1/tickets/{t}"),
+            Some(&ann),
+            Some(json!({"owner": "cy"}).to_string()),
             400,
             "bad_request",
         ),

@@ -99,10 +99,16 @@ pub async fn update(
             "status must be 1-64 printable characters",
         ));
     }
-    if let Some(Some(owner)) = &body.owner
-        && s.live.config().user(owner).is_none()
-    {
-        return Err(ApiError::bad_request(format!("unknown user {owner:?}")));
+    if let Some(Some(owner)) = &body.owner {
+        match s.live.config().user(owner) {
+            None => return Err(ApiError::bad_request(format!("unknown user {owner:?}"))),
+            Some(u) if !u.licensed => {
+                return Err(ApiError::bad_request(format!(
+                    "user {owner:?} has no licence (licensed = false): only licensed users own tickets"
+                )));
+            }
+            Some(_) => {}
+        }
     }
     if body.status.is_none() && body.owner.is_none() {
         return Err(ApiError::bad_request(
