@@ -128,6 +128,19 @@ fn channel_disabled_from_cli_answers_450_then_comes_back() {
         (rcpt_code(&d, "support@acme.example") == 450).then_some(())
     });
     assert!(disabled.is_some(), "disabled channel did not answer 450");
+    // Logged, with the addresses, as the 550 of an unknown one is.
+    assert_eq!(rcpt_code(&d, "nobody@acme.example"), 550);
+    let log = d.log_text();
+    for (what, rcpt) in [
+        ("recipient deferred", "support@acme.example"),
+        ("recipient refused", "nobody@acme.example"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(what) && l.contains(&format!("rcpt=\"{rcpt}\""))),
+            "{what} {rcpt}:\n{log}"
+        );
+    }
     let list = d.cli_json(&["channels", "list", "--json"]);
     assert_eq!(list[0]["enabled"], false, "{list}");
     d.cli_ok(&["channels", "enable", "support"]);

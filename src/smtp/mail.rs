@@ -82,12 +82,17 @@ where
                 self.reply(reply::RCPT_OK);
                 Flow::Continue
             }
+            // As Postfix logs a reject: who, from whom, to whom (quoted:
+            // the addresses are the client's).
             RcptCheck::Unknown => {
-                tracing::info!(client_ip = %self.peer, "unknown recipient");
+                tracing::info!(client_ip = %self.peer, mail_from = ?tx.mail_from, rcpt = ?addr,
+                    "recipient refused: no enabled channel has this address (550)");
                 rejected("unknown_recipient");
                 self.error(reply::RCPT_UNKNOWN)
             }
             RcptCheck::Disabled => {
+                tracing::info!(client_ip = %self.peer, mail_from = ?tx.mail_from, rcpt = ?addr,
+                    "recipient deferred: its channel is disabled (450)");
                 rejected("disabled_recipient");
                 self.junk(reply::RCPT_DISABLED)
             }
