@@ -289,9 +289,28 @@ fn relay_down_then_up_delivers_exactly_once() {
     })
     .unwrap_or_else(|| panic!("no deferred attempt:\n{}", d.log_text()));
     assert_eq!(deferred["delivery"], "queued");
+    // The detail and the log name the relay; the log says when the next
+    // try is, as a time (not epoch milliseconds).
+    let relay = format!("127.0.0.1:{port}");
+    let detail = deferred["delivery_detail"].as_str().unwrap_or("");
+    assert!(detail.starts_with(&format!("{relay}: ")), "{detail}");
+    let log = d.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("reply deferred")
+            && l.contains(&format!("relay={relay}"))
+            && l.contains("retry_at=20")),
+        "{log}"
+    );
 
     let pf = Postfix::start_maildir(Some(port));
     wait_delivery(&d, t, "sent");
+    assert!(
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("reply sent") && l.contains(&format!("relay={relay}"))),
+        "{}",
+        d.log_text()
+    );
     let files = wait_for(Duration::from_secs(30), || {
         let f = pf.delivered();
         (!f.is_empty()).then_some(f)

@@ -113,6 +113,19 @@ pub enum SendError {
     Cancelled,
 }
 
+impl SendError {
+    /// The same error naming the relay it came from (`host:port: …`), as
+    /// the log and the message's `delivery_detail` show it. An XOAUTH2
+    /// refusal already names its server.
+    pub fn at(self, relay: &str) -> SendError {
+        match self {
+            SendError::Temporary(e) => SendError::Temporary(format!("{relay}: {e}")),
+            SendError::Permanent(e) => SendError::Permanent(format!("{relay}: {e}")),
+            other => other,
+        }
+    }
+}
+
 /// Backoff after `attempts` failed attempts: base × 2^(attempts−1), capped.
 pub fn backoff_secs(cfg: &OutboundConfig, attempts: i64) -> u64 {
     let exp = (attempts.max(1) - 1).min(32) as u32;
@@ -333,6 +346,7 @@ impl Sender {
                     providers: &providers,
                     tokens: tokens.as_deref(),
                 };
+                let relay = relay_of(&config, &item.channel);
                 let result = deliver(&item, &config, relays, &stop).await;
                 if result == Err(SendError::Cancelled) {
                     return; // not attempted: stays queued as it was
@@ -345,28 +359,50 @@ impl Sender {
                     item.created_at,
                     now,
                 );
-                record(store.as_ref(), item.id, out, &unrecorded).await;
+                record(store.as_ref(), item.id, out, &unrecorded, &relay).await;
             });
         }
         while tasks.join_next().await.is_some() {}
     }
 }
 
-async fn record(store: &dyn Store, id: OutboxId, out: AttemptOutcome, unrecorded: &Unrecorded) {
+/// The relay a channel's replies go through, as `host:port`: its provider's
+/// SMTP server (gmail, office365), else `[relay]`.
+fn relay_of(config: &Config, channel: &str) -> String {
+    match config.channel(channel).and_then(|c| c.effective_smtp()) {
+        Some((host, port, ..)) => format!("{host}:{port}"),
+        None => format!("{}:{}", config.relay.host, config.relay.port),
+    }
+}
+
+async fn record(
+    store: &dyn Store,
+    id: OutboxId,
+    out: AttemptOutcome,
+    unrecorded: &Unrecorded,
+    relay: &str,
+) {
     let label = match &out {
         AttemptOutcome::Sent { .. } => "sent",
         AttemptOutcome::Deferred { .. } => "deferred",
         AttemptOutcome::Failed { .. } => "failed",
     };
     match &out {
-        AttemptOutcome::Sent { reply } => tracing::debug!(outbox = %id, %reply, "reply sent"),
+        AttemptOutcome::Sent { reply } => {
+            tracing::info!(outbox = %id, %relay, %reply, "reply sent")
+        }
         AttemptOutcome::Deferred {
             error,
             next_attempt_at,
         } => {
-            tracing::info!(outbox = %id, %error, next_attempt_at, "reply deferred")
+            let retry_at = jiff::Timestamp::from_millisecond(*next_attempt_at)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            tracing::info!(outbox = %id, %relay, %error, %retry_at, "reply deferred")
         }
-        AttemptOutcome::Failed { error } => tracing::warn!(outbox = %id, %error, "reply failed"),
+        AttemptOutcome::Failed { error } => {
+            tracing::warn!(outbox = %id, %relay, %error, "reply failed")
+        }
     }
     metrics::counter!("postdesk_outbox_attempts_total", "result" => label).increment(1);
     // The relay's verdict must not be lost to a store error: retry a little,
@@ -464,12 +500,15 @@ async fn deliver(
                         "{host}:{port} refused the XOAUTH2 token: {e}"
                     ))));
                 }
-                other => other?,
+                other => other.map_err(|e| e.at(&format!("{host}:{port}")))?,
             }
         }
         _ => {
-            let pool = via.relay.map_err(SendError::Temporary)?;
-            pool.send(&envelope, &item.raw, stop).await?
+            let relay = relay_of(config, &item.channel);
+            let pool = via.relay.map_err(|e| SendError::Temporary(e).at(&relay))?;
+            pool.send(&envelope, &item.raw, stop)
+                .await
+                .map_err(|e| e.at(&relay))?
         }
     };
     let text = response.message().collect::<Vec<_>>().join(" ");
@@ -495,7 +534,7 @@ mod tests {
         let sent = AttemptOutcome::Sent {
             reply: "250 ok".into(),
         };
-        record(&store, id, sent.clone(), &unrecorded).await;
+        record(&store, id, sent.clone(), &unrecorded, "relay:25").await;
         assert!(!unrecorded.holds(id), "a refused outcome was kept");
         unrecorded.keep(id, sent);
         unrecorded.retry(&store).await;
