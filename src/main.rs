@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use postdesk::config::{self, Config, LogFormat};
 use postdesk::daemon;
-use postdesk::store::{SqliteStore, Store, TicketFilter, TicketId};
+use postdesk::store::{SqliteStore, Store, StoreError, TicketFilter, TicketId};
 
 #[derive(Parser)]
 #[command(
@@ -167,8 +167,24 @@ enum UsersCmd {
     Available { id: String },
     /// Mark a user away: routing skips them (with `only_available`).
     Away { id: String },
-    /// Issue a new API bearer token for USER; printed once, stored hashed.
+    /// Issue a new API bearer token for USER; printed once, stored hashed
+    /// (its id, for `revoke`, goes to stderr).
     Token { user: String },
+    /// List USER's API tokens: id and when issued (never the tokens).
+    Tokens {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one of USER's API tokens by its id (at least 8 hex digits, as
+    /// `tokens` shows them), or all of them; effective at the next request.
+    Revoke {
+        user: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -273,8 +289,45 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("postdesk: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// A command line that names something that does not exist (a user, a
+/// channel, a ticket, a contact) or asks for something invalid: exit 2, as
+/// a bad configuration or clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn usage(message: String) -> anyhow::Error {
+    Usage(message).into()
+}
+
+/// 2 for usage errors (ours, and the store's or the outbound path's
+/// "not found" / "invalid"), 1 for everything else (runtime errors).
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use postdesk::outbound::OutboundError;
+    let usage = e.downcast_ref::<Usage>().is_some()
+        || matches!(
+            e.downcast_ref::<StoreError>(),
+            Some(StoreError::NotFound(_) | StoreError::Invalid(_))
+        )
+        || matches!(
+            e.downcast_ref::<OutboundError>(),
+            Some(
+                OutboundError::TicketNotFound(_)
+                    | OutboundError::UnknownUser(_)
+                    | OutboundError::Compose(_)
+                    | OutboundError::TooLarge(_)
+                    | OutboundError::Store(StoreError::NotFound(_) | StoreError::Invalid(_))
+            )
+        );
+    if usage {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -299,6 +352,14 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             limit,
             json,
         }) => {
+            // A typo in a filter would list nothing, as if there were no
+            // such tickets: say so instead.
+            if let Some(c) = channel.as_deref().filter(|c| config.channel(c).is_none()) {
+                return Err(usage(format!("unknown channel {c:?}")));
+            }
+            if let Some(u) = owner.as_deref().filter(|u| config.user(u).is_none()) {
+                return Err(usage(format!("unknown user {u:?}")));
+            }
             let store = open_store(&config).await?;
             let tickets = store
                 .list_tickets(TicketFilter {
@@ -412,7 +473,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             if let Some(u) = &user
                 && config.user(u).is_none()
             {
-                bail!("unknown user {u:?}");
+                return Err(usage(format!("unknown user {u:?}")));
             }
             let store = open_store(&config).await?;
             let email = postdesk::config::normalize_email(&email);
@@ -525,7 +586,7 @@ async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
         ChannelsCmd::Enable { id } | ChannelsCmd::Disable { id }
             if config.channel(&id).is_none() =>
         {
-            bail!("unknown channel {id:?}")
+            return Err(usage(format!("unknown channel {id:?}")));
         }
         ChannelsCmd::Enable { id } => {
             store.set_channel_enabled(id.clone(), true).await?;
@@ -590,17 +651,48 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
         }
         UsersCmd::Token { user } => {
             if config.user(&user).is_none() {
-                bail!("unknown user {user:?}");
+                return Err(usage(format!("unknown user {user:?}")));
             }
             let token = postdesk::api::auth::new_token().context("reading /dev/urandom")?;
-            store
-                .add_api_token(postdesk::api::auth::token_hash(&token), user)
-                .await?;
+            let hash = postdesk::api::auth::token_hash(&token);
+            let id = hash
+                .get(..postdesk::store::TOKEN_ID_LEN)
+                .unwrap_or(&hash)
+                .to_string();
+            store.add_api_token(hash, user.clone()).await?;
             println!("{token}");
+            eprintln!("token id {id} (`postdesk users revoke {user} {id}` revokes it)");
+            Ok(())
+        }
+        UsersCmd::Tokens { user, .. } | UsersCmd::Revoke { user, .. }
+            if config.user(&user).is_none() =>
+        {
+            return Err(usage(format!("unknown user {user:?}")));
+        }
+        UsersCmd::Tokens { user, json } => {
+            let tokens = store.api_tokens(user.clone()).await?;
+            if json {
+                return print_json(&tokens);
+            }
+            println!("{:<14} ISSUED", "ID");
+            for t in &tokens {
+                let issued = jiff::Timestamp::from_millisecond(t.created_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                println!("{:<14} {issued}", t.id);
+            }
+            if tokens.is_empty() {
+                eprintln!("{user} has no API tokens");
+            }
+            Ok(())
+        }
+        UsersCmd::Revoke { user, id, .. } => {
+            let n = store.revoke_api_tokens(user.clone(), id).await?;
+            println!("revoked {n} token(s) of {user}");
             Ok(())
         }
         UsersCmd::Available { id } | UsersCmd::Away { id } if config.user(&id).is_none() => {
-            bail!("unknown user {id:?}")
+            return Err(usage(format!("unknown user {id:?}")));
         }
         UsersCmd::Available { id } => {
             store.set_user_available(id.clone(), Some(true)).await?;
@@ -743,7 +835,7 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
         Some(id) => Some(
             config
                 .channel(id)
-                .with_context(|| format!("unknown channel {id:?}"))?,
+                .ok_or_else(|| usage(format!("unknown channel {id:?}")))?,
         ),
         None => {
             let fields = postdesk::ingest::parse::fields(&msg);

@@ -553,3 +553,65 @@ fn idempotency_key_makes_retries_safe() {
         .count();
     assert_eq!(outbound, 3);
 }
+
+/// An admin lists a user's API tokens (ids, never the tokens) and revokes
+/// one — or all — at once: the next request with it is 401, the others
+/// still work. Before, the only way to stop a leaked token was to remove
+/// its user.
+#[test]
+fn tokens_are_listed_and_revoked_one_or_all() {
+    let d = Daemon::start("", ACME);
+    let first = d.token("ann");
+    let second = d.token("ann");
+    let bob = d.token("bob");
+    let works = |t: &str| d.api("GET", "/api/v1/tickets", Some(t), None).0 == 200;
+    assert!(works(&first) && works(&second) && works(&bob));
+
+    let listed = d.cli_json(&["users", "tokens", "ann", "--json"]);
+    let ids: Vec<String> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert!(
+        !listed.to_string().contains(&first) && !listed.to_string().contains(&second),
+        "a token was shown: {listed}"
+    );
+    // The first token's id is the start of its sha256 (as `users token`
+    // printed it on stderr).
+    let issued = d.cli(&["users", "token", "bob"]);
+    let said = String::from_utf8_lossy(&issued.stderr).into_owned();
+    assert!(said.contains("token id "), "{said}");
+
+    let first_id = ids
+        .iter()
+        .find(|id| postdesk::api::auth::token_hash(&first).starts_with(id.as_str()))
+        .expect("the first token's id is listed")
+        .clone();
+    for bad in ["abc", "zzzzzzzz", "00000000"] {
+        assert!(
+            !d.cli(&["users", "revoke", "ann", bad]).status.success(),
+            "revoked with {bad:?}"
+        );
+    }
+    d.cli_ok(&["users", "revoke", "ann", &first_id]);
+    assert!(!works(&first), "the revoked token still works");
+    assert!(
+        works(&second) && works(&bob),
+        "another token stopped working"
+    );
+
+    d.cli_ok(&["users", "revoke", "ann", "--all"]);
+    assert!(!works(&second));
+    assert!(works(&bob), "bob's token went with ann's");
+    assert_eq!(
+        d.cli_json(&["users", "tokens", "ann", "--json"]),
+        serde_json::json!([])
+    );
+    assert!(
+        !d.cli(&["users", "revoke", "ann"]).status.success(),
+        "neither an id nor --all"
+    );
+}

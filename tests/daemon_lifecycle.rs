@@ -152,6 +152,55 @@ fn channel_disabled_from_cli_answers_450_then_comes_back() {
     assert!(!out.status.success(), "unknown channel accepted");
 }
 
+/// README: "Exit codes: 0 success, 1 runtime error, 2 bad configuration or
+/// usage". A command naming what does not exist, or asking for something
+/// invalid, is a usage error (2) — before, these all exited 1, and a
+/// filter naming an unknown channel or user listed nothing, silently.
+#[test]
+fn cli_usage_errors_exit_2_and_runtime_errors_1() {
+    let d = Daemon::start("", ACME);
+    let mail = d.dir.path().join("m.eml");
+    std::fs::write(&mail, "From: a@b.example\r\nSubject: x\r\n\r\nhi\r\n").expect("eml");
+    let mail = mail.to_string_lossy().into_owned();
+    for args in [
+        &["channels", "disable", "nope"][..],
+        &["users", "token", "nobody"],
+        &["users", "available", "nobody"],
+        &["users", "revoke", "ann", "abc"],
+        &["tickets", "list", "--channel", "nope"],
+        &["tickets", "list", "--owner", "zed"],
+        &["tickets", "show", "999"],
+        &["reply", "999", "--as", "ann", "--text", "hi"],
+        &["reply", "1", "--as", "zed", "--text", "hi"],
+        &["resolve", &mail, "--channel", "nope"],
+        &["no-such-command"],
+    ] {
+        let out = d.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = d.cli(&[
+        "reply",
+        "999",
+        "--as",
+        "ann",
+        "--text",
+        "hi",
+        "--attach",
+        "/nonexistent/file",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn spool_left_by_a_crash_is_ingested_on_start() {
     let mut d = Daemon::start("", ACME);

@@ -22,8 +22,8 @@ pub use mailbox::{
     Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
 };
 pub use outbound::{
-    AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem, QueuedReply,
-    ReplyContext, TicketUpdate,
+    ApiTokenInfo, AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem,
+    QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate,
 };
 pub use sqlite::{SqliteStore, content_hash, now_ms};
 pub use types::*;
@@ -202,6 +202,11 @@ pub trait Store: Send + Sync + 'static {
     fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()>;
     /// The user an API token's sha256 (hex) belongs to.
     fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>>;
+    /// A user's API tokens (ids and issue times, never the tokens).
+    fn api_tokens(&self, user: String) -> StoreFuture<'_, Vec<ApiTokenInfo>>;
+    /// Revoke the user's token whose id starts with `id`, or all of them
+    /// (`None`); returns how many. Effective at the next request.
+    fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize>;
     /// A ticket's subject, channel, contact and thread ids (the first and the
     /// `recent` most recent), for composing a reply.
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;

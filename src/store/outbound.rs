@@ -384,6 +384,68 @@ pub(crate) fn token_user(conn: &Connection, hash: &str) -> Result<Option<String>
         .optional()?)
 }
 
+/// An API token as an admin sees it: never the token, only an id (the
+/// start of its sha256) and when it was issued.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApiTokenInfo {
+    pub id: String,
+    pub created_at: i64,
+}
+
+/// Hex digits of a token's sha256 that name it for `users tokens`/`revoke`.
+pub const TOKEN_ID_LEN: usize = 12;
+
+pub(crate) fn tokens_of(conn: &Connection, user: &str) -> Result<Vec<ApiTokenInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT substr(token_hash, 1, ?2), created_at FROM api_tokens
+          WHERE user_id = ?1 ORDER BY created_at, token_hash",
+    )?;
+    let rows = stmt.query_map(params![user, TOKEN_ID_LEN as i64], |r| {
+        Ok(ApiTokenInfo {
+            id: r.get(0)?,
+            created_at: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Delete `user`'s tokens whose id starts with `id` (at least 8 hex digits,
+/// naming one token), or all of them; returns how many.
+pub(crate) fn revoke_tokens(
+    conn: &Connection,
+    user: &str,
+    id: Option<&str>,
+) -> Result<usize, StoreError> {
+    let Some(id) = id else {
+        return Ok(conn
+            .prepare_cached("DELETE FROM api_tokens WHERE user_id = ?1")?
+            .execute([user])?);
+    };
+    let id = id.to_ascii_lowercase();
+    if id.len() < 8 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Invalid(format!(
+            "token id {id:?}: give 8 to 64 hex digits, as `users tokens` shows them"
+        )));
+    }
+    let pattern = format!("{id}%");
+    let matching: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM api_tokens WHERE user_id = ?1 AND token_hash LIKE ?2",
+        )?
+        .query_row(params![user, pattern], |r| r.get(0))?;
+    match matching {
+        0 => Err(StoreError::NotFound(format!(
+            "no token {id} for user {user}"
+        ))),
+        1 => Ok(conn
+            .prepare_cached("DELETE FROM api_tokens WHERE user_id = ?1 AND token_hash LIKE ?2")?
+            .execute(params![user, pattern])?),
+        n => Err(StoreError::Invalid(format!(
+            "token id {id} names {n} tokens of {user}: give more digits"
+        ))),
+    }
+}
+
 /// Outbox counts by state, for metrics and `status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OutboxCounts {

@@ -1191,6 +1191,14 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |c| ob::token_user(c, &token_hash)))
     }
 
+    fn api_tokens(&self, user: String) -> StoreFuture<'_, Vec<ApiTokenInfo>> {
+        Box::pin(self.read(move |c| ob::tokens_of(c, &user)))
+    }
+
+    fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(move |c| ob::revoke_tokens(c, &user, id.as_deref())))
+    }
+
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
         Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
     }
