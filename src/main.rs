@@ -586,7 +586,7 @@ async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
         ChannelsCmd::Enable { id } | ChannelsCmd::Disable { id }
             if config.channel(&id).is_none() =>
         {
-            return Err(usage(format!("unknown channel {id:?}")));
+            Err(usage(format!("unknown channel {id:?}")))
         }
         ChannelsCmd::Enable { id } => {
             store.set_channel_enabled(id.clone(), true).await?;
@@ -667,7 +667,7 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
         UsersCmd::Tokens { user, .. } | UsersCmd::Revoke { user, .. }
             if config.user(&user).is_none() =>
         {
-            return Err(usage(format!("unknown user {user:?}")));
+            Err(usage(format!("unknown user {user:?}")))
         }
         UsersCmd::Tokens { user, json } => {
             let tokens = store.api_tokens(user.clone()).await?;
@@ -692,7 +692,7 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             Ok(())
         }
         UsersCmd::Available { id } | UsersCmd::Away { id } if config.user(&id).is_none() => {
-            return Err(usage(format!("unknown user {id:?}")));
+            Err(usage(format!("unknown user {id:?}")))
         }
         UsersCmd::Available { id } => {
             store.set_user_available(id.clone(), Some(true)).await?;
