@@ -267,6 +267,7 @@ pub async fn run(
 
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!("postdesk ready");
+    reload_outcome(true);
     let watchdog = sd_notify::watchdog_enabled();
     let ping = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(3600));
     // Intervals, not a sleep per loop pass: another branch firing (the
@@ -317,9 +318,11 @@ pub async fn run(
                         }
                         live.replace_config(new);
                         tracing::info!(path = %config_path.display(), "configuration reloaded");
+                        reload_outcome(true);
                     }
                     Err(errors) => {
                         tracing::error!(path = %config_path.display(), "configuration refused, keeping the old one:\n{errors}");
+                        reload_outcome(false);
                     }
                 }
                 notify(&[sd_notify::NotifyState::Ready]);
@@ -392,6 +395,20 @@ pub async fn run(
 /// store, the SMTP listener and its limits and TLS, the HTTP address,
 /// logging — CLI commands read the file and use the new values at once), and
 /// channels whose changed `enabled` a runtime override outweighs.
+/// What a SIGHUP did, for monitoring: `systemctl reload` only sends the
+/// signal and reports success whatever the daemon made of it (as
+/// Prometheus' own `prometheus_config_last_reload_successful`).
+fn reload_outcome(ok: bool) {
+    metrics::gauge!("postdesk_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        metrics::gauge!("postdesk_config_last_reload_success_timestamp_seconds").set(now);
+    }
+}
+
 fn reload_warnings(started: &Config, old: &Config, new: &Config, live: &Live) -> Vec<String> {
     let mut out = Vec::new();
     let restart = [

@@ -75,6 +75,15 @@ fn sighup_reloads_channels_and_refuses_a_broken_config() {
         "new channel not accepted after SIGHUP:\n{}",
         d.log_text()
     );
+    let reload_ok = |d: &Daemon| {
+        let (_, m) = d.api("GET", "/metrics", None, None);
+        let text = m.as_str().unwrap_or("").to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("postdesk_config_last_reload_successful "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no reload gauge:\n{text}"))
+    };
+    assert_eq!(reload_ok(&d), "1");
 
     // A broken config is refused; the running one stays.
     std::fs::write(
@@ -89,6 +98,8 @@ fn sighup_reloads_channels_and_refuses_a_broken_config() {
     assert!(logged.is_some(), "{}", d.log_text());
     assert_eq!(rcpt_code(&d, "sales@acme.example"), 250);
     assert_eq!(rcpt_code(&d, "support@acme.example"), 250);
+    // Monitoring sees the refusal (systemctl reload does not).
+    assert_eq!(reload_ok(&d), "0");
 }
 
 /// `channels enable support` just before a reload whose file disables it:
