@@ -198,6 +198,9 @@ enum ChannelsCmd {
     Enable { id: String },
     /// Disable a channel: SMTP answers 450 for it, its tickets stay.
     Disable { id: String },
+    /// Drop the run-time enable/disable of a channel: the file's `enabled`
+    /// holds again (the daemon picks it up within seconds).
+    Reset { id: String },
 }
 
 #[derive(Subcommand)]
@@ -573,13 +576,7 @@ async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
                 return print_json(&list);
             }
             for c in list {
-                println!(
-                    "{:<16} {:<10} {:<32} {}",
-                    c.id,
-                    c.kind,
-                    c.address.as_deref().unwrap_or("-"),
-                    if c.enabled { "enabled" } else { "disabled" }
-                );
+                println!("{}", c.line());
             }
             Ok(())
         }
@@ -589,13 +586,24 @@ async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
             Err(usage(format!("unknown channel {id:?}")))
         }
         ChannelsCmd::Enable { id } => {
-            store.set_channel_enabled(id.clone(), true).await?;
+            store.set_channel_enabled(id.clone(), Some(true)).await?;
             println!("channel {id} enabled");
             Ok(())
         }
         ChannelsCmd::Disable { id } => {
-            store.set_channel_enabled(id.clone(), false).await?;
+            store.set_channel_enabled(id.clone(), Some(false)).await?;
             println!("channel {id} disabled");
+            Ok(())
+        }
+        ChannelsCmd::Reset { id } => {
+            let Some(ch) = config.channel(&id) else {
+                return Err(usage(format!("unknown channel {id:?}")));
+            };
+            store.set_channel_enabled(id.clone(), None).await?;
+            println!(
+                "channel {id}: run-time override cleared; the file says {}",
+                if ch.enabled { "enabled" } else { "disabled" }
+            );
             Ok(())
         }
     }
@@ -712,7 +720,36 @@ struct ChannelState {
     id: String,
     kind: String,
     address: Option<String>,
+    /// In force now.
     enabled: bool,
+    /// What the file says.
+    configured: bool,
+    /// `channels enable|disable` (or the API) set it at run time.
+    overridden: bool,
+}
+
+impl ChannelState {
+    /// One line of `channels list` and `status`: id, kind, address, state —
+    /// and, under a run-time override, what the file says.
+    fn line(&self) -> String {
+        let word = |on: bool| if on { "enabled" } else { "disabled" };
+        let state = if self.overridden {
+            format!(
+                "{} (run-time; the file says {}: `channels reset {}`)",
+                word(self.enabled),
+                word(self.configured),
+                self.id
+            )
+        } else {
+            word(self.enabled).to_string()
+        };
+        format!(
+            "{:<16} {:<10} {:<32} {state}",
+            self.id,
+            self.kind,
+            self.address.as_deref().unwrap_or("-")
+        )
+    }
 }
 
 async fn channel_states(config: &Config, store: &dyn Store) -> Result<Vec<ChannelState>> {
@@ -726,6 +763,8 @@ async fn channel_states(config: &Config, store: &dyn Store) -> Result<Vec<Channe
             kind: c.kind.as_str().to_string(),
             address: c.address.clone(),
             enabled: overrides.get(&c.id).copied().unwrap_or(c.enabled),
+            configured: c.enabled,
+            overridden: overrides.contains_key(&c.id),
         })
         .collect())
 }
@@ -754,13 +793,7 @@ async fn status(config: Config, json: bool) -> Result<()> {
     );
     println!("channels:");
     for c in channels {
-        println!(
-            "  {:<16} {:<10} {:<32} {}",
-            c.id,
-            c.kind,
-            c.address.as_deref().unwrap_or("-"),
-            if c.enabled { "enabled" } else { "disabled" }
-        );
+        println!("  {}", c.line());
     }
     if !mailboxes.is_empty() {
         println!("mailboxes:");

@@ -153,7 +153,29 @@ fn channel_disabled_from_cli_answers_450_then_comes_back() {
         );
     }
     let list = d.cli_json(&["channels", "list", "--json"]);
-    assert_eq!(list[0]["enabled"], false, "{list}");
+    assert_eq!(
+        (
+            &list[0]["enabled"],
+            &list[0]["configured"],
+            &list[0]["overridden"]
+        ),
+        (&false.into(), &true.into(), &true.into()),
+        "{list}"
+    );
+    let text = String::from_utf8_lossy(&d.cli_ok(&["channels", "list"]).stdout).into_owned();
+    assert!(
+        text.contains("disabled (run-time; the file says enabled: `channels reset support`)"),
+        "{text}"
+    );
+    // Dropping the override: the file's `enabled` holds again.
+    d.cli_ok(&["channels", "reset", "support"]);
+    let enabled = wait_for(T, || {
+        (rcpt_code(&d, "support@acme.example") == 250).then_some(())
+    });
+    assert!(enabled.is_some(), "reset channel still refused");
+    let list = d.cli_json(&["channels", "list", "--json"]);
+    assert_eq!(list[0]["overridden"], false, "{list}");
+    d.cli_ok(&["channels", "disable", "support"]);
     d.cli_ok(&["channels", "enable", "support"]);
     let enabled = wait_for(T, || {
         (rcpt_code(&d, "support@acme.example") == 250).then_some(())

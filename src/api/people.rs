@@ -145,7 +145,9 @@ async fn set_channel(
     let c = config
         .channel(&id)
         .ok_or_else(|| ApiError::not_found(format!("channel {id:?} not found")))?;
-    s.store.set_channel_enabled(c.id.clone(), enabled).await?;
+    s.store
+        .set_channel_enabled(c.id.clone(), Some(enabled))
+        .await?;
     s.live.set_channel_enabled(&c.id, enabled);
     Ok(Json(ChannelView {
         id: c.id.clone(),

@@ -128,8 +128,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runtime enable/disable overrides of channels (absent: as configured).
     fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
-    /// Persist a channel's enabled state.
-    fn set_channel_enabled(&self, channel: String, enabled: bool) -> StoreFuture<'_, ()>;
+    /// Persist a channel's enabled state; `None` clears the override (the
+    /// file's `enabled` holds again).
+    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()>;
     /// Availability set by hand, per user (absent: as configured / scheduled).
     fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>>;
 

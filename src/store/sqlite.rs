@@ -1050,7 +1050,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn set_channel_enabled(&self, channel: String, enabled: bool) -> StoreFuture<'_, ()> {
+    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             c.execute(
                 "INSERT INTO channel_state (id, enabled) VALUES (?1, ?2)
