@@ -28,12 +28,14 @@ use crate::store::{NewSpool, SpoolSource, SqliteStore, Store, StoreError};
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("store {path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
-    #[error("cannot listen on {addr}: {source}")]
+    // The cause is in the message and not a `source`: the CLI prints the
+    // chain (`{:#}`), which would say it twice.
+    #[error("store {path}: {error}")]
+    Store { path: PathBuf, error: StoreError },
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("smtp tls: {0}")]
     Tls(String),
@@ -115,16 +117,13 @@ impl Bound {
             smtp.push(
                 TcpListener::bind(addr)
                     .await
-                    .map_err(|source| DaemonError::Bind {
-                        addr: *addr,
-                        source,
-                    })?,
+                    .map_err(|error| DaemonError::Bind { addr: *addr, error })?,
             );
         }
         let addr = config.http.listen;
         let http = TcpListener::bind(addr)
             .await
-            .map_err(|source| DaemonError::Bind { addr, source })?;
+            .map_err(|error| DaemonError::Bind { addr, error })?;
         Ok(Bound { smtp, http })
     }
 }
@@ -138,10 +137,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<SqliteStore>, DaemonError
         .await
         .map_err(|e| DaemonError::Store {
             path: path.clone(),
-            source: StoreError::Invalid(e.to_string()),
+            error: StoreError::Invalid(e.to_string()),
         })?
         .map(Arc::new)
-        .map_err(|source| DaemonError::Store { path, source })
+        .map_err(|error| DaemonError::Store { path, error })
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {

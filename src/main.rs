@@ -886,7 +886,7 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
         "contact": r.contact,
         "forwarder": r.forwarder,
         "method": r.method,
-        "confidence": r.confidence,
+        "confidence": postdesk::ingest::resolve::rounded(r.confidence),
         "classification": class,
         "claimed_original": r.claimed_original,
         "channel": ch.map(|c| c.id.clone()),

@@ -230,6 +230,9 @@ fn resolve_command_explains_the_decision_without_storing() {
     assert_eq!(v["method"], "body:gmail");
     assert_eq!(v["classification"]["kind"], "normal");
     assert!(v["confidence"].as_f64().is_some_and(|c| c > 0.5));
+    // Two decimals, not the f32's 0.8999999761581421.
+    let written = v["confidence"].to_string();
+    assert!(written.len() <= 4, "{written}");
     // From standard input, on the toggle-off channel.
     let out = std::process::Command::new(common::BIN)
         .args(["--config"])

@@ -532,7 +532,9 @@ impl Unique {
 
 /// `; known: a, b` for unknown-reference messages.
 fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
-    let ids: Vec<&str> = ids.collect();
+    // Each once (a file may define an id twice: that has its own error).
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<&str> = ids.filter(|id| seen.insert(*id)).collect();
     if ids.is_empty() {
         String::from(" (none are defined)")
     } else {
@@ -632,5 +634,19 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
             oauth.client_secret_file.iter_mut().for_each(fix);
             fix(&mut oauth.refresh_token_file);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An id defined twice (its own error) is named once among the known
+    /// ones: before, "known: email, email".
+    #[test]
+    fn known_ids_names_each_once() {
+        assert_eq!(
+            super::known_ids(["email", "name", "email"].into_iter()),
+            "; known: email, name"
+        );
+        assert_eq!(super::known_ids(std::iter::empty()), " (none are defined)");
     }
 }

@@ -51,8 +51,21 @@ where
             response.capabilities |= EXT_START_TLS;
         }
         response.size = self.shared.cfg.max_message_size;
-        // Writing into a Vec cannot fail.
-        let _ = response.write(&mut self.out);
+        // Writing into a Vec cannot fail. smtp-proto's first line reads
+        // `250-<hostname> you had me at EHLO`: ours is `250-<hostname>`, as
+        // the HELO reply, so a transcript in a mail admin's log is plain.
+        let mut lines = Vec::new();
+        let _ = response.write(&mut lines);
+        let first_end = memchr::memmem::find(&lines, b"\r\n").unwrap_or(lines.len());
+        let first = format!("250-{}", self.shared.cfg.hostname);
+        match lines.get(..first_end) {
+            Some(l) if l.starts_with(first.as_bytes()) => {
+                self.out.extend_from_slice(first.as_bytes());
+                self.out
+                    .extend_from_slice(lines.get(first_end..).unwrap_or_default());
+            }
+            _ => self.out.extend_from_slice(&lines),
+        }
         Flow::Continue
     }
 

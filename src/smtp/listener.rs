@@ -62,9 +62,6 @@ pub async fn serve<S: Spool>(
     let mut sessions = JoinSet::new();
     let mut retain = tokio::time::interval(RETAIN_INTERVAL);
     let mut backoff = Duration::ZERO;
-    for l in &listeners {
-        tracing::info!(addr = ?l.local_addr().ok(), "SMTP listener started");
-    }
 
     loop {
         tokio::select! {

@@ -289,7 +289,7 @@ async fn happy_path() {
     ] {
         assert!(ehlo.contains(cap), "{cap} missing in {ehlo:?}");
     }
-    assert!(ehlo.starts_with("250-mx.test"));
+    assert!(ehlo.starts_with("250-mx.test\r\n"), "{ehlo:?}");
     assert!(!ehlo.contains("STARTTLS"), "no TLS configured: {ehlo:?}");
     c.cmd("MAIL FROM:<Alice@Example.org>", "250 2.1.0").await;
     c.cmd("RCPT TO:<Support@ACME.example>", "250 2.1.5").await;

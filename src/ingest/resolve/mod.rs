@@ -74,6 +74,15 @@ pub struct Address {
     pub name: Option<String>,
 }
 
+/// A confidence as people read it: two decimals.
+pub fn rounded(v: f32) -> f64 {
+    (f64::from(v) * 100.0).round() / 100.0
+}
+
+fn two_decimals<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(rounded(*v))
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Resolution {
     /// Who owns the ticket.
@@ -81,7 +90,9 @@ pub struct Resolution {
     /// "rfc822" | "resent" | "body:<client>" | "list:x-original-from" |
     /// "list:x-original-sender" | "list:reply-to" | "from" | "forwarder".
     pub method: String,
-    /// 0.0..=1.0.
+    /// 0.0..=1.0 (written with two decimals: `0.9`, not the f32's
+    /// `0.8999999761581421`).
+    #[serde(serialize_with = "two_decimals")]
     pub confidence: f32,
     /// The team member / trusted forwarder who forwarded, if any.
     pub forwarder: Option<Address>,
