@@ -60,20 +60,24 @@ enum Command {
     /// Contacts.
     #[command(subcommand)]
     Contacts(ContactsCmd),
-    /// Channels: list, enable, disable.
+    /// Channels: list, enable, disable, reset.
     #[command(subcommand)]
     Channels(ChannelsCmd),
     /// Reply to a ticket as an agent: composed and durably queued (the
     /// daemon's sender delivers it). Same code path as the HTTP API.
+    #[command(group(
+        clap::ArgGroup::new("body").required(true).multiple(true).args(["text", "html"])
+    ))]
     Reply {
+        /// The ticket number.
         number: i64,
         /// The agent (user id) the reply is from.
         #[arg(long = "as", value_name = "USER_ID")]
         as_user: String,
-        /// Plain-text body.
-        #[arg(long, required_unless_present = "html")]
+        /// Plain-text body (this, --html, or both).
+        #[arg(long)]
         text: Option<String>,
-        /// HTML body.
+        /// HTML body (a text part is made from it when --text is absent).
         #[arg(long)]
         html: Option<String>,
         /// Subject instead of `Re: <ticket subject>` (the `[#N]` token is kept).
@@ -85,10 +89,11 @@ enum Command {
         /// Cc the ticket's other participants.
         #[arg(long)]
         cc_thread: bool,
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
-    /// Users: API tokens.
+    /// Users: list, availability, API tokens.
     #[command(subcommand)]
     Users(UsersCmd),
     /// The outbox of replies.
@@ -96,6 +101,7 @@ enum Command {
     Outbox(OutboxCmd),
     /// Channels, queues and store counts.
     Status {
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -107,6 +113,7 @@ enum Command {
         /// channel whose address is among the message's recipients).
         #[arg(long)]
         channel: Option<String>,
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -116,22 +123,30 @@ enum Command {
 enum TicketsCmd {
     /// List tickets, newest first.
     List {
+        /// Only this channel's (a channel id).
         #[arg(long)]
         channel: Option<String>,
+        /// Only tickets with this status (e.g. new).
         #[arg(long)]
         status: Option<String>,
+        /// Only this user's (a user id).
         #[arg(long)]
         owner: Option<String>,
+        /// Only this contact's (an email address, any case).
         #[arg(long)]
         contact: Option<String>,
+        /// At most this many.
         #[arg(long)]
         limit: Option<usize>,
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
     /// Show one ticket with its messages.
     Show {
+        /// The ticket number.
         number: i64,
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +156,7 @@ enum TicketsCmd {
 enum ContactsCmd {
     /// List contacts.
     List {
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -160,6 +176,7 @@ enum ContactsCmd {
 enum UsersCmd {
     /// List users with licence, teams and availability now.
     List {
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -173,6 +190,7 @@ enum UsersCmd {
     /// List USER's API tokens: id and when issued (never the tokens).
     Tokens {
         user: String,
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -191,6 +209,7 @@ enum UsersCmd {
 enum ChannelsCmd {
     /// List channels with their state.
     List {
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -209,6 +228,7 @@ enum OutboxCmd {
     Flush,
     /// Counts by state.
     Status {
+        /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -384,7 +404,8 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 let h = &t.head;
                 println!(
                     "{:>6}  {:<12} {:<10} {:<10} {:<30} {:>4}  {}",
-                    h.number,
+                    // The number itself: TicketId's Display ignores widths.
+                    h.number.0,
                     h.channel,
                     h.status.as_deref().unwrap_or("-"),
                     h.owner.as_deref().unwrap_or("-"),
@@ -410,11 +431,10 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 h.priority.as_deref().unwrap_or("-"),
                 h.pipeline.as_deref().unwrap_or("-")
             );
-            println!(
-                "  contact: {} <{}>",
-                h.contact.name.as_deref().unwrap_or(""),
-                h.contact.email
-            );
+            match h.contact.name.as_deref().filter(|n| !n.is_empty()) {
+                Some(name) => println!("  contact: {name} <{}>", h.contact.email),
+                None => println!("  contact: {}", h.contact.email),
+            }
             match (&h.owner, &h.unassigned_reason) {
                 (Some(o), _) => println!("  owner: {o}"),
                 (None, Some(r)) => println!("  owner: none ({r})"),
@@ -457,6 +477,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             if json {
                 return print_json(&contacts);
             }
+            println!("{:<40} {:<30} {:<10} TICKETS", "EMAIL", "NAME", "OWNER");
             for c in contacts {
                 println!(
                     "{:<40} {:<30} {:<10} {}",

@@ -109,6 +109,18 @@ fn forwarded_mail_belongs_to_the_customer_with_the_note_kept() {
     let number = t["number"].as_i64().expect("number").to_string();
     let shown =
         String::from_utf8_lossy(&d.cli_ok(&["tickets", "show", &number]).stdout).into_owned();
+    // The text listings: numbers right-aligned under NUMBER, and a header
+    // on the contacts list.
+    let list = String::from_utf8_lossy(&d.cli_ok(&["tickets", "list"]).stdout).into_owned();
+    let header = list.lines().next().unwrap_or("");
+    let row = list.lines().nth(1).unwrap_or("");
+    assert_eq!(
+        header.find("NUMBER").map(|i| i + "NUMBER".len()),
+        row.find(&format!("{number} ")).map(|i| i + number.len()),
+        "{list}"
+    );
+    let contacts = String::from_utf8_lossy(&d.cli_ok(&["contacts", "list"]).stdout).into_owned();
+    assert!(contacts.starts_with("EMAIL "), "{contacts}");
     assert!(
         shown
             .lines()
