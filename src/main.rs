@@ -946,6 +946,7 @@ async fn run_daemon(config: Config) -> Result<()> {
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
+    postdesk::api::metric_help::describe();
     let bound = daemon::Bound::bind(&config).await?;
     let shutdown = CancellationToken::new();
     let reload = Arc::new(Notify::new());

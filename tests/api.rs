@@ -477,6 +477,14 @@ fn agents_work_a_ticket() {
     assert_eq!(s, 200);
     let text = m.as_str().unwrap_or("");
     assert!(text.contains("postdesk_outbox_depth"), "{text}");
+    // Each series says what it is.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap_or("");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no help for {name}:\n{text}"
+        );
+    }
 }
 
 #[test]

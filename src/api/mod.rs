@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod error;
 pub mod forms;
+pub mod metric_help;
 mod open;
 pub mod people;
 pub mod tickets;

@@ -1,0 +1,191 @@
+//! The help text of every metric postdesk records: `/metrics` carries a
+//! `# HELP` line for each, so a Prometheus user reads what a series means
+//! without the source. A test checks that every `postdesk_*` name in the
+//! source is described here.
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Name, kind and help text of each metric.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "postdesk_smtp_connections",
+        Kind::Gauge,
+        "SMTP sessions open now.",
+    ),
+    (
+        "postdesk_smtp_messages_total",
+        Kind::Counter,
+        "Messages at the end of DATA/BDAT, by result (accepted: durably in the spool and answered 250; rejected).",
+    ),
+    (
+        "postdesk_smtp_rejections_total",
+        Kind::Counter,
+        "SMTP commands or sessions refused, by reason (unknown_recipient, disabled_recipient, too_large, rate, …).",
+    ),
+    (
+        "postdesk_spool_commit_seconds",
+        Kind::Histogram,
+        "How long an SMTP session waits for its message's durable commit before it can answer 250.",
+    ),
+    (
+        "postdesk_spool_pending",
+        Kind::Gauge,
+        "Spool entries not yet ingested.",
+    ),
+    (
+        "postdesk_spool_failed",
+        Kind::Gauge,
+        "Spool entries ingest gave up on (kept; see postdesk status).",
+    ),
+    (
+        "postdesk_store_commits_total",
+        Kind::Counter,
+        "Group commits of the store's writer.",
+    ),
+    (
+        "postdesk_store_commit_batch",
+        Kind::Histogram,
+        "Jobs per group commit.",
+    ),
+    (
+        "postdesk_ingest_messages_total",
+        Kind::Counter,
+        "Messages ingested, by result (stored, duplicate).",
+    ),
+    (
+        "postdesk_ingest_failed_total",
+        Kind::Counter,
+        "Spool entries ingest could not process.",
+    ),
+    (
+        "postdesk_ingest_lag_seconds",
+        Kind::Histogram,
+        "From a message's arrival in the spool to its ticket.",
+    ),
+    (
+        "postdesk_ingest_handoff_overflows_total",
+        Kind::Counter,
+        "Times the in-memory handoff to ingest overflowed and ingest read the spool instead.",
+    ),
+    (
+        "postdesk_pull_messages_total",
+        Kind::Counter,
+        "Messages pulled from mailboxes into the spool, by channel.",
+    ),
+    (
+        "postdesk_pull_bytes_total",
+        Kind::Counter,
+        "Bytes of messages pulled, by channel.",
+    ),
+    (
+        "postdesk_pull_skipped_total",
+        Kind::Counter,
+        "Messages a server never returned, skipped after repeated fetches, by channel.",
+    ),
+    (
+        "postdesk_pull_move_failed_total",
+        Kind::Counter,
+        "Moves to move_to that failed (retried later), by channel.",
+    ),
+    (
+        "postdesk_mailbox_state",
+        Kind::Gauge,
+        "1 for a mailbox's current state, 0 for the others, by channel and state.",
+    ),
+    (
+        "postdesk_outbox_queued_total",
+        Kind::Counter,
+        "Replies queued for sending.",
+    ),
+    (
+        "postdesk_outbox_attempts_total",
+        Kind::Counter,
+        "Delivery attempts of replies, by result (sent, deferred, failed).",
+    ),
+    (
+        "postdesk_outbox_queued",
+        Kind::Gauge,
+        "Replies waiting to be sent.",
+    ),
+    (
+        "postdesk_outbox_depth",
+        Kind::Gauge,
+        "Replies in the outbox, by state (queued, sent, failed).",
+    ),
+    (
+        "postdesk_outbox_bounced",
+        Kind::Gauge,
+        "Sent replies reported undeliverable by a bounce since.",
+    ),
+    (
+        "postdesk_form_submissions_total",
+        Kind::Counter,
+        "Web form submissions, by result.",
+    ),
+    (
+        "postdesk_config_last_reload_successful",
+        Kind::Gauge,
+        "1 if the last configuration load (start or SIGHUP) succeeded, 0 if it was refused.",
+    ),
+    (
+        "postdesk_config_last_reload_success_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last successful configuration load.",
+    ),
+];
+
+/// Register the help texts with the installed recorder (once, at start).
+pub fn describe() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `"postdesk_…"` name recorded in the source has a help text, and
+    /// every help text names a metric still recorded.
+    #[test]
+    fn every_metric_in_the_source_is_described() {
+        let mut used = std::collections::BTreeSet::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("metric_help.rs")
+                {
+                    let text = std::fs::read_to_string(&path).expect("source");
+                    for (i, _) in text.match_indices("!(\"postdesk_") {
+                        let name: String = text[i + 3..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                            .collect();
+                        used.insert(name);
+                    }
+                }
+            }
+        }
+        let described: std::collections::BTreeSet<String> =
+            METRICS.iter().map(|(n, ..)| n.to_string()).collect();
+        assert!(used.len() > 20, "the scan found too little: {used:?}");
+        assert_eq!(used, described);
+    }
+}
