@@ -790,15 +790,68 @@ async fn channel_states(config: &Config, store: &dyn Store) -> Result<Vec<Channe
         .collect())
 }
 
+/// Whether a daemon answers on the configured HTTP address, and what its
+/// `/readyz` says (the store alone cannot tell a running daemon).
+#[derive(serde::Serialize)]
+struct DaemonState {
+    http: String,
+    /// `ready`, `stopping`, `not ready`, or `not running` (nothing answers).
+    state: String,
+    smtp: Vec<String>,
+}
+
+impl DaemonState {
+    fn line(&self) -> String {
+        format!(
+            "{} (http {}, smtp {})",
+            self.state,
+            self.http,
+            self.smtp.join(", ")
+        )
+    }
+}
+
+async fn daemon_state(config: &Config) -> DaemonState {
+    let http = config.http.listen;
+    let url = format!("http://{http}/readyz");
+    let answer = async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .ok()?;
+        let r = client.get(&url).send().await.ok()?;
+        let ok = r.status().is_success();
+        let body = r.text().await.unwrap_or_default();
+        Some(match (ok, body.trim()) {
+            (true, _) => "ready".to_string(),
+            (false, "stopping") => "stopping".to_string(),
+            (false, b) => format!("not ready ({b})"),
+        })
+    };
+    DaemonState {
+        http: http.to_string(),
+        state: answer.await.unwrap_or_else(|| "not running".to_string()),
+        smtp: config.smtp.listen.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
 async fn status(config: Config, json: bool) -> Result<()> {
     let store = open_store(&config).await?;
     let channels = channel_states(&config, store.as_ref()).await?;
     let counts = store.status().await?;
     let mailboxes = mailbox_states(&config, store.as_ref()).await?;
-    let v = serde_json::json!({ "channels": channels, "store": counts, "mailboxes": mailboxes });
+    let daemon = daemon_state(&config).await;
+    let v = serde_json::json!({
+        "daemon": daemon,
+        "channels": channels,
+        "store": counts,
+        "mailboxes": mailboxes,
+    });
     if json {
         return print_json(&v);
     }
+    println!("daemon: {}", daemon.line());
     println!("store: {}", counts.path);
     println!(
         "  spool: {} pending, {} failed, {} total",

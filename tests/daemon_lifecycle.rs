@@ -21,6 +21,9 @@ fn rcpt_code(d: &Daemon, rcpt: &str) -> u16 {
 #[test]
 fn sigterm_finishes_a_transaction_in_data_and_exits_0() {
     let mut d = Daemon::start("", ACME);
+    // `status` tells a running daemon (the store alone cannot).
+    let daemon = |d: &Daemon| d.cli_json(&["status", "--json"])["daemon"]["state"].clone();
+    assert_eq!(daemon(&d), "ready");
     let mut c = Client::connect(d.smtp);
     assert_eq!(c.cmd("EHLO x.example").0, 250);
     assert_eq!(c.cmd("MAIL FROM:<a@customer.example>").0, 250);
@@ -45,12 +48,14 @@ fn sigterm_finishes_a_transaction_in_data_and_exits_0() {
         code == 0 || code == 421
     };
     assert!(refused, "a new connection was served during shutdown");
+    assert_eq!(daemon(&d), "stopping");
     // …but the transaction in DATA finishes and is durable.
     c.send(b" and the rest\r\n.\r\n");
     let (code, text) = c.reply();
     assert_eq!(code, 250, "{text}");
     let st = d.stop_wait();
     assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert_eq!(daemon(&d), "not running");
     // Ingest drained before exit: the ticket exists without restarting.
     let tickets = d.tickets();
     assert_eq!(tickets.len(), 1, "{tickets:?}");
