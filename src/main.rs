@@ -501,10 +501,11 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             }
             let store = open_store(&config).await?;
             let email = postdesk::config::normalize_email(&email);
-            store.set_contact_owner(email.clone(), user.clone()).await?;
-            match user {
-                Some(u) => println!("contact {email} owned by {u}"),
-                None => println!("contact {email} has no owner"),
+            let created = store.set_contact_owner(email.clone(), user.clone()).await?;
+            match (user, created) {
+                (Some(u), true) => println!("contact {email} created, owned by {u}"),
+                (Some(u), false) => println!("contact {email} owned by {u}"),
+                (None, _) => println!("contact {email} has no owner"),
             }
             Ok(())
         }

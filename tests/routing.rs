@@ -166,11 +166,30 @@ fn contact_owner_routing_and_reload() {
         owner_of_next(&d, "dave@customer.example", "d3@c.example"),
         Value::Null
     );
+    // An owner set before the contact's first mail (a key account): the
+    // contact is created, and its first ticket goes to that owner. Before,
+    // an unknown contact was refused.
+    let out = d.cli_ok(&["contacts", "owner", "Erin@Customer.example", "ann"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("erin@customer.example created"), "{said}");
+    assert_eq!(
+        owner_of_next(&d, "erin@customer.example", "e1@c.example"),
+        "ann"
+    );
+    // Clearing an unknown contact's owner, or an owner for a non-address:
+    // refused, and nothing created.
+    for args in [
+        &["contacts", "owner", "nobody@customer.example", "--clear"][..],
+        &["contacts", "owner", "not-an-address", "ann"],
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let contacts = d.cli_json(&["contacts", "list", "--json"]);
     assert!(
-        !d.cli(&["contacts", "owner", "nobody@customer.example", "bob"])
-            .status
-            .success(),
-        "unknown contact"
+        !contacts.to_string().contains("nobody@")
+            && !contacts.to_string().contains("not-an-address"),
+        "{contacts}"
     );
     assert!(
         !d.cli(&["contacts", "owner", "dave@customer.example", "zed"])

@@ -194,8 +194,10 @@ pub trait Store: Send + Sync + 'static {
     fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()>;
     /// Change a ticket's status and/or owner.
     fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
-    /// Set or clear a contact's owner (a user id); `NotFound` for an unknown contact.
-    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()>;
+    /// Set or clear a contact's owner (a user id). Setting one for an
+    /// unknown address creates the contact (`true`); clearing it is
+    /// `NotFound`.
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, bool>;
     /// Set a user's availability by hand, now (`None`: back to as configured
     /// or scheduled). With working hours it holds until the next switch.
     fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()>;

@@ -337,18 +337,31 @@ pub(crate) fn update_ticket(
     Ok(())
 }
 
+/// Set (or clear) a contact's owner; setting one for an address postdesk
+/// has not seen yet creates the contact (an admin assigning a key account
+/// before its first mail). Returns whether the contact was created.
 pub(crate) fn set_contact_owner(
     conn: &Connection,
     email: &str,
     owner: Option<&str>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let n = conn
         .prepare_cached("UPDATE contacts SET owner = ?1 WHERE email = ?2")?
         .execute(params![owner, email])?;
-    if n == 0 {
-        return Err(StoreError::NotFound(format!("contact {email}")));
+    match (n, owner) {
+        (0, None) => Err(StoreError::NotFound(format!("contact {email}"))),
+        (0, Some(_)) if !crate::config::is_valid_email(email) => Err(StoreError::Invalid(format!(
+            "{email:?} is not an email address"
+        ))),
+        (0, Some(owner)) => {
+            conn.prepare_cached(
+                "INSERT INTO contacts (email, owner, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![email, owner, super::sqlite::now_ms()])?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    Ok(())
 }
 
 pub(crate) fn set_user_available(

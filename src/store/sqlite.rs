@@ -1175,7 +1175,7 @@ impl Store for SqliteStore {
         Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
     }
 
-    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, ()> {
+    fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, bool> {
         Box::pin(self.write(move |c| ob::set_contact_owner(c, &email, owner.as_deref())))
     }
 
