@@ -530,8 +530,8 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .with_context(|| format!("{} has no file name", path.display()))?;
                 attachments.push(postdesk::outbound::Attachment {
+                    content_type: postdesk::outbound::compose::content_type_for(&filename).into(),
                     filename,
-                    content_type: "application/octet-stream".into(),
                     data,
                 });
             }

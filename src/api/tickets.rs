@@ -131,14 +131,10 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct AttachmentBody {
     pub filename: String,
-    #[serde(default = "octet_stream")]
-    pub content_type: String,
+    /// Default: by the file name's extension (`content_type_for`).
+    pub content_type: Option<String>,
     /// Standard base64.
     pub data_base64: String,
-}
-
-fn octet_stream() -> String {
-    "application/octet-stream".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,9 +172,12 @@ pub async fn reply(
             .map_err(|e| {
                 ApiError::bad_request(format!("attachment {:?}: bad base64: {e}", a.filename))
             })?;
+        let content_type = a
+            .content_type
+            .unwrap_or_else(|| crate::outbound::compose::content_type_for(&a.filename).to_string());
         attachments.push(Attachment {
             filename: a.filename,
-            content_type: a.content_type,
+            content_type,
             data,
         });
     }

@@ -60,6 +60,43 @@ pub struct Attachment {
     pub data: Vec<u8>,
 }
 
+/// The media type of an attachment given without one (the CLI's files, an
+/// API attachment without `content_type`), by its file name's extension:
+/// the types support mail carries most, else `application/octet-stream`.
+/// Recipients' mail clients show a PDF or an image inline only when it is
+/// labelled as one.
+pub fn content_type_for(filename: &str) -> &'static str {
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "htm" | "html" => "text/html",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "zip" => "application/zip",
+        "eml" => "message/rfc822",
+        "ics" => "text/calendar",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "odt" => "application/vnd.oasis.opendocument.text",
+        "ods" => "application/vnd.oasis.opendocument.spreadsheet",
+        _ => "application/octet-stream",
+    }
+}
+
 /// Everything a reply is built from.
 #[derive(Debug, Clone)]
 pub struct ReplyInput<'a> {
@@ -349,6 +386,29 @@ pub fn text_to_html(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CLI's files and API attachments without a type are labelled by
+    /// extension (before: all application/octet-stream, so a PDF or an
+    /// image was not shown inline).
+    #[test]
+    fn attachments_are_typed_by_their_extension() {
+        for (name, want) in [
+            ("Invoice 4471.PDF", "application/pdf"),
+            ("screenshot.png", "image/png"),
+            ("photo.JPEG", "image/jpeg"),
+            (
+                "report.xlsx",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ),
+            ("original.eml", "message/rfc822"),
+            ("notes.txt", "text/plain"),
+            ("archive.tar.gz", "application/octet-stream"),
+            ("README", "application/octet-stream"),
+            ("", "application/octet-stream"),
+        ] {
+            assert_eq!(content_type_for(name), want, "{name:?}");
+        }
+    }
     use mail_parser::{HeaderName, MessageParser, MimeHeaders};
 
     fn input<'a>(sig: &'a Signature, thread: &'a [String]) -> ReplyInput<'a> {
