@@ -137,7 +137,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<SqliteStore>, DaemonError
         .await
         .map_err(|e| DaemonError::Store {
             path: path.clone(),
-            error: StoreError::Invalid(e.to_string()),
+            error: StoreError::Failed(e.to_string()),
         })?
         .map(Arc::new)
         .map_err(|error| DaemonError::Store { path, error })

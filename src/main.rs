@@ -376,12 +376,14 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             json,
         }) => {
             // A typo in a filter would list nothing, as if there were no
-            // such tickets: say so instead.
+            // such tickets: say so — on stderr, and list anyway, since a
+            // user or channel removed from the file still has its tickets
+            // (an ex-agent's, to reassign).
             if let Some(c) = channel.as_deref().filter(|c| config.channel(c).is_none()) {
-                return Err(usage(format!("unknown channel {c:?}")));
+                eprintln!("postdesk: note: no channel {c:?} in the configuration");
             }
             if let Some(u) = owner.as_deref().filter(|u| config.user(u).is_none()) {
-                return Err(usage(format!("unknown user {u:?}")));
+                eprintln!("postdesk: note: no user {u:?} in the configuration");
             }
             let store = open_store(&config).await?;
             let tickets = store

@@ -197,6 +197,22 @@ fn channel_disabled_from_cli_answers_450_then_comes_back() {
 #[test]
 fn cli_usage_errors_exit_2_and_runtime_errors_1() {
     let d = Daemon::start("", ACME);
+    // Ticket 1 exists, so that `reply 1 --as zed` fails on the user.
+    let mut c = Client::connect(d.smtp);
+    assert_eq!(c.cmd("EHLO x.example").0, 250);
+    let (code, _) = c.mail(
+        "a@customer.example",
+        &["support@acme.example"],
+        &message(
+            "a@customer.example",
+            "support@acme.example",
+            "One",
+            "one@customer.example",
+            "x",
+        ),
+    );
+    assert_eq!(code, 250);
+    d.wait_tickets(1, T);
     let mail = d.dir.path().join("m.eml");
     std::fs::write(&mail, "From: a@b.example\r\nSubject: x\r\n\r\nhi\r\n").expect("eml");
     let mail = mail.to_string_lossy().into_owned();
@@ -205,8 +221,6 @@ fn cli_usage_errors_exit_2_and_runtime_errors_1() {
         &["users", "token", "nobody"],
         &["users", "available", "nobody"],
         &["users", "revoke", "ann", "abc"],
-        &["tickets", "list", "--channel", "nope"],
-        &["tickets", "list", "--owner", "zed"],
         &["tickets", "show", "999"],
         &["reply", "999", "--as", "ann", "--text", "hi"],
         &["reply", "1", "--as", "zed", "--text", "hi"],
@@ -221,9 +235,47 @@ fn cli_usage_errors_exit_2_and_runtime_errors_1() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A filter naming what the file does not (a typo, or a user removed
+    // since, whose tickets remain): listed anyway, with a note.
+    for args in [
+        &["tickets", "list", "--channel", "nope"][..],
+        &["tickets", "list", "--owner", "zed"],
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("in the configuration"),
+            "{args:?}"
+        );
+    }
+    // Runtime errors: 1. A store that cannot be opened (its directory
+    // cannot be created) is not the command line's fault.
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let store_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("path = ") && l.contains(".sqlite"))
+        .expect("the store path line");
+    let broken = d.dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        text.replace(store_line, "path = \"/proc/postdesk-test/x.sqlite\""),
+    )
+    .expect("write");
+    let out = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&broken)
+        .args(["tickets", "list"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = d.cli(&[
         "reply",
-        "999",
+        "1",
         "--as",
         "ann",
         "--text",

@@ -56,6 +56,11 @@ pub async fn contact_owner(
         return Err(ApiError::bad_request(format!("unknown user {o:?}")));
     }
     let email = normalize_email(&email);
+    if body.owner.is_some() && !crate::config::is_valid_email(&email) {
+        return Err(ApiError::bad_request(format!(
+            "{email:?} is not an email address"
+        )));
+    }
     s.store.set_contact_owner(email.clone(), body.owner).await?;
     contact(State(s), user, ApiPath(email)).await
 }

@@ -249,7 +249,7 @@ pub fn plan_entry(
             },
             classification: serde_json::to_string(&class).unwrap_or_default(),
             sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
-            note: forwarder_note(&resolution, &fallback_sender, config),
+            note: forwarder_note(&resolution, &fallback_sender),
             new_ticket: route::new_ticket(config, channel, ticket_subject, &|u| {
                 live.user_available(u)
             }),
@@ -263,12 +263,13 @@ pub fn plan_entry(
     })
 }
 
-/// The forwarder's own text above a forward, as an internal note by the
-/// forwarder: a user's note carries their user id as its author.
+/// The forwarder's own text above a forward, as an internal note from the
+/// forwarder's address. No author (user id): the address comes from the
+/// mail's From header, which anyone can write — a note with an author reads
+/// as one an agent wrote in the help desk.
 fn forwarder_note(
     resolution: &resolve::Resolution,
     fallback_sender: &str,
-    config: &Config,
 ) -> Option<crate::store::ForwarderNote> {
     let text = resolution.note.clone().filter(|n| !n.trim().is_empty())?;
     let from = match &resolution.forwarder {
@@ -281,8 +282,7 @@ fn forwarder_note(
             name: None,
         },
     };
-    let author = config.user_by_email(&from.email).map(|u| u.id.clone());
-    Some(crate::store::ForwarderNote { text, from, author })
+    Some(crate::store::ForwarderNote { text, from })
 }
 
 fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {
@@ -375,7 +375,7 @@ impl Ingestor {
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(|e| StoreError::Invalid(format!("ingest planning failed: {e}")))?;
+        .map_err(|e| StoreError::Failed(format!("ingest planning failed: {e}")))?;
         let mut plans = Vec::with_capacity(n);
         for (id, p) in planned {
             match p {

@@ -49,9 +49,15 @@ pub enum StoreError {
     /// The named object does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// A request the store refuses (e.g. a conflicting state change).
+    /// A request the store refuses (e.g. a conflicting state change, an
+    /// argument that names nothing usable): the caller's to fix.
     #[error("{0}")]
     Invalid(String),
+    /// A failure that is not the request's: its group's transaction failed
+    /// or was rolled back for another job's I/O error, a task running it
+    /// died. The text of the cause; retrying may succeed.
+    #[error("{0}")]
+    Failed(String),
     /// The database file is newer than this binary or damaged.
     #[error("schema: {0}")]
     Schema(String),
@@ -69,7 +75,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Full | StoreError::Busy | StoreError::Closed
-        ) || matches!(self, StoreError::Sqlite(_))
+        ) || matches!(self, StoreError::Sqlite(_) | StoreError::Failed(_))
     }
 }
 

@@ -306,7 +306,7 @@ impl SqliteStore {
             r
         })
         .await
-        .map_err(|e| StoreError::Invalid(format!("reader task failed: {e}")))?
+        .map_err(|e| StoreError::Failed(format!("reader task failed: {e}")))?
     }
 }
 
@@ -400,7 +400,7 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
         if conn.is_autocommit() {
             let e = job
                 .failed_with()
-                .unwrap_or_else(|| StoreError::Invalid("transaction rolled back by SQLite".into()));
+                .unwrap_or_else(|| StoreError::Failed("transaction rolled back by SQLite".into()));
             tracing::warn!(error = %e, jobs = batch.len(), "store transaction rolled back");
             return Err(e);
         }
@@ -424,7 +424,11 @@ fn clone_err(e: &StoreError) -> StoreError {
         StoreError::Full => StoreError::Full,
         StoreError::Busy => StoreError::Busy,
         StoreError::Closed => StoreError::Closed,
-        other => StoreError::Invalid(other.to_string()),
+        // What the caller did wrong stays so; anything else is a failure
+        // of the batch, not of this job's request.
+        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
+        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
+        other => StoreError::Failed(other.to_string()),
     }
 }
 
@@ -644,15 +648,14 @@ fn insert_message(
     ])?;
     if let Some(note) = &m.note {
         conn.prepare_cached(
-            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, author, subject, text, created_at)
-             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject, text, created_at)
+             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             ticket,
             m.channel,
             note.from.email,
             note.from.name,
-            note.author,
             m.subject,
             note.text,
             now_ms()

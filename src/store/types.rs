@@ -120,14 +120,13 @@ pub struct NewTicket {
 }
 
 /// What a team member (or trusted forwarder) wrote above the mail they
-/// forwarded: an internal note on the ticket, theirs — not the customer's.
+/// forwarded: an internal note on the ticket, from their address — not the
+/// customer's. Without an author: see `ingest::forwarder_note`.
 #[derive(Debug, Clone)]
 pub struct ForwarderNote {
     pub text: String,
-    /// The forwarder's address and name.
+    /// The forwarder's address and name, as the mail's From gives them.
     pub from: ContactRef,
-    /// The forwarder's user id, when they are a user (a Google Group is not).
-    pub author: Option<String>,
 }
 
 /// One message, as stored for one channel.
