@@ -193,6 +193,16 @@ fn errors_have_stable_codes() {
             "bad_request",
         ),
         (
+            // Setting an owner creates an unknown contact, but only for an
+            // address (before: 409 conflict).
+            "PUT",
+            "/api/v1/contacts/not-an-address/owner".into(),
+            Some(&ann),
+            Some(json!({"owner": "ann"}).to_string()),
+            400,
+            "bad_request",
+        ),
+        (
             // A user without a licence owns no tickets (as routing skips
             // them): before, cy was accepted.
             "PATCH",
