@@ -1951,6 +1951,20 @@ mod fake_server {
                 .cloned()
                 .collect()
         }
+
+        /// The COPY fallback's commands received so far (UID COPY, UID
+        /// STORE, UID EXPUNGE), in order.
+        fn copy_fallback(&self) -> Vec<String> {
+            let all = self.commands.lock().expect("commands");
+            all.iter()
+                .filter(|c| {
+                    ["UID COPY", "UID STORE", "UID EXPUNGE"]
+                        .iter()
+                        .any(|p| c.starts_with(p))
+                })
+                .cloned()
+                .collect()
+        }
     }
 
     /// The first UID FETCH returns UID 1 of 1:2 and ends with a tagged NO
@@ -2055,21 +2069,11 @@ mod fake_server {
             };
             let run = Run::start_moving(mode, 1).await;
             let spooled = run.spooled_within(3, 10).await;
-            let moving = || {
-                run.commands("UID ")
-                    .into_iter()
-                    .filter(|c| {
-                        ["UID COPY", "UID STORE", "UID EXPUNGE"]
-                            .iter()
-                            .any(|p| c.starts_with(p))
-                    })
-                    .collect::<Vec<_>>()
-            };
             // Until the third try of the refused command (the first that
             // succeeds), and what follows it.
             let mut seen = Vec::new();
             for _ in 0..150 {
-                seen = moving();
+                seen = run.copy_fallback();
                 if seen.iter().filter(|c| c.starts_with(refused)).count() >= 3
                     && seen.iter().any(|c| c.starts_with("UID EXPUNGE"))
                     && seen.last().is_some_and(|c| c.starts_with("UID EXPUNGE"))
@@ -2080,7 +2084,7 @@ mod fake_server {
             }
             // Rounds after the deletion: UID 3 is moved, 1 and 2 never again.
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let after = moving();
+            let after = run.copy_fallback();
             let logins = run.logins.load(Ordering::SeqCst);
             let total = run.store.status().await.expect("status").spool_total;
             let last = run.finish().await;
@@ -2417,19 +2421,9 @@ mod fake_server {
         };
         let run = Run::start_moving(mode, 1).await;
         let spooled = run.spooled_within(2, 10).await;
-        let moving = || {
-            run.commands("UID ")
-                .into_iter()
-                .filter(|c| {
-                    ["UID COPY", "UID STORE", "UID EXPUNGE"]
-                        .iter()
-                        .any(|p| c.starts_with(p))
-                })
-                .collect::<Vec<_>>()
-        };
         let mut seen = Vec::new();
         for _ in 0..150 {
-            seen = moving();
+            seen = run.copy_fallback();
             if seen.iter().any(|c| c.starts_with("UID EXPUNGE")) {
                 break;
             }
@@ -2437,7 +2431,7 @@ mod fake_server {
         }
         // A few more rounds: nothing is copied again.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        let after = moving();
+        let after = run.copy_fallback();
         let logins = run.logins.load(Ordering::SeqCst);
         let last = run.finish().await;
         assert!(spooled, "UIDs 1-2 never spooled");
