@@ -696,12 +696,13 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             eprintln!("token id {id} (`postdesk users revoke {user} {id}` revokes it)");
             Ok(())
         }
-        UsersCmd::Tokens { user, .. } | UsersCmd::Revoke { user, .. }
-            if config.user(&user).is_none() =>
-        {
-            Err(usage(format!("unknown user {user:?}")))
-        }
+        // A user removed from the file keeps their tokens in the store (the
+        // API refuses them meanwhile; they work again if the user comes
+        // back): listing and revoking them must still work.
         UsersCmd::Tokens { user, json } => {
+            if config.user(&user).is_none() {
+                eprintln!("postdesk: note: no user {user:?} in the configuration");
+            }
             let tokens = store.api_tokens(user.clone()).await?;
             if json {
                 return print_json(&tokens);

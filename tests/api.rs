@@ -632,4 +632,18 @@ fn tokens_are_listed_and_revoked_one_or_all() {
         !d.cli(&["users", "revoke", "ann"]).status.success(),
         "neither an id nor --all"
     );
+    // A user no longer in the file: their tokens can still be listed and
+    // revoked (an admin cleaning up after someone left).
+    d.token("bob");
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let without_bob = text.replace("id = \"bob\"", "id = \"bobby\"");
+    assert_ne!(text, without_bob);
+    std::fs::write(&d.config, without_bob).expect("write");
+    let listed = d.cli_json(&["users", "tokens", "bob", "--json"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+    d.cli_ok(&["users", "revoke", "bob", "--all"]);
+    assert_eq!(
+        d.cli_json(&["users", "tokens", "bob", "--json"]),
+        serde_json::json!([])
+    );
 }
