@@ -46,6 +46,14 @@ fn check_people(r: &mut Reader<'_>, d: &Draft) {
 }
 
 fn check_channels(r: &mut Reader<'_>, d: &Draft, base: &Path) {
+    if d.channels.is_empty() {
+        // Valid (the daemon runs), but it accepts nothing: most likely not
+        // what an admin running `check` meant.
+        r.warning_at(
+            "channels",
+            "no [[channels]]: every recipient is refused (550) and nothing is pulled",
+        );
+    }
     let mut ids = Unique::new("channel id");
     let mut addresses = Unique::new("channel address");
     for (i, ch) in &d.channels {
