@@ -646,6 +646,9 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
                     serde_json::json!({
                         "id": u.id,
                         "email": u.email,
+                        // `full_name` as the API's /users says it; `name`
+                        // kept for scripts written before.
+                        "full_name": u.full_name(),
                         "name": u.full_name(),
                         "licensed": u.licensed,
                         "teams": u.teams,

@@ -101,6 +101,8 @@ fn team_routing_balances_and_skips_away_and_unlicensed_users() {
     }
     let users = d.cli_json(&["users", "list", "--json"]);
     assert_eq!(users[0]["available"], false, "{users}");
+    // The same field name as the API's /users.
+    assert!(users[0]["full_name"].is_string(), "{users}");
 
     // Nobody available: unassigned, and the ticket says why.
     assert!(d.cli(&["users", "away", "bob"]).status.success());
