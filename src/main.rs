@@ -1002,7 +1002,7 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
 }
 
 async fn run_daemon(config: Config) -> Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+    let metrics = postdesk::api::metric_help::exporter()
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();

@@ -487,6 +487,13 @@ fn agents_work_a_ticket() {
     assert_eq!(s, 200);
     let text = m.as_str().unwrap_or("");
     assert!(text.contains("postdesk_outbox_depth"), "{text}");
+    // Latencies are histograms (buckets add up across daemons), not
+    // per-process summaries.
+    assert!(
+        text.contains("# TYPE postdesk_spool_commit_seconds histogram")
+            && text.contains("postdesk_spool_commit_seconds_bucket{le=\"0.001\"}"),
+        "{text}"
+    );
     // Each series says what it is.
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split(' ').nth(2).unwrap_or("");
