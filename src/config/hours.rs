@@ -18,7 +18,9 @@ pub struct WorkingHours {
     pub days: Vec<Weekday>,
     /// Local start of the working day, e.g. 09:00.
     pub start: Time,
-    /// Local end of the working day (after `start`), e.g. 17:30.
+    /// Local end of the working day, e.g. 17:30. Before `start`: a night
+    /// shift, which ends the next day (22:00 – 06:00 on a Friday ends on
+    /// Saturday morning). Never equal to `start` (`check` refuses it).
     pub end: Time,
 }
 
@@ -36,11 +38,21 @@ impl Eq for WorkingHours {}
 const LOOKBACK_DAYS: i64 = 8;
 
 impl WorkingHours {
+    /// A night shift: it starts on a working day and ends the next.
+    fn overnight(&self) -> bool {
+        self.end < self.start
+    }
+
     /// Whether `now` falls inside the schedule.
     pub fn contains(&self, now: Timestamp) -> bool {
         let local = now.to_zoned(self.timezone.clone());
-        let t = local.time();
-        self.days.contains(&local.weekday()) && t >= self.start && t < self.end
+        let (t, day) = (local.time(), local.weekday());
+        if self.overnight() {
+            (self.days.contains(&day) && t >= self.start)
+                || (self.days.contains(&day.previous()) && t < self.end)
+        } else {
+            self.days.contains(&day) && t >= self.start && t < self.end
+        }
     }
 
     /// The most recent start or end of a working day at or before `now`.
@@ -54,8 +66,14 @@ impl WorkingHours {
             if !self.days.contains(&day.weekday()) {
                 continue;
             }
-            for t in [self.start, self.end] {
-                let Ok(z) = day.to_datetime(t).to_zoned(self.timezone.clone()) else {
+            // A night shift's end falls on the next day.
+            let end_day = if self.overnight() {
+                day.tomorrow().unwrap_or(day)
+            } else {
+                day
+            };
+            for (d, t) in [(day, self.start), (end_day, self.end)] {
+                let Ok(z) = d.to_datetime(t).to_zoned(self.timezone.clone()) else {
                     continue;
                 };
                 let ts = z.timestamp();
@@ -138,6 +156,51 @@ mod tests {
         assert!(!h.available(ts("2026-11-30T16:30:00Z"), weekend));
         // No manual setting: the schedule alone.
         assert!(!h.available(ts("2026-11-28T10:00:00Z"), None));
+    }
+
+    /// A night shift (22:00 – 06:00, Monday to Friday nights, UTC): Friday
+    /// night runs into Saturday morning; Sunday night is off. Before, `check`
+    /// refused start after end.
+    #[test]
+    fn night_shifts_end_the_next_morning() {
+        let h = WorkingHours {
+            timezone_name: "UTC".into(),
+            timezone: TimeZone::UTC,
+            start: Time::constant(22, 0, 0, 0),
+            end: Time::constant(6, 0, 0, 0),
+            ..berlin_9_to_5()
+        };
+        let cases = [
+            ("2026-11-26T21:59:00Z", false), // Thu 21:59
+            ("2026-11-26T22:00:00Z", true),  // Thu 22:00
+            ("2026-11-27T05:59:00Z", true),  // Fri 05:59, Thursday's shift
+            ("2026-11-27T06:00:00Z", false), // Fri 06:00
+            ("2026-11-28T03:00:00Z", true),  // Sat 03:00, Friday's shift
+            ("2026-11-28T23:00:00Z", false), // Sat night: off
+            ("2026-11-30T03:00:00Z", false), // Mon 03:00: Sunday night was off
+            ("2026-11-30T22:30:00Z", true),  // Mon 22:30
+        ];
+        for (at, want) in cases {
+            assert_eq!(h.contains(ts(at)), want, "{at}");
+        }
+        // The switches: Friday's shift ends Saturday 06:00; on Monday
+        // afternoon the last one is still that end.
+        assert_eq!(
+            h.last_switch(ts("2026-11-28T10:00:00Z")),
+            Some(ts("2026-11-28T06:00:00Z"))
+        );
+        assert_eq!(
+            h.last_switch(ts("2026-11-30T15:00:00Z")),
+            Some(ts("2026-11-28T06:00:00Z"))
+        );
+        assert_eq!(
+            h.last_switch(ts("2026-11-27T02:00:00Z")),
+            Some(ts("2026-11-26T22:00:00Z"))
+        );
+        // Away during a shift holds until it ends, not longer.
+        let away = Some((false, ts("2026-11-26T23:00:00Z")));
+        assert!(!h.available(ts("2026-11-27T05:00:00Z"), away));
+        assert!(h.available(ts("2026-11-27T22:30:00Z"), away));
     }
 
     #[test]

@@ -736,10 +736,11 @@ fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
                     }
                 };
                 let (start, end) = (start?, end?);
-                if start >= end {
+                // End before start: a night shift into the next day.
+                if start == end {
                     r.error(
                         t.start,
-                        format!("working_hours: start {start} must be before end {end} (shifts across midnight are not supported)"),
+                        format!("working_hours: start and end are both {start}: give the end of the working day (before the start for a night shift)"),
                     );
                     return None;
                 }

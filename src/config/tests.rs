@@ -873,8 +873,8 @@ fn working_hours_parse_with_defaults_and_errors() {
             "6:9: invalid time \"9am\"",
         ),
         (
-            "timezone = \"UTC\"\nstart = \"18:00\"\nend = \"17:00\"",
-            "4:1: working_hours: start 18:00:00 must be before end",
+            "timezone = \"UTC\"\nstart = \"17:00\"\nend = \"17:00\"",
+            "4:1: working_hours: start and end are both 17:00:00",
         ),
         (
             "timezone = \"UTC\"\ndays = [\"mon\", \"funday\"]\nstart = \"09:00\"\nend = \"17:00\"",
