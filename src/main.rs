@@ -635,6 +635,19 @@ async fn channels(cmd: ChannelsCmd, config: Config) -> Result<()> {
 
 async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
     let store = open_store(&config).await?;
+    // A user gone from the file keeps their tokens in the store: listing
+    // and revoking them works, but only if there are some (a typo must not
+    // look like a clean-up done).
+    if let UsersCmd::Tokens { user, .. } | UsersCmd::Revoke { user, .. } = &cmd
+        && config.user(user).is_none()
+    {
+        if store.api_tokens(user.clone()).await?.is_empty() {
+            return Err(usage(format!(
+                "unknown user {user:?} (not in the configuration, no tokens in the store)"
+            )));
+        }
+        eprintln!("postdesk: note: no user {user:?} in the configuration");
+    }
     match cmd {
         UsersCmd::List { json } => {
             let live = postdesk::live::Live::new(config.clone());
@@ -703,9 +716,6 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
         // API refuses them meanwhile; they work again if the user comes
         // back): listing and revoking them must still work.
         UsersCmd::Tokens { user, json } => {
-            if config.user(&user).is_none() {
-                eprintln!("postdesk: note: no user {user:?} in the configuration");
-            }
             let tokens = store.api_tokens(user.clone()).await?;
             if json {
                 return print_json(&tokens);

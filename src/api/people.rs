@@ -56,12 +56,15 @@ pub async fn contact_owner(
         return Err(ApiError::bad_request(format!("unknown user {o:?}")));
     }
     let email = normalize_email(&email);
-    if body.owner.is_some() && !crate::config::is_valid_email(&email) {
-        return Err(ApiError::bad_request(format!(
-            "{email:?} is not an email address"
-        )));
-    }
-    s.store.set_contact_owner(email.clone(), body.owner).await?;
+    // The store refuses only to create a contact for a non-address (one
+    // that exists keeps working whatever ingest stored): the caller's error.
+    s.store
+        .set_contact_owner(email.clone(), body.owner)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Invalid(m) => ApiError::bad_request(m),
+            e => ApiError::from(e),
+        })?;
     contact(State(s), user, ApiPath(email)).await
 }
 

@@ -43,16 +43,40 @@ impl WorkingHours {
         self.end < self.start
     }
 
-    /// Whether `now` falls inside the schedule.
-    pub fn contains(&self, now: Timestamp) -> bool {
-        let local = now.to_zoned(self.timezone.clone());
-        let (t, day) = (local.time(), local.weekday());
-        if self.overnight() {
-            (self.days.contains(&day) && t >= self.start)
-                || (self.days.contains(&day.previous()) && t < self.end)
+    /// The shift that starts on `day` (a working day or not), as instants:
+    /// its start, and its end — the next day's for a night shift. Local
+    /// times a DST change repeats are taken at their first occurrence,
+    /// those it skips one hour later (jiff's "compatible" rule), so a shift
+    /// is one interval even across the change.
+    fn shift(&self, day: jiff::civil::Date) -> Option<(Timestamp, Timestamp)> {
+        let at = |d: jiff::civil::Date, t: Time| {
+            d.to_datetime(t)
+                .to_zoned(self.timezone.clone())
+                .ok()
+                .map(|z| z.timestamp())
+        };
+        let end_day = if self.overnight() {
+            day.tomorrow().ok()?
         } else {
-            self.days.contains(&day) && t >= self.start && t < self.end
+            day
+        };
+        Some((at(day, self.start)?, at(end_day, self.end)?))
+    }
+
+    /// Whether `now` falls inside the schedule: in the shift of today or,
+    /// for night shifts, of yesterday, if that day is a working day.
+    pub fn contains(&self, now: Timestamp) -> bool {
+        let today = now.to_zoned(self.timezone.clone()).date();
+        let mut days = vec![today];
+        if self.overnight()
+            && let Ok(yesterday) = today.yesterday()
+        {
+            days.push(yesterday);
         }
+        days.into_iter()
+            .filter(|d| self.days.contains(&d.weekday()))
+            .filter_map(|d| self.shift(d))
+            .any(|(start, end)| start <= now && now < end)
     }
 
     /// The most recent start or end of a working day at or before `now`.
@@ -66,21 +90,15 @@ impl WorkingHours {
             if !self.days.contains(&day.weekday()) {
                 continue;
             }
-            // A night shift's end falls on the next day.
-            let end_day = if self.overnight() {
-                day.tomorrow().unwrap_or(day)
-            } else {
-                day
+            let Some((start, end)) = self.shift(day) else {
+                continue;
             };
-            for (d, t) in [(day, self.start), (end_day, self.end)] {
-                let Ok(z) = d.to_datetime(t).to_zoned(self.timezone.clone()) else {
-                    continue;
-                };
-                let ts = z.timestamp();
+            for ts in [start, end] {
                 if ts <= now && best.is_none_or(|b| ts > b) {
                     best = Some(ts);
                 }
             }
+            // An earlier day's switches all come before this day's start.
             if best.is_some() {
                 break;
             }
@@ -201,6 +219,34 @@ mod tests {
         let away = Some((false, ts("2026-11-26T23:00:00Z")));
         assert!(!h.available(ts("2026-11-27T05:00:00Z"), away));
         assert!(h.available(ts("2026-11-27T22:30:00Z"), away));
+    }
+
+    /// A Saturday night shift 22:00 – 02:30 in Berlin on the night summer
+    /// time ends (2026-10-25: 03:00 CEST becomes 02:00 CET, so 02:15 comes
+    /// twice): the shift ends at the first 02:30; the repeated 02:15 is not
+    /// inside it again. Before (comparing local times) it was.
+    #[test]
+    fn a_night_shift_ends_once_when_an_hour_repeats() {
+        let h = WorkingHours {
+            days: vec![Weekday::Saturday],
+            start: Time::constant(22, 0, 0, 0),
+            end: Time::constant(2, 30, 0, 0),
+            ..berlin_9_to_5()
+        };
+        let cases = [
+            ("2026-10-24T20:30:00Z", true),  // Sat 22:30 CEST
+            ("2026-10-25T00:15:00Z", true),  // Sun 02:15 CEST
+            ("2026-10-25T00:45:00Z", false), // Sun 02:45 CEST
+            ("2026-10-25T01:15:00Z", false), // Sun 02:15 CET, the hour again
+            ("2026-10-25T01:45:00Z", false), // Sun 02:45 CET
+        ];
+        for (at, want) in cases {
+            assert_eq!(h.contains(ts(at)), want, "{at}");
+        }
+        assert_eq!(
+            h.last_switch(ts("2026-10-25T01:15:00Z")),
+            Some(ts("2026-10-25T00:30:00Z"))
+        );
     }
 
     #[test]

@@ -1045,8 +1045,7 @@ fn check_rejects_a_dkim_key_that_cannot_sign() {
     }
 }
 
-/// `days = []` would leave the user never available (hours.rs relies on at
-/// least one working day): an error at `days`.
+/// An empty file runs, but accepts nothing: `check` says so.
 #[test]
 fn a_file_without_channels_is_valid_but_warned() {
     let cfg = parse_str("[company]\nname = \"Acme\"\n").unwrap_or_else(|e| panic!("{e}"));
@@ -1059,6 +1058,26 @@ fn a_file_without_channels_is_valid_but_warned() {
     );
 }
 
+/// An end before the start is a night shift, read as written (hours.rs
+/// runs it into the next day).
+#[test]
+fn a_night_shift_is_read_as_written() {
+    let cfg = parse_str(
+        "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[users.working_hours]\ntimezone = \"UTC\"\nstart = \"22:00\"\nend = \"06:00\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let h = cfg
+        .user("ann")
+        .and_then(|u| u.working_hours.as_ref())
+        .expect("hours");
+    assert_eq!(
+        (h.start.to_string(), h.end.to_string()),
+        ("22:00:00".into(), "06:00:00".into())
+    );
+}
+
+/// `days = []` would leave the user never available (hours.rs relies on at
+/// least one working day): an error at `days`.
 #[test]
 fn check_rejects_empty_working_days() {
     let text = "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[users.working_hours]\ntimezone = \"Europe/Berlin\"\ndays = []\nstart = \"09:00\"\nend = \"17:00\"\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";

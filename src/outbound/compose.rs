@@ -62,9 +62,12 @@ pub struct Attachment {
 
 /// The media type of an attachment given without one (the CLI's files, an
 /// API attachment without `content_type`), by its file name's extension:
-/// the types support mail carries most, else `application/octet-stream`.
-/// Recipients' mail clients show a PDF or an image inline only when it is
-/// labelled as one.
+/// the binary types support mail carries most, else
+/// `application/octet-stream`. Recipients' mail clients show a PDF or an
+/// image inline only when it is labelled as one. Not `text/*` (mail-builder
+/// would send it without a charset and with its line endings rewritten) nor
+/// `message/rfc822` (which may not be base64-encoded): those stay
+/// octet-stream, their bytes exact.
 pub fn content_type_for(filename: &str) -> &'static str {
     let ext = filename
         .rsplit_once('.')
@@ -77,14 +80,9 @@ pub fn content_type_for(filename: &str) -> &'static str {
         "gif" => "image/gif",
         "webp" => "image/webp",
         "svg" => "image/svg+xml",
-        "txt" | "log" => "text/plain",
-        "csv" => "text/csv",
-        "htm" | "html" => "text/html",
         "json" => "application/json",
         "xml" => "application/xml",
         "zip" => "application/zip",
-        "eml" => "message/rfc822",
-        "ics" => "text/calendar",
         "doc" => "application/msword",
         "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         "xls" => "application/vnd.ms-excel",
@@ -400,8 +398,10 @@ mod tests {
                 "report.xlsx",
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             ),
-            ("original.eml", "message/rfc822"),
-            ("notes.txt", "text/plain"),
+            // Bytes kept exact: no text/* or message/rfc822.
+            ("original.eml", "application/octet-stream"),
+            ("notes.txt", "application/octet-stream"),
+            ("table.csv", "application/octet-stream"),
             ("archive.tar.gz", "application/octet-stream"),
             ("README", "application/octet-stream"),
             ("", "application/octet-stream"),
