@@ -670,6 +670,15 @@ fn in_savepoint<T>(
     name: &str,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    // Every caller runs inside the writer's group transaction. If SQLite
+    // rolled that back (an I/O error in an earlier plan of the same job), a
+    // SAVEPOINT here would open a transaction of its own and its RELEASE
+    // commit it outside the group, while the job is answered as failed.
+    if conn.is_autocommit() {
+        return Err(StoreError::Failed(
+            "transaction rolled back by SQLite".into(),
+        ));
+    }
     conn.prepare_cached(&format!("SAVEPOINT {name}"))?
         .execute([])?;
     let r = f(conn);

@@ -1232,3 +1232,31 @@ async fn a_wal_grown_behind_a_long_reader_shrinks_back() {
         "WAL still {size} bytes (was {grown})"
     );
 }
+
+/// A plan after SQLite rolled the group's transaction back (an earlier
+/// plan's I/O error) must not run: its SAVEPOINT would open a transaction
+/// of its own, committed by its RELEASE outside the group while the job is
+/// answered as failed. Outside a transaction, `in_savepoint` refuses.
+#[test]
+fn no_savepoint_outside_the_group_transaction() {
+    let c = Connection::open_in_memory().expect("db");
+    c.execute_batch("CREATE TABLE t (x INTEGER)")
+        .expect("table");
+    let r = in_savepoint(&c, "plan", |c| {
+        c.execute("INSERT INTO t VALUES (1)", [])?;
+        Ok(())
+    });
+    assert!(matches!(r, Err(StoreError::Failed(_))), "{r:?}");
+    let n: i64 = c
+        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(n, 0, "committed outside the group");
+    // Inside a transaction it runs as before.
+    c.execute_batch("BEGIN").expect("begin");
+    in_savepoint(&c, "plan", |c| {
+        c.execute("INSERT INTO t VALUES (1)", [])?;
+        Ok(())
+    })
+    .expect("inside");
+    c.execute_batch("COMMIT").expect("commit");
+}
