@@ -13,9 +13,43 @@ use smtp_proto::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::config::SmtpConfig;
+
 use super::Spool;
 use super::reply;
 use super::session::{Flow, Session, State};
+
+/// The reply to EHLO, with or without STARTTLS among the extensions: built
+/// once per listener (it depends on the configuration only), not per session.
+/// smtp-proto's first line reads `250-<hostname> you had me at EHLO`: ours is
+/// `250-<hostname>`, as the HELO reply, so a transcript in a mail admin's log
+/// is plain.
+pub(super) fn ehlo_reply(cfg: &SmtpConfig, starttls: bool) -> Vec<u8> {
+    let mut response = EhloResponse::new(cfg.hostname.as_str());
+    response.capabilities = EXT_PIPELINING
+        | EXT_8BIT_MIME
+        | EXT_SMTP_UTF8
+        | EXT_SIZE
+        | EXT_ENHANCED_STATUS_CODES
+        | EXT_CHUNKING;
+    if starttls {
+        response.capabilities |= EXT_START_TLS;
+    }
+    response.size = cfg.max_message_size;
+    // Writing into a Vec cannot fail.
+    let mut lines = Vec::new();
+    let _ = response.write(&mut lines);
+    let first_end = memchr::memmem::find(&lines, b"\r\n").unwrap_or(lines.len());
+    let first = format!("250-{}", cfg.hostname);
+    match lines.get(..first_end) {
+        Some(l) if l.starts_with(first.as_bytes()) => {
+            let mut out = first.into_bytes();
+            out.extend_from_slice(lines.get(first_end..).unwrap_or_default());
+            out
+        }
+        _ => lines,
+    }
+}
 
 impl<S, IO> Session<S, IO>
 where
@@ -40,32 +74,8 @@ where
         }
         self.helo = Some(host);
         self.state = State::Idle;
-        let mut response = EhloResponse::new(self.shared.cfg.hostname.as_str());
-        response.capabilities = EXT_PIPELINING
-            | EXT_8BIT_MIME
-            | EXT_SMTP_UTF8
-            | EXT_SIZE
-            | EXT_ENHANCED_STATUS_CODES
-            | EXT_CHUNKING;
-        if self.starttls_offered() {
-            response.capabilities |= EXT_START_TLS;
-        }
-        response.size = self.shared.cfg.max_message_size;
-        // Writing into a Vec cannot fail. smtp-proto's first line reads
-        // `250-<hostname> you had me at EHLO`: ours is `250-<hostname>`, as
-        // the HELO reply, so a transcript in a mail admin's log is plain.
-        let mut lines = Vec::new();
-        let _ = response.write(&mut lines);
-        let first_end = memchr::memmem::find(&lines, b"\r\n").unwrap_or(lines.len());
-        let first = format!("250-{}", self.shared.cfg.hostname);
-        match lines.get(..first_end) {
-            Some(l) if l.starts_with(first.as_bytes()) => {
-                self.out.extend_from_slice(first.as_bytes());
-                self.out
-                    .extend_from_slice(lines.get(first_end..).unwrap_or_default());
-            }
-            _ => self.out.extend_from_slice(&lines),
-        }
+        let reply = &self.shared.ehlo[usize::from(self.starttls_offered())];
+        self.out.extend_from_slice(reply);
         Flow::Continue
     }
 

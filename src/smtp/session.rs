@@ -46,6 +46,8 @@ pub(crate) struct Shared<S> {
     /// Set once, by the first session that sees the shutdown: sessions inside a message
     /// (DATA, or BDAT up to its LAST chunk) may finish until then. One instant for all, so a slow client cannot extend it.
     grace_deadline: OnceLock<Instant>,
+    /// The EHLO reply without and with STARTTLS (`hello::ehlo_reply`).
+    pub ehlo: [Vec<u8>; 2],
 }
 
 impl<S: Spool> Shared<S> {
@@ -56,7 +58,12 @@ impl<S: Spool> Shared<S> {
         shutdown: CancellationToken,
     ) -> Self {
         let limits = Arc::new(Limits::new(&cfg));
+        let ehlo = [
+            super::hello::ehlo_reply(&cfg, false),
+            super::hello::ehlo_reply(&cfg, true),
+        ];
         Self {
+            ehlo,
             cfg,
             spool,
             tls,
