@@ -631,6 +631,17 @@ impl ChannelConfig {
     /// Provider SMTP for replies (host, port, TLS, CA file): `[channels.smtp]`
     /// keys, else `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365)
     /// on port 587 with STARTTLS; `None` for kinds that send through `[relay]`.
+    /// The user the channel logs in as (IMAP, and XOAUTH2 SMTP):
+    /// `imap.username`, else its address.
+    pub fn login_user(&self) -> String {
+        self.imap
+            .as_ref()
+            .map(|i| i.username.clone())
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.address.clone())
+            .unwrap_or_default()
+    }
+
     pub fn effective_smtp(&self) -> Option<(&str, u16, TlsMode, Option<&Path>)> {
         let default_host = match self.kind {
             ChannelKind::Gmail => "smtp.gmail.com",

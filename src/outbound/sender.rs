@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AccessTokens;
 use super::pool::{Pool, ProviderPools, SmtpTarget};
-use crate::config::{Config, OutboundConfig, RelayConfig};
+use crate::config::{ChannelConfig, Config, OutboundConfig, RelayConfig, TlsMode};
 use crate::live::Live;
 use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
 
@@ -346,8 +346,8 @@ impl Sender {
                     providers: &providers,
                     tokens: tokens.as_deref(),
                 };
-                let relay = relay_of(&config, &item.channel);
-                let result = deliver(&item, &config, relays, &stop).await;
+                let relay = relays.label(&config, &item.channel);
+                let result = deliver(&item, &config, relays, &relay, &stop).await;
                 if result == Err(SendError::Cancelled) {
                     return; // not attempted: stays queued as it was
                 }
@@ -363,15 +363,6 @@ impl Sender {
             });
         }
         while tasks.join_next().await.is_some() {}
-    }
-}
-
-/// The relay a channel's replies go through, as `host:port`: its provider's
-/// SMTP server (gmail, office365), else `[relay]`.
-fn relay_of(config: &Config, channel: &str) -> String {
-    match config.channel(channel).and_then(|c| c.effective_smtp()) {
-        Some((host, port, ..)) => format!("{host}:{port}"),
-        None => format!("{}:{}", config.relay.host, config.relay.port),
     }
 }
 
@@ -438,10 +429,37 @@ struct Relays<'a> {
     tokens: Option<&'a dyn AccessTokens>,
 }
 
+/// A provider's SMTP server: host, port, TLS, CA file (`effective_smtp`).
+type ProviderSmtp<'c> = (&'c str, u16, TlsMode, Option<&'c Path>);
+
+impl Relays<'_> {
+    /// Where a channel's replies go, the one place that decides it: its
+    /// provider's SMTP server (gmail, office365, with a token source), else
+    /// `[relay]`.
+    fn provider<'c>(
+        &self,
+        config: &'c Config,
+        channel: &str,
+    ) -> Option<(&'c ChannelConfig, ProviderSmtp<'c>)> {
+        self.tokens?;
+        let ch = config.channel(channel)?;
+        ch.effective_smtp().map(|p| (ch, p))
+    }
+
+    /// That relay as `host:port`, for the log and `delivery_detail`.
+    fn label(&self, config: &Config, channel: &str) -> String {
+        match self.provider(config, channel) {
+            Some((_, (host, port, ..))) => format!("{host}:{port}"),
+            None => format!("{}:{}", config.relay.host, config.relay.port),
+        }
+    }
+}
+
 async fn deliver(
     item: &OutboxItem,
     config: &Config,
     via: Relays<'_>,
+    relay: &str,
     stop: &CancellationToken,
 ) -> Result<String, SendError> {
     if stop.is_cancelled() {
@@ -461,9 +479,7 @@ async fn deliver(
         .collect::<Result<Vec<_>, _>>()?;
     let envelope = Envelope::new(Some(from), to)
         .map_err(|e| SendError::Permanent(format!("bad envelope: {e}")))?;
-    let channel = config.channel(&item.channel);
-    let provider = channel.and_then(|c| c.effective_smtp().map(|p| (c, p)));
-    let response = match (provider, via.tokens) {
+    let response = match (via.provider(config, &item.channel), via.tokens) {
         (Some((channel, (host, port, tls, ca_file))), Some(tokens)) => {
             let token = tokens.access_token(&channel.id).await.map_err(|e| {
                 SendError::Temporary(clean_reply(&format!(
@@ -471,13 +487,7 @@ async fn deliver(
                     channel.id
                 )))
             })?;
-            let user = channel
-                .imap
-                .as_ref()
-                .map(|i| i.username.clone())
-                .filter(|u| !u.is_empty())
-                .or_else(|| channel.address.clone())
-                .unwrap_or_default();
+            let user = channel.login_user();
             let target = SmtpTarget {
                 host: host.to_string(),
                 port,
@@ -497,18 +507,17 @@ async fn deliver(
                     via.providers.forget(&channel.id, &target).await;
                     tokens.rejected(&channel.id).await;
                     return Err(SendError::AuthRejected(clean_reply(&format!(
-                        "{host}:{port} refused the XOAUTH2 token: {e}"
+                        "{relay} refused the XOAUTH2 token: {e}"
                     ))));
                 }
-                other => other.map_err(|e| e.at(&format!("{host}:{port}")))?,
+                other => other.map_err(|e| e.at(relay))?,
             }
         }
         _ => {
-            let relay = relay_of(config, &item.channel);
-            let pool = via.relay.map_err(|e| SendError::Temporary(e).at(&relay))?;
+            let pool = via.relay.map_err(|e| SendError::Temporary(e).at(relay))?;
             pool.send(&envelope, &item.raw, stop)
                 .await
-                .map_err(|e| e.at(&relay))?
+                .map_err(|e| e.at(relay))?
         }
     };
     let text = response.message().collect::<Vec<_>>().join(" ");

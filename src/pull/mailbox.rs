@@ -204,16 +204,6 @@ async fn move_step(
     .await
 }
 
-/// The user a channel logs in as: `imap.username`, else its address.
-fn login_user(ch: &ChannelConfig) -> String {
-    ch.imap
-        .as_ref()
-        .map(|i| i.username.clone())
-        .filter(|u| !u.is_empty())
-        .or_else(|| ch.address.clone())
-        .unwrap_or_default()
-}
-
 /// What a move's retry state is about: the server, the login, the pulled
 /// folder and the target.
 fn move_key(ch: &ChannelConfig, folder: &str, to: &MoveTo) -> String {
@@ -221,7 +211,7 @@ fn move_key(ch: &ChannelConfig, folder: &str, to: &MoveTo) -> String {
         "{}:{} {} {folder} -> {}",
         ch.effective_imap_host().unwrap_or_default(),
         ch.effective_imap_port(),
-        login_user(ch),
+        ch.login_user(),
         to.folder
     )
 }
@@ -451,7 +441,7 @@ impl Puller {
 
     async fn credentials(&self, ch: &ChannelConfig) -> Result<Credentials, PullError> {
         let imap = ch.imap.as_ref();
-        let username = login_user(ch);
+        let username = ch.login_user();
         if ch.kind.uses_oauth() {
             let token = self.tokens.access_token(ch).await?;
             return Ok(Credentials::XOAuth2 { username, token });
