@@ -241,6 +241,19 @@ struct MoveRetry {
     about: Option<String>,
 }
 
+impl MoveRetry {
+    /// Nothing owed, for the mailbox and target `about`.
+    fn new(first: Duration, about: Option<String>) -> MoveRetry {
+        MoveRetry {
+            due: None,
+            delay: first,
+            first,
+            copied: None,
+            about,
+        }
+    }
+}
+
 /// Messages moved per command when moving what earlier sessions left.
 const LEFTOVER_CHUNK: usize = 500;
 /// The slowest link a fetch is given time for, in bytes per second: a
@@ -358,13 +371,7 @@ impl Puller {
             state: None,
             missing: std::sync::Mutex::new(None),
             announced: std::sync::atomic::AtomicBool::new(false),
-            move_retry: std::sync::Mutex::new(MoveRetry {
-                due: None,
-                delay: MOVE_RETRY_FIRST,
-                first: MOVE_RETRY_FIRST,
-                copied: None,
-                about: None,
-            }),
+            move_retry: std::sync::Mutex::new(MoveRetry::new(MOVE_RETRY_FIRST, None)),
         }
     }
 
@@ -997,14 +1004,7 @@ impl Puller {
         let mut r = self.move_retry();
         let about = to.map(|to| move_key(ch, &self.folder, to));
         if r.about != about {
-            let first = r.first;
-            *r = MoveRetry {
-                due: None,
-                delay: first,
-                first,
-                copied: None,
-                about,
-            };
+            *r = MoveRetry::new(r.first, about);
         }
     }
 
