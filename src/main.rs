@@ -451,9 +451,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                     "note" => m.author.as_deref().or(m.from.as_deref()),
                     _ => m.from.as_deref().or(m.author.as_deref()),
                 };
-                let stored = jiff::Timestamp::from_millisecond(m.created_at)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
+                let stored = postdesk::store::ms_to_rfc3339(m.created_at);
                 println!(
                     "--- {} from {} at {}",
                     m.direction,
@@ -722,9 +720,7 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             }
             println!("{:<14} ISSUED", "ID");
             for t in &tokens {
-                let issued = jiff::Timestamp::from_millisecond(t.created_at)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
+                let issued = postdesk::store::ms_to_rfc3339(t.created_at);
                 println!("{:<14} {issued}", t.id);
             }
             if tokens.is_empty() {

@@ -386,9 +386,7 @@ async fn record(
             error,
             next_attempt_at,
         } => {
-            let retry_at = jiff::Timestamp::from_millisecond(*next_attempt_at)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
+            let retry_at = crate::store::ms_to_rfc3339(*next_attempt_at);
             tracing::info!(outbox = %id, %relay, %error, %retry_at, "reply deferred")
         }
         AttemptOutcome::Failed { error } => {

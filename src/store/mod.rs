@@ -25,7 +25,7 @@ pub use outbound::{
     ApiTokenInfo, AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem,
     QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate,
 };
-pub use sqlite::{SqliteStore, content_hash, now_ms};
+pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
 
 use std::future::Future;

@@ -34,6 +34,14 @@ const READ_POOL: usize = 4;
 const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
 
 /// Milliseconds since the Unix epoch (the time unit of every stored timestamp).
+/// A stored time (unix ms) as RFC 3339 UTC, as logs and the CLI show it;
+/// empty if out of range.
+pub fn ms_to_rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
