@@ -852,7 +852,7 @@ impl Puller {
                 (Some(f), Some(l)) => (*f, *l),
                 _ => continue,
             };
-            let set = format!("{first}:{last}");
+            let set = uid_range(chunk);
             let heads: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
                 let stream = s.uid_fetch(&set, "(UID BODY.PEEK[HEADER])").await?;
                 stream.try_collect().await
@@ -1163,7 +1163,7 @@ impl Puller {
             s,
             ch,
             uidvalidity,
-            &format!("{first}:{last}"),
+            &uid_range(chunk),
             chunk,
             (first, last, bytes),
         )

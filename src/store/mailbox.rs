@@ -259,13 +259,14 @@ pub(crate) fn spool_pulled(
         "INSERT OR IGNORE INTO mailbox_skipped (channel, folder, uidvalidity, uid, skipped_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let now = now_ms();
     for uid in &batch.unreturned {
         skipped.execute(params![
             batch.channel,
             batch.folder,
             batch.checkpoint.uidvalidity,
             uid,
-            now_ms()
+            now
         ])?;
     }
     set_checkpoint(conn, &batch.channel, &batch.folder, batch.checkpoint)?;
