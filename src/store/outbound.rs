@@ -560,6 +560,18 @@ pub struct ReplyContext {
     pub participants: Vec<ContactRef>,
 }
 
+/// The ticket's (`?1`) messages a reply's References may name, as `id,
+/// message_id`: those with a Message-ID the customer saw — not notes, not
+/// our replies whose delivery failed, not bounce reports. One text for the
+/// first and the recent ones.
+macro_rules! thread_seen_by_customer {
+    () => {
+        "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
+         AND message_id IS NOT NULL AND delivery IS NOT 'failed'
+         AND CASE WHEN json_valid(classification) THEN classification ->> '$.kind' END IS NOT 'bounce'"
+    };
+}
+
 pub(crate) fn reply_context(
     conn: &Connection,
     ticket: TicketId,
@@ -581,20 +593,13 @@ pub(crate) fn reply_context(
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("ticket {ticket}")))?;
     let first: Option<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
-             AND message_id IS NOT NULL AND delivery IS NOT 'failed'
-             AND CASE WHEN json_valid(classification) THEN classification ->> '$.kind' END IS NOT 'bounce'
-             ORDER BY id LIMIT 1",
-        )?
+        .prepare_cached(concat!(thread_seen_by_customer!(), " ORDER BY id LIMIT 1"))?
         .query_row([ticket.0], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, message_id FROM messages WHERE ticket_id = ?1 AND direction != 'note'
-         AND message_id IS NOT NULL AND delivery IS NOT 'failed'
-         AND CASE WHEN json_valid(classification) THEN classification ->> '$.kind' END IS NOT 'bounce'
-         ORDER BY id DESC LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(concat!(
+        thread_seen_by_customer!(),
+        " ORDER BY id DESC LIMIT ?2"
+    ))?;
     let mut last: Vec<(i64, String)> = stmt
         .query_map(params![ticket.0, recent as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
