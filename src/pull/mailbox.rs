@@ -2346,6 +2346,29 @@ mod fake_server {
         assert_eq!((total, last), (45, Some(45)));
     }
 
+    /// The server refuses the sizes FETCH (NO): the mailbox is still pulled
+    /// whole — sizes unknown count as the byte budget, so one message per
+    /// fetch, each under the plain 300 s bound — not stalled on the refusal.
+    #[tokio::test]
+    async fn a_refused_sizes_fetch_still_pulls_every_message() {
+        let mode = Mode {
+            many: true,
+            refuse: Some("UID FETCH 1:45 (UID RFC822.SIZE)"),
+            ..Mode::default()
+        };
+        let run = Run::start_with(mode, 60, "").await;
+        let ([sizes, bodies], (all, total, last)) = run
+            .settle(45, 20, ["(UID RFC822.SIZE)", "(UID BODY.PEEK[])"])
+            .await;
+        assert!(all, "not all spooled; fetched {bodies:?}");
+        assert_eq!(sizes, ["1:45"], "asked once, refused");
+        assert_eq!(bodies.len(), 45, "{bodies:?}");
+        // One message per fetch, in order.
+        let one_each: Vec<String> = (1..=45).map(|u| format!("{u}:{u}")).collect();
+        assert_eq!(bodies, one_each);
+        assert_eq!((total, last), (45, Some(45)));
+    }
+
     /// A reload that changes `move_to`, or the pulled folder, starts the
     /// move's retry state afresh: originals left copied from another mailbox
     /// are not this one's to delete (its UIDs name other messages, even
