@@ -21,6 +21,7 @@ id = "support"
 kind = "forward"
 address = "support@acme.example"
 "#;
+    let assumed = postdesk::ingest::auth::Authentication::assumed();
     let config = match config::parse(cfg_text, std::path::Path::new("bench.toml")) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
@@ -55,7 +56,8 @@ address = "support@acme.example"
             for raw in corpus {
                 if let Some(msg) = parse::parse(raw) {
                     let f = parse::fields(&msg);
-                    let (r, c) = resolve_one(&msg, Some("a@example.com"), &config, channel);
+                    let (r, c) =
+                        resolve_one(&msg, Some("a@example.com"), &config, channel, &assumed);
                     std::hint::black_box((f, r, c));
                 }
                 n += 1;

@@ -201,6 +201,10 @@ pub async fn run(
         live: live.clone(),
         wake: wake.clone(),
         handoff,
+        // The resolver is chosen at start (a reload keeps it).
+        auth: Arc::new(crate::ingest::auth::Authenticator::new(
+            live.config().smtp.dns_resolver,
+        )),
     };
     let ingest_task = tokio::spawn(ingestor.run(ingest_stop.clone()));
 

@@ -113,6 +113,12 @@ enum Command {
         /// channel whose address is among the message's recipients).
         #[arg(long)]
         channel: Option<String>,
+        /// Judge the file as mail received over SMTP from this address:
+        /// a trusted relay's Authentication-Results, or our own DKIM/SPF
+        /// checks. Without it, the file is judged as if a trusted relay had
+        /// passed it (team members' forwards count).
+        #[arg(long)]
+        peer: Option<std::net::IpAddr>,
         /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
@@ -585,7 +591,8 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             file,
             channel,
             json,
-        } => resolve(file, channel, config, json),
+            peer,
+        } => resolve(file, channel, config, json, peer).await,
     }
 }
 
@@ -941,7 +948,13 @@ async fn mailbox_states(
     Ok(rows)
 }
 
-fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -> Result<()> {
+async fn resolve(
+    file: PathBuf,
+    channel: Option<String>,
+    config: Config,
+    json: bool,
+    peer: Option<std::net::IpAddr>,
+) -> Result<()> {
     let mut raw = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin()
@@ -965,7 +978,34 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
                 .find_map(|a| config.channel_for_recipient(a))
         }
     };
-    let (r, class) = postdesk::ingest::resolve_one(&msg, None, &config, ch);
+    let auth = match peer {
+        None => postdesk::ingest::auth::Authentication::assumed(),
+        Some(ip) => {
+            use postdesk::ingest::{Directory, auth::Authenticator};
+            let fields = postdesk::ingest::parse::fields(&msg);
+            let return_path = msg
+                .header_raw("Return-Path")
+                .and_then(postdesk::ingest::parse::normalise_address)
+                .unwrap_or_default();
+            let entry = postdesk::store::SpoolEntry {
+                id: postdesk::store::SpoolId(0),
+                received_at: 0,
+                source: postdesk::store::SpoolSource::Smtp,
+                mail_from: return_path,
+                rcpt_to: fields.to.clone(),
+                client_ip: Some(ip.to_string()),
+                helo: None,
+                channel: None,
+                raw: raw.clone(),
+                content_hash: String::new(),
+            };
+            let dir = Directory::new(&config);
+            Authenticator::new(config.smtp.dns_resolver)
+                .authenticate(&entry, &config, dir.trusted())
+                .await
+        }
+    };
+    let (r, class) = postdesk::ingest::resolve_one(&msg, None, &config, ch, &auth);
     // For a bounce: the ids ingest would look our reply up by, and the detail.
     let fields = postdesk::ingest::parse::fields(&msg);
     let bounce = postdesk::ingest::bounce::link(Some(&msg), &class, &fields);
@@ -976,6 +1016,8 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
         "confidence": postdesk::ingest::resolve::rounded(r.confidence),
         "classification": class,
         "claimed_original": r.claimed_original,
+        "distrusted": r.distrusted,
+        "authentication": auth,
         "channel": ch.map(|c| c.id.clone()),
         "bounce": bounce,
     });
@@ -993,6 +1035,13 @@ fn resolve(file: PathBuf, channel: Option<String>, config: Config, json: bool) -
     );
     if let Some(f) = &r.forwarder {
         println!("forwarder:      {}", f.email);
+    }
+    if let Some(c) = &r.claimed_original {
+        println!("claimed:        {} (not believed)", c.email);
+    }
+    println!("authenticated:  {}", auth.by);
+    if let Some(why) = &r.distrusted {
+        println!("not believed:   {why}");
     }
     println!("classification: {}", serde_json::to_string(&class)?);
     if let Some(b) = &bounce {

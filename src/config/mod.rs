@@ -267,6 +267,31 @@ pub struct SmtpConfig {
     pub require_tls: bool,
     /// Seconds running sessions get to finish on shutdown. Default `30`.
     pub shutdown_grace_secs: u64,
+    /// Upstream MTAs (IPs or CIDRs) whose `Authentication-Results` headers
+    /// from [`authserv_id`](Self::authserv_id) are believed: typically the
+    /// Postfix that receives the company's mail, checks SPF/DKIM/DMARC and
+    /// forwards to postdesk. Needs `authserv_id`. Default `[]`.
+    pub trusted_relays: Vec<ipnet::IpNet>,
+    /// The authserv-id the trusted relays write in their
+    /// `Authentication-Results` (e.g. `"mx.acme.example"`); headers with
+    /// another id are ignored. Default none.
+    pub authserv_id: Option<String>,
+    /// DNS used to check DKIM and SPF ourselves, for mail that does not come
+    /// from a trusted relay and claims to be from a team member or a
+    /// forwarder: `"system"` (resolv.conf), `"off"` (such mail counts as
+    /// unauthenticated) or `"IP:PORT"` of a resolver. Default `"system"`.
+    pub dns_resolver: DnsResolver,
+}
+
+/// `[smtp] dns_resolver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsResolver {
+    /// The system's resolvers (`/etc/resolv.conf`).
+    System,
+    /// No DNS checks: only trusted relays authenticate mail.
+    Off,
+    /// This resolver, over UDP and TCP.
+    Server(SocketAddr),
 }
 
 impl Default for SmtpConfig {
@@ -289,6 +314,9 @@ impl Default for SmtpConfig {
             tls_key: None,
             require_tls: false,
             shutdown_grace_secs: 30,
+            trusted_relays: Vec::new(),
+            authserv_id: None,
+            dns_resolver: DnsResolver::System,
         }
     }
 }
@@ -611,6 +639,20 @@ impl ChannelConfig {
         }
     }
 
+    /// The authserv-id whose `Authentication-Results` header is believed on
+    /// this channel's pulled mail: `imap.authserv_id`, else the provider's
+    /// (see [`ImapConfig::authserv_id`]).
+    pub fn effective_authserv_id(&self) -> Option<&str> {
+        if let Some(id) = self.imap.as_ref().and_then(|i| i.authserv_id.as_deref()) {
+            return Some(id);
+        }
+        match self.kind {
+            ChannelKind::Gmail => Some("mx.google.com"),
+            ChannelKind::Office365 => Some(""),
+            _ => None,
+        }
+    }
+
     /// IMAP port: `imap.port`, else 993 for implicit TLS (the default) and 143 otherwise.
     pub fn effective_imap_port(&self) -> u16 {
         match &self.imap {
@@ -758,6 +800,12 @@ pub struct ImapConfig {
     /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
     /// `folder` itself. Default none (mailbox left untouched).
     pub move_to: Option<String>,
+    /// The authserv-id of the provider's own `Authentication-Results`
+    /// header, which says whether pulled mail passed SPF/DKIM/DMARC. Only
+    /// the topmost such header is believed. Default per kind:
+    /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
+    /// header without an id), none (imap: pulled mail is unauthenticated).
+    pub authserv_id: Option<String>,
 }
 
 /// Default `[channels.imap] batch_bytes` (32 MiB): a batch of 100 messages

@@ -16,9 +16,9 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
     Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config, DkimConfig,
-    FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig, LogConfig, LogFormat,
-    OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName, SmtpConfig, StoreConfig,
-    TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig, LogConfig,
+    LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName, SmtpConfig,
+    StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -529,6 +529,27 @@ impl FromToml for ipnet::IpNet {
     }
 }
 
+impl FromToml for DnsResolver {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        let s = r.string(path, v)?;
+        let parsed = match s {
+            "system" => Some(DnsResolver::System),
+            "off" => Some(DnsResolver::Off),
+            other => other.parse::<SocketAddr>().ok().map(DnsResolver::Server),
+        };
+        if parsed.is_none() {
+            r.error(
+                v.span().start,
+                format!(
+                    "invalid resolver \"{s}\" for `{}`: expected \"system\", \"off\" or IP:PORT, e.g. \"127.0.0.1:53\"",
+                    display_path(path)
+                ),
+            );
+        }
+        parsed
+    }
+}
+
 impl<T: FromToml> FromToml for Vec<T> {
     /// Bad elements are reported and skipped.
     fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
@@ -633,6 +654,9 @@ fn read_smtp(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> SmtpConfig {
         shutdown_grace_secs: r
             .key(t, "shutdown_grace_secs")
             .unwrap_or(d.shutdown_grace_secs),
+        trusted_relays: r.key(t, "trusted_relays").unwrap_or(d.trusted_relays),
+        authserv_id: r.key(t, "authserv_id"),
+        dns_resolver: r.key(t, "dns_resolver").unwrap_or(d.dns_resolver),
     }
 }
 
@@ -795,6 +819,7 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         batch_size: r.key(t, "batch_size").unwrap_or(100),
         batch_bytes: r.key(t, "batch_bytes").unwrap_or(super::BATCH_BYTES),
         move_to: r.key(t, "move_to"),
+        authserv_id: r.key(t, "authserv_id"),
     });
     let oauth = r
         .optional_section(t, "oauth", |r, t| {

@@ -423,6 +423,17 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         ),
         _ => {}
     }
+    if !smtp.trusted_relays.is_empty()
+        && smtp
+            .authserv_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty())
+    {
+        r.error_at(
+            "smtp.trusted_relays",
+            "`smtp.trusted_relays` needs `smtp.authserv_id`: the id in the relays' Authentication-Results headers",
+        );
+    }
     if smtp.require_tls && smtp.tls_cert.is_none() {
         r.error_at(
             "smtp.require_tls",

@@ -291,6 +291,7 @@ mod tests {
             forwarders: &[],
             original_sender_of_forwards: true,
             own_message_id_domain: "desk.acme.example",
+            auth: &crate::ingest::auth::Authentication::none("test"),
         };
         let class = resolve::classify(&msg, envelope_from, &ctx);
         let fields = crate::ingest::parse::fields(&msg);

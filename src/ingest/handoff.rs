@@ -113,6 +113,8 @@ mod tests {
             source: SpoolSource::Smtp,
             mail_from: String::new(),
             rcpt_to: vec![],
+            client_ip: None,
+            helo: None,
             channel: None,
             raw: vec![b'x'; size],
             content_hash: String::new(),

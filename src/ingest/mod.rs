@@ -11,6 +11,7 @@
 //! parked as `failed` with its reason), or block the async runtime with
 //! parsing (done on the blocking pool).
 
+pub mod auth;
 pub mod bounce;
 pub mod handoff;
 pub mod parse;
@@ -102,27 +103,43 @@ fn channels_for<'c>(
 /// ingest batch rather than once per message.
 pub struct Directory {
     team: HashSet<String>,
+    /// Team members and every channel's forwarders: the addresses whose
+    /// claims are worth authenticating.
+    trusted: HashSet<String>,
     domain: String,
 }
 
 impl Directory {
     pub fn new(config: &Config) -> Self {
+        let team = team_addresses(config);
+        let mut trusted = team.clone();
+        for c in &config.channels {
+            trusted.extend(c.forwarders.iter().cloned());
+        }
         Directory {
-            team: team_addresses(config),
+            team,
+            trusted,
             domain: config.message_id_domain().to_string(),
         }
+    }
+
+    /// Team members' and forwarders' addresses, normalised.
+    pub fn trusted(&self) -> &HashSet<String> {
+        &self.trusted
     }
 }
 
 /// Sender resolution and classification for one message on one channel —
-/// also what `postdesk resolve` prints.
+/// also what `postdesk resolve` prints. `auth`: what is proven about where
+/// the message comes from.
 pub fn resolve_one(
     msg: &mail_parser::Message<'_>,
     envelope_from: Option<&str>,
     config: &Config,
     channel: Option<&ChannelConfig>,
+    auth: &auth::Authentication,
 ) -> (resolve::Resolution, Classification) {
-    resolve_with(&Directory::new(config), msg, envelope_from, channel)
+    resolve_with(&Directory::new(config), msg, envelope_from, channel, auth)
 }
 
 fn resolve_with(
@@ -130,6 +147,7 @@ fn resolve_with(
     msg: &mail_parser::Message<'_>,
     envelope_from: Option<&str>,
     channel: Option<&ChannelConfig>,
+    auth: &auth::Authentication,
 ) -> (resolve::Resolution, Classification) {
     let empty = Vec::new();
     let ctx = ResolveContext {
@@ -137,9 +155,42 @@ fn resolve_with(
         forwarders: channel.map(|c| &c.forwarders).unwrap_or(&empty),
         original_sender_of_forwards: channel.is_none_or(|c| c.original_sender_of_forwards),
         own_message_id_domain: &dir.domain,
+        auth,
     };
     let class = resolve::classify(msg, envelope_from, &ctx);
     (resolve::resolve(msg, &ctx), class)
+}
+
+/// Whether `r`'s sender is an authenticated team member or forwarder (who
+/// may continue any ticket), and whether the contact's name is proven.
+fn trust_of(
+    r: &resolve::Resolution,
+    dir: &Directory,
+    auth: &auth::Authentication,
+    channel: &ChannelConfig,
+) -> (bool, bool) {
+    let known = |e: &str| dir.team.contains(e) || channel.forwarders.iter().any(|f| f == e);
+    let forwarded_by_trusted = r
+        .forwarder
+        .as_ref()
+        .is_some_and(|f| known(&normalize(&f.email)) && r.distrusted.is_none());
+    let contact = normalize(&r.contact.email);
+    let from_trusted = r.method == "from" && known(&contact) && auth.covers(&contact);
+    let name_verified = r.method == "from" && auth.covers(&contact);
+    (forwarded_by_trusted || from_trusted, name_verified)
+}
+
+/// The resolution as stored with the message, with what authenticated it.
+fn resolution_json(r: &resolve::Resolution, auth: &auth::Authentication) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let (Some(obj), Ok(a)) = (v.as_object_mut(), serde_json::to_value(auth)) {
+        obj.insert("authentication".into(), a);
+    }
+    v.to_string()
+}
+
+fn normalize(email: &str) -> String {
+    parse::normalise_address(email).unwrap_or_default()
 }
 
 /// Plan the effect of one spool entry. Pure apart from reading `live`.
@@ -148,6 +199,7 @@ pub fn plan_entry(
     config: &Config,
     dir: &Directory,
     live: &Live,
+    auth: &auth::Authentication,
 ) -> Result<InboundPlan, IngestError> {
     let channels = channels_for(entry, config);
     if channels.is_empty() {
@@ -178,7 +230,7 @@ pub fn plan_entry(
     let mut messages = Vec::with_capacity(channels.len());
     for (channel, rcpt) in channels {
         let (resolution, class) = match &parsed_msg {
-            Some(m) => resolve_with(dir, m, envelope_from, Some(channel)),
+            Some(m) => resolve_with(dir, m, envelope_from, Some(channel), auth),
             None => (
                 plain_resolution(&fallback_sender, None),
                 Classification::Normal,
@@ -207,11 +259,12 @@ pub fn plan_entry(
         if ticket_subject.is_empty() {
             ticket_subject = "(no subject)".into();
         }
-        let thread_token = thread::subject_token(&fields.subject).or_else(|| {
-            rcpt.as_deref()
-                .zip(channel.address.as_deref())
-                .and_then(|(r, a)| thread::plus_token(r, a))
-        });
+        let thread_token = thread::subject_token(&fields.subject);
+        let plus_token = rcpt
+            .as_deref()
+            .zip(channel.address.as_deref())
+            .and_then(|(r, a)| thread::plus_token(r, a));
+        let (trusted_sender, name_verified) = trust_of(&resolution, dir, auth, channel);
         let (from, text, date, subject) = match original {
             Some(o) => (
                 contact.clone(),
@@ -236,6 +289,9 @@ pub fn plan_entry(
             in_reply_to: fields.in_reply_to.clone(),
             references: fields.references.clone(),
             thread_token,
+            plus_token,
+            trusted_sender,
+            name_verified,
             contact,
             from,
             to: fields.to.clone(),
@@ -248,7 +304,7 @@ pub fn plan_entry(
                 fields.html.clone()
             },
             classification: serde_json::to_string(&class).unwrap_or_default(),
-            sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
+            sender_resolution: resolution_json(&resolution, auth),
             note: forwarder_note(&resolution, &fallback_sender),
             new_ticket: route::new_ticket(config, channel, ticket_subject, &|u| {
                 live.user_available(u)
@@ -297,6 +353,7 @@ fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {
         claimed_original: None,
         note: None,
         original: None,
+        distrusted: None,
     }
 }
 
@@ -318,6 +375,8 @@ pub struct Ingestor {
     pub wake: Arc<Notify>,
     /// Entries the SMTP listener just committed, handed over in memory.
     pub handoff: Arc<handoff::Handoff>,
+    /// Decides what is proven about each entry's origin.
+    pub auth: Arc<auth::Authenticator>,
 }
 
 impl Ingestor {
@@ -367,11 +426,18 @@ impl Ingestor {
         }
         let config = self.live.config();
         let live = self.live.clone();
-        let planned = tokio::task::spawn_blocking(move || {
-            let dir = Directory::new(&config);
+        let dir = Directory::new(&config);
+        let auths = futures_util::future::join_all(
             batch
                 .iter()
-                .map(|e| (e.id, guarded(|| plan_entry(e, &config, &dir, &live))))
+                .map(|e| self.auth.authenticate(e, &config, &dir.trusted)),
+        )
+        .await;
+        let planned = tokio::task::spawn_blocking(move || {
+            batch
+                .iter()
+                .zip(&auths)
+                .map(|(e, a)| (e.id, guarded(|| plan_entry(e, &config, &dir, &live, a))))
                 .collect::<Vec<_>>()
         })
         .await
@@ -491,6 +557,7 @@ mod tests {
             live: Arc::new(Live::new(config)),
             wake: Arc::new(Notify::new()),
             handoff: Arc::new(handoff::Handoff::default()),
+            auth: Arc::new(auth::Authenticator::off("tests")),
         };
         (store, ingestor)
     }

@@ -71,6 +71,7 @@ pub fn new_ticket(
     let props = &channel.ticket_properties;
     NewTicket {
         subject,
+        secret: super::thread::new_secret(),
         pipeline: props.pipeline.clone(),
         status: Some(
             props

@@ -300,6 +300,7 @@ pub fn plan(
         claimed_original: None,
         note: None,
         original: None,
+        distrusted: None,
     };
     InboundMessage {
         channel: channel.id.clone(),
@@ -308,6 +309,9 @@ pub fn plan(
         in_reply_to: None,
         references: Vec::new(),
         thread_token: None,
+        plus_token: None,
+        trusted_sender: false,
+        name_verified: false,
         from: contact.clone(),
         contact,
         to: channel.address.iter().cloned().collect(),

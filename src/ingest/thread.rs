@@ -1,27 +1,174 @@
-//! Thread stage helpers: ticket tokens in subjects and plus-addresses.
+//! Thread stage: which ticket a message continues, and who may continue one.
 //!
-//! Pure functions; the store does the lookups (In-Reply-To/References, token)
-//! inside the ingest transaction.
+//! Pure functions. The store gathers the candidates (tickets named by
+//! In-Reply-To/References, a `[#N]` or `[#N-secret]` subject tag, a
+//! plus-address) inside the ingest transaction and asks [`may_join`] about
+//! each; the first one allowed is continued.
+//!
+//! The rule: a message continues a ticket found by one of *our* Message-IDs
+//! (random, seen only by the thread's recipients) or by a tag carrying the
+//! ticket's secret. Found by a guessable handle — a bare `[#N]`, a
+//! plus-address, a customer's Message-ID — it continues the ticket only when
+//! its sender is the ticket's contact, a participant, or an authenticated
+//! team member or forwarder; anyone else opens a ticket of their own, which
+//! notes the refusal ("mentions #N").
 
+pub use crate::store::ThreadToken;
 use crate::store::TicketId;
 
-/// The ticket number in a `[#N]` subject token (the last one wins, as
-/// replies may quote older tokens first).
-pub fn subject_token(subject: &str) -> Option<TicketId> {
+/// Characters of a ticket secret: lower-case letters and digits without the
+/// look-alikes (0/o, 1/l/i).
+const SECRET_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+/// Length of a new ticket secret: 31^8 ≈ 8.5e11 guesses.
+const SECRET_LEN: usize = 8;
+
+/// A fresh per-ticket secret for outgoing subjects (`[#7-k3f9q2ab]`).
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; SECRET_LEN];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness (never seen on Linux): fall back to a hash of the
+        // clock, still unknown to a stranger who never saw the reply.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        use sha2::Digest as _;
+        let h = sha2::Sha256::digest(format!("{nanos}:{}", std::process::id()));
+        bytes.copy_from_slice(&h[..SECRET_LEN]);
+    }
+    bytes
+        .iter()
+        .map(|b| SECRET_ALPHABET[usize::from(*b) % SECRET_ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The tag of `ticket` for outgoing subjects: `[#N-secret]`, or `[#N]` for
+/// a ticket without a secret.
+pub fn tag(ticket: i64, secret: &str) -> String {
+    if secret.is_empty() {
+        format!("[#{ticket}]")
+    } else {
+        format!("[#{ticket}-{secret}]")
+    }
+}
+
+/// The `[#N]` or `[#N-secret]` tag of a subject (the last one wins, as
+/// replies may quote older tags first).
+pub fn subject_token(subject: &str) -> Option<ThreadToken> {
     let mut found = None;
     let mut rest = subject;
     while let Some(i) = rest.find("[#") {
         let after = &rest[i + 2..];
-        let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
-        if !digits.is_empty()
-            && after[digits.len()..].starts_with(']')
-            && let Ok(n) = digits.parse::<i64>()
-        {
-            found = Some(TicketId(n));
+        if let Some(t) = parse_tag(after) {
+            found = Some(t);
         }
         rest = after;
     }
     found
+}
+
+/// `N]` or `N-secret]` at the start of `s`.
+fn parse_tag(s: &str) -> Option<ThreadToken> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n: i64 = s.get(..digits)?.parse().ok()?;
+    let rest = s.get(digits..)?;
+    if rest.starts_with(']') {
+        return Some(ThreadToken {
+            ticket: TicketId(n),
+            secret: None,
+        });
+    }
+    let rest = rest.strip_prefix('-')?;
+    let len = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    let secret = rest.get(..len)?;
+    if !(4..=32).contains(&len) || !rest.get(len..)?.starts_with(']') {
+        return None;
+    }
+    Some(ThreadToken {
+        ticket: TicketId(n),
+        secret: Some(secret.to_ascii_lowercase()),
+    })
+}
+
+/// `subject` without any `[#N]` / `[#N-secret]` tag of `ticket`.
+pub fn strip_tags(subject: &str, ticket: i64) -> String {
+    let mut out = String::with_capacity(subject.len());
+    let mut rest = subject;
+    while let Some(i) = rest.find("[#") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match parse_tag(after).filter(|t| t.ticket.0 == ticket) {
+            Some(_) => {
+                let end = after.find(']').map_or(after.len(), |e| e + 1);
+                rest = &after[end..];
+            }
+            None => {
+                out.push_str("[#");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How a candidate ticket was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// In-Reply-To/References naming one of our replies.
+    OurMessageId,
+    /// In-Reply-To/References naming an inbound message (guessable, and
+    /// known to everyone who received it).
+    TheirMessageId,
+    /// A subject tag; `true` when it carried the ticket's secret.
+    Tag { secret_matches: bool },
+    /// A plus-address (`support+7@…`).
+    PlusAddress,
+}
+
+/// What the store knows about a candidate ticket.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub ticket: i64,
+    pub found: Found,
+    /// The ticket's contact, normalised.
+    pub contact: String,
+    /// Its participants' addresses, normalised.
+    pub participants: Vec<String>,
+}
+
+/// The message asking to continue a ticket.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// Who the message belongs to (after sender resolution), normalised.
+    pub contact: &'a str,
+    /// An authenticated team member or configured forwarder sent it.
+    pub trusted: bool,
+}
+
+/// Whether `asker` may continue `c`; `Err` says why not (for the agent).
+pub fn may_join(c: &Candidate, asker: Asker<'_>) -> Result<(), String> {
+    let guessable = match c.found {
+        Found::OurMessageId
+        | Found::Tag {
+            secret_matches: true,
+        } => return Ok(()),
+        Found::TheirMessageId => "a Message-ID of that ticket",
+        Found::Tag {
+            secret_matches: false,
+        } => "its tag without the ticket's secret",
+        Found::PlusAddress => "its plus-address",
+    };
+    if asker.trusted
+        || asker.contact == c.contact
+        || c.participants.iter().any(|p| p == asker.contact)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "mentions #{} ({guessable}), but {} is not that ticket's contact or a participant: opened apart",
+        c.ticket, asker.contact
+    ))
 }
 
 /// The ticket number carried by a plus-address (`support+123@…` or
@@ -49,17 +196,98 @@ mod tests {
 
     #[test]
     fn subject_tokens() {
+        let t = |n: i64, s: Option<&str>| {
+            Some(ThreadToken {
+                ticket: TicketId(n),
+                secret: s.map(str::to_string),
+            })
+        };
         let cases = [
-            ("Re: Help [#12]", Some(12)),
-            ("[#3] Re: [#45] old", Some(45)),
+            ("Re: Help [#12]", t(12, None)),
+            ("[#3] Re: [#45] old", t(45, None)),
+            ("Re: Help [#12-k3f9q2ab]", t(12, Some("k3f9q2ab"))),
+            ("Re: Help [#12-K3F9Q2AB]", t(12, Some("k3f9q2ab"))),
+            ("[#12-k3f9q2ab] then [#13]", t(13, None)),
+            ("[#12-ab]", None),
+            ("[#12-k3f9 q2ab]", None),
+            ("[#12-]", None),
             ("No token", None),
             ("[#] empty", None),
             ("[#12 unclosed", None),
             ("[#99999999999999999999] overflow", None),
-            ("Ünïcödé [#7]", Some(7)),
+            ("Ünïcödé [#7]", t(7, None)),
+            ("[#7-ünïcödé]", None),
         ];
         for (s, want) in cases {
-            assert_eq!(subject_token(s), want.map(TicketId), "{s}");
+            assert_eq!(subject_token(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn tags_are_stripped_only_for_their_ticket() {
+        assert_eq!(strip_tags("Re: Help [#12-k3f9q2ab] x", 12), "Re: Help  x");
+        assert_eq!(strip_tags("Re: Help [#12] [#13]", 12), "Re: Help  [#13]");
+        assert_eq!(strip_tags("[# [#12", 12), "[# [#12");
+        assert_eq!(tag(7, "k3f9q2ab"), "[#7-k3f9q2ab]");
+        assert_eq!(tag(7, ""), "[#7]");
+        let subject = format!("Re: x {}", tag(7, &new_secret()));
+        assert_eq!(subject_token(&subject).map(|t| t.ticket), Some(TicketId(7)));
+    }
+
+    #[test]
+    fn secrets_are_fresh_and_from_the_alphabet() {
+        let a = new_secret();
+        let b = new_secret();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), SECRET_LEN);
+        assert!(a.bytes().all(|c| SECRET_ALPHABET.contains(&c)), "{a}");
+    }
+
+    #[test]
+    fn who_may_join_a_ticket() {
+        let c = |found| Candidate {
+            ticket: 7,
+            found,
+            contact: "carol@customer.example".into(),
+            participants: vec!["dave@customer.example".into()],
+        };
+        let stranger = Asker {
+            contact: "mallory@evil.example",
+            trusted: false,
+        };
+        // Unguessable handles: anyone holding them was sent them.
+        assert!(may_join(&c(Found::OurMessageId), stranger).is_ok());
+        assert!(
+            may_join(
+                &c(Found::Tag {
+                    secret_matches: true
+                }),
+                stranger
+            )
+            .is_ok()
+        );
+        // Guessable ones: only the people of the ticket, or the team.
+        for found in [
+            Found::Tag {
+                secret_matches: false,
+            },
+            Found::TheirMessageId,
+            Found::PlusAddress,
+        ] {
+            let why = may_join(&c(found), stranger).expect_err("stranger refused");
+            assert!(why.contains("mentions #7"), "{why}");
+            for who in ["carol@customer.example", "dave@customer.example"] {
+                let a = Asker {
+                    contact: who,
+                    trusted: false,
+                };
+                assert!(may_join(&c(found), a).is_ok(), "{who} {found:?}");
+            }
+            let team = Asker {
+                contact: "mallory@evil.example",
+                trusted: true,
+            };
+            assert!(may_join(&c(found), team).is_ok());
         }
     }
 

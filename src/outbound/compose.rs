@@ -107,6 +107,8 @@ pub struct ReplyInput<'a> {
     /// `Cc` recipients (address, name).
     pub cc: &'a [(String, Option<String>)],
     pub ticket: i64,
+    /// The ticket's secret: the subject tag is `[#N-secret]`.
+    pub ticket_secret: &'a str,
     /// The ticket's subject (customer input).
     pub ticket_subject: &'a str,
     /// The agent's own subject, replacing `Re: <ticket subject>`.
@@ -196,11 +198,12 @@ pub fn check_filename(name: &str) -> Result<(), ComposeError> {
     Ok(())
 }
 
-/// `Re: <subject> [#N]`, without doubling `Re:` or the token.
-pub fn reply_subject(ticket_subject: &str, ticket: i64) -> String {
-    let token = format!("[#{ticket}]");
+/// `Re: <subject> [#N-secret]`, without doubling `Re:` or the tag (an old
+/// `[#N]` of the same ticket is dropped too).
+pub fn reply_subject(ticket_subject: &str, ticket: i64, secret: &str) -> String {
+    let token = crate::ingest::thread::tag(ticket, secret);
     let base = clean_header_value(ticket_subject, MAX_HEADER_VALUE);
-    let base = base.replace(&token, "");
+    let base = crate::ingest::thread::strip_tags(&base, ticket);
     let base = base.trim();
     let stripped = crate::ingest::resolve::strip_subject_prefixes(base);
     let stripped = stripped.trim();
@@ -254,14 +257,11 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
     let subject = match input.subject_override {
         Some(s) => {
             check_agent_header("subject", s, MAX_HEADER_VALUE)?;
-            let token = format!("[#{}]", input.ticket);
-            if s.contains(&token) {
-                s.to_string()
-            } else {
-                format!("{} {token}", s.trim())
-            }
+            let token = crate::ingest::thread::tag(input.ticket, input.ticket_secret);
+            let base = crate::ingest::thread::strip_tags(s, input.ticket);
+            format!("{} {token}", base.trim())
         }
-        None => reply_subject(input.ticket_subject, input.ticket),
+        None => reply_subject(input.ticket_subject, input.ticket, input.ticket_secret),
     };
     for a in input.attachments {
         check_filename(&a.filename)?;
@@ -419,6 +419,7 @@ mod tests {
             to_name: Some("Carol"),
             cc: &[],
             ticket: 7,
+            ticket_secret: "",
             ticket_subject: "Printer on fire",
             subject_override: None,
             thread,
@@ -489,10 +490,10 @@ mod tests {
             ),
         ];
         for (subject, want) in cases {
-            assert_eq!(reply_subject(subject, 7), want, "{subject:?}");
+            assert_eq!(reply_subject(subject, 7, ""), want, "{subject:?}");
         }
         let long = "x".repeat(5000);
-        assert!(reply_subject(&long, 7).chars().count() <= MAX_HEADER_VALUE + 12);
+        assert!(reply_subject(&long, 7, "").chars().count() <= MAX_HEADER_VALUE + 12);
     }
 
     /// Each injection attempt: no header beyond the expected set appears, and

@@ -134,17 +134,22 @@ pub use crate::store::now_ms;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh Message-ID (without brackets) on `domain`: unique per process,
-/// time and counter, hashed so it reveals nothing.
+/// A fresh Message-ID (without brackets) on `domain`: 96 random bits, so a
+/// stranger cannot guess one to thread their mail into a ticket.
 pub fn new_message_id(ticket: TicketId, domain: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let seed = format!("{}:{nanos}:{n}:{}", std::process::id(), ticket.0);
-    let h = hex::encode(&Sha256::digest(seed.as_bytes())[..12]);
-    format!("pd.{}.{h}@{domain}", ticket.0)
+    let mut random = [0u8; 12];
+    if getrandom::fill(&mut random).is_err() {
+        // No OS randomness (never seen on Linux): a hash of what is unique
+        // to this process and moment.
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = format!("{}:{nanos}:{n}:{}", std::process::id(), ticket.0);
+        random.copy_from_slice(&Sha256::digest(seed.as_bytes())[..12]);
+    }
+    format!("pd.{}.{}@{domain}", ticket.0, hex::encode(random))
 }
 
 impl Outbound {
@@ -214,6 +219,7 @@ impl Outbound {
             to_name: ticket.contact.name.as_deref(),
             cc: &cc,
             ticket: req.ticket.0,
+            ticket_secret: &ticket.secret,
             ticket_subject: &ticket.subject,
             subject_override: req.subject.as_deref(),
             thread: &thread,

@@ -548,6 +548,8 @@ pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreErro
 pub struct ReplyContext {
     pub ticket: TicketId,
     pub subject: String,
+    /// The ticket's secret for the subject tag (`[#N-secret]`).
+    pub secret: String,
     pub channel: String,
     pub contact: ContactRef,
     /// Message ids of the thread (inbound and outbound), oldest first: the
@@ -577,9 +579,9 @@ pub(crate) fn reply_context(
     ticket: TicketId,
     recent: usize,
 ) -> Result<ReplyContext, StoreError> {
-    let (subject, channel, email, name) = conn
+    let (subject, channel, email, name, secret) = conn
         .prepare_cached(
-            "SELECT t.subject, t.channel, c.email, c.name FROM tickets t
+            "SELECT t.subject, t.channel, c.email, c.name, t.secret FROM tickets t
              JOIN contacts c ON c.id = t.contact_id WHERE t.id = ?1",
         )?
         .query_row([ticket.0], |r| {
@@ -588,6 +590,7 @@ pub(crate) fn reply_context(
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })
         .optional()?
@@ -628,6 +631,7 @@ pub(crate) fn reply_context(
     Ok(ReplyContext {
         ticket,
         subject,
+        secret,
         channel,
         contact: ContactRef { email, name },
         thread,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
 use super::*;
+use crate::ingest::thread;
 
 /// Size of the queue in front of the writer thread.
 const WRITE_QUEUE: usize = 4096;
@@ -484,15 +485,20 @@ fn insert_spool(
     Ok(SpoolId(id))
 }
 
-fn upsert_contact(conn: &Connection, c: &ContactRef) -> Result<i64, StoreError> {
+/// The contact's id, creating it. A stored name is replaced only by a name
+/// from mail proven to be the contact's own (`verified`); other mail may
+/// only fill in a missing one — a forged From must not rename a customer.
+fn upsert_contact(conn: &Connection, c: &ContactRef, verified: bool) -> Result<i64, StoreError> {
     let existing: Option<(i64, Option<String>)> = conn
         .prepare_cached("SELECT id, name FROM contacts WHERE email = ?1")?
         .query_row([&c.email], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match existing {
         Some((id, name)) => {
-            if name.as_deref().unwrap_or("").is_empty()
-                && let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
+            let stored = name.as_deref().unwrap_or("");
+            if let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
+                && n != stored
+                && (stored.is_empty() || verified)
             {
                 conn.prepare_cached("UPDATE contacts SET name = ?1 WHERE id = ?2")?
                     .execute(params![n, id])?;
@@ -511,35 +517,103 @@ fn upsert_contact(conn: &Connection, c: &ContactRef) -> Result<i64, StoreError> 
 
 /// The most recent message of `channel` with Message-ID `?1` (`?2` the
 /// channel): inbound ones by their dedupe key, outbound ones by their own
-/// index (see migration 4).
-const BY_MESSAGE_ID: &str = "SELECT ticket_id FROM (
-       SELECT id, ticket_id FROM messages WHERE channel = ?2 AND dedupe_key = 'mid:' || ?1
+/// index (see migration 4). Answers (ticket, direction).
+const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
+       SELECT id, ticket_id, direction FROM messages WHERE channel = ?2 AND dedupe_key = 'mid:' || ?1
        UNION ALL
-       SELECT id, ticket_id FROM messages
+       SELECT id, ticket_id, direction FROM messages
         WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound')
      ORDER BY id DESC LIMIT 1";
 
+/// What [`thread::may_join`] needs to know of ticket `t` (of `channel`).
+fn candidate(
+    conn: &Connection,
+    t: i64,
+    channel: &str,
+    found: impl FnOnce(&str) -> thread::Found,
+) -> Result<Option<thread::Candidate>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT c.email, t.secret FROM tickets t JOIN contacts c ON c.id = t.contact_id
+             WHERE t.id = ?1 AND t.channel = ?2",
+        )?
+        .query_row(params![t, channel], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((contact, secret)) = row else {
+        return Ok(None);
+    };
+    let participants = conn
+        .prepare_cached(
+            "SELECT c.email FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+             WHERE p.ticket_id = ?1",
+        )?
+        .query_map([t], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(Some(thread::Candidate {
+        ticket: t,
+        found: found(&secret),
+        contact,
+        participants,
+    }))
+}
+
 /// The ticket a message continues: by In-Reply-To/References (most recent
-/// first), else by its `[#N]` token; always on the same channel.
-fn find_thread(conn: &Connection, m: &InboundMessage) -> Result<Option<i64>, StoreError> {
-    let mut by_id = conn.prepare_cached(BY_MESSAGE_ID)?;
+/// first), else by its subject tag, else by its plus-address; always on the
+/// same channel, and only where [`thread::may_join`] allows. `Err`: no
+/// ticket, with the first refusal (for the agent) if one was named.
+fn find_thread(
+    conn: &Connection,
+    m: &InboundMessage,
+) -> Result<Result<i64, Option<String>>, StoreError> {
+    let asker = thread::Asker {
+        contact: &m.contact.email,
+        trusted: m.trusted_sender,
+    };
+    let mut refused: Option<String> = None;
+    let mut consider = |c: Option<thread::Candidate>| -> Option<i64> {
+        let c = c?;
+        match thread::may_join(&c, asker) {
+            Ok(()) => Some(c.ticket),
+            Err(why) => {
+                refused.get_or_insert(why);
+                None
+            }
+        }
+    };
     let ids = m.in_reply_to.iter().chain(m.references.iter().rev());
     for id in ids {
-        if let Some(t) = by_id
-            .query_row(params![id, m.channel], |r| r.get(0))
-            .optional()?
-        {
-            return Ok(Some(t));
+        let hit: Option<(i64, String)> = conn
+            .prepare_cached(BY_MESSAGE_ID)?
+            .query_row(params![id, m.channel], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((t, direction)) = hit {
+            let found = if direction == "outbound" {
+                thread::Found::OurMessageId
+            } else {
+                thread::Found::TheirMessageId
+            };
+            if let Some(t) = consider(candidate(conn, t, &m.channel, |_| found)?) {
+                return Ok(Ok(t));
+            }
         }
     }
-    if let Some(TicketId(n)) = m.thread_token {
-        let t: Option<i64> = conn
-            .prepare_cached("SELECT id FROM tickets WHERE id = ?1 AND channel = ?2")?
-            .query_row(params![n, m.channel], |r| r.get(0))
-            .optional()?;
-        return Ok(t);
+    if let Some(tok) = &m.thread_token {
+        let c = candidate(conn, tok.ticket.0, &m.channel, |secret| {
+            thread::Found::Tag {
+                secret_matches: !secret.is_empty() && tok.secret.as_deref() == Some(secret),
+            }
+        })?;
+        if let Some(t) = consider(c) {
+            return Ok(Ok(t));
+        }
     }
-    Ok(None)
+    if let Some(TicketId(n)) = m.plus_token {
+        let c = candidate(conn, n, &m.channel, |_| thread::Found::PlusAddress)?;
+        if let Some(t) = consider(c) {
+            return Ok(Ok(t));
+        }
+    }
+    Ok(Err(refused))
 }
 
 /// Choose an owner for a new ticket. Returns (owner, reason when unassigned).
@@ -611,10 +685,10 @@ fn create_ticket(
     let (owner, reason) = route(conn, &t.routing, contact_id)?;
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
     )?
-    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now])?;
+    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now, t.secret])?;
     Ok((conn.last_insert_rowid(), owner))
 }
 
@@ -623,6 +697,7 @@ fn insert_message(
     ticket: i64,
     spool: SpoolId,
     m: &InboundMessage,
+    thread_note: Option<&str>,
 ) -> Result<(), StoreError> {
     let (text, text_at) = match &m.text {
         BodyText::Inline(t) => (Some(t.as_str()), None),
@@ -631,8 +706,8 @@ fn insert_message(
     conn.prepare_cached(
         "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id, in_reply_to, refs,
                                from_email, from_name, to_addrs, subject, date, text, text_at, html,
-                               classification, sender_resolution, created_at)
-         VALUES (?1, ?2, 'inbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                               classification, sender_resolution, created_at, thread_note)
+         VALUES (?1, ?2, 'inbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         ticket,
@@ -652,7 +727,8 @@ fn insert_message(
         m.html,
         m.classification,
         m.sender_resolution,
-        now_ms()
+        now_ms(),
+        thread_note
     ])?;
     if let Some(note) = &m.note {
         conn.prepare_cached(
@@ -705,19 +781,52 @@ fn in_savepoint<T>(
     }
 }
 
-/// The ticket `m` already went to, when the channel has its dedupe key.
-fn duplicate(conn: &Connection, m: &InboundMessage) -> Result<Option<Delivered>, StoreError> {
-    let ticket: Option<i64> = conn
-        .prepare_cached("SELECT ticket_id FROM messages WHERE channel = ?1 AND dedupe_key = ?2")?
-        .query_row(params![m.channel, m.dedupe_key], |r| r.get(0))
-        .optional()?;
-    Ok(ticket.map(|t| Delivered {
-        channel: m.channel.clone(),
-        ticket: TicketId(t),
-        created: false,
-        duplicate: true,
-        owner: None,
-    }))
+/// The ticket `m` already went to, when the channel has its dedupe key from
+/// the same sender (the same From, or the same resolved contact). A message
+/// of another sender that reuses the Message-ID is no copy of it: it is
+/// stored under a key of its own (`Some(key)`), so that a stranger who sends
+/// first cannot suppress the real message.
+fn duplicate(
+    conn: &Connection,
+    m: &InboundMessage,
+) -> Result<Result<Delivered, Option<String>>, StoreError> {
+    let mut lookup = conn.prepare_cached(
+        "SELECT m.ticket_id, m.from_email, c.email FROM messages m
+           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+          WHERE m.channel = ?1 AND m.dedupe_key = ?2",
+    )?;
+    let mut key = m.dedupe_key.clone();
+    for _ in 0..2 {
+        let row: Option<(i64, Option<String>, String)> = lookup
+            .query_row(params![m.channel, key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let Some((ticket, from, contact)) = row else {
+            return Ok(Err((key != m.dedupe_key).then_some(key)));
+        };
+        let same = from.as_deref() == Some(m.from.email.as_str()) || contact == m.contact.email;
+        if same || !key.starts_with("mid:") {
+            return Ok(Ok(Delivered {
+                channel: m.channel.clone(),
+                ticket: TicketId(ticket),
+                created: false,
+                duplicate: true,
+                owner: None,
+            }));
+        }
+        if key != m.dedupe_key {
+            break;
+        }
+        key = format!("{}#from:{}", m.dedupe_key, m.from.email);
+    }
+    // Two others already used this Message-ID: keep this one apart as well.
+    Ok(Err(Some(format!(
+        "{}#from:{}#{}",
+        m.dedupe_key,
+        m.from.email,
+        now_ms()
+    ))))
 }
 
 fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
@@ -736,10 +845,21 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
         return Ok(out);
     }
     for m in &plan.messages {
-        if let Some(dup) = duplicate(conn, m)? {
-            out.delivered.push(dup);
-            continue;
-        }
+        let own_key;
+        let m = match duplicate(conn, m)? {
+            Ok(dup) => {
+                out.delivered.push(dup);
+                continue;
+            }
+            Err(Some(key)) => {
+                own_key = InboundMessage {
+                    dedupe_key: key,
+                    ..m.clone()
+                };
+                &own_key
+            }
+            Err(None) => m,
+        };
         // A bounce of our own reply joins that reply's ticket: no contact
         // for the mailer-daemon, no new ticket.
         let bounced = match &m.bounce {
@@ -751,7 +871,7 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
                 classification: super::bounce::classification_with(&m.classification, b),
                 ..m.clone()
             };
-            insert_message(conn, b.ticket, plan.spool_id, &noted)?;
+            insert_message(conn, b.ticket, plan.spool_id, &noted, None)?;
             super::bounce::record(conn, b, link, now_ms())?;
             out.delivered.push(Delivered {
                 channel: m.channel.clone(),
@@ -762,9 +882,9 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
             });
             continue;
         }
-        let contact_id = upsert_contact(conn, &m.contact)?;
-        let (ticket, created, owner) = match find_thread(conn, m)? {
-            Some(t) => {
+        let contact_id = upsert_contact(conn, &m.contact, m.name_verified)?;
+        let (ticket, created, owner, note) = match find_thread(conn, m)? {
+            Ok(t) => {
                 conn.prepare_cached(
                     "INSERT OR IGNORE INTO ticket_participants (ticket_id, contact_id)
                      SELECT id, ?2 FROM tickets WHERE id = ?1 AND contact_id != ?2",
@@ -772,14 +892,14 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
                 .execute(params![t, contact_id])?;
                 conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
                     .execute(params![now_ms(), t])?;
-                (t, false, None)
+                (t, false, None, None)
             }
-            None => {
+            Err(refused) => {
                 let (t, owner) = create_ticket(conn, m, contact_id)?;
-                (t, true, owner)
+                (t, true, owner, refused)
             }
         };
-        insert_message(conn, ticket, plan.spool_id, m)?;
+        insert_message(conn, ticket, plan.spool_id, m, note.as_deref())?;
         out.delivered.push(Delivered {
             channel: m.channel.clone(),
             ticket: TicketId(ticket),
@@ -856,7 +976,8 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                 m.author, m.classification, m.sender_resolution, m.delivery, m.delivery_detail,
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                 WHERE s.id = m.spool_id AND s.source = 'form')
+                 WHERE s.id = m.spool_id AND s.source = 'form'),
+                m.thread_note
          FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id",
     )?;
     let messages = stmt
@@ -879,6 +1000,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                 submission: r
                     .get::<_, Option<Vec<u8>>>(14)?
                     .and_then(|raw| serde_json::from_slice(&raw).ok()),
+                thread_note: r.get(15)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -907,7 +1029,8 @@ fn pending_spool(
     limit: usize,
 ) -> Result<Vec<SpoolEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.received_at, s.source, s.mail_from, s.rcpt_to, s.channel, r.raw, s.content_hash
+        "SELECT s.id, s.received_at, s.source, s.mail_from, s.rcpt_to, s.channel, r.raw, s.content_hash,
+                s.client_ip, s.helo
          FROM spool s JOIN spool_raw r ON r.id = s.id
          WHERE s.state = 'pending' AND s.id > ?1 ORDER BY s.id LIMIT ?2",
     )?;
@@ -921,6 +1044,8 @@ fn pending_spool(
             channel: r.get(5)?,
             raw: r.get(6)?,
             content_hash: r.get(7)?,
+            client_ip: r.get(8)?,
+            helo: r.get(9)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -960,6 +1085,8 @@ impl Store for SqliteStore {
                     source: msg.source,
                     mail_from: msg.mail_from,
                     rcpt_to: msg.rcpt_to,
+                    client_ip: msg.client_ip,
+                    helo: msg.helo,
                     channel: msg.channel,
                     raw: msg.raw,
                     content_hash: hash,
@@ -998,7 +1125,7 @@ impl Store for SqliteStore {
                 // first one did, and store nothing, not even a spool row.
                 let mut replay = InboundOutcome::default();
                 for m in &messages {
-                    if let Some(dup) = duplicate(c, m)? {
+                    if let Ok(dup) = duplicate(c, m)? {
                         replay.delivered.push(dup);
                     }
                 }

@@ -79,6 +79,10 @@ pub struct SpoolEntry {
     pub source: SpoolSource,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
+    /// The SMTP client's address (SMTP only).
+    pub client_ip: Option<String>,
+    /// The SMTP client's EHLO/HELO name (SMTP only).
+    pub helo: Option<String>,
     pub channel: Option<String>,
     pub raw: Vec<u8>,
     pub content_hash: String,
@@ -111,6 +115,8 @@ pub enum RoutingPlan {
 #[derive(Debug, Clone)]
 pub struct NewTicket {
     pub subject: String,
+    /// The ticket's secret for outgoing subject tags (`[#N-secret]`).
+    pub secret: String,
     pub pipeline: Option<String>,
     pub status: Option<String>,
     pub priority: Option<String>,
@@ -138,8 +144,16 @@ pub struct InboundMessage {
     pub message_id: Option<String>,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
-    /// `[#N]` from the subject or a plus-address, when present.
-    pub thread_token: Option<TicketId>,
+    /// `[#N]` / `[#N-secret]` from the subject, when present.
+    pub thread_token: Option<ThreadToken>,
+    /// `support+N@…`: the ticket a plus-address names.
+    pub plus_token: Option<TicketId>,
+    /// An authenticated team member or configured forwarder sent it: it may
+    /// continue any ticket it names.
+    pub trusted_sender: bool,
+    /// The contact's display name comes from mail proven to be the
+    /// contact's own: it may replace a name already stored.
+    pub name_verified: bool,
     /// Who the ticket belongs to (after sender resolution).
     pub contact: ContactRef,
     pub from: ContactRef,
@@ -158,6 +172,14 @@ pub struct InboundMessage {
     pub new_ticket: NewTicket,
     /// Set for bounces: how to find the outbound message it reports on.
     pub bounce: Option<super::BounceLink>,
+}
+
+/// A ticket handle from a subject tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadToken {
+    pub ticket: TicketId,
+    /// The secret after the number (`[#7-k3f9q2ab]`), lower-cased.
+    pub secret: Option<String>,
 }
 
 /// A message's plain-text body as the ticket shows it.
@@ -268,6 +290,10 @@ pub struct MessageView {
     /// included, which `text` leaves out); absent for mail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submission: Option<serde_json::Value>,
+    /// Why this message, which named another ticket, was opened apart
+    /// ("mentions #7 …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_note: Option<String>,
     pub created_at: i64,
 }
 

@@ -34,6 +34,7 @@ use std::collections::HashSet;
 
 use mail_parser::{HeaderValue, Message, MimeHeaders, PartType};
 
+pub use crate::ingest::auth::Authentication;
 pub use address::normalize_email;
 pub use block::{Block, Client, Hints, find_block};
 pub use html::html_to_text;
@@ -54,6 +55,9 @@ pub struct ResolveContext<'a> {
     pub original_sender_of_forwards: bool,
     /// Our outbound Message-IDs end with `@` + this.
     pub own_message_id_domain: &'a str,
+    /// What is proven about the message's origin: a team member's or
+    /// forwarder's address in From/Resent-From counts only when covered.
+    pub auth: &'a Authentication,
 }
 
 impl ResolveContext<'_> {
@@ -63,8 +67,31 @@ impl ResolveContext<'_> {
     fn is_forwarder(&self, email: &str) -> bool {
         !email.is_empty() && self.forwarders.iter().any(|f| f == email)
     }
-    fn is_trusted(&self, email: &str) -> bool {
+    /// A team member or forwarder by address alone: for authors named
+    /// inside a forward (or by a trusted group), whose word is the
+    /// forwarder's.
+    fn is_known(&self, email: &str) -> bool {
         self.is_team(email) || self.is_forwarder(email)
+    }
+    /// A team member or forwarder that this message is proven to come from.
+    fn is_trusted(&self, email: &str) -> bool {
+        self.is_known(email) && self.auth.covers(email)
+    }
+    /// Why `email`, a known address, is not believed on this message.
+    fn distrust(&self, email: &str, role: &str) -> Option<String> {
+        if !self.is_known(email) || self.auth.covers(email) {
+            return None;
+        }
+        let what = if self.is_team(email) {
+            "a team address"
+        } else {
+            "a configured forwarder"
+        };
+        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+        Some(format!(
+            "{role} {email} is {what}, but the message is not authenticated for {domain} ({}): treated as a stranger's",
+            self.auth.by
+        ))
     }
 }
 
@@ -102,6 +129,9 @@ pub struct Resolution {
     pub note: Option<String>,
     /// The customer's message when extracted from a forward.
     pub original: Option<OriginalMessage>,
+    /// Why a team member's, forwarder's or group's claim was not believed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distrusted: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -153,25 +183,82 @@ pub fn classify(
 /// Decide who owns the ticket for `msg`. Never panics.
 pub fn resolve(msg: &Message<'_>, ctx: &ResolveContext<'_>) -> Resolution {
     let sender = address::from_parsed(msg.from()).unwrap_or_else(empty);
-    match resolve_list(msg, ctx, &sender) {
+    let mut r = match resolve_list(msg, ctx, &sender) {
         // A colleague forwarding a customer's mail through a group that
         // rewrote From ("'Ann' via Support"): the forward rules apply to the
-        // author the group names. Without a forward, the list's answer stands.
-        Some(list) if ctx.is_trusted(&list.contact.email) => {
-            resolve_as(msg, ctx, &list.contact).unwrap_or(list)
+        // author the group names (the group, authenticated, vouches for
+        // them). Without a forward, the list's answer stands.
+        Some(list) if ctx.is_known(&list.contact.email) => {
+            resolve_as(msg, ctx, &list.contact, true).unwrap_or(list)
         }
         Some(list) => list,
-        None => resolve_as(msg, ctx, &sender).unwrap_or_else(|| plain(sender)),
+        None => resolve_as(msg, ctx, &sender, false).unwrap_or_else(|| plain(sender.clone())),
+    };
+    if r.distrusted.is_none() {
+        r.distrusted = ctx
+            .distrust(&sender.email, "From")
+            .or_else(|| untrusted_group(msg, ctx, &sender, &mut r));
     }
+    r
+}
+
+/// A group header (X-Original-From/-Sender) on mail that is not from an
+/// authenticated configured forwarder: recorded as a claim, with the reason.
+fn untrusted_group(
+    msg: &Message<'_>,
+    ctx: &ResolveContext<'_>,
+    sender: &Address,
+    r: &mut Resolution,
+) -> Option<String> {
+    if ctx.is_forwarder(&sender.email) && ctx.auth.covers(&sender.email) {
+        return None;
+    }
+    let (header, claimed) = ["X-Original-From", "X-Original-Sender"]
+        .into_iter()
+        .find_map(|h| header_address(msg, h).map(|a| (h, a)))?;
+    if claimed.email == sender.email {
+        return None;
+    }
+    let why = if ctx.is_forwarder(&sender.email) {
+        format!(
+            "{header} names {}, but the forwarder {}'s message is not authenticated ({})",
+            claimed.email, sender.email, ctx.auth.by
+        )
+    } else {
+        format!(
+            "{header} names {}, believed only from a configured forwarder (channels.forwarders); {} is not one",
+            claimed.email,
+            if sender.email.is_empty() {
+                "the sender"
+            } else {
+                sender.email.as_str()
+            }
+        )
+    };
+    if r.claimed_original.is_none() {
+        r.claimed_original = Some(claimed);
+    }
+    Some(why)
 }
 
 /// A redirect (Resent-*) or a forward by `sender`; `None`: `sender` wrote it.
-fn resolve_as(msg: &Message<'_>, ctx: &ResolveContext<'_>, sender: &Address) -> Option<Resolution> {
+/// `vouched`: `sender` was named by an authenticated group, not by From.
+fn resolve_as(
+    msg: &Message<'_>,
+    ctx: &ResolveContext<'_>,
+    sender: &Address,
+    vouched: bool,
+) -> Option<Resolution> {
     if let Some(r) = resolve_resent(msg, ctx, sender) {
         return Some(r);
     }
     let found = find_forward(msg, ctx, 0);
-    if !ctx.is_trusted(&sender.email) {
+    let trusted = if vouched {
+        ctx.is_known(&sender.email)
+    } else {
+        ctx.is_trusted(&sender.email)
+    };
+    if !trusted {
         let claimed = found?.owner;
         let mut r = plain(sender.clone());
         r.claimed_original = Some(claimed);
@@ -188,6 +275,7 @@ fn resolve_as(msg: &Message<'_>, ctx: &ResolveContext<'_>, sender: &Address) -> 
             claimed_original: name_only.then_some(f.owner),
             note: f.note,
             original: Some(f.original),
+            distrusted: None,
         });
     }
     Some(Resolution {
@@ -198,6 +286,7 @@ fn resolve_as(msg: &Message<'_>, ctx: &ResolveContext<'_>, sender: &Address) -> 
         claimed_original: None,
         note: f.note,
         original: Some(f.original),
+        distrusted: None,
     })
 }
 
@@ -217,6 +306,7 @@ fn plain(sender: Address) -> Resolution {
         claimed_original: None,
         note: None,
         original: None,
+        distrusted: None,
     }
 }
 
@@ -289,6 +379,11 @@ fn resolve_list(
     if !(rewritten || original_headers || has_header(msg, "List-Id")) {
         return None;
     }
+    // Anyone can write these headers: only an authenticated configured
+    // forwarder's are believed (`resolve` records the others as claims).
+    if !ctx.is_trusted(&sender.email) || !ctx.is_forwarder(&sender.email) {
+        return None;
+    }
     let mut candidates = vec![
         ("X-Original-From", "list:x-original-from", 0.9),
         ("X-Original-Sender", "list:x-original-sender", 0.85),
@@ -315,6 +410,7 @@ fn resolve_list(
             claimed_original: None,
             note: None,
             original: None,
+            distrusted: None,
         });
     }
     None
@@ -374,6 +470,7 @@ fn resolve_resent(
         claimed_original: None,
         note: None,
         original: Some(original_of(msg)),
+        distrusted: None,
     })
 }
 
@@ -428,7 +525,7 @@ fn find_forward(msg: &Message<'_>, ctx: &ResolveContext<'_>, depth: usize) -> Op
         let Some(author) = address::from_parsed(inner.from()) else {
             continue;
         };
-        if !ctx.is_trusted(&author.email) {
+        if !ctx.is_known(&author.email) {
             return Some(Found {
                 owner: author,
                 method: "rfc822".into(),
@@ -461,7 +558,7 @@ fn find_forward(msg: &Message<'_>, ctx: &ResolveContext<'_>, depth: usize) -> Op
             text: block.body.clone(),
             message_id: None,
         };
-        if block.from.email.is_empty() || !ctx.is_trusted(&block.from.email) {
+        if block.from.email.is_empty() || !ctx.is_known(&block.from.email) {
             let confidence = match block.client {
                 Client::Generic => 0.7,
                 _ => 0.85,

@@ -45,6 +45,9 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
             in_reply_to: None,
             references: vec![],
             thread_token: None,
+            plus_token: None,
+            trusted_sender: false,
+            name_verified: true,
             contact: contact.clone(),
             from: contact,
             to: vec!["support@acme.example".into()],
@@ -57,6 +60,7 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
             note: None,
             new_ticket: NewTicket {
                 subject: format!("Subject {n}"),
+                secret: format!("secret{n}"),
                 pipeline: None,
                 status: Some("new".into()),
                 priority: None,
@@ -317,47 +321,48 @@ async fn a_submission_that_fails_half_way_stores_nothing() {
     );
 }
 
-#[tokio::test]
-async fn replies_thread_by_references_and_token() {
-    let (_dir, s) = store();
-    let ids = spool_many(&s, 64).await;
-    open_ticket(&s, ids[2], 1).await;
-    let mut reply = inbound(
-        ids[3],
-        2,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    );
-    reply.messages[0].references = vec!["unknown@x".into(), "m1@customer.example".into()];
-    let mut by_token = inbound(
-        ids[4],
-        3,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    );
-    by_token.messages[0].thread_token = Some(TicketId(1));
-    let mut other_channel = inbound(
-        ids[5],
-        4,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    );
-    other_channel.messages[0].channel = "sales".into();
-    other_channel.messages[0].thread_token = Some(TicketId(1));
-    let out = s
-        .apply_inbound(vec![reply, by_token, other_channel])
+fn unassigned() -> RoutingPlan {
+    RoutingPlan::Unassigned {
+        reason: String::new(),
+    }
+}
+
+fn tag(n: i64, secret: Option<&str>) -> Option<ThreadToken> {
+    Some(ThreadToken {
+        ticket: TicketId(n),
+        secret: secret.map(str::to_string),
+    })
+}
+
+/// (ticket, created) of each applied plan.
+async fn apply_all(s: &SqliteStore, plans: Vec<InboundPlan>) -> Vec<(i64, bool)> {
+    s.apply_inbound(plans)
         .await
-        .expect("apply");
-    let tickets: Vec<(i64, bool)> = out
+        .expect("apply")
         .iter()
         .map(|r| {
             let d = &r.as_ref().expect("ok").delivered[0];
             (d.ticket.0, d.created)
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn replies_thread_by_references_and_token() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 64).await;
+    open_ticket(&s, ids[2], 1).await;
+    // A team member's (authenticated) message naming the customer's mail.
+    let mut reply = inbound(ids[3], 2, unassigned());
+    reply.messages[0].references = vec!["unknown@x".into(), "m1@customer.example".into()];
+    reply.messages[0].trusted_sender = true;
+    // Someone the customer sent our reply to: the tag carries the secret.
+    let mut by_token = inbound(ids[4], 3, unassigned());
+    by_token.messages[0].thread_token = tag(1, Some("secret1"));
+    let mut other_channel = inbound(ids[5], 4, unassigned());
+    other_channel.messages[0].channel = "sales".into();
+    other_channel.messages[0].thread_token = tag(1, Some("secret1"));
+    let tickets = apply_all(&s, vec![reply, by_token, other_channel]).await;
     assert_eq!(
         tickets,
         [(1, false), (1, false), (2, true)],
@@ -369,6 +374,124 @@ async fn replies_thread_by_references_and_token() {
         t.participants.len(),
         2,
         "other contacts on the thread are participants"
+    );
+}
+
+/// The attack: a stranger writes "Re: anything [#1]" (or names the
+/// customer's Message-ID, or support+1@) to join ticket 1 and be Cc'd on
+/// the agents' replies. Each opens a ticket of its own, noting the mention;
+/// the ticket's own contact still continues it with the bare tag, and
+/// anyone holding one of our replies' Message-IDs (random) continues it.
+#[tokio::test]
+async fn strangers_cannot_join_a_ticket_by_guessable_handles() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 64).await;
+    open_ticket(&s, ids[0], 1).await;
+    let mut bare_tag = inbound(ids[1], 20, unassigned());
+    bare_tag.messages[0].thread_token = tag(1, None);
+    let mut wrong_secret = inbound(ids[2], 21, unassigned());
+    wrong_secret.messages[0].thread_token = tag(1, Some("guessed1"));
+    let mut their_id = inbound(ids[3], 22, unassigned());
+    their_id.messages[0].in_reply_to = Some("m1@customer.example".into());
+    let mut plus = inbound(ids[4], 23, unassigned());
+    plus.messages[0].plus_token = Some(TicketId(1));
+    let tickets = apply_all(&s, vec![bare_tag, wrong_secret, their_id, plus]).await;
+    assert_eq!(tickets, [(2, true), (3, true), (4, true), (5, true)]);
+    let t1 = s.ticket(TicketId(1)).await.expect("ticket");
+    assert!(t1.participants.is_empty(), "{:?}", t1.participants);
+    assert_eq!(t1.messages.len(), 1);
+    for n in 2..=5 {
+        let t = s.ticket(TicketId(n)).await.expect("ticket");
+        let note = t.messages[0].thread_note.clone().unwrap_or_default();
+        assert!(note.contains("mentions #1"), "ticket {n}: {note:?}");
+    }
+    // The contact themself, with the bare tag; another customer of theirs
+    // is not let in by the contact's tag alone.
+    let mut own = inbound(ids[5], 1, unassigned());
+    own.messages[0].dedupe_key = "mid:own-followup@customer.example".into();
+    own.messages[0].thread_token = tag(1, None);
+    // A reply to our reply (its Message-ID is random): whoever got it.
+    s.queue_reply(reply_on(
+        1,
+        "pd.1.9f8e7d6c5b4a39281706f5e4@desk.acme.example",
+    ))
+    .await
+    .expect("reply");
+    let mut to_ours = inbound(ids[6], 24, unassigned());
+    to_ours.messages[0].in_reply_to =
+        Some("pd.1.9f8e7d6c5b4a39281706f5e4@desk.acme.example".into());
+    let tickets = apply_all(&s, vec![own, to_ours]).await;
+    assert_eq!(tickets, [(1, false), (1, false)]);
+    let t1 = s.ticket(TicketId(1)).await.expect("ticket");
+    let people: Vec<&str> = t1.participants.iter().map(|p| p.email.as_str()).collect();
+    assert_eq!(people, ["c24@customer.example"]);
+    // Once a participant, the bare tag is theirs to use too.
+    let mut again = inbound(ids[7], 24, unassigned());
+    again.messages[0].dedupe_key = "mid:again@customer.example".into();
+    again.messages[0].thread_token = tag(1, None);
+    assert_eq!(apply_all(&s, vec![again]).await, [(1, false)]);
+}
+
+/// A stranger who sends first with the Message-ID the customer's mail will
+/// carry must not make the real message a "duplicate" that is dropped.
+#[tokio::test]
+async fn a_reused_message_id_from_another_sender_is_not_a_duplicate() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 8).await;
+    let mut forged = inbound(ids[0], 66, unassigned());
+    forged.messages[0].dedupe_key = "mid:m1@customer.example".into();
+    forged.messages[0].message_id = Some("m1@customer.example".into());
+    let real = inbound(ids[1], 1, unassigned());
+    // The real sender's retry is still a duplicate.
+    let retry = inbound(ids[2], 1, unassigned());
+    let out = s
+        .apply_inbound(vec![forged, real, retry])
+        .await
+        .expect("apply");
+    let d: Vec<(i64, bool, bool)> = out
+        .iter()
+        .map(|r| {
+            let d = &r.as_ref().expect("ok").delivered[0];
+            (d.ticket.0, d.created, d.duplicate)
+        })
+        .collect();
+    assert_eq!(d, [(1, true, false), (2, true, false), (2, false, true)]);
+    let t2 = s.ticket(TicketId(2)).await.expect("ticket");
+    assert_eq!(t2.head.contact.email, "c1@customer.example");
+    assert_eq!(t2.messages.len(), 1);
+}
+
+/// A forged mail must not rename a customer; mail proven to be theirs may.
+#[tokio::test]
+async fn only_verified_mail_renames_a_contact() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 8).await;
+    open_ticket(&s, ids[0], 1).await;
+    let named = |spool, name: &str, verified: bool, key: &str| {
+        let mut p = inbound(spool, 1, unassigned());
+        p.messages[0].contact.name = Some(name.into());
+        p.messages[0].name_verified = verified;
+        p.messages[0].dedupe_key = key.into();
+        p
+    };
+    s.apply_inbound(vec![named(ids[1], "Mallory Was Here", false, "mid:a@x")])
+        .await
+        .expect("apply");
+    let name = |list: Vec<ContactView>| {
+        list.into_iter()
+            .find(|c| c.email == "c1@customer.example")
+            .and_then(|c| c.name)
+    };
+    assert_eq!(
+        name(s.list_contacts().await.expect("contacts")).as_deref(),
+        Some("C 1")
+    );
+    s.apply_inbound(vec![named(ids[2], "Carol Cooper", true, "mid:b@x")])
+        .await
+        .expect("apply");
+    assert_eq!(
+        name(s.list_contacts().await.expect("contacts")).as_deref(),
+        Some("Carol Cooper")
     );
 }
 
