@@ -1,5 +1,5 @@
 //! Bounce linking: what ingest hands the store so that a bounce lands on the
-//! ticket of the outbound message it reports on (SPEC section 5 step 2).
+//! ticket of the outbound message it reports on (docs/sender-resolution.md, bounces).
 //!
 //! Owns [`link`]: from a message classified as a bounce, the candidate
 //! Message-IDs of our bounced message, most trusted first — the RFC 3464

@@ -1,4 +1,4 @@
-//! Inbound SMTP listener (spec §3): ESMTP with PIPELINING, 8BITMIME, SMTPUTF8, SIZE,
+//! Inbound SMTP listener (docs/architecture.md): ESMTP with PIPELINING, 8BITMIME, SMTPUTF8, SIZE,
 //! ENHANCEDSTATUSCODES, CHUNKING and STARTTLS.
 //!
 //! Owns: the accept loop and connection caps (`listener`), one session per connection

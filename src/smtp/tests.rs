@@ -600,7 +600,7 @@ async fn error_limit() {
 }
 
 /// `<Postmaster>` is a valid forward-path (RFC 5321 4.1.1.3 / 4.5.1), not a syntax
-/// error; not being a channel address, it gets `550 5.1.1` (SPEC §3).
+/// error; not being a channel address, it gets `550 5.1.1` like any unknown recipient.
 #[tokio::test]
 async fn rcpt_postmaster_is_an_unknown_recipient() {
     for addr in ["<postmaster>", "<Postmaster>", "<POSTMASTER>"] {

@@ -1,4 +1,4 @@
-//! Bounces on the outbound message they report on (SPEC section 5 step 2).
+//! Bounces on the outbound message they report on (docs/sender-resolution.md, bounces).
 //!
 //! Owns the SQL that links an inbound bounce to one of our outbound
 //! messages: find it by the candidate Message-IDs ingest extracted (most

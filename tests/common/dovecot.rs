@@ -1,5 +1,5 @@
 //! A private Dovecot IMAP server on a free 127.0.0.1 port in a temp dir
-//! (see ../shared/PEERS.md), with one user `test` / `secret` whose INBOX is
+//! (run unprivileged: no system service), with one user `test` / `secret` whose INBOX is
 //! a Maildir the test fills directly; optionally an `oauth2` passdb that asks
 //! an [`OAuthServer`] to introspect bearer tokens.
 

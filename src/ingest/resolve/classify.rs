@@ -1,6 +1,6 @@
 //! Classification: normal mail, auto-replies, bulk/list mail, bounces, loops.
 //!
-//! Owns: SPEC section 5 step 2 and RFC 3464 delivery-status parsing. Order of
+//! Owns: classification (docs/sender-resolution.md) and RFC 3464 delivery-status parsing. Order of
 //! precedence: loop > bounce > auto-reply > bulk > normal. A null envelope
 //! sender alone is a bounce only when no auto-reply header is present (RFC 3834
 //! tells auto-responders to use the null path too); a `multipart/report`

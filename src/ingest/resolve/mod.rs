@@ -1,6 +1,6 @@
 //! Who really wrote it: sender resolution and classification of inbound mail.
 //!
-//! Owns SPEC section 5 steps 2 and 3 as pure functions over a parsed
+//! Owns classification and resolution (docs/sender-resolution.md) as pure functions over a parsed
 //! [`mail_parser::Message`]: [`classify`] (normal, auto-reply, bulk, bounce,
 //! loop) and [`resolve`] (who owns the ticket, how we decided, how sure we are,
 //! who forwarded, the forwarder's note and the customer's original message).
