@@ -354,6 +354,9 @@ where
 
     pub(crate) async fn run(mut self) -> End<IO> {
         let end = self.serve().await;
+        // Drop any transaction (its bytes and budget) before the last reply, so a
+        // client told `421` finds the budget already back.
+        self.state = State::Idle;
         if matches!(end, Flow::StartTls) {
             if self.flush().await {
                 let carry = Carry {
