@@ -161,24 +161,31 @@ impl Transfer {
     /// then: the total time limit, or the moment the average rate since `start`
     /// drops below `min_data_rate` (never before the grace period; 0 = off).
     pub fn deadline(&self, cfg: &SmtpConfig) -> (Instant, Reply) {
-        let total = self.start + Duration::from_secs(cfg.data_timeout_secs);
-        if cfg.min_data_rate == 0 {
-            return (total, reply::DATA_TIMEOUT);
-        }
-        // The average stays at or above the minimum until bytes / rate seconds.
-        let covered = Duration::from_millis(
-            self.bytes
-                .saturating_mul(1000)
-                .checked_div(cfg.min_data_rate)
-                .unwrap_or(u64::MAX),
-        );
-        let grace = Duration::from_secs(cfg.min_data_rate_grace_secs);
-        let slow = self.start + covered.max(grace);
-        if slow < total {
-            (slow, reply::DATA_TOO_SLOW)
-        } else {
-            (total, reply::DATA_TIMEOUT)
-        }
+        let total = Duration::from_secs(cfg.data_timeout_secs);
+        // The average stays at or above the minimum until bytes / rate seconds
+        // (`None`: the rate limit is off).
+        let covered = self
+            .bytes
+            .saturating_mul(1000)
+            .checked_div(cfg.min_data_rate)
+            .map(Duration::from_millis);
+        let (after, reply) = match covered {
+            Some(covered) => {
+                let slow = covered.max(Duration::from_secs(cfg.min_data_rate_grace_secs));
+                if slow < total {
+                    (slow, reply::DATA_TOO_SLOW)
+                } else {
+                    (total, reply::DATA_TIMEOUT)
+                }
+            }
+            None => (total, reply::DATA_TIMEOUT),
+        };
+        // A configured limit past what an `Instant` holds means no limit: a century.
+        let at = self
+            .start
+            .checked_add(after)
+            .unwrap_or_else(|| self.start + Duration::from_secs(100 * 365 * 86_400));
+        (at, reply)
     }
 }
 

@@ -1701,6 +1701,11 @@ fn transfer_deadline() {
     assert_eq!(at(1536 * 100, &cfg), (Duration::from_millis(150_000), slow));
     assert_eq!(at(1024 * 1000, &cfg), (Duration::from_secs(600), total));
     assert_eq!(at(u64::MAX, &cfg), (Duration::from_secs(600), total));
+    let huge = data_limits(u64::MAX, 1, u64::MAX);
+    assert!(
+        at(u64::MAX, &huge).0 >= Duration::from_secs(100 * 365 * 86_400),
+        "no overflow"
+    );
     let off = data_limits(600, 0, 30);
     assert_eq!(
         at(0, &off),
