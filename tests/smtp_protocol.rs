@@ -237,3 +237,49 @@ fn starttls_with_test_certificate() {
     let tickets = d.wait_tickets(1, T);
     assert_eq!(tickets[0]["subject"], "Over TLS");
 }
+
+/// The attack of many stalled transfers, over a real socket with the keys read
+/// from the file: a BDAT chunk over `max_inflight_bytes` gets `452 4.3.1`; the
+/// stalled sender holding the budget is cut by `data_timeout_secs` (`421
+/// 4.4.2`), its budget comes back (the gauge says 0) and the refused sender's
+/// next message is accepted.
+#[test]
+fn inflight_budget_and_data_timeout() {
+    let d = Daemon::start(
+        "max_message_size = 100000\nmax_inflight_bytes = 150000\ndata_timeout_secs = 2",
+        ACME,
+    );
+    let open = |c: &mut Client| {
+        ehlo(c);
+        assert_eq!(c.cmd("MAIL FROM:<x@customer.example>").0, 250);
+        assert_eq!(c.cmd("RCPT TO:<support@acme.example>").0, 250);
+    };
+    let mut holder = Client::connect(d.smtp);
+    open(&mut holder);
+    holder.send(format!("BDAT 100000\r\n{}", "a".repeat(100_000)).as_bytes());
+    assert_eq!(holder.reply().0, 250);
+
+    let mut c = Client::connect(d.smtp);
+    open(&mut c);
+    c.send(format!("BDAT 60000 LAST\r\n{}", "b".repeat(60_000)).as_bytes());
+    let (code, text) = c.reply();
+    assert!(text.starts_with("452 4.3.1"), "{code} {text}");
+
+    let (code, text) = holder.reply();
+    assert!(text.starts_with("421 4.4.2"), "{code} {text}");
+    let (_, m) = d.api("GET", "/metrics", None, None);
+    let metrics = m.as_str().unwrap_or("");
+    assert!(
+        metrics.contains("postdesk_smtp_inflight_bytes 0\n"),
+        "{metrics}"
+    );
+    let body = message(
+        "x@customer.example",
+        "support@acme.example",
+        "after",
+        "b1@x",
+        "hello",
+    );
+    let (code, text) = c.mail("x@customer.example", &["support@acme.example"], &body);
+    assert_eq!(code, 250, "{text}");
+}

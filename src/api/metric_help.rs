@@ -19,6 +19,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "SMTP sessions open now.",
     ),
     (
+        "postdesk_smtp_inflight_bytes",
+        Kind::Gauge,
+        "Bytes of message buffers SMTP sessions hold in memory before commit (bounded by smtp.max_inflight_bytes; a session over it gets 452 4.3.1).",
+    ),
+    (
         "postdesk_smtp_messages_total",
         Kind::Counter,
         "Messages at the end of DATA/BDAT, by result (accepted: durably in the spool and answered 250; rejected).",
@@ -26,7 +31,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "postdesk_smtp_rejections_total",
         Kind::Counter,
-        "SMTP commands or sessions refused, by reason (unknown_recipient, disabled_recipient, too_large, rate, …).",
+        "SMTP commands or sessions refused, by reason (unknown_recipient, disabled_recipient, size, rate, memory, data_timeout, …).",
     ),
     (
         "postdesk_spool_commit_seconds",

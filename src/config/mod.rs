@@ -258,6 +258,23 @@ pub struct SmtpConfig {
     pub idle_timeout_secs: u64,
     /// Longest session, in seconds. Default `3600`.
     pub session_timeout_secs: u64,
+    /// Message bytes all sessions together may hold in memory before commit; a
+    /// session that would need more gets `452 4.3.1` at the end of its message
+    /// (or of its BDAT chunk). Must be larger than `max_message_size`. Default
+    /// `268435456` (256 MiB): ten messages of the largest default size, or
+    /// thousands of ordinary ones, at once — while 512 connections × 25 MiB
+    /// would otherwise allow 12.5 GiB.
+    pub max_inflight_bytes: usize,
+    /// Longest one DATA or BDAT transfer may take, in seconds (from `354` or the
+    /// first BDAT to the end of the message); then `421 4.4.2` and the partial
+    /// message is dropped. Default `600`.
+    pub data_timeout_secs: u64,
+    /// Slowest average rate a DATA/BDAT transfer may keep, in bytes per second,
+    /// once it is older than `min_data_rate_grace_secs`; below it, `421 4.4.2` and
+    /// the partial message is dropped. `0` = off. Default `1024`.
+    pub min_data_rate: u64,
+    /// Seconds a transfer may take before `min_data_rate` applies. Default `30`.
+    pub min_data_rate_grace_secs: u64,
     /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
     /// `check` builds the acceptor from this and `tls_key`, as `postdesk run` does.
     pub tls_cert: Option<PathBuf>,
@@ -310,6 +327,10 @@ impl Default for SmtpConfig {
             max_errors: 10,
             idle_timeout_secs: 300,
             session_timeout_secs: 3600,
+            max_inflight_bytes: 268_435_456,
+            data_timeout_secs: 600,
+            min_data_rate: 1024,
+            min_data_rate_grace_secs: 30,
             tls_cert: None,
             tls_key: None,
             require_tls: false,

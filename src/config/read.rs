@@ -648,6 +648,14 @@ fn read_smtp(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> SmtpConfig {
         session_timeout_secs: r
             .key(t, "session_timeout_secs")
             .unwrap_or(d.session_timeout_secs),
+        max_inflight_bytes: r
+            .key(t, "max_inflight_bytes")
+            .unwrap_or(d.max_inflight_bytes),
+        data_timeout_secs: r.key(t, "data_timeout_secs").unwrap_or(d.data_timeout_secs),
+        min_data_rate: r.key(t, "min_data_rate").unwrap_or(d.min_data_rate),
+        min_data_rate_grace_secs: r
+            .key(t, "min_data_rate_grace_secs")
+            .unwrap_or(d.min_data_rate_grace_secs),
         tls_cert: r.key(t, "tls_cert"),
         tls_key: r.key(t, "tls_key"),
         require_tls: r.key(t, "require_tls").unwrap_or(d.require_tls),

@@ -124,6 +124,10 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
     assert_eq!(cfg.smtp.max_message_size, 26_214_400);
     assert_eq!(cfg.smtp.max_messages_per_minute_per_ip, 0);
+    assert_eq!(cfg.smtp.max_inflight_bytes, 256 << 20);
+    assert_eq!(cfg.smtp.data_timeout_secs, 600);
+    assert_eq!(cfg.smtp.min_data_rate, 1024);
+    assert_eq!(cfg.smtp.min_data_rate_grace_secs, 30);
     assert_eq!(cfg.http, HttpConfig::default());
     assert_eq!(cfg.relay, RelayConfig::default());
     assert_eq!(cfg.relay.tls, TlsMode::Starttls);
@@ -465,6 +469,23 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "[smtp]\nrequire_tls = true",
         "2:15: `smtp.require_tls` needs `smtp.tls_cert`",
+    ),
+    // SMTP memory and data rate.
+    (
+        "[smtp]\nmax_inflight_bytes = 1000",
+        "2:22: `smtp.max_inflight_bytes` (1000) must be larger than `smtp.max_message_size` (26214400)",
+    ),
+    (
+        "[smtp]\nmax_message_size = 300000000",
+        "2:20: `smtp.max_inflight_bytes` (268435456) must be larger than `smtp.max_message_size` (300000000)",
+    ),
+    (
+        "[smtp]\ndata_timeout_secs = 0",
+        "2:21: `smtp.data_timeout_secs` must be at least 1",
+    ),
+    (
+        "[smtp]\nmin_data_rate = -1",
+        "2:17: `smtp.min_data_rate` must be between 0 and",
     ),
     // Warnings ride along with errors.
     (
@@ -1090,4 +1111,16 @@ fn check_rejects_empty_working_days() {
     // One day is enough.
     let one = text.replace("days = []", "days = [\"wed\"]");
     assert_eq!(errors_of(&one), Vec::<String>::new());
+}
+
+#[test]
+fn smtp_memory_and_data_rate_keys_are_read() {
+    let text = format!(
+        "{ONE_USER}\n[smtp]\nmax_inflight_bytes = 1000000000\ndata_timeout_secs = 60\nmin_data_rate = 0\nmin_data_rate_grace_secs = 5\n"
+    );
+    let cfg = parse_str(&text).unwrap();
+    assert_eq!(cfg.smtp.max_inflight_bytes, 1_000_000_000);
+    assert_eq!(cfg.smtp.data_timeout_secs, 60);
+    assert_eq!(cfg.smtp.min_data_rate, 0);
+    assert_eq!(cfg.smtp.min_data_rate_grace_secs, 5);
 }

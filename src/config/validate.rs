@@ -434,6 +434,28 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             "`smtp.trusted_relays` needs `smtp.authserv_id`: the id in the relays' Authentication-Results headers",
         );
     }
+    if smtp.max_inflight_bytes <= smtp.max_message_size {
+        // Point at the key the file set (a raised max_message_size with the default budget).
+        let key = if r.has("smtp.max_inflight_bytes") || !r.has("smtp.max_message_size") {
+            "smtp.max_inflight_bytes"
+        } else {
+            "smtp.max_message_size"
+        };
+        r.error_at(
+            key,
+            format!(
+                "`smtp.max_inflight_bytes` ({}) must be larger than `smtp.max_message_size` ({}): \
+                 a message of the largest size must fit",
+                smtp.max_inflight_bytes, smtp.max_message_size
+            ),
+        );
+    }
+    if smtp.data_timeout_secs == 0 {
+        r.error_at(
+            "smtp.data_timeout_secs",
+            "`smtp.data_timeout_secs` must be at least 1",
+        );
+    }
     if smtp.require_tls && smtp.tls_cert.is_none() {
         r.error_at(
             "smtp.require_tls",

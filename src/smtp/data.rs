@@ -11,17 +11,28 @@
 //! start, so it needed a wrapper, and it handled every byte on its own. BDAT
 //! chunks still go through smtp-proto's `BdatReceiver`.
 //!
+//! Memory: a message's buffer grows on demand, its capacity taken from the shared
+//! in-flight budget (`budget`) before it grows — DATA by doubling as bytes arrive,
+//! BDAT by the whole chunk at the BDAT command (the buffer still grows as the chunk's
+//! bytes arrive). When the budget is spent the message's bytes and budget are
+//! dropped at once, the rest is read and discarded, and the end of the message
+//! (DATA) or the chunk (BDAT) gets `452 4.3.1`; the session goes on. The budget is
+//! given back after `Spool::commit` returns, or when the transaction ends otherwise.
+//!
 //! Must not: send `250` before `Spool::commit` returned `Ok`; keep more than
-//! `max_message_size` bytes (plus one read buffer); stop reading an oversize message
-//! before its end (that would turn its body into commands). Limits: an empty non-LAST
-//! BDAT chunk counts toward `max_junk_commands`; an accepted message resets that count.
+//! `max_message_size` + 1 bytes (plus one read buffer); hold message bytes the
+//! budget does not cover; stop reading an oversize or refused message before its end
+//! (that would turn its body into commands). Limits: `max_message_size`,
+//! `max_inflight_bytes`; an empty non-LAST BDAT chunk counts toward
+//! `max_junk_commands`; an accepted message resets that count. The data timeouts
+//! (`data_timeout_secs`, `min_data_rate`) are enforced where the session reads.
 //! Untrusted input: message bytes and BDAT chunk sizes.
 
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply;
-use super::session::{Flow, Session, State, Transaction};
+use super::session::{Discard, Flow, Session, State, Transaction, Transfer};
 use super::{Envelope, Spool, SpoolError, rejected};
 
 /// Where the receiver is, relative to line ends and the terminator.
@@ -118,8 +129,16 @@ pub(crate) struct BdatChunk {
     rx: ChunkRx,
     is_last: bool,
     size: usize,
+    /// The message's length once this chunk is in (what its budget covers).
+    end: usize,
     /// Set when the BDAT command itself was refused: its bytes are read and dropped.
     refused: Option<reply::Reply>,
+}
+
+impl BdatChunk {
+    pub fn tx(&self) -> Option<&Transaction> {
+        self.tx.as_ref()
+    }
 }
 
 impl<S, IO> Session<S, IO>
@@ -142,9 +161,10 @@ where
             };
             return self.error(reply);
         }
-        let State::Mail(tx) = std::mem::replace(&mut self.state, State::Idle) else {
+        let State::Mail(mut tx) = std::mem::replace(&mut self.state, State::Idle) else {
             return Flow::Continue;
         };
+        tx.transfer = Some(Transfer::new());
         self.state = State::Data(tx, DotReceiver::new());
         self.out.extend_from_slice(reply::START_DATA);
         Flow::Continue
@@ -156,16 +176,29 @@ where
         let State::Data(tx, rx) = &mut self.state else {
             return Flow::Continue;
         };
-        let (used, ended) = rx.ingest(&self.rbuf[self.pos..self.filled], &mut tx.raw);
-        self.pos += used;
-        let State::Data(tx, _) = &mut self.state else {
-            return Flow::Continue;
-        };
-        if !tx.too_large && tx.raw.len() > max {
-            tx.too_large = true;
-            tx.raw = Vec::new();
+        let mut pending = &self.rbuf[self.pos..self.filled];
+        if tx.discard.is_none() {
+            // At most one byte past the limit is kept, so `raw` never needs more
+            // than `max + 1` (the rest stays in `rbuf` for the next round).
+            let room = max.saturating_add(1).saturating_sub(tx.raw.len());
+            pending = &pending[..pending.len().min(room)];
+            let need = tx.raw.len() + pending.len();
+            if !tx.mem.fit(&mut tx.raw, need, max.saturating_add(1)) {
+                tracing::info!(client_ip = %self.peer, held = tx.raw.len(),
+                    "in-flight byte budget spent: refusing the message at its end");
+                tx.discard(Discard::NoMemory);
+            }
         }
-        if tx.too_large {
+        let (used, ended) = rx.ingest(pending, &mut tx.raw);
+        self.pos += used;
+        if let Some(transfer) = &mut tx.transfer {
+            transfer.bytes += used as u64;
+        }
+        if tx.discard.is_none() && tx.raw.len() > max {
+            tx.discard(Discard::TooLarge);
+        }
+        if tx.discard.is_some() {
+            // `raw` is only a scratch sink now (at most one read's worth).
             tx.raw.clear();
         }
         if !ended {
@@ -183,9 +216,19 @@ where
         let chunk = match std::mem::replace(&mut self.state, State::Idle) {
             State::Mail(mut tx) if !tx.rcpt_to.is_empty() => {
                 tx.bdat = true;
-                let rx = if tx.too_large || tx.raw.len().saturating_add(size) > max {
-                    tx.too_large = true;
-                    tx.raw = Vec::new();
+                tx.transfer.get_or_insert_with(Transfer::new);
+                let end = tx.raw.len().saturating_add(size);
+                if tx.discard.is_none() && end > max {
+                    tx.discard(Discard::TooLarge);
+                }
+                // The whole chunk's budget now: the chunk is then either kept whole
+                // or refused whole, never cut off in the middle.
+                if tx.discard.is_none() && !tx.mem.grow_to(end) {
+                    tracing::info!(client_ip = %self.peer, held = tx.raw.len(), size,
+                        "in-flight byte budget spent: refusing the BDAT chunk");
+                    tx.discard(Discard::NoMemory);
+                }
+                let rx = if tx.discard.is_some() {
                     discard()
                 } else {
                     ChunkRx::Keep(BdatReceiver::new(size, is_last))
@@ -195,6 +238,7 @@ where
                     rx,
                     is_last,
                     size,
+                    end,
                     refused: None,
                 }
             }
@@ -209,6 +253,7 @@ where
                     rx: discard(),
                     is_last,
                     size,
+                    end: 0,
                     refused: Some(refused),
                 }
             }
@@ -217,6 +262,7 @@ where
                 rx: discard(),
                 is_last,
                 size,
+                end: 0,
                 refused: Some(reply::NEED_MAIL),
             },
         };
@@ -235,12 +281,22 @@ where
         };
         let mut iter = pending.iter();
         let done = match (&mut chunk.rx, chunk.tx.as_mut()) {
-            (ChunkRx::Keep(rx), Some(tx)) => rx.ingest(&mut iter, &mut tx.raw),
+            (ChunkRx::Keep(rx), Some(tx)) => {
+                // The chunk's budget was taken at BDAT: this only sizes the buffer,
+                // within it (so smtp-proto's `extend` never reallocates past it).
+                let need = tx.raw.len().saturating_add(pending.len()).min(chunk.end);
+                let fits = tx.mem.fit(&mut tx.raw, need, chunk.end);
+                debug_assert!(fits, "a BDAT chunk's budget is taken whole");
+                rx.ingest(&mut iter, &mut tx.raw)
+            }
             (ChunkRx::Keep(rx), None) => rx.ingest(&mut iter, &mut Vec::new()),
             (ChunkRx::Discard(rx), _) => rx.ingest(&mut iter),
         };
         let used = pending.len() - iter.as_slice().len();
         self.pos += used;
+        if let Some(transfer) = chunk.tx.as_mut().and_then(|tx| tx.transfer.as_mut()) {
+            transfer.bytes += used as u64;
+        }
         if !done {
             return Flow::Continue;
         }
@@ -258,9 +314,10 @@ where
         let Some(tx) = chunk.tx else {
             return Flow::Continue;
         };
-        if tx.too_large || !chunk.is_last {
-            if tx.too_large {
-                // Refuse at once; later chunks of this message get 503 (no transaction).
+        if tx.discard.is_some() || !chunk.is_last {
+            if tx.discard.is_some() {
+                // Refuse at once (RFC 3030: a failed chunk fails the transaction);
+                // later chunks of this message get 503 (no transaction).
                 return self.finish(tx).await;
             }
             self.state = State::Mail(tx);
@@ -275,24 +332,47 @@ where
         self.finish(tx).await
     }
 
-    /// The message is complete: refuse it if oversize, else commit and answer.
+    /// The message is complete: refuse it if oversize or over the budget, else commit
+    /// and answer. Its budget is given back when the commit returned.
     async fn finish(&mut self, tx: Transaction) -> Flow {
-        if tx.too_large {
-            tracing::info!(client_ip = %self.peer, "message too large");
-            rejected("size");
-            metrics::counter!("postdesk_smtp_messages_total", "result" => "rejected").increment(1);
-            self.reply(reply::TOO_BIG);
-            return Flow::Continue;
+        match tx.discard {
+            None => {}
+            Some(Discard::TooLarge) => {
+                tracing::info!(client_ip = %self.peer, "message too large");
+                rejected("size");
+                metrics::counter!("postdesk_smtp_messages_total", "result" => "rejected")
+                    .increment(1);
+                self.reply(reply::TOO_BIG);
+                return Flow::Continue;
+            }
+            Some(Discard::NoMemory) => {
+                tracing::info!(client_ip = %self.peer, "message refused: in-flight byte budget spent");
+                rejected("memory");
+                metrics::counter!("postdesk_smtp_messages_total", "result" => "rejected")
+                    .increment(1);
+                self.reply(reply::NO_MEMORY);
+                return Flow::Continue;
+            }
         }
+        let Transaction {
+            mail_from,
+            rcpt_to,
+            raw,
+            mem,
+            ..
+        } = tx;
         let envelope = Envelope {
-            mail_from: tx.mail_from,
-            rcpt_to: tx.rcpt_to,
+            mail_from,
+            rcpt_to,
             client_ip: self.peer,
             helo: self.helo.clone().unwrap_or_default(),
             tls: self.tls,
         };
-        let size = tx.raw.len();
-        match self.shared.spool.commit(envelope, tx.raw).await {
+        let size = raw.len();
+        let committed = self.shared.spool.commit(envelope, raw).await;
+        // The bytes are the spool's now (or dropped): give their budget back.
+        drop(mem);
+        match committed {
             Ok(id) => {
                 tracing::info!(client_ip = %self.peer, spool_id = id, size, "message accepted");
                 metrics::counter!("postdesk_smtp_messages_total", "result" => "accepted")

@@ -44,7 +44,7 @@ where
             rejected("rate");
             return self.junk(reply::RATE_LIMITED);
         }
-        self.state = State::Mail(Transaction::new(from.address));
+        self.state = State::Mail(Transaction::new(from.address, &self.shared.budget));
         self.reply(reply::SENDER_OK);
         Flow::Continue
     }

@@ -3,7 +3,8 @@
 //!
 //! Owns: the accept loop and connection caps (`listener`), one session per connection
 //! (`session`, state enum and envelope; verbs in `hello`, `mail`, `data`), reply texts
-//! (`reply`), per-IP counters and the message-rate limiter (`limits`), TLS set-up (`tls`).
+//! (`reply`), per-IP counters and the message-rate limiter (`limits`), the in-flight
+//! byte budget all sessions' message buffers share (`budget`), TLS set-up (`tls`).
 //!
 //! Must not: parse MIME, create tickets, route, or touch SQL. Its job ends when the raw
 //! bytes and the envelope are committed through [`Spool::commit`]; `250` is sent only then.
@@ -15,6 +16,7 @@
 //! Untrusted input: everything a client sends — command lines, addresses, message bytes,
 //! timing, number of connections.
 
+mod budget;
 mod data;
 mod hello;
 mod limits;

@@ -53,6 +53,16 @@ pub(crate) const TLS_READY: Reply = r(220, [2, 0, 0], "Ready to start TLS");
 // 4xx
 pub(crate) const IDLE_TIMEOUT: Reply = r(421, [4, 4, 2], "Idle timeout, closing connection");
 pub(crate) const SESSION_TIMEOUT: Reply = r(421, [4, 4, 2], "Session time limit exceeded");
+pub(crate) const DATA_TIMEOUT: Reply = r(
+    421,
+    [4, 4, 2],
+    "Message transfer time limit exceeded, closing connection",
+);
+pub(crate) const DATA_TOO_SLOW: Reply = r(
+    421,
+    [4, 4, 2],
+    "Message transfer too slow, closing connection",
+);
 pub(crate) const SHUTTING_DOWN: Reply = r(421, [4, 3, 2], "Service shutting down, try again later");
 pub(crate) const TOO_MANY_CONNECTIONS: Reply = r(421, [4, 7, 0], "Too many connections");
 pub(crate) const TOO_MANY_CONNECTIONS_IP: Reply =
@@ -68,6 +78,12 @@ pub(crate) const RATE_LIMITED: Reply = r(451, [4, 7, 0], "Message rate exceeded,
 pub(crate) const STORAGE_UNAVAILABLE: Reply =
     r(451, [4, 3, 0], "Temporary storage failure, try again later");
 pub(crate) const STORAGE_FULL: Reply = r(452, [4, 3, 1], "Insufficient system storage");
+/// The in-flight byte budget (`max_inflight_bytes`) is spent.
+pub(crate) const NO_MEMORY: Reply = r(
+    452,
+    [4, 3, 1],
+    "Insufficient system resources, try again later",
+);
 pub(crate) const TOO_MANY_RCPTS: Reply = r(452, [4, 5, 3], "Too many recipients");
 pub(crate) const TLS_UNAVAILABLE: Reply = r(454, [4, 7, 0], "TLS not available");
 

@@ -11,7 +11,9 @@
 //! `max_line_length` bytes (CRLF included); `max_errors` (error replies) and
 //! `max_junk_commands` (commands that move no mail, see `Session::over_junk_limit`), so
 //! the commands before DATA are bounded; `idle_timeout_secs` on every read and write,
-//! `session_timeout_secs` overall; message bytes capped in `data`.
+//! `session_timeout_secs` overall; inside a message also `data_timeout_secs` and
+//! `min_data_rate` after `min_data_rate_grace_secs` (see [`Transfer`]); message bytes
+//! capped in `data` and by the shared in-flight budget (`budget`).
 //!
 //! Untrusted input: every byte read from the stream, and how slowly it arrives.
 
@@ -27,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Spool;
+use super::budget::{Budget, Reservation};
 use super::data::{BdatChunk, DotReceiver};
 use super::limits::Limits;
 use super::reply::{self, Reply};
@@ -42,6 +45,8 @@ pub(crate) struct Shared<S> {
     pub spool: Arc<S>,
     pub tls: Option<TlsAcceptor>,
     pub limits: Arc<Limits>,
+    /// Message bytes held in memory by all sessions (`max_inflight_bytes`).
+    pub budget: Arc<Budget>,
     pub shutdown: CancellationToken,
     /// Set once, by the first session that sees the shutdown: sessions inside a message
     /// (DATA, or BDAT up to its LAST chunk) may finish until then. One instant for all, so a slow client cannot extend it.
@@ -58,6 +63,7 @@ impl<S: Spool> Shared<S> {
         shutdown: CancellationToken,
     ) -> Self {
         let limits = Arc::new(Limits::new(&cfg));
+        let budget = Budget::new(cfg.max_inflight_bytes);
         let ehlo = [
             super::hello::ehlo_reply(&cfg, false),
             super::hello::ehlo_reply(&cfg, true),
@@ -68,6 +74,7 @@ impl<S: Spool> Shared<S> {
             spool,
             tls,
             limits,
+            budget,
             shutdown,
             grace_deadline: OnceLock::new(),
         }
@@ -91,22 +98,94 @@ pub(crate) struct Transaction {
     pub rcpt_attempts: usize,
     /// Message bytes so far (dot-unstuffed DATA, or BDAT chunks).
     pub raw: Vec<u8>,
-    /// Over `max_message_size`: `raw` is kept empty and the rest is discarded.
-    pub too_large: bool,
+    /// The in-flight budget `raw`'s capacity is taken from; given back when the
+    /// transaction ends, however it ends.
+    pub mem: Reservation,
+    /// Set when the message is refused at its end: `raw` is kept empty (its budget
+    /// given back) and the rest of the message is read and discarded.
+    pub discard: Option<Discard>,
     /// A BDAT chunk was received: DATA is no longer allowed.
     pub bdat: bool,
+    /// Since `354` or the first BDAT: the transfer's clock for the data limits.
+    pub transfer: Option<Transfer>,
+}
+
+/// Why a message's bytes are being discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Discard {
+    /// Over `max_message_size`: `552 5.3.4`.
+    TooLarge,
+    /// The in-flight budget is spent: `452 4.3.1`.
+    NoMemory,
 }
 
 impl Transaction {
-    pub fn new(mail_from: String) -> Self {
+    pub fn new(mail_from: String, budget: &Arc<Budget>) -> Self {
         Self {
             mail_from,
             rcpt_to: Vec::new(),
             rcpt_attempts: 0,
             raw: Vec::new(),
-            too_large: false,
+            mem: Reservation::new(budget),
+            discard: None,
             bdat: false,
+            transfer: None,
         }
+    }
+
+    /// Refuse the message at its end: free its bytes and budget now.
+    pub fn discard(&mut self, why: Discard) {
+        self.discard.get_or_insert(why);
+        self.raw = Vec::new();
+        self.mem.release();
+    }
+}
+
+/// One DATA/BDAT transfer's clock: when it started and the bytes it moved (raw, as
+/// read, discarded ones included), against `data_timeout_secs` and `min_data_rate`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transfer {
+    pub start: Instant,
+    pub bytes: u64,
+}
+
+impl Transfer {
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// When this transfer breaks a data limit if no more bytes arrive, and the reply
+    /// then: the total time limit, or the moment the average rate since `start`
+    /// drops below `min_data_rate` (never before the grace period; 0 = off).
+    pub fn deadline(&self, cfg: &SmtpConfig) -> (Instant, Reply) {
+        let total = Duration::from_secs(cfg.data_timeout_secs);
+        // The average stays at or above the minimum until bytes / rate seconds
+        // (`None`: the rate limit is off).
+        let covered = self
+            .bytes
+            .saturating_mul(1000)
+            .checked_div(cfg.min_data_rate)
+            .map(Duration::from_millis);
+        let (after, reply) = match covered {
+            Some(covered) => {
+                let slow = covered.max(Duration::from_secs(cfg.min_data_rate_grace_secs));
+                if slow < total {
+                    (slow, reply::DATA_TOO_SLOW)
+                } else {
+                    (total, reply::DATA_TIMEOUT)
+                }
+            }
+            None => (total, reply::DATA_TIMEOUT),
+        };
+        // A configured limit past what an `Instant` holds means no limit: a century.
+        let at = self
+            .start
+            .checked_add(after)
+            .unwrap_or_else(|| self.start + Duration::from_secs(100 * 365 * 86_400));
+        (at, reply)
     }
 }
 
@@ -282,6 +361,9 @@ where
 
     pub(crate) async fn run(mut self) -> End<IO> {
         let end = self.serve().await;
+        // Drop any transaction (its bytes and budget) before the last reply, so a
+        // client told `421` finds the budget already back.
+        self.state = State::Idle;
         if matches!(end, Flow::StartTls) {
             if self.flush().await {
                 let carry = Carry {
@@ -317,7 +399,8 @@ where
                 if !self.flush().await {
                     return Flow::Close;
                 }
-                match self.fill(in_message).await {
+                let data_limit = self.data_limit();
+                match self.fill(in_message, data_limit).await {
                     Fill::Read => {}
                     Fill::Eof | Fill::Failed => return Flow::Close,
                     Fill::Stop(reply) => {
@@ -359,16 +442,33 @@ where
         ok
     }
 
-    /// Read more input, bounded by the idle and session timeouts and by shutdown
-    /// (which, inside a DATA or BDAT message, waits for the grace period instead).
-    async fn fill(&mut self, in_message: bool) -> Fill {
+    /// The data limits' deadline while a transfer runs (see [`Transfer::deadline`]).
+    fn data_limit(&self) -> Option<(Instant, Reply)> {
+        let tx = match &self.state {
+            State::Idle => None,
+            State::Mail(tx) | State::Data(tx, _) => Some(tx),
+            State::Bdat(chunk) => chunk.tx(),
+        };
+        let transfer = tx?.transfer?;
+        Some(transfer.deadline(&self.shared.cfg))
+    }
+
+    /// Read more input, bounded by the idle and session timeouts, the data limits
+    /// inside a message, and by shutdown (which, inside a DATA or BDAT message, waits
+    /// for the grace period instead).
+    async fn fill(&mut self, in_message: bool, data_limit: Option<(Instant, Reply)>) -> Fill {
         let idle = Duration::from_secs(self.shared.cfg.idle_timeout_secs);
         let now = Instant::now();
-        let (limit, on_timeout) = if self.deadline <= now + idle {
+        let (mut limit, mut on_timeout) = if self.deadline <= now + idle {
             (self.deadline, reply::SESSION_TIMEOUT)
         } else {
             (now + idle, reply::IDLE_TIMEOUT)
         };
+        if let Some((at, reply)) = data_limit
+            && at < limit
+        {
+            (limit, on_timeout) = (at, reply);
+        }
         let shared = Arc::clone(&self.shared);
         let read = tokio::select! {
             biased;
@@ -381,6 +481,9 @@ where
             }
             _ = sleep_until(limit) => {
                 tracing::info!(client_ip = %self.peer, reply = on_timeout.text, "timeout");
+                if on_timeout == reply::DATA_TOO_SLOW || on_timeout == reply::DATA_TIMEOUT {
+                    super::rejected("data_timeout");
+                }
                 return Fill::Stop(on_timeout);
             }
             read = self.io.read(&mut self.rbuf) => read,

@@ -1439,8 +1439,277 @@ mod arbitrary_input {
                 // that was answered is missing.
                 let queued = replies.lines().filter(|l| l.starts_with("250 2.0.0 Ok: queued as")).count();
                 prop_assert_eq!(harness.spool.messages().len(), queued, "{}", replies);
+                prop_assert_eq!(harness.shared.budget.used(), 0, "in-flight budget leaked");
                 Ok(())
             })?;
         }
     }
+}
+
+// ---------------------------------------------------------------- memory and data limits
+
+/// Wait (up to `WAIT`) until `cond` holds on the in-flight budget's count,
+/// checking at every look that it never exceeds `limit`.
+async fn budget_reaches(harness: &Harness, limit: usize, cond: impl Fn(usize) -> bool) -> usize {
+    let start = tokio::time::Instant::now();
+    loop {
+        let used = harness.shared.budget.used();
+        assert!(
+            used <= limit,
+            "in-flight bytes {used} over the budget {limit}"
+        );
+        if cond(used) {
+            return used;
+        }
+        assert!(start.elapsed() < WAIT, "budget stuck at {used}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The attack: many sessions each send most of a large message and stall. The
+/// bytes they hold together stay within `max_inflight_bytes`; the next message
+/// gets `452 4.3.1` (its session goes on); once the stalled sessions drop, their
+/// budget is back and a message is accepted.
+#[tokio::test]
+async fn inflight_budget_bounds_unfinished_data() {
+    const MAX: usize = 256 * 1024;
+    const LIMIT: usize = 1024 * 1024;
+    let harness = Harness::new(
+        SmtpConfig {
+            max_message_size: MAX,
+            max_inflight_bytes: LIMIT,
+            ..cfg()
+        },
+        MemSpool::default(),
+    );
+    let body = "x".repeat(998) + "\r\n";
+    let big: String = body.repeat(200); // 200,000 bytes
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut c = harness.connect().await;
+        c.cmd("EHLO c", "250 ").await;
+        open_after_ehlo(&mut c).await;
+        c.cmd("DATA", "354").await;
+        c.send(&big).await;
+        stalled.push(c);
+    }
+    // Four buffers grown by doubling to 256 KiB each: exactly the budget.
+    budget_reaches(&harness, LIMIT, |used| used == LIMIT).await;
+
+    let mut late = harness.connect().await;
+    late.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut late).await;
+    late.cmd("DATA", "354").await;
+    late.send(&format!("{big}.\r\n")).await;
+    late.expect("452 4.3.1 Insufficient system resources").await;
+    late.cmd("NOOP", "250 2.0.0").await;
+    assert!(harness.spool.messages().is_empty());
+    assert_eq!(
+        harness.shared.budget.used(),
+        LIMIT,
+        "the refused message holds nothing"
+    );
+
+    drop(stalled);
+    budget_reaches(&harness, LIMIT, |used| used == 0).await;
+    open_after_ehlo(&mut late).await;
+    late.cmd("DATA", "354").await;
+    late.send(&format!("{big}.\r\n")).await;
+    late.expect("250 2.0.0").await;
+    assert_eq!(harness.spool.messages()[0].1.len(), big.len());
+    assert_eq!(
+        harness.shared.budget.used(),
+        0,
+        "given back after the commit"
+    );
+}
+
+/// A BDAT chunk takes its budget at the BDAT command: one that does not fit is
+/// read, dropped and answered `452 4.3.1`, which ends its transaction (RFC 3030);
+/// RSET and a commit give budget back.
+#[tokio::test]
+async fn bdat_chunk_over_the_budget_gets_452() {
+    let harness = Harness::new(
+        SmtpConfig {
+            max_message_size: 100_000,
+            max_inflight_bytes: 150_000,
+            ..cfg()
+        },
+        MemSpool::default(),
+    );
+    let mut holder = harness.connect().await;
+    holder.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut holder).await;
+    holder
+        .send(&format!("BDAT 100000\r\n{}", "a".repeat(100_000)))
+        .await;
+    holder.expect("250 2.0.0 100000 octets").await;
+    assert!(harness.shared.budget.used() >= 100_000);
+
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    c.send(&format!("BDAT 60000 LAST\r\n{}", "b".repeat(60_000)))
+        .await;
+    c.expect("452 4.3.1").await;
+    c.send("BDAT 5 LAST\r\nhello").await;
+    c.expect("503 5.5.1").await;
+
+    holder.cmd("BDAT 0 LAST", "250 2.0.0 Ok: queued").await;
+    assert_eq!(harness.shared.budget.used(), 0);
+    open_after_ehlo(&mut c).await;
+    c.send(&format!("BDAT 60000\r\n{}", "b".repeat(60_000)))
+        .await;
+    c.expect("250 2.0.0 60000 octets").await;
+    assert_eq!(harness.shared.budget.used(), 60_000);
+    c.cmd("RSET", "250 2.0.0").await;
+    assert_eq!(
+        harness.shared.budget.used(),
+        0,
+        "RSET gives the budget back"
+    );
+    assert_eq!(harness.spool.messages().len(), 1);
+}
+
+/// Send `chunk` every `every` for `total`, ignoring write errors (the server may
+/// have closed), then return the reply that came.
+async fn drip<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Client<T>,
+    chunk: &[u8],
+    every: Duration,
+    total: Duration,
+) -> String {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < total {
+        let _ = c.io.get_mut().write_all(chunk).await;
+        let _ = c.io.get_mut().flush().await;
+        tokio::time::sleep(every).await;
+    }
+    c.reply().await
+}
+
+fn data_limits(timeout: u64, rate: u64, grace: u64) -> SmtpConfig {
+    SmtpConfig {
+        data_timeout_secs: timeout,
+        min_data_rate: rate,
+        min_data_rate_grace_secs: grace,
+        ..cfg()
+    }
+}
+
+/// One byte now and then no longer holds a session for the idle timeout per
+/// byte: DATA gets `data_timeout_secs` in all, then `421 4.4.2`, and the partial
+/// message is dropped.
+#[tokio::test]
+async fn data_timeout_ends_a_dripping_transfer() {
+    let harness = Harness::new(data_limits(1, 0, 0), MemSpool::default());
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    c.cmd("DATA", "354").await;
+    let reply = drip(
+        &mut c,
+        b"x",
+        Duration::from_millis(100),
+        Duration::from_millis(2500),
+    )
+    .await;
+    assert!(
+        reply.starts_with("421 4.4.2 Message transfer time limit exceeded"),
+        "{reply:?}"
+    );
+    c.expect_eof().await;
+    assert!(harness.spool.messages().is_empty());
+    budget_reaches(&harness, usize::MAX, |used| used == 0).await;
+}
+
+/// Below `min_data_rate` (after the grace period): `421 4.4.2`, message dropped.
+#[tokio::test]
+async fn min_data_rate_ends_a_slow_transfer() {
+    let harness = Harness::new(data_limits(600, 1000, 1), MemSpool::default());
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    c.cmd("DATA", "354").await;
+    // ≈ 100 bytes/s.
+    let reply = drip(
+        &mut c,
+        b"xxxxxxxxxx",
+        Duration::from_millis(100),
+        Duration::from_millis(2500),
+    )
+    .await;
+    assert!(
+        reply.starts_with("421 4.4.2 Message transfer too slow"),
+        "{reply:?}"
+    );
+    c.expect_eof().await;
+    assert!(harness.spool.messages().is_empty());
+}
+
+/// A transfer well above `min_data_rate` past the grace period is not cut.
+#[tokio::test]
+async fn min_data_rate_lets_a_steady_transfer_finish() {
+    let harness = Harness::new(data_limits(600, 1000, 1), MemSpool::default());
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    c.cmd("DATA", "354").await;
+    // 2 KiB every 100 ms (≈ 20 KB/s, 20 times the minimum) for 2 s, then the end.
+    let line = "y".repeat(2046) + "\r\n";
+    for _ in 0..20 {
+        c.send(&line).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.send(".\r\n").await;
+    c.expect("250 2.0.0").await;
+    assert_eq!(harness.spool.messages()[0].1.len(), 20 * 2048);
+}
+
+/// Between the chunks of a BDAT message the transfer's clock keeps running.
+#[tokio::test]
+async fn data_timeout_runs_between_bdat_chunks() {
+    let harness = Harness::new(data_limits(1, 0, 0), MemSpool::default());
+    let mut c = harness.connect().await;
+    c.cmd("EHLO c", "250 ").await;
+    open_after_ehlo(&mut c).await;
+    c.send("BDAT 5\r\nhello").await;
+    c.expect("250 2.0.0 5 octets").await;
+    c.expect("421 4.4.2 Message transfer time limit exceeded")
+        .await;
+    c.expect_eof().await;
+    assert!(harness.spool.messages().is_empty());
+}
+
+/// The data-limit deadline: the total time, or the moment the average rate drops
+/// below the minimum, never inside the grace period.
+#[test]
+fn transfer_deadline() {
+    use super::session::Transfer;
+    let start = tokio::time::Instant::now();
+    let at = |bytes, cfg: &SmtpConfig| {
+        let (when, reply) = Transfer { start, bytes }.deadline(cfg);
+        (when - start, reply.text)
+    };
+    let total = "Message transfer time limit exceeded, closing connection";
+    let slow = "Message transfer too slow, closing connection";
+    let cfg = data_limits(600, 1024, 30);
+    assert_eq!(at(0, &cfg), (Duration::from_secs(30), slow), "grace first");
+    assert_eq!(at(1024 * 30, &cfg), (Duration::from_secs(30), slow));
+    assert_eq!(at(1024 * 100, &cfg), (Duration::from_secs(100), slow));
+    assert_eq!(at(512, &cfg), (Duration::from_secs(30), slow));
+    assert_eq!(at(1536 * 100, &cfg), (Duration::from_millis(150_000), slow));
+    assert_eq!(at(1024 * 1000, &cfg), (Duration::from_secs(600), total));
+    assert_eq!(at(u64::MAX, &cfg), (Duration::from_secs(600), total));
+    let huge = data_limits(u64::MAX, 1, u64::MAX);
+    assert!(
+        at(u64::MAX, &huge).0 >= Duration::from_secs(100 * 365 * 86_400),
+        "no overflow"
+    );
+    let off = data_limits(600, 0, 30);
+    assert_eq!(
+        at(0, &off),
+        (Duration::from_secs(600), total),
+        "0 = no rate limit"
+    );
 }
