@@ -173,4 +173,14 @@ ALTER TABLE outbox DROP COLUMN raw;
     r#"
 CREATE INDEX spool_failed ON spool(id) WHERE state = 'failed';
 "#,
+    // 9: RESERVED for the lead's migration 9 (branch `main`), which replaces
+    //    this no-op when the branches merge; migration 10 must stay after it.
+    "-- placeholder for migration 9",
+    // 10: API tokens carry a role (`agent` | `admin`) and an optional expiry
+    //     (unix ms). Tokens issued before roles existed could do everything:
+    //     they become `admin`; new ones default to `agent` (the CLI's).
+    r#"
+ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+"#,
 ];
