@@ -65,12 +65,21 @@ pub fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The authenticated caller: user id, the token's role, and the token's
-/// hash (the key of its send rate limit; never logged).
-#[derive(Debug, Clone)]
+/// hash (the key of its send rate limit; left out of `Debug`, never logged).
+#[derive(Clone)]
 pub struct AuthUser {
     pub id: String,
     pub role: TokenRole,
     pub token_hash: String,
+}
+
+impl std::fmt::Debug for AuthUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUser")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuthUser {
