@@ -107,6 +107,8 @@ impl Spool for SmtpSpool {
 pub struct Bound {
     pub smtp: Vec<TcpListener>,
     pub http: TcpListener,
+    /// `[http] metrics_listen`, when set.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Bound {
@@ -124,7 +126,19 @@ impl Bound {
         let http = TcpListener::bind(addr)
             .await
             .map_err(|error| DaemonError::Bind { addr, error })?;
-        Ok(Bound { smtp, http })
+        let metrics = match config.http.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| DaemonError::Bind { addr, error })?,
+            ),
+            None => None,
+        };
+        Ok(Bound {
+            smtp,
+            http,
+            metrics,
+        })
     }
 }
 
@@ -243,14 +257,23 @@ pub async fn run(
     if let Ok(addr) = bound.http.local_addr() {
         tracing::info!(%addr, "http listening");
     }
+    if let Some(Ok(addr)) = bound.metrics.as_ref().map(|l| l.local_addr()) {
+        tracing::info!(%addr, "metrics listening");
+    }
     let app = crate::api::AppState {
         store: store.clone(),
         live: live.clone(),
         outbound,
         metrics,
         stopping: shutdown.clone(),
+        sends: Default::default(),
     };
-    let http_task = tokio::spawn(crate::api::serve(bound.http, app, http_stop.clone()));
+    let http_task = tokio::spawn(crate::api::serve(
+        bound.http,
+        bound.metrics,
+        app,
+        http_stop.clone(),
+    ));
 
     // Overrides changed by the CLI (another process) are picked up here.
     let refresher = {
@@ -412,12 +435,26 @@ fn reload_outcome(ok: bool) {
     }
 }
 
+/// The `[http]` settings the listeners take at start (a reload keeps them).
+fn http_listeners(h: &crate::config::HttpConfig) -> impl PartialEq + use<> {
+    (
+        h.metrics_listen,
+        h.header_timeout_secs,
+        h.max_connections,
+        h.max_connections_per_ip,
+    )
+}
+
 fn reload_warnings(started: &Config, old: &Config, new: &Config, live: &Live) -> Vec<String> {
     let mut out = Vec::new();
     let restart = [
         ("[store]", started.store != new.store),
         ("[smtp]", started.smtp != new.smtp),
         ("http.listen", started.http.listen != new.http.listen),
+        (
+            "http's listeners (metrics_listen, header_timeout_secs, max_connections, max_connections_per_ip)",
+            http_listeners(&started.http) != http_listeners(&new.http),
+        ),
         ("[log]", started.log != new.log),
     ];
     for (what, changed) in restart {

@@ -192,8 +192,19 @@ enum UsersCmd {
     Away { id: String },
     /// Issue a new API bearer token for USER; printed once, stored hashed
     /// (its id, for `revoke`, goes to stderr).
-    Token { user: String },
-    /// List USER's API tokens: id and when issued (never the tokens).
+    Token {
+        user: String,
+        /// `agent`: read, reply, note, update tickets, own availability.
+        /// `admin`: also channels, contact owners, others' availability,
+        /// opening tickets (`POST /api/v1/tickets`).
+        #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
+        role: String,
+        /// Lifetime, e.g. `90d`, `12h`, `30m`. Default: no expiry.
+        #[arg(long, value_parser = postdesk::api::auth::parse_lifetime)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List USER's API tokens: id, role, when issued and when they expire
+    /// (never the tokens).
     Tokens {
         user: String,
         /// Print JSON (for scripts).
@@ -702,19 +713,41 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             }
             Ok(())
         }
-        UsersCmd::Token { user } => {
+        UsersCmd::Token {
+            user,
+            role,
+            expires,
+        } => {
             if config.user(&user).is_none() {
                 return Err(usage(format!("unknown user {user:?}")));
             }
+            let role = postdesk::store::TokenRole::parse(&role)
+                .ok_or_else(|| usage(format!("unknown role {role:?}")))?;
+            let expires_at = expires.map(|d| {
+                postdesk::store::now_ms()
+                    .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            });
             let token = postdesk::api::auth::new_token().context("reading /dev/urandom")?;
             let hash = postdesk::api::auth::token_hash(&token);
             let id = hash
                 .get(..postdesk::store::TOKEN_ID_LEN)
                 .unwrap_or(&hash)
                 .to_string();
-            store.add_api_token(hash, user.clone()).await?;
+            store
+                .add_api_token(postdesk::store::NewApiToken {
+                    hash,
+                    user: user.clone(),
+                    role,
+                    expires_at,
+                })
+                .await?;
             println!("{token}");
-            eprintln!("token id {id} (`postdesk users revoke {user} {id}` revokes it)");
+            let until = expires_at
+                .map(|at| format!(", expires {}", postdesk::store::ms_to_rfc3339(at)))
+                .unwrap_or_default();
+            eprintln!(
+                "token id {id}, role {role}{until} (`postdesk users revoke {user} {id}` revokes it)"
+            );
             Ok(())
         }
         // A user removed from the file keeps their tokens in the store (the
@@ -725,10 +758,18 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             if json {
                 return print_json(&tokens);
             }
-            println!("{:<14} ISSUED", "ID");
+            println!("{:<14} {:<6} {:<26} EXPIRES", "ID", "ROLE", "ISSUED");
+            let now = postdesk::store::now_ms();
             for t in &tokens {
                 let issued = postdesk::store::ms_to_rfc3339(t.created_at);
-                println!("{:<14} {issued}", t.id);
+                let expires = match t.expires_at {
+                    None => "never".to_string(),
+                    Some(at) if at <= now => {
+                        format!("{} (expired)", postdesk::store::ms_to_rfc3339(at))
+                    }
+                    Some(at) => postdesk::store::ms_to_rfc3339(at),
+                };
+                println!("{:<14} {:<6} {issued:<26} {expires}", t.id, t.role);
             }
             if tokens.is_empty() {
                 eprintln!("{user} has no API tokens");

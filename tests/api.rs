@@ -54,7 +54,7 @@ fn with_ticket() -> (Daemon, i64) {
 fn errors_have_stable_codes() {
     let (d, t) = with_ticket();
     let ann = d.token("ann");
-    let bob = d.token("bob");
+    let admin = d.admin_token("bob");
     let reply = json!({"text": "hi"}).to_string();
     let path = format!("/api/v1/tickets/{t}/replies");
 
@@ -197,7 +197,7 @@ fn errors_have_stable_codes() {
             // address (before: 409 conflict).
             "PUT",
             "/api/v1/contacts/not-an-address/owner".into(),
-            Some(&ann),
+            Some(&admin),
             Some(json!({"owner": "ann"}).to_string()),
             400,
             "bad_request",
@@ -215,7 +215,7 @@ fn errors_have_stable_codes() {
         (
             "POST",
             "/api/v1/channels/nope/disable".into(),
-            Some(&bob),
+            Some(&admin),
             None,
             404,
             "not_found",
@@ -364,6 +364,7 @@ fn json_body_without_json_content_type_is_a_json_415() {
 fn agents_work_a_ticket() {
     let (d, t) = with_ticket();
     let ann = d.token("ann");
+    let admin = d.admin_token("bob");
     let get = |path: &str| {
         let (s, v) = d.api("GET", path, Some(&ann), None);
         assert_eq!(s, 200, "{path}: {v}");
@@ -448,7 +449,7 @@ fn agents_work_a_ticket() {
     let (s, v) = d.api(
         "PUT",
         "/api/v1/contacts/Carol@Customer.example/owner",
-        Some(&ann),
+        Some(&admin),
         Some(&json!({"owner": "ann"}).to_string()),
     );
     assert_eq!(s, 200, "{v}");
@@ -474,12 +475,22 @@ fn agents_work_a_ticket() {
     assert_eq!(me["available"], false);
 
     // Channels.
-    let (s, v) = d.api("POST", "/api/v1/channels/support/disable", Some(&ann), None);
+    let (s, v) = d.api(
+        "POST",
+        "/api/v1/channels/support/disable",
+        Some(&admin),
+        None,
+    );
     assert_eq!((s, v["enabled"].as_bool()), (200, Some(false)), "{v}");
     assert_eq!(get("/api/v1/channels")[0]["enabled"], false);
     let cli = d.cli_json(&["channels", "list", "--json"]);
     assert_eq!(cli[0]["enabled"], false, "persisted: {cli}");
-    let (s, _) = d.api("POST", "/api/v1/channels/support/enable", Some(&ann), None);
+    let (s, _) = d.api(
+        "POST",
+        "/api/v1/channels/support/enable",
+        Some(&admin),
+        None,
+    );
     assert_eq!(s, 200);
 
     // Metrics carry the outbox depth.
@@ -682,7 +693,7 @@ fn an_odd_existing_contact_can_be_given_an_owner() {
     let (s, v) = d.api(
         "PUT",
         &format!("/api/v1/contacts/{email}/owner"),
-        Some(&d.token("ann")),
+        Some(&d.admin_token("ann")),
         Some(&json!({"owner": "ann"}).to_string()),
     );
     assert_eq!(s, 200, "{v}");

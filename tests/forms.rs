@@ -414,7 +414,7 @@ fn rate_limit_and_disabled_form() {
     assert_eq!(s, 201);
 
     // Disabled through the API: submissions refused, tickets kept.
-    let ann = d.token("ann");
+    let ann = d.admin_token("ann");
     let (s, _) = d.api("POST", "/api/v1/channels/web/disable", Some(&ann), None);
     assert_eq!(s, 200);
     let before = counts(&d);

@@ -1,13 +1,18 @@
 //! JSON errors with stable codes: `{"error": {"code": "not_found", "message": "..."}}`.
 //!
-//! Codes (stable, scripts rely on them): `unauthorized` (401), `forbidden`
-//! (403), `not_found` (404), `bad_request` (400, including malformed JSON and
-//! a path segment that is not UTF-8), `method_not_allowed` (405, with
-//! `Allow`), `conflict` (409), `payload_too_large` (413),
-//! `unsupported_media_type` (415, including a JSON body without
-//! `Content-Type: application/json`), `rate_limited` (429, retry later),
-//! `unavailable` (503, retry), `internal` (500). Messages are for humans and
-//! may change.
+//! Codes (stable, scripts rely on them): `unauthorized` (401: no, unknown or
+//! revoked token), `token_expired` (401: the token's expiry has passed; issue
+//! a new one), `forbidden` (403: the token's role does not allow it, or
+//! acting as another user), `unlicensed` (403: the token's user has no
+//! licence and cannot reply, note or update tickets), `not_found` (404),
+//! `bad_request` (400, including malformed JSON and a path segment that is
+//! not UTF-8), `method_not_allowed` (405, with `Allow`), `request_timeout`
+//! (408: the body did not arrive within `[http] body_timeout_secs`),
+//! `conflict` (409), `payload_too_large` (413), `unsupported_media_type`
+//! (415, including a JSON body without `Content-Type: application/json`),
+//! `rate_limited` (429, retry later; with `Retry-After` in seconds when
+//! known), `unavailable` (503, retry; also the connection caps), `internal`
+//! (500). Messages are for humans and may change.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -26,6 +31,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503), if known.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -34,6 +41,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
     pub fn unauthorized(m: impl Into<String>) -> Self {
@@ -50,6 +58,24 @@ impl ApiError {
     }
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+    pub fn token_expired(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "token_expired", m)
+    }
+    pub fn unlicensed(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "unlicensed", m)
+    }
+    pub fn request_timeout(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", m)
+    }
+    /// 429 `rate_limited`, telling the client when to retry (`Retry-After`,
+    /// whole seconds rounded up, at least 1).
+    pub fn rate_limited(m: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m)
+        }
     }
 }
 
@@ -73,6 +99,10 @@ impl IntoResponse for ApiError {
             && let Ok(v) = "Bearer".parse()
         {
             resp.headers_mut().insert("www-authenticate", v);
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }

@@ -14,6 +14,26 @@ pub enum Kind {
 /// Name, kind and help text of each metric.
 pub const METRICS: &[(&str, Kind, &str)] = &[
     (
+        "postdesk_api_rate_limited_total",
+        Kind::Counter,
+        "API replies and ticket openings refused (429) because the token was over [http] sends_per_minute_per_token.",
+    ),
+    (
+        "postdesk_http_connections",
+        Kind::Gauge,
+        "HTTP connections open now, by listener (api, metrics).",
+    ),
+    (
+        "postdesk_http_connections_refused_total",
+        Kind::Counter,
+        "HTTP connections answered 503 and closed at once, by reason (max_connections, max_connections_per_ip).",
+    ),
+    (
+        "postdesk_http_body_timeouts_total",
+        Kind::Counter,
+        "HTTP requests answered 408 because their body did not arrive within [http] body_timeout_secs.",
+    ),
+    (
         "postdesk_smtp_connections",
         Kind::Gauge,
         "SMTP sessions open now.",

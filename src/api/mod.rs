@@ -10,6 +10,12 @@
 //! Must not: run SQL or talk SMTP — handlers call the store and
 //! [`crate::outbound::Outbound`] (the same reply path as the CLI).
 //!
+//! Roles and tokens: [`auth`]. The listener itself — connection caps,
+//! header and body timeouts, shutdown — is [`listener`]'s; the budgets
+//! (connections, sends per token) are [`limits`]'. `/metrics` may be on its
+//! own listener (`[http] metrics_listen`) and may need a bearer token read
+//! from `[http] metrics_token_file` (401 `unauthorized` without it).
+//!
 //! Untrusted input: every request. Bodies are capped at [`MAX_BODY`]; JSON
 //! that does not parse or has unknown fields is a 400 `bad_request` (415
 //! `unsupported_media_type` without a JSON `Content-Type`), as is a path
@@ -20,6 +26,8 @@
 pub mod auth;
 pub mod error;
 pub mod forms;
+pub mod limits;
+pub mod listener;
 pub mod metric_help;
 mod open;
 pub mod people;
@@ -29,8 +37,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,9 +60,31 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the daemon stops: `/readyz` then answers 503.
     pub stopping: CancellationToken,
+    /// Replies and ticket openings per token (`[http] sends_per_minute_per_token`).
+    pub sends: Arc<limits::SendLimits>,
 }
 
-pub fn router(state: AppState) -> Router {
+impl AppState {
+    /// Take one send (a reply, a ticket opened) from the caller's token's
+    /// budget: 429 `rate_limited` with `Retry-After` when it is spent.
+    pub fn take_send(&self, user: &auth::AuthUser) -> Result<(), ApiError> {
+        let per_minute = self.live.config().http.sends_per_minute_per_token;
+        self.sends
+            .take(&user.token_hash, per_minute)
+            .map_err(|wait| {
+                metrics::counter!("postdesk_api_rate_limited_total").increment(1);
+                tracing::info!(user = %user.id, retry_after_ms = wait.as_millis() as u64, "API send refused: token over its rate");
+                ApiError::rate_limited(
+                    format!("more than {per_minute} sends a minute with this token; retry later"),
+                    wait,
+                )
+            })
+    }
+}
+
+/// The API, health and readiness routes, and `/metrics` unless it has a
+/// listener of its own (`separate_metrics`).
+pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let api = Router::new()
         .route("/tickets", get(tickets::list).post(tickets::create))
         .route("/tickets/{n}", get(tickets::show).patch(tickets::update))
@@ -81,12 +111,27 @@ pub fn router(state: AppState) -> Router {
     // route above, forms included; the `Allow` header stays axum's).
     let api = forms
         .merge(api)
-        .method_not_allowed_fallback(error::method_not_allowed);
-    Router::new()
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            listener::body_deadline,
+        ));
+    let root = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .nest("/api/v1", api);
+    let root = if separate_metrics {
+        root
+    } else {
+        root.route("/metrics", get(metrics))
+    };
+    root.with_state(state)
+}
+
+/// `/metrics` alone, for `[http] metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
-        .nest("/api/v1", api)
         .with_state(state)
 }
 
@@ -103,7 +148,39 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+/// With `[http] metrics_token_file`: the request's bearer token must be the
+/// file's (trimmed). The file is read at each scrape, so it can be rotated.
+async fn check_metrics_token(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(file) = s.live.config().http.metrics_token_file.clone() else {
+        return Ok(());
+    };
+    let want = match tokio::fs::read_to_string(&file).await {
+        Ok(t) if !t.trim().is_empty() => t,
+        Ok(_) => {
+            tracing::error!(file = %file.display(), "the metrics token file is empty; refusing scrapes");
+            return Err(ApiError::internal("metrics token not configured properly"));
+        }
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "cannot read the metrics token file; refusing scrapes");
+            return Err(ApiError::internal("metrics token not configured properly"));
+        }
+    };
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let got = auth::bearer(header)?;
+    // Compared as digests: no early exit on the secret's first differing byte.
+    if auth::token_hash(got) == auth::token_hash(want.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid token"))
+    }
+}
+
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_metrics_token(&s, &headers).await {
+        return e.into_response();
+    }
     if let Ok(q) = s.store.queues().await {
         let c = q.outbox;
         metrics::gauge!("postdesk_spool_pending").set(q.spool_pending as f64);
@@ -115,24 +192,42 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         metrics::gauge!("postdesk_outbox_bounced").set(c.bounced as f64);
     }
     match &s.metrics {
-        Some(h) => (StatusCode::OK, h.render()),
-        None => (
-            StatusCode::NOT_FOUND,
-            "metrics recorder not installed\n".into(),
-        ),
+        Some(h) => (StatusCode::OK, h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
     }
 }
 
-/// Serve until `shutdown` is cancelled.
+/// Serve until `shutdown` is cancelled: the API on `listener`, `/metrics`
+/// on `metrics_listener` when given (else on `listener`), each with its own
+/// connection caps ([`listener`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let http = state.live.config().http.clone();
+    let settings = |name| listener::Listener {
+        name,
+        header_timeout: std::time::Duration::from_secs(http.header_timeout_secs),
+        conns: limits::ConnLimits::new(
+            http.max_connections,
+            http.max_connections_per_ip,
+            http.trusted_proxies.clone(),
+        ),
+    };
+    let api = listener::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+        router(state.clone(), metrics_listener.is_some()),
+        settings("api"),
+        shutdown.clone(),
+    );
+    match metrics_listener {
+        None => api.await,
+        Some(m) => {
+            let metrics = listener::serve(m, metrics_router(state), settings("metrics"), shutdown);
+            let (a, m) = tokio::join!(api, metrics);
+            a.and(m)
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! `/api/v1/contacts`, `/api/v1/users` and `/api/v1/channels`.
 //!
-//! Contacts: list, show, set owner. Users: list with availability, set your
-//! own availability (persisted in the store, effective at once for routing;
-//! setting another user's is 403). Channels: list, enable, disable
-//! (persisted; SMTP and pullers follow the daemon's live state).
+//! Contacts: list, show, set owner (admin). Users: list with availability,
+//! set your own availability (persisted in the store, effective at once for
+//! routing; another user's needs an admin token, else 403 `forbidden`).
+//! Channels: list, enable, disable (admin; persisted; SMTP and pullers follow
+//! the daemon's live state).
 
 use axum::Json;
 use axum::extract::State;
@@ -50,6 +51,7 @@ pub async fn contact_owner(
     ApiPath(email): ApiPath<String>,
     ApiJson(body): ApiJson<OwnerBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    user.require_admin("setting a contact's owner")?;
     if let Some(o) = &body.owner
         && s.live.config().user(o).is_none()
     {
@@ -111,7 +113,9 @@ pub async fn set_availability(
     let u = config
         .user(&id)
         .ok_or_else(|| ApiError::not_found(format!("user {id:?} not found")))?;
-    user.require_self(&u.id)?;
+    if u.id != user.id {
+        user.require_admin("setting another user's availability")?;
+    }
     s.store
         .set_user_available(u.id.clone(), Some(body.available))
         .await?;
@@ -167,16 +171,18 @@ async fn set_channel(
 
 pub async fn enable_channel(
     State(s): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    user.require_admin("enabling a channel")?;
     set_channel(s, id, true).await
 }
 
 pub async fn disable_channel(
     State(s): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    user.require_admin("disabling a channel")?;
     set_channel(s, id, false).await
 }

@@ -3,6 +3,10 @@
 //!
 //! Replies go through [`crate::outbound::Outbound::reply`], the same path as
 //! `postdesk reply`: the answer (201) comes after the reply is durably queued.
+//! Any token may read; updating, replying and notes need a licensed user
+//! (403 `unlicensed`); opening a ticket needs an admin token (403
+//! `forbidden`). Replies and openings spend the token's send budget (429
+//! `rate_limited`, [`AppState::take_send`]).
 //! Untrusted input: every body field; limits are the outbound module's, and
 //! the request body is capped by the router.
 
@@ -87,10 +91,11 @@ where
 
 pub async fn update(
     State(s): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     ApiPath(n): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    user.require_licensed(&s.live.config())?;
     let n = ticket_number(&n)?;
     if let Some(status) = &body.status
         && (status.trim().is_empty() || status.len() > 64 || status.chars().any(char::is_control))
@@ -161,6 +166,7 @@ pub async fn reply(
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let idempotency_key = super::open::idempotency_key(&headers)?;
+    user.require_licensed(&s.live.config())?;
     let n = ticket_number(&n)?;
     if let Some(other) = &body.as_user {
         user.require_self(other)?;
@@ -181,11 +187,12 @@ pub async fn reply(
             data,
         });
     }
+    s.take_send(&user)?;
     let queued = s
         .outbound
         .reply(ReplyRequest {
             ticket: n,
-            author: user.0,
+            author: user.id,
             text: body.text,
             html: body.html,
             subject: body.subject,
@@ -216,6 +223,7 @@ pub async fn note(
     ApiPath(n): ApiPath<String>,
     ApiJson(body): ApiJson<NoteBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    user.require_licensed(&s.live.config())?;
     let n = ticket_number(&n)?;
     if let Some(other) = &body.as_user {
         user.require_self(other)?;
@@ -230,7 +238,7 @@ pub async fn note(
             "note too long",
         ));
     }
-    s.store.add_note(n, user.0, body.text).await?;
+    s.store.add_note(n, user.id, body.text).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "ticket": n })),
@@ -268,6 +276,7 @@ pub async fn create(
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    user.require_admin("opening a ticket")?;
     let idempotency_key = super::open::idempotency_key(&headers)?;
     let config = s.live.config();
     let channel = config
@@ -308,12 +317,12 @@ pub async fn create(
         .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
         .map(str::to_string);
     let id = match &idempotency_key {
-        Some(k) => format!("{}:{k}", user.0),
+        Some(k) => format!("{}:{k}", user.id),
         None => {
             super::auth::new_token().map_err(|e| ApiError::internal(format!("random id: {e}")))?
         }
     };
-    let raw = serde_json::to_vec(&serde_json::json!({ "request": &body, "user": &user.0 }))
+    let raw = serde_json::to_vec(&serde_json::json!({ "request": &body, "user": &user.id }))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let opening = super::open::Opening {
         origin: crate::ingest::submit::Origin {
@@ -338,12 +347,13 @@ pub async fn create(
             raw,
         },
     };
+    s.take_send(&user)?;
     let outcome = super::open::open(&s, &config, channel, opening).await?;
     let d = outcome
         .delivered
         .first()
         .ok_or_else(|| ApiError::internal("ticket not created"))?;
-    tracing::info!(user = %user.0, channel = %d.channel, ticket = d.ticket.0, duplicate = d.duplicate, owner = ?d.owner, "ticket opened through the API");
+    tracing::info!(user = %user.id, channel = %d.channel, ticket = d.ticket.0, duplicate = d.duplicate, owner = ?d.owner, "ticket opened through the API");
     let status = if d.duplicate {
         StatusCode::OK
     } else {

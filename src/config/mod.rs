@@ -352,6 +352,30 @@ pub struct HttpConfig {
     /// header that is not itself a trusted proxy (form rate limits are per
     /// client IP). Default `[]` (the TCP peer is the client).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Seconds a client has to send a request's whole header (also the
+    /// longest a kept-alive connection waits for its next request); then
+    /// the connection is closed. Default `10`.
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive once its header has; then
+    /// 408 `request_timeout` and the connection is closed. Default `30`.
+    pub body_timeout_secs: u64,
+    /// Most concurrent connections (the `metrics_listen` listener has its
+    /// own). One over is answered 503 and closed at once. Default `256`.
+    pub max_connections: usize,
+    /// Most concurrent connections from one IP (a `trusted_proxies` peer
+    /// counts only towards `max_connections`). Default `32`.
+    pub max_connections_per_ip: usize,
+    /// Replies and `POST /api/v1/tickets` accepted per minute per API token
+    /// (a burst of this many, then one every 60/N seconds); over it: 429
+    /// `rate_limited` with `Retry-After`. `0` = no limit. Default `30`.
+    pub sends_per_minute_per_token: u32,
+    /// Serve `/metrics` on this address only (not on `listen`). Default
+    /// none: `/metrics` is on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// File holding the bearer token `/metrics` requires (relative to the
+    /// config dir; read at each scrape, so it can be rotated). Default none:
+    /// `/metrics` needs no token.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -359,6 +383,13 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
             trusted_proxies: Vec::new(),
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 256,
+            max_connections_per_ip: 32,
+            sends_per_minute_per_token: 30,
+            metrics_listen: None,
+            metrics_token_file: None,
         }
     }
 }

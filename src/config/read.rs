@@ -673,6 +673,19 @@ fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
     HttpConfig {
         listen: r.key(t, "listen").unwrap_or(d.listen),
         trusted_proxies: r.key(t, "trusted_proxies").unwrap_or(d.trusted_proxies),
+        header_timeout_secs: r
+            .key(t, "header_timeout_secs")
+            .unwrap_or(d.header_timeout_secs),
+        body_timeout_secs: r.key(t, "body_timeout_secs").unwrap_or(d.body_timeout_secs),
+        max_connections: r.key(t, "max_connections").unwrap_or(d.max_connections),
+        max_connections_per_ip: r
+            .key(t, "max_connections_per_ip")
+            .unwrap_or(d.max_connections_per_ip),
+        sends_per_minute_per_token: r
+            .key(t, "sends_per_minute_per_token")
+            .unwrap_or(d.sends_per_minute_per_token),
+        metrics_listen: r.key(t, "metrics_listen"),
+        metrics_token_file: r.key(t, "metrics_token_file"),
     }
 }
 

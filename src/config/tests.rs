@@ -129,6 +129,17 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(cfg.smtp.min_data_rate, 1024);
     assert_eq!(cfg.smtp.min_data_rate_grace_secs, 30);
     assert_eq!(cfg.http, HttpConfig::default());
+    assert_eq!(
+        (
+            cfg.http.header_timeout_secs,
+            cfg.http.body_timeout_secs,
+            cfg.http.max_connections,
+            cfg.http.max_connections_per_ip,
+            cfg.http.sends_per_minute_per_token,
+        ),
+        (10, 30, 256, 32, 30)
+    );
+    assert!(cfg.http.metrics_listen.is_none() && cfg.http.metrics_token_file.is_none());
     assert_eq!(cfg.relay, RelayConfig::default());
     assert_eq!(cfg.relay.tls, TlsMode::Starttls);
     assert_eq!(cfg.outbound, OutboundConfig::default());
@@ -495,6 +506,38 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\nsender_name_format = \"{company}\"",
         "5:22: warning: sender_name_format has no effect: Office 365 ignores custom display names",
+    ),
+    (
+        "[http]\nheader_timeout_secs = 0",
+        "2:23: `http.header_timeout_secs` must be at least 1",
+    ),
+    (
+        "[http]\nbody_timeout_secs = 0",
+        "2:21: `http.body_timeout_secs` must be at least 1",
+    ),
+    (
+        "[http]\nmax_connections = 0",
+        "2:19: `http.max_connections` must be at least 1",
+    ),
+    (
+        "[http]\nmax_connections_per_ip = 0",
+        "2:26: `http.max_connections_per_ip` must be at least 1",
+    ),
+    (
+        "[http]\nlisten = \"127.0.0.1:8025\"\nmetrics_listen = \"127.0.0.1:8025\"",
+        "3:18: `http.metrics_listen` (127.0.0.1:8025) is the same address as `http.listen`",
+    ),
+    (
+        "[http]\nmetrics_listen = \"nope\"",
+        "2:18: invalid socket address \"nope\" for `http.metrics_listen`",
+    ),
+    (
+        "[http]\nsends_per_minute_per_token = -1",
+        "2:30: `http.sends_per_minute_per_token` must be between 0 and 4294967295, found -1",
+    ),
+    (
+        "[http]\nmetrics_token_file = \"no/such/metrics-token\"",
+        "2:22: cannot read no/such/metrics-token",
     ),
     // Syntax errors stop before validation.
     ("[smtp]\nhostname = ", "2:12: TOML syntax error"),
@@ -1123,4 +1166,52 @@ fn smtp_memory_and_data_rate_keys_are_read() {
     assert_eq!(cfg.smtp.data_timeout_secs, 60);
     assert_eq!(cfg.smtp.min_data_rate, 0);
     assert_eq!(cfg.smtp.min_data_rate_grace_secs, 5);
+}
+
+/// `[http]`'s keys are read; `metrics_token_file` resolves against the
+/// config's directory and must hold a token.
+#[test]
+fn http_limits_and_the_metrics_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/metrics-token"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("secrets/empty"), "\n").unwrap();
+    let path = dir.path().join("postdesk.toml");
+    let text = |file: &str| {
+        format!(
+            "[http]\nheader_timeout_secs = 2\nbody_timeout_secs = 3\nmax_connections = 40\nmax_connections_per_ip = 4\nsends_per_minute_per_token = 0\nmetrics_listen = \"127.0.0.1:9025\"\nmetrics_token_file = \"{file}\"\n"
+        )
+    };
+    let cfg = parse(&text("secrets/metrics-token"), &path).unwrap();
+    let h = &cfg.http;
+    assert_eq!(
+        (
+            h.header_timeout_secs,
+            h.body_timeout_secs,
+            h.max_connections,
+            h.max_connections_per_ip,
+            h.sends_per_minute_per_token
+        ),
+        (2, 3, 40, 4, 0)
+    );
+    assert_eq!(h.metrics_listen, Some("127.0.0.1:9025".parse().unwrap()));
+    assert_eq!(
+        h.metrics_token_file.as_deref(),
+        Some(dir.path().join("secrets/metrics-token").as_path())
+    );
+    let warned = parse_str("[http]\nmax_connections = 4\nmax_connections_per_ip = 8")
+        .expect("only a warning");
+    assert!(
+        warned.warnings.iter().any(|w| (w.line, w.col) == (3, 26)
+            && w.message.contains(
+                "`http.max_connections_per_ip` (8) is larger than `http.max_connections` (4)"
+            )),
+        "{:?}",
+        warned.warnings
+    );
+    let errors = errors_in(&text("secrets/empty"), &path);
+    assert!(
+        errors.contains(&"8:22: secrets/empty holds no token (empty or not UTF-8)".to_string()),
+        "{errors:?}"
+    );
 }

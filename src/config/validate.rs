@@ -474,6 +474,8 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         check_tls_files(r, smtp, base);
     }
 
+    check_http(r, d, base);
+
     let relay = &d.relay;
     if relay.username.is_some() && relay.password_file.is_none() {
         r.error_at(
@@ -509,6 +511,55 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         && let Err(e) = crate::outbound::dkim::check_key(&resolve(base, &dkim.key_file))
     {
         r.error_at("outbound.dkim.key_file", format!("unusable DKIM key: {e}"));
+    }
+}
+
+/// `[http]`: timeouts and caps of at least 1, a per-IP cap within the
+/// total, a metrics listener apart from the API's, a non-empty metrics token.
+fn check_http(r: &mut Reader<'_>, d: &Draft, base: &Path) {
+    let http = &d.http;
+    let at_least_one = [
+        ("header_timeout_secs", http.header_timeout_secs == 0),
+        ("body_timeout_secs", http.body_timeout_secs == 0),
+        ("max_connections", http.max_connections == 0),
+        ("max_connections_per_ip", http.max_connections_per_ip == 0),
+    ];
+    for (key, zero) in at_least_one {
+        if zero {
+            r.error_at(
+                &format!("http.{key}"),
+                format!("`http.{key}` must be at least 1"),
+            );
+        }
+    }
+    if http.max_connections_per_ip > http.max_connections && http.max_connections > 0 {
+        r.warning_at(
+            "http.max_connections_per_ip",
+            format!(
+                "`http.max_connections_per_ip` ({}) is larger than `http.max_connections` ({}): the total cap applies first",
+                http.max_connections_per_ip, http.max_connections
+            ),
+        );
+    }
+    if http.metrics_listen == Some(http.listen) {
+        r.error_at(
+            "http.metrics_listen",
+            format!(
+                "`http.metrics_listen` ({}) is the same address as `http.listen`",
+                http.listen
+            ),
+        );
+    }
+    if let Some(file) = &http.metrics_token_file
+        && check_readable(r, "http.metrics_token_file", file, base)
+    {
+        let token = std::fs::read_to_string(resolve(base, file)).unwrap_or_default();
+        if token.trim().is_empty() {
+            r.error_at(
+                "http.metrics_token_file",
+                format!("{} holds no token (empty or not UTF-8)", file.display()),
+            );
+        }
     }
 }
 
@@ -660,6 +711,7 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
     d.smtp.tls_cert.iter_mut().for_each(fix);
     d.smtp.tls_key.iter_mut().for_each(fix);
     d.relay.password_file.iter_mut().for_each(fix);
+    d.http.metrics_token_file.iter_mut().for_each(fix);
     d.relay.ca_file.iter_mut().for_each(fix);
     if let Some(dkim) = &mut d.outbound.dkim {
         fix(&mut dkim.key_file);

@@ -182,4 +182,11 @@ ALTER TABLE tickets ADD COLUMN secret TEXT NOT NULL DEFAULT '';
 UPDATE tickets SET secret = lower(hex(randomblob(5)));
 ALTER TABLE messages ADD COLUMN thread_note TEXT;
 "#,
+    // 10: API tokens carry a role (`agent` | `admin`) and an optional expiry
+    //     (unix ms). Tokens issued before roles existed could do everything:
+    //     they become `admin`; new ones default to `agent` (the CLI's).
+    r#"
+ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+"#,
 ];

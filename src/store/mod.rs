@@ -22,8 +22,8 @@ pub use mailbox::{
     Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
 };
 pub use outbound::{
-    ApiTokenInfo, AttemptOutcome, Delivery, NewReply, OutboxCounts, OutboxId, OutboxItem,
-    QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate,
+    ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewReply, OutboxCounts, OutboxId,
+    OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant, TokenRole,
 };
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
@@ -207,11 +207,12 @@ pub trait Store: Send + Sync + 'static {
     /// Set a user's availability by hand, now (`None`: back to as configured
     /// or scheduled). With working hours it holds until the next switch.
     fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()>;
-    /// Store an API token's sha256 (hex) for `user`.
-    fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()>;
-    /// The user an API token's sha256 (hex) belongs to.
-    fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>>;
-    /// A user's API tokens (ids and issue times, never the tokens).
+    /// Store an API token (its sha256, hex) for its user, with role and expiry.
+    fn add_api_token(&self, token: NewApiToken) -> StoreFuture<'_, ()>;
+    /// What an API token's sha256 (hex) grants: user, role, expiry (expired
+    /// tokens included: the caller checks).
+    fn api_token(&self, token_hash: String) -> StoreFuture<'_, Option<TokenGrant>>;
+    /// A user's API tokens (ids, roles, issue and expiry times, never the tokens).
     fn api_tokens(&self, user: String) -> StoreFuture<'_, Vec<ApiTokenInfo>>;
     /// Revoke the user's token whose id starts with `id`, or all of them
     /// (`None`); returns how many. Effective at the next request.

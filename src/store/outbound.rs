@@ -377,32 +377,95 @@ pub(crate) fn set_user_available(
     Ok(())
 }
 
-pub(crate) fn insert_token(
-    conn: &Connection,
-    hash: &str,
-    user: &str,
-    now: i64,
-) -> Result<(), StoreError> {
+/// What an API token may do: `agent` (work tickets, set one's own
+/// availability) or `admin` (also channels, contact owners, others'
+/// availability, opening tickets for any address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    Agent,
+    Admin,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Agent => "agent",
+            TokenRole::Admin => "admin",
+        }
+    }
+
+    /// `agent` or `admin`.
+    pub fn parse(s: &str) -> Option<TokenRole> {
+        match s {
+            "agent" => Some(TokenRole::Agent),
+            "admin" => Some(TokenRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role column as stored; anything unknown reads as the weaker `agent`.
+fn role_of(s: &str) -> TokenRole {
+    TokenRole::parse(s).unwrap_or(TokenRole::Agent)
+}
+
+/// A new API token: its sha256 (hex), user, role and expiry (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiToken {
+    pub hash: String,
+    pub user: String,
+    pub role: TokenRole,
+    pub expires_at: Option<i64>,
+}
+
+pub(crate) fn insert_token(conn: &Connection, t: &NewApiToken, now: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO api_tokens (token_hash, user_id, created_at, role, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![hash, user, now])?;
+    .execute(params![t.hash, t.user, now, t.role.as_str(), t.expires_at])?;
     Ok(())
 }
 
-pub(crate) fn token_user(conn: &Connection, hash: &str) -> Result<Option<String>, StoreError> {
+/// What a presented token grants: whose it is, its role, its expiry. The
+/// caller compares `expires_at` with the time (an expired token is kept,
+/// so that its user is told why, and listed until revoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub user: String,
+    pub role: TokenRole,
+    pub expires_at: Option<i64>,
+}
+
+pub(crate) fn token_grant(conn: &Connection, hash: &str) -> Result<Option<TokenGrant>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT user_id FROM api_tokens WHERE token_hash = ?1")?
-        .query_row([hash], |r| r.get(0))
+        .prepare_cached("SELECT user_id, role, expires_at FROM api_tokens WHERE token_hash = ?1")?
+        .query_row([hash], |r| {
+            Ok(TokenGrant {
+                user: r.get(0)?,
+                role: role_of(&r.get::<_, String>(1)?),
+                expires_at: r.get(2)?,
+            })
+        })
         .optional()?)
 }
 
 /// An API token as an admin sees it: never the token, only an id (the
-/// start of its sha256) and when it was issued.
+/// start of its sha256), its role, when it was issued and when it expires
+/// (unix ms; `None`: never).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ApiTokenInfo {
     pub id: String,
+    pub role: TokenRole,
     pub created_at: i64,
+    pub expires_at: Option<i64>,
 }
 
 /// Hex digits of a token's sha256 that name it for `users tokens`/`revoke`.
@@ -410,13 +473,15 @@ pub const TOKEN_ID_LEN: usize = 12;
 
 pub(crate) fn tokens_of(conn: &Connection, user: &str) -> Result<Vec<ApiTokenInfo>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT substr(token_hash, 1, ?2), created_at FROM api_tokens
+        "SELECT substr(token_hash, 1, ?2), created_at, role, expires_at FROM api_tokens
           WHERE user_id = ?1 ORDER BY created_at, token_hash",
     )?;
     let rows = stmt.query_map(params![user, TOKEN_ID_LEN as i64], |r| {
         Ok(ApiTokenInfo {
             id: r.get(0)?,
+            role: role_of(&r.get::<_, String>(2)?),
             created_at: r.get(1)?,
+            expires_at: r.get(3)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -1330,12 +1330,12 @@ impl Store for SqliteStore {
         Box::pin(self.write(move |c| ob::set_user_available(c, &user, available)))
     }
 
-    fn add_api_token(&self, token_hash: String, user: String) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::insert_token(c, &token_hash, &user, now_ms())))
+    fn add_api_token(&self, token: NewApiToken) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::insert_token(c, &token, now_ms())))
     }
 
-    fn api_token_user(&self, token_hash: String) -> StoreFuture<'_, Option<String>> {
-        Box::pin(self.read(move |c| ob::token_user(c, &token_hash)))
+    fn api_token(&self, token_hash: String) -> StoreFuture<'_, Option<TokenGrant>> {
+        Box::pin(self.read(move |c| ob::token_grant(c, &token_hash)))
     }
 
     fn api_tokens(&self, user: String) -> StoreFuture<'_, Vec<ApiTokenInfo>> {

@@ -101,6 +101,10 @@ status = "new"
 priority = "medium"
 "#;
 
+/// `[http]` keys every daemon gets unless a test gives its own
+/// ([`Daemon::start_http`]): tests send hundreds of replies with one token.
+pub const HTTP_EXTRA: &str = "sends_per_minute_per_token = 0";
+
 /// A running postdesk daemon.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -144,6 +148,24 @@ impl Daemon {
         rest: &str,
         store_path: Option<&Path>,
     ) -> Daemon {
+        Self::start_with(dir, smtp_extra, relay, HTTP_EXTRA, rest, store_path)
+    }
+
+    /// Like [`Daemon::start`] with `[http]` keys (besides `listen`) given:
+    /// they replace the harness's [`HTTP_EXTRA`].
+    pub fn start_http(http_extra: &str, rest: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_with(dir, "", None, http_extra, rest, None)
+    }
+
+    fn start_with(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        relay: Option<&str>,
+        http_extra: &str,
+        rest: &str,
+        store_path: Option<&Path>,
+    ) -> Daemon {
         let relay = relay.unwrap_or("host = \"127.0.0.1\"\nport = 9\ntls = \"none\"");
         let store = store_path
             .map(|p| p.to_path_buf())
@@ -165,7 +187,7 @@ impl Daemon {
             d.smtp = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             d.http = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             let text = format!(
-                "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{}\"\n\n[relay]\n{relay}\n{rest}\n",
+                "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{}\"\n{http_extra}\n\n[relay]\n{relay}\n{rest}\n",
                 d.smtp, d.http
             );
             std::fs::write(&d.config, text).expect("write config");
@@ -325,9 +347,21 @@ impl Daemon {
         }
     }
 
-    /// Issue an API token for `user` with the CLI.
+    /// Issue an API token for `user` with the CLI (the default role, agent).
     pub fn token(&self, user: &str) -> String {
-        let out = self.cli(&["users", "token", user]);
+        self.token_with(user, &[])
+    }
+
+    /// Issue an admin API token for `user`.
+    pub fn admin_token(&self, user: &str) -> String {
+        self.token_with(user, &["--role", "admin"])
+    }
+
+    /// Issue an API token for `user` with extra `users token` options.
+    pub fn token_with(&self, user: &str, options: &[&str]) -> String {
+        let mut args = vec!["users", "token", user];
+        args.extend_from_slice(options);
+        let out = self.cli(&args);
         assert!(
             out.status.success(),
             "users token failed: {}",

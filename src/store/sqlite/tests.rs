@@ -1383,3 +1383,61 @@ fn no_savepoint_outside_the_group_transaction() {
     .expect("inside");
     c.execute_batch("COMMIT").expect("commit");
 }
+
+/// Migration 10: a token issued before roles existed could do everything,
+/// so it becomes `admin` and never expires; tokens issued after carry the
+/// role and expiry they were given.
+#[tokio::test]
+async fn migration_10_makes_existing_tokens_admins_without_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v8.sqlite");
+    {
+        let mut c = Connection::open(&path).expect("open raw");
+        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
+        let tx = c.transaction().expect("tx");
+        for sql in &MIGRATIONS[..8] {
+            tx.execute_batch(sql).expect("migration");
+        }
+        tx.execute_batch(
+            "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ('aa11', 'ann', 5);
+             PRAGMA user_version = 8;",
+        )
+        .expect("v8 data");
+        tx.commit().expect("commit");
+    }
+    let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
+    let old = s.api_token("aa11".into()).await.expect("read");
+    assert_eq!(
+        old,
+        Some(TokenGrant {
+            user: "ann".into(),
+            role: TokenRole::Admin,
+            expires_at: None
+        })
+    );
+    s.add_api_token(NewApiToken {
+        hash: "bb22".into(),
+        user: "ann".into(),
+        role: TokenRole::Agent,
+        expires_at: Some(1_000),
+    })
+    .await
+    .expect("add");
+    let new = s.api_token("bb22".into()).await.expect("read");
+    assert_eq!(
+        new.map(|g| (g.role, g.expires_at)),
+        Some((TokenRole::Agent, Some(1_000)))
+    );
+    let listed = s.api_tokens("ann".into()).await.expect("list");
+    let roles: Vec<_> = listed.iter().map(|t| (t.role, t.expires_at)).collect();
+    assert_eq!(
+        roles,
+        [(TokenRole::Admin, None), (TokenRole::Agent, Some(1_000))]
+    );
+    assert_eq!(s.api_token("cc33".into()).await.expect("read"), None);
+    let version: i64 = s
+        .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        .await
+        .expect("version");
+    assert_eq!(version, 10);
+}
