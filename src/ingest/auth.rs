@@ -401,7 +401,10 @@ async fn check_dns(
         said.push("no DKIM signature".to_string());
     }
     for r in &dkim {
-        let d = r.signature().map(|s| normal_domain(&s.d)).unwrap_or_default();
+        let d = r
+            .signature()
+            .map(|s| normal_domain(&s.d))
+            .unwrap_or_default();
         if *r.result() == DkimResult::Pass && !d.is_empty() {
             said.push(format!("dkim pass d={d}"));
             push_new(&mut domains, d);

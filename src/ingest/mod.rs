@@ -158,7 +158,37 @@ fn resolve_with(
         auth,
     };
     let class = resolve::classify(msg, envelope_from, &ctx);
-    (resolve::resolve(msg, &ctx), class)
+    let mut r = resolve::resolve(msg, &ctx);
+    spoofed_team_sender(&mut r, &ctx, envelope_from);
+    (r, class)
+}
+
+/// Mail whose From is a team member's or forwarder's address but is not
+/// authenticated as theirs is a stranger's: it belongs to the envelope
+/// sender when that is another address (the one the forger could receive
+/// replies at), not to the colleague whose address was forged.
+fn spoofed_team_sender(
+    r: &mut resolve::Resolution,
+    ctx: &ResolveContext<'_>,
+    envelope_from: Option<&str>,
+) {
+    let from = normalize(&r.contact.email);
+    let known = |e: &str| ctx.team_addresses.contains(e) || ctx.forwarders.iter().any(|f| f == e);
+    if r.method != "from" || r.distrusted.is_none() || !known(&from) {
+        return;
+    }
+    let Some(envelope) = envelope_from.and_then(parse::normalise_address) else {
+        return;
+    };
+    if envelope == from || known(&envelope) {
+        return;
+    }
+    r.contact = resolve::Address {
+        email: envelope,
+        name: None,
+    };
+    r.method = "envelope".into();
+    r.confidence = 0.5;
 }
 
 /// Whether `r`'s sender is an authenticated team member or forwarder (who

@@ -167,6 +167,12 @@ impl Daemon {
         store_path: Option<&Path>,
     ) -> Daemon {
         let relay = relay.unwrap_or("host = \"127.0.0.1\"\nport = 9\ntls = \"none\"");
+        // No DNS lookups from tests unless a test serves its own zone.
+        let dns_off = if smtp_extra.contains("dns_resolver") {
+            ""
+        } else {
+            "dns_resolver = \"off\"\n"
+        };
         let store = store_path
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| dir.path().join("var/postdesk.sqlite"));
@@ -187,7 +193,7 @@ impl Daemon {
             d.smtp = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             d.http = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
             let text = format!(
-                "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{smtp_extra}\n\n[http]\nlisten = \"{}\"\n{http_extra}\n\n[relay]\n{relay}\n{rest}\n",
+                "[store]\npath = {store:?}\n\n[smtp]\nlisten = [\"{}\"]\nhostname = \"desk.acme.example\"\nshutdown_grace_secs = 10\n{dns_off}{smtp_extra}\n\n[http]\nlisten = \"{}\"\n{http_extra}\n\n[relay]\n{relay}\n{rest}\n",
                 d.smtp, d.http
             );
             std::fs::write(&d.config, text).expect("write config");
