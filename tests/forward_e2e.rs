@@ -39,10 +39,18 @@ forwarders = [\"support-group@googlegroups.com\"]
     )
 }
 
-/// Deliver one fixture and return the ticket it landed in.
+/// The upstream MTA: the test itself on 127.0.0.1, a trusted relay whose
+/// Authentication-Results say the team's and the group's mail passed.
+const RELAY: &str = "trusted_relays = [\"127.0.0.1/32\"]\nauthserv_id = \"mx.test.example\"";
+const PASSED: &str = "Authentication-Results: mx.test.example; dkim=pass header.d=acme.example; dkim=pass header.d=googlegroups.com\r\n";
+
+/// Deliver one fixture (as the trusted relay, which checked it) and return
+/// the ticket it landed in.
 fn deliver(d: &Daemon, name: &str, mail_from: &str, rcpt: &str) -> Value {
     let before = d.tickets().len();
-    let (code, text) = send_file(d.smtp, mail_from, rcpt, &fixture(name));
+    let mut raw = PASSED.as_bytes().to_vec();
+    raw.extend(fixture(name));
+    let (code, text) = send_file(d.smtp, mail_from, rcpt, &raw);
     assert_eq!(code, 250, "{name}: {text}");
     let tickets = d.wait_tickets(before + 1, T);
     let newest = tickets
@@ -54,7 +62,7 @@ fn deliver(d: &Daemon, name: &str, mail_from: &str, rcpt: &str) -> Value {
 
 #[test]
 fn forwarded_mail_belongs_to_the_customer_with_the_note_kept() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let t = deliver(
         &d,
         "001-gmail-en",
@@ -141,7 +149,7 @@ fn forwarded_mail_belongs_to_the_customer_with_the_note_kept() {
 
 #[test]
 fn toggle_off_gives_the_ticket_to_the_forwarder() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let t = deliver(&d, "001-gmail-en", "ann@acme.example", "raw@acme.example");
     assert_eq!(t["channel"], "raw");
     assert_eq!(t["contact"]["email"], "ann@acme.example");
@@ -150,7 +158,7 @@ fn toggle_off_gives_the_ticket_to_the_forwarder() {
 
 #[test]
 fn an_outsiders_fake_forward_stays_with_the_outsider() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let t = deliver(
         &d,
         "111-negative-en",
@@ -165,7 +173,7 @@ fn an_outsiders_fake_forward_stays_with_the_outsider() {
 
 #[test]
 fn google_groups_mail_belongs_to_the_original_author() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let t = deliver(
         &d,
         "084-group-en",
@@ -191,7 +199,7 @@ fn google_groups_mail_belongs_to_the_original_author() {
 /// decoded name.
 #[test]
 fn a_google_group_authors_encoded_name_is_decoded() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let t = deliver(
         &d,
         "120-group-de",
@@ -204,7 +212,7 @@ fn a_google_group_authors_encoded_name_is_decoded() {
 
 #[test]
 fn out_of_office_and_bounces_are_stored_and_flagged() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let t = deliver(
         &d,
         "089-ooo-en",
@@ -232,7 +240,7 @@ fn out_of_office_and_bounces_are_stored_and_flagged() {
 
 #[test]
 fn resolve_command_explains_the_decision_without_storing() {
-    let d = Daemon::start("", &config());
+    let d = Daemon::start(RELAY, &config());
     let path = format!(
         "{}/fixtures/forwards/001-gmail-en.eml",
         env!("CARGO_MANIFEST_DIR")

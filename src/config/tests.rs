@@ -1215,3 +1215,46 @@ fn http_limits_and_the_metrics_token_file() {
         "{errors:?}"
     );
 }
+
+/// `[smtp]`'s trust keys: relays need an authserv-id; a resolver is
+/// "system", "off" or IP:PORT; with neither DNS nor a relay, `check` warns
+/// that team forwards over SMTP can never count.
+#[test]
+fn smtp_trust_keys() {
+    let cfg = parse_str(
+        "[smtp]\ntrusted_relays = [\"10.0.0.0/8\", \"192.0.2.1\"]\nauthserv_id = \"mx.acme.example\"\ndns_resolver = \"127.0.0.1:5353\"\n",
+    )
+    .expect("valid");
+    assert_eq!(cfg.smtp.trusted_relays.len(), 2);
+    assert_eq!(cfg.smtp.authserv_id.as_deref(), Some("mx.acme.example"));
+    assert_eq!(
+        cfg.smtp.dns_resolver,
+        DnsResolver::Server("127.0.0.1:5353".parse().unwrap())
+    );
+    assert_eq!(parse_str("").unwrap().smtp.dns_resolver, DnsResolver::System);
+    assert_eq!(
+        errors_of("[smtp]\ntrusted_relays = [\"10.0.0.0/8\"]\n"),
+        ["2:1: `smtp.trusted_relays` needs `smtp.authserv_id`: the id in the relays' Authentication-Results headers"]
+    );
+    let bad = errors_of("[smtp]\ndns_resolver = \"8.8.8.8\"\n");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].starts_with("2:16: invalid resolver \"8.8.8.8\""), "{bad:?}");
+    let off = parse_str("[smtp]\ndns_resolver = \"off\"\n").expect("only a warning");
+    assert!(
+        off.warnings
+            .iter()
+            .any(|w| w.line == 2 && w.message.contains("never authenticated")),
+        "{:?}",
+        off.warnings
+    );
+    let relayed = parse_str(
+        "[smtp]\ndns_resolver = \"off\"\ntrusted_relays = [\"127.0.0.1\"]\nauthserv_id = \"mx\"\n",
+    )
+    .expect("valid");
+    assert!(relayed.warnings.is_empty(), "{:?}", relayed.warnings);
+    let gmail = parse_str(
+        "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nrefresh_token_file = \"Cargo.toml\"\n",
+    )
+    .expect("a gmail channel");
+    assert_eq!(gmail.channels[0].effective_authserv_id(), Some("mx.google.com"));
+}

@@ -434,6 +434,12 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             "`smtp.trusted_relays` needs `smtp.authserv_id`: the id in the relays' Authentication-Results headers",
         );
     }
+    if smtp.trusted_relays.is_empty() && smtp.dns_resolver == super::DnsResolver::Off {
+        r.warning_at(
+            "smtp.dns_resolver",
+            "with `dns_resolver = \"off\"` and no `trusted_relays`, mail received over SMTP is never authenticated: team members' forwards and forwarders' group mail count as strangers' mail",
+        );
+    }
     if smtp.max_inflight_bytes <= smtp.max_message_size {
         // Point at the key the file set (a raised max_message_size with the default budget).
         let key = if r.has("smtp.max_inflight_bytes") || !r.has("smtp.max_message_size") {

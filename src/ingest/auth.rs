@@ -546,6 +546,39 @@ mod tests {
         assert!(!a.covers("x@evil.example"), "{a:?}");
     }
 
+    /// Pulled mail: the provider's own header (Gmail's authserv-id by
+    /// default); a plain IMAP channel names none, so nothing is believed.
+    #[test]
+    fn pulled_mail_is_judged_by_the_providers_header() {
+        let config = |kind: &str, extra: &str| {
+            crate::config::parse(
+                &format!(
+                    "[[channels]]\nid = \"c\"\nkind = \"{kind}\"\naddress = \"c@acme.example\"\n{extra}"
+                ),
+                std::path::Path::new("t.toml"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let raw = b"Authentication-Results: mx.google.com;\r\n dkim=pass header.i=@acme.example header.s=g1;\r\n spf=pass smtp.mailfrom=ann@acme.example\r\nAuthentication-Results: mx.google.com; dmarc=pass header.from=evil.example\r\nFrom: ann@acme.example\r\n\r\nhi\r\n";
+        let gmail = config(
+            "gmail",
+            "[channels.oauth]\nclient_id = \"id\"\nrefresh_token_file = \"Cargo.toml\"\n",
+        );
+        let a = pulled(raw, gmail.channel("c"));
+        assert!(a.covers("ann@acme.example"), "{a:?}");
+        assert!(!a.covers("x@evil.example"), "only the topmost header: {a:?}");
+        let imap = config(
+            "imap",
+            "[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\n",
+        );
+        assert!(!pulled(raw, imap.channel("c")).covers("ann@acme.example"));
+        let named = config(
+            "imap",
+            "[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\nauthserv_id = \"mx.google.com\"\n",
+        );
+        assert!(pulled(raw, named.channel("c")).covers("ann@acme.example"));
+    }
+
     #[test]
     fn odd_input_does_not_panic() {
         for v in [
