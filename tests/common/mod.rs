@@ -109,6 +109,8 @@ pub struct Daemon {
     pub http: SocketAddr,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// `RUST_LOG` the daemon runs with (default `info,postdesk=debug`).
+    pub rust_log: String,
 }
 
 impl Daemon {
@@ -144,6 +146,25 @@ impl Daemon {
         rest: &str,
         store_path: Option<&Path>,
     ) -> Daemon {
+        Self::start_logged(
+            dir,
+            smtp_extra,
+            relay,
+            rest,
+            store_path,
+            "info,postdesk=debug",
+        )
+    }
+
+    /// Like [`Daemon::start_full`], the daemon logging with `RUST_LOG=rust_log`.
+    pub fn start_logged(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        relay: Option<&str>,
+        rest: &str,
+        store_path: Option<&Path>,
+        rust_log: &str,
+    ) -> Daemon {
         let relay = relay.unwrap_or("host = \"127.0.0.1\"\nport = 9\ntls = \"none\"");
         let store = store_path
             .map(|p| p.to_path_buf())
@@ -157,6 +178,7 @@ impl Daemon {
             http: "127.0.0.1:0".parse().expect("addr"),
             child: None,
             log,
+            rust_log: rust_log.to_string(),
         };
         // A free port is only free until someone takes it: tests running in
         // parallel (and their Postfix, Dovecot) can, between free_port() and
@@ -197,7 +219,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .arg("run")
-            .env("RUST_LOG", "info,postdesk=debug")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
