@@ -3,7 +3,8 @@
 //! Owns: "no input panics" for the untrusted-input parsers reachable from the
 //! public API — MIME parse → classify → resolve → bounce link → ingest plan
 //! (`ingest::resolve_one`, `ingest::plan_entry`), the bounce text parsers,
-//! the forward-block finder, and the config reader (`config::parse`). Seeds
+//! the forward-block finder, the config reader (`config::parse`), and web
+//! form fields (`ingest::submit::check_form` → ticket subject and text). Seeds
 //! are the `fixtures/` files, mutated (see `fuzz/mutate.rs`), plus arbitrary
 //! bytes and text. The SMTP session harness needs private items and lives
 //! in `src/smtp/tests/fuzz.rs`.
@@ -156,8 +157,65 @@ fn parse_config(bytes: &[u8]) {
     }
 }
 
+/// The example config (its `contact-form` channel declares fields) and an
+/// undeclared form (any fields).
+fn form_channels() -> &'static [(Config, String)] {
+    static F: OnceLock<Vec<(Config, String)>> = OnceLock::new();
+    F.get_or_init(|| {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/postdesk.example.toml");
+        let example = postdesk::config::load(&example).unwrap_or_else(|e| panic!("{e}"));
+        let open = format!(
+            "{CONFIG}[[channels]]\nid = \"web\"\nkind = \"form\"\naddress = \"web@acme.example\"\n"
+        );
+        let open = postdesk::config::parse(&open, Path::new("fuzz.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        vec![(example, "contact-form".into()), (open, "web".into())]
+    })
+}
+
+/// Field names a form posts: the usual ones, declared ones, and any text.
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "email", "name", "topic", "subject", "message", "website", "product", "phone"
+        ])
+        .prop_map(str::to_string),
+        ".{0,12}",
+    ]
+}
+
+fn field_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("carol@customer.example".to_string()),
+        Just("Carol Ä. Müller <carol@customer.example>".to_string()),
+        ".{0,80}",
+        mail_text(),
+        mutated_mail()
+            .prop_map(|raw| String::from_utf8_lossy(&raw[..raw.len().min(3000)]).into_owned()),
+    ]
+}
+
 proptest! {
     #![proptest_config(mutate::config(128, "proptest-regressions/fuzz.txt"))]
+
+    /// Web form fields through the checks and into a ticket's subject and
+    /// first message.
+    #[test]
+    fn form_fields_arbitrary(
+        which in any::<prop::sample::Index>(),
+        pairs in prop::collection::vec((field_name(), field_value()), 0..12),
+    ) {
+        let forms = form_channels();
+        let (config, id) = &forms[which.index(forms.len())];
+        let channel = config.channel(id).expect("form channel");
+        if let Ok(ingest::submit::Checked::Accepted(sub)) =
+            ingest::submit::check_form(&channel.form, pairs)
+        {
+            let _ = sub.ticket_subject(&channel.form, channel);
+            let _ = sub.conversation_text(&channel.form);
+            let _ = sub.to_json(&channel.id);
+        }
+    }
 
     /// Mutated fixture mail through parse → classify → resolve → bounce link
     /// → ingest plan.
