@@ -251,12 +251,23 @@ enum OutboxCmd {
     },
 }
 
+/// Log targets of dependencies that write protocol lines verbatim — IMAP
+/// `LOGIN` with the password, `AUTHENTICATE` responses with OAuth tokens,
+/// SMTP `AUTH` — and whole messages: always off, whatever `RUST_LOG` or
+/// `[log] level` says (lettre's `tracing` feature is also off in Cargo.toml).
+const SECRET_LOGGING_TARGETS: &[&str] = &["async_imap::imap_stream", "lettre"];
+
 fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
     use tracing_subscriber::EnvFilter;
     let level = config
         .map(|c| c.log.level.clone())
         .unwrap_or_else(|| "info".into());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    for target in SECRET_LOGGING_TARGETS {
+        if let Ok(d) = format!("{target}=off").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let json = match arg {
         Some(LogFormatArg::Json) => true,
         Some(LogFormatArg::Human) => false,

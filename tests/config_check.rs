@@ -94,3 +94,38 @@ fn a_cert_file_without_a_certificate_is_an_error_at_tls_cert() {
     let errors: Vec<&str> = err.lines().filter(|l| !l.contains(": warning: ")).collect();
     assert_eq!(errors, [want.as_str()], "{out}{err}");
 }
+
+/// A group/world-readable secret file and a relay password sent in clear to
+/// another host are warnings (`FILE:LINE:COL: warning: …`), not errors:
+/// `check` still passes.
+#[test]
+fn exposed_secrets_are_warnings() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("relay-password");
+    std::fs::write(&pw, "s3cret\n").expect("write");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = dir.path().join("postdesk.toml");
+    std::fs::write(
+        &config,
+        "[relay]\nhost = \"relay.example.net\"\ntls = \"none\"\nusername = \"desk\"\npassword_file = \"relay-password\"\n[[channels]]\nid = \"s\"\nkind = \"forward\"\naddress = \"s@acme.example\"\n",
+    )
+    .expect("write");
+    let path = config.to_string_lossy().into_owned();
+    let (code, out, err) = check(&path);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{path}:3:7: warning: SMTP AUTH to relay.example.net"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{path}:5:17: warning: secret file relay-password is readable by its group and everyone (mode 0644)"
+        )),
+        "{err}"
+    );
+}

@@ -587,3 +587,188 @@ fn connections_of_a_replaced_token_end_with_quit() {
         seen.connections, seen.quits
     );
 }
+
+/// An IMAP server that refuses every login: records the `LOGIN` lines and
+/// the `AUTHENTICATE` responses it was sent (so a test knows the secrets
+/// went over the wire), answers everything else `BAD`.
+fn refusing_imap() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let s = s.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let mut w = stream.try_clone()?;
+                let mut r = BufReader::new(stream);
+                w.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready\r\n")?;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    let mut words = line.split_whitespace();
+                    let tag = words.next().unwrap_or("*").to_string();
+                    let verb = words.next().unwrap_or("").to_ascii_uppercase();
+                    match verb.as_str() {
+                        "CAPABILITY" => write!(
+                            w,
+                            "* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\n{tag} OK done\r\n"
+                        )?,
+                        "LOGIN" => {
+                            s.lock().expect("lock").push(line.trim_end().to_string());
+                            write!(w, "{tag} NO [AUTHENTICATIONFAILED] refused\r\n")?;
+                        }
+                        "AUTHENTICATE" => {
+                            w.write_all(b"+ \r\n")?;
+                            let mut resp = String::new();
+                            r.read_line(&mut resp)?;
+                            s.lock().expect("lock").push(resp.trim_end().to_string());
+                            write!(w, "{tag} NO [AUTHENTICATIONFAILED] refused\r\n")?;
+                        }
+                        "LOGOUT" => {
+                            write!(w, "* BYE\r\n{tag} OK bye\r\n")?;
+                            return Ok(());
+                        }
+                        _ => write!(w, "{tag} BAD unknown\r\n")?,
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Secrets never reach the log, even at `trace` for every target (lettre's
+/// and async-imap's included): a reply through `[relay]` with AUTH PLAIN and
+/// one through a gmail channel with XOAUTH2, and IMAP logins by password
+/// (imap channel) and XOAUTH2 (the gmail channel); then the daemon's whole
+/// log is searched for the passwords (plain and as the AUTH PLAIN base64),
+/// the access tokens (plain and as the XOAUTH2 base64) and the refresh
+/// tokens.
+#[test]
+fn no_secret_reaches_the_log_at_trace_level() {
+    const PASSWORD: &str = "pw-Zq8vR3kT9x";
+    const IMAP_PASSWORD: &str = "imap-pw-Hk27wQ";
+    let (imap_port, imap_seen) = refusing_imap();
+    let oauth = OAuthServer::start();
+    let smtp = XoauthSmtp::start(oauth.dir.path().join("state.json"), 0, Duration::ZERO);
+    let relay = ScriptedRelay::start(&["250 2.0.0 Ok: queued"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let granted = oauth.grant("desk@acme.example");
+    std::fs::write(dir.path().join("refresh-token"), format!("{granted}\n")).expect("token");
+    std::fs::write(dir.path().join("relay-password"), format!("{PASSWORD}\n")).expect("pw");
+    std::fs::write(
+        dir.path().join("imap-password"),
+        format!("{IMAP_PASSWORD}\n"),
+    )
+    .expect("pw");
+    let rest = format!(
+        r#"
+[company]
+name = "Acme"
+
+[[users]]
+id = "ann"
+email = "ann@acme.example"
+
+[[channels]]
+id = "support"
+kind = "forward"
+address = "support@acme.example"
+
+[[channels]]
+id = "mailbox"
+kind = "imap"
+address = "help@acme.example"
+[channels.imap]
+host = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+password_file = "imap-password"
+{}"#,
+        provider_channel(
+            ("gmail", "gmail", "desk@acme.example"),
+            "refresh-token",
+            &oauth,
+            (imap_port, smtp.port),
+            "",
+        )
+    );
+    let relay_keys = format!(
+        "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"postdesk\"\npassword_file = \"relay-password\"",
+        relay.port
+    );
+    let d = Daemon::start_logged(dir, "", Some(&relay_keys), &rest, None, "trace");
+    for (to, id) in [
+        ("desk@acme.example", "c-gmail@customer.example"),
+        ("support@acme.example", "c-support@customer.example"),
+    ] {
+        let raw = common::smtp::message("carol@customer.example", to, "Need help", id, "Hello.");
+        let (code, text) =
+            common::smtp::send_file(d.smtp, "carol@customer.example", to, raw.as_bytes());
+        assert_eq!(code, 250, "{text}");
+    }
+    d.wait_tickets(2, Duration::from_secs(20));
+    let token = d.token("ann");
+    let (g, s) = (ticket_on(&d, "gmail"), ticket_on(&d, "support"));
+    reply(&d, &token, g);
+    reply(&d, &token, s);
+    wait_outbound(&d, g, "gmail reply not sent", |m| m["delivery"] == "sent");
+    wait_outbound(&d, s, "relay reply not sent", |m| m["delivery"] == "sent");
+    // Both pullers tried to log in (the password, and an XOAUTH2 token).
+    let logins = wait_for(Duration::from_secs(30), || {
+        let seen = imap_seen.lock().expect("lock").clone();
+        (seen.iter().any(|l| l.contains(IMAP_PASSWORD))
+            && seen.iter().any(|l| !l.contains("LOGIN")))
+        .then_some(seen)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no IMAP logins: {:?}\n{}",
+            imap_seen.lock().expect("lock"),
+            d.log_text()
+        )
+    });
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let plain = b64(&format!("\0postdesk\0{PASSWORD}"));
+    // The secrets really went over the wire (else this test proves nothing).
+    assert_eq!(*relay.auth.lock().expect("lock"), vec![plain.clone()]);
+    let mut secrets = vec![PASSWORD.to_string(), plain, IMAP_PASSWORD.to_string()];
+    // The IMAP XOAUTH2 responses as sent (base64).
+    secrets.extend(logins.iter().filter(|l| !l.contains("LOGIN")).cloned());
+    {
+        let seen = smtp.seen.lock().expect("lock");
+        assert!(!seen.auths.is_empty() && seen.auths.iter().all(|a| a.2));
+        for (user, at, _) in &seen.auths {
+            secrets.push(at.clone());
+            secrets.push(b64(&format!("user={user}\x01auth=Bearer {at}\x01\x01")));
+        }
+    }
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(oauth.dir.path().join("state.json")).expect("state"),
+    )
+    .expect("state json");
+    for kind in ["access", "refresh"] {
+        if let Some(m) = state[kind].as_object() {
+            secrets.extend(m.keys().cloned());
+        }
+    }
+    secrets.push(granted);
+
+    let log = d.log_text();
+    assert!(log.contains("TRACE"), "the daemon did not log at trace");
+    for secret in &secrets {
+        let at = log.find(secret.as_str());
+        assert!(
+            at.is_none(),
+            "secret {secret:?} in the log: …{}…",
+            at.map(|i| &log[i.saturating_sub(200)..(i + secret.len() + 50).min(log.len())])
+                .unwrap_or_default()
+        );
+    }
+}

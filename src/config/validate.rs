@@ -1,5 +1,6 @@
-//! Whole-config checks after reading: references, uniqueness, secrets, and the
-//! resolution of relative paths against the config file's directory.
+//! Whole-config checks after reading: references, uniqueness, secrets (readable;
+//! a warning when group/world-readable or sent in clear to another host), and
+//! the resolution of relative paths against the config file's directory.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::io_message;
 use super::read::{Draft, Reader};
-use super::{Assign, ChannelConfig, ChannelKind, SenderName};
+use super::{Assign, ChannelConfig, ChannelKind, SenderName, TlsMode};
 
 pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
     let base = config_path.parent().unwrap_or(Path::new(""));
@@ -210,13 +211,13 @@ fn check_mailbox(
     let imap_path = format!("{path}.imap");
     let oauth_path = format!("{path}.oauth");
     if let Some(file) = ch.imap.as_ref().and_then(|i| i.password_file.as_ref()) {
-        check_readable(r, &format!("{imap_path}.password_file"), file, base);
+        check_secret(r, &format!("{imap_path}.password_file"), file, base);
     }
     if let Some(oauth) = &ch.oauth {
         if let Some(file) = &oauth.client_secret_file {
-            check_readable(r, &format!("{oauth_path}.client_secret_file"), file, base);
+            check_secret(r, &format!("{oauth_path}.client_secret_file"), file, base);
         }
-        check_readable(
+        check_secret(
             r,
             &format!("{oauth_path}.refresh_token_file"),
             &oauth.refresh_token_file,
@@ -248,6 +249,7 @@ fn check_mailbox(
     if let Some(file) = ch.smtp.as_ref().and_then(|s| s.ca_file.as_ref()) {
         check_readable(r, &format!("{smtp_path}.ca_file"), file, base);
     }
+    check_clear_text_logins(r, ch, &imap_path, &smtp_path);
     if ch.kind == ChannelKind::Imap && !r.has(&imap_path) {
         r.error_at(
             &format!("{path}.kind"),
@@ -475,7 +477,7 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
     let key_ok = smtp
         .tls_key
         .as_ref()
-        .is_some_and(|file| check_readable(r, "smtp.tls_key", file, base));
+        .is_some_and(|file| check_secret(r, "smtp.tls_key", file, base));
     if cert_ok && key_ok {
         check_tls_files(r, smtp, base);
     }
@@ -490,7 +492,16 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         );
     }
     if let Some(file) = &relay.password_file {
-        check_readable(r, "relay.password_file", file, base);
+        check_secret(r, "relay.password_file", file, base);
+    }
+    if relay.username.is_some() && relay.tls == TlsMode::None && !is_loopback(&relay.host) {
+        r.warning_at(
+            "relay.tls",
+            format!(
+                "SMTP AUTH to {} with tls = \"none\": the relay password crosses the network in clear (use \"starttls\" or \"implicit\")",
+                relay.host
+            ),
+        );
     }
     if let Some(file) = &relay.ca_file {
         check_readable(r, "relay.ca_file", file, base);
@@ -513,7 +524,7 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         );
     }
     if let Some(dkim) = &out.dkim
-        && check_readable(r, "outbound.dkim.key_file", &dkim.key_file, base)
+        && check_secret(r, "outbound.dkim.key_file", &dkim.key_file, base)
         && let Err(e) = crate::outbound::dkim::check_key(&resolve(base, &dkim.key_file))
     {
         r.error_at("outbound.dkim.key_file", format!("unusable DKIM key: {e}"));
@@ -701,6 +712,85 @@ fn check_readable(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) -> b
         return false;
     }
     true
+}
+
+/// [`check_readable`] for a secret (password, client secret, refresh token,
+/// private key), plus a warning when its group or others may read it.
+fn check_secret(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) -> bool {
+    if !check_readable(r, path, file, base) {
+        return false;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The mode of what a symlink points at (systemd credentials, /etc/ssl/…).
+    let Ok(meta) = std::fs::metadata(resolve(base, file)) else {
+        return true;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+        (true, true) => "its group and everyone",
+        (true, false) => "its group",
+        (false, true) => "everyone",
+        (false, false) => return true,
+    };
+    r.warning_at(
+        path,
+        format!(
+            "secret file {} is readable by {who} (mode {mode:04o}); make it 0600 or 0400 (chmod go-rwx)",
+            file.display()
+        ),
+    );
+    true
+}
+
+/// Whether `host` is this machine (`localhost`, 127.0.0.0/8, ::1): a secret
+/// sent there in clear does not cross a network.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Warnings for a mailbox channel that would send its password (IMAP
+/// LOGIN) or access token (IMAP / SMTP XOAUTH2) in clear to another host.
+fn check_clear_text_logins(
+    r: &mut Reader<'_>,
+    ch: &ChannelConfig,
+    imap_path: &str,
+    smtp_path: &str,
+) {
+    let imap_secret = if ch.kind.uses_oauth() {
+        Some("IMAP XOAUTH2 access token")
+    } else if ch.kind == ChannelKind::Imap
+        && ch.imap.as_ref().is_some_and(|i| i.password_file.is_some())
+    {
+        Some("IMAP LOGIN password")
+    } else {
+        None
+    };
+    if let (Some(what), Some(host)) = (imap_secret, ch.effective_imap_host())
+        && ch.effective_imap_tls() == TlsMode::None
+        && !is_loopback(host)
+    {
+        r.warning_at(
+            &format!("{imap_path}.tls"),
+            format!(
+                "tls = \"none\" to {host}: the {what} crosses the network in clear (use \"starttls\" or \"implicit\")"
+            ),
+        );
+    }
+    if ch.kind.uses_oauth()
+        && let Some((host, _, tls, _)) = ch.effective_smtp()
+        && tls == TlsMode::None
+        && !is_loopback(host)
+    {
+        r.warning_at(
+            &format!("{smtp_path}.tls"),
+            format!(
+                "tls = \"none\" to {host}: the SMTP AUTH XOAUTH2 access token crosses the network in clear (use \"starttls\" or \"implicit\")"
+            ),
+        );
+    }
 }
 
 fn resolve(base: &Path, file: &Path) -> PathBuf {

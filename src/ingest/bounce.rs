@@ -228,7 +228,10 @@ fn dsn_detail(d: &Dsn) -> (bool, String) {
 pub fn diagnostic_line(text: &str) -> Option<String> {
     for line in clip(text).lines() {
         let l = line.trim();
-        if l.len() > 9 && l[..9].eq_ignore_ascii_case("received:") {
+        if l.as_bytes()
+            .get(..9)
+            .is_some_and(|h| h.eq_ignore_ascii_case(b"received:"))
+        {
             break;
         }
         let has_code = l
@@ -421,11 +424,35 @@ mod tests {
             ),
             ("server id 15.1.2507.39 at 192.0.2.10", None),
             ("Received: by x\n550 5.1.1 quoted", None),
+            ("received:\n550 5.1.1 quoted", None),
+            // A multi-byte character across byte 9 (this used to panic).
+            ("Mailbox ä full", None),
+            ("Mailbox ä full 552 5.2.2", Some("Mailbox ä full 552 5.2.2")),
+            (
+                "Empfängerpostfach voll 5.2.2",
+                Some("Empfängerpostfach voll 5.2.2"),
+            ),
             ("", None),
         ];
         for (text, want) in cases {
             assert_eq!(diagnostic_line(text).as_deref(), *want, "{text:?}");
         }
+    }
+
+    /// A human-readable bounce with a non-ASCII line used to panic in
+    /// [`diagnostic_line`] (byte slice inside `ä`): the bounce was parked and
+    /// the reply never marked failed.
+    #[test]
+    fn non_ascii_bounce_fails_the_reply() {
+        let raw = format!(
+            "From: MAILER-DAEMON@mx.customer.example\r\nSubject: Undeliverable\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMailbox \u{e4} full\r\n552 5.2.2 Postfach voll\r\n\r\nMessage-ID: <{OUR_ID}>\r\n"
+        );
+        let (class, l) = link_of(raw.as_bytes(), Some(""));
+        assert!(matches!(class, Classification::Bounce { .. }), "{class:?}");
+        let l = l.expect("link");
+        assert!(l.failed);
+        assert_eq!(l.candidates, vec![OUR_ID.to_string()]);
+        assert_eq!(l.detail, "bounced: 552 5.2.2 Postfach voll");
     }
 
     #[test]

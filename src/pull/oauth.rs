@@ -126,9 +126,16 @@ fn read_secret(path: &Path) -> Result<String, OAuthError> {
         })
 }
 
-/// Replace `path` with `contents` atomically (temp + fsync + rename), mode 0600.
+/// Replace `path` with `contents` atomically, mode 0600: a new temp file
+/// beside it, fsync, rename over `path`, fsync the directory.
+///
+/// The temp file is opened `O_CREAT|O_EXCL|O_NOFOLLOW`: never an existing
+/// file, and never through a symlink someone planted at its name (which
+/// would write the token wherever the link points); a name that exists is
+/// skipped for the next one.
 pub fn write_secret_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -137,25 +144,57 @@ pub fn write_secret_atomically(path: &Path, contents: &str) -> std::io::Result<(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "token".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
+    let pid = std::process::id();
+    let temps = (0..16).map(|_| {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!(".{name}.{pid}.{seq}.tmp"))
+    });
+    write_secret_via(path, contents, temps)
+}
+
+/// [`write_secret_atomically`] through the first of `temps` that can be
+/// created new.
+fn write_secret_via(
+    path: &Path,
+    contents: &str,
+    temps: impl IntoIterator<Item = PathBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut last = None;
+    for tmp in temps {
+        let opened = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+            .open(&tmp);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // Created by us just now: ours to remove if anything fails.
+        let result = (|| {
+            f.write_all(contents.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return result;
     }
-    result
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary file name to use")))
 }
 
 impl Default for TokenSource {
@@ -499,5 +538,61 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// A symlink planted at the temp name (dangling, or to another file) is
+    /// neither followed nor replaced: that name is skipped.
+    #[test]
+    fn a_symlink_at_the_temp_path_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("refresh-token");
+        std::fs::write(&path, "old\n").expect("write");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("write");
+        let dangling = dir.path().join("created-through-link");
+        let (t1, t2, t3) = (
+            dir.path().join(".t1.tmp"),
+            dir.path().join(".t2.tmp"),
+            dir.path().join(".t3.tmp"),
+        );
+        std::os::unix::fs::symlink(&victim, &t1).expect("symlink");
+        std::os::unix::fs::symlink(&dangling, &t2).expect("symlink");
+
+        // Only planted names: refused, nothing written anywhere.
+        let e = write_secret_via(&path, "stolen", [t1.clone(), t2.clone()]).expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "old\n");
+
+        // With a free name after them: written there, then renamed.
+        write_secret_via(&path, "new-token", [t1.clone(), t2.clone(), t3.clone()]).expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new-token\n");
+        let meta = std::fs::symlink_metadata(&path).expect("meta");
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "untouched");
+        assert!(!dangling.exists(), "a file was created through the link");
+        for link in [&t1, &t2] {
+            let m = std::fs::symlink_metadata(link).expect("link");
+            assert!(m.file_type().is_symlink(), "{}", link.display());
+        }
+        assert!(!t3.exists());
+    }
+
+    /// Mode 0600 whatever the umask allows (only the mode asked for, never
+    /// more) and whatever mode the file it replaces had.
+    #[test]
+    fn a_rotated_token_replaces_a_world_readable_file_with_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rt");
+        std::fs::write(&path, "old\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        write_secret_atomically(&path, "new").expect("rotate");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Twice in a row (fresh temp names each time).
+        write_secret_atomically(&path, "newer").expect("rotate");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "newer\n");
     }
 }

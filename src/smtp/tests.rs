@@ -1367,6 +1367,8 @@ proptest::proptest! {
     }
 }
 
+mod fuzz;
+
 // ------------------------------------------------------- arbitrary input
 
 mod arbitrary_input {

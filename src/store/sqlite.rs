@@ -187,8 +187,29 @@ fn open_and_migrate(path: &Path, busy_timeout_ms: u64) -> Result<Connection, Sto
     Ok(conn)
 }
 
+/// Create the database file, empty, with mode 0600 when it does not exist
+/// yet. SQLite then gives the `-wal` and `-shm` files it creates the
+/// database file's mode, so none of the three is readable by anyone else,
+/// whatever the umask (SQLite's own default is 0644 less the umask). An
+/// existing file keeps its mode (an administrator's, or systemd's).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path);
+    match created {
+        // The umask may have taken bits from 0600: set exactly 0600.
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path`, migrate it and start
+    /// Open (creating if needed, mode 0600) the database at `path`, migrate it and start
     /// the writer thread.
     pub fn open(
         path: &Path,
@@ -198,6 +219,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        create_private(path)?;
         // Two processes opening a new database at once (the CLI next to a
         // starting daemon) can see SQLITE_BUSY from the WAL switch or the
         // migration without the busy handler being consulted: retry briefly.

@@ -105,6 +105,9 @@ priority = "medium"
 /// ([`Daemon::start_http`]): tests send hundreds of replies with one token.
 pub const HTTP_EXTRA: &str = "sends_per_minute_per_token = 0";
 
+/// `RUST_LOG` of the daemons tests start.
+const DEFAULT_LOG: &str = "info,postdesk=debug";
+
 /// A running postdesk daemon.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -113,6 +116,8 @@ pub struct Daemon {
     pub http: SocketAddr,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// `RUST_LOG` the daemon runs with (default `info,postdesk=debug`).
+    pub rust_log: String,
 }
 
 impl Daemon {
@@ -148,14 +153,42 @@ impl Daemon {
         rest: &str,
         store_path: Option<&Path>,
     ) -> Daemon {
-        Self::start_with(dir, smtp_extra, relay, HTTP_EXTRA, rest, store_path)
+        Self::start_with(
+            dir,
+            smtp_extra,
+            relay,
+            HTTP_EXTRA,
+            rest,
+            store_path,
+            DEFAULT_LOG,
+        )
     }
 
     /// Like [`Daemon::start`] with `[http]` keys (besides `listen`) given:
     /// they replace the harness's [`HTTP_EXTRA`].
     pub fn start_http(http_extra: &str, rest: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_with(dir, "", None, http_extra, rest, None)
+        Self::start_with(dir, "", None, http_extra, rest, None, DEFAULT_LOG)
+    }
+
+    /// Like [`Daemon::start_full`], the daemon logging with `RUST_LOG=rust_log`.
+    pub fn start_logged(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        relay: Option<&str>,
+        rest: &str,
+        store_path: Option<&Path>,
+        rust_log: &str,
+    ) -> Daemon {
+        Self::start_with(
+            dir,
+            smtp_extra,
+            relay,
+            HTTP_EXTRA,
+            rest,
+            store_path,
+            rust_log,
+        )
     }
 
     fn start_with(
@@ -165,6 +198,7 @@ impl Daemon {
         http_extra: &str,
         rest: &str,
         store_path: Option<&Path>,
+        rust_log: &str,
     ) -> Daemon {
         let relay = relay.unwrap_or("host = \"127.0.0.1\"\nport = 9\ntls = \"none\"");
         // No DNS lookups from tests unless a test serves its own zone.
@@ -185,6 +219,7 @@ impl Daemon {
             http: "127.0.0.1:0".parse().expect("addr"),
             child: None,
             log,
+            rust_log: rust_log.to_string(),
         };
         // A free port is only free until someone takes it: tests running in
         // parallel (and their Postfix, Dovecot) can, between free_port() and
@@ -225,7 +260,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .arg("run")
-            .env("RUST_LOG", "info,postdesk=debug")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

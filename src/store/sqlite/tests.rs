@@ -1441,3 +1441,34 @@ async fn migration_10_makes_existing_tokens_admins_without_expiry() {
         .expect("version");
     assert_eq!(version, 10);
 }
+
+/// A database postdesk creates is 0600, and so are its `-wal` and `-shm`
+/// (SQLite gives them the database file's mode); an existing file keeps
+/// the mode it has.
+#[tokio::test]
+async fn a_new_database_and_its_wal_and_shm_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("var/postdesk.sqlite");
+    let s = SqliteStore::open(&path, 5000, 8).expect("open");
+    s.spool(spool_msg(1)).await.expect("spool");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let mode = std::fs::metadata(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    drop(s);
+
+    let other = dir.path().join("shared.sqlite");
+    std::fs::write(&other, "").expect("create");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    drop(SqliteStore::open(&other, 5000, 8).expect("open"));
+    let mode = std::fs::metadata(&other)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+}
