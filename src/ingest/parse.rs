@@ -15,6 +15,8 @@ pub struct Parsed {
     pub from_email: Option<String>,
     pub from_name: Option<String>,
     pub to: Vec<String>,
+    /// Cc addresses, normalised.
+    pub cc: Vec<String>,
     pub date: Option<String>,
     pub text: String,
     pub html: Option<String>,
@@ -62,6 +64,15 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
+fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<String> {
+    list.map(|a| {
+        a.iter()
+            .filter_map(|a| a.address().and_then(normalise_address))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// Extract the fields of `msg`.
 pub fn fields(msg: &Message<'_>) -> Parsed {
     let from = msg.from().and_then(|a| a.first());
@@ -101,14 +112,8 @@ pub fn fields(msg: &Message<'_>) -> Parsed {
             .and_then(|a| a.name())
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty()),
-        to: msg
-            .to()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|a| a.address().and_then(normalise_address))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        to: addresses(msg.to()),
+        cc: addresses(msg.cc()),
         date: msg.date().map(|d| d.to_rfc3339()),
         text: truncate(text, MAX_TEXT),
         html,

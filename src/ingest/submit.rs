@@ -315,6 +315,7 @@ pub fn plan(
         from: contact.clone(),
         contact,
         to: channel.address.iter().cloned().collect(),
+        cc: Vec::new(),
         subject: subject.clone(),
         date: Some(origin.date),
         text: crate::store::BodyText::Inline(text),

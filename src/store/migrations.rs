@@ -176,11 +176,13 @@ CREATE INDEX spool_failed ON spool(id) WHERE state = 'failed';
     // 9: a secret per ticket for outgoing subject tags (`[#N-secret]`):
     //    only mail naming it (or from the ticket's own people) continues a
     //    ticket by tag. Existing tickets get one too. `thread_note` says why
-    //    a message that named a ticket was opened apart from it.
+    //    a message that named a ticket was opened apart from it; `cc_addrs`
+    //    whom an inbound message also addressed.
     r#"
 ALTER TABLE tickets ADD COLUMN secret TEXT NOT NULL DEFAULT '';
 UPDATE tickets SET secret = lower(hex(randomblob(5)));
 ALTER TABLE messages ADD COLUMN thread_note TEXT;
+ALTER TABLE messages ADD COLUMN cc_addrs TEXT;               -- JSON array, inbound
 "#,
     // 10: API tokens carry a role (`agent` | `admin`) and an optional expiry
     //     (unix ms). Tokens issued before roles existed could do everything:

@@ -564,13 +564,31 @@ fn candidate(
     let Some((contact, secret)) = row else {
         return Ok(None);
     };
-    let participants = conn
+    let mut participants = conn
         .prepare_cached(
             "SELECT c.email FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
              WHERE p.ticket_id = ?1",
         )?
         .query_map([t], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
+    // Whom the contact addressed (To/Cc of their own messages): a colleague
+    // they copied may answer in the thread.
+    let mut addressed = conn.prepare_cached(
+        "SELECT to_addrs, cc_addrs FROM messages
+          WHERE ticket_id = ?1 AND direction = 'inbound' AND from_email = ?2",
+    )?;
+    let rows = addressed.query_map(params![t, contact], |r| {
+        Ok((
+            r.get::<_, Option<String>>(0)?,
+            r.get::<_, Option<String>>(1)?,
+        ))
+    })?;
+    for row in rows {
+        let (to, cc) = row?;
+        for list in [to, cc].into_iter().flatten() {
+            participants.extend(parse_json_vec(&list));
+        }
+    }
     Ok(Some(thread::Candidate {
         ticket: t,
         found: found(&secret),
@@ -728,8 +746,8 @@ fn insert_message(
     conn.prepare_cached(
         "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id, in_reply_to, refs,
                                from_email, from_name, to_addrs, subject, date, text, text_at, html,
-                               classification, sender_resolution, created_at, thread_note)
-         VALUES (?1, ?2, 'inbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                               classification, sender_resolution, created_at, thread_note, cc_addrs)
+         VALUES (?1, ?2, 'inbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
         ticket,
@@ -750,7 +768,8 @@ fn insert_message(
         m.classification,
         m.sender_resolution,
         now_ms(),
-        thread_note
+        thread_note,
+        (!m.cc.is_empty()).then(|| json_vec(&m.cc))
     ])?;
     if let Some(note) = &m.note {
         conn.prepare_cached(

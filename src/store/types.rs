@@ -158,6 +158,10 @@ pub struct InboundMessage {
     pub contact: ContactRef,
     pub from: ContactRef,
     pub to: Vec<String>,
+    /// Cc addresses: with `to`, the people the sender addressed (who may
+    /// continue the ticket by its guessable handles when the sender was
+    /// its contact).
+    pub cc: Vec<String>,
     pub subject: String,
     pub date: Option<String>,
     pub text: BodyText,

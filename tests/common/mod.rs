@@ -181,13 +181,7 @@ impl Daemon {
         rust_log: &str,
     ) -> Daemon {
         Self::start_with(
-            dir,
-            smtp_extra,
-            relay,
-            HTTP_EXTRA,
-            rest,
-            store_path,
-            rust_log,
+            dir, smtp_extra, relay, HTTP_EXTRA, rest, store_path, rust_log,
         )
     }
 

@@ -51,6 +51,7 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
             contact: contact.clone(),
             from: contact,
             to: vec!["support@acme.example".into()],
+            cc: vec![],
             subject: format!("Subject {n}"),
             date: None,
             text: BodyText::Inline("text".into()),
@@ -430,6 +431,28 @@ async fn strangers_cannot_join_a_ticket_by_guessable_handles() {
     again.messages[0].dedupe_key = "mid:again@customer.example".into();
     again.messages[0].thread_token = tag(1, None);
     assert_eq!(apply_all(&s, vec![again]).await, [(1, false)]);
+}
+
+/// A colleague the customer copied (Cc) answers the customer's mail: they
+/// continue the ticket (and become a participant); someone not copied does
+/// not.
+#[tokio::test]
+async fn whom_the_contact_copied_may_continue_the_thread() {
+    let (_dir, s) = store();
+    let ids = spool_many(&s, 8).await;
+    let mut first = inbound(ids[0], 1, unassigned());
+    first.messages[0].cc = vec!["c30@customer.example".into()];
+    s.apply_inbound(vec![first]).await.expect("apply");
+    let answer = |spool, n| {
+        let mut p = inbound(spool, n, unassigned());
+        p.messages[0].in_reply_to = Some("m1@customer.example".into());
+        p
+    };
+    let tickets = apply_all(&s, vec![answer(ids[1], 30), answer(ids[2], 31)]).await;
+    assert_eq!(tickets, [(1, false), (2, true)]);
+    let t1 = s.ticket(TicketId(1)).await.expect("ticket");
+    let people: Vec<&str> = t1.participants.iter().map(|p| p.email.as_str()).collect();
+    assert_eq!(people, ["c30@customer.example"]);
 }
 
 /// A stranger who sends first with the Message-ID the customer's mail will
