@@ -117,9 +117,7 @@ fn a_strangers_ticket_number_opens_a_ticket_of_its_own() {
         .to_string();
     assert!(note.contains(&format!("mentions #{n}")), "{note:?}");
     // Naming the customer's own Message-ID does not let them in either.
-    let by_id = format!(
-        "From: mallory@evil.example\r\nTo: support@acme.example\r\nSubject: hello\r\nIn-Reply-To: <c1@customer.example>\r\nMessage-ID: <m2@evil.example>\r\n\r\nme too\r\n"
-    );
+    let by_id = "From: mallory@evil.example\r\nTo: support@acme.example\r\nSubject: hello\r\nIn-Reply-To: <c1@customer.example>\r\nMessage-ID: <m2@evil.example>\r\n\r\nme too\r\n".to_string();
     let t2 = deliver(&d, "mallory@evil.example", "support@acme.example", &by_id);
     assert_ne!(t2["number"].as_i64(), Some(n));
     let t1 = d.ticket(n);
@@ -459,9 +457,7 @@ fn our_own_dkim_and_spf_checks_authenticate_a_team_forward() {
 
     // A forwarder whose SPF record names the client's address: its
     // envelope sender is proven, and its forward counts.
-    let partner = format!(
-        "From: Partner Desk <desk@partner.example>\r\nTo: partner@acme.example\r\nSubject: Fwd: Broken\r\nMessage-ID: <p1@partner.example>\r\n\r\n---------- Forwarded message ---------\r\nFrom: Jane Doe <jane@customer.example>\r\nDate: Thu, Dec 3, 2026 at 9:12 AM\r\nSubject: Broken\r\nTo: <desk@partner.example>\r\n\r\nIt broke.\r\n"
-    );
+    let partner = "From: Partner Desk <desk@partner.example>\r\nTo: partner@acme.example\r\nSubject: Fwd: Broken\r\nMessage-ID: <p1@partner.example>\r\n\r\n---------- Forwarded message ---------\r\nFrom: Jane Doe <jane@customer.example>\r\nDate: Thu, Dec 3, 2026 at 9:12 AM\r\nSubject: Broken\r\nTo: <desk@partner.example>\r\n\r\nIt broke.\r\n".to_string();
     let t = deliver(&d, "desk@partner.example", "partner@acme.example", &partner);
     assert_eq!(t["contact"]["email"], "jane@customer.example", "{t}");
     // The same mail from an envelope SPF does not cover: not believed.
