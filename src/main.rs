@@ -285,11 +285,15 @@ fn init_logging(config: Option<&Config>, arg: Option<LogFormatArg>) {
     }
 }
 
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
+/// The configuration; its warnings are printed unless `quiet` (the daemon
+/// logs them instead, so that a JSON log stays JSON).
+fn load_config(path: &Path, quiet: bool) -> Result<Config, ExitCode> {
     match config::load(path) {
         Ok(c) => {
-            for w in &c.warnings {
-                eprintln!("{w}");
+            if !quiet {
+                for w in &c.warnings {
+                    eprintln!("{w}");
+                }
             }
             Ok(c)
         }
@@ -307,7 +311,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     postdesk::install_crypto_provider();
     if let Command::Check = cli.command {
-        return match load_config(&cli.config) {
+        return match load_config(&cli.config, false) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} channels, {} users, {} teams)",
@@ -321,11 +325,17 @@ fn main() -> ExitCode {
             Err(code) => code,
         };
     }
-    let config = match load_config(&cli.config) {
+    let daemon = matches!(cli.command, Command::Run);
+    let config = match load_config(&cli.config, daemon) {
         Ok(c) => c,
         Err(code) => return code,
     };
     init_logging(Some(&config), cli.log_format);
+    if daemon {
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -187,6 +187,8 @@ fn reply_joins_ticket_and_duplicate_is_stored_once() {
         "--header",
         "From: Erin <erin@customer.example>",
         "--header",
+        "Cc: Frank <frank@customer.example>",
+        "--header",
         "Subject: Login broken",
         "--header",
         "Message-ID: <first@customer.example>",
@@ -219,7 +221,8 @@ fn reply_joins_ticket_and_duplicate_is_stored_once() {
         ],
     );
     assert!(ok, "{out}");
-    // A colleague of Erin's writes with the ticket token in the subject: joins as participant.
+    // The colleague Erin copied writes with the ticket's number in the
+    // subject: joins as participant (a stranger would not: tests/trust.rs).
     let (ok, out) = swaks(
         d.smtp,
         &[
