@@ -132,7 +132,7 @@ fn skip_closers(mut t: &str) -> &str {
 fn name_before(head: &str) -> (Option<String>, usize) {
     let h = head
         .trim_end()
-        .trim_end_matches(|c: char| matches!(c, '<' | '[' | '(' | '"' | '\'' | '«' | '“'))
+        .trim_end_matches(['<', '[', '(', '"', '\'', '«', '“'])
         .trim_end();
     let h = h.strip_suffix("mailto:").unwrap_or(h).trim_end();
     // The name follows the last comma (or the last digit-bearing token,
@@ -191,7 +191,7 @@ pub(crate) fn parse(line: &str) -> Option<Attribution> {
         langs
     };
     let verb = !langs.is_empty();
-    if !has_date(head) && !(verb && has_date(tail)) {
+    if !(has_date(head) || verb && has_date(tail)) {
         return None;
     }
     let (name, date_end) = name_before(head);
@@ -215,8 +215,10 @@ pub(crate) fn parse(line: &str) -> Option<Attribution> {
 mod tests {
     use super::{has_date, parse};
 
+    /// (email, name) of an attribution.
+    type Want = Option<(&'static str, Option<&'static str>)>;
     /// (line, email, name) — `None`: not an attribution.
-    const CASES: &[(&str, Option<(&str, Option<&str>)>)] = &[
+    const CASES: &[(&str, Want)] = &[
         (
             "On 28/10/2021 12:46, \"John Doe\" <john.doe@acme.com> wrote:",
             Some(("john.doe@acme.com", Some("John Doe"))),

@@ -61,7 +61,7 @@ fn label_at(text: &str, at: usize) -> Option<(Field, usize)> {
 /// first label (a separator, or nothing) is the first piece when not blank.
 /// `None` when `text` is no run: fewer than three labels, or the first is not
 /// From. `prefix_ok` judges the text before the first label.
-pub(crate) fn split<'a>(text: &'a str, prefix_ok: impl Fn(&str) -> bool) -> Option<Vec<&'a str>> {
+pub(crate) fn split(text: &str, prefix_ok: impl Fn(&str) -> bool) -> Option<Vec<&str>> {
     if text.len() > MAX_RUN || text.len() < 16 {
         return None;
     }
@@ -76,16 +76,17 @@ pub(crate) fn split<'a>(text: &'a str, prefix_ok: impl Fn(&str) -> bool) -> Opti
         if starts.is_empty() && n > FIRST_LABEL_WITHIN {
             return None;
         }
-        if i >= skip_to && may_start(prev, c) {
-            if let Some((field, end)) = label_at(text, i) {
-                if starts.is_empty() && field != Field::From {
-                    return None;
-                }
-                starts.push(i);
-                skip_to = end;
-                if starts.len() >= MAX_PIECES {
-                    break;
-                }
+        if i >= skip_to
+            && may_start(prev, c)
+            && let Some((field, end)) = label_at(text, i)
+        {
+            if starts.is_empty() && field != Field::From {
+                return None;
+            }
+            starts.push(i);
+            skip_to = end;
+            if starts.len() >= MAX_PIECES {
+                break;
             }
         }
         prev = Some(c);
