@@ -179,6 +179,9 @@ pub(crate) fn parse(line: &str) -> Option<Attribution> {
     let head = &t[..s];
     let tail = skip_closers(&t[e..]).trim();
     let langs = if tail.is_empty() {
+        if !has_date(head) {
+            return None; // cheap before the verb search
+        }
         verb_langs(&head.to_lowercase())
     } else {
         if tail.chars().count() > MAX_TAIL {

@@ -50,6 +50,8 @@ pub(crate) const MAX_LINES: usize = 20_000;
 pub(crate) const MAX_HEADER_LINES: usize = 16;
 /// Lines a wrapped attribution (`On … <a@x>` / `wrote:`) may span.
 pub(crate) const MAX_ATTRIBUTION_LINES: usize = 3;
+/// Non-blank lines between a forward separator and the attribution it opens.
+pub(crate) const SEPARATOR_GAP: usize = 2;
 /// A forwarder's note above an attribution, when the subject says neither
 /// forward nor reply, is at most this long (chars, lines): more is a reply.
 pub(crate) const SHORT_NOTE: (usize, usize) = (240, 6);
@@ -440,8 +442,9 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
     let lines = split_lines(&text);
     let subject_kind = first_prefix(&hints.subject);
     let subject_forward = has_forward_prefix(&hints.subject);
-    // A forward separator whose headers did not follow (an attribution may).
-    let mut forward_separator = false;
+    // A forward separator whose headers did not follow (an attribution may,
+    // within a few lines: further down it belongs to the forwarded text).
+    let mut forward_separator: Option<usize> = None;
     for i in 0..lines.len() {
         let text = lines[i].text;
         if let Some((start, att)) = attribution_at(&lines, i) {
@@ -458,7 +461,12 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
                 _ => false,
             };
             let forward = forward_prefix
-                || forward_separator
+                || forward_separator.is_some_and(|at| {
+                    lines.get(at + 1..start).is_some_and(|between| {
+                        between.iter().filter(|l| !l.text.trim().is_empty()).count()
+                            <= SEPARATOR_GAP
+                    })
+                })
                 || prefix.is_none() && short_note(&lines[..start]) && (att.verb || quoted);
             if !forward || body.is_empty() {
                 return None;
@@ -479,7 +487,9 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
         let (headers, end, depth, client) = match sep {
             Some(sep) => {
                 let Some((h, end, depth)) = parse_headers(&lines, i + 1) else {
-                    forward_separator |= matches!(sep, Sep::Forwarded { .. } | Sep::Apple);
+                    if matches!(sep, Sep::Forwarded { .. } | Sep::Apple) {
+                        forward_separator = Some(i);
+                    }
                     continue;
                 };
                 let ambiguous = matches!(sep, Sep::Original | Sep::Underscore);
@@ -689,7 +699,63 @@ mod tests {
             "---------- Forwarded message ---------\n差出人： 山田 <yamada@example.jp>\n日付： 2024年1月1日\n件名： 質問\n宛先： <ann@acme.example>\n\nこんにちは",
             Some((Client::Gmail, "yamada@example.jp")),
         ),
+        // Attribution lines: a forward only when the subject or structure says so.
+        (
+            "FW: Order",
+            "Please.\n\nOn 28/10/2021 12:46, \"John Doe\" <john@example.com> wrote:\n    Hello\n",
+            Some((Client::Attribution, "john@example.com")),
+        ),
+        (
+            "Order",
+            "FYI\n\nOn 28/10/2021 12:46, John <john@example.com>\nwrote:\n> Hello\n",
+            Some((Client::Attribution, "john@example.com")),
+        ),
+        (
+            "VS: Faktura",
+            "Se nedenfor.\n\nDen 28.10.2021 kl. 12.46 skrev \"Mette\" <mette@example.dk>:\n> Hej\n",
+            Some((Client::Attribution, "mette@example.dk")),
+        ),
+        (
+            "Re: x",
+            "---------- Forwarded message ---------\nOn Mon, 4 Mar 2024 at 09:12, Sam <sam@example.org> wrote:\n> hi",
+            Some((Client::Attribution, "sam@example.org")),
+        ),
+        (
+            "Fw: x",
+            "----- Forwarded Message ----- From: Sam <sam@example.org>To: Ann <ann@acme.example>Sent: Monday, March 4, 2024, 10:00 AM GMT+1Subject: x\n\nhello",
+            Some((Client::Yahoo, "sam@example.org")),
+        ),
+        (
+            "Fwd: x",
+            "\u{200f}מאת:\u{200f} נועה <noa@example.co.il>\n\u{200f}תאריך:\u{200f} 4 במרץ 2024\n\u{200f}נושא:\u{200f} x\n\nשלום",
+            Some((Client::Generic, "noa@example.co.il")),
+        ),
         // Negatives.
+        (
+            "Re: Order",
+            "Done.\n\nOn 28/10/2021 12:46, \"John Doe\" <john@example.com> wrote:\n> Hello\n",
+            None,
+        ),
+        (
+            "VS: Tilaus",
+            "Kiitos.\n\n28.10.2021 klo 12.46 \"Aino\" <aino@example.fi> kirjoitti:\n> Hei\n",
+            None,
+        ),
+        (
+            "Order",
+            "Team, a long status first.\nLine two of it, with detail on what was done and what is left to do.\nLine three, with more detail on the refund and the courier.\nLine four: who owns it.\nLine five: when we call back.\nLine six: and the escalation path.\nLine seven.\n\nOn 28/10/2021 12:46, John <john@example.com> wrote:\n> Hello\n",
+            None,
+        ),
+        (
+            "Re: x",
+            "---------- Forwarded message ---------\nno headers\nline two\nline three\nOn Mon, 4 Mar 2024 at 09:12, Sam <sam@example.org> wrote:\n> hi",
+            None,
+        ),
+        (
+            "Fwd: x",
+            "Am 04.03.2024 um 09:12 schrieb Ann <ann@acme.example>:\n",
+            None,
+        ),
         (
             "Re: Help",
             "Sure.\n\nOn Mon, Jan 1, 2024 at 10:00 AM John <john@example.com> wrote:\n> ---------- Forwarded message ---------\n> From: Sam <sam@example.org>\n> Subject: x\n",
