@@ -730,6 +730,16 @@ mod tests {
             "\u{200f}מאת:\u{200f} נועה <noa@example.co.il>\n\u{200f}תאריך:\u{200f} 4 במרץ 2024\n\u{200f}נושא:\u{200f} x\n\nשלום",
             Some((Client::Generic, "noa@example.co.il")),
         ),
+        (
+            "Fwd: Commande",
+            "Le lun. 4 mars 2024 à 09:12, Marie Curie <\nmarie@exemple.fr> a écrit\u{a0}:\n\n> Bonjour\n",
+            Some((Client::Attribution, "marie@exemple.fr")),
+        ),
+        (
+            "Fwd: x",
+            "> On 4 Mar 2024, at 09:12, Sam <sam@example.org> wrote:\n>\n> hello\n",
+            Some((Client::Attribution, "sam@example.org")),
+        ),
         // Negatives.
         (
             "Re: Order",
