@@ -510,7 +510,19 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
                 (h, end, depth, client)
             }
             None => {
-                if !subject_forward || !matches!(label_line(text), Some((Field::From, _, _))) {
+                // The block's first label: From, or (GMX/Web.de put `Gesendet:`
+                // first, Roundcube `Subject:`) another one with From below.
+                if !subject_forward {
+                    continue;
+                }
+                let starts_block = match label_line(text) {
+                    Some((Field::From, _, _)) => true,
+                    Some((Field::Date | Field::Subject | Field::To, _, _)) => {
+                        i == 0 || label_line(lines[i - 1].text).is_none()
+                    }
+                    _ => false,
+                };
+                if !starts_block {
                     continue;
                 }
                 let Some((h, end, depth)) = parse_headers(&lines, i) else {
@@ -740,7 +752,17 @@ mod tests {
             "> On 4 Mar 2024, at 09:12, Sam <sam@example.org> wrote:\n>\n> hello\n",
             Some((Client::Attribution, "sam@example.org")),
         ),
+        (
+            "WG: x",
+            "Gesendet: Montag, 04. März 2024 um 09:12 Uhr\nVon: Jörg <joerg@beispiel.de>\nAn: ann@acme.example\nBetreff: x\n\nHallo",
+            Some((Client::Generic, "joerg@beispiel.de")),
+        ),
         // Negatives.
+        (
+            "AW: x",
+            "Erledigt.\n\nGesendet: Montag, 04. März 2024 um 09:12 Uhr\nVon: Jörg <joerg@beispiel.de>\nAn: ann@acme.example\nBetreff: x\n\nHallo",
+            None,
+        ),
         (
             "Re: Order",
             "Done.\n\nOn 28/10/2021 12:46, \"John Doe\" <john@example.com> wrote:\n> Hello\n",
