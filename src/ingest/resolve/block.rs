@@ -1,32 +1,60 @@
 //! The forwarded-header block in a body: find it, parse it, split the text.
 //!
 //! Owns: scanning plain text (already converted from HTML when needed) for the
-//! block a mail client writes when forwarding inline — a separator line
-//! (`---------- Forwarded message ---------`, `-----Original Message-----`, an
-//! Outlook underscore line, `Begin forwarded message:` and their translations in
-//! `labels.rs`) followed by `From:`/`Date:`/`Subject:`/`To:` lines, or such lines
-//! alone when the subject says "forward". Returns the claimed sender, the
-//! forwarder's note above and the forwarded text below.
+//! block a mail client writes when forwarding inline, by one grammar for every
+//! client and language (the words are data in `labels.rs`):
+//! - a separator line (`---------- Forwarded message ---------`,
+//!   `-----Original Message-----`, an Outlook underscore line, `Begin forwarded
+//!   message:` and their translations) followed by `Label: value` lines
+//!   (From/Date/Sent/Subject/To/Cc in any language, `*bold*`, ` :` with a
+//!   (no-break) space, full-width `：`, continuation lines), or such lines alone
+//!   when the subject says "forward";
+//! - the same block glued into one line (Yahoo: `From: …To: …Subject: …`),
+//!   cut into lines by `glued.rs` first;
+//! - an attribution line (`On … <a@x> wrote:`, `Am … schrieb …:`, `… 写道：`;
+//!   grammar in `attribution.rs`) followed by the quoted text (`>`, 4-space
+//!   indent, or unmarked when converted from HTML) — a forward only when the
+//!   subject's first prefix says forward, a forward separator came before it,
+//!   or the subject has no prefix and there is at most a short note above;
+//!   otherwise it opens a quoted reply and nothing below it counts.
+//!
+//! Lines are read with their `>` quote depth, after `prep.rs` removed BOMs,
+//! bidi marks and no-break spaces. Returns the claimed sender, the forwarder's
+//! note above and the forwarded text below.
 //!
 //! Must not: decide ownership (that needs team membership: `mod.rs` does it).
 //! Bias: a miss is better than a false positive — ambiguous Outlook blocks count
 //! only when the subject is not a reply, separator-less blocks only when the
-//! subject says forward, and nothing after a reply intro ("On … wrote:") counts.
+//! subject says forward, a reply prefix (or `VS:` outside Danish/Norwegian)
+//! makes an attribution a reply, and nothing after a reply intro counts.
 //!
 //! Untrusted input: any text. Limits: [`MAX_LINES`] lines are scanned,
-//! [`MAX_HEADER_LINES`] per block; never panics.
+//! [`MAX_HEADER_LINES`] per block, an attribution spans at most
+//! [`MAX_ATTRIBUTION_LINES`]; each line is looked at a bounded number of
+//! times; never panics.
 
 use super::Address;
 use super::address::parse_loose;
+use super::attribution::{self, Attribution};
+use super::glued;
 use super::labels::{
-    Field, REPLY_INTRO_ENDINGS, SepPhrase, field_for_label, may_start_phrase, separator_phrase,
+    AMBIGUOUS_PREFIXES, Field, REPLY_INTRO_ENDINGS, SepPhrase, field_for_label, may_start_phrase,
+    separator_phrase, wrote_verbs,
 };
-use super::subject::{PrefixKind, first_prefix, has_forward_prefix};
+use super::prep;
+use super::subject::{PrefixKind, first_prefix, first_prefix_word, has_forward_prefix};
 
 /// Lines of a body we scan for a block.
 pub(crate) const MAX_LINES: usize = 20_000;
 /// Header lines (with continuations) one block may have.
 pub(crate) const MAX_HEADER_LINES: usize = 16;
+/// Lines a wrapped attribution (`On … <a@x>` / `wrote:`) may span.
+pub(crate) const MAX_ATTRIBUTION_LINES: usize = 3;
+/// Non-blank lines between a forward separator and the attribution it opens.
+pub(crate) const SEPARATOR_GAP: usize = 2;
+/// A forwarder's note above an attribution, when the subject says neither
+/// forward nor reply, is at most this long (chars, lines): more is a reply.
+pub(crate) const SHORT_NOTE: (usize, usize) = (240, 6);
 
 /// The client whose block layout matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +66,8 @@ pub enum Client {
     Thunderbird,
     Yahoo,
     Generic,
+    /// An attribution line (`On … <a@x> wrote:`) opening a forward.
+    Attribution,
 }
 
 impl Client {
@@ -50,6 +80,7 @@ impl Client {
             Client::Thunderbird => "body:thunderbird",
             Client::Yahoo => "body:yahoo",
             Client::Generic => "body:generic",
+            Client::Attribution => "body:attribution",
         }
     }
 }
@@ -128,7 +159,13 @@ fn is_reply_intro(text: &str) -> bool {
     if t.is_empty() || t.chars().count() > 300 {
         return false;
     }
-    REPLY_INTRO_ENDINGS.iter().any(|e| t.ends_with(e))
+    if REPLY_INTRO_ENDINGS.iter().any(|e| t.ends_with(e)) {
+        return true;
+    }
+    // Any language's verb at the end, on a line that names a time or address
+    // ("Customer writes:" alone may be a forwarder's note).
+    let core = t.trim_end_matches([':', '：']).trim_end();
+    t.contains(|c: char| c == '@' || c.is_ascii_digit()) && wrote_verbs().any(|v| core.ends_with(v))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,20 +330,156 @@ fn join_raw(lines: &[Line<'_>]) -> String {
     out.trim().to_string()
 }
 
+/// Split the text into lines with their quote depth; a glued header run
+/// (`From: …To: …Subject: …` on one line) becomes one line per label.
+fn split_lines(text: &str) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    for raw in text.lines().take(MAX_LINES) {
+        let (depth, text) = split_quote(raw);
+        let pieces = (text.len() >= 16 && text.contains([':', '：']))
+            .then(|| glued::split(text, |head| separator(head).is_some()))
+            .flatten();
+        match pieces {
+            Some(pieces) => lines.extend(pieces.into_iter().map(|p| Line {
+                raw: p,
+                depth,
+                text: p.trim_end(),
+            })),
+            None => lines.push(Line { raw, depth, text }),
+        }
+    }
+    lines
+}
+
+/// An attribution ending at line `end`: (its first line, the parse). Tries the
+/// line alone, then joined with up to two lines above it (clients wrap).
+fn attribution_at(lines: &[Line<'_>], end: usize) -> Option<(usize, Attribution)> {
+    let last = lines.get(end)?;
+    let t = last.text.trim();
+    if !t.ends_with([':', '：']) || label_line(t).is_some() {
+        return None;
+    }
+    if t.contains('@')
+        && let Some(a) = attribution::parse(t)
+    {
+        return Some((end, a));
+    }
+    let mut joined = t.to_string();
+    for start in (end.saturating_sub(MAX_ATTRIBUTION_LINES - 1)..end).rev() {
+        let l = &lines[start];
+        let lt = l.text.trim();
+        if l.depth != last.depth
+            || lt.is_empty()
+            || label_line(lt).is_some()
+            || separator(lt).is_some()
+            || lt.ends_with([':', '：'])
+        {
+            return None;
+        }
+        joined = format!("{lt} {joined}");
+        if joined.contains('@')
+            && let Some(a) = attribution::parse(&joined)
+        {
+            return Some((start, a));
+        }
+    }
+    None
+}
+
+/// The forwarder's note is short enough for a bare attribution to be a
+/// forward rather than a reply (see [`SHORT_NOTE`]).
+fn short_note(lines: &[Line<'_>]) -> bool {
+    let (mut chars, mut count) = (0, 0);
+    for l in lines {
+        let t = l.text.trim();
+        if t.is_empty() {
+            continue;
+        }
+        count += 1;
+        chars += t.chars().count();
+        if count > SHORT_NOTE.1 || chars > SHORT_NOTE.0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// The quoted text below an attribution at quote depth `depth`: the deeper
+/// quoted lines, else the indented ones (Outlook's 4 spaces), else (HTML
+/// converted: the quote marks are gone) everything below.
+fn attribution_body(lines: &[Line<'_>], depth: usize) -> (String, bool) {
+    let Some(first) = lines.iter().find(|l| !l.text.trim().is_empty()) else {
+        return (String::new(), false);
+    };
+    if first.depth > depth {
+        return (join_body(lines, depth + 1), true);
+    }
+    if first.text.starts_with([' ', '\t']) {
+        let mut out = String::new();
+        for l in lines {
+            if l.depth != depth {
+                break;
+            }
+            let t = l.text;
+            if !t.trim().is_empty() && !t.starts_with([' ', '\t']) {
+                break;
+            }
+            let t = t.strip_prefix('\t').unwrap_or_else(|| {
+                let n = t.len() - t.trim_start_matches(' ').len();
+                &t[n.min(4)..]
+            });
+            out.push_str(t);
+            out.push('\n');
+        }
+        return (out.trim().to_string(), true);
+    }
+    (join_body(lines, depth), false)
+}
+
 /// Find the first forwarded block in `text`.
 pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
-    let lines: Vec<Line<'_>> = text
-        .lines()
-        .take(MAX_LINES)
-        .map(|raw| {
-            let (depth, text) = split_quote(raw);
-            Line { raw, depth, text }
-        })
-        .collect();
+    let text = prep::clean(text);
+    let lines = split_lines(&text);
     let subject_kind = first_prefix(&hints.subject);
     let subject_forward = has_forward_prefix(&hints.subject);
+    // A forward separator whose headers did not follow (an attribution may,
+    // within a few lines: further down it belongs to the forwarded text).
+    let mut forward_separator: Option<usize> = None;
     for i in 0..lines.len() {
         let text = lines[i].text;
+        if let Some((start, att)) = attribution_at(&lines, i) {
+            let (body, quoted) = attribution_body(&lines[i + 1..], lines[i].depth);
+            // A forward when the subject or a separator says so, or when the
+            // message is the attribution and its quote with at most a short
+            // note above and no reply prefix; otherwise a reply quoting.
+            let prefix = first_prefix_word(&hints.subject);
+            let forward_prefix = match &prefix {
+                Some((PrefixKind::Forward, word)) => AMBIGUOUS_PREFIXES
+                    .iter()
+                    .find(|(p, _)| p == word)
+                    .is_none_or(|(_, langs)| att.langs.iter().any(|l| langs.contains(l))),
+                _ => false,
+            };
+            let forward = forward_prefix
+                || forward_separator.is_some_and(|at| {
+                    lines.get(at + 1..start).is_some_and(|between| {
+                        between.iter().filter(|l| !l.text.trim().is_empty()).count()
+                            <= SEPARATOR_GAP
+                    })
+                })
+                || prefix.is_none() && short_note(&lines[..start]) && (att.verb || quoted);
+            if !forward || body.is_empty() {
+                return None;
+            }
+            return Some(Block {
+                client: Client::Attribution,
+                from: att.from,
+                date: att.date,
+                subject: None,
+                note: join_raw(&lines[..start]),
+                body,
+            });
+        }
         if is_reply_intro(text) {
             return None; // everything below is a quoted reply
         }
@@ -314,6 +487,9 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
         let (headers, end, depth, client) = match sep {
             Some(sep) => {
                 let Some((h, end, depth)) = parse_headers(&lines, i + 1) else {
+                    if matches!(sep, Sep::Forwarded { .. } | Sep::Apple) {
+                        forward_separator = Some(i);
+                    }
                     continue;
                 };
                 let ambiguous = matches!(sep, Sep::Original | Sep::Underscore);
@@ -334,7 +510,19 @@ pub fn find_block(text: &str, hints: &Hints) -> Option<Block> {
                 (h, end, depth, client)
             }
             None => {
-                if !subject_forward || !matches!(label_line(text), Some((Field::From, _, _))) {
+                // The block's first label: From, or (GMX/Web.de put `Gesendet:`
+                // first, Roundcube `Subject:`) another one with From below.
+                if !subject_forward {
+                    continue;
+                }
+                let starts_block = match label_line(text) {
+                    Some((Field::From, _, _)) => true,
+                    Some((Field::Date | Field::Subject | Field::To, _, _)) => {
+                        i == 0 || label_line(lines[i - 1].text).is_none()
+                    }
+                    _ => false,
+                };
+                if !starts_block {
                     continue;
                 }
                 let Some((h, end, depth)) = parse_headers(&lines, i) else {
@@ -523,7 +711,83 @@ mod tests {
             "---------- Forwarded message ---------\n差出人： 山田 <yamada@example.jp>\n日付： 2024年1月1日\n件名： 質問\n宛先： <ann@acme.example>\n\nこんにちは",
             Some((Client::Gmail, "yamada@example.jp")),
         ),
+        // Attribution lines: a forward only when the subject or structure says so.
+        (
+            "FW: Order",
+            "Please.\n\nOn 28/10/2021 12:46, \"John Doe\" <john@example.com> wrote:\n    Hello\n",
+            Some((Client::Attribution, "john@example.com")),
+        ),
+        (
+            "Order",
+            "FYI\n\nOn 28/10/2021 12:46, John <john@example.com>\nwrote:\n> Hello\n",
+            Some((Client::Attribution, "john@example.com")),
+        ),
+        (
+            "VS: Faktura",
+            "Se nedenfor.\n\nDen 28.10.2021 kl. 12.46 skrev \"Mette\" <mette@example.dk>:\n> Hej\n",
+            Some((Client::Attribution, "mette@example.dk")),
+        ),
+        (
+            "Re: x",
+            "---------- Forwarded message ---------\nOn Mon, 4 Mar 2024 at 09:12, Sam <sam@example.org> wrote:\n> hi",
+            Some((Client::Attribution, "sam@example.org")),
+        ),
+        (
+            "Fw: x",
+            "----- Forwarded Message ----- From: Sam <sam@example.org>To: Ann <ann@acme.example>Sent: Monday, March 4, 2024, 10:00 AM GMT+1Subject: x\n\nhello",
+            Some((Client::Yahoo, "sam@example.org")),
+        ),
+        (
+            "Fwd: x",
+            "\u{200f}מאת:\u{200f} נועה <noa@example.co.il>\n\u{200f}תאריך:\u{200f} 4 במרץ 2024\n\u{200f}נושא:\u{200f} x\n\nשלום",
+            Some((Client::Generic, "noa@example.co.il")),
+        ),
+        (
+            "Fwd: Commande",
+            "Le lun. 4 mars 2024 à 09:12, Marie Curie <\nmarie@exemple.fr> a écrit\u{a0}:\n\n> Bonjour\n",
+            Some((Client::Attribution, "marie@exemple.fr")),
+        ),
+        (
+            "Fwd: x",
+            "> On 4 Mar 2024, at 09:12, Sam <sam@example.org> wrote:\n>\n> hello\n",
+            Some((Client::Attribution, "sam@example.org")),
+        ),
+        (
+            "WG: x",
+            "Gesendet: Montag, 04. März 2024 um 09:12 Uhr\nVon: Jörg <joerg@beispiel.de>\nAn: ann@acme.example\nBetreff: x\n\nHallo",
+            Some((Client::Generic, "joerg@beispiel.de")),
+        ),
         // Negatives.
+        (
+            "AW: x",
+            "Erledigt.\n\nGesendet: Montag, 04. März 2024 um 09:12 Uhr\nVon: Jörg <joerg@beispiel.de>\nAn: ann@acme.example\nBetreff: x\n\nHallo",
+            None,
+        ),
+        (
+            "Re: Order",
+            "Done.\n\nOn 28/10/2021 12:46, \"John Doe\" <john@example.com> wrote:\n> Hello\n",
+            None,
+        ),
+        (
+            "VS: Tilaus",
+            "Kiitos.\n\n28.10.2021 klo 12.46 \"Aino\" <aino@example.fi> kirjoitti:\n> Hei\n",
+            None,
+        ),
+        (
+            "Order",
+            "Team, a long status first.\nLine two of it, with detail on what was done and what is left to do.\nLine three, with more detail on the refund and the courier.\nLine four: who owns it.\nLine five: when we call back.\nLine six: and the escalation path.\nLine seven.\n\nOn 28/10/2021 12:46, John <john@example.com> wrote:\n> Hello\n",
+            None,
+        ),
+        (
+            "Re: x",
+            "---------- Forwarded message ---------\nno headers\nline two\nline three\nOn Mon, 4 Mar 2024 at 09:12, Sam <sam@example.org> wrote:\n> hi",
+            None,
+        ),
+        (
+            "Fwd: x",
+            "Am 04.03.2024 um 09:12 schrieb Ann <ann@acme.example>:\n",
+            None,
+        ),
         (
             "Re: Help",
             "Sure.\n\nOn Mon, Jan 1, 2024 at 10:00 AM John <john@example.com> wrote:\n> ---------- Forwarded message ---------\n> From: Sam <sam@example.org>\n> Subject: x\n",

@@ -23,7 +23,6 @@ pub(crate) enum Field {
 
 /// One language's labels and separator phrases (union over the clients).
 pub(crate) struct Lang {
-    #[allow(dead_code)]
     pub code: &'static str,
     pub from: &'static [&'static str],
     /// "Date"/"Sent" labels; `sent` ones are kept apart because they mark Outlook.
@@ -38,6 +37,9 @@ pub(crate) struct Lang {
     pub original: &'static [&'static str],
     /// Apple Mail: `Begin forwarded message:` (compared without the colon).
     pub apple: &'static [&'static str],
+    /// The verb of an attribution line (`On … John <j@x> wrote:`), lower-case;
+    /// matched as a substring of the line next to the address.
+    pub wrote: &'static [&'static str],
 }
 
 pub(crate) const LANGS: &[Lang] = &[
@@ -52,6 +54,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["forwarded message", "forwarded e-mail", "forwarded email"],
         original: &["original message", "original e-mail"],
         apple: &["begin forwarded message"],
+        wrote: &["wrote", "writes"],
     },
     Lang {
         code: "de",
@@ -67,6 +70,7 @@ pub(crate) const LANGS: &[Lang] = &[
             "anfang der weitergeleiteten nachricht",
             "anfang der weitergeleiteten e-mail",
         ],
+        wrote: &["schrieb", "geschrieben"],
     },
     Lang {
         code: "fr",
@@ -79,6 +83,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["message transféré", "e-mail transféré"],
         original: &["message d'origine", "message d’origine", "message original"],
         apple: &["début du message réexpédié", "début du message transféré"],
+        wrote: &["a écrit", "écrivait"],
     },
     Lang {
         code: "es",
@@ -91,6 +96,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["mensaje reenviado", "mensaje original reenviado"],
         original: &["mensaje original"],
         apple: &["inicio del mensaje reenviado"],
+        wrote: &["escribió"],
     },
     Lang {
         code: "it",
@@ -103,6 +109,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["messaggio inoltrato"],
         original: &["messaggio originale"],
         apple: &["inizio messaggio inoltrato"],
+        wrote: &["ha scritto", "scrisse"],
     },
     Lang {
         code: "pt",
@@ -118,6 +125,7 @@ pub(crate) const LANGS: &[Lang] = &[
             "início da mensagem reencaminhada",
             "início da mensagem encaminhada",
         ],
+        wrote: &["escreveu"],
     },
     Lang {
         code: "nl",
@@ -130,6 +138,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["doorgestuurd bericht"],
         original: &["oorspronkelijk bericht", "origineel bericht"],
         apple: &["begin doorgestuurd bericht"],
+        wrote: &["schreef", "het volgende geschreven"],
     },
     Lang {
         code: "da",
@@ -142,6 +151,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["videresendt besked", "videresendt meddelelse"],
         original: &["oprindelig meddelelse", "original meddelelse"],
         apple: &["start på videresendt besked", "videresendt besked"],
+        wrote: &["skrev"],
     },
     Lang {
         code: "sv",
@@ -154,6 +164,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["vidarebefordrat meddelande"],
         original: &["ursprungligt meddelande", "originalmeddelande"],
         apple: &["vidarebefordrat mejl", "början på vidarebefordrat brev"],
+        wrote: &["skrev"],
     },
     Lang {
         code: "no",
@@ -166,6 +177,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["videresendt melding"],
         original: &["opprinnelig melding", "original melding"],
         apple: &["videresendt melding", "start på videresendt melding"],
+        wrote: &["skrev"],
     },
     Lang {
         code: "fi",
@@ -178,6 +190,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["välitetty viesti"],
         original: &["alkuperäinen viesti"],
         apple: &["välitetty viesti alkaa", "välitetty viesti"],
+        wrote: &["kirjoitti"],
     },
     Lang {
         code: "pl",
@@ -190,6 +203,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["przekazana wiadomość", "wiadomość przekazana dalej"],
         original: &["wiadomość oryginalna", "oryginalna wiadomość"],
         apple: &["początek przekazywanej wiadomości"],
+        wrote: &["napisał", "napisała", "napisał(a)", "pisze"],
     },
     Lang {
         code: "cs",
@@ -200,8 +214,9 @@ pub(crate) const LANGS: &[Lang] = &[
         cc: &["kopie"],
         subject: &["předmět"],
         forwarded: &["přeposlaná zpráva", "přeposlaná zpráva"],
-        original: &["původní zpráva"],
+        original: &["původní zpráva", "původní e-mail"],
         apple: &["začátek přeposílané zprávy"],
+        wrote: &["napsal", "napsala", "napsal(a)"],
     },
     Lang {
         code: "sk",
@@ -214,6 +229,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["preposlaná správa"],
         original: &["pôvodná správa"],
         apple: &["začiatok preposlanej správy"],
+        wrote: &["napísal", "napísala", "napísal(a)"],
     },
     Lang {
         code: "hu",
@@ -226,6 +242,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["továbbított levél", "továbbított üzenet"],
         original: &["eredeti üzenet"],
         apple: &["továbbított levél kezdete", "továbbított üzenet kezdete"],
+        wrote: &["írta"],
     },
     Lang {
         code: "ro",
@@ -238,10 +255,16 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &[
             "mesaj redirecționat",
             "mesaj redirectionat",
+            "mesaj redirecţionat",
             "mesaj transmis",
         ],
         original: &["mesaj original"],
-        apple: &["început mesaj redirecționat"],
+        apple: &[
+            "început mesaj redirecționat",
+            "început mesaj redirecţionat",
+            "inceput mesaj redirectionat",
+        ],
+        wrote: &["a scris"],
     },
     Lang {
         code: "hr",
@@ -254,6 +277,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["proslijeđena poruka", "proslijeđena poruka"],
         original: &["izvorna poruka", "originalna poruka"],
         apple: &["početak proslijeđene poruke"],
+        wrote: &["napisao", "napisala"],
     },
     Lang {
         code: "tr",
@@ -266,10 +290,11 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["iletilen ileti", "iletilmiş ileti", "i̇letilen ileti"],
         original: &["özgün i̇leti", "özgün ileti", "orijinal ileti"],
         apple: &["i̇letilen ileti başlangıcı", "iletilen ileti başlangıcı"],
+        wrote: &["yazdı"],
     },
     Lang {
         code: "ru",
-        from: &["от"],
+        from: &["от", "от кого"],
         date: &["дата"],
         sent: &["отправлено"],
         to: &["кому"],
@@ -278,6 +303,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["пересылаемое сообщение", "пересланное сообщение"],
         original: &["исходное сообщение", "оригинальное сообщение"],
         apple: &["начало переадресованного сообщения"],
+        wrote: &["написал", "написала", "написал(а)", "пишет"],
     },
     Lang {
         code: "uk",
@@ -292,7 +318,9 @@ pub(crate) const LANGS: &[Lang] = &[
         apple: &[
             "початок листа, що пересилається",
             "початок пересланого листа",
+            "початок пересланого повідомлення",
         ],
+        wrote: &["написав", "написала", "написав(ла)", "пише"],
     },
     Lang {
         code: "et",
@@ -305,6 +333,7 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["edastatud kiri", "edasisaadetud kiri"],
         original: &["algsõnum", "algne kiri"],
         apple: &["edastatud kirja algus"],
+        wrote: &["kirjutas"],
     },
     Lang {
         code: "ja",
@@ -317,6 +346,229 @@ pub(crate) const LANGS: &[Lang] = &[
         forwarded: &["転送されたメッセージ", "転送メッセージ"],
         original: &["元のメッセージ", "元メッセージ"],
         apple: &["転送されたメッセージ"],
+        wrote: &["書きました", "のメッセージ", "のメール"],
+    },
+    Lang {
+        code: "el",
+        from: &["από"],
+        date: &["ημερομηνία"],
+        sent: &["εστάλη", "στάλθηκε"],
+        to: &["προς"],
+        cc: &["κοιν", "κοιν."],
+        subject: &["θέμα"],
+        forwarded: &["προωθημένο μήνυμα", "μήνυμα που προωθήθηκε"],
+        original: &["αρχικό μήνυμα"],
+        apple: &["αρχή προωθημένου μηνύματος"],
+        wrote: &["έγραψε"],
+    },
+    Lang {
+        code: "he",
+        from: &["מאת"],
+        date: &["תאריך"],
+        sent: &["נשלח"],
+        to: &["אל"],
+        cc: &["עותק"],
+        subject: &["נושא"],
+        forwarded: &["הודעה שהועברה", "הודעה שהועברה הלאה"],
+        original: &["הודעה מקורית", "ההודעה המקורית"],
+        apple: &["תחילת הודעה שהועברה", "תחילת ההודעה שהועברה"],
+        wrote: &["כתב", "כתבה", "כתב/ה"],
+    },
+    Lang {
+        code: "ar",
+        from: &["من"],
+        date: &["التاريخ"],
+        sent: &["تم الإرسال", "أرسل", "أرسلت"],
+        to: &["إلى", "الى"],
+        cc: &["نسخة", "نسخة إلى"],
+        subject: &["الموضوع"],
+        forwarded: &[
+            "الرسالة المعاد توجيهها",
+            "الرسالة المُعاد توجيهها",
+            "رسالة معاد توجيهها",
+            "رسالة مُعاد توجيهها",
+        ],
+        original: &["الرسالة الأصلية", "رسالة أصلية"],
+        apple: &[
+            "بداية الرسالة المعاد توجيهها",
+            "بداية الرسالة المُعاد توجيهها",
+        ],
+        wrote: &["كتب", "كتبت", "كتب/ت"],
+    },
+    Lang {
+        code: "zh",
+        from: &["发件人", "寄件者", "寄件人", "發件人"],
+        date: &["日期"],
+        sent: &["发送时间", "寄件日期", "發送時間", "时间", "发送日期"],
+        to: &["收件人", "收件者"],
+        cc: &["抄送", "副本", "抄送人"],
+        subject: &["主题", "主旨", "主題"],
+        forwarded: &[
+            "转发的邮件",
+            "轉寄的郵件",
+            "转发邮件",
+            "已轉寄郵件",
+            "转发邮件信息",
+        ],
+        original: &["原始邮件", "原始郵件"],
+        apple: &["转发的邮件", "開始轉寄郵件", "转发邮件"],
+        wrote: &["写道", "寫道"],
+    },
+    Lang {
+        code: "ko",
+        from: &["보낸 사람", "보낸사람"],
+        date: &["날짜"],
+        sent: &["보낸 날짜", "보낸날짜"],
+        to: &["받는 사람", "받는사람"],
+        cc: &["참조"],
+        subject: &["제목"],
+        forwarded: &["전달된 메일", "전달된 메시지"],
+        original: &["원본 메시지", "원래 메시지", "원본 메일"],
+        apple: &["전달된 메일", "전달된 메시지 시작"],
+        wrote: &["작성", "님이 작성", "님이 씀"],
+    },
+    Lang {
+        code: "vi",
+        from: &["từ", "người gửi"],
+        date: &["ngày"],
+        sent: &["đã gửi", "ngày gửi"],
+        to: &["đến", "tới", "người nhận"],
+        cc: &["cc", "đồng gửi"],
+        subject: &["chủ đề", "tiêu đề"],
+        forwarded: &["thư đã chuyển tiếp", "thư được chuyển tiếp"],
+        original: &["thư gốc", "thư ban đầu"],
+        apple: &["bắt đầu thư được chuyển tiếp", "bắt đầu thư chuyển tiếp"],
+        wrote: &["đã viết"],
+    },
+    Lang {
+        code: "hi",
+        from: &["प्रेषक", "से"],
+        date: &["दिनांक", "तारीख़", "तारीख"],
+        sent: &["भेजा गया", "भेजा"],
+        to: &["प्रति", "को"],
+        cc: &["प्रतिलिपि"],
+        subject: &["विषय"],
+        forwarded: &["अग्रेषित संदेश", "फ़ॉरवर्ड किया गया संदेश"],
+        original: &["मूल संदेश"],
+        apple: &["अग्रेषित संदेश प्रारंभ", "अग्रेषित संदेश की शुरुआत"],
+        wrote: &["ने लिखा", "लिखा"],
+    },
+    Lang {
+        code: "bg",
+        from: &["от"],
+        date: &["дата"],
+        sent: &["изпратено"],
+        to: &["до"],
+        cc: &["копие"],
+        subject: &["относно"],
+        forwarded: &["препратено писмо", "препратено съобщение"],
+        original: &["оригинално съобщение", "първоначално съобщение"],
+        apple: &["начало на препратеното съобщение"],
+        wrote: &["написа"],
+    },
+    Lang {
+        code: "sr",
+        from: &["šalje", "od", "шаље", "од"],
+        date: &["datum", "датум"],
+        sent: &["poslato", "послато"],
+        to: &["prima", "za", "прима", "за"],
+        cc: &["kopija", "копија"],
+        subject: &["predmet", "предмет", "tema"],
+        forwarded: &["prosleđena poruka", "прослеђена порука"],
+        original: &["originalna poruka", "оригинална порука"],
+        apple: &["početak prosleđene poruke", "почетак прослеђене поруке"],
+        wrote: &["je napisao", "je napisala", "је написао", "написао"],
+    },
+    Lang {
+        code: "sl",
+        from: &["od", "pošiljatelj"],
+        date: &["datum"],
+        sent: &["poslano"],
+        to: &["za", "prejemnik"],
+        cc: &["kp", "kopija"],
+        subject: &["zadeva"],
+        forwarded: &["posredovano sporočilo"],
+        original: &["izvirno sporočilo"],
+        apple: &["začetek posredovanega sporočila"],
+        wrote: &["je napisal", "je napisala", "napisal(a)"],
+    },
+    Lang {
+        code: "lt",
+        from: &["nuo", "siuntėjas"],
+        date: &["data"],
+        sent: &["išsiųsta"],
+        to: &["kam", "gavėjas"],
+        cc: &["kopija"],
+        subject: &["tema"],
+        forwarded: &["persiųstas laiškas"],
+        original: &["pradinis laiškas", "originalus laiškas"],
+        apple: &["persiunčiamo laiško pradžia"],
+        wrote: &["rašė", "parašė"],
+    },
+    Lang {
+        code: "lv",
+        from: &["no", "sūtītājs"],
+        date: &["datums"],
+        sent: &["nosūtīts"],
+        to: &["kam", "adresāts"],
+        cc: &["kopija"],
+        subject: &["temats", "tēma"],
+        forwarded: &["pārsūtīta ziņa", "pārsūtīts ziņojums"],
+        original: &["sākotnējais ziņojums", "sākotnējā ziņa"],
+        apple: &["pārsūtītā ziņojuma sākums"],
+        wrote: &["rakstīja"],
+    },
+    Lang {
+        code: "id",
+        from: &["dari", "pengirim"],
+        date: &["tanggal"],
+        sent: &["terkirim", "dikirim"],
+        to: &["kepada", "ke"],
+        cc: &["cc", "tembusan"],
+        subject: &["subjek", "perihal"],
+        forwarded: &["pesan terusan", "pesan yang diteruskan"],
+        original: &["pesan asli"],
+        apple: &["awal pesan terusan"],
+        wrote: &["menulis"],
+    },
+    Lang {
+        code: "th",
+        from: &["จาก"],
+        date: &["วันที่"],
+        sent: &["ส่ง", "ส่งเมื่อ"],
+        to: &["ถึง"],
+        cc: &["สำเนาถึง", "สำเนา"],
+        subject: &["เรื่อง", "หัวเรื่อง"],
+        forwarded: &["ข้อความที่ส่งต่อ"],
+        original: &["ข้อความต้นฉบับ"],
+        apple: &["เริ่มข้อความที่ส่งต่อ"],
+        wrote: &["เขียนว่า", "เขียน"],
+    },
+    Lang {
+        code: "ca",
+        from: &["de"],
+        date: &["data"],
+        sent: &["enviat", "enviat el"],
+        to: &["a", "per a"],
+        cc: &["a/c", "cc"],
+        subject: &["assumpte", "tema"],
+        forwarded: &["missatge reenviat"],
+        original: &["missatge original"],
+        apple: &["inici del missatge reenviat"],
+        wrote: &["va escriure", "ha escrit"],
+    },
+    Lang {
+        code: "fa",
+        from: &["از", "فرستنده"],
+        date: &["تاریخ"],
+        sent: &["ارسال شده"],
+        to: &["به", "گیرنده"],
+        cc: &["رونوشت"],
+        subject: &["موضوع"],
+        forwarded: &["پیام بازارسال شده", "پیام هدایت‌شده"],
+        original: &["پیام اصلی"],
+        apple: &["شروع پیام بازارسال شده"],
+        wrote: &["نوشت"],
     },
 ];
 
@@ -326,32 +578,76 @@ pub(crate) const REPLY_TO_LABELS: &[&str] = &["reply-to", "antwort an", "répond
 /// Picks one label list out of a [`Lang`].
 type LabelsOf = fn(&Lang) -> &'static [&'static str];
 
+/// Every label by its lower-case text: built once from [`LANGS`] so that a
+/// lookup is one hash probe, not a walk over every language's lists.
+static LABELS: std::sync::LazyLock<std::collections::HashMap<&'static str, (Field, bool)>> =
+    std::sync::LazyLock::new(|| {
+        // From first: "de"/"da"/"od" are From in their languages; the
+        // ambiguous "a" (Italian/Spanish To) never collides with a From label.
+        let tables: [(Field, LabelsOf, bool); 6] = [
+            (Field::From, |g| g.from, false),
+            (Field::Subject, |g| g.subject, false),
+            (Field::Date, |g| g.date, false),
+            (Field::Date, |g| g.sent, true),
+            (Field::To, |g| g.to, false),
+            (Field::Cc, |g| g.cc, false),
+        ];
+        let mut map = std::collections::HashMap::new();
+        for l in REPLY_TO_LABELS {
+            map.insert(*l, (Field::ReplyTo, false));
+        }
+        for (field, get, sent) in tables {
+            for g in LANGS {
+                for l in get(g) {
+                    map.entry(*l).or_insert((field, sent));
+                }
+            }
+        }
+        map
+    });
+
+/// The longest label, in chars (a longer candidate is no label).
+pub(crate) static MAX_LABEL_CHARS: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| LABELS.keys().map(|l| l.chars().count()).max().unwrap_or(0));
+
 /// Look a label up in every language. `sent` is true for Outlook-style "Sent".
 pub(crate) fn field_for_label(label: &str) -> Option<(Field, bool)> {
-    let l = label.trim().to_lowercase();
-    if l.is_empty() {
+    let l = label.trim();
+    if l.is_empty() || l.len() > 64 {
         return None;
     }
-    if REPLY_TO_LABELS.contains(&l.as_str()) {
-        return Some((Field::ReplyTo, false));
+    if let Some(hit) = LABELS.get(l) {
+        return Some(*hit);
     }
-    // From first: "de"/"da"/"od" are From in their languages; the ambiguous
-    // "a" (Italian/Spanish To) never collides with a From label.
-    let tables: [(Field, LabelsOf, bool); 6] = [
-        (Field::From, |g| g.from, false),
-        (Field::Subject, |g| g.subject, false),
-        (Field::Date, |g| g.date, false),
-        (Field::Date, |g| g.sent, true),
-        (Field::To, |g| g.to, false),
-        (Field::Cc, |g| g.cc, false),
-    ];
-    for (field, get, sent) in tables {
-        if LANGS.iter().any(|g| get(g).contains(&l.as_str())) {
-            return Some((field, sent));
-        }
-    }
-    None
+    let lower = l.to_lowercase();
+    // Runs of inner whitespace (`Envoyé  le`) count as one space.
+    let lower = if lower.contains(char::is_whitespace) {
+        lower.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        lower
+    };
+    LABELS.get(lower.as_str()).copied()
 }
+
+/// Every attribution verb of every language (see [`Lang::wrote`]).
+pub(crate) fn wrote_verbs() -> impl Iterator<Item = &'static str> {
+    LANGS.iter().flat_map(|g| g.wrote.iter().copied())
+}
+
+/// The languages (codes) whose attribution verb `lower` (lower-cased) holds.
+pub(crate) fn verb_langs(lower: &str) -> Vec<&'static str> {
+    LANGS
+        .iter()
+        .filter(|g| g.wrote.iter().any(|v| lower.contains(v)))
+        .map(|g| g.code)
+        .collect()
+}
+
+/// Subject prefixes that are a forward in some languages and a reply in
+/// others, with the languages where they mean forward: Danish/Norwegian
+/// `VS:` (videresendt) is Finnish `VS:` (vastaus). Such a prefix says
+/// forward to an attribution line only in a language of its list.
+pub(crate) const AMBIGUOUS_PREFIXES: &[(&str, &[&str])] = &[("vs", &["da", "no", "sv"])];
 
 /// What kind of separator a phrase is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,6 +801,12 @@ pub(crate) const FORWARD_PREFIXES: &[&str] = &[
     "edasi",
     "redirecționare",
     "prosl",
+    "转发",
+    "轉寄",
+    "转寄",
+    "전달",
+    "הועבר",
+    "προώθ",
 ];
 pub(crate) const REPLY_PREFIXES: &[&str] = &[
     "re",
@@ -527,6 +829,13 @@ pub(crate) const REPLY_PREFIXES: &[&str] = &[
     "răsp",
     "rsp",
     "vast",
+    "回复",
+    "回覆",
+    "답장",
+    "απ",
+    "σχετ",
+    "השב",
+    "رد",
 ];
 
 /// Subject starts that mark an automatic reply (used only with other evidence

@@ -22,10 +22,13 @@
 //! `classify.rs` and `html.rs` for scan limits.
 
 mod address;
+mod attribution;
 mod block;
 mod classify;
+mod glued;
 mod html;
 mod labels;
+mod prep;
 #[cfg(test)]
 mod proptests;
 mod subject;
@@ -560,7 +563,7 @@ fn find_forward(msg: &Message<'_>, ctx: &ResolveContext<'_>, depth: usize) -> Op
         };
         if block.from.email.is_empty() || !ctx.is_known(&block.from.email) {
             let confidence = match block.client {
-                Client::Generic => 0.7,
+                Client::Generic | Client::Attribution => 0.7,
                 _ => 0.85,
             };
             return Some(Found {

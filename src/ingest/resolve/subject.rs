@@ -70,6 +70,20 @@ pub fn strip_subject_prefixes(subject: &str) -> String {
     s.trim().to_string()
 }
 
+/// The first prefix's kind and word (lower-case), if any.
+pub(crate) fn first_prefix_word(subject: &str) -> Option<(PrefixKind, String)> {
+    let (kind, rest) = split_prefix(subject)?;
+    let s = subject.trim_start();
+    let word_len = s.len() - rest.len();
+    let word: String = s
+        .get(..word_len)
+        .unwrap_or("")
+        .chars()
+        .take_while(|c| c.is_alphabetic() || *c == '\u{307}')
+        .collect();
+    Some((kind, word.to_lowercase()))
+}
+
 /// The kind of the first prefix, if any.
 pub(crate) fn first_prefix(subject: &str) -> Option<PrefixKind> {
     split_prefix(subject).map(|(k, _)| k)
