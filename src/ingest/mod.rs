@@ -173,7 +173,12 @@ fn spoofed_team_sender(
     envelope_from: Option<&str>,
 ) {
     let from = normalize(&r.contact.email);
-    let known = |e: &str| ctx.team_addresses.contains(e) || ctx.forwarders.iter().any(|f| f == e);
+    let known = |e: &str| {
+        let base = base_address(e);
+        [e, base.as_str()]
+            .iter()
+            .any(|a| ctx.team_addresses.contains(*a) || ctx.forwarders.iter().any(|f| f == a))
+    };
     if r.method != "from" || r.distrusted.is_none() || !known(&from) {
         return;
     }
@@ -191,23 +196,62 @@ fn spoofed_team_sender(
     r.confidence = 0.5;
 }
 
-/// Whether `r`'s sender is an authenticated team member or forwarder (who
-/// may continue any ticket), and whether the contact's name is proven.
-fn trust_of(
+/// What a message may do, from its resolution.
+struct Standing {
+    /// An authenticated team member sent or forwarded it: it may continue
+    /// any ticket of the channel it names. A configured forwarder (a group
+    /// anyone can post to) does not give this: its posts are judged by their
+    /// authors.
+    trusted_sender: bool,
+    /// The contact's display name comes from mail proven to be theirs.
+    name_verified: bool,
+    /// Who the message is, for matching a ticket's contact or participants;
+    /// `None` for one of our own addresses (a team member's, a forwarder's, a
+    /// channel's) that this message is not proven to come from.
+    thread_identity: Option<String>,
+}
+
+fn standing(
     r: &resolve::Resolution,
     dir: &Directory,
     auth: &auth::Authentication,
-    channel: &ChannelConfig,
-) -> (bool, bool) {
-    let known = |e: &str| dir.team.contains(e) || channel.forwarders.iter().any(|f| f == e);
-    let forwarded_by_trusted = r
-        .forwarder
-        .as_ref()
-        .is_some_and(|f| known(&normalize(&f.email)) && r.distrusted.is_none());
+    config: &Config,
+) -> Standing {
+    let team = |e: &str| dir.team.contains(e);
+    let forwarded_by_team = r.forwarder.as_ref().is_some_and(|f| {
+        let f = normalize(&f.email);
+        team(&f) && auth.covers(&f)
+    });
     let contact = normalize(&r.contact.email);
-    let from_trusted = r.method == "from" && known(&contact) && auth.covers(&contact);
+    let from_team = r.method == "from" && team(&contact) && auth.covers(&contact);
     let name_verified = r.method == "from" && auth.covers(&contact);
-    (forwarded_by_trusted || from_trusted, name_verified)
+    let ours = is_ours(&contact, dir, config);
+    Standing {
+        trusted_sender: forwarded_by_team || from_team,
+        name_verified,
+        thread_identity: (!contact.is_empty() && (!ours || auth.covers(&contact)))
+            .then_some(contact),
+    }
+}
+
+/// A team member's, a forwarder's or a channel's address, also with a
+/// `+tag` (a group's bounce address, a plus-address).
+fn is_ours(email: &str, dir: &Directory, config: &Config) -> bool {
+    let base = base_address(email);
+    dir.trusted.contains(email)
+        || dir.trusted.contains(&base)
+        || config.channel_for_recipient(email).is_some()
+}
+
+/// `local+tag@domain` → `local@domain`.
+fn base_address(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => email.to_string(),
+        },
+        None => email.to_string(),
+    }
 }
 
 /// The resolution as stored with the message, with what authenticated it.
@@ -294,7 +338,7 @@ pub fn plan_entry(
             .as_deref()
             .zip(channel.address.as_deref())
             .and_then(|(r, a)| thread::plus_token(r, a));
-        let (trusted_sender, name_verified) = trust_of(&resolution, dir, auth, channel);
+        let standing = standing(&resolution, dir, auth, config);
         let (from, text, date, subject) = match original {
             Some(o) => (
                 contact.clone(),
@@ -320,8 +364,9 @@ pub fn plan_entry(
             references: fields.references.clone(),
             thread_token,
             plus_token,
-            trusted_sender,
-            name_verified,
+            trusted_sender: standing.trusted_sender,
+            name_verified: standing.name_verified,
+            thread_identity: standing.thread_identity,
             contact,
             from,
             to: fields.to.clone(),

@@ -311,6 +311,7 @@ pub fn plan(
         thread_token: None,
         plus_token: None,
         trusted_sender: false,
+        thread_identity: None,
         name_verified: false,
         from: contact.clone(),
         contact,

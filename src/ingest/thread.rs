@@ -140,8 +140,9 @@ pub struct Candidate {
 /// The message asking to continue a ticket.
 #[derive(Debug, Clone, Copy)]
 pub struct Asker<'a> {
-    /// Who the message belongs to (after sender resolution), normalised.
-    pub contact: &'a str,
+    /// Who the message is (after sender resolution), normalised; `None`:
+    /// nobody a ticket could name (one of our own addresses, unproven).
+    pub contact: Option<&'a str>,
     /// An authenticated team member or configured forwarder sent it.
     pub trusted: bool,
 }
@@ -159,15 +160,18 @@ pub fn may_join(c: &Candidate, asker: Asker<'_>) -> Result<(), String> {
         } => "its tag without the ticket's secret",
         Found::PlusAddress => "its plus-address",
     };
-    if asker.trusted
-        || asker.contact == c.contact
-        || c.participants.iter().any(|p| p == asker.contact)
-    {
+    let known = asker
+        .contact
+        .is_some_and(|a| a == c.contact || c.participants.iter().any(|p| p == a));
+    if asker.trusted || known {
         return Ok(());
     }
     Err(format!(
         "mentions #{} ({guessable}), but {} is not that ticket's contact or a participant: opened apart",
-        c.ticket, asker.contact
+        c.ticket,
+        asker
+            .contact
+            .unwrap_or("the sender (an address of ours it is not proven to come from)")
     ))
 }
 
@@ -252,7 +256,7 @@ mod tests {
             participants: vec!["dave@customer.example".into()],
         };
         let stranger = Asker {
-            contact: "mallory@evil.example",
+            contact: Some("mallory@evil.example"),
             trusted: false,
         };
         // Unguessable handles: anyone holding them was sent them.
@@ -278,16 +282,23 @@ mod tests {
             assert!(why.contains("mentions #7"), "{why}");
             for who in ["carol@customer.example", "dave@customer.example"] {
                 let a = Asker {
-                    contact: who,
+                    contact: Some(who),
                     trusted: false,
                 };
                 assert!(may_join(&c(found), a).is_ok(), "{who} {found:?}");
             }
             let team = Asker {
-                contact: "mallory@evil.example",
+                contact: Some("mallory@evil.example"),
                 trusted: true,
             };
             assert!(may_join(&c(found), team).is_ok());
+            // An address of ours, unproven, matches nobody (even when the
+            // customer copied it).
+            let ours = Asker {
+                contact: None,
+                trusted: false,
+            };
+            assert!(may_join(&c(found), ours).is_err());
         }
     }
 

@@ -606,7 +606,7 @@ fn find_thread(
     m: &InboundMessage,
 ) -> Result<Result<i64, Option<String>>, StoreError> {
     let asker = thread::Asker {
-        contact: &m.contact.email,
+        contact: m.thread_identity.as_deref(),
         trusted: m.trusted_sender,
     };
     let mut refused: Option<String> = None;

@@ -148,9 +148,13 @@ pub struct InboundMessage {
     pub thread_token: Option<ThreadToken>,
     /// `support+N@…`: the ticket a plus-address names.
     pub plus_token: Option<TicketId>,
-    /// An authenticated team member or configured forwarder sent it: it may
-    /// continue any ticket it names.
+    /// An authenticated team member sent or forwarded it: it may continue
+    /// any ticket it names.
     pub trusted_sender: bool,
+    /// Who the message is when matched against a ticket's contact and
+    /// participants; `None` when its sender is one of our own addresses it is
+    /// not proven to come from (it matches nobody).
+    pub thread_identity: Option<String>,
     /// The contact's display name comes from mail proven to be the
     /// contact's own: it may replace a name already stored.
     pub name_verified: bool,

@@ -47,6 +47,7 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
             thread_token: None,
             plus_token: None,
             trusted_sender: false,
+            thread_identity: Some(contact.email.clone()),
             name_verified: true,
             contact: contact.clone(),
             from: contact,
