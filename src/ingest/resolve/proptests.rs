@@ -266,7 +266,7 @@ proptest! {
         prop_assert!(msg.is_some());
         if let Some(msg) = msg {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example" };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
             let r = resolve(&msg, &ctx);
             prop_assert_eq!(&r.contact.email, owner, "{:?}", String::from_utf8_lossy(&raw));
             prop_assert_eq!(&r.method, method);
@@ -289,7 +289,7 @@ proptest! {
         let raw = wrapped("Re: Help", &text, wire, html, crlf);
         if let Some(msg) = crate::ingest::parse::parse(&raw) {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example" };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
             let r = resolve(&msg, &ctx);
             prop_assert_eq!(r.contact.email, "ann@acme.example");
             prop_assert_eq!(r.method, "from");
