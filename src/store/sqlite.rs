@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
 use super::*;
-use crate::ingest::thread;
+use crate::ingest::{route, thread};
 
 /// Size of the queue in front of the writer thread.
 const WRITE_QUEUE: usize = 4096;
@@ -656,19 +656,20 @@ fn find_thread(
     Ok(Err(refused))
 }
 
-/// Choose an owner for a new ticket. Returns (owner, reason when unassigned).
-fn route(
+/// Choose an owner for a new ticket: read what [`route::choose_owner`]
+/// needs under `plan` (the balanced users' open tickets and last assignment,
+/// or the contact's owner), ask it, and record a balancing assignment.
+/// Returns (owner, reason when unassigned).
+fn assign_owner(
     conn: &Connection,
     plan: &RoutingPlan,
     contact_id: i64,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
+    let mut loads = Vec::new();
+    let mut contact_owner: Option<String> = None;
     match plan {
-        RoutingPlan::Unassigned { reason } => Ok((None, Some(reason.clone()))),
-        RoutingPlan::Balance {
-            users,
-            reason_if_none,
-        } => {
-            let mut best: Option<(i64, i64, &String)> = None;
+        RoutingPlan::Unassigned { .. } => {}
+        RoutingPlan::Balance { users, .. } => {
             let mut count = conn.prepare_cached(&format!(
                 "SELECT COUNT(*) FROM tickets WHERE owner = ?1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
             ))?;
@@ -676,44 +677,34 @@ fn route(
                 conn.prepare_cached("SELECT last_assigned_seq FROM user_state WHERE id = ?1")?;
             for u in users {
                 let open: i64 = count.query_row([u], |r| r.get(0))?;
-                let last: i64 = seq
+                let last_assigned: i64 = seq
                     .query_row([u], |r| r.get::<_, Option<i64>>(0))
                     .optional()?
                     .flatten()
                     .unwrap_or(0);
-                if best.is_none_or(|(o, l, _)| (open, last) < (o, l)) {
-                    best = Some((open, last, u));
-                }
-            }
-            match best {
-                Some((_, _, u)) => {
-                    conn.prepare_cached(
-                        "INSERT INTO user_state (id, last_assigned_seq)
-                         VALUES (?1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
-                         ON CONFLICT(id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
-                    )?
-                    .execute([u])?;
-                    Ok((Some(u.clone()), None))
-                }
-                None => Ok((None, Some(reason_if_none.clone()))),
+                loads.push(route::UserLoad {
+                    user: u.clone(),
+                    open,
+                    last_assigned,
+                });
             }
         }
-        RoutingPlan::ContactOwner { eligible } => {
-            let owner: Option<String> = conn
+        RoutingPlan::ContactOwner { .. } => {
+            contact_owner = conn
                 .prepare_cached("SELECT owner FROM contacts WHERE id = ?1")?
                 .query_row([contact_id], |r| r.get(0))?;
-            match owner {
-                None => Ok((None, Some("contact has no owner".into()))),
-                Some(o) if eligible.contains(&o) => Ok((Some(o), None)),
-                Some(o) => Ok((
-                    None,
-                    Some(format!(
-                        "contact owner {o} is not eligible (unlicensed or away)"
-                    )),
-                )),
-            }
         }
     }
+    let choice = route::choose_owner(plan, &loads, contact_owner.as_deref());
+    if let (true, Some(u)) = (choice.record_assignment, &choice.owner) {
+        conn.prepare_cached(
+            "INSERT INTO user_state (id, last_assigned_seq)
+             VALUES (?1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
+             ON CONFLICT(id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
+        )?
+        .execute([u])?;
+    }
+    Ok((choice.owner, choice.unassigned_reason))
 }
 
 fn create_ticket(
@@ -722,7 +713,7 @@ fn create_ticket(
     contact_id: i64,
 ) -> Result<(i64, Option<String>), StoreError> {
     let t = &m.new_ticket;
-    let (owner, reason) = route(conn, &t.routing, contact_id)?;
+    let (owner, reason) = assign_owner(conn, &t.routing, contact_id)?;
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
