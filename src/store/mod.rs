@@ -7,8 +7,13 @@
 //! and concurrent writes are grouped into one transaction (group commit) so a
 //! burst of N messages costs far fewer than N fsyncs.
 //!
-//! Must not: parse mail, make routing decisions, or block an async worker
-//! thread (the SQLite implementation runs on its own threads).
+//! Must not: parse mail, make routing, threading or dedupe decisions, or
+//! block an async worker thread (the SQLite implementation runs on its own
+//! threads). Where applying a plan needs a decision, the store reads the
+//! rows it depends on inside the transaction and asks the pure function in
+//! `ingest` ([`crate::ingest::thread::may_join`],
+//! [`crate::ingest::dedupe::check`], [`crate::ingest::route::choose_owner`]),
+//! then writes the answer.
 
 mod bounce;
 mod mailbox;

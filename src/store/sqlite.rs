@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
 use super::*;
-use crate::ingest::{route, thread};
+use crate::ingest::{dedupe, route, thread};
 
 /// Size of the queue in front of the writer thread.
 const WRITE_QUEUE: usize = 4096;
@@ -813,11 +813,11 @@ fn in_savepoint<T>(
     }
 }
 
-/// The ticket `m` already went to, when the channel has its dedupe key from
-/// the same sender (the same From, or the same resolved contact). A message
-/// of another sender that reuses the Message-ID is no copy of it: it is
-/// stored under a key of its own (`Some(key)`), so that a stranger who sends
-/// first cannot suppress the real message.
+/// Whether `m` is a copy of a message its channel already stores, as
+/// [`dedupe::check`] decides over the messages stored under the keys it
+/// asks about. `Ok`: the copy's delivery (nothing to write); `Err(Some(key))`:
+/// a new message to store under this key of its own; `Err(None)`: under its
+/// planned key.
 fn duplicate(
     conn: &Connection,
     m: &InboundMessage,
@@ -827,38 +827,32 @@ fn duplicate(
            JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
           WHERE m.channel = ?1 AND m.dedupe_key = ?2",
     )?;
-    let mut key = m.dedupe_key.clone();
-    for _ in 0..2 {
-        let row: Option<(i64, Option<String>, String)> = lookup
+    let incoming = dedupe::Incoming {
+        key: &m.dedupe_key,
+        from: &m.from.email,
+        contact: &m.contact.email,
+    };
+    let verdict = dedupe::check(incoming, now_ms(), |key| {
+        lookup
             .query_row(params![m.channel, key], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(dedupe::Stored {
+                    ticket: TicketId(r.get(0)?),
+                    from: r.get(1)?,
+                    contact: r.get(2)?,
+                })
             })
-            .optional()?;
-        let Some((ticket, from, contact)) = row else {
-            return Ok(Err((key != m.dedupe_key).then_some(key)));
-        };
-        let same = from.as_deref() == Some(m.from.email.as_str()) || contact == m.contact.email;
-        if same || !key.starts_with("mid:") {
-            return Ok(Ok(Delivered {
-                channel: m.channel.clone(),
-                ticket: TicketId(ticket),
-                created: false,
-                duplicate: true,
-                owner: None,
-            }));
-        }
-        if key != m.dedupe_key {
-            break;
-        }
-        key = format!("{}#from:{}", m.dedupe_key, m.from.email);
-    }
-    // Two others already used this Message-ID: keep this one apart as well.
-    Ok(Err(Some(format!(
-        "{}#from:{}#{}",
-        m.dedupe_key,
-        m.from.email,
-        now_ms()
-    ))))
+            .optional()
+    })?;
+    Ok(match verdict {
+        dedupe::Verdict::Copy(ticket) => Ok(Delivered {
+            channel: m.channel.clone(),
+            ticket,
+            created: false,
+            duplicate: true,
+            owner: None,
+        }),
+        dedupe::Verdict::New(key) => Err(key),
+    })
 }
 
 fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
