@@ -66,9 +66,10 @@ pub enum StoreError {
     /// The database file is newer than this binary or damaged.
     #[error("schema: {0}")]
     Schema(String),
-    /// Any other SQLite error.
-    #[error("sqlite: {0}")]
-    Sqlite(rusqlite::Error),
+    /// Any other error of the database backend, as its text (prefixed with
+    /// the backend's name, e.g. `sqlite: `). Temporary: the cause may pass.
+    #[error("{0}")]
+    Backend(String),
     /// I/O around the database file (creating its directory).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -80,10 +81,13 @@ impl StoreError {
         matches!(
             self,
             StoreError::Full | StoreError::Busy | StoreError::Closed
-        ) || matches!(self, StoreError::Sqlite(_) | StoreError::Failed(_))
+        ) || matches!(self, StoreError::Backend(_) | StoreError::Failed(_))
     }
 }
 
+/// The SQLite edge: full disk and lock contention keep their own variants
+/// ([`StoreError::Full`], [`StoreError::Busy`]); any other SQLite error is
+/// [`StoreError::Backend`] with its text.
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
@@ -94,7 +98,7 @@ impl From<rusqlite::Error> for StoreError {
                 _ => {}
             }
         }
-        StoreError::Sqlite(e)
+        StoreError::Backend(format!("sqlite: {e}"))
     }
 }
 
@@ -225,4 +229,38 @@ pub trait Store: Send + Sync + 'static {
     /// A ticket's subject, channel, contact and thread ids (the first and the
     /// `recent` most recent), for composing a reply.
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
+    }
+
+    /// The SQLite edge keeps full disk and lock contention apart and turns
+    /// any other error into the backend-neutral `Backend`, with the text it
+    /// always had; all of them stay temporary.
+    #[test]
+    fn sqlite_errors_map_to_backend_neutral_variants() {
+        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full));
+        assert!(matches!(sqlite(ffi::SQLITE_BUSY), StoreError::Busy));
+        assert!(matches!(sqlite(ffi::SQLITE_LOCKED), StoreError::Busy));
+        let other = sqlite(ffi::SQLITE_CORRUPT);
+        assert!(matches!(other, StoreError::Backend(_)), "{other:?}");
+        assert!(other.to_string().starts_with("sqlite: "), "{other}");
+        let rows = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert_eq!(rows.to_string(), "sqlite: Query returned no rows");
+        for e in [
+            sqlite(ffi::SQLITE_FULL),
+            sqlite(ffi::SQLITE_BUSY),
+            other,
+            rows,
+        ] {
+            assert!(e.is_temporary(), "{e:?}");
+        }
+        assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
+    }
 }
