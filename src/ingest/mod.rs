@@ -582,7 +582,7 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewSpool, SpoolSource, SqliteStore, StoreStatus};
+    use crate::store::{NewSpool, SpoolSource, SpoolStore, SqliteStore, StoreStatus};
 
     const CONFIG: &str = "[company]\nname = \"Acme\"\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
 

@@ -1098,6 +1098,30 @@ fn queues(conn: &Connection) -> Result<Queues, StoreError> {
 }
 
 impl Store for SqliteStore {
+    fn status(&self) -> StoreFuture<'_, StoreStatus> {
+        let path = self.path.display().to_string();
+        Box::pin(self.read(move |c| {
+            let q = queues(c)?;
+            Ok(StoreStatus {
+                path,
+                spool_pending: q.spool_pending,
+                spool_failed: q.spool_failed,
+                spool_total: count(c, "SELECT COUNT(*) FROM spool")?,
+                tickets: count(c, "SELECT COUNT(*) FROM tickets")?,
+                messages: count(c, "SELECT COUNT(*) FROM messages")?,
+                contacts: count(c, "SELECT COUNT(*) FROM contacts")?,
+                outbox_queued: q.outbox.queued,
+                outbox_failed: q.outbox.failed,
+            })
+        }))
+    }
+
+    fn queues(&self) -> StoreFuture<'_, Queues> {
+        Box::pin(self.read(queues))
+    }
+}
+
+impl SpoolStore for SqliteStore {
     fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry> {
         Box::pin(async move {
             // Hash on the caller's task, not on the single writer thread.
@@ -1192,7 +1216,9 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("spool entry {id}")))
         }))
     }
+}
 
+impl TicketStore for SqliteStore {
     fn list_tickets(&self, filter: TicketFilter) -> StoreFuture<'_, Vec<TicketSummary>> {
         Box::pin(self.read(move |c| list_tickets(c, &filter)))
     }
@@ -1201,71 +1227,42 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |c| ticket(c, number)))
     }
 
-    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>> {
-        Box::pin(self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
-                 FROM contacts c ORDER BY c.email",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ContactView { email: r.get(0)?, name: r.get(1)?, owner: r.get(2)?, tickets: r.get(3)? })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
+    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::add_note(c, ticket, &author, &text, now_ms())))
     }
 
-    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
-        Box::pin(self.read(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, enabled FROM channel_state WHERE enabled IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
+    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
     }
 
-    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.execute(
-                "INSERT INTO channel_state (id, enabled) VALUES (?1, ?2)
-                 ON CONFLICT(id) DO UPDATE SET enabled = excluded.enabled",
-                params![channel, enabled],
-            )?;
-            Ok(())
-        }))
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
+        Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
+    }
+}
+
+impl OutboxStore for SqliteStore {
+    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
+        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
     }
 
-    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>> {
-        Box::pin(self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, available, COALESCE(available_at, 0) FROM user_state WHERE available IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([], |r| Ok(UserOverride { id: r.get(0)?, available: r.get(1)?, at: r.get(2)? }))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
+    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
+        Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
     }
 
-    fn status(&self) -> StoreFuture<'_, StoreStatus> {
-        let path = self.path.display().to_string();
-        Box::pin(self.read(move |c| {
-            let q = queues(c)?;
-            Ok(StoreStatus {
-                path,
-                spool_pending: q.spool_pending,
-                spool_failed: q.spool_failed,
-                spool_total: count(c, "SELECT COUNT(*) FROM spool")?,
-                tickets: count(c, "SELECT COUNT(*) FROM tickets")?,
-                messages: count(c, "SELECT COUNT(*) FROM messages")?,
-                contacts: count(c, "SELECT COUNT(*) FROM contacts")?,
-                outbox_queued: q.outbox.queued,
-                outbox_failed: q.outbox.failed,
-            })
-        }))
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.read(ob::next_due))
     }
 
-    fn queues(&self) -> StoreFuture<'_, Queues> {
-        Box::pin(self.read(queues))
+    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::record_attempt(c, id, &outcome, now_ms())))
     }
 
+    fn flush_outbox(&self) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(|c| ob::flush_outbox(c, now_ms())))
+    }
+}
+
+impl MailboxStore for SqliteStore {
     fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(self.read(move |c| super::mailbox::checkpoint(c, &channel, &folder)))
     }
@@ -1319,41 +1316,58 @@ impl Store for SqliteStore {
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
         Box::pin(self.read(super::mailbox::statuses))
     }
+}
 
-    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
-        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
-    }
-
-    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
-        Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
-    }
-
-    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
-        Box::pin(self.read(ob::next_due))
-    }
-
-    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::record_attempt(c, id, &outcome, now_ms())))
-    }
-
-    fn flush_outbox(&self) -> StoreFuture<'_, usize> {
-        Box::pin(self.write(|c| ob::flush_outbox(c, now_ms())))
-    }
-
-    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::add_note(c, ticket, &author, &text, now_ms())))
-    }
-
-    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
+impl PeopleStore for SqliteStore {
+    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
+                 FROM contacts c ORDER BY c.email",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ContactView { email: r.get(0)?, name: r.get(1)?, owner: r.get(2)?, tickets: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
     }
 
     fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, bool> {
         Box::pin(self.write(move |c| ob::set_contact_owner(c, &email, owner.as_deref())))
     }
 
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, available, COALESCE(available_at, 0) FROM user_state WHERE available IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok(UserOverride { id: r.get(0)?, available: r.get(1)?, at: r.get(2)? }))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
     fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| ob::set_user_available(c, &user, available)))
+    }
+
+    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
+        Box::pin(self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, enabled FROM channel_state WHERE enabled IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.execute(
+                "INSERT INTO channel_state (id, enabled) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET enabled = excluded.enabled",
+                params![channel, enabled],
+            )?;
+            Ok(())
+        }))
     }
 
     fn add_api_token(&self, token: NewApiToken) -> StoreFuture<'_, ()> {
@@ -1370,10 +1384,6 @@ impl Store for SqliteStore {
 
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize> {
         Box::pin(self.write(move |c| ob::revoke_tokens(c, &user, id.as_deref())))
-    }
-
-    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
-        Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
     }
 }
 
