@@ -178,3 +178,14 @@ pub async fn open(ep: &Endpoint, creds: &Credentials) -> Result<ImapSession, Pul
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_keeps_200_chars() {
+        use super::short;
+        assert_eq!(short("abc"), "abc");
+        let long = "é".repeat(300);
+        assert_eq!(short(&long).chars().count(), 201);
+    }
+}

@@ -9,7 +9,11 @@
 //!   checkpoint with `BODY.PEEK[]` in batches and commits each batch with the
 //!   advanced checkpoint in one store transaction, then waits for new mail
 //!   with IDLE (when offered and enabled) or by polling. Failures reconnect
-//!   after an exponential, jittered [`backoff::Backoff`].
+//!   after an exponential, jittered [`backoff::Backoff`]. A puller's jobs
+//!   have a module each: `session` (one connection: select, UIDVALIDITY,
+//!   the rounds), `catch_up` (fetch and commit), `batch` (cutting batches,
+//!   UID sets), `moves` (`move_to`); `fake_imap` is the tests' scripted
+//!   IMAP server.
 //!
 //! MUST NOT
 //!   Modify the provider's mailbox (PEEK only; `move_to` is the one opt-in
@@ -31,10 +35,16 @@
 //!   to the spool unchanged; server texts are shortened before they are kept.
 
 pub mod backoff;
+mod batch;
+mod catch_up;
 pub mod connect;
+#[cfg(test)]
+mod fake_imap;
 pub mod mailbox;
+mod moves;
 pub mod mutf7;
 pub mod oauth;
+mod session;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -7,7 +7,9 @@
 //! Must not: parse SMTP syntax itself (smtp-proto does), echo client text in replies,
 //! buffer without bound, or panic/unwrap on anything the client sends.
 //!
-//! Limits: one read buffer of `READ_BUF` bytes; a command line of at most
+//! Limits: one read buffer, of `CMD_BUF` bytes between messages (an idle session
+//! holds little) and `READ_BUF` inside one or for a client that pipelines more
+//! than `CMD_BUF` of commands at once; a command line of at most
 //! `max_line_length` bytes (CRLF included); `max_errors` (error replies) and
 //! `max_junk_commands` (commands that move no mail, see `Session::over_junk_limit`), so
 //! the commands before DATA are bounded; `idle_timeout_secs` on every read and write,
@@ -35,9 +37,44 @@ use super::limits::Limits;
 use super::reply::{self, Reply};
 use crate::config::SmtpConfig;
 
-/// Bytes read from the socket at once; also bounds how many pipelined commands are
-/// answered in one batch.
+/// Bytes read from the socket at once inside a message, and between messages
+/// once a client's pipelined commands filled [`CMD_BUF`]; also bounds how many
+/// pipelined commands are answered in one batch.
 pub(crate) const READ_BUF: usize = 8192;
+/// The read buffer between messages: commands are short, and most of the time a
+/// session waits for its next one (thousands of idle sessions must not hold
+/// `READ_BUF` each).
+pub(crate) const CMD_BUF: usize = 512;
+
+/// The read buffer for the next read: `READ_BUF` inside a message, or when the
+/// last read of commands filled the buffer (a client pipelining a lot);
+/// otherwise `CMD_BUF`, so a session waiting for its next command holds little.
+fn read_buf_size(in_message: bool, last_read_filled: bool, last_read_in_message: bool) -> usize {
+    if in_message || (last_read_filled && !last_read_in_message) {
+        READ_BUF
+    } else {
+        CMD_BUF
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_read_buffer_is_small_between_messages() {
+    // (inside a message, last read filled its buffer, last read was a message's)
+    let cases = [
+        ((false, false, false), CMD_BUF),
+        ((true, false, false), READ_BUF),
+        ((true, true, true), READ_BUF),
+        // Commands filled the small buffer: pipelining, read more at once.
+        ((false, true, false), READ_BUF),
+        // A message filled the big one, and it ended: back to small.
+        ((false, true, true), CMD_BUF),
+        ((false, false, true), CMD_BUF),
+    ];
+    for ((m, f, w), want) in cases {
+        assert_eq!(read_buf_size(m, f, w), want, "{m} {f} {w}");
+    }
+}
 
 /// Everything sessions share: config, spool, TLS, per-IP limits, shutdown.
 pub(crate) struct Shared<S> {
@@ -244,6 +281,9 @@ pub(crate) struct Session<S, IO> {
     pub pos: usize,
     /// Bytes of `rbuf` holding input.
     pub filled: usize,
+    /// The last read was of a message's bytes (its buffer size says nothing
+    /// about how the client sends commands).
+    was_message: bool,
     /// The command line being assembled (at most `max_line_length`).
     line: Vec<u8>,
     /// Discarding the rest of an over-long line.
@@ -301,9 +341,10 @@ where
             helo: None,
             state: State::Idle,
             out: Vec::with_capacity(512),
-            rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
+            rbuf: vec![0u8; CMD_BUF].into_boxed_slice(),
             pos: 0,
             filled: 0,
+            was_message: false,
             line: Vec::new(),
             skipping: false,
             deadline: carry.deadline,
@@ -469,6 +510,16 @@ where
         {
             (limit, on_timeout) = (at, reply);
         }
+        // Size the (empty) buffer for what comes next: a message's bytes, or a
+        // pipelining client's commands (the last read filled the buffer), get
+        // READ_BUF; a session between messages goes back to CMD_BUF.
+        let want = read_buf_size(in_message, self.filled == self.rbuf.len(), self.was_message);
+        if self.rbuf.len() != want {
+            self.rbuf = vec![0u8; want].into_boxed_slice();
+            self.pos = 0;
+            self.filled = 0;
+        }
+        self.was_message = in_message;
         let shared = Arc::clone(&self.shared);
         let read = tokio::select! {
             biased;
