@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use postdesk::config::{self, Config, LogFormat};
 use postdesk::daemon;
-use postdesk::store::{SqliteStore, Store, StoreError, TicketFilter, TicketId};
+use postdesk::store::{
+    OutboxStore, PeopleStore, SqliteStore, Store, StoreError, TicketFilter, TicketId, TicketStore,
+};
 
 #[derive(Parser)]
 #[command(

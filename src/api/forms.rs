@@ -7,7 +7,7 @@
 //! a file is refused), as an HTML form posts it. The
 //! submission is checked against the channel's `[channels.form]`
 //! ([`crate::ingest::submit`]) and committed with
-//! [`crate::store::Store::submit`]: contact by the email field, a new ticket
+//! [`crate::store::SpoolStore::submit`]: contact by the email field, a new ticket
 //! with the channel's ticket properties, routed as mail is. The answer (201
 //! `{"received": true}`, or 303 to the form's `redirect_url` for a plain HTML
 //! form post) comes after the durable commit and does not reveal the ticket

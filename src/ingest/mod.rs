@@ -3,6 +3,13 @@
 //! Stages, each in its own module: [`parse`] (mail-parser), classification
 //! and sender resolution ([`resolve`]), contact + thread + dedupe (planned
 //! here, applied by the store in one transaction), [`route`] for new tickets.
+//!
+//! Ingest also owns the decisions the store takes while applying a plan, as
+//! pure functions over rows the store reads inside that transaction (so any
+//! backend decides alike): which ticket a message continues
+//! ([`thread::may_join`]), whether it is a copy of a stored message and
+//! under which key it is stored ([`dedupe::check`]), and who owns a new
+//! ticket ([`route::choose_owner`]).
 //! Runs after acceptance; idempotent, because each spool entry's whole effect
 //! (and its `done` mark) is one transaction: a crash at any point leaves the
 //! entry pending and it is processed again, once.
@@ -13,6 +20,7 @@
 
 pub mod auth;
 pub mod bounce;
+pub mod dedupe;
 pub mod handoff;
 pub mod parse;
 pub mod resolve;
@@ -619,7 +627,7 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewSpool, SpoolSource, SqliteStore, StoreStatus};
+    use crate::store::{NewSpool, SpoolSource, SpoolStore, SqliteStore, StoreStatus};
 
     const CONFIG: &str = "[company]\nname = \"Acme\"\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
 

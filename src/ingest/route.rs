@@ -1,10 +1,13 @@
 //! Route stage: turn a channel's routing rule into a [`RoutingPlan`] of
-//! eligible users. The store applies the plan against open-ticket counts in
-//! the same transaction that creates the ticket.
+//! eligible users ([`plan`]), and pick the owner of a new ticket from that
+//! plan ([`choose_owner`]).
 //!
 //! Eligible = licensed, named by the rule (directly or through a team), and —
 //! with `only_available` — available now. Pure: config and availability in,
-//! plan out.
+//! plan out; plan and the users' loads in, owner out. The store reads the
+//! loads (open tickets, last assignment) and the contact's owner inside the
+//! transaction that creates the ticket, asks [`choose_owner`], and writes
+//! the answer back — so every backend balances alike.
 
 use crate::config::{Assign, ChannelConfig, Config, UserConfig};
 use crate::store::{NewTicket, RoutingPlan};
@@ -56,6 +59,98 @@ pub fn plan(
     }
 }
 
+/// How loaded one user of a [`RoutingPlan::Balance`] is, as the store reads
+/// it inside the ticket's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLoad {
+    /// The user's id.
+    pub user: String,
+    /// Tickets the user owns that are not closed, resolved or solved.
+    pub open: i64,
+    /// When the user was last given a ticket by balancing: a store-wide
+    /// sequence number, 0 for never.
+    pub last_assigned: i64,
+}
+
+/// The owner [`choose_owner`] picked for a new ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerChoice {
+    /// The owner, if any.
+    pub owner: Option<String>,
+    /// Why the ticket stays unassigned (shown on it), when `owner` is `None`.
+    pub unassigned_reason: Option<String>,
+    /// The owner was picked by balancing: the store records the assignment
+    /// (the user's next `last_assigned` is the highest so far + 1).
+    pub record_assignment: bool,
+}
+
+impl OwnerChoice {
+    fn unassigned(reason: String) -> Self {
+        OwnerChoice {
+            owner: None,
+            unassigned_reason: Some(reason),
+            record_assignment: false,
+        }
+    }
+}
+
+/// The owner of a new ticket under `plan`.
+///
+/// - `Unassigned`: nobody, with the plan's reason.
+/// - `Balance`: among the plan's users, the one with the fewest open
+///   tickets, ties to the least recently assigned, further ties to the
+///   first in the plan's order; `loads` gives each user's figures (a user
+///   missing from it counts as 0 open, never assigned). No users: nobody,
+///   with `reason_if_none`.
+/// - `ContactOwner`: `contact_owner` (the contact's owner as stored) when it
+///   is among the plan's eligible users, else nobody with why.
+pub fn choose_owner(
+    plan: &RoutingPlan,
+    loads: &[UserLoad],
+    contact_owner: Option<&str>,
+) -> OwnerChoice {
+    match plan {
+        RoutingPlan::Unassigned { reason } => OwnerChoice::unassigned(reason.clone()),
+        RoutingPlan::Balance {
+            users,
+            reason_if_none,
+        } => {
+            let load = |u: &str| {
+                loads
+                    .iter()
+                    .find(|l| l.user == u)
+                    .map_or((0, 0), |l| (l.open, l.last_assigned))
+            };
+            let mut best: Option<((i64, i64), &String)> = None;
+            for u in users {
+                let key = load(u);
+                if best.is_none_or(|(b, _)| key < b) {
+                    best = Some((key, u));
+                }
+            }
+            match best {
+                Some((_, u)) => OwnerChoice {
+                    owner: Some(u.clone()),
+                    unassigned_reason: None,
+                    record_assignment: true,
+                },
+                None => OwnerChoice::unassigned(reason_if_none.clone()),
+            }
+        }
+        RoutingPlan::ContactOwner { eligible } => match contact_owner {
+            None => OwnerChoice::unassigned("contact has no owner".into()),
+            Some(o) if eligible.iter().any(|e| e == o) => OwnerChoice {
+                owner: Some(o.to_string()),
+                unassigned_reason: None,
+                record_assignment: false,
+            },
+            Some(o) => OwnerChoice::unassigned(format!(
+                "contact owner {o} is not eligible (unlicensed or away)"
+            )),
+        },
+    }
+}
+
 /// The status of a new ticket whose channel sets none.
 pub const DEFAULT_STATUS: &str = "new";
 
@@ -88,6 +183,139 @@ pub fn new_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(user: &str, open: i64, last_assigned: i64) -> UserLoad {
+        UserLoad {
+            user: user.into(),
+            open,
+            last_assigned,
+        }
+    }
+
+    fn balance(users: &[&str]) -> RoutingPlan {
+        RoutingPlan::Balance {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            reason_if_none: "no eligible user is available".into(),
+        }
+    }
+
+    /// (owner, unassigned reason, record the assignment)
+    type Chosen = (Option<String>, Option<String>, bool);
+
+    fn chosen(c: OwnerChoice) -> Chosen {
+        (c.owner, c.unassigned_reason, c.record_assignment)
+    }
+
+    fn owner(name: &str) -> Chosen {
+        (Some(name.into()), None, true)
+    }
+
+    /// Balancing: fewest open tickets, then least recently assigned, then
+    /// the plan's order; loads of users outside the plan never count.
+    #[test]
+    fn balance_picks_fewest_open_then_least_recent_then_first() {
+        let cases: &[(&str, &[&str], Vec<UserLoad>, &str)] = &[
+            (
+                "fewest open wins",
+                &["ann", "bob"],
+                vec![load("ann", 3, 1), load("bob", 1, 2)],
+                "bob",
+            ),
+            (
+                "open tie: least recently assigned",
+                &["ann", "bob"],
+                vec![load("ann", 2, 5), load("bob", 2, 4)],
+                "bob",
+            ),
+            (
+                "full tie: first in the plan",
+                &["bob", "ann"],
+                vec![load("ann", 0, 0), load("bob", 0, 0)],
+                "bob",
+            ),
+            (
+                "missing load counts as idle and never assigned",
+                &["ann", "cid"],
+                vec![load("ann", 0, 3)],
+                "cid",
+            ),
+            (
+                "a user outside the plan is never picked",
+                &["ann"],
+                vec![load("zed", 0, 0), load("ann", 9, 9)],
+                "ann",
+            ),
+            (
+                "open count beats recency",
+                &["ann", "bob"],
+                vec![load("ann", 1, 0), load("bob", 0, 99)],
+                "bob",
+            ),
+        ];
+        for (what, users, loads, want) in cases {
+            assert_eq!(
+                chosen(choose_owner(&balance(users), loads, None)),
+                owner(want),
+                "{what}"
+            );
+        }
+    }
+
+    /// Nobody to balance over (all away or unlicensed): unassigned with the
+    /// plan's reason, and nothing to record; the contact's owner plays no
+    /// part in balancing.
+    #[test]
+    fn balance_without_users_is_unassigned_with_the_plans_reason() {
+        let c = choose_owner(&balance(&[]), &[load("ann", 0, 0)], Some("ann"));
+        assert_eq!(
+            chosen(c),
+            (None, Some("no eligible user is available".into()), false)
+        );
+        let plan = RoutingPlan::Unassigned {
+            reason: "channel routing assigns nobody".into(),
+        };
+        assert_eq!(
+            chosen(choose_owner(&plan, &[load("ann", 0, 0)], Some("ann"))),
+            (None, Some("channel routing assigns nobody".into()), false)
+        );
+    }
+
+    /// The contact's owner gets the ticket only when eligible; never
+    /// recorded as a balancing assignment.
+    #[test]
+    fn contact_owner_only_when_eligible() {
+        let plan = RoutingPlan::ContactOwner {
+            eligible: vec!["ann".into(), "bob".into()],
+        };
+        let cases: &[(Option<&str>, Chosen)] = &[
+            (Some("bob"), (Some("bob".into()), None, false)),
+            (None, (None, Some("contact has no owner".into()), false)),
+            (
+                Some("cid"),
+                (
+                    None,
+                    Some("contact owner cid is not eligible (unlicensed or away)".into()),
+                    false,
+                ),
+            ),
+        ];
+        for (contact_owner, want) in cases {
+            assert_eq!(
+                chosen(choose_owner(&plan, &[], *contact_owner)),
+                *want,
+                "{contact_owner:?}"
+            );
+        }
+        let nobody = RoutingPlan::ContactOwner { eligible: vec![] };
+        assert_eq!(
+            chosen(choose_owner(&nobody, &[], Some("ann"))),
+            (
+                None,
+                Some("contact owner ann is not eligible (unlicensed or away)".into()),
+                false
+            )
+        );
+    }
 
     /// A channel without `[channels.ticket_properties]` opens tickets with
     /// status "new" (before: none, so `--status new` missed them, while the

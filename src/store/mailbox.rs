@@ -375,7 +375,7 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{SpoolSource, SqliteStore, Store, content_hash};
+    use crate::store::{MailboxStore, SpoolSource, SqliteStore, Store, content_hash};
 
     fn pulled(raw: &str, mid: Option<&str>) -> PulledMessage {
         PulledMessage {

@@ -3,12 +3,24 @@
 //! Owns the spool (accepted raw mail and its envelope), messages, contacts,
 //! tickets, users' and channels' runtime state, the outbox and mailbox
 //! checkpoints. Only this module talks SQL; callers use the typed methods of
-//! [`Store`]. Writes are durable when their future resolves (`synchronous=FULL`),
+//! [`Store`], an `Arc<dyn Store>`. [`Store`] is the sum of one trait per role
+//! — [`SpoolStore`], [`TicketStore`], [`OutboxStore`], [`MailboxStore`],
+//! [`PeopleStore`] — plus the counts across them; a caller holding a concrete
+//! store (not `dyn Store`) imports the role traits whose methods it calls.
+//! The types they take and return live in `types.rs` (and, for outbound,
+//! mailboxes and bounces, next to their SQL), all re-exported here. Errors are
+//! backend-neutral ([`StoreError`]); the SQLite backend converts its own at
+//! its edge. Writes are durable when their future resolves (`synchronous=FULL`),
 //! and concurrent writes are grouped into one transaction (group commit) so a
 //! burst of N messages costs far fewer than N fsyncs.
 //!
-//! Must not: parse mail, make routing decisions, or block an async worker
-//! thread (the SQLite implementation runs on its own threads).
+//! Must not: parse mail, make routing, threading or dedupe decisions, or
+//! block an async worker thread (the SQLite implementation runs on its own
+//! threads). Where applying a plan needs a decision, the store reads the
+//! rows it depends on inside the transaction and asks the pure function in
+//! `ingest` ([`crate::ingest::thread::may_join`],
+//! [`crate::ingest::dedupe::check`], [`crate::ingest::route::choose_owner`]),
+//! then writes the answer.
 
 mod bounce;
 mod mailbox;
@@ -61,9 +73,10 @@ pub enum StoreError {
     /// The database file is newer than this binary or damaged.
     #[error("schema: {0}")]
     Schema(String),
-    /// Any other SQLite error.
-    #[error("sqlite: {0}")]
-    Sqlite(rusqlite::Error),
+    /// Any other error of the database backend, as its text (prefixed with
+    /// the backend's name, e.g. `sqlite: `). Temporary: the cause may pass.
+    #[error("{0}")]
+    Backend(String),
     /// I/O around the database file (creating its directory).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -75,10 +88,13 @@ impl StoreError {
         matches!(
             self,
             StoreError::Full | StoreError::Busy | StoreError::Closed
-        ) || matches!(self, StoreError::Sqlite(_) | StoreError::Failed(_))
+        ) || matches!(self, StoreError::Backend(_) | StoreError::Failed(_))
     }
 }
 
+/// The SQLite edge: full disk and lock contention keep their own variants
+/// ([`StoreError::Full`], [`StoreError::Busy`]); any other SQLite error is
+/// [`StoreError::Backend`] with its text.
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
@@ -89,18 +105,41 @@ impl From<rusqlite::Error> for StoreError {
                 _ => {}
             }
         }
-        StoreError::Sqlite(e)
+        StoreError::Backend(format!("sqlite: {e}"))
     }
 }
 
-/// Everything the daemon, the CLI and the API need from persistent state.
+/// Everything the daemon, the CLI and the API need from persistent state:
+/// every role below, and the counts across them. Callers hold an
+/// `Arc<dyn Store>`; the role traits say which part of the store a method
+/// belongs to (and what a second backend implements, piece by piece).
 ///
 /// Every write resolves only after its transaction is durably committed.
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    SpoolStore + TicketStore + OutboxStore + MailboxStore + PeopleStore + Send + Sync + 'static
+{
+    /// Counts for `status`: the queues, and totals that count every row
+    /// (for an operator's `postdesk status`, not for anything polled).
+    fn status(&self) -> StoreFuture<'_, StoreStatus>;
+
+    /// What waits in the spool and the outbox. Reads indexes and counters
+    /// only, so it costs the same on a year-old store as on a new one: what
+    /// `/readyz`, `/metrics` and `outbox status` use.
+    fn queues(&self) -> StoreFuture<'_, Queues>;
+}
+
+/// The spool: accepted mail and submissions, until ingest has applied them
+/// (the write of everything a message makes: contact, ticket, routing, message).
+///
+/// Part of [`Store`]; every write resolves only after its transaction is
+/// durably committed.
+pub trait SpoolStore: Send + Sync {
     /// Commit one accepted message to the spool; returns it as ingest sees it.
     fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry>;
+
     /// Spool entries still waiting for ingest, oldest first, with id > `after`.
     fn pending_spool(&self, after: SpoolId, limit: usize) -> StoreFuture<'_, Vec<SpoolEntry>>;
+
     /// Apply ingest results, in order, each atomically (contacts, tickets,
     /// messages, routing, and marking its spool entry done). One plan's
     /// failure does not undo the others; all share one durable commit.
@@ -108,10 +147,11 @@ pub trait Store: Send + Sync + 'static {
         &self,
         plans: Vec<InboundPlan>,
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>>;
+
     /// Commit a message that arrives already planned — a web form submission,
     /// a ticket opened through the API — in one transaction: its spool row
     /// (`spool.raw` = the submission as received, kept like mail's raw bytes)
-    /// and its effect, applied exactly as [`Store::apply_inbound`] applies a
+    /// and its effect, applied exactly as [`SpoolStore::apply_inbound`] applies a
     /// plan (contact, ticket, routing, message). The spool row is done when
     /// the transaction commits, so ingest never sees it; on error nothing is
     /// stored.
@@ -120,44 +160,77 @@ pub trait Store: Send + Sync + 'static {
         spool: NewSpool,
         messages: Vec<InboundMessage>,
     ) -> StoreFuture<'_, InboundOutcome>;
+
     /// Park a spool entry that ingest could not process, with its reason.
     fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()>;
+
     /// The raw bytes of a spooled message.
     fn raw(&self, id: SpoolId) -> StoreFuture<'_, Vec<u8>>;
+}
 
+/// Tickets and what agents do on them (notes, status and owner changes), and
+/// what a reply is composed from.
+///
+/// Part of [`Store`]; every write resolves only after its transaction is
+/// durably committed.
+pub trait TicketStore: Send + Sync {
     /// Tickets, newest first.
     fn list_tickets(&self, filter: TicketFilter) -> StoreFuture<'_, Vec<TicketSummary>>;
+
     /// One ticket with its messages.
     fn ticket(&self, number: TicketId) -> StoreFuture<'_, TicketDetail>;
-    /// Contacts, by email.
-    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>>;
 
-    /// Runtime enable/disable overrides of channels (absent: as configured).
-    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
-    /// Persist a channel's enabled state; `None` clears the override (the
-    /// file's `enabled` holds again).
-    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()>;
-    /// Availability set by hand, per user (absent: as configured / scheduled).
-    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>>;
+    /// Add an internal note by `author` (user id).
+    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()>;
 
-    /// Counts for `status`: the queues, and totals that count every row
-    /// (for an operator's `postdesk status`, not for anything polled).
-    fn status(&self) -> StoreFuture<'_, StoreStatus>;
-    /// What waits in the spool and the outbox. Reads indexes and counters
-    /// only, so it costs the same on a year-old store as on a new one: what
-    /// `/readyz`, `/metrics` and `outbox status` use.
-    fn queues(&self) -> StoreFuture<'_, Queues>;
+    /// Change a ticket's status and/or owner.
+    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
 
+    /// A ticket's subject, channel, contact and thread ids (the first and the
+    /// `recent` most recent), for composing a reply.
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;
+}
+
+/// The outbox: composed replies until delivered, and their delivery attempts.
+///
+/// Part of [`Store`]; every write resolves only after its transaction is
+/// durably committed.
+pub trait OutboxStore: Send + Sync {
+    /// Commit a composed reply: its outbound message (delivery `queued`) and
+    /// its outbox row, in one transaction.
+    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
+
+    /// Queued outbox entries due at `now_ms`, oldest first.
+    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
+
+    /// When the next queued entry is due (unix ms), if any.
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>>;
+
+    /// Record one delivery attempt on the outbox row and its message.
+    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()>;
+
+    /// Make every queued entry due now; returns how many.
+    fn flush_outbox(&self) -> StoreFuture<'_, usize>;
+}
+
+/// Pulled mailboxes: checkpoints, fetched batches, pullers' states.
+///
+/// Part of [`Store`]; every write resolves only after its transaction is
+/// durably committed.
+pub trait MailboxStore: Send + Sync {
     /// A pulled mailbox's checkpoint, if it has one.
     fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>>;
+
     /// Commit a fetched batch to the spool together with its advanced
     /// checkpoint, in one transaction. Messages the channel already has (same
     /// bytes spooled, or same Message-ID stored) are skipped, so a resync or
     /// a re-fetch after a crash does not flood the spool.
     fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome>;
+
     /// The Message-IDs among `ids` that `channel` already has a message with
     /// (a resync fetches only the others' bodies).
     fn known_message_ids(&self, channel: String, ids: Vec<String>) -> StoreFuture<'_, Vec<String>>;
+
     /// The UIDs of a mailbox (under `uidvalidity`) that a committed batch
     /// skipped because the server never returned them, ascending.
     fn skipped_uids(
@@ -166,6 +239,7 @@ pub trait Store: Send + Sync + 'static {
         folder: String,
         uidvalidity: u32,
     ) -> StoreFuture<'_, Vec<u32>>;
+
     /// Start a mailbox over under a new UIDVALIDITY (last UID 0).
     fn reset_checkpoint(
         &self,
@@ -173,6 +247,7 @@ pub trait Store: Send + Sync + 'static {
         folder: String,
         uidvalidity: u32,
     ) -> StoreFuture<'_, ()>;
+
     /// Record a puller's state change (and its error, if any).
     fn set_mailbox_state(
         &self,
@@ -181,43 +256,84 @@ pub trait Store: Send + Sync + 'static {
         state: MailboxState,
         error: Option<String>,
     ) -> StoreFuture<'_, ()>;
+
     /// Every pulled mailbox's persisted status, by channel.
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>>;
-    // --- outbound and agents' actions (see `outbound.rs`) ---
+}
 
-    /// Commit a composed reply: its outbound message (delivery `queued`) and
-    /// its outbox row, in one transaction.
-    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
-    /// Queued outbox entries due at `now_ms`, oldest first.
-    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
-    /// When the next queued entry is due (unix ms), if any.
-    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>>;
-    /// Record one delivery attempt on the outbox row and its message.
-    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()>;
-    /// Make every queued entry due now; returns how many.
-    fn flush_outbox(&self) -> StoreFuture<'_, usize>;
-    /// Add an internal note by `author` (user id).
-    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()>;
-    /// Change a ticket's status and/or owner.
-    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
+/// People and runtime state: contacts and their owners, users' availability,
+/// channels' enable/disable overrides, API tokens.
+///
+/// Part of [`Store`]; every write resolves only after its transaction is
+/// durably committed.
+pub trait PeopleStore: Send + Sync {
+    /// Contacts, by email.
+    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>>;
+
     /// Set or clear a contact's owner (a user id). Setting one for an
     /// unknown address creates the contact (`true`); clearing it is
     /// `NotFound`.
     fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, bool>;
+
+    /// Availability set by hand, per user (absent: as configured / scheduled).
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>>;
+
     /// Set a user's availability by hand, now (`None`: back to as configured
     /// or scheduled). With working hours it holds until the next switch.
     fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()>;
+
+    /// Runtime enable/disable overrides of channels (absent: as configured).
+    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>>;
+
+    /// Persist a channel's enabled state; `None` clears the override (the
+    /// file's `enabled` holds again).
+    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()>;
+
     /// Store an API token (its sha256, hex) for its user, with role and expiry.
     fn add_api_token(&self, token: NewApiToken) -> StoreFuture<'_, ()>;
+
     /// What an API token's sha256 (hex) grants: user, role, expiry (expired
     /// tokens included: the caller checks).
     fn api_token(&self, token_hash: String) -> StoreFuture<'_, Option<TokenGrant>>;
+
     /// A user's API tokens (ids, roles, issue and expiry times, never the tokens).
     fn api_tokens(&self, user: String) -> StoreFuture<'_, Vec<ApiTokenInfo>>;
+
     /// Revoke the user's token whose id starts with `id`, or all of them
     /// (`None`); returns how many. Effective at the next request.
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize>;
-    /// A ticket's subject, channel, contact and thread ids (the first and the
-    /// `recent` most recent), for composing a reply.
-    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
+    }
+
+    /// The SQLite edge keeps full disk and lock contention apart and turns
+    /// any other error into the backend-neutral `Backend`, with the text it
+    /// always had; all of them stay temporary.
+    #[test]
+    fn sqlite_errors_map_to_backend_neutral_variants() {
+        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full));
+        assert!(matches!(sqlite(ffi::SQLITE_BUSY), StoreError::Busy));
+        assert!(matches!(sqlite(ffi::SQLITE_LOCKED), StoreError::Busy));
+        let other = sqlite(ffi::SQLITE_CORRUPT);
+        assert!(matches!(other, StoreError::Backend(_)), "{other:?}");
+        assert!(other.to_string().starts_with("sqlite: "), "{other}");
+        let rows = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert_eq!(rows.to_string(), "sqlite: Query returned no rows");
+        for e in [
+            sqlite(ffi::SQLITE_FULL),
+            sqlite(ffi::SQLITE_BUSY),
+            other,
+            rows,
+        ] {
+            assert!(e.is_temporary(), "{e:?}");
+        }
+        assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
+    }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
 use super::*;
-use crate::ingest::thread;
+use crate::ingest::{dedupe, route, thread};
 
 /// Size of the queue in front of the writer thread.
 const WRITE_QUEUE: usize = 4096;
@@ -656,19 +656,20 @@ fn find_thread(
     Ok(Err(refused))
 }
 
-/// Choose an owner for a new ticket. Returns (owner, reason when unassigned).
-fn route(
+/// Choose an owner for a new ticket: read what [`route::choose_owner`]
+/// needs under `plan` (the balanced users' open tickets and last assignment,
+/// or the contact's owner), ask it, and record a balancing assignment.
+/// Returns (owner, reason when unassigned).
+fn assign_owner(
     conn: &Connection,
     plan: &RoutingPlan,
     contact_id: i64,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
+    let mut loads = Vec::new();
+    let mut contact_owner: Option<String> = None;
     match plan {
-        RoutingPlan::Unassigned { reason } => Ok((None, Some(reason.clone()))),
-        RoutingPlan::Balance {
-            users,
-            reason_if_none,
-        } => {
-            let mut best: Option<(i64, i64, &String)> = None;
+        RoutingPlan::Unassigned { .. } => {}
+        RoutingPlan::Balance { users, .. } => {
             let mut count = conn.prepare_cached(&format!(
                 "SELECT COUNT(*) FROM tickets WHERE owner = ?1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
             ))?;
@@ -676,44 +677,34 @@ fn route(
                 conn.prepare_cached("SELECT last_assigned_seq FROM user_state WHERE id = ?1")?;
             for u in users {
                 let open: i64 = count.query_row([u], |r| r.get(0))?;
-                let last: i64 = seq
+                let last_assigned: i64 = seq
                     .query_row([u], |r| r.get::<_, Option<i64>>(0))
                     .optional()?
                     .flatten()
                     .unwrap_or(0);
-                if best.is_none_or(|(o, l, _)| (open, last) < (o, l)) {
-                    best = Some((open, last, u));
-                }
-            }
-            match best {
-                Some((_, _, u)) => {
-                    conn.prepare_cached(
-                        "INSERT INTO user_state (id, last_assigned_seq)
-                         VALUES (?1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
-                         ON CONFLICT(id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
-                    )?
-                    .execute([u])?;
-                    Ok((Some(u.clone()), None))
-                }
-                None => Ok((None, Some(reason_if_none.clone()))),
+                loads.push(route::UserLoad {
+                    user: u.clone(),
+                    open,
+                    last_assigned,
+                });
             }
         }
-        RoutingPlan::ContactOwner { eligible } => {
-            let owner: Option<String> = conn
+        RoutingPlan::ContactOwner { .. } => {
+            contact_owner = conn
                 .prepare_cached("SELECT owner FROM contacts WHERE id = ?1")?
                 .query_row([contact_id], |r| r.get(0))?;
-            match owner {
-                None => Ok((None, Some("contact has no owner".into()))),
-                Some(o) if eligible.contains(&o) => Ok((Some(o), None)),
-                Some(o) => Ok((
-                    None,
-                    Some(format!(
-                        "contact owner {o} is not eligible (unlicensed or away)"
-                    )),
-                )),
-            }
         }
     }
+    let choice = route::choose_owner(plan, &loads, contact_owner.as_deref());
+    if let (true, Some(u)) = (choice.record_assignment, &choice.owner) {
+        conn.prepare_cached(
+            "INSERT INTO user_state (id, last_assigned_seq)
+             VALUES (?1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
+             ON CONFLICT(id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
+        )?
+        .execute([u])?;
+    }
+    Ok((choice.owner, choice.unassigned_reason))
 }
 
 fn create_ticket(
@@ -722,7 +713,7 @@ fn create_ticket(
     contact_id: i64,
 ) -> Result<(i64, Option<String>), StoreError> {
     let t = &m.new_ticket;
-    let (owner, reason) = route(conn, &t.routing, contact_id)?;
+    let (owner, reason) = assign_owner(conn, &t.routing, contact_id)?;
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
@@ -822,11 +813,11 @@ fn in_savepoint<T>(
     }
 }
 
-/// The ticket `m` already went to, when the channel has its dedupe key from
-/// the same sender (the same From, or the same resolved contact). A message
-/// of another sender that reuses the Message-ID is no copy of it: it is
-/// stored under a key of its own (`Some(key)`), so that a stranger who sends
-/// first cannot suppress the real message.
+/// Whether `m` is a copy of a message its channel already stores, as
+/// [`dedupe::check`] decides over the messages stored under the keys it
+/// asks about. `Ok`: the copy's delivery (nothing to write); `Err(Some(key))`:
+/// a new message to store under this key of its own; `Err(None)`: under its
+/// planned key.
 fn duplicate(
     conn: &Connection,
     m: &InboundMessage,
@@ -836,38 +827,32 @@ fn duplicate(
            JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
           WHERE m.channel = ?1 AND m.dedupe_key = ?2",
     )?;
-    let mut key = m.dedupe_key.clone();
-    for _ in 0..2 {
-        let row: Option<(i64, Option<String>, String)> = lookup
+    let incoming = dedupe::Incoming {
+        key: &m.dedupe_key,
+        from: &m.from.email,
+        contact: &m.contact.email,
+    };
+    let verdict = dedupe::check(incoming, now_ms(), |key| {
+        lookup
             .query_row(params![m.channel, key], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(dedupe::Stored {
+                    ticket: TicketId(r.get(0)?),
+                    from: r.get(1)?,
+                    contact: r.get(2)?,
+                })
             })
-            .optional()?;
-        let Some((ticket, from, contact)) = row else {
-            return Ok(Err((key != m.dedupe_key).then_some(key)));
-        };
-        let same = from.as_deref() == Some(m.from.email.as_str()) || contact == m.contact.email;
-        if same || !key.starts_with("mid:") {
-            return Ok(Ok(Delivered {
-                channel: m.channel.clone(),
-                ticket: TicketId(ticket),
-                created: false,
-                duplicate: true,
-                owner: None,
-            }));
-        }
-        if key != m.dedupe_key {
-            break;
-        }
-        key = format!("{}#from:{}", m.dedupe_key, m.from.email);
-    }
-    // Two others already used this Message-ID: keep this one apart as well.
-    Ok(Err(Some(format!(
-        "{}#from:{}#{}",
-        m.dedupe_key,
-        m.from.email,
-        now_ms()
-    ))))
+            .optional()
+    })?;
+    Ok(match verdict {
+        dedupe::Verdict::Copy(ticket) => Ok(Delivered {
+            channel: m.channel.clone(),
+            ticket,
+            created: false,
+            duplicate: true,
+            owner: None,
+        }),
+        dedupe::Verdict::New(key) => Err(key),
+    })
 }
 
 fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
@@ -1113,6 +1098,30 @@ fn queues(conn: &Connection) -> Result<Queues, StoreError> {
 }
 
 impl Store for SqliteStore {
+    fn status(&self) -> StoreFuture<'_, StoreStatus> {
+        let path = self.path.display().to_string();
+        Box::pin(self.read(move |c| {
+            let q = queues(c)?;
+            Ok(StoreStatus {
+                path,
+                spool_pending: q.spool_pending,
+                spool_failed: q.spool_failed,
+                spool_total: count(c, "SELECT COUNT(*) FROM spool")?,
+                tickets: count(c, "SELECT COUNT(*) FROM tickets")?,
+                messages: count(c, "SELECT COUNT(*) FROM messages")?,
+                contacts: count(c, "SELECT COUNT(*) FROM contacts")?,
+                outbox_queued: q.outbox.queued,
+                outbox_failed: q.outbox.failed,
+            })
+        }))
+    }
+
+    fn queues(&self) -> StoreFuture<'_, Queues> {
+        Box::pin(self.read(queues))
+    }
+}
+
+impl SpoolStore for SqliteStore {
     fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry> {
         Box::pin(async move {
             // Hash on the caller's task, not on the single writer thread.
@@ -1207,7 +1216,9 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("spool entry {id}")))
         }))
     }
+}
 
+impl TicketStore for SqliteStore {
     fn list_tickets(&self, filter: TicketFilter) -> StoreFuture<'_, Vec<TicketSummary>> {
         Box::pin(self.read(move |c| list_tickets(c, &filter)))
     }
@@ -1216,71 +1227,42 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |c| ticket(c, number)))
     }
 
-    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>> {
-        Box::pin(self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
-                 FROM contacts c ORDER BY c.email",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ContactView { email: r.get(0)?, name: r.get(1)?, owner: r.get(2)?, tickets: r.get(3)? })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
+    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::add_note(c, ticket, &author, &text, now_ms())))
     }
 
-    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
-        Box::pin(self.read(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, enabled FROM channel_state WHERE enabled IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
+    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
     }
 
-    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.execute(
-                "INSERT INTO channel_state (id, enabled) VALUES (?1, ?2)
-                 ON CONFLICT(id) DO UPDATE SET enabled = excluded.enabled",
-                params![channel, enabled],
-            )?;
-            Ok(())
-        }))
+    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
+        Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
+    }
+}
+
+impl OutboxStore for SqliteStore {
+    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
+        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
     }
 
-    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>> {
-        Box::pin(self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, available, COALESCE(available_at, 0) FROM user_state WHERE available IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([], |r| Ok(UserOverride { id: r.get(0)?, available: r.get(1)?, at: r.get(2)? }))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
+    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
+        Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
     }
 
-    fn status(&self) -> StoreFuture<'_, StoreStatus> {
-        let path = self.path.display().to_string();
-        Box::pin(self.read(move |c| {
-            let q = queues(c)?;
-            Ok(StoreStatus {
-                path,
-                spool_pending: q.spool_pending,
-                spool_failed: q.spool_failed,
-                spool_total: count(c, "SELECT COUNT(*) FROM spool")?,
-                tickets: count(c, "SELECT COUNT(*) FROM tickets")?,
-                messages: count(c, "SELECT COUNT(*) FROM messages")?,
-                contacts: count(c, "SELECT COUNT(*) FROM contacts")?,
-                outbox_queued: q.outbox.queued,
-                outbox_failed: q.outbox.failed,
-            })
-        }))
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.read(ob::next_due))
     }
 
-    fn queues(&self) -> StoreFuture<'_, Queues> {
-        Box::pin(self.read(queues))
+    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| ob::record_attempt(c, id, &outcome, now_ms())))
     }
 
+    fn flush_outbox(&self) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(|c| ob::flush_outbox(c, now_ms())))
+    }
+}
+
+impl MailboxStore for SqliteStore {
     fn checkpoint(&self, channel: String, folder: String) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(self.read(move |c| super::mailbox::checkpoint(c, &channel, &folder)))
     }
@@ -1334,41 +1316,58 @@ impl Store for SqliteStore {
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
         Box::pin(self.read(super::mailbox::statuses))
     }
+}
 
-    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
-        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
-    }
-
-    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
-        Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
-    }
-
-    fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
-        Box::pin(self.read(ob::next_due))
-    }
-
-    fn record_attempt(&self, id: OutboxId, outcome: AttemptOutcome) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::record_attempt(c, id, &outcome, now_ms())))
-    }
-
-    fn flush_outbox(&self) -> StoreFuture<'_, usize> {
-        Box::pin(self.write(|c| ob::flush_outbox(c, now_ms())))
-    }
-
-    fn add_note(&self, ticket: TicketId, author: String, text: String) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::add_note(c, ticket, &author, &text, now_ms())))
-    }
-
-    fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
+impl PeopleStore for SqliteStore {
+    fn list_contacts(&self) -> StoreFuture<'_, Vec<ContactView>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
+                 FROM contacts c ORDER BY c.email",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ContactView { email: r.get(0)?, name: r.get(1)?, owner: r.get(2)?, tickets: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
     }
 
     fn set_contact_owner(&self, email: String, owner: Option<String>) -> StoreFuture<'_, bool> {
         Box::pin(self.write(move |c| ob::set_contact_owner(c, &email, owner.as_deref())))
     }
 
+    fn user_overrides(&self) -> StoreFuture<'_, Vec<UserOverride>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, available, COALESCE(available_at, 0) FROM user_state WHERE available IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok(UserOverride { id: r.get(0)?, available: r.get(1)?, at: r.get(2)? }))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
     fn set_user_available(&self, user: String, available: Option<bool>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| ob::set_user_available(c, &user, available)))
+    }
+
+    fn channel_overrides(&self) -> StoreFuture<'_, Vec<(String, bool)>> {
+        Box::pin(self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, enabled FROM channel_state WHERE enabled IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn set_channel_enabled(&self, channel: String, enabled: Option<bool>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.execute(
+                "INSERT INTO channel_state (id, enabled) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET enabled = excluded.enabled",
+                params![channel, enabled],
+            )?;
+            Ok(())
+        }))
     }
 
     fn add_api_token(&self, token: NewApiToken) -> StoreFuture<'_, ()> {
@@ -1385,10 +1384,6 @@ impl Store for SqliteStore {
 
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize> {
         Box::pin(self.write(move |c| ob::revoke_tokens(c, &user, id.as_deref())))
-    }
-
-    fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
-        Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
     }
 }
 
