@@ -120,6 +120,18 @@ fn a_strangers_ticket_number_opens_a_ticket_of_its_own() {
     let by_id = "From: mallory@evil.example\r\nTo: support@acme.example\r\nSubject: hello\r\nIn-Reply-To: <c1@customer.example>\r\nMessage-ID: <m2@evil.example>\r\n\r\nme too\r\n".to_string();
     let t2 = deliver(&d, "mallory@evil.example", "support@acme.example", &by_id);
     assert_ne!(t2["number"].as_i64(), Some(n));
+    // Nor does a forged From of our own address (the customer addressed
+    // support@, so it stands in the ticket's To).
+    let ours = message(
+        "support@acme.example",
+        "support@acme.example",
+        &format!("Re: Printer on fire [#{n}]"),
+        "o1@evil.example",
+        "From us, honest.",
+    );
+    let t3 = deliver(&d, "mallory@evil.example", "support@acme.example", &ours);
+    assert_ne!(t3["number"].as_i64(), Some(n), "{t3}");
+    assert_eq!(t3["contact"]["email"], "mallory@evil.example", "{t3}");
     let t1 = d.ticket(n);
     assert!(participants(&t1).is_empty(), "{t1}");
     assert_eq!(messages(&t1).len(), 1);

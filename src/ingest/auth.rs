@@ -103,8 +103,8 @@ fn aligned(proven: &str, domain: &str) -> bool {
 /// authserv-id is `authserv_id` (`""`: a header without one, as Microsoft
 /// writes). `None` when the header is another server's.
 pub fn parse_results(value: &str, authserv_id: &str) -> Option<Vec<String>> {
-    let value = strip_comments(value);
-    let mut segments = value.split(';');
+    let cleaned = strip_comments(value);
+    let mut segments = split_unquoted(&cleaned, |c| c == ';').into_iter();
     let first = segments.next().unwrap_or("").trim();
     let (id, rest): (&str, Vec<&str>) = if first.contains('=') {
         // No authserv-id: the first segment is already a result.
@@ -118,9 +118,16 @@ pub fn parse_results(value: &str, authserv_id: &str) -> Option<Vec<String>> {
     if !id.eq_ignore_ascii_case(authserv_id.trim()) {
         return None;
     }
+    // A header cut at the cap could end inside a domain ("header.d=com" of
+    // "com.evil.example"): believe nothing of an over-long one.
+    if value.chars().count() > MAX_RESULTS_LEN {
+        return Some(Vec::new());
+    }
     let mut domains = Vec::new();
     for segment in rest {
-        let mut words = segment.split_whitespace();
+        let mut words = split_unquoted(segment, char::is_whitespace)
+            .into_iter()
+            .filter(|w| !w.is_empty());
         let Some((method, result)) = words.next().and_then(|w| w.split_once('=')) else {
             continue;
         };
@@ -139,9 +146,10 @@ pub fn parse_results(value: &str, authserv_id: &str) -> Option<Vec<String>> {
                 continue;
             };
             if wanted.iter().any(|w| name.eq_ignore_ascii_case(w)) {
-                let v = v.trim_matches('"');
+                // A quoted local part is the sender's text: only its domain
+                // (after the last `@`, outside the quotes) counts.
                 let domain = normal_domain(v.rsplit_once('@').map_or(v, |(_, d)| d));
-                if !domain.is_empty() && !domains.contains(&domain) {
+                if is_domain(&domain) && !domains.contains(&domain) {
                     domains.push(domain);
                 }
                 break;
@@ -149,6 +157,44 @@ pub fn parse_results(value: &str, authserv_id: &str) -> Option<Vec<String>> {
         }
     }
     Some(domains)
+}
+
+/// `s` split at `sep` outside double quotes (RFC 8601 values may be quoted
+/// strings, and a relay echoes the sender's envelope into them).
+fn split_unquoted(s: &str, sep: impl Fn(char) -> bool) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && quoted {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && sep(c) {
+            out.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// A domain name worth believing: at least two labels of letters, digits and
+/// hyphens (no bare top-level domain, nothing quoted).
+fn is_domain(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    labels.len() >= 2
+        && d.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// `value` without RFC 5322 comments (nested parentheses, quoted text kept).
@@ -580,6 +626,26 @@ mod tests {
             "[channels.imap]\nhost = \"127.0.0.1\"\npassword_file = \"Cargo.toml\"\nauthserv_id = \"mx.google.com\"\n",
         );
         assert!(pulled(raw, named.channel("c")).covers("ann@acme.example"));
+    }
+
+    /// Review finds: a `;` inside a quoted local part (the relay echoes the
+    /// sender's MAIL FROM) starts no result of its own; a header longer
+    /// than the cap, whose tail could end inside a domain, proves nothing;
+    /// a bare top-level domain proves nothing.
+    #[test]
+    fn quoted_values_long_headers_and_bare_tlds_prove_nothing() {
+        let v = r#"mx.acme.example; spf=fail smtp.mailfrom="x;dkim=pass header.d=acme.example z"@evil.example"#;
+        assert_eq!(parse_results(v, "mx.acme.example"), Some(vec![]));
+        let v = r#"mx.acme.example; spf=pass smtp.mailfrom="x;dkim=pass header.d=acme.example z"@evil.example"#;
+        assert_eq!(
+            parse_results(v, "mx.acme.example"),
+            Some(vec!["evil.example".to_string()])
+        );
+        let padding = "dkim=fail header.d=pad.example; ".repeat(400);
+        let long = format!("mx.acme.example; {padding}dkim=pass header.d=com");
+        assert_eq!(parse_results(&long, "mx.acme.example"), Some(vec![]));
+        let tld = "mx.acme.example; dkim=pass header.d=com; dmarc=pass header.from=example";
+        assert_eq!(parse_results(tld, "mx.acme.example"), Some(vec![]));
     }
 
     #[test]

@@ -111,6 +111,8 @@ fn channels_for<'c>(
 /// ingest batch rather than once per message.
 pub struct Directory {
     team: HashSet<String>,
+    /// Every channel's address, normalised.
+    channels: HashSet<String>,
     /// Team members and every channel's forwarders: the addresses whose
     /// claims are worth authenticating.
     trusted: HashSet<String>,
@@ -126,6 +128,11 @@ impl Directory {
         }
         Directory {
             team,
+            channels: config
+                .channels
+                .iter()
+                .filter_map(|c| c.address.as_deref().and_then(parse::normalise_address))
+                .collect(),
             trusted,
             domain: config.message_id_domain().to_string(),
         }
@@ -167,7 +174,7 @@ fn resolve_with(
     };
     let class = resolve::classify(msg, envelope_from, &ctx);
     let mut r = resolve::resolve(msg, &ctx);
-    spoofed_team_sender(&mut r, &ctx, envelope_from);
+    spoofed_team_sender(&mut r, &ctx, &dir.channels, envelope_from);
     (r, class)
 }
 
@@ -178,6 +185,7 @@ fn resolve_with(
 fn spoofed_team_sender(
     r: &mut resolve::Resolution,
     ctx: &ResolveContext<'_>,
+    channels: &HashSet<String>,
     envelope_from: Option<&str>,
 ) {
     let from = normalize(&r.contact.email);
@@ -187,13 +195,20 @@ fn spoofed_team_sender(
             .iter()
             .any(|a| ctx.team_addresses.contains(*a) || ctx.forwarders.iter().any(|f| f == a))
     };
-    if r.method != "from" || r.distrusted.is_none() || !known(&from) {
+    let own_channel = channels.contains(&base_address(&from));
+    if own_channel && r.method == "from" && r.distrusted.is_none() && !ctx.auth.covers(&from) {
+        r.distrusted = Some(format!(
+            "From {from} is this help desk's own channel address, and the message is not authenticated as ours ({}): treated as a stranger's",
+            ctx.auth.by
+        ));
+    }
+    if r.method != "from" || r.distrusted.is_none() || !(known(&from) || own_channel) {
         return;
     }
     let Some(envelope) = envelope_from.and_then(parse::normalise_address) else {
         return;
     };
-    if envelope == from || known(&envelope) {
+    if envelope == from || known(&envelope) || channels.contains(&base_address(&envelope)) {
         return;
     }
     r.contact = resolve::Address {

@@ -540,12 +540,19 @@ fn upsert_contact(conn: &Connection, c: &ContactRef, verified: bool) -> Result<i
 /// The most recent message of `channel` with Message-ID `?1` (`?2` the
 /// channel): inbound ones by their dedupe key, outbound ones by their own
 /// index (see migration 4). Answers (ticket, direction).
+/// Also the copies another sender's reuse of the Message-ID pushed to keys of
+/// their own (`mid:<id>#from:<address>`, a range of the same index), most
+/// recent first: a follow-up is not lost to whoever used the id first.
 const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
        SELECT id, ticket_id, direction FROM messages WHERE channel = ?2 AND dedupe_key = 'mid:' || ?1
        UNION ALL
        SELECT id, ticket_id, direction FROM messages
+        WHERE channel = ?2 AND dedupe_key > 'mid:' || ?1 || '#from:'
+          AND dedupe_key < 'mid:' || ?1 || '#from;'
+       UNION ALL
+       SELECT id, ticket_id, direction FROM messages
         WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound')
-     ORDER BY id DESC LIMIT 1";
+     ORDER BY id DESC LIMIT 8";
 
 /// What [`thread::may_join`] needs to know of ticket `t` (of `channel`).
 fn candidate(
@@ -622,11 +629,11 @@ fn find_thread(
     };
     let ids = m.in_reply_to.iter().chain(m.references.iter().rev());
     for id in ids {
-        let hit: Option<(i64, String)> = conn
+        let hits: Vec<(i64, String)> = conn
             .prepare_cached(BY_MESSAGE_ID)?
-            .query_row(params![id, m.channel], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((t, direction)) = hit {
+            .query_map(params![id, m.channel], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (t, direction) in hits {
             let found = if direction == "outbound" {
                 thread::Found::OurMessageId
             } else {

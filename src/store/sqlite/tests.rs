@@ -483,6 +483,12 @@ async fn a_reused_message_id_from_another_sender_is_not_a_duplicate() {
     let t2 = s.ticket(TicketId(2)).await.expect("ticket");
     assert_eq!(t2.head.contact.email, "c1@customer.example");
     assert_eq!(t2.messages.len(), 1);
+    // The customer's follow-up to their own message finds their ticket, not
+    // the forger's (which used the Message-ID first).
+    let mut follow = inbound(ids[3], 1, unassigned());
+    follow.messages[0].dedupe_key = "mid:m1-followup@customer.example".into();
+    follow.messages[0].in_reply_to = Some("m1@customer.example".into());
+    assert_eq!(apply_all(&s, vec![follow]).await, [(2, false)]);
 }
 
 /// A forged mail must not rename a customer; mail proven to be theirs may.
