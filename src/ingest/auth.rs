@@ -366,7 +366,9 @@ impl Authenticator {
                 let ip = entry
                     .client_ip
                     .as_deref()
-                    .and_then(|ip| ip.parse::<IpAddr>().ok());
+                    .and_then(|ip| ip.parse::<IpAddr>().ok())
+                    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+                    .map(|ip| ip.to_canonical());
                 self.smtp(entry, ip, config, trusted).await
             }
             SpoolSource::Imap => {
@@ -646,6 +648,33 @@ mod tests {
         assert_eq!(parse_results(&long, "mx.acme.example"), Some(vec![]));
         let tld = "mx.acme.example; dkim=pass header.d=com; dmarc=pass header.from=example";
         assert_eq!(parse_results(tld, "mx.acme.example"), Some(vec![]));
+    }
+
+    /// A relay's IPv4 address matches `trusted_relays` also when a
+    /// dual-stack listener recorded it as an IPv4-mapped IPv6 address.
+    #[tokio::test]
+    async fn a_mapped_ipv4_relay_is_still_trusted() {
+        let config = crate::config::parse(
+            "[smtp]\ntrusted_relays = [\"192.0.2.25\"]\nauthserv_id = \"mx.acme.example\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let entry = SpoolEntry {
+            id: crate::store::SpoolId(1),
+            received_at: 0,
+            source: SpoolSource::Smtp,
+            mail_from: "ann@acme.example".into(),
+            rcpt_to: vec![],
+            client_ip: Some("::ffff:192.0.2.25".into()),
+            helo: None,
+            channel: None,
+            raw: b"Authentication-Results: mx.acme.example; dmarc=pass header.from=acme.example\r\nFrom: ann@acme.example\r\n\r\nhi\r\n".to_vec(),
+            content_hash: String::new(),
+        };
+        let a = Authenticator::off("test")
+            .authenticate(&entry, &config, &HashSet::new())
+            .await;
+        assert!(a.covers("ann@acme.example"), "{a:?}");
     }
 
     #[test]
