@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChannelConfig, Config};
+use crate::config::{ChannelConfig, Config, normalize_email};
 use crate::live::Live;
 use crate::store::{
     BodyText, ContactRef, InboundMessage, InboundPlan, SpoolEntry, SpoolId, Store, StoreError,
@@ -142,6 +142,15 @@ impl Directory {
     pub fn trusted(&self) -> &HashSet<String> {
         &self.trusted
     }
+
+    /// A team member's, a forwarder's or a channel's address, also with a
+    /// `+tag` (a group's bounce address, a plus-address).
+    fn is_ours(&self, email: &str) -> bool {
+        let base = base_address(email);
+        [email, base.as_str()]
+            .iter()
+            .any(|a| self.trusted.contains(*a) || self.channels.contains(*a))
+    }
 }
 
 /// Sender resolution and classification for one message on one channel —
@@ -174,7 +183,7 @@ fn resolve_with(
     };
     let class = resolve::classify(msg, envelope_from, &ctx);
     let mut r = resolve::resolve(msg, &ctx);
-    spoofed_team_sender(&mut r, &ctx, &dir.channels, envelope_from);
+    spoofed_team_sender(&mut r, &ctx, dir, envelope_from);
     (r, class)
 }
 
@@ -185,30 +194,24 @@ fn resolve_with(
 fn spoofed_team_sender(
     r: &mut resolve::Resolution,
     ctx: &ResolveContext<'_>,
-    channels: &HashSet<String>,
+    dir: &Directory,
     envelope_from: Option<&str>,
 ) {
-    let from = normalize(&r.contact.email);
-    let known = |e: &str| {
-        let base = base_address(e);
-        [e, base.as_str()]
-            .iter()
-            .any(|a| ctx.team_addresses.contains(*a) || ctx.forwarders.iter().any(|f| f == a))
-    };
-    let own_channel = channels.contains(&base_address(&from));
+    let from = normalize_email(&r.contact.email);
+    let own_channel = dir.channels.contains(&base_address(&from));
     if own_channel && r.method == "from" && r.distrusted.is_none() && !ctx.auth.covers(&from) {
         r.distrusted = Some(format!(
             "From {from} is this help desk's own channel address, and the message is not authenticated as ours ({}): treated as a stranger's",
             ctx.auth.by
         ));
     }
-    if r.method != "from" || r.distrusted.is_none() || !(known(&from) || own_channel) {
+    if r.method != "from" || r.distrusted.is_none() || !dir.is_ours(&from) {
         return;
     }
     let Some(envelope) = envelope_from.and_then(parse::normalise_address) else {
         return;
     };
-    if envelope == from || known(&envelope) || channels.contains(&base_address(&envelope)) {
+    if envelope == from || dir.is_ours(&envelope) {
         return;
     }
     r.contact = resolve::Address {
@@ -234,36 +237,22 @@ struct Standing {
     thread_identity: Option<String>,
 }
 
-fn standing(
-    r: &resolve::Resolution,
-    dir: &Directory,
-    auth: &auth::Authentication,
-    config: &Config,
-) -> Standing {
+fn standing(r: &resolve::Resolution, dir: &Directory, auth: &auth::Authentication) -> Standing {
     let team = |e: &str| dir.team.contains(e);
     let forwarded_by_team = r.forwarder.as_ref().is_some_and(|f| {
-        let f = normalize(&f.email);
+        let f = normalize_email(&f.email);
         team(&f) && auth.covers(&f)
     });
-    let contact = normalize(&r.contact.email);
+    let contact = normalize_email(&r.contact.email);
     let from_team = r.method == "from" && team(&contact) && auth.covers(&contact);
     let name_verified = r.method == "from" && auth.covers(&contact);
-    let ours = is_ours(&contact, dir, config);
+    let ours = dir.is_ours(&contact);
     Standing {
         trusted_sender: forwarded_by_team || from_team,
         name_verified,
         thread_identity: (!contact.is_empty() && (!ours || auth.covers(&contact)))
             .then_some(contact),
     }
-}
-
-/// A team member's, a forwarder's or a channel's address, also with a
-/// `+tag` (a group's bounce address, a plus-address).
-fn is_ours(email: &str, dir: &Directory, config: &Config) -> bool {
-    let base = base_address(email);
-    dir.trusted.contains(email)
-        || dir.trusted.contains(&base)
-        || config.channel_for_recipient(email).is_some()
 }
 
 /// `local+tag@domain` → `local@domain`.
@@ -279,15 +268,17 @@ fn base_address(email: &str) -> String {
 
 /// The resolution as stored with the message, with what authenticated it.
 fn resolution_json(r: &resolve::Resolution, auth: &auth::Authentication) -> String {
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    if let (Some(obj), Ok(a)) = (v.as_object_mut(), serde_json::to_value(auth)) {
-        obj.insert("authentication".into(), a);
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        #[serde(flatten)]
+        resolution: &'a resolve::Resolution,
+        authentication: &'a auth::Authentication,
     }
-    v.to_string()
-}
-
-fn normalize(email: &str) -> String {
-    parse::normalise_address(email).unwrap_or_default()
+    serde_json::to_string(&Stored {
+        resolution: r,
+        authentication: auth,
+    })
+    .unwrap_or_default()
 }
 
 /// Plan the effect of one spool entry. Pure apart from reading `live`.
@@ -361,7 +352,7 @@ pub fn plan_entry(
             .as_deref()
             .zip(channel.address.as_deref())
             .and_then(|(r, a)| thread::plus_token(r, a));
-        let standing = standing(&resolution, dir, auth, config);
+        let standing = standing(&resolution, dir, auth);
         let (from, text, date, subject) = match original {
             Some(o) => (
                 contact.clone(),
