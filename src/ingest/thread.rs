@@ -22,21 +22,30 @@ const SECRET_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 /// Length of a new ticket secret: 31^8 ≈ 8.5e11 guesses.
 const SECRET_LEN: usize = 8;
 
-/// A fresh per-ticket secret for outgoing subjects (`[#7-k3f9q2ab]`).
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; SECRET_LEN];
+/// `N` (at most 32) bytes nobody outside can predict: the OS's randomness,
+/// or — where it fails, never seen on Linux — a hash of the clock, process and
+/// a counter, still unknown to a stranger who never saw our mail.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = [0u8; N];
     if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness (never seen on Linux): fall back to a hash of the
-        // clock, still unknown to a stranger who never saw the reply.
+        use sha2::Digest as _;
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        use sha2::Digest as _;
-        let h = sha2::Sha256::digest(format!("{nanos}:{}", std::process::id()));
-        bytes.copy_from_slice(&h[..SECRET_LEN]);
+        let h = sha2::Sha256::digest(format!("{nanos}:{n}:{}", std::process::id()));
+        for (b, h) in bytes.iter_mut().zip(h.iter()) {
+            *b = *h;
+        }
     }
     bytes
+}
+
+/// A fresh per-ticket secret for outgoing subjects (`[#7-k3f9q2ab]`).
+pub fn new_secret() -> String {
+    random_bytes::<SECRET_LEN>()
         .iter()
         .map(|b| SECRET_ALPHABET[usize::from(*b) % SECRET_ALPHABET.len()] as char)
         .collect()

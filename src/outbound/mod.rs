@@ -46,9 +46,7 @@ pub mod signature;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::live::Live;
@@ -132,23 +130,10 @@ pub struct Outbound {
 
 pub use crate::store::now_ms;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// A fresh Message-ID (without brackets) on `domain`: 96 random bits, so a
 /// stranger cannot guess one to thread their mail into a ticket.
 pub fn new_message_id(ticket: TicketId, domain: &str) -> String {
-    let mut random = [0u8; 12];
-    if getrandom::fill(&mut random).is_err() {
-        // No OS randomness (never seen on Linux): a hash of what is unique
-        // to this process and moment.
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let seed = format!("{}:{nanos}:{n}:{}", std::process::id(), ticket.0);
-        random.copy_from_slice(&Sha256::digest(seed.as_bytes())[..12]);
-    }
+    let random: [u8; 12] = crate::ingest::thread::random_bytes();
     format!("pd.{}.{}@{domain}", ticket.0, hex::encode(random))
 }
 
