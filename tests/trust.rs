@@ -356,7 +356,7 @@ impl Dns {
             "--log-facility=-",
             &format!("--port={port}"),
         ]);
-        if unsafe_is_root() {
+        if running_as_root() {
             cmd.arg("--user=root");
         }
         for (name, text) in records {
@@ -384,7 +384,7 @@ impl Drop for Dns {
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
