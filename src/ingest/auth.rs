@@ -677,6 +677,41 @@ mod tests {
         assert!(a.covers("ann@acme.example"), "{a:?}");
     }
 
+    /// A resolver that does not answer: the team member's claim is simply
+    /// not authenticated (with the reason), and ingest goes on.
+    #[tokio::test]
+    async fn no_dns_answer_means_not_authenticated() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port");
+        let config = crate::config::parse(
+            "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let entry = SpoolEntry {
+            id: crate::store::SpoolId(1),
+            received_at: 0,
+            source: SpoolSource::Smtp,
+            mail_from: "ann@acme.example".into(),
+            rcpt_to: vec![],
+            client_ip: Some("192.0.2.9".into()),
+            helo: Some("x.example".into()),
+            channel: None,
+            raw: b"DKIM-Signature: v=1; a=ed25519-sha256; d=acme.example; s=s1; h=from; bh=AAAA; b=AAAA\r\nFrom: ann@acme.example\r\n\r\nhi\r\n".to_vec(),
+            content_hash: String::new(),
+        };
+        let trusted: HashSet<String> = ["ann@acme.example".to_string()].into();
+        let a = Authenticator::new(DnsResolver::Server(closed))
+            .authenticate(&entry, &config, &trusted)
+            .await;
+        assert!(!a.covers("ann@acme.example"), "{a:?}");
+        assert!(
+            a.by.contains("dkim") || a.by.contains("timed out"),
+            "the reason is said: {a:?}"
+        );
+    }
+
     #[test]
     fn odd_input_does_not_panic() {
         for v in [
