@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod http;
+pub mod load;
 pub mod postfix;
 pub mod relay;
 pub mod smtp;
@@ -118,6 +119,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// `RUST_LOG` the daemon runs with (default `info,postdesk=debug`).
     pub rust_log: String,
+    /// Environment variables the next [`Daemon::spawn`] adds.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -214,6 +217,7 @@ impl Daemon {
             child: None,
             log,
             rust_log: rust_log.to_string(),
+            env: Vec::new(),
         };
         // A free port is only free until someone takes it: tests running in
         // parallel (and their Postfix, Dovecot) can, between free_port() and
@@ -255,6 +259,7 @@ impl Daemon {
             .arg(&self.config)
             .arg("run")
             .env("RUST_LOG", &self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
