@@ -3,14 +3,19 @@
 //! Owns reading the PEM key (RSA PKCS#1/PKCS#8, Ed25519 PKCS#8) and prepending the
 //! `DKIM-Signature` header (rsa-sha256 or ed25519-sha256, relaxed/relaxed). Signs From, To,
 //! Subject, Date, Message-ID, In-Reply-To, References, MIME-Version and
-//! Content-Type. The key file is read on each signing so a rotated key is
-//! picked up without a restart; it is never logged. A key it cannot use is
+//! Content-Type. The parsed key is kept and reused while its file is
+//! unchanged (same inode, length and modification time), so a rotated key is
+//! picked up at the next signing without a restart, and a reply does not pay
+//! for parsing the PEM (an RSA key's checks cost more than a signature); it
+//! is never logged. A key it cannot use is
 //! refused with the reason (why RSA and why Ed25519 each rejected it, or
 //! what is wrong with the PEM), never with bytes of the file.
 //!
 //! Must not: alter the message bytes other than prepending the header.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use mail_auth::common::crypto::{CryptoError, Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
@@ -46,9 +51,9 @@ pub enum DkimError {
 /// Sign `raw` and return it with the `DKIM-Signature` header prepended.
 /// The key is RSA (PKCS#1 or PKCS#8: rsa-sha256) or Ed25519 (PKCS#8: ed25519-sha256).
 pub fn sign(cfg: &DkimConfig, raw: Vec<u8>) -> Result<Vec<u8>, DkimError> {
-    let header = match read_key(&cfg.key_file)? {
-        Key::Rsa(key) => signer_header(DkimSigner::from_key(key), cfg, &raw)?,
-        Key::Ed25519(key) => signer_header(DkimSigner::from_key(key), cfg, &raw)?,
+    let header = match &*key_for(&cfg.key_file)? {
+        Key::Rsa(key) => signer_header(DkimSigner::from_key(Shared(key)), cfg, &raw)?,
+        Key::Ed25519(key) => signer_header(DkimSigner::from_key(Shared(key)), cfg, &raw)?,
     };
     let mut out = Vec::with_capacity(header.len() + raw.len());
     out.extend_from_slice(header.as_bytes());
@@ -65,6 +70,46 @@ pub(crate) fn check_key(path: &Path) -> Result<(), DkimError> {
 enum Key {
     Rsa(RsaKey<Sha256>),
     Ed25519(Ed25519Key),
+}
+
+/// What identifies a version of the key file: inode, length, mtime.
+type Stamp = (u64, u64, Option<SystemTime>);
+
+/// The last key read and the file version it came from.
+static LAST_KEY: Mutex<Option<(PathBuf, Stamp, Arc<Key>)>> = Mutex::new(None);
+
+/// The key in `path`: the one read before while the file is unchanged,
+/// otherwise read (and kept) now.
+fn key_for(path: &Path) -> Result<Arc<Key>, DkimError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| DkimError::Read(path.display().to_string(), e))?;
+    let stamp = (meta.ino(), meta.len(), meta.modified().ok());
+    let mut last = LAST_KEY.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, s, key)) = last.as_ref()
+        && p == path
+        && *s == stamp
+    {
+        return Ok(key.clone());
+    }
+    let key = Arc::new(read_key(path)?);
+    *last = Some((path.to_path_buf(), stamp, key.clone()));
+    Ok(key)
+}
+
+/// A borrowed key for one signature (the signer wants a key it owns).
+struct Shared<'a, K>(&'a K);
+
+impl<K: SigningKey> SigningKey for Shared<'_, K> {
+    type Hasher = K::Hasher;
+
+    fn sign(&self, input: impl mail_auth::common::headers::Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
+        self.0.algorithm()
+    }
 }
 
 fn read_key(path: &Path) -> Result<Key, DkimError> {
@@ -217,6 +262,44 @@ mod tests {
                 "{name}: {text}"
             );
         }
+    }
+
+    /// The parsed key is reused, but a key file replaced by a rename or
+    /// rewritten in place is read again at the next signing, and a removed
+    /// one stops signing.
+    #[test]
+    fn a_changed_key_file_is_used_at_the_next_signing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.pem");
+        let ed25519 = pem(
+            "PRIVATE KEY",
+            &Ed25519Key::generate_pkcs8().expect("generate"),
+        );
+        let cfg = DkimConfig {
+            domain: "acme.example".into(),
+            selector: "pd".into(),
+            key_file: path.clone(),
+        };
+        let algorithm = || {
+            let out = sign(&cfg, b"From: a@acme.example\r\n\r\nbody\r\n".to_vec());
+            let text = String::from_utf8_lossy(&out.expect("sign")).into_owned();
+            text.split("a=")
+                .nth(1)
+                .and_then(|a| a.split(';').next())
+                .map(str::to_owned)
+        };
+        std::fs::write(&path, &ed25519).expect("write");
+        assert_eq!(algorithm().as_deref(), Some("ed25519-sha256"));
+        assert_eq!(algorithm().as_deref(), Some("ed25519-sha256"), "reused");
+        let next = dir.path().join("k.pem.new");
+        std::fs::write(&next, fixture("dkim/rsa2048.pkcs8.pem")).expect("write");
+        std::fs::rename(&next, &path).expect("rename");
+        assert_eq!(algorithm().as_deref(), Some("rsa-sha256"), "renamed over");
+        std::fs::write(&path, &ed25519).expect("rewrite");
+        assert_eq!(algorithm().as_deref(), Some("ed25519-sha256"), "rewritten");
+        std::fs::remove_file(&path).expect("rm");
+        let raw = b"From: a@acme.example\r\n\r\nbody\r\n".to_vec();
+        assert!(matches!(sign(&cfg, raw), Err(DkimError::Read(..))));
     }
 
     /// A key file no reply could be signed with is refused with why, for each
