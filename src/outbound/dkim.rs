@@ -5,9 +5,8 @@
 //! Subject, Date, Message-ID, In-Reply-To, References, MIME-Version and
 //! Content-Type. The parsed key is kept and reused while its file is
 //! unchanged (same inode, length and modification time), so a rotated key is
-//! picked up at the next signing without a restart, and a reply does not pay
-//! for parsing the PEM (an RSA key's checks cost more than a signature); it
-//! is never logged. A key it cannot use is
+//! picked up at the next signing without a restart, and the PEM is not read
+//! and parsed again for every reply; it is never logged. A key it cannot use is
 //! refused with the reason (why RSA and why Ed25519 each rejected it, or
 //! what is wrong with the PEM), never with bytes of the file.
 //!

@@ -218,8 +218,14 @@ impl Outbound {
         };
         let composed = compose::compose(&input)?;
         let raw = match &config.outbound.dkim {
+            // An RSA signature takes a millisecond or more of CPU: not on the
+            // runtime's workers, which serve every SMTP session.
             Some(d) => {
-                dkim::sign(d, composed.raw).map_err(|e| OutboundError::Dkim(e.to_string()))?
+                let (d, raw) = (d.clone(), composed.raw);
+                tokio::task::spawn_blocking(move || dkim::sign(&d, raw))
+                    .await
+                    .map_err(|e| OutboundError::Dkim(e.to_string()))?
+                    .map_err(|e| OutboundError::Dkim(e.to_string()))?
             }
             None => composed.raw,
         };
