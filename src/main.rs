@@ -312,6 +312,18 @@ fn load_config(path: &Path, quiet: bool) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     postdesk::install_crypto_provider();
+    let daemon = matches!(cli.command, Command::Run);
+    if !daemon {
+        // A command's output piped into `head` ends it quietly, as for any
+        // Unix tool, instead of a panic in println! on the broken pipe. The
+        // daemon keeps Rust's default (SIGPIPE ignored: a peer that went
+        // away is an EPIPE on its socket, handled there).
+        // SAFETY: called before any thread is started; SIG_DFL is a valid
+        // disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Command::Check = cli.command {
         return match load_config(&cli.config, false) {
             Ok(c) => {
@@ -327,7 +339,6 @@ fn main() -> ExitCode {
             Err(code) => code,
         };
     }
-    let daemon = matches!(cli.command, Command::Run);
     let config = match load_config(&cli.config, daemon) {
         Ok(c) => c,
         Err(code) => return code,

@@ -129,3 +129,28 @@ fn exposed_secrets_are_warnings() {
         "{err}"
     );
 }
+
+/// A command whose reader went away (`postdesk check | head -0`) ends by
+/// SIGPIPE like any Unix tool, without a panic on the broken pipe.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/postdesk.example.toml");
+    let mut child = Command::new(BIN)
+        .args(["--config", path, "check"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run postdesk");
+    // Closed before the process (still starting) writes its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}
