@@ -26,6 +26,7 @@ mod bounce;
 mod mailbox;
 mod migrations;
 mod outbound;
+pub mod postgres;
 mod sqlite;
 mod types;
 
@@ -37,6 +38,7 @@ pub use outbound::{
     ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewReply, OutboxCounts, OutboxId,
     OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant, TokenRole,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
 

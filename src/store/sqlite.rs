@@ -450,7 +450,7 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
 
 /// The batch outcome goes to every job; `StoreError` is not `Clone` because of
 /// rusqlite's error, so keep what callers act on.
-fn clone_err(e: &StoreError) -> StoreError {
+pub(crate) fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Full => StoreError::Full,
         StoreError::Busy => StoreError::Busy,
