@@ -71,6 +71,13 @@ pub fn parse_url(text: &str) -> Result<tokio_postgres::Config, String> {
     Ok(config)
 }
 
+/// Read and parse the URL file (`[store] url_file`).
+pub fn load_url(file: &std::path::Path) -> Result<tokio_postgres::Config, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    parse_url(&text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// Whether every host of `config` is this machine (a unix socket,
 /// `localhost`, a loopback address): a password sent there stays on it.
 pub fn is_local(config: &tokio_postgres::Config) -> bool {
