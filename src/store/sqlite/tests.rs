@@ -1,6 +1,29 @@
 //! Store tests: group commit, atomic ingest, dedupe, threading and balancing.
 
+use super::inbound::BY_MESSAGE_ID;
 use super::*;
+use crate::ingest::decide::decide;
+use crate::outbound::replay::replay;
+
+/// What tests store as a message's resolution.
+fn resolved(email: &str) -> SenderResolution {
+    SenderResolution {
+        resolution: Resolution {
+            contact: Address {
+                email: email.into(),
+                name: None,
+            },
+            method: "from".into(),
+            confidence: 1.0,
+            forwarder: None,
+            claimed_original: None,
+            note: None,
+            original: None,
+            distrusted: None,
+        },
+        authentication: None,
+    }
+}
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -57,8 +80,8 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
             date: None,
             text: BodyText::Inline("text".into()),
             html: None,
-            classification: "{}".into(),
-            sender_resolution: "{}".into(),
+            classification: Classification::Normal,
+            sender_resolution: resolved("c@customer.example"),
             note: None,
             new_ticket: NewTicket {
                 subject: format!("Subject {n}"),
@@ -204,11 +227,17 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
             reason: "test".into(),
         },
     );
-    let first = s.apply_inbound(vec![plan.clone()]).await.expect("apply");
+    let first = s
+        .apply_inbound(vec![plan.clone()], decide)
+        .await
+        .expect("apply");
     let d = &first[0].as_ref().expect("ok").delivered[0];
     assert!(d.created && !d.duplicate);
     // Applying the same plan again (a crash between apply and ack) stores nothing new.
-    let again = s.apply_inbound(vec![plan.clone()]).await.expect("apply");
+    let again = s
+        .apply_inbound(vec![plan.clone()], decide)
+        .await
+        .expect("apply");
     assert!(
         again[0].as_ref().expect("ok").delivered.is_empty(),
         "an applied spool entry is skipped"
@@ -217,7 +246,7 @@ async fn inbound_apply_is_atomic_and_deduplicated() {
     let id2 = s.spool(spool_msg(1)).await.expect("spool").id;
     let mut retry = plan;
     retry.spool_id = id2;
-    let dup = s.apply_inbound(vec![retry]).await.expect("apply");
+    let dup = s.apply_inbound(vec![retry], decide).await.expect("apply");
     assert!(dup[0].as_ref().expect("ok").delivered[0].duplicate);
     let st = s.status().await.expect("status");
     assert_eq!((st.tickets, st.messages, st.contacts), (1, 1, 1));
@@ -250,7 +279,10 @@ async fn submit_commits_spool_and_ticket_together() {
     let mut m = inbound(SpoolId(0), 1, balance).messages.remove(0);
     m.dedupe_key = "form:abc".into();
     let raw = r#"{"form":"support","fields":{"email":"c1@customer.example"},"hidden":{"ref":"x"}}"#;
-    let out = s.submit(form(raw), vec![m.clone()]).await.expect("submit");
+    let out = s
+        .submit(form(raw), vec![m.clone()], decide)
+        .await
+        .expect("submit");
     let d = &out.delivered[0];
     assert!(d.created && !d.duplicate);
     assert_eq!(d.owner.as_deref(), Some("ann"));
@@ -273,7 +305,7 @@ async fn submit_commits_spool_and_ticket_together() {
     );
 
     // A replay (same dedupe key) answers with the first ticket and stores nothing.
-    let again = s.submit(form(raw), vec![m]).await.expect("replay");
+    let again = s.submit(form(raw), vec![m], decide).await.expect("replay");
     assert_eq!(
         (again.delivered[0].ticket, again.delivered[0].duplicate),
         (d.ticket, true)
@@ -302,7 +334,7 @@ async fn a_submission_that_fails_half_way_stores_nothing() {
     )
     .expect("trigger");
     let err = s
-        .submit(form.clone(), vec![m.clone()])
+        .submit(form.clone(), vec![m.clone()], decide)
         .await
         .expect_err("the insert fails");
     assert!(err.to_string().contains("injected"), "{err}");
@@ -313,7 +345,7 @@ async fn a_submission_that_fails_half_way_stores_nothing() {
         "nothing of the failed submission is stored"
     );
     side.execute_batch("DROP TRIGGER injected").expect("drop");
-    let out = s.submit(form, vec![m]).await.expect("submit");
+    let out = s.submit(form, vec![m], decide).await.expect("submit");
     assert_eq!(out.delivered[0].ticket, TicketId(1));
     assert!(!out.delivered[0].duplicate);
     let st = s.status().await.expect("status");
@@ -338,7 +370,7 @@ fn tag(n: i64, secret: Option<&str>) -> Option<ThreadToken> {
 
 /// (ticket, created) of each applied plan.
 async fn apply_all(s: &SqliteStore, plans: Vec<InboundPlan>) -> Vec<(i64, bool)> {
-    s.apply_inbound(plans)
+    s.apply_inbound(plans, decide)
         .await
         .expect("apply")
         .iter()
@@ -413,10 +445,10 @@ async fn strangers_cannot_join_a_ticket_by_guessable_handles() {
     own.messages[0].dedupe_key = "mid:own-followup@customer.example".into();
     own.messages[0].thread_token = tag(1, None);
     // A reply to our reply (its Message-ID is random): whoever got it.
-    s.queue_reply(reply_on(
-        1,
-        "pd.1.9f8e7d6c5b4a39281706f5e4@desk.acme.example",
-    ))
+    s.queue_reply(
+        reply_on(1, "pd.1.9f8e7d6c5b4a39281706f5e4@desk.acme.example"),
+        replay,
+    )
     .await
     .expect("reply");
     let mut to_ours = inbound(ids[6], 24, unassigned());
@@ -443,7 +475,7 @@ async fn whom_the_contact_copied_may_continue_the_thread() {
     let ids = spool_many(&s, 8).await;
     let mut first = inbound(ids[0], 1, unassigned());
     first.messages[0].cc = vec!["c30@customer.example".into()];
-    s.apply_inbound(vec![first]).await.expect("apply");
+    s.apply_inbound(vec![first], decide).await.expect("apply");
     let answer = |spool, n| {
         let mut p = inbound(spool, n, unassigned());
         p.messages[0].in_reply_to = Some("m1@customer.example".into());
@@ -469,7 +501,7 @@ async fn a_reused_message_id_from_another_sender_is_not_a_duplicate() {
     // The real sender's retry is still a duplicate.
     let retry = inbound(ids[2], 1, unassigned());
     let out = s
-        .apply_inbound(vec![forged, real, retry])
+        .apply_inbound(vec![forged, real, retry], decide)
         .await
         .expect("apply");
     let d: Vec<(i64, bool, bool)> = out
@@ -504,9 +536,12 @@ async fn only_verified_mail_renames_a_contact() {
         p.messages[0].dedupe_key = key.into();
         p
     };
-    s.apply_inbound(vec![named(ids[1], "Mallory Was Here", false, "mid:a@x")])
-        .await
-        .expect("apply");
+    s.apply_inbound(
+        vec![named(ids[1], "Mallory Was Here", false, "mid:a@x")],
+        decide,
+    )
+    .await
+    .expect("apply");
     let name = |list: Vec<ContactView>| {
         list.into_iter()
             .find(|c| c.email == "c1@customer.example")
@@ -516,7 +551,7 @@ async fn only_verified_mail_renames_a_contact() {
         name(s.list_contacts().await.expect("contacts")).as_deref(),
         Some("C 1")
     );
-    s.apply_inbound(vec![named(ids[2], "Carol Cooper", true, "mid:b@x")])
+    s.apply_inbound(vec![named(ids[2], "Carol Cooper", true, "mid:b@x")], decide)
         .await
         .expect("apply");
     assert_eq!(
@@ -536,7 +571,7 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
     let plans: Vec<InboundPlan> = (0..30)
         .map(|n| inbound(ids[n], n, users(&["ann", "bob", "cy"])))
         .collect();
-    s.apply_inbound(plans).await.expect("apply");
+    s.apply_inbound(plans, decide).await.expect("apply");
     let count = |list: &[TicketSummary], u: &str| {
         list.iter()
             .filter(|t| t.head.owner.as_deref() == Some(u))
@@ -551,14 +586,14 @@ async fn balancing_spreads_by_open_tickets_then_least_recent() {
     let plans: Vec<InboundPlan> = (30..40)
         .map(|n| inbound(ids[n], n, users(&["ann", "bob"])))
         .collect();
-    s.apply_inbound(plans).await.expect("apply");
+    s.apply_inbound(plans, decide).await.expect("apply");
     let all = s.list_tickets(TicketFilter::default()).await.expect("list");
     assert_eq!(
         (count(&all, "ann"), count(&all, "bob"), count(&all, "cy")),
         (15, 15, 10)
     );
     // Nobody eligible: unassigned, with the reason on the ticket.
-    s.apply_inbound(vec![inbound(ids[40], 40, users(&[]))])
+    s.apply_inbound(vec![inbound(ids[40], 40, users(&[]))], decide)
         .await
         .expect("apply");
     let t = s.ticket(TicketId(41)).await.expect("ticket");
@@ -632,7 +667,7 @@ async fn contact_owner_routing() {
     );
     no_owner.messages[0].dedupe_key = "mid:x3".into();
     let out = s
-        .apply_inbound(vec![eligible, away, no_owner])
+        .apply_inbound(vec![eligible, away, no_owner], decide)
         .await
         .expect("apply");
     let owners: Vec<Option<String>> = out
@@ -684,20 +719,24 @@ fn reply_on(ticket: i64, message_id: &str) -> NewReply {
         text: "on it".into(),
         html: None,
         raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
-        idempotency_key: None,
+        dedupe_key: format!("mid:{message_id}"),
+        replayable: false,
     }
 }
 
 /// Apply message `n` (unassigned, a new ticket unless it threads) from
 /// `spool`.
 async fn open_ticket(s: &SqliteStore, spool: SpoolId, n: usize) {
-    s.apply_inbound(vec![inbound(
-        spool,
-        n,
-        RoutingPlan::Unassigned {
-            reason: String::new(),
-        },
-    )])
+    s.apply_inbound(
+        vec![inbound(
+            spool,
+            n,
+            RoutingPlan::Unassigned {
+                reason: String::new(),
+            },
+        )],
+        decide,
+    )
     .await
     .expect("apply");
 }
@@ -716,7 +755,7 @@ fn bounce_plan(spool: SpoolId, n: usize, candidates: &[&str], failed: bool) -> I
         name: None,
     };
     m.from = m.contact.clone();
-    m.classification = r#"{"kind":"bounce","dsn":null}"#.into();
+    m.classification = Classification::Bounce { dsn: None };
     m.bounce = Some(BounceLink {
         candidates: candidates.iter().map(|c| c.to_string()).collect(),
         failed,
@@ -731,7 +770,7 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     // A fresh spool entry per plan: an applied entry is never applied again.
     let ids = spool_many(&s, 4).await;
     open_ticket(&s, ids[0], 1).await;
-    s.queue_reply(reply_on(1, "pd.1.aa@desk.acme.example"))
+    s.queue_reply(reply_on(1, "pd.1.aa@desk.acme.example"), replay)
         .await
         .expect("queue");
     let outbox_before = s.queues().await.expect("counts").outbox;
@@ -739,12 +778,15 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     // Matched by the second candidate (the first names nothing of ours; an
     // inbound id never matches).
     let out = s
-        .apply_inbound(vec![bounce_plan(
-            ids[1],
-            10,
-            &["m1@customer.example", "pd.1.aa@desk.acme.example"],
-            true,
-        )])
+        .apply_inbound(
+            vec![bounce_plan(
+                ids[1],
+                10,
+                &["m1@customer.example", "pd.1.aa@desk.acme.example"],
+                true,
+            )],
+            decide,
+        )
         .await
         .expect("apply");
     let d = &out[0].as_ref().expect("ok").delivered[0];
@@ -786,15 +828,18 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
     assert_eq!(s.due_outbox(i64::MAX, 10).await.expect("due").len(), 0);
 
     // A delayed report joins without failing anything.
-    s.queue_reply(reply_on(1, "pd.1.bb@desk.acme.example"))
+    s.queue_reply(reply_on(1, "pd.1.bb@desk.acme.example"), replay)
         .await
         .expect("queue");
-    s.apply_inbound(vec![bounce_plan(
-        ids[2],
-        11,
-        &["pd.1.bb@desk.acme.example"],
-        false,
-    )])
+    s.apply_inbound(
+        vec![bounce_plan(
+            ids[2],
+            11,
+            &["pd.1.bb@desk.acme.example"],
+            false,
+        )],
+        decide,
+    )
     .await
     .expect("apply");
     let t = s.ticket(TicketId(1)).await.expect("ticket");
@@ -807,7 +852,10 @@ async fn bounces_join_the_outbound_messages_ticket_and_fail_it() {
 
     // A bounce that matches nothing: stored as before, on a new ticket.
     let out = s
-        .apply_inbound(vec![bounce_plan(ids[3], 12, &["nothing@elsewhere"], true)])
+        .apply_inbound(
+            vec![bounce_plan(ids[3], 12, &["nothing@elsewhere"], true)],
+            decide,
+        )
         .await
         .expect("apply");
     let d = &out[0].as_ref().expect("ok").delivered[0];
@@ -831,7 +879,7 @@ async fn reply_context_leaves_out_replies_whose_delivery_failed() {
     let ids = spool_many(&s, 2).await;
     open_ticket(&s, ids[0], 1).await;
     let queue = async |mid: &str| {
-        s.queue_reply(reply_on(1, mid))
+        s.queue_reply(reply_on(1, mid), replay)
             .await
             .expect("queue")
             .outbox_id
@@ -859,12 +907,15 @@ async fn reply_context_leaves_out_replies_whose_delivery_failed() {
     )
     .await
     .expect("sent");
-    s.apply_inbound(vec![bounce_plan(
-        ids[1],
-        10,
-        &["pd.1.bb@desk.acme.example"],
-        true,
-    )])
+    s.apply_inbound(
+        vec![bounce_plan(
+            ids[1],
+            10,
+            &["pd.1.bb@desk.acme.example"],
+            true,
+        )],
+        decide,
+    )
     .await
     .expect("bounce");
     // Delivered, and one still waiting for the relay.
@@ -940,7 +991,7 @@ async fn outbox_counts_tell_the_sent_replies_that_bounced() {
     let mut sent = Vec::new();
     for mid in ["pd.1.aa@desk.acme.example", "pd.1.bb@desk.acme.example"] {
         let id = s
-            .queue_reply(reply_on(1, mid))
+            .queue_reply(reply_on(1, mid), replay)
             .await
             .expect("queue")
             .outbox_id;
@@ -954,15 +1005,18 @@ async fn outbox_counts_tell_the_sent_replies_that_bounced() {
         .expect("sent");
         sent.push(id);
     }
-    s.queue_reply(reply_on(1, "pd.1.cc@desk.acme.example"))
+    s.queue_reply(reply_on(1, "pd.1.cc@desk.acme.example"), replay)
         .await
         .expect("queue");
     let c = s.queues().await.expect("counts").outbox;
     assert_eq!((c.queued, c.sent, c.failed, c.bounced), (1, 2, 0, 0));
-    s.apply_inbound(vec![
-        bounce_plan(ids[1], 10, &["pd.1.aa@desk.acme.example"], true),
-        bounce_plan(ids[2], 11, &["pd.1.cc@desk.acme.example"], true),
-    ])
+    s.apply_inbound(
+        vec![
+            bounce_plan(ids[1], 10, &["pd.1.aa@desk.acme.example"], true),
+            bounce_plan(ids[2], 11, &["pd.1.cc@desk.acme.example"], true),
+        ],
+        decide,
+    )
     .await
     .expect("bounces");
     let c = s.queues().await.expect("counts").outbox;
@@ -1008,7 +1062,7 @@ async fn the_outbox_tally_follows_every_change_a_full_count_sees() {
     for mid in ["a", "b", "c", "d"] {
         let mid = format!("pd.1.{mid}@desk.acme.example");
         rows.push(
-            s.queue_reply(reply_on(1, &mid))
+            s.queue_reply(reply_on(1, &mid), replay)
                 .await
                 .expect("queue")
                 .outbox_id,
@@ -1040,11 +1094,14 @@ async fn the_outbox_tally_follows_every_change_a_full_count_sees() {
     .await
     .expect("failed");
     assert_eq!(check("one failed").await, (0, 3, 1, 0));
-    s.apply_inbound(vec![
-        bounce_plan(ids[1], 10, &["pd.1.a@desk.acme.example"], true),
-        // A second report for the same reply counts it once.
-        bounce_plan(ids[2], 11, &["pd.1.a@desk.acme.example"], true),
-    ])
+    s.apply_inbound(
+        vec![
+            bounce_plan(ids[1], 10, &["pd.1.a@desk.acme.example"], true),
+            // A second report for the same reply counts it once.
+            bounce_plan(ids[2], 11, &["pd.1.a@desk.acme.example"], true),
+        ],
+        decide,
+    )
     .await
     .expect("bounces");
     assert_eq!(check("a sent reply bounced twice").await, (0, 3, 1, 1));
@@ -1189,7 +1246,9 @@ async fn text_that_is_the_raw_tail_is_stored_once_and_read_back_whole() {
     let mut inline = inbound(id2, 8, RoutingPlan::Unassigned { reason: "t".into() });
     inline.messages[0].text = BodyText::from_raw(b"Subject: 8\r\n\r\nQm9keQ==\r\n", "Body");
     assert_eq!(inline.messages[0].text, BodyText::Inline("Body".into()));
-    s.apply_inbound(vec![by_ref, inline]).await.expect("apply");
+    s.apply_inbound(vec![by_ref, inline], decide)
+        .await
+        .expect("apply");
 
     let t = s.ticket(TicketId(1)).await.expect("ticket");
     assert_eq!(t.messages[0].text.as_deref(), Some(body));
