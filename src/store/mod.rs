@@ -29,6 +29,8 @@ mod mailbox;
 mod migrations;
 mod outbound;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 mod types;
 
 pub use bounce::BounceLink;
@@ -318,38 +320,4 @@ pub trait PeopleStore: Send + Sync {
     /// Revoke the user's token whose id starts with `id`, or all of them
     /// (`None`); returns how many. Effective at the next request.
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StoreError;
-    use rusqlite::ffi;
-
-    fn sqlite(code: std::ffi::c_int) -> StoreError {
-        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
-    }
-
-    /// The SQLite edge keeps full disk and lock contention apart and turns
-    /// any other error into the backend-neutral `Backend`, with the text it
-    /// always had; all of them stay temporary.
-    #[test]
-    fn sqlite_errors_map_to_backend_neutral_variants() {
-        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full));
-        assert!(matches!(sqlite(ffi::SQLITE_BUSY), StoreError::Busy));
-        assert!(matches!(sqlite(ffi::SQLITE_LOCKED), StoreError::Busy));
-        let other = sqlite(ffi::SQLITE_CORRUPT);
-        assert!(matches!(other, StoreError::Backend(_)), "{other:?}");
-        assert!(other.to_string().starts_with("sqlite: "), "{other}");
-        let rows = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
-        assert_eq!(rows.to_string(), "sqlite: Query returned no rows");
-        for e in [
-            sqlite(ffi::SQLITE_FULL),
-            sqlite(ffi::SQLITE_BUSY),
-            other,
-            rows,
-        ] {
-            assert!(e.is_temporary(), "{e:?}");
-        }
-        assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
-    }
 }
