@@ -696,15 +696,14 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewSpool, SpoolSource, SpoolStore, SqliteStore, StoreStatus};
+    use crate::store::{NewSpool, SpoolSource, StoreStatus};
 
     const CONFIG: &str = "[company]\nname = \"Acme\"\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
 
-    fn ingestor(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, Ingestor) {
+    async fn ingestor(dir: &tempfile::TempDir) -> (Arc<dyn Store>, Ingestor) {
         let config = crate::config::parse(CONFIG, std::path::Path::new("t.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let store =
-            Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), 5000, 256).expect("store"));
+        let store = crate::store::tests::fresh_store(dir.path()).await;
         let ingestor = Ingestor {
             store: store.clone(),
             live: Arc::new(Live::new(config)),
@@ -716,7 +715,7 @@ mod tests {
     }
 
     /// Commit `n` distinct messages to the spool (grouped, as sessions do).
-    async fn spool(store: &Arc<SqliteStore>, n: usize) -> Vec<SpoolEntry> {
+    async fn spool(store: &Arc<dyn Store>, n: usize) -> Vec<SpoolEntry> {
         let mut out = Vec::with_capacity(n);
         for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
             let commits = chunk.iter().map(|i| {
@@ -741,14 +740,14 @@ mod tests {
         out
     }
 
-    async fn status(store: &SqliteStore) -> StoreStatus {
+    async fn status(store: &Arc<dyn Store>) -> StoreStatus {
         store.status().await.expect("status")
     }
 
     #[tokio::test]
     async fn an_overflowing_handoff_falls_back_to_the_spool() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, ingest) = ingestor(&dir);
+        let (store, ingest) = ingestor(&dir).await;
         let n = handoff::MAX_ENTRIES + 5;
         for e in spool(&store, n).await {
             ingest.handoff.push(e);
@@ -783,7 +782,7 @@ mod tests {
     #[tokio::test]
     async fn run_drains_what_a_crash_left_then_stops_when_told() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, ingest) = ingestor(&dir);
+        let (store, ingest) = ingestor(&dir).await;
         // Committed but never handed over, as after a crash.
         spool(&store, 100).await;
         let stop = CancellationToken::new();

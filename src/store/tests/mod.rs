@@ -19,6 +19,12 @@
 //!
 //! Ticket numbers are asserted (`TicketId(1)` is the first ticket): a
 //! backend numbers tickets 1, 2, 3… in a fresh store.
+//!
+//! The unit tests of ingest, pull and outbound that need a store open it
+//! with [`fresh_store`], which opens the backend named by the environment
+//! variable [`TEST_STORE_ENV`] (`sqlite`, the default): running them on
+//! another backend is running `cargo test --lib` again with it set, once
+//! that backend has its arm in [`fresh_store`].
 
 mod inbound;
 mod outbox;
@@ -37,6 +43,22 @@ pub(crate) use crate::store::*;
 pub(crate) struct Fixture {
     pub store: Arc<dyn Store>,
     pub keep: Box<dyn std::any::Any + Send>,
+}
+
+/// The environment variable naming the backend [`fresh_store`] opens.
+pub(crate) const TEST_STORE_ENV: &str = "POSTDESK_TEST_STORE";
+
+/// A fresh, empty store for a unit test, its files (if any) under `dir`:
+/// SQLite unless [`TEST_STORE_ENV`] names another backend. Panics on a
+/// backend it does not know (a test run on the wrong backend must not pass).
+pub(crate) async fn fresh_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let backend = std::env::var(TEST_STORE_ENV).unwrap_or_default();
+    match backend.as_str() {
+        "" | "sqlite" => {
+            Arc::new(SqliteStore::open(&dir.join("test.sqlite"), 5000, 256).expect("open sqlite"))
+        }
+        other => panic!("{TEST_STORE_ENV}={other}: no such test backend"),
+    }
 }
 
 /// Instantiates every conformance test for one backend: `$open` is a path
