@@ -1,15 +1,20 @@
 //! Ingest: from the durable spool to tickets.
 //!
 //! Stages, each in its own module: [`parse`] (mail-parser), classification
-//! and sender resolution ([`resolve`]), contact + thread + dedupe (planned
-//! here, applied by the store in one transaction), [`route`] for new tickets.
+//! and sender resolution ([`resolve`]), then the plan of each channel's
+//! message (contact, content, thread handles from [`thread`], the route of
+//! a ticket it would open from [`route`], the bounce link from [`bounce`]):
+//! [`plan_entry`]. The plan carries what was judged typed
+//! ([`Classification`], [`SenderResolution`]); the store serialises it.
 //!
-//! Ingest also owns the decisions the store takes while applying a plan, as
-//! pure functions over rows the store reads inside that transaction (so any
-//! backend decides alike): which ticket a message continues
-//! ([`thread::may_join`]), whether it is a copy of a stored message and
-//! under which key it is stored ([`dedupe::check`]), and who owns a new
-//! ticket ([`route::choose_owner`]).
+//! Ingest also owns the decisions taken while the store applies a plan:
+//! [`decide::decide`], which the store calls inside its transaction over
+//! the facts it reads there (so any backend decides alike) — whether a
+//! message is a copy and under which key it is stored ([`dedupe::check`]),
+//! which of our replies a bounce reports on ([`bounce::reported_on`]),
+//! which ticket it continues ([`thread::find`], [`thread::may_join`]), and
+//! who owns a new ticket ([`route::owner`], [`route::choose_owner`]).
+//!
 //! Runs after acceptance; idempotent, because each spool entry's whole effect
 //! (and its `done` mark) is one transaction: a crash at any point leaves the
 //! entry pending and it is processed again, once.
@@ -269,8 +274,8 @@ fn base_address(email: &str) -> String {
 }
 
 /// Plan the effect of one spool entry, stage by stage: [`parse`] once, then
-/// for each channel it is addressed to: classify and resolve ([`judge`]),
-/// drop a mail loop, and build the channel's message ([`message_for`]:
+/// for each channel it is addressed to: classify and resolve (`judge`),
+/// drop a mail loop, and build the channel's message (`message_for`:
 /// contact, content, thread handles, route).
 /// Pure apart from reading `live`.
 pub fn plan_entry(
@@ -495,19 +500,11 @@ fn forwarder_note(
 }
 
 fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {
-    resolve::Resolution {
-        contact: resolve::Address {
-            email: email.to_string(),
-            name,
-        },
-        method: "envelope".into(),
-        confidence: 0.5,
-        forwarder: None,
-        claimed_original: None,
-        note: None,
-        original: None,
-        distrusted: None,
-    }
+    let contact = resolve::Address {
+        email: email.to_string(),
+        name,
+    };
+    resolve::Resolution::only(contact, "envelope", 0.5)
 }
 
 /// What one ingest round did.

@@ -289,19 +289,11 @@ pub fn plan(
     text: String,
     available: &dyn Fn(&UserConfig) -> bool,
 ) -> InboundMessage {
-    let resolution = Resolution {
-        contact: Address {
-            email: contact.email.clone(),
-            name: contact.name.clone(),
-        },
-        method: origin.method.to_string(),
-        confidence: 1.0,
-        forwarder: None,
-        claimed_original: None,
-        note: None,
-        original: None,
-        distrusted: None,
+    let who = Address {
+        email: contact.email.clone(),
+        name: contact.name.clone(),
     };
+    let resolution = Resolution::only(who, origin.method, 1.0);
     InboundMessage {
         channel: channel.id.clone(),
         dedupe_key: format!("{}:{}", origin.method, origin.id),

@@ -81,8 +81,9 @@ fn two_decimals<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> 
 pub struct Resolution {
     /// Who owns the ticket.
     pub contact: Address,
-    /// "rfc822" | "resent" | "body:<client>" | "list:x-original-from" |
-    /// "list:x-original-sender" | "list:reply-to" | "from" | "forwarder".
+    /// `rfc822` | `resent` | `body:<client>` | `list:x-original-from` |
+    /// `list:x-original-sender` | `list:reply-to` | `from` | `forwarder`
+    /// (`envelope`, `form`, `api` outside resolution).
     pub method: String,
     /// 0.0..=1.0 (written with two decimals: `0.9`, not the f32's
     /// `0.8999999761581421`).
@@ -99,6 +100,23 @@ pub struct Resolution {
     /// Why a team member's, forwarder's or group's claim was not believed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distrusted: Option<String>,
+}
+
+impl Resolution {
+    /// A resolution that is its contact only (no forwarder, note, original
+    /// or doubt), decided by `method` with `confidence`.
+    pub fn only(contact: Address, method: &str, confidence: f32) -> Self {
+        Resolution {
+            contact,
+            method: method.to_string(),
+            confidence,
+            forwarder: None,
+            claimed_original: None,
+            note: None,
+            original: None,
+            distrusted: None,
+        }
+    }
 }
 
 /// The customer's message inside a forward.

@@ -233,16 +233,8 @@ fn empty() -> Address {
 }
 
 fn plain(sender: Address) -> Resolution {
-    Resolution {
-        confidence: if sender.email.is_empty() { 0.0 } else { 1.0 },
-        contact: sender,
-        method: "from".into(),
-        forwarder: None,
-        claimed_original: None,
-        note: None,
-        original: None,
-        distrusted: None,
-    }
+    let confidence = if sender.email.is_empty() { 0.0 } else { 1.0 };
+    Resolution::only(sender, "from", confidence)
 }
 
 /// An address from a header of any parsed shape.

@@ -98,20 +98,12 @@ pub(crate) use conformance;
 
 /// What tests store as a message's resolution.
 pub(crate) fn resolved(email: &str) -> SenderResolution {
+    let contact = Address {
+        email: email.into(),
+        name: None,
+    };
     SenderResolution {
-        resolution: Resolution {
-            contact: Address {
-                email: email.into(),
-                name: None,
-            },
-            method: "from".into(),
-            confidence: 1.0,
-            forwarder: None,
-            claimed_original: None,
-            note: None,
-            original: None,
-            distrusted: None,
-        },
+        resolution: Resolution::only(contact, "from", 1.0),
         authentication: None,
     }
 }
