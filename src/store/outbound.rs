@@ -44,6 +44,15 @@ impl Delivery {
             Delivery::Failed => "failed",
         }
     }
+
+    /// A stored delivery state (`queued` for anything unknown).
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("sent") => Delivery::Sent,
+            Some("failed") => Delivery::Failed,
+            _ => Delivery::Queued,
+        }
+    }
 }
 
 /// A composed reply to commit: the ticket's outbound message plus the exact
@@ -70,10 +79,30 @@ pub struct NewReply {
     pub text: String,
     pub html: Option<String>,
     pub raw: Vec<u8>,
-    /// Client-chosen key: a second request by the same author with the same
-    /// key returns the first reply instead of queuing another.
-    pub idempotency_key: Option<String>,
+    /// The message's dedupe key (unique per channel): from the client's
+    /// idempotency key when the request carried one, else from the
+    /// Message-ID (`outbound::replay::dedupe_key`).
+    pub dedupe_key: String,
+    /// The request carried an idempotency key: a reply stored under the same
+    /// dedupe key is an earlier request's, and [`Replay`] decides what this
+    /// one gets.
+    pub replayable: bool,
 }
+
+/// The reply a channel already stores under a replayable reply's dedupe key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierReply {
+    pub outbox_id: OutboxId,
+    pub message_id: String,
+    pub delivery: Delivery,
+    pub ticket: TicketId,
+}
+
+/// Whether a reply replays an earlier one, decided outside the store
+/// (`outbound::replay::replay`) over the reply stored under its key:
+/// `Ok(Some)` answers the earlier reply and writes nothing, `Ok(None)` writes
+/// this one, `Err` refuses it.
+pub type Replay = fn(&NewReply, Option<EarlierReply>) -> Result<Option<QueuedReply>, StoreError>;
 
 /// What committing a reply produced.
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +159,7 @@ pub(crate) fn ticket_channel(conn: &Connection, ticket: TicketId) -> Result<Stri
 pub(crate) fn queue_reply(
     conn: &Connection,
     r: &NewReply,
+    replay: Replay,
     now: i64,
 ) -> Result<QueuedReply, StoreError> {
     let channel = ticket_channel(conn, r.ticket)?;
@@ -139,42 +169,25 @@ pub(crate) fn queue_reply(
             r.ticket, r.channel
         )));
     }
-    // The message's dedupe key doubles as the idempotency record (unique per channel).
-    let dedupe_key = match &r.idempotency_key {
-        Some(k) => format!("idem:{}:{k}", r.author),
-        None => format!("mid:{}", r.message_id),
-    };
-    // Without a key the Message-ID was just made: nothing to look up.
-    let existing: Option<(i64, String, Option<String>, i64)> = match &r.idempotency_key {
-        None => None,
-        Some(_) => conn
-            .prepare_cached(
-                "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
-                 WHERE m.channel = ?1 AND m.dedupe_key = ?2",
-            )?
-            .query_row(params![r.channel, dedupe_key], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    let earlier = if r.replayable {
+        conn.prepare_cached(
+            "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
+             WHERE m.channel = ?1 AND m.dedupe_key = ?2",
+        )?
+        .query_row(params![r.channel, r.dedupe_key], |row| {
+            Ok(EarlierReply {
+                outbox_id: OutboxId(row.get(0)?),
+                message_id: row.get(1)?,
+                delivery: Delivery::parse(row.get::<_, Option<String>>(2)?.as_deref()),
+                ticket: TicketId(row.get(3)?),
             })
-            .optional()?,
+        })
+        .optional()?
+    } else {
+        None
     };
-    if let Some((outbox_id, message_id, delivery, ticket)) = existing {
-        if ticket != r.ticket.0 {
-            return Err(StoreError::Invalid(format!(
-                "idempotency key already used for ticket {ticket}"
-            )));
-        }
-        let delivery = match delivery.as_deref() {
-            Some("sent") => Delivery::Sent,
-            Some("failed") => Delivery::Failed,
-            _ => Delivery::Queued,
-        };
-        return Ok(QueuedReply {
-            ticket: r.ticket,
-            outbox_id: OutboxId(outbox_id),
-            message_id,
-            delivery,
-            replayed: true,
-        });
+    if let Some(answer) = replay(r, earlier)? {
+        return Ok(answer);
     }
     let to = serde_json::to_string(&r.to).unwrap_or_else(|_| "[]".into());
     let rcpt: Vec<&String> = r.to.iter().chain(r.cc.iter()).collect();
@@ -188,7 +201,7 @@ pub(crate) fn queue_reply(
     .execute(params![
         r.ticket.0,
         r.channel,
-        dedupe_key,
+        r.dedupe_key,
         r.message_id,
         r.in_reply_to,
         r.references.join(" "),
