@@ -1,20 +1,26 @@
-//! The spool and applying ingest's plans in PostgreSQL: spool rows (raw
-//! bytes as `bytea` in `spool_raw`), pending entries, and the write of
-//! everything a message makes (contact, ticket, routing, message, bounce
-//! link), in the caller's savepoint.
+//! The spool and applying ingest's decisions in PostgreSQL: spool rows
+//! (raw bytes as `bytea` in `spool_raw`), pending entries, the facts the
+//! decisions read and the write of each [`Decision`] (contact, ticket,
+//! routing, message, bounce marks), in the caller's savepoint.
 //!
-//! Decisions are not made here: the rows they depend on are read inside
-//! the transaction and [`thread::may_join`], [`dedupe::check`] and
-//! [`route::choose_owner`] decide, exactly as for SQLite.
+//! Must not: decide. The [`Decide`] function the caller passes
+//! (`ingest::decide::decide`) is synchronous and reads [`InboundFacts`];
+//! PostgreSQL answers asynchronously. So [`decide_here`] runs it over the
+//! facts read so far: a fact not read yet stops that run, is read (in this
+//! transaction), and the function runs again from the start. It is pure and
+//! given the same clock each time, so the last run's answer is the answer
+//! it would have given over live reads — after as many runs as it needs
+//! facts (a handful per message).
 
 use std::collections::HashMap;
 
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::touch;
-use crate::ingest::{dedupe, route, thread};
 use crate::store::{
-    BodyText, ContactRef, Delivered, InboundMessage, InboundOutcome, InboundPlan, NewSpool,
-    RoutingPlan, SpoolEntry, SpoolId, SpoolSource, StoreError, TicketId, now_ms,
+    BodyText, ContactRef, Decide, Decision, Delivered, InboundFacts, InboundMessage,
+    InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
+    SpoolEntry, SpoolId, SpoolSource, StoreError, StoredClassification, TicketId, TicketPeople,
+    UserLoad, now_ms,
 };
 
 /// Insert a spool row and its raw bytes (one statement); its id.
@@ -101,18 +107,290 @@ pub(super) async fn raw(db: &Db, id: SpoolId) -> Result<Vec<u8>, StoreError> {
     }
 }
 
-/// A planned submission (web form, API): nothing if every message is a
-/// retried copy; else its spool row and its effect, in the caller's savepoint.
+/// A fact [`InboundFacts`] may be asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Ask {
+    Keyed(String, String),
+    Outbound(String, String),
+    ByMessageId(String, String),
+    People(String, TicketId),
+    Load(String),
+    Owner(String),
+}
+
+/// A fact as read.
+#[derive(Debug, Clone)]
+enum Fact {
+    Keyed(Option<KeyedMessage>),
+    Outbound(Option<OutboundRef>),
+    Hits(Vec<MessageHit>),
+    People(Option<TicketPeople>),
+    Load(UserLoad),
+    Owner(Option<String>),
+}
+
+/// The facts read so far for one message, and the first one a run of the
+/// decide function asked for and did not find.
+#[derive(Default)]
+struct Memo {
+    facts: HashMap<Ask, Fact>,
+    missing: Option<Ask>,
+}
+
+impl Memo {
+    fn get(&mut self, ask: Ask) -> Result<&Fact, StoreError> {
+        if self.facts.contains_key(&ask) {
+            return self
+                .facts
+                .get(&ask)
+                .ok_or_else(|| StoreError::Failed("fact vanished".into()));
+        }
+        self.missing.get_or_insert(ask);
+        Err(StoreError::Failed("a fact is not read yet".into()))
+    }
+}
+
+/// A fact of the wrong shape for its question: a bug here, reported.
+fn mismatch<T>() -> Result<T, StoreError> {
+    Err(StoreError::Failed("fact of another kind".into()))
+}
+
+impl InboundFacts for Memo {
+    fn keyed(&mut self, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
+        match self.get(Ask::Keyed(channel.into(), key.into()))? {
+            Fact::Keyed(v) => Ok(v.clone()),
+            _ => mismatch(),
+        }
+    }
+
+    fn outbound(&mut self, channel: &str, id: &str) -> Result<Option<OutboundRef>, StoreError> {
+        match self.get(Ask::Outbound(channel.into(), id.into()))? {
+            Fact::Outbound(v) => Ok(v.clone()),
+            _ => mismatch(),
+        }
+    }
+
+    fn by_message_id(&mut self, channel: &str, id: &str) -> Result<Vec<MessageHit>, StoreError> {
+        match self.get(Ask::ByMessageId(channel.into(), id.into()))? {
+            Fact::Hits(v) => Ok(v.clone()),
+            _ => mismatch(),
+        }
+    }
+
+    fn ticket_people(
+        &mut self,
+        channel: &str,
+        ticket: TicketId,
+    ) -> Result<Option<TicketPeople>, StoreError> {
+        match self.get(Ask::People(channel.into(), ticket))? {
+            Fact::People(v) => Ok(v.clone()),
+            _ => mismatch(),
+        }
+    }
+
+    fn user_load(&mut self, user: &str) -> Result<UserLoad, StoreError> {
+        match self.get(Ask::Load(user.into()))? {
+            Fact::Load(v) => Ok(v.clone()),
+            _ => mismatch(),
+        }
+    }
+
+    fn contact_owner(&mut self, email: &str) -> Result<Option<String>, StoreError> {
+        match self.get(Ask::Owner(email.into()))? {
+            Fact::Owner(v) => Ok(v.clone()),
+            _ => mismatch(),
+        }
+    }
+}
+
+/// More runs than any message needs facts: a decide function that keeps
+/// asking is stopped, not looped on.
+const MAX_RUNS: usize = 256;
+
+/// `decide`'s answer for `m` over this transaction's rows (see the module doc).
+async fn decide_here(db: &Db, m: &InboundMessage, decide: Decide) -> Result<Decision, StoreError> {
+    let now = now_ms();
+    let mut memo = Memo::default();
+    for _ in 0..MAX_RUNS {
+        memo.missing = None;
+        let answer = decide(m, now, &mut memo);
+        let Some(ask) = memo.missing.take() else {
+            return answer;
+        };
+        let fact = read(db, &ask).await?;
+        memo.facts.insert(ask, fact);
+    }
+    Err(StoreError::Failed(format!(
+        "deciding a message asked for more than {MAX_RUNS} facts"
+    )))
+}
+
+/// Read one fact.
+async fn read(db: &Db, ask: &Ask) -> Result<Fact, StoreError> {
+    Ok(match ask {
+        Ask::Keyed(channel, key) => Fact::Keyed(keyed(db, channel, key).await?),
+        Ask::Outbound(channel, id) => {
+            let r = row(
+                db,
+                "SELECT id, ticket_id FROM messages
+                  WHERE message_id = $1 AND channel = $2 AND direction = 'outbound'
+                  ORDER BY id DESC LIMIT 1",
+                &[id, channel],
+            )
+            .await?;
+            Fact::Outbound(match r {
+                Some(r) => Some(OutboundRef {
+                    row: col(&r, 0)?,
+                    ticket: TicketId(col(&r, 1)?),
+                    message_id: id.clone(),
+                }),
+                None => None,
+            })
+        }
+        Ask::ByMessageId(channel, id) => Fact::Hits(
+            rows(db, BY_MESSAGE_ID, &[id, channel])
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(MessageHit {
+                        ticket: TicketId(col(r, 0)?),
+                        outbound: col::<&str>(r, 1)? == "outbound",
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        ),
+        Ask::People(channel, ticket) => Fact::People(people(db, channel, *ticket).await?),
+        Ask::Load(user) => Fact::Load(user_load(db, user).await?),
+        Ask::Owner(email) => Fact::Owner(
+            match row(db, "SELECT owner FROM contacts WHERE email = $1", &[email]).await? {
+                Some(r) => col(&r, 0)?,
+                None => None,
+            },
+        ),
+    })
+}
+
+async fn keyed(db: &Db, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
+    let r = row(
+        db,
+        "SELECT m.ticket_id, m.from_email, c.email FROM messages m
+           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+          WHERE m.channel = $1 AND m.dedupe_key = $2",
+        &[&channel, &key],
+    )
+    .await?;
+    r.map(|r| {
+        Ok(KeyedMessage {
+            ticket: TicketId(col(&r, 0)?),
+            from: col(&r, 1)?,
+            contact: col(&r, 2)?,
+        })
+    })
+    .transpose()
+}
+
+/// Messages of `$2` (channel) with Message-ID `$1`: inbound by dedupe key
+/// (and the `#from:` copies of another sender's reuse: a range, byte order
+/// by the column's "C" collation), outbound by their own index; most
+/// recent first.
+const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
+       SELECT id, ticket_id, direction FROM messages
+        WHERE channel = $2 AND dedupe_key = 'mid:' || $1
+       UNION ALL
+       SELECT id, ticket_id, direction FROM messages
+        WHERE channel = $2 AND dedupe_key > 'mid:' || $1 || '#from:'
+          AND dedupe_key < 'mid:' || $1 || '#from;'
+       UNION ALL
+       SELECT id, ticket_id, direction FROM messages
+        WHERE message_id = $1 AND channel = $2 AND direction = 'outbound') x
+     ORDER BY id DESC LIMIT 8";
+
+async fn people(db: &Db, channel: &str, t: TicketId) -> Result<Option<TicketPeople>, StoreError> {
+    let head = row(
+        db,
+        "SELECT c.email, t.secret FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         WHERE t.id = $1 AND t.channel = $2",
+        &[&t.0, &channel],
+    )
+    .await?;
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    let contact: String = col(&head, 0)?;
+    let mut participants = rows(
+        db,
+        "SELECT c.email FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+         WHERE p.ticket_id = $1",
+        &[&t.0],
+    )
+    .await?
+    .iter()
+    .map(|r| col::<String>(r, 0))
+    .collect::<Result<Vec<_>, _>>()?;
+    // Whom the contact addressed (To/Cc of their own messages).
+    let addressed = rows(
+        db,
+        "SELECT to_addrs, cc_addrs FROM messages
+          WHERE ticket_id = $1 AND direction = 'inbound' AND from_email = $2",
+        &[&t.0, &contact],
+    )
+    .await?;
+    for r in &addressed {
+        for i in 0..2 {
+            if let Some(list) = col::<Option<&str>>(r, i)? {
+                participants.extend(parse_json_vec(list));
+            }
+        }
+    }
+    Ok(Some(TicketPeople {
+        secret: col(&head, 1)?,
+        contact,
+        participants,
+    }))
+}
+
+/// Ticket statuses that do not count as open for balancing.
+const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
+
+async fn user_load(db: &Db, user: &str) -> Result<UserLoad, StoreError> {
+    let open_sql = format!(
+        "SELECT COUNT(*) FROM tickets
+          WHERE owner = $1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
+    );
+    let open: i64 = match row(db, &open_sql, &[&user]).await? {
+        Some(r) => col(&r, 0)?,
+        None => 0,
+    };
+    let last_assigned = match row(
+        db,
+        "SELECT last_assigned_seq FROM user_state WHERE id = $1",
+        &[&user],
+    )
+    .await?
+    {
+        Some(r) => col::<Option<i64>>(&r, 0)?.unwrap_or(0),
+        None => 0,
+    };
+    Ok(UserLoad {
+        user: user.to_string(),
+        open,
+        last_assigned,
+    })
+}
+
+/// A planned submission (web form, API): nothing if `decide` finds every
+/// message a copy (a retry); else its spool row and its plan.
 pub(super) async fn submit(
     db: &Db,
     spool: NewSpool,
     hash: String,
     messages: Vec<InboundMessage>,
+    decide: Decide,
 ) -> Result<InboundOutcome, StoreError> {
     let mut replay = InboundOutcome::default();
     for m in &messages {
-        if let Ok(dup) = duplicate(db, m).await? {
-            replay.delivered.push(dup);
+        if let Decision::Duplicate(ticket) = decide_here(db, m, decide).await? {
+            replay.delivered.push(duplicate(m, ticket));
         }
     }
     if !messages.is_empty() && replay.delivered.len() == messages.len() {
@@ -124,17 +402,18 @@ pub(super) async fn submit(
         messages,
         dropped: None,
     };
-    apply_inbound(db, &plan).await
+    apply_plan(db, &plan, decide).await
 }
 
-/// Apply one plan (the caller's savepoint undoes it all on error).
-pub(super) async fn apply_inbound(
+/// Apply one plan: claim its spool entry (only while still pending: an
+/// entry applied before changes nothing), then decide and write each
+/// message in turn. The caller's savepoint undoes it all on error.
+pub(super) async fn apply_plan(
     db: &Db,
     plan: &InboundPlan,
+    decide: Decide,
 ) -> Result<InboundOutcome, StoreError> {
     let mut out = InboundOutcome::default();
-    // Done first, and only if still pending: an entry applied before (seen
-    // twice, or before a crash lost the acknowledgement) changes nothing.
     let claimed = exec(
         db,
         "UPDATE spool SET state = 'done', error = $1, processed_at = $2
@@ -146,176 +425,117 @@ pub(super) async fn apply_inbound(
         return Ok(out);
     }
     for m in &plan.messages {
-        let own_key;
-        let m = match duplicate(db, m).await? {
-            Ok(dup) => {
-                out.delivered.push(dup);
-                continue;
-            }
-            Err(Some(key)) => {
-                own_key = InboundMessage {
-                    dedupe_key: key,
-                    ..m.clone()
-                };
-                &own_key
-            }
-            Err(None) => m,
-        };
-        if let Some(d) = link_bounce(db, plan.spool_id, m).await? {
-            out.delivered.push(d);
-            continue;
-        }
-        let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
-        let (ticket, created, owner, note) = match find_thread(db, m).await? {
-            Ok(t) => {
-                exec(
-                    db,
-                    "INSERT INTO ticket_participants (ticket_id, contact_id)
-                     SELECT id, $2 FROM tickets WHERE id = $1 AND contact_id <> $2
-                     ON CONFLICT DO NOTHING",
-                    &[&t, &contact_id],
-                )
-                .await?;
-                touch(db, t, now_ms()).await?;
-                (t, false, None, None)
-            }
-            Err(refused) => {
-                let (t, owner) = create_ticket(db, m, contact_id).await?;
-                (t, true, owner, refused)
-            }
-        };
-        insert_message(db, ticket, plan.spool_id, m, note.as_deref()).await?;
-        out.delivered.push(Delivered {
-            channel: m.channel.clone(),
-            ticket: TicketId(ticket),
-            created,
-            duplicate: false,
-            owner,
-        });
+        let decision = decide_here(db, m, decide).await?;
+        out.delivered
+            .push(write(db, plan.spool_id, m, decision).await?);
     }
     Ok(out)
 }
 
-/// Whether `m` copies a message its channel stores, as [`dedupe::check`]
-/// decides over the rows under the keys it may ask about (read first: the
-/// planned key and its `#from:` variant).
-async fn duplicate(
-    db: &Db,
-    m: &InboundMessage,
-) -> Result<Result<Delivered, Option<String>>, StoreError> {
-    let keys = vec![
-        m.dedupe_key.clone(),
-        format!("{}#from:{}", m.dedupe_key, m.from.email),
-    ];
-    let found = rows(
-        db,
-        "SELECT m.dedupe_key, m.ticket_id, m.from_email, c.email FROM messages m
-           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
-          WHERE m.channel = $1 AND m.dedupe_key = ANY($2)",
-        &[&m.channel, &keys],
-    )
-    .await?;
-    let mut stored = HashMap::new();
-    for r in &found {
-        stored.insert(
-            col::<String>(r, 0)?,
-            dedupe::Stored {
-                ticket: TicketId(col(r, 1)?),
-                from: col(r, 2)?,
-                contact: col(r, 3)?,
-            },
-        );
+fn duplicate(m: &InboundMessage, ticket: TicketId) -> Delivered {
+    Delivered {
+        channel: m.channel.clone(),
+        ticket,
+        created: false,
+        duplicate: true,
+        owner: None,
     }
-    let incoming = dedupe::Incoming {
-        key: &m.dedupe_key,
-        from: &m.from.email,
-        contact: &m.contact.email,
-    };
-    let verdict = dedupe::check(incoming, now_ms(), |key| {
-        Ok::<_, StoreError>(stored.get(key).cloned())
-    })?;
-    Ok(match verdict {
-        dedupe::Verdict::Copy(ticket) => Ok(Delivered {
-            channel: m.channel.clone(),
-            ticket,
-            created: false,
-            duplicate: true,
-            owner: None,
-        }),
-        dedupe::Verdict::New(key) => Err(key),
-    })
 }
 
-/// A bounce of our own reply joins that reply's ticket (no contact for the
-/// mailer-daemon, no new ticket) and marks it failed when the report says so.
-async fn link_bounce(
+/// Write `decision` for `m`.
+async fn write(
     db: &Db,
     spool: SpoolId,
     m: &InboundMessage,
-) -> Result<Option<Delivered>, StoreError> {
-    let Some(link) = &m.bounce else {
-        return Ok(None);
+    decision: Decision,
+) -> Result<Delivered, StoreError> {
+    let delivered = |ticket, created, owner| Delivered {
+        channel: m.channel.clone(),
+        ticket,
+        created,
+        duplicate: false,
+        owner,
     };
-    let mut bounced = None;
-    for id in link
-        .candidates
-        .iter()
-        .take(crate::store::bounce::MAX_CANDIDATES)
-    {
-        let hit = row(
-            db,
-            "SELECT id, ticket_id FROM messages
-              WHERE message_id = $1 AND channel = $2 AND direction = 'outbound'
-              ORDER BY id DESC LIMIT 1",
-            &[id, &m.channel],
-        )
-        .await?;
-        if let Some(r) = hit {
-            bounced = Some(crate::store::bounce::Bounced {
-                row: col(&r, 0)?,
-                ticket: col(&r, 1)?,
-                message_id: id.clone(),
-            });
-            break;
+    Ok(match decision {
+        Decision::Duplicate(ticket) => duplicate(m, ticket),
+        Decision::Bounce {
+            key,
+            outbound,
+            fail,
+        } => {
+            let row = Row {
+                key: key.as_deref(),
+                bounced: Some(&outbound.message_id),
+                thread_note: None,
+            };
+            insert_message(db, outbound.ticket, spool, m, row).await?;
+            record_bounce(db, &outbound, fail.as_deref()).await?;
+            delivered(outbound.ticket, false, None)
         }
-    }
-    let Some(b) = bounced else {
-        return Ok(None);
-    };
-    let noted = InboundMessage {
-        classification: crate::store::bounce::classification_with(&m.classification, &b),
-        ..m.clone()
-    };
-    insert_message(db, b.ticket, spool, &noted, None).await?;
-    if link.failed {
+        Decision::Join { key, ticket } => {
+            let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
+            exec(
+                db,
+                "INSERT INTO ticket_participants (ticket_id, contact_id)
+                 SELECT id, $2 FROM tickets WHERE id = $1 AND contact_id <> $2
+                 ON CONFLICT DO NOTHING",
+                &[&ticket.0, &contact_id],
+            )
+            .await?;
+            touch(db, ticket.0, now_ms()).await?;
+            let row = Row {
+                key: key.as_deref(),
+                bounced: None,
+                thread_note: None,
+            };
+            insert_message(db, ticket, spool, m, row).await?;
+            delivered(ticket, false, None)
+        }
+        Decision::Open {
+            key,
+            owner,
+            thread_note,
+        } => {
+            let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
+            let ticket = create_ticket(db, m, contact_id, &owner).await?;
+            let row = Row {
+                key: key.as_deref(),
+                bounced: None,
+                thread_note: thread_note.as_deref(),
+            };
+            insert_message(db, ticket, spool, m, row).await?;
+            delivered(ticket, true, owner.owner)
+        }
+    })
+}
+
+/// After a bounce was stored on its outbound message's ticket: mark that
+/// message failed when ingest decided so (its outbox row too, if still
+/// queued), and touch the ticket.
+async fn record_bounce(db: &Db, b: &OutboundRef, fail: Option<&str>) -> Result<(), StoreError> {
+    if let Some(detail) = fail {
         exec(
             db,
             "UPDATE messages SET delivery = 'failed', delivery_detail = $1 WHERE id = $2",
-            &[&link.detail, &b.row],
+            &[&detail, &b.row],
         )
         .await?;
         exec(
             db,
             "UPDATE outbox SET state = 'failed', last_error = $1
               WHERE message_id = $2 AND state = 'queued'",
-            &[&link.detail, &b.row],
+            &[&detail, &b.row],
         )
         .await?;
     }
-    touch(db, b.ticket, now_ms()).await?;
+    touch(db, b.ticket.0, now_ms()).await?;
     tracing::info!(
-        ticket = b.ticket,
+        ticket = b.ticket.0,
         message_id = %b.message_id,
-        failed = link.failed,
+        failed = fail.is_some(),
         "bounce linked to its outbound message"
     );
-    Ok(Some(Delivered {
-        channel: m.channel.clone(),
-        ticket: TicketId(b.ticket),
-        created: false,
-        duplicate: false,
-        owner: None,
-    }))
+    Ok(())
 }
 
 /// The contact's id, creating it. A stored name is replaced only by a name
@@ -358,182 +578,15 @@ async fn upsert_contact(db: &Db, c: &ContactRef, verified: bool) -> Result<i64, 
     }
 }
 
-/// Messages of `$2` (channel) with Message-ID `$1`: inbound by dedupe key
-/// (and the `#from:` copies of another sender's reuse), outbound by their
-/// own index; most recent first.
-const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
-       SELECT id, ticket_id, direction FROM messages
-        WHERE channel = $2 AND dedupe_key = 'mid:' || $1
-       UNION ALL
-       SELECT id, ticket_id, direction FROM messages
-        WHERE channel = $2 AND dedupe_key > 'mid:' || $1 || '#from:'
-          AND dedupe_key < 'mid:' || $1 || '#from;'
-       UNION ALL
-       SELECT id, ticket_id, direction FROM messages
-        WHERE message_id = $1 AND channel = $2 AND direction = 'outbound') x
-     ORDER BY id DESC LIMIT 8";
-
-/// What [`thread::may_join`] needs to know of ticket `t` (of `channel`).
-async fn candidate(
-    db: &Db,
-    t: i64,
-    channel: &str,
-    found: impl FnOnce(&str) -> thread::Found,
-) -> Result<Option<thread::Candidate>, StoreError> {
-    let head = row(
-        db,
-        "SELECT c.email, t.secret FROM tickets t JOIN contacts c ON c.id = t.contact_id
-         WHERE t.id = $1 AND t.channel = $2",
-        &[&t, &channel],
-    )
-    .await?;
-    let Some(head) = head else {
-        return Ok(None);
-    };
-    let contact: String = col(&head, 0)?;
-    let secret: &str = col(&head, 1)?;
-    let mut participants = rows(
-        db,
-        "SELECT c.email FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
-         WHERE p.ticket_id = $1",
-        &[&t],
-    )
-    .await?
-    .iter()
-    .map(|r| col::<String>(r, 0))
-    .collect::<Result<Vec<_>, _>>()?;
-    // Whom the contact addressed (To/Cc of their own messages).
-    let addressed = rows(
-        db,
-        "SELECT to_addrs, cc_addrs FROM messages
-          WHERE ticket_id = $1 AND direction = 'inbound' AND from_email = $2",
-        &[&t, &contact],
-    )
-    .await?;
-    for r in &addressed {
-        for i in 0..2 {
-            if let Some(list) = col::<Option<&str>>(r, i)? {
-                participants.extend(parse_json_vec(list));
-            }
-        }
-    }
-    Ok(Some(thread::Candidate {
-        ticket: t,
-        found: found(secret),
-        contact,
-        participants,
-    }))
-}
-
-/// The ticket a message continues (In-Reply-To/References, then its
-/// subject tag, then its plus-address; same channel; only where
-/// [`thread::may_join`] allows). `Err`: none, with the first refusal.
-async fn find_thread(
+/// Insert the ticket `m` opens, owned as `owner` says (recording a
+/// balancing assignment: the user's sequence becomes the highest + 1).
+async fn create_ticket(
     db: &Db,
     m: &InboundMessage,
-) -> Result<Result<i64, Option<String>>, StoreError> {
-    let asker = thread::Asker {
-        contact: m.thread_identity.as_deref(),
-        trusted: m.trusted_sender,
-    };
-    let mut refused: Option<String> = None;
-    let mut consider = |c: Option<thread::Candidate>| -> Option<i64> {
-        let c = c?;
-        match thread::may_join(&c, asker) {
-            Ok(()) => Some(c.ticket),
-            Err(why) => {
-                refused.get_or_insert(why);
-                None
-            }
-        }
-    };
-    for id in m.in_reply_to.iter().chain(m.references.iter().rev()) {
-        let hits = rows(db, BY_MESSAGE_ID, &[id, &m.channel]).await?;
-        for r in &hits {
-            let t: i64 = col(r, 0)?;
-            let found = if col::<&str>(r, 1)? == "outbound" {
-                thread::Found::OurMessageId
-            } else {
-                thread::Found::TheirMessageId
-            };
-            if let Some(t) = consider(candidate(db, t, &m.channel, |_| found).await?) {
-                return Ok(Ok(t));
-            }
-        }
-    }
-    if let Some(tok) = &m.thread_token {
-        let c = candidate(db, tok.ticket.0, &m.channel, |secret| thread::Found::Tag {
-            secret_matches: !secret.is_empty() && tok.secret.as_deref() == Some(secret),
-        })
-        .await?;
-        if let Some(t) = consider(c) {
-            return Ok(Ok(t));
-        }
-    }
-    if let Some(TicketId(n)) = m.plus_token {
-        let c = candidate(db, n, &m.channel, |_| thread::Found::PlusAddress).await?;
-        if let Some(t) = consider(c) {
-            return Ok(Ok(t));
-        }
-    }
-    Ok(Err(refused))
-}
-
-/// Ticket statuses that do not count as open for balancing.
-const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
-
-/// Choose a new ticket's owner: read what [`route::choose_owner`] needs,
-/// ask it, record a balancing assignment. (owner, reason when unassigned).
-async fn assign_owner(
-    db: &Db,
-    plan: &RoutingPlan,
     contact_id: i64,
-) -> Result<(Option<String>, Option<String>), StoreError> {
-    let mut loads = Vec::new();
-    let mut contact_owner: Option<String> = None;
-    match plan {
-        RoutingPlan::Unassigned { .. } => {}
-        RoutingPlan::Balance { users, .. } => {
-            let open_sql = format!(
-                "SELECT COUNT(*) FROM tickets
-                  WHERE owner = $1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
-            );
-            for u in users {
-                let open: i64 = match row(db, &open_sql, &[u]).await? {
-                    Some(r) => col(&r, 0)?,
-                    None => 0,
-                };
-                let last_assigned = match row(
-                    db,
-                    "SELECT last_assigned_seq FROM user_state WHERE id = $1",
-                    &[u],
-                )
-                .await?
-                {
-                    Some(r) => col::<Option<i64>>(&r, 0)?.unwrap_or(0),
-                    None => 0,
-                };
-                loads.push(route::UserLoad {
-                    user: u.clone(),
-                    open,
-                    last_assigned,
-                });
-            }
-        }
-        RoutingPlan::ContactOwner { .. } => {
-            if let Some(r) = row(
-                db,
-                "SELECT owner FROM contacts WHERE id = $1",
-                &[&contact_id],
-            )
-            .await?
-            {
-                contact_owner = col(&r, 0)?;
-            }
-        }
-    }
-    let choice = route::choose_owner(plan, &loads, contact_owner.as_deref());
-    if let (true, Some(u)) = (choice.record_assignment, &choice.owner) {
+    owner: &OwnerChoice,
+) -> Result<TicketId, StoreError> {
+    if let (true, Some(u)) = (owner.record_assignment, &owner.owner) {
         exec(
             db,
             "INSERT INTO user_state (id, last_assigned_seq)
@@ -543,16 +596,7 @@ async fn assign_owner(
         )
         .await?;
     }
-    Ok((choice.owner, choice.unassigned_reason))
-}
-
-async fn create_ticket(
-    db: &Db,
-    m: &InboundMessage,
-    contact_id: i64,
-) -> Result<(i64, Option<String>), StoreError> {
     let t = &m.new_ticket;
-    let (owner, reason) = assign_owner(db, &t.routing, contact_id).await?;
     let now = now_ms();
     let r = row(
         db,
@@ -567,28 +611,46 @@ async fn create_ticket(
             &t.status,
             &t.priority,
             &t.properties,
-            &owner,
-            &reason,
+            &owner.owner,
+            &owner.unassigned_reason,
             &now,
             &t.secret,
         ],
     )
     .await?
     .ok_or_else(|| StoreError::Failed("ticket insert returned no id".into()))?;
-    Ok((col(&r, 0)?, owner))
+    Ok(TicketId(col(&r, 0)?))
 }
 
+/// What a message row takes from its decision.
+struct Row<'a> {
+    /// The dedupe key, when not the planned one.
+    key: Option<&'a str>,
+    /// The Message-ID of our outbound message this bounce reports on.
+    bounced: Option<&'a str>,
+    thread_note: Option<&'a str>,
+}
+
+/// Insert `m` on `ticket` (and the forwarder's note after it); its
+/// classification and resolution serialised here, once.
 async fn insert_message(
     db: &Db,
-    ticket: i64,
+    ticket: TicketId,
     spool: SpoolId,
     m: &InboundMessage,
-    thread_note: Option<&str>,
+    row: Row<'_>,
 ) -> Result<(), StoreError> {
     let (text, text_at) = match &m.text {
         BodyText::Inline(t) => (Some(t.as_str()), None),
         BodyText::RawFrom(at) => (None, Some(*at as i64)),
     };
+    let classification = serde_json::to_string(&StoredClassification {
+        class: &m.classification,
+        bounced_message_id: row.bounced,
+    })
+    .map_err(|e| StoreError::Invalid(format!("classification: {e}")))?;
+    let resolution = serde_json::to_string(&m.sender_resolution)
+        .map_err(|e| StoreError::Invalid(format!("sender resolution: {e}")))?;
     let cc = (!m.cc.is_empty()).then(|| json_vec(&m.cc));
     let now = now_ms();
     exec(
@@ -600,10 +662,10 @@ async fn insert_message(
          VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                  $17, $18, $19, $20)",
         &[
-            &ticket,
+            &ticket.0,
             &m.channel,
             &spool.0,
-            &m.dedupe_key,
+            &row.key.unwrap_or(&m.dedupe_key),
             &m.message_id,
             &m.in_reply_to,
             &m.references.join(" "),
@@ -615,10 +677,10 @@ async fn insert_message(
             &text,
             &text_at,
             &m.html,
-            &m.classification,
-            &m.sender_resolution,
+            &classification,
+            &resolution,
             &now,
-            &thread_note,
+            &row.thread_note,
             &cc,
         ],
     )
@@ -630,7 +692,7 @@ async fn insert_message(
                                    text, created_at)
              VALUES ($1, $2, 'note', $3, $4, $5, $6, $7)",
             &[
-                &ticket,
+                &ticket.0,
                 &m.channel,
                 &note.from.email,
                 &note.from.name,

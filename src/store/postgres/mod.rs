@@ -135,6 +135,9 @@ pub struct PostgresStore {
     /// What `status` shows as the store's path: host and database, never
     /// the user or password.
     describe: String,
+    /// A test store's private cluster, stopped when the store is dropped.
+    #[cfg(test)]
+    cluster: Option<cluster::Cluster>,
 }
 
 impl PostgresStore {
@@ -174,6 +177,8 @@ impl PostgresStore {
             pool,
             writer,
             describe,
+            #[cfg(test)]
+            cluster: None,
         })
     }
 
@@ -186,6 +191,18 @@ impl PostgresStore {
     async fn db(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }
+}
+
+/// A fresh, empty store on a private cluster of its own (stopped when the
+/// store is dropped): what the conformance suite and the unit tests of
+/// ingest, pull and outbound open on this backend.
+#[cfg(test)]
+pub(crate) async fn open_test_store() -> std::sync::Arc<dyn Store> {
+    let cluster = cluster::Cluster::start();
+    let config = parse_url(&cluster.url("postdesk")).expect("url");
+    let mut store = PostgresStore::open(config, 8, 256).await.expect("open");
+    store.cluster = Some(cluster);
+    std::sync::Arc::new(store)
 }
 
 /// `postgres://HOST/DB` for `status`: where the store is, no credentials.
@@ -311,6 +328,7 @@ impl SpoolStore for PostgresStore {
     fn apply_inbound(
         &self,
         plans: Vec<InboundPlan>,
+        decide: Decide,
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>> {
         self.write(move |db| {
             Box::pin(async move {
@@ -318,7 +336,7 @@ impl SpoolStore for PostgresStore {
                 for plan in &plans {
                     out.push(
                         sql::in_savepoint(db, "plan", |db| {
-                            Box::pin(inbound::apply_inbound(db, plan))
+                            Box::pin(inbound::apply_plan(db, plan, decide))
                         })
                         .await?,
                     );
@@ -332,9 +350,10 @@ impl SpoolStore for PostgresStore {
         &self,
         spool: NewSpool,
         messages: Vec<InboundMessage>,
+        decide: Decide,
     ) -> StoreFuture<'_, InboundOutcome> {
         let hash = content_hash(&spool.raw);
-        self.write(move |db| Box::pin(inbound::submit(db, spool, hash, messages)))
+        self.write(move |db| Box::pin(inbound::submit(db, spool, hash, messages, decide)))
     }
 
     fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()> {
@@ -373,9 +392,9 @@ impl TicketStore for PostgresStore {
 }
 
 impl OutboxStore for PostgresStore {
-    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
+    fn queue_reply(&self, reply: NewReply, replay: Replay) -> StoreFuture<'_, QueuedReply> {
         self.write(move |db| {
-            Box::pin(async move { outbox::queue_reply(db, &reply, now_ms()).await })
+            Box::pin(async move { outbox::queue_reply(db, &reply, replay, now_ms()).await })
         })
     }
 

@@ -6,12 +6,14 @@
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::ticket_channel;
 use crate::store::{
-    AttemptOutcome, Delivery, NewReply, OutboxId, OutboxItem, QueuedReply, StoreError,
+    AttemptOutcome, Delivery, EarlierReply, NewReply, OutboxId, OutboxItem, QueuedReply, Replay,
+    StoreError, TicketId,
 };
 
 pub(super) async fn queue_reply(
     db: &Db,
     r: &NewReply,
+    replay: Replay,
     now: i64,
 ) -> Result<QueuedReply, StoreError> {
     let channel = ticket_channel(db, r.ticket).await?;
@@ -21,39 +23,34 @@ pub(super) async fn queue_reply(
             r.ticket, r.channel
         )));
     }
-    let dedupe_key = match &r.idempotency_key {
-        Some(k) => format!("idem:{}:{k}", r.author),
-        None => format!("mid:{}", r.message_id),
-    };
-    if r.idempotency_key.is_some() {
-        let existing = row(
+    // The reply stored under the key, read in this transaction; `replay`
+    // decides what this request gets.
+    let earlier = match r.replayable {
+        false => None,
+        true => match row(
             db,
             "SELECT o.id, m.message_id, m.delivery, m.ticket_id
                FROM messages m JOIN outbox o ON o.message_id = m.id
               WHERE m.channel = $1 AND m.dedupe_key = $2",
-            &[&r.channel, &dedupe_key],
+            &[&r.channel, &r.dedupe_key],
         )
-        .await?;
-        if let Some(e) = existing {
-            let ticket: i64 = col(&e, 3)?;
-            if ticket != r.ticket.0 {
-                return Err(StoreError::Invalid(format!(
-                    "idempotency key already used for ticket {ticket}"
-                )));
-            }
-            let delivery = match col::<Option<&str>>(&e, 2)? {
-                Some("sent") => Delivery::Sent,
-                Some("failed") => Delivery::Failed,
-                _ => Delivery::Queued,
-            };
-            return Ok(QueuedReply {
-                ticket: r.ticket,
+        .await?
+        {
+            Some(e) => Some(EarlierReply {
                 outbox_id: OutboxId(col(&e, 0)?),
                 message_id: col(&e, 1)?,
-                delivery,
-                replayed: true,
-            });
-        }
+                delivery: match col::<Option<&str>>(&e, 2)? {
+                    Some("sent") => Delivery::Sent,
+                    Some("failed") => Delivery::Failed,
+                    _ => Delivery::Queued,
+                },
+                ticket: TicketId(col(&e, 3)?),
+            }),
+            None => None,
+        },
+    };
+    if let Some(answer) = replay(r, earlier)? {
+        return Ok(answer);
     }
     let rcpt: Vec<String> = r.to.iter().chain(r.cc.iter()).cloned().collect();
     let message_row: i64 = match row(
@@ -66,7 +63,7 @@ pub(super) async fn queue_reply(
         &[
             &r.ticket.0,
             &r.channel,
-            &dedupe_key,
+            &r.dedupe_key,
             &r.message_id,
             &r.in_reply_to,
             &r.references.join(" "),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::cluster::Cluster;
 use super::*;
+use crate::store::tests::{self as suite, decide, replay};
 
 async fn open(cluster: &Cluster) -> PostgresStore {
     open_db(cluster, "postdesk").await
@@ -176,69 +177,22 @@ fn urls_are_parsed_and_described_without_credentials() {
 // ---------------------------------------------------------------------------
 // One scenario through every role, on both backends.
 
+/// The suite's plan for message `n`, copying cc@ and with its text stored
+/// by reference into the raw message `spool_msg(n)` spools.
 fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
-    let contact = ContactRef {
-        email: format!("c{n}@customer.example"),
-        name: Some(format!("C {n}")),
-    };
-    InboundPlan {
-        spool_id: spool,
-        dropped: None,
-        messages: vec![InboundMessage {
-            channel: "support".into(),
-            dedupe_key: format!("mid:m{n}@customer.example"),
-            message_id: Some(format!("m{n}@customer.example")),
-            in_reply_to: None,
-            references: vec![],
-            thread_token: None,
-            plus_token: None,
-            trusted_sender: false,
-            thread_identity: Some(contact.email.clone()),
-            name_verified: true,
-            contact: contact.clone(),
-            from: contact,
-            to: vec!["support@acme.example".into()],
-            cc: vec!["cc@customer.example".into()],
-            subject: format!("Subject {n}"),
-            date: None,
-            // Spooled as `Subject: i\r\n\r\nbody i\r\n`: the text is its tail.
-            text: BodyText::RawFrom(format!("Subject: {n}\r\n\r\n").len()),
-            html: None,
-            classification: r#"{"kind":"customer"}"#.into(),
-            sender_resolution: "{}".into(),
-            note: None,
-            new_ticket: NewTicket {
-                subject: format!("Subject {n}"),
-                secret: format!("secret{n}"),
-                pipeline: None,
-                status: Some("new".into()),
-                priority: None,
-                properties: r#"{"tier":"gold"}"#.into(),
-                routing,
-            },
-            bounce: None,
-        }],
-    }
+    let mut p = suite::inbound(spool, n, routing);
+    let m = &mut p.messages[0];
+    m.cc = vec!["cc@customer.example".into()];
+    m.text = BodyText::RawFrom(format!("Subject: {n}\r\n\r\n").len());
+    m.new_ticket.properties = r#"{"tier":"gold"}"#.into();
+    p
 }
 
 fn reply_on(ticket: i64, message_id: &str, key: Option<&str>) -> NewReply {
     NewReply {
-        ticket: TicketId(ticket),
-        channel: "support".into(),
-        author: "ann".into(),
-        message_id: message_id.into(),
-        in_reply_to: Some("m1@customer.example".into()),
-        references: vec!["m1@customer.example".into()],
-        from_email: "support@acme.example".into(),
-        from_name: None,
-        to: vec!["c1@customer.example".into()],
-        cc: vec![],
-        subject: "Re: Subject 1 [#1]".into(),
-        date: "Thu, 26 Nov 2026 10:00:00 +0000".into(),
-        text: "on it".into(),
-        html: None,
-        raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
-        idempotency_key: key.map(String::from),
+        dedupe_key: crate::outbound::replay::dedupe_key("ann", message_id, key),
+        replayable: key.is_some(),
+        ..suite::reply_on(ticket, message_id)
     }
 }
 
@@ -254,21 +208,27 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
     };
     // Two new tickets, balanced over ann and bob; then a copy of the first.
     let out = s
-        .apply_inbound(vec![
-            inbound(ids[0], 1, balance.clone()),
-            inbound(ids[1], 2, balance.clone()),
-        ])
+        .apply_inbound(
+            vec![
+                inbound(ids[0], 1, balance.clone()),
+                inbound(ids[1], 2, balance.clone()),
+            ],
+            decide,
+        )
         .await
         .expect("apply");
     let copy = s
-        .apply_inbound(vec![inbound(ids[2], 1, balance.clone())])
+        .apply_inbound(vec![inbound(ids[2], 1, balance.clone())], decide)
         .await
         .expect("apply copy");
     // An answer by References joins ticket 1, and makes its sender a participant.
     let mut answer = inbound(ids[3], 3, balance.clone());
     answer.messages[0].references = vec!["m1@customer.example".into()];
     answer.messages[0].thread_identity = Some("c1@customer.example".into());
-    let joined = s.apply_inbound(vec![answer]).await.expect("apply answer");
+    let joined = s
+        .apply_inbound(vec![answer], decide)
+        .await
+        .expect("apply answer");
     // A stranger naming ticket 1 by its tag without the secret: a ticket of its own.
     let mut stranger = inbound(ids[4], 4, balance.clone());
     stranger.messages[0].thread_token = Some(ThreadToken {
@@ -276,21 +236,21 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         secret: None,
     });
     let apart = s
-        .apply_inbound(vec![stranger])
+        .apply_inbound(vec![stranger], decide)
         .await
         .expect("apply stranger");
 
     // Replies: queued, replayed by key, attempted; a bounce fails one.
     let r1 = s
-        .queue_reply(reply_on(1, "pd.1@desk.acme.example", Some("k1")))
+        .queue_reply(reply_on(1, "pd.1@desk.acme.example", Some("k1")), replay)
         .await
         .expect("queue");
     let again = s
-        .queue_reply(reply_on(1, "pd.1b@desk.acme.example", Some("k1")))
+        .queue_reply(reply_on(1, "pd.1b@desk.acme.example", Some("k1")), replay)
         .await
         .expect("replay");
     let r2 = s
-        .queue_reply(reply_on(1, "pd.2@desk.acme.example", None))
+        .queue_reply(reply_on(1, "pd.2@desk.acme.example", None), replay)
         .await
         .expect("queue 2");
     let due = s.due_outbox(i64::MAX, 10).await.expect("due");
@@ -328,13 +288,13 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         name: None,
     };
     b.from = b.contact.clone();
-    b.classification = r#"{"kind":"bounce"}"#.into();
+    b.classification = Classification::Bounce { dsn: None };
     b.bounce = Some(BounceLink {
         candidates: vec!["nothing@else".into(), "pd.1@desk.acme.example".into()],
         failed: true,
         detail: "550 5.1.1 unknown".into(),
     });
-    let bounced = s.apply_inbound(vec![bounce]).await.expect("bounce");
+    let bounced = s.apply_inbound(vec![bounce], decide).await.expect("bounce");
     let context = s.reply_context(TicketId(1), 5).await.expect("context");
 
     // Agents' changes.
@@ -359,10 +319,10 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
     form_spool.source = SpoolSource::Form;
     form_spool.raw = br#"{"name":"C 7"}"#.to_vec();
     let submitted = s
-        .submit(form_spool.clone(), form.clone())
+        .submit(form_spool.clone(), form.clone(), decide)
         .await
         .expect("submit");
-    let resubmitted = s.submit(form_spool, form).await.expect("resubmit");
+    let resubmitted = s.submit(form_spool, form, decide).await.expect("resubmit");
     let failed_spool = s.spool(spool_msg(8)).await.expect("spool 8").id;
     s.fail_spool(failed_spool, "unparsable".into())
         .await
@@ -601,4 +561,19 @@ async fn both_backends_answer_the_scenario_alike() {
     assert_eq!(first["messages"][0]["text"], "body 1\r\n");
     assert_eq!(v["queues"]["outbox"]["bounced"], 1);
     assert_eq!(v["status"]["spool_failed"], 1);
+}
+
+/// The conformance suite (`src/store/tests/`), on PostgreSQL: each test on
+/// a fresh database of its own private cluster.
+mod conformance {
+    use crate::store::tests::Fixture;
+
+    async fn open() -> Fixture {
+        Fixture {
+            store: super::super::open_test_store().await,
+            keep: Box::new(()),
+        }
+    }
+
+    crate::store::tests::conformance!(open);
 }

@@ -57,6 +57,7 @@ pub(crate) async fn fresh_store(dir: &std::path::Path) -> Arc<dyn Store> {
         "" | "sqlite" => {
             Arc::new(SqliteStore::open(&dir.join("test.sqlite"), 5000, 256).expect("open sqlite"))
         }
+        "postgres" => crate::store::postgres::open_test_store().await,
         other => panic!("{TEST_STORE_ENV}={other}: no such test backend"),
     }
 }
