@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod http;
+pub mod pg;
 pub mod postfix;
 pub mod relay;
 pub mod smtp;
