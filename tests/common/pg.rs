@@ -4,4 +4,6 @@
 #[path = "../../src/store/postgres/cluster.rs"]
 mod cluster;
 
+// Test crates that start no cluster do not use it.
+#[allow(unused_imports)]
 pub use cluster::*;
