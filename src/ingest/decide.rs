@@ -64,8 +64,8 @@ mod tests {
     use super::*;
     use crate::store::tests::{inbound, tag};
     use crate::store::{
-        BounceLink, KeyedMessage, MessageHit, OutboundRef, OwnerChoice, RoutingPlan, SpoolId,
-        TicketId, TicketPeople, UserLoad,
+        BounceLink, FactAnswer, FactQuery, KeyedMessage, MessageHit, OutboundRef, OwnerChoice,
+        RoutingPlan, SpoolId, TicketId, TicketPeople, UserLoad, decide_async,
     };
 
     /// Facts held in maps; every read is logged, to show what the sequence
@@ -261,5 +261,80 @@ mod tests {
         let r = decide(&message(1), 0, &mut f);
         assert!(matches!(r, Err(StoreError::Busy)), "{r:?}");
         assert_eq!(f.asked.len(), 1, "{:?}", f.asked);
+    }
+
+    /// `q` answered from `f`, as an asynchronous backend would.
+    fn answer(f: &mut Facts, q: FactQuery) -> Result<FactAnswer, StoreError> {
+        Ok(match q {
+            FactQuery::Keyed { channel, key } => FactAnswer::Keyed(f.keyed(&channel, &key)?),
+            FactQuery::Outbound {
+                channel,
+                message_id,
+            } => FactAnswer::Outbound(f.outbound(&channel, &message_id)?),
+            FactQuery::ByMessageId {
+                channel,
+                message_id,
+            } => FactAnswer::ByMessageId(f.by_message_id(&channel, &message_id)?),
+            FactQuery::TicketPeople { channel, ticket } => {
+                FactAnswer::TicketPeople(f.ticket_people(&channel, ticket)?)
+            }
+            FactQuery::UserLoad { user } => FactAnswer::UserLoad(f.user_load(&user)?),
+            FactQuery::ContactOwner { email } => FactAnswer::ContactOwner(f.contact_owner(&email)?),
+        })
+    }
+
+    /// An asynchronous backend (`decide_async`, loading each fact when
+    /// `decide` first asks for it) decides every case exactly as a
+    /// synchronous one, reading the facts in the order it first reads them,
+    /// each once (a synchronous backend reads a ticket named twice twice).
+    #[test]
+    fn the_async_adapter_decides_alike_with_the_same_reads() {
+        let copy = || {
+            let mut f = facts();
+            let stored = KeyedMessage {
+                ticket: TicketId(1),
+                from: Some("c2@customer.example".into()),
+                contact: "c2@customer.example".into(),
+            };
+            f.keyed.insert("mid:m2@customer.example".into(), stored);
+            f
+        };
+        let mut reply = message(5);
+        reply.references = vec!["pd.1.aa@desk".into(), "unknown@x".into()];
+        let mut stranger = message(6);
+        stranger.thread_token = tag(1, None);
+        stranger.plus_token = Some(TicketId(1));
+        let mut bounce = message(9);
+        bounce.bounce = Some(BounceLink {
+            candidates: vec!["someone@else".into(), "pd.1.aa@desk".into()],
+            failed: true,
+            detail: "bounced".into(),
+        });
+        let broken = || Facts {
+            broken: true,
+            ..facts()
+        };
+        let cases: Vec<(&str, InboundMessage, &dyn Fn() -> Facts)> = vec![
+            ("copy", message(2), &copy),
+            ("join by a reference", reply, &facts),
+            ("stranger opens apart", stranger, &facts),
+            ("bounce", bounce, &facts),
+            ("read error", message(1), &broken),
+        ];
+        for (what, m, make) in cases {
+            let mut sync = make();
+            let want = format!("{:?}", decide(&m, 7, &mut sync));
+            let mut later = make();
+            let got = decide_async(decide, &m, 7, |q| {
+                let a = answer(&mut later, q);
+                async move { a }
+            });
+            let got = futures_util::FutureExt::now_or_never(got).expect("no real waiting");
+            assert_eq!(format!("{got:?}"), want, "{what}");
+            let mut first_reads = sync.asked.clone();
+            let mut seen = std::collections::HashSet::new();
+            first_reads.retain(|r| seen.insert(r.clone()));
+            assert_eq!(later.asked, first_reads, "{what}: reads");
+        }
     }
 }
