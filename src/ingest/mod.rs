@@ -392,10 +392,58 @@ struct Stage<'a> {
     auth: &'a auth::Authentication,
 }
 
-/// The message for one channel, from the judged mail: its contact, its
-/// content (the customer's original inside a forward), its thread handles
-/// (subject tag, plus-address), what its sender may do, the route of the
-/// ticket it would open, and its bounce link.
+/// What the ticket shows of a message: the customer's original inside a
+/// forward, else the message itself.
+struct Content {
+    from: ContactRef,
+    subject: String,
+    date: Option<String>,
+    text: BodyText,
+    html: Option<String>,
+    /// The subject of a ticket it opens: reply/forward prefixes removed,
+    /// `(no subject)` when that leaves nothing.
+    ticket_subject: String,
+}
+
+/// The content stage: what of `mail` the ticket shows, `contact` being who
+/// the resolution says wrote it.
+fn content(mail: &Mail<'_>, resolution: &resolve::Resolution, contact: &ContactRef) -> Content {
+    let fields = &mail.fields;
+    let original = resolution.original.as_ref();
+    let subject = original
+        .and_then(|o| o.subject.clone())
+        .unwrap_or_else(|| fields.subject.clone());
+    let mut ticket_subject = resolve::strip_subject_prefixes(&subject).trim().to_string();
+    if ticket_subject.is_empty() {
+        ticket_subject = "(no subject)".into();
+    }
+    let raw = &mail.entry.raw;
+    match original {
+        Some(o) => Content {
+            from: contact.clone(),
+            subject,
+            date: o.date.clone().or(fields.date.clone()),
+            text: BodyText::from_raw(raw, &o.text),
+            html: None,
+            ticket_subject,
+        },
+        None => Content {
+            from: ContactRef {
+                email: mail.sender.clone(),
+                name: fields.from_name.clone(),
+            },
+            subject,
+            date: fields.date.clone(),
+            text: BodyText::from_raw(raw, &fields.text),
+            html: fields.html.clone(),
+            ticket_subject,
+        },
+    }
+}
+
+/// The message for one channel, from the judged mail, stage by stage:
+/// contact, content, thread handles (subject tag, plus-address), what its
+/// sender may do, the route of the ticket it would open, its bounce link.
 fn message_for(
     mail: &Mail<'_>,
     channel: &ChannelConfig,
@@ -410,41 +458,15 @@ fn message_for(
             .unwrap_or_else(|| mail.sender.clone()),
         name: resolution.contact.name.clone(),
     };
-    let original = resolution.original.as_ref();
-    let subject_src = original
-        .and_then(|o| o.subject.clone())
-        .unwrap_or_else(|| fields.subject.clone());
-    let mut ticket_subject = resolve::strip_subject_prefixes(&subject_src)
-        .trim()
-        .to_string();
-    if ticket_subject.is_empty() {
-        ticket_subject = "(no subject)".into();
-    }
-    let (from, text, date, subject, html) = match original {
-        Some(o) => (
-            contact.clone(),
-            o.text.as_str(),
-            o.date.clone().or(fields.date.clone()),
-            subject_src,
-            None,
-        ),
-        None => (
-            ContactRef {
-                email: mail.sender.clone(),
-                name: fields.from_name.clone(),
-            },
-            fields.text.as_str(),
-            fields.date.clone(),
-            fields.subject.clone(),
-            fields.html.clone(),
-        ),
-    };
-    let text = BodyText::from_raw(&mail.entry.raw, text);
+    let content = content(mail, &resolution, &contact);
     let plus_token = rcpt
         .zip(channel.address.as_deref())
         .and_then(|(r, a)| thread::plus_token(r, a));
     let standing = standing(&resolution, stage.dir, stage.auth);
     let live = stage.live;
+    let new_ticket = route::new_ticket(stage.config, channel, content.ticket_subject, &|u| {
+        live.user_available(u)
+    });
     InboundMessage {
         channel: channel.id.clone(),
         dedupe_key: mail.dedupe_key.clone(),
@@ -457,17 +479,15 @@ fn message_for(
         name_verified: standing.name_verified,
         thread_identity: standing.thread_identity,
         contact,
-        from,
+        from: content.from,
         to: fields.to.clone(),
         cc: fields.cc.clone(),
-        subject,
-        date,
-        text,
-        html,
+        subject: content.subject,
+        date: content.date,
+        text: content.text,
+        html: content.html,
         note: forwarder_note(&resolution, &mail.sender),
-        new_ticket: route::new_ticket(stage.config, channel, ticket_subject, &|u| {
-            live.user_available(u)
-        }),
+        new_ticket,
         bounce: bounce::link(mail.parsed.as_ref(), &class, fields),
         classification: class,
         sender_resolution: SenderResolution {

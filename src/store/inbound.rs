@@ -14,6 +14,10 @@
 //!   the backend writes ([`Decide`] is that function's type: callers pass
 //!   `ingest::decide::decide` to [`crate::store::SpoolStore::apply_inbound`]).
 //!
+//! - for a backend whose reads are asynchronous, [`decide_async`]: it runs
+//!   the same [`Decide`] over the facts loaded so far and asks the backend
+//!   for each one it lacks, as a [`FactQuery`] answered by a [`FactAnswer`].
+//!
 //! Must not: decide anything. Every rule (dedupe, bounce linking, threading,
 //! routing) lives in `ingest`; a backend only answers [`InboundFacts`] and
 //! writes the [`Decision`].
@@ -292,3 +296,162 @@ pub trait InboundFacts {
 /// backend reads (`ingest::decide::decide`); `now_ms` is the transaction's
 /// clock.
 pub type Decide = fn(&InboundMessage, i64, &mut dyn InboundFacts) -> Result<Decision, StoreError>;
+
+/// One read of [`InboundFacts`], as data: what [`decide_async`] asks a
+/// backend whose reads are asynchronous to load.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FactQuery {
+    Keyed { channel: String, key: String },
+    Outbound { channel: String, message_id: String },
+    ByMessageId { channel: String, message_id: String },
+    TicketPeople { channel: String, ticket: TicketId },
+    UserLoad { user: String },
+    ContactOwner { email: String },
+}
+
+/// The answer to a [`FactQuery`] (the variant of the same name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactAnswer {
+    Keyed(Option<KeyedMessage>),
+    Outbound(Option<OutboundRef>),
+    ByMessageId(Vec<MessageHit>),
+    TicketPeople(Option<TicketPeople>),
+    UserLoad(UserLoad),
+    ContactOwner(Option<String>),
+}
+
+/// [`InboundFacts`] answered from the answers loaded so far; a read it
+/// cannot answer is noted (the first one) and fails.
+#[derive(Debug, Default)]
+struct Snapshot {
+    answers: std::collections::HashMap<FactQuery, FactAnswer>,
+    missing: Option<FactQuery>,
+}
+
+impl Snapshot {
+    fn ask(&mut self, q: FactQuery) -> Result<FactAnswer, StoreError> {
+        match self.answers.get(&q) {
+            Some(a) => Ok(a.clone()),
+            None => {
+                self.missing.get_or_insert(q);
+                Err(StoreError::Failed("a fact not loaded yet".into()))
+            }
+        }
+    }
+}
+
+/// A [`FactAnswer`] of the wrong variant for its query: the backend's bug.
+fn mismatched(what: &str) -> StoreError {
+    StoreError::Failed(format!("the backend answered another fact than {what}"))
+}
+
+impl InboundFacts for Snapshot {
+    fn keyed(&mut self, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
+        let q = FactQuery::Keyed {
+            channel: channel.into(),
+            key: key.into(),
+        };
+        match self.ask(q)? {
+            FactAnswer::Keyed(a) => Ok(a),
+            _ => Err(mismatched("keyed")),
+        }
+    }
+
+    fn outbound(
+        &mut self,
+        channel: &str,
+        message_id: &str,
+    ) -> Result<Option<OutboundRef>, StoreError> {
+        let q = FactQuery::Outbound {
+            channel: channel.into(),
+            message_id: message_id.into(),
+        };
+        match self.ask(q)? {
+            FactAnswer::Outbound(a) => Ok(a),
+            _ => Err(mismatched("outbound")),
+        }
+    }
+
+    fn by_message_id(
+        &mut self,
+        channel: &str,
+        message_id: &str,
+    ) -> Result<Vec<MessageHit>, StoreError> {
+        let q = FactQuery::ByMessageId {
+            channel: channel.into(),
+            message_id: message_id.into(),
+        };
+        match self.ask(q)? {
+            FactAnswer::ByMessageId(a) => Ok(a),
+            _ => Err(mismatched("by_message_id")),
+        }
+    }
+
+    fn ticket_people(
+        &mut self,
+        channel: &str,
+        ticket: TicketId,
+    ) -> Result<Option<TicketPeople>, StoreError> {
+        let q = FactQuery::TicketPeople {
+            channel: channel.into(),
+            ticket,
+        };
+        match self.ask(q)? {
+            FactAnswer::TicketPeople(a) => Ok(a),
+            _ => Err(mismatched("ticket_people")),
+        }
+    }
+
+    fn user_load(&mut self, user: &str) -> Result<UserLoad, StoreError> {
+        match self.ask(FactQuery::UserLoad { user: user.into() })? {
+            FactAnswer::UserLoad(a) => Ok(a),
+            _ => Err(mismatched("user_load")),
+        }
+    }
+
+    fn contact_owner(&mut self, email: &str) -> Result<Option<String>, StoreError> {
+        match self.ask(FactQuery::ContactOwner {
+            email: email.into(),
+        })? {
+            FactAnswer::ContactOwner(a) => Ok(a),
+            _ => Err(mismatched("contact_owner")),
+        }
+    }
+}
+
+/// Run `decide` for a backend whose reads are asynchronous (a network
+/// database): `decide` runs over the facts loaded so far; when it asks for
+/// one not loaded, `read` loads it (inside the backend's transaction) and
+/// `decide` runs again from the start — it is pure, so a rerun decides
+/// exactly as one pass over the same facts would, and every backend decides
+/// alike. One `read` per fact, in the order `decide` asks for them (as a
+/// synchronous backend reads them). Stops after `MAX_READS` reads.
+pub async fn decide_async<R, Fut>(
+    decide: Decide,
+    m: &InboundMessage,
+    now_ms: i64,
+    mut read: R,
+) -> Result<Decision, StoreError>
+where
+    R: FnMut(FactQuery) -> Fut,
+    Fut: std::future::Future<Output = Result<FactAnswer, StoreError>>,
+{
+    /// Far more than one message needs: 2 dedupe keys, 16 bounce
+    /// candidates, the thread ids parse keeps (each with up to 8 tickets),
+    /// a tag, a plus-address, the routed users.
+    const MAX_READS: usize = 4096;
+    let mut facts = Snapshot::default();
+    for _ in 0..MAX_READS {
+        let decided = decide(m, now_ms, &mut facts);
+        match facts.missing.take() {
+            None => return decided,
+            Some(q) => {
+                let answer = read(q.clone()).await?;
+                facts.answers.insert(q, answer);
+            }
+        }
+    }
+    Err(StoreError::Failed(format!(
+        "no decision after {MAX_READS} reads"
+    )))
+}

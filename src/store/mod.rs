@@ -7,8 +7,10 @@
 //! — [`SpoolStore`], [`TicketStore`], [`OutboxStore`], [`MailboxStore`],
 //! [`PeopleStore`] — plus the counts across them; a caller holding a concrete
 //! store (not `dyn Store`) imports the role traits whose methods it calls.
-//! The types they take and return live in `types.rs` (and, for outbound,
-//! mailboxes and bounces, next to their SQL), all re-exported here. Errors are
+//! The types they take and return live in `types.rs`, what ingest and the
+//! store exchange while applying inbound mail in `inbound.rs` (and, for
+//! outbound, mailboxes and bounces, next to their SQL), all re-exported
+//! here; the conformance suite every backend runs is `tests/`. Errors are
 //! backend-neutral ([`StoreError`]); the SQLite backend converts its own at
 //! its edge. Writes are durable when their future resolves (`synchronous=FULL`),
 //! and concurrent writes are grouped into one transaction (group commit) so a

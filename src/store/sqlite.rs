@@ -757,10 +757,12 @@ impl SpoolStore for SqliteStore {
         plans: Vec<InboundPlan>,
         decide: Decide,
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>> {
+        // Serialised here, on the caller's task, not on the writer thread.
+        let ready: Vec<_> = plans.into_iter().map(inbound::Ready::new).collect();
         Box::pin(self.write(move |c| {
-            Ok(plans
-                .iter()
-                .map(|plan| in_savepoint(c, "plan", |c| inbound::apply_plan(c, plan, decide)))
+            Ok(ready
+                .into_iter()
+                .map(|r| in_savepoint(c, "plan", |c| inbound::apply_plan(c, &r?, decide)))
                 .collect())
         }))
     }
@@ -773,8 +775,13 @@ impl SpoolStore for SqliteStore {
     ) -> StoreFuture<'_, InboundOutcome> {
         Box::pin(async move {
             let hash = content_hash(&spool.raw);
+            let ready = inbound::Ready::new(InboundPlan {
+                spool_id: SpoolId(0),
+                messages,
+                dropped: None,
+            })?;
             // The job runs in its own savepoint: an error undoes the spool row too.
-            self.write(move |c| inbound::submit(c, &spool, &hash, messages, decide))
+            self.write(move |c| inbound::submit(c, &spool, &hash, ready, decide))
                 .await
         })
     }

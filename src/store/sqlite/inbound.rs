@@ -165,14 +165,37 @@ impl InboundFacts for Facts<'_> {
     }
 }
 
+/// A plan whose messages' sender resolutions are already serialised, on
+/// the caller's task: the one writer thread only decides and writes (a
+/// forward's resolution carries the customer's whole message).
+pub(super) struct Ready {
+    plan: InboundPlan,
+    resolutions: Vec<String>,
+}
+
+impl Ready {
+    pub(super) fn new(plan: InboundPlan) -> Result<Self, StoreError> {
+        let resolutions = plan
+            .messages
+            .iter()
+            .map(|m| {
+                serde_json::to_string(&m.sender_resolution)
+                    .map_err(|e| StoreError::Invalid(format!("sender resolution: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Ready { plan, resolutions })
+    }
+}
+
 /// Apply one plan: claim its spool entry (only while still pending: an
 /// entry already applied changes nothing), then decide and write each
 /// message in turn. The caller's savepoint undoes everything on error.
 pub(super) fn apply_plan(
     conn: &Connection,
-    plan: &InboundPlan,
+    ready: &Ready,
     decide: Decide,
 ) -> Result<InboundOutcome, StoreError> {
+    let plan = &ready.plan;
     let mut out = InboundOutcome::default();
     let claimed = conn
         .prepare_cached(
@@ -183,9 +206,10 @@ pub(super) fn apply_plan(
     if claimed == 0 || plan.dropped.is_some() {
         return Ok(out);
     }
-    for m in &plan.messages {
+    for (m, resolution) in plan.messages.iter().zip(&ready.resolutions) {
         let decision = decide(m, now_ms(), &mut Facts(conn))?;
-        out.delivered.push(write(conn, plan.spool_id, m, decision)?);
+        out.delivered
+            .push(write(conn, plan.spool_id, m, resolution, decision)?);
     }
     Ok(out)
 }
@@ -197,11 +221,12 @@ pub(super) fn submit(
     conn: &Connection,
     spool: &NewSpool,
     hash: &str,
-    messages: Vec<InboundMessage>,
+    mut ready: Ready,
     decide: Decide,
 ) -> Result<InboundOutcome, StoreError> {
+    let messages = &ready.plan.messages;
     let mut replay = InboundOutcome::default();
-    for m in &messages {
+    for m in messages {
         if let Decision::Duplicate(ticket) = decide(m, now_ms(), &mut Facts(conn))? {
             replay.delivered.push(duplicate(m, ticket));
         }
@@ -209,16 +234,8 @@ pub(super) fn submit(
     if !messages.is_empty() && replay.delivered.len() == messages.len() {
         return Ok(replay);
     }
-    let spool_id = insert_spool(conn, spool, hash, now_ms())?;
-    apply_plan(
-        conn,
-        &InboundPlan {
-            spool_id,
-            messages,
-            dropped: None,
-        },
-        decide,
-    )
+    ready.plan.spool_id = insert_spool(conn, spool, hash, now_ms())?;
+    apply_plan(conn, &ready, decide)
 }
 
 fn duplicate(m: &InboundMessage, ticket: TicketId) -> Delivered {
@@ -236,6 +253,7 @@ fn write(
     conn: &Connection,
     spool: SpoolId,
     m: &InboundMessage,
+    resolution: &str,
     decision: Decision,
 ) -> Result<Delivered, StoreError> {
     let delivered = |ticket, created, owner| Delivered {
@@ -256,6 +274,7 @@ fn write(
         } => {
             let row = Row {
                 key: key.as_deref(),
+                resolution,
                 bounced: Some(&outbound.message_id),
                 thread_note: None,
             };
@@ -274,6 +293,7 @@ fn write(
                 .execute(params![now_ms(), ticket.0])?;
             let row = Row {
                 key: key.as_deref(),
+                resolution,
                 bounced: None,
                 thread_note: None,
             };
@@ -289,6 +309,7 @@ fn write(
             let ticket = create_ticket(conn, m, contact_id, &owner)?;
             let row = Row {
                 key: key.as_deref(),
+                resolution,
                 bounced: None,
                 thread_note: thread_note.as_deref(),
             };
@@ -358,13 +379,16 @@ fn create_ticket(
 struct Row<'a> {
     /// The dedupe key, when not the planned one.
     key: Option<&'a str>,
+    /// The sender resolution, serialised.
+    resolution: &'a str,
     /// The Message-ID of our outbound message this bounce reports on.
     bounced: Option<&'a str>,
     thread_note: Option<&'a str>,
 }
 
 /// Insert `m` on `ticket` (and the forwarder's note after it). Its
-/// classification and resolution are serialised here, once.
+/// classification is serialised here, once (a linked bounce's notes the
+/// outbound Message-ID).
 fn insert_message(
     conn: &Connection,
     ticket: TicketId,
@@ -381,8 +405,6 @@ fn insert_message(
         bounced_message_id: row.bounced,
     })
     .map_err(|e| StoreError::Invalid(format!("classification: {e}")))?;
-    let resolution = serde_json::to_string(&m.sender_resolution)
-        .map_err(|e| StoreError::Invalid(format!("sender resolution: {e}")))?;
     conn.prepare_cached(
         "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id, in_reply_to, refs,
                                from_email, from_name, to_addrs, subject, date, text, text_at, html,
@@ -406,7 +428,7 @@ fn insert_message(
         text_at,
         m.html,
         classification,
-        resolution,
+        row.resolution,
         now_ms(),
         row.thread_note,
         (!m.cc.is_empty()).then(|| json_vec(&m.cc))
