@@ -4,23 +4,18 @@
 //! routing, message, bounce marks), in the caller's savepoint.
 //!
 //! Must not: decide. The [`Decide`] function the caller passes
-//! (`ingest::decide::decide`) is synchronous and reads [`InboundFacts`];
-//! PostgreSQL answers asynchronously. So [`decide_here`] runs it over the
-//! facts read so far: a fact not read yet stops that run, is read (in this
-//! transaction), and the function runs again from the start. It is pure and
-//! given the same clock each time, so the last run's answer is the answer
-//! it would have given over live reads — after as many runs as it needs
-//! facts (a handful per message).
-
-use std::collections::HashMap;
+//! (`ingest::decide::decide`) reads [`InboundFacts`] synchronously;
+//! PostgreSQL answers asynchronously, so it runs through [`decide_async`]:
+//! each fact it asks for is read here, in this transaction, and it decides
+//! again over the facts read so far.
 
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::touch;
 use crate::store::{
-    BodyText, ContactRef, Decide, Decision, Delivered, InboundFacts, InboundMessage,
+    BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
     InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
     SpoolEntry, SpoolId, SpoolSource, StoreError, StoredClassification, TicketId, TicketPeople,
-    UserLoad, now_ms,
+    UserLoad, decide_async, now_ms,
 };
 
 /// Insert a spool row and its raw bytes (one statement); its id.
@@ -107,148 +102,42 @@ pub(super) async fn raw(db: &Db, id: SpoolId) -> Result<Vec<u8>, StoreError> {
     }
 }
 
-/// A fact [`InboundFacts`] may be asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Ask {
-    Keyed(String, String),
-    Outbound(String, String),
-    ByMessageId(String, String),
-    People(String, TicketId),
-    Load(String),
-    Owner(String),
-}
-
-/// A fact as read.
-#[derive(Debug, Clone)]
-enum Fact {
-    Keyed(Option<KeyedMessage>),
-    Outbound(Option<OutboundRef>),
-    Hits(Vec<MessageHit>),
-    People(Option<TicketPeople>),
-    Load(UserLoad),
-    Owner(Option<String>),
-}
-
-/// The facts read so far for one message, and the first one a run of the
-/// decide function asked for and did not find.
-#[derive(Default)]
-struct Memo {
-    facts: HashMap<Ask, Fact>,
-    missing: Option<Ask>,
-}
-
-impl Memo {
-    fn get(&mut self, ask: Ask) -> Result<&Fact, StoreError> {
-        if self.facts.contains_key(&ask) {
-            return self
-                .facts
-                .get(&ask)
-                .ok_or_else(|| StoreError::Failed("fact vanished".into()));
-        }
-        self.missing.get_or_insert(ask);
-        Err(StoreError::Failed("a fact is not read yet".into()))
-    }
-}
-
-/// A fact of the wrong shape for its question: a bug here, reported.
-fn mismatch<T>() -> Result<T, StoreError> {
-    Err(StoreError::Failed("fact of another kind".into()))
-}
-
-impl InboundFacts for Memo {
-    fn keyed(&mut self, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
-        match self.get(Ask::Keyed(channel.into(), key.into()))? {
-            Fact::Keyed(v) => Ok(v.clone()),
-            _ => mismatch(),
-        }
-    }
-
-    fn outbound(&mut self, channel: &str, id: &str) -> Result<Option<OutboundRef>, StoreError> {
-        match self.get(Ask::Outbound(channel.into(), id.into()))? {
-            Fact::Outbound(v) => Ok(v.clone()),
-            _ => mismatch(),
-        }
-    }
-
-    fn by_message_id(&mut self, channel: &str, id: &str) -> Result<Vec<MessageHit>, StoreError> {
-        match self.get(Ask::ByMessageId(channel.into(), id.into()))? {
-            Fact::Hits(v) => Ok(v.clone()),
-            _ => mismatch(),
-        }
-    }
-
-    fn ticket_people(
-        &mut self,
-        channel: &str,
-        ticket: TicketId,
-    ) -> Result<Option<TicketPeople>, StoreError> {
-        match self.get(Ask::People(channel.into(), ticket))? {
-            Fact::People(v) => Ok(v.clone()),
-            _ => mismatch(),
-        }
-    }
-
-    fn user_load(&mut self, user: &str) -> Result<UserLoad, StoreError> {
-        match self.get(Ask::Load(user.into()))? {
-            Fact::Load(v) => Ok(v.clone()),
-            _ => mismatch(),
-        }
-    }
-
-    fn contact_owner(&mut self, email: &str) -> Result<Option<String>, StoreError> {
-        match self.get(Ask::Owner(email.into()))? {
-            Fact::Owner(v) => Ok(v.clone()),
-            _ => mismatch(),
-        }
-    }
-}
-
-/// More runs than any message needs facts: a decide function that keeps
-/// asking is stopped, not looped on.
-const MAX_RUNS: usize = 256;
-
-/// `decide`'s answer for `m` over this transaction's rows (see the module doc).
+/// `decide`'s answer for `m` over this transaction's rows, through
+/// [`decide_async`] (each fact it asks for read here, then decide again).
 async fn decide_here(db: &Db, m: &InboundMessage, decide: Decide) -> Result<Decision, StoreError> {
-    let now = now_ms();
-    let mut memo = Memo::default();
-    for _ in 0..MAX_RUNS {
-        memo.missing = None;
-        let answer = decide(m, now, &mut memo);
-        let Some(ask) = memo.missing.take() else {
-            return answer;
-        };
-        let fact = read(db, &ask).await?;
-        memo.facts.insert(ask, fact);
-    }
-    Err(StoreError::Failed(format!(
-        "deciding a message asked for more than {MAX_RUNS} facts"
-    )))
+    decide_async(decide, m, now_ms(), |q| read(db, q)).await
 }
 
 /// Read one fact.
-async fn read(db: &Db, ask: &Ask) -> Result<Fact, StoreError> {
-    Ok(match ask {
-        Ask::Keyed(channel, key) => Fact::Keyed(keyed(db, channel, key).await?),
-        Ask::Outbound(channel, id) => {
+async fn read(db: &Db, q: FactQuery) -> Result<FactAnswer, StoreError> {
+    Ok(match q {
+        FactQuery::Keyed { channel, key } => FactAnswer::Keyed(keyed(db, &channel, &key).await?),
+        FactQuery::Outbound {
+            channel,
+            message_id: id,
+        } => {
             let r = row(
                 db,
                 "SELECT id, ticket_id FROM messages
                   WHERE message_id = $1 AND channel = $2 AND direction = 'outbound'
                   ORDER BY id DESC LIMIT 1",
-                &[id, channel],
+                &[&id, &channel],
             )
             .await?;
-            Fact::Outbound(match r {
+            FactAnswer::Outbound(match r {
                 Some(r) => Some(OutboundRef {
                     row: col(&r, 0)?,
                     ticket: TicketId(col(&r, 1)?),
-                    message_id: id.clone(),
+                    message_id: id,
                 }),
                 None => None,
             })
         }
-        Ask::ByMessageId(channel, id) => Fact::Hits(
-            rows(db, BY_MESSAGE_ID, &[id, channel])
+        FactQuery::ByMessageId {
+            channel,
+            message_id: id,
+        } => FactAnswer::ByMessageId(
+            rows(db, BY_MESSAGE_ID, &[&id, &channel])
                 .await?
                 .iter()
                 .map(|r| {
@@ -259,10 +148,12 @@ async fn read(db: &Db, ask: &Ask) -> Result<Fact, StoreError> {
                 })
                 .collect::<Result<_, StoreError>>()?,
         ),
-        Ask::People(channel, ticket) => Fact::People(people(db, channel, *ticket).await?),
-        Ask::Load(user) => Fact::Load(user_load(db, user).await?),
-        Ask::Owner(email) => Fact::Owner(
-            match row(db, "SELECT owner FROM contacts WHERE email = $1", &[email]).await? {
+        FactQuery::TicketPeople { channel, ticket } => {
+            FactAnswer::TicketPeople(people(db, &channel, ticket).await?)
+        }
+        FactQuery::UserLoad { user } => FactAnswer::UserLoad(user_load(db, &user).await?),
+        FactQuery::ContactOwner { email } => FactAnswer::ContactOwner(
+            match row(db, "SELECT owner FROM contacts WHERE email = $1", &[&email]).await? {
                 Some(r) => col(&r, 0)?,
                 None => None,
             },
