@@ -577,3 +577,44 @@ mod conformance {
 
     crate::store::tests::conformance!(open);
 }
+
+/// Large raw messages into `bytea`: the time of `spool()` and of reading the
+/// bytes back, and this process's peak resident memory, for 10 MB and 25 MB.
+/// A measurement, not a check: run it by hand (docs/performance.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --release --lib large_messages -- --ignored --nocapture"]
+async fn large_messages() {
+    let cluster = Cluster::start();
+    let s = open(&cluster).await;
+    let peak = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|st| {
+                st.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    for mb in [10usize, 25] {
+        let mut msg = spool_msg(mb);
+        let line = b"The quick brown fox jumps over the lazy dog, again and again.\r\n";
+        let mut raw = b"Subject: big\r\n\r\n".to_vec();
+        while raw.len() < mb << 20 {
+            raw.extend_from_slice(line);
+        }
+        msg.raw = raw;
+        let len = msg.raw.len();
+        let t = std::time::Instant::now();
+        let id = s.spool(msg).await.expect("spool").id;
+        let write = t.elapsed();
+        let t = std::time::Instant::now();
+        let back = s.raw(id).await.expect("raw");
+        let read = t.elapsed();
+        assert_eq!(back.len(), len);
+        println!(
+            "{mb} MB: spool {write:?}, read back {read:?}, peak RSS of the test process {}",
+            peak()
+        );
+    }
+}
