@@ -268,6 +268,40 @@ pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
         .query_row([], |r| r.get(0))?)
 }
 
+impl AttemptOutcome {
+    /// What an attempt writes: the outbox row's state, its detail (reply or
+    /// error), and the next attempt's time when deferred. Every backend
+    /// writes these.
+    pub(crate) fn as_row(&self) -> (Delivery, &str, Option<i64>) {
+        match self {
+            AttemptOutcome::Sent { reply } => (Delivery::Sent, reply.as_str(), None),
+            AttemptOutcome::Deferred {
+                error,
+                next_attempt_at,
+            } => (Delivery::Queued, error.as_str(), Some(*next_attempt_at)),
+            AttemptOutcome::Failed { error } => (Delivery::Failed, error.as_str(), None),
+        }
+    }
+}
+
+/// A reply's thread ids, oldest first: the first message the customer saw
+/// and the most recent ones (`recent`, newest first as read), without
+/// naming the first twice. Every backend builds it from its two reads.
+pub(crate) fn thread_ids(
+    first: Option<(i64, String)>,
+    mut recent: Vec<(i64, String)>,
+) -> Vec<String> {
+    recent.reverse();
+    let mut thread = Vec::with_capacity(recent.len() + 1);
+    if let Some((id, mid)) = first
+        && recent.first().is_none_or(|(l, _)| *l != id)
+    {
+        thread.push(mid);
+    }
+    thread.extend(recent.into_iter().map(|(_, m)| m));
+    thread
+}
+
 /// Record one attempt's outcome on the outbox row and its message.
 pub(crate) fn record_attempt(
     conn: &Connection,
@@ -275,14 +309,7 @@ pub(crate) fn record_attempt(
     outcome: &AttemptOutcome,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (state, detail, next) = match outcome {
-        AttemptOutcome::Sent { reply } => (Delivery::Sent, reply.as_str(), None),
-        AttemptOutcome::Deferred {
-            error,
-            next_attempt_at,
-        } => (Delivery::Queued, error.as_str(), Some(*next_attempt_at)),
-        AttemptOutcome::Failed { error } => (Delivery::Failed, error.as_str(), None),
-    };
+    let (state, detail, next) = outcome.as_row();
     let changed = conn
         .prepare_cached(
             "UPDATE outbox SET state = ?1, attempts = attempts + 1, last_error = ?2,
@@ -681,19 +708,12 @@ pub(crate) fn reply_context(
         thread_seen_by_customer!(),
         " ORDER BY id DESC LIMIT ?2"
     ))?;
-    let mut last: Vec<(i64, String)> = stmt
+    let last: Vec<(i64, String)> = stmt
         .query_map(params![ticket.0, recent as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    last.reverse();
-    let mut thread = Vec::with_capacity(last.len() + 1);
-    if let Some((id, mid)) = first
-        && last.first().is_none_or(|(l, _)| *l != id)
-    {
-        thread.push(mid);
-    }
-    thread.extend(last.into_iter().map(|(_, m)| m));
+    let thread = thread_ids(first, last);
     let mut stmt = conn.prepare_cached(
         "SELECT c.email, c.name FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
          WHERE p.ticket_id = ?1 ORDER BY c.email",

@@ -167,14 +167,7 @@ pub(super) async fn record_attempt(
     outcome: &AttemptOutcome,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (state, detail, next) = match outcome {
-        AttemptOutcome::Sent { reply } => (Delivery::Sent, reply.as_str(), None),
-        AttemptOutcome::Deferred {
-            error,
-            next_attempt_at,
-        } => (Delivery::Queued, error.as_str(), Some(*next_attempt_at)),
-        AttemptOutcome::Failed { error } => (Delivery::Failed, error.as_str(), None),
-    };
+    let (state, detail, next) = outcome.as_row();
     let sent_at = (state == Delivery::Sent).then_some(now);
     let changed = exec(
         db,

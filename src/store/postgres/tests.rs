@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::cluster::Cluster;
 use super::*;
-use crate::store::tests::{self as suite, decide, replay};
+use crate::store::tests::{self as suite, decide, replay, spool_msg};
 
 async fn open(cluster: &Cluster) -> PostgresStore {
     open_db(cluster, "postdesk").await
@@ -68,19 +68,6 @@ async fn newer_schema_is_refused() {
         Err(StoreError::Schema(m)) => assert!(m.contains("99"), "{m}"),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
-    }
-}
-
-fn spool_msg(i: usize) -> NewSpool {
-    NewSpool {
-        source: SpoolSource::Smtp,
-        mail_from: format!("c{i}@customer.example"),
-        rcpt_to: vec!["support@acme.example".into()],
-        client_ip: Some("127.0.0.1".into()),
-        helo: Some("client".into()),
-        tls: false,
-        channel: None,
-        raw: format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes(),
     }
 }
 

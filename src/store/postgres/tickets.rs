@@ -229,19 +229,12 @@ pub(super) async fn reply_context(
     };
     let recent_sql = format!("{THREAD_SEEN_BY_CUSTOMER} ORDER BY id DESC LIMIT $2");
     let recent = i64::try_from(recent).unwrap_or(i64::MAX);
-    let mut last: Vec<(i64, String)> = rows(db, &recent_sql, &[&ticket.0, &recent])
+    let last: Vec<(i64, String)> = rows(db, &recent_sql, &[&ticket.0, &recent])
         .await?
         .iter()
         .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
         .collect::<Result<_, StoreError>>()?;
-    last.reverse();
-    let mut thread = Vec::with_capacity(last.len() + 1);
-    if let Some((id, mid)) = first
-        && last.first().is_none_or(|(l, _)| *l != id)
-    {
-        thread.push(mid);
-    }
-    thread.extend(last.into_iter().map(|(_, m)| m));
+    let thread = crate::store::outbound::thread_ids(first, last);
     Ok(ReplyContext {
         ticket,
         subject: col(&head, 0)?,
