@@ -20,10 +20,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::ingest::Ingestor;
 use crate::live::Live;
 use crate::smtp::{Envelope, RcptCheck, Spool, SpoolError};
-use crate::store::{NewSpool, SpoolSource, SqliteStore, Store, StoreError};
+use crate::store::{NewSpool, PostgresStore, SpoolSource, SqliteStore, Store, StoreError};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -142,10 +143,23 @@ impl Bound {
     }
 }
 
-/// Open the configured store.
-pub async fn open_store(config: &Config) -> Result<Arc<SqliteStore>, DaemonError> {
+/// Open the configured store: the SQLite file, or the PostgreSQL database
+/// `url_file` names (connected, migrated).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, DaemonError> {
+    let group = config.store.group_commit_max;
+    if config.store.kind == StoreKind::Postgres {
+        let file = config.store.url_file.clone().unwrap_or_default();
+        let url = crate::store::postgres::load_url(&file).map_err(|e| DaemonError::Store {
+            path: file.clone(),
+            error: StoreError::Invalid(e),
+        })?;
+        return PostgresStore::open(url, config.store.pool_size, group)
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|error| DaemonError::Store { path: file, error });
+    }
     let path = config.store.path.clone();
-    let (busy, group) = (config.store.busy_timeout_ms, config.store.group_commit_max);
+    let busy = config.store.busy_timeout_ms;
     let p = path.clone();
     tokio::task::spawn_blocking(move || SqliteStore::open(&p, busy, group))
         .await
@@ -153,8 +167,26 @@ pub async fn open_store(config: &Config) -> Result<Arc<SqliteStore>, DaemonError
             path: path.clone(),
             error: StoreError::Failed(e.to_string()),
         })?
-        .map(Arc::new)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
         .map_err(|error| DaemonError::Store { path, error })
+}
+
+/// What `check --connect` says about the configured store: PostgreSQL's
+/// version and schema (nothing written), or the SQLite file.
+pub async fn probe_store(config: &Config) -> Result<String, DaemonError> {
+    if config.store.kind != StoreKind::Postgres {
+        return Ok(format!(
+            "SQLite at {} (nothing to connect to)",
+            config.store.path.display()
+        ));
+    }
+    let file = config.store.url_file.clone().unwrap_or_default();
+    let err = |error| DaemonError::Store {
+        path: file.clone(),
+        error,
+    };
+    let url = crate::store::postgres::load_url(&file).map_err(|e| err(StoreError::Invalid(e)))?;
+    crate::store::postgres::try_connect(url).await.map_err(err)
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {

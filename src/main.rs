@@ -17,9 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use postdesk::config::{self, Config, LogFormat};
 use postdesk::daemon;
-use postdesk::store::{
-    OutboxStore, PeopleStore, SqliteStore, Store, StoreError, TicketFilter, TicketId, TicketStore,
-};
+use postdesk::store::{Store, StoreError, TicketFilter, TicketId};
 
 #[derive(Parser)]
 #[command(
@@ -55,7 +53,12 @@ enum Command {
     /// Run the daemon.
     Run,
     /// Validate the configuration: exit 0, or 2 with FILE:LINE:COL: message lines.
-    Check,
+    Check {
+        /// Also connect to the configured store (PostgreSQL: its server and
+        /// schema version); exit 1 when it cannot be reached.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Tickets.
     #[command(subcommand)]
     Tickets(TicketsCmd),
@@ -309,6 +312,29 @@ fn load_config(path: &Path, quiet: bool) -> Result<Config, ExitCode> {
     }
 }
 
+/// `check --connect`: reach the configured store and say what is there.
+fn check_connect(config: &Config) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt
+            .block_on(daemon::probe_store(config))
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow::anyhow!("cannot start a runtime: {e}")),
+    };
+    match result {
+        Ok(what) => {
+            println!("store: {what}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("store: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     postdesk::install_crypto_provider();
@@ -324,7 +350,7 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if let Command::Check = cli.command {
+    if let Command::Check { connect } = cli.command {
         return match load_config(&cli.config, false) {
             Ok(c) => {
                 println!(
@@ -334,7 +360,11 @@ fn main() -> ExitCode {
                     c.users.len(),
                     c.teams.len()
                 );
-                ExitCode::SUCCESS
+                if connect {
+                    check_connect(&c)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(code) => code,
         };
@@ -405,7 +435,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
     }
 }
 
-async fn open_store(config: &Config) -> Result<Arc<SqliteStore>> {
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     Ok(daemon::open_store(config).await?)
 }
 
@@ -416,7 +446,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 async fn dispatch(command: Command, config: Config) -> Result<()> {
     match command {
-        Command::Check => Ok(()),
+        Command::Check { .. } => Ok(()),
         Command::Run => run_daemon(config).await,
         Command::Tickets(TicketsCmd::List {
             channel,

@@ -65,7 +65,9 @@ pub(super) async fn open(
         o.text,
         &|u| live.user_available(u),
     );
-    Ok(s.store.submit(o.spool, vec![msg]).await?)
+    Ok(s.store
+        .submit(o.spool, vec![msg], crate::ingest::decide::decide)
+        .await?)
 }
 
 /// The `Idempotency-Key` header, if any: 1-200 printable ASCII characters

@@ -205,6 +205,8 @@ pub const DEFAULT_SENDER_NAME_FORMAT: &str = "{agent} from {company}";
 /// `[store]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
+    /// Which database: `"sqlite"` (default, embedded) or `"postgres"`.
+    pub kind: StoreKind,
     /// SQLite database file. Default `"var/postdesk.sqlite"`, resolved relative
     /// to the config file's directory.
     pub path: PathBuf,
@@ -212,16 +214,35 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// Most writes committed in one transaction by the group committer. Default `256`.
     pub group_commit_max: usize,
+    /// PostgreSQL: a file holding the libpq connection URL
+    /// (`postgresql://user:password@host/db`), never the URL inline.
+    /// Required with `kind = "postgres"`.
+    pub url_file: Option<PathBuf>,
+    /// PostgreSQL: connections in this node's pool. Default `16`.
+    pub pool_size: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            kind: StoreKind::Sqlite,
             path: PathBuf::from("var/postdesk.sqlite"),
             busy_timeout_ms: 5000,
             group_commit_max: 256,
+            url_file: None,
+            pool_size: 16,
         }
     }
+}
+
+/// `[store] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// One SQLite file on this machine (the default).
+    Sqlite,
+    /// A PostgreSQL database, possibly shared by several nodes.
+    Postgres,
 }
 
 /// `[smtp]`: the inbound listener. Limits follow Postfix's spirit: explicit,

@@ -18,7 +18,7 @@ use super::{
     Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config, DkimConfig,
     DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig, LogConfig,
     LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName, SmtpConfig,
-    StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    StoreConfig, StoreKind, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -589,6 +589,7 @@ macro_rules! enum_from_toml {
     )*};
 }
 enum_from_toml!(
+    StoreKind,
     TlsMode,
     LogFormat,
     ChannelKind,
@@ -620,9 +621,12 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
 fn read_store(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> StoreConfig {
     let d = StoreConfig::default();
     StoreConfig {
+        kind: r.key(t, "kind").unwrap_or(d.kind),
         path: r.key(t, "path").unwrap_or(d.path),
         busy_timeout_ms: r.key(t, "busy_timeout_ms").unwrap_or(d.busy_timeout_ms),
         group_commit_max: r.key(t, "group_commit_max").unwrap_or(d.group_commit_max),
+        url_file: r.key(t, "url_file"),
+        pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
     }
 }
 

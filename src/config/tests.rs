@@ -1461,3 +1461,94 @@ fn logins_in_clear_to_another_host_warn() {
     let local = gmail.replace("tls = \"none\"\n", "host = \"127.0.0.1\"\ntls = \"none\"\n");
     assert_eq!(warnings_in(&local, &config), Vec::<String>::new());
 }
+
+/// `[store] kind = "postgres"`: `url_file` is required, resolved against the
+/// config's directory, must hold a URL this backend can use (reported at
+/// the key, never with the URL's text), and a database on another host is
+/// warned about (no TLS). `pool_size` defaults to 16 and must be positive.
+#[test]
+fn a_postgres_store_needs_a_usable_url_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    let secret = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.path().join("secrets").join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    secret("local", "postgresql://postdesk:pw@127.0.0.1/postdesk\n");
+    secret("remote", "postgresql://postdesk:pw@db.internal/postdesk\n");
+    secret(
+        "tls",
+        "postgresql://postdesk:pw@127.0.0.1/postdesk?sslmode=require\n",
+    );
+    secret("junk", "mysql://nope\n");
+    let path = dir.path().join("postdesk.toml");
+    let text = |file: &str| format!("[store]\nkind = \"postgres\"\nurl_file = \"{file}\"\n");
+    // What is said about the store (not the warning about having no channels).
+    let about_store = |all: Vec<String>| -> Vec<String> {
+        all.into_iter()
+            .filter(|e| !e.contains("[[channels]]"))
+            .collect()
+    };
+
+    let cfg = parse(&text("secrets/local"), &path).unwrap();
+    assert_eq!(cfg.store.kind, StoreKind::Postgres);
+    assert_eq!(cfg.store.pool_size, 16);
+    assert_eq!(
+        cfg.store.url_file.as_deref(),
+        Some(dir.path().join("secrets/local").as_path())
+    );
+    assert!(
+        !cfg.warnings
+            .iter()
+            .any(|w| w.message.contains("url_file") || w.message.contains("in clear")),
+        "{:?}",
+        cfg.warnings
+    );
+
+    let cfg = parse(&text("secrets/remote"), &path).unwrap();
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| (w.line, w.col) == (3, 12) && w.message.contains("in clear")),
+        "{:?}",
+        cfg.warnings
+    );
+
+    for (file, says) in [
+        (
+            "secrets/tls",
+            "3:12: secrets/tls: sslmode=require: TLS to PostgreSQL is not supported yet",
+        ),
+        (
+            "secrets/junk",
+            "3:12: secrets/junk: not a PostgreSQL connection URL",
+        ),
+        ("secrets/none", "3:12: cannot read secrets/none"),
+    ] {
+        let errors = about_store(errors_in(&text(file), &path));
+        assert!(
+            errors.len() == 1 && errors[0].starts_with(says),
+            "{file}: {errors:?}"
+        );
+        assert!(!errors[0].contains("pw@"), "{errors:?}");
+    }
+    assert_eq!(
+        about_store(errors_of("[store]\nkind = \"postgres\"\n")),
+        [
+            "2:8: missing required key `url_file` in [store] (required for kind = \"postgres\"): a file holding the postgresql:// URL"
+        ]
+    );
+    assert_eq!(
+        errors_of("[store]\nkind = \"oracle\"\n")
+            .iter()
+            .filter(|e| e.starts_with("2:8: invalid value for `store.kind`"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        about_store(errors_of("[store]\npool_size = 0\n")),
+        ["2:13: `store.pool_size` must be between 1 and 1024"]
+    );
+}

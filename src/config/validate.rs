@@ -15,6 +15,7 @@ pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
     check_people(r, d);
     check_channels(r, d, base);
     check_services(r, d, base);
+    check_store(r, d, base);
     resolve_paths(d, base);
 }
 
@@ -699,6 +700,55 @@ fn bad_placeholder(format: &str) -> Option<String> {
     None
 }
 
+/// `[store]`: a PostgreSQL store needs a readable `url_file` holding a URL
+/// this backend can use (checked here, then dropped: the daemon reads it);
+/// without TLS, a database on another host gets a warning. Nothing is
+/// connected to (`check --connect` does that).
+fn check_store(r: &mut Reader<'_>, d: &Draft, base: &Path) {
+    let store = &d.store;
+    for (key, value, max) in [
+        ("pool_size", store.pool_size, 1024),
+        ("group_commit_max", store.group_commit_max, 65_536),
+    ] {
+        if value == 0 || value > max {
+            r.error_at(
+                &format!("store.{key}"),
+                format!("`store.{key}` must be between 1 and {max}"),
+            );
+        }
+    }
+    if store.kind != super::StoreKind::Postgres {
+        if store.url_file.is_some() {
+            r.warning_at(
+                "store.url_file",
+                "`store.url_file` is ignored: `store.kind` is not \"postgres\"",
+            );
+        }
+        return;
+    }
+    let Some(file) = &store.url_file else {
+        r.error_at(
+            "store.kind",
+            "missing required key `url_file` in [store] (required for kind = \"postgres\"): a file holding the postgresql:// URL",
+        );
+        return;
+    };
+    if !check_secret(r, "store.url_file", file, base) {
+        return;
+    }
+    let text = std::fs::read_to_string(resolve(base, file));
+    match text.map_err(|e| io_message(&e)).and_then(|t| {
+        crate::store::postgres::parse_url(&t)
+    }) {
+        Err(e) => r.error_at("store.url_file", format!("{}: {e}", file.display())),
+        Ok(url) if !crate::store::postgres::is_local(&url) => r.warning_at(
+            "store.url_file",
+            "the database is on another host and postdesk connects without TLS: its password and every message cross the network in clear (use a unix socket, 127.0.0.1 or a tunnel; see docs/postgres.md)",
+        ),
+        Ok(_) => {}
+    }
+}
+
 /// Report `file` at `path` unless it can be opened and read; whether it can.
 fn check_readable(r: &mut Reader<'_>, path: &str, file: &Path, base: &Path) -> bool {
     let resolved = resolve(base, file);
@@ -804,6 +854,7 @@ fn resolve(base: &Path, file: &Path) -> PathBuf {
 fn resolve_paths(d: &mut Draft, base: &Path) {
     let fix = |p: &mut PathBuf| *p = resolve(base, p);
     fix(&mut d.store.path);
+    d.store.url_file.iter_mut().for_each(fix);
     d.smtp.tls_cert.iter_mut().for_each(fix);
     d.smtp.tls_key.iter_mut().for_each(fix);
     d.relay.password_file.iter_mut().for_each(fix);

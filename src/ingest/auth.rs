@@ -35,18 +35,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most `Authentication-Results` bytes read from one header.
 const MAX_RESULTS_LEN: usize = 8 * 1024;
 
-/// What is proven about where a message comes from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Authentication {
-    /// Domains the message is proven to come from, lower-case.
-    pub domains: Vec<String>,
-    /// How this was decided, for people reading `resolve` or `tickets show`.
-    pub by: String,
-    /// Every domain counts: a file judged by `postdesk resolve` as if a
-    /// trusted relay had passed it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub assumed: bool,
-}
+/// What is proven about where a message comes from (plain data, kept with
+/// the store's types: it is stored with each message's resolution).
+pub use crate::store::Authentication;
 
 impl Authentication {
     /// Nothing proven, for `reason`.

@@ -28,7 +28,7 @@ use mail_parser::{Message, MimeHeaders, PartType};
 
 use super::parse::Parsed;
 use super::resolve::{Classification, Dsn};
-use crate::store::BounceLink;
+use crate::store::{BounceLink, InboundFacts, OutboundRef, StoreError};
 
 /// Bytes of one part scanned for returned headers.
 pub const MAX_SCAN: usize = 256 * 1024;
@@ -115,6 +115,23 @@ pub fn link(
         failed,
         detail,
     })
+}
+
+/// Our outbound message of `channel` that `link` reports on: its first
+/// candidate (most trusted first) that names one, read through `facts`.
+/// Only our outbound messages are looked up, so an id of someone else's mail
+/// quoted in a bounce attaches it nowhere.
+pub fn reported_on(
+    channel: &str,
+    link: &BounceLink,
+    facts: &mut dyn InboundFacts,
+) -> Result<Option<OutboundRef>, StoreError> {
+    for id in link.candidates.iter().take(MAX_CANDIDATES) {
+        if let Some(found) = facts.outbound(channel, id)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 fn is_headers_part(ct: Option<&mail_parser::ContentType<'_>>) -> bool {

@@ -4,7 +4,8 @@
 //! Pure. A message's dedupe key is `mid:<Message-ID>` (or `sha256:<hash>`
 //! of its bytes, a submission's `<method>:<id>`). The store looks the keys
 //! up on the message's channel inside the ingest transaction, when
-//! [`check`] asks for them, and writes what it answers.
+//! [`check`] asks for them ([`crate::store::InboundFacts::keyed`], from
+//! [`super::decide`]), and writes what it answers.
 //!
 //! The rule: the same key from the same sender (the same From, or the same
 //! resolved contact) is a copy, stored once. A Message-ID reused by another
@@ -27,16 +28,8 @@ pub struct Incoming<'a> {
 }
 
 /// A message the channel already stores under a key the store was asked
-/// about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// The ticket it went to.
-    pub ticket: TicketId,
-    /// Its From address, if it had one.
-    pub from: Option<String>,
-    /// The email of its ticket's contact.
-    pub contact: String,
-}
+/// about (its ticket, its From, its ticket's contact).
+pub use crate::store::KeyedMessage as Stored;
 
 /// What [`check`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,15 +1,20 @@
 //! Ingest: from the durable spool to tickets.
 //!
 //! Stages, each in its own module: [`parse`] (mail-parser), classification
-//! and sender resolution ([`resolve`]), contact + thread + dedupe (planned
-//! here, applied by the store in one transaction), [`route`] for new tickets.
+//! and sender resolution ([`resolve`]), then the plan of each channel's
+//! message (contact, content, thread handles from [`thread`], the route of
+//! a ticket it would open from [`route`], the bounce link from [`bounce`]):
+//! [`plan_entry`]. The plan carries what was judged typed
+//! ([`Classification`], [`SenderResolution`]); the store serialises it.
 //!
-//! Ingest also owns the decisions the store takes while applying a plan, as
-//! pure functions over rows the store reads inside that transaction (so any
-//! backend decides alike): which ticket a message continues
-//! ([`thread::may_join`]), whether it is a copy of a stored message and
-//! under which key it is stored ([`dedupe::check`]), and who owns a new
-//! ticket ([`route::choose_owner`]).
+//! Ingest also owns the decisions taken while the store applies a plan:
+//! [`decide::decide`], which the store calls inside its transaction over
+//! the facts it reads there (so any backend decides alike) — whether a
+//! message is a copy and under which key it is stored ([`dedupe::check`]),
+//! which of our replies a bounce reports on ([`bounce::reported_on`]),
+//! which ticket it continues ([`thread::find`], [`thread::may_join`]), and
+//! who owns a new ticket ([`route::owner`], [`route::choose_owner`]).
+//!
 //! Runs after acceptance; idempotent, because each spool entry's whole effect
 //! (and its `done` mark) is one transaction: a crash at any point leaves the
 //! entry pending and it is processed again, once.
@@ -20,6 +25,7 @@
 
 pub mod auth;
 pub mod bounce;
+pub mod decide;
 pub mod dedupe;
 pub mod handoff;
 pub mod parse;
@@ -38,7 +44,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChannelConfig, Config, normalize_email};
 use crate::live::Live;
 use crate::store::{
-    BodyText, ContactRef, InboundMessage, InboundPlan, SpoolEntry, SpoolId, Store, StoreError,
+    BodyText, ContactRef, InboundMessage, InboundPlan, SenderResolution, SpoolEntry, SpoolId,
+    Store, StoreError,
 };
 use resolve::{Classification, ResolveContext};
 
@@ -266,22 +273,11 @@ fn base_address(email: &str) -> String {
     }
 }
 
-/// The resolution as stored with the message, with what authenticated it.
-fn resolution_json(r: &resolve::Resolution, auth: &auth::Authentication) -> String {
-    #[derive(serde::Serialize)]
-    struct Stored<'a> {
-        #[serde(flatten)]
-        resolution: &'a resolve::Resolution,
-        authentication: &'a auth::Authentication,
-    }
-    serde_json::to_string(&Stored {
-        resolution: r,
-        authentication: auth,
-    })
-    .unwrap_or_default()
-}
-
-/// Plan the effect of one spool entry. Pure apart from reading `live`.
+/// Plan the effect of one spool entry, stage by stage: [`parse`] once, then
+/// for each channel it is addressed to: classify and resolve (`judge`),
+/// drop a mail loop, and build the channel's message (`message_for`:
+/// contact, content, thread handles, route).
+/// Pure apart from reading `live`.
 pub fn plan_entry(
     entry: &SpoolEntry,
     config: &Config,
@@ -293,37 +289,16 @@ pub fn plan_entry(
     if channels.is_empty() {
         return Err(IngestError::NoChannel(entry.rcpt_to.clone()));
     }
-    let parsed_msg = parse::parse(&entry.raw);
-    let fields = parsed_msg
-        .as_ref()
-        .map(parse::fields)
-        .unwrap_or_else(|| parse::Parsed {
-            text: String::from_utf8_lossy(&entry.raw).into_owned(),
-            ..Default::default()
-        });
-    let envelope_from = match entry.source {
-        crate::store::SpoolSource::Smtp => Some(entry.mail_from.as_str()),
-        _ => None,
+    let mail = Mail::parse(entry);
+    let stage = Stage {
+        config,
+        dir,
+        live,
+        auth,
     };
-    let dedupe_key = match &fields.message_id {
-        Some(id) => format!("mid:{id}"),
-        None => format!("sha256:{}", entry.content_hash),
-    };
-    let fallback_sender = fields
-        .from_email
-        .clone()
-        .or_else(|| parse::normalise_address(&entry.mail_from))
-        .unwrap_or_else(|| "unknown@invalid".to_string());
-
     let mut messages = Vec::with_capacity(channels.len());
     for (channel, rcpt) in channels {
-        let (resolution, class) = match &parsed_msg {
-            Some(m) => resolve_with(dir, m, envelope_from, Some(channel), auth),
-            None => (
-                plain_resolution(&fallback_sender, None),
-                Classification::Normal,
-            ),
-        };
+        let (resolution, class) = judge(&mail, dir, channel, auth);
         if let Classification::Loop { reason } = &class {
             return Ok(InboundPlan {
                 spool_id: entry.id,
@@ -331,82 +306,195 @@ pub fn plan_entry(
                 dropped: Some(format!("mail loop: {reason}")),
             });
         }
-        let contact_email = parse::normalise_address(&resolution.contact.email)
-            .unwrap_or_else(|| fallback_sender.clone());
-        let contact = ContactRef {
-            email: contact_email,
-            name: resolution.contact.name.clone(),
-        };
-        let original = resolution.original.as_ref();
-        let subject_src = original
-            .and_then(|o| o.subject.clone())
-            .unwrap_or_else(|| fields.subject.clone());
-        let mut ticket_subject = resolve::strip_subject_prefixes(&subject_src)
-            .trim()
-            .to_string();
-        if ticket_subject.is_empty() {
-            ticket_subject = "(no subject)".into();
-        }
-        let thread_token = thread::subject_token(&fields.subject);
-        let plus_token = rcpt
-            .as_deref()
-            .zip(channel.address.as_deref())
-            .and_then(|(r, a)| thread::plus_token(r, a));
-        let standing = standing(&resolution, dir, auth);
-        let (from, text, date, subject) = match original {
-            Some(o) => (
-                contact.clone(),
-                o.text.as_str(),
-                o.date.clone().or(fields.date.clone()),
-                subject_src.clone(),
-            ),
-            None => (
-                ContactRef {
-                    email: fallback_sender.clone(),
-                    name: fields.from_name.clone(),
-                },
-                fields.text.as_str(),
-                fields.date.clone(),
-                fields.subject.clone(),
-            ),
-        };
-        messages.push(InboundMessage {
-            channel: channel.id.clone(),
-            dedupe_key: dedupe_key.clone(),
-            message_id: fields.message_id.clone(),
-            in_reply_to: fields.in_reply_to.clone(),
-            references: fields.references.clone(),
-            thread_token,
-            plus_token,
-            trusted_sender: standing.trusted_sender,
-            name_verified: standing.name_verified,
-            thread_identity: standing.thread_identity,
-            contact,
-            from,
-            to: fields.to.clone(),
-            cc: fields.cc.clone(),
-            subject,
-            date,
-            text: BodyText::from_raw(&entry.raw, text),
-            html: if original.is_some() {
-                None
-            } else {
-                fields.html.clone()
-            },
-            classification: serde_json::to_string(&class).unwrap_or_default(),
-            sender_resolution: resolution_json(&resolution, auth),
-            note: forwarder_note(&resolution, &fallback_sender),
-            new_ticket: route::new_ticket(config, channel, ticket_subject, &|u| {
-                live.user_available(u)
-            }),
-            bounce: bounce::link(parsed_msg.as_ref(), &class, &fields),
-        });
+        messages.push(message_for(
+            &mail,
+            channel,
+            rcpt.as_deref(),
+            resolution,
+            class,
+            &stage,
+        ));
     }
     Ok(InboundPlan {
         spool_id: entry.id,
         messages,
         dropped: None,
     })
+}
+
+/// The parse stage: what every channel's copy of a spool entry shares.
+struct Mail<'a> {
+    entry: &'a SpoolEntry,
+    /// `None` when mail-parser gave up (the bytes are then the text).
+    parsed: Option<mail_parser::Message<'a>>,
+    fields: parse::Parsed,
+    /// The SMTP envelope sender (unknown for pulled mail).
+    envelope_from: Option<&'a str>,
+    /// `mid:<Message-ID>`, else `sha256:<the bytes' hash>`.
+    dedupe_key: String,
+    /// From, else the envelope sender, else `unknown@invalid`.
+    sender: String,
+}
+
+impl<'a> Mail<'a> {
+    fn parse(entry: &'a SpoolEntry) -> Self {
+        let parsed = parse::parse(&entry.raw);
+        let fields = parsed
+            .as_ref()
+            .map(parse::fields)
+            .unwrap_or_else(|| parse::Parsed {
+                text: String::from_utf8_lossy(&entry.raw).into_owned(),
+                ..Default::default()
+            });
+        let envelope_from = match entry.source {
+            crate::store::SpoolSource::Smtp => Some(entry.mail_from.as_str()),
+            _ => None,
+        };
+        let dedupe_key = match &fields.message_id {
+            Some(id) => format!("mid:{id}"),
+            None => format!("sha256:{}", entry.content_hash),
+        };
+        let sender = fields
+            .from_email
+            .clone()
+            .or_else(|| parse::normalise_address(&entry.mail_from))
+            .unwrap_or_else(|| "unknown@invalid".to_string());
+        Mail {
+            entry,
+            parsed,
+            fields,
+            envelope_from,
+            dedupe_key,
+            sender,
+        }
+    }
+}
+
+/// The classify and resolve stages for one channel: what the message is,
+/// and who wrote it (an unparsable message is its sender's, normal).
+fn judge(
+    mail: &Mail<'_>,
+    dir: &Directory,
+    channel: &ChannelConfig,
+    auth: &auth::Authentication,
+) -> (resolve::Resolution, Classification) {
+    match &mail.parsed {
+        Some(m) => resolve_with(dir, m, mail.envelope_from, Some(channel), auth),
+        None => (plain_resolution(&mail.sender, None), Classification::Normal),
+    }
+}
+
+/// What the later stages read besides the message.
+struct Stage<'a> {
+    config: &'a Config,
+    dir: &'a Directory,
+    live: &'a Live,
+    auth: &'a auth::Authentication,
+}
+
+/// What the ticket shows of a message: the customer's original inside a
+/// forward, else the message itself.
+struct Content {
+    from: ContactRef,
+    subject: String,
+    date: Option<String>,
+    text: BodyText,
+    html: Option<String>,
+    /// The subject of a ticket it opens: reply/forward prefixes removed,
+    /// `(no subject)` when that leaves nothing.
+    ticket_subject: String,
+}
+
+/// The content stage: what of `mail` the ticket shows, `contact` being who
+/// the resolution says wrote it.
+fn content(mail: &Mail<'_>, resolution: &resolve::Resolution, contact: &ContactRef) -> Content {
+    let fields = &mail.fields;
+    let original = resolution.original.as_ref();
+    let subject = original
+        .and_then(|o| o.subject.clone())
+        .unwrap_or_else(|| fields.subject.clone());
+    let mut ticket_subject = resolve::strip_subject_prefixes(&subject).trim().to_string();
+    if ticket_subject.is_empty() {
+        ticket_subject = "(no subject)".into();
+    }
+    let raw = &mail.entry.raw;
+    match original {
+        Some(o) => Content {
+            from: contact.clone(),
+            subject,
+            date: o.date.clone().or(fields.date.clone()),
+            text: BodyText::from_raw(raw, &o.text),
+            html: None,
+            ticket_subject,
+        },
+        None => Content {
+            from: ContactRef {
+                email: mail.sender.clone(),
+                name: fields.from_name.clone(),
+            },
+            subject,
+            date: fields.date.clone(),
+            text: BodyText::from_raw(raw, &fields.text),
+            html: fields.html.clone(),
+            ticket_subject,
+        },
+    }
+}
+
+/// The message for one channel, from the judged mail, stage by stage:
+/// contact, content, thread handles (subject tag, plus-address), what its
+/// sender may do, the route of the ticket it would open, its bounce link.
+fn message_for(
+    mail: &Mail<'_>,
+    channel: &ChannelConfig,
+    rcpt: Option<&str>,
+    resolution: resolve::Resolution,
+    class: Classification,
+    stage: &Stage<'_>,
+) -> InboundMessage {
+    let fields = &mail.fields;
+    let contact = ContactRef {
+        email: parse::normalise_address(&resolution.contact.email)
+            .unwrap_or_else(|| mail.sender.clone()),
+        name: resolution.contact.name.clone(),
+    };
+    let content = content(mail, &resolution, &contact);
+    let plus_token = rcpt
+        .zip(channel.address.as_deref())
+        .and_then(|(r, a)| thread::plus_token(r, a));
+    let standing = standing(&resolution, stage.dir, stage.auth);
+    let live = stage.live;
+    let new_ticket = route::new_ticket(stage.config, channel, content.ticket_subject, &|u| {
+        live.user_available(u)
+    });
+    InboundMessage {
+        channel: channel.id.clone(),
+        dedupe_key: mail.dedupe_key.clone(),
+        message_id: fields.message_id.clone(),
+        in_reply_to: fields.in_reply_to.clone(),
+        references: fields.references.clone(),
+        thread_token: thread::subject_token(&fields.subject),
+        plus_token,
+        trusted_sender: standing.trusted_sender,
+        name_verified: standing.name_verified,
+        thread_identity: standing.thread_identity,
+        contact,
+        from: content.from,
+        to: fields.to.clone(),
+        cc: fields.cc.clone(),
+        subject: content.subject,
+        date: content.date,
+        text: content.text,
+        html: content.html,
+        note: forwarder_note(&resolution, &mail.sender),
+        new_ticket,
+        bounce: bounce::link(mail.parsed.as_ref(), &class, fields),
+        classification: class,
+        sender_resolution: SenderResolution {
+            resolution,
+            authentication: Some(stage.auth.clone()),
+        },
+    }
 }
 
 /// The forwarder's own text above a forward, as an internal note from the
@@ -432,19 +520,11 @@ fn forwarder_note(
 }
 
 fn plain_resolution(email: &str, name: Option<String>) -> resolve::Resolution {
-    resolve::Resolution {
-        contact: resolve::Address {
-            email: email.to_string(),
-            name,
-        },
-        method: "envelope".into(),
-        confidence: 0.5,
-        forwarder: None,
-        claimed_original: None,
-        note: None,
-        original: None,
-        distrusted: None,
-    }
+    let contact = resolve::Address {
+        email: email.to_string(),
+        name,
+    };
+    resolve::Resolution::only(contact, "envelope", 0.5)
 }
 
 /// What one ingest round did.
@@ -544,7 +624,7 @@ impl Ingestor {
             }
         }
         let ids: Vec<SpoolId> = plans.iter().map(|p| p.spool_id).collect();
-        let results = self.store.apply_inbound(plans).await?;
+        let results = self.store.apply_inbound(plans, decide::decide).await?;
         let mut temporary = None;
         for (id, r) in ids.into_iter().zip(results) {
             match r {
@@ -633,15 +713,14 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewSpool, SpoolSource, SpoolStore, SqliteStore, StoreStatus};
+    use crate::store::{NewSpool, SpoolSource, StoreStatus};
 
     const CONFIG: &str = "[company]\nname = \"Acme\"\n[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
 
-    fn ingestor(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, Ingestor) {
+    async fn ingestor(dir: &tempfile::TempDir) -> (Arc<dyn Store>, Ingestor) {
         let config = crate::config::parse(CONFIG, std::path::Path::new("t.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let store =
-            Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), 5000, 256).expect("store"));
+        let store = crate::store::tests::fresh_store(dir.path()).await;
         let ingestor = Ingestor {
             store: store.clone(),
             live: Arc::new(Live::new(config)),
@@ -653,7 +732,7 @@ mod tests {
     }
 
     /// Commit `n` distinct messages to the spool (grouped, as sessions do).
-    async fn spool(store: &Arc<SqliteStore>, n: usize) -> Vec<SpoolEntry> {
+    async fn spool(store: &Arc<dyn Store>, n: usize) -> Vec<SpoolEntry> {
         let mut out = Vec::with_capacity(n);
         for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
             let commits = chunk.iter().map(|i| {
@@ -678,14 +757,14 @@ mod tests {
         out
     }
 
-    async fn status(store: &SqliteStore) -> StoreStatus {
+    async fn status(store: &Arc<dyn Store>) -> StoreStatus {
         store.status().await.expect("status")
     }
 
     #[tokio::test]
     async fn an_overflowing_handoff_falls_back_to_the_spool() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, ingest) = ingestor(&dir);
+        let (store, ingest) = ingestor(&dir).await;
         let n = handoff::MAX_ENTRIES + 5;
         for e in spool(&store, n).await {
             ingest.handoff.push(e);
@@ -720,7 +799,7 @@ mod tests {
     #[tokio::test]
     async fn run_drains_what_a_crash_left_then_stops_when_told() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, ingest) = ingestor(&dir);
+        let (store, ingest) = ingestor(&dir).await;
         // Committed but never handed over, as after a crash.
         spool(&store, 100).await;
         let stop = CancellationToken::new();

@@ -4,13 +4,14 @@
 //!
 //! Eligible = licensed, named by the rule (directly or through a team), and —
 //! with `only_available` — available now. Pure: config and availability in,
-//! plan out; plan and the users' loads in, owner out. The store reads the
-//! loads (open tickets, last assignment) and the contact's owner inside the
-//! transaction that creates the ticket, asks [`choose_owner`], and writes
-//! the answer back — so every backend balances alike.
+//! plan out; plan and the users' loads in, owner out. [`owner`] reads the
+//! loads (open tickets, last assignment) or the contact's owner through the
+//! store's [`InboundFacts`], inside the transaction that creates the ticket,
+//! and asks [`choose_owner`]; the store writes the answer — so every backend
+//! balances alike.
 
 use crate::config::{Assign, ChannelConfig, Config, UserConfig};
-use crate::store::{NewTicket, RoutingPlan};
+use crate::store::{InboundFacts, NewTicket, RoutingPlan, StoreError};
 
 /// The plan for a new ticket on `channel`; `available` says whether a user is
 /// available now.
@@ -60,29 +61,8 @@ pub fn plan(
 }
 
 /// How loaded one user of a [`RoutingPlan::Balance`] is, as the store reads
-/// it inside the ticket's transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserLoad {
-    /// The user's id.
-    pub user: String,
-    /// Tickets the user owns that are not closed, resolved or solved.
-    pub open: i64,
-    /// When the user was last given a ticket by balancing: a store-wide
-    /// sequence number, 0 for never.
-    pub last_assigned: i64,
-}
-
-/// The owner [`choose_owner`] picked for a new ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerChoice {
-    /// The owner, if any.
-    pub owner: Option<String>,
-    /// Why the ticket stays unassigned (shown on it), when `owner` is `None`.
-    pub unassigned_reason: Option<String>,
-    /// The owner was picked by balancing: the store records the assignment
-    /// (the user's next `last_assigned` is the highest so far + 1).
-    pub record_assignment: bool,
-}
+/// it inside the ticket's transaction; and the owner [`choose_owner`] picks.
+pub use crate::store::{OwnerChoice, UserLoad};
 
 impl OwnerChoice {
     fn unassigned(reason: String) -> Self {
@@ -149,6 +129,28 @@ pub fn choose_owner(
             )),
         },
     }
+}
+
+/// The owner of a new ticket of `contact` under `plan`: reads what
+/// [`choose_owner`] needs through `facts` (the balanced users' loads, or the
+/// contact's owner) and asks it.
+pub fn owner(
+    plan: &RoutingPlan,
+    contact: &str,
+    facts: &mut dyn InboundFacts,
+) -> Result<OwnerChoice, StoreError> {
+    let mut loads = Vec::new();
+    let mut contact_owner = None;
+    match plan {
+        RoutingPlan::Unassigned { .. } => {}
+        RoutingPlan::Balance { users, .. } => {
+            for u in users {
+                loads.push(facts.user_load(u)?);
+            }
+        }
+        RoutingPlan::ContactOwner { .. } => contact_owner = facts.contact_owner(contact)?,
+    }
+    Ok(choose_owner(plan, &loads, contact_owner.as_deref()))
 }
 
 /// The status of a new ticket whose channel sets none.

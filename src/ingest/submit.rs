@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::resolve::{Address, Classification, Resolution};
 use super::route;
 use crate::config::{ChannelConfig, Config, FormConfig, FormFieldType, UserConfig};
-use crate::store::{ContactRef, InboundMessage};
+use crate::store::{ContactRef, InboundMessage, SenderResolution};
 
 /// Most fields one submission may post.
 pub const MAX_FIELDS: usize = 100;
@@ -289,19 +289,11 @@ pub fn plan(
     text: String,
     available: &dyn Fn(&UserConfig) -> bool,
 ) -> InboundMessage {
-    let resolution = Resolution {
-        contact: Address {
-            email: contact.email.clone(),
-            name: contact.name.clone(),
-        },
-        method: origin.method.to_string(),
-        confidence: 1.0,
-        forwarder: None,
-        claimed_original: None,
-        note: None,
-        original: None,
-        distrusted: None,
+    let who = Address {
+        email: contact.email.clone(),
+        name: contact.name.clone(),
     };
+    let resolution = Resolution::only(who, origin.method, 1.0);
     InboundMessage {
         channel: channel.id.clone(),
         dedupe_key: format!("{}:{}", origin.method, origin.id),
@@ -321,8 +313,11 @@ pub fn plan(
         date: Some(origin.date),
         text: crate::store::BodyText::Inline(text),
         html: None,
-        classification: serde_json::to_string(&Classification::Normal).unwrap_or_default(),
-        sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
+        classification: Classification::Normal,
+        sender_resolution: SenderResolution {
+            resolution,
+            authentication: None,
+        },
         note: None,
         new_ticket: route::new_ticket(config, channel, subject, available),
         bounce: None,

@@ -1,9 +1,10 @@
 //! Thread stage: which ticket a message continues, and who may continue one.
 //!
-//! Pure functions. The store gathers the candidates (tickets named by
+//! Pure functions. [`find`] gathers the candidates (tickets named by
 //! In-Reply-To/References, a `[#N]` or `[#N-secret]` subject tag, a
-//! plus-address) inside the ingest transaction and asks [`may_join`] about
-//! each; the first one allowed is continued.
+//! plus-address) through the store's [`InboundFacts`], inside the ingest
+//! transaction, and asks [`may_join`] about each; the first one allowed is
+//! continued.
 //!
 //! The rule: a message continues a ticket found by one of *our* Message-IDs
 //! (random, seen only by the thread's recipients) or by a tag carrying the
@@ -14,7 +15,7 @@
 //! notes the refusal ("mentions #N").
 
 pub use crate::store::ThreadToken;
-use crate::store::TicketId;
+use crate::store::{InboundFacts, InboundMessage, StoreError, TicketId};
 
 /// Characters of a ticket secret: lower-case letters and digits without the
 /// look-alikes (0/o, 1/l/i).
@@ -182,6 +183,68 @@ pub fn may_join(c: &Candidate, asker: Asker<'_>) -> Result<(), String> {
             .contact
             .unwrap_or("the sender (an address of ours it is not proven to come from)")
     ))
+}
+
+/// The ticket `m` continues: by In-Reply-To/References (most recent first),
+/// else by its subject tag, else by its plus-address; always on its channel,
+/// and only where [`may_join`] allows. `Err`: no ticket, with the first
+/// refusal (for the agent) if one was named.
+pub fn find(
+    m: &InboundMessage,
+    facts: &mut dyn InboundFacts,
+) -> Result<Result<TicketId, Option<String>>, StoreError> {
+    let asker = Asker {
+        contact: m.thread_identity.as_deref(),
+        trusted: m.trusted_sender,
+    };
+    let mut refused: Option<String> = None;
+    let mut consider = |facts: &mut dyn InboundFacts,
+                        ticket: TicketId,
+                        found: &dyn Fn(&str) -> Found|
+     -> Result<bool, StoreError> {
+        let Some(people) = facts.ticket_people(&m.channel, ticket)? else {
+            return Ok(false);
+        };
+        let c = Candidate {
+            ticket: ticket.0,
+            found: found(&people.secret),
+            contact: people.contact,
+            participants: people.participants,
+        };
+        match may_join(&c, asker) {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                refused.get_or_insert(why);
+                Ok(false)
+            }
+        }
+    };
+    for id in m.in_reply_to.iter().chain(m.references.iter().rev()) {
+        for hit in facts.by_message_id(&m.channel, id)? {
+            let found = if hit.outbound {
+                Found::OurMessageId
+            } else {
+                Found::TheirMessageId
+            };
+            if consider(facts, hit.ticket, &|_| found)? {
+                return Ok(Ok(hit.ticket));
+            }
+        }
+    }
+    if let Some(tok) = &m.thread_token {
+        let by_tag = |secret: &str| Found::Tag {
+            secret_matches: !secret.is_empty() && tok.secret.as_deref() == Some(secret),
+        };
+        if consider(facts, tok.ticket, &by_tag)? {
+            return Ok(Ok(tok.ticket));
+        }
+    }
+    if let Some(t) = m.plus_token
+        && consider(facts, t, &|_| Found::PlusAddress)?
+    {
+        return Ok(Ok(t));
+    }
+    Ok(Err(refused))
 }
 
 /// The ticket number carried by a plus-address (`support+123@…` or

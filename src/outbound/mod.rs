@@ -40,6 +40,7 @@
 pub mod compose;
 pub mod dkim;
 pub mod pool;
+pub mod replay;
 pub mod sender;
 pub mod signature;
 
@@ -229,6 +230,7 @@ impl Outbound {
             }
             None => composed.raw,
         };
+        let dedupe_key = replay::dedupe_key(&agent.id, &message_id, req.idempotency_key.as_deref());
         let reply = NewReply {
             ticket: req.ticket,
             channel: channel.id.clone(),
@@ -245,9 +247,10 @@ impl Outbound {
             text: composed.text,
             html: composed.html,
             raw,
-            idempotency_key: req.idempotency_key,
+            dedupe_key,
+            replayable: req.idempotency_key.is_some(),
         };
-        let queued = self.store.queue_reply(reply).await?;
+        let queued = self.store.queue_reply(reply, replay::replay).await?;
         if !queued.replayed {
             metrics::counter!("postdesk_outbox_queued_total").increment(1);
             self.wake.notify_one();

@@ -534,17 +534,16 @@ mod tests {
     #[tokio::test]
     async fn an_outcome_the_store_refuses_for_good_is_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            crate::store::SqliteStore::open(&dir.path().join("p.sqlite"), 1000, 16).expect("open");
+        let store = crate::store::tests::fresh_store(dir.path()).await;
         let unrecorded = Unrecorded::default();
         let id = OutboxId(999);
         let sent = AttemptOutcome::Sent {
             reply: "250 ok".into(),
         };
-        record(&store, id, sent.clone(), &unrecorded, "relay:25").await;
+        record(&*store, id, sent.clone(), &unrecorded, "relay:25").await;
         assert!(!unrecorded.holds(id), "a refused outcome was kept");
         unrecorded.keep(id, sent);
-        unrecorded.retry(&store).await;
+        unrecorded.retry(&*store).await;
         assert!(!unrecorded.holds(id), "kept after the store refused it");
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::live::Live;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 
 use super::TokenSource;
 use super::mailbox::Puller;
@@ -351,7 +351,7 @@ impl Run {
             Arc::clone(&logins),
             Arc::clone(&commands),
         ));
-        let (store, puller) = setup(&dir, port, poll, imap_extra);
+        let (store, puller) = setup(&dir, port, poll, imap_extra).await;
         puller.retry_moves_after(Duration::from_millis(match mode.move_wait_ms {
             0 => 1000,
             ms => ms,
@@ -468,7 +468,7 @@ pub(super) fn covers(set: &str, uid: u32) -> bool {
 }
 
 /// A puller for the scripted server, polling every `poll` seconds.
-pub(super) fn setup(
+pub(super) async fn setup(
     dir: &tempfile::TempDir,
     port: u16,
     poll: u64,
@@ -500,8 +500,7 @@ poll_interval_secs = {poll}
     );
     let config = crate::config::parse(&text, &dir.path().join("postdesk.toml"))
         .unwrap_or_else(|e| panic!("config: {e:?}"));
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open"));
+    let store = crate::store::tests::fresh_store(dir.path()).await;
     let live = Arc::new(Live::new(config));
     let puller = Puller::new(
         "mailbox".into(),

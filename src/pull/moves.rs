@@ -642,10 +642,10 @@ mod tests {
     /// are not this one's to delete (its UIDs name other messages, even
     /// under an equal UIDVALIDITY), and a pending wait is dropped. The
     /// copied set is kept for the same mailbox, target and UIDVALIDITY only.
-    #[test]
-    fn another_mailbox_or_move_to_starts_the_retry_state_afresh() {
+    #[tokio::test]
+    async fn another_mailbox_or_move_to_starts_the_retry_state_afresh() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_store, mut puller) = setup(&dir, 1, 60, "move_to = \"Done\"\n");
+        let (_store, mut puller) = setup(&dir, 1, 60, "move_to = \"Done\"\n").await;
         let config = puller.live.config();
         let ch = config.channel("mailbox").expect("channel");
         let done = MoveTo {

@@ -7,36 +7,46 @@
 //! — [`SpoolStore`], [`TicketStore`], [`OutboxStore`], [`MailboxStore`],
 //! [`PeopleStore`] — plus the counts across them; a caller holding a concrete
 //! store (not `dyn Store`) imports the role traits whose methods it calls.
-//! The types they take and return live in `types.rs` (and, for outbound,
-//! mailboxes and bounces, next to their SQL), all re-exported here. Errors are
+//! The types they take and return live in `types.rs`, what ingest and the
+//! store exchange while applying inbound mail in `inbound.rs` (and, for
+//! outbound, mailboxes and bounces, next to their SQL), all re-exported
+//! here; the conformance suite every backend runs is `tests/`. Errors are
 //! backend-neutral ([`StoreError`]); the SQLite backend converts its own at
 //! its edge. Writes are durable when their future resolves (`synchronous=FULL`),
 //! and concurrent writes are grouped into one transaction (group commit) so a
 //! burst of N messages costs far fewer than N fsyncs.
 //!
-//! Must not: parse mail, make routing, threading or dedupe decisions, or
-//! block an async worker thread (the SQLite implementation runs on its own
-//! threads). Where applying a plan needs a decision, the store reads the
-//! rows it depends on inside the transaction and asks the pure function in
-//! `ingest` ([`crate::ingest::thread::may_join`],
-//! [`crate::ingest::dedupe::check`], [`crate::ingest::route::choose_owner`]),
-//! then writes the answer.
+//! Must not: parse mail, make routing, threading, dedupe, bounce or
+//! idempotency decisions, call into `ingest` or `outbound`, or block an
+//! async worker thread (the SQLite implementation runs on its own threads).
+//! Where applying something needs a decision, the caller passes the pure
+//! function that takes it ([`Decide`] for inbound mail, [`Replay`] for a
+//! reply's idempotency key); the backend reads the facts it asks for inside
+//! the transaction ([`InboundFacts`]) and writes its answer
+//! ([`Decision`]), so a second backend cannot decide differently.
 
 mod bounce;
+mod inbound;
 mod mailbox;
 mod migrations;
 mod outbound;
+pub mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 mod types;
 
 pub use bounce::BounceLink;
+pub use inbound::*;
 pub use mailbox::{
     Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
 };
 pub use outbound::{
-    ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewReply, OutboxCounts, OutboxId,
-    OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant, TokenRole,
+    ApiTokenInfo, AttemptOutcome, Delivery, EarlierReply, NewApiToken, NewReply, OutboxCounts,
+    OutboxId, OutboxItem, QueuedReply, Replay, ReplyContext, TOKEN_ID_LEN, TicketUpdate,
+    TokenGrant, TokenRole,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
 
@@ -143,9 +153,15 @@ pub trait SpoolStore: Send + Sync {
     /// Apply ingest results, in order, each atomically (contacts, tickets,
     /// messages, routing, and marking its spool entry done). One plan's
     /// failure does not undo the others; all share one durable commit.
+    ///
+    /// Each message of a plan still pending is decided by `decide` (ingest's
+    /// `ingest::decide::decide`) over the [`InboundFacts`] the backend reads
+    /// in that transaction, and its [`Decision`] written there, message after
+    /// message (a later message sees what an earlier one wrote).
     fn apply_inbound(
         &self,
         plans: Vec<InboundPlan>,
+        decide: Decide,
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>>;
 
     /// Commit a message that arrives already planned — a web form submission,
@@ -154,11 +170,14 @@ pub trait SpoolStore: Send + Sync {
     /// and its effect, applied exactly as [`SpoolStore::apply_inbound`] applies a
     /// plan (contact, ticket, routing, message). The spool row is done when
     /// the transaction commits, so ingest never sees it; on error nothing is
-    /// stored.
+    /// stored. When `decide` finds every message a [`Decision::Duplicate`] (a
+    /// retried submission), the answer is those copies and nothing is
+    /// written, not even the spool row.
     fn submit(
         &self,
         spool: NewSpool,
         messages: Vec<InboundMessage>,
+        decide: Decide,
     ) -> StoreFuture<'_, InboundOutcome>;
 
     /// Park a spool entry that ingest could not process, with its reason.
@@ -197,8 +216,11 @@ pub trait TicketStore: Send + Sync {
 /// durably committed.
 pub trait OutboxStore: Send + Sync {
     /// Commit a composed reply: its outbound message (delivery `queued`) and
-    /// its outbox row, in one transaction.
-    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
+    /// its outbox row, in one transaction. When the reply is `replayable`,
+    /// the reply the channel stores under its dedupe key is read in that
+    /// transaction and `replay` (`outbound::replay::replay`) decides: answer
+    /// the earlier one, refuse, or write this one.
+    fn queue_reply(&self, reply: NewReply, replay: Replay) -> StoreFuture<'_, QueuedReply>;
 
     /// Queued outbox entries due at `now_ms`, oldest first.
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
@@ -302,38 +324,4 @@ pub trait PeopleStore: Send + Sync {
     /// Revoke the user's token whose id starts with `id`, or all of them
     /// (`None`); returns how many. Effective at the next request.
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StoreError;
-    use rusqlite::ffi;
-
-    fn sqlite(code: std::ffi::c_int) -> StoreError {
-        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
-    }
-
-    /// The SQLite edge keeps full disk and lock contention apart and turns
-    /// any other error into the backend-neutral `Backend`, with the text it
-    /// always had; all of them stay temporary.
-    #[test]
-    fn sqlite_errors_map_to_backend_neutral_variants() {
-        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full));
-        assert!(matches!(sqlite(ffi::SQLITE_BUSY), StoreError::Busy));
-        assert!(matches!(sqlite(ffi::SQLITE_LOCKED), StoreError::Busy));
-        let other = sqlite(ffi::SQLITE_CORRUPT);
-        assert!(matches!(other, StoreError::Backend(_)), "{other:?}");
-        assert!(other.to_string().starts_with("sqlite: "), "{other}");
-        let rows = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
-        assert_eq!(rows.to_string(), "sqlite: Query returned no rows");
-        for e in [
-            sqlite(ffi::SQLITE_FULL),
-            sqlite(ffi::SQLITE_BUSY),
-            other,
-            rows,
-        ] {
-            assert!(e.is_temporary(), "{e:?}");
-        }
-        assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
-    }
 }

@@ -44,6 +44,15 @@ impl Delivery {
             Delivery::Failed => "failed",
         }
     }
+
+    /// A stored delivery state (`queued` for anything unknown).
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("sent") => Delivery::Sent,
+            Some("failed") => Delivery::Failed,
+            _ => Delivery::Queued,
+        }
+    }
 }
 
 /// A composed reply to commit: the ticket's outbound message plus the exact
@@ -70,10 +79,30 @@ pub struct NewReply {
     pub text: String,
     pub html: Option<String>,
     pub raw: Vec<u8>,
-    /// Client-chosen key: a second request by the same author with the same
-    /// key returns the first reply instead of queuing another.
-    pub idempotency_key: Option<String>,
+    /// The message's dedupe key (unique per channel): from the client's
+    /// idempotency key when the request carried one, else from the
+    /// Message-ID (`outbound::replay::dedupe_key`).
+    pub dedupe_key: String,
+    /// The request carried an idempotency key: a reply stored under the same
+    /// dedupe key is an earlier request's, and [`Replay`] decides what this
+    /// one gets.
+    pub replayable: bool,
 }
+
+/// The reply a channel already stores under a replayable reply's dedupe key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierReply {
+    pub outbox_id: OutboxId,
+    pub message_id: String,
+    pub delivery: Delivery,
+    pub ticket: TicketId,
+}
+
+/// Whether a reply replays an earlier one, decided outside the store
+/// (`outbound::replay::replay`) over the reply stored under its key:
+/// `Ok(Some)` answers the earlier reply and writes nothing, `Ok(None)` writes
+/// this one, `Err` refuses it.
+pub type Replay = fn(&NewReply, Option<EarlierReply>) -> Result<Option<QueuedReply>, StoreError>;
 
 /// What committing a reply produced.
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +159,7 @@ pub(crate) fn ticket_channel(conn: &Connection, ticket: TicketId) -> Result<Stri
 pub(crate) fn queue_reply(
     conn: &Connection,
     r: &NewReply,
+    replay: Replay,
     now: i64,
 ) -> Result<QueuedReply, StoreError> {
     let channel = ticket_channel(conn, r.ticket)?;
@@ -139,42 +169,25 @@ pub(crate) fn queue_reply(
             r.ticket, r.channel
         )));
     }
-    // The message's dedupe key doubles as the idempotency record (unique per channel).
-    let dedupe_key = match &r.idempotency_key {
-        Some(k) => format!("idem:{}:{k}", r.author),
-        None => format!("mid:{}", r.message_id),
-    };
-    // Without a key the Message-ID was just made: nothing to look up.
-    let existing: Option<(i64, String, Option<String>, i64)> = match &r.idempotency_key {
-        None => None,
-        Some(_) => conn
-            .prepare_cached(
-                "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
-                 WHERE m.channel = ?1 AND m.dedupe_key = ?2",
-            )?
-            .query_row(params![r.channel, dedupe_key], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    let earlier = if r.replayable {
+        conn.prepare_cached(
+            "SELECT o.id, m.message_id, m.delivery, m.ticket_id FROM messages m JOIN outbox o ON o.message_id = m.id
+             WHERE m.channel = ?1 AND m.dedupe_key = ?2",
+        )?
+        .query_row(params![r.channel, r.dedupe_key], |row| {
+            Ok(EarlierReply {
+                outbox_id: OutboxId(row.get(0)?),
+                message_id: row.get(1)?,
+                delivery: Delivery::parse(row.get::<_, Option<String>>(2)?.as_deref()),
+                ticket: TicketId(row.get(3)?),
             })
-            .optional()?,
+        })
+        .optional()?
+    } else {
+        None
     };
-    if let Some((outbox_id, message_id, delivery, ticket)) = existing {
-        if ticket != r.ticket.0 {
-            return Err(StoreError::Invalid(format!(
-                "idempotency key already used for ticket {ticket}"
-            )));
-        }
-        let delivery = match delivery.as_deref() {
-            Some("sent") => Delivery::Sent,
-            Some("failed") => Delivery::Failed,
-            _ => Delivery::Queued,
-        };
-        return Ok(QueuedReply {
-            ticket: r.ticket,
-            outbox_id: OutboxId(outbox_id),
-            message_id,
-            delivery,
-            replayed: true,
-        });
+    if let Some(answer) = replay(r, earlier)? {
+        return Ok(answer);
     }
     let to = serde_json::to_string(&r.to).unwrap_or_else(|_| "[]".into());
     let rcpt: Vec<&String> = r.to.iter().chain(r.cc.iter()).collect();
@@ -188,7 +201,7 @@ pub(crate) fn queue_reply(
     .execute(params![
         r.ticket.0,
         r.channel,
-        dedupe_key,
+        r.dedupe_key,
         r.message_id,
         r.in_reply_to,
         r.references.join(" "),
@@ -255,6 +268,40 @@ pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
         .query_row([], |r| r.get(0))?)
 }
 
+impl AttemptOutcome {
+    /// What an attempt writes: the outbox row's state, its detail (reply or
+    /// error), and the next attempt's time when deferred. Every backend
+    /// writes these.
+    pub(crate) fn as_row(&self) -> (Delivery, &str, Option<i64>) {
+        match self {
+            AttemptOutcome::Sent { reply } => (Delivery::Sent, reply.as_str(), None),
+            AttemptOutcome::Deferred {
+                error,
+                next_attempt_at,
+            } => (Delivery::Queued, error.as_str(), Some(*next_attempt_at)),
+            AttemptOutcome::Failed { error } => (Delivery::Failed, error.as_str(), None),
+        }
+    }
+}
+
+/// A reply's thread ids, oldest first: the first message the customer saw
+/// and the most recent ones (`recent`, newest first as read), without
+/// naming the first twice. Every backend builds it from its two reads.
+pub(crate) fn thread_ids(
+    first: Option<(i64, String)>,
+    mut recent: Vec<(i64, String)>,
+) -> Vec<String> {
+    recent.reverse();
+    let mut thread = Vec::with_capacity(recent.len() + 1);
+    if let Some((id, mid)) = first
+        && recent.first().is_none_or(|(l, _)| *l != id)
+    {
+        thread.push(mid);
+    }
+    thread.extend(recent.into_iter().map(|(_, m)| m));
+    thread
+}
+
 /// Record one attempt's outcome on the outbox row and its message.
 pub(crate) fn record_attempt(
     conn: &Connection,
@@ -262,14 +309,7 @@ pub(crate) fn record_attempt(
     outcome: &AttemptOutcome,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (state, detail, next) = match outcome {
-        AttemptOutcome::Sent { reply } => (Delivery::Sent, reply.as_str(), None),
-        AttemptOutcome::Deferred {
-            error,
-            next_attempt_at,
-        } => (Delivery::Queued, error.as_str(), Some(*next_attempt_at)),
-        AttemptOutcome::Failed { error } => (Delivery::Failed, error.as_str(), None),
-    };
+    let (state, detail, next) = outcome.as_row();
     let changed = conn
         .prepare_cached(
             "UPDATE outbox SET state = ?1, attempts = attempts + 1, last_error = ?2,
@@ -668,19 +708,12 @@ pub(crate) fn reply_context(
         thread_seen_by_customer!(),
         " ORDER BY id DESC LIMIT ?2"
     ))?;
-    let mut last: Vec<(i64, String)> = stmt
+    let last: Vec<(i64, String)> = stmt
         .query_map(params![ticket.0, recent as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    last.reverse();
-    let mut thread = Vec::with_capacity(last.len() + 1);
-    if let Some((id, mid)) = first
-        && last.first().is_none_or(|(l, _)| *l != id)
-    {
-        thread.push(mid);
-    }
-    thread.extend(last.into_iter().map(|(_, m)| m));
+    let thread = thread_ids(first, last);
     let mut stmt = conn.prepare_cached(
         "SELECT c.email, c.name FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
          WHERE p.ticket_id = ?1 ORDER BY c.email",

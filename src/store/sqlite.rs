@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
 use super::*;
-use crate::ingest::{dedupe, route, thread};
 
 /// Size of the queue in front of the writer thread.
 const WRITE_QUEUE: usize = 4096;
@@ -450,7 +449,7 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
 
 /// The batch outcome goes to every job; `StoreError` is not `Clone` because of
 /// rusqlite's error, so keep what callers act on.
-fn clone_err(e: &StoreError) -> StoreError {
+pub(crate) fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Full => StoreError::Full,
         StoreError::Busy => StoreError::Busy,
@@ -507,286 +506,6 @@ fn insert_spool(
     Ok(SpoolId(id))
 }
 
-/// The contact's id, creating it. A stored name is replaced only by a name
-/// from mail proven to be the contact's own (`verified`); other mail may
-/// only fill in a missing one — a forged From must not rename a customer.
-fn upsert_contact(conn: &Connection, c: &ContactRef, verified: bool) -> Result<i64, StoreError> {
-    let existing: Option<(i64, Option<String>)> = conn
-        .prepare_cached("SELECT id, name FROM contacts WHERE email = ?1")?
-        .query_row([&c.email], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    match existing {
-        Some((id, name)) => {
-            let stored = name.as_deref().unwrap_or("");
-            if let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
-                && n != stored
-                && (stored.is_empty() || verified)
-            {
-                conn.prepare_cached("UPDATE contacts SET name = ?1 WHERE id = ?2")?
-                    .execute(params![n, id])?;
-            }
-            Ok(id)
-        }
-        None => {
-            conn.prepare_cached(
-                "INSERT INTO contacts (email, name, created_at) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![c.email, c.name, now_ms()])?;
-            Ok(conn.last_insert_rowid())
-        }
-    }
-}
-
-/// The most recent message of `channel` with Message-ID `?1` (`?2` the
-/// channel): inbound ones by their dedupe key, outbound ones by their own
-/// index (see migration 4). Answers (ticket, direction).
-/// Also the copies another sender's reuse of the Message-ID pushed to keys of
-/// their own (`mid:<id>#from:<address>`, a range of the same index), most
-/// recent first: a follow-up is not lost to whoever used the id first.
-const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
-       SELECT id, ticket_id, direction FROM messages WHERE channel = ?2 AND dedupe_key = 'mid:' || ?1
-       UNION ALL
-       SELECT id, ticket_id, direction FROM messages
-        WHERE channel = ?2 AND dedupe_key > 'mid:' || ?1 || '#from:'
-          AND dedupe_key < 'mid:' || ?1 || '#from;'
-       UNION ALL
-       SELECT id, ticket_id, direction FROM messages
-        WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound')
-     ORDER BY id DESC LIMIT 8";
-
-/// What [`thread::may_join`] needs to know of ticket `t` (of `channel`).
-fn candidate(
-    conn: &Connection,
-    t: i64,
-    channel: &str,
-    found: impl FnOnce(&str) -> thread::Found,
-) -> Result<Option<thread::Candidate>, StoreError> {
-    let row: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT c.email, t.secret FROM tickets t JOIN contacts c ON c.id = t.contact_id
-             WHERE t.id = ?1 AND t.channel = ?2",
-        )?
-        .query_row(params![t, channel], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((contact, secret)) = row else {
-        return Ok(None);
-    };
-    let mut participants = conn
-        .prepare_cached(
-            "SELECT c.email FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
-             WHERE p.ticket_id = ?1",
-        )?
-        .query_map([t], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    // Whom the contact addressed (To/Cc of their own messages): a colleague
-    // they copied may answer in the thread.
-    let mut addressed = conn.prepare_cached(
-        "SELECT to_addrs, cc_addrs FROM messages
-          WHERE ticket_id = ?1 AND direction = 'inbound' AND from_email = ?2",
-    )?;
-    let rows = addressed.query_map(params![t, contact], |r| {
-        Ok((
-            r.get::<_, Option<String>>(0)?,
-            r.get::<_, Option<String>>(1)?,
-        ))
-    })?;
-    for row in rows {
-        let (to, cc) = row?;
-        for list in [to, cc].into_iter().flatten() {
-            participants.extend(parse_json_vec(&list));
-        }
-    }
-    Ok(Some(thread::Candidate {
-        ticket: t,
-        found: found(&secret),
-        contact,
-        participants,
-    }))
-}
-
-/// The ticket a message continues: by In-Reply-To/References (most recent
-/// first), else by its subject tag, else by its plus-address; always on the
-/// same channel, and only where [`thread::may_join`] allows. `Err`: no
-/// ticket, with the first refusal (for the agent) if one was named.
-fn find_thread(
-    conn: &Connection,
-    m: &InboundMessage,
-) -> Result<Result<i64, Option<String>>, StoreError> {
-    let asker = thread::Asker {
-        contact: m.thread_identity.as_deref(),
-        trusted: m.trusted_sender,
-    };
-    let mut refused: Option<String> = None;
-    let mut consider = |c: Option<thread::Candidate>| -> Option<i64> {
-        let c = c?;
-        match thread::may_join(&c, asker) {
-            Ok(()) => Some(c.ticket),
-            Err(why) => {
-                refused.get_or_insert(why);
-                None
-            }
-        }
-    };
-    let ids = m.in_reply_to.iter().chain(m.references.iter().rev());
-    for id in ids {
-        let hits: Vec<(i64, String)> = conn
-            .prepare_cached(BY_MESSAGE_ID)?
-            .query_map(params![id, m.channel], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (t, direction) in hits {
-            let found = if direction == "outbound" {
-                thread::Found::OurMessageId
-            } else {
-                thread::Found::TheirMessageId
-            };
-            if let Some(t) = consider(candidate(conn, t, &m.channel, |_| found)?) {
-                return Ok(Ok(t));
-            }
-        }
-    }
-    if let Some(tok) = &m.thread_token {
-        let c = candidate(conn, tok.ticket.0, &m.channel, |secret| {
-            thread::Found::Tag {
-                secret_matches: !secret.is_empty() && tok.secret.as_deref() == Some(secret),
-            }
-        })?;
-        if let Some(t) = consider(c) {
-            return Ok(Ok(t));
-        }
-    }
-    if let Some(TicketId(n)) = m.plus_token {
-        let c = candidate(conn, n, &m.channel, |_| thread::Found::PlusAddress)?;
-        if let Some(t) = consider(c) {
-            return Ok(Ok(t));
-        }
-    }
-    Ok(Err(refused))
-}
-
-/// Choose an owner for a new ticket: read what [`route::choose_owner`]
-/// needs under `plan` (the balanced users' open tickets and last assignment,
-/// or the contact's owner), ask it, and record a balancing assignment.
-/// Returns (owner, reason when unassigned).
-fn assign_owner(
-    conn: &Connection,
-    plan: &RoutingPlan,
-    contact_id: i64,
-) -> Result<(Option<String>, Option<String>), StoreError> {
-    let mut loads = Vec::new();
-    let mut contact_owner: Option<String> = None;
-    match plan {
-        RoutingPlan::Unassigned { .. } => {}
-        RoutingPlan::Balance { users, .. } => {
-            let mut count = conn.prepare_cached(&format!(
-                "SELECT COUNT(*) FROM tickets WHERE owner = ?1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
-            ))?;
-            let mut seq =
-                conn.prepare_cached("SELECT last_assigned_seq FROM user_state WHERE id = ?1")?;
-            for u in users {
-                let open: i64 = count.query_row([u], |r| r.get(0))?;
-                let last_assigned: i64 = seq
-                    .query_row([u], |r| r.get::<_, Option<i64>>(0))
-                    .optional()?
-                    .flatten()
-                    .unwrap_or(0);
-                loads.push(route::UserLoad {
-                    user: u.clone(),
-                    open,
-                    last_assigned,
-                });
-            }
-        }
-        RoutingPlan::ContactOwner { .. } => {
-            contact_owner = conn
-                .prepare_cached("SELECT owner FROM contacts WHERE id = ?1")?
-                .query_row([contact_id], |r| r.get(0))?;
-        }
-    }
-    let choice = route::choose_owner(plan, &loads, contact_owner.as_deref());
-    if let (true, Some(u)) = (choice.record_assignment, &choice.owner) {
-        conn.prepare_cached(
-            "INSERT INTO user_state (id, last_assigned_seq)
-             VALUES (?1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
-             ON CONFLICT(id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
-        )?
-        .execute([u])?;
-    }
-    Ok((choice.owner, choice.unassigned_reason))
-}
-
-fn create_ticket(
-    conn: &Connection,
-    m: &InboundMessage,
-    contact_id: i64,
-) -> Result<(i64, Option<String>), StoreError> {
-    let t = &m.new_ticket;
-    let (owner, reason) = assign_owner(conn, &t.routing, contact_id)?;
-    let now = now_ms();
-    conn.prepare_cached(
-        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
-    )?
-    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now, t.secret])?;
-    Ok((conn.last_insert_rowid(), owner))
-}
-
-fn insert_message(
-    conn: &Connection,
-    ticket: i64,
-    spool: SpoolId,
-    m: &InboundMessage,
-    thread_note: Option<&str>,
-) -> Result<(), StoreError> {
-    let (text, text_at) = match &m.text {
-        BodyText::Inline(t) => (Some(t.as_str()), None),
-        BodyText::RawFrom(at) => (None, Some(*at as i64)),
-    };
-    conn.prepare_cached(
-        "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id, in_reply_to, refs,
-                               from_email, from_name, to_addrs, subject, date, text, text_at, html,
-                               classification, sender_resolution, created_at, thread_note, cc_addrs)
-         VALUES (?1, ?2, 'inbound', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-    )?
-    .execute(params![
-        ticket,
-        m.channel,
-        spool.0,
-        m.dedupe_key,
-        m.message_id,
-        m.in_reply_to,
-        m.references.join(" "),
-        m.from.email,
-        m.from.name,
-        json_vec(&m.to),
-        m.subject,
-        m.date,
-        text,
-        text_at,
-        m.html,
-        m.classification,
-        m.sender_resolution,
-        now_ms(),
-        thread_note,
-        (!m.cc.is_empty()).then(|| json_vec(&m.cc))
-    ])?;
-    if let Some(note) = &m.note {
-        conn.prepare_cached(
-            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject, text, created_at)
-             VALUES (?1, ?2, 'note', ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            ticket,
-            m.channel,
-            note.from.email,
-            note.from.name,
-            m.subject,
-            note.text,
-            now_ms()
-        ])?;
-    }
-    Ok(())
-}
-
 /// Run `f` inside a named savepoint: released on success, rolled back on error.
 fn in_savepoint<T>(
     conn: &Connection,
@@ -818,130 +537,6 @@ fn in_savepoint<T>(
         Ok(_) => r,
         Err(e) => Err(e.into()),
     }
-}
-
-/// Whether `m` is a copy of a message its channel already stores, as
-/// [`dedupe::check`] decides over the messages stored under the keys it
-/// asks about. `Ok`: the copy's delivery (nothing to write); `Err(Some(key))`:
-/// a new message to store under this key of its own; `Err(None)`: under its
-/// planned key.
-fn duplicate(
-    conn: &Connection,
-    m: &InboundMessage,
-) -> Result<Result<Delivered, Option<String>>, StoreError> {
-    let mut lookup = conn.prepare_cached(
-        "SELECT m.ticket_id, m.from_email, c.email FROM messages m
-           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
-          WHERE m.channel = ?1 AND m.dedupe_key = ?2",
-    )?;
-    let incoming = dedupe::Incoming {
-        key: &m.dedupe_key,
-        from: &m.from.email,
-        contact: &m.contact.email,
-    };
-    let verdict = dedupe::check(incoming, now_ms(), |key| {
-        lookup
-            .query_row(params![m.channel, key], |r| {
-                Ok(dedupe::Stored {
-                    ticket: TicketId(r.get(0)?),
-                    from: r.get(1)?,
-                    contact: r.get(2)?,
-                })
-            })
-            .optional()
-    })?;
-    Ok(match verdict {
-        dedupe::Verdict::Copy(ticket) => Ok(Delivered {
-            channel: m.channel.clone(),
-            ticket,
-            created: false,
-            duplicate: true,
-            owner: None,
-        }),
-        dedupe::Verdict::New(key) => Err(key),
-    })
-}
-
-fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome, StoreError> {
-    let mut out = InboundOutcome::default();
-    // Mark the entry done first, and only if it is still pending: an entry
-    // already applied (seen both through the in-memory handoff and a scan,
-    // or applied before a crash lost the acknowledgement) changes nothing.
-    // The caller's savepoint undoes the mark if anything below fails.
-    let claimed = conn
-        .prepare_cached(
-            "UPDATE spool SET state = 'done', error = ?1, processed_at = ?2
-             WHERE id = ?3 AND state = 'pending'",
-        )?
-        .execute(params![plan.dropped, now_ms(), plan.spool_id.0])?;
-    if claimed == 0 || plan.dropped.is_some() {
-        return Ok(out);
-    }
-    for m in &plan.messages {
-        let own_key;
-        let m = match duplicate(conn, m)? {
-            Ok(dup) => {
-                out.delivered.push(dup);
-                continue;
-            }
-            Err(Some(key)) => {
-                own_key = InboundMessage {
-                    dedupe_key: key,
-                    ..m.clone()
-                };
-                &own_key
-            }
-            Err(None) => m,
-        };
-        // A bounce of our own reply joins that reply's ticket: no contact
-        // for the mailer-daemon, no new ticket.
-        let bounced = match &m.bounce {
-            Some(link) => super::bounce::find_outbound(conn, &m.channel, link)?,
-            None => None,
-        };
-        if let (Some(b), Some(link)) = (&bounced, &m.bounce) {
-            let noted = InboundMessage {
-                classification: super::bounce::classification_with(&m.classification, b),
-                ..m.clone()
-            };
-            insert_message(conn, b.ticket, plan.spool_id, &noted, None)?;
-            super::bounce::record(conn, b, link, now_ms())?;
-            out.delivered.push(Delivered {
-                channel: m.channel.clone(),
-                ticket: TicketId(b.ticket),
-                created: false,
-                duplicate: false,
-                owner: None,
-            });
-            continue;
-        }
-        let contact_id = upsert_contact(conn, &m.contact, m.name_verified)?;
-        let (ticket, created, owner, note) = match find_thread(conn, m)? {
-            Ok(t) => {
-                conn.prepare_cached(
-                    "INSERT OR IGNORE INTO ticket_participants (ticket_id, contact_id)
-                     SELECT id, ?2 FROM tickets WHERE id = ?1 AND contact_id != ?2",
-                )?
-                .execute(params![t, contact_id])?;
-                conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
-                    .execute(params![now_ms(), t])?;
-                (t, false, None, None)
-            }
-            Err(refused) => {
-                let (t, owner) = create_ticket(conn, m, contact_id)?;
-                (t, true, owner, refused)
-            }
-        };
-        insert_message(conn, ticket, plan.spool_id, m, note.as_deref())?;
-        out.delivered.push(Delivered {
-            channel: m.channel.clone(),
-            ticket: TicketId(ticket),
-            created,
-            duplicate: false,
-            owner,
-        });
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -1160,11 +755,14 @@ impl SpoolStore for SqliteStore {
     fn apply_inbound(
         &self,
         plans: Vec<InboundPlan>,
+        decide: Decide,
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>> {
+        // Serialised here, on the caller's task, not on the writer thread.
+        let ready: Vec<_> = plans.into_iter().map(inbound::Ready::new).collect();
         Box::pin(self.write(move |c| {
-            Ok(plans
-                .iter()
-                .map(|plan| in_savepoint(c, "plan", |c| apply_inbound(c, plan)))
+            Ok(ready
+                .into_iter()
+                .map(|r| in_savepoint(c, "plan", |c| inbound::apply_plan(c, &r?, decide)))
                 .collect())
         }))
     }
@@ -1173,33 +771,18 @@ impl SpoolStore for SqliteStore {
         &self,
         spool: NewSpool,
         messages: Vec<InboundMessage>,
+        decide: Decide,
     ) -> StoreFuture<'_, InboundOutcome> {
         Box::pin(async move {
             let hash = content_hash(&spool.raw);
+            let ready = inbound::Ready::new(InboundPlan {
+                spool_id: SpoolId(0),
+                messages,
+                dropped: None,
+            })?;
             // The job runs in its own savepoint: an error undoes the spool row too.
-            self.write(move |c| {
-                // A retried submission (same dedupe key): answer with what the
-                // first one did, and store nothing, not even a spool row.
-                let mut replay = InboundOutcome::default();
-                for m in &messages {
-                    if let Ok(dup) = duplicate(c, m)? {
-                        replay.delivered.push(dup);
-                    }
-                }
-                if !messages.is_empty() && replay.delivered.len() == messages.len() {
-                    return Ok(replay);
-                }
-                let spool_id = insert_spool(c, &spool, &hash, now_ms())?;
-                apply_inbound(
-                    c,
-                    &InboundPlan {
-                        spool_id,
-                        messages,
-                        dropped: None,
-                    },
-                )
-            })
-            .await
+            self.write(move |c| inbound::submit(c, &spool, &hash, ready, decide))
+                .await
         })
     }
 
@@ -1248,8 +831,8 @@ impl TicketStore for SqliteStore {
 }
 
 impl OutboxStore for SqliteStore {
-    fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply> {
-        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
+    fn queue_reply(&self, reply: NewReply, replay: Replay) -> StoreFuture<'_, QueuedReply> {
+        Box::pin(self.write(move |c| ob::queue_reply(c, &reply, replay, now_ms())))
     }
 
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
@@ -1394,6 +977,7 @@ impl PeopleStore for SqliteStore {
     }
 }
 
+mod inbound;
 #[cfg(test)]
 mod tests;
 mod wal_vfs;

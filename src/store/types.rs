@@ -170,10 +170,10 @@ pub struct InboundMessage {
     pub date: Option<String>,
     pub text: BodyText,
     pub html: Option<String>,
-    /// Classification, JSON.
-    pub classification: String,
-    /// Sender resolution, JSON.
-    pub sender_resolution: String,
+    /// What the message is (stored as JSON when the message is written).
+    pub classification: super::Classification,
+    /// Who wrote it and how that was decided (stored as JSON likewise).
+    pub sender_resolution: super::SenderResolution,
     /// The forwarder's own note, stored as an internal note on the ticket.
     pub note: Option<ForwarderNote>,
     /// Used only when no existing ticket matches.

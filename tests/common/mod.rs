@@ -5,6 +5,7 @@
 pub mod dovecot;
 pub mod http;
 pub mod load;
+pub mod pg;
 pub mod postfix;
 pub mod relay;
 pub mod smtp;

@@ -98,79 +98,11 @@ impl ResolveContext<'_> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Address {
-    pub email: String,
-    pub name: Option<String>,
-}
-
-/// A confidence as people read it: two decimals.
-pub fn rounded(v: f32) -> f64 {
-    (f64::from(v) * 100.0).round() / 100.0
-}
-
-fn two_decimals<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(rounded(*v))
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Resolution {
-    /// Who owns the ticket.
-    pub contact: Address,
-    /// "rfc822" | "resent" | "body:<client>" | "list:x-original-from" |
-    /// "list:x-original-sender" | "list:reply-to" | "from" | "forwarder".
-    pub method: String,
-    /// 0.0..=1.0 (written with two decimals: `0.9`, not the f32's
-    /// `0.8999999761581421`).
-    #[serde(serialize_with = "two_decimals")]
-    pub confidence: f32,
-    /// The team member / trusted forwarder who forwarded, if any.
-    pub forwarder: Option<Address>,
-    /// An untrusted claimed original, or a name-only block (email "").
-    pub claimed_original: Option<Address>,
-    /// The forwarder's own text above the forwarded block (an internal note).
-    pub note: Option<String>,
-    /// The customer's message when extracted from a forward.
-    pub original: Option<OriginalMessage>,
-    /// Why a team member's, forwarder's or group's claim was not believed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub distrusted: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct OriginalMessage {
-    /// Forward/reply prefixes removed.
-    pub subject: Option<String>,
-    /// As written.
-    pub date: Option<String>,
-    pub text: String,
-    pub message_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Classification {
-    Normal,
-    AutoReply { reason: String },
-    Bulk { reason: String },
-    Bounce { dsn: Option<Dsn> },
-    Loop { reason: String },
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Dsn {
-    pub recipients: Vec<DsnRecipient>,
-    pub original_message_id: Option<String>,
-    pub reporting_mta: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DsnRecipient {
-    pub recipient: String,
-    pub action: String,
-    pub status: String,
-    pub diagnostic: Option<String>,
-}
+// The types this stage produces are plain data the store serialises (one
+// place for public types, and no dependency of the store on ingest).
+pub use crate::store::{
+    Address, Classification, Dsn, DsnRecipient, OriginalMessage, Resolution, rounded,
+};
 
 /// `envelope_from` is the SMTP MAIL FROM ("" for the null path; None when
 /// unknown, e.g. pulled mail — then a `Return-Path: <>` header counts).
@@ -301,16 +233,8 @@ fn empty() -> Address {
 }
 
 fn plain(sender: Address) -> Resolution {
-    Resolution {
-        confidence: if sender.email.is_empty() { 0.0 } else { 1.0 },
-        contact: sender,
-        method: "from".into(),
-        forwarder: None,
-        claimed_original: None,
-        note: None,
-        original: None,
-        distrusted: None,
-    }
+    let confidence = if sender.email.is_empty() { 0.0 } else { 1.0 };
+    Resolution::only(sender, "from", confidence)
 }
 
 /// An address from a header of any parsed shape.

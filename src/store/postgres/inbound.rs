@@ -1,0 +1,598 @@
+//! The spool and applying ingest's decisions in PostgreSQL: spool rows
+//! (raw bytes as `bytea` in `spool_raw`), pending entries, the facts the
+//! decisions read and the write of each [`Decision`] (contact, ticket,
+//! routing, message, bounce marks), in the caller's savepoint.
+//!
+//! Must not: decide. The [`Decide`] function the caller passes
+//! (`ingest::decide::decide`) reads [`InboundFacts`] synchronously;
+//! PostgreSQL answers asynchronously, so it runs through [`decide_async`]:
+//! each fact it asks for is read here, in this transaction, and it decides
+//! again over the facts read so far.
+
+use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
+use super::tickets::touch;
+use crate::store::{
+    BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
+    InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
+    SpoolEntry, SpoolId, SpoolSource, StoreError, StoredClassification, TicketId, TicketPeople,
+    UserLoad, decide_async, now_ms,
+};
+
+/// Insert a spool row and its raw bytes (one statement); its id.
+pub(super) async fn insert_spool(
+    db: &Db,
+    msg: &NewSpool,
+    hash: &str,
+    received_at: i64,
+) -> Result<SpoolId, StoreError> {
+    let r = row(
+        db,
+        "WITH s AS (
+             INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls,
+                                channel, size, content_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id)
+         INSERT INTO spool_raw (id, raw) SELECT id, $11 FROM s RETURNING id",
+        &[
+            &received_at,
+            &msg.source.as_str(),
+            &msg.mail_from,
+            &json_vec(&msg.rcpt_to),
+            &msg.client_ip,
+            &msg.helo,
+            &msg.tls,
+            &msg.channel,
+            &(msg.raw.len() as i64),
+            &hash,
+            &msg.raw,
+        ],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Failed("spool insert returned no id".into()))?;
+    Ok(SpoolId(col(&r, 0)?))
+}
+
+pub(super) async fn pending_spool(
+    db: &Db,
+    after: SpoolId,
+    limit: usize,
+) -> Result<Vec<SpoolEntry>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    rows(
+        db,
+        "SELECT s.id, s.received_at, s.source, s.mail_from, s.rcpt_to, s.channel, r.raw,
+                s.content_hash, s.client_ip, s.helo
+         FROM spool s JOIN spool_raw r ON r.id = s.id
+         WHERE s.state = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2",
+        &[&after.0, &limit],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(SpoolEntry {
+            id: SpoolId(col(r, 0)?),
+            received_at: col(r, 1)?,
+            source: SpoolSource::parse(col(r, 2)?),
+            mail_from: col(r, 3)?,
+            rcpt_to: parse_json_vec(col(r, 4)?),
+            channel: col(r, 5)?,
+            raw: col(r, 6)?,
+            content_hash: col(r, 7)?,
+            client_ip: col(r, 8)?,
+            helo: col(r, 9)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) async fn fail_spool(db: &Db, id: SpoolId, reason: &str) -> Result<(), StoreError> {
+    exec(
+        db,
+        "UPDATE spool SET state = 'failed', error = $1, attempts = attempts + 1, processed_at = $2
+         WHERE id = $3 AND state = 'pending'",
+        &[&reason, &now_ms(), &id.0],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn raw(db: &Db, id: SpoolId) -> Result<Vec<u8>, StoreError> {
+    match row(db, "SELECT raw FROM spool_raw WHERE id = $1", &[&id.0]).await? {
+        Some(r) => col(&r, 0),
+        None => Err(StoreError::NotFound(format!("spool entry {id}"))),
+    }
+}
+
+/// `decide`'s answer for `m` over this transaction's rows, through
+/// [`decide_async`] (each fact it asks for read here, then decide again).
+async fn decide_here(db: &Db, m: &InboundMessage, decide: Decide) -> Result<Decision, StoreError> {
+    decide_async(decide, m, now_ms(), |q| read(db, q)).await
+}
+
+/// Read one fact.
+async fn read(db: &Db, q: FactQuery) -> Result<FactAnswer, StoreError> {
+    Ok(match q {
+        FactQuery::Keyed { channel, key } => FactAnswer::Keyed(keyed(db, &channel, &key).await?),
+        FactQuery::Outbound {
+            channel,
+            message_id: id,
+        } => {
+            let r = row(
+                db,
+                "SELECT id, ticket_id FROM messages
+                  WHERE message_id = $1 AND channel = $2 AND direction = 'outbound'
+                  ORDER BY id DESC LIMIT 1",
+                &[&id, &channel],
+            )
+            .await?;
+            FactAnswer::Outbound(match r {
+                Some(r) => Some(OutboundRef {
+                    row: col(&r, 0)?,
+                    ticket: TicketId(col(&r, 1)?),
+                    message_id: id,
+                }),
+                None => None,
+            })
+        }
+        FactQuery::ByMessageId {
+            channel,
+            message_id: id,
+        } => FactAnswer::ByMessageId(
+            rows(db, BY_MESSAGE_ID, &[&id, &channel])
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(MessageHit {
+                        ticket: TicketId(col(r, 0)?),
+                        outbound: col::<&str>(r, 1)? == "outbound",
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        ),
+        FactQuery::TicketPeople { channel, ticket } => {
+            FactAnswer::TicketPeople(people(db, &channel, ticket).await?)
+        }
+        FactQuery::UserLoad { user } => FactAnswer::UserLoad(user_load(db, &user).await?),
+        FactQuery::ContactOwner { email } => FactAnswer::ContactOwner(
+            match row(db, "SELECT owner FROM contacts WHERE email = $1", &[&email]).await? {
+                Some(r) => col(&r, 0)?,
+                None => None,
+            },
+        ),
+    })
+}
+
+async fn keyed(db: &Db, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
+    let r = row(
+        db,
+        "SELECT m.ticket_id, m.from_email, c.email FROM messages m
+           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+          WHERE m.channel = $1 AND m.dedupe_key = $2",
+        &[&channel, &key],
+    )
+    .await?;
+    r.map(|r| {
+        Ok(KeyedMessage {
+            ticket: TicketId(col(&r, 0)?),
+            from: col(&r, 1)?,
+            contact: col(&r, 2)?,
+        })
+    })
+    .transpose()
+}
+
+/// Messages of `$2` (channel) with Message-ID `$1`: inbound by dedupe key
+/// (and the `#from:` copies of another sender's reuse: a range, byte order
+/// by the column's "C" collation), outbound by their own index; most
+/// recent first.
+const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
+       SELECT id, ticket_id, direction FROM messages
+        WHERE channel = $2 AND dedupe_key = 'mid:' || $1
+       UNION ALL
+       SELECT id, ticket_id, direction FROM messages
+        WHERE channel = $2 AND dedupe_key > 'mid:' || $1 || '#from:'
+          AND dedupe_key < 'mid:' || $1 || '#from;'
+       UNION ALL
+       SELECT id, ticket_id, direction FROM messages
+        WHERE message_id = $1 AND channel = $2 AND direction = 'outbound') x
+     ORDER BY id DESC LIMIT 8";
+
+async fn people(db: &Db, channel: &str, t: TicketId) -> Result<Option<TicketPeople>, StoreError> {
+    let head = row(
+        db,
+        "SELECT c.email, t.secret FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         WHERE t.id = $1 AND t.channel = $2",
+        &[&t.0, &channel],
+    )
+    .await?;
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    let contact: String = col(&head, 0)?;
+    let mut participants = rows(
+        db,
+        "SELECT c.email FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+         WHERE p.ticket_id = $1",
+        &[&t.0],
+    )
+    .await?
+    .iter()
+    .map(|r| col::<String>(r, 0))
+    .collect::<Result<Vec<_>, _>>()?;
+    // Whom the contact addressed (To/Cc of their own messages).
+    let addressed = rows(
+        db,
+        "SELECT to_addrs, cc_addrs FROM messages
+          WHERE ticket_id = $1 AND direction = 'inbound' AND from_email = $2",
+        &[&t.0, &contact],
+    )
+    .await?;
+    for r in &addressed {
+        for i in 0..2 {
+            if let Some(list) = col::<Option<&str>>(r, i)? {
+                participants.extend(parse_json_vec(list));
+            }
+        }
+    }
+    Ok(Some(TicketPeople {
+        secret: col(&head, 1)?,
+        contact,
+        participants,
+    }))
+}
+
+/// Ticket statuses that do not count as open for balancing.
+const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
+
+async fn user_load(db: &Db, user: &str) -> Result<UserLoad, StoreError> {
+    let open_sql = format!(
+        "SELECT COUNT(*) FROM tickets
+          WHERE owner = $1 AND COALESCE(status, '') NOT IN {CLOSED_STATUSES}"
+    );
+    let open: i64 = match row(db, &open_sql, &[&user]).await? {
+        Some(r) => col(&r, 0)?,
+        None => 0,
+    };
+    let last_assigned = match row(
+        db,
+        "SELECT last_assigned_seq FROM user_state WHERE id = $1",
+        &[&user],
+    )
+    .await?
+    {
+        Some(r) => col::<Option<i64>>(&r, 0)?.unwrap_or(0),
+        None => 0,
+    };
+    Ok(UserLoad {
+        user: user.to_string(),
+        open,
+        last_assigned,
+    })
+}
+
+/// A planned submission (web form, API): nothing if `decide` finds every
+/// message a copy (a retry); else its spool row and its plan.
+pub(super) async fn submit(
+    db: &Db,
+    spool: NewSpool,
+    hash: String,
+    messages: Vec<InboundMessage>,
+    decide: Decide,
+) -> Result<InboundOutcome, StoreError> {
+    let mut replay = InboundOutcome::default();
+    for m in &messages {
+        if let Decision::Duplicate(ticket) = decide_here(db, m, decide).await? {
+            replay.delivered.push(duplicate(m, ticket));
+        }
+    }
+    if !messages.is_empty() && replay.delivered.len() == messages.len() {
+        return Ok(replay);
+    }
+    let spool_id = insert_spool(db, &spool, &hash, now_ms()).await?;
+    let plan = InboundPlan {
+        spool_id,
+        messages,
+        dropped: None,
+    };
+    apply_plan(db, &plan, decide).await
+}
+
+/// Apply one plan: claim its spool entry (only while still pending: an
+/// entry applied before changes nothing), then decide and write each
+/// message in turn. The caller's savepoint undoes it all on error.
+pub(super) async fn apply_plan(
+    db: &Db,
+    plan: &InboundPlan,
+    decide: Decide,
+) -> Result<InboundOutcome, StoreError> {
+    let mut out = InboundOutcome::default();
+    let claimed = exec(
+        db,
+        "UPDATE spool SET state = 'done', error = $1, processed_at = $2
+         WHERE id = $3 AND state = 'pending'",
+        &[&plan.dropped, &now_ms(), &plan.spool_id.0],
+    )
+    .await?;
+    if claimed == 0 || plan.dropped.is_some() {
+        return Ok(out);
+    }
+    for m in &plan.messages {
+        let decision = decide_here(db, m, decide).await?;
+        out.delivered
+            .push(write(db, plan.spool_id, m, decision).await?);
+    }
+    Ok(out)
+}
+
+fn duplicate(m: &InboundMessage, ticket: TicketId) -> Delivered {
+    Delivered {
+        channel: m.channel.clone(),
+        ticket,
+        created: false,
+        duplicate: true,
+        owner: None,
+    }
+}
+
+/// Write `decision` for `m`.
+async fn write(
+    db: &Db,
+    spool: SpoolId,
+    m: &InboundMessage,
+    decision: Decision,
+) -> Result<Delivered, StoreError> {
+    let delivered = |ticket, created, owner| Delivered {
+        channel: m.channel.clone(),
+        ticket,
+        created,
+        duplicate: false,
+        owner,
+    };
+    Ok(match decision {
+        Decision::Duplicate(ticket) => duplicate(m, ticket),
+        Decision::Bounce {
+            key,
+            outbound,
+            fail,
+        } => {
+            let row = Row {
+                key: key.as_deref(),
+                bounced: Some(&outbound.message_id),
+                thread_note: None,
+            };
+            insert_message(db, outbound.ticket, spool, m, row).await?;
+            record_bounce(db, &outbound, fail.as_deref()).await?;
+            delivered(outbound.ticket, false, None)
+        }
+        Decision::Join { key, ticket } => {
+            let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
+            exec(
+                db,
+                "INSERT INTO ticket_participants (ticket_id, contact_id)
+                 SELECT id, $2 FROM tickets WHERE id = $1 AND contact_id <> $2
+                 ON CONFLICT DO NOTHING",
+                &[&ticket.0, &contact_id],
+            )
+            .await?;
+            touch(db, ticket.0, now_ms()).await?;
+            let row = Row {
+                key: key.as_deref(),
+                bounced: None,
+                thread_note: None,
+            };
+            insert_message(db, ticket, spool, m, row).await?;
+            delivered(ticket, false, None)
+        }
+        Decision::Open {
+            key,
+            owner,
+            thread_note,
+        } => {
+            let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
+            let ticket = create_ticket(db, m, contact_id, &owner).await?;
+            let row = Row {
+                key: key.as_deref(),
+                bounced: None,
+                thread_note: thread_note.as_deref(),
+            };
+            insert_message(db, ticket, spool, m, row).await?;
+            delivered(ticket, true, owner.owner)
+        }
+    })
+}
+
+/// After a bounce was stored on its outbound message's ticket: mark that
+/// message failed when ingest decided so (its outbox row too, if still
+/// queued), and touch the ticket.
+async fn record_bounce(db: &Db, b: &OutboundRef, fail: Option<&str>) -> Result<(), StoreError> {
+    if let Some(detail) = fail {
+        exec(
+            db,
+            "UPDATE messages SET delivery = 'failed', delivery_detail = $1 WHERE id = $2",
+            &[&detail, &b.row],
+        )
+        .await?;
+        exec(
+            db,
+            "UPDATE outbox SET state = 'failed', last_error = $1
+              WHERE message_id = $2 AND state = 'queued'",
+            &[&detail, &b.row],
+        )
+        .await?;
+    }
+    touch(db, b.ticket.0, now_ms()).await?;
+    tracing::info!(
+        ticket = b.ticket.0,
+        message_id = %b.message_id,
+        failed = fail.is_some(),
+        "bounce linked to its outbound message"
+    );
+    Ok(())
+}
+
+/// The contact's id, creating it. A stored name is replaced only by a name
+/// from mail proven to be the contact's own (`verified`).
+async fn upsert_contact(db: &Db, c: &ContactRef, verified: bool) -> Result<i64, StoreError> {
+    let existing = row(
+        db,
+        "SELECT id, name FROM contacts WHERE email = $1",
+        &[&c.email],
+    )
+    .await?;
+    match existing {
+        Some(r) => {
+            let id: i64 = col(&r, 0)?;
+            let stored: Option<String> = col(&r, 1)?;
+            let stored = stored.as_deref().unwrap_or("");
+            if let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
+                && n != stored
+                && (stored.is_empty() || verified)
+            {
+                exec(
+                    db,
+                    "UPDATE contacts SET name = $1 WHERE id = $2",
+                    &[&n, &id],
+                )
+                .await?;
+            }
+            Ok(id)
+        }
+        None => {
+            let r = row(
+                db,
+                "INSERT INTO contacts (email, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+                &[&c.email, &c.name, &now_ms()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Failed("contact insert returned no id".into()))?;
+            col(&r, 0)
+        }
+    }
+}
+
+/// Insert the ticket `m` opens, owned as `owner` says (recording a
+/// balancing assignment: the user's sequence becomes the highest + 1).
+async fn create_ticket(
+    db: &Db,
+    m: &InboundMessage,
+    contact_id: i64,
+    owner: &OwnerChoice,
+) -> Result<TicketId, StoreError> {
+    if let (true, Some(u)) = (owner.record_assignment, &owner.owner) {
+        exec(
+            db,
+            "INSERT INTO user_state (id, last_assigned_seq)
+             VALUES ($1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
+             ON CONFLICT (id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
+            &[u],
+        )
+        .await?;
+    }
+    let t = &m.new_ticket;
+    let now = now_ms();
+    let r = row(
+        db,
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties,
+                              owner, unassigned_reason, created_at, updated_at, secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
+        &[
+            &m.channel,
+            &contact_id,
+            &t.subject,
+            &t.pipeline,
+            &t.status,
+            &t.priority,
+            &t.properties,
+            &owner.owner,
+            &owner.unassigned_reason,
+            &now,
+            &t.secret,
+        ],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Failed("ticket insert returned no id".into()))?;
+    Ok(TicketId(col(&r, 0)?))
+}
+
+/// What a message row takes from its decision.
+struct Row<'a> {
+    /// The dedupe key, when not the planned one.
+    key: Option<&'a str>,
+    /// The Message-ID of our outbound message this bounce reports on.
+    bounced: Option<&'a str>,
+    thread_note: Option<&'a str>,
+}
+
+/// Insert `m` on `ticket` (and the forwarder's note after it); its
+/// classification and resolution serialised here, once.
+async fn insert_message(
+    db: &Db,
+    ticket: TicketId,
+    spool: SpoolId,
+    m: &InboundMessage,
+    row: Row<'_>,
+) -> Result<(), StoreError> {
+    let (text, text_at) = match &m.text {
+        BodyText::Inline(t) => (Some(t.as_str()), None),
+        BodyText::RawFrom(at) => (None, Some(*at as i64)),
+    };
+    let classification = serde_json::to_string(&StoredClassification {
+        class: &m.classification,
+        bounced_message_id: row.bounced,
+    })
+    .map_err(|e| StoreError::Invalid(format!("classification: {e}")))?;
+    let resolution = serde_json::to_string(&m.sender_resolution)
+        .map_err(|e| StoreError::Invalid(format!("sender resolution: {e}")))?;
+    let cc = (!m.cc.is_empty()).then(|| json_vec(&m.cc));
+    let now = now_ms();
+    exec(
+        db,
+        "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id,
+                               in_reply_to, refs, from_email, from_name, to_addrs, subject, date,
+                               text, text_at, html, classification, sender_resolution, created_at,
+                               thread_note, cc_addrs)
+         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 $17, $18, $19, $20)",
+        &[
+            &ticket.0,
+            &m.channel,
+            &spool.0,
+            &row.key.unwrap_or(&m.dedupe_key),
+            &m.message_id,
+            &m.in_reply_to,
+            &m.references.join(" "),
+            &m.from.email,
+            &m.from.name,
+            &json_vec(&m.to),
+            &m.subject,
+            &m.date,
+            &text,
+            &text_at,
+            &m.html,
+            &classification,
+            &resolution,
+            &now,
+            &row.thread_note,
+            &cc,
+        ],
+    )
+    .await?;
+    if let Some(note) = &m.note {
+        exec(
+            db,
+            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject,
+                                   text, created_at)
+             VALUES ($1, $2, 'note', $3, $4, $5, $6, $7)",
+            &[
+                &ticket.0,
+                &m.channel,
+                &note.from.email,
+                &note.from.name,
+                &m.subject,
+                &note.text,
+                &now,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

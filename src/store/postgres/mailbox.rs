@@ -1,0 +1,250 @@
+//! Pulled mailboxes in PostgreSQL: checkpoints, the batch-plus-checkpoint
+//! commit (one write of the group committer: one transaction), resync
+//! dedupe, skipped UIDs and the per-mailbox status, as `store/mailbox.rs`
+//! does for SQLite. Message bytes and Message-IDs from the remote server are
+//! only bound as parameters.
+
+use super::inbound::insert_spool;
+use super::sql::{Db, col, exec, row, rows, to_u32};
+use crate::store::{
+    Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
+    StoreError, now_ms,
+};
+
+pub(super) async fn checkpoint(
+    db: &Db,
+    channel: &str,
+    folder: &str,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let r = row(
+        db,
+        "SELECT uidvalidity, last_uid FROM mailbox_checkpoints WHERE channel = $1 AND folder = $2",
+        &[&channel, &folder],
+    )
+    .await?;
+    r.map(|r| {
+        Ok(Checkpoint {
+            uidvalidity: to_u32(col(&r, 0)?),
+            last_uid: to_u32(col(&r, 1)?),
+        })
+    })
+    .transpose()
+}
+
+async fn set_checkpoint(
+    db: &Db,
+    channel: &str,
+    folder: &str,
+    cp: Checkpoint,
+) -> Result<(), StoreError> {
+    exec(
+        db,
+        "INSERT INTO mailbox_checkpoints (channel, folder, uidvalidity, last_uid, updated_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (channel, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,
+             last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+        &[
+            &channel,
+            &folder,
+            &i64::from(cp.uidvalidity),
+            &i64::from(cp.last_uid),
+            &now_ms(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The Message-IDs among `ids` that `channel` already has a message with.
+pub(super) async fn known_message_ids(
+    db: &Db,
+    channel: &str,
+    ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let keys: Vec<String> = ids.iter().map(|id| format!("mid:{id}")).collect();
+    let found = rows(
+        db,
+        "SELECT dedupe_key FROM messages WHERE channel = $1 AND dedupe_key = ANY($2)",
+        &[&channel, &keys],
+    )
+    .await?;
+    let found: std::collections::HashSet<String> = found
+        .iter()
+        .map(|r| col::<String>(r, 0))
+        .collect::<Result<_, _>>()?;
+    Ok(ids
+        .iter()
+        .filter(|id| found.contains(&format!("mid:{id}")))
+        .cloned()
+        .collect())
+}
+
+/// Whether this channel already has the message: the same bytes in the
+/// spool, or the same Message-ID among its stored messages.
+async fn known(db: &Db, channel: &str, m: &PulledMessage) -> Result<bool, StoreError> {
+    let by_hash = row(
+        db,
+        "SELECT 1 FROM spool WHERE channel = $1 AND content_hash = $2 LIMIT 1",
+        &[&channel, &m.content_hash],
+    )
+    .await?;
+    if by_hash.is_some() {
+        return Ok(true);
+    }
+    let Some(id) = &m.message_id else {
+        return Ok(false);
+    };
+    let by_id = row(
+        db,
+        "SELECT 1 FROM messages WHERE channel = $1 AND dedupe_key = $2 LIMIT 1",
+        &[&channel, &format!("mid:{id}")],
+    )
+    .await?;
+    Ok(by_id.is_some())
+}
+
+/// Spool a batch's new messages and advance its checkpoint (one write).
+pub(super) async fn spool_pulled(
+    db: &Db,
+    batch: &PulledBatch,
+) -> Result<PulledOutcome, StoreError> {
+    let mut out = PulledOutcome {
+        skipped: batch.known_unfetched,
+        ..Default::default()
+    };
+    for m in &batch.messages {
+        if known(db, &batch.channel, m).await? {
+            out.skipped += 1;
+            continue;
+        }
+        insert_spool(db, &m.spool, &m.content_hash, now_ms()).await?;
+        out.spooled += 1;
+    }
+    let now = now_ms();
+    let uidvalidity = i64::from(batch.checkpoint.uidvalidity);
+    for uid in &batch.unreturned {
+        exec(
+            db,
+            "INSERT INTO mailbox_skipped (channel, folder, uidvalidity, uid, skipped_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                &batch.channel,
+                &batch.folder,
+                &uidvalidity,
+                &i64::from(*uid),
+                &now,
+            ],
+        )
+        .await?;
+    }
+    set_checkpoint(db, &batch.channel, &batch.folder, batch.checkpoint).await?;
+    exec(
+        db,
+        "INSERT INTO mailbox_status (channel, folder, state, fetched, skipped, updated_at)
+         VALUES ($1, $2, 'fetching', $3, $4, $5)
+         ON CONFLICT (channel, folder) DO UPDATE
+             SET fetched = mailbox_status.fetched + excluded.fetched,
+                 skipped = mailbox_status.skipped + excluded.skipped",
+        &[
+            &batch.channel,
+            &batch.folder,
+            &(out.spooled as i64),
+            &(out.skipped as i64),
+            &now,
+        ],
+    )
+    .await?;
+    Ok(out)
+}
+
+pub(super) async fn skipped_uids(
+    db: &Db,
+    channel: &str,
+    folder: &str,
+    uidvalidity: u32,
+) -> Result<Vec<u32>, StoreError> {
+    rows(
+        db,
+        "SELECT uid FROM mailbox_skipped WHERE channel = $1 AND folder = $2 AND uidvalidity = $3
+         ORDER BY uid",
+        &[&channel, &folder, &i64::from(uidvalidity)],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok(to_u32(col(r, 0)?)))
+    .collect()
+}
+
+/// Start over under a new UIDVALIDITY (last UID 0), forgetting the UIDs
+/// skipped under another one.
+pub(super) async fn reset_checkpoint(
+    db: &Db,
+    channel: &str,
+    folder: &str,
+    uidvalidity: u32,
+) -> Result<(), StoreError> {
+    exec(
+        db,
+        "DELETE FROM mailbox_skipped WHERE channel = $1 AND folder = $2 AND uidvalidity <> $3",
+        &[&channel, &folder, &i64::from(uidvalidity)],
+    )
+    .await?;
+    let cp = Checkpoint {
+        uidvalidity,
+        last_uid: 0,
+    };
+    set_checkpoint(db, channel, folder, cp).await
+}
+
+pub(super) async fn set_state(
+    db: &Db,
+    channel: &str,
+    folder: &str,
+    state: MailboxState,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let error_at = error.map(|_| now);
+    exec(
+        db,
+        "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (channel, folder) DO UPDATE SET state = excluded.state,
+             updated_at = excluded.updated_at,
+             last_error = COALESCE(excluded.last_error, mailbox_status.last_error),
+             last_error_at = COALESCE(excluded.last_error_at, mailbox_status.last_error_at)",
+        &[&channel, &folder, &state.as_str(), &error, &error_at, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn statuses(db: &Db) -> Result<Vec<MailboxStatusView>, StoreError> {
+    let sql =
+        "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
+                      s.last_error, s.last_error_at, s.updated_at,
+                      (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
+                         AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity)
+               FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
+                 ON c.channel = s.channel AND c.folder = s.folder
+               ORDER BY s.channel, s.folder";
+    rows(db, sql, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(MailboxStatusView {
+                channel: col(r, 0)?,
+                folder: col(r, 1)?,
+                state: col(r, 2)?,
+                uidvalidity: col::<Option<i64>>(r, 3)?.map(to_u32),
+                last_uid: col::<Option<i64>>(r, 4)?.map(to_u32),
+                fetched: col(r, 5)?,
+                skipped: col(r, 6)?,
+                last_error: col(r, 7)?,
+                last_error_at: col(r, 8)?,
+                updated_at: col(r, 9)?,
+                unreturned: col(r, 10)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! Small helpers every PostgreSQL query uses: cached statements, typed
+//! columns without panics, savepoints, JSON columns, the queue counts.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql};
+
+use super::pg_err;
+use crate::store::{OutboxCounts, Queues, StoreError};
+
+/// What a pooled connection derefs to (its statement cache included).
+pub(crate) type Db = deadpool_postgres::ClientWrapper;
+/// A boxed future borrowing a connection for `'a`.
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// Query parameters.
+pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+/// All rows of `sql` (prepared once per connection).
+pub(crate) async fn rows(db: &Db, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+    let st = db.prepare_cached(sql).await.map_err(pg_err)?;
+    db.query(&st, params).await.map_err(pg_err)
+}
+
+/// The row of `sql`, if any.
+pub(crate) async fn row(
+    db: &Db,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let st = db.prepare_cached(sql).await.map_err(pg_err)?;
+    db.query_opt(&st, params).await.map_err(pg_err)
+}
+
+/// Run `sql`; the number of rows it changed.
+pub(crate) async fn exec(db: &Db, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
+    let st = db.prepare_cached(sql).await.map_err(pg_err)?;
+    db.execute(&st, params).await.map_err(pg_err)
+}
+
+/// Column `i` of `r` as `T` (a type mismatch is an error, not a panic).
+pub(crate) fn col<'r, T: FromSql<'r>>(r: &'r Row, i: usize) -> Result<T, StoreError> {
+    r.try_get(i).map_err(pg_err)
+}
+
+/// A `COUNT(*)`-like query's single value.
+pub(crate) async fn count(db: &Db, sql: &str) -> Result<i64, StoreError> {
+    match row(db, sql, &[]).await? {
+        Some(r) => col(&r, 0),
+        None => Ok(0),
+    }
+}
+
+/// Run `f` inside a savepoint named `name`: released on success, rolled
+/// back to on error. The outer `Err` means the transaction itself is gone
+/// (the savepoint could not be set or undone): the caller stops.
+pub(crate) async fn in_savepoint<'a, T>(
+    db: &'a Db,
+    name: &str,
+    f: impl FnOnce(&'a Db) -> BoxFut<'a, Result<T, StoreError>>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    db.batch_execute(&format!("SAVEPOINT {name}"))
+        .await
+        .map_err(pg_err)?;
+    let r = f(db).await;
+    let end = if r.is_ok() {
+        format!("RELEASE SAVEPOINT {name}")
+    } else {
+        format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+    };
+    db.batch_execute(&end).await.map_err(pg_err)?;
+    Ok(r)
+}
+
+pub(crate) fn json_vec(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_json_vec(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+pub(crate) fn parse_json(s: Option<String>) -> serde_json::Value {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A stored count or id as `usize`/`u32` (negative or too large: 0).
+pub(crate) fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+/// The spool's and the outbox's queues: partial indexes and `outbox_tally`.
+pub(crate) async fn queues(db: &Db) -> Result<Queues, StoreError> {
+    Ok(Queues {
+        spool_pending: count(db, "SELECT COUNT(*) FROM spool WHERE state = 'pending'").await?,
+        spool_failed: count(db, "SELECT COUNT(*) FROM spool WHERE state = 'failed'").await?,
+        outbox: outbox_counts(db).await?,
+    })
+}
+
+async fn outbox_counts(db: &Db) -> Result<OutboxCounts, StoreError> {
+    let mut c = OutboxCounts::default();
+    for r in rows(db, "SELECT state, n FROM outbox_tally", &[]).await? {
+        let n: i64 = col(&r, 1)?;
+        match col::<&str>(&r, 0)? {
+            "queued" => c.queued = n,
+            "sent" => c.sent = n,
+            "failed" => c.failed = n,
+            "bounced" => c.bounced = n,
+            _ => {}
+        }
+    }
+    Ok(c)
+}

@@ -1,0 +1,250 @@
+//! Tickets in PostgreSQL: lists, one ticket with its messages, notes,
+//! status and owner changes, and what a reply is composed from — the
+//! queries `sqlite.rs` and `store/outbound.rs` run for SQLite.
+
+use tokio_postgres::Row;
+
+use super::sql::{Db, col, exec, parse_json, parse_json_vec, row, rows};
+use crate::store::{
+    ContactRef, MessageView, ReplyContext, StoreError, TicketDetail, TicketFilter, TicketHead,
+    TicketId, TicketSummary, TicketUpdate,
+};
+
+pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, StoreError> {
+    match row(
+        db,
+        "SELECT channel FROM tickets WHERE id = $1",
+        &[&ticket.0],
+    )
+    .await?
+    {
+        Some(r) => col(&r, 0),
+        None => Err(StoreError::NotFound(format!("ticket {ticket}"))),
+    }
+}
+
+const TICKET_COLUMNS: &str =
+    "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
+     t.unassigned_reason, t.properties, t.created_at, t.updated_at,
+     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
+
+fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
+    Ok(TicketSummary {
+        head: TicketHead {
+            number: TicketId(col(r, 0)?),
+            subject: col(r, 1)?,
+            channel: col(r, 2)?,
+            contact: ContactRef {
+                email: col(r, 3)?,
+                name: col(r, 4)?,
+            },
+            status: col(r, 5)?,
+            priority: col(r, 6)?,
+            pipeline: col(r, 7)?,
+            owner: col(r, 8)?,
+            unassigned_reason: col(r, 9)?,
+            properties: parse_json(col(r, 10)?),
+            created_at: col(r, 11)?,
+            updated_at: col(r, 12)?,
+        },
+        messages: col(r, 13)?,
+    })
+}
+
+pub(super) async fn list_tickets(
+    db: &Db,
+    f: &TicketFilter,
+) -> Result<Vec<TicketSummary>, StoreError> {
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         WHERE ($1::text IS NULL OR t.channel = $1) AND ($2::text IS NULL OR t.status = $2)
+           AND ($3::text IS NULL OR t.owner = $3) AND ($4::text IS NULL OR c.email = $4)
+         ORDER BY t.id DESC LIMIT $5"
+    );
+    // Contacts are stored normalised: so is the filter, whoever asks.
+    let contact = f.contact.as_deref().map(crate::config::normalize_email);
+    let limit = f.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    rows(
+        db,
+        &sql,
+        &[&f.channel, &f.status, &f.owner, &contact, &limit],
+    )
+    .await?
+    .iter()
+    .map(ticket_row)
+    .collect()
+}
+
+pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreError> {
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id WHERE t.id = $1"
+    );
+    let summary = match row(db, &sql, &[&n.0]).await? {
+        Some(r) => ticket_row(&r)?,
+        None => return Err(StoreError::NotFound(format!("ticket {n}"))),
+    };
+    let messages = rows(
+        db,
+        "SELECT m.direction, m.from_email, m.from_name, m.to_addrs, m.subject, m.message_id, m.date,
+                COALESCE(m.text, (SELECT convert_from(substr(r.raw, (m.text_at + 1)::int), 'UTF8')
+                                  FROM spool_raw r WHERE r.id = m.spool_id)),
+                m.author, m.classification, m.sender_resolution, m.delivery, m.delivery_detail,
+                m.created_at,
+                (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                 WHERE s.id = m.spool_id AND s.source = 'form'),
+                m.thread_note
+         FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id",
+        &[&n.0],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(MessageView {
+            direction: col(r, 0)?,
+            from: col(r, 1)?,
+            from_name: col(r, 2)?,
+            to: parse_json_vec(col::<Option<&str>>(r, 3)?.unwrap_or_default()),
+            subject: col(r, 4)?,
+            message_id: col(r, 5)?,
+            date: col(r, 6)?,
+            text: col(r, 7)?,
+            author: col(r, 8)?,
+            classification: parse_json(col(r, 9)?),
+            sender_resolution: parse_json(col(r, 10)?),
+            delivery: col(r, 11)?,
+            delivery_detail: col(r, 12)?,
+            created_at: col(r, 13)?,
+            submission: col::<Option<Vec<u8>>>(r, 14)?
+                .and_then(|raw| serde_json::from_slice(&raw).ok()),
+            thread_note: col(r, 15)?,
+        })
+    })
+    .collect::<Result<Vec<_>, StoreError>>()?;
+    let participants = participants(db, n).await?;
+    Ok(TicketDetail {
+        head: summary.head,
+        participants,
+        messages,
+    })
+}
+
+async fn participants(db: &Db, n: TicketId) -> Result<Vec<ContactRef>, StoreError> {
+    rows(
+        db,
+        "SELECT c.email, c.name FROM ticket_participants p JOIN contacts c ON c.id = p.contact_id
+         WHERE p.ticket_id = $1 ORDER BY c.email",
+        &[&n.0],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(ContactRef {
+            email: col(r, 0)?,
+            name: col(r, 1)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) async fn add_note(
+    db: &Db,
+    ticket: TicketId,
+    author: &str,
+    text: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let channel = ticket_channel(db, ticket).await?;
+    exec(
+        db,
+        "INSERT INTO messages (ticket_id, channel, direction, author, text, created_at)
+         VALUES ($1, $2, 'note', $3, $4, $5)",
+        &[&ticket.0, &channel, &author, &text, &now],
+    )
+    .await?;
+    touch(db, ticket.0, now).await
+}
+
+/// Mark a ticket as changed now.
+pub(super) async fn touch(db: &Db, ticket: i64, now: i64) -> Result<(), StoreError> {
+    exec(
+        db,
+        "UPDATE tickets SET updated_at = $1 WHERE id = $2",
+        &[&now, &ticket],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn update_ticket(
+    db: &Db,
+    ticket: TicketId,
+    u: &TicketUpdate,
+    now: i64,
+) -> Result<(), StoreError> {
+    ticket_channel(db, ticket).await?;
+    if let Some(status) = &u.status {
+        exec(
+            db,
+            "UPDATE tickets SET status = $1, updated_at = $2 WHERE id = $3",
+            &[status, &now, &ticket.0],
+        )
+        .await?;
+    }
+    if let Some(owner) = &u.owner {
+        let reason = owner.is_none().then_some("unassigned by an agent");
+        exec(
+            db,
+            "UPDATE tickets SET owner = $1, unassigned_reason = $2, updated_at = $3 WHERE id = $4",
+            &[owner, &reason, &now, &ticket.0],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The ticket's messages a reply's References may name (`id, message_id`):
+/// those the customer saw — not notes, not our failed replies, not bounces.
+const THREAD_SEEN_BY_CUSTOMER: &str =
+    "SELECT id, message_id FROM messages WHERE ticket_id = $1 AND direction <> 'note'
+       AND message_id IS NOT NULL AND delivery IS DISTINCT FROM 'failed'
+       AND postdesk_json_kind(classification) IS DISTINCT FROM 'bounce'";
+
+pub(super) async fn reply_context(
+    db: &Db,
+    ticket: TicketId,
+    recent: usize,
+) -> Result<ReplyContext, StoreError> {
+    let head = row(
+        db,
+        "SELECT t.subject, t.channel, c.email, c.name, t.secret FROM tickets t
+         JOIN contacts c ON c.id = t.contact_id WHERE t.id = $1",
+        &[&ticket.0],
+    )
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("ticket {ticket}")))?;
+    let first_sql = format!("{THREAD_SEEN_BY_CUSTOMER} ORDER BY id LIMIT 1");
+    let first: Option<(i64, String)> = match row(db, &first_sql, &[&ticket.0]).await? {
+        Some(r) => Some((col(&r, 0)?, col(&r, 1)?)),
+        None => None,
+    };
+    let recent_sql = format!("{THREAD_SEEN_BY_CUSTOMER} ORDER BY id DESC LIMIT $2");
+    let recent = i64::try_from(recent).unwrap_or(i64::MAX);
+    let last: Vec<(i64, String)> = rows(db, &recent_sql, &[&ticket.0, &recent])
+        .await?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+        .collect::<Result<_, StoreError>>()?;
+    let thread = crate::store::outbound::thread_ids(first, last);
+    Ok(ReplyContext {
+        ticket,
+        subject: col(&head, 0)?,
+        secret: col(&head, 4)?,
+        channel: col(&head, 1)?,
+        contact: ContactRef {
+            email: col(&head, 2)?,
+            name: col(&head, 3)?,
+        },
+        thread,
+        participants: participants(db, ticket).await?,
+    })
+}

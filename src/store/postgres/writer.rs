@@ -1,0 +1,157 @@
+//! The group committer: one task per node that runs every waiting write in
+//! one PostgreSQL transaction (each in its own savepoint) and answers each
+//! write only after the COMMIT returned, so a burst of N SMTP commits costs
+//! one WAL flush instead of N.
+//!
+//! A write whose own statements fail is rolled back to its savepoint and
+//! answered with its error; the others commit. When the transaction itself
+//! fails (connection lost, COMMIT refused) every write of the batch is
+//! answered with that error, nothing of them is acknowledged, and the next
+//! batch takes a fresh pooled connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{BoxFut, Db, in_savepoint};
+use super::{pg_err, pool_err};
+use crate::store::StoreError;
+use crate::store::sqlite::clone_err;
+
+/// Writes that may wait for the committer (callers wait when it is full).
+const QUEUE: usize = 4096;
+
+/// A write's work: run against the batch's connection, inside its savepoint.
+type WorkFn<T> = Box<dyn for<'c> FnOnce(&'c Db) -> BoxFut<'c, Result<T, StoreError>> + Send>;
+
+/// One write waiting for the committer.
+trait WriteJob: Send {
+    /// Run inside the open transaction; `Err` when the transaction is gone.
+    fn run<'c>(&'c mut self, db: &'c Db) -> BoxFut<'c, Result<(), StoreError>>;
+    /// Answer the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Job<T> {
+    work: Option<WorkFn<T>>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send + 'static> WriteJob for Job<T> {
+    fn run<'c>(&'c mut self, db: &'c Db) -> BoxFut<'c, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(work) = self.work.take() {
+                self.result = Some(in_savepoint(db, "job", work).await?);
+            }
+            Ok(())
+        })
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let out = match (commit, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(r)) => r,
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// The handle writes are sent through.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Box<dyn WriteJob>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Start the committer task; it stops when the last handle is dropped.
+    pub(super) fn start(pool: Pool, max: usize) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(committer(pool, rx, max, commits.clone()));
+        Writer { tx, commits }
+    }
+
+    pub(super) fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Run `work` in the current batch; resolves after the durable commit.
+    pub(super) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c Db) -> BoxFut<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job {
+            work: Some(Box::new(work)),
+            result: None,
+            reply,
+        });
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn committer(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    max: usize,
+    commits: Arc<AtomicU64>,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max);
+    while let Some(job) = rx.recv().await {
+        batch.push(job);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&pool, &mut batch).await;
+        match &outcome {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("postdesk_store_commits_total").increment(1);
+                metrics::histogram!("postdesk_store_commit_batch").record(batch.len() as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, jobs = batch.len(), "store transaction failed"),
+        }
+        for job in batch.drain(..) {
+            job.finish(outcome.as_ref().map(|_| ()).map_err(clone_err));
+        }
+    }
+    tracing::debug!("postgres store writer stopped");
+}
+
+async fn run_batch(pool: &Pool, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    let db = pool.get().await.map_err(pool_err)?;
+    // Acknowledged means flushed: whatever the server's default, this
+    // transaction's commit waits for its WAL to reach the disk.
+    db.batch_execute("BEGIN; SET LOCAL synchronous_commit = on")
+        .await
+        .map_err(pg_err)?;
+    let mut failed = None;
+    for job in batch.iter_mut() {
+        if let Err(e) = job.run(&db).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let end = match &failed {
+        None => db.batch_execute("COMMIT").await,
+        Some(_) => db.batch_execute("ROLLBACK").await,
+    };
+    if let Err(e) = end {
+        // The connection's state is unknown: never hand it out again.
+        let _ = deadpool_postgres::Object::take(db);
+        return Err(failed.unwrap_or_else(|| pg_err(e)));
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
