@@ -19,6 +19,7 @@ use postdesk::config::{self, Config, LogFormat};
 use postdesk::daemon;
 use postdesk::store::{
     OutboxStore, PeopleStore, SqliteStore, Store, StoreError, TicketFilter, TicketId, TicketStore,
+    WebStore,
 };
 
 #[derive(Parser)]
@@ -204,6 +205,18 @@ enum UsersCmd {
         /// Lifetime, e.g. `90d`, `12h`, `30m`. Default: no expiry.
         #[arg(long, value_parser = postdesk::api::auth::parse_lifetime)]
         expires: Option<std::time::Duration>,
+    },
+    /// Set USER's web inbox password, read from standard input (one line;
+    /// at least 8 characters), and their web role; stored as an argon2id
+    /// hash. Signs their browsers out. `--clear` removes the password.
+    Password {
+        user: String,
+        /// `agent`, or `admin` (the web inbox's admin pages).
+        #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
+        role: String,
+        /// Remove the password (sign-in links still work).
+        #[arg(long)]
+        clear: bool,
     },
     /// List USER's API tokens: id, role, when issued and when they expire
     /// (never the tokens).
@@ -736,6 +749,35 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             }
             Ok(())
         }
+        UsersCmd::Password { user, role, clear } => {
+            if config.user(&user).is_none() {
+                return Err(usage(format!("unknown user {user:?}")));
+            }
+            let role = postdesk::store::TokenRole::parse(&role)
+                .ok_or_else(|| usage(format!("unknown role {role:?}")))?;
+            let hash = if clear {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                let password = line.trim_end_matches(['\r', '\n']);
+                if password.chars().count() < 8 {
+                    return Err(usage("the password must have at least 8 characters".into()));
+                }
+                if password.len() > postdesk::web::session::MAX_PASSWORD {
+                    return Err(usage("the password is too long".into()));
+                }
+                Some(postdesk::web::session::hash_password(password).map_err(anyhow::Error::msg)?)
+            };
+            store.set_web_user(user.clone(), hash, role).await?;
+            eprintln!(
+                "web password of {user} {}, role {role}; their sessions ended",
+                if clear { "cleared" } else { "set" }
+            );
+            Ok(())
+        }
         UsersCmd::Token {
             user,
             role,
@@ -800,8 +842,12 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             Ok(())
         }
         UsersCmd::Revoke { user, id, .. } => {
+            let all = id.is_none();
             let n = store.revoke_api_tokens(user.clone(), id).await?;
             println!("revoked {n} token(s) of {user}");
+            if all {
+                eprintln!("their web inbox sessions ended too");
+            }
             Ok(())
         }
         UsersCmd::Available { id } | UsersCmd::Away { id } if config.user(&id).is_none() => {

@@ -5,7 +5,7 @@
 //! checkpoints. Only this module talks SQL; callers use the typed methods of
 //! [`Store`], an `Arc<dyn Store>`. [`Store`] is the sum of one trait per role
 //! — [`SpoolStore`], [`TicketStore`], [`OutboxStore`], [`MailboxStore`],
-//! [`PeopleStore`] — plus the counts across them; a caller holding a concrete
+//! [`PeopleStore`], [`WebStore`] — plus the counts across them; a caller holding a concrete
 //! store (not `dyn Store`) imports the role traits whose methods it calls.
 //! The types they take and return live in `types.rs` (and, for outbound,
 //! mailboxes and bounces, next to their SQL), all re-exported here. Errors are
@@ -28,6 +28,7 @@ mod migrations;
 mod outbound;
 mod sqlite;
 mod types;
+mod web;
 
 pub use bounce::BounceLink;
 pub use mailbox::{
@@ -39,6 +40,9 @@ pub use outbound::{
 };
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
+pub use web::{
+    InboxCounts, InboxQuery, InboxView, NewWebSession, WebSession, WebStore, WebUser, fts_query,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -116,7 +120,15 @@ impl From<rusqlite::Error> for StoreError {
 ///
 /// Every write resolves only after its transaction is durably committed.
 pub trait Store:
-    SpoolStore + TicketStore + OutboxStore + MailboxStore + PeopleStore + Send + Sync + 'static
+    SpoolStore
+    + TicketStore
+    + OutboxStore
+    + MailboxStore
+    + PeopleStore
+    + WebStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Counts for `status`: the queues, and totals that count every row
     /// (for an operator's `postdesk status`, not for anything polled).
