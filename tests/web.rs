@@ -47,25 +47,7 @@ fn daemon(relay_port: u16) -> Daemon {
 }
 
 fn set_password(d: &Daemon, user: &str, password: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(common::BIN)
-        .arg("--config")
-        .arg(&d.config)
-        .args(["users", "password", user])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("postdesk users password");
-    let mut stdin = child.stdin.take().expect("stdin");
-    writeln!(stdin, "{password}").expect("write password");
-    drop(stdin);
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "users password: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    set_password_role(d, user, password, "agent");
 }
 
 fn sign_in(b: &Browser, d: &Daemon, email: &str, password: &str) {
@@ -432,4 +414,130 @@ fn forged_posts_and_other_sessions_cannot_act_as_you() {
         "set-cookie",
     );
     assert_eq!((status, cookie), (401, None));
+}
+
+#[test]
+fn admins_switch_channels_agents_only_their_own_availability() {
+    let d = daemon(9);
+    set_password_role(&d, "ann", "ann-secret-pw", "admin");
+    let ann = session_cookie(&d, "ann@acme.example", "ann-secret-pw");
+    let bob = session_cookie(&d, "bob@acme.example", "bob-secret-pw");
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let post = |cookie: &str, path: &str, body: &str| {
+        request_header(
+            d.http,
+            "POST",
+            path,
+            &[form, ("Cookie", cookie)],
+            None,
+            Some(body),
+            "x",
+        )
+        .0
+    };
+    // The admin page: channels with the From line and signature per agent.
+    let (status, _, page) = request_header(
+        d.http,
+        "GET",
+        "/admin?agent=bob",
+        &[("Cookie", &ann)],
+        None,
+        None,
+        "x",
+    );
+    assert_eq!(status, 200);
+    let page = page.as_str().expect("html").to_string();
+    assert!(
+        page.contains("Bob Builder from Acme &lt;support@acme.example&gt;"),
+        "{page}"
+    );
+    let ann_csrf = csrf_of(&d, &ann, "/admin");
+    let bob_csrf = csrf_of(&d, &bob, "/");
+    // An agent may not see it nor switch channels.
+    let (status, _, _) = request_header(
+        d.http,
+        "GET",
+        "/admin",
+        &[("Cookie", &bob)],
+        None,
+        None,
+        "x",
+    );
+    assert_eq!(status, 403);
+    assert_eq!(
+        post(
+            &bob,
+            "/admin/channels/support",
+            &format!("enabled=0&csrf={bob_csrf}")
+        ),
+        403
+    );
+    assert_eq!(
+        post(
+            &ann,
+            "/admin/channels/support",
+            &format!("enabled=0&csrf={ann_csrf}")
+        ),
+        303
+    );
+    let channels = d.cli_json(&["channels", "list", "--json"]);
+    assert_eq!(channels[0]["enabled"], false, "{channels}");
+    // Availability: one's own, not another's (unless admin).
+    assert_eq!(
+        post(
+            &bob,
+            "/users/bob/availability",
+            &format!("available=0&csrf={bob_csrf}")
+        ),
+        303
+    );
+    assert_eq!(
+        post(
+            &bob,
+            "/users/ann/availability",
+            &format!("available=0&csrf={bob_csrf}")
+        ),
+        403
+    );
+    let users = d.cli_json(&["users", "list", "--json"]);
+    let available = |id: &str| {
+        users
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["id"] == id)
+            .expect("user")["available"]
+            .clone()
+    };
+    assert_eq!(
+        (available("ann"), available("bob")),
+        (serde_json::json!(true), serde_json::json!(false))
+    );
+    // German when the browser asks for it.
+    let (_, _, page) = request_header(
+        d.http,
+        "GET",
+        "/",
+        &[("Cookie", &bob), ("Accept-Language", "de-DE,de;q=0.9")],
+        None,
+        None,
+        "x",
+    );
+    assert!(page.as_str().expect("html").contains("Posteingang"));
+}
+
+fn set_password_role(d: &Daemon, user: &str, password: &str, role: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&d.config)
+        .args(["users", "password", user, "--role", role])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("postdesk users password");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{password}").expect("write password");
+    drop(stdin);
+    assert!(child.wait_with_output().expect("wait").status.success());
 }

@@ -1,5 +1,6 @@
-//! What an agent does to a ticket — update it, add a note, reply — with
-//! every check, once: the JSON API's handlers ([`super::tickets`]) and the
+//! What an agent does — update a ticket, add a note, reply, set their
+//! availability; an admin: enable or disable a channel — with every
+//! check, once: the JSON API's handlers ([`super::tickets`]) and the
 //! web inbox's forms ([`crate::web`]) both call these.
 //!
 //! Each takes the authenticated caller ([`AuthUser`]: a bearer token's or a
@@ -97,4 +98,49 @@ pub async fn reply(
         tracing::info!(ticket = n.0, user = %user.id, "unassigned ticket taken by its replier");
     }
     Ok(queued)
+}
+
+/// Set a user's availability by hand (their own; another's needs an admin).
+/// Returns the user's id as configured.
+pub async fn set_availability(
+    s: &AppState,
+    user: &AuthUser,
+    id: &str,
+    available: bool,
+) -> Result<String, ApiError> {
+    let config = s.live.config();
+    let u = config
+        .user(id)
+        .ok_or_else(|| ApiError::not_found(format!("user {id:?} not found")))?;
+    if u.id != user.id {
+        user.require_admin("setting another user's availability")?;
+    }
+    s.store
+        .set_user_available(u.id.clone(), Some(available))
+        .await?;
+    s.live.set_user_available(&u.id, available);
+    Ok(u.id.clone())
+}
+
+/// Enable or disable a channel (admins), persisted and in force at once.
+pub async fn set_channel_enabled(
+    s: &AppState,
+    user: &AuthUser,
+    id: &str,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    user.require_admin(if enabled {
+        "enabling a channel"
+    } else {
+        "disabling a channel"
+    })?;
+    let config = s.live.config();
+    let c = config
+        .channel(id)
+        .ok_or_else(|| ApiError::not_found(format!("channel {id:?} not found")))?;
+    s.store
+        .set_channel_enabled(c.id.clone(), Some(enabled))
+        .await?;
+    s.live.set_channel_enabled(&c.id, enabled);
+    Ok(())
 }

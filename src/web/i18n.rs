@@ -68,6 +68,17 @@ const DE: &[(&str, &str)] = &[
     ("Attachments", "Anhänge"),
     ("Available", "Verfügbar"),
     ("Away", "Abwesend"),
+    ("Preview as", "Vorschau als"),
+    ("Show", "Anzeigen"),
+    ("From line", "Absenderzeile"),
+    ("Signature", "Signatur"),
+    ("enabled", "aktiv"),
+    ("disabled", "deaktiviert"),
+    ("Enable", "Aktivieren"),
+    ("Disable", "Deaktivieren"),
+    ("Users", "Benutzer"),
+    ("Name", "Name"),
+    ("Licence", "Lizenz"),
 ];
 
 impl Lang {

@@ -1,7 +1,8 @@
 //! The agents' web inbox: server-rendered pages on the API's listener.
 //!
 //! Owns the pages ([`pages`]: sign-in, inbox; [`ticket`]: a ticket, its
-//! conversation and the reply, note and update forms), sessions and CSRF
+//! conversation and the reply, note and update forms; [`admin`]: channels,
+//! previews, users, availability), sessions and CSRF
 //! ([`session`]), live updates ([`events`]: server-sent events), the two
 //! languages ([`i18n`]) and the embedded, cache-busted assets (one small
 //! script, one stylesheet). Every page works without the script.
@@ -16,6 +17,7 @@
 //! unique origin, no remote images until the agent asks) and shown in a
 //! `sandbox` iframe. Text is escaped by the template engine (maud).
 
+pub mod admin;
 pub mod events;
 pub mod i18n;
 pub mod pages;
@@ -138,6 +140,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/tickets/{n}/update", post(ticket::update))
         .route("/tickets/{n}/messages/{i}/html", get(ticket::message_html))
         .route("/events", get(events::stream))
+        .route("/admin", get(admin::page))
+        .route("/admin/channels/{id}", post(admin::set_channel))
+        .route("/users/{id}/availability", post(admin::set_availability))
         .route("/static/{name}", get(asset))
         .layer(axum::Extension(Arc::new(session::SigninLimits::default())))
         .layer(axum::middleware::from_fn(security_headers))

@@ -39,7 +39,11 @@ pub fn layout(lang: Lang, title: &str, agent: Option<&Agent>, body: Markup) -> H
                     header.top {
                         a.brand href="/" { "postdesk" }
                         a href="/" { (lang.t("Inbox")) }
+                        @if agent.role == crate::store::TokenRole::Admin {
+                            a href="/admin" { "Admin" }
+                        }
                         span.muted { (agent.id) }
+                        (super::admin::availability_form(lang, agent, &agent.id, agent.available))
                         @if lang == Lang::De {
                             a href="/lang/en" lang="en" { "English" }
                         } @else {

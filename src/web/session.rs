@@ -194,6 +194,8 @@ pub struct Agent {
     pub csrf: String,
     /// sha256 of the session's token (to end it).
     pub session_hash: String,
+    /// Available for assignment now (the top bar's toggle shows it).
+    pub available: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -251,12 +253,15 @@ impl FromRequestParts<AppState> for Agent {
                 return Err(refuse());
             }
         };
-        if session.expires_at <= crate::store::now_ms()
-            || s.live.config().user(&session.user).is_none()
-        {
+        let config = s.live.config();
+        let Some(user) = config.user(&session.user) else {
+            return Err(refuse());
+        };
+        if session.expires_at <= crate::store::now_ms() {
             return Err(refuse());
         }
         Ok(Agent {
+            available: s.live.user_available(user),
             id: session.user,
             role: session.role,
             csrf: session.csrf,
