@@ -164,12 +164,18 @@ fn agent_sees_mail_arrive_live_replies_and_sees_it_sent() {
     b.select("select[name=owner]", "bob");
     b.clear("input[name=status]");
     b.fill("input[name=status]", "open");
+    b.clear("input[name=priority]");
+    b.fill("input[name=priority]", "high");
     b.click("form[action$='/update'] button[type=submit]");
     b.wait_for("article.msg.outbound", T);
     let t = d.ticket(number);
     assert_eq!(
-        (&t["owner"], &t["status"]),
-        (&serde_json::json!("bob"), &serde_json::json!("open"))
+        (&t["owner"], &t["status"], &t["priority"]),
+        (
+            &serde_json::json!("bob"),
+            &serde_json::json!("open"),
+            &serde_json::json!("high")
+        )
     );
     save_screenshot(&b, "ticket.png");
 

@@ -14,8 +14,8 @@ use super::error::ApiError;
 use crate::outbound::ReplyRequest;
 use crate::store::{QueuedReply, TicketId, TicketUpdate};
 
-/// Change a ticket's status and/or owner (licensed callers; the owner must
-/// be a licensed user, `Some(None)` unassigns).
+/// Change a ticket's status, priority and/or owner (licensed callers; the
+/// owner must be a licensed user, `Some(None)` unassigns).
 pub async fn update_ticket(
     s: &AppState,
     user: &AuthUser,
@@ -23,12 +23,14 @@ pub async fn update_ticket(
     update: TicketUpdate,
 ) -> Result<(), ApiError> {
     user.require_licensed(&s.live.config())?;
-    if let Some(status) = &update.status
-        && (status.trim().is_empty() || status.len() > 64 || status.chars().any(char::is_control))
-    {
-        return Err(ApiError::bad_request(
-            "status must be 1-64 printable characters",
-        ));
+    for (field, value) in [("status", &update.status), ("priority", &update.priority)] {
+        if let Some(v) = value
+            && (v.trim().is_empty() || v.len() > 64 || v.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be 1-64 printable characters"
+            )));
+        }
     }
     if let Some(Some(owner)) = &update.owner {
         match s.live.config().user(owner) {
@@ -41,9 +43,9 @@ pub async fn update_ticket(
             Some(_) => {}
         }
     }
-    if update.status.is_none() && update.owner.is_none() {
+    if update.status.is_none() && update.owner.is_none() && update.priority.is_none() {
         return Err(ApiError::bad_request(
-            "nothing to update: give status and/or owner",
+            "nothing to update: give status, priority and/or owner",
         ));
     }
     s.store.update_ticket(n, update).await?;
@@ -90,8 +92,8 @@ pub async fn reply(
             .update_ticket(
                 n,
                 TicketUpdate {
-                    status: None,
                     owner: Some(Some(user.id.clone())),
+                    ..TicketUpdate::default()
                 },
             )
             .await?;

@@ -77,6 +77,7 @@ pub(crate) fn ticket_number(s: &str) -> Result<TicketId, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     pub status: Option<String>,
+    pub priority: Option<String>,
     /// A user id, or `null` to unassign. Absent: unchanged.
     #[serde(default, deserialize_with = "double_option")]
     pub owner: Option<Option<String>>,
@@ -100,6 +101,7 @@ pub async fn update(
     let update = TicketUpdate {
         status: body.status,
         owner: body.owner,
+        priority: body.priority,
     };
     super::actions::update_ticket(&s, &user, n, update).await?;
     Ok(Json(s.store.ticket(n).await?))

@@ -312,6 +312,9 @@ fn update_form(s: &AppState, lang: Lang, agent: &Agent, t: &TicketDetail) -> Mar
                 label { (lang.t("Status")) br;
                     input type="text" name="status" value=(t.head.status.as_deref().unwrap_or("")) size="12"; }
                 br;
+                label { (lang.t("Priority")) br;
+                    input type="text" name="priority" value=(t.head.priority.as_deref().unwrap_or("")) size="12"; }
+                br;
                 label { (lang.t("Owner")) br;
                     select name="owner" {
                         option value="" selected[owner.is_empty()] { "— " (lang.t("unassigned")) }
@@ -323,7 +326,6 @@ fn update_form(s: &AppState, lang: Lang, agent: &Agent, t: &TicketDetail) -> Mar
                 br;
                 button type="submit" { (lang.t("Save")) }
             }
-            @if let Some(p) = &t.head.priority { p.muted { (lang.t("Priority")) ": " (p) } }
         }
     }
 }
@@ -401,6 +403,7 @@ pub async fn note(
 #[derive(Deserialize)]
 pub struct UpdateForm {
     status: Option<String>,
+    priority: Option<String>,
     /// A user id; empty unassigns.
     owner: Option<String>,
 }
@@ -425,6 +428,10 @@ pub async fn update(
         owner: f
             .owner
             .map(|o| Some(o.trim().to_string()).filter(|o| !o.is_empty())),
+        priority: f
+            .priority
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty()),
     };
     let user = posted.agent.auth_user();
     let r = crate::api::actions::update_ticket(&s, &user, n, update).await;

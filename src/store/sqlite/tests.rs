@@ -1529,7 +1529,7 @@ async fn inbox_views_search_and_paging() {
         TicketId(3),
         TicketUpdate {
             status: Some("closed".into()),
-            owner: None,
+            ..TicketUpdate::default()
         },
     )
     .await
@@ -1537,8 +1537,8 @@ async fn inbox_views_search_and_paging() {
     s.update_ticket(
         TicketId(4),
         TicketUpdate {
-            status: None,
             owner: Some(Some("ann".into())),
+            ..TicketUpdate::default()
         },
     )
     .await
