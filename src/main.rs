@@ -96,6 +96,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new email to a contact from a channel: opens a ticket owned by
+    /// the agent, with the email queued as its first message.
+    Compose {
+        /// The channel it is sent from (its address is the From).
+        #[arg(long)]
+        channel: String,
+        /// The contact's address.
+        #[arg(long)]
+        to: String,
+        /// The contact's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        subject: String,
+        /// The agent (user id) it is from.
+        #[arg(long = "as", value_name = "USER_ID")]
+        as_user: String,
+        /// Plain-text body.
+        #[arg(long)]
+        text: String,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Users: list, availability, API tokens.
     #[command(subcommand)]
     Users(UsersCmd),
@@ -397,6 +421,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
                     | OutboundError::UnknownUser(_)
                     | OutboundError::Compose(_)
                     | OutboundError::TooLarge(_)
+                    | OutboundError::Invalid(_)
                     | OutboundError::Store(StoreError::NotFound(_) | StoreError::Invalid(_))
             )
         );
@@ -611,6 +636,41 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             }
             println!(
                 "reply queued on ticket #{} as <{}>",
+                queued.ticket, queued.message_id
+            );
+            Ok(())
+        }
+        Command::Compose {
+            channel,
+            to,
+            name,
+            subject,
+            as_user,
+            text,
+            json,
+        } => {
+            let store: Arc<dyn Store> = open_store(&config).await?;
+            let outbound = postdesk::outbound::Outbound {
+                store,
+                live: Arc::new(postdesk::live::Live::new(config)),
+                wake: Arc::new(Notify::new()),
+            };
+            let queued = outbound
+                .compose(postdesk::outbound::ComposeRequest {
+                    channel,
+                    contact: postdesk::store::ContactRef { email: to, name },
+                    subject,
+                    author: as_user,
+                    text,
+                    attachments: Vec::new(),
+                    idempotency_key: None,
+                })
+                .await?;
+            if json {
+                return print_json(&queued);
+            }
+            println!(
+                "ticket #{} opened, email queued as <{}>",
                 queued.ticket, queued.message_id
             );
             Ok(())

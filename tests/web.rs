@@ -547,3 +547,67 @@ fn set_password_role(d: &Daemon, user: &str, password: &str, role: &str) {
     drop(stdin);
     assert!(child.wait_with_output().expect("wait").status.success());
 }
+
+#[test]
+fn compose_from_the_page_the_api_and_the_cli() {
+    let sink = SmtpSink::start();
+    let d = daemon(sink.port);
+    let ann = session_cookie(&d, "ann@acme.example", "ann-secret-pw");
+    let csrf = csrf_of(&d, &ann, "/compose");
+    let body = format!(
+        "csrf={csrf}&channel=support&email=dora%40customer.example&name=Dora&subject=Your+renewal&text=Page+compose+text"
+    );
+    let (status, location, _) = request_header(
+        d.http,
+        "POST",
+        "/compose",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &ann),
+        ],
+        None,
+        Some(&body),
+        "location",
+    );
+    assert_eq!((status, location.as_deref()), (303, Some("/tickets/1")));
+    let token = d.token("bob");
+    let (status, v) = d.api(
+        "POST", "/api/v1/tickets/outbound", Some(&token),
+        Some(r#"{"channel":"support","contact":{"email":"erin@customer.example"},"subject":"Hello","text":"API compose text"}"#),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = d.api(
+        "POST", "/api/v1/tickets/outbound", Some(&token),
+        Some(r#"{"channel":"support","contact":{"email":"support@acme.example"},"subject":"Loop","text":"x"}"#),
+    );
+    assert_eq!(status, 400, "our own address refused: {v}");
+    d.cli_ok(&[
+        "compose",
+        "--channel",
+        "support",
+        "--to",
+        "fred@customer.example",
+        "--subject",
+        "From the CLI",
+        "--as",
+        "ann",
+        "--text",
+        "CLI compose text",
+    ]);
+    let tickets = d.wait_tickets(3, T);
+    assert_eq!(tickets.len(), 3, "the refused one opened nothing");
+    let t1 = d.ticket(1);
+    assert_eq!(
+        (&t1["owner"], &t1["contact"]["email"]),
+        (
+            &serde_json::json!("ann"),
+            &serde_json::json!("dora@customer.example")
+        )
+    );
+    assert_eq!(d.ticket(2)["owner"], "bob");
+    for text in ["Page compose text", "API compose text", "CLI compose text"] {
+        let got = wait_for(T, || sink.messages().into_iter().find(|m| m.contains(text)));
+        let got = got.unwrap_or_else(|| panic!("{text} not relayed:\n{}", d.log_text()));
+        assert!(got.contains("[#"), "the ticket's tag in the subject: {got}");
+    }
+}

@@ -146,3 +146,25 @@ pub async fn set_channel_enabled(
     s.live.set_channel_enabled(&c.id, enabled);
     Ok(())
 }
+
+/// A new email to a contact from a channel (licensed callers; the channel
+/// must be enabled): opens a ticket the caller owns, queues the email as
+/// its first message, and spends the caller's send budget.
+pub async fn compose(
+    s: &AppState,
+    user: &AuthUser,
+    mut req: crate::outbound::ComposeRequest,
+) -> Result<QueuedReply, ApiError> {
+    let config = s.live.config();
+    user.require_licensed(&config)?;
+    let channel = config
+        .channel(&req.channel)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown channel {:?}", req.channel)))?;
+    super::open::check_enabled(s, channel, || {
+        format!("channel {:?} is disabled", channel.id)
+    })
+    .await?;
+    req.author = user.id.clone();
+    s.take_send(user)?;
+    Ok(s.outbound.compose(req).await?)
+}

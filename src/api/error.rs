@@ -138,6 +138,7 @@ impl From<OutboundError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             OutboundError::Dkim(m) => ApiError::internal(format!("dkim: {m}")),
+            OutboundError::Invalid(m) => ApiError::bad_request(m),
             OutboundError::Store(s) => s.into(),
         }
     }

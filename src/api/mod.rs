@@ -88,6 +88,7 @@ impl AppState {
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let api = Router::new()
         .route("/tickets", get(tickets::list).post(tickets::create))
+        .route("/tickets/outbound", post(tickets::compose))
         .route("/tickets/{n}", get(tickets::show).patch(tickets::update))
         .route("/tickets/{n}/replies", post(tickets::reply))
         .route("/tickets/{n}/notes", post(tickets::note))

@@ -225,6 +225,38 @@ pub struct CreateBody {
     pub text: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeBody {
+    pub channel: String,
+    pub contact: ContactBody,
+    pub subject: String,
+    pub text: String,
+}
+
+/// `POST /api/v1/tickets/outbound`: a new email to a contact from a
+/// channel; opens a ticket the caller owns (201 with the queued email).
+pub async fn compose(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<ComposeBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = crate::outbound::ComposeRequest {
+        channel: body.channel,
+        contact: crate::store::ContactRef {
+            email: body.contact.email,
+            name: body.contact.name,
+        },
+        subject: body.subject,
+        author: user.id.clone(),
+        text: body.text,
+        attachments: Vec::new(),
+        idempotency_key: None,
+    };
+    let queued = super::actions::compose(&s, &user, request).await?;
+    Ok((StatusCode::CREATED, Json(queued)))
+}
+
 /// Longest ticket subject accepted (RFC 5322's line limit).
 const MAX_SUBJECT: usize = 998;
 

@@ -198,6 +198,17 @@ pub trait TicketStore: Send + Sync {
     /// Change a ticket's status and/or owner.
     fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
 
+    /// Open a ticket that starts with our own mail to `contact` (a new
+    /// email composed by `owner`, who owns it): the contact is created if
+    /// new; no message yet (the reply queued next is its first).
+    fn open_outbound_ticket(
+        &self,
+        channel: String,
+        contact: ContactRef,
+        ticket: NewTicket,
+        owner: String,
+    ) -> StoreFuture<'_, TicketId>;
+
     /// A ticket's subject, channel, contact and thread ids (the first and the
     /// `recent` most recent), for composing a reply.
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;

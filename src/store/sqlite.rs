@@ -731,6 +731,23 @@ fn create_ticket(
     Ok((conn.last_insert_rowid(), owner))
 }
 
+fn open_outbound_ticket(
+    conn: &Connection,
+    channel: &str,
+    contact: &ContactRef,
+    t: &NewTicket,
+    owner: &str,
+) -> Result<TicketId, StoreError> {
+    let contact_id = upsert_contact(conn, contact, false)?;
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, created_at, updated_at, secret)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+    )?
+    .execute(params![channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, now, t.secret])?;
+    Ok(TicketId(conn.last_insert_rowid()))
+}
+
 fn insert_message(
     conn: &Connection,
     ticket: i64,
@@ -1242,6 +1259,16 @@ impl TicketStore for SqliteStore {
 
     fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
+    }
+
+    fn open_outbound_ticket(
+        &self,
+        channel: String,
+        contact: ContactRef,
+        ticket: NewTicket,
+        owner: String,
+    ) -> StoreFuture<'_, TicketId> {
+        Box::pin(self.write(move |c| open_outbound_ticket(c, &channel, &contact, &ticket, &owner)))
     }
 
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {

@@ -79,6 +79,9 @@ const DE: &[(&str, &str)] = &[
     ("Users", "Benutzer"),
     ("Name", "Name"),
     ("Licence", "Lizenz"),
+    ("New email", "Neue E-Mail"),
+    ("Text", "Text"),
+    ("Send", "Senden"),
 ];
 
 impl Lang {

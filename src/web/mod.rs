@@ -2,7 +2,7 @@
 //!
 //! Owns the pages ([`pages`]: sign-in, inbox; [`ticket`]: a ticket, its
 //! conversation and the reply, note and update forms; [`admin`]: channels,
-//! previews, users, availability), sessions and CSRF
+//! previews, users, availability; [`compose`]: a new email), sessions and CSRF
 //! ([`session`]), live updates ([`events`]: server-sent events), the two
 //! languages ([`i18n`]) and the embedded, cache-busted assets (one small
 //! script, one stylesheet). Every page works without the script.
@@ -18,6 +18,7 @@
 //! `sandbox` iframe. Text is escaped by the template engine (maud).
 
 pub mod admin;
+pub mod compose;
 pub mod events;
 pub mod i18n;
 pub mod pages;
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/tickets/{n}/update", post(ticket::update))
         .route("/tickets/{n}/messages/{i}/html", get(ticket::message_html))
         .route("/events", get(events::stream))
+        .route("/compose", get(compose::form).post(compose::send))
         .route("/admin", get(admin::page))
         .route("/admin/channels/{id}", post(admin::set_channel))
         .route("/users/{id}/availability", post(admin::set_availability))

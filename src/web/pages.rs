@@ -39,6 +39,7 @@ pub fn layout(lang: Lang, title: &str, agent: Option<&Agent>, body: Markup) -> H
                     header.top {
                         a.brand href="/" { "postdesk" }
                         a href="/" { (lang.t("Inbox")) }
+                        a href="/compose" { (lang.t("New email")) }
                         @if agent.role == crate::store::TokenRole::Admin {
                             a href="/admin" { "Admin" }
                         }
