@@ -54,7 +54,14 @@ fn plan(spool: SpoolId, ticket: usize, msg: usize) -> InboundPlan {
                 subject: format!("Question {ticket} about the {word}"),
                 secret: format!("s{ticket}"),
                 pipeline: None,
-                status: Some(if ticket % 10 == 0 { "closed" } else { "new" }.into()),
+                status: Some(
+                    if ticket.is_multiple_of(10) {
+                        "closed"
+                    } else {
+                        "new"
+                    }
+                    .into(),
+                ),
                 priority: None,
                 properties: "{}".into(),
                 routing: RoutingPlan::Unassigned {
