@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
+use super::web;
 use super::*;
 
 /// Size of the queue in front of the writer thread.
@@ -31,7 +32,7 @@ const STATEMENT_CACHE: usize = 64;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 4;
 /// Ticket statuses that do not count as open for balancing.
-const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
+pub(super) const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
 
 /// Milliseconds since the Unix epoch (the time unit of every stored timestamp).
 /// A stored time (unix ms) as RFC 3339 UTC, as logs and the CLI show it;
@@ -542,12 +543,12 @@ fn in_savepoint<T>(
 // ---------------------------------------------------------------------------
 // Reads
 
-const TICKET_COLUMNS: &str =
+pub(super) const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
      (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
 
-fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
+pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
         head: TicketHead {
             number: TicketId(r.get(0)?),
@@ -605,7 +606,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
                  WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note
+                m.thread_note, m.html IS NOT NULL
          FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id",
     )?;
     let messages = stmt
@@ -629,6 +630,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                     .get::<_, Option<Vec<u8>>>(14)?
                     .and_then(|raw| serde_json::from_slice(&raw).ok()),
                 thread_note: r.get(15)?,
+                has_html: r.get(16)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -825,6 +827,20 @@ impl TicketStore for SqliteStore {
         Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
     }
 
+    fn open_outbound_ticket(
+        &self,
+        channel: String,
+        contact: ContactRef,
+        ticket: NewTicket,
+        owner: String,
+    ) -> StoreFuture<'_, TicketId> {
+        Box::pin(
+            self.write(move |c| {
+                inbound::open_outbound_ticket(c, &channel, &contact, &ticket, &owner)
+            }),
+        )
+    }
+
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
         Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
     }
@@ -973,7 +989,80 @@ impl PeopleStore for SqliteStore {
     }
 
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize> {
-        Box::pin(self.write(move |c| ob::revoke_tokens(c, &user, id.as_deref())))
+        Box::pin(self.write(move |c| {
+            let n = ob::revoke_tokens(c, &user, id.as_deref())?;
+            // Revoking all of a user's tokens signs their browsers out too.
+            if id.is_none() {
+                web::end_sessions(c, &user)?;
+            }
+            Ok(n)
+        }))
+    }
+}
+
+impl WebStore for SqliteStore {
+    fn set_web_user(
+        &self,
+        user: String,
+        password: Option<String>,
+        role: TokenRole,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.write(move |c| web::set_web_user(c, &user, password.as_deref(), role, now_ms())),
+        )
+    }
+
+    fn web_user(&self, user: String) -> StoreFuture<'_, Option<WebUser>> {
+        Box::pin(self.read(move |c| web::web_user(c, &user)))
+    }
+
+    fn create_session(&self, session: NewWebSession) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| web::create_session(c, &session, now_ms())))
+    }
+
+    fn web_session(&self, id_hash: String) -> StoreFuture<'_, Option<WebSession>> {
+        Box::pin(self.read(move |c| web::web_session(c, &id_hash)))
+    }
+
+    fn end_session(&self, id_hash: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| web::end_session(c, &id_hash)))
+    }
+
+    fn end_sessions(&self, user: String) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(move |c| web::end_sessions(c, &user)))
+    }
+
+    fn create_signin_link(
+        &self,
+        token_hash: String,
+        user: String,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.write(move |c| {
+                web::create_signin_link(c, &token_hash, &user, expires_at, now_ms())
+            }),
+        )
+    }
+
+    fn use_signin_link(&self, token_hash: String, now: i64) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.write(move |c| web::use_signin_link(c, &token_hash, now)))
+    }
+
+    fn inbox(&self, query: InboxQuery) -> StoreFuture<'_, Vec<TicketSummary>> {
+        Box::pin(self.read(move |c| web::inbox(c, &query)))
+    }
+
+    fn inbox_counts(&self, user: String) -> StoreFuture<'_, InboxCounts> {
+        Box::pin(self.read(move |c| web::inbox_counts(c, &user)))
+    }
+
+    fn message_html(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.read(move |c| web::message_html(c, ticket, position)))
+    }
+
+    fn activity(&self) -> StoreFuture<'_, i64> {
+        Box::pin(self.read(web::activity))
     }
 }
 

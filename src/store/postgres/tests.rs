@@ -293,6 +293,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         TicketUpdate {
             status: Some("closed".into()),
             owner: Some(None),
+            priority: None,
         },
     )
     .await

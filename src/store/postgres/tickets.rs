@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 
 use super::sql::{Db, col, exec, parse_json, parse_json_vec, row, rows};
 use crate::store::{
-    ContactRef, MessageView, ReplyContext, StoreError, TicketDetail, TicketFilter, TicketHead,
-    TicketId, TicketSummary, TicketUpdate,
+    ContactRef, MessageView, NewTicket, ReplyContext, StoreError, TicketDetail, TicketFilter,
+    TicketHead, TicketId, TicketSummary, TicketUpdate,
 };
 
 pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, StoreError> {
@@ -23,12 +23,12 @@ pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, 
     }
 }
 
-const TICKET_COLUMNS: &str =
+pub(super) const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
      (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
 
-fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
+pub(super) fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
     Ok(TicketSummary {
         head: TicketHead {
             number: TicketId(col(r, 0)?),
@@ -92,7 +92,7 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
                  WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note
+                m.thread_note, m.html IS NOT NULL
          FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id",
         &[&n.0],
     )
@@ -117,6 +117,7 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
             submission: col::<Option<Vec<u8>>>(r, 14)?
                 .and_then(|raw| serde_json::from_slice(&raw).ok()),
             thread_note: col(r, 15)?,
+            has_html: col(r, 16)?,
         })
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -190,6 +191,14 @@ pub(super) async fn update_ticket(
         )
         .await?;
     }
+    if let Some(priority) = &u.priority {
+        exec(
+            db,
+            "UPDATE tickets SET priority = $1, updated_at = $2 WHERE id = $3",
+            &[priority, &now, &ticket.0],
+        )
+        .await?;
+    }
     if let Some(owner) = &u.owner {
         let reason = owner.is_none().then_some("unassigned by an agent");
         exec(
@@ -247,4 +256,26 @@ pub(super) async fn reply_context(
         thread,
         participants: participants(db, ticket).await?,
     })
+}
+
+/// Open a ticket that starts with our own mail to `contact`, owned by
+/// `owner` (SQLite: `sqlite/inbound.rs`, same rules).
+pub(super) async fn open_outbound_ticket(
+    db: &Db,
+    channel: &str,
+    contact: &ContactRef,
+    t: &NewTicket,
+    owner: &str,
+    now: i64,
+) -> Result<TicketId, StoreError> {
+    let contact_id = super::inbound::upsert_contact(db, contact, false).await?;
+    let r = row(
+        db,
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, created_at, updated_at, secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
+        &[&channel, &contact_id, &t.subject, &t.pipeline, &t.status, &t.priority, &t.properties, &owner, &now, &t.secret],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Failed("INSERT … RETURNING gave no row".into()))?;
+    Ok(TicketId(col(&r, 0)?))
 }

@@ -683,7 +683,7 @@ async fn migration_10_makes_existing_tokens_admins_without_expiry() {
         .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
         .await
         .expect("version");
-    assert_eq!(version, 10);
+    assert_eq!(version, MIGRATIONS.len() as i64);
 }
 
 /// A database postdesk creates is 0600, and so are its `-wal` and `-shm`
@@ -743,4 +743,182 @@ fn sqlite_errors_map_to_backend_neutral_variants() {
         assert!(e.is_temporary(), "{e:?}");
     }
     assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
+}
+
+/// The web inbox's lists: views, filters, full-text search over subject,
+/// body (stored inline or by reference into the raw message) and contact,
+/// newest activity first, paged by cursor; counts; the activity counter.
+#[tokio::test]
+async fn inbox_views_search_and_paging() {
+    let (_d, s) = store();
+    let ids = spool_many(&*s, 4).await;
+    let before = s.activity().await.expect("activity");
+    let mut plans = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut p = inbound(*id, n, unassigned());
+        let m = &mut p.messages[0];
+        m.text = match n {
+            0 => BodyText::Inline("The printer is on fire".into()),
+            // spool_msg's raw ends with its body: stored by reference.
+            1 => BodyText::RawFrom(format!("Subject: {n}\r\n\r\n").len()),
+            _ => BodyText::Inline("nothing to see".into()),
+        };
+        plans.push(p);
+    }
+    apply_all(&*s, plans).await;
+    assert!(s.activity().await.expect("activity") > before);
+    s.update_ticket(
+        TicketId(3),
+        TicketUpdate {
+            status: Some("closed".into()),
+            ..TicketUpdate::default()
+        },
+    )
+    .await
+    .expect("close");
+    s.update_ticket(
+        TicketId(4),
+        TicketUpdate {
+            owner: Some(Some("ann".into())),
+            ..TicketUpdate::default()
+        },
+    )
+    .await
+    .expect("assign");
+    let q = |view: InboxView, search: Option<&str>| InboxQuery {
+        view,
+        status: None,
+        owner: None,
+        contact: None,
+        search: search.map(str::to_string),
+        before: None,
+        limit: 50,
+    };
+    let numbers = |v: Vec<TicketSummary>| v.iter().map(|t| t.head.number.0).collect::<Vec<_>>();
+    let open = s.inbox(q(InboxView::Open, None)).await.expect("open");
+    assert_eq!(
+        numbers(open),
+        [4, 2, 1],
+        "last activity first, closed left out"
+    );
+    assert_eq!(
+        numbers(s.inbox(q(InboxView::Closed, None)).await.expect("closed")),
+        [3]
+    );
+    assert_eq!(
+        numbers(
+            s.inbox(q(InboxView::Mine("ann".into()), None))
+                .await
+                .expect("mine")
+        ),
+        [4]
+    );
+    assert_eq!(
+        numbers(s.inbox(q(InboxView::Unassigned, None)).await.expect("un")),
+        [2, 1]
+    );
+    let found = |w: &'static str| {
+        let s = s.clone();
+        async move { numbers(s.inbox(q(InboxView::Open, Some(w))).await.expect("search")) }
+    };
+    assert_eq!(found("printer").await, [1], "an inline body word");
+    assert_eq!(found("PRINT").await, [1], "a prefix, any case");
+    assert_eq!(found("body").await, [2], "a body stored by reference");
+    assert_eq!(found("c1@customer.example").await, [2], "the contact");
+    assert_eq!(
+        found("Subject 4").await,
+        Vec::<i64>::new(),
+        "all words must match"
+    );
+    assert_eq!(
+        found("\"fire OR x*").await,
+        Vec::<i64>::new(),
+        "no FTS syntax"
+    );
+    // Paging: the cursor of the first page's last ticket.
+    let mut first = q(InboxView::Open, None);
+    first.limit = 2;
+    let page1 = s.inbox(first.clone()).await.expect("page 1");
+    let last = page1.last().expect("a ticket").head.clone();
+    first.before = Some((last.updated_at, last.number.0));
+    assert_eq!(numbers(page1), [4, 2]);
+    assert_eq!(numbers(s.inbox(first).await.expect("page 2")), [1]);
+    let counts = s.inbox_counts("ann".into()).await.expect("counts");
+    assert_eq!(
+        (counts.mine, counts.unassigned, counts.open, counts.closed),
+        (1, 2, 3, 1)
+    );
+    assert_eq!(counts.channels, [("support".to_string(), 3)]);
+}
+
+/// Sessions and sign-in links are found by their hash only, end on
+/// sign-out, on a new password and with all of the user's API tokens; a
+/// sign-in link works once and not after it expired.
+#[tokio::test]
+async fn web_sessions_and_sign_in_links() {
+    let (_d, s) = store();
+    s.set_web_user("ann".into(), Some("$argon2id$x".into()), TokenRole::Admin)
+        .await
+        .expect("password");
+    let w = s.web_user("ann".into()).await.expect("read").expect("ann");
+    assert_eq!(
+        (w.password.as_deref(), w.role),
+        (Some("$argon2id$x"), TokenRole::Admin)
+    );
+    let session = |id: &str| NewWebSession {
+        id_hash: id.into(),
+        user: "ann".into(),
+        csrf: format!("csrf-{id}"),
+        expires_at: now_ms() + 60_000,
+    };
+    s.create_session(session("s1")).await.expect("s1");
+    s.create_session(session("s2")).await.expect("s2");
+    let got = s.web_session("s1".into()).await.expect("read").expect("s1");
+    assert_eq!(
+        (got.user.as_str(), got.role, got.csrf.as_str()),
+        ("ann", TokenRole::Admin, "csrf-s1")
+    );
+    s.end_session("s1".into()).await.expect("end");
+    assert_eq!(s.web_session("s1".into()).await.expect("read"), None);
+    assert!(s.web_session("s2".into()).await.expect("read").is_some());
+    s.revoke_api_tokens("ann".into(), None)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        s.web_session("s2".into()).await.expect("read"),
+        None,
+        "revoked with the tokens"
+    );
+    s.create_session(session("s3")).await.expect("s3");
+    s.set_web_user("ann".into(), Some("$argon2id$y".into()), TokenRole::Agent)
+        .await
+        .expect("new password");
+    assert_eq!(
+        s.web_session("s3".into()).await.expect("read"),
+        None,
+        "a new password signs out"
+    );
+    let now = now_ms();
+    s.create_signin_link("l1".into(), "ann".into(), now + 60_000)
+        .await
+        .expect("link");
+    s.create_signin_link("l2".into(), "ann".into(), now + 10)
+        .await
+        .expect("link");
+    assert_eq!(
+        s.use_signin_link("l1".into(), now).await.expect("use"),
+        Some("ann".into())
+    );
+    assert_eq!(
+        s.use_signin_link("l1".into(), now).await.expect("reuse"),
+        None,
+        "once"
+    );
+    assert_eq!(
+        s.use_signin_link("l2".into(), now + 20)
+            .await
+            .expect("late"),
+        None,
+        "expired"
+    );
 }
