@@ -571,22 +571,69 @@ pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummar
     })
 }
 
-fn list_tickets(conn: &Connection, f: &TicketFilter) -> Result<Vec<TicketSummary>, StoreError> {
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
-         WHERE (?1 IS NULL OR t.channel = ?1) AND (?2 IS NULL OR t.status = ?2)
-           AND (?3 IS NULL OR t.owner = ?3) AND (?4 IS NULL OR c.email = ?4)
-         ORDER BY t.id DESC LIMIT ?5"
-    );
-    let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
+/// A WHERE clause built from only the filters a query was given, each value
+/// bound as a parameter (`?N`), never written into the SQL. A filter left
+/// out is absent from the statement, so SQLite can pick the index of those
+/// present (`(?1 IS NULL OR col = ?1)` would make it scan).
+#[derive(Default)]
+pub(super) struct Filters {
+    clauses: Vec<String>,
+    pub(super) params: Vec<rusqlite::types::Value>,
+}
+
+impl Filters {
+    /// Bind `v` as the next parameter; its placeholder.
+    pub(super) fn bind(&mut self, v: impl Into<rusqlite::types::Value>) -> String {
+        self.params.push(v.into());
+        format!("?{}", self.params.len())
+    }
+
+    /// Require `clause` (SQL with no values of its own).
+    pub(super) fn and(&mut self, clause: impl Into<String>) {
+        self.clauses.push(clause.into());
+    }
+
+    /// Require `column = value` if a value is given.
+    pub(super) fn eq(&mut self, column: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            let p = self.bind(v.to_owned());
+            self.and(format!("{column} = {p}"));
+        }
+    }
+
+    /// `WHERE …` (empty with no clause).
+    pub(super) fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// The statement and parameters of a ticket list.
+pub(super) fn list_tickets_query(f: &TicketFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut w = Filters::default();
+    w.eq("t.channel", f.channel.as_deref());
+    w.eq("t.status", f.status.as_deref());
+    w.eq("t.owner", f.owner.as_deref());
     // Contacts are stored normalised (trimmed, lower-case): so is the filter,
     // whoever asks (CLI, API).
     let contact = f.contact.as_deref().map(crate::config::normalize_email);
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(
-        params![f.channel, f.status, f.owner, contact, limit],
-        ticket_row,
-    )?;
+    w.eq("c.email", contact.as_deref());
+    let limit = w.bind(f.limit.map(|l| l as i64).unwrap_or(-1));
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         {} ORDER BY t.id DESC LIMIT {limit}",
+        w.sql()
+    );
+    (sql, w.params)
+}
+
+fn list_tickets(conn: &Connection, f: &TicketFilter) -> Result<Vec<TicketSummary>, StoreError> {
+    let (sql, params) = list_tickets_query(f);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(params), ticket_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 

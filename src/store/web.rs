@@ -337,48 +337,54 @@ pub fn fts_query(words: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" AND "))
 }
 
-pub(crate) fn inbox(conn: &Connection, q: &InboxQuery) -> Result<Vec<TicketSummary>, StoreError> {
+/// The statement and parameters of an inbox page: only the filters given
+/// are in its WHERE clause, each value bound as a parameter.
+pub(crate) fn inbox_query(q: &InboxQuery) -> (String, Vec<rusqlite::types::Value>) {
     let closed = super::sqlite::CLOSED_STATUSES;
     let columns = super::sqlite::TICKET_COLUMNS;
     let open = format!("COALESCE(t.status, '') NOT IN {closed}");
-    let (view, view_arg) = match &q.view {
-        InboxView::Mine(user) => (format!("t.owner = ?1 AND {open}"), Some(user.as_str())),
-        InboxView::Unassigned => (format!("t.owner IS NULL AND {open} AND ?1 IS NULL"), None),
-        InboxView::Open => (format!("{open} AND ?1 IS NULL"), None),
-        InboxView::Channel(c) => (format!("t.channel = ?1 AND {open}"), Some(c.as_str())),
-        InboxView::Closed => (format!("t.status IN {closed} AND ?1 IS NULL"), None),
-    };
-    let search = q.search.as_deref().and_then(fts_query);
-    let search_clause = if search.is_some() {
-        "AND t.id IN (SELECT m.ticket_id FROM message_search s JOIN messages m ON m.id = s.rowid
-                      WHERE message_search MATCH ?5)"
-    } else {
-        "AND ?5 IS NULL"
-    };
+    let mut w = super::sqlite::Filters::default();
+    match &q.view {
+        InboxView::Mine(user) => w.eq("t.owner", Some(user)),
+        InboxView::Unassigned => w.and("t.owner IS NULL"),
+        InboxView::Open => {}
+        InboxView::Channel(c) => w.eq("t.channel", Some(c)),
+        InboxView::Closed => w.and(format!("t.status IN {closed}")),
+    }
+    if q.view != InboxView::Closed {
+        w.and(open);
+    }
+    w.eq("t.status", q.status.as_deref());
+    w.eq("t.owner", q.owner.as_deref());
+    let contact = q.contact.as_deref().map(crate::config::normalize_email);
+    w.eq("c.email", contact.as_deref());
+    if let Some(search) = q.search.as_deref().and_then(fts_query) {
+        let p = w.bind(search);
+        w.and(format!(
+            "t.id IN (SELECT m.ticket_id FROM message_search s JOIN messages m ON m.id = s.rowid
+                      WHERE message_search MATCH {p})"
+        ));
+    }
+    if let Some((at, id)) = q.before {
+        let (at, id) = (w.bind(at), w.bind(id));
+        w.and(format!(
+            "(t.updated_at < {at} OR (t.updated_at = {at} AND t.id < {id}))"
+        ));
+    }
+    let limit = w.bind(q.limit as i64);
     let sql = format!(
         "SELECT {columns} FROM tickets t JOIN contacts c ON c.id = t.contact_id
-         WHERE {view} AND (?2 IS NULL OR t.status = ?2) AND (?3 IS NULL OR t.owner = ?3)
-           AND (?4 IS NULL OR c.email = ?4) {search_clause}
-           AND (?6 IS NULL OR t.updated_at < ?6 OR (t.updated_at = ?6 AND t.id < ?7))
-         ORDER BY t.updated_at DESC, t.id DESC LIMIT ?8"
+         {} ORDER BY t.updated_at DESC, t.id DESC LIMIT {limit}",
+        w.sql()
     );
-    let contact = q.contact.as_deref().map(crate::config::normalize_email);
-    let (before_at, before_id) = match q.before {
-        Some((at, id)) => (Some(at), Some(id)),
-        None => (None, None),
-    };
+    (sql, w.params)
+}
+
+pub(crate) fn inbox(conn: &Connection, q: &InboxQuery) -> Result<Vec<TicketSummary>, StoreError> {
+    let (sql, params) = inbox_query(q);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![
-            view_arg,
-            q.status,
-            q.owner,
-            contact,
-            search,
-            before_at,
-            before_id,
-            q.limit as i64
-        ],
+        rusqlite::params_from_iter(params),
         super::sqlite::ticket_row,
     )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -922,3 +922,84 @@ async fn web_sessions_and_sign_in_links() {
         "expired"
     );
 }
+
+/// A ticket list or inbox page filtered by contact, owner or status finds
+/// its tickets through an index, not a scan of every ticket: the WHERE
+/// clause holds only the filters given (200,000 tickets: a scan took 0.5 s
+/// for `tickets list --contact`, the index 0.01 s).
+#[tokio::test]
+async fn ticket_filters_search_their_index() {
+    let (_dir, s) = store();
+    let some = |v: &str| Some(v.to_string());
+    let inbox = |view: InboxView, contact: Option<String>| InboxQuery {
+        view,
+        status: None,
+        owner: None,
+        contact,
+        search: None,
+        before: None,
+        limit: 50,
+    };
+    let queries = vec![
+        (
+            "list --contact",
+            list_tickets_query(&TicketFilter {
+                contact: some(" X@Example.com "),
+                ..TicketFilter::default()
+            }),
+            ["sqlite_autoindex_contacts_1", "tickets_contact"].as_slice(),
+        ),
+        (
+            "list --owner",
+            list_tickets_query(&TicketFilter {
+                owner: some("ann"),
+                limit: Some(20),
+                ..TicketFilter::default()
+            }),
+            ["tickets_owner"].as_slice(),
+        ),
+        (
+            "list --owner --status",
+            list_tickets_query(&TicketFilter {
+                owner: some("ann"),
+                status: some("open"),
+                ..TicketFilter::default()
+            }),
+            ["tickets_owner"].as_slice(),
+        ),
+        (
+            "inbox open, contact",
+            web::inbox_query(&inbox(InboxView::Open, some("x@example.com"))),
+            ["sqlite_autoindex_contacts_1", "tickets_contact"].as_slice(),
+        ),
+        (
+            "inbox mine",
+            web::inbox_query(&inbox(InboxView::Mine("ann".into()), None)),
+            ["tickets_owner"].as_slice(),
+        ),
+    ];
+    for (what, (sql, params), indexes) in queries {
+        // Only the filters given are bound: no `?N IS NULL` left behind.
+        assert!(!sql.contains("IS NULL OR"), "{what}: {sql}");
+        let plan = s
+            .read(move |c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .expect("plan");
+        assert!(
+            !plan.iter().any(|d| d.starts_with("SCAN t")),
+            "{what}: {plan:?}"
+        );
+        for index in indexes {
+            assert!(
+                plan.iter().any(|d| d.contains(&format!("INDEX {index} "))),
+                "{what}: no {index} in {plan:?}"
+            );
+        }
+    }
+}
