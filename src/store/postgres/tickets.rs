@@ -3,8 +3,9 @@
 //! queries `sqlite.rs` and `store/outbound.rs` run for SQLite.
 
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
-use super::sql::{Db, col, exec, parse_json, parse_json_vec, row, rows};
+use super::sql::{Db, bind, col, exec, parse_json, parse_json_vec, row, rows};
 use crate::store::{
     ContactRef, MessageView, NewTicket, ReplyContext, StoreError, TicketDetail, TicketFilter,
     TicketHead, TicketId, TicketSummary, TicketUpdate,
@@ -51,28 +52,42 @@ pub(super) fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
     })
 }
 
+/// Only the filters given are in the WHERE clause (each a bound
+/// parameter), so the planner can use their index.
 pub(super) async fn list_tickets(
     db: &Db,
     f: &TicketFilter,
 ) -> Result<Vec<TicketSummary>, StoreError> {
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
-         WHERE ($1::text IS NULL OR t.channel = $1) AND ($2::text IS NULL OR t.status = $2)
-           AND ($3::text IS NULL OR t.owner = $3) AND ($4::text IS NULL OR c.email = $4)
-         ORDER BY t.id DESC LIMIT $5"
-    );
     // Contacts are stored normalised: so is the filter, whoever asks.
     let contact = f.contact.as_deref().map(crate::config::normalize_email);
     let limit = f.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-    rows(
-        db,
-        &sql,
-        &[&f.channel, &f.status, &f.owner, &contact, &limit],
-    )
-    .await?
-    .iter()
-    .map(ticket_row)
-    .collect()
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let mut clauses = Vec::new();
+    for (column, value) in [
+        ("t.channel", &f.channel),
+        ("t.status", &f.status),
+        ("t.owner", &f.owner),
+        ("c.email", &contact),
+    ] {
+        if let Some(v) = value {
+            clauses.push(bind(&mut params, &format!("{column} = #"), v));
+        }
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let limit = bind(&mut params, "#", &limit);
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         {filter} ORDER BY t.id DESC LIMIT {limit}"
+    );
+    rows(db, &sql, &params)
+        .await?
+        .iter()
+        .map(ticket_row)
+        .collect()
 }
 
 pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreError> {

@@ -6,22 +6,12 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::sql::{Db, col, exec, row, rows};
+use super::sql::{Db, bind, col, exec, row, rows};
 use super::tickets::{TICKET_COLUMNS, ticket_row};
 use crate::store::{
     InboxCounts, InboxQuery, InboxView, NewWebSession, StoreError, TicketId, TicketSummary,
     TokenRole, WebSession, WebUser,
 };
-
-/// `clause` with its `#` replaced by the placeholder of `p`, bound next.
-fn bind<'a>(
-    params: &mut Vec<&'a (dyn ToSql + Sync)>,
-    clause: &str,
-    p: &'a (dyn ToSql + Sync),
-) -> String {
-    params.push(p);
-    clause.replace('#', &format!("${}", params.len()))
-}
 
 /// Ticket statuses that do not count as open (as SQLite's).
 const CLOSED: &str = "('closed', 'resolved', 'solved')";
