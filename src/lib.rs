@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod pull;
 pub mod smtp;
 pub mod store;
+pub mod web;
 
 /// Install aws-lc-rs as the process-wide rustls provider (exactly one
 /// provider is compiled in; this makes `ClientConfig::builder()` safe).

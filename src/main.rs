@@ -98,6 +98,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new email to a contact from a channel: opens a ticket owned by
+    /// the agent, with the email queued as its first message.
+    Compose {
+        /// The channel it is sent from (its address is the From).
+        #[arg(long)]
+        channel: String,
+        /// The contact's address.
+        #[arg(long)]
+        to: String,
+        /// The contact's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        subject: String,
+        /// The agent (user id) it is from.
+        #[arg(long = "as", value_name = "USER_ID")]
+        as_user: String,
+        /// Plain-text body.
+        #[arg(long)]
+        text: String,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Users: list, availability, API tokens.
     #[command(subcommand)]
     Users(UsersCmd),
@@ -207,6 +231,18 @@ enum UsersCmd {
         /// Lifetime, e.g. `90d`, `12h`, `30m`. Default: no expiry.
         #[arg(long, value_parser = postdesk::api::auth::parse_lifetime)]
         expires: Option<std::time::Duration>,
+    },
+    /// Set USER's web inbox password, read from standard input (one line;
+    /// at least 8 characters), and their web role; stored as an argon2id
+    /// hash. Signs their browsers out. `--clear` removes the password.
+    Password {
+        user: String,
+        /// `agent`, or `admin` (the web inbox's admin pages).
+        #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
+        role: String,
+        /// Remove the password (sign-in links still work).
+        #[arg(long)]
+        clear: bool,
     },
     /// List USER's API tokens: id, role, when issued and when they expire
     /// (never the tokens).
@@ -425,6 +461,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
                     | OutboundError::UnknownUser(_)
                     | OutboundError::Compose(_)
                     | OutboundError::TooLarge(_)
+                    | OutboundError::Invalid(_)
                     | OutboundError::Store(StoreError::NotFound(_) | StoreError::Invalid(_))
             )
         );
@@ -643,6 +680,41 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             );
             Ok(())
         }
+        Command::Compose {
+            channel,
+            to,
+            name,
+            subject,
+            as_user,
+            text,
+            json,
+        } => {
+            let store: Arc<dyn Store> = open_store(&config).await?;
+            let outbound = postdesk::outbound::Outbound {
+                store,
+                live: Arc::new(postdesk::live::Live::new(config)),
+                wake: Arc::new(Notify::new()),
+            };
+            let queued = outbound
+                .compose(postdesk::outbound::ComposeRequest {
+                    channel,
+                    contact: postdesk::store::ContactRef { email: to, name },
+                    subject,
+                    author: as_user,
+                    text,
+                    attachments: Vec::new(),
+                    idempotency_key: None,
+                })
+                .await?;
+            if json {
+                return print_json(&queued);
+            }
+            println!(
+                "ticket #{} opened, email queued as <{}>",
+                queued.ticket, queued.message_id
+            );
+            Ok(())
+        }
         Command::Outbox(OutboxCmd::Flush) => {
             let store = open_store(&config).await?;
             let n = store.flush_outbox().await?;
@@ -777,6 +849,35 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             }
             Ok(())
         }
+        UsersCmd::Password { user, role, clear } => {
+            if config.user(&user).is_none() {
+                return Err(usage(format!("unknown user {user:?}")));
+            }
+            let role = postdesk::store::TokenRole::parse(&role)
+                .ok_or_else(|| usage(format!("unknown role {role:?}")))?;
+            let hash = if clear {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                let password = line.trim_end_matches(['\r', '\n']);
+                if password.chars().count() < 8 {
+                    return Err(usage("the password must have at least 8 characters".into()));
+                }
+                if password.len() > postdesk::web::session::MAX_PASSWORD {
+                    return Err(usage("the password is too long".into()));
+                }
+                Some(postdesk::web::session::hash_password(password).map_err(anyhow::Error::msg)?)
+            };
+            store.set_web_user(user.clone(), hash, role).await?;
+            eprintln!(
+                "web password of {user} {}, role {role}; their sessions ended",
+                if clear { "cleared" } else { "set" }
+            );
+            Ok(())
+        }
         UsersCmd::Token {
             user,
             role,
@@ -841,8 +942,12 @@ async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
             Ok(())
         }
         UsersCmd::Revoke { user, id, .. } => {
+            let all = id.is_none();
             let n = store.revoke_api_tokens(user.clone(), id).await?;
             println!("revoked {n} token(s) of {user}");
+            if all {
+                eprintln!("their web inbox sessions ended too");
+            }
             Ok(())
         }
         UsersCmd::Available { id } | UsersCmd::Away { id } if config.user(&id).is_none() => {

@@ -113,6 +113,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Unsupported(m) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
+            }
             e if e.is_temporary() => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -138,6 +141,7 @@ impl From<OutboundError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             OutboundError::Dkim(m) => ApiError::internal(format!("dkim: {m}")),
+            OutboundError::Invalid(m) => ApiError::bad_request(m),
             OutboundError::Store(s) => s.into(),
         }
     }

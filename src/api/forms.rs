@@ -299,7 +299,11 @@ async fn accept(
 /// The client's address: the TCP peer, unless it is a trusted proxy; then
 /// the last `X-Forwarded-For` entry that is not a trusted proxy (entries
 /// before it were written by the client and prove nothing).
-fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+pub(crate) fn client_ip(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;

@@ -23,6 +23,7 @@
 //! `method_not_allowed`; every `/api/v1` route but form submissions needs a
 //! bearer token (401 `unauthorized`). All of these are JSON errors ([`error`]).
 
+pub mod actions;
 pub mod auth;
 pub mod error;
 pub mod forms;
@@ -87,6 +88,7 @@ impl AppState {
 pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let api = Router::new()
         .route("/tickets", get(tickets::list).post(tickets::create))
+        .route("/tickets/outbound", post(tickets::compose))
         .route("/tickets/{n}", get(tickets::show).patch(tickets::update))
         .route("/tickets/{n}/replies", post(tickets::reply))
         .route("/tickets/{n}/notes", post(tickets::note))
@@ -119,7 +121,8 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
     let root = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .nest("/api/v1", api);
+        .nest("/api/v1", api)
+        .merge(crate::web::router(state.clone()));
     let root = if separate_metrics {
         root
     } else {

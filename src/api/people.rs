@@ -109,19 +109,9 @@ pub async fn set_availability(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AvailabilityBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let config = s.live.config();
-    let u = config
-        .user(&id)
-        .ok_or_else(|| ApiError::not_found(format!("user {id:?} not found")))?;
-    if u.id != user.id {
-        user.require_admin("setting another user's availability")?;
-    }
-    s.store
-        .set_user_available(u.id.clone(), Some(body.available))
-        .await?;
-    s.live.set_user_available(&u.id, body.available);
+    let id = super::actions::set_availability(&s, &user, &id, body.available).await?;
     Ok(Json(
-        serde_json::json!({ "id": u.id, "available": body.available }),
+        serde_json::json!({ "id": id, "available": body.available }),
     ))
 }
 
@@ -150,17 +140,15 @@ pub async fn channels(State(s): State<AppState>, _user: AuthUser) -> impl IntoRe
 
 async fn set_channel(
     s: AppState,
+    user: AuthUser,
     id: String,
     enabled: bool,
 ) -> Result<Json<ChannelView>, ApiError> {
+    super::actions::set_channel_enabled(&s, &user, &id, enabled).await?;
     let config = s.live.config();
     let c = config
         .channel(&id)
         .ok_or_else(|| ApiError::not_found(format!("channel {id:?} not found")))?;
-    s.store
-        .set_channel_enabled(c.id.clone(), Some(enabled))
-        .await?;
-    s.live.set_channel_enabled(&c.id, enabled);
     Ok(Json(ChannelView {
         id: c.id.clone(),
         kind: c.kind.as_str().to_string(),
@@ -174,8 +162,7 @@ pub async fn enable_channel(
     user: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    user.require_admin("enabling a channel")?;
-    set_channel(s, id, true).await
+    set_channel(s, user, id, true).await
 }
 
 pub async fn disable_channel(
@@ -183,6 +170,5 @@ pub async fn disable_channel(
     user: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    user.require_admin("disabling a channel")?;
-    set_channel(s, id, false).await
+    set_channel(s, user, id, false).await
 }

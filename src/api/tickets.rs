@@ -64,7 +64,7 @@ pub async fn show(
     Ok(Json(s.store.ticket(n).await?))
 }
 
-fn ticket_number(s: &str) -> Result<TicketId, ApiError> {
+pub(crate) fn ticket_number(s: &str) -> Result<TicketId, ApiError> {
     s.trim_start_matches('#')
         .parse::<i64>()
         .ok()
@@ -77,6 +77,7 @@ fn ticket_number(s: &str) -> Result<TicketId, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     pub status: Option<String>,
+    pub priority: Option<String>,
     /// A user id, or `null` to unassign. Absent: unchanged.
     #[serde(default, deserialize_with = "double_option")]
     pub owner: Option<Option<String>>,
@@ -97,38 +98,12 @@ pub async fn update(
 ) -> Result<impl IntoResponse, ApiError> {
     user.require_licensed(&s.live.config())?;
     let n = ticket_number(&n)?;
-    if let Some(status) = &body.status
-        && (status.trim().is_empty() || status.len() > 64 || status.chars().any(char::is_control))
-    {
-        return Err(ApiError::bad_request(
-            "status must be 1-64 printable characters",
-        ));
-    }
-    if let Some(Some(owner)) = &body.owner {
-        match s.live.config().user(owner) {
-            None => return Err(ApiError::bad_request(format!("unknown user {owner:?}"))),
-            Some(u) if !u.licensed => {
-                return Err(ApiError::bad_request(format!(
-                    "user {owner:?} has no licence (licensed = false): only licensed users own tickets"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    if body.status.is_none() && body.owner.is_none() {
-        return Err(ApiError::bad_request(
-            "nothing to update: give status and/or owner",
-        ));
-    }
-    s.store
-        .update_ticket(
-            n,
-            TicketUpdate {
-                status: body.status,
-                owner: body.owner,
-            },
-        )
-        .await?;
+    let update = TicketUpdate {
+        status: body.status,
+        owner: body.owner,
+        priority: body.priority,
+    };
+    super::actions::update_ticket(&s, &user, n, update).await?;
     Ok(Json(s.store.ticket(n).await?))
 }
 
@@ -187,20 +162,17 @@ pub async fn reply(
             data,
         });
     }
-    s.take_send(&user)?;
-    let queued = s
-        .outbound
-        .reply(ReplyRequest {
-            ticket: n,
-            author: user.id,
-            text: body.text,
-            html: body.html,
-            subject: body.subject,
-            attachments,
-            cc_thread: body.cc_thread,
-            idempotency_key,
-        })
-        .await?;
+    let request = ReplyRequest {
+        ticket: n,
+        author: user.id.clone(),
+        text: body.text,
+        html: body.html,
+        subject: body.subject,
+        attachments,
+        cc_thread: body.cc_thread,
+        idempotency_key,
+    };
+    let queued = super::actions::reply(&s, &user, request).await?;
     let status = if queued.replayed {
         StatusCode::OK
     } else {
@@ -228,17 +200,7 @@ pub async fn note(
     if let Some(other) = &body.as_user {
         user.require_self(other)?;
     }
-    if body.text.trim().is_empty() {
-        return Err(ApiError::bad_request("note text is empty"));
-    }
-    if body.text.len() > crate::outbound::MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "note too long",
-        ));
-    }
-    s.store.add_note(n, user.id, body.text).await?;
+    super::actions::add_note(&s, &user, n, body.text).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "ticket": n })),
@@ -261,6 +223,38 @@ pub struct CreateBody {
     pub subject: String,
     /// The first message's text.
     pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeBody {
+    pub channel: String,
+    pub contact: ContactBody,
+    pub subject: String,
+    pub text: String,
+}
+
+/// `POST /api/v1/tickets/outbound`: a new email to a contact from a
+/// channel; opens a ticket the caller owns (201 with the queued email).
+pub async fn compose(
+    State(s): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<ComposeBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = crate::outbound::ComposeRequest {
+        channel: body.channel,
+        contact: crate::store::ContactRef {
+            email: body.contact.email,
+            name: body.contact.name,
+        },
+        subject: body.subject,
+        author: user.id.clone(),
+        text: body.text,
+        attachments: Vec::new(),
+        idempotency_key: None,
+    };
+    let queued = super::actions::compose(&s, &user, request).await?;
+    Ok((StatusCode::CREATED, Json(queued)))
 }
 
 /// Longest ticket subject accepted (RFC 5322's line limit).

@@ -76,7 +76,26 @@ pub enum OutboundError {
     Dkim(String),
     #[error(transparent)]
     Store(StoreError),
+    /// A new email's recipient, subject or text is not usable.
+    #[error("{0}")]
+    Invalid(String),
 }
+
+/// A new email to a contact, from a channel (opens a ticket).
+#[derive(Debug, Clone)]
+pub struct ComposeRequest {
+    pub channel: String,
+    pub contact: crate::store::ContactRef,
+    pub subject: String,
+    /// The agent's user id: the author and the new ticket's owner.
+    pub author: String,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Longest subject of a new email (RFC 5322's line limit).
+pub const MAX_SUBJECT: usize = 998;
 
 impl From<StoreError> for OutboundError {
     fn from(e: StoreError) -> Self {
@@ -139,6 +158,82 @@ pub fn new_message_id(ticket: TicketId, domain: &str) -> String {
 }
 
 impl Outbound {
+    /// Open a ticket for a new email to a contact and queue the email as its
+    /// first message (subject as given, with the ticket's tag). Everything
+    /// is checked before the ticket is opened.
+    pub async fn compose(&self, req: ComposeRequest) -> Result<QueuedReply, OutboundError> {
+        let config = self.live.config();
+        let channel = config
+            .channel(&req.channel)
+            .ok_or_else(|| OutboundError::Invalid(format!("unknown channel {:?}", req.channel)))?;
+        if channel.address.is_none() {
+            return Err(OutboundError::Channel(
+                channel.id.clone(),
+                "it has no address".into(),
+            ));
+        }
+        if config.user(&req.author).is_none() {
+            return Err(OutboundError::UnknownUser(req.author));
+        }
+        let email = crate::config::normalize_email(&req.contact.email);
+        if !crate::config::is_valid_email(&email) {
+            return Err(OutboundError::Invalid(format!(
+                "{:?} is not a valid email address",
+                req.contact.email
+            )));
+        }
+        if config.channel_for_recipient(&email).is_some() {
+            return Err(OutboundError::Invalid(format!(
+                "{email} is one of our own channel addresses"
+            )));
+        }
+        let subject = req.subject.trim().to_string();
+        if subject.is_empty()
+            || subject.len() > MAX_SUBJECT
+            || subject.chars().any(char::is_control)
+        {
+            return Err(OutboundError::Invalid(format!(
+                "the subject must be 1-{MAX_SUBJECT} bytes on one line"
+            )));
+        }
+        if req.text.trim().is_empty() {
+            return Err(OutboundError::Invalid("the text is empty".into()));
+        }
+        if req.text.len() > MAX_BODY_BYTES {
+            return Err(OutboundError::TooLarge(format!(
+                "text over {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        let name = req
+            .contact
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+            .map(str::to_string);
+        let ticket = crate::ingest::route::new_ticket(&config, channel, subject.clone(), &|_| true);
+        let number = self
+            .store
+            .open_outbound_ticket(
+                channel.id.clone(),
+                crate::store::ContactRef { email, name },
+                ticket,
+                req.author.clone(),
+            )
+            .await?;
+        self.reply(ReplyRequest {
+            ticket: number,
+            author: req.author,
+            text: Some(req.text),
+            html: None,
+            subject: Some(subject),
+            attachments: req.attachments,
+            cc_thread: false,
+            idempotency_key: req.idempotency_key,
+        })
+        .await
+    }
+
     /// Compose and durably queue a reply. Returns once it is committed.
     pub async fn reply(&self, req: ReplyRequest) -> Result<QueuedReply, OutboundError> {
         if req.text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)

@@ -191,4 +191,11 @@ ALTER TABLE messages ADD COLUMN cc_addrs TEXT;               -- JSON array, inbo
 ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
 "#,
+    // 11: the agents' web inbox: users' password hashes (argon2id, PHC
+    //     strings) with their web role, sign-in sessions and one-time
+    //     sign-in links (both stored as sha256 of their secret), the ticket
+    //     list's order (last activity, which a delivery change also bumps),
+    //     a counter of changes for live pages, and a full-text index of messages (subject, body, sender) kept in
+    //     step by triggers.
+    super::web::MIGRATION_11,
 ];

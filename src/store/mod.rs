@@ -5,7 +5,7 @@
 //! checkpoints. Only this module talks SQL; callers use the typed methods of
 //! [`Store`], an `Arc<dyn Store>`. [`Store`] is the sum of one trait per role
 //! — [`SpoolStore`], [`TicketStore`], [`OutboxStore`], [`MailboxStore`],
-//! [`PeopleStore`] — plus the counts across them; a caller holding a concrete
+//! [`PeopleStore`], [`WebStore`] — plus the counts across them; a caller holding a concrete
 //! store (not `dyn Store`) imports the role traits whose methods it calls.
 //! The types they take and return live in `types.rs`, what ingest and the
 //! store exchange while applying inbound mail in `inbound.rs` (and, for
@@ -35,6 +35,7 @@ mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
 mod types;
+mod web;
 
 pub use bounce::BounceLink;
 pub use inbound::*;
@@ -49,6 +50,9 @@ pub use outbound::{
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
+pub use web::{
+    InboxCounts, InboxQuery, InboxView, NewWebSession, WebSession, WebStore, WebUser, fts_query,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,6 +91,11 @@ pub enum StoreError {
     /// the backend's name, e.g. `sqlite: `). Temporary: the cause may pass.
     #[error("{0}")]
     Backend(String),
+    /// A feature this store backend does not offer yet (e.g. the web
+    /// inbox's full-text search on PostgreSQL): the text names it and the
+    /// backend. Not temporary: retrying gives the same answer.
+    #[error("{0}")]
+    Unsupported(String),
     /// I/O around the database file (creating its directory).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -126,7 +135,15 @@ impl From<rusqlite::Error> for StoreError {
 ///
 /// Every write resolves only after its transaction is durably committed.
 pub trait Store:
-    SpoolStore + TicketStore + OutboxStore + MailboxStore + PeopleStore + Send + Sync + 'static
+    SpoolStore
+    + TicketStore
+    + OutboxStore
+    + MailboxStore
+    + PeopleStore
+    + WebStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Counts for `status`: the queues, and totals that count every row
     /// (for an operator's `postdesk status`, not for anything polled).
@@ -204,6 +221,17 @@ pub trait TicketStore: Send + Sync {
 
     /// Change a ticket's status and/or owner.
     fn update_ticket(&self, ticket: TicketId, update: TicketUpdate) -> StoreFuture<'_, ()>;
+
+    /// Open a ticket that starts with our own mail to `contact` (a new
+    /// email composed by `owner`, who owns it): the contact is created if
+    /// new; no message yet (the reply queued next is its first).
+    fn open_outbound_ticket(
+        &self,
+        channel: String,
+        contact: ContactRef,
+        ticket: NewTicket,
+        owner: String,
+    ) -> StoreFuture<'_, TicketId>;
 
     /// A ticket's subject, channel, contact and thread ids (the first and the
     /// `recent` most recent), for composing a reply.

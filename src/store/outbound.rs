@@ -146,6 +146,7 @@ pub enum AttemptOutcome {
 pub struct TicketUpdate {
     pub status: Option<String>,
     pub owner: Option<Option<String>>,
+    pub priority: Option<String>,
 }
 
 pub(crate) fn ticket_channel(conn: &Connection, ticket: TicketId) -> Result<String, StoreError> {
@@ -366,6 +367,10 @@ pub(crate) fn update_ticket(
     if let Some(status) = &u.status {
         conn.prepare_cached("UPDATE tickets SET status = ?1, updated_at = ?2 WHERE id = ?3")?
             .execute(params![status, now, ticket.0])?;
+    }
+    if let Some(priority) = &u.priority {
+        conn.prepare_cached("UPDATE tickets SET priority = ?1, updated_at = ?2 WHERE id = ?3")?
+            .execute(params![priority, now, ticket.0])?;
     }
     if let Some(owner) = &u.owner {
         let reason = owner.is_none().then_some("unassigned by an agent");

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
+use super::web;
 use super::*;
 
 /// Size of the queue in front of the writer thread.
@@ -31,7 +32,7 @@ const STATEMENT_CACHE: usize = 64;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 4;
 /// Ticket statuses that do not count as open for balancing.
-const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
+pub(super) const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
 
 /// Milliseconds since the Unix epoch (the time unit of every stored timestamp).
 /// A stored time (unix ms) as RFC 3339 UTC, as logs and the CLI show it;
@@ -542,12 +543,12 @@ fn in_savepoint<T>(
 // ---------------------------------------------------------------------------
 // Reads
 
-const TICKET_COLUMNS: &str =
+pub(super) const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
      (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
 
-fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
+pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
         head: TicketHead {
             number: TicketId(r.get(0)?),
@@ -570,22 +571,69 @@ fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     })
 }
 
-fn list_tickets(conn: &Connection, f: &TicketFilter) -> Result<Vec<TicketSummary>, StoreError> {
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
-         WHERE (?1 IS NULL OR t.channel = ?1) AND (?2 IS NULL OR t.status = ?2)
-           AND (?3 IS NULL OR t.owner = ?3) AND (?4 IS NULL OR c.email = ?4)
-         ORDER BY t.id DESC LIMIT ?5"
-    );
-    let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
+/// A WHERE clause built from only the filters a query was given, each value
+/// bound as a parameter (`?N`), never written into the SQL. A filter left
+/// out is absent from the statement, so SQLite can pick the index of those
+/// present (`(?1 IS NULL OR col = ?1)` would make it scan).
+#[derive(Default)]
+pub(super) struct Filters {
+    clauses: Vec<String>,
+    pub(super) params: Vec<rusqlite::types::Value>,
+}
+
+impl Filters {
+    /// Bind `v` as the next parameter; its placeholder.
+    pub(super) fn bind(&mut self, v: impl Into<rusqlite::types::Value>) -> String {
+        self.params.push(v.into());
+        format!("?{}", self.params.len())
+    }
+
+    /// Require `clause` (SQL with no values of its own).
+    pub(super) fn and(&mut self, clause: impl Into<String>) {
+        self.clauses.push(clause.into());
+    }
+
+    /// Require `column = value` if a value is given.
+    pub(super) fn eq(&mut self, column: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            let p = self.bind(v.to_owned());
+            self.and(format!("{column} = {p}"));
+        }
+    }
+
+    /// `WHERE …` (empty with no clause).
+    pub(super) fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// The statement and parameters of a ticket list.
+pub(super) fn list_tickets_query(f: &TicketFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut w = Filters::default();
+    w.eq("t.channel", f.channel.as_deref());
+    w.eq("t.status", f.status.as_deref());
+    w.eq("t.owner", f.owner.as_deref());
     // Contacts are stored normalised (trimmed, lower-case): so is the filter,
     // whoever asks (CLI, API).
     let contact = f.contact.as_deref().map(crate::config::normalize_email);
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(
-        params![f.channel, f.status, f.owner, contact, limit],
-        ticket_row,
-    )?;
+    w.eq("c.email", contact.as_deref());
+    let limit = w.bind(f.limit.map(|l| l as i64).unwrap_or(-1));
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         {} ORDER BY t.id DESC LIMIT {limit}",
+        w.sql()
+    );
+    (sql, w.params)
+}
+
+fn list_tickets(conn: &Connection, f: &TicketFilter) -> Result<Vec<TicketSummary>, StoreError> {
+    let (sql, params) = list_tickets_query(f);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(params), ticket_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -605,7 +653,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
                  WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note
+                m.thread_note, m.html IS NOT NULL
          FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id",
     )?;
     let messages = stmt
@@ -629,6 +677,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                     .get::<_, Option<Vec<u8>>>(14)?
                     .and_then(|raw| serde_json::from_slice(&raw).ok()),
                 thread_note: r.get(15)?,
+                has_html: r.get(16)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -825,6 +874,20 @@ impl TicketStore for SqliteStore {
         Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
     }
 
+    fn open_outbound_ticket(
+        &self,
+        channel: String,
+        contact: ContactRef,
+        ticket: NewTicket,
+        owner: String,
+    ) -> StoreFuture<'_, TicketId> {
+        Box::pin(
+            self.write(move |c| {
+                inbound::open_outbound_ticket(c, &channel, &contact, &ticket, &owner)
+            }),
+        )
+    }
+
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
         Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
     }
@@ -973,7 +1036,80 @@ impl PeopleStore for SqliteStore {
     }
 
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize> {
-        Box::pin(self.write(move |c| ob::revoke_tokens(c, &user, id.as_deref())))
+        Box::pin(self.write(move |c| {
+            let n = ob::revoke_tokens(c, &user, id.as_deref())?;
+            // Revoking all of a user's tokens signs their browsers out too.
+            if id.is_none() {
+                web::end_sessions(c, &user)?;
+            }
+            Ok(n)
+        }))
+    }
+}
+
+impl WebStore for SqliteStore {
+    fn set_web_user(
+        &self,
+        user: String,
+        password: Option<String>,
+        role: TokenRole,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.write(move |c| web::set_web_user(c, &user, password.as_deref(), role, now_ms())),
+        )
+    }
+
+    fn web_user(&self, user: String) -> StoreFuture<'_, Option<WebUser>> {
+        Box::pin(self.read(move |c| web::web_user(c, &user)))
+    }
+
+    fn create_session(&self, session: NewWebSession) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| web::create_session(c, &session, now_ms())))
+    }
+
+    fn web_session(&self, id_hash: String) -> StoreFuture<'_, Option<WebSession>> {
+        Box::pin(self.read(move |c| web::web_session(c, &id_hash)))
+    }
+
+    fn end_session(&self, id_hash: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| web::end_session(c, &id_hash)))
+    }
+
+    fn end_sessions(&self, user: String) -> StoreFuture<'_, usize> {
+        Box::pin(self.write(move |c| web::end_sessions(c, &user)))
+    }
+
+    fn create_signin_link(
+        &self,
+        token_hash: String,
+        user: String,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.write(move |c| {
+                web::create_signin_link(c, &token_hash, &user, expires_at, now_ms())
+            }),
+        )
+    }
+
+    fn use_signin_link(&self, token_hash: String, now: i64) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.write(move |c| web::use_signin_link(c, &token_hash, now)))
+    }
+
+    fn inbox(&self, query: InboxQuery) -> StoreFuture<'_, Vec<TicketSummary>> {
+        Box::pin(self.read(move |c| web::inbox(c, &query)))
+    }
+
+    fn inbox_counts(&self, user: String) -> StoreFuture<'_, InboxCounts> {
+        Box::pin(self.read(move |c| web::inbox_counts(c, &user)))
+    }
+
+    fn message_html(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.read(move |c| web::message_html(c, ticket, position)))
+    }
+
+    fn activity(&self) -> StoreFuture<'_, i64> {
+        Box::pin(self.read(web::activity))
     }
 }
 

@@ -303,6 +303,9 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_note: Option<String>,
     pub created_at: i64,
+    /// The message has an HTML part (shown by the web inbox, sandboxed).
+    #[serde(skip)]
+    pub has_html: bool,
 }
 
 /// A ticket with its messages.

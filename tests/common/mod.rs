@@ -2,6 +2,7 @@
 //! temp dir, and real peers (swaks, Python's smtplib, Postfix) against it.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dovecot;
 pub mod http;
 pub mod load;

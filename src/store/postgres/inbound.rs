@@ -431,7 +431,11 @@ async fn record_bounce(db: &Db, b: &OutboundRef, fail: Option<&str>) -> Result<(
 
 /// The contact's id, creating it. A stored name is replaced only by a name
 /// from mail proven to be the contact's own (`verified`).
-async fn upsert_contact(db: &Db, c: &ContactRef, verified: bool) -> Result<i64, StoreError> {
+pub(super) async fn upsert_contact(
+    db: &Db,
+    c: &ContactRef,
+    verified: bool,
+) -> Result<i64, StoreError> {
     let existing = row(
         db,
         "SELECT id, name FROM contacts WHERE email = $1",

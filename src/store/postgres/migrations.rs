@@ -266,6 +266,63 @@ ALTER TABLE messages ADD COLUMN cc_addrs TEXT;
 ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;
 "#,
+    // 11: the agents' web inbox: users' password hashes with their web
+    //     role, sessions and one-time sign-in links (sha256 of their
+    //     secrets), the inbox's order index, a counter of changes for live
+    //     pages, and a delivery change as activity on its ticket — SQLite's
+    //     step 11 without its full-text index (search is not yet available
+    //     on PostgreSQL, see docs/postgres.md).
+    r#"
+CREATE TABLE web_users (
+    user_id     TEXT PRIMARY KEY,
+    password    TEXT,
+    role        TEXT NOT NULL DEFAULT 'agent',
+    updated_at  BIGINT NOT NULL
+);
+CREATE TABLE web_sessions (
+    id_hash     TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX web_sessions_user ON web_sessions(user_id);
+CREATE TABLE signin_links (
+    token_hash  TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX tickets_activity ON tickets(updated_at, id);
+
+CREATE FUNCTION postdesk_delivery_activity() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tickets
+       SET updated_at = greatest(updated_at, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+     WHERE id = NEW.ticket_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER messages_delivery_activity AFTER UPDATE OF delivery ON messages
+    FOR EACH ROW WHEN (OLD.delivery IS DISTINCT FROM NEW.delivery)
+    EXECUTE FUNCTION postdesk_delivery_activity();
+
+CREATE TABLE web_activity (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    n   BIGINT NOT NULL
+);
+INSERT INTO web_activity (id, n) VALUES (1, 0);
+CREATE FUNCTION postdesk_web_activity() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE web_activity SET n = n + 1 WHERE id = 1;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tickets_activity AFTER INSERT OR UPDATE ON tickets
+    FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
+CREATE TRIGGER messages_insert_activity AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
+CREATE TRIGGER messages_update_activity AFTER UPDATE OF delivery, delivery_detail ON messages
+    FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
+"#,
 ];
 
 /// `kind` of a classification (JSON text), NULL when it is not a JSON

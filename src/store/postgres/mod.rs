@@ -24,6 +24,7 @@ mod outbox;
 mod people;
 mod sql;
 mod tickets;
+mod web;
 mod writer;
 
 #[cfg(test)]
@@ -386,6 +387,21 @@ impl TicketStore for PostgresStore {
         })
     }
 
+    fn open_outbound_ticket(
+        &self,
+        channel: String,
+        contact: ContactRef,
+        ticket: NewTicket,
+        owner: String,
+    ) -> StoreFuture<'_, TicketId> {
+        self.write(move |db| {
+            Box::pin(async move {
+                tickets::open_outbound_ticket(db, &channel, &contact, &ticket, &owner, now_ms())
+                    .await
+            })
+        })
+    }
+
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
         Box::pin(async move { tickets::reply_context(&*self.db().await?, ticket, recent).await })
     }
@@ -522,7 +538,86 @@ impl PeopleStore for PostgresStore {
 
     fn revoke_api_tokens(&self, user: String, id: Option<String>) -> StoreFuture<'_, usize> {
         self.write(move |db| {
-            Box::pin(async move { people::revoke_tokens(db, &user, id.as_deref()).await })
+            Box::pin(async move {
+                let n = people::revoke_tokens(db, &user, id.as_deref()).await?;
+                // Revoking all of a user's tokens signs their browsers out too.
+                if id.is_none() {
+                    web::end_sessions(db, &user).await?;
+                }
+                Ok(n)
+            })
         })
+    }
+}
+
+impl WebStore for PostgresStore {
+    fn set_web_user(
+        &self,
+        user: String,
+        password: Option<String>,
+        role: TokenRole,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |db| {
+            Box::pin(async move {
+                web::set_web_user(db, &user, password.as_deref(), role, now_ms()).await
+            })
+        })
+    }
+
+    fn web_user(&self, user: String) -> StoreFuture<'_, Option<WebUser>> {
+        Box::pin(async move { web::web_user(&*self.db().await?, &user).await })
+    }
+
+    fn create_session(&self, session: NewWebSession) -> StoreFuture<'_, ()> {
+        self.write(move |db| {
+            Box::pin(async move { web::create_session(db, &session, now_ms()).await })
+        })
+    }
+
+    fn web_session(&self, id_hash: String) -> StoreFuture<'_, Option<WebSession>> {
+        Box::pin(async move { web::web_session(&*self.db().await?, &id_hash).await })
+    }
+
+    fn end_session(&self, id_hash: String) -> StoreFuture<'_, ()> {
+        self.write(move |db| Box::pin(async move { web::end_session(db, &id_hash).await }))
+    }
+
+    fn end_sessions(&self, user: String) -> StoreFuture<'_, usize> {
+        self.write(move |db| Box::pin(async move { web::end_sessions(db, &user).await }))
+    }
+
+    fn create_signin_link(
+        &self,
+        token_hash: String,
+        user: String,
+        expires_at: i64,
+    ) -> StoreFuture<'_, ()> {
+        self.write(move |db| {
+            Box::pin(async move {
+                web::create_signin_link(db, &token_hash, &user, expires_at, now_ms()).await
+            })
+        })
+    }
+
+    fn use_signin_link(&self, token_hash: String, now: i64) -> StoreFuture<'_, Option<String>> {
+        self.write(move |db| {
+            Box::pin(async move { web::use_signin_link(db, &token_hash, now).await })
+        })
+    }
+
+    fn inbox(&self, query: InboxQuery) -> StoreFuture<'_, Vec<TicketSummary>> {
+        Box::pin(async move { web::inbox(&*self.db().await?, &query).await })
+    }
+
+    fn inbox_counts(&self, user: String) -> StoreFuture<'_, InboxCounts> {
+        Box::pin(async move { web::inbox_counts(&*self.db().await?, &user).await })
+    }
+
+    fn message_html(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move { web::message_html(&*self.db().await?, ticket, position).await })
+    }
+
+    fn activity(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move { web::activity(&*self.db().await?).await })
     }
 }

@@ -114,3 +114,13 @@ async fn outbox_counts(db: &Db) -> Result<OutboxCounts, StoreError> {
     }
     Ok(c)
 }
+
+/// `clause` with its `#` replaced by the placeholder of `p`, bound next.
+pub(crate) fn bind<'a>(
+    params: &mut Vec<&'a (dyn ToSql + Sync)>,
+    clause: &str,
+    p: &'a (dyn ToSql + Sync),
+) -> String {
+    params.push(p);
+    clause.replace('#', &format!("${}", params.len()))
+}

@@ -293,6 +293,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         TicketUpdate {
             status: Some("closed".into()),
             owner: Some(None),
+            priority: None,
         },
     )
     .await
@@ -563,6 +564,31 @@ mod conformance {
     }
 
     crate::store::tests::conformance!(open);
+}
+
+/// The web inbox's search has no index on PostgreSQL yet: a page with
+/// words to search is refused with `Unsupported`, naming the feature and
+/// the backend — never answered with the unfiltered list. Blank words are
+/// no search and list as usual.
+#[tokio::test]
+async fn inbox_search_is_refused_not_ignored() {
+    let store = super::open_test_store().await;
+    let query = |search: &str| InboxQuery {
+        view: InboxView::Open,
+        status: None,
+        owner: None,
+        contact: None,
+        search: Some(search.into()),
+        before: None,
+        limit: 50,
+    };
+    match store.inbox(query("printer")).await {
+        Err(StoreError::Unsupported(m)) => {
+            assert!(m.contains("search") && m.contains("PostgreSQL"), "{m}")
+        }
+        other => panic!("search answered {other:?}"),
+    }
+    assert_eq!(store.inbox(query("  ")).await.expect("blank").len(), 0);
 }
 
 /// Large raw messages into `bytea`: the time of `spool()` and of reading the

@@ -3,11 +3,12 @@
 //! queries `sqlite.rs` and `store/outbound.rs` run for SQLite.
 
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
-use super::sql::{Db, col, exec, parse_json, parse_json_vec, row, rows};
+use super::sql::{Db, bind, col, exec, parse_json, parse_json_vec, row, rows};
 use crate::store::{
-    ContactRef, MessageView, ReplyContext, StoreError, TicketDetail, TicketFilter, TicketHead,
-    TicketId, TicketSummary, TicketUpdate,
+    ContactRef, MessageView, NewTicket, ReplyContext, StoreError, TicketDetail, TicketFilter,
+    TicketHead, TicketId, TicketSummary, TicketUpdate,
 };
 
 pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, StoreError> {
@@ -23,12 +24,12 @@ pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, 
     }
 }
 
-const TICKET_COLUMNS: &str =
+pub(super) const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
      (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
 
-fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
+pub(super) fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
     Ok(TicketSummary {
         head: TicketHead {
             number: TicketId(col(r, 0)?),
@@ -51,28 +52,42 @@ fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
     })
 }
 
+/// Only the filters given are in the WHERE clause (each a bound
+/// parameter), so the planner can use their index.
 pub(super) async fn list_tickets(
     db: &Db,
     f: &TicketFilter,
 ) -> Result<Vec<TicketSummary>, StoreError> {
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
-         WHERE ($1::text IS NULL OR t.channel = $1) AND ($2::text IS NULL OR t.status = $2)
-           AND ($3::text IS NULL OR t.owner = $3) AND ($4::text IS NULL OR c.email = $4)
-         ORDER BY t.id DESC LIMIT $5"
-    );
     // Contacts are stored normalised: so is the filter, whoever asks.
     let contact = f.contact.as_deref().map(crate::config::normalize_email);
     let limit = f.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-    rows(
-        db,
-        &sql,
-        &[&f.channel, &f.status, &f.owner, &contact, &limit],
-    )
-    .await?
-    .iter()
-    .map(ticket_row)
-    .collect()
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    let mut clauses = Vec::new();
+    for (column, value) in [
+        ("t.channel", &f.channel),
+        ("t.status", &f.status),
+        ("t.owner", &f.owner),
+        ("c.email", &contact),
+    ] {
+        if let Some(v) = value {
+            clauses.push(bind(&mut params, &format!("{column} = #"), v));
+        }
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let limit = bind(&mut params, "#", &limit);
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN contacts c ON c.id = t.contact_id
+         {filter} ORDER BY t.id DESC LIMIT {limit}"
+    );
+    rows(db, &sql, &params)
+        .await?
+        .iter()
+        .map(ticket_row)
+        .collect()
 }
 
 pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreError> {
@@ -92,7 +107,7 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
                  WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note
+                m.thread_note, m.html IS NOT NULL
          FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id",
         &[&n.0],
     )
@@ -117,6 +132,7 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
             submission: col::<Option<Vec<u8>>>(r, 14)?
                 .and_then(|raw| serde_json::from_slice(&raw).ok()),
             thread_note: col(r, 15)?,
+            has_html: col(r, 16)?,
         })
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -190,6 +206,14 @@ pub(super) async fn update_ticket(
         )
         .await?;
     }
+    if let Some(priority) = &u.priority {
+        exec(
+            db,
+            "UPDATE tickets SET priority = $1, updated_at = $2 WHERE id = $3",
+            &[priority, &now, &ticket.0],
+        )
+        .await?;
+    }
     if let Some(owner) = &u.owner {
         let reason = owner.is_none().then_some("unassigned by an agent");
         exec(
@@ -247,4 +271,26 @@ pub(super) async fn reply_context(
         thread,
         participants: participants(db, ticket).await?,
     })
+}
+
+/// Open a ticket that starts with our own mail to `contact`, owned by
+/// `owner` (SQLite: `sqlite/inbound.rs`, same rules).
+pub(super) async fn open_outbound_ticket(
+    db: &Db,
+    channel: &str,
+    contact: &ContactRef,
+    t: &NewTicket,
+    owner: &str,
+    now: i64,
+) -> Result<TicketId, StoreError> {
+    let contact_id = super::inbound::upsert_contact(db, contact, false).await?;
+    let r = row(
+        db,
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, created_at, updated_at, secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
+        &[&channel, &contact_id, &t.subject, &t.pipeline, &t.status, &t.priority, &t.properties, &owner, &now, &t.secret],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Failed("INSERT … RETURNING gave no row".into()))?;
+    Ok(TicketId(col(&r, 0)?))
 }

@@ -450,3 +450,23 @@ fn insert_message(
     }
     Ok(())
 }
+
+/// Open a ticket that starts with our own mail to `contact` (a new email
+/// composed by `owner`, who owns it): the contact is created if new, and
+/// its stored name is only filled in, never replaced.
+pub(super) fn open_outbound_ticket(
+    conn: &Connection,
+    channel: &str,
+    contact: &ContactRef,
+    t: &NewTicket,
+    owner: &str,
+) -> Result<TicketId, StoreError> {
+    let contact_id = upsert_contact(conn, contact, false)?;
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, created_at, updated_at, secret)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+    )?
+    .execute(params![channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, now, t.secret])?;
+    Ok(TicketId(conn.last_insert_rowid()))
+}

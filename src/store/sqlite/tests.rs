@@ -683,7 +683,7 @@ async fn migration_10_makes_existing_tokens_admins_without_expiry() {
         .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
         .await
         .expect("version");
-    assert_eq!(version, 10);
+    assert_eq!(version, MIGRATIONS.len() as i64);
 }
 
 /// A database postdesk creates is 0600, and so are its `-wal` and `-shm`
@@ -743,4 +743,191 @@ fn sqlite_errors_map_to_backend_neutral_variants() {
         assert!(e.is_temporary(), "{e:?}");
     }
     assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
+}
+
+/// The web inbox's lists: views, filters, full-text search over subject,
+/// body (stored inline or by reference into the raw message) and contact,
+/// newest activity first, paged by cursor; counts; the activity counter.
+#[tokio::test]
+async fn inbox_views_search_and_paging() {
+    let (_d, s) = store();
+    let ids = spool_many(&*s, 4).await;
+    let before = s.activity().await.expect("activity");
+    let mut plans = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut p = inbound(*id, n, unassigned());
+        let m = &mut p.messages[0];
+        m.text = match n {
+            0 => BodyText::Inline("The printer is on fire".into()),
+            // spool_msg's raw ends with its body: stored by reference.
+            1 => BodyText::RawFrom(format!("Subject: {n}\r\n\r\n").len()),
+            _ => BodyText::Inline("nothing to see".into()),
+        };
+        plans.push(p);
+    }
+    apply_all(&*s, plans).await;
+    assert!(s.activity().await.expect("activity") > before);
+    s.update_ticket(
+        TicketId(3),
+        TicketUpdate {
+            status: Some("closed".into()),
+            ..TicketUpdate::default()
+        },
+    )
+    .await
+    .expect("close");
+    s.update_ticket(
+        TicketId(4),
+        TicketUpdate {
+            owner: Some(Some("ann".into())),
+            ..TicketUpdate::default()
+        },
+    )
+    .await
+    .expect("assign");
+    let q = |view: InboxView, search: Option<&str>| InboxQuery {
+        view,
+        status: None,
+        owner: None,
+        contact: None,
+        search: search.map(str::to_string),
+        before: None,
+        limit: 50,
+    };
+    let numbers = |v: Vec<TicketSummary>| v.iter().map(|t| t.head.number.0).collect::<Vec<_>>();
+    let open = s.inbox(q(InboxView::Open, None)).await.expect("open");
+    assert_eq!(
+        numbers(open),
+        [4, 2, 1],
+        "last activity first, closed left out"
+    );
+    assert_eq!(
+        numbers(s.inbox(q(InboxView::Closed, None)).await.expect("closed")),
+        [3]
+    );
+    assert_eq!(
+        numbers(
+            s.inbox(q(InboxView::Mine("ann".into()), None))
+                .await
+                .expect("mine")
+        ),
+        [4]
+    );
+    assert_eq!(
+        numbers(s.inbox(q(InboxView::Unassigned, None)).await.expect("un")),
+        [2, 1]
+    );
+    let found = |w: &'static str| {
+        let s = s.clone();
+        async move { numbers(s.inbox(q(InboxView::Open, Some(w))).await.expect("search")) }
+    };
+    assert_eq!(found("printer").await, [1], "an inline body word");
+    assert_eq!(found("PRINT").await, [1], "a prefix, any case");
+    assert_eq!(found("body").await, [2], "a body stored by reference");
+    assert_eq!(found("c1@customer.example").await, [2], "the contact");
+    assert_eq!(
+        found("Subject 4").await,
+        Vec::<i64>::new(),
+        "all words must match"
+    );
+    assert_eq!(
+        found("\"fire OR x*").await,
+        Vec::<i64>::new(),
+        "no FTS syntax"
+    );
+    // Paging: the cursor of the first page's last ticket.
+    let mut first = q(InboxView::Open, None);
+    first.limit = 2;
+    let page1 = s.inbox(first.clone()).await.expect("page 1");
+    let last = page1.last().expect("a ticket").head.clone();
+    first.before = Some((last.updated_at, last.number.0));
+    assert_eq!(numbers(page1), [4, 2]);
+    assert_eq!(numbers(s.inbox(first).await.expect("page 2")), [1]);
+    let counts = s.inbox_counts("ann".into()).await.expect("counts");
+    assert_eq!(
+        (counts.mine, counts.unassigned, counts.open, counts.closed),
+        (1, 2, 3, 1)
+    );
+    assert_eq!(counts.channels, [("support".to_string(), 3)]);
+}
+
+/// A ticket list or inbox page filtered by contact, owner or status finds
+/// its tickets through an index, not a scan of every ticket: the WHERE
+/// clause holds only the filters given (200,000 tickets: a scan took 0.5 s
+/// for `tickets list --contact`, the index 0.01 s).
+#[tokio::test]
+async fn ticket_filters_search_their_index() {
+    let (_dir, s) = store();
+    let some = |v: &str| Some(v.to_string());
+    let inbox = |view: InboxView, contact: Option<String>| InboxQuery {
+        view,
+        status: None,
+        owner: None,
+        contact,
+        search: None,
+        before: None,
+        limit: 50,
+    };
+    let queries = vec![
+        (
+            "list --contact",
+            list_tickets_query(&TicketFilter {
+                contact: some(" X@Example.com "),
+                ..TicketFilter::default()
+            }),
+            ["sqlite_autoindex_contacts_1", "tickets_contact"].as_slice(),
+        ),
+        (
+            "list --owner",
+            list_tickets_query(&TicketFilter {
+                owner: some("ann"),
+                limit: Some(20),
+                ..TicketFilter::default()
+            }),
+            ["tickets_owner"].as_slice(),
+        ),
+        (
+            "list --owner --status",
+            list_tickets_query(&TicketFilter {
+                owner: some("ann"),
+                status: some("open"),
+                ..TicketFilter::default()
+            }),
+            ["tickets_owner"].as_slice(),
+        ),
+        (
+            "inbox open, contact",
+            web::inbox_query(&inbox(InboxView::Open, some("x@example.com"))),
+            ["sqlite_autoindex_contacts_1", "tickets_contact"].as_slice(),
+        ),
+        (
+            "inbox mine",
+            web::inbox_query(&inbox(InboxView::Mine("ann".into()), None)),
+            ["tickets_owner"].as_slice(),
+        ),
+    ];
+    for (what, (sql, params), indexes) in queries {
+        // Only the filters given are bound: no `?N IS NULL` left behind.
+        assert!(!sql.contains("IS NULL OR"), "{what}: {sql}");
+        let plan = s
+            .read(move |c| {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .expect("plan");
+        assert!(
+            !plan.iter().any(|d| d.starts_with("SCAN t")),
+            "{what}: {plan:?}"
+        );
+        for index in indexes {
+            assert!(
+                plan.iter().any(|d| d.contains(&format!("INDEX {index} "))),
+                "{what}: no {index} in {plan:?}"
+            );
+        }
+    }
 }

@@ -28,9 +28,11 @@
 
 mod inbound;
 mod outbox;
+mod web;
 
 pub(crate) use inbound::*;
 pub(crate) use outbox::*;
+pub(crate) use web::*;
 
 use std::sync::Arc;
 
@@ -82,6 +84,8 @@ macro_rules! conformance {
             reply_context_leaves_out_replies_whose_delivery_failed,
             outbox_counts_tell_the_sent_replies_that_bounced,
             an_idempotency_key_replays_its_reply_and_no_other_ticket,
+            web_sessions_and_sign_in_links,
+            inbox_views_filters_counts_and_paging,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -1,0 +1,187 @@
+//! The web inbox's part of the conformance suite: users, sessions, sign-in
+//! links, the inbox's views, filters, counts and paging, a new email's
+//! ticket, the activity counter. Search is backend-specific (SQLite's FTS5;
+//! refused on PostgreSQL) and tested with each backend.
+
+use super::*;
+
+/// Sessions and sign-in links are found by their hash only, end on
+/// sign-out, on a new password and with all of the user's API tokens; a
+/// sign-in link works once and not after it expired.
+pub(crate) async fn web_sessions_and_sign_in_links(s: &dyn Store) {
+    s.set_web_user("ann".into(), Some("$argon2id$x".into()), TokenRole::Admin)
+        .await
+        .expect("password");
+    let w = s.web_user("ann".into()).await.expect("read").expect("ann");
+    assert_eq!(
+        (w.password.as_deref(), w.role),
+        (Some("$argon2id$x"), TokenRole::Admin)
+    );
+    let session = |id: &str| NewWebSession {
+        id_hash: id.into(),
+        user: "ann".into(),
+        csrf: format!("csrf-{id}"),
+        expires_at: now_ms() + 60_000,
+    };
+    s.create_session(session("s1")).await.expect("s1");
+    s.create_session(session("s2")).await.expect("s2");
+    let got = s.web_session("s1".into()).await.expect("read").expect("s1");
+    assert_eq!(
+        (got.user.as_str(), got.role, got.csrf.as_str()),
+        ("ann", TokenRole::Admin, "csrf-s1")
+    );
+    s.end_session("s1".into()).await.expect("end");
+    assert_eq!(s.web_session("s1".into()).await.expect("read"), None);
+    assert!(s.web_session("s2".into()).await.expect("read").is_some());
+    s.revoke_api_tokens("ann".into(), None)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        s.web_session("s2".into()).await.expect("read"),
+        None,
+        "revoked with the tokens"
+    );
+    s.create_session(session("s3")).await.expect("s3");
+    s.set_web_user("ann".into(), Some("$argon2id$y".into()), TokenRole::Agent)
+        .await
+        .expect("new password");
+    assert_eq!(
+        s.web_session("s3".into()).await.expect("read"),
+        None,
+        "a new password signs out"
+    );
+    let now = now_ms();
+    s.create_signin_link("l1".into(), "ann".into(), now + 60_000)
+        .await
+        .expect("link");
+    s.create_signin_link("l2".into(), "ann".into(), now + 10)
+        .await
+        .expect("link");
+    assert_eq!(
+        s.use_signin_link("l1".into(), now).await.expect("use"),
+        Some("ann".into())
+    );
+    assert_eq!(
+        s.use_signin_link("l1".into(), now).await.expect("reuse"),
+        None,
+        "once"
+    );
+    assert_eq!(
+        s.use_signin_link("l2".into(), now + 20)
+            .await
+            .expect("late"),
+        None,
+        "expired"
+    );
+}
+
+/// Inbox views (mine, unassigned, open, channel, closed) with filters by
+/// contact, owner and status, newest activity first, paged by cursor; the
+/// counts; the activity counter; a ticket opened by our own email.
+pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
+    let ids = spool_many(s, 4).await;
+    let before = s.activity().await.expect("activity");
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, unassigned()))
+        .collect();
+    apply_all(s, plans).await;
+    assert!(s.activity().await.expect("activity") > before);
+    let update = |status: Option<&str>, owner: Option<&str>| TicketUpdate {
+        status: status.map(str::to_string),
+        owner: owner.map(|o| Some(o.to_string())),
+        priority: Some("high".into()),
+    };
+    s.update_ticket(TicketId(3), update(Some("closed"), None))
+        .await
+        .expect("close");
+    s.update_ticket(TicketId(4), update(None, Some("ann")))
+        .await
+        .expect("assign");
+    let composed = s
+        .open_outbound_ticket(
+            "support".into(),
+            ContactRef {
+                email: "new@customer.example".into(),
+                name: Some("New".into()),
+            },
+            NewTicket {
+                subject: "Your order".into(),
+                secret: "abcdefgh".into(),
+                pipeline: None,
+                status: Some("open".into()),
+                priority: None,
+                properties: "{}".into(),
+                routing: unassigned(),
+            },
+            "ann".into(),
+        )
+        .await
+        .expect("compose");
+    assert_eq!(composed, TicketId(5));
+    let q = |view: InboxView| InboxQuery {
+        view,
+        status: None,
+        owner: None,
+        contact: None,
+        search: None,
+        before: None,
+        limit: 50,
+    };
+    let numbers =
+        |list: Vec<TicketSummary>| -> Vec<i64> { list.iter().map(|t| t.head.number.0).collect() };
+    let page = |query: InboxQuery| async move { numbers(s.inbox(query).await.expect("inbox")) };
+    assert_eq!(page(q(InboxView::Mine("ann".into()))).await, vec![5, 4]);
+    assert_eq!(page(q(InboxView::Unassigned)).await, vec![2, 1]);
+    assert_eq!(page(q(InboxView::Open)).await, vec![5, 4, 2, 1]);
+    assert_eq!(
+        page(q(InboxView::Channel("support".into()))).await,
+        vec![5, 4, 2, 1]
+    );
+    assert_eq!(
+        page(q(InboxView::Channel("sales".into()))).await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(page(q(InboxView::Closed)).await, vec![3]);
+    let by_contact = InboxQuery {
+        contact: Some(" C1@Customer.Example ".into()),
+        ..q(InboxView::Open)
+    };
+    assert_eq!(page(by_contact).await, vec![2]);
+    let by_owner = InboxQuery {
+        owner: Some("ann".into()),
+        status: Some("open".into()),
+        ..q(InboxView::Open)
+    };
+    assert_eq!(page(by_owner).await, vec![5]);
+    // Paging: two at a time, the cursor after the last one shown.
+    let first = s
+        .inbox(InboxQuery {
+            limit: 2,
+            ..q(InboxView::Open)
+        })
+        .await
+        .expect("page 1");
+    let last = &first[1].head;
+    let rest = InboxQuery {
+        before: Some((last.updated_at, last.number.0)),
+        ..q(InboxView::Open)
+    };
+    assert_eq!((numbers(first), page(rest).await), (vec![5, 4], vec![2, 1]));
+    let counts = s.inbox_counts("ann".into()).await.expect("counts");
+    assert_eq!(
+        counts,
+        InboxCounts {
+            mine: 2,
+            unassigned: 2,
+            open: 4,
+            closed: 1,
+            channels: vec![("support".into(), 4)],
+        }
+    );
+    let t = s.ticket(TicketId(4)).await.expect("ticket");
+    assert_eq!(t.head.priority.as_deref(), Some("high"));
+    assert_eq!(s.message_html(TicketId(1), 0).await.expect("html"), None);
+    assert_eq!(s.message_html(TicketId(1), 9).await.expect("none"), None);
+}

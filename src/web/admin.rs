@@ -1,0 +1,169 @@
+//! The admin page (web role `admin`): channels with enable/disable and,
+//! per channel, the From line and signature any agent's replies carry;
+//! users with their availability, which an admin may set. And every
+//! agent's own availability toggle (the top bar's form).
+//!
+//! Actions go through [`crate::api::actions`] (the API's checks: an
+//! agent's session is refused 403 on admin actions there too).
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::i18n::Lang;
+use super::pages::layout;
+use super::session::{Agent, Posted};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::store::TokenRole;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminParams {
+    /// The agent whose From line and signature the previews show.
+    agent: Option<String>,
+}
+
+pub async fn page(
+    State(s): State<AppState>,
+    agent: Agent,
+    headers: HeaderMap,
+    q: Result<Query<AdminParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    if agent.role != TokenRole::Admin {
+        let e = ApiError::forbidden("the admin page needs the admin web role");
+        return super::error_page(lang, &e);
+    }
+    let config = s.live.config();
+    let chosen = q
+        .ok()
+        .and_then(|Query(p)| p.agent)
+        .unwrap_or_else(|| agent.id.clone());
+    let preview_user = config.user(&chosen).or_else(|| config.user(&agent.id));
+    let body = html! {
+        h1 { "Admin" }
+        section aria-labelledby="channels-h" {
+            h2 #channels-h { (lang.t("Channel")) }
+            form method="get" action="/admin" {
+                label { (lang.t("Preview as")) " "
+                    select name="agent" {
+                        @for u in &config.users {
+                            option value=(u.id) selected[preview_user.is_some_and(|p| p.id == u.id)] { (u.full_name()) }
+                        }
+                    }
+                }
+                " " button type="submit" { (lang.t("Show")) }
+            }
+            table.tickets {
+                thead { tr { th { "id" } th { "kind" } th { "address" } th { (lang.t("From line")) } th { (lang.t("Signature")) } th { } } }
+                tbody {
+                    @for c in &config.channels {
+                        @let enabled = s.live.channel_enabled(c);
+                        tr data-channel=(c.id) {
+                            td { (c.id) }
+                            td { (c.kind.as_str()) }
+                            td { (c.address.as_deref().unwrap_or("")) }
+                            td { @if let (Some(u), Some(a)) = (preview_user, c.address.as_deref()) {
+                                (config.sender_display_name(c, Some(u)).map(|n| format!("{n} <{a}>")).unwrap_or_else(|| a.to_string()))
+                            } }
+                            td { @if let Some(u) = preview_user {
+                                div.body { (crate::outbound::signature::render(&c.signature_html, u).text) }
+                            } }
+                            td {
+                                form method="post" action=(format!("/admin/channels/{}", c.id)) {
+                                    input type="hidden" name="csrf" value=(agent.csrf);
+                                    input type="hidden" name="enabled" value=(if enabled { "0" } else { "1" });
+                                    span.badge data-enabled=(enabled) { (if enabled { lang.t("enabled") } else { lang.t("disabled") }) } " "
+                                    button type="submit" { (if enabled { lang.t("Disable") } else { lang.t("Enable") }) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="users-h" {
+            h2 #users-h { (lang.t("Users")) }
+            table.tickets {
+                thead { tr { th { "id" } th { (lang.t("Name")) } th { (lang.t("Email")) } th { (lang.t("Licence")) } th { (lang.t("Available")) } } }
+                tbody {
+                    @for u in &config.users {
+                        @let available = s.live.user_available(u);
+                        tr data-user=(u.id) {
+                            td { (u.id) } td { (u.full_name()) } td { (u.email) }
+                            td { (if u.licensed { "✓" } else { "—" }) }
+                            td { (availability_form(lang, &agent, &u.id, available)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(lang, "Admin", Some(&agent), body).into_response()
+}
+
+/// A button that switches `user`'s availability (with the state now).
+pub fn availability_form(lang: Lang, agent: &Agent, user: &str, available: bool) -> maud::Markup {
+    html! {
+        form.availability method="post" action=(format!("/users/{user}/availability")) {
+            input type="hidden" name="csrf" value=(agent.csrf);
+            input type="hidden" name="available" value=(if available { "0" } else { "1" });
+            button type="submit" data-available=(available) aria-pressed=(available)
+                title=(if available { lang.t("Away") } else { lang.t("Available") }) {
+                (if available { lang.t("Available") } else { lang.t("Away") })
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SwitchForm {
+    /// `1` or `0`.
+    #[serde(alias = "available")]
+    enabled: String,
+}
+
+fn back(headers: &HeaderMap, default: &str) -> String {
+    headers
+        .get(axum::http::header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| {
+            let path = r
+                .split_once("://")
+                .map_or(r, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
+            (path.starts_with('/') && !path.starts_with("//")).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| default.to_string())
+}
+
+pub async fn set_channel(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    posted: Posted<SwitchForm>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let user = posted.agent.auth_user();
+    let enabled = posted.form.enabled == "1";
+    match crate::api::actions::set_channel_enabled(&s, &user, &id, enabled).await {
+        Ok(()) => Redirect::to("/admin").into_response(),
+        Err(e) => super::error_page(lang, &e),
+    }
+}
+
+pub async fn set_availability(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    posted: Posted<SwitchForm>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let user = posted.agent.auth_user();
+    let available = posted.form.enabled == "1";
+    match crate::api::actions::set_availability(&s, &user, &id, available).await {
+        Ok(_) => Redirect::to(&back(&headers, "/")).into_response(),
+        Err(e) => super::error_page(lang, &e),
+    }
+}

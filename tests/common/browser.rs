@@ -1,0 +1,271 @@
+//! Real headless Chromium driven over WebDriver: chromedriver on a free
+//! loopback port (Debian `chromium` and `chromium-driver`; `scripts/test`
+//! installs them), a fresh profile directory, stopped when dropped. The
+//! calls block (the test's own small runtime runs fantoccini).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use super::{free_port, wait_for};
+
+pub struct Browser {
+    rt: tokio::runtime::Runtime,
+    client: Option<Client>,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Start chromedriver and a headless Chromium session.
+    pub fn start() -> Browser {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("chromedriver-{port}.log"));
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/test installs chromium-driver)");
+        let up = wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "chromedriver did not listen on {port}");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = rt
+            .block_on(
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&format!("http://127.0.0.1:{port}")),
+            )
+            .unwrap_or_else(|e| panic!("WebDriver session: {e}"));
+        Browser {
+            rt,
+            client: Some(client),
+            driver,
+            _profile: profile,
+        }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("session open")
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.rt
+            .block_on(self.c().goto(url))
+            .unwrap_or_else(|e| panic!("goto {url}: {e}"));
+    }
+
+    pub fn url(&self) -> String {
+        self.rt
+            .block_on(self.c().current_url())
+            .expect("current url")
+            .to_string()
+    }
+
+    /// Type `text` into the element at `css`.
+    pub fn fill(&self, css: &str, text: &str) {
+        self.rt.block_on(async {
+            let e = self
+                .c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            e.send_keys(text)
+                .await
+                .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+        });
+    }
+
+    /// Empty the input at `css`.
+    pub fn clear(&self, css: &str) {
+        self.rt.block_on(async {
+            let e = self
+                .c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            e.clear()
+                .await
+                .unwrap_or_else(|e| panic!("clear {css}: {e}"));
+        });
+    }
+
+    pub fn click(&self, css: &str) {
+        self.rt.block_on(async {
+            let e = self
+                .c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            e.click()
+                .await
+                .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        });
+    }
+
+    /// Choose the option with `value` in the select at `css`.
+    pub fn select(&self, css: &str, value: &str) {
+        self.rt.block_on(async {
+            let e = self
+                .c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            e.select_by_value(value)
+                .await
+                .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+        });
+    }
+
+    /// The visible text of the element at `css`.
+    pub fn text(&self, css: &str) -> String {
+        self.rt.block_on(async {
+            let e = self
+                .c()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            e.text()
+                .await
+                .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+        })
+    }
+
+    /// How many elements match `css` now.
+    pub fn count(&self, css: &str) -> usize {
+        self.rt
+            .block_on(self.c().find_all(Locator::Css(css)))
+            .map(|v| v.len())
+            .unwrap_or(0)
+    }
+
+    /// Wait (up to `timeout`) for an element at `css`; panics with the page
+    /// source when none appears.
+    pub fn wait_for(&self, css: &str, timeout: Duration) {
+        let found = self.rt.block_on(
+            self.c()
+                .wait()
+                .at_most(timeout)
+                .every(Duration::from_millis(100))
+                .for_element(Locator::Css(css)),
+        );
+        if let Err(e) = found {
+            panic!("no {css} within {timeout:?}: {e}\n{}", self.source());
+        }
+    }
+
+    /// Whether an element at `css` appears within `timeout`.
+    pub fn appears(&self, css: &str, timeout: Duration) -> bool {
+        self.rt
+            .block_on(
+                self.c()
+                    .wait()
+                    .at_most(timeout)
+                    .every(Duration::from_millis(100))
+                    .for_element(Locator::Css(css)),
+            )
+            .is_ok()
+    }
+
+    pub fn source(&self) -> String {
+        self.rt.block_on(self.c().source()).unwrap_or_default()
+    }
+
+    /// Run `script` in the page; its return value.
+    pub fn js(&self, script: &str) -> Value {
+        self.rt
+            .block_on(self.c().execute(script, Vec::new()))
+            .unwrap_or_else(|e| panic!("script {script}: {e}"))
+    }
+
+    /// A PNG of the window.
+    pub fn screenshot(&self) -> Vec<u8> {
+        self.rt.block_on(self.c().screenshot()).expect("screenshot")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = self.rt.block_on(c.close());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Postfix's `smtp-sink` on a free port, keeping every message it accepts
+/// as a file in its own directory.
+pub struct SmtpSink {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("sink dir");
+        // smtp-sink drops to `nobody`, who writes the files.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let port = free_port();
+        let child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", "-d"])
+            .arg(format!("{}/msg.", dir.path().display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("16")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink is installed (Debian postfix; scripts/test installs it)");
+        let up = wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "smtp-sink did not listen on {port}");
+        SmtpSink { port, dir, child }
+    }
+
+    /// The messages received so far (whole dump files, as text).
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
