@@ -322,6 +322,13 @@ fn main() -> ExitCode {
                     c.users.len(),
                     c.teams.len()
                 );
+                for note in c
+                    .channels
+                    .iter()
+                    .filter_map(postdesk::pull::oauth::permissions_needed)
+                {
+                    println!("note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -767,17 +767,31 @@ impl ChannelConfig {
 
     /// OAuth token endpoint: `oauth.token_url`, else Google's (gmail) or
     /// Microsoft's common endpoint (office365); `None` for other kinds without one.
-    pub fn effective_token_url(&self) -> Option<&str> {
-        if let Some(url) = self.oauth.as_ref().and_then(|o| o.token_url.as_deref()) {
-            return Some(url);
+    pub fn effective_token_url(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let oauth = self.oauth.as_ref();
+        if let Some(url) = oauth.and_then(|o| o.token_url.as_deref()) {
+            return Some(Cow::Borrowed(url));
         }
         match self.kind {
-            ChannelKind::Gmail => Some("https://oauth2.googleapis.com/token"),
-            ChannelKind::Office365 => {
-                Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
-            }
+            ChannelKind::Gmail => Some(Cow::Borrowed("https://oauth2.googleapis.com/token")),
+            ChannelKind::Office365 => Some(match oauth.and_then(|o| o.tenant.as_deref()) {
+                Some(tenant) => Cow::Owned(format!(
+                    "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+                )),
+                None => Cow::Borrowed("https://login.microsoftonline.com/common/oauth2/v2.0/token"),
+            }),
             _ => None,
         }
+    }
+
+    /// The scope of the `client_credentials` flow: `oauth.scope`, else
+    /// [`O365_APP_SCOPE`] on office365.
+    pub fn effective_app_scope(&self) -> Option<&str> {
+        if let Some(scope) = self.oauth.as_ref().and_then(|o| o.scope.as_deref()) {
+            return Some(scope);
+        }
+        (self.kind == ChannelKind::Office365).then_some(O365_APP_SCOPE)
     }
 }
 
@@ -1000,19 +1014,59 @@ pub enum FormFieldType {
     Checkbox,
 }
 
-/// `[channels.oauth]`: `client_id` and `refresh_token_file` required when present.
+/// `[channels.oauth]`: `client_id` required when present; `refresh_token_file`
+/// for the delegated flow, `client_secret_file` for the app-only one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthConfig {
+    /// How access tokens are obtained. Default `refresh_token` (delegated).
+    pub flow: OAuthFlow,
     /// Token endpoint. Default none = per kind (see [`ChannelConfig::effective_token_url`]).
     pub token_url: Option<String>,
+    /// Office 365: the directory (tenant id or domain) whose token endpoint
+    /// is used, `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+    /// Default none (the `common` endpoint; `client_credentials` needs one or
+    /// `token_url`).
+    pub tenant: Option<String>,
     /// OAuth client id. Required.
     pub client_id: String,
-    /// File holding the client secret (relative to the config dir). Default none (public client).
+    /// File holding the client secret (relative to the config dir). Default
+    /// none (public client); required for `client_credentials`.
     pub client_secret_file: Option<PathBuf>,
-    /// File holding the refresh token (relative to the config dir). Required, must be readable.
+    /// File holding the refresh token (relative to the config dir). Required
+    /// for `refresh_token`, must be readable; unused for `client_credentials`.
     /// Rewritten (atomically, mode 0600) when the provider rotates the token, so its
     /// directory must be writable by postdesk.
-    pub refresh_token_file: PathBuf,
+    pub refresh_token_file: Option<PathBuf>,
+    /// Scope asked for in the `client_credentials` flow. Default
+    /// [`O365_APP_SCOPE`] (office365).
+    pub scope: Option<String>,
+}
+
+/// The scope of an Office 365 app-only token for IMAP and SMTP.
+pub const O365_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// `[channels.oauth] flow`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthFlow {
+    /// Delegated: a person consented once; the refresh token in
+    /// `refresh_token_file` is exchanged for access tokens (and rotated).
+    #[default]
+    RefreshToken,
+    /// App-only (Office 365): the client id and secret alone are exchanged
+    /// for an access token to any mailbox the app was granted; no refresh
+    /// token, nothing written back.
+    ClientCredentials,
+}
+
+impl OAuthConfig {
+    /// The files whose change ends a `needs_reauth` pause: the refresh
+    /// token's and the client secret's.
+    pub fn secret_files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.refresh_token_file
+            .iter()
+            .chain(self.client_secret_file.iter())
+    }
 }
 
 /// Lower-case and trim an address, as stored for users, channels and contacts.

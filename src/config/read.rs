@@ -17,8 +17,8 @@ use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
     Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config, DkimConfig,
     DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig, LogConfig,
-    LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName, SmtpConfig,
-    StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    LogFormat, OAuthConfig, OAuthFlow, OutboundConfig, RelayConfig, RoutingConfig, SenderName,
+    SmtpConfig, StoreConfig, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -594,7 +594,8 @@ enum_from_toml!(
     ChannelKind,
     SenderName,
     Assign,
-    FormFieldType
+    FormFieldType,
+    OAuthFlow
 );
 
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
@@ -844,15 +845,27 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
     });
     let oauth = r
         .optional_section(t, "oauth", |r, t| {
+            let flow = r.key(t, "flow").unwrap_or_default();
             let token_url = r.key(t, "token_url");
+            let tenant = r.key(t, "tenant");
             let client_id = r.required(t, "client_id");
             let client_secret_file = r.key(t, "client_secret_file");
-            let refresh_token_file = r.required(t, "refresh_token_file");
+            let refresh_token_file: Option<PathBuf> = match flow {
+                OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
+                OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
+            };
+            let scope = r.key(t, "scope");
+            if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
+                return None;
+            }
             Some(OAuthConfig {
+                flow,
                 token_url,
+                tenant,
                 client_id: client_id?,
                 client_secret_file,
-                refresh_token_file: refresh_token_file?,
+                refresh_token_file,
+                scope,
             })
         })
         .flatten();

@@ -670,11 +670,14 @@ refresh_token_file = "secrets/rt"
     assert_eq!((cfg.warnings[0].line, cfg.warnings[0].col), (8, 15));
     let ch = &cfg.channels[0];
     let oauth = ch.oauth.as_ref().unwrap();
-    assert_eq!(oauth.refresh_token_file, dir.path().join("secrets/rt"));
+    assert_eq!(
+        oauth.refresh_token_file,
+        Some(dir.path().join("secrets/rt"))
+    );
     assert_eq!(ch.effective_imap_host(), Some("outlook.office365.com"));
     assert_eq!(ch.effective_imap_port(), 993);
     assert_eq!(
-        ch.effective_token_url(),
+        ch.effective_token_url().as_deref(),
         Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
     );
 }
@@ -1460,4 +1463,79 @@ fn logins_in_clear_to_another_host_warn() {
     );
     let local = gmail.replace("tls = \"none\"\n", "host = \"127.0.0.1\"\ntls = \"none\"\n");
     assert_eq!(warnings_in(&local, &config), Vec::<String>::new());
+}
+
+/// `[channels.oauth] flow = "client_credentials"` (Office 365 app-only):
+/// the keys it needs and refuses, each reported at its line and column.
+#[test]
+fn client_credentials_flow_is_checked_against_kind_and_keys() {
+    const O365: &str = "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nflow = \"client_credentials\"\n";
+    let table: &[(String, &str)] = &[
+        (
+            format!("{O365}tenant = \"acme.example\""),
+            "5:1: missing required key `client_secret_file` in [channels.oauth] (required with flow = \"client_credentials\")",
+        ),
+        (
+            format!("{O365}client_secret_file = \"Cargo.toml\""),
+            "7:8: flow = \"client_credentials\" needs `tenant`",
+        ),
+        (
+            format!("{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme/../x\""),
+            "9:10: tenant `acme/../x` is not a directory id or domain",
+        ),
+        (
+            format!(
+                "{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme.example\"\nrefresh_token_file = \"Cargo.toml\""
+            ),
+            "10:22: warning: `refresh_token_file` is ignored with flow = \"client_credentials\"",
+        ),
+        (
+            "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nflow = \"client_credentials\"\nclient_secret_file = \"Cargo.toml\"".to_string(),
+            "7:8: flow = \"client_credentials\" is for office365 channels",
+        ),
+        (
+            format!("{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme.example\"\nflow = \"implicit\""),
+            "duplicate key",
+        ),
+        (
+            "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nflow = \"implicit\"".to_string(),
+            "7:8: invalid value for `channels.oauth.flow`",
+        ),
+        (
+            "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"".to_string(),
+            "5:1: missing required key `refresh_token_file` in [channels.oauth]",
+        ),
+    ];
+    for (text, want) in table {
+        // Errors, or the warnings of a config that loads.
+        let errs = match parse_str(text) {
+            Ok(cfg) => cfg
+                .warnings
+                .iter()
+                .map(|d| format!("{}:{}: warning: {}", d.line, d.col, d.message))
+                .collect(),
+            Err(_) => errors_of(text),
+        };
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{text}\nwant {want}\ngot {errs:?}"
+        );
+    }
+    // A complete app-only channel: the tenant's endpoint and the default scope.
+    let cfg = parse_str(&format!(
+        "{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme.example\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ch = &cfg.channels[0];
+    let oauth = ch.oauth.as_ref().expect("oauth");
+    assert_eq!(oauth.flow, OAuthFlow::ClientCredentials);
+    assert_eq!(oauth.refresh_token_file, None);
+    assert_eq!(
+        ch.effective_token_url().as_deref(),
+        Some("https://login.microsoftonline.com/acme.example/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        ch.effective_app_scope(),
+        Some("https://outlook.office365.com/.default")
+    );
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::io_message;
 use super::read::{Draft, Reader};
-use super::{Assign, ChannelConfig, ChannelKind, SenderName, TlsMode};
+use super::{Assign, ChannelConfig, ChannelKind, OAuthConfig, OAuthFlow, SenderName, TlsMode};
 
 pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
     let base = config_path.parent().unwrap_or(Path::new(""));
@@ -217,15 +217,15 @@ fn check_mailbox(
         if let Some(file) = &oauth.client_secret_file {
             check_secret(r, &format!("{oauth_path}.client_secret_file"), file, base);
         }
-        check_secret(
-            r,
-            &format!("{oauth_path}.refresh_token_file"),
-            &oauth.refresh_token_file,
-            base,
-        );
+        if let Some(file) = &oauth.refresh_token_file {
+            check_secret(r, &format!("{oauth_path}.refresh_token_file"), file, base);
+        }
     }
     if !kind_known {
         return;
+    }
+    if let Some(oauth) = &ch.oauth {
+        check_oauth_flow(r, ch, oauth, &oauth_path);
     }
     if ch.kind.uses_oauth() && !r.has(&oauth_path) {
         r.error_at(
@@ -316,6 +316,68 @@ fn check_mailbox(
                     format!(
                         "move_to `{to}` differs from the pulled folder `{folder}` only in case: on a server that ignores case in folder names it is the same folder, and every message would be pulled and moved again each round"
                     ),
+                );
+            }
+        }
+    }
+}
+
+/// `[channels.oauth]`'s flow against the kind and the keys it needs.
+fn check_oauth_flow(r: &mut Reader<'_>, ch: &ChannelConfig, oauth: &OAuthConfig, at: &str) {
+    let kind = ch.kind.as_str();
+    if let Some(tenant) = &oauth.tenant {
+        let ok = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !ok {
+            r.error_at(
+                &format!("{at}.tenant"),
+                format!("tenant `{tenant}` is not a directory id or domain (letters, digits, `-` and `.` only)"),
+            );
+        }
+        if ch.kind != ChannelKind::Office365 {
+            r.warning_at(
+                &format!("{at}.tenant"),
+                format!("`tenant` is ignored for {kind} channels (Office 365 only)"),
+            );
+        }
+    }
+    match oauth.flow {
+        OAuthFlow::RefreshToken => {
+            if oauth.scope.is_some() {
+                r.warning_at(
+                    &format!("{at}.scope"),
+                    "`scope` is ignored with flow = \"refresh_token\" (the refresh token carries the scopes consented to)",
+                );
+            }
+        }
+        OAuthFlow::ClientCredentials => {
+            if ch.kind == ChannelKind::Gmail {
+                r.error_at(
+                    &format!("{at}.flow"),
+                    format!("flow = \"client_credentials\" is for office365 channels; {kind} mailboxes need a person's consent (flow = \"refresh_token\")"),
+                );
+            }
+            if oauth.client_secret_file.is_none() {
+                r.error_at(
+                    at,
+                    "missing required key `client_secret_file` in [channels.oauth] (required with flow = \"client_credentials\")",
+                );
+            }
+            if oauth.refresh_token_file.is_some() {
+                r.warning_at(
+                    &format!("{at}.refresh_token_file"),
+                    "`refresh_token_file` is ignored with flow = \"client_credentials\" (app-only access has no refresh token)",
+                );
+            }
+            if ch.kind == ChannelKind::Office365
+                && oauth.tenant.is_none()
+                && oauth.token_url.is_none()
+            {
+                r.error_at(
+                    &format!("{at}.flow"),
+                    "flow = \"client_credentials\" needs `tenant` (your directory id or domain) or `token_url`: app-only tokens come from the tenant's endpoint, not /common",
                 );
             }
         }
@@ -821,7 +883,7 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
         }
         if let Some(oauth) = &mut ch.oauth {
             oauth.client_secret_file.iter_mut().for_each(fix);
-            fix(&mut oauth.refresh_token_file);
+            oauth.refresh_token_file.iter_mut().for_each(fix);
         }
     }
 }
