@@ -1008,6 +1008,7 @@ async fn mailbox_states(
                 last_error: None,
                 last_error_at: None,
                 updated_at: 0,
+                resume_at: None,
             });
         }
     }

@@ -717,6 +717,16 @@ impl ChannelConfig {
         }
     }
 
+    /// The daily download budget in bytes: `imap.download_bytes_per_day`,
+    /// else [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail; 0 = no limit.
+    pub fn download_bytes_per_day(&self) -> u64 {
+        match self.imap.as_ref().and_then(|i| i.download_bytes_per_day) {
+            Some(n) => n,
+            None if self.kind == ChannelKind::Gmail => GMAIL_DOWNLOAD_BYTES_PER_DAY,
+            None => 0,
+        }
+    }
+
     /// IMAP TLS mode: `imap.tls`, default implicit.
     pub fn effective_imap_tls(&self) -> TlsMode {
         self.imap.as_ref().map_or(TlsMode::Implicit, |i| i.tls)
@@ -872,7 +882,17 @@ pub struct ImapConfig {
     /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
     /// header without an id), none (imap: pulled mail is unauthenticated).
     pub authserv_id: Option<String>,
+    /// Most bytes downloaded a day (by the sizes the server reports): a
+    /// backlog is pulled at this rate, an hour's share at most at once.
+    /// Default none = [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail (Gmail
+    /// refuses more than 2,500 MB a day, shared with the account's other
+    /// clients), no limit for others; `0` = no limit.
+    pub download_bytes_per_day: Option<u64>,
 }
+
+/// Default `download_bytes_per_day` of gmail channels: 2,000 MB, leaving a
+/// fifth of Gmail's daily 2,500 MB to the account's other clients.
+pub const GMAIL_DOWNLOAD_BYTES_PER_DAY: u64 = 2_000_000_000;
 
 /// Default `[channels.imap] batch_bytes` (32 MiB): a batch of 100 messages
 /// with large attachments must not take gigabytes of memory.

@@ -842,6 +842,7 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         batch_bytes: r.key(t, "batch_bytes").unwrap_or(super::BATCH_BYTES),
         move_to: r.key(t, "move_to"),
         authserv_id: r.key(t, "authserv_id"),
+        download_bytes_per_day: r.key(t, "download_bytes_per_day"),
     });
     let oauth = r
         .optional_section(t, "oauth", |r, t| {

@@ -36,10 +36,12 @@
 
 pub mod backoff;
 mod batch;
+mod budget;
 mod catch_up;
 pub mod connect;
 #[cfg(test)]
 mod fake_imap;
+mod fetch;
 pub mod mailbox;
 mod moves;
 pub mod mutf7;
@@ -86,6 +88,16 @@ pub enum PullError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The provider's daily download cap refused a fetch (Gmail's
+    /// `[OVERQUOTA]`): wait long, do not reconnect at once.
+    #[error("download cap reached: {0}")]
+    DownloadCap(String),
+    /// The mailbox's own daily download budget is used up until `resume_at`.
+    #[error("download budget of {per_day} bytes/day used up")]
+    Throttled {
+        resume_at: std::time::SystemTime,
+        per_day: u64,
+    },
 }
 
 impl From<async_imap::error::Error> for PullError {
@@ -101,6 +113,16 @@ impl PullError {
     /// Only a person can fix it; do not retry until the OAuth files change.
     pub fn needs_reauth(&self) -> bool {
         matches!(self, PullError::OAuth(e) if e.needs_reauth())
+    }
+
+    /// The provider's download cap answered: at a fetch, or at login
+    /// (Gmail: "Account exceeded command or bandwidth limits").
+    pub fn download_cap(&self) -> bool {
+        match self {
+            PullError::DownloadCap(_) => true,
+            PullError::Auth(text) | PullError::Protocol(text) => fetch::is_download_cap(text),
+            _ => false,
+        }
     }
 }
 

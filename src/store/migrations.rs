@@ -191,4 +191,7 @@ ALTER TABLE messages ADD COLUMN cc_addrs TEXT;               -- JSON array, inbo
 ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
 "#,
+    // 13: Gmail X-GM-MSGIDs per account (one ticket per message whatever its
+    //     labels), when a throttled mailbox resumes, mailbox alert incidents.
+    super::mailbox::MIGRATION_13,
 ];

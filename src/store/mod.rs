@@ -248,13 +248,19 @@ pub trait MailboxStore: Send + Sync {
         uidvalidity: u32,
     ) -> StoreFuture<'_, ()>;
 
-    /// Record a puller's state change (and its error, if any).
+    /// The X-GM-MSGIDs among `ids` that the Gmail `account` already pulled
+    /// (through any channel or label).
+    fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>>;
+
+    /// Record a puller's state change (and its error, if any; when a
+    /// throttled mailbox resumes, unix ms).
     fn set_mailbox_state(
         &self,
         channel: String,
         folder: String,
         state: MailboxState,
         error: Option<String>,
+        resume_at: Option<i64>,
     ) -> StoreFuture<'_, ()>;
 
     /// Every pulled mailbox's persisted status, by channel.

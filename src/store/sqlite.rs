@@ -1314,10 +1314,15 @@ impl MailboxStore for SqliteStore {
         folder: String,
         state: MailboxState,
         error: Option<String>,
+        resume_at: Option<i64>,
     ) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref())
+            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref(), resume_at)
         }))
+    }
+
+    fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>> {
+        Box::pin(self.read(move |c| super::mailbox::known_gmail_ids(c, &account, &ids)))
     }
 
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
