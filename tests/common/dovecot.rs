@@ -220,6 +220,47 @@ service anvil {{
         std::fs::rename(&tmp, self.maildir().join("new").join(&name)).expect("rename");
     }
 
+    /// Deliver one message into `folder` (a Maildir++ folder beside INBOX,
+    /// created if missing).
+    pub fn deliver_to(&self, folder: &str, raw: &[u8]) {
+        let dir = self.folder_dir(folder);
+        if !dir.exists() {
+            for sub in ["tmp", "new", "cur"] {
+                std::fs::create_dir_all(dir.join(sub)).expect("folder");
+            }
+            chown_nobody(&dir);
+        }
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{}.P{}Q{n}.postdesk-test", now_secs(), std::process::id());
+        std::fs::write(dir.join("tmp").join(&name), raw).expect("write tmp");
+        std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name)).expect("rename");
+    }
+
+    /// The Maildir++ directory of `folder` (`INBOX`: the Maildir itself).
+    pub fn folder_dir(&self, folder: &str) -> PathBuf {
+        if folder.eq_ignore_ascii_case("INBOX") {
+            self.maildir()
+        } else {
+            self.maildir().join(format!(".{folder}"))
+        }
+    }
+
+    /// Messages in `folder` (new and cur), not counting ones flagged deleted.
+    pub fn count_in(&self, folder: &str) -> usize {
+        let dir = self.folder_dir(folder);
+        ["new", "cur"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+            .flat_map(|rd| rd.filter_map(|e| e.ok()))
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name
+                    .rsplit_once(":2,")
+                    .is_some_and(|(_, f)| f.contains('T'))
+            })
+            .count()
+    }
+
     /// Delete and recreate INBOX (server stopped meanwhile), delivering
     /// `raws` again: the mailbox gets a new UIDVALIDITY.
     pub fn recreate_mailbox(&mut self, raws: &[Vec<u8>]) {

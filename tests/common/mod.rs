@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod gmail;
 pub mod http;
 pub mod postfix;
 pub mod relay;
