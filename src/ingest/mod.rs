@@ -293,6 +293,16 @@ pub fn plan_entry(
     if channels.is_empty() {
         return Err(IngestError::NoChannel(entry.rcpt_to.clone()));
     }
+    if let Some(tag) = live
+        .notice_key()
+        .and_then(|key| crate::outbound::notify::returned_notice(&entry.raw, key))
+    {
+        return Ok(InboundPlan {
+            spool_id: entry.id,
+            messages: Vec::new(),
+            dropped: Some(format!("mail loop: postdesk notice {tag} came back")),
+        });
+    }
     let parsed_msg = parse::parse(&entry.raw);
     let fields = parsed_msg
         .as_ref()

@@ -34,8 +34,9 @@ pub use mailbox::{
     Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
 };
 pub use outbound::{
-    ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewReply, OutboxCounts, OutboxId,
-    OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant, TokenRole,
+    ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewNotice, NewReply, OutboxCounts,
+    OutboxId, OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant,
+    TokenRole,
 };
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
@@ -199,6 +200,14 @@ pub trait OutboxStore: Send + Sync {
     /// Commit a composed reply: its outbound message (delivery `queued`) and
     /// its outbox row, in one transaction.
     fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
+
+    /// Commit a notice (mail postdesk sends on its own, on no ticket) to the
+    /// outbox: delivered and retried like a reply.
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId>;
+
+    /// The install's random notice key (hex): what notices' loop tags are
+    /// signed with (`outbound::notify`). Made once, with the store.
+    fn notice_key(&self) -> StoreFuture<'_, String>;
 
     /// Queued outbox entries due at `now_ms`, oldest first.
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;

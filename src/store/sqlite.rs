@@ -1252,6 +1252,14 @@ impl OutboxStore for SqliteStore {
         Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
     }
 
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId> {
+        Box::pin(self.write(move |c| ob::queue_notice(c, &notice, now_ms())))
+    }
+
+    fn notice_key(&self) -> StoreFuture<'_, String> {
+        Box::pin(self.read(ob::notice_key))
+    }
+
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
         Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
     }
