@@ -482,6 +482,9 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 (None, Some(r)) => println!("  owner: none ({r})"),
                 (None, None) => println!("  owner: none"),
             }
+            if let Some(by) = &h.routed_by {
+                println!("  routed by: {by}");
+            }
             for m in &t.messages {
                 println!();
                 // A note is its author's (a user id), else its sender's (a
@@ -1076,6 +1079,9 @@ async fn resolve(
     // For a bounce: the ids ingest would look our reply up by, and the detail.
     let fields = postdesk::ingest::parse::fields(&msg);
     let bounce = postdesk::ingest::bounce::link(Some(&msg), &class, &fields);
+    // Availability as configured: the store's overrides are the daemon's.
+    let routing =
+        ch.map(|c| postdesk::ingest::routing_preview(&msg, &config, c, &r, &|u| u.available));
     let v = serde_json::json!({
         "contact": r.contact,
         "forwarder": r.forwarder,
@@ -1087,6 +1093,8 @@ async fn resolve(
         "authentication": auth,
         "channel": ch.map(|c| c.id.clone()),
         "bounce": bounce,
+        "routed_by": routing.as_ref().map(|(by, _)| by),
+        "language": routing.as_ref().and_then(|(_, l)| *l),
     });
     if json {
         return print_json(&v);
@@ -1111,6 +1119,10 @@ async fn resolve(
         println!("not believed:   {why}");
     }
     println!("classification: {}", serde_json::to_string(&class)?);
+    if let Some((by, lang)) = &routing {
+        println!("language:       {}", lang.unwrap_or("(not detected)"));
+        println!("routed by:      {by}");
+    }
     if let Some(b) = &bounce {
         let ids = if b.candidates.is_empty() {
             "(no Message-ID found)".to_string()

@@ -129,6 +129,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Replies queued for sending.",
     ),
     (
+        "postdesk_notices_queued_total",
+        Kind::Counter,
+        "Notices (mail to agents and admins, on no ticket) queued for sending, by kind.",
+    ),
+    (
         "postdesk_outbox_attempts_total",
         Kind::Counter,
         "Delivery attempts of replies, by result (sent, deferred, failed).",

@@ -32,6 +32,7 @@
 mod diagnostic;
 mod hours;
 mod read;
+mod routing;
 mod validate;
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
     check_people(r, d);
     check_channels(r, d, base);
     check_services(r, d, base);
+    super::routing::check_notifications(r, d);
     resolve_paths(d, base);
 }
 
@@ -406,6 +407,7 @@ fn check_routing(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) 
             "assign = \"users_and_teams\" with no users or teams leaves every ticket unassigned",
         );
     }
+    super::routing::check_rules(r, d, path, ch);
 }
 
 /// `[smtp]`, `[relay]`, `[outbound]`.
@@ -640,7 +642,7 @@ impl Unique {
 }
 
 /// `; known: a, b` for unknown-reference messages.
-fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     // Each once (a file may define an id twice: that has its own error).
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<&str> = ids.filter(|id| seen.insert(*id)).collect();

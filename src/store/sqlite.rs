@@ -723,10 +723,10 @@ fn create_ticket(
     let (owner, reason) = assign_owner(conn, &t.routing, contact_id)?;
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret, routed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
     )?
-    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now, t.secret])?;
+    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now, t.secret, t.routed_by])?;
     Ok((conn.last_insert_rowid(), owner))
 }
 
@@ -950,7 +950,7 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
 const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
-     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
+     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id), t.routed_by";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
@@ -970,6 +970,7 @@ fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
             properties: parse_json(r.get(10)?),
             created_at: r.get(11)?,
             updated_at: r.get(12)?,
+            routed_by: r.get(14)?,
         },
         messages: r.get(13)?,
     })

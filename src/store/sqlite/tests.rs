@@ -68,6 +68,7 @@ fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> InboundPlan {
                 priority: None,
                 properties: "{}".into(),
                 routing,
+                routed_by: None,
             },
             bounce: None,
         }],
