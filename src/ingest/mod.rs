@@ -323,6 +323,7 @@ pub fn plan_entry(
         .notice_key()
         .and_then(|key| crate::outbound::notify::returned_notice(&entry.raw, key))
     {
+        tracing::info!(spool = entry.id.0, %tag, "a postdesk notice came back: dropped, not ticketed");
         return Ok(InboundPlan {
             spool_id: entry.id,
             messages: Vec::new(),

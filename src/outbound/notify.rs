@@ -40,6 +40,7 @@ use hmac::{Hmac, Mac};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -211,9 +212,11 @@ fn compose(
             config.message_id_domain()
         )))
         .header("Auto-Submitted", Text::new("auto-generated"))
+        // Raw: folded at spaces only, never encoded, so the tag stays whole
+        // (the kind is checked to be one plain word).
         .header(
             NOTICE_HEADER,
-            Text::new(format!("{}; tag={tag}", notice.kind)),
+            Raw::new(format!("{}; tag={tag}", notice.kind)),
         )
         .text_body(Cow::Owned(text))
         .write_to_vec()
@@ -300,6 +303,21 @@ mod tests {
     fn only_tags_made_with_the_key_verify() {
         let c = config();
         let tag = new_tag(KEY);
+        let mut long = notice();
+        long.kind = "a_rather_long_notice_kind_name".into();
+        let raw = compose(
+            &c,
+            "desk@acme.example",
+            &["ann@acme.example".into()],
+            &long,
+            &tag,
+            0,
+        );
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        assert!(
+            text.contains(&format!(" tag={tag}\r\n")),
+            "the tag is whole: {text}"
+        );
         let raw = compose(
             &c,
             "desk@acme.example",
