@@ -32,6 +32,7 @@
 mod diagnostic;
 mod hours;
 mod read;
+mod routing;
 mod validate;
 
 #[cfg(test)]
@@ -92,6 +93,10 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// `[company]`: company-wide defaults.
     pub company: CompanyConfig,
+    /// `[notifications]`: mail postdesk sends on its own (to agents).
+    pub notifications: NotificationsConfig,
+    /// `[alerts]`: who is told when a pulled mailbox stops.
+    pub alerts: AlertsConfig,
     /// `[log]`: tracing output.
     pub log: LogConfig,
     /// `[[teams]]`, default none.
@@ -459,6 +464,10 @@ pub struct OutboundConfig {
     pub max_lifetime_secs: u64,
     /// `[outbound.dkim]`: sign replies. Default none (no signing).
     pub dkim: Option<DkimConfig>,
+    /// Quote the conversation's last customer message below a reply's own
+    /// text (`On … wrote:`), inline images (`cid:`) included. A reply
+    /// request may say otherwise. Default `false`.
+    pub quote_history: bool,
 }
 
 impl Default for OutboundConfig {
@@ -469,6 +478,7 @@ impl Default for OutboundConfig {
             retry_max_secs: 3600,
             max_lifetime_secs: 432_000,
             dkim: None,
+            quote_history: false,
         }
     }
 }
@@ -483,6 +493,68 @@ pub struct DkimConfig {
     /// PEM private key file (relative to the config dir). Required; must hold an
     /// RSA or Ed25519 key that `dkim::sign` can use.
     pub key_file: PathBuf,
+}
+
+/// `[notifications]`: notices postdesk sends on its own — to a ticket's
+/// owner when it is assigned to them, when its customer writes again, when
+/// they are away and a contact of theirs writes (see `outbound::notify`).
+/// Never to a customer; sent through `[relay]` like replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationsConfig {
+    /// The system address notices come from (From and envelope sender),
+    /// lower-cased. Default none: no notices are sent. Should not be a
+    /// channel's address (bounces of notices would come back as mail).
+    pub from: Option<String>,
+    /// The From display name. Default `"postdesk"`.
+    pub from_name: String,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            from: None,
+            from_name: "postdesk".to_owned(),
+        }
+    }
+}
+
+/// `[alerts]`: a pulled mailbox that stopped — its OAuth grant refused
+/// (revoked or expired refresh token, a client secret gone), or failing for
+/// longer than `alert_after_secs` — opens an incident: a metric, first in
+/// `postdesk status`, and one email to `to` (through `[relay]`, from
+/// `[notifications] from`) per incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// The admins emailed, lower-cased; never a channel's address. Default
+    /// `[]` (metric and status only).
+    pub to: Vec<String>,
+    /// How long a mailbox may fail (reconnecting with back-off) before it is
+    /// an incident. Default [`ALERT_AFTER_SECS`]; at least 1.
+    pub alert_after_secs: u64,
+}
+
+/// Default `[alerts] alert_after_secs` (15 minutes): long enough for a
+/// server restart or a network blip, short enough that a help desk notices
+/// before customers do.
+pub const ALERT_AFTER_SECS: u64 = 900;
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            to: Vec::new(),
+            alert_after_secs: ALERT_AFTER_SECS,
+        }
+    }
+}
+
+/// What a user asks to be told by email (`[[users]] notify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A new ticket was assigned to them by routing.
+    Assigned,
+    /// The customer of a ticket they own wrote again.
+    CustomerReplied,
 }
 
 /// `[company]`.
@@ -547,6 +619,13 @@ pub struct UserConfig {
     pub available: bool,
     /// Team ids this user belongs to. Default `[]`.
     pub teams: Vec<String>,
+    /// What the user can handle (`"billing"`, `"de"`), lower-cased: routing
+    /// rules require skills. Default `[]`.
+    pub skills: Vec<String>,
+    /// Events the user is told of by email (needs `[notifications] from`).
+    /// Default `[]`. (An owner who is away when a contact of theirs writes
+    /// is always told, see `contact_owner`.)
+    pub notify: Vec<NotifyEvent>,
     /// `[users.working_hours]`: a weekly schedule that switches availability
     /// automatically. Default none (availability changes only by hand).
     pub working_hours: Option<WorkingHours>,
@@ -828,8 +907,48 @@ pub struct RoutingConfig {
     pub users: Vec<String>,
     /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
     pub teams: Vec<String>,
-    /// Assign only to users available now, else leave unassigned. Default `true`.
+    /// Assign only to users available now, else leave unassigned. Default
+    /// `true`. (Under `contact_owner` the owner keeps the ticket while away
+    /// and is told by email.)
     pub only_available: bool,
+    /// `[[channels.routing.rules]]`: tried in order before `assign`; the
+    /// first rule that matches the message and has an eligible user with
+    /// its skills chooses the owner. Default `[]`.
+    pub rules: Vec<RoutingRule>,
+}
+
+/// `[[channels.routing.rules]]`: when a new ticket's first message matches
+/// every condition given (each list: any of its values), its owner is
+/// chosen by balancing among the eligible users with all of `skills`. At
+/// least one condition is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingRule {
+    /// Shown on the ticket as what chose its owner. Default `"rule N"`
+    /// (N counted from 1 in the channel).
+    pub name: String,
+    /// Words found in the subject or the body (case-insensitive). Default `[]`.
+    pub keywords: Vec<String>,
+    /// Words found in the subject (case-insensitive). Default `[]`.
+    pub subject_keywords: Vec<String>,
+    /// Languages detected in the subject and body, ISO 639-1 (`"de"`) or
+    /// 639-3 (`"deu"`) codes, lower-cased. Default `[]`.
+    pub languages: Vec<String>,
+    /// The sender's domain, or a domain it is under (`"acme.example"`
+    /// matches `eu.acme.example`), lower-cased. Default `[]`.
+    pub sender_domains: Vec<String>,
+    /// The new ticket's properties (`pipeline`, `status`, `priority` or a
+    /// custom one) equal to these values. Default empty.
+    pub properties: BTreeMap<String, String>,
+    /// A web form's fields equal to these values (case-insensitive; form
+    /// channels). Default empty.
+    pub fields: BTreeMap<String, String>,
+    /// Skills the owner must have, every one, lower-cased. Default `[]`.
+    pub skills: Vec<String>,
+    /// Users to choose among; with `teams` empty too, the channel's routing
+    /// `users` and `teams`, and if it names none, every user. Default `[]`.
+    pub users: Vec<String>,
+    /// Teams whose members to choose among (see `users`). Default `[]`.
+    pub teams: Vec<String>,
 }
 
 impl Default for RoutingConfig {
@@ -839,6 +958,7 @@ impl Default for RoutingConfig {
             users: Vec::new(),
             teams: Vec::new(),
             only_available: true,
+            rules: Vec::new(),
         }
     }
 }

@@ -1539,3 +1539,55 @@ fn client_credentials_flow_is_checked_against_kind_and_keys() {
         Some("https://outlook.office365.com/.default")
     );
 }
+
+/// `[alerts]`: admins' addresses (never a channel's), a positive delay,
+/// and a warning when nothing can send the emails.
+#[test]
+fn alerts_are_checked() {
+    const CH: &str =
+        "[[channels]]\nid = \"s\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
+    let table: &[(String, &str)] = &[
+        (
+            format!("[alerts]\nto = [\"ops@acme.example\", \"nobody\"]\n{CH}"),
+            "2:27: invalid email address `nobody`",
+        ),
+        (
+            format!(
+                "[notifications]\nfrom = \"pd@acme.example\"\n[alerts]\nto = [\"Support@Acme.example\"]\n{CH}"
+            ),
+            "4:7: `support@acme.example` is a channel's address",
+        ),
+        (
+            "[alerts]\nalert_after_secs = 0\n".to_string(),
+            "2:20: `alert_after_secs` must be at least 1",
+        ),
+        (
+            "[alerts]\nto = [\"ops@acme.example\"]\n".to_string(),
+            "2:6: warning: alerts are not emailed while [notifications] from is not set",
+        ),
+        (
+            "[alerts]\nsend_to = []\n".to_string(),
+            "2:1: unknown key `send_to`",
+        ),
+    ];
+    for (text, want) in table {
+        let got = match parse_str(text) {
+            Ok(cfg) => cfg
+                .warnings
+                .iter()
+                .map(|d| format!("{}:{}: warning: {}", d.line, d.col, d.message))
+                .collect(),
+            Err(_) => errors_of(text),
+        };
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "{text}\nwant {want}\ngot {got:?}"
+        );
+    }
+    let cfg = parse_str(
+        "[alerts]\nto = [\" Ops@Acme.example \"]\n[notifications]\nfrom = \"pd@acme.example\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.alerts.to, ["ops@acme.example"]);
+    assert_eq!(cfg.alerts.alert_after_secs, ALERT_AFTER_SECS);
+}

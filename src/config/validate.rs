@@ -12,9 +12,11 @@ use super::{Assign, ChannelConfig, ChannelKind, OAuthConfig, OAuthFlow, SenderNa
 
 pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
     let base = config_path.parent().unwrap_or(Path::new(""));
+    check_alerts(r, d);
     check_people(r, d);
     check_channels(r, d, base);
     check_services(r, d, base);
+    super::routing::check_notifications(r, d);
     resolve_paths(d, base);
 }
 
@@ -322,6 +324,38 @@ fn check_mailbox(
     }
 }
 
+/// `[alerts]`: addresses that can be mailed (never a channel's: the alert
+/// would open a ticket), a positive delay, and a sender for the emails.
+fn check_alerts(r: &mut Reader<'_>, d: &Draft) {
+    for (i, to) in d.alerts.to.iter().enumerate() {
+        let at = format!("alerts.to[{i}]");
+        if !is_valid_email(to) {
+            r.error_at(&at, format!("invalid email address `{to}`"));
+        } else if d
+            .channels
+            .iter()
+            .any(|(_, c)| c.address.as_deref() == Some(to.as_str()))
+        {
+            r.error_at(
+                &at,
+                format!("`{to}` is a channel's address: an alert sent there would open a ticket; name an admin's own address"),
+            );
+        }
+    }
+    if d.alerts.alert_after_secs == 0 {
+        r.error_at(
+            "alerts.alert_after_secs",
+            "`alert_after_secs` must be at least 1",
+        );
+    }
+    if !d.alerts.to.is_empty() && d.notifications.from.is_none() {
+        r.warning_at(
+            "alerts.to",
+            "alerts are not emailed while [notifications] from is not set (the metric and `postdesk status` still show them)",
+        );
+    }
+}
+
 /// `[channels.oauth]`'s flow against the kind and the keys it needs.
 fn check_oauth_flow(r: &mut Reader<'_>, ch: &ChannelConfig, oauth: &OAuthConfig, at: &str) {
     let kind = ch.kind.as_str();
@@ -468,6 +502,7 @@ fn check_routing(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) 
             "assign = \"users_and_teams\" with no users or teams leaves every ticket unassigned",
         );
     }
+    super::routing::check_rules(r, d, path, ch);
 }
 
 /// `[smtp]`, `[relay]`, `[outbound]`.
@@ -702,7 +737,7 @@ impl Unique {
 }
 
 /// `; known: a, b` for unknown-reference messages.
-fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     // Each once (a file may define an id twice: that has its own error).
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<&str> = ids.filter(|id| seen.insert(*id)).collect();

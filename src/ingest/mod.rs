@@ -22,9 +22,11 @@ pub mod auth;
 pub mod bounce;
 pub mod dedupe;
 pub mod handoff;
+pub mod notices;
 pub mod parse;
 pub mod resolve;
 pub mod route;
+pub mod rules;
 pub mod submit;
 pub mod thread;
 
@@ -187,6 +189,30 @@ fn resolve_with(
     (r, class)
 }
 
+/// What routing would do with `msg` as a new ticket on `channel` (what
+/// `postdesk resolve` shows): what chooses the owner, and the language
+/// detected (ISO 639-3), with availability as `available` says.
+pub fn routing_preview(
+    msg: &mail_parser::Message<'_>,
+    config: &Config,
+    channel: &ChannelConfig,
+    r: &resolve::Resolution,
+    available: &dyn Fn(&crate::config::UserConfig) -> bool,
+) -> (String, Option<&'static str>) {
+    let fields = parse::fields(msg);
+    let original = r.original.as_ref();
+    let subject = original
+        .and_then(|o| o.subject.clone())
+        .unwrap_or(fields.subject);
+    let subject = resolve::strip_subject_prefixes(&subject).trim().to_string();
+    let text = original.map_or(fields.text.as_str(), |o| o.text.as_str());
+    let none = std::collections::BTreeMap::new();
+    let sender = normalize_email(&r.contact.email);
+    let facts = rules::Facts::new(&subject, text, &sender, &none);
+    let routed = route::plan(config, channel, available, &facts);
+    (routed.by, facts.language())
+}
+
 /// Mail whose From is a team member's or forwarder's address but is not
 /// authenticated as theirs is a stranger's: it belongs to the envelope
 /// sender when that is another address (the one the forger could receive
@@ -293,6 +319,17 @@ pub fn plan_entry(
     if channels.is_empty() {
         return Err(IngestError::NoChannel(entry.rcpt_to.clone()));
     }
+    if let Some(tag) = live
+        .notice_key()
+        .and_then(|key| crate::outbound::notify::returned_notice(&entry.raw, key))
+    {
+        tracing::info!(spool = entry.id.0, %tag, "a postdesk notice came back: dropped, not ticketed");
+        return Ok(InboundPlan {
+            spool_id: entry.id,
+            messages: Vec::new(),
+            dropped: Some(format!("mail loop: postdesk notice {tag} came back")),
+        });
+    }
     let parsed_msg = parse::parse(&entry.raw);
     let fields = parsed_msg
         .as_ref()
@@ -370,6 +407,14 @@ pub fn plan_entry(
                 fields.subject.clone(),
             ),
         };
+        let no_fields = std::collections::BTreeMap::new();
+        let new_ticket = route::new_ticket(
+            config,
+            channel,
+            ticket_subject.clone(),
+            &|u| live.user_available(u),
+            &rules::Facts::new(&ticket_subject, text, &contact.email, &no_fields),
+        );
         messages.push(InboundMessage {
             channel: channel.id.clone(),
             dedupe_key: dedupe_key.clone(),
@@ -396,9 +441,7 @@ pub fn plan_entry(
             classification: serde_json::to_string(&class).unwrap_or_default(),
             sender_resolution: resolution_json(&resolution, auth),
             note: forwarder_note(&resolution, &fallback_sender),
-            new_ticket: route::new_ticket(config, channel, ticket_subject, &|u| {
-                live.user_available(u)
-            }),
+            new_ticket,
             bounce: bounce::link(parsed_msg.as_ref(), &class, &fields),
         });
     }
@@ -515,6 +558,7 @@ impl Ingestor {
                 .record((now_ms - e.received_at).max(0) as f64 / 1000.0);
         }
         let config = self.live.config();
+        let notice_config = config.clone();
         let live = self.live.clone();
         let dir = Directory::new(&config);
         let auths = futures_util::future::join_all(
@@ -527,15 +571,31 @@ impl Ingestor {
             batch
                 .iter()
                 .zip(&auths)
-                .map(|(e, a)| (e.id, guarded(|| plan_entry(e, &config, &dir, &live, a))))
+                .map(|(e, a)| {
+                    let plan = guarded(|| plan_entry(e, &config, &dir, &live, a));
+                    let briefs: Vec<notices::Brief> = plan
+                        .as_ref()
+                        .map(|p| {
+                            p.messages
+                                .iter()
+                                .map(|m| notices::Brief::of(m, &e.raw, &config))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (e.id, plan, briefs)
+                })
                 .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| StoreError::Failed(format!("ingest planning failed: {e}")))?;
         let mut plans = Vec::with_capacity(n);
-        for (id, p) in planned {
+        let mut briefs = Vec::with_capacity(n);
+        for (id, p, b) in planned {
             match p {
-                Ok(plan) => plans.push(plan),
+                Ok(plan) => {
+                    plans.push(plan);
+                    briefs.push(b);
+                }
                 Err(e) => {
                     tracing::warn!(spool = %id, error = %e, "ingest parked a message");
                     metrics::counter!("postdesk_ingest_failed_total").increment(1);
@@ -546,9 +606,11 @@ impl Ingestor {
         let ids: Vec<SpoolId> = plans.iter().map(|p| p.spool_id).collect();
         let results = self.store.apply_inbound(plans).await?;
         let mut temporary = None;
-        for (id, r) in ids.into_iter().zip(results) {
+        let mut applied = Vec::new();
+        for ((id, r), b) in ids.into_iter().zip(results).zip(briefs) {
             match r {
                 Ok(outcome) => {
+                    applied.extend(notices::pair(&outcome.delivered, b));
                     for d in outcome.delivered {
                         metrics::counter!("postdesk_ingest_messages_total", "result" => if d.duplicate { "duplicate" } else { "stored" }).increment(1);
                         tracing::info!(spool = id.0, channel = %d.channel, ticket = d.ticket.0, created = d.created, duplicate = d.duplicate, owner = ?d.owner, "ingested");
@@ -561,6 +623,7 @@ impl Ingestor {
                 }
             }
         }
+        notices::tell_owners(self.store.as_ref(), &notice_config, &self.live, applied).await;
         match temporary {
             Some(e) => Err(e),
             None => Ok(round),

@@ -287,8 +287,11 @@ pub fn plan(
     contact: ContactRef,
     subject: String,
     text: String,
+    fields: &BTreeMap<String, String>,
     available: &dyn Fn(&UserConfig) -> bool,
 ) -> InboundMessage {
+    let facts = super::rules::Facts::new(&subject, &text, &contact.email, fields);
+    let new_ticket = route::new_ticket(config, channel, subject.clone(), available, &facts);
     let resolution = Resolution {
         contact: Address {
             email: contact.email.clone(),
@@ -324,7 +327,7 @@ pub fn plan(
         classification: serde_json::to_string(&Classification::Normal).unwrap_or_default(),
         sender_resolution: serde_json::to_string(&resolution).unwrap_or_default(),
         note: None,
-        new_ticket: route::new_ticket(config, channel, subject, available),
+        new_ticket,
         bounce: None,
     }
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
+use crate::outbound::notify::Notifier;
 use crate::store::{MailboxState, Store};
 
 use super::backoff::Backoff;
@@ -86,6 +87,15 @@ pub struct Puller {
     pub(super) cap_wait: Duration,
     /// Shutdown, for waits inside a session.
     stop: CancellationToken,
+    /// Where alert emails go (none in unit tests).
+    pub(super) notifier: Option<Notifier>,
+    /// Since when sessions have been failing (none while they work).
+    pub(super) failing_since: Option<std::time::Instant>,
+    /// Whether an alert incident is open (none: not looked yet — one may be
+    /// left from an earlier run).
+    pub(super) alert_open: Option<bool>,
+    /// The open incident's email is queued (or cannot be).
+    pub(super) alert_sent: bool,
 }
 
 /// The first wait after the provider's download cap (Gmail: "Account
@@ -123,7 +133,17 @@ impl Puller {
             budget: None,
             cap_wait: CAP_WAIT_FIRST,
             stop: CancellationToken::new(),
+            notifier: None,
+            failing_since: None,
+            alert_open: None,
+            alert_sent: false,
         }
+    }
+
+    /// Email alerts through `notifier`.
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// New mail was announced during a command this puller read itself.
@@ -258,6 +278,7 @@ impl Puller {
                 Ok(SessionEnd::Stopped) => break,
                 Ok(SessionEnd::Reconsider) => continue,
                 Err(e) if e.needs_reauth() => {
+                    self.failed(&ch, &e).await;
                     tracing::warn!(channel = %self.channel, error = %e, "mailbox needs re-authorisation; paused until the token files change");
                     self.set_state(MailboxState::NeedsReauth, Some(e.to_string()))
                         .await;
@@ -276,6 +297,7 @@ impl Puller {
                     pause(&stop, wait).await;
                 }
                 Err(e) if e.download_cap() => {
+                    self.failed(&ch, &e).await;
                     let wait = self.cap_wait;
                     self.cap_wait = (wait * 2).min(CAP_WAIT_MAX);
                     tracing::warn!(channel = %self.channel, error = %e, retry_in_secs = wait.as_secs(),
@@ -290,6 +312,7 @@ impl Puller {
                     pause(&stop, wait).await;
                 }
                 Err(e) => {
+                    self.failed(&ch, &e).await;
                     let delay = backoff.next_delay();
                     tracing::warn!(channel = %self.channel, error = %e, retry_in_ms = delay.as_millis() as u64, "mailbox session failed");
                     self.set_state(MailboxState::Backoff, Some(e.to_string()))

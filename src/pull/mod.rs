@@ -34,6 +34,7 @@
 //!   Everything the IMAP server and the token endpoint send. Message bytes go
 //!   to the spool unchanged; server texts are shortened before they are kept.
 
+mod alerts;
 pub mod backoff;
 mod batch;
 mod budget;
@@ -136,6 +137,8 @@ pub struct Supervisor {
     /// Ingest's wake-up, notified after each committed batch.
     pub wake: Arc<Notify>,
     pub tokens: Arc<TokenSource>,
+    /// Where mailbox alerts are emailed (`[alerts] to`).
+    pub notifier: Option<crate::outbound::notify::Notifier>,
 }
 
 impl Supervisor {
@@ -154,7 +157,8 @@ impl Supervisor {
                         self.live.clone(),
                         self.wake.clone(),
                         self.tokens.clone(),
-                    );
+                    )
+                    .with_notifier(self.notifier.clone());
                     let stop = stop.clone();
                     let id = ch.id.clone();
                     tracing::info!(channel = %id, "mailbox puller starting");

@@ -269,6 +269,7 @@ impl Puller {
             // every IDLE, still backs off.
             backoff.reset();
             self.cap_wait = CAP_WAIT_FIRST;
+            self.works(ch).await;
             // Disabled or reconfigured while waiting: not one more fetch.
             if self.reconsider(ch) {
                 logout(s).await;

@@ -139,6 +139,22 @@ pub struct MailboxStatusView {
     pub resume_at: Option<i64>,
 }
 
+/// An open alert incident: a pulled mailbox that stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertView {
+    pub id: i64,
+    pub channel: String,
+    /// `needs_reauth` (the OAuth grant refused) or `failing` (failing for
+    /// longer than `alert_after_secs`).
+    pub reason: String,
+    /// The last error, as the puller saw it.
+    pub detail: Option<String>,
+    /// Unix milliseconds.
+    pub opened_at: i64,
+    /// When the alert email was queued (unix ms); none while it was not.
+    pub notified_at: Option<i64>,
+}
+
 /// Schema step 2 (appended to the migrations list).
 pub(crate) const MIGRATION_2: &str = r#"
 CREATE INDEX spool_channel_hash ON spool(channel, content_hash) WHERE channel IS NOT NULL;
@@ -416,6 +432,67 @@ pub(crate) fn set_state(
     Ok(())
 }
 
+const ALERT_COLUMNS: &str = "id, channel, reason, detail, opened_at, notified_at";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertView> {
+    Ok(AlertView {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        reason: r.get(2)?,
+        detail: r.get(3)?,
+        opened_at: r.get(4)?,
+        notified_at: r.get(5)?,
+    })
+}
+
+/// The channel's open incident, opened now if it had none; whether it is new.
+pub(crate) fn open_alert(
+    conn: &Connection,
+    channel: &str,
+    reason: &str,
+    detail: Option<&str>,
+) -> Result<(AlertView, bool), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO mailbox_alerts (channel, reason, detail, opened_at)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE NOT EXISTS (SELECT 1 FROM mailbox_alerts WHERE channel = ?1 AND resolved_at IS NULL)",
+        )?
+        .execute(params![channel, reason, detail, now_ms()])?;
+    let open = conn
+        .prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE channel = ?1 AND resolved_at IS NULL"
+        ))?
+        .query_row(params![channel], alert_row)?;
+    Ok((open, inserted > 0))
+}
+
+/// The alert email of incident `id` is queued.
+pub(crate) fn alert_notified(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE mailbox_alerts SET notified_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now_ms()])?;
+    Ok(())
+}
+
+/// Close the channel's open incident; whether there was one.
+pub(crate) fn resolve_alert(conn: &Connection, channel: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE mailbox_alerts SET resolved_at = ?2 WHERE channel = ?1 AND resolved_at IS NULL",
+        )?
+        .execute(params![channel, now_ms()])?;
+    Ok(n > 0)
+}
+
+/// Every open incident, oldest first.
+pub(crate) fn open_alerts(conn: &Connection) -> Result<Vec<AlertView>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE resolved_at IS NULL ORDER BY opened_at, id"
+    ))?;
+    let rows = stmt.query_map([], alert_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
@@ -650,5 +727,30 @@ mod tests {
             .await
             .expect("known");
         assert_eq!(known, vec![77]);
+    }
+
+    /// One open incident per channel: opening again returns it (not new);
+    /// once resolved, the next problem is a new incident.
+    #[tokio::test]
+    async fn one_open_alert_per_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open");
+        let open =
+            |reason: &str| store.open_alert("gmail".into(), reason.into(), Some("boom".into()));
+        let (a, new) = open("needs_reauth").await.expect("open");
+        assert!(new);
+        let (b, new) = open("failing").await.expect("again");
+        assert!(!new);
+        assert_eq!((b.id, b.reason.as_str()), (a.id, "needs_reauth"));
+        assert_eq!(b.notified_at, None);
+        store.alert_notified(a.id).await.expect("notified");
+        let listed = store.open_alerts().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].notified_at.is_some());
+        assert!(store.resolve_alert("gmail".into()).await.expect("resolve"));
+        assert!(!store.resolve_alert("gmail".into()).await.expect("resolve"));
+        assert!(store.open_alerts().await.expect("list").is_empty());
+        let (c, new) = open("failing").await.expect("next incident");
+        assert!(new && c.id != a.id);
     }
 }

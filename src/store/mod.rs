@@ -31,11 +31,13 @@ mod types;
 
 pub use bounce::BounceLink;
 pub use mailbox::{
-    Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
+    AlertView, Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage,
+    PulledOutcome,
 };
 pub use outbound::{
-    ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewReply, OutboxCounts, OutboxId,
-    OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant, TokenRole,
+    ApiTokenInfo, AttemptOutcome, Delivery, NewApiToken, NewNotice, NewReply, OutboxCounts,
+    OutboxId, OutboxItem, QueuedReply, ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant,
+    TokenRole,
 };
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
@@ -200,6 +202,14 @@ pub trait OutboxStore: Send + Sync {
     /// its outbox row, in one transaction.
     fn queue_reply(&self, reply: NewReply) -> StoreFuture<'_, QueuedReply>;
 
+    /// Commit a notice (mail postdesk sends on its own, on no ticket) to the
+    /// outbox: delivered and retried like a reply.
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId>;
+
+    /// The install's random notice key (hex): what notices' loop tags are
+    /// signed with (`outbound::notify`). Made once, with the store.
+    fn notice_key(&self) -> StoreFuture<'_, String>;
+
     /// Queued outbox entries due at `now_ms`, oldest first.
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
 
@@ -265,6 +275,25 @@ pub trait MailboxStore: Send + Sync {
 
     /// Every pulled mailbox's persisted status, by channel.
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>>;
+
+    /// The channel's open alert incident, opened now (with `reason` and
+    /// `detail`) if it had none; true when it is new.
+    fn open_alert(
+        &self,
+        channel: String,
+        reason: String,
+        detail: Option<String>,
+    ) -> StoreFuture<'_, (AlertView, bool)>;
+
+    /// Record that incident `id`'s email is queued.
+    fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()>;
+
+    /// Close the channel's open incident (the mailbox works again); true
+    /// when there was one.
+    fn resolve_alert(&self, channel: String) -> StoreFuture<'_, bool>;
+
+    /// Every open incident, oldest first.
+    fn open_alerts(&self) -> StoreFuture<'_, Vec<AlertView>>;
 }
 
 /// People and runtime state: contacts and their owners, users' availability,

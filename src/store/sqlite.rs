@@ -723,10 +723,10 @@ fn create_ticket(
     let (owner, reason) = assign_owner(conn, &t.routing, contact_id)?;
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret, routed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
     )?
-    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now, t.secret])?;
+    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, reason, now, t.secret, t.routed_by])?;
     Ok((conn.last_insert_rowid(), owner))
 }
 
@@ -950,7 +950,7 @@ fn apply_inbound(conn: &Connection, plan: &InboundPlan) -> Result<InboundOutcome
 const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
-     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
+     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id), t.routed_by";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
@@ -970,6 +970,7 @@ fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
             properties: parse_json(r.get(10)?),
             created_at: r.get(11)?,
             updated_at: r.get(12)?,
+            routed_by: r.get(14)?,
         },
         messages: r.get(13)?,
     })
@@ -1252,6 +1253,14 @@ impl OutboxStore for SqliteStore {
         Box::pin(self.write(move |c| ob::queue_reply(c, &reply, now_ms())))
     }
 
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId> {
+        Box::pin(self.write(move |c| ob::queue_notice(c, &notice, now_ms())))
+    }
+
+    fn notice_key(&self) -> StoreFuture<'_, String> {
+        Box::pin(self.read(ob::notice_key))
+    }
+
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
         Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
     }
@@ -1327,6 +1336,31 @@ impl MailboxStore for SqliteStore {
 
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
         Box::pin(self.read(super::mailbox::statuses))
+    }
+
+    fn open_alert(
+        &self,
+        channel: String,
+        reason: String,
+        detail: Option<String>,
+    ) -> StoreFuture<'_, (super::AlertView, bool)> {
+        Box::pin(
+            self.write(move |c| {
+                super::mailbox::open_alert(c, &channel, &reason, detail.as_deref())
+            }),
+        )
+    }
+
+    fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| super::mailbox::alert_notified(c, id)))
+    }
+
+    fn resolve_alert(&self, channel: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| super::mailbox::resolve_alert(c, &channel)))
+    }
+
+    fn open_alerts(&self) -> StoreFuture<'_, Vec<super::AlertView>> {
+        Box::pin(self.read(super::mailbox::open_alerts))
     }
 }
 
