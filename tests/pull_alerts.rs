@@ -34,12 +34,7 @@ fn notices_queued(d: &Daemon) -> usize {
 }
 
 fn metrics(d: &Daemon) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(d.http).expect("http");
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    d.metrics()
 }
 
 fn alerts(d: &Daemon) -> Vec<Value> {

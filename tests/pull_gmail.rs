@@ -46,21 +46,8 @@ poll_interval_secs = 1
     )
 }
 
-fn mailbox(d: &Daemon, channel: &str) -> Value {
-    let st = d.cli_json(&["status", "--json"]);
-    st["mailboxes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|m| m["channel"] == channel).cloned())
-        .unwrap_or(Value::Null)
-}
-
 fn wait_mailbox(d: &Daemon, channel: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    wait_for(LONG, || {
-        last = mailbox(d, channel);
-        f(&last).then(|| last.clone())
-    })
-    .unwrap_or_else(|| panic!("mailbox {channel}: {what}; last {last}\n{}", d.log_text()))
+    d.wait_mailbox(channel, what, f)
 }
 
 fn body_fetches(proxy: &GmailProxy) -> usize {

@@ -1465,6 +1465,18 @@ fn logins_in_clear_to_another_host_warn() {
     assert_eq!(warnings_in(&local, &config), Vec::<String>::new());
 }
 
+/// The errors of `text`, or the warnings of a config that loads.
+fn findings(text: &str) -> Vec<String> {
+    match parse_str(text) {
+        Ok(cfg) => cfg
+            .warnings
+            .iter()
+            .map(|d| format!("{}:{}: warning: {}", d.line, d.col, d.message))
+            .collect(),
+        Err(_) => errors_of(text),
+    }
+}
+
 /// `[channels.oauth] flow = "client_credentials"` (Office 365 app-only):
 /// the keys it needs and refuses, each reported at its line and column.
 #[test]
@@ -1507,15 +1519,7 @@ fn client_credentials_flow_is_checked_against_kind_and_keys() {
         ),
     ];
     for (text, want) in table {
-        // Errors, or the warnings of a config that loads.
-        let errs = match parse_str(text) {
-            Ok(cfg) => cfg
-                .warnings
-                .iter()
-                .map(|d| format!("{}:{}: warning: {}", d.line, d.col, d.message))
-                .collect(),
-            Err(_) => errors_of(text),
-        };
+        let errs = findings(text);
         assert!(
             errs.iter().any(|e| e.contains(want)),
             "{text}\nwant {want}\ngot {errs:?}"
@@ -1571,14 +1575,7 @@ fn alerts_are_checked() {
         ),
     ];
     for (text, want) in table {
-        let got = match parse_str(text) {
-            Ok(cfg) => cfg
-                .warnings
-                .iter()
-                .map(|d| format!("{}:{}: warning: {}", d.line, d.col, d.message))
-                .collect(),
-            Err(_) => errors_of(text),
-        };
+        let got = findings(text);
         assert!(
             got.iter().any(|e| e.contains(want)),
             "{text}\nwant {want}\ngot {got:?}"
