@@ -39,6 +39,7 @@
 
 pub mod compose;
 pub mod dkim;
+pub mod notify;
 pub mod pool;
 pub mod replay;
 pub mod sender;
@@ -139,6 +140,16 @@ pub fn new_message_id(ticket: TicketId, domain: &str) -> String {
 }
 
 impl Outbound {
+    /// A [`notify::Notifier`] sharing this queue's store, configuration and
+    /// sender wake-up.
+    pub fn notifier(&self) -> notify::Notifier {
+        notify::Notifier {
+            store: self.store.clone(),
+            live: self.live.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
     /// Compose and durably queue a reply. Returns once it is committed.
     pub async fn reply(&self, req: ReplyRequest) -> Result<QueuedReply, OutboundError> {
         if req.text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)

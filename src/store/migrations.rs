@@ -191,4 +191,10 @@ ALTER TABLE messages ADD COLUMN cc_addrs TEXT;               -- JSON array, inbo
 ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
 "#,
+    // 11: notices in the outbox (no ticket message), the install's notice
+    //     key, and which routing rule chose a ticket's owner.
+    super::outbound::MIGRATION_11,
+    // 12: Gmail X-GM-MSGIDs per account (one ticket per message whatever its
+    //     labels), when a throttled mailbox resumes, mailbox alert incidents.
+    super::mailbox::MIGRATION_12,
 ];

@@ -683,7 +683,96 @@ async fn migration_10_makes_existing_tokens_admins_without_expiry() {
         .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
         .await
         .expect("version");
-    assert_eq!(version, 10);
+    assert_eq!(version, MIGRATIONS.len() as i64);
+}
+
+/// Migration 11 rebuilds the outbox: a queued reply of schema 10 keeps its
+/// id, bytes and tally, and stays deliverable; a notice then queues beside
+/// it without a ticket message, is delivered and counted like a reply; each
+/// store has its own notice key.
+#[tokio::test]
+async fn migration_11_keeps_the_outbox_and_adds_notices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v10.sqlite");
+    {
+        let mut c = Connection::open(&path).expect("open raw");
+        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
+        let tx = c.transaction().expect("tx");
+        for sql in &MIGRATIONS[..10] {
+            tx.execute_batch(sql).expect("migration");
+        }
+        tx.execute_batch(
+            "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
+             INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
+               VALUES (1, 'support', 1, 'Hi', 0, 0);
+             INSERT INTO messages (id, ticket_id, channel, direction, message_id, delivery, created_at)
+               VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 'queued', 0);
+             INSERT INTO outbox (id, message_id, channel, mail_from, rcpt_to, state, next_attempt_at, created_at)
+               VALUES (7, 1, 'support', 's@acme.example', '[\"c@customer.example\"]', 'queued', 0, 0);
+             INSERT INTO outbox_raw (id, raw) VALUES (7, X'6869');
+             PRAGMA user_version = 10;",
+        )
+        .expect("v10 data");
+        tx.commit().expect("commit");
+    }
+    let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
+    let due = s.due_outbox(i64::MAX, 10).await.expect("due");
+    assert_eq!(
+        due.iter()
+            .map(|i| (i.id.0, i.raw.clone(), i.rcpt_to.clone()))
+            .collect::<Vec<_>>(),
+        [(7, b"hi".to_vec(), vec!["c@customer.example".to_string()])]
+    );
+    let id = s
+        .queue_notice(NewNotice {
+            kind: "assigned".into(),
+            mail_from: "desk@acme.example".into(),
+            rcpt_to: vec!["ann@acme.example".into()],
+            raw: b"notice".to_vec(),
+        })
+        .await
+        .expect("notice");
+    assert!(id.0 > 7, "{id}");
+    assert_eq!(
+        tuple(&s.queues().await.expect("queues").outbox),
+        (2, 0, 0, 0)
+    );
+    s.record_attempt(
+        id,
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    s.record_attempt(
+        OutboxId(7),
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    let tally = s.queues().await.expect("queues").outbox;
+    assert_eq!(tuple(&tally), (0, 2, 0, 0));
+    let full = s.read(|c| Ok(counted(c)?)).await.expect("count");
+    assert_eq!(tuple(&tally), tuple(&full));
+    // The reply's message row followed; the notice has none.
+    let delivery: String = s
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT delivery FROM messages WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+        .expect("delivery");
+    assert_eq!(delivery, "sent");
+    let key = s.notice_key().await.expect("key");
+    assert_eq!(key.len(), 64, "{key}");
+    let (_dir2, other) = store();
+    assert_ne!(other.notice_key().await.expect("key"), key);
 }
 
 /// A database postdesk creates is 0600, and so are its `-wal` and `-shm`

@@ -169,6 +169,7 @@ pub(crate) fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> Inbound
                 priority: None,
                 properties: "{}".into(),
                 routing,
+                routed_by: None,
             },
             bounce: None,
         }],
