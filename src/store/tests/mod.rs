@@ -27,9 +27,11 @@
 //! that backend has its arm in [`fresh_store`].
 
 mod inbound;
+mod mailbox;
 mod outbox;
 
 pub(crate) use inbound::*;
+pub(crate) use mailbox::*;
 pub(crate) use outbox::*;
 
 use std::sync::Arc;
@@ -82,6 +84,10 @@ macro_rules! conformance {
             reply_context_leaves_out_replies_whose_delivery_failed,
             outbox_counts_tell_the_sent_replies_that_bounced,
             an_idempotency_key_replays_its_reply_and_no_other_ticket,
+            one_gmail_message_is_spooled_once_across_channels_and_labels,
+            one_open_alert_per_channel,
+            a_ticket_keeps_what_routed_it,
+            notices_queue_without_a_ticket_and_the_key_is_made_once,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {
