@@ -299,8 +299,10 @@ fn base_address(email: &str) -> String {
     }
 }
 
-/// Plan the effect of one spool entry, stage by stage: [`parse`] once, then
-/// for each channel it is addressed to: classify and resolve (`judge`),
+/// Plan the effect of one spool entry, stage by stage: a notice of ours
+/// that came back (its loop tag signed with the install's key,
+/// `outbound::notify`) is dropped first; else [`parse`] once, then for each
+/// channel it is addressed to: classify and resolve (`judge`),
 /// drop a mail loop, and build the channel's message (`message_for`:
 /// contact, content, thread handles, route).
 /// Pure apart from reading `live`.
