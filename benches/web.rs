@@ -78,6 +78,7 @@ fn plan(spool: SpoolId, ticket: usize, msg: usize) -> InboundPlan {
                 routing: RoutingPlan::Unassigned {
                     reason: "bench".into(),
                 },
+                routed_by: None,
             },
             bounce: None,
         }],

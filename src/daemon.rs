@@ -258,14 +258,6 @@ pub async fn run(
     // tokens (pull, and the sender's XOAUTH2 SMTP) must share it, so a rotated
     // refresh token is used by all and refreshes are serialised per channel.
     let tokens = Arc::new(crate::pull::TokenSource::new());
-    let pull_stop = CancellationToken::new();
-    let puller = crate::pull::Supervisor {
-        store: store.clone(),
-        live: live.clone(),
-        wake: wake.clone(),
-        tokens: tokens.clone(),
-    };
-    let pull_task = tokio::spawn(puller.run(pull_stop.clone()));
     // Outbound: replies queued by the API wake the sender at once; the CLI's
     // (another process) are found by its poll.
     let outbound_stop = CancellationToken::new();
@@ -275,6 +267,15 @@ pub async fn run(
         live: live.clone(),
         wake: out_wake.clone(),
     };
+    let pull_stop = CancellationToken::new();
+    let puller = crate::pull::Supervisor {
+        store: store.clone(),
+        live: live.clone(),
+        wake: wake.clone(),
+        tokens: tokens.clone(),
+        notifier: Some(outbound.notifier()),
+    };
+    let pull_task = tokio::spawn(puller.run(pull_stop.clone()));
     let sender = crate::outbound::sender::Sender {
         store: store.clone(),
         live: live.clone(),

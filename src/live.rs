@@ -19,6 +19,8 @@ pub struct Live {
     /// swapped, a channel enabled or disabled): pullers waiting in IDLE
     /// reconsider at once instead of at the next renewal.
     channels_changed: tokio::sync::watch::Sender<u64>,
+    /// The store's notice key (`outbound::notify`), read once by `refresh`.
+    notice_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Live {
@@ -28,6 +30,7 @@ impl Live {
             channel_enabled: RwLock::new(HashMap::new()),
             user_available: RwLock::new(HashMap::new()),
             channels_changed: tokio::sync::watch::Sender::new(0),
+            notice_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,9 +115,18 @@ impl Live {
         }
     }
 
+    /// The store's notice key, once `refresh` has read it.
+    pub fn notice_key(&self) -> Option<&[u8]> {
+        self.notice_key.get().map(Vec::as_slice)
+    }
+
     /// Reload the overrides from the store (they may be changed by the CLI,
-    /// another process).
+    /// another process); read the notice key the first time.
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        if self.notice_key.get().is_none() {
+            let key = store.notice_key().await?;
+            let _ = self.notice_key.set(key.into_bytes());
+        }
         // Both reads at once: this runs before every ingest batch.
         let (channels, users) = tokio::join!(store.channel_overrides(), store.user_overrides());
         let channels: HashMap<_, _> = channels?.into_iter().collect();

@@ -396,6 +396,13 @@ fn main() -> ExitCode {
                     c.users.len(),
                     c.teams.len()
                 );
+                for note in c
+                    .channels
+                    .iter()
+                    .filter_map(postdesk::pull::oauth::permissions_needed)
+                {
+                    println!("note: {note}");
+                }
                 if connect {
                     check_connect(&c)
                 } else {
@@ -559,6 +566,9 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 (Some(o), _) => println!("  owner: {o}"),
                 (None, Some(r)) => println!("  owner: none ({r})"),
                 (None, None) => println!("  owner: none"),
+            }
+            if let Some(by) = &h.routed_by {
+                println!("  routed by: {by}");
             }
             for m in &t.messages {
                 println!();
@@ -1071,8 +1081,10 @@ async fn status(config: Config, json: bool) -> Result<()> {
     let channels = channel_states(&config, store.as_ref()).await?;
     let counts = store.status().await?;
     let mailboxes = mailbox_states(&config, store.as_ref()).await?;
+    let alerts = store.open_alerts().await?;
     let daemon = daemon_state(&config).await;
     let v = serde_json::json!({
+        "alerts": alerts,
         "daemon": daemon,
         "channels": channels,
         "store": counts,
@@ -1080,6 +1092,10 @@ async fn status(config: Config, json: bool) -> Result<()> {
     });
     if json {
         return print_json(&v);
+    }
+    // First: a mailbox that stopped is mail silently not arriving.
+    for a in &alerts {
+        println!("{}", alert_line(a));
     }
     println!("daemon: {}", daemon.line());
     println!("store: {}", counts.path);
@@ -1122,6 +1138,27 @@ async fn status(config: Config, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// One open mailbox alert, as `status` shows it first.
+fn alert_line(a: &postdesk::store::AlertView) -> String {
+    let since = jiff::Timestamp::from_millisecond(a.opened_at)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    let why = match a.reason.as_str() {
+        "needs_reauth" => "needs re-authorisation (OAuth grant refused)",
+        _ => "failing",
+    };
+    let emailed = if a.notified_at.is_some() {
+        "admins emailed"
+    } else {
+        "not emailed"
+    };
+    format!(
+        "ALERT: mailbox {} stopped since {since}: {why}; {emailed}; last error: {}",
+        a.channel,
+        a.detail.as_deref().unwrap_or("-")
+    )
+}
+
 /// Every pulled channel's mailbox as the daemon last recorded it
 /// (`not_started` when it never ran).
 async fn mailbox_states(
@@ -1147,6 +1184,7 @@ async fn mailbox_states(
                 last_error: None,
                 last_error_at: None,
                 updated_at: 0,
+                resume_at: None,
             });
         }
     }
@@ -1222,6 +1260,9 @@ async fn resolve(
     // For a bounce: the ids ingest would look our reply up by, and the detail.
     let fields = postdesk::ingest::parse::fields(&msg);
     let bounce = postdesk::ingest::bounce::link(Some(&msg), &class, &fields);
+    // Availability as configured: the store's overrides are the daemon's.
+    let routing =
+        ch.map(|c| postdesk::ingest::routing_preview(&msg, &config, c, &r, &|u| u.available));
     let v = serde_json::json!({
         "contact": r.contact,
         "forwarder": r.forwarder,
@@ -1233,6 +1274,8 @@ async fn resolve(
         "authentication": auth,
         "channel": ch.map(|c| c.id.clone()),
         "bounce": bounce,
+        "routed_by": routing.as_ref().map(|(by, _)| by),
+        "language": routing.as_ref().and_then(|(_, l)| *l),
     });
     if json {
         return print_json(&v);
@@ -1257,6 +1300,10 @@ async fn resolve(
         println!("not believed:   {why}");
     }
     println!("classification: {}", serde_json::to_string(&class)?);
+    if let Some((by, lang)) = &routing {
+        println!("language:       {}", lang.unwrap_or("(not detected)"));
+        println!("routed by:      {by}");
+    }
     if let Some(b) = &bounce {
         let ids = if b.candidates.is_empty() {
             "(no Message-ID found)".to_string()

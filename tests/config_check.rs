@@ -154,3 +154,73 @@ fn a_closed_pipe_ends_a_command_quietly() {
         out.status
     );
 }
+
+/// `check` says which Azure permissions each Office 365 flow needs (and
+/// Gmail's scope), per channel.
+#[test]
+fn check_explains_the_permissions_each_oauth_flow_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["rt", "cs"] {
+        std::fs::write(dir.path().join(f), "x\n").expect("secret");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    let path = dir.path().join("postdesk.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[channels]]
+id = "delegated"
+kind = "office365"
+address = "a@acme.example"
+[channels.oauth]
+client_id = "cid-1"
+refresh_token_file = "rt"
+
+[[channels]]
+id = "apponly"
+kind = "office365"
+address = "b@acme.example"
+[channels.oauth]
+flow = "client_credentials"
+tenant = "acme.example"
+client_id = "cid-2"
+client_secret_file = "cs"
+
+[[channels]]
+id = "google"
+kind = "gmail"
+address = "c@acme.example"
+[channels.oauth]
+client_id = "cid-3"
+refresh_token_file = "rt"
+"#,
+    )
+    .expect("config");
+    let (code, out, err) = check(path.to_str().expect("utf-8 path"));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("note: channel `{id}`")))
+            .unwrap_or_else(|| panic!("no note for {id}: {out}"))
+            .to_string()
+    };
+    let delegated = line("delegated");
+    assert!(delegated.contains("IMAP.AccessAsUser.All") && delegated.contains("offline_access"));
+    assert!(!delegated.contains("AccessAsApp"), "{delegated}");
+    let app = line("apponly");
+    assert!(
+        app.contains("IMAP.AccessAsApp") && app.contains("admin consent"),
+        "{app}"
+    );
+    assert!(
+        app.contains("Add-MailboxPermission -Identity b@acme.example"),
+        "{app}"
+    );
+    assert!(
+        app.contains("https://outlook.office365.com/.default"),
+        "{app}"
+    );
+    assert!(line("google").contains("https://mail.google.com/"));
+}

@@ -81,20 +81,11 @@ fn pulling(dc: &Dovecot, extra: &str) -> (Daemon, tempfile::TempDir) {
 }
 
 fn mailbox(d: &Daemon, channel: &str) -> Value {
-    let st = d.cli_json(&["status", "--json"]);
-    st["mailboxes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|m| m["channel"] == channel).cloned())
-        .unwrap_or(Value::Null)
+    d.mailbox(channel)
 }
 
 fn wait_mailbox(d: &Daemon, channel: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    wait_for(LONG, || {
-        last = mailbox(d, channel);
-        f(&last).then(|| last.clone())
-    })
-    .unwrap_or_else(|| panic!("mailbox {channel}: {what}; last {last}\n{}", d.log_text()))
+    d.wait_mailbox(channel, what, f)
 }
 
 fn subjects(tickets: &[Value]) -> HashSet<String> {
@@ -168,12 +159,7 @@ fn pulls_500_then_new_mail_while_idle() {
 }
 
 fn common_metrics(d: &Daemon) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(d.http).expect("http");
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    d.metrics()
 }
 
 #[test]

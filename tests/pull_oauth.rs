@@ -203,3 +203,119 @@ async fn a_token_file_written_by_a_person_outranks_the_unsaved_rotated_token() {
     );
     assert_eq!(oauth.token_requests(), 2);
 }
+
+/// An office365 channel with the app-only flow: `client_secret_file`, a
+/// tenant's token endpoint (here the local one), no refresh token file.
+fn app_only_config(dir: &Path, oauth: &OAuthServer, extra: &str) -> postdesk::config::Config {
+    let text = format!(
+        r#"
+[company]
+name = "Acme"
+[[channels]]
+id = "o365"
+kind = "office365"
+address = "desk@acme.example"
+[channels.oauth]
+flow = "client_credentials"
+token_url = "{}"
+client_id = "postdesk-test"
+client_secret_file = "client-secret"
+{extra}
+"#,
+        oauth.token_url()
+    );
+    let path = dir.join("postdesk.toml");
+    std::fs::write(&path, &text).expect("config");
+    postdesk::config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The client-credentials grant: the secret (and the scope
+/// `https://outlook.office365.com/.default`, which the endpoint insists on)
+/// buys an access token; no refresh token is read or written; the token is
+/// served from memory until close to expiry. A secret the endpoint refuses
+/// (`invalid_client`: expired or deleted in Azure) needs a person: no
+/// request until the secret file changes.
+#[tokio::test]
+async fn client_credentials_flow_without_a_refresh_token() {
+    postdesk::install_crypto_provider();
+    let oauth = OAuthServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("client-secret"), "old-secret\n").expect("secret");
+    oauth.app_secret("app-secret-1", "test");
+    let config = app_only_config(dir.path(), &oauth, "");
+    let ch = config.channel("o365").expect("channel");
+    let tokens = TokenSource::new();
+
+    let err = tokens.access_token(ch).await.expect_err("secret refused");
+    assert!(err.needs_reauth(), "{err}");
+    assert!(err.to_string().contains("invalid_client"), "{err}");
+    assert!(!err.to_string().contains("old-secret"), "secret in error");
+    assert!(tokens.awaiting_reauth(ch).await);
+    assert!(tokens.access_token(ch).await.is_err());
+    assert_eq!(oauth.app_requests(), 1, "a refused secret was retried");
+
+    // A new secret written by the admin: the channel comes back.
+    std::fs::write(dir.path().join("client-secret"), "app-secret-1\n").expect("secret");
+    assert!(!tokens.awaiting_reauth(ch).await);
+    let a = tokens.access_token(ch).await.expect("app-only token");
+    assert!(a.starts_with("at-app-"), "{a}");
+    assert_eq!(oauth.user_of(&a).as_deref(), Some("test"));
+    assert_eq!(tokens.access_token(ch).await.expect("cached"), a);
+    assert_eq!(oauth.app_requests(), 2);
+    assert_eq!(oauth.token_requests(), 2, "{}", oauth.token_requests());
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "something was written: {files:?}");
+}
+
+/// A daemon pulls an office365 mailbox from a real Dovecot with an app-only
+/// token (XOAUTH2, `user=` the mailbox), introspected by the local OAuth
+/// endpoint.
+#[test]
+fn office365_app_only_pulls_from_dovecot() {
+    let oauth = OAuthServer::start();
+    let dc = common::dovecot::Dovecot::start(Some(oauth.port));
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let secret = secrets.path().join("client-secret");
+    std::fs::write(
+        &secret,
+        format!("{}\n", oauth.app_secret("s3cret-app", "test")),
+    )
+    .expect("secret");
+    for i in 0..3 {
+        dc.deliver(&common::dovecot::message(i, 300));
+    }
+    let d = common::Daemon::start(
+        "",
+        &format!(
+            r#"{}
+[[channels]]
+id = "o365"
+kind = "office365"
+address = "desk@acme.example"
+[channels.imap]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "test"
+poll_interval_secs = 1
+[channels.oauth]
+flow = "client_credentials"
+token_url = "{url}"
+client_id = "postdesk-test"
+client_secret_file = {secret:?}
+"#,
+            common::ACME,
+            port = dc.port,
+            url = oauth.token_url(),
+        ),
+    );
+    let tickets = d.wait_tickets(3, std::time::Duration::from_secs(120));
+    assert_eq!(tickets.len(), 3);
+    assert!(tickets.iter().all(|t| t["channel"] == "o365"));
+    assert!(oauth.app_requests() >= 1);
+    assert!(!d.log_text().contains("s3cret-app"), "secret in the log");
+}

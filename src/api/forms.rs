@@ -277,6 +277,11 @@ async fn accept(
         },
         subject: sub.ticket_subject(form, channel),
         text: sub.conversation_text(form),
+        fields: sub
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect(),
         spool: NewSpool {
             source: SpoolSource::Form,
             mail_from: sub.email.clone(),

@@ -124,9 +124,24 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "1 for a mailbox's current state, 0 for the others, by channel and state.",
     ),
     (
+        "postdesk_mailbox_alert",
+        Kind::Gauge,
+        "1 while a pulled mailbox has an open alert incident (stopped: needs re-authorisation, or failing longer than alert_after_secs), by channel.",
+    ),
+    (
+        "postdesk_mailbox_alerts_total",
+        Kind::Counter,
+        "Alert incidents opened, by channel and reason (needs_reauth, failing).",
+    ),
+    (
         "postdesk_outbox_queued_total",
         Kind::Counter,
         "Replies queued for sending.",
+    ),
+    (
+        "postdesk_notices_queued_total",
+        Kind::Counter,
+        "Notices (mail to agents and admins, on no ticket) queued for sending, by kind.",
     ),
     (
         "postdesk_outbox_attempts_total",

@@ -43,6 +43,8 @@ pub(super) struct Opening<'a> {
     pub contact: ContactRef,
     pub subject: String,
     pub text: String,
+    /// A web form's fields, name → value, for routing rules (empty: none).
+    pub fields: std::collections::BTreeMap<String, String>,
     /// Its spool row (`raw`: the submission as received).
     pub spool: NewSpool,
 }
@@ -56,6 +58,7 @@ pub(super) async fn open(
     o: Opening<'_>,
 ) -> Result<InboundOutcome, ApiError> {
     let live = s.live.clone();
+    let raw = o.spool.raw.clone();
     let msg = submit::plan(
         config,
         channel,
@@ -63,11 +66,22 @@ pub(super) async fn open(
         o.contact,
         o.subject,
         o.text,
+        &o.fields,
         &|u| live.user_available(u),
     );
-    Ok(s.store
+    let brief = crate::ingest::notices::Brief::of(&msg, &raw, config);
+    let outcome = s
+        .store
         .submit(o.spool, vec![msg], crate::ingest::decide::decide)
-        .await?)
+        .await?;
+    crate::ingest::notices::tell_owners(
+        s.store.as_ref(),
+        config,
+        &s.live,
+        crate::ingest::notices::pair(&outcome.delivered, vec![brief]),
+    )
+    .await;
+    Ok(outcome)
 }
 
 /// The `Idempotency-Key` header, if any: 1-200 printable ASCII characters

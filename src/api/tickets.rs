@@ -330,6 +330,7 @@ pub async fn create(
         },
         subject: subject.to_string(),
         text: body.text.clone(),
+        fields: Default::default(),
         spool: crate::store::NewSpool {
             source: crate::store::SpoolSource::Api,
             mail_from: email,

@@ -32,6 +32,7 @@
 mod diagnostic;
 mod hours;
 mod read;
+mod routing;
 mod validate;
 
 #[cfg(test)]
@@ -92,6 +93,10 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// `[company]`: company-wide defaults.
     pub company: CompanyConfig,
+    /// `[notifications]`: mail postdesk sends on its own (to agents).
+    pub notifications: NotificationsConfig,
+    /// `[alerts]`: who is told when a pulled mailbox stops.
+    pub alerts: AlertsConfig,
     /// `[log]`: tracing output.
     pub log: LogConfig,
     /// `[[teams]]`, default none.
@@ -480,6 +485,10 @@ pub struct OutboundConfig {
     pub max_lifetime_secs: u64,
     /// `[outbound.dkim]`: sign replies. Default none (no signing).
     pub dkim: Option<DkimConfig>,
+    /// Quote the conversation's last customer message below a reply's own
+    /// text (`On … wrote:`), inline images (`cid:`) included. A reply
+    /// request may say otherwise. Default `false`.
+    pub quote_history: bool,
 }
 
 impl Default for OutboundConfig {
@@ -490,6 +499,7 @@ impl Default for OutboundConfig {
             retry_max_secs: 3600,
             max_lifetime_secs: 432_000,
             dkim: None,
+            quote_history: false,
         }
     }
 }
@@ -504,6 +514,68 @@ pub struct DkimConfig {
     /// PEM private key file (relative to the config dir). Required; must hold an
     /// RSA or Ed25519 key that `dkim::sign` can use.
     pub key_file: PathBuf,
+}
+
+/// `[notifications]`: notices postdesk sends on its own — to a ticket's
+/// owner when it is assigned to them, when its customer writes again, when
+/// they are away and a contact of theirs writes (see `outbound::notify`).
+/// Never to a customer; sent through `[relay]` like replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationsConfig {
+    /// The system address notices come from (From and envelope sender),
+    /// lower-cased. Default none: no notices are sent. Should not be a
+    /// channel's address (bounces of notices would come back as mail).
+    pub from: Option<String>,
+    /// The From display name. Default `"postdesk"`.
+    pub from_name: String,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            from: None,
+            from_name: "postdesk".to_owned(),
+        }
+    }
+}
+
+/// `[alerts]`: a pulled mailbox that stopped — its OAuth grant refused
+/// (revoked or expired refresh token, a client secret gone), or failing for
+/// longer than `alert_after_secs` — opens an incident: a metric, first in
+/// `postdesk status`, and one email to `to` (through `[relay]`, from
+/// `[notifications] from`) per incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// The admins emailed, lower-cased; never a channel's address. Default
+    /// `[]` (metric and status only).
+    pub to: Vec<String>,
+    /// How long a mailbox may fail (reconnecting with back-off) before it is
+    /// an incident. Default [`ALERT_AFTER_SECS`]; at least 1.
+    pub alert_after_secs: u64,
+}
+
+/// Default `[alerts] alert_after_secs` (15 minutes): long enough for a
+/// server restart or a network blip, short enough that a help desk notices
+/// before customers do.
+pub const ALERT_AFTER_SECS: u64 = 900;
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            to: Vec::new(),
+            alert_after_secs: ALERT_AFTER_SECS,
+        }
+    }
+}
+
+/// What a user asks to be told by email (`[[users]] notify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A new ticket was assigned to them by routing.
+    Assigned,
+    /// The customer of a ticket they own wrote again.
+    CustomerReplied,
 }
 
 /// `[company]`.
@@ -568,6 +640,13 @@ pub struct UserConfig {
     pub available: bool,
     /// Team ids this user belongs to. Default `[]`.
     pub teams: Vec<String>,
+    /// What the user can handle (`"billing"`, `"de"`), lower-cased: routing
+    /// rules require skills. Default `[]`.
+    pub skills: Vec<String>,
+    /// Events the user is told of by email (needs `[notifications] from`).
+    /// Default `[]`. (An owner who is away when a contact of theirs writes
+    /// is always told, see `contact_owner`.)
+    pub notify: Vec<NotifyEvent>,
     /// `[users.working_hours]`: a weekly schedule that switches availability
     /// automatically. Default none (availability changes only by hand).
     pub working_hours: Option<WorkingHours>,
@@ -738,6 +817,16 @@ impl ChannelConfig {
         }
     }
 
+    /// The daily download budget in bytes: `imap.download_bytes_per_day`,
+    /// else [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail; 0 = no limit.
+    pub fn download_bytes_per_day(&self) -> u64 {
+        match self.imap.as_ref().and_then(|i| i.download_bytes_per_day) {
+            Some(n) => n,
+            None if self.kind == ChannelKind::Gmail => GMAIL_DOWNLOAD_BYTES_PER_DAY,
+            None => 0,
+        }
+    }
+
     /// IMAP TLS mode: `imap.tls`, default implicit.
     pub fn effective_imap_tls(&self) -> TlsMode {
         self.imap.as_ref().map_or(TlsMode::Implicit, |i| i.tls)
@@ -788,17 +877,31 @@ impl ChannelConfig {
 
     /// OAuth token endpoint: `oauth.token_url`, else Google's (gmail) or
     /// Microsoft's common endpoint (office365); `None` for other kinds without one.
-    pub fn effective_token_url(&self) -> Option<&str> {
-        if let Some(url) = self.oauth.as_ref().and_then(|o| o.token_url.as_deref()) {
-            return Some(url);
+    pub fn effective_token_url(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let oauth = self.oauth.as_ref();
+        if let Some(url) = oauth.and_then(|o| o.token_url.as_deref()) {
+            return Some(Cow::Borrowed(url));
         }
         match self.kind {
-            ChannelKind::Gmail => Some("https://oauth2.googleapis.com/token"),
-            ChannelKind::Office365 => {
-                Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
-            }
+            ChannelKind::Gmail => Some(Cow::Borrowed("https://oauth2.googleapis.com/token")),
+            ChannelKind::Office365 => Some(match oauth.and_then(|o| o.tenant.as_deref()) {
+                Some(tenant) => Cow::Owned(format!(
+                    "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+                )),
+                None => Cow::Borrowed("https://login.microsoftonline.com/common/oauth2/v2.0/token"),
+            }),
             _ => None,
         }
+    }
+
+    /// The scope of the `client_credentials` flow: `oauth.scope`, else
+    /// [`O365_APP_SCOPE`] on office365.
+    pub fn effective_app_scope(&self) -> Option<&str> {
+        if let Some(scope) = self.oauth.as_ref().and_then(|o| o.scope.as_deref()) {
+            return Some(scope);
+        }
+        (self.kind == ChannelKind::Office365).then_some(O365_APP_SCOPE)
     }
 }
 
@@ -825,8 +928,48 @@ pub struct RoutingConfig {
     pub users: Vec<String>,
     /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
     pub teams: Vec<String>,
-    /// Assign only to users available now, else leave unassigned. Default `true`.
+    /// Assign only to users available now, else leave unassigned. Default
+    /// `true`. (Under `contact_owner` the owner keeps the ticket while away
+    /// and is told by email.)
     pub only_available: bool,
+    /// `[[channels.routing.rules]]`: tried in order before `assign`; the
+    /// first rule that matches the message and has an eligible user with
+    /// its skills chooses the owner. Default `[]`.
+    pub rules: Vec<RoutingRule>,
+}
+
+/// `[[channels.routing.rules]]`: when a new ticket's first message matches
+/// every condition given (each list: any of its values), its owner is
+/// chosen by balancing among the eligible users with all of `skills`. At
+/// least one condition is required.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingRule {
+    /// Shown on the ticket as what chose its owner. Default `"rule N"`
+    /// (N counted from 1 in the channel).
+    pub name: String,
+    /// Words found in the subject or the body (case-insensitive). Default `[]`.
+    pub keywords: Vec<String>,
+    /// Words found in the subject (case-insensitive). Default `[]`.
+    pub subject_keywords: Vec<String>,
+    /// Languages detected in the subject and body, ISO 639-1 (`"de"`) or
+    /// 639-3 (`"deu"`) codes, lower-cased. Default `[]`.
+    pub languages: Vec<String>,
+    /// The sender's domain, or a domain it is under (`"acme.example"`
+    /// matches `eu.acme.example`), lower-cased. Default `[]`.
+    pub sender_domains: Vec<String>,
+    /// The new ticket's properties (`pipeline`, `status`, `priority` or a
+    /// custom one) equal to these values. Default empty.
+    pub properties: BTreeMap<String, String>,
+    /// A web form's fields equal to these values (case-insensitive; form
+    /// channels). Default empty.
+    pub fields: BTreeMap<String, String>,
+    /// Skills the owner must have, every one, lower-cased. Default `[]`.
+    pub skills: Vec<String>,
+    /// Users to choose among; with `teams` empty too, the channel's routing
+    /// `users` and `teams`, and if it names none, every user. Default `[]`.
+    pub users: Vec<String>,
+    /// Teams whose members to choose among (see `users`). Default `[]`.
+    pub teams: Vec<String>,
 }
 
 impl Default for RoutingConfig {
@@ -836,6 +979,7 @@ impl Default for RoutingConfig {
             users: Vec::new(),
             teams: Vec::new(),
             only_available: true,
+            rules: Vec::new(),
         }
     }
 }
@@ -879,7 +1023,17 @@ pub struct ImapConfig {
     /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
     /// header without an id), none (imap: pulled mail is unauthenticated).
     pub authserv_id: Option<String>,
+    /// Most bytes downloaded a day (by the sizes the server reports): a
+    /// backlog is pulled at this rate, an hour's share at most at once.
+    /// Default none = [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail (Gmail
+    /// refuses more than 2,500 MB a day, shared with the account's other
+    /// clients), no limit for others; `0` = no limit.
+    pub download_bytes_per_day: Option<u64>,
 }
+
+/// Default `download_bytes_per_day` of gmail channels: 2,000 MB, leaving a
+/// fifth of Gmail's daily 2,500 MB to the account's other clients.
+pub const GMAIL_DOWNLOAD_BYTES_PER_DAY: u64 = 2_000_000_000;
 
 /// Default `[channels.imap] batch_bytes` (32 MiB): a batch of 100 messages
 /// with large attachments must not take gigabytes of memory.
@@ -1021,19 +1175,59 @@ pub enum FormFieldType {
     Checkbox,
 }
 
-/// `[channels.oauth]`: `client_id` and `refresh_token_file` required when present.
+/// `[channels.oauth]`: `client_id` required when present; `refresh_token_file`
+/// for the delegated flow, `client_secret_file` for the app-only one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthConfig {
+    /// How access tokens are obtained. Default `refresh_token` (delegated).
+    pub flow: OAuthFlow,
     /// Token endpoint. Default none = per kind (see [`ChannelConfig::effective_token_url`]).
     pub token_url: Option<String>,
+    /// Office 365: the directory (tenant id or domain) whose token endpoint
+    /// is used, `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+    /// Default none (the `common` endpoint; `client_credentials` needs one or
+    /// `token_url`).
+    pub tenant: Option<String>,
     /// OAuth client id. Required.
     pub client_id: String,
-    /// File holding the client secret (relative to the config dir). Default none (public client).
+    /// File holding the client secret (relative to the config dir). Default
+    /// none (public client); required for `client_credentials`.
     pub client_secret_file: Option<PathBuf>,
-    /// File holding the refresh token (relative to the config dir). Required, must be readable.
+    /// File holding the refresh token (relative to the config dir). Required
+    /// for `refresh_token`, must be readable; unused for `client_credentials`.
     /// Rewritten (atomically, mode 0600) when the provider rotates the token, so its
     /// directory must be writable by postdesk.
-    pub refresh_token_file: PathBuf,
+    pub refresh_token_file: Option<PathBuf>,
+    /// Scope asked for in the `client_credentials` flow. Default
+    /// [`O365_APP_SCOPE`] (office365).
+    pub scope: Option<String>,
+}
+
+/// The scope of an Office 365 app-only token for IMAP and SMTP.
+pub const O365_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// `[channels.oauth] flow`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthFlow {
+    /// Delegated: a person consented once; the refresh token in
+    /// `refresh_token_file` is exchanged for access tokens (and rotated).
+    #[default]
+    RefreshToken,
+    /// App-only (Office 365): the client id and secret alone are exchanged
+    /// for an access token to any mailbox the app was granted; no refresh
+    /// token, nothing written back.
+    ClientCredentials,
+}
+
+impl OAuthConfig {
+    /// The files whose change ends a `needs_reauth` pause: the refresh
+    /// token's and the client secret's.
+    pub fn secret_files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.refresh_token_file
+            .iter()
+            .chain(self.client_secret_file.iter())
+    }
 }
 
 /// Lower-case and trim an address, as stored for users, channels and contacts.

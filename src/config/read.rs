@@ -15,10 +15,11 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
-    Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config, DkimConfig,
-    DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig, LogConfig,
-    LogFormat, OAuthConfig, OutboundConfig, RelayConfig, RoutingConfig, SenderName, SmtpConfig,
-    StoreConfig, StoreKind, TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    AlertsConfig, Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config,
+    DkimConfig, DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig,
+    LogConfig, LogFormat, NotificationsConfig, NotifyEvent, OAuthConfig, OAuthFlow, OutboundConfig,
+    RelayConfig, RoutingConfig, RoutingRule, SenderName, SmtpConfig, StoreConfig, StoreKind,
+    TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -53,6 +54,8 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Conf
         relay: draft.relay,
         outbound: draft.outbound,
         company: draft.company,
+        notifications: draft.notifications,
+        alerts: draft.alerts,
         log: draft.log,
         teams: draft.teams.into_iter().map(|(_, t)| t).collect(),
         users: draft.users.into_iter().map(|(_, u)| u).collect(),
@@ -80,6 +83,8 @@ pub(super) struct Draft {
     pub relay: RelayConfig,
     pub outbound: OutboundConfig,
     pub company: CompanyConfig,
+    pub notifications: NotificationsConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
     pub teams: Vec<(usize, TeamConfig)>,
     pub users: Vec<(usize, UserConfig)>,
@@ -595,7 +600,9 @@ enum_from_toml!(
     ChannelKind,
     SenderName,
     Assign,
-    FormFieldType
+    FormFieldType,
+    OAuthFlow,
+    NotifyEvent
 );
 
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
@@ -608,6 +615,23 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
         outbound: r.section(&mut t, "outbound", read_outbound),
         company: r.section(&mut t, "company", |r, t| CompanyConfig {
             name: r.key(t, "name"),
+        }),
+        notifications: r.section(&mut t, "notifications", |r, t| {
+            let d = NotificationsConfig::default();
+            NotificationsConfig {
+                from: r.key::<String>(t, "from").map(|a| normalize_email(&a)),
+                from_name: r.key(t, "from_name").unwrap_or(d.from_name),
+            }
+        }),
+        alerts: r.section(&mut t, "alerts", |r, t| {
+            let d = AlertsConfig::default();
+            AlertsConfig {
+                to: r
+                    .key::<Vec<String>>(t, "to")
+                    .map(|v| v.iter().map(|a| normalize_email(a)).collect())
+                    .unwrap_or(d.to),
+                alert_after_secs: r.key(t, "alert_after_secs").unwrap_or(d.alert_after_secs),
+            }
         }),
         log: r.section(&mut t, "log", read_log),
         teams: r.array_of_tables(&mut t, "teams", read_team),
@@ -726,6 +750,7 @@ fn read_outbound(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> OutboundConfig {
                 })
             })
             .flatten(),
+        quote_history: r.key(t, "quote_history").unwrap_or(d.quote_history),
     }
 }
 
@@ -753,6 +778,8 @@ fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
         licensed: r.key(t, "licensed").unwrap_or(true),
         available: r.key(t, "available").unwrap_or(true),
         teams: r.key(t, "teams").unwrap_or_default(),
+        skills: lower(r.key(t, "skills").unwrap_or_default()),
+        notify: r.key(t, "notify").unwrap_or_default(),
         working_hours: r
             .optional_section(t, "working_hours", |r, t| {
                 let timezone: Option<Spanned<String>> = r.required(t, "timezone");
@@ -827,6 +854,11 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
             users: r.key(t, "users").unwrap_or(d.users),
             teams: r.key(t, "teams").unwrap_or(d.teams),
             only_available: r.key(t, "only_available").unwrap_or(d.only_available),
+            rules: r
+                .array_of_tables(t, "rules", read_rule)
+                .into_iter()
+                .map(|(_, rule)| rule)
+                .collect(),
         }
     });
     let imap = r.optional_section(t, "imap", |r, t| ImapConfig {
@@ -845,18 +877,31 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         batch_bytes: r.key(t, "batch_bytes").unwrap_or(super::BATCH_BYTES),
         move_to: r.key(t, "move_to"),
         authserv_id: r.key(t, "authserv_id"),
+        download_bytes_per_day: r.key(t, "download_bytes_per_day"),
     });
     let oauth = r
         .optional_section(t, "oauth", |r, t| {
+            let flow = r.key(t, "flow").unwrap_or_default();
             let token_url = r.key(t, "token_url");
+            let tenant = r.key(t, "tenant");
             let client_id = r.required(t, "client_id");
             let client_secret_file = r.key(t, "client_secret_file");
-            let refresh_token_file = r.required(t, "refresh_token_file");
+            let refresh_token_file: Option<PathBuf> = match flow {
+                OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
+                OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
+            };
+            let scope = r.key(t, "scope");
+            if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
+                return None;
+            }
             Some(OAuthConfig {
+                flow,
                 token_url,
+                tenant,
                 client_id: client_id?,
                 client_secret_file,
-                refresh_token_file: refresh_token_file?,
+                refresh_token_file,
+                scope,
             })
         })
         .flatten();
@@ -888,6 +933,52 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
         smtp,
         form,
     }
+}
+
+/// `[[channels.routing.rules]]`; a rule without a name is `rule N`.
+fn read_rule(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RoutingRule {
+    let n = t
+        .path
+        .rsplit_once('[')
+        .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
+        .map_or(0, |i| i + 1);
+    RoutingRule {
+        name: r.key(t, "name").unwrap_or_else(|| format!("rule {n}")),
+        keywords: r.key(t, "keywords").unwrap_or_default(),
+        subject_keywords: r.key(t, "subject_keywords").unwrap_or_default(),
+        languages: lower(r.key(t, "languages").unwrap_or_default()),
+        sender_domains: lower(r.key(t, "sender_domains").unwrap_or_default()),
+        properties: read_string_map(r, t, "properties"),
+        fields: read_string_map(r, t, "fields"),
+        skills: lower(r.key(t, "skills").unwrap_or_default()),
+        users: r.key(t, "users").unwrap_or_default(),
+        teams: r.key(t, "teams").unwrap_or_default(),
+    }
+}
+
+/// Each value lower-cased and trimmed.
+fn lower(values: Vec<String>) -> Vec<String> {
+    values.iter().map(|v| v.trim().to_lowercase()).collect()
+}
+
+/// A table of string values (`properties = { priority = "high" }`).
+fn read_string_map(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(sub) = r.table(t, key) else {
+        return out;
+    };
+    for (k, v) in sub.table.iter() {
+        let path = join(&sub.path, k.get_ref());
+        r.spans.insert(path.clone(), v.span());
+        if let Some(value) = String::from_toml(r, &path, v) {
+            out.insert(k.get_ref().to_string(), value);
+        }
+    }
+    out
 }
 
 /// `[channels.form]` and its `[[channels.form.fields]]`.

@@ -670,11 +670,14 @@ refresh_token_file = "secrets/rt"
     assert_eq!((cfg.warnings[0].line, cfg.warnings[0].col), (8, 15));
     let ch = &cfg.channels[0];
     let oauth = ch.oauth.as_ref().unwrap();
-    assert_eq!(oauth.refresh_token_file, dir.path().join("secrets/rt"));
+    assert_eq!(
+        oauth.refresh_token_file,
+        Some(dir.path().join("secrets/rt"))
+    );
     assert_eq!(ch.effective_imap_host(), Some("outlook.office365.com"));
     assert_eq!(ch.effective_imap_port(), 993);
     assert_eq!(
-        ch.effective_token_url(),
+        ch.effective_token_url().as_deref(),
         Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
     );
 }
@@ -1551,4 +1554,128 @@ fn a_postgres_store_needs_a_usable_url_file() {
         about_store(errors_of("[store]\npool_size = 0\n")),
         ["2:13: `store.pool_size` must be between 1 and 1024"]
     );
+}
+
+/// The errors of `text`, or the warnings of a config that loads.
+fn findings(text: &str) -> Vec<String> {
+    match parse_str(text) {
+        Ok(cfg) => cfg
+            .warnings
+            .iter()
+            .map(|d| format!("{}:{}: warning: {}", d.line, d.col, d.message))
+            .collect(),
+        Err(_) => errors_of(text),
+    }
+}
+
+/// `[channels.oauth] flow = "client_credentials"` (Office 365 app-only):
+/// the keys it needs and refuses, each reported at its line and column.
+#[test]
+fn client_credentials_flow_is_checked_against_kind_and_keys() {
+    const O365: &str = "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nflow = \"client_credentials\"\n";
+    let table: &[(String, &str)] = &[
+        (
+            format!("{O365}tenant = \"acme.example\""),
+            "5:1: missing required key `client_secret_file` in [channels.oauth] (required with flow = \"client_credentials\")",
+        ),
+        (
+            format!("{O365}client_secret_file = \"Cargo.toml\""),
+            "7:8: flow = \"client_credentials\" needs `tenant`",
+        ),
+        (
+            format!("{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme/../x\""),
+            "9:10: tenant `acme/../x` is not a directory id or domain",
+        ),
+        (
+            format!(
+                "{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme.example\"\nrefresh_token_file = \"Cargo.toml\""
+            ),
+            "10:22: warning: `refresh_token_file` is ignored with flow = \"client_credentials\"",
+        ),
+        (
+            "[[channels]]\nid = \"g\"\nkind = \"gmail\"\naddress = \"g@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nflow = \"client_credentials\"\nclient_secret_file = \"Cargo.toml\"".to_string(),
+            "7:8: flow = \"client_credentials\" is for office365 channels",
+        ),
+        (
+            format!("{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme.example\"\nflow = \"implicit\""),
+            "duplicate key",
+        ),
+        (
+            "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"\nflow = \"implicit\"".to_string(),
+            "7:8: invalid value for `channels.oauth.flow`",
+        ),
+        (
+            "[[channels]]\nid = \"o\"\nkind = \"office365\"\naddress = \"o@acme.example\"\n[channels.oauth]\nclient_id = \"id\"".to_string(),
+            "5:1: missing required key `refresh_token_file` in [channels.oauth]",
+        ),
+    ];
+    for (text, want) in table {
+        let errs = findings(text);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{text}\nwant {want}\ngot {errs:?}"
+        );
+    }
+    // A complete app-only channel: the tenant's endpoint and the default scope.
+    let cfg = parse_str(&format!(
+        "{O365}client_secret_file = \"Cargo.toml\"\ntenant = \"acme.example\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ch = &cfg.channels[0];
+    let oauth = ch.oauth.as_ref().expect("oauth");
+    assert_eq!(oauth.flow, OAuthFlow::ClientCredentials);
+    assert_eq!(oauth.refresh_token_file, None);
+    assert_eq!(
+        ch.effective_token_url().as_deref(),
+        Some("https://login.microsoftonline.com/acme.example/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        ch.effective_app_scope(),
+        Some("https://outlook.office365.com/.default")
+    );
+}
+
+/// `[alerts]`: admins' addresses (never a channel's), a positive delay,
+/// and a warning when nothing can send the emails.
+#[test]
+fn alerts_are_checked() {
+    const CH: &str =
+        "[[channels]]\nid = \"s\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n";
+    let table: &[(String, &str)] = &[
+        (
+            format!("[alerts]\nto = [\"ops@acme.example\", \"nobody\"]\n{CH}"),
+            "2:27: invalid email address `nobody`",
+        ),
+        (
+            format!(
+                "[notifications]\nfrom = \"pd@acme.example\"\n[alerts]\nto = [\"Support@Acme.example\"]\n{CH}"
+            ),
+            "4:7: `support@acme.example` is a channel's address",
+        ),
+        (
+            "[alerts]\nalert_after_secs = 0\n".to_string(),
+            "2:20: `alert_after_secs` must be at least 1",
+        ),
+        (
+            "[alerts]\nto = [\"ops@acme.example\"]\n".to_string(),
+            "2:6: warning: alerts are not emailed while [notifications] from is not set",
+        ),
+        (
+            "[alerts]\nsend_to = []\n".to_string(),
+            "2:1: unknown key `send_to`",
+        ),
+    ];
+    for (text, want) in table {
+        let got = findings(text);
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "{text}\nwant {want}\ngot {got:?}"
+        );
+    }
+    let cfg = parse_str(
+        "[alerts]\nto = [\" Ops@Acme.example \"]\n[notifications]\nfrom = \"pd@acme.example\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.alerts.to, ["ops@acme.example"]);
+    assert_eq!(cfg.alerts.alert_after_secs, ALERT_AFTER_SECS);
 }

@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::io_message;
 use super::read::{Draft, Reader};
-use super::{Assign, ChannelConfig, ChannelKind, SenderName, TlsMode};
+use super::{Assign, ChannelConfig, ChannelKind, OAuthConfig, OAuthFlow, SenderName, TlsMode};
 
 pub(super) fn validate(r: &mut Reader<'_>, d: &mut Draft, config_path: &Path) {
     let base = config_path.parent().unwrap_or(Path::new(""));
+    check_alerts(r, d);
     check_people(r, d);
     check_channels(r, d, base);
     check_services(r, d, base);
     check_store(r, d, base);
+    super::routing::check_notifications(r, d);
     resolve_paths(d, base);
 }
 
@@ -218,15 +220,15 @@ fn check_mailbox(
         if let Some(file) = &oauth.client_secret_file {
             check_secret(r, &format!("{oauth_path}.client_secret_file"), file, base);
         }
-        check_secret(
-            r,
-            &format!("{oauth_path}.refresh_token_file"),
-            &oauth.refresh_token_file,
-            base,
-        );
+        if let Some(file) = &oauth.refresh_token_file {
+            check_secret(r, &format!("{oauth_path}.refresh_token_file"), file, base);
+        }
     }
     if !kind_known {
         return;
+    }
+    if let Some(oauth) = &ch.oauth {
+        check_oauth_flow(r, ch, oauth, &oauth_path);
     }
     if ch.kind.uses_oauth() && !r.has(&oauth_path) {
         r.error_at(
@@ -323,6 +325,100 @@ fn check_mailbox(
     }
 }
 
+/// `[alerts]`: addresses that can be mailed (never a channel's: the alert
+/// would open a ticket), a positive delay, and a sender for the emails.
+fn check_alerts(r: &mut Reader<'_>, d: &Draft) {
+    for (i, to) in d.alerts.to.iter().enumerate() {
+        let at = format!("alerts.to[{i}]");
+        if !is_valid_email(to) {
+            r.error_at(&at, format!("invalid email address `{to}`"));
+        } else if d
+            .channels
+            .iter()
+            .any(|(_, c)| c.address.as_deref() == Some(to.as_str()))
+        {
+            r.error_at(
+                &at,
+                format!("`{to}` is a channel's address: an alert sent there would open a ticket; name an admin's own address"),
+            );
+        }
+    }
+    if d.alerts.alert_after_secs == 0 {
+        r.error_at(
+            "alerts.alert_after_secs",
+            "`alert_after_secs` must be at least 1",
+        );
+    }
+    if !d.alerts.to.is_empty() && d.notifications.from.is_none() {
+        r.warning_at(
+            "alerts.to",
+            "alerts are not emailed while [notifications] from is not set (the metric and `postdesk status` still show them)",
+        );
+    }
+}
+
+/// `[channels.oauth]`'s flow against the kind and the keys it needs.
+fn check_oauth_flow(r: &mut Reader<'_>, ch: &ChannelConfig, oauth: &OAuthConfig, at: &str) {
+    let kind = ch.kind.as_str();
+    if let Some(tenant) = &oauth.tenant {
+        let ok = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !ok {
+            r.error_at(
+                &format!("{at}.tenant"),
+                format!("tenant `{tenant}` is not a directory id or domain (letters, digits, `-` and `.` only)"),
+            );
+        }
+        if ch.kind != ChannelKind::Office365 {
+            r.warning_at(
+                &format!("{at}.tenant"),
+                format!("`tenant` is ignored for {kind} channels (Office 365 only)"),
+            );
+        }
+    }
+    match oauth.flow {
+        OAuthFlow::RefreshToken => {
+            if oauth.scope.is_some() {
+                r.warning_at(
+                    &format!("{at}.scope"),
+                    "`scope` is ignored with flow = \"refresh_token\" (the refresh token carries the scopes consented to)",
+                );
+            }
+        }
+        OAuthFlow::ClientCredentials => {
+            if ch.kind == ChannelKind::Gmail {
+                r.error_at(
+                    &format!("{at}.flow"),
+                    format!("flow = \"client_credentials\" is for office365 channels; {kind} mailboxes need a person's consent (flow = \"refresh_token\")"),
+                );
+            }
+            if oauth.client_secret_file.is_none() {
+                r.error_at(
+                    at,
+                    "missing required key `client_secret_file` in [channels.oauth] (required with flow = \"client_credentials\")",
+                );
+            }
+            if oauth.refresh_token_file.is_some() {
+                r.warning_at(
+                    &format!("{at}.refresh_token_file"),
+                    "`refresh_token_file` is ignored with flow = \"client_credentials\" (app-only access has no refresh token)",
+                );
+            }
+            if ch.kind == ChannelKind::Office365
+                && oauth.tenant.is_none()
+                && oauth.token_url.is_none()
+            {
+                r.error_at(
+                    &format!("{at}.flow"),
+                    "flow = \"client_credentials\" needs `tenant` (your directory id or domain) or `token_url`: app-only tokens come from the tenant's endpoint, not /common",
+                );
+            }
+        }
+    }
+}
+
 /// Whether two IMAP folder names name the same folder: `INBOX` in any case
 /// (RFC 3501 5.1), other names exactly.
 fn same_folder(a: &str, b: &str) -> bool {
@@ -407,6 +503,7 @@ fn check_routing(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) 
             "assign = \"users_and_teams\" with no users or teams leaves every ticket unassigned",
         );
     }
+    super::routing::check_rules(r, d, path, ch);
 }
 
 /// `[smtp]`, `[relay]`, `[outbound]`.
@@ -641,7 +738,7 @@ impl Unique {
 }
 
 /// `; known: a, b` for unknown-reference messages.
-fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+pub(super) fn known_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     // Each once (a file may define an id twice: that has its own error).
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<&str> = ids.filter(|id| seen.insert(*id)).collect();
@@ -872,7 +969,7 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
         }
         if let Some(oauth) = &mut ch.oauth {
             oauth.client_secret_file.iter_mut().for_each(fix);
-            fix(&mut oauth.refresh_token_file);
+            oauth.refresh_token_file.iter_mut().for_each(fix);
         }
     }
 }

@@ -28,9 +28,11 @@ pub mod bounce;
 pub mod decide;
 pub mod dedupe;
 pub mod handoff;
+pub mod notices;
 pub mod parse;
 pub mod resolve;
 pub mod route;
+pub mod rules;
 pub mod submit;
 pub mod thread;
 
@@ -194,6 +196,30 @@ fn resolve_with(
     (r, class)
 }
 
+/// What routing would do with `msg` as a new ticket on `channel` (what
+/// `postdesk resolve` shows): what chooses the owner, and the language
+/// detected (ISO 639-3), with availability as `available` says.
+pub fn routing_preview(
+    msg: &mail_parser::Message<'_>,
+    config: &Config,
+    channel: &ChannelConfig,
+    r: &resolve::Resolution,
+    available: &dyn Fn(&crate::config::UserConfig) -> bool,
+) -> (String, Option<&'static str>) {
+    let fields = parse::fields(msg);
+    let original = r.original.as_ref();
+    let subject = original
+        .and_then(|o| o.subject.clone())
+        .unwrap_or(fields.subject);
+    let subject = resolve::strip_subject_prefixes(&subject).trim().to_string();
+    let text = original.map_or(fields.text.as_str(), |o| o.text.as_str());
+    let none = std::collections::BTreeMap::new();
+    let sender = normalize_email(&r.contact.email);
+    let facts = rules::Facts::new(&subject, text, &sender, &none);
+    let routed = route::plan(config, channel, available, &facts);
+    (routed.by, facts.language())
+}
+
 /// Mail whose From is a team member's or forwarder's address but is not
 /// authenticated as theirs is a stranger's: it belongs to the envelope
 /// sender when that is another address (the one the forger could receive
@@ -273,8 +299,10 @@ fn base_address(email: &str) -> String {
     }
 }
 
-/// Plan the effect of one spool entry, stage by stage: [`parse`] once, then
-/// for each channel it is addressed to: classify and resolve (`judge`),
+/// Plan the effect of one spool entry, stage by stage: a notice of ours
+/// that came back (its loop tag signed with the install's key,
+/// `outbound::notify`) is dropped first; else [`parse`] once, then for each
+/// channel it is addressed to: classify and resolve (`judge`),
 /// drop a mail loop, and build the channel's message (`message_for`:
 /// contact, content, thread handles, route).
 /// Pure apart from reading `live`.
@@ -288,6 +316,17 @@ pub fn plan_entry(
     let channels = channels_for(entry, config);
     if channels.is_empty() {
         return Err(IngestError::NoChannel(entry.rcpt_to.clone()));
+    }
+    if let Some(tag) = live
+        .notice_key()
+        .and_then(|key| crate::outbound::notify::returned_notice(&entry.raw, key))
+    {
+        tracing::info!(spool = entry.id.0, %tag, "a postdesk notice came back: dropped, not ticketed");
+        return Ok(InboundPlan {
+            spool_id: entry.id,
+            messages: Vec::new(),
+            dropped: Some(format!("mail loop: postdesk notice {tag} came back")),
+        });
     }
     let mail = Mail::parse(entry);
     let stage = Stage {
@@ -464,9 +503,19 @@ fn message_for(
         .and_then(|(r, a)| thread::plus_token(r, a));
     let standing = standing(&resolution, stage.dir, stage.auth);
     let live = stage.live;
-    let new_ticket = route::new_ticket(stage.config, channel, content.ticket_subject, &|u| {
-        live.user_available(u)
-    });
+    let text = resolution
+        .original
+        .as_ref()
+        .map_or(fields.text.as_str(), |o| o.text.as_str());
+    let no_fields = std::collections::BTreeMap::new();
+    let facts = rules::Facts::new(&content.ticket_subject, text, &contact.email, &no_fields);
+    let new_ticket = route::new_ticket(
+        stage.config,
+        channel,
+        content.ticket_subject.clone(),
+        &|u| live.user_available(u),
+        &facts,
+    );
     InboundMessage {
         channel: channel.id.clone(),
         dedupe_key: mail.dedupe_key.clone(),
@@ -595,6 +644,7 @@ impl Ingestor {
                 .record((now_ms - e.received_at).max(0) as f64 / 1000.0);
         }
         let config = self.live.config();
+        let notice_config = config.clone();
         let live = self.live.clone();
         let dir = Directory::new(&config);
         let auths = futures_util::future::join_all(
@@ -607,15 +657,31 @@ impl Ingestor {
             batch
                 .iter()
                 .zip(&auths)
-                .map(|(e, a)| (e.id, guarded(|| plan_entry(e, &config, &dir, &live, a))))
+                .map(|(e, a)| {
+                    let plan = guarded(|| plan_entry(e, &config, &dir, &live, a));
+                    let briefs: Vec<notices::Brief> = plan
+                        .as_ref()
+                        .map(|p| {
+                            p.messages
+                                .iter()
+                                .map(|m| notices::Brief::of(m, &e.raw, &config))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (e.id, plan, briefs)
+                })
                 .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| StoreError::Failed(format!("ingest planning failed: {e}")))?;
         let mut plans = Vec::with_capacity(n);
-        for (id, p) in planned {
+        let mut briefs = Vec::with_capacity(n);
+        for (id, p, b) in planned {
             match p {
-                Ok(plan) => plans.push(plan),
+                Ok(plan) => {
+                    plans.push(plan);
+                    briefs.push(b);
+                }
                 Err(e) => {
                     tracing::warn!(spool = %id, error = %e, "ingest parked a message");
                     metrics::counter!("postdesk_ingest_failed_total").increment(1);
@@ -626,9 +692,11 @@ impl Ingestor {
         let ids: Vec<SpoolId> = plans.iter().map(|p| p.spool_id).collect();
         let results = self.store.apply_inbound(plans, decide::decide).await?;
         let mut temporary = None;
-        for (id, r) in ids.into_iter().zip(results) {
+        let mut applied = Vec::new();
+        for ((id, r), b) in ids.into_iter().zip(results).zip(briefs) {
             match r {
                 Ok(outcome) => {
+                    applied.extend(notices::pair(&outcome.delivered, b));
                     for d in outcome.delivered {
                         metrics::counter!("postdesk_ingest_messages_total", "result" => if d.duplicate { "duplicate" } else { "stored" }).increment(1);
                         tracing::info!(spool = id.0, channel = %d.channel, ticket = d.ticket.0, created = d.created, duplicate = d.duplicate, owner = ?d.owner, "ingested");
@@ -641,6 +709,7 @@ impl Ingestor {
                 }
             }
         }
+        notices::tell_owners(self.store.as_ref(), &notice_config, &self.live, applied).await;
         match temporary {
             Some(e) => Err(e),
             None => Ok(round),

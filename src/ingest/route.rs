@@ -1,27 +1,103 @@
-//! Route stage: turn a channel's routing rule into a [`RoutingPlan`] of
-//! eligible users ([`plan`]), and pick the owner of a new ticket from that
-//! plan ([`choose_owner`]).
+//! Route stage: turn a channel's routing (its rules, by skill, then its
+//! `assign`) into a [`RoutingPlan`] of eligible users and what chose it
+//! ([`plan`]), and pick the owner of a new ticket from that plan
+//! ([`choose_owner`]).
 //!
-//! Eligible = licensed, named by the rule (directly or through a team), and —
-//! with `only_available` — available now. Pure: config and availability in,
-//! plan out; plan and the users' loads in, owner out. [`owner`] reads the
-//! loads (open tickets, last assignment) or the contact's owner through the
-//! store's [`InboundFacts`], inside the transaction that creates the ticket,
-//! and asks [`choose_owner`]; the store writes the answer — so every backend
+//! Eligible = licensed, named by the rule (directly or through a team, or
+//! having a matched rule's skills), and — with `only_available` — available
+//! now. Pure: config, availability and the message's facts in, plan out;
+//! plan and the users' loads in, owner out. [`owner`] reads the loads (open
+//! tickets, last assignment) or the contact's owner through the store's
+//! [`InboundFacts`], inside the transaction that creates the ticket, and
+//! asks [`choose_owner`]; the store writes the answer — so every backend
 //! balances alike.
 
-use crate::config::{Assign, ChannelConfig, Config, UserConfig};
+use super::rules;
+use crate::config::{Assign, ChannelConfig, Config, RoutingRule, UserConfig};
 use crate::store::{InboundFacts, NewTicket, RoutingPlan, StoreError};
 
-/// The plan for a new ticket on `channel`; `available` says whether a user is
-/// available now.
+/// A new ticket's routing plan, and what chose it (kept on the ticket as
+/// `routed_by`, shown by `tickets show` and the API).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub plan: RoutingPlan,
+    pub by: String,
+}
+
+/// The plan for a new ticket on `channel` whose first message is `facts`;
+/// `available` says whether a user is available now.
+///
+/// The channel's `[[channels.routing.rules]]` first, in order: the first
+/// rule the message matches ([`rules::matches`]) that has an eligible user
+/// with all its skills gives a balancing plan over those users. A rule that
+/// matches but has nobody eligible is passed over (and said so in `by`).
+/// Then the channel's `assign`. Eligible = licensed and, with
+/// `only_available`, available now — except under `contact_owner`, where
+/// the contact's owner keeps their contacts while away (ingest then tells
+/// them by email).
 pub fn plan(
     config: &Config,
     channel: &ChannelConfig,
     available: &dyn Fn(&UserConfig) -> bool,
-) -> RoutingPlan {
+    facts: &rules::Facts<'_>,
+) -> Routed {
     let rule = &channel.routing;
     let eligible = |u: &UserConfig| u.licensed && (!rule.only_available || available(u));
+    let property = |name: &str| ticket_property(channel, name);
+    let mut passed = Vec::new();
+    for r in &rule.rules {
+        let Some(why) = rules::matches(r, facts, &property) else {
+            continue;
+        };
+        let skills = if r.skills.is_empty() {
+            String::new()
+        } else {
+            format!(" → skills {}", r.skills.join(", "))
+        };
+        let users: Vec<String> = rule_pool(config, channel, r)
+            .filter(|u| r.skills.iter().all(|s| u.skills.contains(s)))
+            .filter(|u| eligible(u))
+            .map(|u| u.id.clone())
+            .collect();
+        if users.is_empty() {
+            passed.push(format!(
+                "rule \"{}\" matched ({why}) but no {} user has skills {}",
+                r.name,
+                if rule.only_available {
+                    "available licensed"
+                } else {
+                    "licensed"
+                },
+                r.skills.join(", ")
+            ));
+            continue;
+        }
+        return Routed {
+            plan: RoutingPlan::Balance {
+                users,
+                reason_if_none: format!("rule \"{}\" has no eligible user", r.name),
+            },
+            by: format!("rule \"{}\" ({why}){skills}", r.name),
+        };
+    }
+    let mut by = format!("channel default (assign = {})", assign_name(rule.assign));
+    for p in passed {
+        by.push_str("; ");
+        by.push_str(&p);
+    }
+    Routed {
+        plan: default_plan(config, channel, &eligible),
+        by,
+    }
+}
+
+/// The channel's `assign` as a plan (no rule chose).
+fn default_plan(
+    config: &Config,
+    channel: &ChannelConfig,
+    eligible: &dyn Fn(&UserConfig) -> bool,
+) -> RoutingPlan {
+    let rule = &channel.routing;
     match rule.assign {
         Assign::Nobody => RoutingPlan::Unassigned {
             reason: "channel routing assigns nobody".into(),
@@ -49,14 +125,54 @@ pub fn plan(
                 reason_if_none,
             }
         }
+        // The owner keeps the ticket while away: licence only.
         Assign::ContactOwner => RoutingPlan::ContactOwner {
             eligible: config
                 .users
                 .iter()
-                .filter(|u| eligible(u))
+                .filter(|u| u.licensed)
                 .map(|u| u.id.clone())
                 .collect(),
         },
+    }
+}
+
+/// The users a rule chooses among: its own `users` and `teams`, else the
+/// channel's routing `users` and `teams`, else every user.
+fn rule_pool<'c>(
+    config: &'c Config,
+    channel: &'c ChannelConfig,
+    r: &'c RoutingRule,
+) -> impl Iterator<Item = &'c UserConfig> + 'c {
+    let (users, teams) = if !r.users.is_empty() || !r.teams.is_empty() {
+        (&r.users, &r.teams)
+    } else {
+        (&channel.routing.users, &channel.routing.teams)
+    };
+    let everyone = users.is_empty() && teams.is_empty();
+    config.users.iter().filter(move |u| {
+        everyone || users.contains(&u.id) || u.teams.iter().any(|t| teams.contains(t))
+    })
+}
+
+/// The config spelling of `assign`.
+fn assign_name(a: Assign) -> &'static str {
+    match a {
+        Assign::Nobody => "nobody",
+        Assign::UsersAndTeams => "users_and_teams",
+        Assign::ContactOwner => "contact_owner",
+    }
+}
+
+/// A property a new ticket on `channel` gets: `pipeline`, `status` (with
+/// [`DEFAULT_STATUS`]), `priority` or a custom one.
+fn ticket_property(channel: &ChannelConfig, name: &str) -> Option<String> {
+    let p = &channel.ticket_properties;
+    match name {
+        "pipeline" => p.pipeline.clone(),
+        "status" => Some(p.status.clone().unwrap_or_else(|| DEFAULT_STATUS.into())),
+        "priority" => p.priority.clone(),
+        other => p.custom.get(other).cloned(),
     }
 }
 
@@ -158,14 +274,17 @@ pub const DEFAULT_STATUS: &str = "new";
 
 /// The values of a ticket a message (mail or a submission) opens on
 /// `channel`: its subject, the channel's ticket properties (status
-/// [`DEFAULT_STATUS`] when it sets none) and the routing plan.
+/// [`DEFAULT_STATUS`] when it sets none) and the routing plan for its first
+/// message, `facts`.
 pub fn new_ticket(
     config: &Config,
     channel: &ChannelConfig,
     subject: String,
     available: &dyn Fn(&UserConfig) -> bool,
+    facts: &rules::Facts<'_>,
 ) -> NewTicket {
     let props = &channel.ticket_properties;
+    let routed = plan(config, channel, available, facts);
     NewTicket {
         subject,
         secret: super::thread::new_secret(),
@@ -178,7 +297,8 @@ pub fn new_ticket(
         ),
         priority: props.priority.clone(),
         properties: serde_json::to_string(&props.custom).unwrap_or_else(|_| "{}".into()),
-        routing: plan(config, channel, available),
+        routing: routed.plan,
+        routed_by: Some(routed.by),
     }
 }
 
@@ -332,7 +452,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let ticket = |id: &str| {
             let ch = config.channel(id).expect("channel");
-            new_ticket(&config, ch, "Hi".into(), &|_| true)
+            let none = std::collections::BTreeMap::new();
+            let facts = rules::Facts::new("Hi", "", "c@customer.example", &none);
+            new_ticket(&config, ch, "Hi".into(), &|_| true, &facts)
         };
         let bare = ticket("bare");
         assert_eq!(

@@ -287,8 +287,11 @@ pub fn plan(
     contact: ContactRef,
     subject: String,
     text: String,
+    fields: &BTreeMap<String, String>,
     available: &dyn Fn(&UserConfig) -> bool,
 ) -> InboundMessage {
+    let facts = super::rules::Facts::new(&subject, &text, &contact.email, fields);
+    let new_ticket = route::new_ticket(config, channel, subject.clone(), available, &facts);
     let who = Address {
         email: contact.email.clone(),
         name: contact.name.clone(),
@@ -319,7 +322,7 @@ pub fn plan(
             authentication: None,
         },
         note: None,
-        new_ticket: route::new_ticket(config, channel, subject, available),
+        new_ticket,
         bounce: None,
     }
 }

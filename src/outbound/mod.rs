@@ -39,6 +39,7 @@
 
 pub mod compose;
 pub mod dkim;
+pub mod notify;
 pub mod pool;
 pub mod replay;
 pub mod sender;
@@ -211,7 +212,12 @@ impl Outbound {
             .map(str::trim)
             .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
             .map(str::to_string);
-        let ticket = crate::ingest::route::new_ticket(&config, channel, subject.clone(), &|_| true);
+        // The author owns what they compose: no routing rule chose anyone.
+        let no_fields = std::collections::BTreeMap::new();
+        let facts = crate::ingest::rules::Facts::new(&subject, &req.text, &email, &no_fields);
+        let mut ticket =
+            crate::ingest::route::new_ticket(&config, channel, subject.clone(), &|_| true, &facts);
+        ticket.routed_by = None;
         let number = self
             .store
             .open_outbound_ticket(
@@ -232,6 +238,16 @@ impl Outbound {
             idempotency_key: req.idempotency_key,
         })
         .await
+    }
+
+    /// A [`notify::Notifier`] sharing this queue's store, configuration and
+    /// sender wake-up.
+    pub fn notifier(&self) -> notify::Notifier {
+        notify::Notifier {
+            store: self.store.clone(),
+            live: self.live.clone(),
+            wake: self.wake.clone(),
+        }
     }
 
     /// Compose and durably queue a reply. Returns once it is committed.

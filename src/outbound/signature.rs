@@ -91,6 +91,8 @@ mod tests {
             licensed: true,
             available: true,
             teams: vec![],
+            skills: vec![],
+            notify: vec![],
             working_hours: None,
         }
     }

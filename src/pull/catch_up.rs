@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 
-use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ChannelConfig;
@@ -30,6 +29,7 @@ use super::batch::{
     uid_set,
 };
 use super::connect::ImapSession;
+use super::fetch::uid_fetch;
 use super::mailbox::{COMMAND_TIMEOUT, FETCH_TIMEOUT, Puller, timed};
 use super::moves::{MoveTo, move_committed};
 use super::session::heard_of_new_mail;
@@ -174,16 +174,19 @@ impl Puller {
                 _ => continue,
             };
             let set = uid_range(chunk);
-            let heads: Vec<async_imap::types::Fetch> = timed(FETCH_TIMEOUT, "fetch", async {
-                let stream = s.uid_fetch(&set, "(UID BODY.PEEK[HEADER])").await?;
-                stream.try_collect().await
-            })
+            let heads = timed(
+                FETCH_TIMEOUT,
+                "fetch",
+                uid_fetch(s, &set, "(UID BODY.PEEK[HEADER])"),
+            )
             .await?;
+            self.heard(heads.announced);
             let ids: Vec<(u32, Option<String>)> = heads
+                .items
                 .iter()
                 .filter_map(|f| {
                     let uid = f.uid.filter(|u| (first..=last).contains(u))?;
-                    Some((uid, message_id(f.header()?)))
+                    Some((uid, message_id(f.header.as_deref()?)))
                 })
                 .collect();
             let no_header = self.all_returned(ch, chunk, ids.iter().map(|(uid, _)| *uid))?;
@@ -196,10 +199,12 @@ impl Puller {
                 .await?
                 .into_iter()
                 .collect();
+            let gm_known = self.gm_known();
             let mut wanted: Vec<u32> = ids
                 .iter()
                 .filter(|(_, id)| id.as_ref().is_none_or(|id| !known.contains(id)))
                 .map(|(uid, _)| *uid)
+                .filter(|uid| !gm_known.contains(uid))
                 .collect();
             wanted.sort_unstable();
             wanted.dedup();
@@ -283,6 +288,7 @@ impl Puller {
             messages,
             known_unfetched: 0,
             unreturned: Vec::new(),
+            gmail_account: self.gmail.clone(),
         }
     }
 
@@ -340,30 +346,62 @@ impl Puller {
     /// fetched alone whatever its size. The sizes only shape the batches:
     /// what a fetch returns is checked against the UIDs asked
     /// ([`Puller::all_returned`]), never against them.
+    ///
+    /// On a server with Gmail's extensions the same command asks each
+    /// message's X-GM-MSGID (a lone UID too): the messages of this account
+    /// already pulled — under another label, by another channel, before a
+    /// UIDVALIDITY change — are remembered in `gm_known`, weigh nothing in
+    /// the batches and are not downloaded again.
     async fn fetch_sizes(
         &self,
         s: &mut ImapSession,
         uids: &[u32],
     ) -> Result<Vec<Option<u32>>, PullError> {
         let mut sizes = vec![None; uids.len()];
-        if uids.len() < 2 {
+        self.gm_known_set(Default::default());
+        let gmail = self.gmail.clone();
+        if uids.len() < 2 && gmail.is_none() {
             return Ok(sizes);
         }
         let set = uid_range(uids);
-        timed(FETCH_TIMEOUT, "fetch sizes", async {
-            let mut stream = s.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
-            while let Some(f) = stream.try_next().await? {
-                if let (Some(uid), Some(size)) = (f.uid, f.size)
-                    && let Ok(i) = uids.binary_search(&uid)
-                    && let Some(slot) = sizes.get_mut(i)
-                {
-                    *slot = Some(size);
+        let items = if gmail.is_some() {
+            "(UID RFC822.SIZE X-GM-MSGID)"
+        } else {
+            "(UID RFC822.SIZE)"
+        };
+        let got = timed(FETCH_TIMEOUT, "fetch sizes", uid_fetch(s, &set, items)).await?;
+        self.heard(got.announced);
+        let mut ids: Vec<(usize, u64)> = Vec::new();
+        for f in &got.items {
+            if let Some(uid) = f.uid
+                && let Ok(i) = uids.binary_search(&uid)
+            {
+                if let Some(size) = f.size {
+                    sizes[i] = Some(size);
+                }
+                if let Some(id) = f.gm_msgid {
+                    ids.push((i, id));
                 }
             }
-            Ok::<(), async_imap::error::Error>(())
-        })
-        .await?;
-        self.note_new_mail(s);
+        }
+        if let Some(account) = gmail
+            && !ids.is_empty()
+        {
+            let known: HashSet<u64> = self
+                .store
+                .known_gmail_ids(account, ids.iter().map(|(_, id)| *id).collect())
+                .await?
+                .into_iter()
+                .collect();
+            let mut skip = HashSet::new();
+            for (i, id) in ids {
+                if known.contains(&id) {
+                    skip.insert(uids[i]);
+                    sizes[i] = Some(0);
+                }
+            }
+            self.gm_known_set(skip);
+        }
         Ok(sizes)
     }
 
@@ -382,15 +420,29 @@ impl Puller {
                 return Err(PullError::Protocol("empty fetch chunk".into()));
             }
         };
-        self.fetch_set(
-            s,
-            ch,
-            uidvalidity,
-            &uid_range(chunk),
-            chunk,
-            (first, last, bytes),
-        )
-        .await
+        let known = self.gm_known();
+        let wanted: Vec<u32> = chunk
+            .iter()
+            .copied()
+            .filter(|u| !known.contains(u))
+            .collect();
+        let set = if wanted.len() == chunk.len() {
+            uid_range(chunk)
+        } else {
+            wanted
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut batch = if wanted.is_empty() {
+            self.batch(ch, uidvalidity, last, Vec::new())
+        } else {
+            self.fetch_set(s, ch, uidvalidity, &set, &wanted, (first, last, bytes))
+                .await?
+        };
+        batch.known_unfetched += chunk.len() - wanted.len();
+        Ok(batch)
     }
 
     /// Fetch the messages of UID `set` (within `first..=last`, `bytes` by
@@ -408,24 +460,27 @@ impl Puller {
         // Each response is reduced to its UID and body as it arrives (one
         // server response held at a time, responses outside the range
         // dropped at once), not collected whole and copied afterwards.
-        let mut bodies: Vec<(u32, Vec<u8>)> = Vec::new();
-        timed(fetch_timeout(bytes), "fetch", async {
-            let mut stream = s.uid_fetch(set, "(UID BODY.PEEK[])").await?;
-            while let Some(f) = stream.try_next().await? {
-                if let (Some(uid), Some(body)) = (f.uid, f.body())
-                    && (first..=last).contains(&uid)
-                {
-                    bodies.push((uid, body.to_vec()));
-                }
-            }
-            Ok::<(), async_imap::error::Error>(())
-        })
-        .await?;
+        self.spend(bytes).await?;
+        let items = if self.gmail.is_some() {
+            "(UID X-GM-MSGID BODY.PEEK[])"
+        } else {
+            "(UID BODY.PEEK[])"
+        };
+        let got = timed(fetch_timeout(bytes), "fetch", uid_fetch(s, set, items)).await?;
+        self.heard(got.announced);
         self.note_new_mail(s);
+        let bodies: Vec<(u32, Option<u64>, Vec<u8>)> = got
+            .items
+            .into_iter()
+            .filter_map(|f| {
+                let uid = f.uid.filter(|u| (first..=last).contains(u))?;
+                Some((uid, f.gm_msgid, f.body?))
+            })
+            .collect();
         let address = ch.address.clone().map(|a| vec![a]).unwrap_or_default();
         let mut messages: Vec<(u32, PulledMessage)> = bodies
             .into_iter()
-            .map(|(uid, raw)| {
+            .map(|(uid, gm_msgid, raw)| {
                 let hash = content_hash(&raw);
                 let mid = message_id(&raw);
                 (
@@ -443,6 +498,7 @@ impl Puller {
                         },
                         content_hash: hash,
                         message_id: mid,
+                        gm_msgid,
                     },
                 )
             })

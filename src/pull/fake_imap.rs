@@ -215,7 +215,14 @@ async fn serve(
 fn reply(mode: Mode, tag: &str, cmd: &str, fetches: &AtomicUsize, logins: &AtomicUsize) -> String {
     let mut out = String::new();
     if mode.refuse.is_some_and(|r| cmd.starts_with(r)) {
-        out += &format!("{tag} NO [OVERQUOTA] refused\r\n");
+        // A full target for moves; a temporary fault for a fetch (where
+        // `[OVERQUOTA]` is Gmail's download cap).
+        let code = if cmd.starts_with("UID FETCH") {
+            "UNAVAILABLE"
+        } else {
+            "OVERQUOTA"
+        };
+        out += &format!("{tag} NO [{code}] refused\r\n");
     } else if cmd.starts_with("IDLE") {
         out += &format!("{tag} BAD try later\r\n");
     } else if cmd.starts_with("CAPABILITY") {

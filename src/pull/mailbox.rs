@@ -15,6 +15,7 @@
 //! other pullers — except for the opt-in `move_to` (`moves`).
 //! Untrusted input: UIDs, message bytes and server texts.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
+use crate::outbound::notify::Notifier;
 use crate::store::{MailboxState, Store};
 
 use super::backoff::Backoff;
+use super::budget::DownloadBudget;
 use super::moves::{MOVE_RETRY_FIRST, MoveRetry};
 use super::session::SessionEnd;
 use super::{PullError, TokenSource};
@@ -70,7 +73,41 @@ pub struct Puller {
     /// Refused moves: when the leftover move tries again, and what it must
     /// delete first.
     pub(super) move_retry: std::sync::Mutex<MoveRetry>,
+    /// The session's server offers Gmail's extensions (X-GM-EXT-1): the
+    /// account whose X-GM-MSGIDs identify messages (server and login).
+    pub(super) gmail: Option<String>,
+    /// UIDs of the current window whose X-GM-MSGID this account already
+    /// pulled: not downloaded again.
+    pub(super) gm_known: std::sync::Mutex<HashSet<u32>>,
+    /// The daily download budget, and the `download_bytes_per_day` it was
+    /// made for.
+    budget: Option<DownloadBudget>,
+    /// The wait after the provider's download cap refused us; doubles up
+    /// to [`CAP_WAIT_MAX`], back to [`CAP_WAIT_FIRST`] once a round works.
+    pub(super) cap_wait: Duration,
+    /// Shutdown, for waits inside a session.
+    stop: CancellationToken,
+    /// Where alert emails go (none in unit tests).
+    pub(super) notifier: Option<Notifier>,
+    /// Since when sessions have been failing (none while they work).
+    pub(super) failing_since: Option<std::time::Instant>,
+    /// Whether an alert incident is open (none: not looked yet — one may be
+    /// left from an earlier run).
+    pub(super) alert_open: Option<bool>,
+    /// The open incident's email is queued (or cannot be).
+    pub(super) alert_sent: bool,
 }
+
+/// The first wait after the provider's download cap (Gmail: "Account
+/// exceeded command or bandwidth limits"): the cap is counted over a day,
+/// so reconnecting within seconds only gets the same answer.
+pub const CAP_WAIT_FIRST: Duration = Duration::from_secs(3600);
+/// The longest wait after the download cap.
+pub const CAP_WAIT_MAX: Duration = Duration::from_secs(8 * 3600);
+/// A wait for the download budget up to this long is spent inside the
+/// session; a longer one ends it (state `throttled`) and the puller
+/// reconnects once it is over.
+const BUDGET_WAIT_INLINE: Duration = Duration::from_secs(300);
 
 impl Puller {
     pub fn new(
@@ -91,15 +128,100 @@ impl Puller {
             missing: std::sync::Mutex::new(None),
             announced: std::sync::atomic::AtomicBool::new(false),
             move_retry: std::sync::Mutex::new(MoveRetry::new(MOVE_RETRY_FIRST, None)),
+            gmail: None,
+            gm_known: std::sync::Mutex::new(HashSet::new()),
+            budget: None,
+            cap_wait: CAP_WAIT_FIRST,
+            stop: CancellationToken::new(),
+            notifier: None,
+            failing_since: None,
+            alert_open: None,
+            alert_sent: false,
+        }
+    }
+
+    /// Email alerts through `notifier`.
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// New mail was announced during a command this puller read itself.
+    pub(super) fn heard(&self, announced: bool) {
+        if announced {
+            self.announced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn gm_known(&self) -> HashSet<u32> {
+        self.gm_known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn gm_known_set(&self, uids: HashSet<u32>) {
+        *self.gm_known.lock().unwrap_or_else(|p| p.into_inner()) = uids;
+    }
+
+    /// The budget for `download_bytes_per_day` (kept while it is unchanged,
+    /// so a reconnect does not refill it).
+    pub(super) fn set_budget(&mut self, per_day: u64) {
+        if self.budget.as_ref().map(DownloadBudget::per_day) != Some(per_day) {
+            self.budget = DownloadBudget::new(per_day);
+        }
+    }
+
+    /// The most bytes a batch may have under the budget.
+    pub(super) fn budget_burst(&self) -> Option<u64> {
+        self.budget.as_ref().map(DownloadBudget::burst_bytes)
+    }
+
+    /// Take `bytes` from the daily budget before downloading them: at once,
+    /// after a short wait, or — the budget used up for longer — end the
+    /// session with [`PullError::Throttled`].
+    pub(super) async fn spend(&self, bytes: u64) -> Result<(), PullError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        loop {
+            let wait = match budget.take(bytes) {
+                Ok(()) => return Ok(()),
+                Err(wait) => wait,
+            };
+            let resume_at = std::time::SystemTime::now() + wait;
+            if wait > BUDGET_WAIT_INLINE || pause(&self.stop, wait).await {
+                return Err(PullError::Throttled {
+                    resume_at,
+                    per_day: budget.per_day(),
+                });
+            }
         }
     }
 
     /// Record a state change (store + metric). Store errors are logged only:
     /// status is informative and must not stop pulling.
     pub(super) async fn set_state(&mut self, state: MailboxState, error: Option<String>) {
+        self.set_state_until(state, error, None).await;
+    }
+
+    /// [`Puller::set_state`] with the time the puller resumes (a throttled
+    /// mailbox).
+    pub(super) async fn set_state_until(
+        &mut self,
+        state: MailboxState,
+        error: Option<String>,
+        resume_at: Option<std::time::SystemTime>,
+    ) {
         if self.state == Some(state) && error.is_none() {
             return;
         }
+        let resume_at = resume_at.and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as i64)
+        });
         for s in MailboxState::ALL {
             metrics::gauge!("postdesk_mailbox_state", "channel" => self.channel.clone(), "state" => s.as_str())
                 .set(if s == state { 1.0 } else { 0.0 });
@@ -107,7 +229,13 @@ impl Puller {
         self.state = Some(state);
         if let Err(e) = self
             .store
-            .set_mailbox_state(self.channel.clone(), self.folder.clone(), state, error)
+            .set_mailbox_state(
+                self.channel.clone(),
+                self.folder.clone(),
+                state,
+                error,
+                resume_at,
+            )
             .await
         {
             tracing::warn!(channel = %self.channel, error = %e, "cannot record mailbox state");
@@ -123,6 +251,7 @@ impl Puller {
 
     /// Pull until `stop` is cancelled or the channel leaves the configuration.
     pub async fn run(mut self, stop: CancellationToken) {
+        self.stop = stop.clone();
         let mut backoff = Backoff::new();
         while !stop.is_cancelled() {
             let config = self.live.config();
@@ -149,11 +278,41 @@ impl Puller {
                 Ok(SessionEnd::Stopped) => break,
                 Ok(SessionEnd::Reconsider) => continue,
                 Err(e) if e.needs_reauth() => {
+                    self.failed(&ch, &e).await;
                     tracing::warn!(channel = %self.channel, error = %e, "mailbox needs re-authorisation; paused until the token files change");
                     self.set_state(MailboxState::NeedsReauth, Some(e.to_string()))
                         .await;
                 }
+                Err(PullError::Throttled { resume_at, per_day }) => {
+                    let wait = resume_at
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    tracing::info!(channel = %self.channel, per_day, resume_in_secs = wait.as_secs(),
+                        "daily download budget used up; pulling resumes when it has refilled");
+                    let why = format!(
+                        "download budget of {per_day} bytes/day used up; the backlog is pulled at that rate"
+                    );
+                    self.set_state_until(MailboxState::Throttled, Some(why), Some(resume_at))
+                        .await;
+                    pause(&stop, wait).await;
+                }
+                Err(e) if e.download_cap() => {
+                    self.failed(&ch, &e).await;
+                    let wait = self.cap_wait;
+                    self.cap_wait = (wait * 2).min(CAP_WAIT_MAX);
+                    tracing::warn!(channel = %self.channel, error = %e, retry_in_secs = wait.as_secs(),
+                        "the provider's download cap is reached; waiting before trying again");
+                    let resume_at = std::time::SystemTime::now() + wait;
+                    self.set_state_until(
+                        MailboxState::Throttled,
+                        Some(e.to_string()),
+                        Some(resume_at),
+                    )
+                    .await;
+                    pause(&stop, wait).await;
+                }
                 Err(e) => {
+                    self.failed(&ch, &e).await;
                     let delay = backoff.next_delay();
                     tracing::warn!(channel = %self.channel, error = %e, retry_in_ms = delay.as_millis() as u64, "mailbox session failed");
                     self.set_state(MailboxState::Backoff, Some(e.to_string()))

@@ -34,12 +34,15 @@
 //!   Everything the IMAP server and the token endpoint send. Message bytes go
 //!   to the spool unchanged; server texts are shortened before they are kept.
 
+mod alerts;
 pub mod backoff;
 mod batch;
+mod budget;
 mod catch_up;
 pub mod connect;
 #[cfg(test)]
 mod fake_imap;
+mod fetch;
 pub mod mailbox;
 mod moves;
 pub mod mutf7;
@@ -86,6 +89,16 @@ pub enum PullError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The provider's daily download cap refused a fetch (Gmail's
+    /// `[OVERQUOTA]`): wait long, do not reconnect at once.
+    #[error("download cap reached: {0}")]
+    DownloadCap(String),
+    /// The mailbox's own daily download budget is used up until `resume_at`.
+    #[error("download budget of {per_day} bytes/day used up")]
+    Throttled {
+        resume_at: std::time::SystemTime,
+        per_day: u64,
+    },
 }
 
 impl From<async_imap::error::Error> for PullError {
@@ -102,6 +115,16 @@ impl PullError {
     pub fn needs_reauth(&self) -> bool {
         matches!(self, PullError::OAuth(e) if e.needs_reauth())
     }
+
+    /// The provider's download cap answered: at a fetch, or at login
+    /// (Gmail: "Account exceeded command or bandwidth limits").
+    pub fn download_cap(&self) -> bool {
+        match self {
+            PullError::DownloadCap(_) => true,
+            PullError::Auth(text) | PullError::Protocol(text) => fetch::is_download_cap(text),
+            _ => false,
+        }
+    }
 }
 
 /// How often the supervisor looks for added or removed pulled channels.
@@ -114,6 +137,8 @@ pub struct Supervisor {
     /// Ingest's wake-up, notified after each committed batch.
     pub wake: Arc<Notify>,
     pub tokens: Arc<TokenSource>,
+    /// Where mailbox alerts are emailed (`[alerts] to`).
+    pub notifier: Option<crate::outbound::notify::Notifier>,
 }
 
 impl Supervisor {
@@ -132,7 +157,8 @@ impl Supervisor {
                         self.live.clone(),
                         self.wake.clone(),
                         self.tokens.clone(),
-                    );
+                    )
+                    .with_notifier(self.notifier.clone());
                     let stop = stop.clone();
                     let id = ch.id.clone();
                     tracing::info!(channel = %id, "mailbox puller starting");

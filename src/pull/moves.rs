@@ -40,6 +40,13 @@ pub(super) enum MoveBy {
     /// `UID COPY`, `UID STORE +FLAGS.SILENT (\Deleted)`, `UID EXPUNGE` of the
     /// same set (UIDPLUS), for servers without MOVE.
     CopyExpunge,
+    /// Gmail's labels (X-GM-EXT-1): `UID STORE +X-GM-LABELS (target)`, then
+    /// `UID STORE -X-GM-LABELS (pulled folder's label)`. A Gmail folder is
+    /// a label: removing the pulled folder's label is what takes a message
+    /// out of it — archiving, when the target is All Mail (nothing added).
+    /// No `\Deleted` and no EXPUNGE, which Gmail may turn into "move to
+    /// Trash" depending on the account's IMAP settings.
+    Labels,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +54,41 @@ pub(super) struct MoveTo {
     /// As IMAP commands carry it (modified UTF-7).
     pub(super) folder: String,
     pub(super) by: MoveBy,
+    /// [`MoveBy::Labels`]: the label removed (`\Inbox` for INBOX, else
+    /// the pulled folder's name, quoted), and whether the target is All
+    /// Mail (archive: no label added).
+    pub(super) source_label: String,
+    pub(super) archive: bool,
+}
+
+impl MoveTo {
+    /// How `move_to = folder` is done on a server moving `by`, pulling
+    /// `pulled` (both names as configured).
+    pub(super) fn new(folder: &str, by: MoveBy, pulled: &str) -> MoveTo {
+        MoveTo {
+            folder: super::mutf7::encode(folder).into_owned(),
+            by,
+            source_label: if pulled.eq_ignore_ascii_case("INBOX") {
+                "\\Inbox".to_string()
+            } else {
+                quoted(&super::mutf7::encode(pulled))
+            },
+            archive: is_all_mail(folder),
+        }
+    }
+}
+
+/// Gmail's All Mail folder (by its English names; other interface
+/// languages name it otherwise — then a label of that name is added).
+pub fn is_all_mail(folder: &str) -> bool {
+    ["[Gmail]/All Mail", "[Google Mail]/All Mail"]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(folder))
+}
+
+/// An IMAP quoted string.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Move the UIDs in `set` (already committed to the spool) to the folder.
@@ -68,7 +110,7 @@ pub(super) async fn move_committed(
         if to.by == MoveBy::Move {
             return Ok(());
         }
-        delete_copied(s, set).await
+        delete_copied(s, set, to).await
     }
     .await;
     if let Err(f) = &moved {
@@ -107,12 +149,16 @@ fn move_failure(channel: &str, set: &str, to: &MoveTo, e: &PullError) {
 /// and expunge them. Any failure names `set` as copied, so that a retry
 /// deletes them again without copying them a second time (flagging and
 /// expunging what is already gone is harmless).
-async fn delete_copied(s: &mut ImapSession, set: &str) -> Result<(), MoveFailed> {
+async fn delete_copied(s: &mut ImapSession, set: &str, to: &MoveTo) -> Result<(), MoveFailed> {
     // async-imap's uid_store and uid_expunge streams end at the tagged reply
     // without telling OK from NO; as plain commands their answer is checked.
-    let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
-    let expunge = format!("UID EXPUNGE {set}");
     let deleted = async {
+        if to.by == MoveBy::Labels {
+            let remove = format!("UID STORE {set} -X-GM-LABELS ({})", to.source_label);
+            return move_step("UID STORE", set, s.run_command_and_check_ok(remove)).await;
+        }
+        let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+        let expunge = format!("UID EXPUNGE {set}");
         move_step("UID STORE", set, s.run_command_and_check_ok(store)).await?;
         move_step("UID EXPUNGE", set, s.run_command_and_check_ok(expunge)).await
     };
@@ -145,6 +191,11 @@ async fn put_once(s: &mut ImapSession, set: &str, to: &MoveTo) -> Result<(), Pul
     match to.by {
         MoveBy::Move => move_step("UID MOVE", set, s.uid_mv(set, &to.folder)).await,
         MoveBy::CopyExpunge => move_step("UID COPY", set, s.uid_copy(set, &to.folder)).await,
+        MoveBy::Labels if to.archive => Ok(()),
+        MoveBy::Labels => {
+            let add = format!("UID STORE {set} +X-GM-LABELS ({})", quoted(&to.folder));
+            move_step("UID STORE", set, s.run_command_and_check_ok(add)).await
+        }
     }
 }
 
@@ -246,7 +297,7 @@ impl Puller {
         to: &MoveTo,
     ) -> Result<(), MoveFailed> {
         if let Some(set) = self.copied_left(ch, cp.uidvalidity) {
-            let deleted = delete_copied(s, &set).await;
+            let deleted = delete_copied(s, &set, to).await;
             if let Err(f) = &deleted {
                 move_failure(&ch.id, &set, to, &f.error);
             }
@@ -648,14 +699,8 @@ mod tests {
         let (_store, mut puller) = setup(&dir, 1, 60, "move_to = \"Done\"\n").await;
         let config = puller.live.config();
         let ch = config.channel("mailbox").expect("channel");
-        let done = MoveTo {
-            folder: "Done".into(),
-            by: MoveBy::CopyExpunge,
-        };
-        let archive = MoveTo {
-            folder: "Archive".into(),
-            by: MoveBy::CopyExpunge,
-        };
+        let done = MoveTo::new("Done", MoveBy::CopyExpunge, "INBOX");
+        let archive = MoveTo::new("Archive", MoveBy::CopyExpunge, "INBOX");
         let copied = || MoveFailed {
             error: PullError::MoveRefused {
                 text: "UID STORE 1:2 refused".into(),

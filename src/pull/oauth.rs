@@ -31,11 +31,11 @@ use std::time::{Duration, Instant, SystemTime};
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthType, ClientId, ClientSecret, HttpRequest, HttpResponse, RefreshToken, RequestTokenError,
-    TokenResponse, TokenUrl,
+    Scope, TokenResponse, TokenUrl,
 };
 use tokio::sync::Mutex;
 
-use crate::config::{ChannelConfig, OAuthConfig};
+use crate::config::{ChannelConfig, ChannelKind, O365_APP_SCOPE, OAuthConfig, OAuthFlow};
 use crate::outbound::AccessTokens;
 
 /// Refresh this long before the access token expires.
@@ -80,9 +80,8 @@ impl OAuthError {
 struct FileStamp(Vec<Option<(SystemTime, u64)>>);
 
 fn stamp(cfg: &OAuthConfig) -> FileStamp {
-    let files = std::iter::once(&cfg.refresh_token_file).chain(cfg.client_secret_file.iter());
     FileStamp(
-        files
+        cfg.secret_files()
             .map(|p| {
                 std::fs::metadata(p)
                     .ok()
@@ -274,7 +273,14 @@ impl TokenSource {
             }
             None => None,
         };
-        match self.refresh(&channel.id, cfg, url, unsaved.clone()).await {
+        let fetched = match cfg.flow {
+            OAuthFlow::RefreshToken => self.refresh(&channel.id, cfg, &url, unsaved.clone()).await,
+            OAuthFlow::ClientCredentials => {
+                let scope = channel.effective_app_scope().unwrap_or(O365_APP_SCOPE);
+                self.app_token(&channel.id, cfg, &url, scope).await
+            }
+        };
+        match fetched {
             Ok(r) => {
                 e.access = Some((r.access.clone(), r.expires));
                 e.unsaved = r.unsaved.map(|t| (stamp(cfg), t));
@@ -304,19 +310,15 @@ impl TokenSource {
         unsaved: Option<String>,
     ) -> Result<Refreshed, OAuthError> {
         let from_memory = unsaved.is_some();
+        let file = cfg
+            .refresh_token_file
+            .as_deref()
+            .ok_or_else(|| OAuthError::NotConfigured(channel.to_string()))?;
         let refresh = match unsaved {
             Some(token) => token,
-            None => read_secret(&cfg.refresh_token_file)?,
+            None => read_secret(file)?,
         };
-        let mut client = BasicClient::new(ClientId::new(cfg.client_id.clone()))
-            .set_token_uri(
-                TokenUrl::new(url.to_string())
-                    .map_err(|e| OAuthError::Endpoint(format!("bad token_url: {e}")))?,
-            )
-            .set_auth_type(AuthType::RequestBody);
-        if let Some(path) = &cfg.client_secret_file {
-            client = client.set_client_secret(ClientSecret::new(read_secret(path)?));
-        }
+        let client = client(cfg, url)?;
         let reqwest_client = self.http.clone();
         let http = move |req: HttpRequest| send(reqwest_client.clone(), req);
         let started = Instant::now();
@@ -325,28 +327,7 @@ impl TokenSource {
             .exchange_refresh_token(&token)
             .request_async(&http)
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => {
-                    let code = r.error().to_string();
-                    let desc = r
-                        .error_description()
-                        .map(|d| format!(": {}", super::connect::short(d)))
-                        .unwrap_or_default();
-                    match r.error() {
-                        BasicErrorResponseType::InvalidGrant
-                        | BasicErrorResponseType::UnauthorizedClient
-                        | BasicErrorResponseType::InvalidClient => {
-                            OAuthError::NeedsReauth(format!("{code}{desc}"))
-                        }
-                        _ => OAuthError::Endpoint(format!("{code}{desc}")),
-                    }
-                }
-                RequestTokenError::Request(e) => OAuthError::Endpoint(super::connect::short(e)),
-                RequestTokenError::Parse(e, _) => {
-                    OAuthError::Endpoint(format!("bad response: {}", super::connect::short(e)))
-                }
-                RequestTokenError::Other(s) => OAuthError::Endpoint(super::connect::short(s)),
-            })?;
+            .map_err(grant_error)?;
         // The newest refresh token belongs in the file: one the provider
         // just rotated, or one still only in memory.
         let newest = resp
@@ -356,7 +337,7 @@ impl TokenSource {
             .or(from_memory.then_some(refresh));
         let unsaved = match newest {
             None => None,
-            Some(token) => match write_secret_atomically(&cfg.refresh_token_file, &token) {
+            Some(token) => match write_secret_atomically(file, &token) {
                 Ok(()) => {
                     tracing::info!(%channel, "oauth refresh token rotated and saved");
                     None
@@ -365,7 +346,7 @@ impl TokenSource {
                 // token in memory and save it at the next refresh. (A
                 // restart before that loses it: then re-authorise.)
                 Err(error) => {
-                    tracing::error!(%channel, path = %cfg.refresh_token_file.display(), %error,
+                    tracing::error!(%channel, path = %file.display(), %error,
                         "cannot save the rotated oauth refresh token; kept in memory until it can be");
                     Some(token)
                 }
@@ -379,6 +360,131 @@ impl TokenSource {
             unsaved,
         })
     }
+}
+
+impl TokenSource {
+    /// The app-only (client-credentials) flow: the client id and secret
+    /// for an access token of `scope`. No refresh token is involved and
+    /// nothing is written back; a refused secret (`invalid_client`: expired
+    /// or deleted in Azure) needs a person, as a refused refresh token does.
+    async fn app_token(
+        &self,
+        channel: &str,
+        cfg: &OAuthConfig,
+        url: &str,
+        scope: &str,
+    ) -> Result<Refreshed, OAuthError> {
+        let client = client(cfg, url)?;
+        let reqwest_client = self.http.clone();
+        let http = move |req: HttpRequest| send(reqwest_client.clone(), req);
+        let started = Instant::now();
+        let resp = client
+            .exchange_client_credentials()
+            .add_scope(Scope::new(scope.to_string()))
+            .request_async(&http)
+            .await
+            .map_err(grant_error)?;
+        let lifetime = resp.expires_in().unwrap_or(DEFAULT_LIFETIME);
+        tracing::debug!(%channel, lifetime_secs = lifetime.as_secs(), "oauth app-only access token issued");
+        Ok(Refreshed {
+            access: resp.access_token().secret().clone(),
+            expires: started + lifetime,
+            unsaved: None,
+        })
+    }
+}
+
+/// The `oauth2` client of a channel: its id, its secret when it has one,
+/// credentials sent in the request body.
+fn client(
+    cfg: &OAuthConfig,
+    url: &str,
+) -> Result<
+    BasicClient<
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointSet,
+    >,
+    OAuthError,
+> {
+    let mut client = BasicClient::new(ClientId::new(cfg.client_id.clone()))
+        .set_token_uri(
+            TokenUrl::new(url.to_string())
+                .map_err(|e| OAuthError::Endpoint(format!("bad token_url: {e}")))?,
+        )
+        .set_auth_type(AuthType::RequestBody);
+    if let Some(path) = &cfg.client_secret_file {
+        client = client.set_client_secret(ClientSecret::new(read_secret(path)?));
+    }
+    Ok(client)
+}
+
+/// A token request's failure: the grant or the client refused (only a
+/// person can fix it) or anything else (retried later). Carries the
+/// provider's error code and description only, never a secret.
+fn grant_error<RE: std::error::Error + 'static>(
+    e: RequestTokenError<RE, oauth2::basic::BasicErrorResponse>,
+) -> OAuthError {
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let code = r.error().to_string();
+            let desc = r
+                .error_description()
+                .map(|d| format!(": {}", super::connect::short(d)))
+                .unwrap_or_default();
+            match r.error() {
+                BasicErrorResponseType::InvalidGrant
+                | BasicErrorResponseType::UnauthorizedClient
+                | BasicErrorResponseType::InvalidClient => {
+                    OAuthError::NeedsReauth(format!("{code}{desc}"))
+                }
+                _ => OAuthError::Endpoint(format!("{code}{desc}")),
+            }
+        }
+        RequestTokenError::Request(e) => OAuthError::Endpoint(super::connect::short(e)),
+        RequestTokenError::Parse(e, _) => {
+            OAuthError::Endpoint(format!("bad response: {}", super::connect::short(e)))
+        }
+        RequestTokenError::Other(s) => OAuthError::Endpoint(super::connect::short(s)),
+    }
+}
+
+/// What the provider must grant an OAuth channel, for `postdesk check`:
+/// the Azure permissions of each Office 365 flow, Gmail's scope; `None`
+/// for channels without OAuth.
+pub fn permissions_needed(ch: &ChannelConfig) -> Option<String> {
+    let oauth = ch.oauth.as_ref().filter(|_| ch.kind.uses_oauth())?;
+    let id = &ch.id;
+    let mailbox = ch.login_user();
+    Some(match (ch.kind, oauth.flow) {
+        (ChannelKind::Office365, OAuthFlow::ClientCredentials) => format!(
+            "channel `{id}` (office365, app-only): the app registration `{client}` needs the \
+             application permission IMAP.AccessAsApp (Office 365 Exchange Online; SMTP.SendAsApp \
+             too for replies through the provider) with admin consent; then, in Exchange Online \
+             PowerShell, register its service principal (New-ServicePrincipal -AppId {client} \
+             -ObjectId <object id of the enterprise application>) and give it the mailbox \
+             (Add-MailboxPermission -Identity {mailbox} -User <that service principal> \
+             -AccessRights FullAccess). Scope asked: {scope}",
+            client = oauth.client_id,
+            scope = ch.effective_app_scope().unwrap_or(O365_APP_SCOPE),
+        ),
+        (ChannelKind::Office365, OAuthFlow::RefreshToken) => format!(
+            "channel `{id}` (office365, delegated): the app registration `{client}` needs the \
+             delegated permissions IMAP.AccessAsUser.All, SMTP.Send and offline_access, consented \
+             by {mailbox} (or an admin for the organisation); the refresh token in \
+             refresh_token_file must come from that consent",
+            client = oauth.client_id,
+        ),
+        _ => format!(
+            "channel `{id}` ({kind}): the refresh token must grant the scope \
+             https://mail.google.com/ (IMAP and SMTP) to the OAuth client `{client}`, consented \
+             by {mailbox}",
+            kind = ch.kind.as_str(),
+            client = oauth.client_id,
+        ),
+    })
 }
 
 /// [`TokenSource`] as the outbound sender's [`AccessTokens`]: looks the

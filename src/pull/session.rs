@@ -24,8 +24,8 @@ use super::PullError;
 use super::backoff::Backoff;
 use super::batch::BatchLimits;
 use super::connect::{self, Credentials, Endpoint, ImapSession};
-use super::mailbox::{COMMAND_TIMEOUT, IDLE_RENEW_MAX, Puller, pause, timed};
-use super::moves::{MoveBy, MoveTo, create_target};
+use super::mailbox::{CAP_WAIT_FIRST, COMMAND_TIMEOUT, IDLE_RENEW_MAX, Puller, pause, timed};
+use super::moves::{MoveBy, MoveTo, create_target, is_all_mail};
 use super::mutf7;
 
 /// Why a connected session returned without error.
@@ -87,8 +87,23 @@ impl Puller {
             }
         };
         let caps = timed(COMMAND_TIMEOUT, "capability", s.capabilities()).await?;
+        if caps.has_str("ID") {
+            identify(&mut s, &ch.id).await;
+        }
         let can_idle = caps.has_str("IDLE");
-        let move_by = if caps.has_str("MOVE") {
+        // Gmail's extensions: messages known by X-GM-MSGID across the
+        // account's labels, moves by label.
+        self.gmail = caps.has_str("X-GM-EXT-1").then(|| {
+            format!(
+                "{}:{} {}",
+                ep.host.to_ascii_lowercase(),
+                ep.port,
+                ch.login_user().to_lowercase()
+            )
+        });
+        let move_by = if self.gmail.is_some() {
+            MoveBy::Labels
+        } else if caps.has_str("MOVE") {
             MoveBy::Move
         } else {
             MoveBy::CopyExpunge
@@ -100,9 +115,13 @@ impl Puller {
                         .into(),
                 ));
             }
-            // Opt-in: make sure the target exists ("already exists" is fine).
-            create_target(&mut s, &mutf7::encode(folder)).await;
+            // Opt-in: make sure the target exists ("already exists" is fine;
+            // All Mail always does).
+            if !(move_by == MoveBy::Labels && is_all_mail(folder)) {
+                create_target(&mut s, &mutf7::encode(folder)).await;
+            }
         }
+        self.set_budget(ch.download_bytes_per_day());
         let mailbox = timed(
             COMMAND_TIMEOUT,
             "select",
@@ -146,10 +165,9 @@ impl Puller {
                     count: i.batch_size.max(1) as usize,
                     bytes: i.batch_bytes.max(1),
                 },
-                i.move_to.as_deref().map(|folder| MoveTo {
-                    folder: mutf7::encode(folder).into_owned(),
-                    by: move_by,
-                }),
+                i.move_to
+                    .as_deref()
+                    .map(|folder| MoveTo::new(folder, move_by, &self.folder)),
             ),
             None => (
                 can_idle,
@@ -160,6 +178,14 @@ impl Puller {
                 },
                 None,
             ),
+        };
+        // Under a download budget no batch is larger than it lets through
+        // at once.
+        let limits = BatchLimits {
+            bytes: self
+                .budget_burst()
+                .map_or(limits.bytes, |burst| limits.bytes.min(burst)),
+            ..limits
         };
         // Whether this round is an extra catch-up for mail announced during
         // the previous one.
@@ -242,6 +268,8 @@ impl Puller {
             // server that accepts the login and then fails every fetch, or
             // every IDLE, still backs off.
             backoff.reset();
+            self.cap_wait = CAP_WAIT_FIRST;
+            self.works(ch).await;
             // Disabled or reconfigured while waiting: not one more fetch.
             if self.reconsider(ch) {
                 logout(s).await;
@@ -285,6 +313,20 @@ pub(super) fn heard_of_new_mail(s: &mut ImapSession) -> bool {
         exists |= matches!(r, async_imap::types::UnsolicitedResponse::Exists(_));
     }
     exists || taken >= UNSOLICITED_KEPT
+}
+
+/// Say who we are (IMAP ID, RFC 2971): Gmail and others log it, and some
+/// providers treat unnamed clients with suspicion. A refusal is not a
+/// reason to stop.
+async fn identify(s: &mut ImapSession, channel: &str) {
+    let id = [
+        ("name", Some("postdesk")),
+        ("version", Some(env!("CARGO_PKG_VERSION"))),
+        ("vendor", Some("postdesk")),
+    ];
+    if let Err(e) = timed(COMMAND_TIMEOUT, "id", s.id(id)).await {
+        tracing::debug!(channel, error = %e, "IMAP ID refused");
+    }
 }
 
 async fn logout(mut s: ImapSession) {

@@ -34,6 +34,9 @@ pub struct PulledMessage {
     pub content_hash: String,
     /// Message-ID without angle brackets, when the message has one.
     pub message_id: Option<String>,
+    /// Gmail's X-GM-MSGID (the message's id in the account, whatever its
+    /// labels), when the server offers Gmail's extensions.
+    pub gm_msgid: Option<u64>,
 }
 
 /// A fetched batch and the checkpoint it advances to.
@@ -50,6 +53,10 @@ pub struct PulledBatch {
     /// server, skipped after repeated fetches): not spooled, and recorded so
     /// that `move_to` leaves them in the folder.
     pub unreturned: Vec<u32>,
+    /// The Gmail account (server and login) the messages' X-GM-MSGIDs
+    /// belong to: a message with one the account already pulled is skipped,
+    /// whichever channel or label pulled it.
+    pub gmail_account: Option<String>,
 }
 
 /// What a pulled batch did.
@@ -71,18 +78,22 @@ pub enum MailboxState {
     Polling,
     Fetching,
     Backoff,
+    /// The provider's download cap, or the mailbox's daily download
+    /// budget, holds pulling back until `resume_at`.
+    Throttled,
     NeedsReauth,
     Disabled,
     Stopped,
 }
 
 impl MailboxState {
-    pub const ALL: [MailboxState; 8] = [
+    pub const ALL: [MailboxState; 9] = [
         MailboxState::Connecting,
         MailboxState::Idle,
         MailboxState::Polling,
         MailboxState::Fetching,
         MailboxState::Backoff,
+        MailboxState::Throttled,
         MailboxState::NeedsReauth,
         MailboxState::Disabled,
         MailboxState::Stopped,
@@ -95,6 +106,7 @@ impl MailboxState {
             MailboxState::Polling => "polling",
             MailboxState::Fetching => "fetching",
             MailboxState::Backoff => "backoff",
+            MailboxState::Throttled => "throttled",
             MailboxState::NeedsReauth => "needs_reauth",
             MailboxState::Disabled => "disabled",
             MailboxState::Stopped => "stopped",
@@ -123,6 +135,24 @@ pub struct MailboxStatusView {
     pub last_error_at: Option<i64>,
     /// Unix milliseconds of the last state change.
     pub updated_at: i64,
+    /// Unix milliseconds when a `throttled` mailbox resumes pulling.
+    pub resume_at: Option<i64>,
+}
+
+/// An open alert incident: a pulled mailbox that stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertView {
+    pub id: i64,
+    pub channel: String,
+    /// `needs_reauth` (the OAuth grant refused) or `failing` (failing for
+    /// longer than `alert_after_secs`).
+    pub reason: String,
+    /// The last error, as the puller saw it.
+    pub detail: Option<String>,
+    /// Unix milliseconds.
+    pub opened_at: i64,
+    /// When the alert email was queued (unix ms); none while it was not.
+    pub notified_at: Option<i64>,
 }
 
 /// Schema step 2 (appended to the migrations list).
@@ -151,6 +181,30 @@ CREATE TABLE mailbox_skipped (
     skipped_at   INTEGER NOT NULL,
     PRIMARY KEY (channel, folder, uidvalidity, uid)
 );
+"#;
+
+/// Schema step 12 (appended to the migrations list): the X-GM-MSGIDs each
+/// Gmail account pulled, when a throttled mailbox resumes, and the alert
+/// incidents of mailboxes that stopped.
+pub(crate) const MIGRATION_13: &str = r#"
+CREATE TABLE pulled_gmail (
+    account    TEXT NOT NULL,
+    msgid      INTEGER NOT NULL,
+    channel    TEXT NOT NULL,
+    pulled_at  INTEGER NOT NULL,
+    PRIMARY KEY (account, msgid)
+) WITHOUT ROWID;
+ALTER TABLE mailbox_status ADD COLUMN resume_at INTEGER;
+CREATE TABLE mailbox_alerts (
+    id           INTEGER PRIMARY KEY,
+    channel      TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    detail       TEXT,
+    opened_at    INTEGER NOT NULL,
+    notified_at  INTEGER,
+    resolved_at  INTEGER
+);
+CREATE UNIQUE INDEX mailbox_alerts_open ON mailbox_alerts(channel) WHERE resolved_at IS NULL;
 "#;
 
 pub(crate) fn checkpoint(
@@ -216,6 +270,27 @@ pub(crate) fn known_message_ids(
     Ok(out)
 }
 
+/// The X-GM-MSGIDs among `ids` that `account` already pulled.
+pub(crate) fn known_gmail_ids(
+    conn: &Connection,
+    account: &str,
+    ids: &[u64],
+) -> Result<Vec<u64>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT 1 FROM pulled_gmail WHERE account = ?1 AND msgid = ?2")?;
+    let mut out = Vec::new();
+    for id in ids {
+        // SQLite integers are signed: the id's 64 bits stored as they are.
+        let known: Option<i64> = stmt
+            .query_row(params![account, *id as i64], |r| r.get(0))
+            .optional()?;
+        if known.is_some() {
+            out.push(*id);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether this channel already has the message: the same bytes in the
 /// spool, or the same Message-ID among its stored messages.
 fn known(conn: &Connection, channel: &str, m: &PulledMessage) -> Result<bool, StoreError> {
@@ -247,13 +322,24 @@ pub(crate) fn spool_pulled(
         skipped: batch.known_unfetched,
         ..Default::default()
     };
+    let mut gmail = conn.prepare_cached(
+        "INSERT OR IGNORE INTO pulled_gmail (account, msgid, channel, pulled_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     for m in &batch.messages {
-        if known(conn, &batch.channel, m)? {
+        let gm = batch.gmail_account.as_deref().zip(m.gm_msgid);
+        let gm_known = match gm {
+            Some((account, id)) => !known_gmail_ids(conn, account, &[id])?.is_empty(),
+            None => false,
+        };
+        if gm_known || known(conn, &batch.channel, m)? {
             out.skipped += 1;
-            continue;
+        } else {
+            insert(conn, &m.spool, &m.content_hash)?;
+            out.spooled += 1;
         }
-        insert(conn, &m.spool, &m.content_hash)?;
-        out.spooled += 1;
+        if let Some((account, id)) = gm {
+            gmail.execute(params![account, id as i64, batch.channel, now_ms()])?;
+        }
     }
     let mut skipped = conn.prepare_cached(
         "INSERT OR IGNORE INTO mailbox_skipped (channel, folder, uidvalidity, uid, skipped_at)
@@ -331,17 +417,80 @@ pub(crate) fn set_state(
     folder: &str,
     state: MailboxState,
     error: Option<&str>,
+    resume_at: Option<i64>,
 ) -> Result<(), StoreError> {
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, CASE WHEN ?4 IS NULL THEN NULL ELSE ?5 END, ?5)
+        "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at, resume_at)
+         VALUES (?1, ?2, ?3, ?4, CASE WHEN ?4 IS NULL THEN NULL ELSE ?5 END, ?5, ?6)
          ON CONFLICT(channel, folder) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
              last_error = COALESCE(excluded.last_error, last_error),
-             last_error_at = COALESCE(excluded.last_error_at, last_error_at)",
+             last_error_at = COALESCE(excluded.last_error_at, last_error_at),
+             resume_at = excluded.resume_at",
     )?
-    .execute(params![channel, folder, state.as_str(), error, now])?;
+    .execute(params![channel, folder, state.as_str(), error, now, resume_at])?;
     Ok(())
+}
+
+const ALERT_COLUMNS: &str = "id, channel, reason, detail, opened_at, notified_at";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertView> {
+    Ok(AlertView {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        reason: r.get(2)?,
+        detail: r.get(3)?,
+        opened_at: r.get(4)?,
+        notified_at: r.get(5)?,
+    })
+}
+
+/// The channel's open incident, opened now if it had none; whether it is new.
+pub(crate) fn open_alert(
+    conn: &Connection,
+    channel: &str,
+    reason: &str,
+    detail: Option<&str>,
+) -> Result<(AlertView, bool), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO mailbox_alerts (channel, reason, detail, opened_at)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE NOT EXISTS (SELECT 1 FROM mailbox_alerts WHERE channel = ?1 AND resolved_at IS NULL)",
+        )?
+        .execute(params![channel, reason, detail, now_ms()])?;
+    let open = conn
+        .prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE channel = ?1 AND resolved_at IS NULL"
+        ))?
+        .query_row(params![channel], alert_row)?;
+    Ok((open, inserted > 0))
+}
+
+/// The alert email of incident `id` is queued.
+pub(crate) fn alert_notified(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE mailbox_alerts SET notified_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now_ms()])?;
+    Ok(())
+}
+
+/// Close the channel's open incident; whether there was one.
+pub(crate) fn resolve_alert(conn: &Connection, channel: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE mailbox_alerts SET resolved_at = ?2 WHERE channel = ?1 AND resolved_at IS NULL",
+        )?
+        .execute(params![channel, now_ms()])?;
+    Ok(n > 0)
+}
+
+/// Every open incident, oldest first.
+pub(crate) fn open_alerts(conn: &Connection) -> Result<Vec<AlertView>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE resolved_at IS NULL ORDER BY opened_at, id"
+    ))?;
+    let rows = stmt.query_map([], alert_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, StoreError> {
@@ -349,7 +498,8 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
         "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
                 s.last_error, s.last_error_at, s.updated_at,
                 (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
-                   AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity)
+                   AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
+                s.resume_at
          FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
            ON c.channel = s.channel AND c.folder = s.folder
          ORDER BY s.channel, s.folder",
@@ -367,6 +517,7 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
             last_error_at: r.get(8)?,
             updated_at: r.get(9)?,
             unreturned: r.get(10)?,
+            resume_at: r.get(11)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -375,38 +526,8 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MailboxStore, SpoolSource, SqliteStore, Store, content_hash};
-
-    fn pulled(raw: &str, mid: Option<&str>) -> PulledMessage {
-        PulledMessage {
-            spool: NewSpool {
-                source: SpoolSource::Imap,
-                mail_from: String::new(),
-                rcpt_to: vec!["help@acme.example".into()],
-                client_ip: None,
-                helo: None,
-                tls: false,
-                channel: Some("mailbox".into()),
-                raw: raw.as_bytes().to_vec(),
-            },
-            content_hash: content_hash(raw.as_bytes()),
-            message_id: mid.map(String::from),
-        }
-    }
-
-    fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage>) -> PulledBatch {
-        PulledBatch {
-            known_unfetched: 0,
-            unreturned: Vec::new(),
-            channel: "mailbox".into(),
-            folder: "INBOX".into(),
-            checkpoint: Checkpoint {
-                uidvalidity,
-                last_uid,
-            },
-            messages,
-        }
-    }
+    use crate::store::tests::{batch, pulled};
+    use crate::store::{MailboxStore, SqliteStore, Store};
 
     #[tokio::test]
     async fn batch_checkpoint_dedupe_and_status() {
@@ -468,11 +589,12 @@ mod tests {
                 folder.clone(),
                 MailboxState::Backoff,
                 Some("boom".into()),
+                None,
             )
             .await
             .expect("state");
         store
-            .set_mailbox_state(ch.clone(), folder.clone(), MailboxState::Idle, None)
+            .set_mailbox_state(ch.clone(), folder.clone(), MailboxState::Idle, None, None)
             .await
             .expect("state");
         let rows = store.mailbox_status().await.expect("rows");

@@ -198,4 +198,10 @@ ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
     //     a counter of changes for live pages, and a full-text index of messages (subject, body, sender) kept in
     //     step by triggers.
     super::web::MIGRATION_11,
+    // 12: notices in the outbox (no ticket message), the install's notice
+    //     key, and which routing rule chose a ticket's owner.
+    super::outbound::MIGRATION_12,
+    // 13: Gmail X-GM-MSGIDs per account (one ticket per message whatever its
+    //     labels), when a throttled mailbox resumes, mailbox alert incidents.
+    super::mailbox::MIGRATION_13,
 ];

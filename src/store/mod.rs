@@ -40,12 +40,13 @@ mod web;
 pub use bounce::BounceLink;
 pub use inbound::*;
 pub use mailbox::{
-    Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
+    AlertView, Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage,
+    PulledOutcome,
 };
 pub use outbound::{
-    ApiTokenInfo, AttemptOutcome, Delivery, EarlierReply, NewApiToken, NewReply, OutboxCounts,
-    OutboxId, OutboxItem, QueuedReply, Replay, ReplyContext, TOKEN_ID_LEN, TicketUpdate,
-    TokenGrant, TokenRole,
+    ApiTokenInfo, AttemptOutcome, Delivery, EarlierReply, NewApiToken, NewNotice, NewReply,
+    OutboxCounts, OutboxId, OutboxItem, QueuedReply, Replay, ReplyContext, TOKEN_ID_LEN,
+    TicketUpdate, TokenGrant, TokenRole,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
@@ -250,6 +251,14 @@ pub trait OutboxStore: Send + Sync {
     /// the earlier one, refuse, or write this one.
     fn queue_reply(&self, reply: NewReply, replay: Replay) -> StoreFuture<'_, QueuedReply>;
 
+    /// Commit a notice (mail postdesk sends on its own, on no ticket) to the
+    /// outbox: delivered and retried like a reply.
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId>;
+
+    /// The install's random notice key (hex): what notices' loop tags are
+    /// signed with (`outbound::notify`). Made once, with the store.
+    fn notice_key(&self) -> StoreFuture<'_, String>;
+
     /// Queued outbox entries due at `now_ms`, oldest first.
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
 
@@ -298,17 +307,42 @@ pub trait MailboxStore: Send + Sync {
         uidvalidity: u32,
     ) -> StoreFuture<'_, ()>;
 
-    /// Record a puller's state change (and its error, if any).
+    /// The X-GM-MSGIDs among `ids` that the Gmail `account` already pulled
+    /// (through any channel or label).
+    fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>>;
+
+    /// Record a puller's state change (and its error, if any; when a
+    /// throttled mailbox resumes, unix ms).
     fn set_mailbox_state(
         &self,
         channel: String,
         folder: String,
         state: MailboxState,
         error: Option<String>,
+        resume_at: Option<i64>,
     ) -> StoreFuture<'_, ()>;
 
     /// Every pulled mailbox's persisted status, by channel.
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>>;
+
+    /// The channel's open alert incident, opened now (with `reason` and
+    /// `detail`) if it had none; true when it is new.
+    fn open_alert(
+        &self,
+        channel: String,
+        reason: String,
+        detail: Option<String>,
+    ) -> StoreFuture<'_, (AlertView, bool)>;
+
+    /// Record that incident `id`'s email is queued.
+    fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()>;
+
+    /// Close the channel's open incident (the mailbox works again); true
+    /// when there was one.
+    fn resolve_alert(&self, channel: String) -> StoreFuture<'_, bool>;
+
+    /// Every open incident, oldest first.
+    fn open_alerts(&self) -> StoreFuture<'_, Vec<AlertView>>;
 }
 
 /// People and runtime state: contacts and their owners, users' availability,

@@ -236,6 +236,46 @@ pub(crate) fn queue_reply(
     })
 }
 
+/// A notice to commit to the outbox: mail postdesk sends on its own (to an
+/// agent, to admins), on no ticket and in no conversation.
+#[derive(Debug, Clone)]
+pub struct NewNotice {
+    /// What kind of notice (`assigned`, `owner_away`, …), kept on the row.
+    pub kind: String,
+    /// Envelope sender: the configured system address.
+    pub mail_from: String,
+    /// Envelope recipients.
+    pub rcpt_to: Vec<String>,
+    /// The composed message, as handed to the relay.
+    pub raw: Vec<u8>,
+}
+
+/// Insert a notice's outbox row (no message row: it belongs to no ticket).
+pub(crate) fn queue_notice(
+    conn: &Connection,
+    n: &NewNotice,
+    now: i64,
+) -> Result<OutboxId, StoreError> {
+    let rcpt = serde_json::to_string(&n.rcpt_to).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(
+        "INSERT INTO outbox (message_id, notice, channel, mail_from, rcpt_to, next_attempt_at, created_at)
+         VALUES (NULL, ?1, '', ?2, ?3, ?4, ?4)",
+    )?
+    .execute(params![n.kind, n.mail_from, rcpt, now])?;
+    let id = OutboxId(conn.last_insert_rowid());
+    conn.prepare_cached("INSERT INTO outbox_raw (id, raw) VALUES (?1, ?2)")?
+        .execute(params![id.0, n.raw])?;
+    Ok(id)
+}
+
+/// The install's notice key (hex), made once by migration 12.
+pub(crate) fn notice_key(conn: &Connection) -> Result<String, StoreError> {
+    conn.prepare_cached("SELECT value FROM install_secrets WHERE name = 'notice_key'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::Schema("install_secrets has no notice_key".into()))
+}
+
 /// Queued entries due at `now`, oldest first, with id not in `skip`.
 pub(crate) fn due_outbox(
     conn: &Connection,
@@ -580,27 +620,11 @@ pub struct OutboxCounts {
     pub bounced: i64,
 }
 
-/// Migration 7: the outbox counted as it changes, so that `/metrics`,
-/// `/readyz` and `outbox status` read four rows instead of scanning an outbox
-/// that only ever grows. Triggers keep `outbox_tally` in step with every
-/// insert, state change and delete of an outbox row, and with a message's
-/// delivery turning `failed` or back (a bounce after `sent`), whichever code
-/// path makes the change. `bounced` counts the `sent` rows whose message's
-/// delivery is `failed`; `outbox_message` lets the delivery trigger find a
-/// message's rows without a scan. Not followed (nothing here does either):
-/// an outbox row pointed at another message, a message deleted under its
-/// outbox rows.
-pub(crate) const MIGRATION_7: &str = r#"
-CREATE TABLE outbox_tally (
-    state  TEXT PRIMARY KEY,   -- an outbox state, or 'bounced'
-    n      INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO outbox_tally (state, n) SELECT state, COUNT(*) FROM outbox GROUP BY state;
-INSERT INTO outbox_tally (state, n)
-    SELECT 'bounced', COUNT(*) FROM outbox o JOIN messages m ON m.id = o.message_id
-     WHERE o.state = 'sent' AND m.delivery = 'failed';
-CREATE INDEX outbox_message ON outbox(message_id);
-
+/// The triggers that keep `outbox_tally` in step (migration 7; created again
+/// by migration 12, which rebuilds the outbox).
+macro_rules! outbox_tally_triggers {
+    () => {
+        r#"
 CREATE TRIGGER outbox_tally_insert AFTER INSERT ON outbox BEGIN
     INSERT INTO outbox_tally (state, n) VALUES (new.state, 1)
         ON CONFLICT (state) DO UPDATE SET n = n + 1;
@@ -630,7 +654,88 @@ WHEN (old.delivery IS 'failed') <> (new.delivery IS 'failed') BEGIN
           FROM outbox WHERE message_id = new.id AND state = 'sent'
         ON CONFLICT (state) DO UPDATE SET n = n + excluded.n;
 END;
-"#;
+"#
+    };
+}
+
+/// Migration 7: the outbox counted as it changes, so that `/metrics`,
+/// `/readyz` and `outbox status` read four rows instead of scanning an outbox
+/// that only ever grows. Triggers keep `outbox_tally` in step with every
+/// insert, state change and delete of an outbox row, and with a message's
+/// delivery turning `failed` or back (a bounce after `sent`), whichever code
+/// path makes the change. `bounced` counts the `sent` rows whose message's
+/// delivery is `failed`; `outbox_message` lets the delivery trigger find a
+/// message's rows without a scan. Not followed (nothing here does either):
+/// an outbox row pointed at another message, a message deleted under its
+/// outbox rows.
+pub(crate) const MIGRATION_7: &str = concat!(
+    r#"
+CREATE TABLE outbox_tally (
+    state  TEXT PRIMARY KEY,   -- an outbox state, or 'bounced'
+    n      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO outbox_tally (state, n) SELECT state, COUNT(*) FROM outbox GROUP BY state;
+INSERT INTO outbox_tally (state, n)
+    SELECT 'bounced', COUNT(*) FROM outbox o JOIN messages m ON m.id = o.message_id
+     WHERE o.state = 'sent' AND m.delivery = 'failed';
+CREATE INDEX outbox_message ON outbox(message_id);
+
+"#,
+    outbox_tally_triggers!()
+);
+
+/// Migration 12: notices (mail postdesk sends on its own, to agents and
+/// admins: `outbound::notify`) go through the outbox like replies, but
+/// belong to no ticket: `outbox.message_id` becomes nullable and `notice`
+/// says what kind of notice a row is. SQLite cannot drop a NOT NULL, so the
+/// outbox (and `outbox_raw`, which references it) is rebuilt, ids kept; the
+/// tally triggers are dropped first and made again. `install_secrets` holds
+/// a random key made once per store: notices carry a tag signed with it, so
+/// that one coming back in is recognised and a stranger cannot forge one.
+pub(crate) const MIGRATION_12: &str = concat!(
+    r#"
+DROP TRIGGER outbox_tally_insert;
+DROP TRIGGER outbox_tally_update;
+DROP TRIGGER outbox_tally_delete;
+DROP TRIGGER outbox_tally_delivery;
+CREATE TABLE outbox_next (
+    id               INTEGER PRIMARY KEY,
+    message_id       INTEGER REFERENCES messages(id), -- NULL for a notice
+    notice           TEXT,                            -- a notice's kind
+    channel          TEXT NOT NULL,                   -- '' for a notice
+    mail_from        TEXT NOT NULL,
+    rcpt_to          TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'queued',
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    sent_at          INTEGER
+);
+INSERT INTO outbox_next (id, message_id, channel, mail_from, rcpt_to, state, attempts,
+                         next_attempt_at, last_error, created_at, sent_at)
+    SELECT id, message_id, channel, mail_from, rcpt_to, state, attempts,
+           next_attempt_at, last_error, created_at, sent_at FROM outbox;
+CREATE TABLE outbox_raw_next (
+    id   INTEGER PRIMARY KEY REFERENCES outbox_next(id),
+    raw  BLOB NOT NULL
+);
+INSERT INTO outbox_raw_next (id, raw) SELECT id, raw FROM outbox_raw;
+DROP TABLE outbox_raw;
+DROP TABLE outbox;
+ALTER TABLE outbox_next RENAME TO outbox;
+ALTER TABLE outbox_raw_next RENAME TO outbox_raw;
+CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'queued';
+CREATE INDEX outbox_message ON outbox(message_id);
+CREATE TABLE install_secrets (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO install_secrets (name, value) VALUES ('notice_key', lower(hex(randomblob(32))));
+ALTER TABLE tickets ADD COLUMN routed_by TEXT; -- which routing rule chose the owner
+"#,
+    outbox_tally_triggers!()
+);
 
 pub(crate) const OUTBOX_TALLY: &str = "SELECT state, n FROM outbox_tally";
 

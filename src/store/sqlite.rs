@@ -546,7 +546,7 @@ fn in_savepoint<T>(
 pub(super) const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
-     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
+     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id), t.routed_by";
 
 pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
@@ -566,6 +566,7 @@ pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummar
             properties: parse_json(r.get(10)?),
             created_at: r.get(11)?,
             updated_at: r.get(12)?,
+            routed_by: r.get(14)?,
         },
         messages: r.get(13)?,
     })
@@ -898,6 +899,14 @@ impl OutboxStore for SqliteStore {
         Box::pin(self.write(move |c| ob::queue_reply(c, &reply, replay, now_ms())))
     }
 
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId> {
+        Box::pin(self.write(move |c| ob::queue_notice(c, &notice, now_ms())))
+    }
+
+    fn notice_key(&self) -> StoreFuture<'_, String> {
+        Box::pin(self.read(ob::notice_key))
+    }
+
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
         Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
     }
@@ -960,14 +969,44 @@ impl MailboxStore for SqliteStore {
         folder: String,
         state: MailboxState,
         error: Option<String>,
+        resume_at: Option<i64>,
     ) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref())
+            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref(), resume_at)
         }))
+    }
+
+    fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>> {
+        Box::pin(self.read(move |c| super::mailbox::known_gmail_ids(c, &account, &ids)))
     }
 
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
         Box::pin(self.read(super::mailbox::statuses))
+    }
+
+    fn open_alert(
+        &self,
+        channel: String,
+        reason: String,
+        detail: Option<String>,
+    ) -> StoreFuture<'_, (super::AlertView, bool)> {
+        Box::pin(
+            self.write(move |c| {
+                super::mailbox::open_alert(c, &channel, &reason, detail.as_deref())
+            }),
+        )
+    }
+
+    fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| super::mailbox::alert_notified(c, id)))
+    }
+
+    fn resolve_alert(&self, channel: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| super::mailbox::resolve_alert(c, &channel)))
+    }
+
+    fn open_alerts(&self) -> StoreFuture<'_, Vec<super::AlertView>> {
+        Box::pin(self.read(super::mailbox::open_alerts))
     }
 }
 

@@ -123,6 +123,9 @@ pub struct NewTicket {
     /// Custom string properties, JSON object text.
     pub properties: String,
     pub routing: RoutingPlan,
+    /// What chose the routing plan (a rule, the channel's default), kept on
+    /// the ticket.
+    pub routed_by: Option<String>,
 }
 
 /// What a team member (or trusted forwarder) wrote above the mail they
@@ -262,6 +265,9 @@ pub struct TicketHead {
     pub pipeline: Option<String>,
     pub owner: Option<String>,
     pub unassigned_reason: Option<String>,
+    /// What chose the owner when the ticket was opened: a routing rule
+    /// (`rule "german" (language de) → skills de`) or the channel's default.
+    pub routed_by: Option<String>,
     pub properties: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,

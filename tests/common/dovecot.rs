@@ -220,6 +220,47 @@ service anvil {{
         std::fs::rename(&tmp, self.maildir().join("new").join(&name)).expect("rename");
     }
 
+    /// Deliver one message into `folder` (a Maildir++ folder beside INBOX,
+    /// created if missing).
+    pub fn deliver_to(&self, folder: &str, raw: &[u8]) {
+        let dir = self.folder_dir(folder);
+        if !dir.exists() {
+            for sub in ["tmp", "new", "cur"] {
+                std::fs::create_dir_all(dir.join(sub)).expect("folder");
+            }
+            chown_nobody(&dir);
+        }
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{}.P{}Q{n}.postdesk-test", now_secs(), std::process::id());
+        std::fs::write(dir.join("tmp").join(&name), raw).expect("write tmp");
+        std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name)).expect("rename");
+    }
+
+    /// The Maildir++ directory of `folder` (`INBOX`: the Maildir itself).
+    pub fn folder_dir(&self, folder: &str) -> PathBuf {
+        if folder.eq_ignore_ascii_case("INBOX") {
+            self.maildir()
+        } else {
+            self.maildir().join(format!(".{folder}"))
+        }
+    }
+
+    /// Messages in `folder` (new and cur), not counting ones flagged deleted.
+    pub fn count_in(&self, folder: &str) -> usize {
+        let dir = self.folder_dir(folder);
+        ["new", "cur"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+            .flat_map(|rd| rd.filter_map(|e| e.ok()))
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name
+                    .rsplit_once(":2,")
+                    .is_some_and(|(_, f)| f.contains('T'))
+            })
+            .count()
+    }
+
     /// Delete and recreate INBOX (server stopped meanwhile), delivering
     /// `raws` again: the mailbox gets a new UIDVALIDITY.
     pub fn recreate_mailbox(&mut self, raws: &[Vec<u8>]) {
@@ -321,6 +362,16 @@ class H(BaseHTTPRequestHandler):
             s = load()
             if self.path == "/token":
                 s["token_requests"] += 1
+                if get("grant_type") == "client_credentials" and get("client_id") == s["client_id"]:
+                    s["app_requests"] = s.get("app_requests", 0) + 1
+                    if get("client_secret") != s.get("app_secret"):
+                        save(s); return self.reply(401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})
+                    if get("scope") != "https://outlook.office365.com/.default":
+                        save(s); return self.reply(400, {"error": "invalid_scope"})
+                    at = "at-app-" + secrets.token_hex(8)
+                    s["access"][at] = s.get("app_user", "test")
+                    save(s)
+                    return self.reply(200, {"access_token": at, "token_type": "Bearer", "expires_in": s.get("expires_in", 3600)})
                 rt = get("refresh_token")
                 if get("grant_type") != "refresh_token" or get("client_id") != s["client_id"]:
                     save(s); return self.reply(400, {"error": "invalid_request"})
@@ -392,22 +443,37 @@ impl OAuthServer {
 
     /// Issue a refresh token for `user` (as a consent flow would).
     pub fn grant(&self, user: &str) -> String {
-        let path = self.dir.path().join("state.json");
-        let mut s = self.state();
         let token = format!("rt-initial-{}", SEQ.fetch_add(1, Ordering::SeqCst));
-        s["refresh"][&token] = serde_json::Value::String(user.into());
-        // The server rereads the file on each request; replace it whole.
-        let tmp = path.with_extension("test-tmp");
-        std::fs::write(&tmp, s.to_string()).expect("state");
-        std::fs::rename(&tmp, &path).expect("state");
+        self.update(|s| s["refresh"][&token] = serde_json::Value::String(user.into()));
         token
     }
 
     /// Lifetime of the access tokens issued from now on.
     pub fn set_expires_in(&self, secs: u64) {
+        self.update(|s| s["expires_in"] = secs.into());
+    }
+
+    /// Accept `secret` as the client secret of the client-credentials
+    /// (app-only) grant, whose tokens open `user`'s mailbox; returns it.
+    pub fn app_secret(&self, secret: &str, user: &str) -> String {
+        self.update(|s| {
+            s["app_secret"] = secret.into();
+            s["app_user"] = user.into();
+        });
+        secret.to_string()
+    }
+
+    /// Client-credentials requests answered so far.
+    pub fn app_requests(&self) -> u64 {
+        self.state()["app_requests"].as_u64().unwrap_or(0)
+    }
+
+    /// Change the state file: the server rereads it on each request, so it
+    /// is replaced whole.
+    fn update(&self, f: impl FnOnce(&mut serde_json::Value)) {
         let path = self.dir.path().join("state.json");
         let mut s = self.state();
-        s["expires_in"] = secs.into();
+        f(&mut s);
         let tmp = path.with_extension("test-tmp");
         std::fs::write(&tmp, s.to_string()).expect("state");
         std::fs::rename(&tmp, &path).expect("state");

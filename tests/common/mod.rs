@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod dovecot;
+pub mod gmail;
 pub mod http;
 pub mod load;
 pub mod pg;
@@ -299,6 +300,41 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// The pulled mailbox of `channel` as `status --json` shows it.
+    pub fn mailbox(&self, channel: &str) -> Value {
+        let st = self.cli_json(&["status", "--json"]);
+        st["mailboxes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["channel"] == channel).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Wait (up to 240 s) until `channel`'s mailbox passes `f`; panics
+    /// saying `what` was awaited.
+    pub fn wait_mailbox(&self, channel: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        wait_for(Duration::from_secs(240), || {
+            last = self.mailbox(channel);
+            f(&last).then(|| last.clone())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "mailbox {channel}: {what}; last {last}\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    /// The daemon's `/metrics` answer (headers and body).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http).expect("http");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
     }
 
     pub fn log_text(&self) -> String {

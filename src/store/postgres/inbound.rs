@@ -496,8 +496,8 @@ async fn create_ticket(
     let r = row(
         db,
         "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties,
-                              owner, unassigned_reason, created_at, updated_at, secret)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
+                              owner, unassigned_reason, created_at, updated_at, secret, routed_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) RETURNING id",
         &[
             &m.channel,
             &contact_id,
@@ -510,6 +510,7 @@ async fn create_ticket(
             &owner.unassigned_reason,
             &now,
             &t.secret,
+            &t.routed_by,
         ],
     )
     .await?

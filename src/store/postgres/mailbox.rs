@@ -7,8 +7,8 @@
 use super::inbound::insert_spool;
 use super::sql::{Db, col, exec, row, rows, to_u32};
 use crate::store::{
-    Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage, PulledOutcome,
-    StoreError, now_ms,
+    AlertView, Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage,
+    PulledOutcome, StoreError, now_ms,
 };
 
 pub(super) async fn checkpoint(
@@ -113,12 +113,27 @@ pub(super) async fn spool_pulled(
         ..Default::default()
     };
     for m in &batch.messages {
-        if known(db, &batch.channel, m).await? {
+        let gm = batch.gmail_account.as_deref().zip(m.gm_msgid);
+        let gm_known = match gm {
+            Some((account, id)) => !known_gmail_ids(db, account, &[id]).await?.is_empty(),
+            None => false,
+        };
+        if gm_known || known(db, &batch.channel, m).await? {
             out.skipped += 1;
-            continue;
+        } else {
+            insert_spool(db, &m.spool, &m.content_hash, now_ms()).await?;
+            out.spooled += 1;
         }
-        insert_spool(db, &m.spool, &m.content_hash, now_ms()).await?;
-        out.spooled += 1;
+        if let Some((account, id)) = gm {
+            exec(
+                db,
+                "INSERT INTO pulled_gmail (account, msgid, channel, pulled_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                // The id's 64 bits stored as they are (BIGINT is signed).
+                &[&account, &(id as i64), &batch.channel, &now_ms()],
+            )
+            .await?;
+        }
     }
     let now = now_ms();
     let uidvalidity = i64::from(batch.checkpoint.uidvalidity);
@@ -202,18 +217,20 @@ pub(super) async fn set_state(
     folder: &str,
     state: MailboxState,
     error: Option<&str>,
+    resume_at: Option<i64>,
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let error_at = error.map(|_| now);
     exec(
         db,
-        "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at, resume_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (channel, folder) DO UPDATE SET state = excluded.state,
              updated_at = excluded.updated_at,
              last_error = COALESCE(excluded.last_error, mailbox_status.last_error),
-             last_error_at = COALESCE(excluded.last_error_at, mailbox_status.last_error_at)",
-        &[&channel, &folder, &state.as_str(), &error, &error_at, &now],
+             last_error_at = COALESCE(excluded.last_error_at, mailbox_status.last_error_at),
+             resume_at = excluded.resume_at",
+        &[&channel, &folder, &state.as_str(), &error, &error_at, &now, &resume_at],
     )
     .await?;
     Ok(())
@@ -224,7 +241,8 @@ pub(super) async fn statuses(db: &Db) -> Result<Vec<MailboxStatusView>, StoreErr
         "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
                       s.last_error, s.last_error_at, s.updated_at,
                       (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
-                         AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity)
+                         AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
+                      s.resume_at
                FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
                  ON c.channel = s.channel AND c.folder = s.folder
                ORDER BY s.channel, s.folder";
@@ -244,7 +262,109 @@ pub(super) async fn statuses(db: &Db) -> Result<Vec<MailboxStatusView>, StoreErr
                 last_error_at: col(r, 8)?,
                 updated_at: col(r, 9)?,
                 unreturned: col(r, 10)?,
+                resume_at: col(r, 11)?,
             })
         })
         .collect()
+}
+
+/// The X-GM-MSGIDs among `ids` that `account` already pulled.
+pub(super) async fn known_gmail_ids(
+    db: &Db,
+    account: &str,
+    ids: &[u64],
+) -> Result<Vec<u64>, StoreError> {
+    let signed: Vec<i64> = ids.iter().map(|id| *id as i64).collect();
+    let found = rows(
+        db,
+        "SELECT msgid FROM pulled_gmail WHERE account = $1 AND msgid = ANY($2)",
+        &[&account, &signed],
+    )
+    .await?;
+    let found: std::collections::HashSet<i64> = found
+        .iter()
+        .map(|r| col::<i64>(r, 0))
+        .collect::<Result<_, _>>()?;
+    Ok(ids
+        .iter()
+        .filter(|id| found.contains(&(**id as i64)))
+        .copied()
+        .collect())
+}
+
+const ALERT_COLUMNS: &str = "id, channel, reason, detail, opened_at, notified_at";
+
+fn alert_row(r: &tokio_postgres::Row) -> Result<AlertView, StoreError> {
+    Ok(AlertView {
+        id: col(r, 0)?,
+        channel: col(r, 1)?,
+        reason: col(r, 2)?,
+        detail: col(r, 3)?,
+        opened_at: col(r, 4)?,
+        notified_at: col(r, 5)?,
+    })
+}
+
+/// The channel's open incident, opened now if it had none; whether it is new.
+pub(super) async fn open_alert(
+    db: &Db,
+    channel: &str,
+    reason: &str,
+    detail: Option<&str>,
+) -> Result<(AlertView, bool), StoreError> {
+    let inserted = exec(
+        db,
+        "INSERT INTO mailbox_alerts (channel, reason, detail, opened_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (channel) WHERE resolved_at IS NULL DO NOTHING",
+        &[&channel, &reason, &detail, &now_ms()],
+    )
+    .await?;
+    let open = row(
+        db,
+        &format!(
+            "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE channel = $1 AND resolved_at IS NULL"
+        ),
+        &[&channel],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Failed(format!("no open alert for channel {channel}")))?;
+    Ok((alert_row(&open)?, inserted > 0))
+}
+
+/// The alert email of incident `id` is queued.
+pub(super) async fn alert_notified(db: &Db, id: i64) -> Result<(), StoreError> {
+    exec(
+        db,
+        "UPDATE mailbox_alerts SET notified_at = $2 WHERE id = $1",
+        &[&id, &now_ms()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Close the channel's open incident; whether there was one.
+pub(super) async fn resolve_alert(db: &Db, channel: &str) -> Result<bool, StoreError> {
+    let n = exec(
+        db,
+        "UPDATE mailbox_alerts SET resolved_at = $2 WHERE channel = $1 AND resolved_at IS NULL",
+        &[&channel, &now_ms()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Every open incident, oldest first.
+pub(super) async fn open_alerts(db: &Db) -> Result<Vec<AlertView>, StoreError> {
+    rows(
+        db,
+        &format!(
+            "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE resolved_at IS NULL ORDER BY opened_at, id"
+        ),
+        &[],
+    )
+    .await?
+    .iter()
+    .map(alert_row)
+    .collect()
 }

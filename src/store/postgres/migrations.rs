@@ -322,6 +322,42 @@ CREATE TRIGGER messages_insert_activity AFTER INSERT ON messages
     FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
 CREATE TRIGGER messages_update_activity AFTER UPDATE OF delivery, delivery_detail ON messages
     FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
+    // 12: notices in the outbox (no ticket message: `message_id` NULL,
+    //     `notice` the kind), the install's random notice key (64 hex
+    //     digits from gen_random_uuid, a strong generator), and which
+    //     routing rule chose a ticket's owner — SQLite's step 12.
+    r#"
+ALTER TABLE outbox ALTER COLUMN message_id DROP NOT NULL;
+ALTER TABLE outbox ADD COLUMN notice TEXT;
+CREATE TABLE install_secrets (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+INSERT INTO install_secrets (name, value)
+    VALUES ('notice_key', replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
+ALTER TABLE tickets ADD COLUMN routed_by TEXT;
+"#,
+    // 13: Gmail X-GM-MSGIDs per account, when a throttled mailbox resumes,
+    //     mailbox alert incidents (one open per channel) — SQLite's step 13.
+    r#"
+CREATE TABLE pulled_gmail (
+    account    TEXT NOT NULL,
+    msgid      BIGINT NOT NULL,
+    channel    TEXT NOT NULL,
+    pulled_at  BIGINT NOT NULL,
+    PRIMARY KEY (account, msgid)
+);
+ALTER TABLE mailbox_status ADD COLUMN resume_at BIGINT;
+CREATE TABLE mailbox_alerts (
+    id           BIGSERIAL PRIMARY KEY,
+    channel      TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    detail       TEXT,
+    opened_at    BIGINT NOT NULL,
+    notified_at  BIGINT,
+    resolved_at  BIGINT
+);
+CREATE UNIQUE INDEX mailbox_alerts_open ON mailbox_alerts(channel) WHERE resolved_at IS NULL;
 "#,
 ];
 

@@ -414,6 +414,16 @@ impl OutboxStore for PostgresStore {
         })
     }
 
+    fn queue_notice(&self, notice: NewNotice) -> StoreFuture<'_, OutboxId> {
+        self.write(move |db| {
+            Box::pin(async move { outbox::queue_notice(db, &notice, now_ms()).await })
+        })
+    }
+
+    fn notice_key(&self) -> StoreFuture<'_, String> {
+        Box::pin(async move { outbox::notice_key(&*self.db().await?).await })
+    }
+
     fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
         Box::pin(async move { outbox::due_outbox(&*self.db().await?, now_ms, limit).await })
     }
@@ -478,16 +488,46 @@ impl MailboxStore for PostgresStore {
         folder: String,
         state: MailboxState,
         error: Option<String>,
+        resume_at: Option<i64>,
     ) -> StoreFuture<'_, ()> {
         self.write(move |db| {
             Box::pin(async move {
-                mailbox::set_state(db, &channel, &folder, state, error.as_deref()).await
+                mailbox::set_state(db, &channel, &folder, state, error.as_deref(), resume_at).await
             })
         })
     }
 
+    fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>> {
+        Box::pin(async move { mailbox::known_gmail_ids(&*self.db().await?, &account, &ids).await })
+    }
+
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>> {
         Box::pin(async move { mailbox::statuses(&*self.db().await?).await })
+    }
+
+    fn open_alert(
+        &self,
+        channel: String,
+        reason: String,
+        detail: Option<String>,
+    ) -> StoreFuture<'_, (AlertView, bool)> {
+        self.write(move |db| {
+            Box::pin(
+                async move { mailbox::open_alert(db, &channel, &reason, detail.as_deref()).await },
+            )
+        })
+    }
+
+    fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()> {
+        self.write(move |db| Box::pin(async move { mailbox::alert_notified(db, id).await }))
+    }
+
+    fn resolve_alert(&self, channel: String) -> StoreFuture<'_, bool> {
+        self.write(move |db| Box::pin(async move { mailbox::resolve_alert(db, &channel).await }))
+    }
+
+    fn open_alerts(&self) -> StoreFuture<'_, Vec<AlertView>> {
+        Box::pin(async move { mailbox::open_alerts(&*self.db().await?).await })
     }
 }
 

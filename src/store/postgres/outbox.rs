@@ -6,8 +6,8 @@
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::ticket_channel;
 use crate::store::{
-    AttemptOutcome, Delivery, EarlierReply, NewReply, OutboxId, OutboxItem, QueuedReply, Replay,
-    StoreError, TicketId,
+    AttemptOutcome, Delivery, EarlierReply, NewNotice, NewReply, OutboxId, OutboxItem, QueuedReply,
+    Replay, StoreError, TicketId,
 };
 
 pub(super) async fn queue_reply(
@@ -116,6 +116,39 @@ pub(super) async fn queue_reply(
         delivery: Delivery::Queued,
         replayed: false,
     })
+}
+
+/// Insert a notice's outbox row (no message row: it belongs to no ticket).
+pub(super) async fn queue_notice(db: &Db, n: &NewNotice, now: i64) -> Result<OutboxId, StoreError> {
+    match row(
+        db,
+        "WITH o AS (
+             INSERT INTO outbox (message_id, notice, channel, mail_from, rcpt_to, next_attempt_at, created_at)
+             VALUES (NULL, $1, '', $2, $3, $4, $4) RETURNING id)
+         INSERT INTO outbox_raw (id, raw) SELECT id, $5 FROM o RETURNING id",
+        &[&n.kind, &n.mail_from, &json_vec(&n.rcpt_to), &now, &n.raw],
+    )
+    .await?
+    {
+        Some(r) => Ok(OutboxId(col(&r, 0)?)),
+        None => Err(StoreError::Failed("insert returned no id".into())),
+    }
+}
+
+/// The install's notice key (hex), made once by schema step 12.
+pub(super) async fn notice_key(db: &Db) -> Result<String, StoreError> {
+    match row(
+        db,
+        "SELECT value FROM install_secrets WHERE name = 'notice_key'",
+        &[],
+    )
+    .await?
+    {
+        Some(r) => col(&r, 0),
+        None => Err(StoreError::Schema(
+            "install_secrets has no notice_key".into(),
+        )),
+    }
 }
 
 pub(super) async fn due_outbox(

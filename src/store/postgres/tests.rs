@@ -368,6 +368,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         },
         content_hash: content_hash(raw.as_bytes()),
         message_id: mid.map(String::from),
+        gm_msgid: None,
     };
     let batch = |last_uid, messages, unreturned| PulledBatch {
         channel: "mailbox".into(),
@@ -379,6 +380,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         messages,
         known_unfetched: 1,
         unreturned,
+        gmail_account: None,
     };
     let first = s
         .spool_pulled(batch(
@@ -397,12 +399,19 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         "INBOX".into(),
         MailboxState::Backoff,
         Some("boom".into()),
+        None,
     )
     .await
     .expect("state");
-    s.set_mailbox_state("mailbox".into(), "INBOX".into(), MailboxState::Idle, None)
-        .await
-        .expect("state");
+    s.set_mailbox_state(
+        "mailbox".into(),
+        "INBOX".into(),
+        MailboxState::Idle,
+        None,
+        None,
+    )
+    .await
+    .expect("state");
     let checkpoint = s
         .checkpoint("mailbox".into(), "INBOX".into())
         .await

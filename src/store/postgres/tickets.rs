@@ -27,7 +27,7 @@ pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, 
 pub(super) const TICKET_COLUMNS: &str =
     "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
      t.unassigned_reason, t.properties, t.created_at, t.updated_at,
-     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id)";
+     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id), t.routed_by";
 
 pub(super) fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
     Ok(TicketSummary {
@@ -47,6 +47,7 @@ pub(super) fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
             properties: parse_json(col(r, 10)?),
             created_at: col(r, 11)?,
             updated_at: col(r, 12)?,
+            routed_by: col(r, 14)?,
         },
         messages: col(r, 13)?,
     })

@@ -368,10 +368,10 @@ fn create_ticket(
     let t = &m.new_ticket;
     let now = now_ms();
     conn.prepare_cached(
-        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, unassigned_reason, created_at, updated_at, secret, routed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
     )?
-    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner.owner, owner.unassigned_reason, now, t.secret])?;
+    .execute(params![m.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner.owner, owner.unassigned_reason, now, t.secret, t.routed_by])?;
     Ok(TicketId(conn.last_insert_rowid()))
 }
 

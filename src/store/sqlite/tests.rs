@@ -365,40 +365,46 @@ async fn queue_counts_never_scan_a_table() {
     }
 }
 
+/// A database at `path` as a postdesk of schema `version` left it: the
+/// first `version` migrations, then `data` (which sets `user_version`), in
+/// one transaction.
+fn database_at(path: &std::path::Path, version: usize, data: &str) {
+    let mut c = Connection::open(path).expect("open raw");
+    c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
+    let tx = c.transaction().expect("tx");
+    for sql in &MIGRATIONS[..version] {
+        tx.execute_batch(sql).expect("migration");
+    }
+    tx.execute_batch(data).expect("old data");
+    tx.commit().expect("commit");
+}
+
 /// A store of schema 6 with replies in every state gets a tally equal to
 /// what it holds.
 #[tokio::test]
 async fn migration_7_counts_the_outbox_already_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("v6.sqlite");
-    {
-        let mut c = Connection::open(&path).expect("open raw");
-        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
-        let tx = c.transaction().expect("tx");
-        for sql in &MIGRATIONS[..6] {
-            tx.execute_batch(sql).expect("migration");
-        }
-        tx.execute_batch(
-            "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
-             INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
-               VALUES (1, 'support', 1, 'Hi', 0, 0);
-             INSERT INTO messages (id, ticket_id, channel, direction, message_id, delivery, created_at)
-               VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 'queued', 0),
-                      (2, 1, 'support', 'outbound', 'r2@acme.example', 'sent', 0),
-                      (3, 1, 'support', 'outbound', 'r3@acme.example', 'failed', 0),
-                      (4, 1, 'support', 'outbound', 'r4@acme.example', 'failed', 0),
-                      (5, 1, 'support', 'outbound', 'r5@acme.example', 'failed', 0);
-             INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, state, next_attempt_at, created_at)
-               VALUES (1, 'support', 's@acme.example', '[]', 'queued', 0, 0),
-                      (2, 'support', 's@acme.example', '[]', 'sent', 0, 0),
-                      (3, 'support', 's@acme.example', '[]', 'sent', 0, 0),
-                      (4, 'support', 's@acme.example', '[]', 'sent', 0, 0),
-                      (5, 'support', 's@acme.example', '[]', 'failed', 0, 0);
-             PRAGMA user_version = 6;",
-        )
-        .expect("v6 data");
-        tx.commit().expect("commit");
-    }
+    database_at(
+        &path,
+        6,
+        "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
+         INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
+           VALUES (1, 'support', 1, 'Hi', 0, 0);
+         INSERT INTO messages (id, ticket_id, channel, direction, message_id, delivery, created_at)
+           VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 'queued', 0),
+                  (2, 1, 'support', 'outbound', 'r2@acme.example', 'sent', 0),
+                  (3, 1, 'support', 'outbound', 'r3@acme.example', 'failed', 0),
+                  (4, 1, 'support', 'outbound', 'r4@acme.example', 'failed', 0),
+                  (5, 1, 'support', 'outbound', 'r5@acme.example', 'failed', 0);
+         INSERT INTO outbox (message_id, channel, mail_from, rcpt_to, state, next_attempt_at, created_at)
+           VALUES (1, 'support', 's@acme.example', '[]', 'queued', 0, 0),
+                  (2, 'support', 's@acme.example', '[]', 'sent', 0, 0),
+                  (3, 'support', 's@acme.example', '[]', 'sent', 0, 0),
+                  (4, 'support', 's@acme.example', '[]', 'sent', 0, 0),
+                  (5, 'support', 's@acme.example', '[]', 'failed', 0, 0);
+         PRAGMA user_version = 6;",
+    );
     let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
     let tally = s.queues().await.expect("queues").outbox;
     assert_eq!(tuple(&tally), (1, 3, 1, 2));
@@ -502,28 +508,20 @@ async fn message_id_lookups_search_an_index() {
 async fn a_version_4_database_keeps_its_queued_replies_through_migration_5() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("v4.sqlite");
-    {
-        // A database as a postdesk of schema 4 left it, with a reply queued.
-        let mut c = Connection::open(&path).expect("open raw");
-        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
-        let tx = c.transaction().expect("tx");
-        for sql in &MIGRATIONS[..4] {
-            tx.execute_batch(sql).expect("migration");
-        }
-        tx.execute_batch(
-            "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
-             INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
-               VALUES (1, 'support', 1, 'Hi', 0, 0);
-             INSERT INTO messages (id, ticket_id, channel, direction, message_id, created_at)
-               VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 0);
-             INSERT INTO outbox (id, message_id, channel, mail_from, rcpt_to, raw, next_attempt_at, created_at)
-               VALUES (7, 1, 'support', 'support@acme.example', '[\"c@customer.example\"]',
-                       X'5375626A6563743A2048690D0A0D0A6F6B0D0A', 0, 0);
-             PRAGMA user_version = 4;",
-        )
-        .expect("v4 data");
-        tx.commit().expect("commit");
-    }
+    // A database as a postdesk of schema 4 left it, with a reply queued.
+    database_at(
+        &path,
+        4,
+        "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
+         INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
+           VALUES (1, 'support', 1, 'Hi', 0, 0);
+         INSERT INTO messages (id, ticket_id, channel, direction, message_id, created_at)
+           VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 0);
+         INSERT INTO outbox (id, message_id, channel, mail_from, rcpt_to, raw, next_attempt_at, created_at)
+           VALUES (7, 1, 'support', 'support@acme.example', '[\"c@customer.example\"]',
+                   X'5375626A6563743A2048690D0A0D0A6F6B0D0A', 0, 0);
+         PRAGMA user_version = 4;",
+    );
     let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
     let due = s.due_outbox(1, 10).await.expect("due");
     assert_eq!(due.len(), 1);
@@ -635,20 +633,12 @@ fn no_savepoint_outside_the_group_transaction() {
 async fn migration_10_makes_existing_tokens_admins_without_expiry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("v8.sqlite");
-    {
-        let mut c = Connection::open(&path).expect("open raw");
-        c.execute_batch("PRAGMA journal_mode = WAL;").expect("wal");
-        let tx = c.transaction().expect("tx");
-        for sql in &MIGRATIONS[..8] {
-            tx.execute_batch(sql).expect("migration");
-        }
-        tx.execute_batch(
-            "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ('aa11', 'ann', 5);
-             PRAGMA user_version = 8;",
-        )
-        .expect("v8 data");
-        tx.commit().expect("commit");
-    }
+    database_at(
+        &path,
+        8,
+        "INSERT INTO api_tokens (token_hash, user_id, created_at) VALUES ('aa11', 'ann', 5);
+         PRAGMA user_version = 8;",
+    );
     let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
     let old = s.api_token("aa11".into()).await.expect("read");
     assert_eq!(
@@ -684,6 +674,87 @@ async fn migration_10_makes_existing_tokens_admins_without_expiry() {
         .await
         .expect("version");
     assert_eq!(version, MIGRATIONS.len() as i64);
+}
+
+/// Migration 12 rebuilds the outbox: a queued reply of schema 10 keeps its
+/// id, bytes and tally, and stays deliverable; a notice then queues beside
+/// it without a ticket message, is delivered and counted like a reply; each
+/// store has its own notice key.
+#[tokio::test]
+async fn migration_12_keeps_the_outbox_and_adds_notices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v10.sqlite");
+    database_at(
+        &path,
+        10,
+        "INSERT INTO contacts (id, email, created_at) VALUES (1, 'c@customer.example', 0);
+         INSERT INTO tickets (id, channel, contact_id, subject, created_at, updated_at)
+           VALUES (1, 'support', 1, 'Hi', 0, 0);
+         INSERT INTO messages (id, ticket_id, channel, direction, message_id, delivery, created_at)
+           VALUES (1, 1, 'support', 'outbound', 'r1@acme.example', 'queued', 0);
+         INSERT INTO outbox (id, message_id, channel, mail_from, rcpt_to, state, next_attempt_at, created_at)
+           VALUES (7, 1, 'support', 's@acme.example', '[\"c@customer.example\"]', 'queued', 0, 0);
+         INSERT INTO outbox_raw (id, raw) VALUES (7, X'6869');
+         PRAGMA user_version = 10;",
+    );
+    let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
+    let due = s.due_outbox(i64::MAX, 10).await.expect("due");
+    assert_eq!(
+        due.iter()
+            .map(|i| (i.id.0, i.raw.clone(), i.rcpt_to.clone()))
+            .collect::<Vec<_>>(),
+        [(7, b"hi".to_vec(), vec!["c@customer.example".to_string()])]
+    );
+    let id = s
+        .queue_notice(NewNotice {
+            kind: "assigned".into(),
+            mail_from: "desk@acme.example".into(),
+            rcpt_to: vec!["ann@acme.example".into()],
+            raw: b"notice".to_vec(),
+        })
+        .await
+        .expect("notice");
+    assert!(id.0 > 7, "{id}");
+    assert_eq!(
+        tuple(&s.queues().await.expect("queues").outbox),
+        (2, 0, 0, 0)
+    );
+    s.record_attempt(
+        id,
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    s.record_attempt(
+        OutboxId(7),
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    let tally = s.queues().await.expect("queues").outbox;
+    assert_eq!(tuple(&tally), (0, 2, 0, 0));
+    let full = s.read(|c| Ok(counted(c)?)).await.expect("count");
+    assert_eq!(tuple(&tally), tuple(&full));
+    // The reply's message row followed; the notice has none.
+    let delivery: String = s
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT delivery FROM messages WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+        .expect("delivery");
+    assert_eq!(delivery, "sent");
+    let key = s.notice_key().await.expect("key");
+    assert_eq!(key.len(), 64, "{key}");
+    let (_dir2, other) = store();
+    assert_ne!(other.notice_key().await.expect("key"), key);
 }
 
 /// A database postdesk creates is 0600, and so are its `-wal` and `-shm`

@@ -398,3 +398,34 @@ pub(crate) async fn raw_tail_text_reads_back_whole(s: &dyn Store) -> usize {
     assert_eq!(t.messages[0].text.as_deref(), Some("Body"));
     raw.len() - body.len()
 }
+
+/// What chose a new ticket's owner (`routed_by`, a rule or the channel's
+/// default) is kept on the ticket and read back with it; a ticket opened
+/// without one reads back none.
+pub(crate) async fn a_ticket_keeps_what_routed_it(s: &dyn Store) {
+    let ids = spool_many(s, 2).await;
+    let mut plan = inbound(
+        ids[0],
+        1,
+        RoutingPlan::Balance {
+            users: vec!["ann".into()],
+            reason_if_none: "none".into(),
+        },
+    );
+    let by = "rule \"german\" (language de) → skills de";
+    plan.messages[0].new_ticket.routed_by = Some(by.into());
+    s.apply_inbound(vec![plan], decide).await.expect("apply");
+    open_ticket(s, ids[1], 2).await;
+    let routed = s.ticket(TicketId(1)).await.expect("ticket 1");
+    assert_eq!(routed.head.routed_by.as_deref(), Some(by));
+    assert_eq!(routed.head.owner.as_deref(), Some("ann"));
+    let listed = s.list_tickets(TicketFilter::default()).await.expect("list");
+    let of = |n: i64| {
+        listed
+            .iter()
+            .find(|t| t.head.number == TicketId(n))
+            .map(|t| t.head.routed_by.clone())
+    };
+    assert_eq!(of(1), Some(Some(by.to_string())));
+    assert_eq!(of(2), Some(None));
+}

@@ -27,10 +27,12 @@
 //! that backend has its arm in [`fresh_store`].
 
 mod inbound;
+mod mailbox;
 mod outbox;
 mod web;
 
 pub(crate) use inbound::*;
+pub(crate) use mailbox::*;
 pub(crate) use outbox::*;
 pub(crate) use web::*;
 
@@ -86,6 +88,10 @@ macro_rules! conformance {
             an_idempotency_key_replays_its_reply_and_no_other_ticket,
             web_sessions_and_sign_in_links,
             inbox_views_filters_counts_and_paging,
+            one_gmail_message_is_spooled_once_across_channels_and_labels,
+            one_open_alert_per_channel,
+            a_ticket_keeps_what_routed_it,
+            notices_queue_without_a_ticket_and_the_key_is_made_once,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {
@@ -173,6 +179,7 @@ pub(crate) fn inbound(spool: SpoolId, n: usize, routing: RoutingPlan) -> Inbound
                 priority: None,
                 properties: "{}".into(),
                 routing,
+                routed_by: None,
             },
             bounce: None,
         }],

@@ -295,3 +295,47 @@ pub(crate) async fn an_idempotency_key_replays_its_reply_and_no_other_ticket(s: 
     let c = s.queues().await.expect("counts").outbox;
     assert_eq!(c.queued, 2, "the keyed reply once, the unkeyed one");
 }
+
+/// A notice is queued on no ticket: it is due like a reply, with its own
+/// sender, recipients and bytes, and counted; once sent it leaves the due
+/// list. The store's notice key is 64 hex digits, the same on every read.
+pub(crate) async fn notices_queue_without_a_ticket_and_the_key_is_made_once(s: &dyn Store) {
+    let id = s
+        .queue_notice(NewNotice {
+            kind: "assigned".into(),
+            mail_from: "desk@acme.example".into(),
+            rcpt_to: vec!["ann@acme.example".into()],
+            raw: b"notice".to_vec(),
+        })
+        .await
+        .expect("notice");
+    let due = s.due_outbox(i64::MAX, 10).await.expect("due");
+    assert_eq!(
+        due.iter()
+            .map(|i| (i.id, i.mail_from.as_str(), i.rcpt_to.clone(), i.raw.clone()))
+            .collect::<Vec<_>>(),
+        [(
+            id,
+            "desk@acme.example",
+            vec!["ann@acme.example".to_string()],
+            b"notice".to_vec()
+        )]
+    );
+    assert_eq!(s.queues().await.expect("queues").outbox.queued, 1);
+    s.record_attempt(
+        id,
+        AttemptOutcome::Sent {
+            reply: "250 ok".into(),
+        },
+    )
+    .await
+    .expect("sent");
+    assert!(s.due_outbox(i64::MAX, 10).await.expect("due").is_empty());
+    assert_eq!(s.queues().await.expect("queues").outbox.sent, 1);
+    let key = s.notice_key().await.expect("key");
+    assert!(
+        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(s.notice_key().await.expect("again"), key);
+}

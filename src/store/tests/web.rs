@@ -114,6 +114,7 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
                 priority: None,
                 properties: "{}".into(),
                 routing: unassigned(),
+                routed_by: None,
             },
             "ann".into(),
         )
