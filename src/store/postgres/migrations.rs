@@ -322,6 +322,7 @@ CREATE TRIGGER messages_insert_activity AFTER INSERT ON messages
     FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
 CREATE TRIGGER messages_update_activity AFTER UPDATE OF delivery, delivery_detail ON messages
     FOR EACH ROW EXECUTE FUNCTION postdesk_web_activity();
+"#,
     // 12: notices in the outbox (no ticket message: `message_id` NULL,
     //     `notice` the kind), the install's random notice key (64 hex
     //     digits from gen_random_uuid, a strong generator), and which
