@@ -73,6 +73,14 @@ impl Browser {
         self.client.as_ref().expect("session open")
     }
 
+    /// The element at `css` (panics with the selector when there is none).
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+    }
+
     pub fn goto(&self, url: &str) {
         self.rt
             .block_on(self.c().goto(url))
@@ -89,11 +97,7 @@ impl Browser {
     /// Type `text` into the element at `css`.
     pub fn fill(&self, css: &str, text: &str) {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            let e = self.find(css).await;
             e.send_keys(text)
                 .await
                 .unwrap_or_else(|e| panic!("type into {css}: {e}"));
@@ -103,11 +107,7 @@ impl Browser {
     /// Empty the input at `css`.
     pub fn clear(&self, css: &str) {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            let e = self.find(css).await;
             e.clear()
                 .await
                 .unwrap_or_else(|e| panic!("clear {css}: {e}"));
@@ -116,11 +116,7 @@ impl Browser {
 
     pub fn click(&self, css: &str) {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            let e = self.find(css).await;
             e.click()
                 .await
                 .unwrap_or_else(|e| panic!("click {css}: {e}"));
@@ -130,11 +126,7 @@ impl Browser {
     /// Choose the option with `value` in the select at `css`.
     pub fn select(&self, css: &str, value: &str) {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            let e = self.find(css).await;
             e.select_by_value(value)
                 .await
                 .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
@@ -144,11 +136,7 @@ impl Browser {
     /// The visible text of the element at `css`.
     pub fn text(&self, css: &str) -> String {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            let e = self.find(css).await;
             e.text()
                 .await
                 .unwrap_or_else(|e| panic!("text of {css}: {e}"))
