@@ -153,9 +153,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, DaemonError> 
             path: file.clone(),
             error: StoreError::Invalid(e),
         })?;
-        return PostgresStore::open(url, config.store.pool_size, group)
+        let ca = config.store.ca_file.as_deref();
+        return PostgresStore::open_tls(url, ca, config.store.pool_size, group)
             .await
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map(|s| Arc::new(s.with_node(node_of(config))) as Arc<dyn Store>)
             .map_err(|error| DaemonError::Store { path: file, error });
     }
     let path = config.store.path.clone();
@@ -169,6 +170,61 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, DaemonError> 
         })?
         .map(|s| Arc::new(s) as Arc<dyn Store>)
         .map_err(|error| DaemonError::Store { path, error })
+}
+
+/// This node among the nodes sharing a PostgreSQL store: `[store] node_id`
+/// (default: the host name) and `lease_secs`.
+fn node_of(config: &Config) -> crate::store::postgres::Node {
+    crate::store::postgres::Node::new(
+        config.store.node_name(),
+        Duration::from_secs(config.store.lease_secs),
+    )
+}
+
+/// Register this node in the store's node registry and renew its heartbeat
+/// every third of `lease_secs` until `stop`; then leave the registry. A
+/// SQLite store keeps no registry: the task ends at once.
+fn spawn_heartbeat(
+    store: Arc<dyn Store>,
+    config: &Config,
+    bound: &Bound,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut smtp: Vec<String> = bound
+        .smtp
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    if smtp.is_empty() {
+        smtp.push("-".into());
+    }
+    let http = bound
+        .http
+        .local_addr()
+        .map_or_else(|_| "-".to_string(), |a| a.to_string());
+    let beat = crate::store::NodeBeat {
+        address: format!("smtp {} http {http}", smtp.join(",")),
+        started_at: crate::store::now_ms(),
+    };
+    let every = Duration::from_secs(config.store.lease_secs).div_f64(3.0);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            match store.heartbeat(beat.clone()).await {
+                Ok(true) => {}
+                Ok(false) => return, // one implicit node (SQLite)
+                Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
+            }
+        }
+        if let Err(e) = store.leave().await {
+            tracing::warn!(error = %e, "could not leave the node registry");
+        }
+    })
 }
 
 /// What `check --connect` says about the configured store: PostgreSQL's
@@ -186,7 +242,9 @@ pub async fn probe_store(config: &Config) -> Result<String, DaemonError> {
         error,
     };
     let url = crate::store::postgres::load_url(&file).map_err(|e| err(StoreError::Invalid(e)))?;
-    crate::store::postgres::try_connect(url).await.map_err(err)
+    crate::store::postgres::try_connect(url, config.store.ca_file.as_deref())
+        .await
+        .map_err(err)
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
@@ -205,8 +263,11 @@ pub async fn run(
     reload: Arc<Notify>,
 ) -> Result<(), DaemonError> {
     let store: Arc<dyn Store> = open_store(&config).await?;
-    let tls =
-        crate::smtp::tls_acceptor(&config.smtp).map_err(|e| DaemonError::Tls(e.to_string()))?;
+    let tls = crate::keys::tls_acceptor(
+        config.smtp.tls_cert.as_deref(),
+        config.smtp.tls_key.as_deref(),
+    )
+    .map_err(|e| DaemonError::Tls(e.to_string()))?;
     let config_path = config.path.clone();
     let smtp_cfg = Arc::new(config.smtp.clone());
     let grace = Duration::from_secs(config.smtp.shutdown_grace_secs);
@@ -215,6 +276,13 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot read runtime overrides; using configuration");
     }
     let wake = Arc::new(Notify::new());
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = spawn_heartbeat(
+        store.clone(),
+        &live.config(),
+        &bound,
+        heartbeat_stop.clone(),
+    );
 
     let smtp_stop = CancellationToken::new();
     let ingest_stop = CancellationToken::new();
@@ -257,11 +325,13 @@ pub async fn run(
     // One token source for the process: every user of a channel's OAuth
     // tokens (pull, and the sender's XOAUTH2 SMTP) must share it, so a rotated
     // refresh token is used by all and refreshes are serialised per channel.
-    let tokens = Arc::new(crate::pull::TokenSource::new());
+    let tokens = Arc::new(crate::oauth::TokenSource::new());
     // Outbound: replies queued by the API wake the sender at once; the CLI's
-    // (another process) are found by its poll.
+    // (another process) through the wake-up socket next to the store.
     let outbound_stop = CancellationToken::new();
     let out_wake = Arc::new(Notify::new());
+    let wake_socket =
+        crate::outbound::wake::listen(&live.config(), out_wake.clone(), outbound_stop.clone());
     let outbound = crate::outbound::Outbound {
         store: store.clone(),
         live: live.clone(),
@@ -280,7 +350,7 @@ pub async fn run(
         store: store.clone(),
         live: live.clone(),
         wake: out_wake,
-        tokens: Some(Arc::new(crate::pull::ChannelTokens {
+        tokens: Some(Arc::new(crate::oauth::ChannelTokens {
             tokens: tokens.clone(),
             live: live.clone(),
         })),
@@ -301,10 +371,12 @@ pub async fn run(
         stopping: shutdown.clone(),
         sends: Default::default(),
     };
+    let pages = crate::web::router(app.clone());
     let http_task = tokio::spawn(crate::api::serve(
         bound.http,
         bound.metrics,
         app,
+        pages,
         http_stop.clone(),
     ));
 
@@ -442,6 +514,11 @@ pub async fn run(
     if tokio::time::timeout(grace, sender_task).await.is_err() {
         tracing::warn!("sends still in flight at the deadline; they stay queued and are retried");
     }
+    if let Some(task) = wake_socket {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    heartbeat_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
     tracing::info!("postdesk stopped");
     match failed {
         Some(name) => Err(DaemonError::TaskEnded(name)),

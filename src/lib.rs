@@ -11,17 +11,29 @@
 //!   thread → route → ticket.
 //! - [`pull`]: pulls Gmail, Office 365 and IMAP mailboxes into the spool
 //!   (one isolated task per mailbox, OAuth token refresh).
+//! - [`oauth`]: OAuth 2 access tokens for Gmail and Office 365 mailboxes,
+//!   shared by the puller (IMAP) and the sender (SMTP).
 //! - [`outbound`]: agents' replies: compose, durable outbox, relay sender.
 //! - [`api`]: the HTTP listener: the agents' JSON API, health, metrics.
 //! - [`daemon`]: wires the above together, shutdown and reload.
+//! - [`cli`]: the `postdesk` command line (the daemon and the operator's
+//!   tools); the one place errors are `anyhow`.
 //! - [`config`]: the one validated, typed configuration; [`live`]: the
 //!   configuration and runtime overrides in force now.
+//! - [`keys`]: the STARTTLS certificate and the DKIM key read from their
+//!   files, by the daemon and by `check` alike.
+//! - [`mail`]: what the layers share about mail itself (signed tags,
+//!   randomness); imports nothing else of postdesk.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod ingest;
+pub mod keys;
 pub mod live;
+pub mod mail;
+pub mod oauth;
 pub mod outbound;
 pub mod pull;
 pub mod smtp;

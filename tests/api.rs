@@ -686,10 +686,7 @@ fn an_odd_existing_contact_can_be_given_an_owner() {
         .as_str()
         .expect("email")
         .to_string();
-    assert!(
-        !postdesk::config::is_valid_email(&email),
-        "not odd: {email}"
-    );
+    assert!(!postdesk::mail::is_valid_email(&email), "not odd: {email}");
     let (s, v) = d.api(
         "PUT",
         &format!("/api/v1/contacts/{email}/owner"),

@@ -5,7 +5,7 @@
 //! One loader for every case; an empty folder fails; each mail is checked with
 //! its own line endings and with the other ones (LF <-> CRLF); a mismatch writes
 //! `NNN-client-lang.actual.json` beside the fixture. The context (team, forwarders,
-//! toggle, own Message-ID domain, per-fixture overrides) is `context.json`.
+//! toggle, the install's key for signed loop tags, per-fixture overrides) is `context.json`.
 //! At the end a per-client table is printed: cases, correct, false positives
 //! (mail attributed to someone other than the expected owner by a forward rule),
 //! misses (a forward left with its sender) and other mismatches.
@@ -23,7 +23,8 @@ struct Context {
     team: HashSet<String>,
     forwarders: Vec<String>,
     toggle: bool,
-    domain: String,
+    /// The install's key for signed tags (recognises our replies come back).
+    loop_key: String,
     overrides: serde_json::Map<String, Value>,
 }
 
@@ -48,10 +49,7 @@ fn load_context(dir: &Path) -> Context {
         team: strings("team_addresses").into_iter().collect(),
         forwarders: strings("forwarders"),
         toggle: v["original_sender_of_forwards"].as_bool().unwrap_or(true),
-        domain: v["own_message_id_domain"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
+        loop_key: v["loop_key"].as_str().unwrap_or("").to_string(),
         overrides: v["overrides"].as_object().cloned().unwrap_or_default(),
     }
 }
@@ -82,7 +80,7 @@ fn run(raw: &[u8], ctx: &Context, stem: &str) -> Value {
         team_addresses: &ctx.team,
         forwarders: &ctx.forwarders,
         original_sender_of_forwards: toggle,
-        own_message_id_domain: &ctx.domain,
+        loop_key: Some(ctx.loop_key.as_bytes()),
     };
     // The parser ingest uses (it reads Google Groups' X-Original-* as addresses).
     let Some(msg) = postdesk::ingest::parse::parse(raw) else {

@@ -237,3 +237,120 @@ fn owners_are_told_and_notices_never_loop_back() {
     let t = d.wait_tickets(tickets_before + 1, T);
     assert_eq!(t[0]["contact"]["email"], "mallory@evil.example", "{t:?}");
 }
+
+/// Our replies carry a signed id (Message-ID and `X-Postdesk-Loop`): one that
+/// comes back in — to another channel, as it was sent, or through a relay
+/// that rewrote its Message-ID — is dropped, not ticketed. A stranger
+/// writing the loop header (made up, one digit changed, or a real one from
+/// another postdesk install) or a Message-ID on our domain is ticketed as
+/// usual: the header alone proves nothing.
+#[test]
+fn our_replies_coming_back_are_dropped_and_forged_loop_headers_are_not() {
+    let pf = Postfix::start_maildir(None);
+    let d = Daemon::start_relay("", &relay_keys(pf.port), CONFIG);
+    send(
+        &d,
+        "lee@customer.example",
+        "support@acme.example",
+        &message(
+            "lee@customer.example",
+            "support@acme.example",
+            "Printer on fire",
+            "l1@customer.example",
+            "It smokes.\r\n",
+        ),
+    );
+    let support = d.wait_tickets(1, T)[0]["number"].as_i64().expect("number");
+    let number = support.to_string();
+    d.cli_ok(&[
+        "reply",
+        &number,
+        "--as",
+        "ann",
+        "--text",
+        "Unplug it, please.",
+    ]);
+    let mail = delivered(&pf, &d, 2);
+    let reply = mail
+        .iter()
+        .find(|m| header(m, "X-Postdesk-Notice").is_empty())
+        .expect("the reply");
+    let id = header(reply, "Message-ID");
+    let loop_header = header(reply, "X-Postdesk-Loop");
+    assert!(id.starts_with(&format!("<pd.{support}.")), "{id}");
+    assert!(
+        loop_header.contains(&format!("id={}", &id[1..id.find('@').expect("@")])),
+        "{loop_header}"
+    );
+
+    // The reply reaches another channel as it was sent, and again through a
+    // relay that gave it a Message-ID of its own but kept our header.
+    let tickets_before = d.tickets().len();
+    let as_sent = String::from_utf8_lossy(reply).replace("\r\n", "\n");
+    send(&d, "support@acme.example", "sales@acme.example", &as_sent);
+    let rewritten = as_sent.replace(&id, "<relay-7731@lists.example.net>");
+    assert_ne!(rewritten, as_sent);
+    send(&d, "support@acme.example", "sales@acme.example", &rewritten);
+    d.wait_ingested(T);
+    assert_eq!(d.tickets().len(), tickets_before, "{:?}", d.tickets());
+    let log = d.log_text();
+    let dropped: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("our own reply"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("spool=")))
+        .collect();
+    assert_eq!(dropped.len(), 2, "{log}");
+
+    // Strangers: a made-up id, our real id with one digit changed (header
+    // and Message-ID), another install's signed id.
+    let local = &id[1..id.find('@').expect("@")];
+    let mut altered = local.to_string();
+    let last = altered.pop().expect("digit");
+    altered.push(if last == '0' { '1' } else { '0' });
+    let forged = [
+        (
+            "mallory@evil.example",
+            format!(
+                "desk; id=pd.{support}.{}.{}",
+                "a".repeat(24),
+                "b".repeat(32)
+            ),
+            "<m1@evil.example>".to_string(),
+        ),
+        (
+            "trent@evil.example",
+            format!("desk; id={altered}"),
+            format!("<{altered}@desk.acme.example>"),
+        ),
+        (
+            "support@partner.example",
+            format!(
+                "helpdesk.partner.example; id=pd.88.{}.{}",
+                "1".repeat(24),
+                "2".repeat(32)
+            ),
+            "<pd.88.x@helpdesk.partner.example>".to_string(),
+        ),
+    ];
+    for (i, (from, loop_value, message_id)) in forged.iter().enumerate() {
+        let raw = format!(
+            "From: {from}\r\nTo: support@acme.example\r\nSubject: Order {i}\r\nMessage-ID: {message_id}\r\nX-Postdesk-Loop: {loop_value}\r\nDate: Thu, 26 Nov 2026 11:00:00 +0000\r\n\r\nThis must not be dropped.\r\n"
+        );
+        send(&d, from, "support@acme.example", &raw);
+    }
+    let t = d.wait_tickets(tickets_before + forged.len(), T);
+    let mut contacts: Vec<&str> = t
+        .iter()
+        .filter_map(|t| t["contact"]["email"].as_str())
+        .collect();
+    contacts.sort_unstable();
+    assert_eq!(
+        contacts,
+        [
+            "lee@customer.example",
+            "mallory@evil.example",
+            "support@partner.example",
+            "trent@evil.example"
+        ]
+    );
+}

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::pg::Cluster;
@@ -14,35 +13,7 @@ use common::{ACME, Daemon, free_port, swaks};
 
 /// A daemon on `url`'s database, its config in a temp dir.
 fn daemon_on(url: &str) -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secrets = dir.path().join("secrets");
-    std::fs::create_dir(&secrets).expect("mkdir");
-    let url_file = secrets.join("postgres-url");
-    std::fs::write(&url_file, format!("{url}\n")).expect("url file");
-    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let smtp = format!("127.0.0.1:{}", free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let config = dir.path().join("postdesk.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nkind = \"postgres\"\nurl_file = \"secrets/postgres-url\"\npool_size = 4\n\n\
-             [smtp]\nlisten = [\"{smtp}\"]\nhostname = \"desk.acme.example\"\ndns_resolver = \"off\"\n\n\
-             [http]\nlisten = \"{http}\"\n\n[relay]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n{ACME}\n"
-        ),
-    )
-    .expect("config");
-    let log = dir.path().join("daemon.log");
-    Daemon {
-        config,
-        smtp: smtp.parse().expect("addr"),
-        http: http.parse().expect("addr"),
-        child: None,
-        log,
-        rust_log: "info,postdesk=debug".into(),
-        env: Vec::new(),
-        dir,
-    }
+    common::pg::daemon_on(url, "", None, ACME)
 }
 
 #[test]
@@ -145,4 +116,56 @@ fn an_unreachable_database_is_reported_by_check_connect() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("store "), "{stderr}");
     assert!(!stderr.contains("s3cret"), "the password leaked: {stderr}");
+}
+
+/// NUL characters — raw in a body, encoded in a subject, a sender's name,
+/// an HTML part and a forwarded message's From line — cannot be stored in
+/// PostgreSQL's text: a stranger must not be able to make their mail fail
+/// (or a ticket unreadable) by writing them. They become U+FFFD, on either
+/// backend, and the ticket reads back.
+#[test]
+fn nul_characters_from_a_stranger_become_replacement_characters() {
+    let cluster = Cluster::start();
+    let mut d = daemon_on(&cluster.url("postdesk"));
+    d.spawn();
+    let raw: &[u8] = b"From: =?utf-8?B?TWFsAGxvcnk=?= <mallory@evil.example>\r\n\
+To: support@acme.example\r\n\
+Subject: =?utf-8?B?T3JkZXIAIDQ0NzE=?=\r\n\
+Message-ID: <nul-1@evil.example>\r\n\
+Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b\"\r\n\
+\r\n\
+--b\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Cancel\0 it.\r\n\
+---------- Forwarded message ---------\r\n\
+From: Eve\0 Null <eve@evil.example>\r\n\
+--b\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+PHA+Q2FuY2VsAGl0LjwvcD4=\r\n\
+--b--\r\n";
+    let (code, text) =
+        common::smtp::send_file(d.smtp, "mallory@evil.example", "support@acme.example", raw);
+    assert_eq!(code, 250, "{text}");
+    let tickets = d.wait_tickets(1, Duration::from_secs(60));
+    assert_eq!(tickets[0]["subject"], "Order\u{fffd} 4471", "{tickets:?}");
+    let n = tickets[0]["number"].as_i64().expect("number");
+    let token = d.token("ann");
+    let (status, t) = d.api("GET", &format!("/api/v1/tickets/{n}"), Some(&token), None);
+    assert_eq!(status, 200, "{t}");
+    let m = &common::messages(&t)[0];
+    assert!(
+        m["text"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Cancel\u{fffd} it.")),
+        "{m}"
+    );
+    assert_eq!(m["from_name"], "Mal\u{fffd}lory", "{m}");
+    assert_eq!(m["html"], "<p>Cancel\u{fffd}it.</p>", "{m}");
+    let log = d.log_text();
+    assert!(!log.contains("0x00"), "{log}");
 }

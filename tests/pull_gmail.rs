@@ -27,22 +27,12 @@ fn gmail_message(i: usize, msgid: u64, size: usize) -> Vec<u8> {
 
 /// A channel pulling `folder` of Dovecot's account through the proxy.
 fn channel(id: &str, address: &str, proxy: &GmailProxy, pw: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[[channels]]
-id = "{id}"
-kind = "imap"
-address = "{address}"
-[channels.imap]
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-username = "test"
-password_file = {pw:?}
-poll_interval_secs = 1
-{extra}
-"#,
-        port = proxy.port
+    common::dovecot::imap_channel_on(
+        id,
+        address,
+        proxy.port,
+        pw,
+        &format!("poll_interval_secs = 1\n{extra}"),
     )
 }
 

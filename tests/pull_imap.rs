@@ -10,30 +10,11 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::dovecot::{Dovecot, OAuthServer, message};
+use common::dovecot::{Dovecot, OAuthServer, imap_channel, message};
 use common::{ACME, Daemon, wait_for};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(240);
-
-fn imap_channel(id: &str, address: &str, dc: &Dovecot, pw: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[[channels]]
-id = "{id}"
-kind = "imap"
-address = "{address}"
-[channels.imap]
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-username = "test"
-password_file = {pw:?}
-{extra}
-"#,
-        port = dc.port
-    )
-}
 
 fn gmail_channel(
     id: &str,

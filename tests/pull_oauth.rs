@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::dovecot::OAuthServer;
-use postdesk::pull::{OAuthError, TokenSource};
+use postdesk::oauth::{OAuthError, TokenSource};
 
 fn gmail_config(dir: &Path, oauth: &OAuthServer) -> postdesk::config::Config {
     gmail_config_with(dir, oauth, "refresh-token")

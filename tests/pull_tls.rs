@@ -5,93 +5,17 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::dovecot::{Dovecot, message};
+use common::pki::Pki;
 use common::{ACME, Daemon};
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn pulls_over_implicit_tls_and_starttls() {
-    let pki = tempfile::tempdir().expect("tempdir");
-    let p = pki.path();
-    openssl(
-        p,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=postdesk test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    openssl(
-        p,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        p.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("ext");
-    openssl(
-        p,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    let cert = std::fs::read_to_string(p.join("server.pem")).expect("cert");
-    let key = std::fs::read_to_string(p.join("server.key")).expect("key");
+    let pki = Pki::new();
+    let p = pki.dir.path();
+    let (cert, key) = pki.server();
     // SAFETY: the only test in this binary sets it before starting any thread
     // that reads the environment; child processes inherit it.
     unsafe { std::env::set_var("SSL_CERT_FILE", p.join("ca.pem")) };

@@ -243,3 +243,56 @@ fn check_refuses_a_skill_nobody_has() {
     let alive = wait_for(T, || d.cli(&["status"]).status.success().then_some(()));
     assert!(alive.is_some());
 }
+
+/// A web form's field chooses too: a `product = "pro"` submission goes to
+/// the `pro` specialist, others to the form channel's default.
+#[test]
+fn a_form_field_routes_a_submission() {
+    let config = format!(
+        "{CONFIG}
+[[channels]]
+id = \"web\"
+kind = \"form\"
+[channels.routing]
+assign = \"users_and_teams\"
+users = [\"cy\"]
+[[channels.routing.rules]]
+name = \"pro customers\"
+fields = {{ product = \"pro\" }}
+skills = [\"billing\"]
+users = [\"bob\"]
+[channels.form]
+rate_limit_per_minute = 0
+"
+    );
+    let d = Daemon::start("", &config);
+    let post = |product: &str| {
+        let body = serde_json::json!({
+            "email": "pat@customer.example",
+            "subject": format!("Question about {product}"),
+            "message": "How do I export my data?",
+            "product": product,
+        });
+        let (status, v) = common::http::request(
+            d.http,
+            "POST",
+            "/api/v1/forms/web/submissions",
+            None,
+            Some(&body.to_string()),
+        );
+        assert_eq!(status, 201, "{v}");
+        let number = d.wait_tickets(1, T)[0]["number"].as_i64().expect("number");
+        d.ticket(number)
+    };
+    let t = post("Pro");
+    assert_eq!(t["owner"], "bob", "{t}");
+    assert_eq!(
+        routed_by(&t),
+        "rule \"pro customers\" (field product = \"pro\") → skills billing",
+        "{t}"
+    );
+    let before = d.tickets().len();
+    let t = post("basic");
+    assert_eq!(d.tickets().len(), before + 1);
+    assert_eq!(t["owner"], "cy", "{t}");
+}

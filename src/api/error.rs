@@ -89,6 +89,16 @@ pub async fn method_not_allowed(method: Method) -> ApiError {
     )
 }
 
+/// The message alone (the command line prints it; the code and status are
+/// the HTTP answer's).
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({

@@ -83,15 +83,17 @@ impl AppState {
     }
 }
 
-/// The API, health and readiness routes, and `/metrics` unless it has a
-/// listener of its own (`separate_metrics`).
-pub fn router(state: AppState, separate_metrics: bool) -> Router {
+/// The API, health and readiness routes, `pages` (the web inbox's routes,
+/// given by the daemon: the API does not import the pages built on it), and
+/// `/metrics` unless it has a listener of its own (`separate_metrics`).
+pub fn router(state: AppState, pages: Router<AppState>, separate_metrics: bool) -> Router {
     let api = Router::new()
         .route("/tickets", get(tickets::list).post(tickets::create))
         .route("/tickets/outbound", post(tickets::compose))
         .route("/tickets/{n}", get(tickets::show).patch(tickets::update))
         .route("/tickets/{n}/replies", post(tickets::reply))
         .route("/tickets/{n}/notes", post(tickets::note))
+        .route("/tickets/{n}/inline/{cid}", get(tickets::inline))
         .route("/contacts", get(people::contacts))
         .route("/contacts/{email}", get(people::contact))
         .route("/contacts/{email}/owner", put(people::contact_owner))
@@ -122,7 +124,7 @@ pub fn router(state: AppState, separate_metrics: bool) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
-        .merge(crate::web::router(state.clone()));
+        .merge(pages);
     let root = if separate_metrics {
         root
     } else {
@@ -200,13 +202,14 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Serve until `shutdown` is cancelled: the API on `listener`, `/metrics`
-/// on `metrics_listener` when given (else on `listener`), each with its own
-/// connection caps ([`listener`]).
+/// Serve until `shutdown` is cancelled: the API and `pages` on `listener`,
+/// `/metrics` on `metrics_listener` when given (else on `listener`), each
+/// with its own connection caps ([`listener`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
     state: AppState,
+    pages: Router<AppState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let http = state.live.config().http.clone();
@@ -221,7 +224,7 @@ pub async fn serve(
     };
     let api = listener::serve(
         listener,
-        router(state.clone(), metrics_listener.is_some()),
+        router(state.clone(), pages, metrics_listener.is_some()),
         settings("api"),
         shutdown.clone(),
     );

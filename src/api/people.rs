@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath};
-use crate::config::normalize_email;
+use crate::mail::normalize_email;
 
 pub async fn contacts(
     State(s): State<AppState>,
@@ -30,10 +30,8 @@ pub async fn contact(
 ) -> Result<impl IntoResponse, ApiError> {
     let email = normalize_email(&email);
     s.store
-        .list_contacts()
+        .contact_view(email.clone())
         .await?
-        .into_iter()
-        .find(|c| c.email == email)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("contact {email} not found")))
 }
@@ -51,22 +49,7 @@ pub async fn contact_owner(
     ApiPath(email): ApiPath<String>,
     ApiJson(body): ApiJson<OwnerBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    user.require_admin("setting a contact's owner")?;
-    if let Some(o) = &body.owner
-        && s.live.config().user(o).is_none()
-    {
-        return Err(ApiError::bad_request(format!("unknown user {o:?}")));
-    }
-    let email = normalize_email(&email);
-    // The store refuses only to create a contact for a non-address (one
-    // that exists keeps working whatever ingest stored): the caller's error.
-    s.store
-        .set_contact_owner(email.clone(), body.owner)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Invalid(m) => ApiError::bad_request(m),
-            e => ApiError::from(e),
-        })?;
+    let (email, _) = super::actions::set_contact_owner(&s, &user, &email, body.owner).await?;
     contact(State(s), user, ApiPath(email)).await
 }
 

@@ -64,6 +64,48 @@ pub async fn show(
     Ok(Json(s.store.ticket(n).await?))
 }
 
+/// `GET /api/v1/tickets/{n}/inline/{cid}`: an inline part (`cid:` image)
+/// of the ticket's conversation, from the raw mail it came in or went out
+/// with, as its media type. Served as an attachment with `nosniff`, so an
+/// HTML or SVG part a customer sent never runs in the API's origin.
+pub async fn inline(
+    State(s): State<AppState>,
+    _user: AuthUser,
+    ApiPath((n, cid)): ApiPath<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let n = ticket_number(&n)?;
+    let not_found = || ApiError::not_found(format!("no inline part {cid:?} on ticket {n}"));
+    if !crate::outbound::quote::valid_cid(&cid) {
+        return Err(not_found());
+    }
+    s.store.ticket(n).await?;
+    let raws = s.store.ticket_raws(n).await?;
+    let part = tokio::task::spawn_blocking({
+        let cid = cid.clone();
+        move || {
+            raws.iter()
+                .find_map(|raw| crate::outbound::quote::inline_part(raw, &cid))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .ok_or_else(not_found)?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, part.content_type),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment".to_string(),
+            ),
+            (
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                "nosniff".to_string(),
+            ),
+        ],
+        part.data,
+    ))
+}
+
 pub(crate) fn ticket_number(s: &str) -> Result<TicketId, ApiError> {
     s.trim_start_matches('#')
         .parse::<i64>()
@@ -128,6 +170,9 @@ pub struct ReplyBody {
     /// Cc the ticket's other participants.
     #[serde(default)]
     pub cc_thread: bool,
+    /// Quote the ticket's last customer message (inline images included).
+    /// Default: `[outbound] quote_history`.
+    pub quote_history: Option<bool>,
     /// The agent the reply is from; must be the token's user. Default: the token's user.
     #[serde(rename = "as")]
     pub as_user: Option<String>,
@@ -171,6 +216,7 @@ pub async fn reply(
         attachments,
         cc_thread: body.cc_thread,
         idempotency_key,
+        quote_history: body.quote_history,
     };
     let queued = super::actions::reply(&s, &user, request).await?;
     let status = if queued.replayed {
@@ -239,8 +285,10 @@ pub struct ComposeBody {
 pub async fn compose(
     State(s): State<AppState>,
     user: AuthUser,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ComposeBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = super::open::idempotency_key(&headers)?;
     let request = crate::outbound::ComposeRequest {
         channel: body.channel,
         contact: crate::store::ContactRef {
@@ -251,10 +299,15 @@ pub async fn compose(
         author: user.id.clone(),
         text: body.text,
         attachments: Vec::new(),
-        idempotency_key: None,
+        idempotency_key,
     };
     let queued = super::actions::compose(&s, &user, request).await?;
-    Ok((StatusCode::CREATED, Json(queued)))
+    let status = if queued.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(queued)))
 }
 
 /// Longest ticket subject accepted (RFC 5322's line limit).
@@ -280,8 +333,8 @@ pub async fn create(
         format!("channel {:?} is disabled", channel.id)
     })
     .await?;
-    let email = crate::config::normalize_email(&body.contact.email);
-    if !crate::config::is_valid_email(&email) {
+    let email = crate::mail::normalize_email(&body.contact.email);
+    if !crate::mail::is_valid_email(&email) {
         return Err(ApiError::bad_request(format!(
             "contact.email {:?} is not a valid email address",
             body.contact.email

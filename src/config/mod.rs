@@ -7,7 +7,7 @@
 //!   (`read.rs`), then checked as a whole (`validate.rs`): references between
 //!   users, teams and channels, duplicate ids and addresses, secret files that
 //!   must be readable, and the STARTTLS pair and DKIM key, which must load the
-//!   way the daemon loads them (`smtp::tls_acceptor`, `outbound::dkim`), so a
+//!   way the daemon loads them (`keys`), so a
 //!   `check` (or SIGHUP reload) that passes leaves nothing the daemon refuses
 //!   later. Every problem becomes a [`Diagnostic`] with `FILE:LINE:COL`
 //!   pointing at the offending key or value; all of them are reported at once.
@@ -46,7 +46,6 @@ use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
 pub use hours::WorkingHours;
-pub use validate::is_valid_email;
 
 /// Read, parse and validate the config file at `path`.
 ///
@@ -115,7 +114,7 @@ impl Config {
 
     /// The user with this email address (case-insensitive, trimmed).
     pub fn user_by_email(&self, email: &str) -> Option<&UserConfig> {
-        let email = normalize_email(email);
+        let email = crate::mail::normalize_email(email);
         self.users.iter().find(|u| u.email == email)
     }
 
@@ -141,7 +140,7 @@ impl Config {
     /// Case-insensitive; `local+anything@domain` matches `local@domain`.
     /// Disabled channels are returned too: the caller decides how to refuse.
     pub fn channel_for_recipient(&self, addr: &str) -> Option<&ChannelConfig> {
-        let addr = normalize_email(addr);
+        let addr = crate::mail::normalize_email(addr);
         let by_addr = |a: &str| {
             self.channels
                 .iter()
@@ -223,8 +222,49 @@ pub struct StoreConfig {
     /// (`postgresql://user:password@host/db`), never the URL inline.
     /// Required with `kind = "postgres"`.
     pub url_file: Option<PathBuf>,
+    /// PostgreSQL with TLS (`sslmode=verify-full` in the URL): PEM
+    /// certificates of the CA(s) to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// PostgreSQL: connections in this node's pool. Default `16`.
     pub pool_size: usize,
+    /// PostgreSQL: this node's name among the nodes sharing the store
+    /// (letters, digits, `.`, `_`, `-`; at most 64). Default: the machine's
+    /// host name.
+    pub node_id: Option<String>,
+    /// PostgreSQL: how long a node's claim on a mailbox, a spooled message or
+    /// a reply lasts without renewal before another node takes it over.
+    /// Default `30`.
+    pub lease_secs: u64,
+}
+
+impl StoreConfig {
+    /// This node's name: `node_id`, else the machine's host name (reduced
+    /// to the characters a node id takes), else `postdesk`.
+    pub fn node_name(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        host_node_name(&host)
+    }
+}
+
+/// A node id made of a host name: letters, digits, `.`, `_`, `-` kept, at
+/// most 64; `postdesk` when nothing is left.
+fn host_node_name(host: &str) -> String {
+    let name: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if validate::valid_node_id(&name) {
+        name
+    } else {
+        "postdesk".into()
+    }
 }
 
 impl Default for StoreConfig {
@@ -235,7 +275,10 @@ impl Default for StoreConfig {
             busy_timeout_ms: 5000,
             group_commit_max: 256,
             url_file: None,
+            ca_file: None,
             pool_size: 16,
+            node_id: None,
+            lease_secs: 30,
         }
     }
 }
@@ -402,6 +445,12 @@ pub struct HttpConfig {
     /// config dir; read at each scrape, so it can be rotated). Default none:
     /// `/metrics` needs no token.
     pub metrics_token_file: Option<PathBuf>,
+    /// The web inbox's address as agents' browsers reach it (scheme, host,
+    /// optional port and path prefix; no trailing slash), e.g.
+    /// `https://desk.acme.example`: one-time sign-in links mailed to agents
+    /// point there. Default none: no sign-in links (the request's `Host`
+    /// is never used for them — a stranger could name their own).
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -416,6 +465,7 @@ impl Default for HttpConfig {
             sends_per_minute_per_token: 30,
             metrics_listen: None,
             metrics_token_file: None,
+            public_url: None,
         }
     }
 }
@@ -489,6 +539,11 @@ pub struct OutboundConfig {
     /// text (`On … wrote:`), inline images (`cid:`) included. A reply
     /// request may say otherwise. Default `false`.
     pub quote_history: bool,
+    /// Seconds between the sender's looks at the outbox when nothing wakes
+    /// it: replies the API and the command line queue wake it at once (the
+    /// command line through the wake-up socket, `outbound::wake`); other
+    /// nodes' replies and a CLI without the socket wait for this. Default `1`.
+    pub poll_secs: u64,
 }
 
 impl Default for OutboundConfig {
@@ -500,6 +555,7 @@ impl Default for OutboundConfig {
             max_lifetime_secs: 432_000,
             dkim: None,
             quote_history: false,
+            poll_secs: 1,
         }
     }
 }
@@ -972,6 +1028,19 @@ pub struct RoutingRule {
     pub teams: Vec<String>,
 }
 
+impl RoutingRule {
+    /// Whether the rule has at least one condition (a rule without any would
+    /// match everything: `check` refuses it).
+    pub fn has_condition(&self) -> bool {
+        !(self.keywords.is_empty()
+            && self.subject_keywords.is_empty()
+            && self.languages.is_empty()
+            && self.sender_domains.is_empty()
+            && self.properties.is_empty()
+            && self.fields.is_empty())
+    }
+}
+
 impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
@@ -1228,9 +1297,4 @@ impl OAuthConfig {
             .iter()
             .chain(self.client_secret_file.iter())
     }
-}
-
-/// Lower-case and trim an address, as stored for users, channels and contacts.
-pub fn normalize_email(addr: &str) -> String {
-    addr.trim().to_lowercase()
 }

@@ -19,8 +19,9 @@ use super::{
     DkimConfig, DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig,
     LogConfig, LogFormat, NotificationsConfig, NotifyEvent, OAuthConfig, OAuthFlow, OutboundConfig,
     RelayConfig, RoutingConfig, RoutingRule, SenderName, SmtpConfig, StoreConfig, StoreKind,
-    TeamConfig, TicketProperties, TlsMode, UserConfig, normalize_email,
+    TeamConfig, TicketProperties, TlsMode, UserConfig,
 };
+use crate::mail::normalize_email;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -650,7 +651,10 @@ fn read_store(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> StoreConfig {
         busy_timeout_ms: r.key(t, "busy_timeout_ms").unwrap_or(d.busy_timeout_ms),
         group_commit_max: r.key(t, "group_commit_max").unwrap_or(d.group_commit_max),
         url_file: r.key(t, "url_file"),
+        ca_file: r.key(t, "ca_file"),
         pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
+        node_id: r.key(t, "node_id"),
+        lease_secs: r.key(t, "lease_secs").unwrap_or(d.lease_secs),
     }
 }
 
@@ -714,6 +718,9 @@ fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
             .unwrap_or(d.sends_per_minute_per_token),
         metrics_listen: r.key(t, "metrics_listen"),
         metrics_token_file: r.key(t, "metrics_token_file"),
+        public_url: r
+            .key::<String>(t, "public_url")
+            .map(|u| u.trim_end_matches('/').to_string()),
     }
 }
 
@@ -738,6 +745,7 @@ fn read_outbound(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> OutboundConfig {
         retry_base_secs: r.key(t, "retry_base_secs").unwrap_or(d.retry_base_secs),
         retry_max_secs: r.key(t, "retry_max_secs").unwrap_or(d.retry_max_secs),
         max_lifetime_secs: r.key(t, "max_lifetime_secs").unwrap_or(d.max_lifetime_secs),
+        poll_secs: r.key(t, "poll_secs").unwrap_or(d.poll_secs),
         dkim: r
             .optional_section(t, "dkim", |r, t| {
                 let domain = r.required(t, "domain");

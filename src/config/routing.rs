@@ -12,12 +12,11 @@
 use super::read::{Draft, Reader};
 use super::validate::known_ids;
 use super::{ChannelConfig, ChannelKind};
-use crate::ingest::rules::{has_condition, language_code};
 
 pub(super) fn check_rules(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) {
     for (i, rule) in ch.routing.rules.iter().enumerate() {
         let at = format!("{path}.routing.rules[{i}]");
-        if !has_condition(rule) {
+        if !rule.has_condition() {
             r.error_at(
                 &at,
                 format!(
@@ -27,7 +26,7 @@ pub(super) fn check_rules(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &Channe
             );
         }
         for (j, lang) in rule.languages.iter().enumerate() {
-            if language_code(lang).is_none() {
+            if crate::mail::language::code(lang).is_none() {
                 r.error_at(
                     &format!("{at}.languages[{j}]"),
                     format!("unknown language `{lang}`: use an ISO 639-1 or 639-3 code such as \"de\" or \"deu\""),
@@ -132,7 +131,7 @@ pub(super) fn check_rules(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &Channe
 pub(super) fn check_notifications(r: &mut Reader<'_>, d: &Draft) {
     let from = d.notifications.from.as_deref();
     if let Some(from) = from {
-        if !super::is_valid_email(from) {
+        if !crate::mail::is_valid_email(from) {
             r.error_at(
                 "notifications.from",
                 format!("invalid email address `{from}`"),

@@ -536,6 +536,14 @@ const ERROR_CASES: &[(&str, &str)] = &[
         "3:18: `http.metrics_listen` (127.0.0.1:8025) is the same address as `http.listen`",
     ),
     (
+        "[http]\npublic_url = \"desk.acme.example\"",
+        "2:14: `http.public_url` \"desk.acme.example\" must start with https:// or http://",
+    ),
+    (
+        "[http]\npublic_url = \"https://desk.acme.example/?next=x\"",
+        "2:14: `http.public_url` \"https://desk.acme.example/?next=x\" must not contain spaces, quotes, `?` or `#`",
+    ),
+    (
         "[http]\nmetrics_listen = \"nope\"",
         "2:18: invalid socket address \"nope\" for `http.metrics_listen`",
     ),
@@ -920,22 +928,6 @@ last_name = "Builder"
 }
 
 #[test]
-fn email_validation() {
-    for ok in [
-        "a@b",
-        "ann.agent+tag@acme.example",
-        "x_y@sub.acme-corp.example",
-    ] {
-        assert!(validate::is_valid_email(ok), "{ok}");
-    }
-    for bad in [
-        "", "a", "@b", "a@", "a@@b", "a b@c", "a@b..c", ".a@b", "a@-b.c", "<a@b>",
-    ] {
-        assert!(!validate::is_valid_email(bad), "{bad}");
-    }
-}
-
-#[test]
 fn working_hours_parse_with_defaults_and_errors() {
     let ok = "[[users]]\nid = \"ann\"\nemail = \"ann@acme.example\"\n[users.working_hours]\ntimezone = \"America/New_York\"\nstart = \"08:30\"\nend = \"17:00\"\n";
     let c = parse_str(ok).expect("valid");
@@ -1020,7 +1012,11 @@ fn check_rejects_tls_files_the_daemon_cannot_load() {
 
     // The real pair passes, and the daemon could start with it.
     let cfg = parse(&smtp(&cert, &key), &config).unwrap_or_else(|e| panic!("{e}"));
-    assert!(crate::smtp::tls_acceptor(&cfg.smtp).unwrap().is_some());
+    assert!(
+        crate::keys::tls_acceptor(cfg.smtp.tls_cert.as_deref(), cfg.smtp.tls_key.as_deref())
+            .unwrap()
+            .is_some()
+    );
     // Relative paths resolve against the config directory, as before.
     std::fs::copy(&cert, d.join("cert.pem")).unwrap();
     std::fs::copy(&key, d.join("key.pem")).unwrap();
@@ -1483,8 +1479,9 @@ fn a_postgres_store_needs_a_usable_url_file() {
     secret("remote", "postgresql://postdesk:pw@db.internal/postdesk\n");
     secret(
         "tls",
-        "postgresql://postdesk:pw@127.0.0.1/postdesk?sslmode=require\n",
+        "postgresql://postdesk:pw@db.internal/postdesk?sslmode=verify-full\n",
     );
+    secret("ca.pem", "no certificate here\n");
     secret("junk", "mysql://nope\n");
     let path = dir.path().join("postdesk.toml");
     let text = |file: &str| format!("[store]\nkind = \"postgres\"\nurl_file = \"{file}\"\n");
@@ -1519,11 +1516,31 @@ fn a_postgres_store_needs_a_usable_url_file() {
         cfg.warnings
     );
 
+    // TLS to a remote database: no warning; a ca_file must hold certificates.
+    let cfg = parse(&text("secrets/tls"), &path).unwrap();
+    assert!(
+        !cfg.warnings.iter().any(|w| w.message.contains("in clear")),
+        "{:?}",
+        cfg.warnings
+    );
+    let with_ca = format!("{}ca_file = \"secrets/ca.pem\"\n", text("secrets/tls"));
+    let errors = about_store(errors_in(&with_ca, &path));
+    assert!(
+        errors.len() == 1
+            && errors[0].starts_with("4:11: ca_file ")
+            && errors[0].contains("no certificate"),
+        "{errors:?}"
+    );
+    let unused = format!("{}ca_file = \"secrets/ca.pem\"\n", text("secrets/local"));
+    let errors = about_store(errors_in(&unused, &path));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("4:11: warning: `store.ca_file` is unused")),
+        "{errors:?}"
+    );
+
     for (file, says) in [
-        (
-            "secrets/tls",
-            "3:12: secrets/tls: sslmode=require: TLS to PostgreSQL is not supported yet",
-        ),
         (
             "secrets/junk",
             "3:12: secrets/junk: not a PostgreSQL connection URL",
@@ -1554,6 +1571,30 @@ fn a_postgres_store_needs_a_usable_url_file() {
         about_store(errors_of("[store]\npool_size = 0\n")),
         ["2:13: `store.pool_size` must be between 1 and 1024"]
     );
+    assert_eq!(
+        about_store(errors_of("[store]\nlease_secs = 2\nnode_id = \"a b\"\n")),
+        [
+            "2:14: `store.lease_secs` must be between 5 and 3600",
+            "3:11: `store.node_id` \"a b\" is not a node name: 1 to 64 letters, digits, `.`, `_` or `-`"
+        ]
+    );
+    let cfg = parse_str("[store]\nnode_id = \"pd-2.acme\"\n").expect("loads");
+    assert_eq!(cfg.store.node_id.as_deref(), Some("pd-2.acme"));
+    assert_eq!(cfg.store.node_name(), "pd-2.acme");
+    assert_eq!(cfg.store.lease_secs, 30);
+}
+
+#[test]
+fn a_node_without_node_id_is_named_after_its_host() {
+    assert_eq!(
+        super::host_node_name("desk-1.acme.example"),
+        "desk-1.acme.example"
+    );
+    assert_eq!(super::host_node_name("desk 1 (spare)"), "desk1spare");
+    assert_eq!(super::host_node_name(""), "postdesk");
+    assert_eq!(super::host_node_name(&"x".repeat(80)), "x".repeat(64));
+    let cfg = parse_str("").expect("loads");
+    assert!(super::validate::valid_node_id(&cfg.store.node_name()));
 }
 
 /// The errors of `text`, or the warnings of a config that loads.

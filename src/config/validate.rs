@@ -2,6 +2,7 @@
 //! a warning when group/world-readable or sent in clear to another host), and
 //! the resolution of relative paths against the config file's directory.
 
+use crate::mail::is_valid_email;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -612,6 +613,12 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             "`outbound.retry_base_secs` must be at least 1",
         );
     }
+    if out.poll_secs == 0 {
+        r.error_at(
+            "outbound.poll_secs",
+            "`outbound.poll_secs` must be at least 1",
+        );
+    }
     if out.retry_base_secs > out.retry_max_secs {
         r.error_at(
             "outbound.retry_base_secs",
@@ -623,7 +630,7 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
     }
     if let Some(dkim) = &out.dkim
         && check_secret(r, "outbound.dkim.key_file", &dkim.key_file, base)
-        && let Err(e) = crate::outbound::dkim::check_key(&resolve(base, &dkim.key_file))
+        && let Err(e) = crate::keys::read_dkim_key(&resolve(base, &dkim.key_file))
     {
         r.error_at("outbound.dkim.key_file", format!("unusable DKIM key: {e}"));
     }
@@ -665,6 +672,14 @@ fn check_http(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             ),
         );
     }
+    if let Some(url) = &http.public_url
+        && let Err(why) = check_public_url(url)
+    {
+        r.error_at(
+            "http.public_url",
+            format!("`http.public_url` {url:?} {why}"),
+        );
+    }
     if let Some(file) = &http.metrics_token_file
         && check_readable(r, "http.metrics_token_file", file, base)
     {
@@ -678,17 +693,33 @@ fn check_http(r: &mut Reader<'_>, d: &Draft, base: &Path) {
     }
 }
 
+/// `http://` or `https://`, a host, and nothing a link could not carry
+/// (no space, control character, query or fragment).
+pub(super) fn check_public_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains('@') {
+        return Err("must name a host (and no user)");
+    }
+    if url.chars().any(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '"' | '<' | '>' | '\\')
+    }) {
+        return Err("must not contain spaces, quotes, `?` or `#`");
+    }
+    Ok(())
+}
+
 /// Build the STARTTLS acceptor as the daemon does at start-up, so a file
 /// without a certificate, an unreadable key or a mismatched pair is reported
 /// here (and refuses a reload) rather than stopping `postdesk run`.
 fn check_tls_files(r: &mut Reader<'_>, smtp: &super::SmtpConfig, base: &Path) {
-    use crate::smtp::TlsError;
-    let resolved = super::SmtpConfig {
-        tls_cert: smtp.tls_cert.as_deref().map(|f| resolve(base, f)),
-        tls_key: smtp.tls_key.as_deref().map(|f| resolve(base, f)),
-        ..smtp.clone()
-    };
-    let Err(e) = crate::smtp::tls_acceptor(&resolved) else {
+    use crate::keys::TlsError;
+    let cert = smtp.tls_cert.as_deref().map(|f| resolve(base, f));
+    let key = smtp.tls_key.as_deref().map(|f| resolve(base, f));
+    let Err(e) = crate::keys::tls_acceptor(cert.as_deref(), key.as_deref()) else {
         return;
     };
     let at = match e {
@@ -758,28 +789,6 @@ fn check_email(r: &mut Reader<'_>, path: &str, value: &str) -> bool {
     ok
 }
 
-/// A deliberately plain check: `local@domain`, no spaces or specials,
-/// dot-separated domain labels.
-pub fn is_valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    let special = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c);
-    !local.is_empty()
-        && local.len() <= 64
-        && s.len() <= 254
-        && !local.chars().any(special)
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-        })
-}
-
 /// The first placeholder other than `{agent}`/`{company}`, or an unclosed `{`.
 fn bad_placeholder(format: &str) -> Option<String> {
     let mut rest = format;
@@ -795,6 +804,15 @@ fn bad_placeholder(format: &str) -> Option<String> {
         rest = &after[close + 1..];
     }
     None
+}
+
+/// A node name as `[store] node_id` takes it.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// `[store]`: a PostgreSQL store needs a readable `url_file` holding a URL
@@ -814,12 +832,33 @@ fn check_store(r: &mut Reader<'_>, d: &Draft, base: &Path) {
             );
         }
     }
+    if !(5..=3600).contains(&store.lease_secs) {
+        r.error_at(
+            "store.lease_secs",
+            "`store.lease_secs` must be between 5 and 3600",
+        );
+    }
+    if let Some(id) = &store.node_id
+        && !valid_node_id(id)
+    {
+        r.error_at(
+            "store.node_id",
+            format!(
+                "`store.node_id` {id:?} is not a node name: 1 to 64 letters, digits, `.`, `_` or `-`"
+            ),
+        );
+    }
     if store.kind != super::StoreKind::Postgres {
-        if store.url_file.is_some() {
-            r.warning_at(
-                "store.url_file",
-                "`store.url_file` is ignored: `store.kind` is not \"postgres\"",
-            );
+        for (key, set) in [
+            ("url_file", store.url_file.is_some()),
+            ("ca_file", store.ca_file.is_some()),
+        ] {
+            if set {
+                r.warning_at(
+                    &format!("store.{key}"),
+                    format!("`store.{key}` is ignored: `store.kind` is not \"postgres\""),
+                );
+            }
         }
         return;
     }
@@ -834,15 +873,46 @@ fn check_store(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         return;
     }
     let text = std::fs::read_to_string(resolve(base, file));
-    match text.map_err(|e| io_message(&e)).and_then(|t| {
-        crate::store::postgres::parse_url(&t)
-    }) {
+    match text
+        .map_err(|e| io_message(&e))
+        .and_then(|t| crate::store::postgres::parse_url(&t))
+    {
         Err(e) => r.error_at("store.url_file", format!("{}: {e}", file.display())),
-        Ok(url) if !crate::store::postgres::is_local(&url) => r.warning_at(
+        Ok(url) => check_store_tls(r, &url, store.ca_file.as_deref(), base),
+    }
+}
+
+/// `[store] ca_file` must hold certificates; a remote database without
+/// TLS, or a `ca_file` that TLS-less connections ignore, gets a warning.
+fn check_store_tls(
+    r: &mut Reader<'_>,
+    url: &tokio_postgres::Config,
+    ca: Option<&Path>,
+    base: &Path,
+) {
+    use crate::store::postgres::{is_local, tls};
+    let uses_tls = tls::uses_tls(url);
+    if let Some(file) = ca {
+        if check_readable(r, "store.ca_file", file, base)
+            && let Err(e) = tls::connector(Some(&resolve(base, file)), true)
+        {
+            r.error_at("store.ca_file", e);
+        }
+        if !uses_tls {
+            r.warning_at(
+                "store.ca_file",
+                format!(
+                    "`store.ca_file` is unused: the URL's sslmode does not ask for TLS ({})",
+                    tls::tls_modes()
+                ),
+            );
+        }
+    }
+    if !uses_tls && !is_local(url) {
+        r.warning_at(
             "store.url_file",
-            "the database is on another host and postdesk connects without TLS: its password and every message cross the network in clear (use a unix socket, 127.0.0.1 or a tunnel; see docs/postgres.md)",
-        ),
-        Ok(_) => {}
+            "the database is on another host and postdesk connects without TLS: its password and every message cross the network in clear (add sslmode=verify-full to the URL, or use a unix socket, 127.0.0.1 or a tunnel; see docs/postgres.md)",
+        );
     }
 }
 
@@ -952,6 +1022,7 @@ fn resolve_paths(d: &mut Draft, base: &Path) {
     let fix = |p: &mut PathBuf| *p = resolve(base, p);
     fix(&mut d.store.path);
     d.store.url_file.iter_mut().for_each(fix);
+    d.store.ca_file.iter_mut().for_each(fix);
     d.smtp.tls_cert.iter_mut().for_each(fix);
     d.smtp.tls_key.iter_mut().for_each(fix);
     d.relay.password_file.iter_mut().for_each(fix);

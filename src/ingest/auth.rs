@@ -283,7 +283,7 @@ fn claimed_senders(raw: &[u8]) -> Vec<String> {
     {
         for addr in a.iter() {
             if let Some(e) = addr.address() {
-                out.push(crate::config::normalize_email(e));
+                out.push(crate::mail::normalize_email(e));
             }
         }
     }

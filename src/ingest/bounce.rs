@@ -50,7 +50,7 @@ pub fn link(
     };
     let mut candidates: Vec<String> = Vec::new();
     let mut push = |id: &str| {
-        let id = clean_id(id);
+        let id = plausible_id(id);
         if let Some(id) = id
             && candidates.len() < MAX_CANDIDATES
             && !candidates.contains(&id)
@@ -155,8 +155,8 @@ fn clip(s: &str) -> &str {
 
 /// A plausible Message-ID to look up: cleaned as everywhere else, then
 /// bounded and required to look like `local@domain` (bounce bodies are noisy).
-fn clean_id(id: &str) -> Option<String> {
-    super::parse::clean_id(id).filter(|id| {
+fn plausible_id(id: &str) -> Option<String> {
+    crate::mail::clean_message_id(id).filter(|id| {
         id.len() <= 250
             && id.contains('@')
             && !id.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -192,7 +192,7 @@ pub fn message_ids_in_text(text: &str) -> Vec<String> {
                 (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
                 _ => value.split_whitespace().next().unwrap_or("").to_string(),
             };
-            if let Some(id) = clean_id(&id) {
+            if let Some(id) = plausible_id(&id) {
                 out.push(id);
             }
         }
@@ -310,7 +310,7 @@ mod tests {
             team_addresses: &team,
             forwarders: &[],
             original_sender_of_forwards: true,
-            own_message_id_domain: "desk.acme.example",
+            loop_key: None,
             auth: &crate::ingest::auth::Authentication::none("test"),
         };
         let class = resolve::classify(&msg, envelope_from, &ctx);

@@ -43,8 +43,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChannelConfig, Config, normalize_email};
+use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
+use crate::mail::normalize_email;
 use crate::store::{
     BodyText, ContactRef, InboundMessage, InboundPlan, SenderResolution, SpoolEntry, SpoolId,
     Store, StoreError,
@@ -125,7 +126,8 @@ pub struct Directory {
     /// Team members and every channel's forwarders: the addresses whose
     /// claims are worth authenticating.
     trusted: HashSet<String>,
-    domain: String,
+    /// The install's key for signed tags: recognises our replies come back.
+    loop_key: Option<Vec<u8>>,
 }
 
 impl Directory {
@@ -140,11 +142,18 @@ impl Directory {
             channels: config
                 .channels
                 .iter()
-                .filter_map(|c| c.address.as_deref().and_then(parse::normalise_address))
+                .filter_map(|c| c.address.as_deref().and_then(crate::mail::email_of))
                 .collect(),
             trusted,
-            domain: config.message_id_domain().to_string(),
+            loop_key: None,
         }
+    }
+
+    /// With the install's key for signed tags ([`crate::mail::tags`]), so
+    /// our own replies coming back are recognised as loops.
+    pub fn with_loop_key(mut self, key: Option<&[u8]>) -> Self {
+        self.loop_key = key.map(<[u8]>::to_vec);
+        self
     }
 
     /// Team members' and forwarders' addresses, normalised.
@@ -187,7 +196,7 @@ fn resolve_with(
         team_addresses: &dir.team,
         forwarders: channel.map(|c| &c.forwarders).unwrap_or(&empty),
         original_sender_of_forwards: channel.is_none_or(|c| c.original_sender_of_forwards),
-        own_message_id_domain: &dir.domain,
+        loop_key: dir.loop_key.as_deref(),
         auth,
     };
     let class = resolve::classify(msg, envelope_from, &ctx);
@@ -241,7 +250,7 @@ fn spoofed_team_sender(
     if r.method != "from" || r.distrusted.is_none() || !dir.is_ours(&from) {
         return;
     }
-    let Some(envelope) = envelope_from.and_then(parse::normalise_address) else {
+    let Some(envelope) = envelope_from.and_then(crate::mail::email_of) else {
         return;
     };
     if envelope == from || dir.is_ours(&envelope) {
@@ -319,7 +328,7 @@ pub fn plan_entry(
     }
     if let Some(tag) = live
         .notice_key()
-        .and_then(|key| crate::outbound::notify::returned_notice(&entry.raw, key))
+        .and_then(|key| crate::mail::tags::returned_notice(&entry.raw, key))
     {
         tracing::info!(spool = entry.id.0, %tag, "a postdesk notice came back: dropped, not ticketed");
         return Ok(InboundPlan {
@@ -339,6 +348,7 @@ pub fn plan_entry(
     for (channel, rcpt) in channels {
         let (resolution, class) = judge(&mail, dir, channel, auth);
         if let Classification::Loop { reason } = &class {
+            tracing::info!(spool = entry.id.0, %reason, "mail loop: dropped, not ticketed");
             return Ok(InboundPlan {
                 spool_id: entry.id,
                 messages: Vec::new(),
@@ -396,7 +406,7 @@ impl<'a> Mail<'a> {
         let sender = fields
             .from_email
             .clone()
-            .or_else(|| parse::normalise_address(&entry.mail_from))
+            .or_else(|| crate::mail::email_of(&entry.mail_from))
             .unwrap_or_else(|| "unknown@invalid".to_string());
         Mail {
             entry,
@@ -493,9 +503,13 @@ fn message_for(
 ) -> InboundMessage {
     let fields = &mail.fields;
     let contact = ContactRef {
-        email: parse::normalise_address(&resolution.contact.email)
+        email: crate::mail::email_of(&resolution.contact.email)
             .unwrap_or_else(|| mail.sender.clone()),
-        name: resolution.contact.name.clone(),
+        name: resolution
+            .contact
+            .name
+            .clone()
+            .map(crate::mail::without_nul),
     };
     let content = content(mail, &resolution, &contact);
     let plus_token = rcpt
@@ -557,8 +571,9 @@ fn forwarder_note(
     let text = resolution.note.clone().filter(|n| !n.trim().is_empty())?;
     let from = match &resolution.forwarder {
         Some(f) => ContactRef {
-            email: parse::normalise_address(&f.email).unwrap_or_else(|| f.email.clone()),
-            name: f.name.clone(),
+            email: crate::mail::email_of(&f.email)
+                .unwrap_or_else(|| crate::mail::without_nul(f.email.clone())),
+            name: f.name.clone().map(crate::mail::without_nul),
         },
         None => ContactRef {
             email: fallback_sender.to_string(),
@@ -646,7 +661,7 @@ impl Ingestor {
         let config = self.live.config();
         let notice_config = config.clone();
         let live = self.live.clone();
-        let dir = Directory::new(&config);
+        let dir = Directory::new(&config).with_loop_key(self.live.notice_key());
         let auths = futures_util::future::join_all(
             batch
                 .iter()

@@ -5,6 +5,8 @@
 
 use mail_parser::{Message, MessageParser};
 
+use crate::mail::{clean_message_id, email_of, without_nul};
+
 /// Fields taken from one message's headers and bodies.
 #[derive(Debug, Clone, Default)]
 pub struct Parsed {
@@ -30,29 +32,6 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     MessageParser::default().parse(raw)
 }
 
-/// Lower-case and trim an address; `None` when it is not `local@domain`.
-pub fn normalise_address(addr: &str) -> Option<String> {
-    let a = addr
-        .trim()
-        .trim_matches(|c| c == '<' || c == '>')
-        .trim()
-        .to_lowercase();
-    let (local, domain) = a.rsplit_once('@')?;
-    if local.is_empty()
-        || domain.is_empty()
-        || a.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return None;
-    }
-    Some(a)
-}
-
-/// A message id without angle brackets and surrounding space; `None` when empty.
-pub(crate) fn clean_id(id: &str) -> Option<String> {
-    let id = id.trim().trim_matches(|c| c == '<' || c == '>').trim();
-    (!id.is_empty()).then(|| id.to_string())
-}
-
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
@@ -67,7 +46,7 @@ fn truncate(mut s: String, max: usize) -> String {
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<String> {
     list.map(|a| {
         a.iter()
-            .filter_map(|a| a.address().and_then(normalise_address))
+            .filter_map(|a| a.address().and_then(email_of))
             .collect()
     })
     .unwrap_or_default()
@@ -79,15 +58,15 @@ pub fn fields(msg: &Message<'_>) -> Parsed {
     let in_reply_to = msg
         .in_reply_to()
         .as_text_list()
-        .and_then(|l| l.last().and_then(|s| clean_id(s)))
-        .or_else(|| msg.in_reply_to().as_text().and_then(clean_id));
+        .and_then(|l| l.last().and_then(|s| clean_message_id(s)))
+        .or_else(|| msg.in_reply_to().as_text().and_then(clean_message_id));
     let mut references: Vec<String> = msg
         .references()
         .as_text_list()
-        .map(|l| l.iter().filter_map(|s| clean_id(s)).collect())
+        .map(|l| l.iter().filter_map(|s| clean_message_id(s)).collect())
         .unwrap_or_default();
     if references.is_empty()
-        && let Some(r) = msg.references().as_text().and_then(clean_id)
+        && let Some(r) = msg.references().as_text().and_then(clean_message_id)
     {
         references.push(r);
     }
@@ -97,25 +76,26 @@ pub fn fields(msg: &Message<'_>) -> Parsed {
         .html_part(0)
         .filter(|p| p.is_text_html())
         .and_then(|_| msg.body_html(0))
-        .map(|h| truncate(h.into_owned(), MAX_TEXT));
+        .map(|h| without_nul(truncate(h.into_owned(), MAX_TEXT)));
     let text = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
     Parsed {
-        message_id: msg.message_id().and_then(clean_id),
+        message_id: msg.message_id().and_then(clean_message_id),
         in_reply_to,
         references,
-        subject: msg
-            .subject()
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-        from_email: from.and_then(|a| a.address()).and_then(normalise_address),
+        subject: without_nul(
+            msg.subject()
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+        ),
+        from_email: from.and_then(|a| a.address()).and_then(email_of),
         from_name: from
             .and_then(|a| a.name())
-            .map(|n| n.trim().to_string())
+            .map(|n| without_nul(n.trim().to_string()))
             .filter(|n| !n.is_empty()),
         to: addresses(msg.to()),
         cc: addresses(msg.cc()),
         date: msg.date().map(|d| d.to_rfc3339()),
-        text: truncate(text, MAX_TEXT),
+        text: without_nul(truncate(text, MAX_TEXT)),
         html,
     }
 }
@@ -123,20 +103,6 @@ pub fn fields(msg: &Message<'_>) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalises_addresses() {
-        let cases = [
-            (" Ann@Acme.Example ", Some("ann@acme.example")),
-            ("<bob@x.example>", Some("bob@x.example")),
-            ("no-at-sign", None),
-            ("@x.example", None),
-            ("a b@x.example", None),
-        ];
-        for (input, want) in cases {
-            assert_eq!(normalise_address(input).as_deref(), want, "{input}");
-        }
-    }
 
     #[test]
     fn extracts_thread_headers() {

@@ -276,6 +276,23 @@ pub const DEFAULT_STATUS: &str = "new";
 /// `channel`: its subject, the channel's ticket properties (status
 /// [`DEFAULT_STATUS`] when it sets none) and the routing plan for its first
 /// message, `facts`.
+/// The ticket a new email an agent composes opens: the channel's properties
+/// as routing would set them for this subject, text and contact, but no
+/// routing rule's owner — the author owns what they compose.
+pub fn composed_ticket(
+    config: &Config,
+    channel: &ChannelConfig,
+    subject: &str,
+    text: &str,
+    contact: &str,
+) -> NewTicket {
+    let no_fields = std::collections::BTreeMap::new();
+    let facts = rules::Facts::new(subject, text, contact, &no_fields);
+    let mut ticket = new_ticket(config, channel, subject.to_string(), &|_| true, &facts);
+    ticket.routed_by = None;
+    ticket
+}
+
 pub fn new_ticket(
     config: &Config,
     channel: &ChannelConfig,

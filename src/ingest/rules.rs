@@ -77,105 +77,6 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// A language code of the config (`"de"`, `"deu"`, any case) as the ISO
-/// 639-3 code `whatlang` reports, if it knows the language.
-pub fn language_code(code: &str) -> Option<&'static str> {
-    let code = code.trim().to_ascii_lowercase();
-    if let Some(lang) = whatlang::Lang::from_code(code.as_str()) {
-        return Some(lang.code());
-    }
-    ISO_639_1
-        .iter()
-        .find(|(two, _)| *two == code)
-        .map(|(_, three)| *three)
-}
-
-/// ISO 639-1 → 639-3 for the languages `whatlang` detects.
-const ISO_639_1: &[(&str, &str)] = &[
-    ("af", "afr"),
-    ("ak", "aka"),
-    ("am", "amh"),
-    ("ar", "ara"),
-    ("az", "aze"),
-    ("be", "bel"),
-    ("bg", "bul"),
-    ("bn", "ben"),
-    ("ca", "cat"),
-    ("cs", "ces"),
-    ("cy", "cym"),
-    ("da", "dan"),
-    ("de", "deu"),
-    ("el", "ell"),
-    ("en", "eng"),
-    ("eo", "epo"),
-    ("es", "spa"),
-    ("et", "est"),
-    ("fa", "pes"),
-    ("fi", "fin"),
-    ("fr", "fra"),
-    ("gu", "guj"),
-    ("he", "heb"),
-    ("hi", "hin"),
-    ("hr", "hrv"),
-    ("hu", "hun"),
-    ("hy", "hye"),
-    ("id", "ind"),
-    ("it", "ita"),
-    ("ja", "jpn"),
-    ("jv", "jav"),
-    ("ka", "kat"),
-    ("km", "khm"),
-    ("kn", "kan"),
-    ("ko", "kor"),
-    ("la", "lat"),
-    ("lt", "lit"),
-    ("lv", "lav"),
-    ("mk", "mkd"),
-    ("ml", "mal"),
-    ("mr", "mar"),
-    ("my", "mya"),
-    ("nb", "nob"),
-    ("ne", "nep"),
-    ("nl", "nld"),
-    ("no", "nob"),
-    ("or", "ori"),
-    ("pa", "pan"),
-    ("pl", "pol"),
-    ("pt", "por"),
-    ("ro", "ron"),
-    ("ru", "rus"),
-    ("si", "sin"),
-    ("sk", "slk"),
-    ("sl", "slv"),
-    ("sn", "sna"),
-    ("sr", "srp"),
-    ("sv", "swe"),
-    ("ta", "tam"),
-    ("te", "tel"),
-    ("th", "tha"),
-    ("tk", "tuk"),
-    ("tl", "tgl"),
-    ("tr", "tur"),
-    ("uk", "ukr"),
-    ("ur", "urd"),
-    ("uz", "uzb"),
-    ("vi", "vie"),
-    ("yi", "yid"),
-    ("zh", "cmn"),
-    ("zu", "zul"),
-];
-
-/// Whether `rule` has at least one condition (a rule without any would
-/// match everything: `check` refuses it).
-pub fn has_condition(rule: &RoutingRule) -> bool {
-    !(rule.keywords.is_empty()
-        && rule.subject_keywords.is_empty()
-        && rule.languages.is_empty()
-        && rule.sender_domains.is_empty()
-        && rule.properties.is_empty()
-        && rule.fields.is_empty())
-}
-
 /// Whether the message matches every condition of `rule` (each list: any
 /// of its values); `property` gives the new ticket's property by name.
 /// `Some(why)` — the conditions that matched, for the ticket — or `None`.
@@ -184,7 +85,7 @@ pub fn matches(
     facts: &Facts<'_>,
     property: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
-    if !has_condition(rule) {
+    if !rule.has_condition() {
         return None;
     }
     let mut why: Vec<String> = Vec::new();
@@ -207,7 +108,7 @@ pub fn matches(
         let hit = rule
             .languages
             .iter()
-            .find(|l| language_code(l) == Some(lang))?;
+            .find(|l| crate::mail::language::code(l) == Some(lang))?;
         why.push(format!("language {hit}"));
     }
     if !rule.sender_domains.is_empty() {
@@ -300,8 +201,8 @@ mod tests {
         }
         // Too little text to tell: no language, no match.
         assert!(matches(&de, &facts("Hallo", "", &none), &|_| None).is_none());
-        assert_eq!(language_code("DE"), Some("deu"));
-        assert_eq!(language_code("xx"), None);
+        assert_eq!(crate::mail::language::code("DE"), Some("deu"));
+        assert_eq!(crate::mail::language::code("xx"), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::resolve::{Address, Classification, Resolution};
 use super::route;
 use crate::config::{ChannelConfig, Config, FormConfig, FormFieldType, UserConfig};
+use crate::mail::without_nul;
 use crate::store::{ContactRef, InboundMessage, SenderResolution};
 
 /// Most fields one submission may post.
@@ -137,7 +138,7 @@ pub fn check_form(form: &FormConfig, pairs: Vec<(String, String)>) -> Result<Che
             .map(|(n, v)| SubmittedField {
                 name: n.clone(),
                 label: n.clone(),
-                value: v.trim().to_string(),
+                value: without_nul(v.trim().to_string()),
                 hidden: false,
             })
             .collect()
@@ -166,7 +167,7 @@ pub fn check_form(form: &FormConfig, pairs: Vec<(String, String)>) -> Result<Che
             out.push(SubmittedField {
                 name: f.name.clone(),
                 label: f.label().to_string(),
-                value: value.to_string(),
+                value: without_nul(value.to_string()),
                 hidden: f.hidden,
             });
         }
@@ -187,7 +188,7 @@ pub fn check_form(form: &FormConfig, pairs: Vec<(String, String)>) -> Result<Che
         });
     }
     Ok(Checked::Accepted(Submission {
-        email: crate::config::normalize_email(&email),
+        email: crate::mail::normalize_email(&email),
         name: value(&form.name_field).map(|n| one_line(&n)),
         subject: value(&form.subject_field).map(|s| one_line(&s)),
         description: value(&form.description_field),
@@ -198,7 +199,7 @@ pub fn check_form(form: &FormConfig, pairs: Vec<(String, String)>) -> Result<Che
 /// A plausible `local@domain.tld` address.
 fn valid_email(s: &str) -> bool {
     let s = s.trim();
-    crate::config::is_valid_email(s) && s.rsplit_once('@').is_some_and(|(_, d)| d.contains('.'))
+    crate::mail::is_valid_email(s) && s.rsplit_once('@').is_some_and(|(_, d)| d.contains('.'))
 }
 
 /// Control characters (line breaks included) become spaces: names and

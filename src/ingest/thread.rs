@@ -14,6 +14,7 @@
 //! team member or forwarder; anyone else opens a ticket of their own, which
 //! notes the refusal ("mentions #N").
 
+use crate::mail::random_bytes;
 pub use crate::store::ThreadToken;
 use crate::store::{InboundFacts, InboundMessage, StoreError, TicketId};
 
@@ -23,103 +24,32 @@ const SECRET_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 /// Length of a new ticket secret: 31^8 ≈ 8.5e11 guesses.
 const SECRET_LEN: usize = 8;
 
-/// `N` (at most 32) bytes nobody outside can predict: the OS's randomness,
-/// or — where it fails, never seen on Linux — a hash of the clock, process and
-/// a counter, still unknown to a stranger who never saw our mail.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut bytes = [0u8; N];
-    if getrandom::fill(&mut bytes).is_err() {
-        use sha2::Digest as _;
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let h = sha2::Sha256::digest(format!("{nanos}:{n}:{}", std::process::id()));
-        for (b, h) in bytes.iter_mut().zip(h.iter()) {
-            *b = *h;
+/// A fresh per-ticket secret for outgoing subjects (`[#7-k3f9q2ab]`).
+///
+/// Each character is drawn uniformly: random bytes at or above the largest
+/// multiple of the alphabet's length (248 = 8 × 31) are thrown away, so no
+/// letter is likelier than another.
+pub fn new_secret() -> String {
+    let n = SECRET_ALPHABET.len();
+    let unbiased = 256 - 256 % n;
+    let mut out = String::with_capacity(SECRET_LEN);
+    while out.len() < SECRET_LEN {
+        for b in random_bytes::<32>() {
+            if usize::from(b) < unbiased && out.len() < SECRET_LEN {
+                out.push(SECRET_ALPHABET[usize::from(b) % n] as char);
+            }
         }
     }
-    bytes
-}
-
-/// A fresh per-ticket secret for outgoing subjects (`[#7-k3f9q2ab]`).
-pub fn new_secret() -> String {
-    random_bytes::<SECRET_LEN>()
-        .iter()
-        .map(|b| SECRET_ALPHABET[usize::from(*b) % SECRET_ALPHABET.len()] as char)
-        .collect()
-}
-
-/// The tag of `ticket` for outgoing subjects: `[#N-secret]`, or `[#N]` for
-/// a ticket without a secret.
-pub fn tag(ticket: i64, secret: &str) -> String {
-    if secret.is_empty() {
-        format!("[#{ticket}]")
-    } else {
-        format!("[#{ticket}-{secret}]")
-    }
+    out
 }
 
 /// The `[#N]` or `[#N-secret]` tag of a subject (the last one wins, as
-/// replies may quote older tags first).
+/// replies may quote older tags first), as a thread token.
 pub fn subject_token(subject: &str) -> Option<ThreadToken> {
-    let mut found = None;
-    let mut rest = subject;
-    while let Some(i) = rest.find("[#") {
-        let after = &rest[i + 2..];
-        if let Some(t) = parse_tag(after) {
-            found = Some(t);
-        }
-        rest = after;
-    }
-    found
-}
-
-/// `N]` or `N-secret]` at the start of `s`.
-fn parse_tag(s: &str) -> Option<ThreadToken> {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let n: i64 = s.get(..digits)?.parse().ok()?;
-    let rest = s.get(digits..)?;
-    if rest.starts_with(']') {
-        return Some(ThreadToken {
-            ticket: TicketId(n),
-            secret: None,
-        });
-    }
-    let rest = rest.strip_prefix('-')?;
-    let len = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
-    let secret = rest.get(..len)?;
-    if !(4..=32).contains(&len) || !rest.get(len..)?.starts_with(']') {
-        return None;
-    }
-    Some(ThreadToken {
-        ticket: TicketId(n),
-        secret: Some(secret.to_ascii_lowercase()),
+    crate::mail::subject::last_ticket_tag(subject).map(|t| ThreadToken {
+        ticket: TicketId(t.ticket),
+        secret: t.secret,
     })
-}
-
-/// `subject` without any `[#N]` / `[#N-secret]` tag of `ticket`.
-pub fn strip_tags(subject: &str, ticket: i64) -> String {
-    let mut out = String::with_capacity(subject.len());
-    let mut rest = subject;
-    while let Some(i) = rest.find("[#") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        match parse_tag(after).filter(|t| t.ticket.0 == ticket) {
-            Some(_) => {
-                let end = after.find(']').map_or(after.len(), |e| e + 1);
-                rest = &after[end..];
-            }
-            None => {
-                out.push_str("[#");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// How a candidate ticket was found.
@@ -297,17 +227,6 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(subject_token(s), want, "{s}");
         }
-    }
-
-    #[test]
-    fn tags_are_stripped_only_for_their_ticket() {
-        assert_eq!(strip_tags("Re: Help [#12-k3f9q2ab] x", 12), "Re: Help  x");
-        assert_eq!(strip_tags("Re: Help [#12] [#13]", 12), "Re: Help  [#13]");
-        assert_eq!(strip_tags("[# [#12", 12), "[# [#12");
-        assert_eq!(tag(7, "k3f9q2ab"), "[#7-k3f9q2ab]");
-        assert_eq!(tag(7, ""), "[#7]");
-        let subject = format!("Re: x {}", tag(7, &new_secret()));
-        assert_eq!(subject_token(&subject).map(|t| t.ticket), Some(TicketId(7)));
     }
 
     #[test]

@@ -16,12 +16,12 @@
 //! when an agent typed them (subject override, attachment file names).
 //! mail-builder then RFC 2047/2231-encodes whatever is not plain ASCII.
 
-use std::borrow::Cow;
-
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
+use mail_builder::mime::MimePart;
 
 use super::signature::Signature;
 
@@ -31,8 +31,9 @@ pub const MAX_HEADER_VALUE: usize = 300;
 pub const MAX_FILENAME: usize = 255;
 /// Most message ids in References (the first plus the most recent).
 pub const MAX_REFERENCES: usize = 20;
-/// The header every outbound mail carries so an echo or bounce of it is
-/// recognised as our own (ingest drops it as a loop).
+/// The header every reply carries, `host; id=<signed reply id>`, so an echo
+/// of it is recognised as our own even where the Message-ID was rewritten
+/// (ingest drops it as a loop when the id verifies: `mail::tags`).
 pub const LOOP_HEADER: &str = "X-Postdesk-Loop";
 
 /// Why a reply cannot be composed: each is the agent's to fix.
@@ -123,8 +124,11 @@ pub struct ReplyInput<'a> {
     pub html: Option<&'a str>,
     pub signature: &'a Signature,
     pub attachments: &'a [Attachment],
-    /// Value of the loop header (our host name).
+    /// Value of the loop header (our host name and the signed reply id).
     pub loop_value: &'a str,
+    /// The quoted history below the agent's text, its inline images sent
+    /// along (`multipart/related`). Default none.
+    pub quote: Option<&'a super::quote::Quote>,
 }
 
 /// A composed reply.
@@ -201,11 +205,11 @@ pub fn check_filename(name: &str) -> Result<(), ComposeError> {
 /// `Re: <subject> [#N-secret]`, without doubling `Re:` or the tag (an old
 /// `[#N]` of the same ticket is dropped too).
 pub fn reply_subject(ticket_subject: &str, ticket: i64, secret: &str) -> String {
-    let token = crate::ingest::thread::tag(ticket, secret);
+    let token = crate::mail::subject::ticket_tag(ticket, secret);
     let base = clean_header_value(ticket_subject, MAX_HEADER_VALUE);
-    let base = crate::ingest::thread::strip_tags(&base, ticket);
+    let base = crate::mail::subject::strip_ticket_tags(&base, ticket);
     let base = base.trim();
-    let stripped = crate::ingest::resolve::strip_subject_prefixes(base);
+    let stripped = crate::mail::subject::strip_subject_prefixes(base);
     let stripped = stripped.trim();
     if stripped.is_empty() {
         format!("Re: {token}")
@@ -257,8 +261,8 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
     let subject = match input.subject_override {
         Some(s) => {
             check_agent_header("subject", s, MAX_HEADER_VALUE)?;
-            let token = crate::ingest::thread::tag(input.ticket, input.ticket_secret);
-            let base = crate::ingest::thread::strip_tags(s, input.ticket);
+            let token = crate::mail::subject::ticket_tag(input.ticket, input.ticket_secret);
+            let base = crate::mail::subject::strip_ticket_tags(s, input.ticket);
             format!("{} {token}", base.trim())
         }
         None => reply_subject(input.ticket_subject, input.ticket, input.ticket_secret),
@@ -285,9 +289,7 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
     // The text part: the agent's text (or a rendering of their HTML), then the signature.
     let mut text = match (text_in, html_in) {
         (Some(t), _) => t.to_string(),
-        (None, Some(h)) => crate::ingest::resolve::html_to_text(h)
-            .trim_end()
-            .to_string(),
+        (None, Some(h)) => crate::mail::html::html_to_text(h).trim_end().to_string(),
         (None, None) => String::new(),
     };
     if !input.signature.text.is_empty() {
@@ -295,6 +297,10 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
         text.push_str(&input.signature.text);
     }
     text.push('\n');
+    if let Some(q) = input.quote {
+        text.push('\n');
+        text.push_str(&q.as_text());
+    }
     // The HTML part: the agent's HTML (or their text, escaped), then the signature.
     let body_html = match (html_in, text_in) {
         (Some(h), _) => h.to_string(),
@@ -308,6 +314,10 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
             "{body_html}\n<div class=\"postdesk-signature\">{}</div>",
             input.signature.html
         )
+    };
+    let html = match input.quote {
+        Some(q) => format!("{html}\n{}", q.as_html()),
+        None => html,
     };
     let html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n{html}\n</body></html>\n"
@@ -334,10 +344,11 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
         .message_id(MessageId::new(input.message_id.to_string()))
         .header(
             LOOP_HEADER,
-            Text::new(clean_header_value(input.loop_value, 100)),
+            // Raw: folded at spaces only, never encoded, so the id stays
+            // whole (host names and ids are plain ASCII).
+            Raw::new(clean_header_value(input.loop_value, 200)),
         )
-        .text_body(Cow::Owned(text.clone()))
-        .html_body(Cow::Owned(html.clone()));
+        .body(body_parts(&text, &html, input));
     if !input.cc.is_empty() {
         let cc = input
             .cc
@@ -358,9 +369,6 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
     if !references.is_empty() {
         b = b.references(MessageId::new_list(references.iter().cloned()));
     }
-    for a in input.attachments {
-        b = b.attachment(a.content_type.clone(), a.filename.clone(), a.data.clone());
-    }
     let raw = b.write_to_vec().map_err(|_| ComposeError::NoBody)?;
     Ok(Composed {
         raw,
@@ -370,6 +378,33 @@ pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
         text,
         html: Some(html),
     })
+}
+
+/// The body: text and HTML as `multipart/alternative` — the HTML in a
+/// `multipart/related` with the quote's inline images when it has any —
+/// then the attachments (`multipart/mixed`).
+fn body_parts<'x>(text: &str, html: &str, input: &ReplyInput<'_>) -> MimePart<'x> {
+    let text = MimePart::new("text/plain", text.to_string());
+    let mut html = MimePart::new("text/html", html.to_string());
+    let images = input.quote.map_or(&[][..], |q| q.images.as_slice());
+    if !images.is_empty() {
+        let mut related = vec![html];
+        related.extend(images.iter().map(|i| {
+            MimePart::new(i.content_type.clone(), i.data.clone())
+                .inline()
+                .cid(i.cid.clone())
+        }));
+        html = MimePart::new("multipart/related", related);
+    }
+    let alternative = MimePart::new("multipart/alternative", vec![text, html]);
+    if input.attachments.is_empty() {
+        return alternative;
+    }
+    let mut mixed = vec![alternative];
+    mixed.extend(input.attachments.iter().map(|a| {
+        MimePart::new(a.content_type.clone(), a.data.clone()).attachment(a.filename.clone())
+    }));
+    MimePart::new("multipart/mixed", mixed)
 }
 
 /// Plain text as HTML: escaped, line breaks kept.
@@ -430,7 +465,84 @@ mod tests {
             signature: sig,
             attachments: &[],
             loop_value: "desk.acme.example",
+            quote: None,
         }
+    }
+
+    /// With a quote that has inline images: text and HTML alternatives, the
+    /// HTML in a multipart/related with the images under their Content-IDs,
+    /// attachments after; the quote in both parts.
+    #[test]
+    fn a_quote_with_images_is_sent_as_related_parts() {
+        use crate::outbound::quote::{InlineImage, Quote};
+        let sig = Signature::default();
+        let quote = Quote {
+            attribution: "Carol <carol@customer.example> wrote:".into(),
+            text: "It smokes.\nSee the photo.".into(),
+            html: Some("<p>It smokes.</p><img src=\"cid:photo@c\">".into()),
+            images: vec![InlineImage {
+                cid: "photo@c".into(),
+                content_type: "image/jpeg".into(),
+                data: b"\xff\xd8 jpeg".to_vec(),
+            }],
+        };
+        let files = [Attachment {
+            filename: "manual.pdf".into(),
+            content_type: "application/pdf".into(),
+            data: b"%PDF".to_vec(),
+        }];
+        let thread = [];
+        let mut i = input(&sig, &thread);
+        i.quote = Some(&quote);
+        i.attachments = &files;
+        let c = compose(&i).expect("composed");
+        let m = MessageParser::default().parse(&c.raw).expect("parses");
+        let types: Vec<String> = m
+            .parts
+            .iter()
+            .map(|p| {
+                let ct = p.content_type().expect("type");
+                format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "multipart/mixed",
+                "multipart/alternative",
+                "text/plain",
+                "multipart/related",
+                "text/html",
+                "image/jpeg",
+                "application/pdf"
+            ]
+        );
+        let image = m
+            .parts
+            .iter()
+            .find(|p| p.content_id() == Some("photo@c"))
+            .expect("cid part");
+        assert_eq!(image.contents(), b"\xff\xd8 jpeg");
+        assert!(
+            c.text.ends_with(
+                "Carol <carol@customer.example> wrote:\n> It smokes.\n> See the photo.\n"
+            ),
+            "{}",
+            c.text
+        );
+        let html = c.html.expect("html");
+        assert!(html.contains("<blockquote type=\"cite\""), "{html}");
+        assert!(html.contains("<img src=\"cid:photo@c\">"), "{html}");
+        // Without images nor attachments: the plain alternative, as before.
+        let mut plain = input(&sig, &thread);
+        let no_images = Quote {
+            images: vec![],
+            ..quote.clone()
+        };
+        plain.quote = Some(&no_images);
+        let c = compose(&plain).expect("composed");
+        let m = MessageParser::default().parse(&c.raw).expect("parses");
+        assert_eq!(m.parts.len(), 3, "alternative, text, html");
     }
 
     /// Header names of the top-level message, lower-cased.

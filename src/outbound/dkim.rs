@@ -1,6 +1,7 @@
 //! Optional DKIM signing of replies with mail-auth (`[outbound.dkim]`).
 //!
-//! Owns reading the PEM key (RSA PKCS#1/PKCS#8, Ed25519 PKCS#8) and prepending the
+//! Owns keeping the key read by [`crate::keys::read_dkim_key`] (RSA PKCS#1/PKCS#8,
+//! Ed25519 PKCS#8) and prepending the
 //! `DKIM-Signature` header (rsa-sha256 or ed25519-sha256, relaxed/relaxed). Signs From, To,
 //! Subject, Date, Message-ID, In-Reply-To, References, MIME-Version and
 //! Content-Type. The parsed key is kept and reused while its file is
@@ -16,13 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use mail_auth::common::crypto::{CryptoError, Ed25519Key, RsaKey, Sha256, SigningKey};
+use crate::config::DkimConfig;
+use crate::keys::{DkimKey, DkimKeyError, read_dkim_key};
+use mail_auth::common::crypto::SigningKey;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
-use rustls::pki_types::PrivateKeyDer;
-use rustls::pki_types::pem::PemObject;
-
-use crate::config::DkimConfig;
 
 /// Headers covered by the signature.
 pub const SIGNED_HEADERS: &[&str] = &[
@@ -39,10 +38,8 @@ pub const SIGNED_HEADERS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum DkimError {
-    #[error("cannot read key file {0}: {1}")]
-    Read(String, std::io::Error),
-    #[error("key file {0} holds no usable RSA or Ed25519 private key: {1}")]
-    Key(String, String),
+    #[error(transparent)]
+    Key(#[from] DkimKeyError),
     #[error("signing failed: {0}")]
     Sign(String),
 }
@@ -51,8 +48,8 @@ pub enum DkimError {
 /// The key is RSA (PKCS#1 or PKCS#8: rsa-sha256) or Ed25519 (PKCS#8: ed25519-sha256).
 pub fn sign(cfg: &DkimConfig, raw: Vec<u8>) -> Result<Vec<u8>, DkimError> {
     let header = match &*key_for(&cfg.key_file)? {
-        Key::Rsa(key) => signer_header(DkimSigner::from_key(Shared(key)), cfg, &raw)?,
-        Key::Ed25519(key) => signer_header(DkimSigner::from_key(Shared(key)), cfg, &raw)?,
+        DkimKey::Rsa(key) => signer_header(DkimSigner::from_key(Shared(key)), cfg, &raw)?,
+        DkimKey::Ed25519(key) => signer_header(DkimSigner::from_key(Shared(key)), cfg, &raw)?,
     };
     let mut out = Vec::with_capacity(header.len() + raw.len());
     out.extend_from_slice(header.as_bytes());
@@ -60,29 +57,18 @@ pub fn sign(cfg: &DkimConfig, raw: Vec<u8>) -> Result<Vec<u8>, DkimError> {
     Ok(out)
 }
 
-/// Read and parse the key file exactly as `sign` does (`postdesk check` and
-/// reload use this to refuse a key no reply could be signed with).
-pub(crate) fn check_key(path: &Path) -> Result<(), DkimError> {
-    read_key(path).map(drop)
-}
-
-enum Key {
-    Rsa(RsaKey<Sha256>),
-    Ed25519(Ed25519Key),
-}
-
 /// What identifies a version of the key file: inode, length, mtime.
 type Stamp = (u64, u64, Option<SystemTime>);
 
 /// The last key read and the file version it came from.
-static LAST_KEY: Mutex<Option<(PathBuf, Stamp, Arc<Key>)>> = Mutex::new(None);
+static LAST_KEY: Mutex<Option<(PathBuf, Stamp, Arc<DkimKey>)>> = Mutex::new(None);
 
 /// The key in `path`: the one read before while the file is unchanged,
 /// otherwise read (and kept) now.
-fn key_for(path: &Path) -> Result<Arc<Key>, DkimError> {
+fn key_for(path: &Path) -> Result<Arc<DkimKey>, DkimError> {
     use std::os::unix::fs::MetadataExt;
     let meta =
-        std::fs::metadata(path).map_err(|e| DkimError::Read(path.display().to_string(), e))?;
+        std::fs::metadata(path).map_err(|e| DkimKeyError::Read(path.display().to_string(), e))?;
     let stamp = (meta.ino(), meta.len(), meta.modified().ok());
     let mut last = LAST_KEY.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((p, s, key)) = last.as_ref()
@@ -91,7 +77,7 @@ fn key_for(path: &Path) -> Result<Arc<Key>, DkimError> {
     {
         return Ok(key.clone());
     }
-    let key = Arc::new(read_key(path)?);
+    let key = Arc::new(read_dkim_key(path)?);
     *last = Some((path.to_path_buf(), stamp, key.clone()));
     Ok(key)
 }
@@ -108,66 +94,6 @@ impl<K: SigningKey> SigningKey for Shared<'_, K> {
 
     fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
         self.0.algorithm()
-    }
-}
-
-fn read_key(path: &Path) -> Result<Key, DkimError> {
-    let name = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|e| DkimError::Read(name.clone(), e))?;
-    let der = PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| DkimError::Key(name.clone(), pem_problem(&e).into()))?;
-    let try_rsa = || RsaKey::<Sha256>::from_key_der(der.clone_key()).map_err(|e| rejected(&e));
-    let reason = match &der {
-        PrivateKeyDer::Pkcs8(p8) => {
-            let rsa_err = match try_rsa() {
-                Ok(key) => return Ok(Key::Rsa(key)),
-                Err(e) => e,
-            };
-            match Ed25519Key::from_pkcs8_der(p8.secret_pkcs8_der()) {
-                Ok(key) => return Ok(Key::Ed25519(key)),
-                Err(e) => format!(
-                    "not a usable RSA key ({rsa_err}); not a usable Ed25519 key ({})",
-                    rejected(&e)
-                ),
-            }
-        }
-        PrivateKeyDer::Pkcs1(_) => match try_rsa() {
-            Ok(key) => return Ok(Key::Rsa(key)),
-            Err(rsa_err) => format!(
-                "not a usable RSA key ({rsa_err}); not an Ed25519 key (PKCS#1 holds only RSA keys)"
-            ),
-        },
-        PrivateKeyDer::Sec1(_) => {
-            "an elliptic-curve key (SEC1 `EC PRIVATE KEY`, such as P-256), neither RSA nor Ed25519"
-                .into()
-        }
-        _ => "a key format other than PKCS#1 or PKCS#8".into(),
-    };
-    Err(DkimError::Key(name, reason))
-}
-
-/// Why the file holds no PEM private key, in words of our own: the parser's
-/// own text can quote bytes of the file.
-fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
-    use rustls::pki_types::pem::Error;
-    match e {
-        Error::NoItemsFound => {
-            "no unencrypted PEM private key (`BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`)"
-        }
-        Error::MissingSectionEnd { .. } => "a PEM section has no END line",
-        Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed",
-        Error::Base64Decode(_) => "a PEM section is not valid base64",
-        Error::SectionTooLarge => "a PEM section is too large",
-        _ => "the PEM cannot be parsed",
-    }
-}
-
-/// The crypto library's reason for refusing a key (`TooSmall`,
-/// `WrongAlgorithm`…), without mail-auth's generic prefix.
-fn rejected(e: &mail_auth::Error) -> String {
-    match e {
-        mail_auth::Error::Crypto(CryptoError::Library(reason)) => reason.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -225,7 +151,10 @@ mod tests {
             key_file: dir.path().join("nope.pem"),
             ..cfg
         };
-        assert!(matches!(sign(&missing, raw), Err(DkimError::Read(..))));
+        assert!(matches!(
+            sign(&missing, raw),
+            Err(DkimError::Key(DkimKeyError::Read(..)))
+        ));
     }
 
     fn fixture(name: &str) -> String {
@@ -298,7 +227,10 @@ mod tests {
         assert_eq!(algorithm().as_deref(), Some("ed25519-sha256"), "rewritten");
         std::fs::remove_file(&path).expect("rm");
         let raw = b"From: a@acme.example\r\n\r\nbody\r\n".to_vec();
-        assert!(matches!(sign(&cfg, raw), Err(DkimError::Read(..))));
+        assert!(matches!(
+            sign(&cfg, raw),
+            Err(DkimError::Key(DkimKeyError::Read(..)))
+        ));
     }
 
     /// A key file no reply could be signed with is refused with why, for each
@@ -356,8 +288,8 @@ mod tests {
         let path = dir.path().join("k.pem");
         for (what, text, want) in cases {
             std::fs::write(&path, text).expect("write");
-            match check_key(&path) {
-                Err(DkimError::Key(file, reason)) => {
+            match read_dkim_key(&path).map(drop) {
+                Err(DkimKeyError::Key(file, reason)) => {
                     assert_eq!(file, path.display().to_string(), "{what}");
                     assert_eq!(reason, want, "{what}");
                 }

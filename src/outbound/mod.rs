@@ -24,8 +24,10 @@
 //!   row is durably committed, the reply is still `queued` at the next start and
 //!   is sent again — with the same Message-ID and bytes, so receivers that
 //!   dedupe on Message-ID show it once. Everything else is exactly once: a reply
-//!   is never attempted twice concurrently (one sender task per store), and a
-//!   crash before the relay's 250 simply retries. On the way in, a client that
+//!   is never attempted twice concurrently (one sender task per node; nodes
+//!   sharing a PostgreSQL store claim the entries they take, see [`claims`]),
+//!   and a crash before the relay's 250 simply retries — on another node
+//!   once the crashed node's claims expire (`[store] lease_secs`). On the way in, a client that
 //!   retries a request whose answer it lost sends the same `Idempotency-Key`
 //!   and gets the first reply back instead of a second one.
 //!
@@ -37,16 +39,17 @@
 //!   types) and the ticket subject; see [`compose`] for the header rules.
 //!   Relay replies are shown to agents as text, never interpreted.
 
+mod claims;
 pub mod compose;
 pub mod dkim;
 pub mod notify;
 pub mod pool;
+pub mod quote;
 pub mod replay;
 pub mod sender;
 pub mod signature;
+pub mod wake;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -120,24 +123,9 @@ pub struct ReplyRequest {
     /// Repeat-safe key (API `Idempotency-Key`): the same author and key on the
     /// same ticket queue one reply, however often the request is retried.
     pub idempotency_key: Option<String>,
-}
-
-/// A source of OAuth 2 access tokens for a channel's mailbox, used for
-/// XOAUTH2 to the provider's SMTP (gmail, office365). The token code lives
-/// with the IMAP puller (`pull/oauth.rs`); the daemon installs it here.
-pub trait AccessTokens: Send + Sync + 'static {
-    /// A currently valid access token for `channel` (refreshing as needed).
-    fn access_token<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
-
-    /// The provider refused `channel`'s token (XOAUTH2 AUTH failed): forget
-    /// any cached token so the next attempt gets a fresh one.
-    fn rejected<'a>(&'a self, channel: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        let _ = channel;
-        Box::pin(async {})
-    }
+    /// Quote the ticket's last customer message below the reply, its inline
+    /// images included. `None`: `[outbound] quote_history`.
+    pub quote_history: Option<bool>,
 }
 
 /// Queues replies and wakes the sender.
@@ -151,18 +139,37 @@ pub struct Outbound {
 
 pub use crate::store::now_ms;
 
-/// A fresh Message-ID (without brackets) on `domain`: 96 random bits, so a
-/// stranger cannot guess one to thread their mail into a ticket.
-pub fn new_message_id(ticket: TicketId, domain: &str) -> String {
-    let random: [u8; 12] = crate::ingest::thread::random_bytes();
-    format!("pd.{}.{}@{domain}", ticket.0, hex::encode(random))
+/// A fresh Message-ID (without brackets) on `domain`: a reply id signed
+/// under the install's key (`key`, [`crate::mail::tags`]) — 96 random bits,
+/// so a stranger cannot guess one to thread their mail into a ticket, and a
+/// MAC, so ingest knows this reply if it ever comes back in.
+pub fn new_message_id(ticket: TicketId, domain: &str, key: &[u8]) -> String {
+    format!(
+        "{}@{domain}",
+        crate::mail::tags::new_reply_id(ticket.0, key)
+    )
 }
 
 impl Outbound {
     /// Open a ticket for a new email to a contact and queue the email as its
     /// first message (subject as given, with the ticket's tag). Everything
-    /// is checked before the ticket is opened.
-    pub async fn compose(&self, req: ComposeRequest) -> Result<QueuedReply, OutboundError> {
+    /// is checked before the ticket is opened. With an idempotency key, a
+    /// retry finds the ticket the first request opened (the store keeps
+    /// the key with it) and its email (the reply's own replay): one ticket,
+    /// one email, however often it is retried. `plan` gives the new
+    /// ticket's properties (ingest's routing decides them; the author owns
+    /// the ticket) from the channel, subject, text and contact address.
+    pub async fn compose(
+        &self,
+        req: ComposeRequest,
+        plan: impl FnOnce(
+            &crate::config::Config,
+            &crate::config::ChannelConfig,
+            &str,
+            &str,
+            &str,
+        ) -> crate::store::NewTicket,
+    ) -> Result<QueuedReply, OutboundError> {
         let config = self.live.config();
         let channel = config
             .channel(&req.channel)
@@ -176,8 +183,8 @@ impl Outbound {
         if config.user(&req.author).is_none() {
             return Err(OutboundError::UnknownUser(req.author));
         }
-        let email = crate::config::normalize_email(&req.contact.email);
-        if !crate::config::is_valid_email(&email) {
+        let email = crate::mail::normalize_email(&req.contact.email);
+        if !crate::mail::is_valid_email(&email) {
             return Err(OutboundError::Invalid(format!(
                 "{:?} is not a valid email address",
                 req.contact.email
@@ -200,6 +207,9 @@ impl Outbound {
         if req.text.trim().is_empty() {
             return Err(OutboundError::Invalid("the text is empty".into()));
         }
+        if let Some(k) = &req.idempotency_key {
+            compose::check_agent_header("idempotency key", k, 200)?;
+        }
         if req.text.len() > MAX_BODY_BYTES {
             return Err(OutboundError::TooLarge(format!(
                 "text over {MAX_BODY_BYTES} bytes"
@@ -212,12 +222,7 @@ impl Outbound {
             .map(str::trim)
             .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
             .map(str::to_string);
-        // The author owns what they compose: no routing rule chose anyone.
-        let no_fields = std::collections::BTreeMap::new();
-        let facts = crate::ingest::rules::Facts::new(&subject, &req.text, &email, &no_fields);
-        let mut ticket =
-            crate::ingest::route::new_ticket(&config, channel, subject.clone(), &|_| true, &facts);
-        ticket.routed_by = None;
+        let ticket = plan(&config, channel, &subject, &req.text, &email);
         let number = self
             .store
             .open_outbound_ticket(
@@ -225,6 +230,7 @@ impl Outbound {
                 crate::store::ContactRef { email, name },
                 ticket,
                 req.author.clone(),
+                req.idempotency_key.clone(),
             )
             .await?;
         self.reply(ReplyRequest {
@@ -236,6 +242,8 @@ impl Outbound {
             attachments: req.attachments,
             cc_thread: false,
             idempotency_key: req.idempotency_key,
+            // A new ticket has nothing to quote.
+            quote_history: Some(false),
         })
         .await
     }
@@ -303,8 +311,24 @@ impl Outbound {
         } else {
             Vec::new()
         };
+        let quote_source = if req.quote_history.unwrap_or(config.outbound.quote_history) {
+            self.store.quote_source(req.ticket).await?
+        } else {
+            None
+        };
         let domain = config.message_id_domain().to_string();
-        let message_id = new_message_id(req.ticket, &domain);
+        let key = match self.live.notice_key() {
+            Some(k) => k.to_vec(),
+            None => self.store.notice_key().await?.into_bytes(),
+        };
+        let message_id = new_message_id(req.ticket, &domain, &key);
+        // The loop header names our host and repeats the signed reply id, for
+        // a relay that rewrites the Message-ID but keeps other headers.
+        let loop_value = format!(
+            "{}; id={}",
+            config.smtp.hostname,
+            message_id.split('@').next().unwrap_or_default()
+        );
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -326,7 +350,13 @@ impl Outbound {
             html: req.html.as_deref(),
             signature: &signature,
             attachments: &req.attachments,
-            loop_value: &config.smtp.hostname,
+            loop_value: &loop_value,
+            quote: None,
+        };
+        let quote = quote_source.map(|src| quote::Quote::of(&src));
+        let input = compose::ReplyInput {
+            quote: quote.as_ref(),
+            ..input
         };
         let composed = compose::compose(&input)?;
         let raw = match &config.outbound.dkim {

@@ -17,7 +17,7 @@
 //!   configured or shown). If a notice comes back in — an agent's
 //!   auto-forward or redirect, a vacation reply naming it in In-Reply-To, a
 //!   bounce quoting its headers — ingest finds a tag that verifies
-//!   ([`returned_notice`]) and drops the message instead of opening or
+//!   ([`crate::mail::tags::returned_notice`]) and drops the message instead of opening or
 //!   joining a ticket. A stranger cannot make their mail dropped by writing
 //!   such a header: without the key their tag does not verify, and the mail
 //!   is ticketed as usual. Notices also say `Auto-Submitted: auto-generated`,
@@ -36,28 +36,22 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
-use sha2::Sha256;
 use tokio::sync::Notify;
 
 use super::compose::{MAX_HEADER_VALUE, clean_header_value};
-use crate::config::{Config, normalize_email};
+use crate::config::Config;
 use crate::live::Live;
+use crate::mail::normalize_email;
+use crate::mail::tags::new_notice_tag;
 use crate::store::{NewNotice, OutboxId, Store, StoreError};
 
 /// The header naming a notice's kind and tag.
 pub const NOTICE_HEADER: &str = "X-Postdesk-Notice";
-/// What every notice tag starts with.
-const TAG_PREFIX: &[u8] = b"pdn.";
-/// Random bytes in a tag (hex: twice as many characters).
-const RANDOM_LEN: usize = 12;
-/// MAC bytes kept in a tag (128 bits).
-const MAC_LEN: usize = 16;
 
 /// One notice to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +115,7 @@ pub async fn send(
     check_kind(&notice.kind)?;
     let to = recipients(config, &notice.to)?;
     let key = store.notice_key().await?;
-    let tag = new_tag(key.as_bytes());
+    let tag = new_notice_tag(key.as_bytes());
     let raw = compose(config, &from, &to, &notice, &tag, now_secs());
     let id = store
         .queue_notice(NewNotice {
@@ -162,7 +156,7 @@ fn recipients(config: &Config, to: &[String]) -> Result<Vec<String>, NotifyError
     let mut out: Vec<String> = Vec::new();
     for a in to {
         let a = normalize_email(a);
-        if !crate::config::is_valid_email(&a) {
+        if !crate::mail::is_valid_email(&a) {
             return Err(NotifyError::Recipient(format!("{a:?} is not an address")));
         }
         if config.channel_for_recipient(&a).is_some() {
@@ -223,60 +217,10 @@ fn compose(
         .unwrap_or_default()
 }
 
-fn mac(key: &[u8], random_hex: &[u8]) -> [u8; MAC_LEN] {
-    // HMAC accepts keys of any length: new_from_slice cannot fail.
-    let mut out = [0u8; MAC_LEN];
-    if let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) {
-        m.update(b"postdesk notice tag\0");
-        m.update(random_hex);
-        out.copy_from_slice(&m.finalize().into_bytes()[..MAC_LEN]);
-    }
-    out
-}
-
-/// A fresh tag `pdn.<random hex>.<mac hex>` under `key`.
-fn new_tag(key: &[u8]) -> String {
-    let random = hex::encode(crate::ingest::thread::random_bytes::<RANDOM_LEN>());
-    let m = hex::encode(mac(key, random.as_bytes()));
-    format!("pdn.{random}.{m}")
-}
-
-/// Whether `raw` (a whole message, headers and body, parts included) holds a
-/// notice tag that verifies under `key`: then it is one of our notices come
-/// back (forwarded, answered by a responder, bounced), and the tag is
-/// returned. Tags that do not verify are a stranger's: ignored.
-pub fn returned_notice(raw: &[u8], key: &[u8]) -> Option<String> {
-    let hex_len = 2 * RANDOM_LEN;
-    let mac_len = 2 * MAC_LEN;
-    for at in memchr::memmem::find_iter(raw, TAG_PREFIX) {
-        let rest = &raw[at + TAG_PREFIX.len()..];
-        let Some(random) = rest.get(..hex_len) else {
-            continue;
-        };
-        let Some(given) = rest.get(hex_len + 1..hex_len + 1 + mac_len) else {
-            continue;
-        };
-        if rest[hex_len] != b'.' || !random.iter().all(u8::is_ascii_hexdigit) {
-            continue;
-        }
-        let Ok(given) = hex::decode(given) else {
-            continue;
-        };
-        let random = random.to_ascii_lowercase();
-        if constant_time_eq(&given, &mac(key, &random)) {
-            return Some(format!("pdn.{}", String::from_utf8_lossy(&random)));
-        }
-    }
-    None
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::tags::returned_notice;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -302,7 +246,7 @@ mod tests {
     #[test]
     fn only_tags_made_with_the_key_verify() {
         let c = config();
-        let tag = new_tag(KEY);
+        let tag = new_notice_tag(KEY);
         let mut long = notice();
         long.kind = "a_rather_long_notice_kind_name".into();
         let raw = compose(

@@ -3,7 +3,7 @@
 //!
 //! Owns the connection pool to `[relay]` ([`super::pool`], rebuilt when a
 //! reload changes `[relay]`; the old pool's idle connections are closed
-//! within [`IDLE_POLL`], in flight ones when done), and one pool of XOAUTH2 connections per
+//! within a poll, in flight ones when done), and one pool of XOAUTH2 connections per
 //! `gmail`/`office365` channel to its provider (at most `[channels.smtp]
 //! connections`, rebuilt when the access token changes) when an
 //! [`AccessTokens`] source is installed (the daemon always installs one; without one, those
@@ -19,8 +19,9 @@
 //! (`sent` only after the relay's 250; an outcome the store cannot take — a
 //! full disk — is kept in memory and retried each round, its entry not sent
 //! again meanwhile), repeat; when nothing is due, sleep
-//! until the next due time, a wake-up from a newly queued reply, or
-//! [`IDLE_POLL`] (replies queued by another process, e.g. the CLI).
+//! until the next due time, a wake-up from a newly queued reply (the API's
+//! in this process; the CLI's through [`super::wake`]'s socket), or
+//! `[outbound] poll_secs` (default [`IDLE_POLL`]: replies another node queued).
 //!
 //! Shutdown: stop taking entries; entries waiting for a connection are left
 //! queued untouched; transactions already started finish (bounded by
@@ -41,15 +42,17 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::AccessTokens;
 use super::pool::{Pool, ProviderPools, SmtpTarget};
 use crate::config::{ChannelConfig, Config, OutboundConfig, RelayConfig, TlsMode};
 use crate::live::Live;
-use crate::store::{AttemptOutcome, OutboxId, OutboxItem, Store};
+use crate::oauth::AccessTokens;
+use crate::store::{AttemptOutcome, OutboxClaim, OutboxId, OutboxItem, Store};
+
+use super::claims::Claims;
 
 /// Entries taken from the store per round.
 pub const BATCH: usize = 1024;
-/// Longest sleep when nothing is due.
+/// Longest sleep when nothing is due: the default `[outbound] poll_secs`.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Tries to record an attempt's outcome before it is kept in memory and
 /// retried every round instead (a full disk).
@@ -246,13 +249,23 @@ impl Sender {
         let providers = Arc::new(ProviderPools::default());
         let unrecorded = Arc::new(Unrecorded::default());
         let mut backoff = Duration::from_millis(200);
+        // Nodes sharing the store: what this node takes is claimed for it.
+        let claim = {
+            let store = &self.live.config().store;
+            OutboxClaim {
+                node: store.node_name(),
+                lease_ms: i64::try_from(store.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            }
+        };
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             unrecorded.retry(self.store.as_ref()).await;
             let now = super::now_ms();
-            let (due, held) = match self.store.due_outbox(now, BATCH).await {
+            let sent = std::time::Instant::now();
+            let taken = self.store.due_outbox(claim.clone(), now, BATCH).await;
+            let (due, held) = match taken {
                 Ok(d) => {
                     let all = d.len();
                     let d: Vec<_> = d
@@ -280,12 +293,14 @@ impl Sender {
                     let config = self.live.config();
                     let _ = self.relay(&mut relay, &config).await;
                 }
+                // `[outbound] poll_secs`: IDLE_POLL unless configured.
+                let idle = Duration::from_secs(self.live.config().outbound.poll_secs.max(1));
                 let wait = match self.store.next_outbox_due().await {
                     // Due entries whose outcome waits to be recorded: retry
-                    // that each IDLE_POLL, not in a busy loop.
-                    _ if held => IDLE_POLL,
-                    Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(IDLE_POLL),
-                    _ => IDLE_POLL,
+                    // that each poll, not in a busy loop.
+                    _ if held => idle,
+                    Ok(Some(at)) => Duration::from_millis((at - now).max(0) as u64).min(idle),
+                    _ => idle,
                 };
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -296,8 +311,22 @@ impl Sender {
             }
             let config = self.live.config();
             let pool = self.relay(&mut relay, &config).await;
-            self.send_batch(due, &config, pool, &providers, &unrecorded, &shutdown)
-                .await;
+            let claims = Claims::start(
+                self.store.clone(),
+                claim.clone(),
+                due.iter().map(|i| i.id),
+                sent,
+            );
+            self.send_batch(
+                due,
+                &config,
+                pool,
+                &providers,
+                (&unrecorded, &claims),
+                &shutdown,
+            )
+            .await;
+            claims.finish(self.store.as_ref()).await;
         }
         unrecorded.retry(self.store.as_ref()).await;
         for (id, _) in unrecorded.take() {
@@ -316,7 +345,7 @@ impl Sender {
         config: &Arc<Config>,
         pool: Result<Arc<Pool>, String>,
         providers: &Arc<ProviderPools>,
-        unrecorded: &Arc<Unrecorded>,
+        (unrecorded, claims): (&Arc<Unrecorded>, &Arc<Claims>),
         shutdown: &CancellationToken,
     ) {
         // The pool bounds the connections; tasks beyond it wait for one. Many
@@ -331,7 +360,7 @@ impl Sender {
             while tasks.len() >= limit {
                 let _ = tasks.join_next().await;
             }
-            let (store, config, pool, providers, tokens, stop, unrecorded) = (
+            let (store, config, pool, providers, tokens, stop, unrecorded, claims) = (
                 self.store.clone(),
                 config.clone(),
                 pool.clone(),
@@ -339,6 +368,7 @@ impl Sender {
                 self.tokens.clone(),
                 shutdown.clone(),
                 unrecorded.clone(),
+                claims.clone(),
             );
             tasks.spawn(async move {
                 let relays = Relays {
@@ -347,6 +377,10 @@ impl Sender {
                     tokens: tokens.as_deref(),
                 };
                 let relay = relays.label(&config, &item.channel);
+                // Another node may have taken it once the claim ran out.
+                if !claims.may_send(item.id) {
+                    return;
+                }
                 let result = deliver(&item, &config, relays, &relay, &stop).await;
                 if result == Err(SendError::Cancelled) {
                     return; // not attempted: stays queued as it was
@@ -360,6 +394,7 @@ impl Sender {
                     now,
                 );
                 record(store.as_ref(), item.id, out, &unrecorded, &relay).await;
+                claims.done(item.id);
             });
         }
         while tasks.join_next().await.is_some() {}

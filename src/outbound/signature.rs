@@ -68,7 +68,7 @@ pub fn render(template: &str, agent: &UserConfig) -> Signature {
         return Signature::default();
     }
     let html = render_html(template, agent);
-    let text = crate::ingest::resolve::html_to_text(&html)
+    let text = crate::mail::html::html_to_text(&html)
         .lines()
         .map(str::trim_end)
         .collect::<Vec<_>>()

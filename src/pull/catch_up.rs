@@ -37,7 +37,7 @@ use super::session::heard_of_new_mail;
 /// The Message-ID of raw mail, without angle brackets (headers only).
 fn message_id(raw: &[u8]) -> Option<String> {
     let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
-    msg.message_id().and_then(crate::ingest::parse::clean_id)
+    msg.message_id().and_then(crate::mail::clean_message_id)
 }
 
 /// Fetches in a row that may miss the same message before it is skipped.
@@ -255,7 +255,12 @@ impl Puller {
         // While a refused move waits for its retry, the batch waits with it
         // (the leftover move takes everything at or below the checkpoint).
         let moved = match (move_to, uid_set(first, last, unreturned)) {
-            (Some(to), Some(set)) if self.moving_now() => move_committed(s, &ch.id, &set, to).await,
+            (Some(to), Some(set)) if self.moving_now() => {
+                // Only the lease's holder moves: a node woken after losing
+                // it must not take messages from under the new holder.
+                self.may_move().await?;
+                move_committed(s, &ch.id, &set, to).await
+            }
             _ => Ok(()),
         };
         self.note_new_mail(s);
@@ -289,6 +294,7 @@ impl Puller {
             known_unfetched: 0,
             unreturned: Vec::new(),
             gmail_account: self.gmail.clone(),
+            fence: self.fence(),
         }
     }
 

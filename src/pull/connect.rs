@@ -81,14 +81,7 @@ impl Authenticator for XOAuth2<'_> {
     }
 }
 
-/// Keep at most 200 characters of a server's text for status and logs.
-pub fn short(s: impl std::fmt::Display) -> String {
-    let s = s.to_string();
-    match s.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    }
-}
+use crate::mail::short;
 
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, PullError> {
     use rustls_platform_verifier::ConfigVerifierExt;
@@ -177,15 +170,4 @@ pub async fn open(ep: &Endpoint, creds: &Credentials) -> Result<ImapSession, Pul
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn short_keeps_200_chars() {
-        use super::short;
-        assert_eq!(short("abc"), "abc");
-        let long = "é".repeat(300);
-        assert_eq!(short(&long).chars().count(), 201);
-    }
 }

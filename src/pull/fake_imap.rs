@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::live::Live;
 use crate::store::Store;
 
-use super::TokenSource;
 use super::mailbox::Puller;
+use crate::oauth::TokenSource;
 
 fn msg(n: u32) -> String {
     format!(
@@ -365,7 +365,7 @@ impl Run {
         }));
         if let Some(v) = uidvalidity {
             store
-                .reset_checkpoint("mailbox".into(), "INBOX".into(), v)
+                .reset_checkpoint("mailbox".into(), "INBOX".into(), v, None)
                 .await
                 .expect("checkpoint");
         }

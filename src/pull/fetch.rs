@@ -15,7 +15,8 @@ use async_imap::imap_proto::{
 };
 
 use super::PullError;
-use super::connect::{ImapSession, short};
+use super::connect::ImapSession;
+use crate::mail::short;
 
 /// What one `* N FETCH` response carried.
 #[derive(Debug, Default)]

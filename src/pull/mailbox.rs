@@ -25,13 +25,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
 use crate::outbound::notify::Notifier;
-use crate::store::{MailboxState, Store};
+use crate::store::{MailboxState, Store, StoreError};
 
+use super::PullError;
 use super::backoff::Backoff;
 use super::budget::DownloadBudget;
+use super::lease::{self, Hold};
 use super::moves::{MOVE_RETRY_FIRST, MoveRetry};
 use super::session::SessionEnd;
-use super::{PullError, TokenSource};
+use crate::oauth::TokenSource;
 
 /// Bound on one FETCH: the sizes of a window of batches, a batch's
 /// headers, or — plus its bytes at `batch::SLOW_LINK_BYTES_PER_SEC` — a
@@ -96,6 +98,11 @@ pub struct Puller {
     pub(super) alert_open: Option<bool>,
     /// The open incident's email is queued (or cannot be).
     pub(super) alert_sent: bool,
+    /// The mailbox's lease, while this node holds it (none: not acquired
+    /// yet, lost, or a test driving a session directly — unfenced).
+    pub(super) hold: Option<Hold>,
+    /// Another node's lease was found: said once, until this node pulls.
+    standby: bool,
 }
 
 /// The first wait after the provider's download cap (Gmail: "Account
@@ -137,6 +144,8 @@ impl Puller {
             failing_since: None,
             alert_open: None,
             alert_sent: false,
+            hold: None,
+            standby: false,
         }
     }
 
@@ -252,6 +261,7 @@ impl Puller {
     /// Pull until `stop` is cancelled or the channel leaves the configuration.
     pub async fn run(mut self, stop: CancellationToken) {
         self.stop = stop.clone();
+        let node = self.live.config().store.node_name();
         let mut backoff = Backoff::new();
         while !stop.is_cancelled() {
             let config = self.live.config();
@@ -264,6 +274,7 @@ impl Puller {
                 .as_ref()
                 .map_or_else(|| "INBOX".to_string(), |i| i.folder.clone());
             if !self.live.channel_enabled(&ch) {
+                self.let_go().await;
                 self.set_state(MailboxState::Disabled, None).await;
                 pause(&stop, PAUSE_CHECK).await;
                 continue;
@@ -273,9 +284,17 @@ impl Puller {
                 pause(&stop, PAUSE_CHECK).await;
                 continue;
             }
+            let Some(session_stop) = self.hold_lease(&node, config.store.lease_secs).await else {
+                continue;
+            };
             self.set_state(MailboxState::Connecting, None).await;
-            match self.session(&ch, stop.clone(), &mut backoff).await {
-                Ok(SessionEnd::Stopped) => break,
+            match self.session(&ch, session_stop, &mut backoff).await {
+                Ok(SessionEnd::Stopped) if stop.is_cancelled() => break,
+                // Stopped without shutdown: the lease was lost.
+                Ok(SessionEnd::Stopped) | Err(PullError::Store(StoreError::Fenced(_))) => {
+                    tracing::warn!(channel = %self.channel, node = %node, "mailbox lease lost; this node stops pulling it and tries to acquire it again");
+                    self.hold = None;
+                }
                 Ok(SessionEnd::Reconsider) => continue,
                 Err(e) if e.needs_reauth() => {
                     self.failed(&ch, &e).await;
@@ -322,6 +341,62 @@ impl Puller {
             }
         }
         self.set_state(MailboxState::Stopped, None).await;
+        self.let_go().await;
+    }
+
+    /// The mailbox's lease, held or acquired now: the token that ends this
+    /// node's session when the lease is lost (or at shutdown). `None` (after
+    /// a wait of one renewal period) while another node holds it.
+    async fn hold_lease(&mut self, node: &str, lease_secs: u64) -> Option<CancellationToken> {
+        if let Some(h) = &self.hold
+            && !h.lost.is_cancelled()
+        {
+            return Some(h.lost.clone());
+        }
+        self.hold = None;
+        match lease::acquire(&self.store, &self.channel, node, lease_secs, &self.stop).await {
+            Ok(Some(h)) => {
+                tracing::info!(channel = %self.channel, node, epoch = h.fence.epoch, "mailbox lease acquired; this node pulls it");
+                self.standby = false;
+                let lost = h.lost.clone();
+                self.hold = Some(h);
+                Some(lost)
+            }
+            Ok(None) => {
+                if !std::mem::replace(&mut self.standby, true) {
+                    tracing::info!(channel = %self.channel, node, "another node holds the mailbox lease; standing by");
+                }
+                pause(&self.stop, lease::periods(lease_secs).1).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, error = %e, "cannot acquire the mailbox lease");
+                pause(&self.stop, PAUSE_CHECK).await;
+                None
+            }
+        }
+    }
+
+    /// Give the lease up, if held (paused or stopping).
+    async fn let_go(&mut self) {
+        if let Some(h) = self.hold.take() {
+            h.release(self.store.as_ref()).await;
+        }
+    }
+
+    /// `Ok` when this puller may act outside the store (move messages):
+    /// it holds its lease by its own clock and in the store, or holds none
+    /// (a session driven directly by a test).
+    pub(super) async fn may_move(&self) -> Result<(), PullError> {
+        match &self.hold {
+            Some(h) => Ok(h.may_act(self.store.as_ref()).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// The fence the puller's writes carry.
+    pub(super) fn fence(&self) -> Option<crate::store::Fence> {
+        self.hold.as_ref().map(|h| h.fence.clone())
     }
 }
 

@@ -5,7 +5,7 @@
 //!   channel (`gmail`, `office365`, `imap`) and keeps the set in step with
 //!   the live configuration. Each puller connects ([`connect`]: TCP, TLS
 //!   none/STARTTLS/implicit, LOGIN or XOAUTH2 with a token from
-//!   [`oauth::TokenSource`]), selects its folder, fetches every UID above its
+//!   [`crate::oauth::TokenSource`]), selects its folder, fetches every UID above its
 //!   checkpoint with `BODY.PEEK[]` in batches and commits each batch with the
 //!   advanced checkpoint in one store transaction, then waits for new mail
 //!   with IDLE (when offered and enabled) or by polling. Failures reconnect
@@ -43,10 +43,10 @@ pub mod connect;
 #[cfg(test)]
 mod fake_imap;
 mod fetch;
+mod lease;
 pub mod mailbox;
 mod moves;
 pub mod mutf7;
-pub mod oauth;
 mod session;
 
 use std::collections::HashSet;
@@ -60,8 +60,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::live::Live;
 use crate::store::{Store, StoreError};
-
-pub use oauth::{ChannelTokens, OAuthError, TokenSource};
 
 /// Why a pull session ended.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +79,7 @@ pub enum PullError {
     #[error("login refused: {0}")]
     Auth(String),
     #[error("oauth: {0}")]
-    OAuth(#[from] OAuthError),
+    OAuth(#[from] crate::oauth::OAuthError),
     #[error("cannot read {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -105,7 +103,7 @@ impl From<async_imap::error::Error> for PullError {
     fn from(e: async_imap::error::Error) -> Self {
         match e {
             async_imap::error::Error::Io(io) => PullError::Io(io),
-            other => PullError::Protocol(connect::short(other)),
+            other => PullError::Protocol(crate::mail::short(other)),
         }
     }
 }
@@ -136,7 +134,7 @@ pub struct Supervisor {
     pub live: Arc<Live>,
     /// Ingest's wake-up, notified after each committed batch.
     pub wake: Arc<Notify>,
-    pub tokens: Arc<TokenSource>,
+    pub tokens: Arc<crate::oauth::TokenSource>,
     /// Where mailbox alerts are emailed (`[alerts] to`).
     pub notifier: Option<crate::outbound::notify::Notifier>,
 }

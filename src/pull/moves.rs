@@ -29,7 +29,7 @@ use crate::store::Checkpoint;
 
 use super::PullError;
 use super::batch::uid_set;
-use super::connect::{self, ImapSession};
+use super::connect::ImapSession;
 use super::mailbox::{COMMAND_TIMEOUT, Puller, timed};
 
 /// How committed messages leave the folder when `move_to` is set.
@@ -221,7 +221,7 @@ async fn move_step(
     timed(COMMAND_TIMEOUT, command, async {
         f.await.map_err(|e| match e {
             Error::No(_) | Error::Bad(_) => PullError::MoveRefused {
-                text: format!("{command} {set} refused: {}", connect::short(e)),
+                text: format!("{command} {set} refused: {}", crate::mail::short(e)),
             },
             other => other.into(),
         })

@@ -147,7 +147,12 @@ impl Puller {
                         "UIDVALIDITY changed: resyncing the mailbox (already-pulled messages are skipped)");
                 }
                 self.store
-                    .reset_checkpoint(ch.id.clone(), self.folder.clone(), uidvalidity)
+                    .reset_checkpoint(
+                        ch.id.clone(),
+                        self.folder.clone(),
+                        uidvalidity,
+                        self.fence(),
+                    )
                     .await?;
                 Checkpoint {
                     uidvalidity,
@@ -216,6 +221,7 @@ impl Puller {
             if let Some(to) = &move_to
                 && self.leftover_move_due(std::mem::take(&mut session_start))
             {
+                self.may_move().await?;
                 match self.move_leftovers(&mut s, ch, &cp, to).await {
                     Ok(()) => self.move_worked(),
                     Err(f) => {

@@ -4,7 +4,7 @@
 //! Owns: the accept loop and connection caps (`listener`), one session per connection
 //! (`session`, state enum and envelope; verbs in `hello`, `mail`, `data`), reply texts
 //! (`reply`), per-IP counters and the message-rate limiter (`limits`), the in-flight
-//! byte budget all sessions' message buffers share (`budget`), TLS set-up (`tls`).
+//! byte budget all sessions' message buffers share (`budget`).
 //!
 //! Must not: parse MIME, create tickets, route, or touch SQL. Its job ends when the raw
 //! bytes and the envelope are committed through [`Spool::commit`]; `250` is sent only then.
@@ -24,7 +24,6 @@ mod listener;
 mod mail;
 mod reply;
 mod session;
-mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -38,7 +37,6 @@ pub use listener::{ABORT_MARGIN, serve};
 fn rejected(reason: &'static str) {
     metrics::counter!("postdesk_smtp_rejections_total", "reason" => reason).increment(1);
 }
-pub use tls::{TlsError, tls_acceptor};
 
 /// What the client asked for, handed to the spool with the raw message.
 #[derive(Debug, Clone, PartialEq, Eq)]

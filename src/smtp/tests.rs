@@ -18,7 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::data::DotReceiver;
 use super::session::{Shared, handle};
-use super::{Envelope, RcptCheck, Spool, SpoolError, serve, tls_acceptor};
+use super::{Envelope, RcptCheck, Spool, SpoolError, serve};
+use crate::keys::TlsError;
+
+/// The STARTTLS acceptor for a listener's configuration, as the daemon builds it.
+fn tls_acceptor(
+    cfg: &crate::config::SmtpConfig,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+    crate::keys::tls_acceptor(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())
+}
 use crate::config::SmtpConfig;
 
 const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
@@ -1073,7 +1081,7 @@ fn tls_acceptor_config_errors() {
     };
     assert!(matches!(
         tls_acceptor(&only_cert),
-        Err(super::TlsError::Incomplete)
+        Err(TlsError::Incomplete)
     ));
     let missing = SmtpConfig {
         tls_cert: Some(fixture("missing.pem")),
@@ -1081,7 +1089,7 @@ fn tls_acceptor_config_errors() {
     };
     assert!(matches!(
         tls_acceptor(&missing),
-        Err(super::TlsError::Certificate { .. })
+        Err(TlsError::Certificate { .. })
     ));
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.pem");
@@ -1092,14 +1100,14 @@ fn tls_acceptor_config_errors() {
     };
     assert!(matches!(
         tls_acceptor(&no_cert),
-        Err(super::TlsError::NoCertificate { .. })
+        Err(TlsError::NoCertificate { .. })
     ));
     let key_is_cert = SmtpConfig {
         tls_key: Some(fixture("cert.pem")),
         ..tls_cfg()
     };
     let err = tls_acceptor(&key_is_cert).err().expect("must fail");
-    assert!(matches!(err, super::TlsError::Key { .. }), "{err}");
+    assert!(matches!(err, TlsError::Key { .. }), "{err}");
 }
 
 // ---------------------------------------------------------------- listener

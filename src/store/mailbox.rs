@@ -57,6 +57,9 @@ pub struct PulledBatch {
     /// belong to: a message with one the account already pulled is skipped,
     /// whichever channel or label pulled it.
     pub gmail_account: Option<String>,
+    /// The mailbox's lease the batch is pulled under: the batch is refused
+    /// whole when another node has taken the mailbox over.
+    pub fence: Option<super::Fence>,
 }
 
 /// What a pulled batch did.
@@ -565,7 +568,7 @@ mod tests {
 
         // A resync under a new UIDVALIDITY sees the same bytes again: skipped.
         store
-            .reset_checkpoint(ch.clone(), folder.clone(), 8)
+            .reset_checkpoint(ch.clone(), folder.clone(), 8, None)
             .await
             .expect("reset");
         let out = store
@@ -626,7 +629,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].unreturned, rows[0].skipped), (3, 0));
         store
-            .reset_checkpoint(ch.clone(), folder.clone(), 8)
+            .reset_checkpoint(ch.clone(), folder.clone(), 8, None)
             .await
             .expect("reset");
         assert_eq!(skipped(7).await.expect("skipped"), [0u32; 0]);

@@ -204,4 +204,23 @@ ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
     // 13: Gmail X-GM-MSGIDs per account (one ticket per message whatever its
     //     labels), when a throttled mailbox resumes, mailbox alert incidents.
     super::mailbox::MIGRATION_13,
+    // 14: nothing on SQLite. PostgreSQL's step 14 makes the store shareable
+    //     by several nodes (the node registry, spool claims, the balancing
+    //     sequence); a SQLite file has one node, so its schema does not
+    //     change (the step keeps both backends' numbers equal).
+    "",
+    // 15: leases (a job one node does at a time, e.g. pulling a mailbox:
+    //     owner, epoch, expiry). On SQLite one node holds them all.
+    super::lease::MIGRATION_15,
+    // 16: a new email's Idempotency-Key (per author) and the ticket it
+    //     opened: a retried compose opens no second ticket.
+    r#"
+CREATE TABLE compose_keys (
+    author      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    ticket_id   INTEGER NOT NULL REFERENCES tickets(id),
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (author, key)
+);
+"#,
 ];

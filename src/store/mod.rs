@@ -5,8 +5,9 @@
 //! checkpoints. Only this module talks SQL; callers use the typed methods of
 //! [`Store`], an `Arc<dyn Store>`. [`Store`] is the sum of one trait per role
 //! — [`SpoolStore`], [`TicketStore`], [`OutboxStore`], [`MailboxStore`],
-//! [`PeopleStore`], [`WebStore`] — plus the counts across them; a caller holding a concrete
-//! store (not `dyn Store`) imports the role traits whose methods it calls.
+//! [`PeopleStore`], [`WebStore`], [`NodeStore`] — plus the counts across
+//! them; a caller holding a concrete store (not `dyn Store`) imports the
+//! role traits whose methods it calls.
 //! The types they take and return live in `types.rs`, what ingest and the
 //! store exchange while applying inbound mail in `inbound.rs` (and, for
 //! outbound, mailboxes and bounces, next to their SQL), all re-exported
@@ -26,9 +27,12 @@
 //! ([`Decision`]), so a second backend cannot decide differently.
 
 mod bounce;
+pub mod copy;
 mod inbound;
+mod lease;
 mod mailbox;
 mod migrations;
+mod nodes;
 mod outbound;
 pub mod postgres;
 mod sqlite;
@@ -39,14 +43,16 @@ mod web;
 
 pub use bounce::BounceLink;
 pub use inbound::*;
+pub use lease::{Fence, mailbox_lease};
 pub use mailbox::{
     AlertView, Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage,
     PulledOutcome,
 };
+pub use nodes::{NodeBeat, NodeStore, NodeView};
 pub use outbound::{
     ApiTokenInfo, AttemptOutcome, Delivery, EarlierReply, NewApiToken, NewNotice, NewReply,
-    OutboxCounts, OutboxId, OutboxItem, QueuedReply, Replay, ReplyContext, TOKEN_ID_LEN,
-    TicketUpdate, TokenGrant, TokenRole,
+    OutboxClaim, OutboxCounts, OutboxId, OutboxItem, QueuedReply, QuoteSource, Replay,
+    ReplyContext, TOKEN_ID_LEN, TicketUpdate, TokenGrant, TokenRole,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
@@ -97,6 +103,11 @@ pub enum StoreError {
     /// backend. Not temporary: retrying gives the same answer.
     #[error("{0}")]
     Unsupported(String),
+    /// A write made under a lease (a [`Fence`]) that its node no longer
+    /// holds under that epoch: another node took the job over. Not
+    /// temporary: the caller stops that job and acquires the lease again.
+    #[error("lease lost: {0}")]
+    Fenced(String),
     /// I/O around the database file (creating its directory).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -140,8 +151,10 @@ pub trait Store:
     + TicketStore
     + OutboxStore
     + MailboxStore
+    + LeaseStore
     + PeopleStore
     + WebStore
+    + NodeStore
     + Send
     + Sync
     + 'static
@@ -166,6 +179,9 @@ pub trait SpoolStore: Send + Sync {
     fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry>;
 
     /// Spool entries still waiting for ingest, oldest first, with id > `after`.
+    /// On a store shared by several nodes (PostgreSQL), only those this node
+    /// may take — unclaimed, its own, or another node's expired claim — and
+    /// they are claimed for it (`[store] lease_secs`).
     fn pending_spool(&self, after: SpoolId, limit: usize) -> StoreFuture<'_, Vec<SpoolEntry>>;
 
     /// Apply ingest results, in order, each atomically (contacts, tickets,
@@ -225,18 +241,29 @@ pub trait TicketStore: Send + Sync {
 
     /// Open a ticket that starts with our own mail to `contact` (a new
     /// email composed by `owner`, who owns it): the contact is created if
-    /// new; no message yet (the reply queued next is its first).
+    /// new; no message yet (the reply queued next is its first). With an
+    /// idempotency key, the ticket an earlier call by the same owner with
+    /// the same key opened is returned instead (in the same transaction).
     fn open_outbound_ticket(
         &self,
         channel: String,
         contact: ContactRef,
         ticket: NewTicket,
         owner: String,
+        idempotency_key: Option<String>,
     ) -> StoreFuture<'_, TicketId>;
 
     /// A ticket's subject, channel, contact and thread ids (the first and the
     /// `recent` most recent), for composing a reply.
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext>;
+
+    /// The message a reply quotes: the ticket's last inbound message that is
+    /// not automatic mail or a bounce, with its raw mail.
+    fn quote_source(&self, ticket: TicketId) -> StoreFuture<'_, Option<QuoteSource>>;
+
+    /// The raw mail of the ticket's messages, newest first: inbound as
+    /// received, replies as sent (for their `cid:` parts).
+    fn ticket_raws(&self, ticket: TicketId) -> StoreFuture<'_, Vec<Vec<u8>>>;
 }
 
 /// The outbox: composed replies until delivered, and their delivery attempts.
@@ -259,8 +286,21 @@ pub trait OutboxStore: Send + Sync {
     /// signed with (`outbound::notify`). Made once, with the store.
     fn notice_key(&self) -> StoreFuture<'_, String>;
 
-    /// Queued outbox entries due at `now_ms`, oldest first.
-    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>>;
+    /// Queued outbox entries due at `now_ms`, oldest first, taken for
+    /// `claim`: on PostgreSQL (nodes sharing the store) claimed in the same
+    /// statement (`FOR UPDATE SKIP LOCKED`), so two nodes never take the same
+    /// entry while its claim is live; SQLite (one node) only reads them.
+    fn due_outbox(
+        &self,
+        claim: OutboxClaim,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<OutboxItem>>;
+
+    /// Extend `claim`'s node's claims on `ids` to `claim.lease_ms` from now
+    /// (0: give them up, e.g. at shutdown for entries not attempted).
+    /// Entries recorded meanwhile, or claimed by another node, are left.
+    fn extend_outbox_claims(&self, claim: OutboxClaim, ids: Vec<OutboxId>) -> StoreFuture<'_, ()>;
 
     /// When the next queued entry is due (unix ms), if any.
     fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>>;
@@ -283,7 +323,9 @@ pub trait MailboxStore: Send + Sync {
     /// Commit a fetched batch to the spool together with its advanced
     /// checkpoint, in one transaction. Messages the channel already has (same
     /// bytes spooled, or same Message-ID stored) are skipped, so a resync or
-    /// a re-fetch after a crash does not flood the spool.
+    /// a re-fetch after a crash does not flood the spool. A batch with a
+    /// fence is refused whole ([`StoreError::Fenced`]) unless the fence is
+    /// current in that transaction.
     fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome>;
 
     /// The Message-IDs among `ids` that `channel` already has a message with
@@ -299,12 +341,14 @@ pub trait MailboxStore: Send + Sync {
         uidvalidity: u32,
     ) -> StoreFuture<'_, Vec<u32>>;
 
-    /// Start a mailbox over under a new UIDVALIDITY (last UID 0).
+    /// Start a mailbox over under a new UIDVALIDITY (last UID 0). With a
+    /// fence, refused ([`StoreError::Fenced`]) unless it is current.
     fn reset_checkpoint(
         &self,
         channel: String,
         folder: String,
         uidvalidity: u32,
+        fence: Option<Fence>,
     ) -> StoreFuture<'_, ()>;
 
     /// The X-GM-MSGIDs among `ids` that the Gmail `account` already pulled
@@ -343,6 +387,39 @@ pub trait MailboxStore: Send + Sync {
 
     /// Every open incident, oldest first.
     fn open_alerts(&self) -> StoreFuture<'_, Vec<AlertView>>;
+}
+
+/// Leases: jobs only one node may do at a time (pulling a mailbox), each
+/// held by one node under an epoch that every takeover increments; writes
+/// made under a lease carry a [`Fence`] and are refused when it is stale
+/// (see `lease.rs`). On SQLite the one node always gets every lease.
+///
+/// Part of [`Store`]; every write resolves only after its transaction is
+/// durably committed.
+pub trait LeaseStore: Send + Sync {
+    /// Acquire lease `name` for `node` until `ttl_ms` from now (the
+    /// store's clock), or renew it when `node` holds it: the epoch it is
+    /// held under (unchanged by a renewal, incremented by a takeover of
+    /// another node's expired lease), or `None` while another node's lease
+    /// is live. A caller holding an epoch that comes back different has
+    /// lost the lease meanwhile.
+    fn acquire_lease(
+        &self,
+        name: String,
+        node: String,
+        ttl_ms: i64,
+    ) -> StoreFuture<'_, Option<i64>>;
+
+    /// Give the lease up (it expires now) if the fence is still current.
+    fn release_lease(&self, fence: Fence) -> StoreFuture<'_, ()>;
+
+    /// `Ok` when the fence is current, [`StoreError::Fenced`] when not: what
+    /// a node asks before an action outside the store (an IMAP move) that
+    /// only the lease's holder may take.
+    fn check_lease(&self, fence: Fence) -> StoreFuture<'_, ()>;
+
+    /// How many unexpired leases `node` holds (for `status`).
+    fn leases_held(&self, node: String) -> StoreFuture<'_, u64>;
 }
 
 /// People and runtime state: contacts and their owners, users' availability,

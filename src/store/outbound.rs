@@ -129,6 +129,16 @@ pub struct OutboxItem {
     pub created_at: i64,
 }
 
+/// Whose sender takes due outbox entries, and for how long: on a store
+/// shared by nodes, the entries it takes are claimed for `node` until
+/// `lease_ms` from now (renewed while the attempt runs), and no other
+/// node takes them until the claim expires or the attempt is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxClaim {
+    pub node: String,
+    pub lease_ms: i64,
+}
+
 /// The result of one delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -435,7 +445,7 @@ pub(crate) fn set_contact_owner(
         .execute(params![owner, email])?;
     match (n, owner) {
         (0, None) => Err(StoreError::NotFound(format!("contact {email}"))),
-        (0, Some(_)) if !crate::config::is_valid_email(email) => Err(StoreError::Invalid(format!(
+        (0, Some(_)) if !crate::mail::is_valid_email(email) => Err(StoreError::Invalid(format!(
             "{email:?} is not an email address"
         ))),
         (0, Some(owner)) => {
@@ -756,6 +766,72 @@ pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreErro
         }
     }
     Ok(c)
+}
+
+/// What a reply quotes: the ticket's last message from its customer side
+/// (inbound, not automatic mail or a bounce), as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuoteSource {
+    /// Who wrote it (address, name).
+    pub from_email: String,
+    pub from_name: Option<String>,
+    /// Its Date header, as written.
+    pub date: Option<String>,
+    /// Its text as the ticket shows it.
+    pub text: String,
+    /// Its HTML, if it had a real HTML part (`cid:` references as sent).
+    pub html: Option<String>,
+    /// Its raw mail (none for form and API messages).
+    pub raw: Option<Vec<u8>>,
+}
+
+pub(crate) fn quote_source(
+    conn: &Connection,
+    ticket: TicketId,
+) -> Result<Option<QuoteSource>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.from_email, m.from_name, m.date,
+                    COALESCE(m.text, CAST(substr(r.raw, m.text_at + 1) AS TEXT)),
+                    m.html, CASE WHEN s.source IN ('smtp', 'imap') THEN r.raw END
+               FROM messages m
+               LEFT JOIN spool s ON s.id = m.spool_id
+               LEFT JOIN spool_raw r ON r.id = m.spool_id
+              WHERE m.ticket_id = ?1 AND m.direction = 'inbound'
+                AND CASE WHEN json_valid(m.classification) THEN m.classification ->> '$.kind' END IS 'normal'
+              ORDER BY m.id DESC LIMIT 1",
+        )?
+        .query_row([ticket.0], |r| {
+            Ok(QuoteSource {
+                from_email: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                from_name: r.get(1)?,
+                date: r.get(2)?,
+                text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                html: r.get(4)?,
+                raw: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The raw mail of a ticket's messages that have one, newest first: the
+/// customer side's as received, our replies as sent (where `cid:` images of
+/// the conversation are found).
+pub(crate) fn ticket_raws(conn: &Connection, ticket: TicketId) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(
+                    (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                      WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap')),
+                    (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
+                      WHERE o.message_id = m.id))
+           FROM messages m WHERE m.ticket_id = ?1 AND m.direction != 'note' ORDER BY m.id DESC",
+    )?;
+    let rows = stmt.query_map([ticket.0], |r| r.get::<_, Option<Vec<u8>>>(0))?;
+    let mut out = Vec::new();
+    for raw in rows {
+        out.extend(raw?);
+    }
+    Ok(out)
 }
 
 /// What composing a reply needs from a ticket, without loading every message.

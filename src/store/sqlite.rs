@@ -145,7 +145,7 @@ fn wal_open(path: &Path, flags: OpenFlags, busy_timeout_ms: u64) -> Result<Conne
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
@@ -620,7 +620,7 @@ pub(super) fn list_tickets_query(f: &TicketFilter) -> (String, Vec<rusqlite::typ
     w.eq("t.owner", f.owner.as_deref());
     // Contacts are stored normalised (trimmed, lower-case): so is the filter,
     // whoever asks (CLI, API).
-    let contact = f.contact.as_deref().map(crate::config::normalize_email);
+    let contact = f.contact.as_deref().map(crate::mail::normalize_email);
     w.eq("c.email", contact.as_deref());
     let limit = w.bind(f.limit.map(|l| l as i64).unwrap_or(-1));
     let sql = format!(
@@ -654,7 +654,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
                  WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note, m.html IS NOT NULL
+                m.thread_note, m.html
          FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id",
     )?;
     let messages = stmt
@@ -678,7 +678,7 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
                     .get::<_, Option<Vec<u8>>>(14)?
                     .and_then(|raw| serde_json::from_slice(&raw).ok()),
                 thread_note: r.get(15)?,
-                has_html: r.get(16)?,
+                html: r.get(16)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -881,16 +881,30 @@ impl TicketStore for SqliteStore {
         contact: ContactRef,
         ticket: NewTicket,
         owner: String,
+        idempotency_key: Option<String>,
     ) -> StoreFuture<'_, TicketId> {
-        Box::pin(
-            self.write(move |c| {
-                inbound::open_outbound_ticket(c, &channel, &contact, &ticket, &owner)
-            }),
-        )
+        Box::pin(self.write(move |c| {
+            inbound::open_outbound_ticket(
+                c,
+                &channel,
+                &contact,
+                &ticket,
+                &owner,
+                idempotency_key.as_deref(),
+            )
+        }))
     }
 
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
         Box::pin(self.read(move |c| ob::reply_context(c, ticket, recent)))
+    }
+
+    fn quote_source(&self, ticket: TicketId) -> StoreFuture<'_, Option<QuoteSource>> {
+        Box::pin(self.read(move |c| ob::quote_source(c, ticket)))
+    }
+
+    fn ticket_raws(&self, ticket: TicketId) -> StoreFuture<'_, Vec<Vec<u8>>> {
+        Box::pin(self.read(move |c| ob::ticket_raws(c, ticket)))
     }
 }
 
@@ -907,8 +921,22 @@ impl OutboxStore for SqliteStore {
         Box::pin(self.read(ob::notice_key))
     }
 
-    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
+    /// One node: nothing to claim against.
+    fn due_outbox(
+        &self,
+        _claim: OutboxClaim,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<OutboxItem>> {
         Box::pin(self.read(move |c| ob::due_outbox(c, now_ms, limit)))
+    }
+
+    fn extend_outbox_claims(
+        &self,
+        _claim: OutboxClaim,
+        _ids: Vec<OutboxId>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
     }
 
     fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
@@ -931,6 +959,9 @@ impl MailboxStore for SqliteStore {
 
     fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome> {
         Box::pin(self.write(move |c| {
+            if let Some(fence) = &batch.fence {
+                super::lease::check(c, fence)?;
+            }
             super::mailbox::spool_pulled(c, &batch, |c, m, h| insert_spool(c, m, h, now_ms()))
         }))
     }
@@ -955,12 +986,14 @@ impl MailboxStore for SqliteStore {
         channel: String,
         folder: String,
         uidvalidity: u32,
+        fence: Option<Fence>,
     ) -> StoreFuture<'_, ()> {
-        Box::pin(
-            self.write(move |c| {
-                super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
-            }),
-        )
+        Box::pin(self.write(move |c| {
+            if let Some(fence) = &fence {
+                super::lease::check(c, fence)?;
+            }
+            super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
+        }))
     }
 
     fn set_mailbox_state(
@@ -1007,6 +1040,31 @@ impl MailboxStore for SqliteStore {
 
     fn open_alerts(&self) -> StoreFuture<'_, Vec<super::AlertView>> {
         Box::pin(self.read(super::mailbox::open_alerts))
+    }
+}
+
+impl LeaseStore for SqliteStore {
+    fn acquire_lease(
+        &self,
+        name: String,
+        node: String,
+        ttl_ms: i64,
+    ) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.write(move |c| super::lease::acquire(c, &name, &node, ttl_ms)))
+    }
+
+    fn release_lease(&self, fence: Fence) -> StoreFuture<'_, ()> {
+        Box::pin(
+            self.write(move |c| super::lease::release(c, &fence.lease, &fence.node, fence.epoch)),
+        )
+    }
+
+    fn check_lease(&self, fence: Fence) -> StoreFuture<'_, ()> {
+        Box::pin(self.read(move |c| super::lease::check(c, &fence)))
+    }
+
+    fn leases_held(&self, node: String) -> StoreFuture<'_, u64> {
+        Box::pin(self.read(move |c| super::lease::held(c, &node)))
     }
 }
 
@@ -1147,6 +1205,14 @@ impl WebStore for SqliteStore {
         Box::pin(self.read(move |c| web::message_html(c, ticket, position)))
     }
 
+    fn message_raw(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(self.read(move |c| web::message_raw(c, ticket, position)))
+    }
+
+    fn contact_view(&self, email: String) -> StoreFuture<'_, Option<ContactView>> {
+        Box::pin(self.read(move |c| web::contact_view(c, &email)))
+    }
+
     fn activity(&self) -> StoreFuture<'_, i64> {
         Box::pin(self.read(web::activity))
     }
@@ -1156,3 +1222,18 @@ mod inbound;
 #[cfg(test)]
 mod tests;
 mod wal_vfs;
+
+/// One implicit node: the process that holds the file. Nothing to record.
+impl NodeStore for SqliteStore {
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeView>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn heartbeat(&self, _beat: NodeBeat) -> StoreFuture<'_, bool> {
+        Box::pin(async { Ok(false) })
+    }
+
+    fn leave(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -293,6 +293,10 @@ pub struct MessageView {
     pub message_id: Option<String>,
     pub date: Option<String>,
     pub text: Option<String>,
+    /// The HTML part as received or sent, `cid:` references to inline
+    /// images intact (served by `GET /api/v1/tickets/{n}/inline/{cid}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
     pub author: Option<String>,
     pub classification: serde_json::Value,
     pub sender_resolution: serde_json::Value,
@@ -309,9 +313,6 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_note: Option<String>,
     pub created_at: i64,
-    /// The message has an HTML part (shown by the web inbox, sandboxed).
-    #[serde(skip)]
-    pub has_html: bool,
 }
 
 /// A ticket with its messages.

@@ -9,7 +9,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StoreFuture, TicketId, TicketSummary, TokenRole};
+use super::{ContactView, StoreFuture, TicketId, TicketSummary, TokenRole};
 use crate::store::StoreError;
 
 /// The schema: web users, sessions, sign-in links, the activity index and
@@ -213,6 +213,16 @@ pub trait WebStore: Send + Sync {
     /// ticket's order), if it has one.
     fn message_html(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<String>>;
 
+    /// The raw mail of a ticket's message at `position` (0-based, in the
+    /// ticket's order): an inbound message as received by mail, a reply as
+    /// composed for the relay; `None` for a note, a form submission, or no
+    /// such message.
+    fn message_raw(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<Vec<u8>>>;
+
+    /// One contact by address (normalised by the caller), with its owner
+    /// and its number of tickets.
+    fn contact_view(&self, email: String) -> StoreFuture<'_, Option<ContactView>>;
+
     /// A counter that grows whenever any ticket changes (a message, a
     /// note, a status or owner, a delivery): live pages poll it.
     fn activity(&self) -> StoreFuture<'_, i64>;
@@ -356,7 +366,7 @@ pub(crate) fn inbox_query(q: &InboxQuery) -> (String, Vec<rusqlite::types::Value
     }
     w.eq("t.status", q.status.as_deref());
     w.eq("t.owner", q.owner.as_deref());
-    let contact = q.contact.as_deref().map(crate::config::normalize_email);
+    let contact = q.contact.as_deref().map(crate::mail::normalize_email);
     w.eq("c.email", contact.as_deref());
     if let Some(search) = q.search.as_deref().and_then(fts_query) {
         let p = w.bind(search);
@@ -426,6 +436,46 @@ pub(crate) fn message_html(
         .query_row(params![ticket.0, position as i64], |r| r.get(0))
         .optional()?
         .flatten())
+}
+
+pub(crate) fn message_raw(
+    conn: &Connection,
+    ticket: TicketId,
+    position: usize,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT CASE m.direction
+                      WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                                            WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
+                      WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
+                                             WHERE o.message_id = m.id)
+                    END
+               FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id LIMIT 1 OFFSET ?2",
+        )?
+        .query_row(params![ticket.0, position as i64], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+pub(crate) fn contact_view(
+    conn: &Connection,
+    email: &str,
+) -> Result<Option<ContactView>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
+               FROM contacts c WHERE c.email = ?1",
+        )?
+        .query_row([email], |r| {
+            Ok(ContactView {
+                email: r.get(0)?,
+                name: r.get(1)?,
+                owner: r.get(2)?,
+                tickets: r.get(3)?,
+            })
+        })
+        .optional()?)
 }
 
 pub(crate) fn activity(conn: &Connection) -> Result<i64, StoreError> {

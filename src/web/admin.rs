@@ -43,7 +43,7 @@ pub async fn page(
         .unwrap_or_else(|| agent.id.clone());
     let preview_user = config.user(&chosen).or_else(|| config.user(&agent.id));
     let body = html! {
-        h1 { "Admin" }
+        h1 { (lang.t("Admin")) }
         section aria-labelledby="channels-h" {
             h2 #channels-h { (lang.t("Channel")) }
             form method="get" action="/admin" {
@@ -57,7 +57,7 @@ pub async fn page(
                 " " button type="submit" { (lang.t("Show")) }
             }
             table.tickets {
-                thead { tr { th { "id" } th { "kind" } th { "address" } th { (lang.t("From line")) } th { (lang.t("Signature")) } th { } } }
+                thead { tr { th { (lang.t("ID")) } th { (lang.t("Kind")) } th { (lang.t("Address")) } th { (lang.t("From line")) } th { (lang.t("Signature")) } th { } } }
                 tbody {
                     @for c in &config.channels {
                         @let enabled = s.live.channel_enabled(c);
@@ -87,7 +87,7 @@ pub async fn page(
         section aria-labelledby="users-h" {
             h2 #users-h { (lang.t("Users")) }
             table.tickets {
-                thead { tr { th { "id" } th { (lang.t("Name")) } th { (lang.t("Email")) } th { (lang.t("Licence")) } th { (lang.t("Available")) } } }
+                thead { tr { th { (lang.t("ID")) } th { (lang.t("Name")) } th { (lang.t("Email")) } th { (lang.t("Licence")) } th { (lang.t("Available")) } } }
                 tbody {
                     @for u in &config.users {
                         @let available = s.live.user_available(u);
@@ -101,7 +101,7 @@ pub async fn page(
             }
         }
     };
-    layout(lang, "Admin", Some(&agent), body).into_response()
+    layout(lang, lang.t("Admin"), Some(&agent), body).into_response()
 }
 
 /// A button that switches `user`'s availability (with the state now).

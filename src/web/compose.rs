@@ -1,6 +1,8 @@
 //! `/compose`: a new email to a contact from a channel. It opens a ticket
 //! the agent owns, through [`crate::api::actions::compose`] (the same
 //! function as `POST /api/v1/tickets/outbound`), then shows that ticket.
+//! The form carries a per-render idempotency key: sent twice, it opens
+//! one ticket.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -16,10 +18,13 @@ use crate::api::AppState;
 pub async fn form(State(s): State<AppState>, agent: Agent, headers: HeaderMap) -> Response {
     let lang = Lang::of(&headers);
     let config = s.live.config();
+    // A re-sent form (reload, double click) opens one ticket.
+    let idem = crate::api::auth::new_token().unwrap_or_default();
     let body = html! {
         h1 { (lang.t("New email")) }
         form.compose method="post" action="/compose" {
             input type="hidden" name="csrf" value=(agent.csrf);
+            input type="hidden" name="idem" value=(idem);
             label { (lang.t("Channel")) br;
                 select name="channel" required {
                     @for c in config.channels.iter().filter(|c| c.address.is_some() && s.live.channel_enabled(c)) {
@@ -48,6 +53,7 @@ pub struct ComposeForm {
     name: Option<String>,
     subject: String,
     text: String,
+    idem: Option<String>,
 }
 
 pub async fn send(
@@ -68,7 +74,7 @@ pub async fn send(
         author: user.id.clone(),
         text: f.text,
         attachments: Vec::new(),
-        idempotency_key: None,
+        idempotency_key: f.idem.filter(|k| !k.is_empty()).map(|k| format!("web:{k}")),
     };
     match crate::api::actions::compose(&s, &user, request).await {
         Ok(q) => Redirect::to(&format!("/tickets/{}", q.ticket)).into_response(),

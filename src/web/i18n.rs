@@ -82,6 +82,40 @@ const DE: &[(&str, &str)] = &[
     ("New email", "Neue E-Mail"),
     ("Text", "Text"),
     ("Send", "Senden"),
+    (
+        "Or get a one-time sign-in link by email:",
+        "Oder einen einmaligen Anmeldelink per E-Mail erhalten:",
+    ),
+    ("Email me a link", "Link per E-Mail senden"),
+    ("Contact owner", "Kontakt-Betreuer"),
+    ("attached message", "angehängte Nachricht"),
+    ("Resent headers", "Resent-Kopfzeilen"),
+    ("mailing list", "Mailingliste"),
+    ("From", "Von"),
+    ("To", "An"),
+    ("bulk", "Massenmail"),
+    ("loop", "Mailschleife"),
+    ("Admin", "Verwaltung"),
+    ("ID", "ID"),
+    ("Kind", "Art"),
+    ("Address", "Adresse"),
+    (
+        "Quote the customer's last message",
+        "Letzte Nachricht des Kunden zitieren",
+    ),
+    ("none", "keiner"),
+    (
+        "If the address belongs to an agent, a link is on its way.",
+        "Wenn die Adresse zu einem Agenten gehört, ist ein Link unterwegs.",
+    ),
+    (
+        "Sign in with the link from your mail.",
+        "Mit dem Link aus Ihrer E-Mail anmelden.",
+    ),
+    (
+        "This sign-in link cannot be used (used already, expired or unknown). Ask for a new one.",
+        "Dieser Anmeldelink gilt nicht (schon benutzt, abgelaufen oder unbekannt). Bitte einen neuen anfordern.",
+    ),
 ];
 
 impl Lang {
@@ -149,5 +183,51 @@ mod tests {
         assert_eq!(Lang::of(&h), Lang::En);
         assert_eq!(Lang::De.t("Inbox"), "Posteingang");
         assert_eq!(Lang::De.t("no such text"), "no such text");
+    }
+
+    /// Every text the pages look up (`t("…")` in the web module's sources,
+    /// and the texts handed to a helper that looks them up) has a German
+    /// entry, and no English text has two.
+    #[test]
+    fn every_text_the_pages_use_is_in_german() {
+        let sources = [
+            include_str!("admin.rs"),
+            include_str!("attachments.rs"),
+            include_str!("compose.rs"),
+            include_str!("link.rs"),
+            include_str!("mod.rs"),
+            include_str!("pages.rs"),
+            include_str!("session.rs"),
+            include_str!("ticket.rs"),
+        ];
+        let mut used = Vec::new();
+        for src in sources {
+            for marker in [".t(\"", "answer(", "fail("] {
+                for (at, _) in src.match_indices(marker) {
+                    let rest = &src[at + marker.len()..];
+                    // A helper's text is the next string literal in its call.
+                    let rest = if marker.ends_with('"') {
+                        rest
+                    } else {
+                        match rest.get(..120).unwrap_or(rest).find('"') {
+                            Some(i) => &rest[i + 1..],
+                            None => continue,
+                        }
+                    };
+                    if let Some(end) = rest.find('"') {
+                        used.push(rest[..end].to_string());
+                    }
+                }
+            }
+        }
+        assert!(used.len() > 50, "the scan finds the pages' texts: {used:?}");
+        let missing: Vec<_> = used
+            .iter()
+            .filter(|en| !DE.iter().any(|(e, _)| e == en))
+            .collect();
+        assert!(missing.is_empty(), "no German for {missing:?}");
+        for (i, (en, _)) in DE.iter().enumerate() {
+            assert!(!DE[..i].iter().any(|(e, _)| e == en), "{en:?} twice");
+        }
     }
 }

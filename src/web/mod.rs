@@ -1,9 +1,11 @@
 //! The agents' web inbox: server-rendered pages on the API's listener.
 //!
-//! Owns the pages ([`pages`]: sign-in, inbox; [`ticket`]: a ticket, its
+//! Owns the pages ([`pages`]: sign-in, inbox; [`link`]: one-time sign-in
+//! links by email; [`ticket`]: a ticket, its
 //! conversation and the reply, note and update forms; [`admin`]: channels,
 //! previews, users, availability; [`compose`]: a new email), sessions and CSRF
-//! ([`session`]), live updates ([`events`]: server-sent events), the two
+//! ([`session`]), attachments ([`attachments`]: listed per message,
+//! downloaded, never rendered), live updates ([`events`]: server-sent events), the two
 //! languages ([`i18n`]) and the embedded, cache-busted assets (one small
 //! script, one stylesheet). Every page works without the script.
 //!
@@ -18,9 +20,11 @@
 //! `sandbox` iframe. Text is escaped by the template engine (maud).
 
 pub mod admin;
+pub mod attachments;
 pub mod compose;
 pub mod events;
 pub mod i18n;
+pub mod link;
 pub mod pages;
 pub mod session;
 pub mod ticket;
@@ -133,6 +137,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(pages::inbox))
         .route("/login", get(pages::login_form).post(pages::login))
+        .route("/login/link", post(link::request))
+        .route("/login/link/{token}", get(link::page).post(link::use_link))
         .route("/logout", post(pages::logout))
         .route("/lang/{code}", get(pages::set_lang))
         .route("/tickets/{n}", get(ticket::show))
@@ -140,6 +146,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/tickets/{n}/note", post(ticket::note))
         .route("/tickets/{n}/update", post(ticket::update))
         .route("/tickets/{n}/messages/{i}/html", get(ticket::message_html))
+        .route(
+            "/tickets/{n}/messages/{i}/attachments/{j}",
+            get(attachments::download),
+        )
         .route("/events", get(events::stream))
         .route("/compose", get(compose::form).post(compose::send))
         .route("/admin", get(admin::page))

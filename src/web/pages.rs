@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -41,7 +41,7 @@ pub fn layout(lang: Lang, title: &str, agent: Option<&Agent>, body: Markup) -> H
                         a href="/" { (lang.t("Inbox")) }
                         a href="/compose" { (lang.t("New email")) }
                         @if agent.role == crate::store::TokenRole::Admin {
-                            a href="/admin" { "Admin" }
+                            a href="/admin" { (lang.t("Admin")) }
                         }
                         span.muted { (agent.id) }
                         (super::admin::availability_form(lang, agent, &agent.id, agent.available))
@@ -89,7 +89,13 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-fn login_page(lang: Lang, next: &str, email: &str, error: Option<&str>) -> Html<String> {
+fn login_page(
+    lang: Lang,
+    links: bool,
+    next: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Html<String> {
     layout(
         lang,
         lang.t("Sign in"),
@@ -107,13 +113,26 @@ fn login_page(lang: Lang, next: &str, email: &str, error: Option<&str>) -> Html<
                     input type="password" name="password" autocomplete="current-password" required; }
                 button type="submit" { (lang.t("Sign in")) }
             }
+            @if links {
+                form.login.link method="post" action="/login/link" {
+                    p { (lang.t("Or get a one-time sign-in link by email:")) }
+                    label { (lang.t("Email")) br;
+                        input type="email" name="email" autocomplete="username" required; }
+                    button type="submit" { (lang.t("Email me a link")) }
+                }
+            }
         },
     )
 }
 
-pub async fn login_form(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Html<String> {
+pub async fn login_form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Html<String> {
     let lang = Lang::of(&headers);
-    login_page(lang, &local_path(q.next.as_deref()), "", None)
+    let links = super::link::enabled(&s.live.config());
+    login_page(lang, links, &local_path(q.next.as_deref()), "", None)
 }
 
 #[derive(Deserialize)]
@@ -131,24 +150,19 @@ pub async fn login(
     Extension(limits): Extension<Arc<SigninLimits>>,
     req: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let lang = Lang::of(&parts.headers);
-    if session::cross_origin(&parts.headers) {
-        return (StatusCode::FORBIDDEN, "cross-origin request refused\n").into_response();
-    }
-    let req = axum::extract::Request::from_parts(parts.clone(), body);
-    let Ok(Form(form)) =
-        <Form<LoginForm> as axum::extract::FromRequest<AppState>>::from_request(req, &s).await
-    else {
-        return (StatusCode::BAD_REQUEST, "bad sign-in form\n").into_response();
+    let (parts, form) = match session::public_form::<LoginForm>(&s, req).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
+    let lang = Lang::of(&parts.headers);
     let next = local_path(form.next.as_deref());
-    let email = crate::config::normalize_email(&form.email);
+    let email = crate::mail::normalize_email(&form.email);
     let ip = session::client_ip(&parts.extensions, &parts.headers, &s);
+    let links = super::link::enabled(&s.live.config());
     let fail = |status: StatusCode, message: &'static str| {
         (
             status,
-            login_page(lang, &next, &email, Some(lang.t(message))),
+            login_page(lang, links, &next, &email, Some(lang.t(message))),
         )
             .into_response()
     };

@@ -40,13 +40,16 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub const SIGNINS_PER_MINUTE: u32 = 10;
 /// Largest form body accepted (a reply's text and its fields).
 pub const MAX_FORM: usize = 2 * 1024 * 1024;
+/// Largest `multipart/form-data` form (a reply with attachments): a
+/// form's text and the API's attachment limit.
+pub const MAX_UPLOAD: usize = MAX_FORM + crate::outbound::MAX_ATTACHMENTS_BYTES + 64 * 1024;
 /// Longest password accepted (argon2 takes any length; this bounds the work).
 pub const MAX_PASSWORD: usize = 1024;
 
 /// An argon2id PHC string for `password` (default parameters: 19 MiB,
 /// 2 passes), with a fresh random salt.
 pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::encode_b64(&crate::ingest::thread::random_bytes::<16>())
+    let salt = SaltString::encode_b64(&crate::mail::random_bytes::<16>())
         .map_err(|e| format!("salt: {e}"))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -95,6 +98,11 @@ impl SigninLimits {
         let ip_ok = ip.is_none_or(|ip| self.by_key.check_key(&format!("ip:{ip}")).is_ok());
         let email_ok = self.by_key.check_key(&format!("email:{email}")).is_ok();
         ip_ok && email_ok
+    }
+
+    /// Take one attempt for the client `ip` alone (using a sign-in link).
+    pub fn take_ip(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_none_or(|ip| self.by_key.check_key(&format!("ip:{ip}")).is_ok())
     }
 }
 
@@ -272,10 +280,77 @@ impl FromRequestParts<AppState> for Agent {
 
 /// A POSTed form from a signed-in agent, its `csrf` field this session's
 /// token and its origin the page's own; anything else is refused 403
-/// before the form is even parsed.
+/// before the form is even parsed. URL-encoded, or `multipart/form-data`
+/// with files (up to [`MAX_UPLOAD`], the files within the API's
+/// attachment limit).
 pub struct Posted<T> {
     pub agent: Agent,
     pub form: T,
+    /// The files of a multipart form (file inputs left empty are skipped).
+    pub files: Vec<crate::outbound::Attachment>,
+}
+
+/// A `multipart/form-data` body: its text fields and its files.
+async fn multipart(
+    content_type: &str,
+    body: axum::body::Bytes,
+) -> Result<(Vec<(String, String)>, Vec<crate::outbound::Attachment>), Response> {
+    let bad = |e: multer::Error| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("malformed multipart form: {e}\n"),
+        )
+            .into_response()
+    };
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let (mut fields, mut files) = (Vec::new(), Vec::new());
+    let mut total = 0;
+    while let Some(field) = parts.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let file = field.file_name().map(str::to_string);
+        let media = field
+            .content_type()
+            .map(|m| m.essence_str().to_ascii_lowercase());
+        let bytes = field.bytes().await.map_err(bad)?;
+        match file {
+            Some(f) if f.is_empty() && bytes.is_empty() => {}
+            Some(filename) => {
+                total += bytes.len();
+                if total > crate::outbound::MAX_ATTACHMENTS_BYTES {
+                    return Err(
+                        Refused(StatusCode::PAYLOAD_TOO_LARGE, "attachments too large")
+                            .into_response(),
+                    );
+                }
+                let content_type = media
+                    .filter(|m| {
+                        crate::outbound::quote::valid_media_type(m)
+                            && m != "application/octet-stream"
+                    })
+                    .unwrap_or_else(|| {
+                        crate::outbound::compose::content_type_for(&filename).to_string()
+                    });
+                files.push(crate::outbound::Attachment {
+                    filename,
+                    content_type,
+                    data: bytes.to_vec(),
+                });
+            }
+            None => {
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("field {name:?} is not UTF-8 text\n"),
+                    )
+                        .into_response()
+                })?;
+                fields.push((name, text));
+            }
+        }
+    }
+    Ok((fields, files))
 }
 
 /// Why a POST was refused.
@@ -312,6 +387,24 @@ pub fn cross_origin(headers: &HeaderMap) -> bool {
     origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }
 
+/// A form POSTed without a session (signing in): refused 403 when it says
+/// it comes from another origin, 400 when it is not the form expected.
+/// Returns the request's parts (headers, client address) and the form.
+pub async fn public_form<T: DeserializeOwned + Send>(
+    s: &AppState,
+    req: Request,
+) -> Result<(Parts, T), Response> {
+    let (parts, body) = req.into_parts();
+    if cross_origin(&parts.headers) {
+        return Err((StatusCode::FORBIDDEN, "cross-origin request refused\n").into_response());
+    }
+    let req = Request::from_parts(parts.clone(), body);
+    match Form::<T>::from_request(req, s).await {
+        Ok(Form(form)) => Ok((parts, form)),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "bad sign-in form\n").into_response()),
+    }
+}
+
 /// Equal by their digests: no early exit on the first differing byte.
 fn same_secret(a: &str, b: &str) -> bool {
     token_hash(a) == token_hash(b)
@@ -334,9 +427,33 @@ where
                 Refused(StatusCode::FORBIDDEN, "cross-origin request refused").into_response(),
             );
         }
-        let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let is_multipart = content_type
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data");
+        let limit = if is_multipart { MAX_UPLOAD } else { MAX_FORM };
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
             Refused(StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response()
         })?;
+        // A multipart form continues as the URL-encoded form of its text
+        // fields, its files apart.
+        let (bytes, files) = if is_multipart {
+            let (fields, files) = multipart(&content_type, bytes).await?;
+            let mut enc = form_urlencoded::Serializer::new(String::new());
+            enc.extend_pairs(fields);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            (axum::body::Bytes::from(enc.finish()), files)
+        } else {
+            (bytes, Vec::new())
+        };
         let csrf = form_urlencoded::parse(&bytes)
             .find(|(k, _)| k == "csrf")
             .map(|(_, v)| v.into_owned())
@@ -351,7 +468,7 @@ where
         let Form(form) = Form::<T>::from_request(req, s)
             .await
             .map_err(|e| (StatusCode::BAD_REQUEST, e.body_text()).into_response())?;
-        Ok(Posted { agent, form })
+        Ok(Posted { agent, form, files })
     }
 }
 

@@ -65,10 +65,15 @@ pub async fn show(
             })
             .await?;
         let version = s.store.activity().await?;
-        Ok::<_, ApiError>((ticket, others, version))
+        let files = super::attachments::of_ticket(&s, n, ticket.messages.len()).await?;
+        let contact = s
+            .store
+            .contact_view(ticket.head.contact.email.clone())
+            .await?;
+        Ok::<_, ApiError>((ticket, others, version, files, contact))
     }
     .await;
-    let (ticket, mut others, version) = match result {
+    let (ticket, mut others, version, files, contact) = match result {
         Ok(r) => r,
         Err(e) => return super::error_page(lang, &e),
     };
@@ -82,7 +87,7 @@ pub async fn show(
             div {
                 div #live data-version=(version) {
                     @for (i, m) in ticket.messages.iter().enumerate() {
-                        (message(&config, lang, n, i, m, images == Some(i)))
+                        (message(&config, lang, n, i, m, images == Some(i), files.get(i).map_or(&[][..], Vec::as_slice)))
                     }
                 }
                 (reply_form(&s, lang, &agent, &ticket, &idem))
@@ -97,11 +102,22 @@ pub async fn show(
             }
             aside {
                 (update_form(&s, lang, &agent, &ticket))
-                section aria-labelledby="contact-h" {
+                section #contact aria-labelledby="contact-h" {
                     h2 #contact-h { (lang.t("Contact")) }
                     p {
                         @if let Some(name) = &ticket.head.contact.name { (name) br; }
-                        (ticket.head.contact.email)
+                        a href=(format!("/?view=open&contact={}", form_urlencoded::byte_serialize(ticket.head.contact.email.as_bytes()).collect::<String>())) {
+                            (ticket.head.contact.email)
+                        }
+                    }
+                    p.contact-owner {
+                        (lang.t("Contact owner")) ": "
+                        @match contact.as_ref().and_then(|c| c.owner.as_deref()) {
+                            Some(id) => strong data-owner=(id) {
+                                (config.user(id).map_or_else(|| id.to_string(), |u| u.full_name()))
+                            },
+                            None => span.muted { (lang.t("none")) },
+                        }
                     }
                     h3 { (lang.t("Other tickets")) }
                     (ticket_table(lang, &others))
@@ -124,11 +140,11 @@ fn name_addr(name: Option<&str>, email: Option<&str>) -> String {
 }
 
 /// How a resolution method reads to an agent.
-fn method_label(method: &str) -> String {
+fn method_label(lang: Lang, method: &str) -> String {
     match method {
-        "rfc822" => "attached message".into(),
-        "resent" => "Resent headers".into(),
-        m if m.starts_with("list:") => "mailing list".into(),
+        "rfc822" => lang.t("attached message").into(),
+        "resent" => lang.t("Resent headers").into(),
+        m if m.starts_with("list:") => lang.t("mailing list").into(),
         m => match m.strip_prefix("body:") {
             Some(client) => {
                 let mut c = client.chars();
@@ -136,7 +152,10 @@ fn method_label(method: &str) -> String {
                     .next()
                     .map(|f| f.to_uppercase().chain(c).collect())
                     .unwrap_or_default();
-                format!("{client} forward")
+                match lang {
+                    Lang::En => format!("{client} forward"),
+                    Lang::De => format!("{client}-Weiterleitung"),
+                }
             }
             None => m.to_string(),
         },
@@ -166,7 +185,7 @@ fn who_wrote(lang: Lang, m: &MessageView) -> Option<String> {
         "{} {fwd_name} — {} {contact}, {}",
         lang.t("forwarded by"),
         lang.t("original sender"),
-        method_label(method)
+        method_label(lang, method)
     ))
 }
 
@@ -201,7 +220,8 @@ fn badges(lang: Lang, m: &MessageView) -> Markup {
         @match kind {
             "auto_reply" => span.badge.auto { (lang.t("auto-reply")) },
             "bounce" => span.badge.bounce { (lang.t("bounce")) },
-            "bulk" | "loop" => span.badge { (kind) },
+            "bulk" => span.badge { (lang.t("bulk")) },
+            "loop" => span.badge { (lang.t("loop")) },
             _ => {},
         }
         @if let Some(d) = m.delivery.as_deref() {
@@ -219,6 +239,7 @@ fn message(
     i: usize,
     m: &MessageView,
     images: bool,
+    files: &[super::attachments::AttachmentInfo],
 ) -> Markup {
     let from = match (m.direction.as_str(), m.author.as_deref()) {
         ("inbound", _) | (_, None) => name_addr(m.from_name.as_deref(), m.from.as_deref()),
@@ -251,8 +272,18 @@ fn message(
             @if !quoted.is_empty() {
                 details { summary { (lang.t("Quoted text")) } div.body { (quoted) } }
             }
+            @if !files.is_empty() {
+                ul.attachments aria-label=(lang.t("Attachments")) {
+                    @for a in files {
+                        li {
+                            a href=(format!("/tickets/{n}/messages/{i}/attachments/{}", a.index)) download=(a.name) { (a.name) }
+                            " " span.muted { "(" (super::attachments::human_size(a.size)) ", " (a.content_type) ")" }
+                        }
+                    }
+                }
+            }
             // Customer HTML only: ours is the text above, composed.
-            @if m.has_html && direction == "inbound" {
+            @if m.html.is_some() && direction == "inbound" {
                 @let src = if images { format!("/tickets/{n}/messages/{i}/html?images=1") } else { format!("/tickets/{n}/messages/{i}/html") };
                 iframe.html sandbox="" referrerpolicy="no-referrer" src=(src) title=(format!("HTML {i}")) {}
                 @if !images {
@@ -283,14 +314,16 @@ fn reply_form(s: &AppState, lang: Lang, agent: &Agent, t: &TicketDetail, idem: &
     html! {
         section aria-labelledby="reply-h" {
             h2 #reply-h { (lang.t("Reply")) }
-            form method="post" action=(format!("/tickets/{n}/reply")) {
+            form method="post" action=(format!("/tickets/{n}/reply")) enctype="multipart/form-data" {
                 input type="hidden" name="csrf" value=(agent.csrf);
                 input type="hidden" name="idem" value=(idem);
                 textarea #reply-text name="text" aria-labelledby="reply-h" required {}
+                label { (lang.t("Attachments")) " " input type="file" name="attachments" multiple; }
                 label { input type="checkbox" name="cc_thread" value="1"; " " (lang.t("Cc the thread's other participants")) }
+                label { input type="checkbox" name="quote_history" value="1" checked[config.outbound.quote_history]; " " (lang.t("Quote the customer's last message")) }
                 div.preview aria-label=(lang.t("What the customer will see")) {
-                    div.from { "From: " span #preview-from { (from) } }
-                    div.from { "To: " (t.head.contact.email) }
+                    div.from { (lang.t("From")) ": " span #preview-from { (from) } }
+                    div.from { (lang.t("To")) ": " (t.head.contact.email) }
                     div.body #preview-text {}
                     @if !signature.is_empty() { div.body #preview-signature { (signature) } }
                 }
@@ -342,6 +375,8 @@ fn after(lang: Lang, n: TicketId, r: Result<(), ApiError>) -> Response {
 pub struct ReplyForm {
     text: String,
     cc_thread: Option<String>,
+    /// The box is sent only when ticked: absent means no quote.
+    quote_history: Option<String>,
     idem: Option<String>,
 }
 
@@ -353,7 +388,7 @@ pub async fn reply(
 ) -> Response {
     let lang = Lang::of(&headers);
     let user = posted.agent.auth_user();
-    let f = posted.form;
+    let (f, files) = (posted.form, posted.files);
     let r = async {
         let n = number(&n)?;
         if f.text.trim().is_empty() {
@@ -365,9 +400,10 @@ pub async fn reply(
             text: Some(f.text),
             html: None,
             subject: None,
-            attachments: Vec::new(),
+            attachments: files,
             cc_thread: f.cc_thread.is_some(),
             idempotency_key: f.idem.filter(|k| !k.is_empty()).map(|k| format!("web:{k}")),
+            quote_history: Some(f.quote_history.is_some()),
         };
         crate::api::actions::reply(&s, &user, request).await?;
         Ok(n)
@@ -489,8 +525,9 @@ mod tests {
 
     #[test]
     fn methods_read_as_words() {
-        assert_eq!(method_label("body:gmail"), "Gmail forward");
-        assert_eq!(method_label("rfc822"), "attached message");
-        assert_eq!(method_label("list:reply-to"), "mailing list");
+        assert_eq!(method_label(Lang::En, "body:gmail"), "Gmail forward");
+        assert_eq!(method_label(Lang::En, "rfc822"), "attached message");
+        assert_eq!(method_label(Lang::En, "list:reply-to"), "mailing list");
+        assert_eq!(method_label(Lang::De, "body:gmail"), "Gmail-Weiterleitung");
     }
 }

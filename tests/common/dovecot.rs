@@ -311,6 +311,32 @@ fn chown_nobody(path: &Path) {
     assert!(st.success(), "chown failed");
 }
 
+/// A `kind = "imap"` channel `id` pulling `dc`'s INBOX as `test` with the
+/// password in `pw`, `extra` added to its `[channels.imap]`.
+pub fn imap_channel(id: &str, address: &str, dc: &Dovecot, pw: &Path, extra: &str) -> String {
+    imap_channel_on(id, address, dc.port, pw, extra)
+}
+
+/// [`imap_channel`] through whatever listens on `port` (a proxy in front of
+/// Dovecot).
+pub fn imap_channel_on(id: &str, address: &str, port: u16, pw: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[[channels]]
+id = "{id}"
+kind = "imap"
+address = "{address}"
+[channels.imap]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+username = "test"
+password_file = {pw:?}
+{extra}
+"#
+    )
+}
+
 /// A test message with a unique Message-ID, about `size` bytes of body.
 pub fn message(i: usize, size: usize) -> Vec<u8> {
     let line = "The quick brown fox jumps over the lazy dog, again and again.\r\n";

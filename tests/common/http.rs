@@ -119,3 +119,30 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// `GET path` with a bearer token; returns the status, the body as bytes
+/// (not decoded: a binary body, sent with a Content-Length) and the
+/// response head lower-cased.
+pub fn get_bytes(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("write request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    let body = raw.get(at + 4..).unwrap_or_default().to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body, head)
+}

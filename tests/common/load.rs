@@ -63,19 +63,29 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize, per_client: usize) -> Load {
+        Load::spread(&[addr], clients, per_client)
+    }
+
+    /// Clients spread over several servers (nodes): client `k` starts on
+    /// `addrs[k % n]` and, like an MTA with several MX hosts, tries the next
+    /// one after a failure (a retry may so reach another node with a message
+    /// the first one stored but never acknowledged).
+    pub fn spread(addrs: &[SocketAddr], clients: usize, per_client: usize) -> Load {
         let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
         let sent = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for client in 0..clients {
             let (acked, sent, stop) = (acked.clone(), sent.clone(), stop.clone());
+            let addrs = addrs.to_vec();
             threads.push(std::thread::spawn(move || {
                 let mut conn = None;
+                let mut server = client % addrs.len();
                 let mut i = 0;
                 let mut failures = 0;
                 while i < per_client && !stop.load(Ordering::Relaxed) {
                     let id = format!("c{client}-m{i}@load.example");
-                    match try_send(&mut conn, addr, &id) {
+                    match try_send(&mut conn, addrs[server], &id) {
                         Ok(true) => {
                             acked.lock().expect("lock").insert(id);
                             sent.fetch_add(1, Ordering::Relaxed);
@@ -85,6 +95,7 @@ impl Load {
                         // Like a real MTA: retry the same message later.
                         _ => {
                             conn = None;
+                            server = (server + 1) % addrs.len();
                             failures += 1;
                             assert!(failures < 600, "client {client} could not reconnect");
                             std::thread::sleep(Duration::from_millis(50));

@@ -8,6 +8,7 @@ pub mod gmail;
 pub mod http;
 pub mod load;
 pub mod pg;
+pub mod pki;
 pub mod postfix;
 pub mod relay;
 pub mod smtp;
@@ -175,6 +176,21 @@ impl Daemon {
     pub fn start_http(http_extra: &str, rest: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_with(dir, "", None, http_extra, rest, None, DEFAULT_LOG)
+    }
+
+    /// Like [`Daemon::start_relay`] with `[http]` keys (besides `listen`)
+    /// given: they replace the harness's [`HTTP_EXTRA`].
+    pub fn start_relay_http(smtp_extra: &str, relay: &str, http_extra: &str, rest: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_with(
+            dir,
+            smtp_extra,
+            Some(relay),
+            http_extra,
+            rest,
+            None,
+            DEFAULT_LOG,
+        )
     }
 
     /// Like [`Daemon::start_full`], the daemon logging with `RUST_LOG=rust_log`.
@@ -446,6 +462,49 @@ impl Daemon {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Set `user`'s web inbox password (given on standard input, as an
+    /// admin types it) and web role with the CLI.
+    pub fn set_password(&self, user: &str, password: &str, role: &str) {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["users", "password", user, "--role", role])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("postdesk users password");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{password}").expect("write password");
+        drop(stdin);
+        assert!(child.wait_with_output().expect("wait").status.success());
+    }
+
+    /// Sign in to the web inbox with a password: the session cookie
+    /// (`name=value`), checked to be HttpOnly and SameSite=Lax.
+    pub fn sign_in(&self, email: &str, password: &str) -> String {
+        let body = format!(
+            "email={}&password={password}&next=%2F",
+            email.replace('@', "%40")
+        );
+        let (status, cookie, _) = http::request_header(
+            self.http,
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            None,
+            Some(&body),
+            "set-cookie",
+        );
+        assert_eq!(status, 303, "sign-in");
+        let cookie = cookie.expect("Set-Cookie");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        cookie.split(';').next().expect("name=value").to_string()
     }
 
     /// An HTTP request to this daemon's API: (status, JSON body or Null).

@@ -2,24 +2,17 @@
 //!
 //! Owns: turning a `From:` value typed into a body (`Name <a@b>`,
 //! `"Last, First" <a@b>`, `Name [mailto:a@b]`, `a@b<mailto:a@b>`, a bare
-//! address, or only a name) into an [`Address`], and normalising addresses
-//! (lower-case, trimmed — no provider-specific rewriting).
+//! address, or only a name) into an [`Address`], keyed as
+//! [`crate::mail::normalize_email`] does.
 //!
 //! Untrusted input: any text. Limits: values longer than [`MAX_VALUE`] bytes are
 //! truncated (on a char boundary) before parsing; never panics.
 
 use super::Address;
+use crate::mail::normalize_email;
 
 /// Longest header value we look at.
 pub(crate) const MAX_VALUE: usize = 2048;
-
-/// Normalise an address the way contacts are keyed.
-pub fn normalize_email(s: &str) -> String {
-    s.trim()
-        .trim_matches(|c| c == '<' || c == '>')
-        .trim()
-        .to_lowercase()
-}
 
 fn is_local_char(c: char) -> bool {
     c.is_alphanumeric() || "._%+-'!#$&*/=?^`{|}~".contains(c)

@@ -42,7 +42,7 @@ use super::labels::{
     separator_phrase, wrote_verbs,
 };
 use super::prep;
-use super::subject::{PrefixKind, first_prefix, first_prefix_word, has_forward_prefix};
+use crate::mail::subject::{PrefixKind, first_prefix, first_prefix_word, has_forward_prefix};
 
 /// Lines of a body we scan for a block.
 pub(crate) const MAX_LINES: usize = 20_000;

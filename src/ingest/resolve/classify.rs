@@ -40,22 +40,29 @@ fn has_header(msg: &Message<'_>, name: &str) -> bool {
         .any(|h| h.name().eq_ignore_ascii_case(name))
 }
 
+/// Whether `msg` is one of our own replies come back: its own Message-ID,
+/// or a token of an `X-Postdesk-Loop` header (for relays that rewrite the
+/// Message-ID), is a reply id signed with the install's key. The header or
+/// a Message-ID on our domain without a valid signature is a stranger's
+/// word (or another postdesk install's) and proves nothing.
 pub(crate) fn is_loop(msg: &Message<'_>, ctx: &ResolveContext<'_>) -> Option<String> {
-    if has_header(msg, "X-Postdesk-Loop") {
-        return Some("x-postdesk-loop header".into());
-    }
-    let domain = ctx.own_message_id_domain.trim().to_lowercase();
-    if !domain.is_empty()
-        && let Some(id) = msg.message_id()
-        && id
-            .trim()
-            .trim_end_matches('>')
-            .to_lowercase()
-            .ends_with(&format!("@{domain}"))
+    let key = ctx.loop_key?;
+    if let Some(id) = msg.message_id()
+        && crate::mail::tags::is_own_reply_id(id, key)
     {
-        return Some("own message-id domain".into());
+        return Some("our own reply (signed message-id)".into());
     }
-    None
+    let raw = msg.raw_message();
+    let signed_header = msg
+        .headers()
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("X-Postdesk-Loop"))
+        .filter_map(|h| raw.get(h.offset_start() as usize..h.offset_end() as usize))
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split([' ', '\t', '\r', '\n', ';', ',']))
+        .map(|token| token.trim().trim_start_matches("id="))
+        .any(|token| crate::mail::tags::is_own_reply_id(token, key));
+    signed_header.then(|| "our own reply (signed x-postdesk-loop)".into())
 }
 
 fn auto_reply_reason(msg: &Message<'_>) -> Option<String> {

@@ -26,22 +26,19 @@ mod attribution;
 mod block;
 mod classify;
 mod glued;
-mod html;
 mod labels;
 mod prep;
 #[cfg(test)]
 mod proptests;
-mod subject;
 
 use std::collections::HashSet;
 
 use mail_parser::{HeaderValue, Message, MimeHeaders, PartType};
 
 pub use crate::ingest::auth::Authentication;
-pub use address::normalize_email;
+pub use crate::mail::html::html_to_text;
+pub use crate::mail::subject::strip_subject_prefixes;
 pub use block::{Block, Client, Hints, find_block};
-pub use html::html_to_text;
-pub use subject::strip_subject_prefixes;
 
 /// How many forwards inside forwards we follow.
 pub const MAX_DEPTH: usize = 8;
@@ -56,8 +53,11 @@ pub struct ResolveContext<'a> {
     pub forwarders: &'a [String],
     /// Channel toggle: forwards belong to the original sender (default on).
     pub original_sender_of_forwards: bool,
-    /// Our outbound Message-IDs end with `@` + this.
-    pub own_message_id_domain: &'a str,
+    /// The install's key for signed tags ([`crate::mail::tags`]): a message
+    /// whose own Message-ID or `X-Postdesk-Loop` holds a reply id made with
+    /// it is one of our replies come back (a loop). `None`: no loop is
+    /// recognised (`postdesk resolve` without a store).
+    pub loop_key: Option<&'a [u8]>,
     /// What is proven about the message's origin: a team member's or
     /// forwarder's address in From/Resent-From counts only when covered.
     pub auth: &'a Authentication,
@@ -347,14 +347,14 @@ fn message_text(msg: &Message<'_>) -> Option<String> {
     let part = msg.text_part(0).or_else(|| msg.html_part(0))?;
     match &part.body {
         PartType::Text(t) => Some(t.to_string()),
-        PartType::Html(h) => Some(html::html_to_text(h)),
+        PartType::Html(h) => Some(html_to_text(h)),
         _ => None,
     }
 }
 
 fn html_text(msg: &Message<'_>) -> Option<String> {
     match &msg.html_part(0)?.body {
-        PartType::Html(h) => Some(html::html_to_text(h)),
+        PartType::Html(h) => Some(html_to_text(h)),
         _ => None,
     }
 }

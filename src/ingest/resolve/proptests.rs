@@ -49,7 +49,7 @@ proptest! {
         prop_assert!(msg.is_some());
         if let Some(msg) = msg {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "desk.acme.example", auth: &crate::ingest::auth::Authentication::assumed() };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, loop_key: None, auth: &crate::ingest::auth::Authentication::assumed() };
             prop_assert_eq!(resolve(&msg, &ctx).contact.email, "cust@example.com");
         }
     }
@@ -73,7 +73,7 @@ proptest! {
         let raw = mail(from, subject, &lines.join("\r\n"));
         if let Some(msg) = MessageParser::default().parse(raw.as_bytes()) {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, loop_key: None, auth: &crate::ingest::auth::Authentication::assumed() };
             let want = if outsider { "zed@outside.example" } else { "ann@acme.example" };
             prop_assert_eq!(resolve(&msg, &ctx).contact.email, want);
         }
@@ -84,7 +84,7 @@ proptest! {
         let raw = mail("Zed <zed@outside.example>", &subject.replace(['\r', '\n'], " "), &body);
         if let Some(msg) = MessageParser::default().parse(raw.as_bytes()) {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, loop_key: None, auth: &crate::ingest::auth::Authentication::assumed() };
             prop_assert_eq!(resolve(&msg, &ctx).contact.email, "zed@outside.example");
         }
     }
@@ -94,7 +94,7 @@ proptest! {
         if let Some(msg) = MessageParser::default().parse(&raw) {
             let t = team();
             let fw = vec!["g@groups.example".to_string()];
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &fw, original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &fw, original_sender_of_forwards: true, loop_key: None, auth: &crate::ingest::auth::Authentication::assumed() };
             let _ = resolve(&msg, &ctx);
             let _ = super::classify(&msg, Some(""), &ctx);
         }
@@ -266,7 +266,7 @@ proptest! {
         prop_assert!(msg.is_some());
         if let Some(msg) = msg {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, loop_key: None, auth: &crate::ingest::auth::Authentication::assumed() };
             let r = resolve(&msg, &ctx);
             prop_assert_eq!(&r.contact.email, owner, "{:?}", String::from_utf8_lossy(&raw));
             prop_assert_eq!(&r.method, method);
@@ -289,7 +289,7 @@ proptest! {
         let raw = wrapped("Re: Help", &text, wire, html, crlf);
         if let Some(msg) = crate::ingest::parse::parse(&raw) {
             let t = team();
-            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, own_message_id_domain: "d.example", auth: &crate::ingest::auth::Authentication::assumed() };
+            let ctx = ResolveContext { team_addresses: &t, forwarders: &[], original_sender_of_forwards: true, loop_key: None, auth: &crate::ingest::auth::Authentication::assumed() };
             let r = resolve(&msg, &ctx);
             prop_assert_eq!(r.contact.email, "ann@acme.example");
             prop_assert_eq!(r.method, "from");

@@ -139,6 +139,37 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Serve TLS from now on with this certificate chain and key (PEM):
+    /// written into the data directory (the key readable by the server's
+    /// user only), `ssl = on`, configuration reloaded; returns once new
+    /// sessions see it.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let path = self.data().join(name);
+            std::fs::write(&path, text).expect("write TLS file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            if let Some(u) = &self.user {
+                let st = Command::new("chown")
+                    .arg(format!("{u}:"))
+                    .arg(&path)
+                    .status()
+                    .expect("chown");
+                assert!(st.success(), "chown {u} failed");
+            }
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.psql("postgres", "SHOW ssl") != "on" {
+            assert!(Instant::now() < deadline, "ssl not on:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -202,6 +233,18 @@ impl Cluster {
     /// Stop the server: SIGINT to its PID (fast shutdown), then wait.
     pub fn stop(&mut self) {
         self.signal_and_wait(libc::SIGINT);
+    }
+
+    /// Stop the server as a crash would: SIGQUIT (immediate shutdown, no
+    /// checkpoint; the next start recovers from the WAL), then wait.
+    pub fn stop_immediate(&mut self) {
+        self.signal_and_wait(libc::SIGQUIT);
+    }
+
+    /// Stop (fast shutdown) and start again on the same socket and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     fn signal_and_wait(&mut self, sig: libc::c_int) {

@@ -9,28 +9,44 @@
 //! each fact it asks for is read here, in this transaction, and it decides
 //! again over the facts read so far.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::touch;
 use crate::store::{
     BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
     InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
-    SpoolEntry, SpoolId, SpoolSource, StoreError, StoredClassification, TicketId, TicketPeople,
-    UserLoad, decide_async, now_ms,
+    SpoolId, StoreError, StoredClassification, TicketId, TicketPeople, UserLoad, decide_async,
+    now_ms,
 };
 
-/// Insert a spool row and its raw bytes (one statement); its id.
+/// Insert a spool row and its raw bytes (one statement), unclaimed: any
+/// node's scan may take it. Its id.
 pub(super) async fn insert_spool(
     db: &Db,
     msg: &NewSpool,
     hash: &str,
     received_at: i64,
 ) -> Result<SpoolId, StoreError> {
+    insert_claimed_spool(db, msg, hash, received_at, None).await
+}
+
+/// Insert a spool row and its raw bytes (one statement), claimed by
+/// `claim` (node id, until) when given; its id.
+pub(super) async fn insert_claimed_spool(
+    db: &Db,
+    msg: &NewSpool,
+    hash: &str,
+    received_at: i64,
+    claim: Option<(&str, i64)>,
+) -> Result<SpoolId, StoreError> {
+    let (claimed_by, claim_until) = claim.unzip();
     let r = row(
         db,
         "WITH s AS (
              INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls,
-                                channel, size, content_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id)
+                                channel, size, content_hash, claimed_by, claim_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13) RETURNING id)
          INSERT INTO spool_raw (id, raw) SELECT id, $11 FROM s RETURNING id",
         &[
             &received_at,
@@ -44,44 +60,13 @@ pub(super) async fn insert_spool(
             &(msg.raw.len() as i64),
             &hash,
             &msg.raw,
+            &claimed_by,
+            &claim_until,
         ],
     )
     .await?
     .ok_or_else(|| StoreError::Failed("spool insert returned no id".into()))?;
     Ok(SpoolId(col(&r, 0)?))
-}
-
-pub(super) async fn pending_spool(
-    db: &Db,
-    after: SpoolId,
-    limit: usize,
-) -> Result<Vec<SpoolEntry>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    rows(
-        db,
-        "SELECT s.id, s.received_at, s.source, s.mail_from, s.rcpt_to, s.channel, r.raw,
-                s.content_hash, s.client_ip, s.helo
-         FROM spool s JOIN spool_raw r ON r.id = s.id
-         WHERE s.state = 'pending' AND s.id > $1 ORDER BY s.id LIMIT $2",
-        &[&after.0, &limit],
-    )
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(SpoolEntry {
-            id: SpoolId(col(r, 0)?),
-            received_at: col(r, 1)?,
-            source: SpoolSource::parse(col(r, 2)?),
-            mail_from: col(r, 3)?,
-            rcpt_to: parse_json_vec(col(r, 4)?),
-            channel: col(r, 5)?,
-            raw: col(r, 6)?,
-            content_hash: col(r, 7)?,
-            client_ip: col(r, 8)?,
-            helo: col(r, 9)?,
-        })
-    })
-    .collect()
 }
 
 pub(super) async fn fail_spool(db: &Db, id: SpoolId, reason: &str) -> Result<(), StoreError> {
@@ -104,8 +89,47 @@ pub(super) async fn raw(db: &Db, id: SpoolId) -> Result<Vec<u8>, StoreError> {
 
 /// `decide`'s answer for `m` over this transaction's rows, through
 /// [`decide_async`] (each fact it asks for read here, then decide again).
+///
+/// Several nodes may decide at once, each in its own READ COMMITTED
+/// transaction, and a decision read-then-written is only right if no other
+/// transaction writes what it read in between. Two transaction-level
+/// advisory locks serialise what matters, held until COMMIT:
+/// - `m`'s dedupe key in its channel, before anything is read: a message
+///   accepted by two nodes (a client's retry after a lost `250`) is decided
+///   by one after the other committed, and the second finds it a duplicate
+///   (the unique index `messages_dedupe` is the backstop, not the rule);
+/// - balancing, before the first user's load is read: loads count open
+///   tickets across channels and the assignment sequence is global, so a
+///   node reads them only after the ticket another node balanced is
+///   committed. Taken only by messages that open a balanced ticket.
 async fn decide_here(db: &Db, m: &InboundMessage, decide: Decide) -> Result<Decision, StoreError> {
-    decide_async(decide, m, now_ms(), |q| read(db, q)).await
+    xact_lock(db, &format!("dedupe\n{}\n{}", m.channel, m.dedupe_key)).await?;
+    let balancing = AtomicBool::new(false);
+    decide_async(decide, m, now_ms(), |q| {
+        let balancing = &balancing;
+        async move {
+            if matches!(q, FactQuery::UserLoad { .. }) && !balancing.swap(true, Ordering::Relaxed) {
+                xact_lock(db, BALANCE_LOCK).await?;
+            }
+            read(db, q).await
+        }
+    })
+    .await
+}
+
+/// The advisory lock every balanced assignment takes.
+const BALANCE_LOCK: &str = "balance";
+
+/// Wait for the transaction-level advisory lock named `name` (a 64-bit hash
+/// of it); released at COMMIT or ROLLBACK.
+async fn xact_lock(db: &Db, name: &str) -> Result<(), StoreError> {
+    exec(
+        db,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&name],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Read one fact.
@@ -430,51 +454,57 @@ async fn record_bounce(db: &Db, b: &OutboundRef, fail: Option<&str>) -> Result<(
 }
 
 /// The contact's id, creating it. A stored name is replaced only by a name
-/// from mail proven to be the contact's own (`verified`).
+/// from mail proven to be the contact's own (`verified`). Another node may
+/// create the same contact at the same moment: the insert then yields to
+/// its row (`ON CONFLICT DO NOTHING` waits for that transaction) and the
+/// contact is read again.
 pub(super) async fn upsert_contact(
     db: &Db,
     c: &ContactRef,
     verified: bool,
 ) -> Result<i64, StoreError> {
-    let existing = row(
-        db,
-        "SELECT id, name FROM contacts WHERE email = $1",
-        &[&c.email],
-    )
-    .await?;
-    match existing {
-        Some(r) => {
-            let id: i64 = col(&r, 0)?;
-            let stored: Option<String> = col(&r, 1)?;
-            let stored = stored.as_deref().unwrap_or("");
-            if let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
-                && n != stored
-                && (stored.is_empty() || verified)
-            {
-                exec(
-                    db,
-                    "UPDATE contacts SET name = $1 WHERE id = $2",
-                    &[&n, &id],
-                )
-                .await?;
-            }
-            Ok(id)
-        }
-        None => {
-            let r = row(
+    for _ in 0..2 {
+        let existing = row(
+            db,
+            "SELECT id, name FROM contacts WHERE email = $1",
+            &[&c.email],
+        )
+        .await?;
+        let Some(r) = existing else {
+            let inserted = row(
                 db,
-                "INSERT INTO contacts (email, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+                "INSERT INTO contacts (email, name, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (email) DO NOTHING RETURNING id",
                 &[&c.email, &c.name, &now_ms()],
             )
-            .await?
-            .ok_or_else(|| StoreError::Failed("contact insert returned no id".into()))?;
-            col(&r, 0)
+            .await?;
+            match inserted {
+                Some(r) => return col(&r, 0),
+                None => continue,
+            }
+        };
+        let id: i64 = col(&r, 0)?;
+        let stored: Option<String> = col(&r, 1)?;
+        let stored = stored.as_deref().unwrap_or("");
+        if let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
+            && n != stored
+            && (stored.is_empty() || verified)
+        {
+            exec(
+                db,
+                "UPDATE contacts SET name = $1 WHERE id = $2",
+                &[&n, &id],
+            )
+            .await?;
         }
+        return Ok(id);
     }
+    Err(StoreError::Busy)
 }
 
 /// Insert the ticket `m` opens, owned as `owner` says (recording a
-/// balancing assignment: the user's sequence becomes the highest + 1).
+/// balancing assignment: the user's sequence becomes the next of
+/// `user_assign_seq`, under the balance lock [`decide_here`] took).
 async fn create_ticket(
     db: &Db,
     m: &InboundMessage,
@@ -485,7 +515,7 @@ async fn create_ticket(
         exec(
             db,
             "INSERT INTO user_state (id, last_assigned_seq)
-             VALUES ($1, (SELECT COALESCE(MAX(last_assigned_seq), 0) + 1 FROM user_state))
+             VALUES ($1, nextval('user_assign_seq'))
              ON CONFLICT (id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
             &[u],
         )

@@ -360,6 +360,53 @@ CREATE TABLE mailbox_alerts (
 );
 CREATE UNIQUE INDEX mailbox_alerts_open ON mailbox_alerts(channel) WHERE resolved_at IS NULL;
 "#,
+    // 14: several nodes on one database: the node registry (each node's
+    //     listen addresses and heartbeat), a claim on each pending spool
+    //     entry (which node ingests it, until when: a dead node's entries
+    //     are taken over once the claim expires), and balanced assignments
+    //     numbered by a sequence instead of MAX() + 1. SQLite's step 14
+    //     changes nothing (one node).
+    r#"
+CREATE TABLE nodes (
+    id              TEXT COLLATE "C" PRIMARY KEY,
+    address         TEXT NOT NULL,
+    started_at      BIGINT NOT NULL,
+    last_heartbeat  BIGINT NOT NULL,
+    lease_ms        BIGINT NOT NULL
+);
+ALTER TABLE spool ADD COLUMN claimed_by TEXT COLLATE "C";
+ALTER TABLE spool ADD COLUMN claim_until BIGINT;
+CREATE SEQUENCE user_assign_seq;
+SELECT setval('user_assign_seq', GREATEST(COALESCE(MAX(last_assigned_seq), 0), 1),
+              COALESCE(MAX(last_assigned_seq), 0) > 0)
+  FROM user_state;
+"#,
+    // 15: leases (a job one node does at a time, e.g. pulling a mailbox:
+    //     owner node, epoch incremented on every takeover, expiry by the
+    //     database's clock) — SQLite's step 15 — and outbox claims (which
+    //     node's sender took an entry, until when; SQLite has one node).
+    r#"
+CREATE TABLE leases (
+    name         TEXT COLLATE "C" PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    epoch        BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    acquired_at  BIGINT NOT NULL
+);
+ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE outbox ADD COLUMN claimed_until BIGINT;
+"#,
+    // 16: a new email's Idempotency-Key per author and the ticket it
+    //     opened — SQLite's step 16.
+    r#"
+CREATE TABLE compose_keys (
+    author      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    ticket_id   BIGINT NOT NULL REFERENCES tickets(id),
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (author, key)
+);
+"#,
 ];
 
 /// `kind` of a classification (JSON text), NULL when it is not a JSON

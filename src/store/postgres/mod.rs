@@ -1,7 +1,7 @@
 //! PostgreSQL implementation of [`Store`] (`[store] kind = "postgres"`).
 //!
-//! A `deadpool-postgres` pool of `tokio-postgres` connections (no TLS: a
-//! unix socket, 127.0.0.1, or a tunnel; see docs/postgres.md). Reads take a
+//! A `deadpool-postgres` pool of `tokio-postgres` connections (TLS when the
+//! URL's `sslmode` asks for it, verified: [`tls`]; see docs/postgres.md). Reads take a
 //! pooled connection each. Writes go through one group committer per node
 //! ([`writer`]), as the SQLite store's writer thread does: every write
 //! waiting when a transaction starts (up to `group_commit_max`) runs in it,
@@ -18,12 +18,15 @@
 #[cfg(test)]
 pub(crate) mod cluster;
 mod inbound;
+mod lease;
 mod mailbox;
 mod migrations;
+mod nodes;
 mod outbox;
 mod people;
 mod sql;
 mod tickets;
+pub mod tls;
 mod web;
 mod writer;
 
@@ -33,11 +36,11 @@ mod tests;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 
 pub use migrations::MIGRATIONS;
+pub use nodes::Node;
 
 use super::*;
 use sql::Db;
@@ -60,11 +63,13 @@ pub fn parse_url(text: &str) -> Result<tokio_postgres::Config, String> {
                 .into(),
         );
     }
-    let config: tokio_postgres::Config = text
+    let mut config: tokio_postgres::Config = tls::normalize_sslmode(text)
         .parse()
         .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
-    if matches!(config.get_ssl_mode(), SslMode::Require) {
-        return Err("sslmode=require: TLS to PostgreSQL is not supported yet; connect over a unix socket, 127.0.0.1 or a tunnel (docs/postgres.md)".into());
+    if !tls::uses_tls(&config) {
+        // `prefer` (tokio-postgres's default): TLS if offered, unverified.
+        // postdesk uses TLS only when asked, and then verified.
+        config.ssl_mode(SslMode::Disable);
     }
     if config.get_dbname().is_none() {
         return Err("the URL names no database (postgresql://user@host/DATABASE)".into());
@@ -113,9 +118,27 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
     // to whoever reads the log.
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // tokio-postgres's Display leaves out the cause ("error performing
+        // TLS handshake"): add it ("invalid peer certificate: UnknownIssuer").
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }
     };
     StoreError::Backend(format!("postgres: {detail}"))
+}
+
+/// A connection failure's text with `hint` appended (what TLS checked).
+fn hinted(e: StoreError, hint: &str) -> StoreError {
+    match e {
+        StoreError::Backend(m) => StoreError::Backend(format!("{m}{hint}")),
+        other => other,
+    }
 }
 
 /// A pool error: no connection to be had (timeout, refused) is temporary.
@@ -136,51 +159,50 @@ pub struct PostgresStore {
     /// What `status` shows as the store's path: host and database, never
     /// the user or password.
     describe: String,
+    /// This node among those sharing the database ([`PostgresStore::with_node`]).
+    node: Node,
     /// A test store's private cluster, stopped when the store is dropped.
     #[cfg(test)]
     cluster: Option<cluster::Cluster>,
 }
 
 impl PostgresStore {
-    /// Connect (pool of `pool_size`), migrate the schema, start the group
-    /// committer. Fails when the server cannot be reached.
+    /// [`PostgresStore::open_tls`] with the system's roots for TLS.
     pub async fn open(
-        mut config: tokio_postgres::Config,
+        config: tokio_postgres::Config,
         pool_size: usize,
         group_commit_max: usize,
     ) -> Result<Self, StoreError> {
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("postdesk");
-        }
+        Self::open_tls(config, None, pool_size, group_commit_max).await
+    }
+
+    /// Connect (pool of `pool_size`; TLS verified against `ca_file` or the
+    /// system's roots when the URL asks for TLS), migrate the schema, start
+    /// the group committer. Fails when the server cannot be reached.
+    pub async fn open_tls(
+        config: tokio_postgres::Config,
+        ca_file: Option<&std::path::Path>,
+        pool_size: usize,
+        group_commit_max: usize,
+    ) -> Result<Self, StoreError> {
         let describe = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let mut conn = pool.get().await.map_err(pool_err)?;
-        migrations::migrate(&mut conn).await?;
-        drop(conn);
+        let pool = migrated_pool(config, ca_file, pool_size.max(2)).await?;
         let writer = writer::Writer::start(pool.clone(), group_commit_max.max(1));
         Ok(PostgresStore {
             pool,
             writer,
             describe,
+            node: Node::default(),
             #[cfg(test)]
             cluster: None,
         })
+    }
+
+    /// This store as node `node` (its id and lease): whose spool claims it
+    /// takes and renews, what it registers. Default [`Node::default`].
+    pub fn with_node(mut self, node: Node) -> Self {
+        self.node = node;
+        self
     }
 
     /// Transactions the group committer has committed since open.
@@ -192,6 +214,44 @@ impl PostgresStore {
     async fn db(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }
+}
+
+/// A pool of `size` connections to a database migrated to this binary's
+/// schema (the store's, and `store copy`'s target).
+pub(crate) async fn migrated_pool(
+    mut config: tokio_postgres::Config,
+    ca_file: Option<&std::path::Path>,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("postdesk");
+    }
+    let explain = tls::explain(&config, ca_file);
+    let connector = tls::connector(ca_file, tls::uses_tls(&config)).map_err(StoreError::Invalid)?;
+    let manager = Manager::from_config(
+        config,
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| hinted(pool_err(e), &explain))?;
+    migrations::migrate(&mut conn).await?;
+    drop(conn);
+    Ok(pool)
 }
 
 /// A fresh, empty store on a private cluster of its own (stopped when the
@@ -221,12 +281,19 @@ fn describe(config: &tokio_postgres::Config) -> String {
 
 /// Try the configured database: connect, and read its schema version.
 /// What `postdesk check --connect` runs; nothing is written.
-pub async fn try_connect(config: tokio_postgres::Config) -> Result<String, StoreError> {
+pub async fn try_connect(
+    config: tokio_postgres::Config,
+    ca_file: Option<&std::path::Path>,
+) -> Result<String, StoreError> {
     let mut config = config;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    let (client, conn) = config.connect(NoTls).await.map_err(pg_err)?;
+    let connector = tls::connector(ca_file, tls::uses_tls(&config)).map_err(StoreError::Invalid)?;
+    let (client, conn) = config
+        .connect(connector)
+        .await
+        .map_err(|e| hinted(pg_err(e), &tls::explain(&config, ca_file)))?;
     let task = tokio::spawn(conn);
     let version: String = client
         .query_one("SHOW server_version", &[])
@@ -302,10 +369,14 @@ impl SpoolStore for PostgresStore {
     fn spool(&self, msg: NewSpool) -> StoreFuture<'_, SpoolEntry> {
         // Hash on the caller's task, not in the committer.
         let hash = content_hash(&msg.raw);
+        // Claimed by this node: its handoff ingests it; another node only
+        // once the claim expired (this node died before ingesting it).
+        let node = self.node.clone();
         self.write(move |db| {
             Box::pin(async move {
                 let received_at = now_ms();
-                let id = inbound::insert_spool(db, &msg, &hash, received_at).await?;
+                let claim = Some((node.id.as_str(), received_at + node.lease_ms()));
+                let id = inbound::insert_claimed_spool(db, &msg, &hash, received_at, claim).await?;
                 Ok(SpoolEntry {
                     id,
                     received_at,
@@ -323,7 +394,9 @@ impl SpoolStore for PostgresStore {
     }
 
     fn pending_spool(&self, after: SpoolId, limit: usize) -> StoreFuture<'_, Vec<SpoolEntry>> {
-        Box::pin(async move { inbound::pending_spool(&*self.db().await?, after, limit).await })
+        Box::pin(
+            async move { nodes::claim_pending(&*self.db().await?, &self.node, after, limit).await },
+        )
     }
 
     fn apply_inbound(
@@ -393,17 +466,35 @@ impl TicketStore for PostgresStore {
         contact: ContactRef,
         ticket: NewTicket,
         owner: String,
+        idempotency_key: Option<String>,
     ) -> StoreFuture<'_, TicketId> {
         self.write(move |db| {
             Box::pin(async move {
-                tickets::open_outbound_ticket(db, &channel, &contact, &ticket, &owner, now_ms())
-                    .await
+                let key = idempotency_key.as_deref();
+                tickets::open_outbound_ticket(
+                    db,
+                    &channel,
+                    &contact,
+                    &ticket,
+                    &owner,
+                    key,
+                    now_ms(),
+                )
+                .await
             })
         })
     }
 
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {
         Box::pin(async move { tickets::reply_context(&*self.db().await?, ticket, recent).await })
+    }
+
+    fn quote_source(&self, ticket: TicketId) -> StoreFuture<'_, Option<QuoteSource>> {
+        Box::pin(async move { tickets::quote_source(&*self.db().await?, ticket).await })
+    }
+
+    fn ticket_raws(&self, ticket: TicketId) -> StoreFuture<'_, Vec<Vec<u8>>> {
+        Box::pin(async move { tickets::ticket_raws(&*self.db().await?, ticket).await })
     }
 }
 
@@ -424,8 +515,17 @@ impl OutboxStore for PostgresStore {
         Box::pin(async move { outbox::notice_key(&*self.db().await?).await })
     }
 
-    fn due_outbox(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxItem>> {
-        Box::pin(async move { outbox::due_outbox(&*self.db().await?, now_ms, limit).await })
+    fn due_outbox(
+        &self,
+        claim: OutboxClaim,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<OutboxItem>> {
+        Box::pin(async move { outbox::claim_due(&*self.db().await?, &claim, now_ms, limit).await })
+    }
+
+    fn extend_outbox_claims(&self, claim: OutboxClaim, ids: Vec<OutboxId>) -> StoreFuture<'_, ()> {
+        Box::pin(async move { outbox::extend_claims(&*self.db().await?, &claim, &ids).await })
     }
 
     fn next_outbox_due(&self) -> StoreFuture<'_, Option<i64>> {
@@ -449,7 +549,14 @@ impl MailboxStore for PostgresStore {
     }
 
     fn spool_pulled(&self, batch: PulledBatch) -> StoreFuture<'_, PulledOutcome> {
-        self.write(move |db| Box::pin(async move { mailbox::spool_pulled(db, &batch).await }))
+        self.write(move |db| {
+            Box::pin(async move {
+                if let Some(fence) = &batch.fence {
+                    lease::check(db, fence).await?;
+                }
+                mailbox::spool_pulled(db, &batch).await
+            })
+        })
     }
 
     fn known_message_ids(&self, channel: String, ids: Vec<String>) -> StoreFuture<'_, Vec<String>> {
@@ -474,11 +581,15 @@ impl MailboxStore for PostgresStore {
         channel: String,
         folder: String,
         uidvalidity: u32,
+        fence: Option<Fence>,
     ) -> StoreFuture<'_, ()> {
         self.write(move |db| {
-            Box::pin(
-                async move { mailbox::reset_checkpoint(db, &channel, &folder, uidvalidity).await },
-            )
+            Box::pin(async move {
+                if let Some(fence) = &fence {
+                    lease::check(db, fence).await?;
+                }
+                mailbox::reset_checkpoint(db, &channel, &folder, uidvalidity).await
+            })
         })
     }
 
@@ -528,6 +639,29 @@ impl MailboxStore for PostgresStore {
 
     fn open_alerts(&self) -> StoreFuture<'_, Vec<AlertView>> {
         Box::pin(async move { mailbox::open_alerts(&*self.db().await?).await })
+    }
+}
+
+impl LeaseStore for PostgresStore {
+    fn acquire_lease(
+        &self,
+        name: String,
+        node: String,
+        ttl_ms: i64,
+    ) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(async move { lease::acquire(&*self.db().await?, &name, &node, ttl_ms).await })
+    }
+
+    fn release_lease(&self, fence: Fence) -> StoreFuture<'_, ()> {
+        Box::pin(async move { lease::release(&*self.db().await?, &fence).await })
+    }
+
+    fn check_lease(&self, fence: Fence) -> StoreFuture<'_, ()> {
+        Box::pin(async move { lease::check(&*self.db().await?, &fence).await })
+    }
+
+    fn leases_held(&self, node: String) -> StoreFuture<'_, u64> {
+        Box::pin(async move { lease::held(&*self.db().await?, &node).await })
     }
 }
 
@@ -657,7 +791,32 @@ impl WebStore for PostgresStore {
         Box::pin(async move { web::message_html(&*self.db().await?, ticket, position).await })
     }
 
+    fn message_raw(&self, ticket: TicketId, position: usize) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move { web::message_raw(&*self.db().await?, ticket, position).await })
+    }
+
+    fn contact_view(&self, email: String) -> StoreFuture<'_, Option<ContactView>> {
+        Box::pin(async move { web::contact_view(&*self.db().await?, &email).await })
+    }
+
     fn activity(&self) -> StoreFuture<'_, i64> {
         Box::pin(async move { web::activity(&*self.db().await?).await })
+    }
+}
+
+impl NodeStore for PostgresStore {
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeView>> {
+        Box::pin(async move { nodes::list(&*self.db().await?).await })
+    }
+
+    fn heartbeat(&self, beat: NodeBeat) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            nodes::heartbeat(&*self.db().await?, &self.node, &beat).await?;
+            Ok(true)
+        })
+    }
+
+    fn leave(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move { nodes::leave(&*self.db().await?, &self.node).await })
     }
 }

@@ -1,13 +1,17 @@
 //! The outbox in PostgreSQL: a reply's message row and outbox row written
 //! by one function (one savepoint: both or neither), due entries, attempts,
 //! flush — as `store/outbound.rs` does for SQLite, same rules (the
-//! idempotency key is the message's dedupe key, unique per channel).
+//! idempotency key is the message's dedupe key, unique per channel) — and,
+//! for nodes sharing the store, claims: a node's sender takes due entries
+//! with a claim (node, expiry) that keeps the others off them until it
+//! expires or the attempt is recorded.
 
+use super::lease::NOW_MS;
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::ticket_channel;
 use crate::store::{
-    AttemptOutcome, Delivery, EarlierReply, NewNotice, NewReply, OutboxId, OutboxItem, QueuedReply,
-    Replay, StoreError, TicketId,
+    AttemptOutcome, Delivery, EarlierReply, NewNotice, NewReply, OutboxClaim, OutboxId, OutboxItem,
+    QueuedReply, Replay, StoreError, TicketId,
 };
 
 pub(super) async fn queue_reply(
@@ -151,24 +155,39 @@ pub(super) async fn notice_key(db: &Db) -> Result<String, StoreError> {
     }
 }
 
-pub(super) async fn due_outbox(
+/// Claim up to `limit` entries due at `now` for `claim`'s node, oldest
+/// first, in one statement: rows another node is claiming right now are
+/// skipped (`SKIP LOCKED`), rows whose claim is live are not due. The
+/// claim's expiry is by the database's clock.
+pub(super) async fn claim_due(
     db: &Db,
+    claim: &OutboxClaim,
     now: i64,
     limit: usize,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    rows(
+    let sql = format!(
+        "WITH due AS (
+             SELECT id FROM outbox
+              WHERE state = 'queued' AND next_attempt_at <= $1
+                AND (claimed_until IS NULL OR claimed_until <= {NOW_MS})
+              ORDER BY next_attempt_at, id LIMIT $2
+              FOR UPDATE SKIP LOCKED)
+         UPDATE outbox o SET claimed_by = $3, claimed_until = {NOW_MS} + $4
+           FROM due, outbox_raw r
+          WHERE o.id = due.id AND r.id = o.id
+         RETURNING o.id, o.channel, o.mail_from, o.rcpt_to, r.raw, o.attempts, o.created_at,
+                   o.next_attempt_at"
+    );
+    let mut items = rows(
         db,
-        "SELECT o.id, o.channel, o.mail_from, o.rcpt_to, r.raw, o.attempts, o.created_at
-         FROM outbox o JOIN outbox_raw r ON r.id = o.id
-         WHERE o.state = 'queued' AND o.next_attempt_at <= $1
-         ORDER BY o.next_attempt_at, o.id LIMIT $2",
-        &[&now, &limit],
+        &sql,
+        &[&now, &limit, &claim.node, &claim.lease_ms.max(0)],
     )
     .await?
     .iter()
     .map(|r| {
-        Ok(OutboxItem {
+        let item = OutboxItem {
             id: OutboxId(col(r, 0)?),
             channel: col(r, 1)?,
             mail_from: col(r, 2)?,
@@ -176,15 +195,33 @@ pub(super) async fn due_outbox(
             raw: col(r, 4)?,
             attempts: i64::from(col::<i32>(r, 5)?),
             created_at: col(r, 6)?,
-        })
+        };
+        Ok((col::<i64>(r, 7)?, item))
     })
-    .collect()
+    .collect::<Result<Vec<_>, StoreError>>()?;
+    items.sort_by_key(|(due, item)| (*due, item.id.0));
+    Ok(items.into_iter().map(|(_, item)| item).collect())
+}
+
+/// Extend (or, with a lease of 0, give up) the node's claims on `ids`.
+pub(super) async fn extend_claims(
+    db: &Db,
+    claim: &OutboxClaim,
+    ids: &[OutboxId],
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+    let sql = format!(
+        "UPDATE outbox SET claimed_until = {NOW_MS} + $1
+          WHERE id = ANY($2) AND claimed_by = $3 AND state = 'queued'"
+    );
+    exec(db, &sql, &[&claim.lease_ms.max(0), &ids, &claim.node]).await?;
+    Ok(())
 }
 
 pub(super) async fn next_due(db: &Db) -> Result<Option<i64>, StoreError> {
     match row(
         db,
-        "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'",
+        "SELECT MIN(GREATEST(next_attempt_at, claimed_until)) FROM outbox WHERE state = 'queued'",
         &[],
     )
     .await?
@@ -206,7 +243,7 @@ pub(super) async fn record_attempt(
         db,
         "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2,
                 next_attempt_at = COALESCE($3, next_attempt_at),
-                sent_at = COALESCE($4, sent_at)
+                sent_at = COALESCE($4, sent_at), claimed_by = NULL, claimed_until = NULL
          WHERE id = $5 AND state = 'queued'",
         &[&state.as_str(), &detail, &next, &sent_at, &id.0],
     )

@@ -41,7 +41,7 @@ pub(super) async fn set_contact_owner(
     .await?;
     match (n, owner) {
         (0, None) => Err(StoreError::NotFound(format!("contact {email}"))),
-        (0, Some(_)) if !crate::config::is_valid_email(email) => Err(StoreError::Invalid(format!(
+        (0, Some(_)) if !crate::mail::is_valid_email(email) => Err(StoreError::Invalid(format!(
             "{email:?} is not an email address"
         ))),
         (0, Some(owner)) => {

@@ -149,10 +149,21 @@ fn urls_are_parsed_and_described_without_credentials() {
     assert!(is_local(&c));
     let c = parse_url("host=/run/postgresql dbname=desk user=pd").expect("key=value");
     assert!(is_local(&c));
+    // TLS only when asked for (then verified); `prefer` connects without.
+    for (url, tls) in [
+        ("postgresql://pd@h/desk?sslmode=require", true),
+        ("postgresql://pd@h/desk?sslmode=verify-full", true),
+        ("host=h dbname=desk sslmode=verify-ca", true),
+        ("postgresql://pd@h/desk?sslmode=prefer", false),
+        ("postgresql://pd@h/desk", false),
+    ] {
+        let c = parse_url(url).expect(url);
+        assert_eq!(tls::uses_tls(&c), tls, "{url}");
+    }
     for (bad, says) in [
         ("", "empty"),
         ("mysql://x", "not a PostgreSQL"),
-        ("postgresql://pd@h/desk?sslmode=require", "TLS"),
+        ("postgresql://pd@h/desk?sslmode=allow", "not a PostgreSQL"),
         ("postgresql://pd:pw@h", "no database"),
     ] {
         let e = parse_url(bad).expect_err(bad);
@@ -240,7 +251,10 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         .queue_reply(reply_on(1, "pd.2@desk.acme.example", None), replay)
         .await
         .expect("queue 2");
-    let due = s.due_outbox(i64::MAX, 10).await.expect("due");
+    let due = s
+        .due_outbox(suite::claim(), i64::MAX, 10)
+        .await
+        .expect("due");
     s.record_attempt(
         r1.outbox_id,
         AttemptOutcome::Sent {
@@ -381,6 +395,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         known_unfetched: 1,
         unreturned,
         gmail_account: None,
+        fence: None,
     };
     let first = s
         .spool_pulled(batch(
@@ -432,7 +447,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         st.updated_at = 0;
         st.last_error_at = st.last_error_at.map(|_| 1);
     }
-    s.reset_checkpoint("mailbox".into(), "INBOX".into(), 8)
+    s.reset_checkpoint("mailbox".into(), "INBOX".into(), 8, None)
         .await
         .expect("reset");
     let after_reset = s
@@ -637,6 +652,266 @@ async fn large_messages() {
         println!(
             "{mb} MB: spool {write:?}, read back {read:?}, peak RSS of the test process {}",
             peak()
+        );
+    }
+}
+
+/// Outbox claims (nodes sharing the store): nodes claiming at once get
+/// disjoint entries; a live claim keeps every other node off its entries
+/// (a flush included) until it is given up or runs out; a node extends
+/// only its own claims; a recorded attempt is due for no one.
+#[tokio::test]
+async fn outbox_claims_keep_nodes_off_each_others_entries() {
+    use std::collections::HashSet;
+    let store = open_test_store().await;
+    let s = &*store;
+    let spool = suite::spool_many(s, 1).await;
+    suite::open_ticket(s, spool[0], 1).await;
+    for i in 0..4 {
+        let id = format!("pd.{i}@desk.acme.example");
+        s.queue_reply(suite::reply_on(1, &id), replay)
+            .await
+            .expect("queue");
+    }
+    let node = |n: &str, lease_ms| OutboxClaim {
+        node: n.into(),
+        lease_ms,
+    };
+    let due = |n: &'static str| async move {
+        s.due_outbox(node(n, 60_000), i64::MAX, 10)
+            .await
+            .expect("due")
+            .iter()
+            .map(|i| i.id)
+            .collect::<HashSet<OutboxId>>()
+    };
+    let (a, b) = tokio::join!(
+        s.due_outbox(node("a", 60_000), i64::MAX, 2),
+        s.due_outbox(node("b", 60_000), i64::MAX, 10)
+    );
+    let a: HashSet<OutboxId> = a.expect("a").iter().map(|i| i.id).collect();
+    let b: HashSet<OutboxId> = b.expect("b").iter().map(|i| i.id).collect();
+    assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 4, "{a:?} {b:?}");
+    s.flush_outbox().await.expect("flush");
+    assert!(
+        due("c").await.is_empty(),
+        "claimed entries are no one else's"
+    );
+    // c cannot give up (or extend) b's claims; a gives its own up.
+    s.extend_outbox_claims(node("c", 0), b.iter().copied().collect())
+        .await
+        .expect("extend");
+    s.extend_outbox_claims(node("a", 0), a.iter().copied().collect())
+        .await
+        .expect("release");
+    assert_eq!(due("c").await, a, "a's entries, given up, go to c");
+    for id in &a {
+        s.record_attempt(
+            *id,
+            AttemptOutcome::Sent {
+                reply: "250 ok".into(),
+            },
+        )
+        .await
+        .expect("sent");
+    }
+    // b's claims run out (as if b died): d takes exactly them.
+    s.extend_outbox_claims(node("b", 0), b.iter().copied().collect())
+        .await
+        .expect("expire");
+    assert_eq!(due("d").await, b);
+}
+
+/// Several nodes on one database: spool claims, the registry, dedupe and
+/// balancing under concurrent transactions of different nodes.
+mod nodes {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A store as node `id` with claims lasting `lease`.
+    async fn node(cluster: &Cluster, id: &str, lease: Duration) -> Arc<PostgresStore> {
+        Arc::new(open(cluster).await.with_node(Node::new(id, lease)))
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn nobody() -> RoutingPlan {
+        RoutingPlan::Unassigned {
+            reason: "nobody".into(),
+        }
+    }
+
+    fn ids(entries: &[SpoolEntry]) -> Vec<SpoolId> {
+        entries.iter().map(|e| e.id).collect()
+    }
+
+    #[tokio::test]
+    async fn spool_claims_keep_to_their_node_until_they_expire() {
+        let cluster = Cluster::start();
+        let a = node(&cluster, "a", HOUR).await;
+        let b = node(&cluster, "b", HOUR).await;
+        // A node that dies at once: its claims are expired when made.
+        let dead = node(&cluster, "dead", Duration::ZERO).await;
+        let mine = a.spool(spool_msg(1)).await.expect("spool").id;
+        let orphan = dead.spool(spool_msg(2)).await.expect("spool").id;
+
+        // b may take the dead node's entry, never a's live one.
+        let taken = b.pending_spool(SpoolId(0), 10).await.expect("scan");
+        assert_eq!(ids(&taken), [orphan]);
+        assert_eq!(taken[0].raw, spool_msg(2).raw);
+        // a still has its own; the orphan is b's now.
+        assert_eq!(
+            ids(&a.pending_spool(SpoolId(0), 10).await.expect("scan")),
+            [mine]
+        );
+        assert_eq!(
+            cluster.psql("postdesk", "SELECT claimed_by FROM spool ORDER BY id"),
+            "a\nb"
+        );
+        // Both nodes apply the orphan at once: one ticket.
+        let plan = || vec![suite::inbound(orphan, 2, nobody())];
+        let (x, y) = tokio::join!(
+            a.apply_inbound(plan(), decide),
+            b.apply_inbound(plan(), decide)
+        );
+        let delivered: usize = [x, y]
+            .into_iter()
+            .flat_map(|r| r.expect("apply"))
+            .map(|r| r.expect("plan").delivered.len())
+            .sum();
+        assert_eq!(delivered, 1);
+        assert_eq!(
+            cluster.psql("postdesk", "SELECT COUNT(*) FROM tickets"),
+            "1"
+        );
+    }
+
+    #[tokio::test]
+    async fn nodes_register_heartbeat_and_leave() {
+        let cluster = Cluster::start();
+        let a = node(&cluster, "a", HOUR).await;
+        let b = node(&cluster, "b", Duration::from_secs(5)).await;
+        assert!(a.nodes().await.expect("nodes").is_empty());
+        for (s, addr) in [
+            (&a, "smtp 127.0.0.1:25 http 127.0.0.1:80"),
+            (&b, "smtp x http y"),
+        ] {
+            let beat = NodeBeat {
+                address: addr.into(),
+                started_at: 7,
+            };
+            assert!(s.heartbeat(beat).await.expect("beat"));
+        }
+        a.spool(spool_msg(1)).await.expect("spool");
+        let listed = b.nodes().await.expect("nodes");
+        let now = now_ms();
+        let summary: Vec<_> = listed
+            .iter()
+            .map(|n| {
+                (
+                    n.id.as_str(),
+                    n.address.as_str(),
+                    n.started_at,
+                    n.leases,
+                    n.alive(now),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", "smtp 127.0.0.1:25 http 127.0.0.1:80", 7, 1, true),
+                ("b", "smtp x http y", 7, 0, true)
+            ]
+        );
+        assert_eq!(listed[1].lease_ms, 5000);
+        // A heartbeat older than the lease: presumed dead.
+        assert!(!listed[1].alive(listed[1].last_heartbeat + 5000));
+        a.leave().await.expect("leave");
+        let left: Vec<String> = b
+            .nodes()
+            .await
+            .expect("nodes")
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(left, ["b"]);
+    }
+
+    /// The same message accepted by two nodes (a retry after a lost 250),
+    /// each node ingesting its copy at the same moment: one ticket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_accepted_by_two_nodes_is_one_ticket() {
+        let cluster = Cluster::start();
+        let a = node(&cluster, "a", HOUR).await;
+        let b = node(&cluster, "b", HOUR).await;
+        for round in 0..20 {
+            let n = 100 + round;
+            let on_a = a.spool(spool_msg(n)).await.expect("spool").id;
+            let on_b = b.spool(spool_msg(n)).await.expect("spool").id;
+            let plan = |id| vec![suite::inbound(id, n, nobody())];
+            let (x, y) = tokio::join!(
+                a.apply_inbound(plan(on_a), decide),
+                b.apply_inbound(plan(on_b), decide)
+            );
+            let outcomes: Vec<_> = [x, y]
+                .into_iter()
+                .flat_map(|r| r.expect("apply"))
+                .flat_map(|r| r.expect("plan").delivered)
+                .collect();
+            assert_eq!(
+                outcomes.iter().filter(|d| d.duplicate).count(),
+                1,
+                "{outcomes:?}"
+            );
+            assert_eq!(outcomes[0].ticket, outcomes[1].ticket);
+        }
+        assert_eq!(
+            cluster.psql(
+                "postdesk",
+                "SELECT COUNT(*), COUNT(DISTINCT dedupe_key) FROM messages"
+            ),
+            "20|20"
+        );
+    }
+
+    /// 30 new tickets balanced over three agents by three nodes at once:
+    /// 10 each, whichever node took which.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn balancing_across_nodes_is_even() {
+        let cluster = Cluster::start();
+        let mut stores = Vec::new();
+        for id in ["a", "b", "c"] {
+            stores.push(node(&cluster, id, HOUR).await);
+        }
+        let balance = RoutingPlan::Balance {
+            users: vec!["ann".into(), "bob".into(), "cy".into()],
+            reason_if_none: "nobody".into(),
+        };
+        let mut tasks = Vec::new();
+        for n in 0..30 {
+            let s = stores[n % 3].clone();
+            let balance = balance.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = s.spool(spool_msg(n)).await.expect("spool").id;
+                let out = s
+                    .apply_inbound(vec![suite::inbound(id, n, balance)], decide)
+                    .await
+                    .expect("apply");
+                out.into_iter().all(|r| r.is_ok())
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.expect("task"));
+        }
+        assert_eq!(
+            cluster.psql(
+                "postdesk",
+                "SELECT owner || '=' || COUNT(*) FROM tickets GROUP BY owner ORDER BY owner"
+            ),
+            "ann=10\nbob=10\ncy=10"
         );
     }
 }

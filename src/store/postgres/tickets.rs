@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 
 use super::sql::{Db, bind, col, exec, parse_json, parse_json_vec, row, rows};
 use crate::store::{
-    ContactRef, MessageView, NewTicket, ReplyContext, StoreError, TicketDetail, TicketFilter,
-    TicketHead, TicketId, TicketSummary, TicketUpdate,
+    ContactRef, MessageView, NewTicket, QuoteSource, ReplyContext, StoreError, TicketDetail,
+    TicketFilter, TicketHead, TicketId, TicketSummary, TicketUpdate,
 };
 
 pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, StoreError> {
@@ -60,7 +60,7 @@ pub(super) async fn list_tickets(
     f: &TicketFilter,
 ) -> Result<Vec<TicketSummary>, StoreError> {
     // Contacts are stored normalised: so is the filter, whoever asks.
-    let contact = f.contact.as_deref().map(crate::config::normalize_email);
+    let contact = f.contact.as_deref().map(crate::mail::normalize_email);
     let limit = f.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     let mut clauses = Vec::new();
@@ -108,7 +108,7 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
                 m.created_at,
                 (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
                  WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note, m.html IS NOT NULL
+                m.thread_note, m.html
          FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id",
         &[&n.0],
     )
@@ -133,7 +133,7 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
             submission: col::<Option<Vec<u8>>>(r, 14)?
                 .and_then(|raw| serde_json::from_slice(&raw).ok()),
             thread_note: col(r, 15)?,
-            has_html: col(r, 16)?,
+            html: col(r, 16)?,
         })
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -282,8 +282,19 @@ pub(super) async fn open_outbound_ticket(
     contact: &ContactRef,
     t: &NewTicket,
     owner: &str,
+    idempotency_key: Option<&str>,
     now: i64,
 ) -> Result<TicketId, StoreError> {
+    if let Some(key) = idempotency_key
+        && let Some(r) = row(
+            db,
+            "SELECT ticket_id FROM compose_keys WHERE author = $1 AND key = $2",
+            &[&owner, &key],
+        )
+        .await?
+    {
+        return Ok(TicketId(col(&r, 0)?));
+    }
     let contact_id = super::inbound::upsert_contact(db, contact, false).await?;
     let r = row(
         db,
@@ -293,5 +304,65 @@ pub(super) async fn open_outbound_ticket(
     )
     .await?
     .ok_or_else(|| StoreError::Failed("INSERT … RETURNING gave no row".into()))?;
-    Ok(TicketId(col(&r, 0)?))
+    let id: i64 = col(&r, 0)?;
+    if let Some(key) = idempotency_key {
+        exec(
+            db,
+            "INSERT INTO compose_keys (author, key, ticket_id, created_at) VALUES ($1, $2, $3, $4)",
+            &[&owner, &key, &id, &now],
+        )
+        .await?;
+    }
+    Ok(TicketId(id))
+}
+
+/// What a reply quotes (SQLite: `store/outbound.rs`, same rules): the
+/// ticket's last inbound message of kind `normal`, with its raw mail when it
+/// came by mail.
+pub(super) async fn quote_source(
+    db: &Db,
+    ticket: TicketId,
+) -> Result<Option<QuoteSource>, StoreError> {
+    let r = row(
+        db,
+        "SELECT m.from_email, m.from_name, m.date,
+                COALESCE(m.text, convert_from(substr(r.raw, (m.text_at + 1)::int), 'UTF8')),
+                m.html, CASE WHEN s.source IN ('smtp', 'imap') THEN r.raw END
+           FROM messages m
+           LEFT JOIN spool s ON s.id = m.spool_id
+           LEFT JOIN spool_raw r ON r.id = m.spool_id
+          WHERE m.ticket_id = $1 AND m.direction = 'inbound'
+            AND postdesk_json_kind(m.classification) = 'normal'
+          ORDER BY m.id DESC LIMIT 1",
+        &[&ticket.0],
+    )
+    .await?;
+    let Some(r) = r else { return Ok(None) };
+    Ok(Some(QuoteSource {
+        from_email: col::<Option<String>>(&r, 0)?.unwrap_or_default(),
+        from_name: col(&r, 1)?,
+        date: col(&r, 2)?,
+        text: col::<Option<String>>(&r, 3)?.unwrap_or_default(),
+        html: col(&r, 4)?,
+        raw: col(&r, 5)?,
+    }))
+}
+
+/// The raw mail of a ticket's messages, newest first (SQLite:
+/// `store/outbound.rs`): inbound as received, replies as sent.
+pub(super) async fn ticket_raws(db: &Db, ticket: TicketId) -> Result<Vec<Vec<u8>>, StoreError> {
+    rows(
+        db,
+        "SELECT COALESCE(
+                    (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                      WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap')),
+                    (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
+                      WHERE o.message_id = m.id))
+           FROM messages m WHERE m.ticket_id = $1 AND m.direction <> 'note' ORDER BY m.id DESC",
+        &[&ticket.0],
+    )
+    .await?
+    .iter()
+    .filter_map(|r| col::<Option<Vec<u8>>>(r, 0).transpose())
+    .collect()
 }

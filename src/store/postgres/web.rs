@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use super::sql::{Db, bind, col, exec, row, rows};
 use super::tickets::{TICKET_COLUMNS, ticket_row};
 use crate::store::{
-    InboxCounts, InboxQuery, InboxView, NewWebSession, StoreError, TicketId, TicketSummary,
-    TokenRole, WebSession, WebUser,
+    ContactView, InboxCounts, InboxQuery, InboxView, NewWebSession, StoreError, TicketId,
+    TicketSummary, TokenRole, WebSession, WebUser,
 };
 
 /// Ticket statuses that do not count as open (as SQLite's).
@@ -154,7 +154,7 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
             "full-text search of the web inbox is not yet available on PostgreSQL".into(),
         ));
     }
-    let contact = q.contact.as_deref().map(crate::config::normalize_email);
+    let contact = q.contact.as_deref().map(crate::mail::normalize_email);
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let open = format!("COALESCE(t.status, '') NOT IN {CLOSED}");
     let mut clauses: Vec<String> = Vec::new();
@@ -250,6 +250,49 @@ pub(super) async fn message_html(
     .await?
     {
         Some(r) => col(&r, 0),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn message_raw(
+    db: &Db,
+    ticket: TicketId,
+    position: usize,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let offset = i64::try_from(position).unwrap_or(i64::MAX);
+    match row(
+        db,
+        "SELECT CASE m.direction
+                  WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                                        WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
+                  WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
+                                         WHERE o.message_id = m.id)
+                END
+           FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id LIMIT 1 OFFSET $2",
+        &[&ticket.0, &offset],
+    )
+    .await?
+    {
+        Some(r) => col(&r, 0),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn contact_view(db: &Db, email: &str) -> Result<Option<ContactView>, StoreError> {
+    match row(
+        db,
+        "SELECT c.email, c.name, c.owner, (SELECT COUNT(*) FROM tickets t WHERE t.contact_id = c.id)
+           FROM contacts c WHERE c.email = $1",
+        &[&email],
+    )
+    .await?
+    {
+        Some(r) => Ok(Some(ContactView {
+            email: col(&r, 0)?,
+            name: col(&r, 1)?,
+            owner: col(&r, 2)?,
+            tickets: col(&r, 3)?,
+        })),
         None => Ok(None),
     }
 }

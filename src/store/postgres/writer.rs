@@ -8,6 +8,10 @@
 //! fails (connection lost, COMMIT refused) every write of the batch is
 //! answered with that error, nothing of them is acknowledged, and the next
 //! batch takes a fresh pooled connection.
+//!
+//! Several nodes on one database: each batch holds a transaction-level
+//! advisory lock ([`WRITER_LOCK`]), so the nodes' batches commit one after
+//! the other instead of deadlocking on the rows they share.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +23,10 @@ use super::sql::{BoxFut, Db, in_savepoint};
 use super::{pg_err, pool_err};
 use crate::store::StoreError;
 use crate::store::sqlite::clone_err;
+
+/// The advisory lock every node's committer holds for its transaction
+/// ("pdwriter").
+const WRITER_LOCK: i64 = 0x7064_7772_6974_6572;
 
 /// Writes that may wait for the committer (callers wait when it is full).
 const QUEUE: usize = 4096;
@@ -131,9 +139,15 @@ async fn run_batch(pool: &Pool, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
     let db = pool.get().await.map_err(pool_err)?;
     // Acknowledged means flushed: whatever the server's default, this
     // transaction's commit waits for its WAL to reach the disk.
-    db.batch_execute("BEGIN; SET LOCAL synchronous_commit = on")
-        .await
-        .map_err(pg_err)?;
+    // Nodes sharing the database take turns: their writes lock the same
+    // hot rows (a ticket, the outbox and activity counters) in whatever
+    // order their batches hold, and two batches interleaved would deadlock
+    // (one of them failing as busy). One batch at a time across nodes.
+    db.batch_execute(&format!(
+        "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+    ))
+    .await
+    .map_err(pg_err)?;
     let mut failed = None;
     for job in batch.iter_mut() {
         if let Err(e) = job.run(&db).await {

@@ -460,7 +460,17 @@ pub(super) fn open_outbound_ticket(
     contact: &ContactRef,
     t: &NewTicket,
     owner: &str,
+    idempotency_key: Option<&str>,
 ) -> Result<TicketId, StoreError> {
+    if let Some(key) = idempotency_key {
+        let earlier: Option<i64> = conn
+            .prepare_cached("SELECT ticket_id FROM compose_keys WHERE author = ?1 AND key = ?2")?
+            .query_row(params![owner, key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = earlier {
+            return Ok(TicketId(id));
+        }
+    }
     let contact_id = upsert_contact(conn, contact, false)?;
     let now = now_ms();
     conn.prepare_cached(
@@ -468,5 +478,12 @@ pub(super) fn open_outbound_ticket(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
     )?
     .execute(params![channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, now, t.secret])?;
-    Ok(TicketId(conn.last_insert_rowid()))
+    let id = conn.last_insert_rowid();
+    if let Some(key) = idempotency_key {
+        conn.prepare_cached(
+            "INSERT INTO compose_keys (author, key, ticket_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![owner, key, id, now])?;
+    }
+    Ok(TicketId(id))
 }

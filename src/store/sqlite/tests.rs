@@ -523,7 +523,7 @@ async fn a_version_4_database_keeps_its_queued_replies_through_migration_5() {
          PRAGMA user_version = 4;",
     );
     let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
-    let due = s.due_outbox(1, 10).await.expect("due");
+    let due = s.due_outbox(claim(), 1, 10).await.expect("due");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, OutboxId(7));
     assert_eq!(due[0].raw, b"Subject: Hi\r\n\r\nok\r\n".to_vec());
@@ -698,7 +698,7 @@ async fn migration_12_keeps_the_outbox_and_adds_notices() {
          PRAGMA user_version = 10;",
     );
     let s = SqliteStore::open(&path, 1000, 8).expect("migrates");
-    let due = s.due_outbox(i64::MAX, 10).await.expect("due");
+    let due = s.due_outbox(claim(), i64::MAX, 10).await.expect("due");
     assert_eq!(
         due.iter()
             .map(|i| (i.id.0, i.raw.clone(), i.rcpt_to.clone()))

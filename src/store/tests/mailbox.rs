@@ -26,6 +26,7 @@ pub(crate) fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage
         known_unfetched: 0,
         unreturned: Vec::new(),
         gmail_account: None,
+        fence: None,
         channel: "mailbox".into(),
         folder: "INBOX".into(),
         checkpoint: Checkpoint {

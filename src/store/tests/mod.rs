@@ -27,11 +27,13 @@
 //! that backend has its arm in [`fresh_store`].
 
 mod inbound;
+mod lease;
 mod mailbox;
 mod outbox;
 mod web;
 
 pub(crate) use inbound::*;
+pub(crate) use lease::*;
 pub(crate) use mailbox::*;
 pub(crate) use outbox::*;
 pub(crate) use web::*;
@@ -92,6 +94,9 @@ macro_rules! conformance {
             one_open_alert_per_channel,
             a_ticket_keeps_what_routed_it,
             notices_queue_without_a_ticket_and_the_key_is_made_once,
+            a_live_lease_is_held_by_one_node,
+            an_expired_lease_is_taken_over_once_under_a_new_epoch,
+            a_stale_epoch_is_refused,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {
@@ -291,4 +296,12 @@ pub(crate) fn bounce_plan(
         detail: "bounced: c1@customer.example 5.1.1: 550 5.1.1 User unknown".into(),
     });
     p
+}
+
+/// The claim tests take due outbox entries with (one node, a long lease).
+pub(crate) fn claim() -> OutboxClaim {
+    OutboxClaim {
+        node: "test-node".into(),
+        lease_ms: 60_000,
+    }
 }

@@ -62,7 +62,13 @@ pub(crate) async fn bounces_join_the_outbound_messages_ticket_and_fail_it(s: &dy
     let outbox_after = s.queues().await.expect("counts").outbox;
     assert_eq!(outbox_before.queued + outbox_before.failed, 1);
     assert_eq!((outbox_after.queued, outbox_after.failed), (0, 1));
-    assert_eq!(s.due_outbox(i64::MAX, 10).await.expect("due").len(), 0);
+    assert_eq!(
+        s.due_outbox(claim(), i64::MAX, 10)
+            .await
+            .expect("due")
+            .len(),
+        0
+    );
 
     // A delayed report joins without failing anything.
     s.queue_reply(reply_on(1, "pd.1.bb@desk.acme.example"), replay)
@@ -294,6 +300,17 @@ pub(crate) async fn an_idempotency_key_replays_its_reply_and_no_other_ticket(s: 
         .expect("queue");
     let c = s.queues().await.expect("counts").outbox;
     assert_eq!(c.queued, 2, "the keyed reply once, the unkeyed one");
+    // Each message's raw mail, by its place in the ticket: the inbound one
+    // as received, a reply as composed; nothing past the end.
+    let raw = |i| s.message_raw(TicketId(1), i);
+    assert_eq!(raw(0).await.expect("raw"), Some(spool_msg(0).raw));
+    assert_eq!(
+        raw(1).await.expect("raw"),
+        Some(reply_on(1, "x").raw),
+        "the reply's bytes"
+    );
+    assert_eq!(raw(3).await.expect("raw"), None);
+    assert_eq!(s.message_raw(TicketId(9), 0).await.expect("raw"), None);
 }
 
 /// A notice is queued on no ticket: it is due like a reply, with its own
@@ -309,7 +326,7 @@ pub(crate) async fn notices_queue_without_a_ticket_and_the_key_is_made_once(s: &
         })
         .await
         .expect("notice");
-    let due = s.due_outbox(i64::MAX, 10).await.expect("due");
+    let due = s.due_outbox(claim(), i64::MAX, 10).await.expect("due");
     assert_eq!(
         due.iter()
             .map(|i| (i.id, i.mail_from.as_str(), i.rcpt_to.clone(), i.raw.clone()))
@@ -330,7 +347,12 @@ pub(crate) async fn notices_queue_without_a_ticket_and_the_key_is_made_once(s: &
     )
     .await
     .expect("sent");
-    assert!(s.due_outbox(i64::MAX, 10).await.expect("due").is_empty());
+    assert!(
+        s.due_outbox(claim(), i64::MAX, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
     assert_eq!(s.queues().await.expect("queues").outbox.sent, 1);
     let key = s.notice_key().await.expect("key");
     assert!(

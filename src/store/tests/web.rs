@@ -99,8 +99,8 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
     s.update_ticket(TicketId(4), update(None, Some("ann")))
         .await
         .expect("assign");
-    let composed = s
-        .open_outbound_ticket(
+    let compose = |owner: &str, key: Option<&str>| {
+        s.open_outbound_ticket(
             "support".into(),
             ContactRef {
                 email: "new@customer.example".into(),
@@ -116,11 +116,17 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
                 routing: unassigned(),
                 routed_by: None,
             },
-            "ann".into(),
+            owner.into(),
+            key.map(str::to_string),
         )
-        .await
-        .expect("compose");
+    };
+    let composed = compose("ann", Some("k1")).await.expect("compose");
     assert_eq!(composed, TicketId(5));
+    // A retry with the key: the same ticket, nothing new.
+    assert_eq!(
+        compose("ann", Some("k1")).await.expect("retry"),
+        TicketId(5)
+    );
     let q = |view: InboxView| InboxQuery {
         view,
         status: None,
@@ -184,5 +190,27 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
     let t = s.ticket(TicketId(4)).await.expect("ticket");
     assert_eq!(t.head.priority.as_deref(), Some("high"));
     assert_eq!(s.message_html(TicketId(1), 0).await.expect("html"), None);
+    // One contact with its owner and tickets.
+    s.set_contact_owner("c1@customer.example".into(), Some("bob".into()))
+        .await
+        .expect("owner");
+    let c = s
+        .contact_view("c1@customer.example".into())
+        .await
+        .expect("contact")
+        .expect("c1");
+    assert_eq!(
+        (c.name.as_deref(), c.owner.as_deref(), c.tickets),
+        (Some("C 1"), Some("bob"), 1)
+    );
+    assert!(
+        s.contact_view("nobody@customer.example".into())
+            .await
+            .expect("none")
+            .is_none()
+    );
+    // Keys are per author; no key: always a new ticket.
+    assert_eq!(compose("bob", Some("k1")).await.expect("bob"), TicketId(6));
+    assert_eq!(compose("ann", None).await.expect("no key"), TicketId(7));
     assert_eq!(s.message_html(TicketId(1), 9).await.expect("none"), None);
 }

@@ -16,6 +16,10 @@
 //! [`OAuthError::NeedsReauth`]; from then on no request is made for that
 //! channel until the refresh-token or client-secret file changes on disk.
 //!
+//! Its own module (not the puller's or the sender's) because both use it:
+//! `pull/` for XOAUTH2 IMAP and `outbound/` (through [`AccessTokens`]) for
+//! XOAUTH2 SMTP, and neither imports the other for it.
+//!
 //! Must not: log or put into an error any token or secret (errors carry the
 //! provider's error code and description only). Untrusted input: the token
 //! endpoint's JSON (parsed by `oauth2`); redirects are not followed.
@@ -36,7 +40,6 @@ use oauth2::{
 use tokio::sync::Mutex;
 
 use crate::config::{ChannelConfig, ChannelKind, O365_APP_SCOPE, OAuthConfig, OAuthFlow};
-use crate::outbound::AccessTokens;
 
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -432,7 +435,7 @@ fn grant_error<RE: std::error::Error + 'static>(
             let code = r.error().to_string();
             let desc = r
                 .error_description()
-                .map(|d| format!(": {}", super::connect::short(d)))
+                .map(|d| format!(": {}", crate::mail::short(d)))
                 .unwrap_or_default();
             match r.error() {
                 BasicErrorResponseType::InvalidGrant
@@ -443,11 +446,11 @@ fn grant_error<RE: std::error::Error + 'static>(
                 _ => OAuthError::Endpoint(format!("{code}{desc}")),
             }
         }
-        RequestTokenError::Request(e) => OAuthError::Endpoint(super::connect::short(e)),
+        RequestTokenError::Request(e) => OAuthError::Endpoint(crate::mail::short(e)),
         RequestTokenError::Parse(e, _) => {
-            OAuthError::Endpoint(format!("bad response: {}", super::connect::short(e)))
+            OAuthError::Endpoint(format!("bad response: {}", crate::mail::short(e)))
         }
-        RequestTokenError::Other(s) => OAuthError::Endpoint(super::connect::short(s)),
+        RequestTokenError::Other(s) => OAuthError::Endpoint(crate::mail::short(s)),
     }
 }
 
@@ -485,6 +488,25 @@ pub fn permissions_needed(ch: &ChannelConfig) -> Option<String> {
             client = oauth.client_id,
         ),
     })
+}
+
+/// A source of OAuth 2 access tokens for a channel's mailbox, used for
+/// XOAUTH2 to the provider's SMTP (gmail, office365): what the outbound
+/// sender asks for; [`ChannelTokens`] answers it from the [`TokenSource`]
+/// the IMAP puller uses too.
+pub trait AccessTokens: Send + Sync + 'static {
+    /// A currently valid access token for `channel` (refreshing as needed).
+    fn access_token<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+    /// The provider refused `channel`'s token (XOAUTH2 AUTH failed): forget
+    /// any cached token so the next attempt gets a fresh one.
+    fn rejected<'a>(&'a self, channel: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = channel;
+        Box::pin(async {})
+    }
 }
 
 /// [`TokenSource`] as the outbound sender's [`AccessTokens`]: looks the

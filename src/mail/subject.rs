@@ -1,11 +1,10 @@
 //! Subject prefixes of replies and forwards, in many languages.
 //!
-//! Owns: [`strip_subject_prefixes`] and the "does this subject say forward /
-//! reply" questions the block scanner asks. The prefix words are data in
-//! `labels.rs`. Untrusted input: any subject. Limits: at most
+//! Owns: [`strip_subject_prefixes`], the ticket tags (`[#N-secret]`) replies
+//! carry and inbound subjects are searched for, and the "does this subject say forward /
+//! reply" questions the forwarded-block scanner asks, with the prefix words
+//! (data, at the end of this file). Untrusted input: any subject. Limits: at most
 //! [`MAX_PREFIXES`] prefixes are removed; never panics.
-
-use super::labels::{FORWARD_PREFIXES, REPLY_PREFIXES};
 
 /// How many stacked prefixes we remove at most.
 pub(crate) const MAX_PREFIXES: usize = 32;
@@ -102,9 +101,167 @@ pub(crate) fn has_forward_prefix(subject: &str) -> bool {
     false
 }
 
+/// Subject prefixes, lower-case, without the colon.
+pub(crate) const FORWARD_PREFIXES: &[&str] = &[
+    "fwd",
+    "fw",
+    "wg",
+    "tr",
+    "rv",
+    "enc",
+    "i",
+    "doorst",
+    "vs",
+    "vb",
+    "vl",
+    "pd",
+    "rif",
+    "ilt",
+    "i̇lt",
+    "továbbítás",
+    "pfwd",
+    "пересл",
+    "перес",
+    "fwd",
+    "転送",
+    "edasi",
+    "redirecționare",
+    "prosl",
+    "转发",
+    "轉寄",
+    "转寄",
+    "전달",
+    "הועבר",
+    "προώθ",
+];
+pub(crate) const REPLY_PREFIXES: &[&str] = &[
+    "re",
+    "aw",
+    "sv",
+    "antw",
+    "odp",
+    "r",
+    "vá",
+    "ynt",
+    "вс",
+    "отв",
+    "ответ",
+    "відп",
+    "返信",
+    "res",
+    "atb",
+    "vs",
+    "odg",
+    "răsp",
+    "rsp",
+    "vast",
+    "回复",
+    "回覆",
+    "답장",
+    "απ",
+    "σχετ",
+    "השב",
+    "رد",
+];
+
+/// A ticket's tag in a subject: `[#N]`, or `[#N-secret]` with the ticket's
+/// secret (lower-cased) — how replies name the ticket they continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketTag {
+    pub ticket: i64,
+    pub secret: Option<String>,
+}
+
+/// The tag of `ticket` for outgoing subjects: `[#N-secret]`, or `[#N]` for
+/// a ticket without a secret.
+pub fn ticket_tag(ticket: i64, secret: &str) -> String {
+    if secret.is_empty() {
+        format!("[#{ticket}]")
+    } else {
+        format!("[#{ticket}-{secret}]")
+    }
+}
+
+/// The `[#N]` or `[#N-secret]` tag of a subject (the last one wins, as
+/// replies may quote older tags first).
+pub fn last_ticket_tag(subject: &str) -> Option<TicketTag> {
+    let mut found = None;
+    let mut rest = subject;
+    while let Some(i) = rest.find("[#") {
+        let after = &rest[i + 2..];
+        if let Some(t) = parse_tag(after) {
+            found = Some(t);
+        }
+        rest = after;
+    }
+    found
+}
+
+/// `N]` or `N-secret]` at the start of `s`.
+fn parse_tag(s: &str) -> Option<TicketTag> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n: i64 = s.get(..digits)?.parse().ok()?;
+    let rest = s.get(digits..)?;
+    if rest.starts_with(']') {
+        return Some(TicketTag {
+            ticket: n,
+            secret: None,
+        });
+    }
+    let rest = rest.strip_prefix('-')?;
+    let len = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    let secret = rest.get(..len)?;
+    if !(4..=32).contains(&len) || !rest.get(len..)?.starts_with(']') {
+        return None;
+    }
+    Some(TicketTag {
+        ticket: n,
+        secret: Some(secret.to_ascii_lowercase()),
+    })
+}
+
+/// `subject` without any `[#N]` / `[#N-secret]` tag of `ticket`.
+pub fn strip_ticket_tags(subject: &str, ticket: i64) -> String {
+    let mut out = String::with_capacity(subject.len());
+    let mut rest = subject;
+    while let Some(i) = rest.find("[#") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match parse_tag(after).filter(|t| t.ticket == ticket) {
+            Some(_) => {
+                let end = after.find(']').map_or(after.len(), |e| e + 1);
+                rest = &after[end..];
+            }
+            None => {
+                out.push_str("[#");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_stripped_only_for_their_ticket() {
+        assert_eq!(
+            strip_ticket_tags("Re: Help [#12-k3f9q2ab] x", 12),
+            "Re: Help  x"
+        );
+        assert_eq!(
+            strip_ticket_tags("Re: Help [#12] [#13]", 12),
+            "Re: Help  [#13]"
+        );
+        assert_eq!(strip_ticket_tags("[# [#12", 12), "[# [#12");
+        assert_eq!(ticket_tag(7, "k3f9q2ab"), "[#7-k3f9q2ab]");
+        assert_eq!(ticket_tag(7, ""), "[#7]");
+        let subject = format!("Re: x {}", ticket_tag(7, "k3f9q2ab"));
+        assert_eq!(last_ticket_tag(&subject).map(|t| t.ticket), Some(7));
+    }
 
     #[test]
     fn strip_table() {
