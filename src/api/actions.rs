@@ -280,8 +280,7 @@ pub async fn compose<'a>(
     .await?;
     req.author = author;
     caller.take_send(s)?;
-    Ok(s
-        .outbound
+    Ok(s.outbound
         .compose(req, crate::ingest::route::composed_ticket)
         .await?)
 }

@@ -310,14 +310,16 @@ pub async fn inbox(
         before,
         limit: PAGE_SIZE,
     };
-    let (tickets, counts, version) = match tokio::try_join!(
-        s.store.inbox(query),
-        s.store.inbox_counts(agent.id.clone()),
-        s.store.activity()
-    ) {
-        Ok(r) => r,
+    // Activity first, then the data it stands for (see `ticket::show`).
+    let version = match s.store.activity().await {
+        Ok(v) => v,
         Err(e) => return super::error_page(lang, &ApiError::from(e)),
     };
+    let (tickets, counts) =
+        match tokio::try_join!(s.store.inbox(query), s.store.inbox_counts(agent.id.clone())) {
+            Ok(r) => r,
+            Err(e) => return super::error_page(lang, &ApiError::from(e)),
+        };
     let next = (tickets.len() == PAGE_SIZE)
         .then(|| tickets.last())
         .flatten()

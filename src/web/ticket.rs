@@ -55,6 +55,10 @@ pub async fn show(
     let images = q.ok().and_then(|Query(p)| p.images);
     let result = async {
         let n = number(&n)?;
+        // The activity value is read before the data it stands for: a
+        // change landing in between then shows as a newer value and the
+        // live script re-fetches; read after, it would be missed.
+        let version = s.store.activity().await?;
         let ticket = s.store.ticket(n).await?;
         let others = s
             .store
@@ -64,7 +68,6 @@ pub async fn show(
                 ..TicketFilter::default()
             })
             .await?;
-        let version = s.store.activity().await?;
         let files = super::attachments::of_ticket(&s, n, ticket.messages.len()).await?;
         let contact = s
             .store

@@ -5,11 +5,15 @@
 (function () {
   "use strict";
   var live = document.getElementById("live");
+  // Refreshes may overlap; only the latest started one is applied, so a
+  // slow older answer never puts back a state that has moved on.
+  var started = 0;
   function refresh() {
-    fetch(location.href, { credentials: "same-origin" })
+    var mine = ++started;
+    fetch(location.href, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (text) {
-        if (!text) { return; }
+        if (!text || mine !== started) { return; }
         var doc = new DOMParser().parseFromString(text, "text/html");
         var fresh = doc.getElementById("live");
         if (fresh && live) { live.replaceWith(fresh); live = fresh; }
