@@ -349,7 +349,7 @@ pub async fn run(
     let sender = crate::outbound::sender::Sender {
         store: store.clone(),
         live: live.clone(),
-        wake: out_wake,
+        wake: out_wake.clone(),
         tokens: Some(Arc::new(crate::oauth::ChannelTokens {
             tokens: tokens.clone(),
             live: live.clone(),
@@ -380,20 +380,12 @@ pub async fn run(
         http_stop.clone(),
     ));
 
-    // Overrides changed by the CLI (another process) are picked up here.
+    // Overrides changed by the CLI (another process) or another node, and
+    // replies they queued, are picked up here.
     let refresher = {
         let (store, live, stop) = (store.clone(), live.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.cancelled() => break,
-                }
-                if let Err(e) = live.refresh(store.as_ref()).await {
-                    tracing::debug!(error = %e, "override refresh failed");
-                }
-            }
-        })
+        let sender = out_wake.clone();
+        tokio::spawn(async move { live.follow(store.as_ref(), &sender, &stop).await })
     };
 
     notify(&[sd_notify::NotifyState::Ready]);

@@ -5,9 +5,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChannelConfig, Config, UserConfig};
-use crate::store::{Store, StoreError};
+use crate::store::{Change, Store, StoreError};
+
+/// How often the overrides are read again whatever the store reports: all
+/// there is on SQLite (the CLI, another process, changes them), the
+/// fallback for a lost notification on PostgreSQL.
+pub const STATE_POLL: Duration = Duration::from_secs(2);
 
 /// The configuration and overrides in force right now.
 pub struct Live {
@@ -152,6 +162,48 @@ impl Live {
             *m = users;
         }
         Ok(())
+    }
+}
+
+impl Live {
+    /// Until `stop`: keep the overrides current and wake the sender
+    /// (`sender`) for replies queued elsewhere — at once for each change the
+    /// store reports ([`Store::changes`]: on PostgreSQL, other nodes' and
+    /// the CLI's writes), and every [`STATE_POLL`] in any case.
+    pub async fn follow(&self, store: &dyn Store, sender: &Notify, stop: &CancellationToken) {
+        let mut changes = store.changes();
+        let mut poll = tokio::time::interval(STATE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let (state, outbox) = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = poll.tick() => (true, false),
+                heard = next_change(&mut changes) => match heard {
+                    Ok(Change::State) => (true, false),
+                    Ok(Change::Outbox) => (false, true),
+                    // Changes were missed: any of them may have happened.
+                    Err(RecvError::Lagged(_)) => (true, true),
+                    Err(RecvError::Closed) => {
+                        changes = None;
+                        continue;
+                    }
+                },
+            };
+            if outbox {
+                sender.notify_one();
+            }
+            if state && let Err(e) = self.refresh(store).await {
+                tracing::debug!(error = %e, "override refresh failed");
+            }
+        }
+    }
+}
+
+/// The next change reported, or never when the store reports none.
+async fn next_change(changes: &mut Option<Receiver<Change>>) -> Result<Change, RecvError> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

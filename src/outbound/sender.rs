@@ -20,8 +20,10 @@
 //! full disk — is kept in memory and retried each round, its entry not sent
 //! again meanwhile), repeat; when nothing is due, sleep
 //! until the next due time, a wake-up from a newly queued reply (the API's
-//! in this process; the CLI's through [`super::wake`]'s socket), or
-//! `[outbound] poll_secs` (default [`IDLE_POLL`]: replies another node queued).
+//! in this process; the CLI's through [`super::wake`]'s socket; on
+//! PostgreSQL, another node's or the CLI's through the store's
+//! notification), or `[outbound] poll_secs` (default [`IDLE_POLL`]: what a
+//! lost wake-up missed).
 //!
 //! Shutdown: stop taking entries; entries waiting for a connection are left
 //! queued untouched; transactions already started finish (bounded by

@@ -14,7 +14,8 @@
 //! A socket file left by a daemon that died (nobody receives on it) is
 //! replaced at the next start; one another live daemon receives on is left
 //! to it (this one logs a warning and relies on its poll). A PostgreSQL
-//! store has no socket: its nodes and their CLIs find replies by polling.
+//! store has no socket: a reply queued there sends a notification every
+//! node hears (`store/postgres/listen.rs`, passed on by `Live::follow`).
 //!
 //! Must not: fail a command or the daemon — without the socket (a path
 //! longer than the kernel's 107 bytes, a read-only directory) replies still

@@ -167,6 +167,27 @@ pub trait Store:
     /// only, so it costs the same on a year-old store as on a new one: what
     /// `/readyz`, `/metrics` and `outbox status` use.
     fn queues(&self) -> StoreFuture<'_, Queues>;
+
+    /// Changes made by other processes or nodes, as they commit: `None`
+    /// when this backend cannot tell (SQLite: the daemon polls, and the
+    /// CLI wakes its sender through `outbound::wake`). A subscriber must
+    /// still poll now and then — a notification can be lost (the listening
+    /// connection drops; the backend then reports every kind once when it
+    /// is back).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+}
+
+/// What changed in the store, as [`Store::changes`] reports it. Only the
+/// kind: the subscriber reads what it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A runtime override: a channel enabled or disabled, a user's
+    /// availability.
+    State,
+    /// A reply or notice queued, or the outbox flushed.
+    Outbox,
 }
 
 /// The spool: accepted mail and submissions, until ingest has applied them

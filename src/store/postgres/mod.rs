@@ -19,6 +19,7 @@
 pub(crate) mod cluster;
 mod inbound;
 mod lease;
+mod listen;
 mod mailbox;
 mod migrations;
 mod nodes;
@@ -161,6 +162,10 @@ pub struct PostgresStore {
     describe: String,
     /// This node among those sharing the database ([`PostgresStore::with_node`]).
     node: Node,
+    /// How to open the connection that listens for other nodes' changes.
+    listen_with: (tokio_postgres::Config, tls::Connector),
+    /// That connection's task, started by the first [`Store::changes`].
+    listener: std::sync::OnceLock<listen::Listener>,
     /// A test store's private cluster, stopped when the store is dropped.
     #[cfg(test)]
     cluster: Option<cluster::Cluster>,
@@ -186,6 +191,10 @@ impl PostgresStore {
         group_commit_max: usize,
     ) -> Result<Self, StoreError> {
         let describe = describe(&config);
+        let config = with_defaults(config);
+        let connector =
+            tls::connector(ca_file, tls::uses_tls(&config)).map_err(StoreError::Invalid)?;
+        let listen_with = (config.clone(), connector);
         let pool = migrated_pool(config, ca_file, pool_size.max(2)).await?;
         let writer = writer::Writer::start(pool.clone(), group_commit_max.max(1));
         Ok(PostgresStore {
@@ -193,6 +202,8 @@ impl PostgresStore {
             writer,
             describe,
             node: Node::default(),
+            listen_with,
+            listener: std::sync::OnceLock::new(),
             #[cfg(test)]
             cluster: None,
         })
@@ -216,19 +227,26 @@ impl PostgresStore {
     }
 }
 
-/// A pool of `size` connections to a database migrated to this binary's
-/// schema (the store's, and `store copy`'s target).
-pub(crate) async fn migrated_pool(
-    mut config: tokio_postgres::Config,
-    ca_file: Option<&std::path::Path>,
-    size: usize,
-) -> Result<Pool, StoreError> {
+/// `config` with what the URL left out: a connect timeout, and
+/// `application_name` (what `pg_stat_activity` shows).
+fn with_defaults(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("postdesk");
     }
+    config
+}
+
+/// A pool of `size` connections to a database migrated to this binary's
+/// schema (the store's, and `store copy`'s target).
+pub(crate) async fn migrated_pool(
+    config: tokio_postgres::Config,
+    ca_file: Option<&std::path::Path>,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    let config = with_defaults(config);
     let explain = tls::explain(&config, ca_file);
     let connector = tls::connector(ca_file, tls::uses_tls(&config)).map_err(StoreError::Invalid)?;
     let manager = Manager::from_config(
@@ -362,6 +380,14 @@ impl Store for PostgresStore {
 
     fn queues(&self) -> StoreFuture<'_, Queues> {
         Box::pin(async move { sql::queues(&*self.db().await?).await })
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        let listener = self.listener.get_or_init(|| {
+            let (config, connector) = self.listen_with.clone();
+            listen::Listener::start(config, connector)
+        });
+        Some(listener.subscribe())
     }
 }
 

@@ -7,6 +7,7 @@
 //! expires or the attempt is recorded.
 
 use super::lease::NOW_MS;
+use super::listen;
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
 use super::tickets::ticket_channel;
 use crate::store::{
@@ -113,6 +114,7 @@ pub(super) async fn queue_reply(
         &[&now, &r.ticket.0],
     )
     .await?;
+    listen::notify(db, listen::OUTBOX).await?;
     Ok(QueuedReply {
         ticket: r.ticket,
         outbox_id: OutboxId(outbox_id),
@@ -134,7 +136,10 @@ pub(super) async fn queue_notice(db: &Db, n: &NewNotice, now: i64) -> Result<Out
     )
     .await?
     {
-        Some(r) => Ok(OutboxId(col(&r, 0)?)),
+        Some(r) => {
+            listen::notify(db, listen::OUTBOX).await?;
+            Ok(OutboxId(col(&r, 0)?))
+        }
         None => Err(StoreError::Failed("insert returned no id".into())),
     }
 }
@@ -270,5 +275,6 @@ pub(super) async fn flush_outbox(db: &Db, now: i64) -> Result<usize, StoreError>
         &[&now],
     )
     .await?;
+    listen::notify(db, listen::OUTBOX).await?;
     Ok(n as usize)
 }

@@ -86,7 +86,7 @@ pub(super) async fn set_user_available(
         &[&user, &available, &now_ms()],
     )
     .await?;
-    Ok(())
+    super::listen::notify(db, super::listen::STATE).await
 }
 
 pub(super) async fn channel_overrides(db: &Db) -> Result<Vec<(String, bool)>, StoreError> {
@@ -113,7 +113,7 @@ pub(super) async fn set_channel_enabled(
         &[&channel, &enabled],
     )
     .await?;
-    Ok(())
+    super::listen::notify(db, super::listen::STATE).await
 }
 
 pub(super) async fn insert_token(db: &Db, t: &NewApiToken, now: i64) -> Result<(), StoreError> {

@@ -138,6 +138,82 @@ async fn a_failing_write_does_not_undo_its_batch_neighbours() {
     assert_eq!(s.queues().await.expect("queues").spool_pending, 30);
 }
 
+/// The next change `heard` reports (a minute at most: none is a failure).
+async fn next_change(heard: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
+    match tokio::time::timeout(std::time::Duration::from_secs(60), heard.recv()).await {
+        Ok(Ok(c)) => c,
+        other => panic!("no change reported: {other:?}"),
+    }
+}
+
+/// Another node's writes are heard as they commit: a channel switched and
+/// an availability set are `State`, a queued notice and a flush `Outbox`.
+/// When the server restarts, the listener reconnects by itself and reports
+/// both kinds once (what was sent meanwhile is lost), then hears again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_nodes_hear_changes_as_they_commit() {
+    let mut cluster = Cluster::start();
+    let a = open(&cluster).await;
+    let b = open(&cluster).await;
+    let mut heard = a.changes().expect("PostgreSQL reports changes");
+    // Listening: both kinds once, since nothing was heard before.
+    let first = [next_change(&mut heard).await, next_change(&mut heard).await];
+    assert_eq!(first, [Change::State, Change::Outbox]);
+
+    b.set_channel_enabled("support".into(), Some(false))
+        .await
+        .expect("disable");
+    assert_eq!(next_change(&mut heard).await, Change::State);
+    b.set_user_available("ann".into(), Some(false))
+        .await
+        .expect("away");
+    assert_eq!(next_change(&mut heard).await, Change::State);
+    b.queue_notice(NewNotice {
+        kind: "assigned".into(),
+        mail_from: "desk@acme.example".into(),
+        rcpt_to: vec!["ann@acme.example".into()],
+        raw: b"notice".to_vec(),
+    })
+    .await
+    .expect("notice");
+    assert_eq!(next_change(&mut heard).await, Change::Outbox);
+    b.flush_outbox().await.expect("flush");
+    assert_eq!(next_change(&mut heard).await, Change::Outbox);
+    // A write that fails (no such outbox entry) sends nothing: the next
+    // change heard is the one after it.
+    assert!(
+        b.record_attempt(OutboxId(999), AttemptOutcome::Failed { error: "x".into() })
+            .await
+            .is_err()
+    );
+    b.set_channel_enabled("support".into(), None)
+        .await
+        .expect("enable");
+    assert_eq!(next_change(&mut heard).await, Change::State);
+
+    cluster.restart();
+    let again = [next_change(&mut heard).await, next_change(&mut heard).await];
+    assert_eq!(
+        again,
+        [Change::State, Change::Outbox],
+        "reported after reconnecting"
+    );
+    // The pool's connections died with the server: a write may need a retry.
+    let mut done = false;
+    for _ in 0..30 {
+        if b.set_channel_enabled("support".into(), Some(true))
+            .await
+            .is_ok()
+        {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(done, "b writes again after the restart");
+    assert_eq!(next_change(&mut heard).await, Change::State);
+}
+
 /// The store's path in `status` names host and database, never the
 /// password of the URL.
 #[test]
