@@ -337,9 +337,9 @@ pub(crate) fn use_signin_link(
 
 /// The words of a search as typed: split at white space, control
 /// characters (NUL included) and `"`, those with a letter or digit, at
-/// most 16. Both backends search for exactly
-/// these, each as a prefix, all required (SQLite: [`fts_query`];
-/// PostgreSQL: `postdesk_search_query`, its schema step 17).
+/// most 16. Both backends search for exactly these, each as a prefix, all
+/// required (SQLite: [`fts_query`]; PostgreSQL: `postdesk_search_query`,
+/// its schema step 17).
 pub fn search_words(words: &str) -> Vec<&str> {
     words
         .split(|c: char| c.is_whitespace() || c.is_control() || c == '"')
