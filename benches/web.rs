@@ -1,9 +1,12 @@
 //! The web inbox's store queries on a large store, against the JSON API's
-//! own query in the same run: `scripts/bench-web [TICKETS] [MESSAGES_PER_TICKET]`
-//! (default 100000 tickets × 10 messages = 1M messages).
+//! own query in the same run: `scripts/bench-web [--store postgres] [TICKETS]
+//! [MESSAGES_PER_TICKET]` (default 100000 tickets × 10 messages = 1M
+//! messages).
 //!
 //! Seeds a fresh SQLite store through the store's own ingest path (spool +
-//! apply, in batches), then times, 200 times each, p50/p99 in ms:
+//! apply, in batches) — with `--postgres` (the script's `--store postgres`)
+//! then also a private PostgreSQL cluster started for the run, the same
+//! way — then times, 200 times each, p50/p99 in ms:
 //! the inbox's first page (open view, by last activity), a deep page (by
 //! cursor), the view counts, a full-text search, a ticket with its
 //! messages — and `list_tickets` (what `GET /api/v1/tickets` runs).
@@ -13,6 +16,9 @@ use std::time::Instant;
 
 use postdesk::ingest::decide::decide;
 use postdesk::store::*;
+
+#[path = "../src/store/postgres/cluster.rs"]
+mod cluster;
 
 fn plan(spool: SpoolId, ticket: usize, msg: usize) -> InboundPlan {
     let contact = ContactRef {
@@ -117,7 +123,20 @@ async fn main() {
     let tickets: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let per: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("bench.sqlite"), 5000, 512).expect("open");
+    let sqlite = SqliteStore::open(&dir.path().join("bench.sqlite"), 5000, 512).expect("open");
+    println!("== SQLite");
+    run(&sqlite, tickets, per).await;
+    if std::env::args().any(|a| a == "--postgres") {
+        let pg = cluster::Cluster::start();
+        let config = postgres::parse_url(&pg.url("postdesk")).expect("url");
+        let store = PostgresStore::open(config, 8, 512).await.expect("open");
+        println!("== PostgreSQL (private cluster, default settings)");
+        run(&store, tickets, per).await;
+    }
+}
+
+/// Seed `store` and time its queries.
+async fn run(store: &dyn Store, tickets: usize, per: usize) {
     let t0 = Instant::now();
     // Message m of every ticket, round by round: activity interleaves.
     for m in 0..per {
@@ -185,8 +204,7 @@ async fn main() {
     .await;
     time("inbox: search a rare serial", runs, |i| {
         let q = format!("{}-0", (i * 7919) % tickets);
-        let s = &store;
-        async move { s.inbox(open(None, Some(&q))).await }
+        async move { store.inbox(open(None, Some(&q))).await }
     })
     .await;
     time("ticket page: ticket + messages", runs, |i| {

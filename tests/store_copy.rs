@@ -96,6 +96,35 @@ fn inbox_status(d: &Daemon, cookie: &str) -> u16 {
     request_header(d.http, "GET", "/", &[("Cookie", cookie)], None, None, "x").0
 }
 
+/// Which of the tickets "Case 0" to "Case 3" the inbox page (all open
+/// tickets) lists when searching for `q` (URL-encoded) with `cookie`.
+fn search_page(d: &Daemon, cookie: &str, q: &str) -> Vec<String> {
+    let path = format!("/?view=open&q={q}");
+    let (status, _, body) =
+        request_header(d.http, "GET", &path, &[("Cookie", cookie)], None, None, "x");
+    let page = body.as_str().unwrap_or_default().to_string();
+    assert_eq!(status, 200, "{path}: {page}");
+    (0..4)
+        .map(|i| format!("Case {i}"))
+        .filter(|c| page.contains(c.as_str()))
+        .collect()
+}
+
+/// The searches both stores must answer alike: a body word (every
+/// ticket), a contact's address, a sender's prefix with a subject word,
+/// and words that all must match.
+fn searches(d: &Daemon, cookie: &str) -> Vec<Vec<String>> {
+    [
+        "printer",
+        "dave%40customer.example",
+        "ERI+case",
+        "printer+nowhere",
+    ]
+    .iter()
+    .map(|q| search_page(d, cookie, q))
+    .collect()
+}
+
 /// What the API says about everything the copy must carry over.
 fn api_view(d: &Daemon, token: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -163,6 +192,17 @@ fn filled_store() -> (Daemon, String, String) {
 fn a_sqlite_store_moves_to_postgres_and_carries_on() {
     let (mut d, admin, cookie) = filled_store();
     let before = api_view(&d, &admin);
+    let searched = searches(&d, &cookie);
+    assert_eq!(
+        searched,
+        [
+            vec!["Case 0", "Case 1", "Case 2"],
+            vec!["Case 1"],
+            vec!["Case 2"],
+            vec![]
+        ],
+        "on SQLite"
+    );
     let cluster = Cluster::start();
     let pg = postgres_config(&d, &cluster.url("postdesk"), "pg", "");
 
@@ -212,6 +252,7 @@ fn a_sqlite_store_moves_to_postgres_and_carries_on() {
         "verified outbox: 1 rows",
         "verified web_users: 1 rows",
         "message_search: skipped (the web inbox's full-text index",
+        "message_search: 5 messages indexed",
         "copied and verified: ",
     ] {
         assert!(said.contains(line), "{line:?} not in:\n{said}");
@@ -239,6 +280,8 @@ fn a_sqlite_store_moves_to_postgres_and_carries_on() {
         assert_eq!(a, b, "{}", p.log_text());
     }
     assert_eq!(inbox_status(&p, &cookie), 200);
+    // The copied messages are searchable, with the same answers.
+    assert_eq!(searches(&p, &cookie), searched, "{}", p.log_text());
     send(&p, "frank@customer.example", "Case 3");
     let tickets = p.wait_tickets(4, T);
     let numbers: Vec<i64> = tickets
@@ -247,6 +290,8 @@ fn a_sqlite_store_moves_to_postgres_and_carries_on() {
         .collect();
     assert!(numbers.contains(&4), "{numbers:?}");
     assert_eq!(cluster.psql("postdesk", "SELECT MAX(id) FROM tickets"), "4");
+    // A message after the copy is indexed by the trigger.
+    assert_eq!(search_page(&p, &cookie, "frank"), ["Case 3"]);
     p.stop();
 }
 

@@ -11,7 +11,8 @@
 //! copied counters `outbox_tally` and `web_activity` are copied like any
 //! table). Killed at any point, a run again continues after the last
 //! committed batch. Then identity sequences are set past the largest ids,
-//! and each table is read again from both sides in key order: row counts
+//! the web inbox's search index (PostgreSQL's own, not copied) is filled
+//! for the copied messages, and each table is read again from both sides in key order: row counts
 //! and a sha256 over every value ([`rows::Val::digest`]) must be equal,
 //! else the copy fails naming the tables and their first differing row.
 //! The marker stays: a run on a finished copy verifies again.
@@ -172,6 +173,7 @@ pub async fn copy_store(
             copy_table(&src, &db, t, options, &mut batches, say).await?;
         }
         set_sequences(&db, &plan.tables).await?;
+        fill_search(&db, say).await?;
     }
     let rows = verify(&src, &db, &plan.tables, say).await?;
     if !already {
@@ -561,6 +563,18 @@ async fn set_sequences(db: &Object, tables: &[Table]) -> Result<(), CopyError> {
             .await?;
         }
     }
+    Ok(())
+}
+
+/// The web inbox's search index (`message_search`, PostgreSQL's own: not
+/// copied) filled for the copied messages, whose insert trigger was off.
+/// Messages already indexed are left: a resumed run adds the rest.
+async fn fill_search(db: &Object, say: &mut dyn FnMut(String)) -> Result<(), CopyError> {
+    let n: i64 = db
+        .query_one("SELECT postdesk_search_fill()", &[])
+        .await?
+        .get(0);
+    say(format!("message_search: {n} messages indexed"));
     Ok(())
 }
 

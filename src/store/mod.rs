@@ -59,6 +59,7 @@ pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
 pub use web::{
     InboxCounts, InboxQuery, InboxView, NewWebSession, WebSession, WebStore, WebUser, fts_query,
+    search_words,
 };
 
 use std::future::Future;

@@ -335,13 +335,24 @@ pub(crate) fn use_signin_link(
     Ok(found.and_then(|(user, expires)| (expires > now).then_some(user)))
 }
 
+/// The words of a search as typed: split at white space, control
+/// characters (NUL included) and `"`, those with a letter or digit, at
+/// most 16. Both backends search for exactly these, each as a prefix, all
+/// required (SQLite: [`fts_query`]; PostgreSQL: `postdesk_search_query`,
+/// its schema step 17).
+pub fn search_words(words: &str) -> Vec<&str> {
+    words
+        .split(|c: char| c.is_whitespace() || c.is_control() || c == '"')
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .take(16)
+        .collect()
+}
+
 /// `words` as an FTS5 query: every word a quoted prefix (so `"` and FTS
 /// operators in them are plain text), all required. `None` if no word.
 pub fn fts_query(words: &str) -> Option<String> {
-    let terms: Vec<String> = words
-        .split(|c: char| c.is_whitespace() || c == '"')
-        .filter(|w| w.chars().any(char::is_alphanumeric))
-        .take(16)
+    let terms: Vec<String> = search_words(words)
+        .into_iter()
         .map(|w| format!("\"{w}\"*"))
         .collect();
     (!terms.is_empty()).then(|| terms.join(" AND "))
@@ -502,5 +513,6 @@ mod tests {
             fts_query("subject:foo\"bar"),
             Some("\"subject:foo\"* AND \"bar\"*".into())
         );
+        assert_eq!(fts_query("a\0b\u{7}"), Some("\"a\"* AND \"b\"*".into()));
     }
 }

@@ -270,8 +270,7 @@ ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;
     //     role, sessions and one-time sign-in links (sha256 of their
     //     secrets), the inbox's order index, a counter of changes for live
     //     pages, and a delivery change as activity on its ticket — SQLite's
-    //     step 11 without its full-text index (search is not yet available
-    //     on PostgreSQL, see docs/postgres.md).
+    //     step 11 without its full-text index (PostgreSQL's is step 17).
     r#"
 CREATE TABLE web_users (
     user_id     TEXT PRIMARY KEY,
@@ -407,7 +406,122 @@ CREATE TABLE compose_keys (
     PRIMARY KEY (author, key)
 );
 "#,
+    // 17: the web inbox's full-text index — what SQLite's step 11 made with
+    //     FTS5 (`message_search`: subject, body, sender and the ticket's
+    //     contact of every message). SQLite's step 17 changes nothing.
+    MIGRATION_17,
 ];
+
+/// Step 17: the words of each message as a `tsvector` in a table of its
+/// own (`message_search`, one row per message, GIN-indexed), written by a
+/// trigger on `messages` and filled for the messages already there.
+///
+/// A trigger, not a generated column: a generated column may only read its
+/// own row, and a message's words are not all there — a body stored by
+/// reference is the tail of its raw mail (`spool_raw`, `text_at`), and the
+/// ticket's contact is in `contacts` (SQLite's trigger reads both too). A
+/// table apart, not a column of `messages`: a delivery change rewrites the
+/// message row and must not carry the words along, and `store copy` (which
+/// turns the triggers of `messages` off and compares every column with
+/// SQLite's) fills it afterwards with `postdesk_search_fill()`.
+///
+/// Words: the text search configuration `simple` (lower case, no stemming,
+/// no stop words; built in, no extension), after `postdesk_search_text`
+/// folds accents (Unicode NFD, combining marks dropped: `unaccent` is an
+/// extension, not always there nor creatable by the store's role) and
+/// makes ASCII punctuation a space, so that `c1@customer.example` is the
+/// words c1, customer, example, as SQLite's `unicode61` tokenizer splits
+/// it. A search ([`crate::store::search_words`]) is the same words, each a
+/// phrase of its parts whose last part is a prefix, all required:
+/// `postdesk_search_query`.
+///
+/// A `tsvector` holds at most 1 MB of distinct words: a message beyond that
+/// (a huge body of distinct tokens) is indexed with the first 100,000
+/// characters of its body, never refused. A body PostgreSQL cannot read as
+/// text (a NUL byte) is left out of the index rather than failing the
+/// message.
+const MIGRATION_17: &str = r##"
+CREATE FUNCTION postdesk_search_text(t TEXT) RETURNS TEXT
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT translate(CASE WHEN current_setting('server_encoding') = 'UTF8'
+                          THEN regexp_replace(normalize(t, NFD), '[\u0300-\u036f]+', '', 'g')
+                          ELSE t END,
+                     '!"#$%&''()*+,-./:;<=>?@[\]^_`{|}~',
+                     '                                ')
+$$;
+
+CREATE FUNCTION postdesk_search_vector(subject TEXT, body TEXT, sender TEXT) RETURNS tsvector
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN to_tsvector('simple', postdesk_search_text(concat_ws(' ', subject, body, sender)));
+EXCEPTION WHEN program_limit_exceeded THEN
+    RETURN to_tsvector('simple', postdesk_search_text(
+        concat_ws(' ', left(subject, 10000), left(body, 100000), left(sender, 10000))));
+END $$;
+
+CREATE FUNCTION postdesk_message_body(t TEXT, spool BIGINT, at BIGINT) RETURNS TEXT
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF t IS NOT NULL OR at IS NULL THEN
+        RETURN t;
+    END IF;
+    RETURN (SELECT convert_from(substr(r.raw, (at + 1)::int), 'UTF8')
+              FROM spool_raw r WHERE r.id = spool);
+EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION postdesk_search_query(words TEXT[]) RETURNS tsquery
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    w TEXT;
+    q tsquery;
+    result tsquery;
+BEGIN
+    FOREACH w IN ARRAY words LOOP
+        w := postdesk_search_text(w);
+        IF length(to_tsvector('simple', w)) > 0 THEN
+            q := (phraseto_tsquery('simple', w)::text || ':*')::tsquery;
+            result := CASE WHEN result IS NULL THEN q ELSE result && q END;
+        END IF;
+    END LOOP;
+    RETURN result;
+END $$;
+
+CREATE TABLE message_search (
+    message_id  BIGINT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    words       tsvector NOT NULL
+);
+CREATE INDEX message_search_words ON message_search USING gin (words);
+
+CREATE FUNCTION postdesk_message_search() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO message_search (message_id, words)
+    SELECT NEW.id,
+           postdesk_search_vector(NEW.subject,
+                                  postdesk_message_body(NEW.text, NEW.spool_id, NEW.text_at),
+                                  concat_ws(' ', NEW.from_email, NEW.from_name, c.email, c.name))
+      FROM tickets t JOIN contacts c ON c.id = t.contact_id
+     WHERE t.id = NEW.ticket_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER message_search_insert AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION postdesk_message_search();
+
+CREATE FUNCTION postdesk_search_fill() RETURNS BIGINT LANGUAGE sql AS $$
+    WITH added AS (
+        INSERT INTO message_search (message_id, words)
+        SELECT m.id,
+               postdesk_search_vector(m.subject,
+                                      postdesk_message_body(m.text, m.spool_id, m.text_at),
+                                      concat_ws(' ', m.from_email, m.from_name, c.email, c.name))
+          FROM messages m JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+         WHERE NOT EXISTS (SELECT 1 FROM message_search s WHERE s.message_id = m.id)
+        RETURNING 1)
+    SELECT COUNT(*) FROM added;
+$$;
+SELECT postdesk_search_fill();
+"##;
 
 /// `kind` of a classification (JSON text), NULL when it is not a JSON
 /// object: what SQLite's `json_valid(…) ->> '$.kind'` answers. Created with

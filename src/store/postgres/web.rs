@@ -1,8 +1,12 @@
 //! The web inbox's part of the store in PostgreSQL: web users, sessions,
 //! one-time sign-in links, the inbox's pages and counts, a message's HTML
 //! and the activity counter — what `store/web.rs` does for SQLite, same
-//! rules. Full-text search is not yet available here: an inbox query with
-//! words to search is refused with [`StoreError::Unsupported`].
+//! rules. Full-text search reads `message_search` (schema step 17: a
+//! `tsvector` per message, kept by a trigger): the words typed, split as
+//! [`crate::store::search_words`] splits them for SQLite, are bound as one
+//! `text[]` parameter and turned into a `tsquery` by the database's
+//! `postdesk_search_query` — never spliced into the SQL nor parsed as
+//! query syntax.
 
 use tokio_postgres::types::ToSql;
 
@@ -149,11 +153,14 @@ pub(super) async fn use_signin_link(
 /// One page of an inbox view. The WHERE clause holds only the filters
 /// given, each with a bound parameter.
 pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>, StoreError> {
-    if q.search.as_deref().is_some_and(|s| !s.trim().is_empty()) {
-        return Err(StoreError::Unsupported(
-            "full-text search of the web inbox is not yet available on PostgreSQL".into(),
-        ));
-    }
+    let words: Vec<String> = q
+        .search
+        .as_deref()
+        .map(crate::store::search_words)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     let contact = q.contact.as_deref().map(crate::mail::normalize_email);
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let open = format!("COALESCE(t.status, '') NOT IN {CLOSED}");
@@ -180,6 +187,17 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
     }
     if let Some(c) = &contact {
         clauses.push(bind(&mut params, "c.email = #", c));
+    }
+    if !words.is_empty() {
+        // The tsquery in a scalar subquery: computed once per page, whatever
+        // plan reads `message_search` (as a plain call it would run for each
+        // row a sequential scan filters).
+        clauses.push(bind(
+            &mut params,
+            "t.id IN (SELECT m.ticket_id FROM message_search s JOIN messages m ON m.id = s.message_id
+                       WHERE s.words @@ (SELECT postdesk_search_query(#::text[])))",
+            &words,
+        ));
     }
     if let Some((at, id)) = &q.before {
         let a = bind(&mut params, "#", at);

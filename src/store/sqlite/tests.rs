@@ -816,11 +816,11 @@ fn sqlite_errors_map_to_backend_neutral_variants() {
     assert!(!StoreError::NotFound("ticket 9".into()).is_temporary());
 }
 
-/// The web inbox's lists: views, filters, full-text search over subject,
-/// body (stored inline or by reference into the raw message) and contact,
-/// newest activity first, paged by cursor; counts; the activity counter.
+/// The web inbox's lists: views, filters, newest activity first, paged by
+/// cursor; counts; the activity counter. (Search, on both backends: the
+/// conformance suite's `inbox_search_words_prefixes_contacts_and_hostile_input`.)
 #[tokio::test]
-async fn inbox_views_search_and_paging() {
+async fn inbox_views_and_paging() {
     let (_d, s) = store();
     let ids = spool_many(&*s, 4).await;
     let before = s.activity().await.expect("activity");
@@ -887,24 +887,6 @@ async fn inbox_views_search_and_paging() {
     assert_eq!(
         numbers(s.inbox(q(InboxView::Unassigned, None)).await.expect("un")),
         [2, 1]
-    );
-    let found = |w: &'static str| {
-        let s = s.clone();
-        async move { numbers(s.inbox(q(InboxView::Open, Some(w))).await.expect("search")) }
-    };
-    assert_eq!(found("printer").await, [1], "an inline body word");
-    assert_eq!(found("PRINT").await, [1], "a prefix, any case");
-    assert_eq!(found("body").await, [2], "a body stored by reference");
-    assert_eq!(found("c1@customer.example").await, [2], "the contact");
-    assert_eq!(
-        found("Subject 4").await,
-        Vec::<i64>::new(),
-        "all words must match"
-    );
-    assert_eq!(
-        found("\"fire OR x*").await,
-        Vec::<i64>::new(),
-        "no FTS syntax"
     );
     // Paging: the cursor of the first page's last ticket.
     let mut first = q(InboxView::Open, None);

@@ -90,6 +90,7 @@ macro_rules! conformance {
             an_idempotency_key_replays_its_reply_and_no_other_ticket,
             web_sessions_and_sign_in_links,
             inbox_views_filters_counts_and_paging,
+            inbox_search_words_prefixes_contacts_and_hostile_input,
             one_gmail_message_is_spooled_once_across_channels_and_labels,
             one_open_alert_per_channel,
             a_ticket_keeps_what_routed_it,

@@ -1,7 +1,7 @@
 //! The web inbox's part of the conformance suite: users, sessions, sign-in
 //! links, the inbox's views, filters, counts and paging, a new email's
-//! ticket, the activity counter. Search is backend-specific (SQLite's FTS5;
-//! refused on PostgreSQL) and tested with each backend.
+//! ticket, the activity counter, and full-text search (SQLite's FTS5,
+//! PostgreSQL's `tsvector`: the same answers).
 
 use super::*;
 
@@ -213,4 +213,119 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
     assert_eq!(compose("bob", Some("k1")).await.expect("bob"), TicketId(6));
     assert_eq!(compose("ann", None).await.expect("no key"), TicketId(7));
     assert_eq!(s.message_html(TicketId(1), 9).await.expect("none"), None);
+}
+
+/// Inbox search: a word of the body (inline or stored by reference into
+/// the raw mail), of the subject, of the sender or the ticket's contact
+/// (address or name), each word a prefix, any case, accents ignored, every
+/// word required. Whatever is typed is words: quotes, operators and query
+/// syntax of either backend are taken literally, never an error.
+pub(crate) async fn inbox_search_words_prefixes_contacts_and_hostile_input(s: &dyn Store) {
+    let ids = spool_many(s, 4).await;
+    let mut plans = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut p = inbound(*id, n, unassigned());
+        let m = &mut p.messages[0];
+        m.text = match n {
+            0 => BodyText::Inline("The printer is on fire".into()),
+            // spool_msg's raw ends with its body ("body 1"): by reference.
+            1 => BodyText::RawFrom(format!("Subject: {n}\r\n\r\n").len()),
+            2 => BodyText::Inline("Le café de l'École: un résumé naïf".into()),
+            _ => BodyText::Inline(
+                "Quote \"it's\" a & b | !c :* (x) back\\slash o'clock 'DROP".into(),
+            ),
+        };
+        if n == 2 {
+            m.contact.name = Some("Zoë Ärger".into());
+            m.from.name = Some("Zoë Ärger".into());
+        }
+        if n == 3 {
+            m.subject = "Invoice overdue".into();
+            m.new_ticket.subject = "Invoice overdue".into();
+        }
+        plans.push(p);
+    }
+    apply_all(s, plans).await;
+    let found = |words: &str| {
+        let words = words.to_string();
+        let query = InboxQuery {
+            view: InboxView::Open,
+            status: None,
+            owner: None,
+            contact: None,
+            search: Some(words.clone()),
+            before: None,
+            limit: 50,
+        };
+        async move {
+            match s.inbox(query).await {
+                Ok(list) => list.iter().map(|t| t.head.number.0).collect::<Vec<i64>>(),
+                Err(e) => panic!("search {words:?}: {e}"),
+            }
+        }
+    };
+    let none: Vec<i64> = Vec::new();
+    assert_eq!(found("printer").await, [1], "an inline body word");
+    assert_eq!(found("PRINT").await, [1], "a prefix, any case");
+    assert_eq!(found("body").await, [2], "a body stored by reference");
+    assert_eq!(found("invoice").await, [4], "a subject word");
+    assert_eq!(found("overd").await, [4], "a subject word's prefix");
+    assert_eq!(found("c1@customer.example").await, [2], "the contact");
+    assert_eq!(found("c2@CUSTOMER.ex").await, [3], "an address's prefix");
+    assert_eq!(found("zoe").await, [3], "the contact's name, unaccented");
+    assert_eq!(found("ÄRGER").await, [3], "upper case with an accent");
+    assert_eq!(found("CAFE ecole resume").await, [3], "accents ignored");
+    assert_eq!(found("café").await, [3], "accents typed");
+    assert_eq!(found("fire printer").await, [1], "all the words");
+    assert_eq!(found("printer body").await, none, "all words must match");
+    assert_eq!(found("Subject 9").await, none, "all words must match");
+    assert_eq!(found("\"fire OR x*").await, none, "no query syntax");
+    assert_eq!(found("fire)").await, [1], "punctuation around a word");
+    assert_eq!(found("it's").await, [4], "an apostrophe");
+    assert_eq!(found("back\\slash").await, [4], "a backslash");
+    assert_eq!(found("& printer |").await, [1], "operators are no words");
+    assert_eq!(found("  ").await, [4, 3, 2, 1], "no words: no search");
+    for hostile in [
+        "\"",
+        "'",
+        "&",
+        "|",
+        "!",
+        ":*",
+        ")",
+        "(",
+        "\\",
+        "\\'",
+        "''",
+        "<->",
+        "a:*",
+        "a:* | b",
+        "!c",
+        "(x",
+        "x)",
+        "fire & !x",
+        "fire | body",
+        "'; DROP TABLE tickets; --",
+        "a\0b",
+        "*",
+        "^fire",
+        "NEAR(fire printer)",
+        "subject:fire",
+        "body:printer",
+        "{subject}: fire",
+        "\"\"",
+        "'it''s'",
+        "e'\\x41'",
+        "$1",
+        "fire:*A",
+        "fire:B",
+        "fire <2> printer",
+    ] {
+        // Answered (some list, perhaps empty): never an error.
+        let _ = found(hostile).await;
+    }
+    assert_eq!(found("fire & !x").await, none, "! negates nothing");
+    assert_eq!(found("subject:fire").await, none, "no column filter");
+    assert_eq!(found("'; DROP TABLE tickets; --").await, none);
+    assert_eq!(found("  ").await.len(), 4, "the tickets are all there");
 }
