@@ -411,28 +411,65 @@ pub(crate) fn inbox(conn: &Connection, q: &InboxQuery) -> Result<Vec<TicketSumma
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-pub(crate) fn inbox_counts(conn: &Connection, user: &str) -> Result<InboxCounts, StoreError> {
+/// The views' counts by channel: one pass over the covering index
+/// `tickets_counts` (step 18). `?1` is the user whose *Mine* it counts.
+pub(crate) fn counts_sql() -> String {
     let closed = super::sqlite::CLOSED_STATUSES;
     let open = format!("(COALESCE(status, '') NOT IN {closed})");
-    let (mine, unassigned, open_n, closed_n) = conn
-        .prepare_cached(&format!(
-            "SELECT COALESCE(SUM(owner = ?1 AND {open}), 0), COALESCE(SUM(owner IS NULL AND {open}), 0),
-                    COALESCE(SUM({open}), 0), COALESCE(SUM(NOT {open}), 0) FROM tickets"
-        ))?
-        .query_row([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT channel, COUNT(*) FROM tickets WHERE {open} GROUP BY channel ORDER BY channel"
-    ))?;
-    let channels = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    format!(
+        "SELECT channel, SUM(owner = ?1 AND {open}), SUM(owner IS NULL AND {open}),
+                SUM({open}), SUM(NOT {open})
+           FROM tickets GROUP BY channel ORDER BY channel"
+    )
+}
+
+pub(crate) fn inbox_counts(conn: &Connection, user: &str) -> Result<InboxCounts, StoreError> {
+    let mut stmt = conn.prepare_cached(&counts_sql())?;
+    let per_channel = stmt
+        .query_map([user], |r| {
+            Ok(ChannelCounts {
+                channel: r.get(0)?,
+                mine: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                unassigned: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                open: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                closed: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(InboxCounts {
-        mine,
-        unassigned,
-        open: open_n,
-        closed: closed_n,
-        channels,
-    })
+    Ok(InboxCounts::from_channels(per_channel))
+}
+
+/// One channel's counts, as both backends read them in one pass.
+pub(crate) struct ChannelCounts {
+    pub channel: String,
+    pub mine: i64,
+    pub unassigned: i64,
+    pub open: i64,
+    pub closed: i64,
+}
+
+impl InboxCounts {
+    /// The views' counts from each channel's, in the channels' order;
+    /// the per-channel views list the channels with open tickets.
+    pub(crate) fn from_channels(per_channel: Vec<ChannelCounts>) -> Self {
+        let mut counts = InboxCounts {
+            mine: 0,
+            unassigned: 0,
+            open: 0,
+            closed: 0,
+            channels: Vec::new(),
+        };
+        for c in per_channel {
+            counts.mine += c.mine;
+            counts.unassigned += c.unassigned;
+            counts.open += c.open;
+            counts.closed += c.closed;
+            if c.open > 0 {
+                counts.channels.push((c.channel, c.open));
+            }
+        }
+        counts
+    }
 }
 
 pub(crate) fn message_html(

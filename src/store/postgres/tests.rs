@@ -702,6 +702,7 @@ async fn step_17_indexes_the_messages_already_stored() {
         .collect();
     suite::apply_all(&s, plans).await;
     drop(s);
+    // A database at step 16: steps 17 and later undone.
     cluster.psql(
         "postdesk",
         "DROP TRIGGER message_search_insert ON messages;
@@ -709,7 +710,8 @@ async fn step_17_indexes_the_messages_already_stored() {
          DROP FUNCTION postdesk_message_search(), postdesk_search_fill(),
                        postdesk_search_query(TEXT[]), postdesk_message_body(TEXT, BIGINT, BIGINT),
                        postdesk_search_vector(TEXT, TEXT, TEXT), postdesk_search_text(TEXT);
-         DELETE FROM postdesk_schema WHERE version = 17;",
+         DROP INDEX tickets_counts;
+         DELETE FROM postdesk_schema WHERE version >= 17;",
     );
     let s = open(&cluster).await;
     assert_eq!(

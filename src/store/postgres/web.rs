@@ -221,37 +221,30 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
 
 pub(super) async fn inbox_counts(db: &Db, user: &str) -> Result<InboxCounts, StoreError> {
     let open = format!("(COALESCE(status, '') NOT IN {CLOSED})");
-    let r = row(
+    // One pass over the covering index `tickets_counts` (step 18), by channel.
+    let per_channel = rows(
         db,
         &format!(
-            "SELECT COUNT(*) FILTER (WHERE owner = $1 AND {open}),
+            "SELECT channel, COUNT(*) FILTER (WHERE owner = $1 AND {open}),
                     COUNT(*) FILTER (WHERE owner IS NULL AND {open}),
                     COUNT(*) FILTER (WHERE {open}), COUNT(*) FILTER (WHERE NOT {open})
-               FROM tickets"
+               FROM tickets GROUP BY channel ORDER BY channel COLLATE \"C\""
         ),
         &[&user],
     )
     .await?
-    .ok_or_else(|| StoreError::Failed("COUNT gave no row".into()))?;
-    let channels = rows(
-        db,
-        &format!(
-            "SELECT channel, COUNT(*) FROM tickets WHERE {open}
-              GROUP BY channel ORDER BY channel COLLATE \"C\""
-        ),
-        &[],
-    )
-    .await?
     .iter()
-    .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
-    .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(InboxCounts {
-        mine: col(&r, 0)?,
-        unassigned: col(&r, 1)?,
-        open: col(&r, 2)?,
-        closed: col(&r, 3)?,
-        channels,
+    .map(|r| {
+        Ok(crate::store::web::ChannelCounts {
+            channel: col(r, 0)?,
+            mine: col(r, 1)?,
+            unassigned: col(r, 2)?,
+            open: col(r, 3)?,
+            closed: col(r, 4)?,
+        })
     })
+    .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(InboxCounts::from_channels(per_channel))
 }
 
 pub(super) async fn message_html(

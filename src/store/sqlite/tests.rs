@@ -463,6 +463,29 @@ async fn the_wal_stays_bounded_under_sustained_writes() {
     );
 }
 
+/// The inbox's view counts, on every inbox page, read the covering index
+/// (step 18), not the tickets' rows.
+#[tokio::test]
+async fn the_view_counts_read_a_covering_index() {
+    let (_dir, s) = store();
+    let plan = s
+        .read(|c| {
+            let mut st = c.prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::store::web::counts_sql()
+            ))?;
+            let rows = st.query_map(["ann"], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .expect("plan");
+    assert!(
+        plan.iter()
+            .any(|d| d.contains("COVERING INDEX tickets_counts")),
+        "{plan:?}"
+    );
+}
+
 #[tokio::test]
 async fn message_id_lookups_search_an_index() {
     let (_dir, s) = store();
