@@ -33,6 +33,7 @@ mod diagnostic;
 mod hours;
 mod read;
 mod routing;
+mod section;
 mod validate;
 
 #[cfg(test)]
@@ -46,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
 pub use hours::WorkingHours;
+use section::config_section;
 
 /// Read, parse and validate the config file at `path`.
 ///
@@ -206,35 +208,37 @@ impl Config {
 /// Format of `agent_and_company` sender names when a channel sets none.
 pub const DEFAULT_SENDER_NAME_FORMAT: &str = "{agent} from {company}";
 
-/// `[store]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Which database: `"sqlite"` (default, embedded) or `"postgres"`.
-    pub kind: StoreKind,
-    /// SQLite database file. Default `"var/postdesk.sqlite"`, resolved relative
-    /// to the config file's directory.
-    pub path: PathBuf,
-    /// SQLite busy timeout in milliseconds. Default `5000`.
-    pub busy_timeout_ms: u64,
-    /// Most writes committed in one transaction by the group committer. Default `256`.
-    pub group_commit_max: usize,
-    /// PostgreSQL: a file holding the libpq connection URL
-    /// (`postgresql://user:password@host/db`), never the URL inline.
-    /// Required with `kind = "postgres"`.
-    pub url_file: Option<PathBuf>,
-    /// PostgreSQL with TLS (`sslmode=verify-full` in the URL): PEM
-    /// certificates of the CA(s) to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// PostgreSQL: connections in this node's pool. Default `16`.
-    pub pool_size: usize,
-    /// PostgreSQL: this node's name among the nodes sharing the store
-    /// (letters, digits, `.`, `_`, `-`; at most 64). Default: the machine's
-    /// host name.
-    pub node_id: Option<String>,
-    /// PostgreSQL: how long a node's claim on a mailbox, a spooled message or
-    /// a reply lasts without renewal before another node takes it over.
-    /// Default `30`.
-    pub lease_secs: u64,
+config_section! {
+    /// `[store]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct StoreConfig {
+        /// Which database: `"sqlite"` (default, embedded) or `"postgres"`.
+        pub kind: StoreKind = StoreKind::Sqlite,
+        /// SQLite database file. Default `"var/postdesk.sqlite"`, resolved relative
+        /// to the config file's directory.
+        pub path: PathBuf = PathBuf::from("var/postdesk.sqlite"),
+        /// SQLite busy timeout in milliseconds. Default `5000`.
+        pub busy_timeout_ms: u64 = 5000,
+        /// Most writes committed in one transaction by the group committer. Default `256`.
+        pub group_commit_max: usize = 256,
+        /// PostgreSQL: a file holding the libpq connection URL
+        /// (`postgresql://user:password@host/db`), never the URL inline.
+        /// Required with `kind = "postgres"`.
+        pub url_file: Option<PathBuf> = None,
+        /// PostgreSQL with TLS (`sslmode=verify-full` in the URL): PEM
+        /// certificates of the CA(s) to trust instead of the system's roots.
+        pub ca_file: Option<PathBuf> = None,
+        /// PostgreSQL: connections in this node's pool. Default `16`.
+        pub pool_size: usize = 16,
+        /// PostgreSQL: this node's name among the nodes sharing the store
+        /// (letters, digits, `.`, `_`, `-`; at most 64). Default: the machine's
+        /// host name.
+        pub node_id: Option<String> = None,
+        /// PostgreSQL: how long a node's claim on a mailbox, a spooled message or
+        /// a reply lasts without renewal before another node takes it over.
+        /// Default `30`.
+        pub lease_secs: u64 = 30,
+    }
 }
 
 impl StoreConfig {
@@ -264,22 +268,6 @@ fn host_node_name(host: &str) -> String {
         name
     } else {
         "postdesk".into()
-    }
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            kind: StoreKind::Sqlite,
-            path: PathBuf::from("var/postdesk.sqlite"),
-            busy_timeout_ms: 5000,
-            group_commit_max: 256,
-            url_file: None,
-            ca_file: None,
-            pool_size: 16,
-            node_id: None,
-            lease_secs: 30,
-        }
     }
 }
 

@@ -192,7 +192,11 @@ impl<'s> Reader<'s> {
     }
 
     /// Read optional `key` of `t`; `None` when absent or invalid (reported).
-    fn key<T: FromToml>(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<T> {
+    pub(super) fn key<T: FromToml>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+    ) -> Option<T> {
         t.known.push(key);
         let v = t.table.get(key)?;
         let path = join(&t.path, key);
@@ -305,7 +309,7 @@ impl<'s> Reader<'s> {
 }
 
 /// A TOML table being read: its path, and the keys its reader knows.
-struct Table<'a, 'i> {
+pub(super) struct Table<'a, 'i> {
     path: String,
     table: &'a DeTable<'i>,
     start: usize,
@@ -382,13 +386,20 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// A value that can be read from one TOML value, reporting its own errors.
-trait FromToml: Sized {
+pub(super) trait FromToml: Sized {
     fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self>;
 }
 
 impl FromToml for String {
     fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
         r.string(path, v).map(str::to_owned)
+    }
+}
+
+/// An optional key: absent or invalid (reported), it reads as `None`.
+impl<T: FromToml> FromToml for Option<T> {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        T::from_toml(r, path, v).map(Some)
     }
 }
 
@@ -609,7 +620,7 @@ enum_from_toml!(
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
     let draft = Draft {
-        store: r.section(&mut t, "store", read_store),
+        store: r.section(&mut t, "store", StoreConfig::read),
         smtp: r.section(&mut t, "smtp", read_smtp),
         http: r.section(&mut t, "http", read_http),
         relay: r.section(&mut t, "relay", read_relay),
@@ -641,21 +652,6 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     };
     r.finish(t);
     draft
-}
-
-fn read_store(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> StoreConfig {
-    let d = StoreConfig::default();
-    StoreConfig {
-        kind: r.key(t, "kind").unwrap_or(d.kind),
-        path: r.key(t, "path").unwrap_or(d.path),
-        busy_timeout_ms: r.key(t, "busy_timeout_ms").unwrap_or(d.busy_timeout_ms),
-        group_commit_max: r.key(t, "group_commit_max").unwrap_or(d.group_commit_max),
-        url_file: r.key(t, "url_file"),
-        ca_file: r.key(t, "ca_file"),
-        pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
-        node_id: r.key(t, "node_id"),
-        lease_secs: r.key(t, "lease_secs").unwrap_or(d.lease_secs),
-    }
 }
 
 fn read_smtp(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> SmtpConfig {

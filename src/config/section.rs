@@ -1,0 +1,81 @@
+//! One declaration per configuration key: [`config_section!`] declares a
+//! table's struct, each field with its documentation, type and default, and
+//! generates from it the `Default` impl and the reader (`Self::read`), which
+//! asks the table for each key in declaration order, so that `read.rs` knows
+//! it (unknown keys, with suggestions, are those never asked for) and reports
+//! a bad value at its `FILE:LINE:COL` before falling back to the default.
+//!
+//! It must not check anything beyond one value's type and range: what spans
+//! keys or tables is `validate.rs`'s.
+
+/// Declare a configuration table once:
+///
+/// ```text
+/// config_section! {
+///     /// `[log]`.
+///     #[derive(Debug, Clone, PartialEq, Eq)]
+///     pub struct LogConfig {
+///         /// Output format.
+///         pub format: LogFormat = LogFormat::Human,
+///         pub level: String = "info".to_owned() => map trim_level,
+///         pub sub: Option<Sub> = None => read read_sub,
+///     }
+/// }
+/// ```
+///
+/// The key is the field's name. A plain field reads its key (absent or
+/// invalid: the default); `=> map f` passes the value read (or the default)
+/// through `f`; `=> read f` leaves the key, or sub-table, to
+/// `f(reader, table)`, which must ask for it itself.
+macro_rules! config_section {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident : $ty:ty = $default:expr $(=> $how:ident $with:expr)?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $(
+                $(#[$field_meta])*
+                pub $field: $ty,
+            )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    $($field: $default,)*
+                }
+            }
+        }
+
+        impl $name {
+            /// Read this table's keys from `t` (fields in declaration order).
+            pub(in $crate::config) fn read(
+                r: &mut $crate::config::read::Reader<'_>,
+                t: &mut $crate::config::read::Table<'_, '_>,
+            ) -> Self {
+                Self {
+                    $($field: $crate::config::section::config_section!(
+                        @key r, t, $field, $default $(, $how $with)?
+                    ),)*
+                }
+            }
+        }
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr) => {
+        $r.key($t, stringify!($field)).unwrap_or_else(|| $default)
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, map $map:expr) => {
+        ($map)($r.key($t, stringify!($field)).unwrap_or_else(|| $default))
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, read $read:expr) => {
+        ($read)($r, $t)
+    };
+}
+
+pub(super) use config_section;
