@@ -281,80 +281,82 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// `[smtp]`: the inbound listener. Limits follow Postfix's spirit: explicit,
-/// generous, on by default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmtpConfig {
-    /// Addresses to listen on. Default `["127.0.0.1:2525"]` (loopback only).
-    pub listen: Vec<SocketAddr>,
-    /// Name in the greeting and EHLO reply. Default `"localhost"`.
-    pub hostname: String,
-    /// Largest message accepted (SIZE), in bytes. Default `26214400` (25 MiB).
-    pub max_message_size: usize,
-    /// Most RCPT TO per transaction. Default `100`.
-    pub max_recipients: usize,
-    /// Longest command line, in bytes (a message's lines are bounded only by
-    /// `max_message_size`). Default `4096`.
-    pub max_line_length: usize,
-    /// Most concurrent connections. Default `512`.
-    pub max_connections: usize,
-    /// Most concurrent connections from one IP. Default `64`.
-    pub max_connections_per_ip: usize,
-    /// Messages per minute accepted from one IP; `0` = no limit (like Postfix). Default `0`.
-    pub max_messages_per_minute_per_ip: u32,
-    /// Networks exempt from both per-IP limits (connections and message
-    /// rate; `max_connections` still counts them). Default `[]`.
-    pub rate_limit_exempt: Vec<ipnet::IpNet>,
-    /// Commands that move no mail (NOOP, RSET, VRFY, HELP, EHLO/HELO, a refused MAIL, a
-    /// RCPT adding no recipient, an empty BDAT chunk) tolerated between accepted
-    /// messages. Default `100`.
-    pub max_junk_commands: usize,
-    /// Error replies tolerated before the session is closed. Default `10`.
-    pub max_errors: usize,
-    /// Seconds a client may stay silent. Default `300`.
-    pub idle_timeout_secs: u64,
-    /// Longest session, in seconds. Default `3600`.
-    pub session_timeout_secs: u64,
-    /// Message bytes all sessions together may hold in memory before commit; a
-    /// session that would need more gets `452 4.3.1` at the end of its message
-    /// (or of its BDAT chunk). Must be larger than `max_message_size`. Default
-    /// `268435456` (256 MiB): ten messages of the largest default size, or
-    /// thousands of ordinary ones, at once — while 512 connections × 25 MiB
-    /// would otherwise allow 12.5 GiB.
-    pub max_inflight_bytes: usize,
-    /// Longest one DATA or BDAT transfer may take, in seconds (from `354` or the
-    /// first BDAT to the end of the message); then `421 4.4.2` and the partial
-    /// message is dropped. Default `600`.
-    pub data_timeout_secs: u64,
-    /// Slowest average rate a DATA/BDAT transfer may keep, in bytes per second,
-    /// once it is older than `min_data_rate_grace_secs`; below it, `421 4.4.2` and
-    /// the partial message is dropped. `0` = off. Default `1024`.
-    pub min_data_rate: u64,
-    /// Seconds a transfer may take before `min_data_rate` applies. Default `30`.
-    pub min_data_rate_grace_secs: u64,
-    /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
-    /// `check` builds the acceptor from this and `tls_key`, as `postdesk run` does.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for STARTTLS (relative to the config dir). Default none.
-    pub tls_key: Option<PathBuf>,
-    /// Refuse MAIL FROM before STARTTLS. Default `false`.
-    pub require_tls: bool,
-    /// Seconds running sessions get to finish on shutdown. Default `30`.
-    pub shutdown_grace_secs: u64,
-    /// Upstream MTAs (IPs or CIDRs) whose `Authentication-Results` headers
-    /// from [`authserv_id`](Self::authserv_id) are believed: typically the
-    /// Postfix that receives the company's mail, checks SPF/DKIM/DMARC and
-    /// forwards to postdesk. Needs `authserv_id`. Default `[]`.
-    pub trusted_relays: Vec<ipnet::IpNet>,
-    /// The authserv-id the trusted relays write in their
-    /// `Authentication-Results` (e.g. `"mx.acme.example"`); headers with
-    /// another id are ignored. Default none.
-    pub authserv_id: Option<String>,
-    /// DNS used to check DKIM and SPF ourselves, for mail that does not come
-    /// from a trusted relay and claims to be from a team member or a
-    /// forwarder: `"system"` (resolv.conf), `"off"` (such mail counts as
-    /// unauthenticated) or `"IP:PORT"` of a resolver. Default `"system"`.
-    pub dns_resolver: DnsResolver,
+config_section! {
+    /// `[smtp]`: the inbound listener. Limits follow Postfix's spirit: explicit,
+    /// generous, on by default.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SmtpConfig {
+        /// Addresses to listen on. Default `["127.0.0.1:2525"]` (loopback only).
+        pub listen: Vec<SocketAddr> = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2525)],
+        /// Name in the greeting and EHLO reply. Default `"localhost"`.
+        pub hostname: String = "localhost".to_owned(),
+        /// Largest message accepted (SIZE), in bytes. Default `26214400` (25 MiB).
+        pub max_message_size: usize = 26_214_400,
+        /// Most RCPT TO per transaction. Default `100`.
+        pub max_recipients: usize = 100,
+        /// Longest command line, in bytes (a message's lines are bounded only by
+        /// `max_message_size`). Default `4096`.
+        pub max_line_length: usize = 4096,
+        /// Most concurrent connections. Default `512`.
+        pub max_connections: usize = 512,
+        /// Most concurrent connections from one IP. Default `64`.
+        pub max_connections_per_ip: usize = 64,
+        /// Messages per minute accepted from one IP; `0` = no limit (like Postfix). Default `0`.
+        pub max_messages_per_minute_per_ip: u32 = 0,
+        /// Networks exempt from both per-IP limits (connections and message
+        /// rate; `max_connections` still counts them). Default `[]`.
+        pub rate_limit_exempt: Vec<ipnet::IpNet> = Vec::new(),
+        /// Commands that move no mail (NOOP, RSET, VRFY, HELP, EHLO/HELO, a refused MAIL, a
+        /// RCPT adding no recipient, an empty BDAT chunk) tolerated between accepted
+        /// messages. Default `100`.
+        pub max_junk_commands: usize = 100,
+        /// Error replies tolerated before the session is closed. Default `10`.
+        pub max_errors: usize = 10,
+        /// Seconds a client may stay silent. Default `300`.
+        pub idle_timeout_secs: u64 = 300,
+        /// Longest session, in seconds. Default `3600`.
+        pub session_timeout_secs: u64 = 3600,
+        /// Message bytes all sessions together may hold in memory before commit; a
+        /// session that would need more gets `452 4.3.1` at the end of its message
+        /// (or of its BDAT chunk). Must be larger than `max_message_size`. Default
+        /// `268435456` (256 MiB): ten messages of the largest default size, or
+        /// thousands of ordinary ones, at once — while 512 connections × 25 MiB
+        /// would otherwise allow 12.5 GiB.
+        pub max_inflight_bytes: usize = 268_435_456,
+        /// Longest one DATA or BDAT transfer may take, in seconds (from `354` or the
+        /// first BDAT to the end of the message); then `421 4.4.2` and the partial
+        /// message is dropped. Default `600`.
+        pub data_timeout_secs: u64 = 600,
+        /// Slowest average rate a DATA/BDAT transfer may keep, in bytes per second,
+        /// once it is older than `min_data_rate_grace_secs`; below it, `421 4.4.2` and
+        /// the partial message is dropped. `0` = off. Default `1024`.
+        pub min_data_rate: u64 = 1024,
+        /// Seconds a transfer may take before `min_data_rate` applies. Default `30`.
+        pub min_data_rate_grace_secs: u64 = 30,
+        /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
+        /// `check` builds the acceptor from this and `tls_key`, as `postdesk run` does.
+        pub tls_cert: Option<PathBuf> = None,
+        /// PEM private key for STARTTLS (relative to the config dir). Default none.
+        pub tls_key: Option<PathBuf> = None,
+        /// Refuse MAIL FROM before STARTTLS. Default `false`.
+        pub require_tls: bool = false,
+        /// Seconds running sessions get to finish on shutdown. Default `30`.
+        pub shutdown_grace_secs: u64 = 30,
+        /// Upstream MTAs (IPs or CIDRs) whose `Authentication-Results` headers
+        /// from [`authserv_id`](Self::authserv_id) are believed: typically the
+        /// Postfix that receives the company's mail, checks SPF/DKIM/DMARC and
+        /// forwards to postdesk. Needs `authserv_id`. Default `[]`.
+        pub trusted_relays: Vec<ipnet::IpNet> = Vec::new(),
+        /// The authserv-id the trusted relays write in their
+        /// `Authentication-Results` (e.g. `"mx.acme.example"`); headers with
+        /// another id are ignored. Default none.
+        pub authserv_id: Option<String> = None,
+        /// DNS used to check DKIM and SPF ourselves, for mail that does not come
+        /// from a trusted relay and claims to be from a team member or a
+        /// forwarder: `"system"` (resolv.conf), `"off"` (such mail counts as
+        /// unauthenticated) or `"IP:PORT"` of a resolver. Default `"system"`.
+        pub dns_resolver: DnsResolver = DnsResolver::System,
+    }
 }
 
 /// `[smtp] dns_resolver`.
@@ -368,93 +370,47 @@ pub enum DnsResolver {
     Server(SocketAddr),
 }
 
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2525)],
-            hostname: "localhost".to_owned(),
-            max_message_size: 26_214_400,
-            max_recipients: 100,
-            max_line_length: 4096,
-            max_connections: 512,
-            max_connections_per_ip: 64,
-            max_messages_per_minute_per_ip: 0,
-            rate_limit_exempt: Vec::new(),
-            max_junk_commands: 100,
-            max_errors: 10,
-            idle_timeout_secs: 300,
-            session_timeout_secs: 3600,
-            max_inflight_bytes: 268_435_456,
-            data_timeout_secs: 600,
-            min_data_rate: 1024,
-            min_data_rate_grace_secs: 30,
-            tls_cert: None,
-            tls_key: None,
-            require_tls: false,
-            shutdown_grace_secs: 30,
-            trusted_relays: Vec::new(),
-            authserv_id: None,
-            dns_resolver: DnsResolver::System,
-        }
-    }
-}
-
-/// `[http]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
-    pub listen: SocketAddr,
-    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from
-    /// one of these networks counts as coming from the last address in that
-    /// header that is not itself a trusted proxy (form rate limits are per
-    /// client IP). Default `[]` (the TCP peer is the client).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Seconds a client has to send a request's whole header (also the
-    /// longest a kept-alive connection waits for its next request); then
-    /// the connection is closed. Default `10`.
-    pub header_timeout_secs: u64,
-    /// Seconds a request's body has to arrive once its header has; then
-    /// 408 `request_timeout` and the connection is closed. Default `30`.
-    pub body_timeout_secs: u64,
-    /// Most concurrent connections (the `metrics_listen` listener has its
-    /// own). One over is answered 503 and closed at once. Default `256`.
-    pub max_connections: usize,
-    /// Most concurrent connections from one IP (a `trusted_proxies` peer
-    /// counts only towards `max_connections`). Default `32`.
-    pub max_connections_per_ip: usize,
-    /// Replies and `POST /api/v1/tickets` accepted per minute per API token
-    /// (a burst of this many, then one every 60/N seconds); over it: 429
-    /// `rate_limited` with `Retry-After`. `0` = no limit. Default `30`.
-    pub sends_per_minute_per_token: u32,
-    /// Serve `/metrics` on this address only (not on `listen`). Default
-    /// none: `/metrics` is on `listen`.
-    pub metrics_listen: Option<SocketAddr>,
-    /// File holding the bearer token `/metrics` requires (relative to the
-    /// config dir; read at each scrape, so it can be rotated). Default none:
-    /// `/metrics` needs no token.
-    pub metrics_token_file: Option<PathBuf>,
-    /// The web inbox's address as agents' browsers reach it (scheme, host,
-    /// optional port and path prefix; no trailing slash), e.g.
-    /// `https://desk.acme.example`: one-time sign-in links mailed to agents
-    /// point there. Default none: no sign-in links (the request's `Host`
-    /// is never used for them — a stranger could name their own).
-    pub public_url: Option<String>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
-            trusted_proxies: Vec::new(),
-            header_timeout_secs: 10,
-            body_timeout_secs: 30,
-            max_connections: 256,
-            max_connections_per_ip: 32,
-            sends_per_minute_per_token: 30,
-            metrics_listen: None,
-            metrics_token_file: None,
-            public_url: None,
-        }
+config_section! {
+    /// `[http]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct HttpConfig {
+        /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
+        pub listen: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
+        /// Reverse proxies whose `X-Forwarded-For` is believed: a request from
+        /// one of these networks counts as coming from the last address in that
+        /// header that is not itself a trusted proxy (form rate limits are per
+        /// client IP). Default `[]` (the TCP peer is the client).
+        pub trusted_proxies: Vec<ipnet::IpNet> = Vec::new(),
+        /// Seconds a client has to send a request's whole header (also the
+        /// longest a kept-alive connection waits for its next request); then
+        /// the connection is closed. Default `10`.
+        pub header_timeout_secs: u64 = 10,
+        /// Seconds a request's body has to arrive once its header has; then
+        /// 408 `request_timeout` and the connection is closed. Default `30`.
+        pub body_timeout_secs: u64 = 30,
+        /// Most concurrent connections (the `metrics_listen` listener has its
+        /// own). One over is answered 503 and closed at once. Default `256`.
+        pub max_connections: usize = 256,
+        /// Most concurrent connections from one IP (a `trusted_proxies` peer
+        /// counts only towards `max_connections`). Default `32`.
+        pub max_connections_per_ip: usize = 32,
+        /// Replies and `POST /api/v1/tickets` accepted per minute per API token
+        /// (a burst of this many, then one every 60/N seconds); over it: 429
+        /// `rate_limited` with `Retry-After`. `0` = no limit. Default `30`.
+        pub sends_per_minute_per_token: u32 = 30,
+        /// Serve `/metrics` on this address only (not on `listen`). Default
+        /// none: `/metrics` is on `listen`.
+        pub metrics_listen: Option<SocketAddr> = None,
+        /// File holding the bearer token `/metrics` requires (relative to the
+        /// config dir; read at each scrape, so it can be rotated). Default none:
+        /// `/metrics` needs no token.
+        pub metrics_token_file: Option<PathBuf> = None,
+        /// The web inbox's address as agents' browsers reach it (scheme, host,
+        /// optional port and path prefix; no trailing slash), e.g.
+        /// `https://desk.acme.example`: one-time sign-in links mailed to agents
+        /// point there. Default none: no sign-in links (the request's `Host`
+        /// is never used for them — a stranger could name their own).
+        pub public_url: Option<String> = None => map read::without_trailing_slash,
     }
 }
 
@@ -470,81 +426,56 @@ pub enum TlsMode {
     Implicit,
 }
 
-/// `[relay]`: the SMTP relay replies are sent through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayConfig {
-    /// Relay host name or IP. Default `"127.0.0.1"`.
-    pub host: String,
-    /// Relay port. Default `25`.
-    pub port: u16,
-    /// TLS to the relay. Default `starttls`.
-    pub tls: TlsMode,
-    /// SMTP AUTH user; needs `password_file`. Default none (no AUTH).
-    pub username: Option<String>,
-    /// File holding the SMTP AUTH password (relative to the config dir). Default none.
-    pub password_file: Option<PathBuf>,
-    /// PEM certificate(s) trusted for the relay's TLS instead of the system
-    /// roots, e.g. a private relay's CA or self-signed certificate (relative to
-    /// the config dir). Default none (system roots).
-    pub ca_file: Option<PathBuf>,
-    /// Connect/command timeout in seconds (a message's transaction gets one
-    /// per command, as a whole). Default `30`.
-    pub timeout_secs: u64,
-    /// Pooled connections to the relay. Default `4`.
-    pub pool_size: u32,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".to_owned(),
-            port: 25,
-            tls: TlsMode::Starttls,
-            username: None,
-            password_file: None,
-            ca_file: None,
-            timeout_secs: 30,
-            pool_size: 4,
-        }
+config_section! {
+    /// `[relay]`: the SMTP relay replies are sent through.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RelayConfig {
+        /// Relay host name or IP. Default `"127.0.0.1"`.
+        pub host: String = "127.0.0.1".to_owned(),
+        /// Relay port. Default `25`.
+        pub port: u16 = 25,
+        /// TLS to the relay. Default `starttls`.
+        pub tls: TlsMode = TlsMode::Starttls,
+        /// SMTP AUTH user; needs `password_file`. Default none (no AUTH).
+        pub username: Option<String> = None,
+        /// File holding the SMTP AUTH password (relative to the config dir). Default none.
+        pub password_file: Option<PathBuf> = None,
+        /// PEM certificate(s) trusted for the relay's TLS instead of the system
+        /// roots, e.g. a private relay's CA or self-signed certificate (relative to
+        /// the config dir). Default none (system roots).
+        pub ca_file: Option<PathBuf> = None,
+        /// Connect/command timeout in seconds (a message's transaction gets one
+        /// per command, as a whole). Default `30`.
+        pub timeout_secs: u64 = 30,
+        /// Pooled connections to the relay. Default `4`.
+        pub pool_size: u32 = 4,
     }
 }
 
-/// `[outbound]`: sending replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundConfig {
-    /// Right-hand side of generated Message-IDs. Default none = `smtp.hostname`
-    /// (see [`Config::message_id_domain`]).
-    pub message_id_domain: Option<String>,
-    /// First retry delay in seconds; doubles per attempt. Default `30`.
-    pub retry_base_secs: u64,
-    /// Longest retry delay in seconds. Default `3600`.
-    pub retry_max_secs: u64,
-    /// Give up (mark failed) after this many seconds. Default `432000` (5 days, like Postfix).
-    pub max_lifetime_secs: u64,
-    /// `[outbound.dkim]`: sign replies. Default none (no signing).
-    pub dkim: Option<DkimConfig>,
-    /// Quote the conversation's last customer message below a reply's own
-    /// text (`On … wrote:`), inline images (`cid:`) included. A reply
-    /// request may say otherwise. Default `false`.
-    pub quote_history: bool,
-    /// Seconds between the sender's looks at the outbox when nothing wakes
-    /// it: replies the API and the command line queue wake it at once (the
-    /// command line through the wake-up socket, `outbound::wake`); other
-    /// nodes' replies and a CLI without the socket wait for this. Default `1`.
-    pub poll_secs: u64,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        Self {
-            message_id_domain: None,
-            retry_base_secs: 30,
-            retry_max_secs: 3600,
-            max_lifetime_secs: 432_000,
-            dkim: None,
-            quote_history: false,
-            poll_secs: 1,
-        }
+config_section! {
+    /// `[outbound]`: sending replies.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OutboundConfig {
+        /// Right-hand side of generated Message-IDs. Default none = `smtp.hostname`
+        /// (see [`Config::message_id_domain`]).
+        pub message_id_domain: Option<String> = None,
+        /// First retry delay in seconds; doubles per attempt. Default `30`.
+        pub retry_base_secs: u64 = 30,
+        /// Longest retry delay in seconds. Default `3600`.
+        pub retry_max_secs: u64 = 3600,
+        /// Give up (mark failed) after this many seconds. Default `432000` (5 days, like Postfix).
+        pub max_lifetime_secs: u64 = 432_000,
+        /// Seconds between the sender's looks at the outbox when nothing wakes
+        /// it: replies the API and the command line queue wake it at once (the
+        /// command line through the wake-up socket, `outbound::wake`); other
+        /// nodes' replies and a CLI without the socket wait for this. Default `1`.
+        pub poll_secs: u64 = 1,
+        /// `[outbound.dkim]`: sign replies. Default none (no signing).
+        pub dkim: Option<DkimConfig> = None => read read::dkim,
+        /// Quote the conversation's last customer message below a reply's own
+        /// text (`On … wrote:`), inline images (`cid:`) included. A reply
+        /// request may say otherwise. Default `false`.
+        pub quote_history: bool = false,
     }
 }
 
@@ -560,57 +491,43 @@ pub struct DkimConfig {
     pub key_file: PathBuf,
 }
 
-/// `[notifications]`: notices postdesk sends on its own — to a ticket's
-/// owner when it is assigned to them, when its customer writes again, when
-/// they are away and a contact of theirs writes (see `outbound::notify`).
-/// Never to a customer; sent through `[relay]` like replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotificationsConfig {
-    /// The system address notices come from (From and envelope sender),
-    /// lower-cased. Default none: no notices are sent. Should not be a
-    /// channel's address (bounces of notices would come back as mail).
-    pub from: Option<String>,
-    /// The From display name. Default `"postdesk"`.
-    pub from_name: String,
-}
-
-impl Default for NotificationsConfig {
-    fn default() -> Self {
-        Self {
-            from: None,
-            from_name: "postdesk".to_owned(),
-        }
+config_section! {
+    /// `[notifications]`: notices postdesk sends on its own — to a ticket's
+    /// owner when it is assigned to them, when its customer writes again, when
+    /// they are away and a contact of theirs writes (see `outbound::notify`).
+    /// Never to a customer; sent through `[relay]` like replies.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NotificationsConfig {
+        /// The system address notices come from (From and envelope sender),
+        /// lower-cased. Default none: no notices are sent. Should not be a
+        /// channel's address (bounces of notices would come back as mail).
+        pub from: Option<String> = None => map read::normalize_optional_email,
+        /// The From display name. Default `"postdesk"`.
+        pub from_name: String = "postdesk".to_owned(),
     }
 }
 
-/// `[alerts]`: a pulled mailbox that stopped — its OAuth grant refused
-/// (revoked or expired refresh token, a client secret gone), or failing for
-/// longer than `alert_after_secs` — opens an incident: a metric, first in
-/// `postdesk status`, and one email to `to` (through `[relay]`, from
-/// `[notifications] from`) per incident.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertsConfig {
-    /// The admins emailed, lower-cased; never a channel's address. Default
-    /// `[]` (metric and status only).
-    pub to: Vec<String>,
-    /// How long a mailbox may fail (reconnecting with back-off) before it is
-    /// an incident. Default [`ALERT_AFTER_SECS`]; at least 1.
-    pub alert_after_secs: u64,
+config_section! {
+    /// `[alerts]`: a pulled mailbox that stopped — its OAuth grant refused
+    /// (revoked or expired refresh token, a client secret gone), or failing for
+    /// longer than `alert_after_secs` — opens an incident: a metric, first in
+    /// `postdesk status`, and one email to `to` (through `[relay]`, from
+    /// `[notifications] from`) per incident.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AlertsConfig {
+        /// The admins emailed, lower-cased; never a channel's address. Default
+        /// `[]` (metric and status only).
+        pub to: Vec<String> = Vec::new() => map read::normalize_emails,
+        /// How long a mailbox may fail (reconnecting with back-off) before it is
+        /// an incident. Default [`ALERT_AFTER_SECS`]; at least 1.
+        pub alert_after_secs: u64 = ALERT_AFTER_SECS,
+    }
 }
 
 /// Default `[alerts] alert_after_secs` (15 minutes): long enough for a
 /// server restart or a network blip, short enough that a help desk notices
 /// before customers do.
 pub const ALERT_AFTER_SECS: u64 = 900;
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        Self {
-            to: Vec::new(),
-            alert_after_secs: ALERT_AFTER_SECS,
-        }
-    }
-}
 
 /// What a user asks to be told by email (`[[users]] notify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -622,11 +539,13 @@ pub enum NotifyEvent {
     CustomerReplied,
 }
 
-/// `[company]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CompanyConfig {
-    /// Company name for sender names, unless a channel sets `company_name`. Default none.
-    pub name: Option<String>,
+config_section! {
+    /// `[company]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CompanyConfig {
+        /// Company name for sender names, unless a channel sets `company_name`. Default none.
+        pub name: Option<String> = None,
+    }
 }
 
 /// Log output format.
@@ -640,21 +559,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[log]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// Output format. Default `human`.
-    pub format: LogFormat,
-    /// `tracing` filter directive (as `RUST_LOG`). Default `"info"`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Human,
-            level: "info".to_owned(),
-        }
+config_section! {
+    /// `[log]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LogConfig {
+        /// Output format. Default `human`.
+        pub format: LogFormat = LogFormat::Human,
+        /// `tracing` filter directive (as `RUST_LOG`). Default `"info"`.
+        pub level: String = "info".to_owned(),
     }
 }
 

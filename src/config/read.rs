@@ -621,31 +621,14 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
     let draft = Draft {
         store: r.section(&mut t, "store", StoreConfig::read),
-        smtp: r.section(&mut t, "smtp", read_smtp),
-        http: r.section(&mut t, "http", read_http),
-        relay: r.section(&mut t, "relay", read_relay),
-        outbound: r.section(&mut t, "outbound", read_outbound),
-        company: r.section(&mut t, "company", |r, t| CompanyConfig {
-            name: r.key(t, "name"),
-        }),
-        notifications: r.section(&mut t, "notifications", |r, t| {
-            let d = NotificationsConfig::default();
-            NotificationsConfig {
-                from: r.key::<String>(t, "from").map(|a| normalize_email(&a)),
-                from_name: r.key(t, "from_name").unwrap_or(d.from_name),
-            }
-        }),
-        alerts: r.section(&mut t, "alerts", |r, t| {
-            let d = AlertsConfig::default();
-            AlertsConfig {
-                to: r
-                    .key::<Vec<String>>(t, "to")
-                    .map(|v| v.iter().map(|a| normalize_email(a)).collect())
-                    .unwrap_or(d.to),
-                alert_after_secs: r.key(t, "alert_after_secs").unwrap_or(d.alert_after_secs),
-            }
-        }),
-        log: r.section(&mut t, "log", read_log),
+        smtp: r.section(&mut t, "smtp", SmtpConfig::read),
+        http: r.section(&mut t, "http", HttpConfig::read),
+        relay: r.section(&mut t, "relay", RelayConfig::read),
+        outbound: r.section(&mut t, "outbound", OutboundConfig::read),
+        company: r.section(&mut t, "company", CompanyConfig::read),
+        notifications: r.section(&mut t, "notifications", NotificationsConfig::read),
+        alerts: r.section(&mut t, "alerts", AlertsConfig::read),
+        log: r.section(&mut t, "log", LogConfig::read),
         teams: r.array_of_tables(&mut t, "teams", read_team),
         users: r.array_of_tables(&mut t, "users", read_user),
         channels: r.array_of_tables(&mut t, "channels", read_channel),
@@ -654,116 +637,35 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     draft
 }
 
-fn read_smtp(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> SmtpConfig {
-    let d = SmtpConfig::default();
-    SmtpConfig {
-        listen: r.key(t, "listen").unwrap_or(d.listen),
-        hostname: r.key(t, "hostname").unwrap_or(d.hostname),
-        max_message_size: r.key(t, "max_message_size").unwrap_or(d.max_message_size),
-        max_recipients: r.key(t, "max_recipients").unwrap_or(d.max_recipients),
-        max_line_length: r.key(t, "max_line_length").unwrap_or(d.max_line_length),
-        max_connections: r.key(t, "max_connections").unwrap_or(d.max_connections),
-        max_connections_per_ip: r
-            .key(t, "max_connections_per_ip")
-            .unwrap_or(d.max_connections_per_ip),
-        max_messages_per_minute_per_ip: r
-            .key(t, "max_messages_per_minute_per_ip")
-            .unwrap_or(d.max_messages_per_minute_per_ip),
-        rate_limit_exempt: r.key(t, "rate_limit_exempt").unwrap_or(d.rate_limit_exempt),
-        max_junk_commands: r.key(t, "max_junk_commands").unwrap_or(d.max_junk_commands),
-        max_errors: r.key(t, "max_errors").unwrap_or(d.max_errors),
-        idle_timeout_secs: r.key(t, "idle_timeout_secs").unwrap_or(d.idle_timeout_secs),
-        session_timeout_secs: r
-            .key(t, "session_timeout_secs")
-            .unwrap_or(d.session_timeout_secs),
-        max_inflight_bytes: r
-            .key(t, "max_inflight_bytes")
-            .unwrap_or(d.max_inflight_bytes),
-        data_timeout_secs: r.key(t, "data_timeout_secs").unwrap_or(d.data_timeout_secs),
-        min_data_rate: r.key(t, "min_data_rate").unwrap_or(d.min_data_rate),
-        min_data_rate_grace_secs: r
-            .key(t, "min_data_rate_grace_secs")
-            .unwrap_or(d.min_data_rate_grace_secs),
-        tls_cert: r.key(t, "tls_cert"),
-        tls_key: r.key(t, "tls_key"),
-        require_tls: r.key(t, "require_tls").unwrap_or(d.require_tls),
-        shutdown_grace_secs: r
-            .key(t, "shutdown_grace_secs")
-            .unwrap_or(d.shutdown_grace_secs),
-        trusted_relays: r.key(t, "trusted_relays").unwrap_or(d.trusted_relays),
-        authserv_id: r.key(t, "authserv_id"),
-        dns_resolver: r.key(t, "dns_resolver").unwrap_or(d.dns_resolver),
-    }
+/// `[outbound.dkim]`, all of whose keys are required; `None` when absent
+/// or incomplete (reported).
+pub(super) fn dkim(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> Option<DkimConfig> {
+    r.optional_section(t, "dkim", |r, t| {
+        let domain = r.required(t, "domain");
+        let selector = r.required(t, "selector");
+        let key_file = r.required(t, "key_file");
+        Some(DkimConfig {
+            domain: domain?,
+            selector: selector?,
+            key_file: key_file?,
+        })
+    })
+    .flatten()
 }
 
-fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
-    let d = HttpConfig::default();
-    HttpConfig {
-        listen: r.key(t, "listen").unwrap_or(d.listen),
-        trusted_proxies: r.key(t, "trusted_proxies").unwrap_or(d.trusted_proxies),
-        header_timeout_secs: r
-            .key(t, "header_timeout_secs")
-            .unwrap_or(d.header_timeout_secs),
-        body_timeout_secs: r.key(t, "body_timeout_secs").unwrap_or(d.body_timeout_secs),
-        max_connections: r.key(t, "max_connections").unwrap_or(d.max_connections),
-        max_connections_per_ip: r
-            .key(t, "max_connections_per_ip")
-            .unwrap_or(d.max_connections_per_ip),
-        sends_per_minute_per_token: r
-            .key(t, "sends_per_minute_per_token")
-            .unwrap_or(d.sends_per_minute_per_token),
-        metrics_listen: r.key(t, "metrics_listen"),
-        metrics_token_file: r.key(t, "metrics_token_file"),
-        public_url: r
-            .key::<String>(t, "public_url")
-            .map(|u| u.trim_end_matches('/').to_string()),
-    }
+/// A URL without its trailing slashes.
+pub(super) fn without_trailing_slash(url: Option<String>) -> Option<String> {
+    url.map(|u| u.trim_end_matches('/').to_string())
 }
 
-fn read_relay(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RelayConfig {
-    let d = RelayConfig::default();
-    RelayConfig {
-        host: r.key(t, "host").unwrap_or(d.host),
-        port: r.key(t, "port").unwrap_or(d.port),
-        tls: r.key(t, "tls").unwrap_or(d.tls),
-        username: r.key(t, "username"),
-        password_file: r.key(t, "password_file"),
-        ca_file: r.key(t, "ca_file"),
-        timeout_secs: r.key(t, "timeout_secs").unwrap_or(d.timeout_secs),
-        pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
-    }
+/// An address as the rest of postdesk compares it ([`normalize_email`]).
+pub(super) fn normalize_optional_email(address: Option<String>) -> Option<String> {
+    address.map(|a| normalize_email(&a))
 }
 
-fn read_outbound(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> OutboundConfig {
-    let d = OutboundConfig::default();
-    OutboundConfig {
-        message_id_domain: r.key(t, "message_id_domain"),
-        retry_base_secs: r.key(t, "retry_base_secs").unwrap_or(d.retry_base_secs),
-        retry_max_secs: r.key(t, "retry_max_secs").unwrap_or(d.retry_max_secs),
-        max_lifetime_secs: r.key(t, "max_lifetime_secs").unwrap_or(d.max_lifetime_secs),
-        poll_secs: r.key(t, "poll_secs").unwrap_or(d.poll_secs),
-        dkim: r
-            .optional_section(t, "dkim", |r, t| {
-                let domain = r.required(t, "domain");
-                let selector = r.required(t, "selector");
-                let key_file = r.required(t, "key_file");
-                Some(DkimConfig {
-                    domain: domain?,
-                    selector: selector?,
-                    key_file: key_file?,
-                })
-            })
-            .flatten(),
-        quote_history: r.key(t, "quote_history").unwrap_or(d.quote_history),
-    }
-}
-
-fn read_log(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> LogConfig {
-    let d = LogConfig::default();
-    LogConfig {
-        format: r.key(t, "format").unwrap_or(d.format),
-        level: r.key(t, "level").unwrap_or(d.level),
-    }
+/// Each address as the rest of postdesk compares it ([`normalize_email`]).
+pub(super) fn normalize_emails(addresses: Vec<String>) -> Vec<String> {
+    addresses.iter().map(|a| normalize_email(a)).collect()
 }
 
 fn read_team(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TeamConfig {
