@@ -875,23 +875,25 @@ pub struct TicketProperties {
     pub custom: BTreeMap<String, String>,
 }
 
-/// `[channels.routing]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutingConfig {
-    /// Strategy. Default `nobody`.
-    pub assign: Assign,
-    /// Licensed user ids eligible under `users_and_teams`. Default `[]`.
-    pub users: Vec<String>,
-    /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
-    pub teams: Vec<String>,
-    /// Assign only to users available now, else leave unassigned. Default
-    /// `true`. (Under `contact_owner` the owner keeps the ticket while away
-    /// and is told by email.)
-    pub only_available: bool,
-    /// `[[channels.routing.rules]]`: tried in order before `assign`; the
-    /// first rule that matches the message and has an eligible user with
-    /// its skills chooses the owner. Default `[]`.
-    pub rules: Vec<RoutingRule>,
+config_section! {
+    /// `[channels.routing]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RoutingConfig {
+        /// Strategy. Default `nobody`.
+        pub assign: Assign = Assign::Nobody,
+        /// Licensed user ids eligible under `users_and_teams`. Default `[]`.
+        pub users: Vec<String> = Vec::new(),
+        /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
+        pub teams: Vec<String> = Vec::new(),
+        /// Assign only to users available now, else leave unassigned. Default
+        /// `true`. (Under `contact_owner` the owner keeps the ticket while away
+        /// and is told by email.)
+        pub only_available: bool = true,
+        /// `[[channels.routing.rules]]`: tried in order before `assign`; the
+        /// first rule that matches the message and has an eligible user with
+        /// its skills chooses the owner. Default `[]`.
+        pub rules: Vec<RoutingRule> = Vec::new() => read read::routing_rules,
+    }
 }
 
 /// `[[channels.routing.rules]]`: when a new ticket's first message matches
@@ -941,63 +943,53 @@ impl RoutingRule {
     }
 }
 
-impl Default for RoutingConfig {
-    fn default() -> Self {
-        Self {
-            assign: Assign::Nobody,
-            users: Vec::new(),
-            teams: Vec::new(),
-            only_available: true,
-            rules: Vec::new(),
-        }
+config_section! {
+    /// `[channels.imap]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ImapConfig {
+        /// Server. Default none = per kind (see [`ChannelConfig::effective_imap_host`]);
+        /// required for `imap` channels.
+        pub host: Option<String> = None,
+        /// Port. Default none = 993 for implicit TLS, 143 otherwise.
+        pub port: Option<u16> = None,
+        /// Default `implicit`.
+        pub tls: TlsMode = TlsMode::Implicit,
+        /// Login name. Default the channel's `address`.
+        pub username: String = String::new(),
+        /// File holding the password (relative to the config dir); required for
+        /// `imap` channels, unused with OAuth. Default none.
+        pub password_file: Option<PathBuf> = None,
+        /// Folder to pull. Default `"INBOX"`.
+        pub folder: String = "INBOX".to_owned(),
+        /// Use IDLE when the server offers it. Default `true`.
+        pub idle: bool = true,
+        /// Seconds between polls without IDLE (and between IDLE renewals). Default `60`.
+        pub poll_interval_secs: u64 = 60,
+        /// Most messages fetched per round. Default `100`.
+        pub batch_size: u32 = 100,
+        /// Most bytes fetched per round, by the sizes the server reports
+        /// (RFC822.SIZE); a message larger than this, or of no reported size, is
+        /// fetched alone. A batch is held in memory while it is committed and the
+        /// next one fetched, so a mailbox holds up to about twice this. Default
+        /// [`BATCH_BYTES`]; at least 1.
+        pub batch_bytes: u64 = BATCH_BYTES,
+        /// Folder to move pulled mail to, after it is committed (created if missing;
+        /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
+        /// `folder` itself. Default none (mailbox left untouched).
+        pub move_to: Option<String> = None,
+        /// The authserv-id of the provider's own `Authentication-Results`
+        /// header, which says whether pulled mail passed SPF/DKIM/DMARC. Only
+        /// the topmost such header is believed. Default per kind:
+        /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
+        /// header without an id), none (imap: pulled mail is unauthenticated).
+        pub authserv_id: Option<String> = None,
+        /// Most bytes downloaded a day (by the sizes the server reports): a
+        /// backlog is pulled at this rate, an hour's share at most at once.
+        /// Default none = [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail (Gmail
+        /// refuses more than 2,500 MB a day, shared with the account's other
+        /// clients), no limit for others; `0` = no limit.
+        pub download_bytes_per_day: Option<u64> = None,
     }
-}
-
-/// `[channels.imap]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImapConfig {
-    /// Server. Default none = per kind (see [`ChannelConfig::effective_imap_host`]);
-    /// required for `imap` channels.
-    pub host: Option<String>,
-    /// Port. Default none = 993 for implicit TLS, 143 otherwise.
-    pub port: Option<u16>,
-    /// Default `implicit`.
-    pub tls: TlsMode,
-    /// Login name. Default the channel's `address`.
-    pub username: String,
-    /// File holding the password (relative to the config dir); required for
-    /// `imap` channels, unused with OAuth. Default none.
-    pub password_file: Option<PathBuf>,
-    /// Folder to pull. Default `"INBOX"`.
-    pub folder: String,
-    /// Use IDLE when the server offers it. Default `true`.
-    pub idle: bool,
-    /// Seconds between polls without IDLE (and between IDLE renewals). Default `60`.
-    pub poll_interval_secs: u64,
-    /// Most messages fetched per round. Default `100`.
-    pub batch_size: u32,
-    /// Most bytes fetched per round, by the sizes the server reports
-    /// (RFC822.SIZE); a message larger than this, or of no reported size, is
-    /// fetched alone. A batch is held in memory while it is committed and the
-    /// next one fetched, so a mailbox holds up to about twice this. Default
-    /// [`BATCH_BYTES`]; at least 1.
-    pub batch_bytes: u64,
-    /// Folder to move pulled mail to, after it is committed (created if missing;
-    /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
-    /// `folder` itself. Default none (mailbox left untouched).
-    pub move_to: Option<String>,
-    /// The authserv-id of the provider's own `Authentication-Results`
-    /// header, which says whether pulled mail passed SPF/DKIM/DMARC. Only
-    /// the topmost such header is believed. Default per kind:
-    /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
-    /// header without an id), none (imap: pulled mail is unauthenticated).
-    pub authserv_id: Option<String>,
-    /// Most bytes downloaded a day (by the sizes the server reports): a
-    /// backlog is pulled at this rate, an hour's share at most at once.
-    /// Default none = [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail (Gmail
-    /// refuses more than 2,500 MB a day, shared with the account's other
-    /// clients), no limit for others; `0` = no limit.
-    pub download_bytes_per_day: Option<u64>,
 }
 
 /// Default `download_bytes_per_day` of gmail channels: 2,000 MB, leaving a
@@ -1008,80 +1000,66 @@ pub const GMAIL_DOWNLOAD_BYTES_PER_DAY: u64 = 2_000_000_000;
 /// with large attachments must not take gigabytes of memory.
 pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
-/// `[channels.smtp]`: where a `gmail`/`office365` channel's replies go (SASL
-/// XOAUTH2 with the channel's OAuth token). Every key optional.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelSmtpConfig {
-    /// Server. Default none = `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365).
-    pub host: Option<String>,
-    /// Port. Default none = 465 for implicit TLS, 587 otherwise.
-    pub port: Option<u16>,
-    /// Default `starttls`.
-    pub tls: TlsMode,
-    /// PEM certificate(s) trusted instead of the system roots (relative to the
-    /// config dir). Default none (system roots).
-    pub ca_file: Option<PathBuf>,
-    /// Most connections open to the provider at once for this channel's
-    /// replies; they are reused from one reply to the next. Default
-    /// [`PROVIDER_CONNECTIONS`]; at least 1.
-    pub connections: u32,
+config_section! {
+    /// `[channels.smtp]`: where a `gmail`/`office365` channel's replies go (SASL
+    /// XOAUTH2 with the channel's OAuth token). Every key optional.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ChannelSmtpConfig {
+        /// Server. Default none = `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365).
+        pub host: Option<String> = None,
+        /// Port. Default none = 465 for implicit TLS, 587 otherwise.
+        pub port: Option<u16> = None,
+        /// Default `starttls`.
+        pub tls: TlsMode = TlsMode::Starttls,
+        /// PEM certificate(s) trusted instead of the system roots (relative to the
+        /// config dir). Default none (system roots).
+        pub ca_file: Option<PathBuf> = None,
+        /// Most connections open to the provider at once for this channel's
+        /// replies; they are reused from one reply to the next. Default
+        /// [`PROVIDER_CONNECTIONS`]; at least 1.
+        pub connections: u32 = PROVIDER_CONNECTIONS,
+    }
 }
 
 /// Default `[channels.smtp] connections`: providers limit concurrent SMTP
 /// sessions per mailbox, and a backlog of replies must not open one each.
 pub const PROVIDER_CONNECTIONS: u32 = 3;
 
-/// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormConfig {
-    /// `[[channels.form.fields]]`: the form's fields. Default `[]` = accept any
-    /// posted field as visible text. When fields are declared, other posted
-    /// keys are ignored (not stored).
-    pub fields: Vec<FormField>,
-    /// Field holding the customer's address (the contact). Default `"email"`.
-    pub email_field: String,
-    /// Field holding the customer's name. Default `"name"`.
-    pub name_field: String,
-    /// Field holding the ticket name (subject). Default `"subject"`; when the
-    /// submission has none, the ticket is named `"{label}: {name or email}"`.
-    pub subject_field: String,
-    /// Field holding the description (the first message's text). Default `"message"`.
-    pub description_field: String,
-    /// A field real visitors leave empty (hidden by the site's CSS); a
-    /// submission that fills it is answered as a success and not stored.
-    /// Default none.
-    pub honeypot_field: Option<String>,
-    /// Submissions accepted per minute from one client IP; `0` = no limit. Default `10`.
-    pub rate_limit_per_minute: u32,
-    /// Largest value of one field, in bytes. Default `65536`.
-    pub max_field_size: usize,
-    /// Shown in ticket names. Default none = the channel id.
-    pub label: Option<String>,
-    /// Where a browser posting a plain HTML form (URL-encoded) is sent after
-    /// a successful submission (303 See Other), e.g. the site's thank-you
-    /// page. Default none (answer 201 JSON).
-    pub redirect_url: Option<String>,
-    /// Web origins (`https://www.acme.example`, or `"*"`) whose pages may post
-    /// with JavaScript (CORS). Default `[]` (server-side and plain HTML form
-    /// posts only).
-    pub allowed_origins: Vec<String>,
-}
-
-impl Default for FormConfig {
-    fn default() -> Self {
-        Self {
-            fields: Vec::new(),
-            email_field: "email".to_owned(),
-            name_field: "name".to_owned(),
-            subject_field: "subject".to_owned(),
-            description_field: "message".to_owned(),
-            honeypot_field: None,
-            rate_limit_per_minute: 10,
-            max_field_size: 65_536,
-            label: None,
-            redirect_url: None,
-            allowed_origins: Vec::new(),
-        }
+config_section! {
+    /// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FormConfig {
+        /// `[[channels.form.fields]]`: the form's fields. Default `[]` = accept any
+        /// posted field as visible text. When fields are declared, other posted
+        /// keys are ignored (not stored).
+        pub fields: Vec<FormField> = Vec::new() => read read::form_fields,
+        /// Field holding the customer's address (the contact). Default `"email"`.
+        pub email_field: String = "email".to_owned(),
+        /// Field holding the customer's name. Default `"name"`.
+        pub name_field: String = "name".to_owned(),
+        /// Field holding the ticket name (subject). Default `"subject"`; when the
+        /// submission has none, the ticket is named `"{label}: {name or email}"`.
+        pub subject_field: String = "subject".to_owned(),
+        /// Field holding the description (the first message's text). Default `"message"`.
+        pub description_field: String = "message".to_owned(),
+        /// A field real visitors leave empty (hidden by the site's CSS); a
+        /// submission that fills it is answered as a success and not stored.
+        /// Default none.
+        pub honeypot_field: Option<String> = None,
+        /// Submissions accepted per minute from one client IP; `0` = no limit. Default `10`.
+        pub rate_limit_per_minute: u32 = 10,
+        /// Largest value of one field, in bytes. Default `65536`.
+        pub max_field_size: usize = 65_536,
+        /// Shown in ticket names. Default none = the channel id.
+        pub label: Option<String> = None,
+        /// Where a browser posting a plain HTML form (URL-encoded) is sent after
+        /// a successful submission (303 See Other), e.g. the site's thank-you
+        /// page. Default none (answer 201 JSON).
+        pub redirect_url: Option<String> = None,
+        /// Web origins (`https://www.acme.example`, or `"*"`) whose pages may post
+        /// with JavaScript (CORS). Default `[]` (server-side and plain HTML form
+        /// posts only).
+        pub allowed_origins: Vec<String> = Vec::new(),
     }
 }
 
@@ -1099,19 +1077,21 @@ impl FormConfig {
     }
 }
 
-/// `[[channels.form.fields]]`: one field of a web form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormField {
-    /// The posted key (`<input name=...>`). Required, unique in the form.
-    pub name: String,
-    /// Shown next to the value in the conversation. Default the name.
-    pub label: Option<String>,
-    /// Input type; `email` and `number` values are checked. Default `text`.
-    pub kind: FormFieldType,
-    /// A submission without a non-empty value is refused (400). Default `false`.
-    pub required: bool,
-    /// Stored with the submission but not shown in the conversation. Default `false`.
-    pub hidden: bool,
+config_section! {
+    /// `[[channels.form.fields]]`: one field of a web form.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FormField {
+        /// The posted key (`<input name=...>`). Required, unique in the form.
+        pub name: String = String::new() => required,
+        /// Shown next to the value in the conversation. Default the name.
+        pub label: Option<String> = None,
+        /// Input type; `email` and `number` values are checked. Default `text`.
+        pub kind: FormFieldType = FormFieldType::Text => key "type",
+        /// A submission without a non-empty value is refused (400). Default `false`.
+        pub required: bool = false,
+        /// Stored with the submission but not shown in the conversation. Default `false`.
+        pub hidden: bool = false,
+    }
 }
 
 impl FormField {

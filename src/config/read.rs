@@ -209,7 +209,11 @@ impl<'s> Reader<'s> {
     }
 
     /// Read `key` of `t`, reporting it at the table when absent.
-    fn required<T: FromToml>(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<T> {
+    pub(super) fn required<T: FromToml>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+    ) -> Option<T> {
         if !t.table.contains_key(key) {
             t.known.push(key);
             self.error(
@@ -753,38 +757,14 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
     let original_sender_of_forwards = r.key(t, "original_sender_of_forwards").unwrap_or(true);
     let forwarders: Vec<String> = r.key(t, "forwarders").unwrap_or_default();
     let ticket_properties = read_ticket_properties(r, t);
-    let routing = r.section(t, "routing", |r, t| {
-        let d = RoutingConfig::default();
-        RoutingConfig {
-            assign: r.key(t, "assign").unwrap_or(d.assign),
-            users: r.key(t, "users").unwrap_or(d.users),
-            teams: r.key(t, "teams").unwrap_or(d.teams),
-            only_available: r.key(t, "only_available").unwrap_or(d.only_available),
-            rules: r
-                .array_of_tables(t, "rules", read_rule)
-                .into_iter()
-                .map(|(_, rule)| rule)
-                .collect(),
-        }
-    });
-    let imap = r.optional_section(t, "imap", |r, t| ImapConfig {
-        host: r.key(t, "host"),
-        port: r.key(t, "port"),
-        tls: r.key(t, "tls").unwrap_or(TlsMode::Implicit),
-        username: r
-            .key(t, "username")
-            .or_else(|| address.clone())
-            .unwrap_or_default(),
-        password_file: r.key(t, "password_file"),
-        folder: r.key(t, "folder").unwrap_or_else(|| "INBOX".to_owned()),
-        idle: r.key(t, "idle").unwrap_or(true),
-        poll_interval_secs: r.key(t, "poll_interval_secs").unwrap_or(60),
-        batch_size: r.key(t, "batch_size").unwrap_or(100),
-        batch_bytes: r.key(t, "batch_bytes").unwrap_or(super::BATCH_BYTES),
-        move_to: r.key(t, "move_to"),
-        authserv_id: r.key(t, "authserv_id"),
-        download_bytes_per_day: r.key(t, "download_bytes_per_day"),
-    });
+    let routing = r.section(t, "routing", RoutingConfig::read);
+    let mut imap = r.optional_section(t, "imap", ImapConfig::read);
+    // Without a valid `username`, IMAP logs in as the channel's address.
+    if let Some(imap) = &mut imap
+        && !r.valid(&join(&t.path, "imap.username"))
+    {
+        imap.username = address.clone().unwrap_or_default();
+    }
     let oauth = r
         .optional_section(t, "oauth", |r, t| {
             let flow = r.key(t, "flow").unwrap_or_default();
@@ -811,16 +791,8 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
             })
         })
         .flatten();
-    let smtp = r.optional_section(t, "smtp", |r, t| ChannelSmtpConfig {
-        host: r.key(t, "host"),
-        port: r.key(t, "port"),
-        tls: r.key(t, "tls").unwrap_or(TlsMode::Starttls),
-        ca_file: r.key(t, "ca_file"),
-        connections: r
-            .key(t, "connections")
-            .unwrap_or(super::PROVIDER_CONNECTIONS),
-    });
-    let form = r.section(t, "form", read_form);
+    let smtp = r.optional_section(t, "smtp", ChannelSmtpConfig::read);
+    let form = r.section(t, "form", FormConfig::read);
     ChannelConfig {
         id,
         kind,
@@ -887,34 +859,20 @@ fn read_string_map(
     out
 }
 
-/// `[channels.form]` and its `[[channels.form.fields]]`.
-fn read_form(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> FormConfig {
-    let d = FormConfig::default();
-    FormConfig {
-        fields: r
-            .array_of_tables(t, "fields", |r, t| FormField {
-                name: r.required(t, "name").unwrap_or_default(),
-                label: r.key(t, "label"),
-                kind: r.key(t, "type").unwrap_or_default(),
-                required: r.key(t, "required").unwrap_or(false),
-                hidden: r.key(t, "hidden").unwrap_or(false),
-            })
-            .into_iter()
-            .map(|(_, f)| f)
-            .collect(),
-        email_field: r.key(t, "email_field").unwrap_or(d.email_field),
-        name_field: r.key(t, "name_field").unwrap_or(d.name_field),
-        subject_field: r.key(t, "subject_field").unwrap_or(d.subject_field),
-        description_field: r.key(t, "description_field").unwrap_or(d.description_field),
-        honeypot_field: r.key(t, "honeypot_field"),
-        rate_limit_per_minute: r
-            .key(t, "rate_limit_per_minute")
-            .unwrap_or(d.rate_limit_per_minute),
-        max_field_size: r.key(t, "max_field_size").unwrap_or(d.max_field_size),
-        label: r.key(t, "label"),
-        redirect_url: r.key(t, "redirect_url"),
-        allowed_origins: r.key(t, "allowed_origins").unwrap_or_default(),
-    }
+/// `[[channels.form.fields]]`.
+pub(super) fn form_fields(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> Vec<FormField> {
+    r.array_of_tables(t, "fields", FormField::read)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// `[[channels.routing.rules]]`.
+pub(super) fn routing_rules(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> Vec<RoutingRule> {
+    r.array_of_tables(t, "rules", read_rule)
+        .into_iter()
+        .map(|(_, rule)| rule)
+        .collect()
 }
 
 /// `[channels.ticket_properties]`: three named keys, the rest custom strings.

@@ -18,14 +18,17 @@
 ///         /// Output format.
 ///         pub format: LogFormat = LogFormat::Human,
 ///         pub level: String = "info".to_owned() => map trim_level,
+///         pub id: String = String::new() => required,
+///         pub kind: Kind = Kind::Text => key "type",
 ///         pub sub: Option<Sub> = None => read read_sub,
 ///     }
 /// }
 /// ```
 ///
 /// The key is the field's name. A plain field reads its key (absent or
-/// invalid: the default); `=> map f` passes the value read (or the default)
-/// through `f`; `=> read f` leaves the key, or sub-table, to
+/// invalid: the default); `=> required` reports it missing at the table;
+/// `=> key "k"` reads key `k` instead; `=> map f` passes the value read (or
+/// the default) through `f`; `=> read f` leaves the key, or sub-table, to
 /// `f(reader, table)`, which must ask for it itself.
 macro_rules! config_section {
     (
@@ -33,7 +36,7 @@ macro_rules! config_section {
         pub struct $name:ident {
             $(
                 $(#[$field_meta:meta])*
-                pub $field:ident : $ty:ty = $default:expr $(=> $how:ident $with:expr)?
+                pub $field:ident : $ty:ty = $default:expr $(=> $how:ident $($with:expr)?)?
             ),* $(,)?
         }
     ) => {
@@ -61,7 +64,7 @@ macro_rules! config_section {
             ) -> Self {
                 Self {
                     $($field: $crate::config::section::config_section!(
-                        @key r, t, $field, $default $(, $how $with)?
+                        @key r, t, $field, $default $(, $how $($with)?)?
                     ),)*
                 }
             }
@@ -69,6 +72,12 @@ macro_rules! config_section {
     };
     (@key $r:ident, $t:ident, $field:ident, $default:expr) => {
         $r.key($t, stringify!($field)).unwrap_or_else(|| $default)
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, required) => {
+        $r.required($t, stringify!($field)).unwrap_or_else(|| $default)
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, key $key:expr) => {
+        $r.key($t, $key).unwrap_or_else(|| $default)
     };
     (@key $r:ident, $t:ident, $field:ident, $default:expr, map $map:expr) => {
         ($map)($r.key($t, stringify!($field)).unwrap_or_else(|| $default))
