@@ -570,42 +570,46 @@ config_section! {
     }
 }
 
-/// `[[teams]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TeamConfig {
-    /// Unique team id. Required.
-    pub id: String,
-    /// Display name. Default none (the id is shown).
-    pub name: Option<String>,
+config_section! {
+    /// `[[teams]]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TeamConfig {
+        /// Unique team id. Required.
+        pub id: String = String::new() => required,
+        /// Display name. Default none (the id is shown).
+        pub name: Option<String> = None,
+    }
 }
 
-/// `[[users]]`: an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserConfig {
-    /// Unique user id. Required.
-    pub id: String,
-    /// The agent's own address, lower-cased and trimmed. Required, unique.
-    pub email: String,
-    /// Default `""`.
-    pub first_name: String,
-    /// Default `""`.
-    pub last_name: String,
-    /// Has a paid seat; only licensed users may be named in routing. Default `true`.
-    pub licensed: bool,
-    /// Available for assignment at startup. Default `true`.
-    pub available: bool,
-    /// Team ids this user belongs to. Default `[]`.
-    pub teams: Vec<String>,
-    /// What the user can handle (`"billing"`, `"de"`), lower-cased: routing
-    /// rules require skills. Default `[]`.
-    pub skills: Vec<String>,
-    /// Events the user is told of by email (needs `[notifications] from`).
-    /// Default `[]`. (An owner who is away when a contact of theirs writes
-    /// is always told, see `contact_owner`.)
-    pub notify: Vec<NotifyEvent>,
-    /// `[users.working_hours]`: a weekly schedule that switches availability
-    /// automatically. Default none (availability changes only by hand).
-    pub working_hours: Option<WorkingHours>,
+config_section! {
+    /// `[[users]]`: an agent.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct UserConfig {
+        /// Unique user id. Required.
+        pub id: String = String::new() => required,
+        /// The agent's own address, lower-cased and trimmed. Required, unique.
+        pub email: String = String::new() => read read::user_email,
+        /// Default `""`.
+        pub first_name: String = String::new(),
+        /// Default `""`.
+        pub last_name: String = String::new(),
+        /// Has a paid seat; only licensed users may be named in routing. Default `true`.
+        pub licensed: bool = true,
+        /// Available for assignment at startup. Default `true`.
+        pub available: bool = true,
+        /// Team ids this user belongs to. Default `[]`.
+        pub teams: Vec<String> = Vec::new(),
+        /// What the user can handle (`"billing"`, `"de"`), lower-cased: routing
+        /// rules require skills. Default `[]`.
+        pub skills: Vec<String> = Vec::new() => map read::lower,
+        /// Events the user is told of by email (needs `[notifications] from`).
+        /// Default `[]`. (An owner who is away when a contact of theirs writes
+        /// is always told, see `contact_owner`.)
+        pub notify: Vec<NotifyEvent> = Vec::new(),
+        /// `[users.working_hours]`: a weekly schedule that switches availability
+        /// automatically. Default none (availability changes only by hand).
+        pub working_hours: Option<WorkingHours> = None => read read::working_hours,
+    }
 }
 
 impl UserConfig {
@@ -689,48 +693,50 @@ pub enum Assign {
     ContactOwner,
 }
 
-/// `[[channels]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelConfig {
-    /// Unique channel id. Required.
-    pub id: String,
-    /// `forward | gmail | office365 | imap | form`. Required.
-    pub kind: ChannelKind,
-    /// The team address, lower-cased and trimmed. Required for mail kinds,
-    /// unique across channels, never a user's address. Default none (forms).
-    pub address: Option<String>,
-    /// A disabled channel accepts no new mail but keeps its tickets. Default `true`.
-    pub enabled: bool,
-    /// From display name on replies. Default `company`.
-    pub sender_name: SenderName,
-    /// Format for `agent_and_company` with `{agent}` and `{company}` tokens.
-    /// Default none = `"{agent} from {company}"`.
-    pub sender_name_format: Option<String>,
-    /// Company name for this channel. Default none = `[company] name`.
-    pub company_name: Option<String>,
-    /// HTML signature appended to help-desk replies; `{{ sender.full_name }}`,
-    /// `{{ sender.first_name }}`, `{{ sender.last_name }}` are replaced. Default `""`.
-    pub signature_html: String,
-    /// A team member's forward belongs to the original sender. Default `true`.
-    pub original_sender_of_forwards: bool,
-    /// Extra addresses trusted to forward (e.g. a Google Group), lower-cased. Default `[]`.
-    pub forwarders: Vec<String>,
-    /// `[channels.ticket_properties]`: values set on new tickets. Default empty.
-    pub ticket_properties: TicketProperties,
-    /// `[channels.routing]`: assignment of new tickets. Default `assign = "nobody"`.
-    pub routing: RoutingConfig,
-    /// `[channels.imap]`: mailbox to pull. Required for `imap`; optional
-    /// overrides for `gmail`/`office365`. Default none.
-    pub imap: Option<ImapConfig>,
-    /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
-    pub oauth: Option<OAuthConfig>,
-    /// `[channels.smtp]`: the provider's SMTP server replies are sent through
-    /// with XOAUTH2 (`gmail`/`office365` only). Default none = per kind
-    /// (see [`ChannelConfig::effective_smtp`]).
-    pub smtp: Option<ChannelSmtpConfig>,
-    /// `[channels.form]`: the web form of a `form` channel. Default
-    /// [`FormConfig::default`] (any fields; `email`, `name`, `subject`, `message`).
-    pub form: FormConfig,
+config_section! {
+    /// `[[channels]]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ChannelConfig {
+        /// Unique channel id. Required.
+        pub id: String = String::new() => required,
+        /// `forward | gmail | office365 | imap | form`. Required.
+        pub kind: ChannelKind = ChannelKind::Form => required,
+        /// The team address, lower-cased and trimmed. Required for mail kinds,
+        /// unique across channels, never a user's address. Default none (forms).
+        pub address: Option<String> = None => map read::normalize_optional_email,
+        /// A disabled channel accepts no new mail but keeps its tickets. Default `true`.
+        pub enabled: bool = true,
+        /// From display name on replies. Default `company`.
+        pub sender_name: SenderName = SenderName::Company,
+        /// Format for `agent_and_company` with `{agent}` and `{company}` tokens.
+        /// Default none = `"{agent} from {company}"`.
+        pub sender_name_format: Option<String> = None,
+        /// Company name for this channel. Default none = `[company] name`.
+        pub company_name: Option<String> = None,
+        /// HTML signature appended to help-desk replies; `{{ sender.full_name }}`,
+        /// `{{ sender.first_name }}`, `{{ sender.last_name }}` are replaced. Default `""`.
+        pub signature_html: String = String::new(),
+        /// A team member's forward belongs to the original sender. Default `true`.
+        pub original_sender_of_forwards: bool = true,
+        /// Extra addresses trusted to forward (e.g. a Google Group), lower-cased. Default `[]`.
+        pub forwarders: Vec<String> = Vec::new() => map read::normalize_emails,
+        /// `[channels.ticket_properties]`: values set on new tickets. Default empty.
+        pub ticket_properties: TicketProperties = TicketProperties::default() => read read::ticket_properties,
+        /// `[channels.routing]`: assignment of new tickets. Default `assign = "nobody"`.
+        pub routing: RoutingConfig = RoutingConfig::default() => section RoutingConfig::read,
+        /// `[channels.imap]`: mailbox to pull. Required for `imap`; optional
+        /// overrides for `gmail`/`office365`. Default none.
+        pub imap: Option<ImapConfig> = None => optional_section ImapConfig::read,
+        /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
+        pub oauth: Option<OAuthConfig> = None => read read::oauth,
+        /// `[channels.smtp]`: the provider's SMTP server replies are sent through
+        /// with XOAUTH2 (`gmail`/`office365` only). Default none = per kind
+        /// (see [`ChannelConfig::effective_smtp`]).
+        pub smtp: Option<ChannelSmtpConfig> = None => optional_section ChannelSmtpConfig::read,
+        /// `[channels.form]`: the web form of a `form` channel. Default
+        /// [`FormConfig::default`] (any fields; `email`, `name`, `subject`, `message`).
+        pub form: FormConfig = FormConfig::default() => section FormConfig::read,
+    }
 }
 
 impl ChannelConfig {
@@ -896,38 +902,40 @@ config_section! {
     }
 }
 
-/// `[[channels.routing.rules]]`: when a new ticket's first message matches
-/// every condition given (each list: any of its values), its owner is
-/// chosen by balancing among the eligible users with all of `skills`. At
-/// least one condition is required.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoutingRule {
-    /// Shown on the ticket as what chose its owner. Default `"rule N"`
-    /// (N counted from 1 in the channel).
-    pub name: String,
-    /// Words found in the subject or the body (case-insensitive). Default `[]`.
-    pub keywords: Vec<String>,
-    /// Words found in the subject (case-insensitive). Default `[]`.
-    pub subject_keywords: Vec<String>,
-    /// Languages detected in the subject and body, ISO 639-1 (`"de"`) or
-    /// 639-3 (`"deu"`) codes, lower-cased. Default `[]`.
-    pub languages: Vec<String>,
-    /// The sender's domain, or a domain it is under (`"acme.example"`
-    /// matches `eu.acme.example`), lower-cased. Default `[]`.
-    pub sender_domains: Vec<String>,
-    /// The new ticket's properties (`pipeline`, `status`, `priority` or a
-    /// custom one) equal to these values. Default empty.
-    pub properties: BTreeMap<String, String>,
-    /// A web form's fields equal to these values (case-insensitive; form
-    /// channels). Default empty.
-    pub fields: BTreeMap<String, String>,
-    /// Skills the owner must have, every one, lower-cased. Default `[]`.
-    pub skills: Vec<String>,
-    /// Users to choose among; with `teams` empty too, the channel's routing
-    /// `users` and `teams`, and if it names none, every user. Default `[]`.
-    pub users: Vec<String>,
-    /// Teams whose members to choose among (see `users`). Default `[]`.
-    pub teams: Vec<String>,
+config_section! {
+    /// `[[channels.routing.rules]]`: when a new ticket's first message matches
+    /// every condition given (each list: any of its values), its owner is
+    /// chosen by balancing among the eligible users with all of `skills`. At
+    /// least one condition is required.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RoutingRule {
+        /// Shown on the ticket as what chose its owner. Default `"rule N"`
+        /// (N counted from 1 in the channel).
+        pub name: String = String::new() => read read::rule_name,
+        /// Words found in the subject or the body (case-insensitive). Default `[]`.
+        pub keywords: Vec<String> = Vec::new(),
+        /// Words found in the subject (case-insensitive). Default `[]`.
+        pub subject_keywords: Vec<String> = Vec::new(),
+        /// Languages detected in the subject and body, ISO 639-1 (`"de"`) or
+        /// 639-3 (`"deu"`) codes, lower-cased. Default `[]`.
+        pub languages: Vec<String> = Vec::new() => map read::lower,
+        /// The sender's domain, or a domain it is under (`"acme.example"`
+        /// matches `eu.acme.example`), lower-cased. Default `[]`.
+        pub sender_domains: Vec<String> = Vec::new() => map read::lower,
+        /// The new ticket's properties (`pipeline`, `status`, `priority` or a
+        /// custom one) equal to these values. Default empty.
+        pub properties: BTreeMap<String, String> = BTreeMap::new() => read read::string_map,
+        /// A web form's fields equal to these values (case-insensitive; form
+        /// channels). Default empty.
+        pub fields: BTreeMap<String, String> = BTreeMap::new() => read read::string_map,
+        /// Skills the owner must have, every one, lower-cased. Default `[]`.
+        pub skills: Vec<String> = Vec::new() => map read::lower,
+        /// Users to choose among; with `teams` empty too, the channel's routing
+        /// `users` and `teams`, and if it names none, every user. Default `[]`.
+        pub users: Vec<String> = Vec::new(),
+        /// Teams whose members to choose among (see `users`). Default `[]`.
+        pub teams: Vec<String> = Vec::new(),
+    }
 }
 
 impl RoutingRule {

@@ -15,11 +15,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
-    AlertsConfig, Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config,
-    DkimConfig, DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig,
-    LogConfig, LogFormat, NotificationsConfig, NotifyEvent, OAuthConfig, OAuthFlow, OutboundConfig,
-    RelayConfig, RoutingConfig, RoutingRule, SenderName, SmtpConfig, StoreConfig, StoreKind,
-    TeamConfig, TicketProperties, TlsMode, UserConfig,
+    AlertsConfig, Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig,
+    DnsResolver, FormField, FormFieldType, HttpConfig, LogConfig, LogFormat, NotificationsConfig,
+    NotifyEvent, OAuthConfig, OAuthFlow, OutboundConfig, RelayConfig, RoutingRule, SenderName,
+    SmtpConfig, StoreConfig, StoreKind, TeamConfig, TicketProperties, TlsMode, UserConfig,
 };
 use crate::mail::normalize_email;
 
@@ -241,7 +240,7 @@ impl<'s> Reader<'s> {
     }
 
     /// Read sub-table `key` with `f` (defaults when absent), then check its keys.
-    fn section<T: Default>(
+    pub(super) fn section<T: Default>(
         &mut self,
         t: &mut Table<'_, '_>,
         key: &'static str,
@@ -251,7 +250,7 @@ impl<'s> Reader<'s> {
     }
 
     /// Like `section`, `None` when the table is absent.
-    fn optional_section<T>(
+    pub(super) fn optional_section<T>(
         &mut self,
         t: &mut Table<'_, '_>,
         key: &'static str,
@@ -633,8 +632,8 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
         notifications: r.section(&mut t, "notifications", NotificationsConfig::read),
         alerts: r.section(&mut t, "alerts", AlertsConfig::read),
         log: r.section(&mut t, "log", LogConfig::read),
-        teams: r.array_of_tables(&mut t, "teams", read_team),
-        users: r.array_of_tables(&mut t, "users", read_user),
+        teams: r.array_of_tables(&mut t, "teams", TeamConfig::read),
+        users: r.array_of_tables(&mut t, "users", UserConfig::read),
         channels: r.array_of_tables(&mut t, "channels", read_channel),
     };
     r.finish(t);
@@ -643,8 +642,12 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
 
 /// `[outbound.dkim]`, all of whose keys are required; `None` when absent
 /// or incomplete (reported).
-pub(super) fn dkim(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> Option<DkimConfig> {
-    r.optional_section(t, "dkim", |r, t| {
+pub(super) fn dkim(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Option<DkimConfig> {
+    r.optional_section(t, key, |r, t| {
         let domain = r.required(t, "domain");
         let selector = r.required(t, "selector");
         let key_file = r.required(t, "key_file");
@@ -672,175 +675,132 @@ pub(super) fn normalize_emails(addresses: Vec<String>) -> Vec<String> {
     addresses.iter().map(|a| normalize_email(a)).collect()
 }
 
-fn read_team(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TeamConfig {
-    TeamConfig {
-        id: r.required(t, "id").unwrap_or_default(),
-        name: r.key(t, "name"),
-    }
+/// `[[users]] email`, required, as the rest of postdesk compares it.
+pub(super) fn user_email(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'static str) -> String {
+    normalize_email(&r.required::<String>(t, key).unwrap_or_default())
 }
 
-fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
-    UserConfig {
-        id: r.required(t, "id").unwrap_or_default(),
-        email: normalize_email(&r.required::<String>(t, "email").unwrap_or_default()),
-        first_name: r.key(t, "first_name").unwrap_or_default(),
-        last_name: r.key(t, "last_name").unwrap_or_default(),
-        licensed: r.key(t, "licensed").unwrap_or(true),
-        available: r.key(t, "available").unwrap_or(true),
-        teams: r.key(t, "teams").unwrap_or_default(),
-        skills: lower(r.key(t, "skills").unwrap_or_default()),
-        notify: r.key(t, "notify").unwrap_or_default(),
-        working_hours: r
-            .optional_section(t, "working_hours", |r, t| {
-                let timezone: Option<Spanned<String>> = r.required(t, "timezone");
-                let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
-                    use jiff::civil::Weekday::*;
-                    vec![Monday, Tuesday, Wednesday, Thursday, Friday]
-                });
-                // hours.rs relies on at least one working day a week.
-                let no_days = days.is_empty();
-                if no_days {
-                    r.error_at(
-                        &join(&t.path, "days"),
-                        "working_hours: `days` must name at least one working day (with none the user is never available)",
-                    );
-                }
-                let start: Option<jiff::civil::Time> = r.required(t, "start");
-                let end: Option<jiff::civil::Time> = r.required(t, "end");
-                let timezone_name = timezone?;
-                let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
-                    Ok(tz) => tz,
-                    Err(_) => {
-                        r.error(
-                            timezone_name.span().start,
-                            format!(
-                                "unknown time zone \"{}\": use an IANA name such as \"Europe/Berlin\"",
-                                timezone_name.get_ref()
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let (start, end) = (start?, end?);
-                // End before start: a night shift into the next day.
-                if start == end {
-                    r.error(
-                        t.start,
-                        format!("working_hours: start and end are both {start}: give the end of the working day (before the start for a night shift)"),
-                    );
-                    return None;
-                }
-                if no_days {
-                    return None;
-                }
-                Some(super::WorkingHours {
-                    timezone_name: timezone_name.into_inner(),
-                    timezone: tz,
-                    days,
-                    start,
-                    end,
-                })
-            })
-            .flatten(),
-    }
+/// `[users.working_hours]`; `None` when absent or wrong (reported).
+pub(super) fn working_hours(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Option<super::WorkingHours> {
+    r.optional_section(t, key, |r, t| {
+        let timezone: Option<Spanned<String>> = r.required(t, "timezone");
+        let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
+            use jiff::civil::Weekday::*;
+            vec![Monday, Tuesday, Wednesday, Thursday, Friday]
+        });
+        // hours.rs relies on at least one working day a week.
+        let no_days = days.is_empty();
+        if no_days {
+            r.error_at(
+                &join(&t.path, "days"),
+                "working_hours: `days` must name at least one working day (with none the user is never available)",
+            );
+        }
+        let start: Option<jiff::civil::Time> = r.required(t, "start");
+        let end: Option<jiff::civil::Time> = r.required(t, "end");
+        let timezone_name = timezone?;
+        let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
+            Ok(tz) => tz,
+            Err(_) => {
+                r.error(
+                    timezone_name.span().start,
+                    format!(
+                        "unknown time zone \"{}\": use an IANA name such as \"Europe/Berlin\"",
+                        timezone_name.get_ref()
+                    ),
+                );
+                return None;
+            }
+        };
+        let (start, end) = (start?, end?);
+        // End before start: a night shift into the next day.
+        if start == end {
+            r.error(
+                t.start,
+                format!("working_hours: start and end are both {start}: give the end of the working day (before the start for a night shift)"),
+            );
+            return None;
+        }
+        if no_days {
+            return None;
+        }
+        Some(super::WorkingHours {
+            timezone_name: timezone_name.into_inner(),
+            timezone: tz,
+            days,
+            start,
+            end,
+        })
+    })
+    .flatten()
 }
 
 fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
-    let id = r.required(t, "id").unwrap_or_default();
-    let kind = r.required(t, "kind").unwrap_or(ChannelKind::Form);
-    let address = r.key::<String>(t, "address").map(|a| normalize_email(&a));
-    let enabled = r.key(t, "enabled").unwrap_or(true);
-    let sender_name = r.key(t, "sender_name").unwrap_or_default();
-    let sender_name_format = r.key(t, "sender_name_format");
-    let company_name = r.key(t, "company_name");
-    let signature_html = r.key(t, "signature_html").unwrap_or_default();
-    let original_sender_of_forwards = r.key(t, "original_sender_of_forwards").unwrap_or(true);
-    let forwarders: Vec<String> = r.key(t, "forwarders").unwrap_or_default();
-    let ticket_properties = read_ticket_properties(r, t);
-    let routing = r.section(t, "routing", RoutingConfig::read);
-    let mut imap = r.optional_section(t, "imap", ImapConfig::read);
+    let mut channel = ChannelConfig::read(r, t);
     // Without a valid `username`, IMAP logs in as the channel's address.
-    if let Some(imap) = &mut imap
+    if let Some(imap) = &mut channel.imap
         && !r.valid(&join(&t.path, "imap.username"))
     {
-        imap.username = address.clone().unwrap_or_default();
+        imap.username = channel.address.clone().unwrap_or_default();
     }
-    let oauth = r
-        .optional_section(t, "oauth", |r, t| {
-            let flow = r.key(t, "flow").unwrap_or_default();
-            let token_url = r.key(t, "token_url");
-            let tenant = r.key(t, "tenant");
-            let client_id = r.required(t, "client_id");
-            let client_secret_file = r.key(t, "client_secret_file");
-            let refresh_token_file: Option<PathBuf> = match flow {
-                OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
-                OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
-            };
-            let scope = r.key(t, "scope");
-            if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
-                return None;
-            }
-            Some(OAuthConfig {
-                flow,
-                token_url,
-                tenant,
-                client_id: client_id?,
-                client_secret_file,
-                refresh_token_file,
-                scope,
-            })
-        })
-        .flatten();
-    let smtp = r.optional_section(t, "smtp", ChannelSmtpConfig::read);
-    let form = r.section(t, "form", FormConfig::read);
-    ChannelConfig {
-        id,
-        kind,
-        address,
-        enabled,
-        sender_name,
-        sender_name_format,
-        company_name,
-        signature_html,
-        original_sender_of_forwards,
-        forwarders: forwarders.iter().map(|f| normalize_email(f)).collect(),
-        ticket_properties,
-        routing,
-        imap,
-        oauth,
-        smtp,
-        form,
-    }
+    channel
 }
 
-/// `[[channels.routing.rules]]`; a rule without a name is `rule N`.
-fn read_rule(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RoutingRule {
+/// `[channels.oauth]`: `client_id` required, `refresh_token_file` too for
+/// the delegated flow; `None` when absent or incomplete (reported).
+pub(super) fn oauth(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Option<OAuthConfig> {
+    r.optional_section(t, key, |r, t| {
+        let flow = r.key(t, "flow").unwrap_or_default();
+        let token_url = r.key(t, "token_url");
+        let tenant = r.key(t, "tenant");
+        let client_id = r.required(t, "client_id");
+        let client_secret_file = r.key(t, "client_secret_file");
+        let refresh_token_file: Option<PathBuf> = match flow {
+            OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
+            OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
+        };
+        let scope = r.key(t, "scope");
+        if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
+            return None;
+        }
+        Some(OAuthConfig {
+            flow,
+            token_url,
+            tenant,
+            client_id: client_id?,
+            client_secret_file,
+            refresh_token_file,
+            scope,
+        })
+    })
+    .flatten()
+}
+
+/// A rule's `name`; a rule without one is `rule N`.
+pub(super) fn rule_name(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'static str) -> String {
     let n = t
         .path
         .rsplit_once('[')
         .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
         .map_or(0, |i| i + 1);
-    RoutingRule {
-        name: r.key(t, "name").unwrap_or_else(|| format!("rule {n}")),
-        keywords: r.key(t, "keywords").unwrap_or_default(),
-        subject_keywords: r.key(t, "subject_keywords").unwrap_or_default(),
-        languages: lower(r.key(t, "languages").unwrap_or_default()),
-        sender_domains: lower(r.key(t, "sender_domains").unwrap_or_default()),
-        properties: read_string_map(r, t, "properties"),
-        fields: read_string_map(r, t, "fields"),
-        skills: lower(r.key(t, "skills").unwrap_or_default()),
-        users: r.key(t, "users").unwrap_or_default(),
-        teams: r.key(t, "teams").unwrap_or_default(),
-    }
+    r.key(t, key).unwrap_or_else(|| format!("rule {n}"))
 }
 
 /// Each value lower-cased and trimmed.
-fn lower(values: Vec<String>) -> Vec<String> {
+pub(super) fn lower(values: Vec<String>) -> Vec<String> {
     values.iter().map(|v| v.trim().to_lowercase()).collect()
 }
 
 /// A table of string values (`properties = { priority = "high" }`).
-fn read_string_map(
+pub(super) fn string_map(
     r: &mut Reader<'_>,
     t: &mut Table<'_, '_>,
     key: &'static str,
@@ -860,24 +820,36 @@ fn read_string_map(
 }
 
 /// `[[channels.form.fields]]`.
-pub(super) fn form_fields(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> Vec<FormField> {
-    r.array_of_tables(t, "fields", FormField::read)
+pub(super) fn form_fields(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Vec<FormField> {
+    r.array_of_tables(t, key, FormField::read)
         .into_iter()
         .map(|(_, f)| f)
         .collect()
 }
 
 /// `[[channels.routing.rules]]`.
-pub(super) fn routing_rules(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> Vec<RoutingRule> {
-    r.array_of_tables(t, "rules", read_rule)
+pub(super) fn routing_rules(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Vec<RoutingRule> {
+    r.array_of_tables(t, key, RoutingRule::read)
         .into_iter()
         .map(|(_, rule)| rule)
         .collect()
 }
 
 /// `[channels.ticket_properties]`: three named keys, the rest custom strings.
-fn read_ticket_properties(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TicketProperties {
-    let Some(mut sub) = r.table(t, "ticket_properties") else {
+pub(super) fn ticket_properties(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> TicketProperties {
+    let Some(mut sub) = r.table(t, key) else {
         return TicketProperties::default();
     };
     let pipeline = r.key(&mut sub, "pipeline");

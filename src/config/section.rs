@@ -20,7 +20,8 @@
 ///         pub level: String = "info".to_owned() => map trim_level,
 ///         pub id: String = String::new() => required,
 ///         pub kind: Kind = Kind::Text => key "type",
-///         pub sub: Option<Sub> = None => read read_sub,
+///         pub sub: Sub = Sub::default() => section Sub::read,
+///         pub other: Option<Other> = None => read read_other,
 ///     }
 /// }
 /// ```
@@ -28,8 +29,9 @@
 /// The key is the field's name. A plain field reads its key (absent or
 /// invalid: the default); `=> required` reports it missing at the table;
 /// `=> key "k"` reads key `k` instead; `=> map f` passes the value read (or
-/// the default) through `f`; `=> read f` leaves the key, or sub-table, to
-/// `f(reader, table)`, which must ask for it itself.
+/// the default) through `f`; `=> section f` and `=> optional_section f`
+/// read the sub-table with `f` (absent: the default, or `None`); `=> read f`
+/// leaves the key to `f(reader, table, key)`, which must ask for it itself.
 macro_rules! config_section {
     (
         $(#[$meta:meta])*
@@ -83,7 +85,13 @@ macro_rules! config_section {
         ($map)($r.key($t, stringify!($field)).unwrap_or_else(|| $default))
     };
     (@key $r:ident, $t:ident, $field:ident, $default:expr, read $read:expr) => {
-        ($read)($r, $t)
+        ($read)($r, $t, stringify!($field))
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, section $read:expr) => {
+        $r.section($t, stringify!($field), $read)
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, optional_section $read:expr) => {
+        $r.optional_section($t, stringify!($field), $read)
     };
 }
 
