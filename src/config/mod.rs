@@ -3,8 +3,10 @@
 //!
 //! DESCRIPTION
 //!   [`load`] reads the file, [`parse`] does the work: the text is parsed into a
-//!   spanned TOML tree (`toml::de::DeTable`), walked by hand into typed structs
-//!   (`read.rs`), then checked as a whole (`validate.rs`): references between
+//!   spanned TOML tree (`toml::de::DeTable`), walked into typed structs
+//!   (`read.rs`; each table below declares its keys once, with type and
+//!   default, through `config_section!`, which generates the table's reader
+//!   and `Default`), then checked as a whole (`validate.rs`): references between
 //!   users, teams and channels, duplicate ids and addresses, secret files that
 //!   must be readable, and the STARTTLS pair and DKIM key, which must load the
 //!   way the daemon loads them (`keys`), so a

@@ -2,6 +2,10 @@
 //!
 //! Each reader asks its table for every key it knows (`key`/`required`/
 //! `section`), so the keys it never asked for are unknown keys (`finish`).
+//! The readers of most tables are generated from their declaration in
+//! `mod.rs` (`config_section!`); the functions here read what needs more
+//! than one key's value (`dkim`, `oauth`, `working_hours`, custom
+//! `ticket_properties`).
 //! A bad value is reported at its span and replaced by the default, so one
 //! mistake never hides the next. Cross-entry checks live in `validate.rs`.
 
@@ -47,19 +51,10 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Conf
     super::validate::validate(&mut r, &mut draft, path);
     let config = Config {
         path: path.to_path_buf(),
-        warnings: Vec::new(),
-        store: draft.store,
-        smtp: draft.smtp,
-        http: draft.http,
-        relay: draft.relay,
-        outbound: draft.outbound,
-        company: draft.company,
-        notifications: draft.notifications,
-        alerts: draft.alerts,
-        log: draft.log,
         teams: draft.teams.into_iter().map(|(_, t)| t).collect(),
         users: draft.users.into_iter().map(|(_, u)| u).collect(),
         channels: draft.channels.into_iter().map(|(_, c)| c).collect(),
+        ..draft.config
     };
     let diagnostics = r.into_diagnostics();
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
@@ -77,15 +72,9 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Conf
 /// reported) reads as `""` (ids, emails) or `form` (kind) so that the rest of
 /// the entry is still checked; `Reader::valid` tells them apart.
 pub(super) struct Draft {
-    pub store: StoreConfig,
-    pub smtp: SmtpConfig,
-    pub http: HttpConfig,
-    pub relay: RelayConfig,
-    pub outbound: OutboundConfig,
-    pub company: CompanyConfig,
-    pub notifications: NotificationsConfig,
-    pub alerts: AlertsConfig,
-    pub log: LogConfig,
+    /// The tables (`[store]` … `[log]`); its lists stay empty until the
+    /// entries below, validated, take their place.
+    pub config: Config,
     pub teams: Vec<(usize, TeamConfig)>,
     pub users: Vec<(usize, UserConfig)>,
     pub channels: Vec<(usize, ChannelConfig)>,
@@ -623,15 +612,18 @@ enum_from_toml!(
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
     let draft = Draft {
-        store: r.section(&mut t, "store", StoreConfig::read),
-        smtp: r.section(&mut t, "smtp", SmtpConfig::read),
-        http: r.section(&mut t, "http", HttpConfig::read),
-        relay: r.section(&mut t, "relay", RelayConfig::read),
-        outbound: r.section(&mut t, "outbound", OutboundConfig::read),
-        company: r.section(&mut t, "company", CompanyConfig::read),
-        notifications: r.section(&mut t, "notifications", NotificationsConfig::read),
-        alerts: r.section(&mut t, "alerts", AlertsConfig::read),
-        log: r.section(&mut t, "log", LogConfig::read),
+        config: Config {
+            store: r.section(&mut t, "store", StoreConfig::read),
+            smtp: r.section(&mut t, "smtp", SmtpConfig::read),
+            http: r.section(&mut t, "http", HttpConfig::read),
+            relay: r.section(&mut t, "relay", RelayConfig::read),
+            outbound: r.section(&mut t, "outbound", OutboundConfig::read),
+            company: r.section(&mut t, "company", CompanyConfig::read),
+            notifications: r.section(&mut t, "notifications", NotificationsConfig::read),
+            alerts: r.section(&mut t, "alerts", AlertsConfig::read),
+            log: r.section(&mut t, "log", LogConfig::read),
+            ..Config::default()
+        },
         teams: r.array_of_tables(&mut t, "teams", TeamConfig::read),
         users: r.array_of_tables(&mut t, "users", UserConfig::read),
         channels: r.array_of_tables(&mut t, "channels", read_channel),
