@@ -869,18 +869,20 @@ impl ChannelConfig {
     }
 }
 
-/// `[channels.ticket_properties]`: any key besides these three is a custom
-/// string property.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TicketProperties {
-    /// Default none (shown as `-`).
-    pub pipeline: Option<String>,
-    /// Default none: new tickets then get `ingest::route::DEFAULT_STATUS`.
-    pub status: Option<String>,
-    /// Default none.
-    pub priority: Option<String>,
-    /// Other keys, string values only. Default empty.
-    pub custom: BTreeMap<String, String>,
+config_section! {
+    /// `[channels.ticket_properties]`: any key besides these three is a custom
+    /// string property.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TicketProperties {
+        /// Default none (shown as `-`).
+        pub pipeline: Option<String> = None,
+        /// Default none: new tickets then get `ingest::route::DEFAULT_STATUS`.
+        pub status: Option<String> = None,
+        /// Default none.
+        pub priority: Option<String> = None,
+        /// Other keys, string values only. Default empty.
+        pub custom: BTreeMap<String, String> = BTreeMap::new() => read read::custom_properties,
+    }
 }
 
 config_section! {

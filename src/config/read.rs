@@ -835,34 +835,37 @@ pub(super) fn routing_rules(
         .collect()
 }
 
-/// `[channels.ticket_properties]`: three named keys, the rest custom strings.
+/// `[channels.ticket_properties]`: read without checking for unknown keys
+/// (`section` would), since the keys besides the three named are custom.
 pub(super) fn ticket_properties(
     r: &mut Reader<'_>,
     t: &mut Table<'_, '_>,
     key: &'static str,
 ) -> TicketProperties {
-    let Some(mut sub) = r.table(t, key) else {
-        return TicketProperties::default();
-    };
-    let pipeline = r.key(&mut sub, "pipeline");
-    let status = r.key(&mut sub, "status");
-    let priority = r.key(&mut sub, "priority");
+    match r.table(t, key) {
+        Some(mut sub) => TicketProperties::read(r, &mut sub),
+        None => TicketProperties::default(),
+    }
+}
+
+/// The keys of `[channels.ticket_properties]` besides the named ones read
+/// before: custom properties, string values only.
+pub(super) fn custom_properties(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    _key: &'static str,
+) -> BTreeMap<String, String> {
     let mut custom = BTreeMap::new();
-    for (k, v) in sub.table.iter() {
+    for (k, v) in t.table.iter() {
         let name: &str = k.get_ref();
-        if sub.known.contains(&name) {
+        if t.known.contains(&name) {
             continue;
         }
-        let path = join(&sub.path, name);
+        let path = join(&t.path, name);
         r.spans.insert(path.clone(), v.span());
         if let Some(value) = String::from_toml(r, &path, v) {
             custom.insert(name.to_owned(), value);
         }
     }
-    TicketProperties {
-        pipeline,
-        status,
-        priority,
-        custom,
-    }
+    custom
 }
