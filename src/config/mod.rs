@@ -3,8 +3,10 @@
 //!
 //! DESCRIPTION
 //!   [`load`] reads the file, [`parse`] does the work: the text is parsed into a
-//!   spanned TOML tree (`toml::de::DeTable`), walked by hand into typed structs
-//!   (`read.rs`), then checked as a whole (`validate.rs`): references between
+//!   spanned TOML tree (`toml::de::DeTable`), walked into typed structs
+//!   (`read.rs`; each table below declares its keys once, with type and
+//!   default, through `config_section!`, which generates the table's reader
+//!   and `Default`), then checked as a whole (`validate.rs`): references between
 //!   users, teams and channels, duplicate ids and addresses, secret files that
 //!   must be readable, and the STARTTLS pair and DKIM key, which must load the
 //!   way the daemon loads them (`keys`), so a
@@ -33,6 +35,7 @@ mod diagnostic;
 mod hours;
 mod read;
 mod routing;
+mod section;
 mod validate;
 
 #[cfg(test)]
@@ -46,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{ConfigErrors, Diagnostic, Severity};
 pub use hours::WorkingHours;
+use section::config_section;
 
 /// Read, parse and validate the config file at `path`.
 ///
@@ -206,35 +210,37 @@ impl Config {
 /// Format of `agent_and_company` sender names when a channel sets none.
 pub const DEFAULT_SENDER_NAME_FORMAT: &str = "{agent} from {company}";
 
-/// `[store]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Which database: `"sqlite"` (default, embedded) or `"postgres"`.
-    pub kind: StoreKind,
-    /// SQLite database file. Default `"var/postdesk.sqlite"`, resolved relative
-    /// to the config file's directory.
-    pub path: PathBuf,
-    /// SQLite busy timeout in milliseconds. Default `5000`.
-    pub busy_timeout_ms: u64,
-    /// Most writes committed in one transaction by the group committer. Default `256`.
-    pub group_commit_max: usize,
-    /// PostgreSQL: a file holding the libpq connection URL
-    /// (`postgresql://user:password@host/db`), never the URL inline.
-    /// Required with `kind = "postgres"`.
-    pub url_file: Option<PathBuf>,
-    /// PostgreSQL with TLS (`sslmode=verify-full` in the URL): PEM
-    /// certificates of the CA(s) to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// PostgreSQL: connections in this node's pool. Default `16`.
-    pub pool_size: usize,
-    /// PostgreSQL: this node's name among the nodes sharing the store
-    /// (letters, digits, `.`, `_`, `-`; at most 64). Default: the machine's
-    /// host name.
-    pub node_id: Option<String>,
-    /// PostgreSQL: how long a node's claim on a mailbox, a spooled message or
-    /// a reply lasts without renewal before another node takes it over.
-    /// Default `30`.
-    pub lease_secs: u64,
+config_section! {
+    /// `[store]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct StoreConfig {
+        /// Which database: `"sqlite"` (default, embedded) or `"postgres"`.
+        pub kind: StoreKind = StoreKind::Sqlite,
+        /// SQLite database file. Default `"var/postdesk.sqlite"`, resolved relative
+        /// to the config file's directory.
+        pub path: PathBuf = PathBuf::from("var/postdesk.sqlite"),
+        /// SQLite busy timeout in milliseconds. Default `5000`.
+        pub busy_timeout_ms: u64 = 5000,
+        /// Most writes committed in one transaction by the group committer. Default `256`.
+        pub group_commit_max: usize = 256,
+        /// PostgreSQL: a file holding the libpq connection URL
+        /// (`postgresql://user:password@host/db`), never the URL inline.
+        /// Required with `kind = "postgres"`.
+        pub url_file: Option<PathBuf> = None,
+        /// PostgreSQL with TLS (`sslmode=verify-full` in the URL): PEM
+        /// certificates of the CA(s) to trust instead of the system's roots.
+        pub ca_file: Option<PathBuf> = None,
+        /// PostgreSQL: connections in this node's pool. Default `16`.
+        pub pool_size: usize = 16,
+        /// PostgreSQL: this node's name among the nodes sharing the store
+        /// (letters, digits, `.`, `_`, `-`; at most 64). Default: the machine's
+        /// host name.
+        pub node_id: Option<String> = None,
+        /// PostgreSQL: how long a node's claim on a mailbox, a spooled message or
+        /// a reply lasts without renewal before another node takes it over.
+        /// Default `30`.
+        pub lease_secs: u64 = 30,
+    }
 }
 
 impl StoreConfig {
@@ -267,22 +273,6 @@ fn host_node_name(host: &str) -> String {
     }
 }
 
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            kind: StoreKind::Sqlite,
-            path: PathBuf::from("var/postdesk.sqlite"),
-            busy_timeout_ms: 5000,
-            group_commit_max: 256,
-            url_file: None,
-            ca_file: None,
-            pool_size: 16,
-            node_id: None,
-            lease_secs: 30,
-        }
-    }
-}
-
 /// `[store] kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -293,80 +283,82 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// `[smtp]`: the inbound listener. Limits follow Postfix's spirit: explicit,
-/// generous, on by default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmtpConfig {
-    /// Addresses to listen on. Default `["127.0.0.1:2525"]` (loopback only).
-    pub listen: Vec<SocketAddr>,
-    /// Name in the greeting and EHLO reply. Default `"localhost"`.
-    pub hostname: String,
-    /// Largest message accepted (SIZE), in bytes. Default `26214400` (25 MiB).
-    pub max_message_size: usize,
-    /// Most RCPT TO per transaction. Default `100`.
-    pub max_recipients: usize,
-    /// Longest command line, in bytes (a message's lines are bounded only by
-    /// `max_message_size`). Default `4096`.
-    pub max_line_length: usize,
-    /// Most concurrent connections. Default `512`.
-    pub max_connections: usize,
-    /// Most concurrent connections from one IP. Default `64`.
-    pub max_connections_per_ip: usize,
-    /// Messages per minute accepted from one IP; `0` = no limit (like Postfix). Default `0`.
-    pub max_messages_per_minute_per_ip: u32,
-    /// Networks exempt from both per-IP limits (connections and message
-    /// rate; `max_connections` still counts them). Default `[]`.
-    pub rate_limit_exempt: Vec<ipnet::IpNet>,
-    /// Commands that move no mail (NOOP, RSET, VRFY, HELP, EHLO/HELO, a refused MAIL, a
-    /// RCPT adding no recipient, an empty BDAT chunk) tolerated between accepted
-    /// messages. Default `100`.
-    pub max_junk_commands: usize,
-    /// Error replies tolerated before the session is closed. Default `10`.
-    pub max_errors: usize,
-    /// Seconds a client may stay silent. Default `300`.
-    pub idle_timeout_secs: u64,
-    /// Longest session, in seconds. Default `3600`.
-    pub session_timeout_secs: u64,
-    /// Message bytes all sessions together may hold in memory before commit; a
-    /// session that would need more gets `452 4.3.1` at the end of its message
-    /// (or of its BDAT chunk). Must be larger than `max_message_size`. Default
-    /// `268435456` (256 MiB): ten messages of the largest default size, or
-    /// thousands of ordinary ones, at once — while 512 connections × 25 MiB
-    /// would otherwise allow 12.5 GiB.
-    pub max_inflight_bytes: usize,
-    /// Longest one DATA or BDAT transfer may take, in seconds (from `354` or the
-    /// first BDAT to the end of the message); then `421 4.4.2` and the partial
-    /// message is dropped. Default `600`.
-    pub data_timeout_secs: u64,
-    /// Slowest average rate a DATA/BDAT transfer may keep, in bytes per second,
-    /// once it is older than `min_data_rate_grace_secs`; below it, `421 4.4.2` and
-    /// the partial message is dropped. `0` = off. Default `1024`.
-    pub min_data_rate: u64,
-    /// Seconds a transfer may take before `min_data_rate` applies. Default `30`.
-    pub min_data_rate_grace_secs: u64,
-    /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
-    /// `check` builds the acceptor from this and `tls_key`, as `postdesk run` does.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for STARTTLS (relative to the config dir). Default none.
-    pub tls_key: Option<PathBuf>,
-    /// Refuse MAIL FROM before STARTTLS. Default `false`.
-    pub require_tls: bool,
-    /// Seconds running sessions get to finish on shutdown. Default `30`.
-    pub shutdown_grace_secs: u64,
-    /// Upstream MTAs (IPs or CIDRs) whose `Authentication-Results` headers
-    /// from [`authserv_id`](Self::authserv_id) are believed: typically the
-    /// Postfix that receives the company's mail, checks SPF/DKIM/DMARC and
-    /// forwards to postdesk. Needs `authserv_id`. Default `[]`.
-    pub trusted_relays: Vec<ipnet::IpNet>,
-    /// The authserv-id the trusted relays write in their
-    /// `Authentication-Results` (e.g. `"mx.acme.example"`); headers with
-    /// another id are ignored. Default none.
-    pub authserv_id: Option<String>,
-    /// DNS used to check DKIM and SPF ourselves, for mail that does not come
-    /// from a trusted relay and claims to be from a team member or a
-    /// forwarder: `"system"` (resolv.conf), `"off"` (such mail counts as
-    /// unauthenticated) or `"IP:PORT"` of a resolver. Default `"system"`.
-    pub dns_resolver: DnsResolver,
+config_section! {
+    /// `[smtp]`: the inbound listener. Limits follow Postfix's spirit: explicit,
+    /// generous, on by default.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SmtpConfig {
+        /// Addresses to listen on. Default `["127.0.0.1:2525"]` (loopback only).
+        pub listen: Vec<SocketAddr> = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2525)],
+        /// Name in the greeting and EHLO reply. Default `"localhost"`.
+        pub hostname: String = "localhost".to_owned(),
+        /// Largest message accepted (SIZE), in bytes. Default `26214400` (25 MiB).
+        pub max_message_size: usize = 26_214_400,
+        /// Most RCPT TO per transaction. Default `100`.
+        pub max_recipients: usize = 100,
+        /// Longest command line, in bytes (a message's lines are bounded only by
+        /// `max_message_size`). Default `4096`.
+        pub max_line_length: usize = 4096,
+        /// Most concurrent connections. Default `512`.
+        pub max_connections: usize = 512,
+        /// Most concurrent connections from one IP. Default `64`.
+        pub max_connections_per_ip: usize = 64,
+        /// Messages per minute accepted from one IP; `0` = no limit (like Postfix). Default `0`.
+        pub max_messages_per_minute_per_ip: u32 = 0,
+        /// Networks exempt from both per-IP limits (connections and message
+        /// rate; `max_connections` still counts them). Default `[]`.
+        pub rate_limit_exempt: Vec<ipnet::IpNet> = Vec::new(),
+        /// Commands that move no mail (NOOP, RSET, VRFY, HELP, EHLO/HELO, a refused MAIL, a
+        /// RCPT adding no recipient, an empty BDAT chunk) tolerated between accepted
+        /// messages. Default `100`.
+        pub max_junk_commands: usize = 100,
+        /// Error replies tolerated before the session is closed. Default `10`.
+        pub max_errors: usize = 10,
+        /// Seconds a client may stay silent. Default `300`.
+        pub idle_timeout_secs: u64 = 300,
+        /// Longest session, in seconds. Default `3600`.
+        pub session_timeout_secs: u64 = 3600,
+        /// Message bytes all sessions together may hold in memory before commit; a
+        /// session that would need more gets `452 4.3.1` at the end of its message
+        /// (or of its BDAT chunk). Must be larger than `max_message_size`. Default
+        /// `268435456` (256 MiB): ten messages of the largest default size, or
+        /// thousands of ordinary ones, at once — while 512 connections × 25 MiB
+        /// would otherwise allow 12.5 GiB.
+        pub max_inflight_bytes: usize = 268_435_456,
+        /// Longest one DATA or BDAT transfer may take, in seconds (from `354` or the
+        /// first BDAT to the end of the message); then `421 4.4.2` and the partial
+        /// message is dropped. Default `600`.
+        pub data_timeout_secs: u64 = 600,
+        /// Slowest average rate a DATA/BDAT transfer may keep, in bytes per second,
+        /// once it is older than `min_data_rate_grace_secs`; below it, `421 4.4.2` and
+        /// the partial message is dropped. `0` = off. Default `1024`.
+        pub min_data_rate: u64 = 1024,
+        /// Seconds a transfer may take before `min_data_rate` applies. Default `30`.
+        pub min_data_rate_grace_secs: u64 = 30,
+        /// PEM certificate chain for STARTTLS (relative to the config dir). Default none.
+        /// `check` builds the acceptor from this and `tls_key`, as `postdesk run` does.
+        pub tls_cert: Option<PathBuf> = None,
+        /// PEM private key for STARTTLS (relative to the config dir). Default none.
+        pub tls_key: Option<PathBuf> = None,
+        /// Refuse MAIL FROM before STARTTLS. Default `false`.
+        pub require_tls: bool = false,
+        /// Seconds running sessions get to finish on shutdown. Default `30`.
+        pub shutdown_grace_secs: u64 = 30,
+        /// Upstream MTAs (IPs or CIDRs) whose `Authentication-Results` headers
+        /// from [`authserv_id`](Self::authserv_id) are believed: typically the
+        /// Postfix that receives the company's mail, checks SPF/DKIM/DMARC and
+        /// forwards to postdesk. Needs `authserv_id`. Default `[]`.
+        pub trusted_relays: Vec<ipnet::IpNet> = Vec::new(),
+        /// The authserv-id the trusted relays write in their
+        /// `Authentication-Results` (e.g. `"mx.acme.example"`); headers with
+        /// another id are ignored. Default none.
+        pub authserv_id: Option<String> = None,
+        /// DNS used to check DKIM and SPF ourselves, for mail that does not come
+        /// from a trusted relay and claims to be from a team member or a
+        /// forwarder: `"system"` (resolv.conf), `"off"` (such mail counts as
+        /// unauthenticated) or `"IP:PORT"` of a resolver. Default `"system"`.
+        pub dns_resolver: DnsResolver = DnsResolver::System,
+    }
 }
 
 /// `[smtp] dns_resolver`.
@@ -380,93 +372,47 @@ pub enum DnsResolver {
     Server(SocketAddr),
 }
 
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2525)],
-            hostname: "localhost".to_owned(),
-            max_message_size: 26_214_400,
-            max_recipients: 100,
-            max_line_length: 4096,
-            max_connections: 512,
-            max_connections_per_ip: 64,
-            max_messages_per_minute_per_ip: 0,
-            rate_limit_exempt: Vec::new(),
-            max_junk_commands: 100,
-            max_errors: 10,
-            idle_timeout_secs: 300,
-            session_timeout_secs: 3600,
-            max_inflight_bytes: 268_435_456,
-            data_timeout_secs: 600,
-            min_data_rate: 1024,
-            min_data_rate_grace_secs: 30,
-            tls_cert: None,
-            tls_key: None,
-            require_tls: false,
-            shutdown_grace_secs: 30,
-            trusted_relays: Vec::new(),
-            authserv_id: None,
-            dns_resolver: DnsResolver::System,
-        }
-    }
-}
-
-/// `[http]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
-    pub listen: SocketAddr,
-    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from
-    /// one of these networks counts as coming from the last address in that
-    /// header that is not itself a trusted proxy (form rate limits are per
-    /// client IP). Default `[]` (the TCP peer is the client).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Seconds a client has to send a request's whole header (also the
-    /// longest a kept-alive connection waits for its next request); then
-    /// the connection is closed. Default `10`.
-    pub header_timeout_secs: u64,
-    /// Seconds a request's body has to arrive once its header has; then
-    /// 408 `request_timeout` and the connection is closed. Default `30`.
-    pub body_timeout_secs: u64,
-    /// Most concurrent connections (the `metrics_listen` listener has its
-    /// own). One over is answered 503 and closed at once. Default `256`.
-    pub max_connections: usize,
-    /// Most concurrent connections from one IP (a `trusted_proxies` peer
-    /// counts only towards `max_connections`). Default `32`.
-    pub max_connections_per_ip: usize,
-    /// Replies and `POST /api/v1/tickets` accepted per minute per API token
-    /// (a burst of this many, then one every 60/N seconds); over it: 429
-    /// `rate_limited` with `Retry-After`. `0` = no limit. Default `30`.
-    pub sends_per_minute_per_token: u32,
-    /// Serve `/metrics` on this address only (not on `listen`). Default
-    /// none: `/metrics` is on `listen`.
-    pub metrics_listen: Option<SocketAddr>,
-    /// File holding the bearer token `/metrics` requires (relative to the
-    /// config dir; read at each scrape, so it can be rotated). Default none:
-    /// `/metrics` needs no token.
-    pub metrics_token_file: Option<PathBuf>,
-    /// The web inbox's address as agents' browsers reach it (scheme, host,
-    /// optional port and path prefix; no trailing slash), e.g.
-    /// `https://desk.acme.example`: one-time sign-in links mailed to agents
-    /// point there. Default none: no sign-in links (the request's `Host`
-    /// is never used for them — a stranger could name their own).
-    pub public_url: Option<String>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
-            trusted_proxies: Vec::new(),
-            header_timeout_secs: 10,
-            body_timeout_secs: 30,
-            max_connections: 256,
-            max_connections_per_ip: 32,
-            sends_per_minute_per_token: 30,
-            metrics_listen: None,
-            metrics_token_file: None,
-            public_url: None,
-        }
+config_section! {
+    /// `[http]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct HttpConfig {
+        /// API, `/healthz`, `/readyz` and `/metrics` listener. Default `"127.0.0.1:8025"`.
+        pub listen: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8025),
+        /// Reverse proxies whose `X-Forwarded-For` is believed: a request from
+        /// one of these networks counts as coming from the last address in that
+        /// header that is not itself a trusted proxy (form rate limits are per
+        /// client IP). Default `[]` (the TCP peer is the client).
+        pub trusted_proxies: Vec<ipnet::IpNet> = Vec::new(),
+        /// Seconds a client has to send a request's whole header (also the
+        /// longest a kept-alive connection waits for its next request); then
+        /// the connection is closed. Default `10`.
+        pub header_timeout_secs: u64 = 10,
+        /// Seconds a request's body has to arrive once its header has; then
+        /// 408 `request_timeout` and the connection is closed. Default `30`.
+        pub body_timeout_secs: u64 = 30,
+        /// Most concurrent connections (the `metrics_listen` listener has its
+        /// own). One over is answered 503 and closed at once. Default `256`.
+        pub max_connections: usize = 256,
+        /// Most concurrent connections from one IP (a `trusted_proxies` peer
+        /// counts only towards `max_connections`). Default `32`.
+        pub max_connections_per_ip: usize = 32,
+        /// Replies and `POST /api/v1/tickets` accepted per minute per API token
+        /// (a burst of this many, then one every 60/N seconds); over it: 429
+        /// `rate_limited` with `Retry-After`. `0` = no limit. Default `30`.
+        pub sends_per_minute_per_token: u32 = 30,
+        /// Serve `/metrics` on this address only (not on `listen`). Default
+        /// none: `/metrics` is on `listen`.
+        pub metrics_listen: Option<SocketAddr> = None,
+        /// File holding the bearer token `/metrics` requires (relative to the
+        /// config dir; read at each scrape, so it can be rotated). Default none:
+        /// `/metrics` needs no token.
+        pub metrics_token_file: Option<PathBuf> = None,
+        /// The web inbox's address as agents' browsers reach it (scheme, host,
+        /// optional port and path prefix; no trailing slash), e.g.
+        /// `https://desk.acme.example`: one-time sign-in links mailed to agents
+        /// point there. Default none: no sign-in links (the request's `Host`
+        /// is never used for them — a stranger could name their own).
+        pub public_url: Option<String> = None => map read::without_trailing_slash,
     }
 }
 
@@ -482,81 +428,56 @@ pub enum TlsMode {
     Implicit,
 }
 
-/// `[relay]`: the SMTP relay replies are sent through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayConfig {
-    /// Relay host name or IP. Default `"127.0.0.1"`.
-    pub host: String,
-    /// Relay port. Default `25`.
-    pub port: u16,
-    /// TLS to the relay. Default `starttls`.
-    pub tls: TlsMode,
-    /// SMTP AUTH user; needs `password_file`. Default none (no AUTH).
-    pub username: Option<String>,
-    /// File holding the SMTP AUTH password (relative to the config dir). Default none.
-    pub password_file: Option<PathBuf>,
-    /// PEM certificate(s) trusted for the relay's TLS instead of the system
-    /// roots, e.g. a private relay's CA or self-signed certificate (relative to
-    /// the config dir). Default none (system roots).
-    pub ca_file: Option<PathBuf>,
-    /// Connect/command timeout in seconds (a message's transaction gets one
-    /// per command, as a whole). Default `30`.
-    pub timeout_secs: u64,
-    /// Pooled connections to the relay. Default `4`.
-    pub pool_size: u32,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".to_owned(),
-            port: 25,
-            tls: TlsMode::Starttls,
-            username: None,
-            password_file: None,
-            ca_file: None,
-            timeout_secs: 30,
-            pool_size: 4,
-        }
+config_section! {
+    /// `[relay]`: the SMTP relay replies are sent through.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RelayConfig {
+        /// Relay host name or IP. Default `"127.0.0.1"`.
+        pub host: String = "127.0.0.1".to_owned(),
+        /// Relay port. Default `25`.
+        pub port: u16 = 25,
+        /// TLS to the relay. Default `starttls`.
+        pub tls: TlsMode = TlsMode::Starttls,
+        /// SMTP AUTH user; needs `password_file`. Default none (no AUTH).
+        pub username: Option<String> = None,
+        /// File holding the SMTP AUTH password (relative to the config dir). Default none.
+        pub password_file: Option<PathBuf> = None,
+        /// PEM certificate(s) trusted for the relay's TLS instead of the system
+        /// roots, e.g. a private relay's CA or self-signed certificate (relative to
+        /// the config dir). Default none (system roots).
+        pub ca_file: Option<PathBuf> = None,
+        /// Connect/command timeout in seconds (a message's transaction gets one
+        /// per command, as a whole). Default `30`.
+        pub timeout_secs: u64 = 30,
+        /// Pooled connections to the relay. Default `4`.
+        pub pool_size: u32 = 4,
     }
 }
 
-/// `[outbound]`: sending replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundConfig {
-    /// Right-hand side of generated Message-IDs. Default none = `smtp.hostname`
-    /// (see [`Config::message_id_domain`]).
-    pub message_id_domain: Option<String>,
-    /// First retry delay in seconds; doubles per attempt. Default `30`.
-    pub retry_base_secs: u64,
-    /// Longest retry delay in seconds. Default `3600`.
-    pub retry_max_secs: u64,
-    /// Give up (mark failed) after this many seconds. Default `432000` (5 days, like Postfix).
-    pub max_lifetime_secs: u64,
-    /// `[outbound.dkim]`: sign replies. Default none (no signing).
-    pub dkim: Option<DkimConfig>,
-    /// Quote the conversation's last customer message below a reply's own
-    /// text (`On … wrote:`), inline images (`cid:`) included. A reply
-    /// request may say otherwise. Default `false`.
-    pub quote_history: bool,
-    /// Seconds between the sender's looks at the outbox when nothing wakes
-    /// it: replies the API and the command line queue wake it at once (the
-    /// command line through the wake-up socket, `outbound::wake`); other
-    /// nodes' replies and a CLI without the socket wait for this. Default `1`.
-    pub poll_secs: u64,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        Self {
-            message_id_domain: None,
-            retry_base_secs: 30,
-            retry_max_secs: 3600,
-            max_lifetime_secs: 432_000,
-            dkim: None,
-            quote_history: false,
-            poll_secs: 1,
-        }
+config_section! {
+    /// `[outbound]`: sending replies.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OutboundConfig {
+        /// Right-hand side of generated Message-IDs. Default none = `smtp.hostname`
+        /// (see [`Config::message_id_domain`]).
+        pub message_id_domain: Option<String> = None,
+        /// First retry delay in seconds; doubles per attempt. Default `30`.
+        pub retry_base_secs: u64 = 30,
+        /// Longest retry delay in seconds. Default `3600`.
+        pub retry_max_secs: u64 = 3600,
+        /// Give up (mark failed) after this many seconds. Default `432000` (5 days, like Postfix).
+        pub max_lifetime_secs: u64 = 432_000,
+        /// Seconds between the sender's looks at the outbox when nothing wakes
+        /// it: replies the API and the command line queue wake it at once (the
+        /// command line through the wake-up socket, `outbound::wake`); other
+        /// nodes' replies and a CLI without the socket wait for this. Default `1`.
+        pub poll_secs: u64 = 1,
+        /// `[outbound.dkim]`: sign replies. Default none (no signing).
+        pub dkim: Option<DkimConfig> = None => read read::dkim,
+        /// Quote the conversation's last customer message below a reply's own
+        /// text (`On … wrote:`), inline images (`cid:`) included. A reply
+        /// request may say otherwise. Default `false`.
+        pub quote_history: bool = false,
     }
 }
 
@@ -572,57 +493,43 @@ pub struct DkimConfig {
     pub key_file: PathBuf,
 }
 
-/// `[notifications]`: notices postdesk sends on its own — to a ticket's
-/// owner when it is assigned to them, when its customer writes again, when
-/// they are away and a contact of theirs writes (see `outbound::notify`).
-/// Never to a customer; sent through `[relay]` like replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotificationsConfig {
-    /// The system address notices come from (From and envelope sender),
-    /// lower-cased. Default none: no notices are sent. Should not be a
-    /// channel's address (bounces of notices would come back as mail).
-    pub from: Option<String>,
-    /// The From display name. Default `"postdesk"`.
-    pub from_name: String,
-}
-
-impl Default for NotificationsConfig {
-    fn default() -> Self {
-        Self {
-            from: None,
-            from_name: "postdesk".to_owned(),
-        }
+config_section! {
+    /// `[notifications]`: notices postdesk sends on its own — to a ticket's
+    /// owner when it is assigned to them, when its customer writes again, when
+    /// they are away and a contact of theirs writes (see `outbound::notify`).
+    /// Never to a customer; sent through `[relay]` like replies.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NotificationsConfig {
+        /// The system address notices come from (From and envelope sender),
+        /// lower-cased. Default none: no notices are sent. Should not be a
+        /// channel's address (bounces of notices would come back as mail).
+        pub from: Option<String> = None => map read::normalize_optional_email,
+        /// The From display name. Default `"postdesk"`.
+        pub from_name: String = "postdesk".to_owned(),
     }
 }
 
-/// `[alerts]`: a pulled mailbox that stopped — its OAuth grant refused
-/// (revoked or expired refresh token, a client secret gone), or failing for
-/// longer than `alert_after_secs` — opens an incident: a metric, first in
-/// `postdesk status`, and one email to `to` (through `[relay]`, from
-/// `[notifications] from`) per incident.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertsConfig {
-    /// The admins emailed, lower-cased; never a channel's address. Default
-    /// `[]` (metric and status only).
-    pub to: Vec<String>,
-    /// How long a mailbox may fail (reconnecting with back-off) before it is
-    /// an incident. Default [`ALERT_AFTER_SECS`]; at least 1.
-    pub alert_after_secs: u64,
+config_section! {
+    /// `[alerts]`: a pulled mailbox that stopped — its OAuth grant refused
+    /// (revoked or expired refresh token, a client secret gone), or failing for
+    /// longer than `alert_after_secs` — opens an incident: a metric, first in
+    /// `postdesk status`, and one email to `to` (through `[relay]`, from
+    /// `[notifications] from`) per incident.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AlertsConfig {
+        /// The admins emailed, lower-cased; never a channel's address. Default
+        /// `[]` (metric and status only).
+        pub to: Vec<String> = Vec::new() => map read::normalize_emails,
+        /// How long a mailbox may fail (reconnecting with back-off) before it is
+        /// an incident. Default [`ALERT_AFTER_SECS`]; at least 1.
+        pub alert_after_secs: u64 = ALERT_AFTER_SECS,
+    }
 }
 
 /// Default `[alerts] alert_after_secs` (15 minutes): long enough for a
 /// server restart or a network blip, short enough that a help desk notices
 /// before customers do.
 pub const ALERT_AFTER_SECS: u64 = 900;
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        Self {
-            to: Vec::new(),
-            alert_after_secs: ALERT_AFTER_SECS,
-        }
-    }
-}
 
 /// What a user asks to be told by email (`[[users]] notify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -634,11 +541,13 @@ pub enum NotifyEvent {
     CustomerReplied,
 }
 
-/// `[company]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CompanyConfig {
-    /// Company name for sender names, unless a channel sets `company_name`. Default none.
-    pub name: Option<String>,
+config_section! {
+    /// `[company]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CompanyConfig {
+        /// Company name for sender names, unless a channel sets `company_name`. Default none.
+        pub name: Option<String> = None,
+    }
 }
 
 /// Log output format.
@@ -652,60 +561,57 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[log]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// Output format. Default `human`.
-    pub format: LogFormat,
-    /// `tracing` filter directive (as `RUST_LOG`). Default `"info"`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Human,
-            level: "info".to_owned(),
-        }
+config_section! {
+    /// `[log]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LogConfig {
+        /// Output format. Default `human`.
+        pub format: LogFormat = LogFormat::Human,
+        /// `tracing` filter directive (as `RUST_LOG`). Default `"info"`.
+        pub level: String = "info".to_owned(),
     }
 }
 
-/// `[[teams]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TeamConfig {
-    /// Unique team id. Required.
-    pub id: String,
-    /// Display name. Default none (the id is shown).
-    pub name: Option<String>,
+config_section! {
+    /// `[[teams]]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TeamConfig {
+        /// Unique team id. Required.
+        pub id: String = String::new() => required,
+        /// Display name. Default none (the id is shown).
+        pub name: Option<String> = None,
+    }
 }
 
-/// `[[users]]`: an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserConfig {
-    /// Unique user id. Required.
-    pub id: String,
-    /// The agent's own address, lower-cased and trimmed. Required, unique.
-    pub email: String,
-    /// Default `""`.
-    pub first_name: String,
-    /// Default `""`.
-    pub last_name: String,
-    /// Has a paid seat; only licensed users may be named in routing. Default `true`.
-    pub licensed: bool,
-    /// Available for assignment at startup. Default `true`.
-    pub available: bool,
-    /// Team ids this user belongs to. Default `[]`.
-    pub teams: Vec<String>,
-    /// What the user can handle (`"billing"`, `"de"`), lower-cased: routing
-    /// rules require skills. Default `[]`.
-    pub skills: Vec<String>,
-    /// Events the user is told of by email (needs `[notifications] from`).
-    /// Default `[]`. (An owner who is away when a contact of theirs writes
-    /// is always told, see `contact_owner`.)
-    pub notify: Vec<NotifyEvent>,
-    /// `[users.working_hours]`: a weekly schedule that switches availability
-    /// automatically. Default none (availability changes only by hand).
-    pub working_hours: Option<WorkingHours>,
+config_section! {
+    /// `[[users]]`: an agent.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct UserConfig {
+        /// Unique user id. Required.
+        pub id: String = String::new() => required,
+        /// The agent's own address, lower-cased and trimmed. Required, unique.
+        pub email: String = String::new() => read read::user_email,
+        /// Default `""`.
+        pub first_name: String = String::new(),
+        /// Default `""`.
+        pub last_name: String = String::new(),
+        /// Has a paid seat; only licensed users may be named in routing. Default `true`.
+        pub licensed: bool = true,
+        /// Available for assignment at startup. Default `true`.
+        pub available: bool = true,
+        /// Team ids this user belongs to. Default `[]`.
+        pub teams: Vec<String> = Vec::new(),
+        /// What the user can handle (`"billing"`, `"de"`), lower-cased: routing
+        /// rules require skills. Default `[]`.
+        pub skills: Vec<String> = Vec::new() => map read::lower,
+        /// Events the user is told of by email (needs `[notifications] from`).
+        /// Default `[]`. (An owner who is away when a contact of theirs writes
+        /// is always told, see `contact_owner`.)
+        pub notify: Vec<NotifyEvent> = Vec::new(),
+        /// `[users.working_hours]`: a weekly schedule that switches availability
+        /// automatically. Default none (availability changes only by hand).
+        pub working_hours: Option<WorkingHours> = None => read read::working_hours,
+    }
 }
 
 impl UserConfig {
@@ -789,48 +695,50 @@ pub enum Assign {
     ContactOwner,
 }
 
-/// `[[channels]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelConfig {
-    /// Unique channel id. Required.
-    pub id: String,
-    /// `forward | gmail | office365 | imap | form`. Required.
-    pub kind: ChannelKind,
-    /// The team address, lower-cased and trimmed. Required for mail kinds,
-    /// unique across channels, never a user's address. Default none (forms).
-    pub address: Option<String>,
-    /// A disabled channel accepts no new mail but keeps its tickets. Default `true`.
-    pub enabled: bool,
-    /// From display name on replies. Default `company`.
-    pub sender_name: SenderName,
-    /// Format for `agent_and_company` with `{agent}` and `{company}` tokens.
-    /// Default none = `"{agent} from {company}"`.
-    pub sender_name_format: Option<String>,
-    /// Company name for this channel. Default none = `[company] name`.
-    pub company_name: Option<String>,
-    /// HTML signature appended to help-desk replies; `{{ sender.full_name }}`,
-    /// `{{ sender.first_name }}`, `{{ sender.last_name }}` are replaced. Default `""`.
-    pub signature_html: String,
-    /// A team member's forward belongs to the original sender. Default `true`.
-    pub original_sender_of_forwards: bool,
-    /// Extra addresses trusted to forward (e.g. a Google Group), lower-cased. Default `[]`.
-    pub forwarders: Vec<String>,
-    /// `[channels.ticket_properties]`: values set on new tickets. Default empty.
-    pub ticket_properties: TicketProperties,
-    /// `[channels.routing]`: assignment of new tickets. Default `assign = "nobody"`.
-    pub routing: RoutingConfig,
-    /// `[channels.imap]`: mailbox to pull. Required for `imap`; optional
-    /// overrides for `gmail`/`office365`. Default none.
-    pub imap: Option<ImapConfig>,
-    /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
-    pub oauth: Option<OAuthConfig>,
-    /// `[channels.smtp]`: the provider's SMTP server replies are sent through
-    /// with XOAUTH2 (`gmail`/`office365` only). Default none = per kind
-    /// (see [`ChannelConfig::effective_smtp`]).
-    pub smtp: Option<ChannelSmtpConfig>,
-    /// `[channels.form]`: the web form of a `form` channel. Default
-    /// [`FormConfig::default`] (any fields; `email`, `name`, `subject`, `message`).
-    pub form: FormConfig,
+config_section! {
+    /// `[[channels]]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ChannelConfig {
+        /// Unique channel id. Required.
+        pub id: String = String::new() => required,
+        /// `forward | gmail | office365 | imap | form`. Required.
+        pub kind: ChannelKind = ChannelKind::Form => required,
+        /// The team address, lower-cased and trimmed. Required for mail kinds,
+        /// unique across channels, never a user's address. Default none (forms).
+        pub address: Option<String> = None => map read::normalize_optional_email,
+        /// A disabled channel accepts no new mail but keeps its tickets. Default `true`.
+        pub enabled: bool = true,
+        /// From display name on replies. Default `company`.
+        pub sender_name: SenderName = SenderName::Company,
+        /// Format for `agent_and_company` with `{agent}` and `{company}` tokens.
+        /// Default none = `"{agent} from {company}"`.
+        pub sender_name_format: Option<String> = None,
+        /// Company name for this channel. Default none = `[company] name`.
+        pub company_name: Option<String> = None,
+        /// HTML signature appended to help-desk replies; `{{ sender.full_name }}`,
+        /// `{{ sender.first_name }}`, `{{ sender.last_name }}` are replaced. Default `""`.
+        pub signature_html: String = String::new(),
+        /// A team member's forward belongs to the original sender. Default `true`.
+        pub original_sender_of_forwards: bool = true,
+        /// Extra addresses trusted to forward (e.g. a Google Group), lower-cased. Default `[]`.
+        pub forwarders: Vec<String> = Vec::new() => map read::normalize_emails,
+        /// `[channels.ticket_properties]`: values set on new tickets. Default empty.
+        pub ticket_properties: TicketProperties = TicketProperties::default() => read read::ticket_properties,
+        /// `[channels.routing]`: assignment of new tickets. Default `assign = "nobody"`.
+        pub routing: RoutingConfig = RoutingConfig::default() => section RoutingConfig::read,
+        /// `[channels.imap]`: mailbox to pull. Required for `imap`; optional
+        /// overrides for `gmail`/`office365`. Default none.
+        pub imap: Option<ImapConfig> = None => optional_section ImapConfig::read,
+        /// `[channels.oauth]`: OAuth 2 login. Required for `gmail`/`office365`. Default none.
+        pub oauth: Option<OAuthConfig> = None => read read::oauth,
+        /// `[channels.smtp]`: the provider's SMTP server replies are sent through
+        /// with XOAUTH2 (`gmail`/`office365` only). Default none = per kind
+        /// (see [`ChannelConfig::effective_smtp`]).
+        pub smtp: Option<ChannelSmtpConfig> = None => optional_section ChannelSmtpConfig::read,
+        /// `[channels.form]`: the web form of a `form` channel. Default
+        /// [`FormConfig::default`] (any fields; `email`, `name`, `subject`, `message`).
+        pub form: FormConfig = FormConfig::default() => section FormConfig::read,
+    }
 }
 
 impl ChannelConfig {
@@ -961,71 +869,77 @@ impl ChannelConfig {
     }
 }
 
-/// `[channels.ticket_properties]`: any key besides these three is a custom
-/// string property.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TicketProperties {
-    /// Default none (shown as `-`).
-    pub pipeline: Option<String>,
-    /// Default none: new tickets then get `ingest::route::DEFAULT_STATUS`.
-    pub status: Option<String>,
-    /// Default none.
-    pub priority: Option<String>,
-    /// Other keys, string values only. Default empty.
-    pub custom: BTreeMap<String, String>,
+config_section! {
+    /// `[channels.ticket_properties]`: any key besides these three is a custom
+    /// string property.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TicketProperties {
+        /// Default none (shown as `-`).
+        pub pipeline: Option<String> = None,
+        /// Default none: new tickets then get `ingest::route::DEFAULT_STATUS`.
+        pub status: Option<String> = None,
+        /// Default none.
+        pub priority: Option<String> = None,
+        /// Other keys, string values only. Default empty.
+        pub custom: BTreeMap<String, String> = BTreeMap::new() => read read::custom_properties,
+    }
 }
 
-/// `[channels.routing]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutingConfig {
-    /// Strategy. Default `nobody`.
-    pub assign: Assign,
-    /// Licensed user ids eligible under `users_and_teams`. Default `[]`.
-    pub users: Vec<String>,
-    /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
-    pub teams: Vec<String>,
-    /// Assign only to users available now, else leave unassigned. Default
-    /// `true`. (Under `contact_owner` the owner keeps the ticket while away
-    /// and is told by email.)
-    pub only_available: bool,
-    /// `[[channels.routing.rules]]`: tried in order before `assign`; the
-    /// first rule that matches the message and has an eligible user with
-    /// its skills chooses the owner. Default `[]`.
-    pub rules: Vec<RoutingRule>,
+config_section! {
+    /// `[channels.routing]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RoutingConfig {
+        /// Strategy. Default `nobody`.
+        pub assign: Assign = Assign::Nobody,
+        /// Licensed user ids eligible under `users_and_teams`. Default `[]`.
+        pub users: Vec<String> = Vec::new(),
+        /// Team ids whose licensed members are eligible under `users_and_teams`. Default `[]`.
+        pub teams: Vec<String> = Vec::new(),
+        /// Assign only to users available now, else leave unassigned. Default
+        /// `true`. (Under `contact_owner` the owner keeps the ticket while away
+        /// and is told by email.)
+        pub only_available: bool = true,
+        /// `[[channels.routing.rules]]`: tried in order before `assign`; the
+        /// first rule that matches the message and has an eligible user with
+        /// its skills chooses the owner. Default `[]`.
+        pub rules: Vec<RoutingRule> = Vec::new() => read read::routing_rules,
+    }
 }
 
-/// `[[channels.routing.rules]]`: when a new ticket's first message matches
-/// every condition given (each list: any of its values), its owner is
-/// chosen by balancing among the eligible users with all of `skills`. At
-/// least one condition is required.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoutingRule {
-    /// Shown on the ticket as what chose its owner. Default `"rule N"`
-    /// (N counted from 1 in the channel).
-    pub name: String,
-    /// Words found in the subject or the body (case-insensitive). Default `[]`.
-    pub keywords: Vec<String>,
-    /// Words found in the subject (case-insensitive). Default `[]`.
-    pub subject_keywords: Vec<String>,
-    /// Languages detected in the subject and body, ISO 639-1 (`"de"`) or
-    /// 639-3 (`"deu"`) codes, lower-cased. Default `[]`.
-    pub languages: Vec<String>,
-    /// The sender's domain, or a domain it is under (`"acme.example"`
-    /// matches `eu.acme.example`), lower-cased. Default `[]`.
-    pub sender_domains: Vec<String>,
-    /// The new ticket's properties (`pipeline`, `status`, `priority` or a
-    /// custom one) equal to these values. Default empty.
-    pub properties: BTreeMap<String, String>,
-    /// A web form's fields equal to these values (case-insensitive; form
-    /// channels). Default empty.
-    pub fields: BTreeMap<String, String>,
-    /// Skills the owner must have, every one, lower-cased. Default `[]`.
-    pub skills: Vec<String>,
-    /// Users to choose among; with `teams` empty too, the channel's routing
-    /// `users` and `teams`, and if it names none, every user. Default `[]`.
-    pub users: Vec<String>,
-    /// Teams whose members to choose among (see `users`). Default `[]`.
-    pub teams: Vec<String>,
+config_section! {
+    /// `[[channels.routing.rules]]`: when a new ticket's first message matches
+    /// every condition given (each list: any of its values), its owner is
+    /// chosen by balancing among the eligible users with all of `skills`. At
+    /// least one condition is required.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RoutingRule {
+        /// Shown on the ticket as what chose its owner. Default `"rule N"`
+        /// (N counted from 1 in the channel).
+        pub name: String = String::new() => read read::rule_name,
+        /// Words found in the subject or the body (case-insensitive). Default `[]`.
+        pub keywords: Vec<String> = Vec::new(),
+        /// Words found in the subject (case-insensitive). Default `[]`.
+        pub subject_keywords: Vec<String> = Vec::new(),
+        /// Languages detected in the subject and body, ISO 639-1 (`"de"`) or
+        /// 639-3 (`"deu"`) codes, lower-cased. Default `[]`.
+        pub languages: Vec<String> = Vec::new() => map read::lower,
+        /// The sender's domain, or a domain it is under (`"acme.example"`
+        /// matches `eu.acme.example`), lower-cased. Default `[]`.
+        pub sender_domains: Vec<String> = Vec::new() => map read::lower,
+        /// The new ticket's properties (`pipeline`, `status`, `priority` or a
+        /// custom one) equal to these values. Default empty.
+        pub properties: BTreeMap<String, String> = BTreeMap::new() => read read::string_map,
+        /// A web form's fields equal to these values (case-insensitive; form
+        /// channels). Default empty.
+        pub fields: BTreeMap<String, String> = BTreeMap::new() => read read::string_map,
+        /// Skills the owner must have, every one, lower-cased. Default `[]`.
+        pub skills: Vec<String> = Vec::new() => map read::lower,
+        /// Users to choose among; with `teams` empty too, the channel's routing
+        /// `users` and `teams`, and if it names none, every user. Default `[]`.
+        pub users: Vec<String> = Vec::new(),
+        /// Teams whose members to choose among (see `users`). Default `[]`.
+        pub teams: Vec<String> = Vec::new(),
+    }
 }
 
 impl RoutingRule {
@@ -1041,63 +955,53 @@ impl RoutingRule {
     }
 }
 
-impl Default for RoutingConfig {
-    fn default() -> Self {
-        Self {
-            assign: Assign::Nobody,
-            users: Vec::new(),
-            teams: Vec::new(),
-            only_available: true,
-            rules: Vec::new(),
-        }
+config_section! {
+    /// `[channels.imap]`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ImapConfig {
+        /// Server. Default none = per kind (see [`ChannelConfig::effective_imap_host`]);
+        /// required for `imap` channels.
+        pub host: Option<String> = None,
+        /// Port. Default none = 993 for implicit TLS, 143 otherwise.
+        pub port: Option<u16> = None,
+        /// Default `implicit`.
+        pub tls: TlsMode = TlsMode::Implicit,
+        /// Login name. Default the channel's `address`.
+        pub username: String = String::new(),
+        /// File holding the password (relative to the config dir); required for
+        /// `imap` channels, unused with OAuth. Default none.
+        pub password_file: Option<PathBuf> = None,
+        /// Folder to pull. Default `"INBOX"`.
+        pub folder: String = "INBOX".to_owned(),
+        /// Use IDLE when the server offers it. Default `true`.
+        pub idle: bool = true,
+        /// Seconds between polls without IDLE (and between IDLE renewals). Default `60`.
+        pub poll_interval_secs: u64 = 60,
+        /// Most messages fetched per round. Default `100`.
+        pub batch_size: u32 = 100,
+        /// Most bytes fetched per round, by the sizes the server reports
+        /// (RFC822.SIZE); a message larger than this, or of no reported size, is
+        /// fetched alone. A batch is held in memory while it is committed and the
+        /// next one fetched, so a mailbox holds up to about twice this. Default
+        /// [`BATCH_BYTES`]; at least 1.
+        pub batch_bytes: u64 = BATCH_BYTES,
+        /// Folder to move pulled mail to, after it is committed (created if missing;
+        /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
+        /// `folder` itself. Default none (mailbox left untouched).
+        pub move_to: Option<String> = None,
+        /// The authserv-id of the provider's own `Authentication-Results`
+        /// header, which says whether pulled mail passed SPF/DKIM/DMARC. Only
+        /// the topmost such header is believed. Default per kind:
+        /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
+        /// header without an id), none (imap: pulled mail is unauthenticated).
+        pub authserv_id: Option<String> = None,
+        /// Most bytes downloaded a day (by the sizes the server reports): a
+        /// backlog is pulled at this rate, an hour's share at most at once.
+        /// Default none = [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail (Gmail
+        /// refuses more than 2,500 MB a day, shared with the account's other
+        /// clients), no limit for others; `0` = no limit.
+        pub download_bytes_per_day: Option<u64> = None,
     }
-}
-
-/// `[channels.imap]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImapConfig {
-    /// Server. Default none = per kind (see [`ChannelConfig::effective_imap_host`]);
-    /// required for `imap` channels.
-    pub host: Option<String>,
-    /// Port. Default none = 993 for implicit TLS, 143 otherwise.
-    pub port: Option<u16>,
-    /// Default `implicit`.
-    pub tls: TlsMode,
-    /// Login name. Default the channel's `address`.
-    pub username: String,
-    /// File holding the password (relative to the config dir); required for
-    /// `imap` channels, unused with OAuth. Default none.
-    pub password_file: Option<PathBuf>,
-    /// Folder to pull. Default `"INBOX"`.
-    pub folder: String,
-    /// Use IDLE when the server offers it. Default `true`.
-    pub idle: bool,
-    /// Seconds between polls without IDLE (and between IDLE renewals). Default `60`.
-    pub poll_interval_secs: u64,
-    /// Most messages fetched per round. Default `100`.
-    pub batch_size: u32,
-    /// Most bytes fetched per round, by the sizes the server reports
-    /// (RFC822.SIZE); a message larger than this, or of no reported size, is
-    /// fetched alone. A batch is held in memory while it is committed and the
-    /// next one fetched, so a mailbox holds up to about twice this. Default
-    /// [`BATCH_BYTES`]; at least 1.
-    pub batch_bytes: u64,
-    /// Folder to move pulled mail to, after it is committed (created if missing;
-    /// needs the server's MOVE, or UIDPLUS for COPY + EXPUNGE); must not be
-    /// `folder` itself. Default none (mailbox left untouched).
-    pub move_to: Option<String>,
-    /// The authserv-id of the provider's own `Authentication-Results`
-    /// header, which says whether pulled mail passed SPF/DKIM/DMARC. Only
-    /// the topmost such header is believed. Default per kind:
-    /// `"mx.google.com"` (gmail), `""` (office365: Microsoft writes its
-    /// header without an id), none (imap: pulled mail is unauthenticated).
-    pub authserv_id: Option<String>,
-    /// Most bytes downloaded a day (by the sizes the server reports): a
-    /// backlog is pulled at this rate, an hour's share at most at once.
-    /// Default none = [`GMAIL_DOWNLOAD_BYTES_PER_DAY`] for gmail (Gmail
-    /// refuses more than 2,500 MB a day, shared with the account's other
-    /// clients), no limit for others; `0` = no limit.
-    pub download_bytes_per_day: Option<u64>,
 }
 
 /// Default `download_bytes_per_day` of gmail channels: 2,000 MB, leaving a
@@ -1108,80 +1012,66 @@ pub const GMAIL_DOWNLOAD_BYTES_PER_DAY: u64 = 2_000_000_000;
 /// with large attachments must not take gigabytes of memory.
 pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
-/// `[channels.smtp]`: where a `gmail`/`office365` channel's replies go (SASL
-/// XOAUTH2 with the channel's OAuth token). Every key optional.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelSmtpConfig {
-    /// Server. Default none = `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365).
-    pub host: Option<String>,
-    /// Port. Default none = 465 for implicit TLS, 587 otherwise.
-    pub port: Option<u16>,
-    /// Default `starttls`.
-    pub tls: TlsMode,
-    /// PEM certificate(s) trusted instead of the system roots (relative to the
-    /// config dir). Default none (system roots).
-    pub ca_file: Option<PathBuf>,
-    /// Most connections open to the provider at once for this channel's
-    /// replies; they are reused from one reply to the next. Default
-    /// [`PROVIDER_CONNECTIONS`]; at least 1.
-    pub connections: u32,
+config_section! {
+    /// `[channels.smtp]`: where a `gmail`/`office365` channel's replies go (SASL
+    /// XOAUTH2 with the channel's OAuth token). Every key optional.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ChannelSmtpConfig {
+        /// Server. Default none = `smtp.gmail.com` (gmail) / `smtp.office365.com` (office365).
+        pub host: Option<String> = None,
+        /// Port. Default none = 465 for implicit TLS, 587 otherwise.
+        pub port: Option<u16> = None,
+        /// Default `starttls`.
+        pub tls: TlsMode = TlsMode::Starttls,
+        /// PEM certificate(s) trusted instead of the system roots (relative to the
+        /// config dir). Default none (system roots).
+        pub ca_file: Option<PathBuf> = None,
+        /// Most connections open to the provider at once for this channel's
+        /// replies; they are reused from one reply to the next. Default
+        /// [`PROVIDER_CONNECTIONS`]; at least 1.
+        pub connections: u32 = PROVIDER_CONNECTIONS,
+    }
 }
 
 /// Default `[channels.smtp] connections`: providers limit concurrent SMTP
 /// sessions per mailbox, and a backlog of replies must not open one each.
 pub const PROVIDER_CONNECTIONS: u32 = 3;
 
-/// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormConfig {
-    /// `[[channels.form.fields]]`: the form's fields. Default `[]` = accept any
-    /// posted field as visible text. When fields are declared, other posted
-    /// keys are ignored (not stored).
-    pub fields: Vec<FormField>,
-    /// Field holding the customer's address (the contact). Default `"email"`.
-    pub email_field: String,
-    /// Field holding the customer's name. Default `"name"`.
-    pub name_field: String,
-    /// Field holding the ticket name (subject). Default `"subject"`; when the
-    /// submission has none, the ticket is named `"{label}: {name or email}"`.
-    pub subject_field: String,
-    /// Field holding the description (the first message's text). Default `"message"`.
-    pub description_field: String,
-    /// A field real visitors leave empty (hidden by the site's CSS); a
-    /// submission that fills it is answered as a success and not stored.
-    /// Default none.
-    pub honeypot_field: Option<String>,
-    /// Submissions accepted per minute from one client IP; `0` = no limit. Default `10`.
-    pub rate_limit_per_minute: u32,
-    /// Largest value of one field, in bytes. Default `65536`.
-    pub max_field_size: usize,
-    /// Shown in ticket names. Default none = the channel id.
-    pub label: Option<String>,
-    /// Where a browser posting a plain HTML form (URL-encoded) is sent after
-    /// a successful submission (303 See Other), e.g. the site's thank-you
-    /// page. Default none (answer 201 JSON).
-    pub redirect_url: Option<String>,
-    /// Web origins (`https://www.acme.example`, or `"*"`) whose pages may post
-    /// with JavaScript (CORS). Default `[]` (server-side and plain HTML form
-    /// posts only).
-    pub allowed_origins: Vec<String>,
-}
-
-impl Default for FormConfig {
-    fn default() -> Self {
-        Self {
-            fields: Vec::new(),
-            email_field: "email".to_owned(),
-            name_field: "name".to_owned(),
-            subject_field: "subject".to_owned(),
-            description_field: "message".to_owned(),
-            honeypot_field: None,
-            rate_limit_per_minute: 10,
-            max_field_size: 65_536,
-            label: None,
-            redirect_url: None,
-            allowed_origins: Vec::new(),
-        }
+config_section! {
+    /// `[channels.form]`: how a `form` channel reads `POST /api/v1/forms/{id}/submissions`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FormConfig {
+        /// `[[channels.form.fields]]`: the form's fields. Default `[]` = accept any
+        /// posted field as visible text. When fields are declared, other posted
+        /// keys are ignored (not stored).
+        pub fields: Vec<FormField> = Vec::new() => read read::form_fields,
+        /// Field holding the customer's address (the contact). Default `"email"`.
+        pub email_field: String = "email".to_owned(),
+        /// Field holding the customer's name. Default `"name"`.
+        pub name_field: String = "name".to_owned(),
+        /// Field holding the ticket name (subject). Default `"subject"`; when the
+        /// submission has none, the ticket is named `"{label}: {name or email}"`.
+        pub subject_field: String = "subject".to_owned(),
+        /// Field holding the description (the first message's text). Default `"message"`.
+        pub description_field: String = "message".to_owned(),
+        /// A field real visitors leave empty (hidden by the site's CSS); a
+        /// submission that fills it is answered as a success and not stored.
+        /// Default none.
+        pub honeypot_field: Option<String> = None,
+        /// Submissions accepted per minute from one client IP; `0` = no limit. Default `10`.
+        pub rate_limit_per_minute: u32 = 10,
+        /// Largest value of one field, in bytes. Default `65536`.
+        pub max_field_size: usize = 65_536,
+        /// Shown in ticket names. Default none = the channel id.
+        pub label: Option<String> = None,
+        /// Where a browser posting a plain HTML form (URL-encoded) is sent after
+        /// a successful submission (303 See Other), e.g. the site's thank-you
+        /// page. Default none (answer 201 JSON).
+        pub redirect_url: Option<String> = None,
+        /// Web origins (`https://www.acme.example`, or `"*"`) whose pages may post
+        /// with JavaScript (CORS). Default `[]` (server-side and plain HTML form
+        /// posts only).
+        pub allowed_origins: Vec<String> = Vec::new(),
     }
 }
 
@@ -1199,19 +1089,21 @@ impl FormConfig {
     }
 }
 
-/// `[[channels.form.fields]]`: one field of a web form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormField {
-    /// The posted key (`<input name=...>`). Required, unique in the form.
-    pub name: String,
-    /// Shown next to the value in the conversation. Default the name.
-    pub label: Option<String>,
-    /// Input type; `email` and `number` values are checked. Default `text`.
-    pub kind: FormFieldType,
-    /// A submission without a non-empty value is refused (400). Default `false`.
-    pub required: bool,
-    /// Stored with the submission but not shown in the conversation. Default `false`.
-    pub hidden: bool,
+config_section! {
+    /// `[[channels.form.fields]]`: one field of a web form.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FormField {
+        /// The posted key (`<input name=...>`). Required, unique in the form.
+        pub name: String = String::new() => required,
+        /// Shown next to the value in the conversation. Default the name.
+        pub label: Option<String> = None,
+        /// Input type; `email` and `number` values are checked. Default `text`.
+        pub kind: FormFieldType = FormFieldType::Text => key "type",
+        /// A submission without a non-empty value is refused (400). Default `false`.
+        pub required: bool = false,
+        /// Stored with the submission but not shown in the conversation. Default `false`.
+        pub hidden: bool = false,
+    }
 }
 
 impl FormField {

@@ -2,6 +2,10 @@
 //!
 //! Each reader asks its table for every key it knows (`key`/`required`/
 //! `section`), so the keys it never asked for are unknown keys (`finish`).
+//! The readers of most tables are generated from their declaration in
+//! `mod.rs` (`config_section!`); the functions here read what needs more
+//! than one key's value (`dkim`, `oauth`, `working_hours`, custom
+//! `ticket_properties`).
 //! A bad value is reported at its span and replaced by the default, so one
 //! mistake never hides the next. Cross-entry checks live in `validate.rs`.
 
@@ -15,11 +19,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
 use super::{
-    AlertsConfig, Assign, ChannelConfig, ChannelKind, ChannelSmtpConfig, CompanyConfig, Config,
-    DkimConfig, DnsResolver, FormConfig, FormField, FormFieldType, HttpConfig, ImapConfig,
-    LogConfig, LogFormat, NotificationsConfig, NotifyEvent, OAuthConfig, OAuthFlow, OutboundConfig,
-    RelayConfig, RoutingConfig, RoutingRule, SenderName, SmtpConfig, StoreConfig, StoreKind,
-    TeamConfig, TicketProperties, TlsMode, UserConfig,
+    AlertsConfig, Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig,
+    DnsResolver, FormField, FormFieldType, HttpConfig, LogConfig, LogFormat, NotificationsConfig,
+    NotifyEvent, OAuthConfig, OAuthFlow, OutboundConfig, RelayConfig, RoutingRule, SenderName,
+    SmtpConfig, StoreConfig, StoreKind, TeamConfig, TicketProperties, TlsMode, UserConfig,
 };
 use crate::mail::normalize_email;
 
@@ -48,19 +51,10 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Conf
     super::validate::validate(&mut r, &mut draft, path);
     let config = Config {
         path: path.to_path_buf(),
-        warnings: Vec::new(),
-        store: draft.store,
-        smtp: draft.smtp,
-        http: draft.http,
-        relay: draft.relay,
-        outbound: draft.outbound,
-        company: draft.company,
-        notifications: draft.notifications,
-        alerts: draft.alerts,
-        log: draft.log,
         teams: draft.teams.into_iter().map(|(_, t)| t).collect(),
         users: draft.users.into_iter().map(|(_, u)| u).collect(),
         channels: draft.channels.into_iter().map(|(_, c)| c).collect(),
+        ..draft.config
     };
     let diagnostics = r.into_diagnostics();
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
@@ -78,15 +72,9 @@ pub(super) fn parse_and_validate(text: &str, path: &Path) -> Result<Config, Conf
 /// reported) reads as `""` (ids, emails) or `form` (kind) so that the rest of
 /// the entry is still checked; `Reader::valid` tells them apart.
 pub(super) struct Draft {
-    pub store: StoreConfig,
-    pub smtp: SmtpConfig,
-    pub http: HttpConfig,
-    pub relay: RelayConfig,
-    pub outbound: OutboundConfig,
-    pub company: CompanyConfig,
-    pub notifications: NotificationsConfig,
-    pub alerts: AlertsConfig,
-    pub log: LogConfig,
+    /// The tables (`[store]` … `[log]`); its lists stay empty until the
+    /// entries below, validated, take their place.
+    pub config: Config,
     pub teams: Vec<(usize, TeamConfig)>,
     pub users: Vec<(usize, UserConfig)>,
     pub channels: Vec<(usize, ChannelConfig)>,
@@ -192,7 +180,11 @@ impl<'s> Reader<'s> {
     }
 
     /// Read optional `key` of `t`; `None` when absent or invalid (reported).
-    fn key<T: FromToml>(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<T> {
+    pub(super) fn key<T: FromToml>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+    ) -> Option<T> {
         t.known.push(key);
         let v = t.table.get(key)?;
         let path = join(&t.path, key);
@@ -205,7 +197,11 @@ impl<'s> Reader<'s> {
     }
 
     /// Read `key` of `t`, reporting it at the table when absent.
-    fn required<T: FromToml>(&mut self, t: &mut Table<'_, '_>, key: &'static str) -> Option<T> {
+    pub(super) fn required<T: FromToml>(
+        &mut self,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+    ) -> Option<T> {
         if !t.table.contains_key(key) {
             t.known.push(key);
             self.error(
@@ -233,7 +229,7 @@ impl<'s> Reader<'s> {
     }
 
     /// Read sub-table `key` with `f` (defaults when absent), then check its keys.
-    fn section<T: Default>(
+    pub(super) fn section<T: Default>(
         &mut self,
         t: &mut Table<'_, '_>,
         key: &'static str,
@@ -243,7 +239,7 @@ impl<'s> Reader<'s> {
     }
 
     /// Like `section`, `None` when the table is absent.
-    fn optional_section<T>(
+    pub(super) fn optional_section<T>(
         &mut self,
         t: &mut Table<'_, '_>,
         key: &'static str,
@@ -305,7 +301,7 @@ impl<'s> Reader<'s> {
 }
 
 /// A TOML table being read: its path, and the keys its reader knows.
-struct Table<'a, 'i> {
+pub(super) struct Table<'a, 'i> {
     path: String,
     table: &'a DeTable<'i>,
     start: usize,
@@ -382,13 +378,20 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// A value that can be read from one TOML value, reporting its own errors.
-trait FromToml: Sized {
+pub(super) trait FromToml: Sized {
     fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self>;
 }
 
 impl FromToml for String {
     fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
         r.string(path, v).map(str::to_owned)
+    }
+}
+
+/// An optional key: absent or invalid (reported), it reads as `None`.
+impl<T: FromToml> FromToml for Option<T> {
+    fn from_toml(r: &mut Reader<'_>, path: &str, v: &Value<'_>) -> Option<Self> {
+        T::from_toml(r, path, v).map(Some)
     }
 }
 
@@ -609,368 +612,187 @@ enum_from_toml!(
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
     let draft = Draft {
-        store: r.section(&mut t, "store", read_store),
-        smtp: r.section(&mut t, "smtp", read_smtp),
-        http: r.section(&mut t, "http", read_http),
-        relay: r.section(&mut t, "relay", read_relay),
-        outbound: r.section(&mut t, "outbound", read_outbound),
-        company: r.section(&mut t, "company", |r, t| CompanyConfig {
-            name: r.key(t, "name"),
-        }),
-        notifications: r.section(&mut t, "notifications", |r, t| {
-            let d = NotificationsConfig::default();
-            NotificationsConfig {
-                from: r.key::<String>(t, "from").map(|a| normalize_email(&a)),
-                from_name: r.key(t, "from_name").unwrap_or(d.from_name),
-            }
-        }),
-        alerts: r.section(&mut t, "alerts", |r, t| {
-            let d = AlertsConfig::default();
-            AlertsConfig {
-                to: r
-                    .key::<Vec<String>>(t, "to")
-                    .map(|v| v.iter().map(|a| normalize_email(a)).collect())
-                    .unwrap_or(d.to),
-                alert_after_secs: r.key(t, "alert_after_secs").unwrap_or(d.alert_after_secs),
-            }
-        }),
-        log: r.section(&mut t, "log", read_log),
-        teams: r.array_of_tables(&mut t, "teams", read_team),
-        users: r.array_of_tables(&mut t, "users", read_user),
+        config: Config {
+            store: r.section(&mut t, "store", StoreConfig::read),
+            smtp: r.section(&mut t, "smtp", SmtpConfig::read),
+            http: r.section(&mut t, "http", HttpConfig::read),
+            relay: r.section(&mut t, "relay", RelayConfig::read),
+            outbound: r.section(&mut t, "outbound", OutboundConfig::read),
+            company: r.section(&mut t, "company", CompanyConfig::read),
+            notifications: r.section(&mut t, "notifications", NotificationsConfig::read),
+            alerts: r.section(&mut t, "alerts", AlertsConfig::read),
+            log: r.section(&mut t, "log", LogConfig::read),
+            ..Config::default()
+        },
+        teams: r.array_of_tables(&mut t, "teams", TeamConfig::read),
+        users: r.array_of_tables(&mut t, "users", UserConfig::read),
         channels: r.array_of_tables(&mut t, "channels", read_channel),
     };
     r.finish(t);
     draft
 }
 
-fn read_store(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> StoreConfig {
-    let d = StoreConfig::default();
-    StoreConfig {
-        kind: r.key(t, "kind").unwrap_or(d.kind),
-        path: r.key(t, "path").unwrap_or(d.path),
-        busy_timeout_ms: r.key(t, "busy_timeout_ms").unwrap_or(d.busy_timeout_ms),
-        group_commit_max: r.key(t, "group_commit_max").unwrap_or(d.group_commit_max),
-        url_file: r.key(t, "url_file"),
-        ca_file: r.key(t, "ca_file"),
-        pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
-        node_id: r.key(t, "node_id"),
-        lease_secs: r.key(t, "lease_secs").unwrap_or(d.lease_secs),
-    }
+/// `[outbound.dkim]`, all of whose keys are required; `None` when absent
+/// or incomplete (reported).
+pub(super) fn dkim(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Option<DkimConfig> {
+    r.optional_section(t, key, |r, t| {
+        let domain = r.required(t, "domain");
+        let selector = r.required(t, "selector");
+        let key_file = r.required(t, "key_file");
+        Some(DkimConfig {
+            domain: domain?,
+            selector: selector?,
+            key_file: key_file?,
+        })
+    })
+    .flatten()
 }
 
-fn read_smtp(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> SmtpConfig {
-    let d = SmtpConfig::default();
-    SmtpConfig {
-        listen: r.key(t, "listen").unwrap_or(d.listen),
-        hostname: r.key(t, "hostname").unwrap_or(d.hostname),
-        max_message_size: r.key(t, "max_message_size").unwrap_or(d.max_message_size),
-        max_recipients: r.key(t, "max_recipients").unwrap_or(d.max_recipients),
-        max_line_length: r.key(t, "max_line_length").unwrap_or(d.max_line_length),
-        max_connections: r.key(t, "max_connections").unwrap_or(d.max_connections),
-        max_connections_per_ip: r
-            .key(t, "max_connections_per_ip")
-            .unwrap_or(d.max_connections_per_ip),
-        max_messages_per_minute_per_ip: r
-            .key(t, "max_messages_per_minute_per_ip")
-            .unwrap_or(d.max_messages_per_minute_per_ip),
-        rate_limit_exempt: r.key(t, "rate_limit_exempt").unwrap_or(d.rate_limit_exempt),
-        max_junk_commands: r.key(t, "max_junk_commands").unwrap_or(d.max_junk_commands),
-        max_errors: r.key(t, "max_errors").unwrap_or(d.max_errors),
-        idle_timeout_secs: r.key(t, "idle_timeout_secs").unwrap_or(d.idle_timeout_secs),
-        session_timeout_secs: r
-            .key(t, "session_timeout_secs")
-            .unwrap_or(d.session_timeout_secs),
-        max_inflight_bytes: r
-            .key(t, "max_inflight_bytes")
-            .unwrap_or(d.max_inflight_bytes),
-        data_timeout_secs: r.key(t, "data_timeout_secs").unwrap_or(d.data_timeout_secs),
-        min_data_rate: r.key(t, "min_data_rate").unwrap_or(d.min_data_rate),
-        min_data_rate_grace_secs: r
-            .key(t, "min_data_rate_grace_secs")
-            .unwrap_or(d.min_data_rate_grace_secs),
-        tls_cert: r.key(t, "tls_cert"),
-        tls_key: r.key(t, "tls_key"),
-        require_tls: r.key(t, "require_tls").unwrap_or(d.require_tls),
-        shutdown_grace_secs: r
-            .key(t, "shutdown_grace_secs")
-            .unwrap_or(d.shutdown_grace_secs),
-        trusted_relays: r.key(t, "trusted_relays").unwrap_or(d.trusted_relays),
-        authserv_id: r.key(t, "authserv_id"),
-        dns_resolver: r.key(t, "dns_resolver").unwrap_or(d.dns_resolver),
-    }
+/// A URL without its trailing slashes.
+pub(super) fn without_trailing_slash(url: Option<String>) -> Option<String> {
+    url.map(|u| u.trim_end_matches('/').to_string())
 }
 
-fn read_http(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> HttpConfig {
-    let d = HttpConfig::default();
-    HttpConfig {
-        listen: r.key(t, "listen").unwrap_or(d.listen),
-        trusted_proxies: r.key(t, "trusted_proxies").unwrap_or(d.trusted_proxies),
-        header_timeout_secs: r
-            .key(t, "header_timeout_secs")
-            .unwrap_or(d.header_timeout_secs),
-        body_timeout_secs: r.key(t, "body_timeout_secs").unwrap_or(d.body_timeout_secs),
-        max_connections: r.key(t, "max_connections").unwrap_or(d.max_connections),
-        max_connections_per_ip: r
-            .key(t, "max_connections_per_ip")
-            .unwrap_or(d.max_connections_per_ip),
-        sends_per_minute_per_token: r
-            .key(t, "sends_per_minute_per_token")
-            .unwrap_or(d.sends_per_minute_per_token),
-        metrics_listen: r.key(t, "metrics_listen"),
-        metrics_token_file: r.key(t, "metrics_token_file"),
-        public_url: r
-            .key::<String>(t, "public_url")
-            .map(|u| u.trim_end_matches('/').to_string()),
-    }
+/// An address as the rest of postdesk compares it ([`normalize_email`]).
+pub(super) fn normalize_optional_email(address: Option<String>) -> Option<String> {
+    address.map(|a| normalize_email(&a))
 }
 
-fn read_relay(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RelayConfig {
-    let d = RelayConfig::default();
-    RelayConfig {
-        host: r.key(t, "host").unwrap_or(d.host),
-        port: r.key(t, "port").unwrap_or(d.port),
-        tls: r.key(t, "tls").unwrap_or(d.tls),
-        username: r.key(t, "username"),
-        password_file: r.key(t, "password_file"),
-        ca_file: r.key(t, "ca_file"),
-        timeout_secs: r.key(t, "timeout_secs").unwrap_or(d.timeout_secs),
-        pool_size: r.key(t, "pool_size").unwrap_or(d.pool_size),
-    }
+/// Each address as the rest of postdesk compares it ([`normalize_email`]).
+pub(super) fn normalize_emails(addresses: Vec<String>) -> Vec<String> {
+    addresses.iter().map(|a| normalize_email(a)).collect()
 }
 
-fn read_outbound(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> OutboundConfig {
-    let d = OutboundConfig::default();
-    OutboundConfig {
-        message_id_domain: r.key(t, "message_id_domain"),
-        retry_base_secs: r.key(t, "retry_base_secs").unwrap_or(d.retry_base_secs),
-        retry_max_secs: r.key(t, "retry_max_secs").unwrap_or(d.retry_max_secs),
-        max_lifetime_secs: r.key(t, "max_lifetime_secs").unwrap_or(d.max_lifetime_secs),
-        poll_secs: r.key(t, "poll_secs").unwrap_or(d.poll_secs),
-        dkim: r
-            .optional_section(t, "dkim", |r, t| {
-                let domain = r.required(t, "domain");
-                let selector = r.required(t, "selector");
-                let key_file = r.required(t, "key_file");
-                Some(DkimConfig {
-                    domain: domain?,
-                    selector: selector?,
-                    key_file: key_file?,
-                })
-            })
-            .flatten(),
-        quote_history: r.key(t, "quote_history").unwrap_or(d.quote_history),
-    }
+/// `[[users]] email`, required, as the rest of postdesk compares it.
+pub(super) fn user_email(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'static str) -> String {
+    normalize_email(&r.required::<String>(t, key).unwrap_or_default())
 }
 
-fn read_log(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> LogConfig {
-    let d = LogConfig::default();
-    LogConfig {
-        format: r.key(t, "format").unwrap_or(d.format),
-        level: r.key(t, "level").unwrap_or(d.level),
-    }
-}
-
-fn read_team(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TeamConfig {
-    TeamConfig {
-        id: r.required(t, "id").unwrap_or_default(),
-        name: r.key(t, "name"),
-    }
-}
-
-fn read_user(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> UserConfig {
-    UserConfig {
-        id: r.required(t, "id").unwrap_or_default(),
-        email: normalize_email(&r.required::<String>(t, "email").unwrap_or_default()),
-        first_name: r.key(t, "first_name").unwrap_or_default(),
-        last_name: r.key(t, "last_name").unwrap_or_default(),
-        licensed: r.key(t, "licensed").unwrap_or(true),
-        available: r.key(t, "available").unwrap_or(true),
-        teams: r.key(t, "teams").unwrap_or_default(),
-        skills: lower(r.key(t, "skills").unwrap_or_default()),
-        notify: r.key(t, "notify").unwrap_or_default(),
-        working_hours: r
-            .optional_section(t, "working_hours", |r, t| {
-                let timezone: Option<Spanned<String>> = r.required(t, "timezone");
-                let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
-                    use jiff::civil::Weekday::*;
-                    vec![Monday, Tuesday, Wednesday, Thursday, Friday]
-                });
-                // hours.rs relies on at least one working day a week.
-                let no_days = days.is_empty();
-                if no_days {
-                    r.error_at(
-                        &join(&t.path, "days"),
-                        "working_hours: `days` must name at least one working day (with none the user is never available)",
-                    );
-                }
-                let start: Option<jiff::civil::Time> = r.required(t, "start");
-                let end: Option<jiff::civil::Time> = r.required(t, "end");
-                let timezone_name = timezone?;
-                let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
-                    Ok(tz) => tz,
-                    Err(_) => {
-                        r.error(
-                            timezone_name.span().start,
-                            format!(
-                                "unknown time zone \"{}\": use an IANA name such as \"Europe/Berlin\"",
-                                timezone_name.get_ref()
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let (start, end) = (start?, end?);
-                // End before start: a night shift into the next day.
-                if start == end {
-                    r.error(
-                        t.start,
-                        format!("working_hours: start and end are both {start}: give the end of the working day (before the start for a night shift)"),
-                    );
-                    return None;
-                }
-                if no_days {
-                    return None;
-                }
-                Some(super::WorkingHours {
-                    timezone_name: timezone_name.into_inner(),
-                    timezone: tz,
-                    days,
-                    start,
-                    end,
-                })
-            })
-            .flatten(),
-    }
+/// `[users.working_hours]`; `None` when absent or wrong (reported).
+pub(super) fn working_hours(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Option<super::WorkingHours> {
+    r.optional_section(t, key, |r, t| {
+        let timezone: Option<Spanned<String>> = r.required(t, "timezone");
+        let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
+            use jiff::civil::Weekday::*;
+            vec![Monday, Tuesday, Wednesday, Thursday, Friday]
+        });
+        // hours.rs relies on at least one working day a week.
+        let no_days = days.is_empty();
+        if no_days {
+            r.error_at(
+                &join(&t.path, "days"),
+                "working_hours: `days` must name at least one working day (with none the user is never available)",
+            );
+        }
+        let start: Option<jiff::civil::Time> = r.required(t, "start");
+        let end: Option<jiff::civil::Time> = r.required(t, "end");
+        let timezone_name = timezone?;
+        let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
+            Ok(tz) => tz,
+            Err(_) => {
+                r.error(
+                    timezone_name.span().start,
+                    format!(
+                        "unknown time zone \"{}\": use an IANA name such as \"Europe/Berlin\"",
+                        timezone_name.get_ref()
+                    ),
+                );
+                return None;
+            }
+        };
+        let (start, end) = (start?, end?);
+        // End before start: a night shift into the next day.
+        if start == end {
+            r.error(
+                t.start,
+                format!("working_hours: start and end are both {start}: give the end of the working day (before the start for a night shift)"),
+            );
+            return None;
+        }
+        if no_days {
+            return None;
+        }
+        Some(super::WorkingHours {
+            timezone_name: timezone_name.into_inner(),
+            timezone: tz,
+            days,
+            start,
+            end,
+        })
+    })
+    .flatten()
 }
 
 fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
-    let id = r.required(t, "id").unwrap_or_default();
-    let kind = r.required(t, "kind").unwrap_or(ChannelKind::Form);
-    let address = r.key::<String>(t, "address").map(|a| normalize_email(&a));
-    let enabled = r.key(t, "enabled").unwrap_or(true);
-    let sender_name = r.key(t, "sender_name").unwrap_or_default();
-    let sender_name_format = r.key(t, "sender_name_format");
-    let company_name = r.key(t, "company_name");
-    let signature_html = r.key(t, "signature_html").unwrap_or_default();
-    let original_sender_of_forwards = r.key(t, "original_sender_of_forwards").unwrap_or(true);
-    let forwarders: Vec<String> = r.key(t, "forwarders").unwrap_or_default();
-    let ticket_properties = read_ticket_properties(r, t);
-    let routing = r.section(t, "routing", |r, t| {
-        let d = RoutingConfig::default();
-        RoutingConfig {
-            assign: r.key(t, "assign").unwrap_or(d.assign),
-            users: r.key(t, "users").unwrap_or(d.users),
-            teams: r.key(t, "teams").unwrap_or(d.teams),
-            only_available: r.key(t, "only_available").unwrap_or(d.only_available),
-            rules: r
-                .array_of_tables(t, "rules", read_rule)
-                .into_iter()
-                .map(|(_, rule)| rule)
-                .collect(),
-        }
-    });
-    let imap = r.optional_section(t, "imap", |r, t| ImapConfig {
-        host: r.key(t, "host"),
-        port: r.key(t, "port"),
-        tls: r.key(t, "tls").unwrap_or(TlsMode::Implicit),
-        username: r
-            .key(t, "username")
-            .or_else(|| address.clone())
-            .unwrap_or_default(),
-        password_file: r.key(t, "password_file"),
-        folder: r.key(t, "folder").unwrap_or_else(|| "INBOX".to_owned()),
-        idle: r.key(t, "idle").unwrap_or(true),
-        poll_interval_secs: r.key(t, "poll_interval_secs").unwrap_or(60),
-        batch_size: r.key(t, "batch_size").unwrap_or(100),
-        batch_bytes: r.key(t, "batch_bytes").unwrap_or(super::BATCH_BYTES),
-        move_to: r.key(t, "move_to"),
-        authserv_id: r.key(t, "authserv_id"),
-        download_bytes_per_day: r.key(t, "download_bytes_per_day"),
-    });
-    let oauth = r
-        .optional_section(t, "oauth", |r, t| {
-            let flow = r.key(t, "flow").unwrap_or_default();
-            let token_url = r.key(t, "token_url");
-            let tenant = r.key(t, "tenant");
-            let client_id = r.required(t, "client_id");
-            let client_secret_file = r.key(t, "client_secret_file");
-            let refresh_token_file: Option<PathBuf> = match flow {
-                OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
-                OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
-            };
-            let scope = r.key(t, "scope");
-            if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
-                return None;
-            }
-            Some(OAuthConfig {
-                flow,
-                token_url,
-                tenant,
-                client_id: client_id?,
-                client_secret_file,
-                refresh_token_file,
-                scope,
-            })
-        })
-        .flatten();
-    let smtp = r.optional_section(t, "smtp", |r, t| ChannelSmtpConfig {
-        host: r.key(t, "host"),
-        port: r.key(t, "port"),
-        tls: r.key(t, "tls").unwrap_or(TlsMode::Starttls),
-        ca_file: r.key(t, "ca_file"),
-        connections: r
-            .key(t, "connections")
-            .unwrap_or(super::PROVIDER_CONNECTIONS),
-    });
-    let form = r.section(t, "form", read_form);
-    ChannelConfig {
-        id,
-        kind,
-        address,
-        enabled,
-        sender_name,
-        sender_name_format,
-        company_name,
-        signature_html,
-        original_sender_of_forwards,
-        forwarders: forwarders.iter().map(|f| normalize_email(f)).collect(),
-        ticket_properties,
-        routing,
-        imap,
-        oauth,
-        smtp,
-        form,
+    let mut channel = ChannelConfig::read(r, t);
+    // Without a valid `username`, IMAP logs in as the channel's address.
+    if let Some(imap) = &mut channel.imap
+        && !r.valid(&join(&t.path, "imap.username"))
+    {
+        imap.username = channel.address.clone().unwrap_or_default();
     }
+    channel
 }
 
-/// `[[channels.routing.rules]]`; a rule without a name is `rule N`.
-fn read_rule(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> RoutingRule {
+/// `[channels.oauth]`: `client_id` required, `refresh_token_file` too for
+/// the delegated flow; `None` when absent or incomplete (reported).
+pub(super) fn oauth(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Option<OAuthConfig> {
+    r.optional_section(t, key, |r, t| {
+        let flow = r.key(t, "flow").unwrap_or_default();
+        let token_url = r.key(t, "token_url");
+        let tenant = r.key(t, "tenant");
+        let client_id = r.required(t, "client_id");
+        let client_secret_file = r.key(t, "client_secret_file");
+        let refresh_token_file: Option<PathBuf> = match flow {
+            OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
+            OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
+        };
+        let scope = r.key(t, "scope");
+        if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
+            return None;
+        }
+        Some(OAuthConfig {
+            flow,
+            token_url,
+            tenant,
+            client_id: client_id?,
+            client_secret_file,
+            refresh_token_file,
+            scope,
+        })
+    })
+    .flatten()
+}
+
+/// A rule's `name`; a rule without one is `rule N`.
+pub(super) fn rule_name(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'static str) -> String {
     let n = t
         .path
         .rsplit_once('[')
         .and_then(|(_, i)| i.trim_end_matches(']').parse::<usize>().ok())
         .map_or(0, |i| i + 1);
-    RoutingRule {
-        name: r.key(t, "name").unwrap_or_else(|| format!("rule {n}")),
-        keywords: r.key(t, "keywords").unwrap_or_default(),
-        subject_keywords: r.key(t, "subject_keywords").unwrap_or_default(),
-        languages: lower(r.key(t, "languages").unwrap_or_default()),
-        sender_domains: lower(r.key(t, "sender_domains").unwrap_or_default()),
-        properties: read_string_map(r, t, "properties"),
-        fields: read_string_map(r, t, "fields"),
-        skills: lower(r.key(t, "skills").unwrap_or_default()),
-        users: r.key(t, "users").unwrap_or_default(),
-        teams: r.key(t, "teams").unwrap_or_default(),
-    }
+    r.key(t, key).unwrap_or_else(|| format!("rule {n}"))
 }
 
 /// Each value lower-cased and trimmed.
-fn lower(values: Vec<String>) -> Vec<String> {
+pub(super) fn lower(values: Vec<String>) -> Vec<String> {
     values.iter().map(|v| v.trim().to_lowercase()).collect()
 }
 
 /// A table of string values (`properties = { priority = "high" }`).
-fn read_string_map(
+pub(super) fn string_map(
     r: &mut Reader<'_>,
     t: &mut Table<'_, '_>,
     key: &'static str,
@@ -989,60 +811,61 @@ fn read_string_map(
     out
 }
 
-/// `[channels.form]` and its `[[channels.form.fields]]`.
-fn read_form(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> FormConfig {
-    let d = FormConfig::default();
-    FormConfig {
-        fields: r
-            .array_of_tables(t, "fields", |r, t| FormField {
-                name: r.required(t, "name").unwrap_or_default(),
-                label: r.key(t, "label"),
-                kind: r.key(t, "type").unwrap_or_default(),
-                required: r.key(t, "required").unwrap_or(false),
-                hidden: r.key(t, "hidden").unwrap_or(false),
-            })
-            .into_iter()
-            .map(|(_, f)| f)
-            .collect(),
-        email_field: r.key(t, "email_field").unwrap_or(d.email_field),
-        name_field: r.key(t, "name_field").unwrap_or(d.name_field),
-        subject_field: r.key(t, "subject_field").unwrap_or(d.subject_field),
-        description_field: r.key(t, "description_field").unwrap_or(d.description_field),
-        honeypot_field: r.key(t, "honeypot_field"),
-        rate_limit_per_minute: r
-            .key(t, "rate_limit_per_minute")
-            .unwrap_or(d.rate_limit_per_minute),
-        max_field_size: r.key(t, "max_field_size").unwrap_or(d.max_field_size),
-        label: r.key(t, "label"),
-        redirect_url: r.key(t, "redirect_url"),
-        allowed_origins: r.key(t, "allowed_origins").unwrap_or_default(),
+/// `[[channels.form.fields]]`.
+pub(super) fn form_fields(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Vec<FormField> {
+    r.array_of_tables(t, key, FormField::read)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// `[[channels.routing.rules]]`.
+pub(super) fn routing_rules(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> Vec<RoutingRule> {
+    r.array_of_tables(t, key, RoutingRule::read)
+        .into_iter()
+        .map(|(_, rule)| rule)
+        .collect()
+}
+
+/// `[channels.ticket_properties]`: read without checking for unknown keys
+/// (`section` would), since the keys besides the three named are custom.
+pub(super) fn ticket_properties(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+) -> TicketProperties {
+    match r.table(t, key) {
+        Some(mut sub) => TicketProperties::read(r, &mut sub),
+        None => TicketProperties::default(),
     }
 }
 
-/// `[channels.ticket_properties]`: three named keys, the rest custom strings.
-fn read_ticket_properties(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> TicketProperties {
-    let Some(mut sub) = r.table(t, "ticket_properties") else {
-        return TicketProperties::default();
-    };
-    let pipeline = r.key(&mut sub, "pipeline");
-    let status = r.key(&mut sub, "status");
-    let priority = r.key(&mut sub, "priority");
+/// The keys of `[channels.ticket_properties]` besides the named ones read
+/// before: custom properties, string values only.
+pub(super) fn custom_properties(
+    r: &mut Reader<'_>,
+    t: &mut Table<'_, '_>,
+    _key: &'static str,
+) -> BTreeMap<String, String> {
     let mut custom = BTreeMap::new();
-    for (k, v) in sub.table.iter() {
+    for (k, v) in t.table.iter() {
         let name: &str = k.get_ref();
-        if sub.known.contains(&name) {
+        if t.known.contains(&name) {
             continue;
         }
-        let path = join(&sub.path, name);
+        let path = join(&t.path, name);
         r.spans.insert(path.clone(), v.span());
         if let Some(value) = String::from_toml(r, &path, v) {
             custom.insert(name.to_owned(), value);
         }
     }
-    TicketProperties {
-        pipeline,
-        status,
-        priority,
-        custom,
-    }
+    custom
 }

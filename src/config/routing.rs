@@ -129,7 +129,7 @@ pub(super) fn check_rules(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &Channe
 
 /// `[notifications]` and users' `notify`.
 pub(super) fn check_notifications(r: &mut Reader<'_>, d: &Draft) {
-    let from = d.notifications.from.as_deref();
+    let from = d.config.notifications.from.as_deref();
     if let Some(from) = from {
         if !crate::mail::is_valid_email(from) {
             r.error_at(

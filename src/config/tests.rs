@@ -180,6 +180,22 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(cfg.company_name_for(ch), None);
 }
 
+/// A table present but empty reads as the defaults declared with its keys,
+/// as an absent one does (`Default`): both come from one declaration.
+#[test]
+fn an_empty_table_reads_as_its_declared_defaults() {
+    let tables = "[store]\n[smtp]\n[http]\n[relay]\n[outbound]\n[company]\n[notifications]\n[alerts]\n[log]\n";
+    assert_eq!(parse_str(tables).unwrap(), parse_str("").unwrap());
+    let channel = format!(
+        "{ONE_USER}\n[[channels]]\nid = \"support\"\nkind = \"forward\"\naddress = \"support@acme.example\"\n"
+    );
+    let with_routing = format!("{channel}[channels.routing]\n");
+    assert_eq!(
+        parse_str(&with_routing).unwrap(),
+        parse_str(&channel).unwrap()
+    );
+}
+
 #[test]
 fn empty_config_is_valid() {
     let cfg = parse_str("").unwrap();

@@ -329,7 +329,7 @@ fn check_mailbox(
 /// `[alerts]`: addresses that can be mailed (never a channel's: the alert
 /// would open a ticket), a positive delay, and a sender for the emails.
 fn check_alerts(r: &mut Reader<'_>, d: &Draft) {
-    for (i, to) in d.alerts.to.iter().enumerate() {
+    for (i, to) in d.config.alerts.to.iter().enumerate() {
         let at = format!("alerts.to[{i}]");
         if !is_valid_email(to) {
             r.error_at(&at, format!("invalid email address `{to}`"));
@@ -344,13 +344,13 @@ fn check_alerts(r: &mut Reader<'_>, d: &Draft) {
             );
         }
     }
-    if d.alerts.alert_after_secs == 0 {
+    if d.config.alerts.alert_after_secs == 0 {
         r.error_at(
             "alerts.alert_after_secs",
             "`alert_after_secs` must be at least 1",
         );
     }
-    if !d.alerts.to.is_empty() && d.notifications.from.is_none() {
+    if !d.config.alerts.to.is_empty() && d.config.notifications.from.is_none() {
         r.warning_at(
             "alerts.to",
             "alerts are not emailed while [notifications] from is not set (the metric and `postdesk status` still show them)",
@@ -431,7 +431,7 @@ fn same_ignoring_case(a: &str, b: &str) -> bool {
 }
 
 fn check_sender_name(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) {
-    let has_company = ch.company_name.is_some() || d.company.name.is_some();
+    let has_company = ch.company_name.is_some() || d.config.company.name.is_some();
     if ch.sender_name == SenderName::AgentAndCompany && !has_company {
         r.error_at(
             &format!("{path}.sender_name"),
@@ -509,7 +509,7 @@ fn check_routing(r: &mut Reader<'_>, d: &Draft, path: &str, ch: &ChannelConfig) 
 
 /// `[smtp]`, `[relay]`, `[outbound]`.
 fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
-    let smtp = &d.smtp;
+    let smtp = &d.config.smtp;
     if smtp.hostname.trim().is_empty() {
         r.error_at("smtp.hostname", "`smtp.hostname` must not be empty");
     }
@@ -583,7 +583,7 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
 
     check_http(r, d, base);
 
-    let relay = &d.relay;
+    let relay = &d.config.relay;
     if relay.username.is_some() && relay.password_file.is_none() {
         r.error_at(
             "relay.username",
@@ -606,7 +606,7 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
         check_readable(r, "relay.ca_file", file, base);
     }
 
-    let out = &d.outbound;
+    let out = &d.config.outbound;
     if out.retry_base_secs == 0 {
         r.error_at(
             "outbound.retry_base_secs",
@@ -639,7 +639,7 @@ fn check_services(r: &mut Reader<'_>, d: &Draft, base: &Path) {
 /// `[http]`: timeouts and caps of at least 1, a per-IP cap within the
 /// total, a metrics listener apart from the API's, a non-empty metrics token.
 fn check_http(r: &mut Reader<'_>, d: &Draft, base: &Path) {
-    let http = &d.http;
+    let http = &d.config.http;
     let at_least_one = [
         ("header_timeout_secs", http.header_timeout_secs == 0),
         ("body_timeout_secs", http.body_timeout_secs == 0),
@@ -820,7 +820,7 @@ pub fn valid_node_id(id: &str) -> bool {
 /// without TLS, a database on another host gets a warning. Nothing is
 /// connected to (`check --connect` does that).
 fn check_store(r: &mut Reader<'_>, d: &Draft, base: &Path) {
-    let store = &d.store;
+    let store = &d.config.store;
     for (key, value, max) in [
         ("pool_size", store.pool_size, 1024),
         ("group_commit_max", store.group_commit_max, 65_536),
@@ -1020,15 +1020,15 @@ fn resolve(base: &Path, file: &Path) -> PathBuf {
 
 fn resolve_paths(d: &mut Draft, base: &Path) {
     let fix = |p: &mut PathBuf| *p = resolve(base, p);
-    fix(&mut d.store.path);
-    d.store.url_file.iter_mut().for_each(fix);
-    d.store.ca_file.iter_mut().for_each(fix);
-    d.smtp.tls_cert.iter_mut().for_each(fix);
-    d.smtp.tls_key.iter_mut().for_each(fix);
-    d.relay.password_file.iter_mut().for_each(fix);
-    d.http.metrics_token_file.iter_mut().for_each(fix);
-    d.relay.ca_file.iter_mut().for_each(fix);
-    if let Some(dkim) = &mut d.outbound.dkim {
+    fix(&mut d.config.store.path);
+    d.config.store.url_file.iter_mut().for_each(fix);
+    d.config.store.ca_file.iter_mut().for_each(fix);
+    d.config.smtp.tls_cert.iter_mut().for_each(fix);
+    d.config.smtp.tls_key.iter_mut().for_each(fix);
+    d.config.relay.password_file.iter_mut().for_each(fix);
+    d.config.http.metrics_token_file.iter_mut().for_each(fix);
+    d.config.relay.ca_file.iter_mut().for_each(fix);
+    if let Some(dkim) = &mut d.config.outbound.dkim {
         fix(&mut dkim.key_file);
     }
     for (_, ch) in &mut d.channels {
