@@ -172,7 +172,9 @@ impl Live {
     /// the CLI's writes), and every [`STATE_POLL`] in any case.
     pub async fn follow(&self, store: &dyn Store, sender: &Notify, stop: &CancellationToken) {
         let mut changes = store.changes();
-        let mut poll = tokio::time::interval(STATE_POLL);
+        // The daemon has just read the overrides: the first poll is due later.
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + STATE_POLL, STATE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (state, outbox) = tokio::select! {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ACME, Daemon, messages, swaks};
+use common::{ACME, Daemon, messages};
 use serde_json::{Value, json};
 
 /// (method, path, token, body, status, code)
@@ -30,23 +30,7 @@ fn with_ticket() -> (Daemon, i64) {
     let people =
         format!("{ACME}\n[[users]]\nid = \"cy\"\nemail = \"cy@acme.example\"\nlicensed = false\n");
     let d = Daemon::start("", &people);
-    let (ok, out) = swaks(
-        d.smtp,
-        &[
-            "--from",
-            "carol@customer.example",
-            "--to",
-            "support@acme.example",
-            "--h-Subject",
-            "API test",
-            "--body",
-            "Hello.",
-        ],
-    );
-    assert!(ok, "{out}");
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number");
+    let t = d.mail_ticket("API test", "Hello.");
     (d, t)
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::browser::SmtpSink;
 use common::pg::{Cluster, daemon_on};
-use common::{ACME, Daemon, swaks, wait_for};
+use common::{ACME, Daemon, wait_for};
 
 fn relay(port: u16) -> String {
     format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 10")
@@ -55,24 +55,7 @@ fn a_cli_reply_wakes_a_postgres_nodes_sender() {
 /// Mail a ticket in, reply to it with `postdesk reply`, and see the reply
 /// reach the relay.
 fn reply_from_the_cli(d: &Daemon, sink: &SmtpSink) {
-    let (ok, out) = swaks(
-        d.smtp,
-        &[
-            "--from",
-            "carol@customer.example",
-            "--to",
-            "support@acme.example",
-            "--h-Subject",
-            "Printer on fire",
-            "--body",
-            "Help.",
-        ],
-    );
-    assert!(ok, "{out}");
-    let t = d.wait_tickets(1, Duration::from_secs(30))[0]["number"]
-        .as_i64()
-        .expect("number")
-        .to_string();
+    let t = d.mail_ticket("Printer on fire", "Help.").to_string();
     d.cli_ok(&[
         "reply",
         &t,

@@ -57,16 +57,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Files that are test code only: `tests.rs`, anything under a `tests/`
 /// directory, and modules declared as `#[cfg(test)] mod name;`.
-fn test_only_files(src: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
+fn test_only_files(src: &Path, files: &[(PathBuf, String)]) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
-    for file in files {
+    for (file, text) in files {
         let rel = file.strip_prefix(src).expect("under src");
         if rel.file_name().is_some_and(|n| n == "tests.rs")
             || rel.components().any(|c| c.as_os_str() == "tests")
         {
             out.insert(file.clone());
         }
-        let text = std::fs::read_to_string(file).expect("read source");
         let dir = module_dir(file);
         let mut lines = text.lines().map(str::trim);
         while let Some(line) = lines.next() {
@@ -137,11 +136,18 @@ fn imports(text: &str) -> BTreeMap<String, usize> {
 /// The graph: (from module, to module) → first place it is seen.
 fn graph() -> BTreeMap<(String, String), String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let files: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read source");
+            (p, text)
+        })
+        .collect();
     let tests = test_only_files(&src, &files);
     let mut edges = BTreeMap::new();
-    for file in &files {
+    for (file, text) in &files {
         if tests.contains(file) {
             continue;
         }
@@ -155,8 +161,7 @@ fn graph() -> BTreeMap<(String, String), String> {
         if module == "lib" || module == "main" {
             continue;
         }
-        let text = std::fs::read_to_string(file).expect("read source");
-        for (to, line) in imports(&text) {
+        for (to, line) in imports(text) {
             if to != module && layer_of(&to).is_some() {
                 edges
                     .entry((module.clone(), to))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::browser::SmtpSink;
 use common::pg::{Cluster, daemon_on};
 use common::relay::ScriptedRelay;
-use common::{ACME, Daemon, swaks, wait_for};
+use common::{ACME, Daemon, wait_for};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(240);
@@ -37,23 +37,7 @@ fn node(url: &str, id: &str, relay_port: u16) -> Daemon {
 
 /// A customer's mail through `d`; the ticket's number.
 fn ticket(d: &Daemon) -> i64 {
-    let (ok, log) = swaks(
-        d.smtp,
-        &[
-            "--from",
-            "carol@customer.example",
-            "--to",
-            "support@acme.example",
-            "--header",
-            "Subject: Broken",
-            "--body",
-            "Please help.",
-        ],
-    );
-    assert!(ok, "{log}");
-    d.wait_tickets(1, LONG)[0]["number"]
-        .as_i64()
-        .expect("number")
+    d.mail_ticket("Broken", "Please help.")
 }
 
 /// Queue reply `i` on `ticket` through `d`'s API; its Message-ID.

@@ -538,6 +538,33 @@ impl Daemon {
         })
     }
 
+    /// A customer (carol@customer.example) mails `subject` and `body` to
+    /// support@acme.example through the SMTP listener (swaks); waits for the
+    /// ticket with that subject and returns its number.
+    pub fn mail_ticket(&self, subject: &str, body: &str) -> i64 {
+        let (ok, out) = swaks(
+            self.smtp,
+            &[
+                "--from",
+                "carol@customer.example",
+                "--to",
+                "support@acme.example",
+                "--h-Subject",
+                subject,
+                "--body",
+                body,
+            ],
+        );
+        assert!(ok, "{out}");
+        wait_for(Duration::from_secs(60), || {
+            self.tickets()
+                .iter()
+                .find(|t| t["subject"] == subject)
+                .and_then(|t| t["number"].as_i64())
+        })
+        .unwrap_or_else(|| panic!("no ticket {subject:?}:\n{}", self.log_text()))
+    }
+
     /// Wait until the spool has nothing pending.
     pub fn wait_ingested(&self, timeout: Duration) -> Value {
         let mut last = Value::Null;

@@ -10,7 +10,7 @@
   var started = 0;
   function refresh() {
     var mine = ++started;
-    fetch(location.href, { credentials: "same-origin", cache: "no-store" })
+    fetch(location.href, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (text) {
         if (!text || mine !== started) { return; }
