@@ -97,7 +97,7 @@ fn sign_in(b: &Browser, d: &Daemon, email: &str, password: &str) {
     assert!(b.url().contains("/login"), "not signed in: {}", b.url());
     b.fill("input[name=email]", email);
     b.fill("input[name=password]", password);
-    b.click("form.login button[type=submit]");
+    b.click_and_load("form.login button[type=submit]");
     b.wait_for("nav#views", T);
 }
 
@@ -147,7 +147,7 @@ fn agent_sees_mail_arrive_live_replies_and_sees_it_sent() {
     assert!(row.contains("John Carter"), "{row}");
     save_screenshot(&b, "inbox.png");
 
-    b.click("tr[data-ticket] td a");
+    b.click_and_load("tr[data-ticket] td a");
     b.wait_for("article.msg.inbound", T);
     let who = b.text("article.msg.inbound p.who");
     assert!(
@@ -168,7 +168,7 @@ fn agent_sees_mail_arrive_live_replies_and_sees_it_sent() {
         b.text("#preview-text")
             .contains("We corrected invoice 4471")
     );
-    b.click("form[action$='/reply'] button[type=submit]");
+    b.click_and_load("form[action$='/reply'] button[type=submit]");
     b.wait_for("article.msg.outbound", T);
     b.js("window.notReloaded = true;");
     // Sent by the relay, shown without a reload.
@@ -196,7 +196,7 @@ fn agent_sees_mail_arrive_live_replies_and_sees_it_sent() {
         "form[action$='/note'] textarea",
         "Customer called, all good.",
     );
-    b.click("form[action$='/note'] button[type=submit]");
+    b.click_and_load("form[action$='/note'] button[type=submit]");
     b.wait_for("article.msg.note[data-author=ann]", T);
     let notes = messages(&d.ticket(number))
         .iter()
@@ -208,7 +208,7 @@ fn agent_sees_mail_arrive_live_replies_and_sees_it_sent() {
     b.fill("input[name=status]", "open");
     b.clear("input[name=priority]");
     b.fill("input[name=priority]", "high");
-    b.click("form[action$='/update'] button[type=submit]");
+    b.click_and_load("form[action$='/update'] button[type=submit]");
     b.wait_for("article.msg.outbound", T);
     let t = d.ticket(number);
     assert_eq!(
@@ -276,7 +276,7 @@ fn customer_html_runs_nothing_and_loads_nothing() {
     d.wait_tickets(1, T);
     let b = Browser::start();
     sign_in(&b, &d, "ann@acme.example", "ann-secret-pw");
-    b.click("tr[data-ticket] td a");
+    b.click_and_load("tr[data-ticket] td a");
     b.wait_for("iframe.html", T);
     // Give the frame every chance to load and run.
     b.js("return new Promise(r => setTimeout(r, 1500));");
@@ -289,7 +289,7 @@ fn customer_html_runs_nothing_and_loads_nothing() {
     );
     // The agent asks for images: the picture loads (so the spy would have
     // seen a load before), the script still does not run.
-    b.click("article.msg.inbound a[href*='images=0']");
+    b.click_and_load("article.msg.inbound a[href*='images=0']");
     let loaded = wait_for(T, || {
         paths
             .lock()
@@ -658,7 +658,7 @@ fn a_mailed_sign_in_link_signs_in_once() {
     let b = Browser::start();
     b.goto(&format!("http://{}/login", d.http));
     b.fill("form.link input[name=email]", "Ann@Acme.example");
-    b.click("form.link button[type=submit]");
+    b.click_and_load("form.link button[type=submit]");
     b.wait_for("p[role=status]", T);
     let said = b.text("p[role=status]");
     assert_eq!(
@@ -698,7 +698,7 @@ fn a_mailed_sign_in_link_signs_in_once() {
     let path = format!("/login/link/{token}");
     b.goto(&format!("http://{}{path}", d.http));
     b.goto(&format!("http://{}{path}", d.http));
-    b.click("form.login button[type=submit]");
+    b.click_and_load("form.login button[type=submit]");
     b.wait_for("nav#views", T);
     assert!(b.text("header.top").contains("ann"), "{}", b.source());
 
@@ -711,10 +711,10 @@ fn a_mailed_sign_in_link_signs_in_once() {
     assert_eq!(again, forged);
     assert!(again.contains("cannot be used"), "{again}");
     // In the browser too, after signing out.
-    b.click("form[action='/logout'] button[type=submit]");
+    b.click_and_load("form[action='/logout'] button[type=submit]");
     b.wait_for("form.login", T);
     b.goto(&format!("http://{}{path}", d.http));
-    b.click("form.login button[type=submit]");
+    b.click_and_load("form.login button[type=submit]");
     b.wait_for("p[role=status]", T);
     assert!(b.text("p[role=status]").contains("cannot be used"));
     assert_eq!(b.count("nav#views"), 0);
@@ -825,7 +825,7 @@ fn attachments_are_listed_downloaded_never_rendered_and_sent_with_replies() {
         serde_json::json!(false)
     );
     b.click("input[name=quote_history]");
-    b.click("form[action$='/reply'] button[type=submit]");
+    b.click_and_load("form[action$='/reply'] button[type=submit]");
     b.wait_for("article.msg.outbound ul.attachments", T);
     assert!(
         b.text("article.msg.outbound ul.attachments")
@@ -892,16 +892,16 @@ fn the_sidebar_shows_the_contact_its_owner_and_other_tickets() {
     );
     assert!(sidebar.contains("Second question"), "{sidebar}");
     assert!(!sidebar.contains("First question"), "not itself: {sidebar}");
-    b.click("#contact a[href='/tickets/2']");
+    b.click_and_load("#contact a[href='/tickets/2']");
     b.wait_for("#contact a[href='/tickets/1']", T);
     assert!(b.url().ends_with("/tickets/2"), "{}", b.url());
     // The contact's address lists their tickets in the inbox.
-    b.click("#contact p a");
+    b.click_and_load("#contact p a");
     b.wait_for("nav#views", T);
     assert_eq!(b.count("tr[data-ticket]"), 2);
     // Her own availability, from the top bar.
     assert_eq!(b.text("form.availability button"), "Available");
-    b.click("form.availability button");
+    b.click_and_load("form.availability button");
     b.wait_for("form.availability button[data-available=false]", T);
     let users = d.cli_json(&["users", "list", "--json"]);
     let ann = users

@@ -123,6 +123,30 @@ impl Browser {
         });
     }
 
+    /// Click `css` (a link or a submit button) and wait until the page it
+    /// leads to has loaded: the old document's marker is gone and the new one
+    /// is complete. A bare `click` returns before the browser has even sent
+    /// the request, so a check right after it may still read the old page.
+    pub fn click_and_load(&self, css: &str) {
+        self.js("window.__postdeskOldPage = true;");
+        self.click(css);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let loaded = self.rt.block_on(self.c().execute(
+                "return window.__postdeskOldPage !== true && document.readyState === 'complete';",
+                Vec::new(),
+            ));
+            // A script run while the page changes may fail; try again.
+            if matches!(loaded, Ok(Value::Bool(true))) {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("clicking {css} loaded no new page\n{}", self.source());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Choose the option with `value` in the select at `css`.
     pub fn select(&self, css: &str, value: &str) {
         self.rt.block_on(async {
