@@ -413,6 +413,8 @@ CREATE TABLE compose_keys (
     // 18: the inbox's view counts read one covering index (an index-only
     //     scan), not the tickets — SQLite's step 18.
     "CREATE INDEX tickets_counts ON tickets(channel, status, owner);",
+    // 19: the search index's folding, ten times cheaper, the same words.
+    MIGRATION_19,
 ];
 
 /// Step 17: the words of each message as a `tsvector` in a table of its
@@ -443,7 +445,7 @@ CREATE TABLE compose_keys (
 /// characters of its body, never refused. A body PostgreSQL cannot read as
 /// text (a NUL byte) is left out of the index rather than failing the
 /// message.
-const MIGRATION_17: &str = r##"
+pub(super) const MIGRATION_17: &str = r##"
 CREATE FUNCTION postdesk_search_text(t TEXT) RETURNS TEXT
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT translate(CASE WHEN current_setting('server_encoding') = 'UTF8'
@@ -524,6 +526,25 @@ CREATE FUNCTION postdesk_search_fill() RETURNS BIGINT LANGUAGE sql AS $$
     SELECT COUNT(*) FROM added;
 $$;
 SELECT postdesk_search_fill();
+"##;
+
+/// Step 19: `postdesk_search_text` folds the same way at a tenth of the
+/// cost. Measured on 5 KB bodies: `translate` over 32 characters took
+/// ≈ 0.6 ms of the ≈ 0.92 ms the search trigger cost each ingested
+/// message (most of PostgreSQL's ingest time); one regular expression
+/// with the same 32 characters as ranges takes ≈ 0.04 ms. Text that is all
+/// ASCII (a byte per character) has no accents to drop, so it skips the
+/// Unicode decomposition. Output identical to step 17's function (checked
+/// by `search_folding_is_the_same_as_before`).
+const MIGRATION_19: &str = r##"
+CREATE OR REPLACE FUNCTION postdesk_search_text(t TEXT) RETURNS TEXT
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT regexp_replace(CASE WHEN octet_length(t) <> length(t)
+                                AND current_setting('server_encoding') = 'UTF8'
+                               THEN regexp_replace(normalize(t, NFD), '[\u0300-\u036f]+', '', 'g')
+                               ELSE t END,
+                          '[!-/:-@[-`{-~]', ' ', 'g')
+$$;
 "##;
 
 /// `kind` of a classification (JSON text), NULL when it is not a JSON

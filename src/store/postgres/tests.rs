@@ -725,6 +725,54 @@ async fn step_17_indexes_the_messages_already_stored() {
     assert_eq!(search(&s, "C 2").await, [3], "indexed by the trigger");
 }
 
+/// Step 19 replaced the search folding by a cheaper one: every character
+/// up to U+2FFF alone and in words, accented and decomposed text, ASCII
+/// punctuation runs and mixed scripts fold exactly as step 17's function
+/// folded them, so the index built before and the queries after agree.
+#[tokio::test]
+async fn search_folding_is_the_same_as_before() {
+    let cluster = Cluster::start();
+    let _s = open(&cluster).await;
+    let start = migrations::MIGRATION_17
+        .find("CREATE FUNCTION postdesk_search_text")
+        .expect("step 17 defines the folding");
+    let end = start
+        + migrations::MIGRATION_17[start..]
+            .find("$$;")
+            .expect("its end")
+        + 3;
+    let old =
+        migrations::MIGRATION_17[start..end].replace("postdesk_search_text", "search_text_17");
+    cluster.psql("postdesk", &old);
+    let samples = "CREATE TABLE samples AS
+        SELECT chr(i) AS t FROM generate_series(1, 12287) i
+        UNION ALL SELECT 'a' || chr(i) || 'b' || chr(i) || chr(i) FROM generate_series(1, 12287) i
+        UNION ALL SELECT * FROM unnest(ARRAY[
+            'Crème brûlée à São Paulo — Zoë''s naïve café',
+            'e' || chr(769) || ' ' || chr(769) || chr(768) || 'x',
+            'c1@customer.example <John Carter> \"quoted\" [#42-k3f9] 50%!',
+            'Ελληνικά Ünïcödé 日本語のテキスト 😀👍 ß ﬁ Ǆ',
+            '', ' ', '!!!', 'a--b..c__d',
+            repeat('Grüße, Frank! ', 500), repeat('plain ascii words, ', 500)])";
+    cluster.psql("postdesk", samples);
+    assert_eq!(
+        cluster.psql("postdesk", "SELECT COUNT(*) FROM samples"),
+        (12287 * 2 + 10).to_string()
+    );
+    let differ = cluster.psql(
+        "postdesk",
+        "SELECT COUNT(*) FROM samples
+          WHERE postdesk_search_text(t) IS DISTINCT FROM search_text_17(t)",
+    );
+    assert_eq!(differ, "0", "folded differently since step 19");
+    // And the check can see a difference.
+    let seen = cluster.psql(
+        "postdesk",
+        "SELECT COUNT(*) FROM samples WHERE postdesk_search_text(t) IS DISTINCT FROM t",
+    );
+    assert_ne!(seen, "0");
+}
+
 /// A body of more distinct words than a `tsvector` holds (1 MB) is stored
 /// all the same, and found by the words of its start; the index takes any
 /// word, however long.
