@@ -325,7 +325,7 @@ mod tests {
             let mut sync = make();
             let want = format!("{:?}", decide(&m, 7, &mut sync));
             let mut later = make();
-            let got = decide_async(decide, &m, 7, |q| {
+            let got = decide_async(decide, &m, 7, Vec::new(), |q| {
                 let a = answer(&mut later, q);
                 async move { a }
             });
@@ -335,6 +335,30 @@ mod tests {
             let mut seen = std::collections::HashSet::new();
             first_reads.retain(|r| seen.insert(r.clone()));
             assert_eq!(later.asked, first_reads, "{what}: reads");
+            // A fact read ahead (as PostgreSQL reads the dedupe key's
+            // message with the lock) is not read again; the rest are.
+            let mut ahead = make();
+            let q = FactQuery::Keyed {
+                channel: m.channel.clone(),
+                key: m.dedupe_key.clone(),
+            };
+            let Ok(read) = answer(&mut ahead, q.clone()) else {
+                continue;
+            };
+            assert_eq!(first_reads[0], format!("keyed {}", m.dedupe_key), "{what}");
+            let known = vec![(q, read)];
+            ahead.asked.clear();
+            let got = decide_async(decide, &m, 7, known, |q| {
+                let a = answer(&mut ahead, q);
+                async move { a }
+            });
+            let got = futures_util::FutureExt::now_or_never(got).expect("no real waiting");
+            assert_eq!(format!("{got:?}"), want, "{what}: read ahead");
+            assert_eq!(
+                ahead.asked,
+                first_reads[1..],
+                "{what}: reads after the one ahead"
+            );
         }
     }
 }

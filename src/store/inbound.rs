@@ -426,10 +426,14 @@ impl InboundFacts for Snapshot {
 /// exactly as one pass over the same facts would, and every backend decides
 /// alike. One `read` per fact, in the order `decide` asks for them (as a
 /// synchronous backend reads them). Stops after `MAX_READS` reads.
+///
+/// `known`: facts the backend read ahead (in the round trip that took the
+/// message's locks); `decide` finds them answered, read or not.
 pub async fn decide_async<R, Fut>(
     decide: Decide,
     m: &InboundMessage,
     now_ms: i64,
+    known: Vec<(FactQuery, FactAnswer)>,
     mut read: R,
 ) -> Result<Decision, StoreError>
 where
@@ -441,6 +445,7 @@ where
     /// a tag, a plus-address, the routed users.
     const MAX_READS: usize = 4096;
     let mut facts = Snapshot::default();
+    facts.answers.extend(known);
     for _ in 0..MAX_READS {
         let decided = decide(m, now_ms, &mut facts);
         match facts.missing.take() {

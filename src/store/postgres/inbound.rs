@@ -11,8 +11,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio_postgres::types::ToSql;
+
+use super::pg_err;
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
-use super::tickets::touch;
 use crate::store::{
     BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
     InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
@@ -88,24 +90,37 @@ pub(super) async fn raw(db: &Db, id: SpoolId) -> Result<Vec<u8>, StoreError> {
 }
 
 /// `decide`'s answer for `m` over this transaction's rows, through
-/// [`decide_async`] (each fact it asks for read here, then decide again).
+/// [`decide_async`] (each fact it asks for read here, then decide again),
+/// with the facts `ahead` read.
 ///
 /// Several nodes may decide at once, each in its own READ COMMITTED
 /// transaction, and a decision read-then-written is only right if no other
 /// transaction writes what it read in between. Two transaction-level
 /// advisory locks serialise what matters, held until COMMIT:
-/// - `m`'s dedupe key in its channel, before anything is read: a message
-///   accepted by two nodes (a client's retry after a lost `250`) is decided
-///   by one after the other committed, and the second finds it a duplicate
-///   (the unique index `messages_dedupe` is the backstop, not the rule);
+/// - `m`'s dedupe key in its channel, before anything is read
+///   ([`look_ahead`]): a message accepted by two nodes (a client's retry
+///   after a lost `250`) is decided by one after the other committed, and
+///   the second finds it a duplicate (the unique index `messages_dedupe`
+///   is the backstop, not the rule);
 /// - balancing, before the first user's load is read: loads count open
 ///   tickets across channels and the assignment sequence is global, so a
 ///   node reads them only after the ticket another node balanced is
 ///   committed. Taken only by messages that open a balanced ticket.
-async fn decide_here(db: &Db, m: &InboundMessage, decide: Decide) -> Result<Decision, StoreError> {
-    xact_lock(db, &format!("dedupe\n{}\n{}", m.channel, m.dedupe_key)).await?;
+async fn decide_here(
+    db: &Db,
+    m: &InboundMessage,
+    decide: Decide,
+    ahead: &mut Ahead,
+) -> Result<Decision, StoreError> {
+    let known = ahead.keyed.take().map(|k| {
+        let q = FactQuery::Keyed {
+            channel: m.channel.clone(),
+            key: m.dedupe_key.clone(),
+        };
+        (q, FactAnswer::Keyed(k))
+    });
     let balancing = AtomicBool::new(false);
-    decide_async(decide, m, now_ms(), |q| {
+    decide_async(decide, m, now_ms(), known.into_iter().collect(), |q| {
         let balancing = &balancing;
         async move {
             if matches!(q, FactQuery::UserLoad { .. }) && !balancing.swap(true, Ordering::Relaxed) {
@@ -115,6 +130,95 @@ async fn decide_here(db: &Db, m: &InboundMessage, decide: Decide) -> Result<Deci
         }
     })
     .await
+}
+
+/// What the round trip before a message's decision reads, its dedupe lock
+/// taken first: the message stored under its dedupe key (the first fact
+/// `decide` asks for; `None` once handed over) and its contact (what the
+/// write needs).
+struct Ahead {
+    keyed: Option<Option<KeyedMessage>>,
+    contact: Option<StoredContact>,
+}
+
+/// A contact row: its id and name.
+struct StoredContact {
+    id: i64,
+    name: Option<String>,
+}
+
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+const KEYED_SQL: &str = "SELECT m.ticket_id, m.from_email, c.email FROM messages m
+       JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+      WHERE m.channel = $1 AND m.dedupe_key = $2";
+const CONTACT_SQL: &str = "SELECT id, name FROM contacts WHERE email = $1";
+/// Mark a plan's spool entry done, only while still pending: an entry
+/// applied before (by this node or another) changes nothing.
+const CLAIM_SQL: &str = "UPDATE spool SET state = 'done', error = $1, processed_at = $2
+      WHERE id = $3 AND state = 'pending'";
+
+/// Take `m`'s dedupe lock, then read [`Ahead`] — one round trip: the
+/// statements are sent together and PostgreSQL runs them in that order,
+/// so the reads see what the lock's holder committed. With `claim`, the
+/// plan's spool entry is marked done first, in the same round trip; the
+/// rows that changed (0: applied before, nothing to do).
+async fn look_ahead(
+    db: &Db,
+    m: &InboundMessage,
+    claim: Option<&InboundPlan>,
+) -> Result<(u64, Ahead), StoreError> {
+    // Prepared first (once per connection), so that sending is all that
+    // happens below, in order.
+    let claim_st = match claim {
+        Some(_) => Some(prepared(db, CLAIM_SQL).await?),
+        None => None,
+    };
+    let lock = prepared(db, LOCK_SQL).await?;
+    let keyed = prepared(db, KEYED_SQL).await?;
+    let contact = prepared(db, CONTACT_SQL).await?;
+    let name = format!("dedupe\n{}\n{}", m.channel, m.dedupe_key);
+    let now = now_ms();
+    let (claimed, _, k, c) = futures_util::try_join!(
+        async {
+            match (&claim_st, claim) {
+                (Some(st), Some(p)) => db
+                    .execute(st, &[&p.dropped, &now, &p.spool_id.0])
+                    .await
+                    .map_err(pg_err),
+                _ => Ok(1),
+            }
+        },
+        async { db.execute(&lock, &[&name]).await.map_err(pg_err) },
+        async {
+            db.query_opt(&keyed, &[&m.channel, &m.dedupe_key])
+                .await
+                .map_err(pg_err)
+        },
+        async {
+            db.query_opt(&contact, &[&m.contact.email])
+                .await
+                .map_err(pg_err)
+        },
+    )?;
+    let keyed = k.map(|r| keyed_message(&r)).transpose()?;
+    let contact = match c {
+        Some(r) => Some(StoredContact {
+            id: col(&r, 0)?,
+            name: col(&r, 1)?,
+        }),
+        None => None,
+    };
+    Ok((
+        claimed,
+        Ahead {
+            keyed: Some(keyed),
+            contact,
+        },
+    ))
+}
+
+async fn prepared(db: &Db, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    db.prepare_cached(sql).await.map_err(pg_err)
 }
 
 /// The advisory lock every balanced assignment takes.
@@ -186,22 +290,18 @@ async fn read(db: &Db, q: FactQuery) -> Result<FactAnswer, StoreError> {
 }
 
 async fn keyed(db: &Db, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
-    let r = row(
-        db,
-        "SELECT m.ticket_id, m.from_email, c.email FROM messages m
-           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
-          WHERE m.channel = $1 AND m.dedupe_key = $2",
-        &[&channel, &key],
-    )
-    .await?;
-    r.map(|r| {
-        Ok(KeyedMessage {
-            ticket: TicketId(col(&r, 0)?),
-            from: col(&r, 1)?,
-            contact: col(&r, 2)?,
-        })
+    row(db, KEYED_SQL, &[&channel, &key])
+        .await?
+        .map(|r| keyed_message(&r))
+        .transpose()
+}
+
+fn keyed_message(r: &tokio_postgres::Row) -> Result<KeyedMessage, StoreError> {
+    Ok(KeyedMessage {
+        ticket: TicketId(col(r, 0)?),
+        from: col(r, 1)?,
+        contact: col(r, 2)?,
     })
-    .transpose()
 }
 
 /// Messages of `$2` (channel) with Message-ID `$1`: inbound by dedupe key
@@ -304,7 +404,8 @@ pub(super) async fn submit(
 ) -> Result<InboundOutcome, StoreError> {
     let mut replay = InboundOutcome::default();
     for m in &messages {
-        if let Decision::Duplicate(ticket) = decide_here(db, m, decide).await? {
+        let (_, mut ahead) = look_ahead(db, m, None).await?;
+        if let Decision::Duplicate(ticket) = decide_here(db, m, decide, &mut ahead).await? {
             replay.delivered.push(duplicate(m, ticket));
         }
     }
@@ -323,26 +424,35 @@ pub(super) async fn submit(
 /// Apply one plan: claim its spool entry (only while still pending: an
 /// entry applied before changes nothing), then decide and write each
 /// message in turn. The caller's savepoint undoes it all on error.
+///
+/// A message that opens a ticket costs two round trips: its lock, claim
+/// and reads ([`look_ahead`]), then its writes ([`write`]).
 pub(super) async fn apply_plan(
     db: &Db,
     plan: &InboundPlan,
     decide: Decide,
 ) -> Result<InboundOutcome, StoreError> {
     let mut out = InboundOutcome::default();
-    let claimed = exec(
-        db,
-        "UPDATE spool SET state = 'done', error = $1, processed_at = $2
-         WHERE id = $3 AND state = 'pending'",
-        &[&plan.dropped, &now_ms(), &plan.spool_id.0],
-    )
-    .await?;
-    if claimed == 0 || plan.dropped.is_some() {
+    let first = match plan.messages.first() {
+        Some(m) if plan.dropped.is_none() => m,
+        _ => {
+            exec(db, CLAIM_SQL, &[&plan.dropped, &now_ms(), &plan.spool_id.0]).await?;
+            return Ok(out);
+        }
+    };
+    let (claimed, first) = look_ahead(db, first, Some(plan)).await?;
+    if claimed == 0 {
         return Ok(out);
     }
+    let mut read = Some(first);
     for m in &plan.messages {
-        let decision = decide_here(db, m, decide).await?;
+        let mut ahead = match read.take() {
+            Some(a) => a,
+            None => look_ahead(db, m, None).await?.1,
+        };
+        let decision = decide_here(db, m, decide, &mut ahead).await?;
         out.delivered
-            .push(write(db, plan.spool_id, m, decision).await?);
+            .push(write(db, plan.spool_id, m, decision, ahead.contact).await?);
     }
     Ok(out)
 }
@@ -357,12 +467,16 @@ fn duplicate(m: &InboundMessage, ticket: TicketId) -> Delivered {
     }
 }
 
-/// Write `decision` for `m`.
+/// Write `decision` for `m` (`contact`: its contact as [`look_ahead`] read
+/// it): the statements that do not depend on each other's answers are sent
+/// together, in order, so a message costs one round trip here (two for a
+/// new participant's contact, one more for a forwarder's note).
 async fn write(
     db: &Db,
     spool: SpoolId,
     m: &InboundMessage,
     decision: Decision,
+    contact: Option<StoredContact>,
 ) -> Result<Delivered, StoreError> {
     let delivered = |ticket, created, owner| Delivered {
         channel: m.channel.clone(),
@@ -371,79 +485,155 @@ async fn write(
         duplicate: false,
         owner,
     };
-    Ok(match decision {
-        Decision::Duplicate(ticket) => duplicate(m, ticket),
+    let now = now_ms();
+    let (ticket, out) = match decision {
+        Decision::Duplicate(ticket) => return Ok(duplicate(m, ticket)),
         Decision::Bounce {
             key,
             outbound,
             fail,
         } => {
-            let row = Row {
-                key: key.as_deref(),
-                bounced: Some(&outbound.message_id),
-                thread_note: None,
-            };
-            insert_message(db, outbound.ticket, spool, m, row).await?;
-            record_bounce(db, &outbound, fail.as_deref()).await?;
-            delivered(outbound.ticket, false, None)
+            let cols = MessageCols::new(
+                m,
+                spool,
+                key.as_deref(),
+                Some(&outbound.message_id),
+                None,
+                now,
+            )?;
+            let insert = prepared(db, INSERT_MESSAGE_SQL).await?;
+            let mut params = cols.params();
+            params.push(&outbound.ticket.0);
+            futures_util::try_join!(
+                async { db.execute(&insert, &params).await.map_err(pg_err) },
+                record_bounce(db, &outbound, fail.as_deref(), now),
+            )?;
+            (outbound.ticket, delivered(outbound.ticket, false, None))
         }
         Decision::Join { key, ticket } => {
-            let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
-            exec(
-                db,
-                "INSERT INTO ticket_participants (ticket_id, contact_id)
-                 SELECT id, $2 FROM tickets WHERE id = $1 AND contact_id <> $2
-                 ON CONFLICT DO NOTHING",
-                &[&ticket.0, &contact_id],
-            )
-            .await?;
-            touch(db, ticket.0, now_ms()).await?;
-            let row = Row {
-                key: key.as_deref(),
-                bounced: None,
-                thread_note: None,
+            let contact = match contact {
+                Some(c) => c,
+                None => StoredContact {
+                    id: create_contact(db, &m.contact, now).await?,
+                    name: m.contact.name.clone(),
+                },
             };
-            insert_message(db, ticket, spool, m, row).await?;
-            delivered(ticket, false, None)
+            let cols = MessageCols::new(m, spool, key.as_deref(), None, None, now)?;
+            let rename = renamed(&m.contact, m.name_verified, contact.name.as_deref());
+            let rename_st = prepared(db, RENAME_SQL).await?;
+            let join_st = prepared(db, PARTICIPANT_SQL).await?;
+            let touch_st = prepared(db, TOUCH_SQL).await?;
+            let insert = prepared(db, INSERT_MESSAGE_SQL).await?;
+            let mut params = cols.params();
+            params.push(&ticket.0);
+            futures_util::try_join!(
+                async {
+                    match rename {
+                        Some(n) => db
+                            .execute(&rename_st, &[&n, &contact.id])
+                            .await
+                            .map_err(pg_err),
+                        None => Ok(0),
+                    }
+                },
+                async {
+                    db.execute(&join_st, &[&ticket.0, &contact.id])
+                        .await
+                        .map_err(pg_err)
+                },
+                async {
+                    db.execute(&touch_st, &[&now, &ticket.0])
+                        .await
+                        .map_err(pg_err)
+                },
+                async { db.execute(&insert, &params).await.map_err(pg_err) },
+            )?;
+            (ticket, delivered(ticket, false, None))
         }
         Decision::Open {
             key,
             owner,
             thread_note,
         } => {
-            let contact_id = upsert_contact(db, &m.contact, m.name_verified).await?;
-            let ticket = create_ticket(db, m, contact_id, &owner).await?;
-            let row = Row {
-                key: key.as_deref(),
-                bounced: None,
-                thread_note: thread_note.as_deref(),
-            };
-            insert_message(db, ticket, spool, m, row).await?;
-            delivered(ticket, true, owner.owner)
+            let cols =
+                MessageCols::new(m, spool, key.as_deref(), None, thread_note.as_deref(), now)?;
+            let ticket = open_ticket(db, m, &cols, contact, &owner, now).await?;
+            (ticket, delivered(ticket, true, owner.owner))
         }
-    })
-}
-
-/// After a bounce was stored on its outbound message's ticket: mark that
-/// message failed when ingest decided so (its outbox row too, if still
-/// queued), and touch the ticket.
-async fn record_bounce(db: &Db, b: &OutboundRef, fail: Option<&str>) -> Result<(), StoreError> {
-    if let Some(detail) = fail {
+    };
+    if let Some(note) = &m.note {
         exec(
             db,
-            "UPDATE messages SET delivery = 'failed', delivery_detail = $1 WHERE id = $2",
-            &[&detail, &b.row],
-        )
-        .await?;
-        exec(
-            db,
-            "UPDATE outbox SET state = 'failed', last_error = $1
-              WHERE message_id = $2 AND state = 'queued'",
-            &[&detail, &b.row],
+            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject,
+                                   text, created_at)
+             VALUES ($1, $2, 'note', $3, $4, $5, $6, $7)",
+            &[
+                &ticket.0,
+                &m.channel,
+                &note.from.email,
+                &note.from.name,
+                &m.subject,
+                &note.text,
+                &now,
+            ],
         )
         .await?;
     }
-    touch(db, b.ticket.0, now_ms()).await?;
+    Ok(out)
+}
+
+const RENAME_SQL: &str = "UPDATE contacts SET name = $1 WHERE id = $2";
+const PARTICIPANT_SQL: &str = "INSERT INTO ticket_participants (ticket_id, contact_id)
+     SELECT id, $2 FROM tickets WHERE id = $1 AND contact_id <> $2
+     ON CONFLICT DO NOTHING";
+const TOUCH_SQL: &str = "UPDATE tickets SET updated_at = $1 WHERE id = $2";
+
+/// After a bounce was stored on its outbound message's ticket: mark that
+/// message failed when ingest decided so (its outbox row too, if still
+/// queued), and touch the ticket — sent together.
+async fn record_bounce(
+    db: &Db,
+    b: &OutboundRef,
+    fail: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let failed = prepared(
+        db,
+        "UPDATE messages SET delivery = 'failed', delivery_detail = $1 WHERE id = $2",
+    )
+    .await?;
+    let outbox = prepared(
+        db,
+        "UPDATE outbox SET state = 'failed', last_error = $1
+          WHERE message_id = $2 AND state = 'queued'",
+    )
+    .await?;
+    let touch = prepared(db, TOUCH_SQL).await?;
+    futures_util::try_join!(
+        async {
+            match fail {
+                Some(detail) => db
+                    .execute(&failed, &[&detail, &b.row])
+                    .await
+                    .map_err(pg_err),
+                None => Ok(0),
+            }
+        },
+        async {
+            match fail {
+                Some(detail) => db
+                    .execute(&outbox, &[&detail, &b.row])
+                    .await
+                    .map_err(pg_err),
+                None => Ok(0),
+            }
+        },
+        async {
+            db.execute(&touch, &[&now, &b.ticket.0])
+                .await
+                .map_err(pg_err)
+        },
+    )?;
     tracing::info!(
         ticket = b.ticket.0,
         message_id = %b.message_id,
@@ -451,6 +641,30 @@ async fn record_bounce(db: &Db, b: &OutboundRef, fail: Option<&str>) -> Result<(
         "bounce linked to its outbound message"
     );
     Ok(())
+}
+
+/// The name to store for contact `c` over the `stored` one: a name from
+/// mail replaces a stored name only when proven to be the contact's own
+/// (`verified`), and fills an empty one always.
+fn renamed<'a>(c: &'a ContactRef, verified: bool, stored: Option<&str>) -> Option<&'a str> {
+    let stored = stored.unwrap_or("");
+    c.name
+        .as_deref()
+        .filter(|n| !n.is_empty() && *n != stored && (stored.is_empty() || verified))
+}
+
+/// Create contact `c`; its id. Another node may create the same contact at
+/// the same moment: the insert then waits for that transaction and yields
+/// its row (the name stays the one stored first).
+const CREATE_CONTACT_SQL: &str =
+    "INSERT INTO contacts (email, name, created_at) VALUES ($1, $2, $3)
+     ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id";
+
+async fn create_contact(db: &Db, c: &ContactRef, now: i64) -> Result<i64, StoreError> {
+    let r = row(db, CREATE_CONTACT_SQL, &[&c.email, &c.name, &now])
+        .await?
+        .ok_or_else(|| StoreError::Failed("contact insert returned no id".into()))?;
+    col(&r, 0)
 }
 
 /// The contact's id, creating it. A stored name is replaced only by a name
@@ -502,132 +716,184 @@ pub(super) async fn upsert_contact(
     Err(StoreError::Busy)
 }
 
-/// Insert the ticket `m` opens, owned as `owner` says (recording a
-/// balancing assignment: the user's sequence becomes the next of
-/// `user_assign_seq`, under the balance lock [`decide_here`] took).
-async fn create_ticket(
+/// Open the ticket `m` starts, owned as `owner` says, with `m` as its first
+/// message — one statement (contact when new, ticket, message), sent with
+/// the owner's balancing record and the contact's new name when there are.
+/// A balancing assignment takes the next of `user_assign_seq` as the
+/// user's sequence, under the balance lock [`decide_here`] took.
+async fn open_ticket(
     db: &Db,
     m: &InboundMessage,
-    contact_id: i64,
+    cols: &MessageCols<'_>,
+    contact: Option<StoredContact>,
     owner: &OwnerChoice,
+    now: i64,
 ) -> Result<TicketId, StoreError> {
-    if let (true, Some(u)) = (owner.record_assignment, &owner.owner) {
-        exec(
-            db,
-            "INSERT INTO user_state (id, last_assigned_seq)
-             VALUES ($1, nextval('user_assign_seq'))
-             ON CONFLICT (id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
-            &[u],
-        )
-        .await?;
-    }
-    let t = &m.new_ticket;
-    let now = now_ms();
-    let r = row(
+    let assign = prepared(
         db,
-        "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties,
-                              owner, unassigned_reason, created_at, updated_at, secret, routed_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) RETURNING id",
-        &[
-            &m.channel,
-            &contact_id,
-            &t.subject,
-            &t.pipeline,
-            &t.status,
-            &t.priority,
-            &t.properties,
-            &owner.owner,
-            &owner.unassigned_reason,
-            &now,
-            &t.secret,
-            &t.routed_by,
-        ],
+        "INSERT INTO user_state (id, last_assigned_seq)
+         VALUES ($1, nextval('user_assign_seq'))
+         ON CONFLICT (id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
     )
-    .await?
-    .ok_or_else(|| StoreError::Failed("ticket insert returned no id".into()))?;
+    .await?;
+    let rename_st = prepared(db, RENAME_SQL).await?;
+    let contact_cte = match contact {
+        Some(_) => "SELECT $30::bigint AS id",
+        None => {
+            "INSERT INTO contacts (email, name, created_at) VALUES ($30, $31, $27)
+                 ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id"
+        }
+    };
+    let open = prepared(
+        db,
+        &format!(
+            "WITH c AS ({contact_cte}),
+                  t AS (INSERT INTO tickets (channel, contact_id, subject, pipeline, status,
+                                             priority, properties, owner, unassigned_reason,
+                                             created_at, updated_at, secret, routed_by)
+                        VALUES ($1, (SELECT id FROM c), $20, $21, $22, $23, $24, $25, $26,
+                                $27, $27, $28, $29) RETURNING id)
+             INSERT INTO messages (ticket_id, {MESSAGE_COLUMNS})
+             VALUES ((SELECT id FROM t), {MESSAGE_VALUES}) RETURNING ticket_id"
+        ),
+    )
+    .await?;
+    let t = &m.new_ticket;
+    let mut params = cols.params();
+    params.extend_from_slice(&[
+        &t.subject,
+        &t.pipeline,
+        &t.status,
+        &t.priority,
+        &t.properties,
+        &owner.owner,
+        &owner.unassigned_reason,
+        &now,
+        &t.secret,
+        &t.routed_by,
+    ]);
+    let id = contact.as_ref().map(|c| c.id);
+    match &id {
+        Some(id) => params.push(id),
+        None => {
+            params.push(&m.contact.email);
+            params.push(&m.contact.name);
+        }
+    }
+    let rename = contact
+        .as_ref()
+        .and_then(|c| renamed(&m.contact, m.name_verified, c.name.as_deref()).map(|n| (n, c.id)));
+    let assigned = match (owner.record_assignment, &owner.owner) {
+        (true, Some(u)) => Some(u),
+        _ => None,
+    };
+    let (_, _, r) = futures_util::try_join!(
+        async {
+            match assigned {
+                Some(u) => db.execute(&assign, &[u]).await.map_err(pg_err),
+                None => Ok(0),
+            }
+        },
+        async {
+            match &rename {
+                Some((n, id)) => db.execute(&rename_st, &[n, id]).await.map_err(pg_err),
+                None => Ok(0),
+            }
+        },
+        async { db.query_one(&open, &params).await.map_err(pg_err) },
+    )?;
     Ok(TicketId(col(&r, 0)?))
 }
 
-/// What a message row takes from its decision.
-struct Row<'a> {
-    /// The dedupe key, when not the planned one.
-    key: Option<&'a str>,
-    /// The Message-ID of our outbound message this bounce reports on.
-    bounced: Option<&'a str>,
+/// The columns of an inbound message row after `ticket_id`.
+const MESSAGE_COLUMNS: &str = "channel, direction, spool_id, dedupe_key, message_id, in_reply_to,
+     refs, from_email, from_name, to_addrs, subject, date, text, text_at, html, classification,
+     sender_resolution, created_at, thread_note, cc_addrs";
+/// Their values: [`MessageCols::params`] as `$1`–`$19`.
+const MESSAGE_VALUES: &str = "$1, 'inbound', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19";
+/// An inbound message on the ticket `$20`.
+const INSERT_MESSAGE_SQL: &str = "INSERT INTO messages (ticket_id, channel, direction, spool_id,
+     dedupe_key, message_id, in_reply_to, refs, from_email, from_name, to_addrs, subject, date,
+     text, text_at, html, classification, sender_resolution, created_at, thread_note, cc_addrs)
+     VALUES ($20, $1, 'inbound', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+             $16, $17, $18, $19)";
+
+/// An inbound message row's values, its classification and resolution
+/// serialised here, once.
+struct MessageCols<'a> {
+    m: &'a InboundMessage,
+    spool: i64,
+    key: &'a str,
+    refs: String,
+    to: String,
+    text: Option<&'a str>,
+    text_at: Option<i64>,
+    classification: String,
+    resolution: String,
+    now: i64,
     thread_note: Option<&'a str>,
+    cc: Option<String>,
 }
 
-/// Insert `m` on `ticket` (and the forwarder's note after it); its
-/// classification and resolution serialised here, once.
-async fn insert_message(
-    db: &Db,
-    ticket: TicketId,
-    spool: SpoolId,
-    m: &InboundMessage,
-    row: Row<'_>,
-) -> Result<(), StoreError> {
-    let (text, text_at) = match &m.text {
-        BodyText::Inline(t) => (Some(t.as_str()), None),
-        BodyText::RawFrom(at) => (None, Some(*at as i64)),
-    };
-    let classification = serde_json::to_string(&StoredClassification {
-        class: &m.classification,
-        bounced_message_id: row.bounced,
-    })
-    .map_err(|e| StoreError::Invalid(format!("classification: {e}")))?;
-    let resolution = serde_json::to_string(&m.sender_resolution)
-        .map_err(|e| StoreError::Invalid(format!("sender resolution: {e}")))?;
-    let cc = (!m.cc.is_empty()).then(|| json_vec(&m.cc));
-    let now = now_ms();
-    exec(
-        db,
-        "INSERT INTO messages (ticket_id, channel, direction, spool_id, dedupe_key, message_id,
-                               in_reply_to, refs, from_email, from_name, to_addrs, subject, date,
-                               text, text_at, html, classification, sender_resolution, created_at,
-                               thread_note, cc_addrs)
-         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19, $20)",
-        &[
-            &ticket.0,
+impl<'a> MessageCols<'a> {
+    fn new(
+        m: &'a InboundMessage,
+        spool: SpoolId,
+        key: Option<&'a str>,
+        bounced: Option<&'a str>,
+        thread_note: Option<&'a str>,
+        now: i64,
+    ) -> Result<MessageCols<'a>, StoreError> {
+        let (text, text_at) = match &m.text {
+            BodyText::Inline(t) => (Some(t.as_str()), None),
+            BodyText::RawFrom(at) => (None, Some(*at as i64)),
+        };
+        let classification = serde_json::to_string(&StoredClassification {
+            class: &m.classification,
+            bounced_message_id: bounced,
+        })
+        .map_err(|e| StoreError::Invalid(format!("classification: {e}")))?;
+        let resolution = serde_json::to_string(&m.sender_resolution)
+            .map_err(|e| StoreError::Invalid(format!("sender resolution: {e}")))?;
+        Ok(MessageCols {
+            m,
+            spool: spool.0,
+            key: key.unwrap_or(&m.dedupe_key),
+            refs: m.references.join(" "),
+            to: json_vec(&m.to),
+            text,
+            text_at,
+            classification,
+            resolution,
+            now,
+            thread_note,
+            cc: (!m.cc.is_empty()).then(|| json_vec(&m.cc)),
+        })
+    }
+
+    /// `$1`–`$19` of [`MESSAGE_VALUES`].
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let m = self.m;
+        vec![
             &m.channel,
-            &spool.0,
-            &row.key.unwrap_or(&m.dedupe_key),
+            &self.spool,
+            &self.key,
             &m.message_id,
             &m.in_reply_to,
-            &m.references.join(" "),
+            &self.refs,
             &m.from.email,
             &m.from.name,
-            &json_vec(&m.to),
+            &self.to,
             &m.subject,
             &m.date,
-            &text,
-            &text_at,
+            &self.text,
+            &self.text_at,
             &m.html,
-            &classification,
-            &resolution,
-            &now,
-            &row.thread_note,
-            &cc,
-        ],
-    )
-    .await?;
-    if let Some(note) = &m.note {
-        exec(
-            db,
-            "INSERT INTO messages (ticket_id, channel, direction, from_email, from_name, subject,
-                                   text, created_at)
-             VALUES ($1, $2, 'note', $3, $4, $5, $6, $7)",
-            &[
-                &ticket.0,
-                &m.channel,
-                &note.from.email,
-                &note.from.name,
-                &m.subject,
-                &note.text,
-                &now,
-            ],
-        )
-        .await?;
+            &self.classification,
+            &self.resolution,
+            &self.now,
+            &self.thread_note,
+            &self.cc,
+        ]
     }
-    Ok(())
 }

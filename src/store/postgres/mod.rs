@@ -433,12 +433,12 @@ impl SpoolStore for PostgresStore {
         self.write(move |db| {
             Box::pin(async move {
                 let mut out = Vec::with_capacity(plans.len());
+                // The last plan's savepoint is released with the job's.
+                let mut each = sql::Savepoints::new(db, "plan");
                 for plan in &plans {
                     out.push(
-                        sql::in_savepoint(db, "plan", |db| {
-                            Box::pin(inbound::apply_plan(db, plan, decide))
-                        })
-                        .await?,
+                        each.run(|db| Box::pin(inbound::apply_plan(db, plan, decide)))
+                            .await?,
                     );
                 }
                 Ok(out)

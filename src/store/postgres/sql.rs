@@ -52,25 +52,75 @@ pub(crate) async fn count(db: &Db, sql: &str) -> Result<i64, StoreError> {
     }
 }
 
-/// Run `f` inside a savepoint named `name`: released on success, rolled
-/// back to on error. The outer `Err` means the transaction itself is gone
-/// (the savepoint could not be set or undone): the caller stops.
-pub(crate) async fn in_savepoint<'a, T>(
+/// Savepoints one after another in a transaction (a batch's writes, a
+/// job's plans), each undone alone when its work fails.
+///
+/// A savepoint costs no round trip of its own: its `SAVEPOINT` (after the
+/// previous one's `RELEASE`) is sent in the same write as the work's first
+/// statements, which PostgreSQL runs after it (a connection's statements
+/// run in the order they were sent). The last one is released by whatever
+/// ends the transaction ([`Savepoints::finish`]) or by an enclosing
+/// savepoint's release. Only a failed work waits for its
+/// `ROLLBACK TO SAVEPOINT`. This is safe because every statement after a
+/// failed one, in a transaction, fails too: work sent behind a `SAVEPOINT`
+/// that failed never runs.
+pub(crate) struct Savepoints<'a> {
     db: &'a Db,
-    name: &str,
-    f: impl FnOnce(&'a Db) -> BoxFut<'a, Result<T, StoreError>>,
-) -> Result<Result<T, StoreError>, StoreError> {
-    db.batch_execute(&format!("SAVEPOINT {name}"))
-        .await
-        .map_err(pg_err)?;
-    let r = f(db).await;
-    let end = if r.is_ok() {
-        format!("RELEASE SAVEPOINT {name}")
-    } else {
-        format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
-    };
-    db.batch_execute(&end).await.map_err(pg_err)?;
-    Ok(r)
+    name: &'static str,
+    /// The last savepoint is set and its work succeeded: not released yet.
+    open: bool,
+}
+
+impl<'a> Savepoints<'a> {
+    pub(crate) fn new(db: &'a Db, name: &'static str) -> Savepoints<'a> {
+        Savepoints {
+            db,
+            name,
+            open: false,
+        }
+    }
+
+    /// Run `f` in a new savepoint: kept on success, rolled back to on
+    /// error. The outer `Err` means the transaction itself is gone (the
+    /// savepoint could not be set or undone): the caller stops.
+    pub(crate) async fn run<T>(
+        &mut self,
+        f: impl FnOnce(&'a Db) -> BoxFut<'a, Result<T, StoreError>>,
+    ) -> Result<Result<T, StoreError>, StoreError> {
+        let name = self.name;
+        let head = if self.open {
+            format!("RELEASE SAVEPOINT {name}; SAVEPOINT {name}")
+        } else {
+            format!("SAVEPOINT {name}")
+        };
+        self.open = false;
+        // Polled in this order: the savepoint is sent before the work's
+        // first statement.
+        let (set, r) = futures_util::future::join(self.db.batch_execute(&head), f(self.db)).await;
+        set.map_err(pg_err)?;
+        if r.is_ok() {
+            self.open = true;
+        } else {
+            self.db
+                .batch_execute(&format!(
+                    "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+                ))
+                .await
+                .map_err(pg_err)?;
+        }
+        Ok(r)
+    }
+
+    /// Release the last savepoint, then run `then` (`COMMIT`), in one round
+    /// trip: if the release fails, `then` does not run.
+    pub(crate) async fn finish(self, then: &str) -> Result<(), tokio_postgres::Error> {
+        let sql = if self.open {
+            format!("RELEASE SAVEPOINT {}; {then}", self.name)
+        } else {
+            then.to_string()
+        };
+        self.db.batch_execute(&sql).await
+    }
 }
 
 pub(crate) fn json_vec(v: &[String]) -> String {

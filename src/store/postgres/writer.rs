@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{BoxFut, Db, in_savepoint};
+use super::sql::{BoxFut, Db, Savepoints};
 use super::{pg_err, pool_err};
 use crate::store::StoreError;
 use crate::store::sqlite::clone_err;
@@ -36,7 +36,9 @@ type WorkFn<T> = Box<dyn for<'c> FnOnce(&'c Db) -> BoxFut<'c, Result<T, StoreErr
 
 /// One write waiting for the committer.
 trait WriteJob: Send {
-    /// Run inside the open transaction; `Err` when the transaction is gone.
+    /// Run the write's statements (inside the savepoint the committer
+    /// set), keeping its result for its answer; `Err` (a copy of the
+    /// write's own error) when its savepoint must be undone.
     fn run<'c>(&'c mut self, db: &'c Db) -> BoxFut<'c, Result<(), StoreError>>;
     /// Answer the caller once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
@@ -51,10 +53,13 @@ struct Job<T> {
 impl<T: Send + 'static> WriteJob for Job<T> {
     fn run<'c>(&'c mut self, db: &'c Db) -> BoxFut<'c, Result<(), StoreError>> {
         Box::pin(async move {
-            if let Some(work) = self.work.take() {
-                self.result = Some(in_savepoint(db, "job", work).await?);
-            }
-            Ok(())
+            let Some(work) = self.work.take() else {
+                return Ok(());
+            };
+            let r = work(db).await;
+            let undo = r.as_ref().err().map(clone_err);
+            self.result = Some(r);
+            undo.map_or(Ok(()), Err)
         })
     }
 
@@ -149,14 +154,17 @@ async fn run_batch(pool: &Pool, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
     .await
     .map_err(pg_err)?;
     let mut failed = None;
+    let mut jobs = Savepoints::new(&db, "job");
     for job in batch.iter_mut() {
-        if let Err(e) = job.run(&db).await {
+        // A write's own error is its answer (its savepoint undone); an
+        // error here means the transaction is gone.
+        if let Err(e) = jobs.run(|db| job.run(db)).await {
             failed = Some(e);
             break;
         }
     }
     let end = match &failed {
-        None => db.batch_execute("COMMIT").await,
+        None => jobs.finish("COMMIT").await,
         Some(_) => db.batch_execute("ROLLBACK").await,
     };
     if let Err(e) = end {
