@@ -29,7 +29,8 @@
 //! folder can be moved together.
 //!
 //! `config/postdesk.example.toml` documents every key; keep it in step with the
-//! `///` comments below.
+//! `///` comments below (`example_tests.rs` checks that it shows every key
+//! declared here, and no other).
 
 mod diagnostic;
 mod hours;
@@ -38,6 +39,8 @@ mod routing;
 mod section;
 mod validate;
 
+#[cfg(test)]
+mod example_tests;
 #[cfg(test)]
 mod tests;
 
@@ -881,7 +884,7 @@ config_section! {
         /// Default none.
         pub priority: Option<String> = None,
         /// Other keys, string values only. Default empty.
-        pub custom: BTreeMap<String, String> = BTreeMap::new() => read read::custom_properties,
+        pub custom: BTreeMap<String, String> = BTreeMap::new() => rest read::custom_properties,
     }
 }
 

@@ -5,7 +5,9 @@
 //! The readers of most tables are generated from their declaration in
 //! `mod.rs` (`config_section!`); the functions here read what needs more
 //! than one key's value (`dkim`, `oauth`, `working_hours`, custom
-//! `ticket_properties`).
+//! `ticket_properties`), each with the list of the keys it asks for next
+//! to it; `TABLES` (tests only) gathers every table's keys, which the
+//! example configuration must show (`example_tests.rs`).
 //! A bad value is reported at its span and replaced by the default, so one
 //! mistake never hides the next. Cross-entry checks live in `validate.rs`.
 
@@ -89,6 +91,10 @@ pub(super) struct Reader<'s> {
     spans: HashMap<String, Range<usize>>,
     /// Paths whose value was present but rejected (already reported).
     invalid: HashSet<String>,
+    /// Each table read (its display path) with the keys its reader asked
+    /// for, to hold [`TABLES`] to what the readers do.
+    #[cfg(test)]
+    pub(super) tables: Vec<(String, Vec<&'static str>)>,
 }
 
 impl<'s> Reader<'s> {
@@ -99,6 +105,8 @@ impl<'s> Reader<'s> {
             diags: Vec::new(),
             spans: HashMap::new(),
             invalid: HashSet::new(),
+            #[cfg(test)]
+            tables: Vec::new(),
         }
     }
 
@@ -286,6 +294,8 @@ impl<'s> Reader<'s> {
 
     /// Report every key of `t` that its reader did not ask for.
     fn finish(&mut self, t: Table<'_, '_>) {
+        #[cfg(test)]
+        self.record(&t);
         for (k, _) in t.table.iter() {
             let name: &str = k.get_ref();
             if t.known.contains(&name) {
@@ -297,6 +307,14 @@ impl<'s> Reader<'s> {
             }
             self.error(k.span().start, message);
         }
+    }
+}
+
+#[cfg(test)]
+impl Reader<'_> {
+    /// Remember that `t` was read, with the keys its reader asked for.
+    fn record(&mut self, t: &Table<'_, '_>) {
+        self.tables.push((display_path(&t.path), t.known.clone()));
     }
 }
 
@@ -609,6 +627,99 @@ enum_from_toml!(
     NotifyEvent
 );
 
+/// Read `text` as [`super::parse`] does, without validating: what reading
+/// reports, and each table read with the keys its reader asked for.
+#[cfg(test)]
+pub(super) fn read_tables(text: &str) -> (Vec<Diagnostic>, Vec<(String, Vec<&'static str>)>) {
+    let mut r = Reader::new(text, Path::new("postdesk.toml"));
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for e in syntax {
+        r.error(
+            e.span().map_or(0, |s| s.start),
+            format!("TOML syntax error: {}", e.message()),
+        );
+    }
+    read_root(&mut r, &root);
+    let tables = std::mem::take(&mut r.tables);
+    (r.into_diagnostics(), tables)
+}
+
+/// A table of the file for the tests: its path (an array of tables
+/// without `[]`), its keys, and whether it takes custom keys besides.
+#[cfg(test)]
+pub(super) struct TableKeys {
+    pub path: &'static str,
+    pub keys: &'static [&'static str],
+    pub custom: bool,
+}
+
+/// Every table of the file, with the keys its reader asks for (`KEYS` of
+/// its declaration, or the list next to a reader written by hand): what
+/// `config/postdesk.example.toml` must show (`example_tests.rs`).
+#[cfg(test)]
+pub(super) const TABLES: &[TableKeys] = {
+    macro_rules! declared {
+        ($path:literal, $ty:ty) => {
+            TableKeys {
+                path: $path,
+                keys: <$ty>::KEYS,
+                custom: <$ty>::CUSTOM_KEYS,
+            }
+        };
+    }
+    macro_rules! by_hand {
+        ($path:literal, $keys:expr) => {
+            TableKeys {
+                path: $path,
+                keys: $keys,
+                custom: false,
+            }
+        };
+    }
+    &[
+        by_hand!("", ROOT_KEYS),
+        declared!("store", StoreConfig),
+        declared!("smtp", SmtpConfig),
+        declared!("http", HttpConfig),
+        declared!("relay", RelayConfig),
+        declared!("outbound", OutboundConfig),
+        by_hand!("outbound.dkim", DKIM_KEYS),
+        declared!("company", CompanyConfig),
+        declared!("notifications", NotificationsConfig),
+        declared!("alerts", AlertsConfig),
+        declared!("log", LogConfig),
+        declared!("teams", TeamConfig),
+        declared!("users", UserConfig),
+        by_hand!("users.working_hours", WORKING_HOURS_KEYS),
+        declared!("channels", ChannelConfig),
+        declared!("channels.ticket_properties", TicketProperties),
+        declared!("channels.routing", super::RoutingConfig),
+        declared!("channels.routing.rules", RoutingRule),
+        declared!("channels.imap", super::ImapConfig),
+        by_hand!("channels.oauth", OAUTH_KEYS),
+        declared!("channels.smtp", super::ChannelSmtpConfig),
+        declared!("channels.form", super::FormConfig),
+        declared!("channels.form.fields", FormField),
+    ]
+};
+
+/// The keys `read_root` asks for.
+#[cfg(test)]
+pub(super) const ROOT_KEYS: &[&str] = &[
+    "store",
+    "smtp",
+    "http",
+    "relay",
+    "outbound",
+    "company",
+    "notifications",
+    "alerts",
+    "log",
+    "teams",
+    "users",
+    "channels",
+];
+
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
     let draft = Draft {
@@ -631,6 +742,10 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     r.finish(t);
     draft
 }
+
+/// The keys `dkim` asks for.
+#[cfg(test)]
+const DKIM_KEYS: &[&str] = &["domain", "selector", "key_file"];
 
 /// `[outbound.dkim]`, all of whose keys are required; `None` when absent
 /// or incomplete (reported).
@@ -671,6 +786,10 @@ pub(super) fn normalize_emails(addresses: Vec<String>) -> Vec<String> {
 pub(super) fn user_email(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'static str) -> String {
     normalize_email(&r.required::<String>(t, key).unwrap_or_default())
 }
+
+/// The keys `working_hours` asks for.
+#[cfg(test)]
+const WORKING_HOURS_KEYS: &[&str] = &["timezone", "days", "start", "end"];
 
 /// `[users.working_hours]`; `None` when absent or wrong (reported).
 pub(super) fn working_hours(
@@ -741,6 +860,18 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
     }
     channel
 }
+
+/// The keys `oauth` asks for.
+#[cfg(test)]
+const OAUTH_KEYS: &[&str] = &[
+    "flow",
+    "token_url",
+    "tenant",
+    "client_id",
+    "client_secret_file",
+    "refresh_token_file",
+    "scope",
+];
 
 /// `[channels.oauth]`: `client_id` required, `refresh_token_file` too for
 /// the delegated flow; `None` when absent or incomplete (reported).
@@ -843,7 +974,12 @@ pub(super) fn ticket_properties(
     key: &'static str,
 ) -> TicketProperties {
     match r.table(t, key) {
-        Some(mut sub) => TicketProperties::read(r, &mut sub),
+        Some(mut sub) => {
+            let properties = TicketProperties::read(r, &mut sub);
+            #[cfg(test)]
+            r.record(&sub);
+            properties
+        }
         None => TicketProperties::default(),
     }
 }
@@ -853,7 +989,6 @@ pub(super) fn ticket_properties(
 pub(super) fn custom_properties(
     r: &mut Reader<'_>,
     t: &mut Table<'_, '_>,
-    _key: &'static str,
 ) -> BTreeMap<String, String> {
     let mut custom = BTreeMap::new();
     for (k, v) in t.table.iter() {
