@@ -161,8 +161,10 @@ fn an_out_of_date_example_is_found() {
 }
 
 /// `read::TABLES` lists, for every table the readers read, exactly the
-/// keys they ask for (so the lists written by hand cannot drift), and the
-/// example with its commented keys restored has no unknown key.
+/// keys they ask for (so neither a `KEYS` whose field a `read` function
+/// reads under another name nor the top level's list can drift, and no
+/// table is missing), and the example with its commented keys restored has
+/// no unknown key.
 #[test]
 fn the_key_lists_are_what_the_readers_ask_for() {
     let (diagnostics, tables) = read::read_tables(&uncommented(&example()));

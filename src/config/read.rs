@@ -2,12 +2,13 @@
 //!
 //! Each reader asks its table for every key it knows (`key`/`required`/
 //! `section`), so the keys it never asked for are unknown keys (`finish`).
-//! The readers of most tables are generated from their declaration in
-//! `mod.rs` (`config_section!`); the functions here read what needs more
-//! than one key's value (`dkim`, `oauth`, `working_hours`, custom
-//! `ticket_properties`), each with the list of the keys it asks for next
-//! to it; `TABLES` (tests only) gathers every table's keys, which the
-//! example configuration must show (`example_tests.rs`).
+//! The readers of the tables are generated from their declaration in
+//! `mod.rs` (`config_section!`); the functions here add what spans keys
+//! (`dkim` complete or absent, `oauth`'s refresh token for the delegated
+//! flow, `working_hours` as a whole) or is no plain key (the top level,
+//! arrays of tables, custom `ticket_properties`). `TABLES` (tests only)
+//! gathers every table's keys, which the example configuration must show
+//! (`example_tests.rs`).
 //! A bad value is reported at its span and replaced by the default, so one
 //! mistake never hides the next. Cross-entry checks live in `validate.rs`.
 
@@ -20,6 +21,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
+use super::hours::WorkingHoursKeys;
 use super::{
     AlertsConfig, Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig,
     DnsResolver, FormField, FormFieldType, HttpConfig, LogConfig, LogFormat, NotificationsConfig,
@@ -212,13 +214,23 @@ impl<'s> Reader<'s> {
     ) -> Option<T> {
         if !t.table.contains_key(key) {
             t.known.push(key);
-            self.error(
-                t.start,
-                format!("missing required key `{key}` in {}", t.describe()),
-            );
+            self.missing(t, key);
             return None;
         }
         self.key(t, key)
+    }
+
+    /// Report `key`, which `t` must have, missing (at the table).
+    pub(super) fn missing(&mut self, t: &Table<'_, '_>, key: &str) {
+        self.error(
+            t.start,
+            format!("missing required key `{key}` in {}", t.describe()),
+        );
+    }
+
+    /// Whether every key `t`'s reader asked for is set to a valid value.
+    pub(super) fn all_valid(&self, t: &Table<'_, '_>) -> bool {
+        t.known.iter().all(|k| self.valid(&join(&t.path, k)))
     }
 
     /// Sub-table `key` of `t`, if present and a table.
@@ -654,7 +666,7 @@ pub(super) struct TableKeys {
 }
 
 /// Every table of the file, with the keys its reader asks for (`KEYS` of
-/// its declaration, or the list next to a reader written by hand): what
+/// its declaration; the top level's next to `read_root`): what
 /// `config/postdesk.example.toml` must show (`example_tests.rs`).
 #[cfg(test)]
 pub(super) const TABLES: &[TableKeys] = {
@@ -667,36 +679,31 @@ pub(super) const TABLES: &[TableKeys] = {
             }
         };
     }
-    macro_rules! by_hand {
-        ($path:literal, $keys:expr) => {
-            TableKeys {
-                path: $path,
-                keys: $keys,
-                custom: false,
-            }
-        };
-    }
     &[
-        by_hand!("", ROOT_KEYS),
+        TableKeys {
+            path: "",
+            keys: ROOT_KEYS,
+            custom: false,
+        },
         declared!("store", StoreConfig),
         declared!("smtp", SmtpConfig),
         declared!("http", HttpConfig),
         declared!("relay", RelayConfig),
         declared!("outbound", OutboundConfig),
-        by_hand!("outbound.dkim", DKIM_KEYS),
+        declared!("outbound.dkim", DkimConfig),
         declared!("company", CompanyConfig),
         declared!("notifications", NotificationsConfig),
         declared!("alerts", AlertsConfig),
         declared!("log", LogConfig),
         declared!("teams", TeamConfig),
         declared!("users", UserConfig),
-        by_hand!("users.working_hours", WORKING_HOURS_KEYS),
+        declared!("users.working_hours", WorkingHoursKeys),
         declared!("channels", ChannelConfig),
         declared!("channels.ticket_properties", TicketProperties),
         declared!("channels.routing", super::RoutingConfig),
         declared!("channels.routing.rules", RoutingRule),
         declared!("channels.imap", super::ImapConfig),
-        by_hand!("channels.oauth", OAUTH_KEYS),
+        declared!("channels.oauth", OAuthConfig),
         declared!("channels.smtp", super::ChannelSmtpConfig),
         declared!("channels.form", super::FormConfig),
         declared!("channels.form.fields", FormField),
@@ -743,10 +750,6 @@ fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     draft
 }
 
-/// The keys `dkim` asks for.
-#[cfg(test)]
-const DKIM_KEYS: &[&str] = &["domain", "selector", "key_file"];
-
 /// `[outbound.dkim]`, all of whose keys are required; `None` when absent
 /// or incomplete (reported).
 pub(super) fn dkim(
@@ -755,14 +758,9 @@ pub(super) fn dkim(
     key: &'static str,
 ) -> Option<DkimConfig> {
     r.optional_section(t, key, |r, t| {
-        let domain = r.required(t, "domain");
-        let selector = r.required(t, "selector");
-        let key_file = r.required(t, "key_file");
-        Some(DkimConfig {
-            domain: domain?,
-            selector: selector?,
-            key_file: key_file?,
-        })
+        let dkim = DkimConfig::read(r, t);
+        // Every key is required: one missing or wrong, no signing.
+        r.all_valid(t).then_some(dkim)
     })
     .flatten()
 }
@@ -787,10 +785,6 @@ pub(super) fn user_email(r: &mut Reader<'_>, t: &mut Table<'_, '_>, key: &'stati
     normalize_email(&r.required::<String>(t, key).unwrap_or_default())
 }
 
-/// The keys `working_hours` asks for.
-#[cfg(test)]
-const WORKING_HOURS_KEYS: &[&str] = &["timezone", "days", "start", "end"];
-
 /// `[users.working_hours]`; `None` when absent or wrong (reported).
 pub(super) fn working_hours(
     r: &mut Reader<'_>,
@@ -798,11 +792,12 @@ pub(super) fn working_hours(
     key: &'static str,
 ) -> Option<super::WorkingHours> {
     r.optional_section(t, key, |r, t| {
-        let timezone: Option<Spanned<String>> = r.required(t, "timezone");
-        let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
-            use jiff::civil::Weekday::*;
-            vec![Monday, Tuesday, Wednesday, Thursday, Friday]
-        });
+        let WorkingHoursKeys {
+            timezone,
+            days,
+            start,
+            end,
+        } = WorkingHoursKeys::read(r, t);
         // hours.rs relies on at least one working day a week.
         let no_days = days.is_empty();
         if no_days {
@@ -811,8 +806,6 @@ pub(super) fn working_hours(
                 "working_hours: `days` must name at least one working day (with none the user is never available)",
             );
         }
-        let start: Option<jiff::civil::Time> = r.required(t, "start");
-        let end: Option<jiff::civil::Time> = r.required(t, "end");
         let timezone_name = timezone?;
         let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
             Ok(tz) => tz,
@@ -861,18 +854,6 @@ fn read_channel(r: &mut Reader<'_>, t: &mut Table<'_, '_>) -> ChannelConfig {
     channel
 }
 
-/// The keys `oauth` asks for.
-#[cfg(test)]
-const OAUTH_KEYS: &[&str] = &[
-    "flow",
-    "token_url",
-    "tenant",
-    "client_id",
-    "client_secret_file",
-    "refresh_token_file",
-    "scope",
-];
-
 /// `[channels.oauth]`: `client_id` required, `refresh_token_file` too for
 /// the delegated flow; `None` when absent or incomplete (reported).
 pub(super) fn oauth(
@@ -881,28 +862,15 @@ pub(super) fn oauth(
     key: &'static str,
 ) -> Option<OAuthConfig> {
     r.optional_section(t, key, |r, t| {
-        let flow = r.key(t, "flow").unwrap_or_default();
-        let token_url = r.key(t, "token_url");
-        let tenant = r.key(t, "tenant");
-        let client_id = r.required(t, "client_id");
-        let client_secret_file = r.key(t, "client_secret_file");
-        let refresh_token_file: Option<PathBuf> = match flow {
-            OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
-            OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
-        };
-        let scope = r.key(t, "scope");
-        if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
+        let oauth = OAuthConfig::read(r, t);
+        // The delegated flow needs its refresh token.
+        if oauth.flow == OAuthFlow::RefreshToken && oauth.refresh_token_file.is_none() {
+            if !r.has(&join(&t.path, "refresh_token_file")) {
+                r.missing(t, "refresh_token_file");
+            }
             return None;
         }
-        Some(OAuthConfig {
-            flow,
-            token_url,
-            tenant,
-            client_id: client_id?,
-            client_secret_file,
-            refresh_token_file,
-            scope,
-        })
+        r.valid(&join(&t.path, "client_id")).then_some(oauth)
     })
     .flatten()
 }
