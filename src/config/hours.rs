@@ -3,10 +3,38 @@
 //!
 //! Pure: every function takes the instant to evaluate; no clock is read here.
 //! A manual change (API/CLI) holds until the next switch of the schedule.
+//! The keys of `[users.working_hours]` are declared here too
+//! ([`WorkingHoursKeys`]); what spans them (a known time zone, a working
+//! day, start and end apart) is `read::working_hours`'s.
 
 use jiff::Timestamp;
 use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
+use toml::Spanned;
+
+use super::section::config_section;
+
+config_section! {
+    /// `[users.working_hours]` as written, which `read::working_hours` makes
+    /// a [`WorkingHours`] of.
+    pub struct WorkingHoursKeys {
+        /// IANA time zone name, e.g. `"Europe/Berlin"`. Required.
+        pub timezone: Option<Spanned<String>> = None => required,
+        /// Working days, at least one. Default Monday to Friday.
+        pub days: Vec<Weekday> = vec![
+            Weekday::Monday,
+            Weekday::Tuesday,
+            Weekday::Wednesday,
+            Weekday::Thursday,
+            Weekday::Friday,
+        ],
+        /// Local start of the working day, `HH:MM`. Required.
+        pub start: Option<Time> = None => required,
+        /// Local end of the working day, `HH:MM`; before `start`: a night
+        /// shift. Required.
+        pub end: Option<Time> = None => required,
+    }
+}
 
 /// `[users.working_hours]`.
 #[derive(Debug, Clone)]

@@ -4,9 +4,9 @@
 //! DESCRIPTION
 //!   [`load`] reads the file, [`parse`] does the work: the text is parsed into a
 //!   spanned TOML tree (`toml::de::DeTable`), walked into typed structs
-//!   (`read.rs`; each table below declares its keys once, with type and
-//!   default, through `config_section!`, which generates the table's reader
-//!   and `Default`), then checked as a whole (`validate.rs`): references between
+//!   (`read.rs`; each table below, and `[users.working_hours]` in `hours.rs`,
+//!   declares its keys once, with type and default, through
+//!   `config_section!`, which generates the table's reader and `Default`), then checked as a whole (`validate.rs`): references between
 //!   users, teams and channels, duplicate ids and addresses, secret files that
 //!   must be readable, and the STARTTLS pair and DKIM key, which must load the
 //!   way the daemon loads them (`keys`), so a
@@ -29,7 +29,8 @@
 //! folder can be moved together.
 //!
 //! `config/postdesk.example.toml` documents every key; keep it in step with the
-//! `///` comments below.
+//! `///` comments below (`example_tests.rs` checks that it shows every key
+//! declared here, and no other).
 
 mod diagnostic;
 mod hours;
@@ -38,6 +39,8 @@ mod routing;
 mod section;
 mod validate;
 
+#[cfg(test)]
+mod example_tests;
 #[cfg(test)]
 mod tests;
 
@@ -481,16 +484,19 @@ config_section! {
     }
 }
 
-/// `[outbound.dkim]`: all keys required when the table is present.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DkimConfig {
-    /// Signing domain (`d=`). Required.
-    pub domain: String,
-    /// Selector (`s=`). Required.
-    pub selector: String,
-    /// PEM private key file (relative to the config dir). Required; must hold an
-    /// RSA or Ed25519 key that `dkim::sign` can use.
-    pub key_file: PathBuf,
+config_section! {
+    /// `[outbound.dkim]`: all keys required when the table is present (else
+    /// there is none: `read::dkim`).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DkimConfig {
+        /// Signing domain (`d=`). Required.
+        pub domain: String = String::new() => required,
+        /// Selector (`s=`). Required.
+        pub selector: String = String::new() => required,
+        /// PEM private key file (relative to the config dir). Required; must hold an
+        /// RSA or Ed25519 key that `dkim::sign` can use.
+        pub key_file: PathBuf = PathBuf::new() => required,
+    }
 }
 
 config_section! {
@@ -881,7 +887,7 @@ config_section! {
         /// Default none.
         pub priority: Option<String> = None,
         /// Other keys, string values only. Default empty.
-        pub custom: BTreeMap<String, String> = BTreeMap::new() => read read::custom_properties,
+        pub custom: BTreeMap<String, String> = BTreeMap::new() => rest read::custom_properties,
     }
 }
 
@@ -1136,32 +1142,35 @@ pub enum FormFieldType {
     Checkbox,
 }
 
-/// `[channels.oauth]`: `client_id` required when present; `refresh_token_file`
-/// for the delegated flow, `client_secret_file` for the app-only one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthConfig {
-    /// How access tokens are obtained. Default `refresh_token` (delegated).
-    pub flow: OAuthFlow,
-    /// Token endpoint. Default none = per kind (see [`ChannelConfig::effective_token_url`]).
-    pub token_url: Option<String>,
-    /// Office 365: the directory (tenant id or domain) whose token endpoint
-    /// is used, `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
-    /// Default none (the `common` endpoint; `client_credentials` needs one or
-    /// `token_url`).
-    pub tenant: Option<String>,
-    /// OAuth client id. Required.
-    pub client_id: String,
-    /// File holding the client secret (relative to the config dir). Default
-    /// none (public client); required for `client_credentials`.
-    pub client_secret_file: Option<PathBuf>,
-    /// File holding the refresh token (relative to the config dir). Required
-    /// for `refresh_token`, must be readable; unused for `client_credentials`.
-    /// Rewritten (atomically, mode 0600) when the provider rotates the token, so its
-    /// directory must be writable by postdesk.
-    pub refresh_token_file: Option<PathBuf>,
-    /// Scope asked for in the `client_credentials` flow. Default
-    /// [`O365_APP_SCOPE`] (office365).
-    pub scope: Option<String>,
+config_section! {
+    /// `[channels.oauth]`: `client_id` required when present; `refresh_token_file`
+    /// for the delegated flow (`read::oauth`), `client_secret_file` for the
+    /// app-only one.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OAuthConfig {
+        /// How access tokens are obtained. Default `refresh_token` (delegated).
+        pub flow: OAuthFlow = OAuthFlow::RefreshToken,
+        /// Token endpoint. Default none = per kind (see [`ChannelConfig::effective_token_url`]).
+        pub token_url: Option<String> = None,
+        /// Office 365: the directory (tenant id or domain) whose token endpoint
+        /// is used, `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+        /// Default none (the `common` endpoint; `client_credentials` needs one or
+        /// `token_url`).
+        pub tenant: Option<String> = None,
+        /// OAuth client id. Required.
+        pub client_id: String = String::new() => required,
+        /// File holding the client secret (relative to the config dir). Default
+        /// none (public client); required for `client_credentials`.
+        pub client_secret_file: Option<PathBuf> = None,
+        /// File holding the refresh token (relative to the config dir). Required
+        /// for `refresh_token`, must be readable; unused for `client_credentials`.
+        /// Rewritten (atomically, mode 0600) when the provider rotates the token, so its
+        /// directory must be writable by postdesk.
+        pub refresh_token_file: Option<PathBuf> = None,
+        /// Scope asked for in the `client_credentials` flow. Default
+        /// [`O365_APP_SCOPE`] (office365).
+        pub scope: Option<String> = None,
+    }
 }
 
 /// The scope of an Office 365 app-only token for IMAP and SMTP.

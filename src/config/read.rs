@@ -2,10 +2,13 @@
 //!
 //! Each reader asks its table for every key it knows (`key`/`required`/
 //! `section`), so the keys it never asked for are unknown keys (`finish`).
-//! The readers of most tables are generated from their declaration in
-//! `mod.rs` (`config_section!`); the functions here read what needs more
-//! than one key's value (`dkim`, `oauth`, `working_hours`, custom
-//! `ticket_properties`).
+//! The readers of the tables are generated from their declaration in
+//! `mod.rs` (`config_section!`); the functions here add what spans keys
+//! (`dkim` complete or absent, `oauth`'s refresh token for the delegated
+//! flow, `working_hours` as a whole) or is no plain key (the top level,
+//! arrays of tables, custom `ticket_properties`). `TABLES` (tests only)
+//! gathers every table's keys, which the example configuration must show
+//! (`example_tests.rs`).
 //! A bad value is reported at its span and replaced by the default, so one
 //! mistake never hides the next. Cross-entry checks live in `validate.rs`.
 
@@ -18,6 +21,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{ConfigErrors, Diagnostic, LineIndex, Severity};
+use super::hours::WorkingHoursKeys;
 use super::{
     AlertsConfig, Assign, ChannelConfig, ChannelKind, CompanyConfig, Config, DkimConfig,
     DnsResolver, FormField, FormFieldType, HttpConfig, LogConfig, LogFormat, NotificationsConfig,
@@ -89,6 +93,10 @@ pub(super) struct Reader<'s> {
     spans: HashMap<String, Range<usize>>,
     /// Paths whose value was present but rejected (already reported).
     invalid: HashSet<String>,
+    /// Each table read (its display path) with the keys its reader asked
+    /// for, to hold [`TABLES`] to what the readers do.
+    #[cfg(test)]
+    pub(super) tables: Vec<(String, Vec<&'static str>)>,
 }
 
 impl<'s> Reader<'s> {
@@ -99,6 +107,8 @@ impl<'s> Reader<'s> {
             diags: Vec::new(),
             spans: HashMap::new(),
             invalid: HashSet::new(),
+            #[cfg(test)]
+            tables: Vec::new(),
         }
     }
 
@@ -204,13 +214,23 @@ impl<'s> Reader<'s> {
     ) -> Option<T> {
         if !t.table.contains_key(key) {
             t.known.push(key);
-            self.error(
-                t.start,
-                format!("missing required key `{key}` in {}", t.describe()),
-            );
+            self.missing(t, key);
             return None;
         }
         self.key(t, key)
+    }
+
+    /// Report `key`, which `t` must have, missing (at the table).
+    pub(super) fn missing(&mut self, t: &Table<'_, '_>, key: &str) {
+        self.error(
+            t.start,
+            format!("missing required key `{key}` in {}", t.describe()),
+        );
+    }
+
+    /// Whether every key `t`'s reader asked for is set to a valid value.
+    pub(super) fn all_valid(&self, t: &Table<'_, '_>) -> bool {
+        t.known.iter().all(|k| self.valid(&join(&t.path, k)))
     }
 
     /// Sub-table `key` of `t`, if present and a table.
@@ -286,6 +306,8 @@ impl<'s> Reader<'s> {
 
     /// Report every key of `t` that its reader did not ask for.
     fn finish(&mut self, t: Table<'_, '_>) {
+        #[cfg(test)]
+        self.record(&t);
         for (k, _) in t.table.iter() {
             let name: &str = k.get_ref();
             if t.known.contains(&name) {
@@ -297,6 +319,14 @@ impl<'s> Reader<'s> {
             }
             self.error(k.span().start, message);
         }
+    }
+}
+
+#[cfg(test)]
+impl Reader<'_> {
+    /// Remember that `t` was read, with the keys its reader asked for.
+    fn record(&mut self, t: &Table<'_, '_>) {
+        self.tables.push((display_path(&t.path), t.known.clone()));
     }
 }
 
@@ -609,6 +639,94 @@ enum_from_toml!(
     NotifyEvent
 );
 
+/// Read `text` as [`super::parse`] does, without validating: what reading
+/// reports, and each table read with the keys its reader asked for.
+#[cfg(test)]
+pub(super) fn read_tables(text: &str) -> (Vec<Diagnostic>, Vec<(String, Vec<&'static str>)>) {
+    let mut r = Reader::new(text, Path::new("postdesk.toml"));
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for e in syntax {
+        r.error(
+            e.span().map_or(0, |s| s.start),
+            format!("TOML syntax error: {}", e.message()),
+        );
+    }
+    read_root(&mut r, &root);
+    let tables = std::mem::take(&mut r.tables);
+    (r.into_diagnostics(), tables)
+}
+
+/// A table of the file for the tests: its path (an array of tables
+/// without `[]`), its keys, and whether it takes custom keys besides.
+#[cfg(test)]
+pub(super) struct TableKeys {
+    pub path: &'static str,
+    pub keys: &'static [&'static str],
+    pub custom: bool,
+}
+
+/// Every table of the file, with the keys its reader asks for (`KEYS` of
+/// its declaration; the top level's next to `read_root`): what
+/// `config/postdesk.example.toml` must show (`example_tests.rs`).
+#[cfg(test)]
+pub(super) const TABLES: &[TableKeys] = {
+    macro_rules! declared {
+        ($path:literal, $ty:ty) => {
+            TableKeys {
+                path: $path,
+                keys: <$ty>::KEYS,
+                custom: <$ty>::CUSTOM_KEYS,
+            }
+        };
+    }
+    &[
+        TableKeys {
+            path: "",
+            keys: ROOT_KEYS,
+            custom: false,
+        },
+        declared!("store", StoreConfig),
+        declared!("smtp", SmtpConfig),
+        declared!("http", HttpConfig),
+        declared!("relay", RelayConfig),
+        declared!("outbound", OutboundConfig),
+        declared!("outbound.dkim", DkimConfig),
+        declared!("company", CompanyConfig),
+        declared!("notifications", NotificationsConfig),
+        declared!("alerts", AlertsConfig),
+        declared!("log", LogConfig),
+        declared!("teams", TeamConfig),
+        declared!("users", UserConfig),
+        declared!("users.working_hours", WorkingHoursKeys),
+        declared!("channels", ChannelConfig),
+        declared!("channels.ticket_properties", TicketProperties),
+        declared!("channels.routing", super::RoutingConfig),
+        declared!("channels.routing.rules", RoutingRule),
+        declared!("channels.imap", super::ImapConfig),
+        declared!("channels.oauth", OAuthConfig),
+        declared!("channels.smtp", super::ChannelSmtpConfig),
+        declared!("channels.form", super::FormConfig),
+        declared!("channels.form.fields", FormField),
+    ]
+};
+
+/// The keys `read_root` asks for.
+#[cfg(test)]
+pub(super) const ROOT_KEYS: &[&str] = &[
+    "store",
+    "smtp",
+    "http",
+    "relay",
+    "outbound",
+    "company",
+    "notifications",
+    "alerts",
+    "log",
+    "teams",
+    "users",
+    "channels",
+];
+
 fn read_root(r: &mut Reader<'_>, root: &Spanned<DeTable<'_>>) -> Draft {
     let mut t = Table::new(String::new(), root.get_ref(), root.span().start);
     let draft = Draft {
@@ -640,14 +758,9 @@ pub(super) fn dkim(
     key: &'static str,
 ) -> Option<DkimConfig> {
     r.optional_section(t, key, |r, t| {
-        let domain = r.required(t, "domain");
-        let selector = r.required(t, "selector");
-        let key_file = r.required(t, "key_file");
-        Some(DkimConfig {
-            domain: domain?,
-            selector: selector?,
-            key_file: key_file?,
-        })
+        let dkim = DkimConfig::read(r, t);
+        // Every key is required: one missing or wrong, no signing.
+        r.all_valid(t).then_some(dkim)
     })
     .flatten()
 }
@@ -679,11 +792,12 @@ pub(super) fn working_hours(
     key: &'static str,
 ) -> Option<super::WorkingHours> {
     r.optional_section(t, key, |r, t| {
-        let timezone: Option<Spanned<String>> = r.required(t, "timezone");
-        let days: Vec<jiff::civil::Weekday> = r.key(t, "days").unwrap_or_else(|| {
-            use jiff::civil::Weekday::*;
-            vec![Monday, Tuesday, Wednesday, Thursday, Friday]
-        });
+        let WorkingHoursKeys {
+            timezone,
+            days,
+            start,
+            end,
+        } = WorkingHoursKeys::read(r, t);
         // hours.rs relies on at least one working day a week.
         let no_days = days.is_empty();
         if no_days {
@@ -692,8 +806,6 @@ pub(super) fn working_hours(
                 "working_hours: `days` must name at least one working day (with none the user is never available)",
             );
         }
-        let start: Option<jiff::civil::Time> = r.required(t, "start");
-        let end: Option<jiff::civil::Time> = r.required(t, "end");
         let timezone_name = timezone?;
         let tz = match jiff::tz::TimeZone::get(timezone_name.get_ref()) {
             Ok(tz) => tz,
@@ -750,28 +862,15 @@ pub(super) fn oauth(
     key: &'static str,
 ) -> Option<OAuthConfig> {
     r.optional_section(t, key, |r, t| {
-        let flow = r.key(t, "flow").unwrap_or_default();
-        let token_url = r.key(t, "token_url");
-        let tenant = r.key(t, "tenant");
-        let client_id = r.required(t, "client_id");
-        let client_secret_file = r.key(t, "client_secret_file");
-        let refresh_token_file: Option<PathBuf> = match flow {
-            OAuthFlow::RefreshToken => r.required(t, "refresh_token_file"),
-            OAuthFlow::ClientCredentials => r.key(t, "refresh_token_file"),
-        };
-        let scope = r.key(t, "scope");
-        if flow == OAuthFlow::RefreshToken && refresh_token_file.is_none() {
+        let oauth = OAuthConfig::read(r, t);
+        // The delegated flow needs its refresh token.
+        if oauth.flow == OAuthFlow::RefreshToken && oauth.refresh_token_file.is_none() {
+            if !r.has(&join(&t.path, "refresh_token_file")) {
+                r.missing(t, "refresh_token_file");
+            }
             return None;
         }
-        Some(OAuthConfig {
-            flow,
-            token_url,
-            tenant,
-            client_id: client_id?,
-            client_secret_file,
-            refresh_token_file,
-            scope,
-        })
+        r.valid(&join(&t.path, "client_id")).then_some(oauth)
     })
     .flatten()
 }
@@ -843,7 +942,12 @@ pub(super) fn ticket_properties(
     key: &'static str,
 ) -> TicketProperties {
     match r.table(t, key) {
-        Some(mut sub) => TicketProperties::read(r, &mut sub),
+        Some(mut sub) => {
+            let properties = TicketProperties::read(r, &mut sub);
+            #[cfg(test)]
+            r.record(&sub);
+            properties
+        }
         None => TicketProperties::default(),
     }
 }
@@ -853,7 +957,6 @@ pub(super) fn ticket_properties(
 pub(super) fn custom_properties(
     r: &mut Reader<'_>,
     t: &mut Table<'_, '_>,
-    _key: &'static str,
 ) -> BTreeMap<String, String> {
     let mut custom = BTreeMap::new();
     for (k, v) in t.table.iter() {

@@ -4,6 +4,8 @@
 //! asks the table for each key in declaration order, so that `read.rs` knows
 //! it (unknown keys, with suggestions, are those never asked for) and reports
 //! a bad value at its `FILE:LINE:COL` before falling back to the default.
+//! For the tests it also lists the table's keys (`KEYS`), which
+//! `config/postdesk.example.toml` must show, no more and no fewer.
 //!
 //! It must not check anything beyond one value's type and range: what spans
 //! keys or tables is `validate.rs`'s.
@@ -22,6 +24,7 @@
 ///         pub kind: Kind = Kind::Text => key "type",
 ///         pub sub: Sub = Sub::default() => section Sub::read,
 ///         pub other: Option<Other> = None => read read_other,
+///         pub custom: Map = Map::new() => rest read_rest,
 ///     }
 /// }
 /// ```
@@ -31,7 +34,12 @@
 /// `=> key "k"` reads key `k` instead; `=> map f` passes the value read (or
 /// the default) through `f`; `=> section f` and `=> optional_section f`
 /// read the sub-table with `f` (absent: the default, or `None`); `=> read f`
-/// leaves the key to `f(reader, table, key)`, which must ask for it itself.
+/// leaves the key to `f(reader, table, key)`, which must ask for it itself;
+/// `=> rest f` is not a key: `f(reader, table)` reads the keys of the table
+/// not asked for before it (custom keys), so it comes last.
+///
+/// `KEYS` (tests only) lists the table's keys in declaration order, every
+/// field's but a `rest` one; `CUSTOM_KEYS` says whether there is one.
 macro_rules! config_section {
     (
         $(#[$meta:meta])*
@@ -59,6 +67,18 @@ macro_rules! config_section {
         }
 
         impl $name {
+            /// The keys of this table, in declaration order.
+            #[cfg(test)]
+            pub(in $crate::config) const KEYS: &'static [&'static str] =
+                $crate::config::section::config_section!(
+                    @keys [] $($field $($how $($with)?)?;)*
+                );
+
+            /// Whether the table takes keys besides `KEYS` (a `rest` field).
+            #[cfg(test)]
+            pub(in $crate::config) const CUSTOM_KEYS: bool =
+                false $($(|| $crate::config::section::config_section!(@rest $how))?)*;
+
             /// Read this table's keys from `t` (fields in declaration order).
             pub(in $crate::config) fn read(
                 r: &mut $crate::config::read::Reader<'_>,
@@ -71,6 +91,24 @@ macro_rules! config_section {
                 }
             }
         }
+    };
+    (@keys [$($k:expr),*]) => {
+        &[$($k),*]
+    };
+    (@keys [$($k:expr),*] $field:ident rest $($with:expr)?; $($tail:tt)*) => {
+        $crate::config::section::config_section!(@keys [$($k),*] $($tail)*)
+    };
+    (@keys [$($k:expr),*] $field:ident key $key:expr; $($tail:tt)*) => {
+        $crate::config::section::config_section!(@keys [$($k,)* $key] $($tail)*)
+    };
+    (@keys [$($k:expr),*] $field:ident $($how:ident $($with:expr)?)?; $($tail:tt)*) => {
+        $crate::config::section::config_section!(@keys [$($k,)* stringify!($field)] $($tail)*)
+    };
+    (@rest rest) => {
+        true
+    };
+    (@rest $how:ident) => {
+        false
     };
     (@key $r:ident, $t:ident, $field:ident, $default:expr) => {
         $r.key($t, stringify!($field)).unwrap_or_else(|| $default)
@@ -92,6 +130,9 @@ macro_rules! config_section {
     };
     (@key $r:ident, $t:ident, $field:ident, $default:expr, optional_section $read:expr) => {
         $r.optional_section($t, stringify!($field), $read)
+    };
+    (@key $r:ident, $t:ident, $field:ident, $default:expr, rest $read:expr) => {
+        ($read)($r, $t)
     };
 }
 
