@@ -138,6 +138,51 @@ async fn a_failing_write_does_not_undo_its_batch_neighbours() {
     assert_eq!(s.queues().await.expect("queues").spool_pending, 30);
 }
 
+/// Plans whose statements PostgreSQL refuses — at the look-ahead (a NUL in
+/// the contact's address) and at the write (a NUL in the subject), sent
+/// pipelined behind their savepoints — fail alone: the plans beside them,
+/// before and after, in the same job, are stored, and the failed ones'
+/// spool entries stay pending.
+#[tokio::test]
+async fn a_plan_postgres_refuses_fails_alone_in_its_batch() {
+    let cluster = Cluster::start();
+    let s = open(&cluster).await;
+    let ids = suite::spool_many(&s, 5).await;
+    let mut plans: Vec<InboundPlan> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
+        .collect();
+    plans[1].messages[0].contact.email = "c\0@customer.example".into();
+    plans[3].messages[0].new_ticket.subject = "bad\0subject".into();
+    plans[3].messages[0].subject = "bad\0subject".into();
+    let results = s.apply_inbound(plans, decide).await.expect("the job");
+    let shape: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
+    assert_eq!(shape, [true, false, true, false, true], "{results:?}");
+    assert_eq!(
+        cluster.psql("postdesk", "SELECT COUNT(*) FROM tickets"),
+        "3"
+    );
+    assert_eq!(
+        cluster.psql(
+            "postdesk",
+            "SELECT string_agg(subject, ',' ORDER BY id) FROM tickets"
+        ),
+        cluster.psql(
+            "postdesk",
+            "SELECT string_agg(subject, ',' ORDER BY id) FROM messages WHERE direction = 'inbound'"
+        )
+    );
+    assert_eq!(s.queues().await.expect("queues").spool_pending, 2);
+    // The transaction went on after them: a later write commits.
+    let more = suite::spool_many(&s, 6).await;
+    suite::apply_all(&s, vec![inbound(more[5], 5, suite::unassigned())]).await;
+    assert_eq!(
+        cluster.psql("postdesk", "SELECT COUNT(*) FROM tickets"),
+        "4"
+    );
+}
+
 /// The next change `heard` reports (a minute at most: none is a failure).
 async fn next_change(heard: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
     match tokio::time::timeout(std::time::Duration::from_secs(60), heard.recv()).await {
