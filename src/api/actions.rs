@@ -153,17 +153,20 @@ pub async fn reply<'a>(
     let n = req.ticket;
     caller.take_send(s)?;
     let queued = s.outbound.reply(req).await?;
-    if !queued.replayed && s.store.ticket(n).await?.head.owner.is_none() {
+    // An unassigned ticket becomes the replier's. Not read first: the
+    // ticket with all its messages would be read for every reply.
+    if !queued.replayed {
         s.store
             .update_ticket(
                 n,
                 TicketUpdate {
                     owner: Some(Some(author.clone())),
+                    only_if_unassigned: true,
                     ..TicketUpdate::default()
                 },
             )
             .await?;
-        tracing::info!(ticket = n.0, user = %author, "unassigned ticket taken by its replier");
+        tracing::debug!(ticket = n.0, user = %author, "the replier takes the ticket if unassigned");
     }
     Ok(queued)
 }

@@ -144,6 +144,7 @@ pub async fn update(
         status: body.status,
         owner: body.owner,
         priority: body.priority,
+        only_if_unassigned: false,
     };
     super::actions::update_ticket(&s, &user, n, update).await?;
     Ok(Json(s.store.ticket(n).await?))

@@ -157,6 +157,10 @@ pub struct TicketUpdate {
     pub status: Option<String>,
     pub owner: Option<Option<String>>,
     pub priority: Option<String>,
+    /// Set `owner` only if the ticket has none (a replier taking an
+    /// unassigned ticket): decided in the same statement, so two agents
+    /// replying at once cannot both take it, and nothing is read first.
+    pub only_if_unassigned: bool,
 }
 
 pub(crate) fn ticket_channel(conn: &Connection, ticket: TicketId) -> Result<String, StoreError> {
@@ -424,9 +428,12 @@ pub(crate) fn update_ticket(
     }
     if let Some(owner) = &u.owner {
         let reason = owner.is_none().then_some("unassigned by an agent");
-        conn.prepare_cached(
-            "UPDATE tickets SET owner = ?1, unassigned_reason = ?2, updated_at = ?3 WHERE id = ?4",
-        )?
+        conn.prepare_cached(if u.only_if_unassigned {
+            "UPDATE tickets SET owner = ?1, unassigned_reason = ?2, updated_at = ?3
+             WHERE id = ?4 AND owner IS NULL"
+        } else {
+            "UPDATE tickets SET owner = ?1, unassigned_reason = ?2, updated_at = ?3 WHERE id = ?4"
+        })?
         .execute(params![owner, reason, now, ticket.0])?;
     }
     Ok(())

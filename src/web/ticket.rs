@@ -471,6 +471,7 @@ pub async fn update(
             .priority
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty()),
+        only_if_unassigned: false,
     };
     let user = posted.agent.auth_user();
     let r = crate::api::actions::update_ticket(&s, &user, n, update).await;

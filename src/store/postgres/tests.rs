@@ -429,6 +429,7 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
             status: Some("closed".into()),
             owner: Some(None),
             priority: None,
+            only_if_unassigned: false,
         },
     )
     .await

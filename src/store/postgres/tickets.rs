@@ -219,7 +219,12 @@ pub(super) async fn update_ticket(
         let reason = owner.is_none().then_some("unassigned by an agent");
         exec(
             db,
-            "UPDATE tickets SET owner = $1, unassigned_reason = $2, updated_at = $3 WHERE id = $4",
+            if u.only_if_unassigned {
+                "UPDATE tickets SET owner = $1, unassigned_reason = $2, updated_at = $3
+                 WHERE id = $4 AND owner IS NULL"
+            } else {
+                "UPDATE tickets SET owner = $1, unassigned_reason = $2, updated_at = $3 WHERE id = $4"
+            },
             &[owner, &reason, &now, &ticket.0],
         )
         .await?;

@@ -86,6 +86,7 @@ macro_rules! conformance {
             raw_tail_text_reads_back_whole,
             bounces_join_the_outbound_messages_ticket_and_fail_it,
             reply_context_leaves_out_replies_whose_delivery_failed,
+            only_an_unassigned_ticket_is_taken,
             outbox_counts_tell_the_sent_replies_that_bounced,
             an_idempotency_key_replays_its_reply_and_no_other_ticket,
             web_sessions_and_sign_in_links,

@@ -361,3 +361,34 @@ pub(crate) async fn notices_queue_without_a_ticket_and_the_key_is_made_once(s: &
     );
     assert_eq!(s.notice_key().await.expect("again"), key);
 }
+
+/// `only_if_unassigned` sets the owner of a ticket that has none and
+/// leaves another's owner alone (a replier takes only unassigned tickets).
+pub(crate) async fn only_an_unassigned_ticket_is_taken(s: &dyn Store) {
+    let ids = spool_many(s, 2).await;
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, unassigned()))
+        .collect();
+    apply_all(s, plans).await;
+    let take = |user: &str| TicketUpdate {
+        owner: Some(Some(user.to_string())),
+        only_if_unassigned: true,
+        ..TicketUpdate::default()
+    };
+    let owner = |t: TicketId| async move { s.ticket(t).await.expect("ticket").head.owner };
+    s.update_ticket(TicketId(1), take("ann"))
+        .await
+        .expect("take");
+    assert_eq!(owner(TicketId(1)).await.as_deref(), Some("ann"));
+    s.update_ticket(TicketId(1), take("bob"))
+        .await
+        .expect("not taken");
+    assert_eq!(
+        owner(TicketId(1)).await.as_deref(),
+        Some("ann"),
+        "kept by ann"
+    );
+    assert_eq!(owner(TicketId(2)).await, None, "the other ticket untouched");
+}

@@ -92,6 +92,7 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
         status: status.map(str::to_string),
         owner: owner.map(|o| Some(o.to_string())),
         priority: Some("high".into()),
+        only_if_unassigned: false,
     };
     s.update_ticket(TicketId(3), update(Some("closed"), None))
         .await
