@@ -130,20 +130,16 @@ impl Browser {
     pub fn click_and_load(&self, css: &str) {
         self.js("window.__postdeskOldPage = true;");
         self.click(css);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let loaded = self.rt.block_on(self.c().execute(
+        let loaded = wait_for(Duration::from_secs(20), || {
+            // A script run while the page changes may fail: asked again.
+            let now = self.rt.block_on(self.c().execute(
                 "return window.__postdeskOldPage !== true && document.readyState === 'complete';",
                 Vec::new(),
             ));
-            // A script run while the page changes may fail; try again.
-            if matches!(loaded, Ok(Value::Bool(true))) {
-                return;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!("clicking {css} loaded no new page\n{}", self.source());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            matches!(now, Ok(Value::Bool(true))).then_some(())
+        });
+        if loaded.is_none() {
+            panic!("clicking {css} loaded no new page\n{}", self.source());
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_postgres::types::ToSql;
 
 use super::pg_err;
-use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows};
+use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows, send, send_if};
 use crate::store::{
     BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
     InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
@@ -505,7 +505,7 @@ async fn write(
             let mut params = cols.params();
             params.push(&outbound.ticket.0);
             futures_util::try_join!(
-                async { db.execute(&insert, &params).await.map_err(pg_err) },
+                send(db, &insert, &params),
                 record_bounce(db, &outbound, fail.as_deref(), now),
             )?;
             (outbound.ticket, delivered(outbound.ticket, false, None))
@@ -526,27 +526,16 @@ async fn write(
             let insert = prepared(db, INSERT_MESSAGE_SQL).await?;
             let mut params = cols.params();
             params.push(&ticket.0);
+            let rename = rename
+                .as_ref()
+                .map(|n| [n as &(dyn ToSql + Sync), &contact.id]);
+            let join = [&ticket.0 as &(dyn ToSql + Sync), &contact.id];
+            let touch = [&now as &(dyn ToSql + Sync), &ticket.0];
             futures_util::try_join!(
-                async {
-                    match rename {
-                        Some(n) => db
-                            .execute(&rename_st, &[&n, &contact.id])
-                            .await
-                            .map_err(pg_err),
-                        None => Ok(0),
-                    }
-                },
-                async {
-                    db.execute(&join_st, &[&ticket.0, &contact.id])
-                        .await
-                        .map_err(pg_err)
-                },
-                async {
-                    db.execute(&touch_st, &[&now, &ticket.0])
-                        .await
-                        .map_err(pg_err)
-                },
-                async { db.execute(&insert, &params).await.map_err(pg_err) },
+                send_if(db, &rename_st, rename.as_ref().map(|p| &p[..])),
+                send(db, &join_st, &join),
+                send(db, &touch_st, &touch),
+                send(db, &insert, &params),
             )?;
             (ticket, delivered(ticket, false, None))
         }
@@ -609,30 +598,14 @@ async fn record_bounce(
     )
     .await?;
     let touch = prepared(db, TOUCH_SQL).await?;
+    let marked = fail
+        .as_ref()
+        .map(|detail| [detail as &(dyn ToSql + Sync), &b.row]);
+    let touched = [&now as &(dyn ToSql + Sync), &b.ticket.0];
     futures_util::try_join!(
-        async {
-            match fail {
-                Some(detail) => db
-                    .execute(&failed, &[&detail, &b.row])
-                    .await
-                    .map_err(pg_err),
-                None => Ok(0),
-            }
-        },
-        async {
-            match fail {
-                Some(detail) => db
-                    .execute(&outbox, &[&detail, &b.row])
-                    .await
-                    .map_err(pg_err),
-                None => Ok(0),
-            }
-        },
-        async {
-            db.execute(&touch, &[&now, &b.ticket.0])
-                .await
-                .map_err(pg_err)
-        },
+        send_if(db, &failed, marked.as_ref().map(|p| &p[..])),
+        send_if(db, &outbox, marked.as_ref().map(|p| &p[..])),
+        send(db, &touch, &touched),
     )?;
     tracing::info!(
         ticket = b.ticket.0,
@@ -667,53 +640,22 @@ async fn create_contact(db: &Db, c: &ContactRef, now: i64) -> Result<i64, StoreE
     col(&r, 0)
 }
 
-/// The contact's id, creating it. A stored name is replaced only by a name
-/// from mail proven to be the contact's own (`verified`). Another node may
-/// create the same contact at the same moment: the insert then yields to
-/// its row (`ON CONFLICT DO NOTHING` waits for that transaction) and the
-/// contact is read again.
+/// The contact's id, creating it ([`create_contact`]). A stored name is
+/// replaced only as [`renamed`] allows.
 pub(super) async fn upsert_contact(
     db: &Db,
     c: &ContactRef,
     verified: bool,
 ) -> Result<i64, StoreError> {
-    for _ in 0..2 {
-        let existing = row(
-            db,
-            "SELECT id, name FROM contacts WHERE email = $1",
-            &[&c.email],
-        )
-        .await?;
-        let Some(r) = existing else {
-            let inserted = row(
-                db,
-                "INSERT INTO contacts (email, name, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (email) DO NOTHING RETURNING id",
-                &[&c.email, &c.name, &now_ms()],
-            )
-            .await?;
-            match inserted {
-                Some(r) => return col(&r, 0),
-                None => continue,
-            }
-        };
-        let id: i64 = col(&r, 0)?;
-        let stored: Option<String> = col(&r, 1)?;
-        let stored = stored.as_deref().unwrap_or("");
-        if let Some(n) = c.name.as_deref().filter(|n| !n.is_empty())
-            && n != stored
-            && (stored.is_empty() || verified)
-        {
-            exec(
-                db,
-                "UPDATE contacts SET name = $1 WHERE id = $2",
-                &[&n, &id],
-            )
-            .await?;
-        }
-        return Ok(id);
+    let Some(r) = row(db, CONTACT_SQL, &[&c.email]).await? else {
+        return create_contact(db, c, now_ms()).await;
+    };
+    let id: i64 = col(&r, 0)?;
+    let stored: Option<String> = col(&r, 1)?;
+    if let Some(n) = renamed(c, verified, stored.as_deref()) {
+        exec(db, RENAME_SQL, &[&n, &id]).await?;
     }
-    Err(StoreError::Busy)
+    Ok(id)
 }
 
 /// Open the ticket `m` starts, owned as `owner` says, with `m` as its first
@@ -787,19 +729,13 @@ async fn open_ticket(
         (true, Some(u)) => Some(u),
         _ => None,
     };
+    let assigned = assigned.map(|u| [u as &(dyn ToSql + Sync)]);
+    let rename = rename
+        .as_ref()
+        .map(|(n, id)| [n as &(dyn ToSql + Sync), id]);
     let (_, _, r) = futures_util::try_join!(
-        async {
-            match assigned {
-                Some(u) => db.execute(&assign, &[u]).await.map_err(pg_err),
-                None => Ok(0),
-            }
-        },
-        async {
-            match &rename {
-                Some((n, id)) => db.execute(&rename_st, &[n, id]).await.map_err(pg_err),
-                None => Ok(0),
-            }
-        },
+        send_if(db, &assign, assigned.as_ref().map(|p| &p[..])),
+        send_if(db, &rename_st, rename.as_ref().map(|p| &p[..])),
         async { db.query_one(&open, &params).await.map_err(pg_err) },
     )?;
     Ok(TicketId(col(&r, 0)?))

@@ -39,6 +39,30 @@ pub(crate) async fn exec(db: &Db, sql: &str, params: &Params<'_>) -> Result<u64,
     db.execute(&st, params).await.map_err(pg_err)
 }
 
+/// Run the prepared `st`. Statements sent together in one round trip
+/// (`futures_util::try_join!` of these, prepared beforehand) are sent in
+/// the order written: each is sent when first polled, before it waits.
+pub(crate) async fn send(
+    db: &Db,
+    st: &tokio_postgres::Statement,
+    params: &Params<'_>,
+) -> Result<u64, StoreError> {
+    db.execute(st, params).await.map_err(pg_err)
+}
+
+/// [`send`] when the write needs the statement (`params` given); else
+/// nothing (0 rows).
+pub(crate) async fn send_if(
+    db: &Db,
+    st: &tokio_postgres::Statement,
+    params: Option<&Params<'_>>,
+) -> Result<u64, StoreError> {
+    match params {
+        Some(p) => send(db, st, p).await,
+        None => Ok(0),
+    }
+}
+
 /// Column `i` of `r` as `T` (a type mismatch is an error, not a panic).
 pub(crate) fn col<'r, T: FromSql<'r>>(r: &'r Row, i: usize) -> Result<T, StoreError> {
     r.try_get(i).map_err(pg_err)

@@ -365,13 +365,9 @@ pub(crate) async fn notices_queue_without_a_ticket_and_the_key_is_made_once(s: &
 /// `only_if_unassigned` sets the owner of a ticket that has none and
 /// leaves another's owner alone (a replier takes only unassigned tickets).
 pub(crate) async fn only_an_unassigned_ticket_is_taken(s: &dyn Store) {
-    let ids = spool_many(s, 2).await;
-    let plans = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| inbound(*id, n, unassigned()))
-        .collect();
-    apply_all(s, plans).await;
+    for (n, id) in spool_many(s, 2).await.into_iter().enumerate() {
+        open_ticket(s, id, n).await;
+    }
     let take = |user: &str| TicketUpdate {
         owner: Some(Some(user.to_string())),
         only_if_unassigned: true,
