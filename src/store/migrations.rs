@@ -232,4 +232,7 @@ CREATE TABLE compose_keys (
     // 19: nothing on SQLite. PostgreSQL's step 19 makes its search index's
     //     accent and punctuation folding cheaper (same words).
     "",
+    // 20: a search reads each match's ticket off the full-text index's
+    //     rowid instead of looking the message up.
+    super::web::MIGRATION_20,
 ];

@@ -12,9 +12,43 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{ContactView, StoreFuture, TicketId, TicketSummary, TokenRole};
 use crate::store::StoreError;
 
+/// The full-text index of messages (subject, body, sender), the trigger
+/// that indexes each new message and the statement that indexes those
+/// already stored; `$new` / `$old` the rowid of the new message `new` /
+/// a stored one `m`. Only the index is kept (`content = ''`), so the words
+/// of a message are the text it had when it was indexed.
+macro_rules! search_index {
+    ($new:literal, $old:literal) => {
+        concat!(
+            "CREATE VIRTUAL TABLE message_search USING fts5(
+    subject, body, sender, content = '', tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO message_search (rowid, subject, body, sender) VALUES (
+        ", $new, ",
+        new.subject,
+        COALESCE(new.text, (SELECT CAST(substr(r.raw, new.text_at + 1) AS TEXT)
+                            FROM spool_raw r WHERE r.id = new.spool_id)),
+        concat_ws(' ', new.from_email, new.from_name,
+                  (SELECT c.email || ' ' || COALESCE(c.name, '')
+                     FROM tickets t JOIN contacts c ON c.id = t.contact_id
+                    WHERE t.id = new.ticket_id)));
+END;
+INSERT INTO message_search (rowid, subject, body, sender)
+    SELECT ", $old, ", m.subject,
+           COALESCE(m.text, (SELECT CAST(substr(r.raw, m.text_at + 1) AS TEXT)
+                             FROM spool_raw r WHERE r.id = m.spool_id)),
+           concat_ws(' ', m.from_email, m.from_name, c.email, c.name)
+      FROM messages m JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id;
+"
+        )
+    };
+}
+
 /// The schema: web users, sessions, sign-in links, the activity index and
 /// the full-text index of messages with the triggers that keep it.
-pub(crate) const MIGRATION_11: &str = r#"
+pub(crate) const MIGRATION_11: &str = concat!(
+    r#"
 CREATE TABLE web_users (
     user_id     TEXT PRIMARY KEY,
     password    TEXT,                        -- argon2id PHC string; NULL: sign-in links only
@@ -64,28 +98,24 @@ CREATE TRIGGER messages_update_activity AFTER UPDATE OF delivery, delivery_detai
     UPDATE web_activity SET n = n + 1 WHERE id = 1;
 END;
 
--- Words of each message: rowid = messages.id; nothing but the index is kept.
-CREATE VIRTUAL TABLE message_search USING fts5(
-    subject, body, sender, content = '', tokenize = 'unicode61 remove_diacritics 2'
+"#,
+    search_index!("new.id", "m.id")
 );
-CREATE TRIGGER message_search_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO message_search (rowid, subject, body, sender) VALUES (
-        new.id,
-        new.subject,
-        COALESCE(new.text, (SELECT CAST(substr(r.raw, new.text_at + 1) AS TEXT)
-                            FROM spool_raw r WHERE r.id = new.spool_id)),
-        concat_ws(' ', new.from_email, new.from_name,
-                  (SELECT c.email || ' ' || COALESCE(c.name, '')
-                     FROM tickets t JOIN contacts c ON c.id = t.contact_id
-                    WHERE t.id = new.ticket_id)));
-END;
-INSERT INTO message_search (rowid, subject, body, sender)
-    SELECT m.id, m.subject,
-           COALESCE(m.text, (SELECT CAST(substr(r.raw, m.text_at + 1) AS TEXT)
-                             FROM spool_raw r WHERE r.id = m.spool_id)),
-           concat_ws(' ', m.from_email, m.from_name, c.email, c.name)
-      FROM messages m JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id;
-"#;
+
+/// Step 20: the search index's rowid carries the message's ticket —
+/// `ticket_id << 32 | message id` — so a search reads ticket numbers off the
+/// index (`rowid >> 32`) instead of looking up every matching message: on
+/// a million messages, a common word's 200,000 matches cost ≈ 150 ms of
+/// lookups before. Rebuilt from the messages (the index keeps no text of
+/// its own). Message ids stay below 2^32 (4 billion messages) and tickets
+/// never change (no message moves to another ticket).
+pub(crate) const MIGRATION_20: &str = concat!(
+    "DROP TRIGGER message_search_insert;\nDROP TABLE message_search;\n",
+    search_index!(
+        "(new.ticket_id << 32) | new.id",
+        "(m.ticket_id << 32) | m.id"
+    )
+);
 
 /// A signed-in browser's session, as its cookie's hash finds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,8 +412,7 @@ pub(crate) fn inbox_query(q: &InboxQuery) -> (String, Vec<rusqlite::types::Value
     if let Some(search) = q.search.as_deref().and_then(fts_query) {
         let p = w.bind(search);
         w.and(format!(
-            "t.id IN (SELECT m.ticket_id FROM message_search s JOIN messages m ON m.id = s.rowid
-                      WHERE message_search MATCH {p})"
+            "t.id IN (SELECT rowid >> 32 FROM message_search WHERE message_search MATCH {p})"
         ));
     }
     if let Some((at, id)) = q.before {
