@@ -771,6 +771,50 @@ async fn step_17_indexes_the_messages_already_stored() {
     assert_eq!(search(&s, "C 2").await, [3], "indexed by the trigger");
 }
 
+/// Schema step 20 gives each search row its message's ticket: a database
+/// at step 19 (the column and the writers that fill it undone here) gets
+/// the ticket of every row already there, searches find them, and the
+/// trigger fills it for messages after it.
+#[tokio::test]
+async fn step_20_gives_the_search_rows_their_ticket() {
+    let cluster = Cluster::start();
+    let s = open(&cluster).await;
+    let ids = suite::spool_many(&s, 2).await;
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
+        .collect();
+    suite::apply_all(&s, plans).await;
+    drop(s);
+    let step_17 = migrations::MIGRATION_17;
+    let writers = &step_17[step_17
+        .find("CREATE OR REPLACE FUNCTION postdesk_message_search")
+        .expect("step 17's writers")
+        ..step_17
+            .find("CREATE TRIGGER message_search_insert")
+            .expect("step 17's trigger")];
+    cluster.psql(
+        "postdesk",
+        &format!(
+            "ALTER TABLE message_search DROP COLUMN ticket_id;
+             {writers}
+             DELETE FROM postdesk_schema WHERE version >= 20;"
+        ),
+    );
+    let s = open(&cluster).await;
+    let rows = "SELECT string_agg(s.message_id || ':' || s.ticket_id, ',' ORDER BY s.message_id),
+                       bool_and(s.ticket_id = m.ticket_id)
+                  FROM message_search s JOIN messages m ON m.id = s.message_id";
+    assert_eq!(cluster.psql("postdesk", rows), "1:1,2:2|t");
+    assert_eq!(search(&s, "body 1").await, [2]);
+    assert_eq!(search(&s, "c0@customer").await, [1]);
+    let more = suite::spool_many(&s, 3).await;
+    suite::apply_all(&s, vec![inbound(more[2], 2, suite::unassigned())]).await;
+    assert_eq!(cluster.psql("postdesk", rows), "1:1,2:2,3:3|t");
+    assert_eq!(search(&s, "C 2").await, [3], "indexed by the trigger");
+}
+
 /// Step 19 replaced the search folding by a cheaper one: every character
 /// up to U+2FFF alone and in words, accented and decomposed text, ASCII
 /// punctuation runs and mixed scripts fold exactly as step 17's function

@@ -194,7 +194,7 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
         // row a sequential scan filters).
         clauses.push(bind(
             &mut params,
-            "t.id IN (SELECT m.ticket_id FROM message_search s JOIN messages m ON m.id = s.message_id
+            "t.id IN (SELECT s.ticket_id FROM message_search s
                        WHERE s.words @@ (SELECT postdesk_search_query(#::text[])))",
             &words,
         ));
