@@ -42,33 +42,91 @@ pub(super) async fn insert_claimed_spool(
     received_at: i64,
     claim: Option<(&str, i64)>,
 ) -> Result<SpoolId, StoreError> {
-    let (claimed_by, claim_until) = claim.unzip();
-    let r = row(
+    let row = SpoolInsert {
+        msg,
+        hash,
+        received_at,
+        claim,
+    };
+    insert_spools(db, &[row])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Failed("spool insert returned no id".into()))
+}
+
+/// A spool row to insert: the message, its content hash, when it was
+/// received and its claim (node id, until), if any.
+pub(super) struct SpoolInsert<'a> {
+    pub msg: &'a NewSpool,
+    pub hash: &'a str,
+    pub received_at: i64,
+    pub claim: Option<(&'a str, i64)>,
+}
+
+/// Insert spool rows and their raw bytes, all in one statement (a batch
+/// of SMTP commits costs one round trip, not one each); their ids, in the
+/// order of `rows`. If one row is refused (a NUL in a text field), the
+/// whole statement fails: the caller retries the rows one by one.
+pub(super) async fn insert_spools(
+    db: &Db,
+    new: &[SpoolInsert<'_>],
+) -> Result<Vec<SpoolId>, StoreError> {
+    let received_at: Vec<i64> = new.iter().map(|r| r.received_at).collect();
+    let source: Vec<&str> = new.iter().map(|r| r.msg.source.as_str()).collect();
+    let mail_from: Vec<&str> = new.iter().map(|r| r.msg.mail_from.as_str()).collect();
+    let rcpt_to: Vec<String> = new.iter().map(|r| json_vec(&r.msg.rcpt_to)).collect();
+    let client_ip: Vec<Option<&str>> = new.iter().map(|r| r.msg.client_ip.as_deref()).collect();
+    let helo: Vec<Option<&str>> = new.iter().map(|r| r.msg.helo.as_deref()).collect();
+    let tls: Vec<bool> = new.iter().map(|r| r.msg.tls).collect();
+    let channel: Vec<Option<&str>> = new.iter().map(|r| r.msg.channel.as_deref()).collect();
+    let size: Vec<i64> = new.iter().map(|r| r.msg.raw.len() as i64).collect();
+    let hash: Vec<&str> = new.iter().map(|r| r.hash).collect();
+    let raw: Vec<&[u8]> = new.iter().map(|r| r.msg.raw.as_slice()).collect();
+    let claimed_by: Vec<Option<&str>> = new.iter().map(|r| r.claim.map(|c| c.0)).collect();
+    let claim_until: Vec<Option<i64>> = new.iter().map(|r| r.claim.map(|c| c.1)).collect();
+    // Ids drawn in the order of the rows (`ord`), handed back with it.
+    let found = rows(
         db,
-        "WITH s AS (
-             INSERT INTO spool (received_at, source, mail_from, rcpt_to, client_ip, helo, tls,
-                                channel, size, content_hash, claimed_by, claim_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13) RETURNING id)
-         INSERT INTO spool_raw (id, raw) SELECT id, $11 FROM s RETURNING id",
+        "WITH u AS (
+             SELECT nextval(pg_get_serial_sequence('spool', 'id')) AS id, u.*
+               FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::bool[], $8::text[], $9::bigint[], $10::text[],
+                           $11::bytea[], $12::text[], $13::bigint[])
+                    WITH ORDINALITY AS u(received_at, source, mail_from, rcpt_to, client_ip,
+                                         helo, tls, channel, size, content_hash, raw,
+                                         claimed_by, claim_until, ord)),
+         s AS (
+             INSERT INTO spool (id, received_at, source, mail_from, rcpt_to, client_ip, helo,
+                                tls, channel, size, content_hash, claimed_by, claim_until)
+             SELECT id, received_at, source, mail_from, rcpt_to, client_ip, helo, tls,
+                    channel, size, content_hash, claimed_by, claim_until FROM u),
+         r AS (INSERT INTO spool_raw (id, raw) SELECT id, raw FROM u)
+         SELECT id FROM u ORDER BY ord",
         &[
             &received_at,
-            &msg.source.as_str(),
-            &msg.mail_from,
-            &json_vec(&msg.rcpt_to),
-            &msg.client_ip,
-            &msg.helo,
-            &msg.tls,
-            &msg.channel,
-            &(msg.raw.len() as i64),
+            &source,
+            &mail_from,
+            &rcpt_to,
+            &client_ip,
+            &helo,
+            &tls,
+            &channel,
+            &size,
             &hash,
-            &msg.raw,
+            &raw,
             &claimed_by,
             &claim_until,
         ],
     )
-    .await?
-    .ok_or_else(|| StoreError::Failed("spool insert returned no id".into()))?;
-    Ok(SpoolId(col(&r, 0)?))
+    .await?;
+    if found.len() != new.len() {
+        return Err(StoreError::Failed(format!(
+            "spool insert of {} rows returned {} ids",
+            new.len(),
+            found.len()
+        )));
+    }
+    found.iter().map(|r| Ok(SpoolId(col(r, 0)?))).collect()
 }
 
 pub(super) async fn fail_spool(db: &Db, id: SpoolId, reason: &str) -> Result<(), StoreError> {

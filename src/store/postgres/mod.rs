@@ -397,24 +397,24 @@ impl SpoolStore for PostgresStore {
         let hash = content_hash(&msg.raw);
         // Claimed by this node: its handoff ingests it; another node only
         // once the claim expired (this node died before ingesting it).
-        let node = self.node.clone();
-        self.write(move |db| {
-            Box::pin(async move {
-                let received_at = now_ms();
-                let claim = Some((node.id.as_str(), received_at + node.lease_ms()));
-                let id = inbound::insert_claimed_spool(db, &msg, &hash, received_at, claim).await?;
-                Ok(SpoolEntry {
-                    id,
-                    received_at,
-                    source: msg.source,
-                    mail_from: msg.mail_from,
-                    rcpt_to: msg.rcpt_to,
-                    client_ip: msg.client_ip,
-                    helo: msg.helo,
-                    channel: msg.channel,
-                    raw: msg.raw,
-                    content_hash: hash,
-                })
+        let claim = Some((self.node.id.clone(), self.node.lease_ms()));
+        Box::pin(async move {
+            let (id, received_at, row) = self
+                .writer
+                .spool(writer::SpoolRow { msg, hash, claim })
+                .await?;
+            let msg = row.msg;
+            Ok(SpoolEntry {
+                id,
+                received_at,
+                source: msg.source,
+                mail_from: msg.mail_from,
+                rcpt_to: msg.rcpt_to,
+                client_ip: msg.client_ip,
+                helo: msg.helo,
+                channel: msg.channel,
+                raw: msg.raw,
+                content_hash: row.hash,
             })
         })
     }

@@ -107,10 +107,13 @@ impl<'a> Savepoints<'a> {
     /// Run `f` in a new savepoint: kept on success, rolled back to on
     /// error. The outer `Err` means the transaction itself is gone (the
     /// savepoint could not be set or undone): the caller stops.
-    pub(crate) async fn run<T>(
+    pub(crate) async fn run<'f, T>(
         &mut self,
-        f: impl FnOnce(&'a Db) -> BoxFut<'a, Result<T, StoreError>>,
-    ) -> Result<Result<T, StoreError>, StoreError> {
+        f: impl FnOnce(&'a Db) -> BoxFut<'f, Result<T, StoreError>>,
+    ) -> Result<Result<T, StoreError>, StoreError>
+    where
+        'a: 'f,
+    {
         let name = self.name;
         let head = if self.open {
             format!("RELEASE SAVEPOINT {name}; SAVEPOINT {name}")

@@ -102,6 +102,49 @@ async fn concurrent_spool_writes_share_commits() {
     assert_eq!(s.queues().await.expect("queues").spool_pending, n as i64);
 }
 
+/// A batch's new spool rows go in one statement; when PostgreSQL refuses
+/// one of them (a NUL in a text field), only that row fails: the others,
+/// retried one by one in the same transaction, are stored and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_spool_row_fails_alone_in_its_batch() {
+    let cluster = Cluster::start();
+    let s = Arc::new(open(&cluster).await);
+    let before = s.commit_count();
+    let n = 200;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut m = spool_msg(i);
+                if i % 10 == 3 {
+                    m.helo = Some("bad\0helo".into());
+                }
+                (i, s.spool(m).await)
+            })
+        })
+        .collect();
+    let (mut stored, mut refused) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (i, r) = t.await.expect("task");
+        match r {
+            Ok(e) if i % 10 != 3 => stored.push((e.id, e.raw)),
+            Ok(e) => panic!("row {i} with a NUL was stored as {}", e.id),
+            Err(e) if i % 10 == 3 => refused.push(e.to_string()),
+            Err(e) => panic!("row {i} failed beside a bad one: {e}"),
+        }
+    }
+    assert_eq!(stored.len(), n - n / 10);
+    assert_eq!(refused.len(), n / 10);
+    assert!(refused[0].contains("0x00"), "{}", refused[0]);
+    let commits = s.commit_count() - before;
+    assert!(commits < n as u64, "{commits} commits for {n} rows");
+    for (id, raw) in &stored {
+        assert_eq!(&s.raw(*id).await.expect("raw"), raw, "{id}");
+    }
+    let pending = s.pending_spool(SpoolId(0), 1000).await.expect("pending");
+    assert_eq!(pending.len(), stored.len());
+}
+
 /// A write that fails (its own mistake) is answered with its error; the
 /// writes committed beside it stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

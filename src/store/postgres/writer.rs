@@ -9,6 +9,13 @@
 //! answered with that error, nothing of them is acknowledged, and the next
 //! batch takes a fresh pooled connection.
 //!
+//! New spool rows (SMTP commits) are not closures but data: all of a
+//! batch's are inserted by one statement first ([`inbound::insert_spools`]),
+//! so a burst of N commits costs one round trip for its rows instead of N.
+//! If that statement is refused (one row's own error), it is undone and
+//! the rows are inserted one by one, each in its savepoint, so only the
+//! bad row fails.
+//!
 //! Several nodes on one database: each batch holds a transaction-level
 //! advisory lock ([`WRITER_LOCK`]), so the nodes' batches commit one after
 //! the other instead of deadlocking on the rows they share.
@@ -19,10 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::inbound::{self, SpoolInsert};
 use super::sql::{BoxFut, Db, Savepoints};
 use super::{pg_err, pool_err};
-use crate::store::StoreError;
 use crate::store::sqlite::clone_err;
+use crate::store::{NewSpool, SpoolId, StoreError, now_ms};
 
 /// The advisory lock every node's committer holds for its transaction
 /// ("pdwriter").
@@ -73,9 +81,67 @@ impl<T: Send + 'static> WriteJob for Job<T> {
     }
 }
 
+/// A new spool row for [`Writer::spool`]: the message, its content hash
+/// and its claim (node id, lease in ms from its `received_at`), if any.
+pub(super) struct SpoolRow {
+    pub msg: NewSpool,
+    pub hash: String,
+    pub claim: Option<(String, i64)>,
+}
+
+/// A stored spool row: its id, `received_at`, and the row given.
+pub(super) type Spooled = (SpoolId, i64, SpoolRow);
+
+struct SpoolJob {
+    row: SpoolRow,
+    received_at: i64,
+    result: Option<Result<SpoolId, StoreError>>,
+    reply: oneshot::Sender<Result<Spooled, StoreError>>,
+}
+
+impl SpoolJob {
+    fn insert(&self) -> SpoolInsert<'_> {
+        SpoolInsert {
+            msg: &self.row.msg,
+            hash: &self.row.hash,
+            received_at: self.received_at,
+            claim: self
+                .row
+                .claim
+                .as_ref()
+                .map(|(node, lease)| (node.as_str(), self.received_at.saturating_add(*lease))),
+        }
+    }
+
+    fn finish(self, commit: Result<(), StoreError>) {
+        let out = match (commit, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(Ok(id))) => Ok((id, self.received_at, self.row)),
+            (Ok(()), Some(Err(e))) => Err(e),
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// What waits for the committer.
+enum Item {
+    Work(Box<dyn WriteJob>),
+    Spool(Box<SpoolJob>),
+}
+
+impl Item {
+    fn finish(self, commit: Result<(), StoreError>) {
+        match self {
+            Item::Work(job) => job.finish(commit),
+            Item::Spool(job) => job.finish(commit),
+        }
+    }
+}
+
 /// The handle writes are sent through.
 pub(super) struct Writer {
-    tx: mpsc::Sender<Box<dyn WriteJob>>,
+    tx: mpsc::Sender<Item>,
     commits: Arc<AtomicU64>,
 }
 
@@ -104,18 +170,34 @@ impl Writer {
             result: None,
             reply,
         });
-        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Item::Work(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Insert `row` into the spool in the current batch (with the batch's
+    /// other new rows, in one statement); resolves after the durable
+    /// commit.
+    pub(super) async fn spool(&self, row: SpoolRow) -> Result<Spooled, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let job = SpoolJob {
+            row,
+            received_at: 0,
+            result: None,
+            reply,
+        };
+        self.tx
+            .send(Item::Spool(Box::new(job)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-async fn committer(
-    pool: Pool,
-    mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
-    max: usize,
-    commits: Arc<AtomicU64>,
-) {
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max);
+async fn committer(pool: Pool, mut rx: mpsc::Receiver<Item>, max: usize, commits: Arc<AtomicU64>) {
+    let mut batch: Vec<Item> = Vec::with_capacity(max);
     while let Some(job) = rx.recv().await {
         batch.push(job);
         while batch.len() < max {
@@ -140,7 +222,7 @@ async fn committer(
     tracing::debug!("postgres store writer stopped");
 }
 
-async fn run_batch(pool: &Pool, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+async fn run_batch(pool: &Pool, batch: &mut [Item]) -> Result<(), StoreError> {
     let db = pool.get().await.map_err(pool_err)?;
     // Acknowledged means flushed: whatever the server's default, this
     // transaction's commit waits for its WAL to reach the disk.
@@ -153,14 +235,17 @@ async fn run_batch(pool: &Pool, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
     ))
     .await
     .map_err(pg_err)?;
-    let mut failed = None;
     let mut jobs = Savepoints::new(&db, "job");
-    for job in batch.iter_mut() {
+    let mut failed = insert_spools(&mut jobs, batch).await.err();
+    for item in batch.iter_mut() {
+        let Item::Work(job) = item else { continue };
+        if failed.is_some() {
+            break;
+        }
         // A write's own error is its answer (its savepoint undone); an
         // error here means the transaction is gone.
         if let Err(e) = jobs.run(|db| job.run(db)).await {
             failed = Some(e);
-            break;
         }
     }
     let end = match &failed {
@@ -176,4 +261,57 @@ async fn run_batch(pool: &Pool, batch: &mut [Box<dyn WriteJob>]) -> Result<(), S
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Insert the batch's new spool rows: all in one statement, or, if it is
+/// refused, one by one (each in its savepoint: a bad row fails alone).
+/// `Err`: the transaction is gone.
+async fn insert_spools<'a>(
+    jobs: &mut Savepoints<'a>,
+    batch: &mut [Item],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut spools: Vec<&mut SpoolJob> = batch
+        .iter_mut()
+        .filter_map(|item| match item {
+            Item::Spool(job) => Some(&mut **job),
+            Item::Work(_) => None,
+        })
+        .collect();
+    if spools.is_empty() {
+        return Ok(());
+    }
+    for job in spools.iter_mut() {
+        job.received_at = now;
+    }
+    let all = {
+        let rows: Vec<SpoolInsert<'_>> = spools.iter().map(|job| job.insert()).collect();
+        jobs.run(|db| Box::pin(inbound::insert_spools(db, &rows)))
+            .await?
+    };
+    match all {
+        Ok(ids) => {
+            for (job, id) in spools.iter_mut().zip(ids) {
+                job.result = Some(Ok(id));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, rows = spools.len(), "spool rows refused together; one by one");
+            for job in spools.iter_mut() {
+                let row = job.insert();
+                let one = jobs
+                    .run(|db| {
+                        Box::pin(async move {
+                            let mut ids = inbound::insert_spools(db, &[row]).await?;
+                            ids.pop().ok_or_else(|| {
+                                StoreError::Failed("spool insert returned no id".into())
+                            })
+                        })
+                    })
+                    .await?;
+                job.result = Some(one);
+            }
+        }
+    }
+    Ok(())
 }
