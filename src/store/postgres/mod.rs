@@ -18,6 +18,7 @@
 #[cfg(test)]
 pub(crate) mod cluster;
 mod inbound;
+mod indexer;
 mod lease;
 mod listen;
 mod mailbox;
@@ -157,6 +158,8 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 pub struct PostgresStore {
     pool: Pool,
     writer: writer::Writer,
+    /// Indexes the words of stored messages for search (schema step 21).
+    _indexer: indexer::Indexer,
     /// What `status` shows as the store's path: host and database, never
     /// the user or password.
     describe: String,
@@ -196,10 +199,12 @@ impl PostgresStore {
             tls::connector(ca_file, tls::uses_tls(&config)).map_err(StoreError::Invalid)?;
         let listen_with = (config.clone(), connector);
         let pool = migrated_pool(config, ca_file, pool_size.max(2)).await?;
-        let writer = writer::Writer::start(pool.clone(), group_commit_max.max(1));
+        let indexer = indexer::Indexer::start(pool.clone());
+        let writer = writer::Writer::start(pool.clone(), group_commit_max.max(1), indexer.waker());
         Ok(PostgresStore {
             pool,
             writer,
+            _indexer: indexer,
             describe,
             node: Node::default(),
             listen_with,

@@ -800,6 +800,8 @@ async fn step_17_indexes_the_messages_already_stored() {
                        postdesk_search_query(TEXT[]), postdesk_message_body(TEXT, BIGINT, BIGINT),
                        postdesk_search_vector(TEXT, TEXT, TEXT), postdesk_search_text(TEXT);
          DROP INDEX tickets_counts;
+         DROP TABLE search_pending;
+         DROP FUNCTION postdesk_search_index(INTEGER, BOOLEAN);
          DELETE FROM postdesk_schema WHERE version >= 17;",
     );
     let s = open(&cluster).await;
@@ -842,6 +844,8 @@ async fn step_20_gives_the_search_rows_their_ticket() {
         &format!(
             "ALTER TABLE message_search DROP COLUMN ticket_id;
              {writers}
+             DROP TABLE search_pending;
+             DROP FUNCTION postdesk_search_index(INTEGER, BOOLEAN);
              DELETE FROM postdesk_schema WHERE version >= 20;"
         ),
     );
@@ -854,8 +858,76 @@ async fn step_20_gives_the_search_rows_their_ticket() {
     assert_eq!(search(&s, "c0@customer").await, [1]);
     let more = suite::spool_many(&s, 3).await;
     suite::apply_all(&s, vec![inbound(more[2], 2, suite::unassigned())]).await;
+    assert_eq!(
+        search(&s, "C 2").await,
+        [3],
+        "indexed after its transaction"
+    );
     assert_eq!(cluster.psql("postdesk", rows), "1:1,2:2,3:3|t");
-    assert_eq!(search(&s, "C 2").await, [3], "indexed by the trigger");
+}
+
+/// Messages are indexed for search after their transaction, by the
+/// node's indexer (no search needed); and a search waits for what an
+/// indexer is writing at that moment, so it finds every message
+/// committed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_indexed_after_commit_and_a_search_waits_for_the_indexer() {
+    let cluster = Cluster::start();
+    let s = Arc::new(open(&cluster).await);
+    let ids = suite::spool_many(&*s, 3).await;
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
+        .collect();
+    suite::apply_all(&*s, plans).await;
+    let state = "SELECT (SELECT COUNT(*) FROM message_search) || '/' || (SELECT COUNT(*) FROM search_pending)";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cluster.psql("postdesk", state) != "3/0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not indexed: {}",
+            cluster.psql("postdesk", state)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An indexer in the middle of indexing message 1: queued again, and
+    // locked by this transaction (retried if the node's indexer took it
+    // first).
+    let mut db = s.db().await.expect("db");
+    let tx = loop {
+        cluster.psql(
+            "postdesk",
+            "DELETE FROM message_search WHERE message_id = 1;
+             INSERT INTO search_pending (message_id) VALUES (1);",
+        );
+        let tx = db.transaction().await.expect("begin");
+        let held = tx
+            .query(
+                "SELECT 1 FROM search_pending WHERE message_id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .expect("lock");
+        if held.len() == 1 {
+            break tx;
+        }
+        tx.rollback().await.expect("rollback");
+    };
+    let searching = tokio::spawn({
+        let s = s.clone();
+        async move { search(&*s, "body 0").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !searching.is_finished(),
+        "the search did not wait for the indexer"
+    );
+    tx.query("SELECT postdesk_search_index(10, false)", &[])
+        .await
+        .expect("index");
+    tx.commit().await.expect("commit");
+    assert_eq!(searching.await.expect("search"), [1]);
 }
 
 /// Step 19 replaced the search folding by a cheaper one: every character

@@ -189,6 +189,8 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
         clauses.push(bind(&mut params, "c.email = #", c));
     }
     if !words.is_empty() {
+        // Every message committed before this search is in its index.
+        super::indexer::flush(db).await?;
         // The tsquery in a scalar subquery: computed once per page, whatever
         // plan reads `message_search` (as a plain call it would run for each
         // row a sequential scan filters).

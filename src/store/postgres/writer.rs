@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::inbound::{self, SpoolInsert};
 use super::sql::{BoxFut, Db, Savepoints};
@@ -147,10 +147,11 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Start the committer task; it stops when the last handle is dropped.
-    pub(super) fn start(pool: Pool, max: usize) -> Writer {
+    /// `committed` is woken after each commit (the search indexer).
+    pub(super) fn start(pool: Pool, max: usize, committed: Arc<Notify>) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(committer(pool, rx, max, commits.clone()));
+        tokio::spawn(committer(pool, rx, max, commits.clone(), committed));
         Writer { tx, commits }
     }
 
@@ -196,7 +197,13 @@ impl Writer {
     }
 }
 
-async fn committer(pool: Pool, mut rx: mpsc::Receiver<Item>, max: usize, commits: Arc<AtomicU64>) {
+async fn committer(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Item>,
+    max: usize,
+    commits: Arc<AtomicU64>,
+    committed: Arc<Notify>,
+) {
     let mut batch: Vec<Item> = Vec::with_capacity(max);
     while let Some(job) = rx.recv().await {
         batch.push(job);
@@ -210,6 +217,7 @@ async fn committer(pool: Pool, mut rx: mpsc::Receiver<Item>, max: usize, commits
         match &outcome {
             Ok(()) => {
                 commits.fetch_add(1, Ordering::Relaxed);
+                committed.notify_one();
                 metrics::counter!("postdesk_store_commits_total").increment(1);
                 metrics::histogram!("postdesk_store_commit_batch").record(batch.len() as f64);
             }
