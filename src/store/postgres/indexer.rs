@@ -20,6 +20,8 @@ use crate::store::StoreError;
 
 /// Messages indexed per statement.
 const BATCH: i32 = 500;
+/// How long a wake-up waits for more messages to be committed.
+const GATHER: Duration = Duration::from_millis(200);
 /// How often the queue is looked at without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -63,7 +65,11 @@ async fn run(pool: Pool, wake: Arc<Notify>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "search indexing failed; retrying"),
         }
-        let _ = tokio::time::timeout(POLL, wake.notified()).await;
+        if tokio::time::timeout(POLL, wake.notified()).await.is_ok() {
+            // Woken by a commit: let more gather, so that the index is
+            // written in fewer, larger transactions beside the committer's.
+            tokio::time::sleep(GATHER).await;
+        }
     }
 }
 
