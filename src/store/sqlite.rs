@@ -781,18 +781,7 @@ impl SpoolStore for SqliteStore {
             self.write(move |c| {
                 let received_at = now_ms();
                 let id = insert_spool(c, &msg, &hash, received_at)?;
-                Ok(SpoolEntry {
-                    id,
-                    received_at,
-                    source: msg.source,
-                    mail_from: msg.mail_from,
-                    rcpt_to: msg.rcpt_to,
-                    client_ip: msg.client_ip,
-                    helo: msg.helo,
-                    channel: msg.channel,
-                    raw: msg.raw,
-                    content_hash: hash,
-                })
+                Ok(SpoolEntry::stored(id, received_at, msg, hash))
             })
             .await
         })

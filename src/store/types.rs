@@ -88,6 +88,24 @@ pub struct SpoolEntry {
     pub content_hash: String,
 }
 
+impl SpoolEntry {
+    /// `msg` as stored: its id, when it was received and its content hash.
+    pub fn stored(id: SpoolId, received_at: i64, msg: NewSpool, content_hash: String) -> Self {
+        SpoolEntry {
+            id,
+            received_at,
+            source: msg.source,
+            mail_from: msg.mail_from,
+            rcpt_to: msg.rcpt_to,
+            client_ip: msg.client_ip,
+            helo: msg.helo,
+            channel: msg.channel,
+            raw: msg.raw,
+            content_hash,
+        }
+    }
+}
+
 /// A contact as parsed from mail: normalised email plus display name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContactRef {

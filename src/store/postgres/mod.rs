@@ -408,19 +408,7 @@ impl SpoolStore for PostgresStore {
                 .writer
                 .spool(writer::SpoolRow { msg, hash, claim })
                 .await?;
-            let msg = row.msg;
-            Ok(SpoolEntry {
-                id,
-                received_at,
-                source: msg.source,
-                mail_from: msg.mail_from,
-                rcpt_to: msg.rcpt_to,
-                client_ip: msg.client_ip,
-                helo: msg.helo,
-                channel: msg.channel,
-                raw: msg.raw,
-                content_hash: row.hash,
-            })
+            Ok(SpoolEntry::stored(id, received_at, row.msg, row.hash))
         })
     }
 

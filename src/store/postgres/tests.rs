@@ -774,6 +774,21 @@ async fn search(s: &dyn Store, words: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Two tickets of one message each (bodies stored by reference), indexed
+/// for search (as the trigger of steps 17 – 20 did in the message's
+/// transaction), by a store closed afterwards.
+async fn store_two_tickets(cluster: &Cluster) {
+    let s = open(cluster).await;
+    let ids = suite::spool_many(&s, 2).await;
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
+        .collect();
+    suite::apply_all(&s, plans).await;
+    assert_eq!(search(&s, "customer").await, [2, 1]);
+}
+
 /// Schema step 17 indexes the messages already stored: a database whose
 /// messages predate it (the step and its index undone here, as a store
 /// migrated by an older postdesk has them) is searchable once migrated,
@@ -782,15 +797,7 @@ async fn search(s: &dyn Store, words: &str) -> Vec<i64> {
 #[tokio::test]
 async fn step_17_indexes_the_messages_already_stored() {
     let cluster = Cluster::start();
-    let s = open(&cluster).await;
-    let ids = suite::spool_many(&s, 2).await;
-    let plans = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
-        .collect();
-    suite::apply_all(&s, plans).await;
-    drop(s);
+    store_two_tickets(&cluster).await;
     // A database at step 16: steps 17 and later undone.
     cluster.psql(
         "postdesk",
@@ -823,15 +830,7 @@ async fn step_17_indexes_the_messages_already_stored() {
 #[tokio::test]
 async fn step_20_gives_the_search_rows_their_ticket() {
     let cluster = Cluster::start();
-    let s = open(&cluster).await;
-    let ids = suite::spool_many(&s, 2).await;
-    let plans = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
-        .collect();
-    suite::apply_all(&s, plans).await;
-    drop(s);
+    store_two_tickets(&cluster).await;
     let step_17 = migrations::MIGRATION_17;
     let writers = &step_17[step_17
         .find("CREATE OR REPLACE FUNCTION postdesk_message_search")

@@ -985,16 +985,7 @@ async fn ticket_filters_search_their_index() {
     for (what, (sql, params), indexes) in queries {
         // Only the filters given are bound: no `?N IS NULL` left behind.
         assert!(!sql.contains("IS NULL OR"), "{what}: {sql}");
-        let plan = s
-            .read(move |c| {
-                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
-                    r.get::<_, String>(3)
-                })?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
-            .expect("plan");
+        let plan = query_plan(&s, sql, params).await;
         assert!(
             !plan.iter().any(|d| d.starts_with("SCAN t")),
             "{what}: {plan:?}"
@@ -1023,16 +1014,7 @@ async fn a_search_reads_tickets_off_its_index() {
         before: None,
         limit: 50,
     });
-    let plan = s
-        .read(move |c| {
-            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-            let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
-                r.get::<_, String>(3)
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-        .expect("plan");
+    let plan = query_plan(&s, sql, params).await;
     assert!(
         plan.iter()
             .any(|d| d.contains("message_search VIRTUAL TABLE")),
@@ -1117,4 +1099,21 @@ async fn migration_20_reindexes_the_messages_already_there() {
     let newest = found("toner").await;
     assert_eq!(newest.len(), 1);
     assert!(newest[0] > 2, "{newest:?}");
+}
+
+/// What `EXPLAIN QUERY PLAN` says of `sql` with `params`: one line a step.
+async fn query_plan(
+    s: &SqliteStore,
+    sql: String,
+    params: Vec<rusqlite::types::Value>,
+) -> Vec<String> {
+    s.read(move |c| {
+        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .await
+    .expect("plan")
 }
