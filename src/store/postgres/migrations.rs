@@ -596,7 +596,9 @@ ALTER TABLE message_search ALTER COLUMN ticket_id SET NOT NULL;
 /// (`wait`: also what an indexer is writing at that moment), so it finds
 /// every message committed before it. The index work commits without
 /// waiting for its flush: lost in a crash, it is undone whole — the
-/// queued rows with it — and done again.
+/// queued rows with it — and done again. A message whose words cannot be
+/// made (an error building them) is left out of the index with a
+/// warning in PostgreSQL's log, not retried forever ahead of the others.
 const MIGRATION_21: &str = r##"
 CREATE TABLE search_pending (
     message_id  BIGINT PRIMARY KEY
@@ -611,31 +613,58 @@ BEGIN
     RETURN NULL;
 END $$;
 
+CREATE FUNCTION postdesk_message_words(message BIGINT) RETURNS tsvector
+LANGUAGE sql STABLE AS $$
+    SELECT postdesk_search_vector(m.subject,
+                                  postdesk_message_body(m.text, m.spool_id, m.text_at),
+                                  concat_ws(' ', m.from_email, m.from_name, c.email, c.name))
+      FROM messages m JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+     WHERE m.id = message
+$$;
+
 CREATE FUNCTION postdesk_search_index(n INTEGER, wait BOOLEAN) RETURNS BIGINT
 LANGUAGE plpgsql AS $$
 DECLARE
-    added BIGINT;
+    lock TEXT := CASE WHEN wait THEN '' ELSE 'SKIP LOCKED' END;
+    added BIGINT := 0;
+    one BIGINT;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    EXECUTE format(
-        'WITH taken AS (
-             DELETE FROM search_pending WHERE message_id IN (
-                 SELECT message_id FROM search_pending ORDER BY message_id LIMIT $1
-                    FOR UPDATE %s)
-             RETURNING message_id),
-         added AS (
-             INSERT INTO message_search (message_id, ticket_id, words)
-             SELECT m.id, m.ticket_id,
-                    postdesk_search_vector(m.subject,
-                                           postdesk_message_body(m.text, m.spool_id, m.text_at),
-                                           concat_ws('' '', m.from_email, m.from_name, c.email, c.name))
-               FROM taken JOIN messages m ON m.id = taken.message_id
-               JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
-             ON CONFLICT (message_id) DO NOTHING
-             RETURNING 1)
-         SELECT COUNT(*) FROM added',
-        CASE WHEN wait THEN '' ELSE 'SKIP LOCKED' END)
-    INTO added USING n;
+    BEGIN
+        EXECUTE format(
+            'WITH taken AS (
+                 DELETE FROM search_pending WHERE message_id IN (
+                     SELECT message_id FROM search_pending ORDER BY message_id LIMIT $1
+                        FOR UPDATE %s)
+                 RETURNING message_id),
+             added AS (
+                 INSERT INTO message_search (message_id, ticket_id, words)
+                 SELECT m.id, m.ticket_id, postdesk_message_words(m.id)
+                   FROM taken JOIN messages m ON m.id = taken.message_id
+                 ON CONFLICT (message_id) DO NOTHING
+                 RETURNING 1)
+             SELECT COUNT(*) FROM added', lock)
+        INTO added USING n;
+        RETURN added;
+    EXCEPTION WHEN others THEN
+        -- A message whose words cannot be made: one by one below, so that
+        -- it alone is left out of the index instead of blocking the queue.
+        NULL;
+    END;
+    FOR one IN EXECUTE format(
+        'SELECT message_id FROM search_pending ORDER BY message_id LIMIT $1 FOR UPDATE %s', lock)
+        USING LEAST(n, 50)
+    LOOP
+        BEGIN
+            INSERT INTO message_search (message_id, ticket_id, words)
+            SELECT m.id, m.ticket_id, postdesk_message_words(m.id) FROM messages m WHERE m.id = one
+            ON CONFLICT (message_id) DO NOTHING;
+            added := added + 1;
+        EXCEPTION WHEN others THEN
+            RAISE WARNING 'postdesk: message % left out of the search index: %', one, SQLERRM;
+        END;
+        DELETE FROM search_pending WHERE message_id = one;
+    END LOOP;
     RETURN added;
 END $$;
 "##;

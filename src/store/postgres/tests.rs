@@ -808,7 +808,7 @@ async fn step_17_indexes_the_messages_already_stored() {
                        postdesk_search_vector(TEXT, TEXT, TEXT), postdesk_search_text(TEXT);
          DROP INDEX tickets_counts;
          DROP TABLE search_pending;
-         DROP FUNCTION postdesk_search_index(INTEGER, BOOLEAN);
+         DROP FUNCTION postdesk_search_index(INTEGER, BOOLEAN), postdesk_message_words(BIGINT);
          DELETE FROM postdesk_schema WHERE version >= 17;",
     );
     let s = open(&cluster).await;
@@ -844,7 +844,7 @@ async fn step_20_gives_the_search_rows_their_ticket() {
             "ALTER TABLE message_search DROP COLUMN ticket_id;
              {writers}
              DROP TABLE search_pending;
-             DROP FUNCTION postdesk_search_index(INTEGER, BOOLEAN);
+             DROP FUNCTION postdesk_search_index(INTEGER, BOOLEAN), postdesk_message_words(BIGINT);
              DELETE FROM postdesk_schema WHERE version >= 20;"
         ),
     );
@@ -927,6 +927,46 @@ async fn messages_are_indexed_after_commit_and_a_search_waits_for_the_indexer() 
         .expect("index");
     tx.commit().await.expect("commit");
     assert_eq!(searching.await.expect("search"), [1]);
+}
+
+/// A message whose words cannot be made (here: a folding that fails on
+/// its subject) is left out of the search index alone: the messages
+/// queued beside it are indexed, searches work, and the queue empties.
+#[tokio::test]
+async fn a_message_that_cannot_be_indexed_blocks_nothing() {
+    let cluster = Cluster::start();
+    let s = open(&cluster).await;
+    cluster.psql(
+        "postdesk",
+        "CREATE OR REPLACE FUNCTION postdesk_search_vector(subject TEXT, body TEXT, sender TEXT)
+         RETURNS tsvector LANGUAGE plpgsql AS $$
+         BEGIN
+             IF subject LIKE '%poison%' THEN RAISE EXCEPTION 'cannot fold'; END IF;
+             RETURN to_tsvector('simple', postdesk_search_text(concat_ws(' ', subject, body, sender)));
+         END $$;",
+    );
+    let ids = suite::spool_many(&s, 3).await;
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let mut p = inbound(*id, n, suite::unassigned());
+            if n == 0 {
+                p.messages[0].subject = "poison".into();
+            }
+            p
+        })
+        .collect();
+    suite::apply_all(&s, plans).await;
+    assert_eq!(search(&s, "customer").await, [3, 2]);
+    assert_eq!(
+        cluster.psql(
+            "postdesk",
+            "SELECT (SELECT string_agg(message_id::text, ',' ORDER BY message_id) FROM message_search)
+                 || '/' || (SELECT COUNT(*) FROM search_pending)"
+        ),
+        "2,3/0"
+    );
 }
 
 /// Step 19 replaced the search folding by a cheaper one: every character
