@@ -79,6 +79,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Jobs per group commit.",
     ),
     (
+        "postdesk_search_indexed_total",
+        Kind::Counter,
+        "Messages this node's search indexer added to the full-text index after their commit (PostgreSQL store).",
+    ),
+    (
         "postdesk_ingest_messages_total",
         Kind::Counter,
         "Messages ingested, by result (stored, duplicate).",
