@@ -79,6 +79,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Jobs per group commit.",
     ),
     (
+        "postdesk_search_pending",
+        Kind::Gauge,
+        "Stored messages not yet in the full-text index (PostgreSQL store; searches index them first).",
+    ),
+    (
         "postdesk_search_indexed_total",
         Kind::Counter,
         "Messages this node's search indexer added to the full-text index after their commit (PostgreSQL store).",

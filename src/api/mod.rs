@@ -190,6 +190,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
         let c = q.outbox;
         metrics::gauge!("postdesk_spool_pending").set(q.spool_pending as f64);
         metrics::gauge!("postdesk_spool_failed").set(q.spool_failed as f64);
+        metrics::gauge!("postdesk_search_pending").set(q.search_pending as f64);
         metrics::gauge!("postdesk_outbox_queued").set(c.queued as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "queued").set(c.queued as f64);
         metrics::gauge!("postdesk_outbox_depth", "state" => "sent").set(c.sent as f64);

@@ -746,6 +746,7 @@ fn queues(conn: &Connection) -> Result<Queues, StoreError> {
         spool_pending: count(conn, QUEUE_COUNTS[0])?,
         spool_failed: count(conn, QUEUE_COUNTS[1])?,
         outbox: ob::outbox_counts(conn)?,
+        search_pending: 0,
     })
 }
 

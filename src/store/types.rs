@@ -359,6 +359,9 @@ pub struct Queues {
     /// Spool entries ingest gave up on (kept for `postdesk status`).
     pub spool_failed: i64,
     pub outbox: crate::store::OutboxCounts,
+    /// Messages waiting for the search indexer (PostgreSQL; SQLite indexes
+    /// a message with it: always 0).
+    pub search_pending: i64,
 }
 
 /// Store-wide counts for `status`.

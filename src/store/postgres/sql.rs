@@ -168,12 +168,14 @@ pub(crate) fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
-/// The spool's and the outbox's queues: partial indexes and `outbox_tally`.
+/// The spool's, the outbox's and the search indexer's queues: partial
+/// indexes, `outbox_tally` and `search_pending` (small: emptied as it fills).
 pub(crate) async fn queues(db: &Db) -> Result<Queues, StoreError> {
     Ok(Queues {
         spool_pending: count(db, "SELECT COUNT(*) FROM spool WHERE state = 'pending'").await?,
         spool_failed: count(db, "SELECT COUNT(*) FROM spool WHERE state = 'failed'").await?,
         outbox: outbox_counts(db).await?,
+        search_pending: count(db, "SELECT COUNT(*) FROM search_pending").await?,
     })
 }
 

@@ -667,7 +667,12 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         "by_contact": by_contact.len(),
         "details": details,
         "status": status,
-        "queues": s.queues().await.expect("queues"),
+        // The search queue is PostgreSQL's alone (its indexer's timing): not
+        // compared.
+        "queues": Queues {
+            search_pending: 0,
+            ..s.queues().await.expect("queues")
+        },
     });
     without_times(value)
 }
@@ -913,6 +918,7 @@ async fn messages_are_indexed_after_commit_and_a_search_waits_for_the_indexer() 
         }
         tx.rollback().await.expect("rollback");
     };
+    assert_eq!(s.queues().await.expect("queues").search_pending, 1);
     let searching = tokio::spawn({
         let s = s.clone();
         async move { search(&*s, "body 0").await }
