@@ -86,7 +86,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "postdesk_search_indexed_total",
         Kind::Counter,
-        "Messages this node's search indexer added to the full-text index after their commit (PostgreSQL store).",
+        "Messages this node's search indexer took off its queue after their commit: indexed, or left out as unindexable (PostgreSQL store).",
     ),
     (
         "postdesk_ingest_messages_total",

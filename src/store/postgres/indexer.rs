@@ -20,6 +20,8 @@ use crate::store::StoreError;
 
 /// Messages indexed per statement.
 const BATCH: i32 = 500;
+/// Most rounds of [`flush`] before a search (50,000 messages).
+const FLUSH_ROUNDS: usize = 100;
 /// How long a wake-up waits for more messages to be committed.
 const GATHER: Duration = Duration::from_millis(200);
 /// How often the queue is looked at without a wake-up.
@@ -74,7 +76,7 @@ async fn run(pool: Pool, wake: Arc<Notify>) {
 }
 
 /// Index up to `n` queued messages in one statement (its own transaction);
-/// how many were indexed. `wait`: also those another indexer is writing
+/// how many were taken off the queue (indexed, or left out as unindexable). `wait`: also those another indexer is writing
 /// at this moment (waiting for it), so that everything committed before
 /// is indexed after.
 async fn index(db: &Db, n: i32, wait: bool) -> Result<i64, StoreError> {
@@ -84,8 +86,15 @@ async fn index(db: &Db, n: i32, wait: bool) -> Result<i64, StoreError> {
     }
 }
 
-/// Index every message still queued, before a search reads the index.
+/// Index every message still queued, before a search reads the index:
+/// until the queue is empty (a round may take fewer than asked while
+/// more are queued: one by one, after a message that cannot be indexed),
+/// at most `FLUSH_ROUNDS` rounds while other nodes keep adding.
 pub(super) async fn flush(db: &Db) -> Result<(), StoreError> {
-    while index(db, BATCH, true).await? >= i64::from(BATCH) {}
+    for _ in 0..FLUSH_ROUNDS {
+        if index(db, BATCH, true).await? == 0 {
+            break;
+        }
+    }
     Ok(())
 }

@@ -626,7 +626,7 @@ CREATE FUNCTION postdesk_search_index(n INTEGER, wait BOOLEAN) RETURNS BIGINT
 LANGUAGE plpgsql AS $$
 DECLARE
     lock TEXT := CASE WHEN wait THEN '' ELSE 'SKIP LOCKED' END;
-    added BIGINT := 0;
+    taken BIGINT := 0;
     one BIGINT;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
@@ -643,9 +643,9 @@ BEGIN
                    FROM taken JOIN messages m ON m.id = taken.message_id
                  ON CONFLICT (message_id) DO NOTHING
                  RETURNING 1)
-             SELECT COUNT(*) FROM added', lock)
-        INTO added USING n;
-        RETURN added;
+             SELECT COUNT(*) FROM taken', lock)
+        INTO taken USING n;
+        RETURN taken;
     EXCEPTION WHEN others THEN
         -- A message whose words cannot be made: one by one below, so that
         -- it alone is left out of the index instead of blocking the queue.
@@ -659,13 +659,13 @@ BEGIN
             INSERT INTO message_search (message_id, ticket_id, words)
             SELECT m.id, m.ticket_id, postdesk_message_words(m.id) FROM messages m WHERE m.id = one
             ON CONFLICT (message_id) DO NOTHING;
-            added := added + 1;
         EXCEPTION WHEN others THEN
             RAISE WARNING 'postdesk: message % left out of the search index: %', one, SQLERRM;
         END;
         DELETE FROM search_pending WHERE message_id = one;
+        taken := taken + 1;
     END LOOP;
-    RETURN added;
+    RETURN taken;
 END $$;
 "##;
 

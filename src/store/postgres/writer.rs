@@ -309,12 +309,13 @@ async fn insert_spools<'a>(
                 let row = job.insert();
                 let one = jobs
                     .run(|db| {
-                        Box::pin(async move {
-                            let mut ids = inbound::insert_spools(db, &[row]).await?;
-                            ids.pop().ok_or_else(|| {
-                                StoreError::Failed("spool insert returned no id".into())
-                            })
-                        })
+                        Box::pin(inbound::insert_claimed_spool(
+                            db,
+                            row.msg,
+                            row.hash,
+                            row.received_at,
+                            row.claim,
+                        ))
                     })
                     .await?;
                 job.result = Some(one);
