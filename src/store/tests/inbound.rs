@@ -217,6 +217,71 @@ pub(crate) async fn a_reused_message_id_from_another_sender_is_not_a_duplicate(s
     assert_eq!(apply_all(s, vec![follow]).await, [(2, false)]);
 }
 
+/// Plans applied together (one ingest round) see what the plans before
+/// them wrote, as if applied one by one: a message twice in one round is
+/// one ticket, a contact created by one plan is renamed by the next, and a
+/// spool entry twice in one round is applied once. (A backend that reads
+/// ahead for the whole round must notice what the round wrote since.)
+pub(crate) async fn plans_applied_together_see_what_the_earlier_ones_wrote(s: &dyn Store) {
+    let ids = spool_many(s, 8).await;
+    let quiet = |spool, n| {
+        let mut p = inbound(spool, n, unassigned());
+        p.messages[0].contact.name = Some("Unproven Name".into());
+        p.messages[0].name_verified = false;
+        p
+    };
+    let mut renaming = inbound(ids[1], 1, unassigned());
+    renaming.messages[0].dedupe_key = "mid:other@customer.example".into();
+    renaming.messages[0].contact.name = Some("Carol Cooper".into());
+    // The same spool entry as the first plan, carrying another message: a
+    // second copy of an entry writes nothing, whatever it carries.
+    let mut again = inbound(ids[0], 2, unassigned());
+    again.messages[0].dedupe_key = "mid:again@customer.example".into();
+    let out = s
+        .apply_inbound(
+            vec![quiet(ids[0], 1), renaming, quiet(ids[2], 1), again],
+            decide,
+        )
+        .await
+        .expect("apply");
+    let d: Vec<Vec<(i64, bool, bool)>> = out
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .expect("ok")
+                .delivered
+                .iter()
+                .map(|d| (d.ticket.0, d.created, d.duplicate))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        d,
+        [
+            vec![(1, true, false)],
+            vec![(2, true, false)],
+            vec![(1, false, true)],
+            vec![],
+        ]
+    );
+    let st = s.status().await.expect("status");
+    assert_eq!((st.tickets, st.messages, st.contacts), (2, 2, 1));
+    let names: Vec<(String, Option<String>)> = s
+        .list_contacts()
+        .await
+        .expect("contacts")
+        .into_iter()
+        .map(|c| (c.email, c.name))
+        .collect();
+    assert_eq!(
+        names,
+        [(
+            "c1@customer.example".to_string(),
+            Some("Carol Cooper".to_string())
+        )]
+    );
+}
+
 /// A forged mail must not rename a customer; mail proven to be theirs may.
 pub(crate) async fn only_verified_mail_renames_a_contact(s: &dyn Store) {
     let ids = spool_many(s, 8).await;

@@ -80,6 +80,7 @@ macro_rules! conformance {
             whom_the_contact_copied_may_continue_the_thread,
             a_reused_message_id_from_another_sender_is_not_a_duplicate,
             only_verified_mail_renames_a_contact,
+            plans_applied_together_see_what_the_earlier_ones_wrote,
             balancing_spreads_by_open_tickets_then_least_recent,
             the_contact_filter_ignores_case_and_spaces,
             contact_owner_routing,
