@@ -357,13 +357,7 @@ pub async fn create(
             "text too long",
         ));
     }
-    let name = body
-        .contact
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
-        .map(str::to_string);
+    let name = crate::mail::typed_name(body.contact.name.as_deref());
     let id = match &idempotency_key {
         Some(k) => format!("{}:{k}", user.id),
         None => {

@@ -99,30 +99,8 @@ enum Command {
         clap::ArgGroup::new("body").required(true).multiple(true).args(["text", "html"])
     ))]
     Reply {
-        /// The ticket number.
-        number: i64,
-        /// The agent (user id) the reply is from.
-        #[arg(long = "as", value_name = "USER_ID")]
-        as_user: String,
-        /// Plain-text body (this, --html, or both).
-        #[arg(long)]
-        text: Option<String>,
-        /// HTML body (a text part is made from it when --text is absent).
-        #[arg(long)]
-        html: Option<String>,
-        /// Subject instead of `Re: <ticket subject>` (the `[#N]` token is kept).
-        #[arg(long)]
-        subject: Option<String>,
-        /// Attach a file (repeatable).
-        #[arg(long = "attach", value_name = "FILE")]
-        attach: Vec<PathBuf>,
-        /// Cc the ticket's other participants.
-        #[arg(long)]
-        cc_thread: bool,
-        /// Quote the ticket's last customer message, inline images included
-        /// (`true`/`false`; default: `[outbound] quote_history`).
-        #[arg(long, value_name = "BOOL")]
-        quote_history: Option<bool>,
+        #[command(flatten)]
+        reply: tickets::Reply,
         /// Print JSON (for scripts).
         #[arg(long)]
         json: bool,
@@ -475,29 +453,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
         }) => contacts::owner(config, email, user).await,
         Command::Channels(cmd) => channels::channels(cmd, config).await,
         Command::Users(cmd) => users::users(cmd, config).await,
-        Command::Reply {
-            number,
-            as_user,
-            text,
-            html,
-            subject,
-            attach,
-            cc_thread,
-            quote_history,
-            json,
-        } => {
-            let reply = tickets::Reply {
-                number,
-                as_user,
-                text,
-                html,
-                subject,
-                attach,
-                cc_thread,
-                quote_history,
-            };
-            tickets::reply(config, reply, json).await
-        }
+        Command::Reply { reply, json } => tickets::reply(config, reply, json).await,
         Command::Compose {
             channel,
             to,
@@ -531,5 +487,18 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             json,
             peer,
         } => resolve::resolve(file, channel, config, json, peer).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap's own checks of the whole command tree (unique names and
+    /// groups, valid defaults), which it otherwise makes only when a
+    /// subcommand is first parsed — at a user's prompt.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -116,14 +116,32 @@ pub(super) async fn show(config: Config, number: i64, json: bool) -> Result<()> 
 }
 
 /// `reply`'s arguments.
+#[derive(clap::Args)]
+#[group(skip)]
 pub(super) struct Reply {
+    /// The ticket number.
     pub number: i64,
+    /// The agent (user id) the reply is from.
+    #[arg(long = "as", value_name = "USER_ID")]
     pub as_user: String,
+    /// Plain-text body (this, --html, or both).
+    #[arg(long)]
     pub text: Option<String>,
+    /// HTML body (a text part is made from it when --text is absent).
+    #[arg(long)]
     pub html: Option<String>,
+    /// Subject instead of `Re: <ticket subject>` (the `[#N]` token is kept).
+    #[arg(long)]
     pub subject: Option<String>,
+    /// Attach a file (repeatable).
+    #[arg(long = "attach", value_name = "FILE")]
     pub attach: Vec<PathBuf>,
+    /// Cc the ticket's other participants.
+    #[arg(long)]
     pub cc_thread: bool,
+    /// Quote the ticket's last customer message, inline images included
+    /// (`true`/`false`; default: `[outbound] quote_history`).
+    #[arg(long, value_name = "BOOL")]
     pub quote_history: Option<bool>,
 }
 

@@ -88,6 +88,15 @@ pub fn is_valid_email(s: &str) -> bool {
         })
 }
 
+/// A display name an agent typed for a contact: trimmed; `None` when empty
+/// or when it holds a control character (a line break would end the header
+/// it is written into).
+pub fn typed_name(name: Option<&str>) -> Option<String> {
+    name.map(str::trim)
+        .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +137,13 @@ mod tests {
         }
         assert_eq!(normalize_email(" <Ann@Acme.Example> "), "ann@acme.example");
         assert_eq!(normalize_email("Ann Agent"), "ann agent");
+    }
+
+    #[test]
+    fn a_typed_name_is_trimmed_and_one_line() {
+        assert_eq!(typed_name(Some("  Carol  ")).as_deref(), Some("Carol"));
+        assert_eq!(typed_name(Some("   ")), None);
+        assert_eq!(typed_name(Some("Carol\r\nBcc: x@evil.example")), None);
+        assert_eq!(typed_name(None), None);
     }
 }

@@ -13,7 +13,7 @@ pub mod random;
 pub mod subject;
 pub mod tags;
 
-pub use address::{Email, email_of, is_valid_email, normalize_email};
+pub use address::{Email, email_of, is_valid_email, normalize_email, typed_name};
 pub use random::random_bytes;
 
 /// A Message-ID as stored and compared: without angle brackets, surrounding

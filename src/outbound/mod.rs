@@ -215,13 +215,7 @@ impl Outbound {
                 "text over {MAX_BODY_BYTES} bytes"
             )));
         }
-        let name = req
-            .contact
-            .name
-            .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
-            .map(str::to_string);
+        let name = crate::mail::typed_name(req.contact.name.as_deref());
         let ticket = plan(&config, channel, &subject, &req.text, &email);
         let number = self
             .store

@@ -144,13 +144,10 @@ pub async fn set_channel(
     Path(id): Path<String>,
     posted: Posted<SwitchForm>,
 ) -> Response {
-    let lang = Lang::of(&headers);
-    let user = posted.agent.auth_user();
-    let enabled = posted.form.enabled == "1";
-    match crate::api::actions::set_channel_enabled(&s, &user, &id, enabled).await {
-        Ok(()) => Redirect::to("/admin").into_response(),
-        Err(e) => super::error_page(lang, &e),
-    }
+    let on = posted.form.enabled == "1";
+    let done =
+        crate::api::actions::set_channel_enabled(&s, &posted.agent.auth_user(), &id, on).await;
+    switched(&headers, done, "/admin")
 }
 
 pub async fn set_availability(
@@ -159,11 +156,16 @@ pub async fn set_availability(
     Path(id): Path<String>,
     posted: Posted<SwitchForm>,
 ) -> Response {
-    let lang = Lang::of(&headers);
-    let user = posted.agent.auth_user();
-    let available = posted.form.enabled == "1";
-    match crate::api::actions::set_availability(&s, &user, &id, available).await {
-        Ok(_) => Redirect::to(&back(&headers, "/")).into_response(),
-        Err(e) => super::error_page(lang, &e),
+    let on = posted.form.enabled == "1";
+    let done = crate::api::actions::set_availability(&s, &posted.agent.auth_user(), &id, on).await;
+    switched(&headers, done, &back(&headers, "/"))
+}
+
+/// The answer to a switch posted from a page: back to `to` once done, else
+/// the error's page in the reader's language.
+fn switched<T>(headers: &HeaderMap, done: Result<T, ApiError>, to: &str) -> Response {
+    match done {
+        Ok(_) => Redirect::to(to).into_response(),
+        Err(e) => super::error_page(Lang::of(headers), &e),
     }
 }
