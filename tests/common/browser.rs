@@ -153,13 +153,23 @@ impl Browser {
         });
     }
 
-    /// The visible text of the element at `css`.
+    /// The visible text of the element at `css`. A live page may replace
+    /// the element between finding and reading it (a stale reference):
+    /// then it is found again, a few times.
     pub fn text(&self, css: &str) -> String {
         self.rt.block_on(async {
-            let e = self.find(css).await;
-            e.text()
-                .await
-                .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+            let mut tries = 0;
+            loop {
+                let e = self.find(css).await;
+                match e.text().await {
+                    Ok(t) => return t,
+                    Err(err) if tries < 5 && err.to_string().contains("stale element") => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(err) => panic!("text of {css}: {err}"),
+                }
+            }
         })
     }
 
