@@ -6,6 +6,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -94,33 +96,42 @@ impl Browser {
             .to_string()
     }
 
+    /// Do `act` to the element at `css` (panics with `what` and the
+    /// selector when it fails). A live page may replace the element between
+    /// finding it and acting on it (a stale reference: the command did
+    /// nothing): then it is found again, up to five times.
+    fn on<T, F, Fut>(&self, css: &str, what: &str, act: F) -> T
+    where
+        F: Fn(Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CmdError>>,
+    {
+        self.rt.block_on(async {
+            let mut tries = 0;
+            loop {
+                match act(self.find(css).await).await {
+                    Ok(t) => return t,
+                    Err(e) if tries < 5 && e.is_stale_element_reference() => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("{what} {css}: {e}"),
+                }
+            }
+        })
+    }
+
     /// Type `text` into the element at `css`.
     pub fn fill(&self, css: &str, text: &str) {
-        self.rt.block_on(async {
-            let e = self.find(css).await;
-            e.send_keys(text)
-                .await
-                .unwrap_or_else(|e| panic!("type into {css}: {e}"));
-        });
+        self.on(css, "type into", |e| async move { e.send_keys(text).await });
     }
 
     /// Empty the input at `css`.
     pub fn clear(&self, css: &str) {
-        self.rt.block_on(async {
-            let e = self.find(css).await;
-            e.clear()
-                .await
-                .unwrap_or_else(|e| panic!("clear {css}: {e}"));
-        });
+        self.on(css, "clear", |e| async move { e.clear().await });
     }
 
     pub fn click(&self, css: &str) {
-        self.rt.block_on(async {
-            let e = self.find(css).await;
-            e.click()
-                .await
-                .unwrap_or_else(|e| panic!("click {css}: {e}"));
-        });
+        self.on(css, "click", |e| async move { e.click().await.map(drop) });
     }
 
     /// Click `css` (a link or a submit button) and wait until the page it
@@ -145,32 +156,15 @@ impl Browser {
 
     /// Choose the option with `value` in the select at `css`.
     pub fn select(&self, css: &str, value: &str) {
-        self.rt.block_on(async {
-            let e = self.find(css).await;
-            e.select_by_value(value)
-                .await
-                .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+        let what = format!("select {value} in");
+        self.on(css, &what, |e| async move {
+            e.select_by_value(value).await.map(drop)
         });
     }
 
-    /// The visible text of the element at `css`. A live page may replace
-    /// the element between finding and reading it (a stale reference):
-    /// then it is found again, a few times.
+    /// The visible text of the element at `css`.
     pub fn text(&self, css: &str) -> String {
-        self.rt.block_on(async {
-            let mut tries = 0;
-            loop {
-                let e = self.find(css).await;
-                match e.text().await {
-                    Ok(t) => return t,
-                    Err(err) if tries < 5 && err.to_string().contains("stale element") => {
-                        tries += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    Err(err) => panic!("text of {css}: {err}"),
-                }
-            }
-        })
+        self.on(css, "text of", |e| async move { e.text().await })
     }
 
     /// How many elements match `css` now.

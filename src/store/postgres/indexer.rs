@@ -76,9 +76,10 @@ async fn run(pool: Pool, wake: Arc<Notify>) {
 }
 
 /// Index up to `n` queued messages in one statement (its own transaction);
-/// how many were taken off the queue (indexed, or left out as unindexable). `wait`: also those another indexer is writing
-/// at this moment (waiting for it), so that everything committed before
-/// is indexed after.
+/// how many were taken off the queue (indexed, or left out as
+/// unindexable). `wait`: also those another indexer is writing at this
+/// moment (waiting for it), so that everything committed before is indexed
+/// after.
 async fn index(db: &Db, n: i32, wait: bool) -> Result<i64, StoreError> {
     match row(db, "SELECT postdesk_search_index($1, $2)", &[&n, &wait]).await? {
         Some(r) => col(&r, 0),
