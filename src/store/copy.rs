@@ -144,7 +144,7 @@ pub async fn copy_store(
     say: &mut dyn FnMut(String),
 ) -> Result<CopyReport, CopyError> {
     let src = open_source(source)?;
-    let db = open_target(target).await?;
+    let mut db = open_target(target).await?;
     let sqlite_version: i64 = src.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let pg_version: i32 = db
         .query_one("SELECT COALESCE(MAX(version), 0) FROM postdesk_schema", &[])
@@ -173,7 +173,7 @@ pub async fn copy_store(
             copy_table(&src, &db, t, options, &mut batches, say).await?;
         }
         set_sequences(&db, &plan.tables).await?;
-        fill_search(&db, say).await?;
+        fill_search(&mut db, say).await?;
     }
     let rows = verify(&src, &db, &plan.tables, say).await?;
     if !already {
@@ -569,11 +569,8 @@ async fn set_sequences(db: &Object, tables: &[Table]) -> Result<(), CopyError> {
 /// The web inbox's search index (`message_search`, PostgreSQL's own: not
 /// copied) filled for the copied messages, whose insert trigger was off.
 /// Messages already indexed are left: a resumed run adds the rest.
-async fn fill_search(db: &Object, say: &mut dyn FnMut(String)) -> Result<(), CopyError> {
-    let n: i64 = db
-        .query_one("SELECT postdesk_search_fill()", &[])
-        .await?
-        .get(0);
+async fn fill_search(db: &mut Object, say: &mut dyn FnMut(String)) -> Result<(), CopyError> {
+    let n = crate::store::postgres::index_missing(db).await?;
     say(format!("message_search: {n} messages indexed"));
     Ok(())
 }

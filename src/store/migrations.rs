@@ -242,4 +242,8 @@ CREATE TABLE compose_keys (
     // 22: nothing on SQLite. PostgreSQL's step 22 compresses raw spool
     //     bytes and bodies with lz4 (SQLite stores them uncompressed).
     "",
+    // 23: nothing on SQLite. PostgreSQL's step 23 has postdesk make the
+    //     search words instead of the server (SQLite's FTS5 makes them in
+    //     process already).
+    "",
 ];

@@ -30,6 +30,7 @@ mod sql;
 mod tickets;
 pub mod tls;
 mod web;
+mod words;
 mod writer;
 
 #[cfg(test)]
@@ -41,6 +42,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 
+pub(crate) use indexer::index_missing;
 pub use migrations::MIGRATIONS;
 pub use nodes::Node;
 
@@ -799,7 +801,7 @@ impl WebStore for PostgresStore {
     }
 
     fn inbox(&self, query: InboxQuery) -> StoreFuture<'_, Vec<TicketSummary>> {
-        Box::pin(async move { web::inbox(&*self.db().await?, &query).await })
+        Box::pin(async move { web::inbox(&mut self.db().await?, &query).await })
     }
 
     fn inbox_counts(&self, user: String) -> StoreFuture<'_, InboxCounts> {

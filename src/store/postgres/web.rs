@@ -2,11 +2,11 @@
 //! one-time sign-in links, the inbox's pages and counts, a message's HTML
 //! and the activity counter — what `store/web.rs` does for SQLite, same
 //! rules. Full-text search reads `message_search` (schema step 17: a
-//! `tsvector` per message, kept by a trigger): the words typed, split as
-//! [`crate::store::search_words`] splits them for SQLite, are bound as one
-//! `text[]` parameter and turned into a `tsquery` by the database's
-//! `postdesk_search_query` — never spliced into the SQL nor parsed as
-//! query syntax.
+//! `tsvector` per message, written by the indexer): the words typed, split
+//! as [`crate::store::search_words`] splits them for SQLite, are folded and
+//! made a `tsquery` by [`super::words::query`] (each part a quoted lexeme,
+//! so nothing typed is read as query syntax) and bound as one parameter —
+//! never spliced into the SQL.
 
 use tokio_postgres::types::ToSql;
 
@@ -152,7 +152,10 @@ pub(super) async fn use_signin_link(
 
 /// One page of an inbox view. The WHERE clause holds only the filters
 /// given, each with a bound parameter.
-pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>, StoreError> {
+pub(super) async fn inbox(
+    db: &mut deadpool_postgres::Object,
+    q: &InboxQuery,
+) -> Result<Vec<TicketSummary>, StoreError> {
     let words: Vec<String> = q
         .search
         .as_deref()
@@ -161,6 +164,9 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
         .into_iter()
         .map(str::to_string)
         .collect();
+    // `None` inside: words typed, none with a letter or digit to look
+    // for (the query is NULL: nothing matches).
+    let search = (!words.is_empty()).then(|| super::words::query(&words));
     let contact = q.contact.as_deref().map(crate::mail::normalize_email);
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let open = format!("COALESCE(t.status, '') NOT IN {CLOSED}");
@@ -188,17 +194,17 @@ pub(super) async fn inbox(db: &Db, q: &InboxQuery) -> Result<Vec<TicketSummary>,
     if let Some(c) = &contact {
         clauses.push(bind(&mut params, "c.email = #", c));
     }
-    if !words.is_empty() {
+    if let Some(tsquery) = &search {
         // Every message committed before this search is in its index.
         super::indexer::flush(db).await?;
         // The tsquery in a scalar subquery: computed once per page, whatever
-        // plan reads `message_search` (as a plain call it would run for each
-        // row a sequential scan filters).
+        // plan reads `message_search` (as a plain cast it would be made for
+        // each row a sequential scan filters).
         clauses.push(bind(
             &mut params,
             "t.id IN (SELECT s.ticket_id FROM message_search s
-                       WHERE s.words @@ (SELECT postdesk_search_query(#::text[])))",
-            &words,
+                       WHERE s.words @@ (SELECT #::text::tsquery))",
+            tsquery,
         ));
     }
     if let Some((at, id)) = &q.before {
