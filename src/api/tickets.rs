@@ -311,9 +311,6 @@ pub async fn compose(
     Ok((status, Json(queued)))
 }
 
-/// Longest ticket subject accepted (RFC 5322's line limit).
-const MAX_SUBJECT: usize = 998;
-
 /// `POST /api/v1/tickets`: open a ticket for an integration (chat, phone…).
 /// Routing and the channel's ticket properties apply as for mail. With an
 /// `Idempotency-Key` header, a retried request answers 200 with the ticket
@@ -334,30 +331,22 @@ pub async fn create(
         format!("channel {:?} is disabled", channel.id)
     })
     .await?;
-    let email = crate::mail::normalize_email(&body.contact.email);
-    if !crate::mail::is_valid_email(&email) {
-        return Err(ApiError::bad_request(format!(
-            "contact.email {:?} is not a valid email address",
-            body.contact.email
-        )));
-    }
-    let subject = body.subject.trim();
-    if subject.is_empty() || subject.len() > MAX_SUBJECT || subject.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "subject must be 1-{MAX_SUBJECT} bytes on one line"
-        )));
-    }
-    if body.text.trim().is_empty() {
-        return Err(ApiError::bad_request("text is empty"));
-    }
-    if body.text.len() > crate::outbound::MAX_BODY_BYTES {
-        return Err(ApiError::new(
+    let typed = crate::mail::check_opening(
+        &body.contact.email,
+        body.contact.name.as_deref(),
+        &body.subject,
+        &body.text,
+    )
+    .map_err(|e| match e {
+        crate::mail::OpeningError::TextTooLong => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            "text too long",
-        ));
-    }
-    let name = crate::mail::typed_name(body.contact.name.as_deref());
+            e.to_string(),
+        ),
+        crate::mail::OpeningError::Email(_) => ApiError::bad_request(format!("contact.email: {e}")),
+        _ => ApiError::bad_request(e.to_string()),
+    })?;
+    let email = typed.email;
     let id = match &idempotency_key {
         Some(k) => format!("{}:{k}", user.id),
         None => {
@@ -374,9 +363,9 @@ pub async fn create(
         },
         contact: crate::store::ContactRef {
             email: email.clone(),
-            name,
+            name: typed.name,
         },
-        subject: subject.to_string(),
+        subject: typed.subject,
         text: body.text.clone(),
         fields: Default::default(),
         spool: crate::store::NewSpool {

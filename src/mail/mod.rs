@@ -2,6 +2,7 @@
 //! imports no other postdesk module.
 //!
 //! Owns: [`address`] (email addresses keyed one way, and judged), [`html`] (HTML bodies as text, for resolution and replies), [`language`] (language codes),
+//! [`opening`] (a new ticket's contact, subject and text as a person types them, checked),
 //! [`subject`] (reply and forward prefixes in many languages), [`random`] (unpredictable bytes for secrets, tags and Message-IDs)
 //! and [`tags`] (the signed tags that let postdesk recognise its own mail
 //! when it comes back: notices and replies), and [`without_nul`].
@@ -9,11 +10,13 @@
 pub mod address;
 pub mod html;
 pub mod language;
+pub mod opening;
 pub mod random;
 pub mod subject;
 pub mod tags;
 
 pub use address::{Email, email_of, is_valid_email, normalize_email, typed_name};
+pub use opening::{OpeningError, check_opening};
 pub use random::random_bytes;
 
 /// A Message-ID as stored and compared: without angle brackets, surrounding

@@ -60,8 +60,8 @@ pub use compose::{Attachment, ComposeError};
 
 /// Largest total attachment size in one reply (bytes).
 pub const MAX_ATTACHMENTS_BYTES: usize = 20 * 1024 * 1024;
-/// Longest reply body (text or HTML), bytes.
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Longest reply body (text or HTML), bytes: a new ticket's longest text.
+pub const MAX_BODY_BYTES: usize = crate::mail::opening::MAX_TEXT_BYTES;
 
 /// Why a reply was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -98,8 +98,14 @@ pub struct ComposeRequest {
     pub idempotency_key: Option<String>,
 }
 
-/// Longest subject of a new email (RFC 5322's line limit).
-pub const MAX_SUBJECT: usize = 998;
+impl From<crate::mail::OpeningError> for OutboundError {
+    fn from(e: crate::mail::OpeningError) -> Self {
+        match e {
+            crate::mail::OpeningError::TextTooLong => OutboundError::TooLarge(e.to_string()),
+            other => OutboundError::Invalid(other.to_string()),
+        }
+    }
+}
 
 impl From<StoreError> for OutboundError {
     fn from(e: StoreError) -> Self {
@@ -183,39 +189,21 @@ impl Outbound {
         if config.user(&req.author).is_none() {
             return Err(OutboundError::UnknownUser(req.author));
         }
-        let email = crate::mail::normalize_email(&req.contact.email);
-        if !crate::mail::is_valid_email(&email) {
-            return Err(OutboundError::Invalid(format!(
-                "{:?} is not a valid email address",
-                req.contact.email
-            )));
-        }
+        let typed = crate::mail::check_opening(
+            &req.contact.email,
+            req.contact.name.as_deref(),
+            &req.subject,
+            &req.text,
+        )?;
+        let (email, name, subject) = (typed.email, typed.name, typed.subject);
         if config.channel_for_recipient(&email).is_some() {
             return Err(OutboundError::Invalid(format!(
                 "{email} is one of our own channel addresses"
             )));
         }
-        let subject = req.subject.trim().to_string();
-        if subject.is_empty()
-            || subject.len() > MAX_SUBJECT
-            || subject.chars().any(char::is_control)
-        {
-            return Err(OutboundError::Invalid(format!(
-                "the subject must be 1-{MAX_SUBJECT} bytes on one line"
-            )));
-        }
-        if req.text.trim().is_empty() {
-            return Err(OutboundError::Invalid("the text is empty".into()));
-        }
         if let Some(k) = &req.idempotency_key {
             compose::check_agent_header("idempotency key", k, 200)?;
         }
-        if req.text.len() > MAX_BODY_BYTES {
-            return Err(OutboundError::TooLarge(format!(
-                "text over {MAX_BODY_BYTES} bytes"
-            )));
-        }
-        let name = crate::mail::typed_name(req.contact.name.as_deref());
         let ticket = plan(&config, channel, &subject, &req.text, &email);
         let number = self
             .store
