@@ -123,9 +123,6 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Unsupported(m) => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
-            }
             e if e.is_temporary() => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

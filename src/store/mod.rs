@@ -99,11 +99,6 @@ pub enum StoreError {
     /// the backend's name, e.g. `sqlite: `). Temporary: the cause may pass.
     #[error("{0}")]
     Backend(String),
-    /// A feature this store backend does not offer yet (e.g. the web
-    /// inbox's full-text search on PostgreSQL): the text names it and the
-    /// backend. Not temporary: retrying gives the same answer.
-    #[error("{0}")]
-    Unsupported(String),
     /// A write made under a lease (a [`Fence`]) that its node no longer
     /// holds under that epoch: another node took the job over. Not
     /// temporary: the caller stops that job and acquires the lease again.

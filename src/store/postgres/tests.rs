@@ -900,16 +900,7 @@ async fn messages_are_indexed_after_commit_and_a_search_waits_for_the_indexer() 
         .map(|(n, id)| inbound(*id, n, suite::unassigned()))
         .collect();
     suite::apply_all(&*s, plans).await;
-    let state = "SELECT (SELECT COUNT(*) FROM message_search) || '/' || (SELECT COUNT(*) FROM search_pending)";
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while cluster.psql("postdesk", state) != "3/0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not indexed: {}",
-            cluster.psql("postdesk", state)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    settled(&cluster, "3/0").await;
     // An indexer in the middle of indexing message 1: queued again, and
     // locked by this transaction (retried if the node's indexer took it
     // first).
@@ -1445,5 +1436,50 @@ mod nodes {
             ),
             "ann=10\nbob=10\ncy=10"
         );
+    }
+}
+
+/// The indexer outlives its database going away: with the server stopped
+/// its rounds fail (and are logged), and once the server is back it takes
+/// the queue up again by itself — no search, no restart of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_indexer_resumes_after_the_database_comes_back() {
+    let mut cluster = Cluster::start();
+    let s = open(&cluster).await;
+    let ids = suite::spool_many(&s, 3).await;
+    let plans = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
+        .collect();
+    suite::apply_all(&s, plans).await;
+    settled(&cluster, "3/0").await;
+    cluster.stop();
+    // Longer than the indexer's poll: at least one of its rounds fails.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    cluster.restart();
+    cluster.psql(
+        "postdesk",
+        "DELETE FROM message_search;
+         INSERT INTO search_pending (message_id) SELECT id FROM messages;",
+    );
+    assert_eq!(cluster.psql("postdesk", SEARCH_STATE), "0/3");
+    settled(&cluster, "3/0").await;
+}
+
+/// Messages indexed / still queued.
+const SEARCH_STATE: &str =
+    "SELECT (SELECT COUNT(*) FROM message_search) || '/' || (SELECT COUNT(*) FROM search_pending)";
+
+/// Wait (20 s at most) until [`SEARCH_STATE`] reads `want`.
+async fn settled(cluster: &Cluster, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cluster.psql("postdesk", SEARCH_STATE) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "want {want}, have {}",
+            cluster.psql("postdesk", SEARCH_STATE)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
