@@ -289,6 +289,11 @@ mod tests {
         );
         assert_eq!(q(&["--", "x"]), Some("('x':*)".into()));
         assert_eq!(q(&["--"]), None);
+        // What tsquery syntax a stranger types is only words.
+        assert_eq!(
+            q(&["a'b", "x:*|y", "!z&", "<->w)"]),
+            Some("('a' <-> 'b':*) & ('x' <-> 'y':*) & ('z':*) & ('w':*)".into())
+        );
         assert_eq!(q(&[]), None);
     }
 
