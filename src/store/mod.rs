@@ -109,6 +109,20 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// What a write queued for a group commit answers its caller: the
+/// transaction's failure if it failed, else the write's own result
+/// (`None`: the write never ran, its committer stopped).
+pub(crate) fn answer<T>(
+    commit: Result<(), StoreError>,
+    result: Option<Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match (commit, result) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(r)) => r,
+        (Ok(()), None) => Err(StoreError::Closed),
+    }
+}
+
 impl StoreError {
     /// True when retrying later may succeed (full disk, lock contention, shutdown).
     pub fn is_temporary(&self) -> bool {

@@ -637,6 +637,20 @@ pub struct OutboxCounts {
     pub bounced: i64,
 }
 
+impl OutboxCounts {
+    /// Count `n` rows in `state` (a row of `outbox_tally`); other states
+    /// are not counted.
+    pub(crate) fn count(&mut self, state: &str, n: i64) {
+        match state {
+            "queued" => self.queued = n,
+            "sent" => self.sent = n,
+            "failed" => self.failed = n,
+            "bounced" => self.bounced = n,
+            _ => {}
+        }
+    }
+}
+
 /// The triggers that keep `outbox_tally` in step (migration 7; created again
 /// by migration 12, which rebuilds the outbox).
 macro_rules! outbox_tally_triggers {
@@ -764,13 +778,7 @@ pub(crate) fn outbox_counts(conn: &Connection) -> Result<OutboxCounts, StoreErro
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (state, n) = row?;
-        match state.as_str() {
-            "queued" => c.queued = n,
-            "sent" => c.sent = n,
-            "failed" => c.failed = n,
-            "bounced" => c.bounced = n,
-            _ => {}
-        }
+        c.count(&state, n);
     }
     Ok(c)
 }

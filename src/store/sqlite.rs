@@ -90,12 +90,7 @@ where
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let out = match (commit, self.result) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(r)) => r,
-            (Ok(()), None) => Err(StoreError::Closed),
-        };
-        let _ = self.reply.send(out);
+        let _ = self.reply.send(super::answer(commit, self.result));
     }
 }
 

@@ -182,14 +182,7 @@ pub(crate) async fn queues(db: &Db) -> Result<Queues, StoreError> {
 async fn outbox_counts(db: &Db) -> Result<OutboxCounts, StoreError> {
     let mut c = OutboxCounts::default();
     for r in rows(db, "SELECT state, n FROM outbox_tally", &[]).await? {
-        let n: i64 = col(&r, 1)?;
-        match col::<&str>(&r, 0)? {
-            "queued" => c.queued = n,
-            "sent" => c.sent = n,
-            "failed" => c.failed = n,
-            "bounced" => c.bounced = n,
-            _ => {}
-        }
+        c.count(col(&r, 0)?, col(&r, 1)?);
     }
     Ok(c)
 }

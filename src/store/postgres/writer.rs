@@ -72,12 +72,7 @@ impl<T: Send + 'static> WriteJob for Job<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let out = match (commit, self.result) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(r)) => r,
-            (Ok(()), None) => Err(StoreError::Closed),
-        };
-        let _ = self.reply.send(out);
+        let _ = self.reply.send(crate::store::answer(commit, self.result));
     }
 }
 
@@ -114,12 +109,8 @@ impl SpoolJob {
     }
 
     fn finish(self, commit: Result<(), StoreError>) {
-        let out = match (commit, self.result) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(Ok(id))) => Ok((id, self.received_at, self.row)),
-            (Ok(()), Some(Err(e))) => Err(e),
-            (Ok(()), None) => Err(StoreError::Closed),
-        };
+        let (received_at, row) = (self.received_at, self.row);
+        let out = crate::store::answer(commit, self.result).map(|id| (id, received_at, row));
         let _ = self.reply.send(out);
     }
 }
