@@ -21,8 +21,11 @@ use tokio::sync::Notify;
 use super::{pg_err, pool_err, words};
 use crate::store::StoreError;
 
-/// Messages indexed per transaction.
+/// Messages indexed per transaction, at most.
 const BATCH: i64 = 500;
+/// Bytes of body read per transaction, at most (beyond the first
+/// message's): what a batch holds in memory while its words are made.
+const BATCH_BYTES: i64 = 16 << 20;
 /// Most rounds of [`flush`] before a search (50,000 messages).
 const FLUSH_ROUNDS: usize = 100;
 /// How long a wake-up waits for more messages to be committed.
@@ -130,12 +133,25 @@ pub(super) async fn index_in(
         .map_err(pg_err)?;
     let table = queue.table();
     let lock = if wait { "" } else { "SKIP LOCKED" };
-    // A body stored by reference is read from its raw mail; a message
-    // gone since it was queued (no `m.id`) is only taken off the queue.
+    // The queue's first `n` are locked; of those, as many as fit in
+    // `BATCH_BYTES` of body (always the first) are taken, so a run of
+    // large messages is read a few at a time. A body stored by reference
+    // is read from its raw mail; a message gone since it was queued (no
+    // `m.id`) is only taken off the queue.
     let take = format!(
-        "WITH taken AS (
+        "WITH locked AS (
+             SELECT message_id FROM {table} ORDER BY message_id LIMIT $1 FOR UPDATE {lock}),
+         sized AS (
+             SELECT l.message_id,
+                    sum(COALESCE(octet_length(m.text), octet_length(r.raw) - m.text_at, 0))
+                        OVER (ORDER BY l.message_id) AS upto,
+                    row_number() OVER (ORDER BY l.message_id) AS nth
+               FROM locked l
+               LEFT JOIN messages m ON m.id = l.message_id
+               LEFT JOIN spool_raw r ON r.id = m.spool_id AND m.text IS NULL),
+         taken AS (
              DELETE FROM {table} WHERE message_id IN (
-                 SELECT message_id FROM {table} ORDER BY message_id LIMIT $1 FOR UPDATE {lock})
+                 SELECT message_id FROM sized WHERE upto <= $2::bigint OR nth = 1)
              RETURNING message_id)
          SELECT m.id, m.ticket_id, m.subject, m.text,
                 CASE WHEN m.text IS NULL AND m.text_at IS NOT NULL
@@ -148,7 +164,7 @@ pub(super) async fn index_in(
            LEFT JOIN spool_raw r ON r.id = m.spool_id AND m.text IS NULL"
     );
     let st = tx.prepare_cached(&take).await.map_err(pg_err)?;
-    let rows = tx.query(&st, &[&n]).await.map_err(pg_err)?;
+    let rows = tx.query(&st, &[&n, &BATCH_BYTES]).await.map_err(pg_err)?;
     let taken = rows.len();
     let mut found = Vec::with_capacity(taken);
     for r in &rows {

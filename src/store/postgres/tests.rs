@@ -1483,3 +1483,66 @@ async fn settled(cluster: &Cluster, want: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The indexer reads a bounded amount of body a round: of three queued
+/// messages with 9 MB bodies (inline, stored by reference in its raw mail,
+/// inline) no round takes two (16 MB a round), so a burst of large mail is
+/// never held in memory at once; the third goes with the small ones after
+/// it. (A body by reference counted as nothing would be taken with the
+/// third: `[1, 7]`.)
+#[tokio::test]
+async fn an_index_round_reads_a_bounded_amount_of_body() {
+    let cluster = Cluster::start();
+    let s = open(&cluster).await;
+    let big = "word ".repeat((9 << 20) / 5);
+    let mut plans = Vec::new();
+    for n in 0..3 {
+        let mut msg = spool_msg(n);
+        let head = format!("Subject: {n}\r\n\r\n");
+        msg.raw = format!("{head}{big}").into_bytes();
+        let id = s.spool(msg).await.expect("spool").id;
+        let mut p = inbound(id, n, suite::unassigned());
+        p.messages[0].text = if n == 1 {
+            BodyText::RawFrom(head.len())
+        } else {
+            BodyText::Inline(big.clone())
+        };
+        plans.push(p);
+    }
+    for (n, id) in suite::spool_many(&s, 8)
+        .await
+        .into_iter()
+        .enumerate()
+        .skip(3)
+    {
+        plans.push(inbound(id, n, suite::unassigned()));
+    }
+    suite::apply_all(&s, plans).await;
+    settled(&cluster, "8/0").await;
+    // The node gone (its indexer with it), every message queued again and
+    // indexed by the rounds below alone.
+    drop(s);
+    cluster.psql(
+        "postdesk",
+        "DELETE FROM message_search; INSERT INTO search_pending (message_id) SELECT id FROM messages;",
+    );
+    let config = parse_url(&cluster.url("postdesk")).expect("url");
+    let pool = migrated_pool(config, None, 2).await.expect("pool");
+    let mut db = pool.get().await.expect("db");
+    let mut rounds = Vec::new();
+    loop {
+        match indexer::index(&mut db, 500, true, indexer::Queue::Pending).await {
+            Ok(0) => break,
+            Ok(n) => rounds.push(n),
+            Err(e) => panic!("index: {e}"),
+        }
+    }
+    assert_eq!(rounds, [1, 1, 6]);
+    assert_eq!(
+        cluster.psql(
+            "postdesk",
+            "SELECT COUNT(*) FROM message_search WHERE words @@ 'word'::tsquery"
+        ),
+        "3"
+    );
+}
