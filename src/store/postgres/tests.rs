@@ -796,18 +796,24 @@ async fn search(s: &dyn Store, words: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Two tickets of one message each (bodies stored by reference), indexed
-/// for search (as the trigger of steps 17 – 20 did in the message's
-/// transaction), by a store closed afterwards.
-async fn store_two_tickets(cluster: &Cluster) {
-    let s = open(cluster).await;
-    let ids = suite::spool_many(&s, 2).await;
+/// `n` new tickets of one message each (bodies stored by reference, no
+/// owner), as the conformance suite's plans make them.
+async fn store_tickets(s: &dyn Store, n: usize) {
+    let ids = suite::spool_many(s, n).await;
     let plans = ids
         .iter()
         .enumerate()
         .map(|(n, id)| inbound(*id, n, suite::unassigned()))
         .collect();
-    suite::apply_all(&s, plans).await;
+    suite::apply_all(s, plans).await;
+}
+
+/// Two tickets of one message each (bodies stored by reference), indexed
+/// for search (as the trigger of steps 17 – 20 did in the message's
+/// transaction), by a store closed afterwards.
+async fn store_two_tickets(cluster: &Cluster) {
+    let s = open(cluster).await;
+    store_tickets(&s, 2).await;
     assert_eq!(search(&s, "customer").await, [2, 1]);
 }
 
@@ -893,13 +899,7 @@ async fn step_20_gives_the_search_rows_their_ticket() {
 async fn messages_are_indexed_after_commit_and_a_search_waits_for_the_indexer() {
     let cluster = Cluster::start();
     let s = Arc::new(open(&cluster).await);
-    let ids = suite::spool_many(&*s, 3).await;
-    let plans = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
-        .collect();
-    suite::apply_all(&*s, plans).await;
+    store_tickets(&*s, 3).await;
     settled(&cluster, "3/0").await;
     // An indexer in the middle of indexing message 1: queued again, and
     // locked by this transaction (retried if the node's indexer took it
@@ -959,13 +959,7 @@ async fn a_message_that_cannot_be_indexed_blocks_nothing() {
          CREATE TRIGGER refuse_one BEFORE INSERT ON message_search
              FOR EACH ROW EXECUTE FUNCTION refuse_one();",
     );
-    let ids = suite::spool_many(&s, 60).await;
-    let plans = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
-        .collect();
-    suite::apply_all(&s, plans).await;
+    store_tickets(&s, 60).await;
     assert_eq!(search(&s, "body 59").await, [60]);
     assert_eq!(search(&s, "body 30").await, [31]);
     assert_eq!(search(&s, "body 0").await, Vec::<i64>::new());
@@ -1446,13 +1440,7 @@ mod nodes {
 async fn the_indexer_resumes_after_the_database_comes_back() {
     let mut cluster = Cluster::start();
     let s = open(&cluster).await;
-    let ids = suite::spool_many(&s, 3).await;
-    let plans = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| inbound(*id, n, suite::unassigned()))
-        .collect();
-    suite::apply_all(&s, plans).await;
+    store_tickets(&s, 3).await;
     settled(&cluster, "3/0").await;
     cluster.stop();
     // Longer than the indexer's poll: at least one of its rounds fails.
