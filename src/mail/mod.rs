@@ -15,7 +15,7 @@ pub mod random;
 pub mod subject;
 pub mod tags;
 
-pub use address::{Email, email_of, is_valid_email, normalize_email, typed_name};
+pub use address::{Email, email_of, is_valid_email, normalize_email};
 pub use opening::{OpeningError, check_opening};
 pub use random::random_bytes;
 

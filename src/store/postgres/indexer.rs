@@ -18,6 +18,7 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool, Transaction};
 use tokio::sync::Notify;
 
+use super::sql::Savepoints;
 use super::{pg_err, pool_err, words};
 use crate::store::StoreError;
 
@@ -241,31 +242,37 @@ const WRITE: &str = "INSERT INTO message_search (message_id, ticket_id, words)
 
 /// Write the rows `m`, all in one statement; when that fails (a message
 /// deleted since it was read, a row the server refuses), one by one, each
-/// row that fails left out of the index with a warning instead of holding
-/// the queue.
+/// in its savepoint, a row that fails left out of the index with a warning
+/// instead of holding the queue.
 async fn write(tx: &Transaction<'_>, m: &Made) -> Result<(), StoreError> {
     let st = tx.prepare_cached(WRITE).await.map_err(pg_err)?;
-    tx.batch_execute("SAVEPOINT search_words")
-        .await
-        .map_err(pg_err)?;
-    match tx.execute(&st, &[&m.ids, &m.tickets, &m.words]).await {
-        Ok(_) => return Ok(()),
-        Err(e) => tracing::debug!(error = %e, "search rows one by one"),
-    }
-    tx.batch_execute("ROLLBACK TO SAVEPOINT search_words")
-        .await
-        .map_err(pg_err)?;
+    let st = &st;
+    let mut rows = Savepoints::new(tx, "search_words");
+    let all = rows
+        .run(|tx| {
+            Box::pin(async move {
+                tx.execute(st, &[&m.ids, &m.tickets, &m.words])
+                    .await
+                    .map_err(pg_err)
+            })
+        })
+        .await?;
+    let Err(e) = all else { return Ok(()) };
+    tracing::debug!(error = %e, "search rows one by one");
     for i in 0..m.ids.len() {
-        let one = (&m.ids[i..=i], &m.tickets[i..=i], &m.words[i..=i]);
-        match tx.execute(&st, &[&one.0, &one.1, &one.2]).await {
-            Ok(_) => tx.batch_execute("RELEASE SAVEPOINT search_words; SAVEPOINT search_words"),
-            Err(e) => {
-                tracing::warn!(message = m.ids[i], error = %e, "message left out of the search index");
-                tx.batch_execute("ROLLBACK TO SAVEPOINT search_words")
-            }
+        let one = rows
+            .run(|tx| {
+                Box::pin(async move {
+                    let (id, ticket, words) = (&m.ids[i..=i], &m.tickets[i..=i], &m.words[i..=i]);
+                    tx.execute(st, &[&id, &ticket, &words])
+                        .await
+                        .map_err(pg_err)
+                })
+            })
+            .await?;
+        if let Err(e) = one {
+            tracing::warn!(message = m.ids[i], error = %e, "message left out of the search index");
         }
-        .await
-        .map_err(pg_err)?;
     }
     Ok(())
 }

@@ -88,15 +88,35 @@ pub(crate) async fn count(db: &Db, sql: &str) -> Result<i64, StoreError> {
 /// `ROLLBACK TO SAVEPOINT`. This is safe because every statement after a
 /// failed one, in a transaction, fails too: work sent behind a `SAVEPOINT`
 /// that failed never runs.
-pub(crate) struct Savepoints<'a> {
-    db: &'a Db,
+pub(crate) struct Savepoints<'a, C: Batch + ?Sized = Db> {
+    db: &'a C,
     name: &'static str,
     /// The last savepoint is set and its work succeeded: not released yet.
     open: bool,
 }
 
-impl<'a> Savepoints<'a> {
-    pub(crate) fn new(db: &'a Db, name: &'static str) -> Savepoints<'a> {
+/// What savepoints are set on: a pooled connection (a group commit's
+/// transaction, begun with `BEGIN`) or a transaction object (the search
+/// indexer's, rolled back if dropped).
+pub(crate) trait Batch: Sync {
+    /// Run `sql` (statements without parameters).
+    fn batch<'s>(&'s self, sql: &'s str) -> BoxFut<'s, Result<(), tokio_postgres::Error>>;
+}
+
+impl Batch for Db {
+    fn batch<'s>(&'s self, sql: &'s str) -> BoxFut<'s, Result<(), tokio_postgres::Error>> {
+        Box::pin(self.batch_execute(sql))
+    }
+}
+
+impl Batch for deadpool_postgres::Transaction<'_> {
+    fn batch<'s>(&'s self, sql: &'s str) -> BoxFut<'s, Result<(), tokio_postgres::Error>> {
+        Box::pin(self.batch_execute(sql))
+    }
+}
+
+impl<'a, C: Batch + ?Sized> Savepoints<'a, C> {
+    pub(crate) fn new(db: &'a C, name: &'static str) -> Savepoints<'a, C> {
         Savepoints {
             db,
             name,
@@ -109,7 +129,7 @@ impl<'a> Savepoints<'a> {
     /// savepoint could not be set or undone): the caller stops.
     pub(crate) async fn run<'f, T>(
         &mut self,
-        f: impl FnOnce(&'a Db) -> BoxFut<'f, Result<T, StoreError>>,
+        f: impl FnOnce(&'a C) -> BoxFut<'f, Result<T, StoreError>>,
     ) -> Result<Result<T, StoreError>, StoreError>
     where
         'a: 'f,
@@ -123,13 +143,13 @@ impl<'a> Savepoints<'a> {
         self.open = false;
         // Polled in this order: the savepoint is sent before the work's
         // first statement.
-        let (set, r) = futures_util::future::join(self.db.batch_execute(&head), f(self.db)).await;
+        let (set, r) = futures_util::future::join(self.db.batch(&head), f(self.db)).await;
         set.map_err(pg_err)?;
         if r.is_ok() {
             self.open = true;
         } else {
             self.db
-                .batch_execute(&format!(
+                .batch(&format!(
                     "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
                 ))
                 .await
@@ -146,7 +166,7 @@ impl<'a> Savepoints<'a> {
         } else {
             then.to_string()
         };
-        self.db.batch_execute(&sql).await
+        self.db.batch(&sql).await
     }
 }
 

@@ -234,7 +234,7 @@ async fn run_batch(pool: &Pool, batch: &mut [Item]) -> Result<(), StoreError> {
     ))
     .await
     .map_err(pg_err)?;
-    let mut jobs = Savepoints::new(&db, "job");
+    let mut jobs: Savepoints<'_> = Savepoints::new(&db, "job");
     let mut failed = insert_spools(&mut jobs, batch).await.err();
     for item in batch.iter_mut() {
         let Item::Work(job) = item else { continue };
