@@ -10,19 +10,13 @@ use postdesk::config;
 use postdesk::ingest::{parse, resolve_one};
 
 fn main() {
-    let cfg_text = r#"
-[company]
-name = "Acme"
-[[users]]
-id = "ann"
-email = "ann@acme.example"
-[[channels]]
-id = "support"
-kind = "forward"
-address = "support@acme.example"
-"#;
+    let cfg_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/config/bench-ingest.toml"
+    );
+    let cfg_text = include_str!("../fixtures/config/bench-ingest.toml");
     let assumed = postdesk::ingest::auth::Authentication::assumed();
-    let config = match config::parse(cfg_text, std::path::Path::new("bench.toml")) {
+    let config = match config::parse(cfg_text, std::path::Path::new(cfg_path)) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };

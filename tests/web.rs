@@ -561,6 +561,21 @@ fn compose_from_the_page_the_api_and_the_cli() {
         Some(r#"{"channel":"support","contact":{"email":"support@acme.example"},"subject":"Loop","text":"x"}"#),
     );
     assert_eq!(status, 400, "our own address refused: {v}");
+    // A subject the email cannot carry (over 300 characters, though a
+    // ticket's subject may be longer) is refused before a ticket is opened.
+    let long = "é".repeat(301);
+    let (status, v) = d.api(
+        "POST", "/api/v1/tickets/outbound", Some(&token),
+        Some(&format!(r#"{{"channel":"support","contact":{{"email":"gil@customer.example"}},"subject":"{long}","text":"x"}}"#)),
+    );
+    assert_eq!(status, 400, "subject too long: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("subject"),
+        "{v}"
+    );
     d.cli_ok(&[
         "compose",
         "--channel",
@@ -575,7 +590,7 @@ fn compose_from_the_page_the_api_and_the_cli() {
         "CLI compose text",
     ]);
     let tickets = d.wait_tickets(3, T);
-    assert_eq!(tickets.len(), 3, "the refused one opened nothing");
+    assert_eq!(tickets.len(), 3, "the refused ones opened nothing");
     let t1 = d.ticket(1);
     assert_eq!(
         (&t1["owner"], &t1["contact"]["email"]),

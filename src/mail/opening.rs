@@ -6,7 +6,8 @@
 
 use super::address::{is_valid_email, normalize_email, typed_name};
 
-/// Longest subject (RFC 5322's line limit).
+/// Longest subject, in characters (RFC 5322's line limit, in bytes, is
+/// kept by encoding and folding).
 pub const MAX_SUBJECT: usize = 998;
 /// Longest text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 2 * 1024 * 1024;
@@ -16,7 +17,7 @@ pub const MAX_TEXT_BYTES: usize = 2 * 1024 * 1024;
 pub enum OpeningError {
     #[error("{0:?} is not a valid email address")]
     Email(String),
-    #[error("the subject must be 1-{MAX_SUBJECT} bytes on one line")]
+    #[error("the subject must be 1-{MAX_SUBJECT} characters on one line")]
     Subject,
     #[error("the text is empty")]
     EmptyText,
@@ -47,9 +48,7 @@ pub fn check_opening(
         return Err(OpeningError::Email(email.to_string()));
     }
     let subject = subject.trim();
-    if subject.is_empty() || subject.len() > MAX_SUBJECT || subject.chars().any(char::is_control) {
-        return Err(OpeningError::Subject);
-    }
+    super::check_typed_line(subject, MAX_SUBJECT).map_err(|_| OpeningError::Subject)?;
     if text.trim().is_empty() {
         return Err(OpeningError::EmptyText);
     }

@@ -175,16 +175,12 @@ pub fn clean_header_value(s: &str, max: usize) -> String {
 
 /// Check a value an agent typed for a header: refused, not repaired.
 pub fn check_agent_header(field: &'static str, s: &str, max: usize) -> Result<(), ComposeError> {
-    if s.chars().any(char::is_control) {
-        return Err(ComposeError::ControlCharacter { field });
-    }
-    if s.chars().count() > max {
-        return Err(ComposeError::TooLong { field, max });
-    }
-    if s.trim().is_empty() {
-        return Err(ComposeError::Empty { field });
-    }
-    Ok(())
+    use crate::mail::LineError;
+    crate::mail::check_typed_line(s, max).map_err(|e| match e {
+        LineError::ControlCharacter => ComposeError::ControlCharacter { field },
+        LineError::TooLong => ComposeError::TooLong { field, max },
+        LineError::Empty => ComposeError::Empty { field },
+    })
 }
 
 /// Check an attachment file name.
@@ -256,21 +252,30 @@ fn valid_address(a: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'"' | b'(' | b')'))
 }
 
+/// Check what an agent typed beside the text: a subject replacing the
+/// ticket's, and each attachment's file name and media type.
+pub fn check_parts(subject: Option<&str>, attachments: &[Attachment]) -> Result<(), ComposeError> {
+    if let Some(s) = subject {
+        check_agent_header("subject", s, MAX_HEADER_VALUE)?;
+    }
+    for a in attachments {
+        check_filename(&a.filename)?;
+        check_agent_header("attachment content type", &a.content_type, 100)?;
+    }
+    Ok(())
+}
+
 /// Build the reply.
 pub fn compose(input: &ReplyInput<'_>) -> Result<Composed, ComposeError> {
+    check_parts(input.subject_override, input.attachments)?;
     let subject = match input.subject_override {
         Some(s) => {
-            check_agent_header("subject", s, MAX_HEADER_VALUE)?;
             let token = crate::mail::subject::ticket_tag(input.ticket, input.ticket_secret);
             let base = crate::mail::subject::strip_ticket_tags(s, input.ticket);
             format!("{} {token}", base.trim())
         }
         None => reply_subject(input.ticket_subject, input.ticket, input.ticket_secret),
     };
-    for a in input.attachments {
-        check_filename(&a.filename)?;
-        check_agent_header("attachment content type", &a.content_type, 100)?;
-    }
     if !valid_address(input.to_email) {
         return Err(ComposeError::BadAddress(input.to_email.to_string()));
     }

@@ -134,6 +134,33 @@ pub struct ReplyRequest {
     pub quote_history: Option<bool>,
 }
 
+impl ReplyRequest {
+    /// What refuses a reply before anything is read or written: body and
+    /// attachment sizes, the idempotency key, the subject and the
+    /// attachments' names and types (the same rules [`compose::compose`]
+    /// keeps).
+    fn check(&self) -> Result<(), OutboundError> {
+        if self.text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
+            || self.html.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
+        {
+            return Err(OutboundError::TooLarge(format!(
+                "reply body over {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        if let Some(k) = &self.idempotency_key {
+            compose::check_agent_header("idempotency key", k, 200)?;
+        }
+        let total: usize = self.attachments.iter().map(|a| a.data.len()).sum();
+        if total > MAX_ATTACHMENTS_BYTES {
+            return Err(OutboundError::TooLarge(format!(
+                "attachments over {MAX_ATTACHMENTS_BYTES} bytes"
+            )));
+        }
+        compose::check_parts(self.subject.as_deref(), &self.attachments)?;
+        Ok(())
+    }
+}
+
 /// Queues replies and wakes the sender.
 #[derive(Clone)]
 pub struct Outbound {
@@ -201,22 +228,10 @@ impl Outbound {
                 "{email} is one of our own channel addresses"
             )));
         }
-        if let Some(k) = &req.idempotency_key {
-            compose::check_agent_header("idempotency key", k, 200)?;
-        }
         let ticket = plan(&config, channel, &subject, &req.text, &email);
-        let number = self
-            .store
-            .open_outbound_ticket(
-                channel.id.clone(),
-                crate::store::ContactRef { email, name },
-                ticket,
-                req.author.clone(),
-                req.idempotency_key.clone(),
-            )
-            .await?;
-        self.reply(ReplyRequest {
-            ticket: number,
+        let mut first = ReplyRequest {
+            // Known once the ticket is opened, below.
+            ticket: TicketId(0),
             author: req.author,
             text: Some(req.text),
             html: None,
@@ -226,8 +241,20 @@ impl Outbound {
             idempotency_key: req.idempotency_key,
             // A new ticket has nothing to quote.
             quote_history: Some(false),
-        })
-        .await
+        };
+        // What would refuse the email refuses it before a ticket is opened.
+        first.check()?;
+        first.ticket = self
+            .store
+            .open_outbound_ticket(crate::store::OutboundOpening {
+                channel: channel.id.clone(),
+                contact: crate::store::ContactRef { email, name },
+                ticket,
+                owner: first.author.clone(),
+                idempotency_key: first.idempotency_key.clone(),
+            })
+            .await?;
+        self.queue_checked(first).await
     }
 
     /// A [`notify::Notifier`] sharing this queue's store, configuration and
@@ -242,22 +269,12 @@ impl Outbound {
 
     /// Compose and durably queue a reply. Returns once it is committed.
     pub async fn reply(&self, req: ReplyRequest) -> Result<QueuedReply, OutboundError> {
-        if req.text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
-            || req.html.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
-        {
-            return Err(OutboundError::TooLarge(format!(
-                "reply body over {MAX_BODY_BYTES} bytes"
-            )));
-        }
-        if let Some(k) = &req.idempotency_key {
-            compose::check_agent_header("idempotency key", k, 200)?;
-        }
-        let total: usize = req.attachments.iter().map(|a| a.data.len()).sum();
-        if total > MAX_ATTACHMENTS_BYTES {
-            return Err(OutboundError::TooLarge(format!(
-                "attachments over {MAX_ATTACHMENTS_BYTES} bytes"
-            )));
-        }
+        req.check()?;
+        self.queue_checked(req).await
+    }
+
+    /// [`Outbound::reply`] for a request [`ReplyRequest::check`] passed.
+    async fn queue_checked(&self, req: ReplyRequest) -> Result<QueuedReply, OutboundError> {
         let config = self.live.config();
         let ticket = match self
             .store

@@ -60,11 +60,6 @@ pub(crate) fn record(
     }
     conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
         .execute(params![now, b.ticket.0])?;
-    tracing::info!(
-        ticket = b.ticket.0,
-        message_id = %b.message_id,
-        failed = fail.is_some(),
-        "bounce linked to its outbound message"
-    );
+    b.log_bounce(fail.is_some());
     Ok(())
 }

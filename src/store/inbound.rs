@@ -178,6 +178,19 @@ pub struct OutboundRef {
     pub message_id: String,
 }
 
+impl OutboundRef {
+    /// Log that a bounce was stored on this message's ticket (each
+    /// backend's bounce record calls it once written).
+    pub(crate) fn log_bounce(&self, failed: bool) {
+        tracing::info!(
+            ticket = self.ticket.0,
+            message_id = %self.message_id,
+            failed,
+            "bounce linked to its outbound message"
+        );
+    }
+}
+
 /// A message of a channel that a Message-ID names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageHit {

@@ -35,6 +35,7 @@ mod migrations;
 mod nodes;
 mod outbound;
 pub mod postgres;
+mod queries;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -275,14 +276,7 @@ pub trait TicketStore: Send + Sync {
     /// new; no message yet (the reply queued next is its first). With an
     /// idempotency key, the ticket an earlier call by the same owner with
     /// the same key opened is returned instead (in the same transaction).
-    fn open_outbound_ticket(
-        &self,
-        channel: String,
-        contact: ContactRef,
-        ticket: NewTicket,
-        owner: String,
-        idempotency_key: Option<String>,
-    ) -> StoreFuture<'_, TicketId>;
+    fn open_outbound_ticket(&self, opening: OutboundOpening) -> StoreFuture<'_, TicketId>;
 
     /// A ticket's subject, channel, contact and thread ids (the first and the
     /// `recent` most recent), for composing a reply.

@@ -32,7 +32,7 @@ const STATEMENT_CACHE: usize = 64;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 4;
 /// Ticket statuses that do not count as open for balancing.
-pub(super) const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
+use super::queries::TICKET_COLUMNS;
 
 /// Milliseconds since the Unix epoch (the time unit of every stored timestamp).
 /// A stored time (unix ms) as RFC 3339 UTC, as logs and the CLI show it;
@@ -538,11 +538,6 @@ fn in_savepoint<T>(
 // ---------------------------------------------------------------------------
 // Reads
 
-pub(super) const TICKET_COLUMNS: &str =
-    "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
-     t.unassigned_reason, t.properties, t.created_at, t.updated_at,
-     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id), t.routed_by";
-
 pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
         head: TicketHead {
@@ -641,17 +636,10 @@ fn ticket(conn: &Connection, n: TicketId) -> Result<TicketDetail, StoreError> {
         .query_row(&sql, [n.0], ticket_row)
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("ticket {n}")))?;
-    let mut stmt = conn.prepare(
-        "SELECT m.direction, m.from_email, m.from_name, m.to_addrs, m.subject, m.message_id, m.date,
-                COALESCE(m.text, (SELECT CAST(substr(r.raw, m.text_at + 1) AS TEXT)
-                                  FROM spool_raw r WHERE r.id = m.spool_id)),
-                m.author, m.classification, m.sender_resolution, m.delivery, m.delivery_detail,
-                m.created_at,
-                (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                 WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note, m.html
-         FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id",
-    )?;
+    let mut stmt = conn.prepare(&super::queries::ticket_messages(
+        "CAST(substr(r.raw, m.text_at + 1) AS TEXT)",
+        "?1",
+    ))?;
     let messages = stmt
         .query_map([n.0], |r| {
             Ok(MessageView {
@@ -860,24 +848,8 @@ impl TicketStore for SqliteStore {
         Box::pin(self.write(move |c| ob::update_ticket(c, ticket, &update, now_ms())))
     }
 
-    fn open_outbound_ticket(
-        &self,
-        channel: String,
-        contact: ContactRef,
-        ticket: NewTicket,
-        owner: String,
-        idempotency_key: Option<String>,
-    ) -> StoreFuture<'_, TicketId> {
-        Box::pin(self.write(move |c| {
-            inbound::open_outbound_ticket(
-                c,
-                &channel,
-                &contact,
-                &ticket,
-                &owner,
-                idempotency_key.as_deref(),
-            )
-        }))
+    fn open_outbound_ticket(&self, opening: OutboundOpening) -> StoreFuture<'_, TicketId> {
+        Box::pin(self.write(move |c| inbound::open_outbound_ticket(c, &opening, now_ms())))
     }
 
     fn reply_context(&self, ticket: TicketId, recent: usize) -> StoreFuture<'_, ReplyContext> {

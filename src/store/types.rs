@@ -146,6 +146,21 @@ pub struct NewTicket {
     pub routed_by: Option<String>,
 }
 
+/// A ticket that starts with our own mail (an agent's new email): see
+/// [`TicketStore::open_outbound_ticket`](super::TicketStore::open_outbound_ticket).
+#[derive(Debug, Clone)]
+pub struct OutboundOpening {
+    pub channel: String,
+    /// Created if new; a stored name is only filled in, never replaced.
+    pub contact: ContactRef,
+    pub ticket: NewTicket,
+    /// The agent who writes the first mail and owns the ticket.
+    pub owner: String,
+    /// With a key, an earlier opening by the same owner with the same key
+    /// is returned instead of a new ticket.
+    pub idempotency_key: Option<String>,
+}
+
 /// What a team member (or trusted forwarder) wrote above the mail they
 /// forwarded: an internal note on the ticket, from their address — not the
 /// customer's. Without an author: see `ingest::forwarder_note`.
@@ -254,6 +269,36 @@ pub struct Delivered {
     /// True when the message was already stored (dedupe), nothing written.
     pub duplicate: bool,
     pub owner: Option<String>,
+}
+
+impl Delivered {
+    /// `m` was written to the existing ticket `ticket`.
+    pub fn joined(m: &InboundMessage, ticket: TicketId) -> Self {
+        Delivered {
+            channel: m.channel.clone(),
+            ticket,
+            created: false,
+            duplicate: false,
+            owner: None,
+        }
+    }
+
+    /// `m` opened `ticket`, routed to `owner` (none: left unassigned).
+    pub fn opened(m: &InboundMessage, ticket: TicketId, owner: Option<String>) -> Self {
+        Delivered {
+            created: true,
+            owner,
+            ..Self::joined(m, ticket)
+        }
+    }
+
+    /// `m` was stored before, in `ticket`: nothing written for it.
+    pub fn duplicate(m: &InboundMessage, ticket: TicketId) -> Self {
+        Delivered {
+            duplicate: true,
+            ..Self::joined(m, ticket)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -391,8 +391,8 @@ pub fn fts_query(words: &str) -> Option<String> {
 /// The statement and parameters of an inbox page: only the filters given
 /// are in its WHERE clause, each value bound as a parameter.
 pub(crate) fn inbox_query(q: &InboxQuery) -> (String, Vec<rusqlite::types::Value>) {
-    let closed = super::sqlite::CLOSED_STATUSES;
-    let columns = super::sqlite::TICKET_COLUMNS;
+    let closed = super::queries::CLOSED_STATUSES;
+    let columns = super::queries::TICKET_COLUMNS;
     let open = format!("COALESCE(t.status, '') NOT IN {closed}");
     let mut w = super::sqlite::Filters::default();
     match &q.view {
@@ -443,7 +443,7 @@ pub(crate) fn inbox(conn: &Connection, q: &InboxQuery) -> Result<Vec<TicketSumma
 /// The views' counts by channel: one pass over the covering index
 /// `tickets_counts` (step 18). `?1` is the user whose *Mine* it counts.
 pub(crate) fn counts_sql() -> String {
-    let closed = super::sqlite::CLOSED_STATUSES;
+    let closed = super::queries::CLOSED_STATUSES;
     let open = format!("(COALESCE(status, '') NOT IN {closed})");
     format!(
         "SELECT channel, SUM(owner = ?1 AND {open}), SUM(owner IS NULL AND {open}),

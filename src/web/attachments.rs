@@ -164,13 +164,11 @@ pub async fn download(
             };
             set(h, header::CONTENT_TYPE, &a.content_type);
             set(h, header::CONTENT_DISPOSITION, &disposition(&a.name));
+            // `nosniff` comes with every web response (`security_headers`),
+            // which keeps this policy instead of the pages' own.
             h.insert(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static("sandbox; default-src 'none'"),
-            );
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
             );
             resp
         }

@@ -15,6 +15,7 @@ use tokio_postgres::types::ToSql;
 
 use super::pg_err;
 use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows, send, send_if};
+use crate::store::queries::CLOSED_STATUSES;
 use crate::store::{
     BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
     InboundOutcome, InboundPlan, KeyedMessage, MessageHit, NewSpool, OutboundRef, OwnerChoice,
@@ -422,9 +423,6 @@ async fn people(db: &Db, channel: &str, t: TicketId) -> Result<Option<TicketPeop
     }))
 }
 
-/// Ticket statuses that do not count as open for balancing.
-const CLOSED_STATUSES: &str = "('closed', 'resolved', 'solved')";
-
 async fn user_load(db: &Db, user: &str) -> Result<UserLoad, StoreError> {
     let open_sql = format!(
         "SELECT COUNT(*) FROM tickets
@@ -464,7 +462,7 @@ pub(super) async fn submit(
     for m in &messages {
         let (_, mut ahead) = look_ahead(db, m, None).await?;
         if let Decision::Duplicate(ticket) = decide_here(db, m, decide, &mut ahead).await? {
-            replay.delivered.push(duplicate(m, ticket));
+            replay.delivered.push(Delivered::duplicate(m, ticket));
         }
     }
     if !messages.is_empty() && replay.delivered.len() == messages.len() {
@@ -515,16 +513,6 @@ pub(super) async fn apply_plan(
     Ok(out)
 }
 
-fn duplicate(m: &InboundMessage, ticket: TicketId) -> Delivered {
-    Delivered {
-        channel: m.channel.clone(),
-        ticket,
-        created: false,
-        duplicate: true,
-        owner: None,
-    }
-}
-
 /// Write `decision` for `m` (`contact`: its contact as [`look_ahead`] read
 /// it): the statements that do not depend on each other's answers are sent
 /// together, in order, so a message costs one round trip here (two for a
@@ -536,16 +524,9 @@ async fn write(
     decision: Decision,
     contact: Option<StoredContact>,
 ) -> Result<Delivered, StoreError> {
-    let delivered = |ticket, created, owner| Delivered {
-        channel: m.channel.clone(),
-        ticket,
-        created,
-        duplicate: false,
-        owner,
-    };
     let now = now_ms();
     let (ticket, out) = match decision {
-        Decision::Duplicate(ticket) => return Ok(duplicate(m, ticket)),
+        Decision::Duplicate(ticket) => return Ok(Delivered::duplicate(m, ticket)),
         Decision::Bounce {
             key,
             outbound,
@@ -566,7 +547,7 @@ async fn write(
                 send(db, &insert, &params),
                 record_bounce(db, &outbound, fail.as_deref(), now),
             )?;
-            (outbound.ticket, delivered(outbound.ticket, false, None))
+            (outbound.ticket, Delivered::joined(m, outbound.ticket))
         }
         Decision::Join { key, ticket } => {
             let contact = match contact {
@@ -595,7 +576,7 @@ async fn write(
                 send(db, &touch_st, &touch),
                 send(db, &insert, &params),
             )?;
-            (ticket, delivered(ticket, false, None))
+            (ticket, Delivered::joined(m, ticket))
         }
         Decision::Open {
             key,
@@ -605,7 +586,7 @@ async fn write(
             let cols =
                 MessageCols::new(m, spool, key.as_deref(), None, thread_note.as_deref(), now)?;
             let ticket = open_ticket(db, m, &cols, contact, &owner, now).await?;
-            (ticket, delivered(ticket, true, owner.owner))
+            (ticket, Delivered::opened(m, ticket, owner.owner))
         }
     };
     if let Some(note) = &m.note {
@@ -665,12 +646,7 @@ async fn record_bounce(
         send_if(db, &outbox, marked.as_ref().map(|p| &p[..])),
         send(db, &touch, &touched),
     )?;
-    tracing::info!(
-        ticket = b.ticket.0,
-        message_id = %b.message_id,
-        failed = fail.is_some(),
-        "bounce linked to its outbound message"
-    );
+    b.log_bounce(fail.is_some());
     Ok(())
 }
 

@@ -481,28 +481,9 @@ impl TicketStore for PostgresStore {
         })
     }
 
-    fn open_outbound_ticket(
-        &self,
-        channel: String,
-        contact: ContactRef,
-        ticket: NewTicket,
-        owner: String,
-        idempotency_key: Option<String>,
-    ) -> StoreFuture<'_, TicketId> {
+    fn open_outbound_ticket(&self, opening: OutboundOpening) -> StoreFuture<'_, TicketId> {
         self.write(move |db| {
-            Box::pin(async move {
-                let key = idempotency_key.as_deref();
-                tickets::open_outbound_ticket(
-                    db,
-                    &channel,
-                    &contact,
-                    &ticket,
-                    &owner,
-                    key,
-                    now_ms(),
-                )
-                .await
-            })
+            Box::pin(async move { tickets::open_outbound_ticket(db, &opening, now_ms()).await })
         })
     }
 

@@ -6,8 +6,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::sql::{Db, bind, col, exec, parse_json, parse_json_vec, row, rows};
+use crate::store::queries::TICKET_COLUMNS;
 use crate::store::{
-    ContactRef, MessageView, NewTicket, QuoteSource, ReplyContext, StoreError, TicketDetail,
+    ContactRef, MessageView, OutboundOpening, QuoteSource, ReplyContext, StoreError, TicketDetail,
     TicketFilter, TicketHead, TicketId, TicketSummary, TicketUpdate,
 };
 
@@ -23,11 +24,6 @@ pub(super) async fn ticket_channel(db: &Db, ticket: TicketId) -> Result<String, 
         None => Err(StoreError::NotFound(format!("ticket {ticket}"))),
     }
 }
-
-pub(super) const TICKET_COLUMNS: &str =
-    "t.id, t.subject, t.channel, c.email, c.name, t.status, t.priority, t.pipeline, t.owner,
-     t.unassigned_reason, t.properties, t.created_at, t.updated_at,
-     (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id), t.routed_by";
 
 pub(super) fn ticket_row(r: &Row) -> Result<TicketSummary, StoreError> {
     Ok(TicketSummary {
@@ -99,44 +95,36 @@ pub(super) async fn ticket(db: &Db, n: TicketId) -> Result<TicketDetail, StoreEr
         Some(r) => ticket_row(&r)?,
         None => return Err(StoreError::NotFound(format!("ticket {n}"))),
     };
-    let messages = rows(
-        db,
-        "SELECT m.direction, m.from_email, m.from_name, m.to_addrs, m.subject, m.message_id, m.date,
-                COALESCE(m.text, (SELECT convert_from(substr(r.raw, (m.text_at + 1)::int), 'UTF8')
-                                  FROM spool_raw r WHERE r.id = m.spool_id)),
-                m.author, m.classification, m.sender_resolution, m.delivery, m.delivery_detail,
-                m.created_at,
-                (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                 WHERE s.id = m.spool_id AND s.source = 'form'),
-                m.thread_note, m.html
-         FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id",
-        &[&n.0],
-    )
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(MessageView {
-            direction: col(r, 0)?,
-            from: col(r, 1)?,
-            from_name: col(r, 2)?,
-            to: parse_json_vec(col::<Option<&str>>(r, 3)?.unwrap_or_default()),
-            subject: col(r, 4)?,
-            message_id: col(r, 5)?,
-            date: col(r, 6)?,
-            text: col(r, 7)?,
-            author: col(r, 8)?,
-            classification: parse_json(col(r, 9)?),
-            sender_resolution: parse_json(col(r, 10)?),
-            delivery: col(r, 11)?,
-            delivery_detail: col(r, 12)?,
-            created_at: col(r, 13)?,
-            submission: col::<Option<Vec<u8>>>(r, 14)?
-                .and_then(|raw| serde_json::from_slice(&raw).ok()),
-            thread_note: col(r, 15)?,
-            html: col(r, 16)?,
+    let sql = crate::store::queries::ticket_messages(
+        "convert_from(substr(r.raw, (m.text_at + 1)::int), 'UTF8')",
+        "$1",
+    );
+    let messages = rows(db, &sql, &[&n.0])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(MessageView {
+                direction: col(r, 0)?,
+                from: col(r, 1)?,
+                from_name: col(r, 2)?,
+                to: parse_json_vec(col::<Option<&str>>(r, 3)?.unwrap_or_default()),
+                subject: col(r, 4)?,
+                message_id: col(r, 5)?,
+                date: col(r, 6)?,
+                text: col(r, 7)?,
+                author: col(r, 8)?,
+                classification: parse_json(col(r, 9)?),
+                sender_resolution: parse_json(col(r, 10)?),
+                delivery: col(r, 11)?,
+                delivery_detail: col(r, 12)?,
+                created_at: col(r, 13)?,
+                submission: col::<Option<Vec<u8>>>(r, 14)?
+                    .and_then(|raw| serde_json::from_slice(&raw).ok()),
+                thread_note: col(r, 15)?,
+                html: col(r, 16)?,
+            })
         })
-    })
-    .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let participants = participants(db, n).await?;
     Ok(TicketDetail {
         head: summary.head,
@@ -283,13 +271,10 @@ pub(super) async fn reply_context(
 /// `owner` (SQLite: `sqlite/inbound.rs`, same rules).
 pub(super) async fn open_outbound_ticket(
     db: &Db,
-    channel: &str,
-    contact: &ContactRef,
-    t: &NewTicket,
-    owner: &str,
-    idempotency_key: Option<&str>,
+    o: &OutboundOpening,
     now: i64,
 ) -> Result<TicketId, StoreError> {
+    let (t, owner, idempotency_key) = (&o.ticket, &o.owner, o.idempotency_key.as_deref());
     if let Some(key) = idempotency_key
         && let Some(r) = row(
             db,
@@ -300,12 +285,12 @@ pub(super) async fn open_outbound_ticket(
     {
         return Ok(TicketId(col(&r, 0)?));
     }
-    let contact_id = super::inbound::upsert_contact(db, contact, false).await?;
+    let contact_id = super::inbound::upsert_contact(db, &o.contact, false).await?;
     let r = row(
         db,
         "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, created_at, updated_at, secret)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
-        &[&channel, &contact_id, &t.subject, &t.pipeline, &t.status, &t.priority, &t.properties, &owner, &now, &t.secret],
+        &[&o.channel, &contact_id, &t.subject, &t.pipeline, &t.status, &t.priority, &t.properties, &owner, &now, &t.secret],
     )
     .await?
     .ok_or_else(|| StoreError::Failed("INSERT … RETURNING gave no row".into()))?;

@@ -11,14 +11,13 @@
 use tokio_postgres::types::ToSql;
 
 use super::sql::{Db, bind, col, exec, row, rows};
-use super::tickets::{TICKET_COLUMNS, ticket_row};
+use super::tickets::ticket_row;
 use crate::store::{
     ContactView, InboxCounts, InboxQuery, InboxView, NewWebSession, StoreError, TicketId,
     TicketSummary, TokenRole, WebSession, WebUser,
 };
 
-/// Ticket statuses that do not count as open (as SQLite's).
-const CLOSED: &str = "('closed', 'resolved', 'solved')";
+use crate::store::queries::{CLOSED_STATUSES as CLOSED, TICKET_COLUMNS};
 
 pub(super) async fn set_web_user(
     db: &Db,

@@ -9,7 +9,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{CLOSED_STATUSES, insert_spool, json_vec, now_ms, parse_json_vec};
+use super::{insert_spool, json_vec, now_ms, parse_json_vec};
+use crate::store::queries::CLOSED_STATUSES;
 use crate::store::*;
 
 /// The messages of `channel` (`?2`) that Message-ID `?1` names, most recent
@@ -228,7 +229,7 @@ pub(super) fn submit(
     let mut replay = InboundOutcome::default();
     for m in messages {
         if let Decision::Duplicate(ticket) = decide(m, now_ms(), &mut Facts(conn))? {
-            replay.delivered.push(duplicate(m, ticket));
+            replay.delivered.push(Delivered::duplicate(m, ticket));
         }
     }
     if !messages.is_empty() && replay.delivered.len() == messages.len() {
@@ -236,16 +237,6 @@ pub(super) fn submit(
     }
     ready.plan.spool_id = insert_spool(conn, spool, hash, now_ms())?;
     apply_plan(conn, &ready, decide)
-}
-
-fn duplicate(m: &InboundMessage, ticket: TicketId) -> Delivered {
-    Delivered {
-        channel: m.channel.clone(),
-        ticket,
-        created: false,
-        duplicate: true,
-        owner: None,
-    }
 }
 
 /// Write `decision` for `m`.
@@ -256,15 +247,8 @@ fn write(
     resolution: &str,
     decision: Decision,
 ) -> Result<Delivered, StoreError> {
-    let delivered = |ticket, created, owner| Delivered {
-        channel: m.channel.clone(),
-        ticket,
-        created,
-        duplicate: false,
-        owner,
-    };
     Ok(match decision {
-        Decision::Duplicate(ticket) => duplicate(m, ticket),
+        Decision::Duplicate(ticket) => Delivered::duplicate(m, ticket),
         // A bounce of our own reply joins that reply's ticket: no contact
         // for the mailer-daemon, no new ticket.
         Decision::Bounce {
@@ -280,7 +264,7 @@ fn write(
             };
             insert_message(conn, outbound.ticket, spool, m, row)?;
             crate::store::bounce::record(conn, &outbound, fail.as_deref(), now_ms())?;
-            delivered(outbound.ticket, false, None)
+            Delivered::joined(m, outbound.ticket)
         }
         Decision::Join { key, ticket } => {
             let contact_id = upsert_contact(conn, &m.contact, m.name_verified)?;
@@ -298,7 +282,7 @@ fn write(
                 thread_note: None,
             };
             insert_message(conn, ticket, spool, m, row)?;
-            delivered(ticket, false, None)
+            Delivered::joined(m, ticket)
         }
         Decision::Open {
             key,
@@ -314,7 +298,7 @@ fn write(
                 thread_note: thread_note.as_deref(),
             };
             insert_message(conn, ticket, spool, m, row)?;
-            delivered(ticket, true, owner.owner)
+            Delivered::opened(m, ticket, owner.owner)
         }
     })
 }
@@ -456,12 +440,10 @@ fn insert_message(
 /// its stored name is only filled in, never replaced.
 pub(super) fn open_outbound_ticket(
     conn: &Connection,
-    channel: &str,
-    contact: &ContactRef,
-    t: &NewTicket,
-    owner: &str,
-    idempotency_key: Option<&str>,
+    o: &OutboundOpening,
+    now: i64,
 ) -> Result<TicketId, StoreError> {
+    let (t, owner, idempotency_key) = (&o.ticket, &o.owner, o.idempotency_key.as_deref());
     if let Some(key) = idempotency_key {
         let earlier: Option<i64> = conn
             .prepare_cached("SELECT ticket_id FROM compose_keys WHERE author = ?1 AND key = ?2")?
@@ -471,13 +453,12 @@ pub(super) fn open_outbound_ticket(
             return Ok(TicketId(id));
         }
     }
-    let contact_id = upsert_contact(conn, contact, false)?;
-    let now = now_ms();
+    let contact_id = upsert_contact(conn, &o.contact, false)?;
     conn.prepare_cached(
         "INSERT INTO tickets (channel, contact_id, subject, pipeline, status, priority, properties, owner, created_at, updated_at, secret)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
     )?
-    .execute(params![channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, now, t.secret])?;
+    .execute(params![o.channel, contact_id, t.subject, t.pipeline, t.status, t.priority, t.properties, owner, now, t.secret])?;
     let id = conn.last_insert_rowid();
     if let Some(key) = idempotency_key {
         conn.prepare_cached(

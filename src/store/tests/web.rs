@@ -101,13 +101,13 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
         .await
         .expect("assign");
     let compose = |owner: &str, key: Option<&str>| {
-        s.open_outbound_ticket(
-            "support".into(),
-            ContactRef {
+        s.open_outbound_ticket(OutboundOpening {
+            channel: "support".into(),
+            contact: ContactRef {
                 email: "new@customer.example".into(),
                 name: Some("New".into()),
             },
-            NewTicket {
+            ticket: NewTicket {
                 subject: "Your order".into(),
                 secret: "abcdefgh".into(),
                 pipeline: None,
@@ -117,9 +117,9 @@ pub(crate) async fn inbox_views_filters_counts_and_paging(s: &dyn Store) {
                 routing: unassigned(),
                 routed_by: None,
             },
-            owner.into(),
-            key.map(str::to_string),
-        )
+            owner: owner.into(),
+            idempotency_key: key.map(str::to_string),
+        })
     };
     let composed = compose("ann", Some("k1")).await.expect("compose");
     assert_eq!(composed, TicketId(5));
