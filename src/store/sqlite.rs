@@ -120,6 +120,16 @@ fn finish_open(conn: Connection, busy_timeout_ms: u64) -> Result<Connection, Sto
     // rusqlite's default cache of 16 holds: with LRU eviction every one of
     // them would be prepared again for every message.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Plans that do not depend on the values bound. Without it SQLite marks
+    // a statement to be compiled again whenever a new value is bound to a
+    // parameter that could change its plan (one compared in a join's
+    // residual terms, `LIMIT ?`), and the statement cache's cleared bindings
+    // then recompile such a statement at every use: the writer's dedupe
+    // lookup was compiled again for every message.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     // temp_store: savepoint sub-journals stay in memory instead of temp files.
     conn.execute_batch(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",

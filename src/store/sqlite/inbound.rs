@@ -30,6 +30,12 @@ pub(crate) const BY_MESSAGE_ID: &str = "SELECT ticket_id, direction FROM (
         WHERE message_id = ?1 AND channel = ?2 AND direction = 'outbound')
      ORDER BY id DESC LIMIT 8";
 
+/// The message of channel `?2` stored under dedupe key `?1`, with its
+/// ticket's contact.
+pub(crate) const KEYED: &str = "SELECT m.ticket_id, m.from_email, c.email FROM messages m
+       JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+      WHERE m.channel = ?2 AND m.dedupe_key = ?1";
+
 /// [`InboundFacts`] read on the writer's connection, inside the transaction
 /// that writes the decision.
 struct Facts<'c>(&'c Connection);
@@ -38,12 +44,8 @@ impl InboundFacts for Facts<'_> {
     fn keyed(&mut self, channel: &str, key: &str) -> Result<Option<KeyedMessage>, StoreError> {
         Ok(self
             .0
-            .prepare_cached(
-                "SELECT m.ticket_id, m.from_email, c.email FROM messages m
-                   JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
-                  WHERE m.channel = ?1 AND m.dedupe_key = ?2",
-            )?
-            .query_row(params![channel, key], |r| {
+            .prepare_cached(KEYED)?
+            .query_row(params![key, channel], |r| {
                 Ok(KeyedMessage {
                     ticket: TicketId(r.get(0)?),
                     from: r.get(1)?,
