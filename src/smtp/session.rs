@@ -306,6 +306,18 @@ where
         End::Closed => return,
         End::StartTls(io, carry) => (io, carry),
     };
+    // The TLS half on the heap: a session that never starts TLS (or sits
+    // idle before it does) keeps only the plain half's state, not the size
+    // of a TLS stream and handshake besides.
+    Box::pin(serve_tls(io, peer, shared, carry)).await;
+}
+
+/// After `STARTTLS`: the handshake, then the session again over TLS.
+async fn serve_tls<S, IO>(io: IO, peer: IpAddr, shared: Arc<Shared<S>>, carry: Carry)
+where
+    S: Spool,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let Some(acceptor) = shared.tls.clone() else {
         return;
     };
