@@ -427,8 +427,29 @@ impl SpoolStore for PostgresStore {
     ) -> StoreFuture<'_, Vec<Result<InboundOutcome, StoreError>>> {
         self.write(move |db| {
             Box::pin(async move {
+                // Most jobs have no plan that fails: all plans run under one
+                // savepoint, one subtransaction rather than one a plan (a
+                // transaction with more than 64 makes every snapshot taken
+                // beside it look further, and each costs its statements).
+                // If one fails, that is undone and the plans run again one
+                // by one, each in its own savepoint, so a bad plan fails
+                // alone. The last savepoint is released with the job's.
+                let mut together = sql::Savepoints::new(db, "plans");
+                let all = together
+                    .run(|db| {
+                        Box::pin(async {
+                            let mut out = Vec::with_capacity(plans.len());
+                            for plan in &plans {
+                                out.push(Ok(inbound::apply_plan(db, plan, decide).await?));
+                            }
+                            Ok(out)
+                        })
+                    })
+                    .await?;
+                if let Ok(out) = all {
+                    return Ok(out);
+                }
                 let mut out = Vec::with_capacity(plans.len());
-                // The last plan's savepoint is released with the job's.
                 let mut each = sql::Savepoints::new(db, "plan");
                 for plan in &plans {
                     out.push(
