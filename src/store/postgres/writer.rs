@@ -39,6 +39,13 @@ const WRITER_LOCK: i64 = 0x7064_7772_6974_6572;
 /// Writes that may wait for the committer (callers wait when it is full).
 const QUEUE: usize = 4096;
 
+/// Writes (each in a savepoint of its own) one transaction takes at most.
+/// PostgreSQL keeps 64 subtransactions of a transaction in shared memory;
+/// past that, every snapshot taken beside it, on any node, has to look
+/// further. With the spool rows' savepoint and an ingest job's inner one
+/// (two a job), 30 writes stay under it.
+const MAX_WRITES: usize = 30;
+
 /// A write's work: run against the batch's connection, inside its savepoint.
 type WorkFn<T> = Box<dyn for<'c> FnOnce(&'c Db) -> BoxFut<'c, Result<T, StoreError>> + Send>;
 
@@ -196,14 +203,8 @@ async fn committer(
     committed: Arc<Notify>,
 ) {
     let mut batch: Vec<Item> = Vec::with_capacity(max);
-    while let Some(job) = rx.recv().await {
-        batch.push(job);
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
+    let mut carry = None;
+    while next_batch(&mut rx, &mut carry, &mut batch, max).await {
         let outcome = run_batch(&pool, &mut batch).await;
         match &outcome {
             Ok(()) => {
@@ -219,6 +220,42 @@ async fn committer(
         }
     }
     tracing::debug!("postgres store writer stopped");
+}
+
+/// Fill `batch` with the next transaction's items: the first waited for,
+/// then whatever else is queued, up to `max` items of which at most
+/// [`MAX_WRITES`] writes; the first write beyond that waits in `carry` for
+/// the next batch (spool rows share one savepoint: they do not count).
+/// `false` once the channel is closed and nothing is left.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Item>,
+    carry: &mut Option<Item>,
+    batch: &mut Vec<Item>,
+    max: usize,
+) -> bool {
+    let first = match carry.take() {
+        Some(item) => item,
+        None => match rx.recv().await {
+            Some(item) => item,
+            None => return false,
+        },
+    };
+    let mut writes = usize::from(matches!(first, Item::Work(_)));
+    batch.push(first);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item @ Item::Work(_)) if writes == MAX_WRITES => {
+                *carry = Some(item);
+                break;
+            }
+            Ok(item) => {
+                writes += usize::from(matches!(item, Item::Work(_)));
+                batch.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    true
 }
 
 async fn run_batch(pool: &Pool, batch: &mut [Item]) -> Result<(), StoreError> {
@@ -314,4 +351,72 @@ async fn insert_spools<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write() -> Item {
+        let (reply, _) = oneshot::channel::<Result<(), StoreError>>();
+        Item::Work(Box::new(Job {
+            work: None,
+            result: None,
+            reply,
+        }))
+    }
+
+    fn spool() -> Item {
+        let (reply, _) = oneshot::channel();
+        Item::Spool(Box::new(SpoolJob {
+            row: SpoolRow {
+                msg: crate::store::tests::spool_msg(0),
+                hash: String::new(),
+                claim: None,
+            },
+            received_at: 0,
+            result: None,
+            reply,
+        }))
+    }
+
+    fn shape(batch: &[Item]) -> (usize, usize) {
+        let writes = batch.iter().filter(|i| matches!(i, Item::Work(_))).count();
+        (writes, batch.len() - writes)
+    }
+
+    /// A burst of writes (replies' outcomes recorded at once, say) is
+    /// committed in transactions of at most MAX_WRITES savepoints, none
+    /// lost or reordered across them; spool rows, which share one
+    /// savepoint, are not held back by the limit, and `max` still bounds
+    /// a batch.
+    #[tokio::test]
+    async fn a_burst_of_writes_is_split_under_postgresql_subtransaction_cache() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        for n in 0..100 {
+            let item = if n % 4 == 3 { spool() } else { write() };
+            assert!(tx.try_send(item).is_ok());
+        }
+        drop(tx);
+        let (mut carry, mut batch, mut shapes) = (None, Vec::new(), Vec::new());
+        while next_batch(&mut rx, &mut carry, &mut batch, 256).await {
+            shapes.push(shape(&batch));
+            batch.clear();
+        }
+        // 75 writes and 25 spool rows, every fourth item a spool row: 30
+        // writes with the 10 spool rows among them, as many again, the
+        // last 15 with 5.
+        assert_eq!(shapes, [(30, 10), (30, 10), (15, 5)]);
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        for _ in 0..10 {
+            assert!(tx.try_send(spool()).is_ok());
+        }
+        drop(tx);
+        let mut sizes = Vec::new();
+        while next_batch(&mut rx, &mut carry, &mut batch, 4).await {
+            sizes.push(batch.len());
+            batch.clear();
+        }
+        assert_eq!(sizes, [4, 4, 2]);
+    }
 }
