@@ -14,9 +14,12 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/config/bench-ingest.toml"
     );
-    let cfg_text = include_str!("../fixtures/config/bench-ingest.toml");
+    let cfg_text = match std::fs::read_to_string(cfg_path) {
+        Ok(t) => t,
+        Err(e) => panic!("{cfg_path}: {e}"),
+    };
     let assumed = postdesk::ingest::auth::Authentication::assumed();
-    let config = match config::parse(cfg_text, std::path::Path::new(cfg_path)) {
+    let config = match config::parse(&cfg_text, std::path::Path::new(cfg_path)) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };

@@ -135,10 +135,9 @@ pub struct ReplyRequest {
 }
 
 impl ReplyRequest {
-    /// What refuses a reply before anything is read or written: body and
-    /// attachment sizes, the idempotency key, the subject and the
-    /// attachments' names and types (the same rules [`compose::compose`]
-    /// keeps).
+    /// What refuses a reply before anything is read: body and attachment
+    /// sizes and the idempotency key. (The subject and the attachments'
+    /// names and types are [`compose::compose`]'s to check.)
     fn check(&self) -> Result<(), OutboundError> {
         if self.text.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
             || self.html.as_ref().is_some_and(|t| t.len() > MAX_BODY_BYTES)
@@ -156,7 +155,6 @@ impl ReplyRequest {
                 "attachments over {MAX_ATTACHMENTS_BYTES} bytes"
             )));
         }
-        compose::check_parts(self.subject.as_deref(), &self.attachments)?;
         Ok(())
     }
 }
@@ -242,8 +240,11 @@ impl Outbound {
             // A new ticket has nothing to quote.
             quote_history: Some(false),
         };
-        // What would refuse the email refuses it before a ticket is opened.
+        // What would refuse the email refuses it before a ticket is opened
+        // (compose checks the subject and attachments again, as for any
+        // reply).
         first.check()?;
+        compose::check_parts(first.subject.as_deref(), &first.attachments)?;
         first.ticket = self
             .store
             .open_outbound_ticket(crate::store::OutboundOpening {

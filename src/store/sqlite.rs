@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::MIGRATIONS;
 use super::outbound as ob;
+use super::queries::TICKET_COLUMNS;
 use super::web;
 use super::*;
 
@@ -31,8 +32,6 @@ const WRITE_QUEUE: usize = 4096;
 const STATEMENT_CACHE: usize = 64;
 /// Read connections kept open for reuse.
 const READ_POOL: usize = 4;
-/// Ticket statuses that do not count as open for balancing.
-use super::queries::TICKET_COLUMNS;
 
 /// Milliseconds since the Unix epoch (the time unit of every stored timestamp).
 /// A stored time (unix ms) as RFC 3339 UTC, as logs and the CLI show it;

@@ -12,12 +12,11 @@ use tokio_postgres::types::ToSql;
 
 use super::sql::{Db, bind, col, exec, row, rows};
 use super::tickets::ticket_row;
+use crate::store::queries::{CLOSED_STATUSES, TICKET_COLUMNS};
 use crate::store::{
     ContactView, InboxCounts, InboxQuery, InboxView, NewWebSession, StoreError, TicketId,
     TicketSummary, TokenRole, WebSession, WebUser,
 };
-
-use crate::store::queries::{CLOSED_STATUSES as CLOSED, TICKET_COLUMNS};
 
 pub(super) async fn set_web_user(
     db: &Db,
@@ -168,7 +167,7 @@ pub(super) async fn inbox(
     let search = (!words.is_empty()).then(|| super::words::query(&words));
     let contact = q.contact.as_deref().map(crate::mail::normalize_email);
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-    let open = format!("COALESCE(t.status, '') NOT IN {CLOSED}");
+    let open = format!("COALESCE(t.status, '') NOT IN {CLOSED_STATUSES}");
     let mut clauses: Vec<String> = Vec::new();
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     match &q.view {
@@ -182,7 +181,7 @@ pub(super) async fn inbox(
             clauses.push(bind(&mut params, "t.channel = #", c));
             clauses.push(open.clone());
         }
-        InboxView::Closed => clauses.push(format!("t.status IN {CLOSED}")),
+        InboxView::Closed => clauses.push(format!("t.status IN {CLOSED_STATUSES}")),
     }
     if let Some(s) = &q.status {
         clauses.push(bind(&mut params, "t.status = #", s));
@@ -227,7 +226,7 @@ pub(super) async fn inbox(
 }
 
 pub(super) async fn inbox_counts(db: &Db, user: &str) -> Result<InboxCounts, StoreError> {
-    let open = format!("(COALESCE(status, '') NOT IN {CLOSED})");
+    let open = format!("(COALESCE(status, '') NOT IN {CLOSED_STATUSES})");
     // One pass over the covering index `tickets_counts` (step 18), by channel.
     let per_channel = rows(
         db,
