@@ -9,12 +9,16 @@
 //! each fact it asks for is read here, in this transaction, and it decides
 //! again over the facts read so far.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::FutureExt;
 
 use tokio_postgres::types::ToSql;
 
 use super::pg_err;
-use super::sql::{Db, col, exec, json_vec, parse_json_vec, row, rows, send, send_if};
+use super::sql::{BoxFut, Db, col, exec, json_vec, parse_json_vec, row, rows, send, send_if};
 use crate::store::queries::CLOSED_STATUSES;
 use crate::store::{
     BodyText, ContactRef, Decide, Decision, Delivered, FactAnswer, FactQuery, InboundMessage,
@@ -165,11 +169,15 @@ pub(super) async fn raw(db: &Db, id: SpoolId) -> Result<Vec<u8>, StoreError> {
 ///   tickets across channels and the assignment sequence is global, so a
 ///   node reads them only after the ticket another node balanced is
 ///   committed. Taken only by messages that open a balanced ticket.
+///
+/// Writes still `sent` (in flight) are answered before a fact is read,
+/// so the connection never holds a read's answer behind theirs.
 async fn decide_here(
     db: &Db,
     m: &InboundMessage,
     decide: Decide,
     ahead: &mut Ahead,
+    sent: Option<&Sent<'_>>,
 ) -> Result<Decision, StoreError> {
     let known = ahead.keyed.take().map(|k| {
         let q = FactQuery::Keyed {
@@ -182,6 +190,9 @@ async fn decide_here(
     decide_async(decide, m, now_ms(), known.into_iter().collect(), |q| {
         let balancing = &balancing;
         async move {
+            if let Some(sent) = sent {
+                sent.answer().await?;
+            }
             if matches!(q, FactQuery::UserLoad { .. }) && !balancing.swap(true, Ordering::Relaxed) {
                 xact_lock(db, BALANCE_LOCK).await?;
             }
@@ -226,54 +237,83 @@ async fn look_ahead(
     m: &InboundMessage,
     claim: Option<&InboundPlan>,
 ) -> Result<(u64, Ahead), StoreError> {
-    // Prepared first (once per connection), so that sending is all that
-    // happens below, in order.
-    let claim_st = match claim {
-        Some(_) => Some(prepared(db, CLAIM_SQL).await?),
-        None => None,
-    };
-    let lock = prepared(db, LOCK_SQL).await?;
-    let keyed = prepared(db, KEYED_SQL).await?;
-    let contact = prepared(db, CONTACT_SQL).await?;
-    let name = format!("dedupe\n{}\n{}", m.channel, m.dedupe_key);
-    let now = now_ms();
-    let (claimed, _, k, c) = futures_util::try_join!(
-        async {
-            match (&claim_st, claim) {
-                (Some(st), Some(p)) => db
-                    .execute(st, &[&p.dropped, &now, &p.spool_id.0])
+    AheadQuery::prepare(db, m, claim).await?.send(db).await
+}
+
+/// [`look_ahead`]'s statements, prepared (once per connection): sending
+/// them is all that is left, so a job's can all go out together
+/// ([`apply_plans`]).
+struct AheadQuery<'a> {
+    m: &'a InboundMessage,
+    claim: Option<(&'a InboundPlan, tokio_postgres::Statement)>,
+    lock: tokio_postgres::Statement,
+    keyed: tokio_postgres::Statement,
+    contact: tokio_postgres::Statement,
+}
+
+impl<'a> AheadQuery<'a> {
+    async fn prepare(
+        db: &Db,
+        m: &'a InboundMessage,
+        claim: Option<&'a InboundPlan>,
+    ) -> Result<AheadQuery<'a>, StoreError> {
+        let claim = match claim {
+            Some(p) => Some((p, prepared(db, CLAIM_SQL).await?)),
+            None => None,
+        };
+        Ok(AheadQuery {
+            m,
+            claim,
+            lock: prepared(db, LOCK_SQL).await?,
+            keyed: prepared(db, KEYED_SQL).await?,
+            contact: prepared(db, CONTACT_SQL).await?,
+        })
+    }
+
+    /// Send the statements, in order (claim, lock, reads), and read the
+    /// answers: the rows the claim changed (1 without one) and [`Ahead`].
+    async fn send(&self, db: &Db) -> Result<(u64, Ahead), StoreError> {
+        let m = self.m;
+        let name = format!("dedupe\n{}\n{}", m.channel, m.dedupe_key);
+        let now = now_ms();
+        let (claimed, _, k, c) = futures_util::try_join!(
+            async {
+                match &self.claim {
+                    Some((p, st)) => db
+                        .execute(st, &[&p.dropped, &now, &p.spool_id.0])
+                        .await
+                        .map_err(pg_err),
+                    None => Ok(1),
+                }
+            },
+            async { db.execute(&self.lock, &[&name]).await.map_err(pg_err) },
+            async {
+                db.query_opt(&self.keyed, &[&m.channel, &m.dedupe_key])
                     .await
-                    .map_err(pg_err),
-                _ => Ok(1),
-            }
-        },
-        async { db.execute(&lock, &[&name]).await.map_err(pg_err) },
-        async {
-            db.query_opt(&keyed, &[&m.channel, &m.dedupe_key])
-                .await
-                .map_err(pg_err)
-        },
-        async {
-            db.query_opt(&contact, &[&m.contact.email])
-                .await
-                .map_err(pg_err)
-        },
-    )?;
-    let keyed = k.map(|r| keyed_message(&r)).transpose()?;
-    let contact = match c {
-        Some(r) => Some(StoredContact {
-            id: col(&r, 0)?,
-            name: col(&r, 1)?,
-        }),
-        None => None,
-    };
-    Ok((
-        claimed,
-        Ahead {
-            keyed: Some(keyed),
-            contact,
-        },
-    ))
+                    .map_err(pg_err)
+            },
+            async {
+                db.query_opt(&self.contact, &[&m.contact.email])
+                    .await
+                    .map_err(pg_err)
+            },
+        )?;
+        let keyed = k.map(|r| keyed_message(&r)).transpose()?;
+        let contact = match c {
+            Some(r) => Some(StoredContact {
+                id: col(&r, 0)?,
+                name: col(&r, 1)?,
+            }),
+            None => None,
+        };
+        Ok((
+            claimed,
+            Ahead {
+                keyed: Some(keyed),
+                contact,
+            },
+        ))
+    }
 }
 
 async fn prepared(db: &Db, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
@@ -461,7 +501,7 @@ pub(super) async fn submit(
     let mut replay = InboundOutcome::default();
     for m in &messages {
         let (_, mut ahead) = look_ahead(db, m, None).await?;
-        if let Decision::Duplicate(ticket) = decide_here(db, m, decide, &mut ahead).await? {
+        if let Decision::Duplicate(ticket) = decide_here(db, m, decide, &mut ahead, None).await? {
             replay.delivered.push(Delivered::duplicate(m, ticket));
         }
     }
@@ -477,48 +517,268 @@ pub(super) async fn submit(
     apply_plan(db, &plan, decide).await
 }
 
-/// Apply one plan: claim its spool entry (only while still pending: an
-/// entry applied before changes nothing), then decide and write each
-/// message in turn. The caller's savepoint undoes it all on error.
-///
-/// A message that opens a ticket costs two round trips: its lock, claim
-/// and reads ([`look_ahead`]), then its writes ([`write`]).
+/// Apply one plan: [`apply_plans`] of it alone.
 pub(super) async fn apply_plan(
     db: &Db,
     plan: &InboundPlan,
     decide: Decide,
 ) -> Result<InboundOutcome, StoreError> {
-    let mut out = InboundOutcome::default();
-    let first = match plan.messages.first() {
-        Some(m) if plan.dropped.is_none() => m,
-        _ => {
-            exec(db, CLAIM_SQL, &[&plan.dropped, &now_ms(), &plan.spool_id.0]).await?;
-            return Ok(out);
+    let mut out = apply_plans(db, std::slice::from_ref(plan), decide).await?;
+    out.pop()
+        .ok_or_else(|| StoreError::Failed("a plan applied without an outcome".into()))
+}
+
+/// Apply plans in turn, an outcome each: claim a plan's spool entry (only
+/// while still pending: an entry applied before changes nothing), then
+/// decide and write each of its messages. The caller's savepoint undoes
+/// it all on error.
+///
+/// Round trips, not statements, are what a job waits for, so a job's are
+/// few:
+/// 1. every plan's claim and every message's lock and reads
+///    ([`look_ahead`]) go out together, first;
+/// 2. each message is decided in turn and its writes are sent without
+///    waiting for their answers ([`Sent`]): PostgreSQL runs a connection's
+///    statements in the order sent, so whatever is read after them (a
+///    fact `decide` asks for, a look-ahead read again) sees them;
+/// 3. the answers are read at the end.
+///
+/// A look-ahead read in step 1 is read again, after the writes before it,
+/// when one of them wrote the same dedupe key or created or renamed the
+/// same contact. A write that needs an answer before its next statement
+/// (a new participant's contact, a bounce, a forwarder's note) is sent
+/// and answered alone, after the writes in flight.
+pub(super) async fn apply_plans(
+    db: &Db,
+    plans: &[InboundPlan],
+    decide: Decide,
+) -> Result<Vec<InboundOutcome>, StoreError> {
+    let st = WriteStatements::prepare(db).await?;
+    let claim_st = prepared(db, CLAIM_SQL).await?;
+    // Step 1: the claims of dropped plans, the look-aheads of the others
+    // (each plan's first with its claim), in order.
+    let mut queries = Vec::new();
+    for plan in plans.iter().filter(|p| p.dropped.is_none()) {
+        for (j, m) in plan.messages.iter().enumerate() {
+            let claim = (j == 0).then_some(plan);
+            queries.push(AheadQuery::prepare(db, m, claim).await?);
         }
-    };
-    let (claimed, first) = look_ahead(db, first, Some(plan)).await?;
-    if claimed == 0 {
-        return Ok(out);
     }
-    let mut read = Some(first);
-    for m in &plan.messages {
-        let mut ahead = match read.take() {
-            Some(a) => a,
-            None => look_ahead(db, m, None).await?.1,
-        };
-        let decision = decide_here(db, m, decide, &mut ahead).await?;
-        out.delivered
-            .push(write(db, plan.spool_id, m, decision, ahead.contact).await?);
+    let now = now_ms();
+    let drops = plans
+        .iter()
+        .filter(|p| p.dropped.is_some() || p.messages.is_empty());
+    let (_, reads) = futures_util::try_join!(
+        futures_util::future::try_join_all(drops.map(|p| async {
+            db.execute(&claim_st, &[&p.dropped, &now, &p.spool_id.0])
+                .await
+                .map_err(pg_err)
+        })),
+        in_order(queries.iter().map(|q| q.send(db))),
+    )?;
+    let mut reads = reads.into_iter();
+    // Step 2.
+    let sent = Sent::default();
+    let mut written_keys: HashSet<(&str, String)> = HashSet::new();
+    let mut touched_contacts: HashSet<&str> = HashSet::new();
+    for (i, plan) in plans.iter().enumerate() {
+        if plan.dropped.is_some() {
+            continue;
+        }
+        let mut claimed = true;
+        for (j, m) in plan.messages.iter().enumerate() {
+            let (rows, mut here) = reads
+                .next()
+                .ok_or_else(|| StoreError::Failed("a look-ahead read went missing".into()))?;
+            if j == 0 {
+                claimed = rows > 0;
+            }
+            if !claimed {
+                continue;
+            }
+            if written_keys.contains(&(m.channel.as_str(), m.dedupe_key.clone()))
+                || touched_contacts.contains(m.contact.email.as_str())
+            {
+                sent.answer().await?;
+                here = look_ahead(db, m, None).await?.1;
+            }
+            let decision = decide_here(db, m, decide, &mut here, Some(&sent)).await?;
+            if let Some(key) = written_key(&decision, m) {
+                written_keys.insert((m.channel.as_str(), key.to_string()));
+            }
+            let contact_changes = match &here.contact {
+                None => !matches!(decision, Decision::Duplicate(_)),
+                Some(c) => renamed(&m.contact, m.name_verified, c.name.as_deref()).is_some(),
+            };
+            if contact_changes {
+                touched_contacts.insert(m.contact.email.as_str());
+            }
+            let whole = sends_whole(m, &decision, here.contact.as_ref());
+            let write = write(db, &st, plan.spool_id, m, decision, here.contact);
+            if whole {
+                sent.send(i, j, Box::pin(write))?;
+            } else {
+                sent.answer().await?;
+                sent.done(i, j, write.await?);
+            }
+        }
+    }
+    // Step 3.
+    sent.answer().await?;
+    let mut outcomes: Vec<InboundOutcome> =
+        plans.iter().map(|_| InboundOutcome::default()).collect();
+    for ((i, _), delivered) in sent.into_delivered() {
+        if let Some(out) = outcomes.get_mut(i) {
+            out.delivered.push(delivered);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Futures polled once each, in order (a statement is sent on its first
+/// poll: [`send`]), then all awaited: statements sent in that order in one
+/// round trip.
+async fn in_order<'f, T>(
+    futs: impl Iterator<Item = impl std::future::Future<Output = Result<T, StoreError>> + Send + 'f>,
+) -> Result<Vec<T>, StoreError> {
+    let mut all: Vec<BoxFut<'f, Result<T, StoreError>>> = Vec::new();
+    let mut early: Vec<Option<Result<T, StoreError>>> = Vec::new();
+    for f in futs {
+        let mut f: BoxFut<'f, Result<T, StoreError>> = Box::pin(f);
+        early.push((&mut f).now_or_never());
+        all.push(f);
+    }
+    let mut out = Vec::with_capacity(all.len());
+    for (f, e) in all.into_iter().zip(early) {
+        out.push(match e {
+            Some(r) => r?,
+            None => f.await?,
+        });
     }
     Ok(out)
+}
+
+/// The dedupe key `decision` stores `m` under, if it stores it.
+fn written_key<'d>(decision: &'d Decision, m: &'d InboundMessage) -> Option<&'d str> {
+    match decision {
+        Decision::Duplicate(_) => None,
+        Decision::Bounce { key, .. } | Decision::Join { key, .. } | Decision::Open { key, .. } => {
+            Some(key.as_deref().unwrap_or(&m.dedupe_key))
+        }
+    }
+}
+
+/// Whether `write` of `decision` sends all its statements at once (on its
+/// first poll) and needs no answer before the next message: no contact
+/// to create first for a join, no bounce, no forwarder's note.
+fn sends_whole(m: &InboundMessage, decision: &Decision, contact: Option<&StoredContact>) -> bool {
+    m.note.is_none()
+        && match decision {
+            Decision::Duplicate(_) | Decision::Open { .. } => true,
+            Decision::Join { .. } => contact.is_some(),
+            Decision::Bounce { .. } => false,
+        }
+}
+
+/// A message's write, sent or to be sent.
+type WriteFut<'a> = BoxFut<'a, Result<Delivered, StoreError>>;
+
+/// A job's writes sent and not answered yet, in the order sent, and the
+/// answers read so far (by plan and message), shared by the loop that
+/// sends and the fact reads that must first answer them.
+#[derive(Default)]
+struct Sent<'a> {
+    waiting: Mutex<Vec<((usize, usize), WriteFut<'a>)>>,
+    answered: Mutex<Vec<((usize, usize), Delivered)>>,
+}
+
+impl<'a> Sent<'a> {
+    /// Send `write` (message `j` of plan `i`): poll it once, which sends
+    /// its statements, and keep it for its answer.
+    fn send(&self, i: usize, j: usize, mut write: WriteFut<'a>) -> Result<(), StoreError> {
+        match (&mut write).now_or_never() {
+            // Answered at once (nothing to send, or refused before sending).
+            Some(r) => self.done(i, j, r?),
+            None => lock(&self.waiting).push(((i, j), write)),
+        }
+        Ok(())
+    }
+
+    fn done(&self, i: usize, j: usize, d: Delivered) {
+        lock(&self.answered).push(((i, j), d));
+    }
+
+    /// Read the answers of every write sent, in order; the first error.
+    async fn answer(&self) -> Result<(), StoreError> {
+        let waiting = std::mem::take(&mut *lock(&self.waiting));
+        for (at, write) in waiting {
+            let d = write.await?;
+            lock(&self.answered).push((at, d));
+        }
+        Ok(())
+    }
+
+    /// The answers, in plan and message order.
+    fn into_delivered(self) -> Vec<((usize, usize), Delivered)> {
+        let mut all = self
+            .answered
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        all.sort_by_key(|(at, _)| *at);
+        all
+    }
+}
+
+/// A lock that a panic elsewhere does not make unusable (the data is a
+/// list of futures and answers, whole at every step).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The statements a message's write sends, prepared (once per connection)
+/// before any is sent, so that a write's statements go out together on
+/// its first poll.
+struct WriteStatements {
+    insert: tokio_postgres::Statement,
+    rename: tokio_postgres::Statement,
+    participant: tokio_postgres::Statement,
+    touch: tokio_postgres::Statement,
+    assign: tokio_postgres::Statement,
+    /// Open a ticket for a stored contact ($30: its id).
+    open_stored: tokio_postgres::Statement,
+    /// Open a ticket and its new contact ($30, $31: email, name).
+    open_new: tokio_postgres::Statement,
+}
+
+impl WriteStatements {
+    async fn prepare(db: &Db) -> Result<WriteStatements, StoreError> {
+        Ok(WriteStatements {
+            insert: prepared(db, INSERT_MESSAGE_SQL).await?,
+            rename: prepared(db, RENAME_SQL).await?,
+            participant: prepared(db, PARTICIPANT_SQL).await?,
+            touch: prepared(db, TOUCH_SQL).await?,
+            assign: prepared(db, ASSIGN_SQL).await?,
+            open_stored: prepared(db, &open_sql("SELECT $30::bigint AS id")).await?,
+            open_new: prepared(
+                db,
+                &open_sql(
+                    "INSERT INTO contacts (email, name, created_at) VALUES ($30, $31, $27)
+                 ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id",
+                ),
+            )
+            .await?,
+        })
+    }
 }
 
 /// Write `decision` for `m` (`contact`: its contact as [`look_ahead`] read
 /// it): the statements that do not depend on each other's answers are sent
 /// together, in order, so a message costs one round trip here (two for a
-/// new participant's contact, one more for a forwarder's note).
+/// new participant's contact or a bounce, one more for a forwarder's
+/// note). When [`sends_whole`], all go out on the first poll.
 async fn write(
     db: &Db,
+    st: &WriteStatements,
     spool: SpoolId,
     m: &InboundMessage,
     decision: Decision,
@@ -540,11 +800,10 @@ async fn write(
                 None,
                 now,
             )?;
-            let insert = prepared(db, INSERT_MESSAGE_SQL).await?;
             let mut params = cols.params();
             params.push(&outbound.ticket.0);
             futures_util::try_join!(
-                send(db, &insert, &params),
+                send(db, &st.insert, &params),
                 record_bounce(db, &outbound, fail.as_deref(), now),
             )?;
             (outbound.ticket, Delivered::joined(m, outbound.ticket))
@@ -559,10 +818,6 @@ async fn write(
             };
             let cols = MessageCols::new(m, spool, key.as_deref(), None, None, now)?;
             let rename = renamed(&m.contact, m.name_verified, contact.name.as_deref());
-            let rename_st = prepared(db, RENAME_SQL).await?;
-            let join_st = prepared(db, PARTICIPANT_SQL).await?;
-            let touch_st = prepared(db, TOUCH_SQL).await?;
-            let insert = prepared(db, INSERT_MESSAGE_SQL).await?;
             let mut params = cols.params();
             params.push(&ticket.0);
             let rename = rename
@@ -571,10 +826,10 @@ async fn write(
             let join = [&ticket.0 as &(dyn ToSql + Sync), &contact.id];
             let touch = [&now as &(dyn ToSql + Sync), &ticket.0];
             futures_util::try_join!(
-                send_if(db, &rename_st, rename.as_ref().map(|p| &p[..])),
-                send(db, &join_st, &join),
-                send(db, &touch_st, &touch),
-                send(db, &insert, &params),
+                send_if(db, &st.rename, rename.as_ref().map(|p| &p[..])),
+                send(db, &st.participant, &join),
+                send(db, &st.touch, &touch),
+                send(db, &st.insert, &params),
             )?;
             (ticket, Delivered::joined(m, ticket))
         }
@@ -585,7 +840,7 @@ async fn write(
         } => {
             let cols =
                 MessageCols::new(m, spool, key.as_deref(), None, thread_note.as_deref(), now)?;
-            let ticket = open_ticket(db, m, &cols, contact, &owner, now).await?;
+            let ticket = open_ticket(db, st, m, &cols, contact, &owner, now).await?;
             (ticket, Delivered::opened(m, ticket, owner.owner))
         }
     };
@@ -692,48 +947,40 @@ pub(super) async fn upsert_contact(
     Ok(id)
 }
 
+/// A balancing assignment: the next of `user_assign_seq` as the user's
+/// sequence, under the balance lock [`decide_here`] took.
+const ASSIGN_SQL: &str = "INSERT INTO user_state (id, last_assigned_seq)
+     VALUES ($1, nextval('user_assign_seq'))
+     ON CONFLICT (id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq";
+
+/// The statement opening a ticket with its first message, its contact's
+/// id from `contact_cte`.
+fn open_sql(contact_cte: &str) -> String {
+    format!(
+        "WITH c AS ({contact_cte}),
+              t AS (INSERT INTO tickets (channel, contact_id, subject, pipeline, status,
+                                         priority, properties, owner, unassigned_reason,
+                                         created_at, updated_at, secret, routed_by)
+                    VALUES ($1, (SELECT id FROM c), $20, $21, $22, $23, $24, $25, $26,
+                            $27, $27, $28, $29) RETURNING id)
+         INSERT INTO messages (ticket_id, {MESSAGE_COLUMNS})
+         VALUES ((SELECT id FROM t), {MESSAGE_VALUES}) RETURNING ticket_id"
+    )
+}
+
 /// Open the ticket `m` starts, owned as `owner` says, with `m` as its first
 /// message — one statement (contact when new, ticket, message), sent with
-/// the owner's balancing record and the contact's new name when there are.
-/// A balancing assignment takes the next of `user_assign_seq` as the
-/// user's sequence, under the balance lock [`decide_here`] took.
+/// the owner's balancing record ([`ASSIGN_SQL`]) and the contact's new name
+/// when there are.
 async fn open_ticket(
     db: &Db,
+    st: &WriteStatements,
     m: &InboundMessage,
     cols: &MessageCols<'_>,
     contact: Option<StoredContact>,
     owner: &OwnerChoice,
     now: i64,
 ) -> Result<TicketId, StoreError> {
-    let assign = prepared(
-        db,
-        "INSERT INTO user_state (id, last_assigned_seq)
-         VALUES ($1, nextval('user_assign_seq'))
-         ON CONFLICT (id) DO UPDATE SET last_assigned_seq = excluded.last_assigned_seq",
-    )
-    .await?;
-    let rename_st = prepared(db, RENAME_SQL).await?;
-    let contact_cte = match contact {
-        Some(_) => "SELECT $30::bigint AS id",
-        None => {
-            "INSERT INTO contacts (email, name, created_at) VALUES ($30, $31, $27)
-                 ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id"
-        }
-    };
-    let open = prepared(
-        db,
-        &format!(
-            "WITH c AS ({contact_cte}),
-                  t AS (INSERT INTO tickets (channel, contact_id, subject, pipeline, status,
-                                             priority, properties, owner, unassigned_reason,
-                                             created_at, updated_at, secret, routed_by)
-                        VALUES ($1, (SELECT id FROM c), $20, $21, $22, $23, $24, $25, $26,
-                                $27, $27, $28, $29) RETURNING id)
-             INSERT INTO messages (ticket_id, {MESSAGE_COLUMNS})
-             VALUES ((SELECT id FROM t), {MESSAGE_VALUES}) RETURNING ticket_id"
-        ),
-    )
-    .await?;
     let t = &m.new_ticket;
     let mut params = cols.params();
     params.extend_from_slice(&[
@@ -749,13 +996,17 @@ async fn open_ticket(
         &t.routed_by,
     ]);
     let id = contact.as_ref().map(|c| c.id);
-    match &id {
-        Some(id) => params.push(id),
+    let open = match &id {
+        Some(id) => {
+            params.push(id);
+            &st.open_stored
+        }
         None => {
             params.push(&m.contact.email);
             params.push(&m.contact.name);
+            &st.open_new
         }
-    }
+    };
     let rename = contact
         .as_ref()
         .and_then(|c| renamed(&m.contact, m.name_verified, c.name.as_deref()).map(|n| (n, c.id)));
@@ -768,9 +1019,9 @@ async fn open_ticket(
         .as_ref()
         .map(|(n, id)| [n as &(dyn ToSql + Sync), id]);
     let (_, _, r) = futures_util::try_join!(
-        send_if(db, &assign, assigned.as_ref().map(|p| &p[..])),
-        send_if(db, &rename_st, rename.as_ref().map(|p| &p[..])),
-        async { db.query_one(&open, &params).await.map_err(pg_err) },
+        send_if(db, &st.assign, assigned.as_ref().map(|p| &p[..])),
+        send_if(db, &st.rename, rename.as_ref().map(|p| &p[..])),
+        async { db.query_one(open, &params).await.map_err(pg_err) },
     )?;
     Ok(TicketId(col(&r, 0)?))
 }

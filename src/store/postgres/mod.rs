@@ -438,11 +438,8 @@ impl SpoolStore for PostgresStore {
                 let all = together
                     .run(|db| {
                         Box::pin(async {
-                            let mut out = Vec::with_capacity(plans.len());
-                            for plan in &plans {
-                                out.push(Ok(inbound::apply_plan(db, plan, decide).await?));
-                            }
-                            Ok(out)
+                            let out = inbound::apply_plans(db, &plans, decide).await?;
+                            Ok(out.into_iter().map(Ok).collect::<Vec<_>>())
                         })
                     })
                     .await?;

@@ -762,6 +762,156 @@ async fn both_backends_answer_the_scenario_alike() {
     assert_eq!(v["status"]["spool_failed"], 1);
 }
 
+/// One job whose messages depend on each other, in one order: a new
+/// contact, the same contact again under a new (verified) name, a copy of
+/// the first message, a dropped entry, an answer from a new participant,
+/// an answer of the contact's to the second ticket, a message without a
+/// Message-ID and its copy ([`before_the_job`] stored its contact and
+/// ticket 1).
+/// What the store holds before [`dependent_job`]: contact c6, ticket 1.
+async fn before_the_job(s: &dyn Store) {
+    let id = s.spool(spool_msg(9)).await.expect("spool").id;
+    let mut p = inbound(
+        id,
+        9,
+        RoutingPlan::Unassigned {
+            reason: "nobody".into(),
+        },
+    );
+    let m = &mut p.messages[0];
+    m.contact.email = "c6@customer.example".into();
+    m.contact.name = Some("C 6".into());
+    m.from = m.contact.clone();
+    s.apply_inbound(vec![p], decide)
+        .await
+        .expect("before the job")
+        .into_iter()
+        .for_each(|r| assert!(r.is_ok(), "{r:?}"));
+}
+
+fn dependent_job(ids: &[SpoolId]) -> Vec<InboundPlan> {
+    let balance = RoutingPlan::Balance {
+        users: vec!["ann".into(), "bob".into()],
+        reason_if_none: "nobody".into(),
+    };
+    let plan = |at: usize, n: usize| inbound(ids[at], n, balance.clone());
+    let first = plan(0, 1);
+    let mut renamed = plan(1, 2);
+    let m = &mut renamed.messages[0];
+    m.contact = ContactRef {
+        email: "c1@customer.example".into(),
+        name: Some("C One".into()),
+    };
+    m.from = m.contact.clone();
+    m.thread_identity = Some(m.contact.email.clone());
+    let mut copy = plan(2, 1);
+    copy.messages[0].text = BodyText::Inline("the same message again".into());
+    let mut dropped = plan(3, 4);
+    dropped.dropped = Some("auto-reply".into());
+    let mut answer = plan(4, 3);
+    answer.messages[0].references = vec!["m1@customer.example".into()];
+    answer.messages[0].thread_identity = Some("c1@customer.example".into());
+    let mut again = plan(5, 5);
+    let m = &mut again.messages[0];
+    m.contact = ContactRef {
+        email: "c1@customer.example".into(),
+        name: Some("C One".into()),
+    };
+    m.from = m.contact.clone();
+    m.thread_identity = Some(m.contact.email.clone());
+    m.references = vec!["m2@customer.example".into()];
+    // A message without a Message-ID (known by its content's key alone),
+    // from a contact stored before the job, then its copy.
+    let mut bare = plan(6, 6);
+    let m = &mut bare.messages[0];
+    m.message_id = None;
+    m.dedupe_key = "sha:0123456789abcdef".into();
+    let bare_copy = InboundPlan {
+        spool_id: ids[7],
+        ..bare.clone()
+    };
+    vec![
+        first, renamed, copy, dropped, answer, again, bare, bare_copy,
+    ]
+}
+
+/// A job's messages are decided against what the messages before them
+/// wrote, though PostgreSQL's statements for a whole job go out together
+/// (look-aheads first, writes without waiting): the copy is a duplicate,
+/// (by Message-ID or by content), the renamed contact keeps its new
+/// name, balancing counts the ticket
+/// opened just before, answers join the tickets opened in the same job.
+/// Run without the fallback (one plan at a time after a failure), so a
+/// stale read cannot hide behind it; SQLite answers the same.
+#[tokio::test]
+async fn a_jobs_messages_see_what_the_messages_before_them_wrote() {
+    let cluster = Cluster::start();
+    let pg = open(&cluster).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("sqlite");
+    before_the_job(&pg).await;
+    let pg_ids = suite::spool_many(&pg, 8).await;
+    let db = pg.db().await.expect("connection");
+    db.batch_execute("BEGIN").await.expect("begin");
+    let on_pg = inbound::apply_plans(&db, &dependent_job(&pg_ids), decide)
+        .await
+        .expect("the job in one pass");
+    db.batch_execute("COMMIT").await.expect("commit");
+    before_the_job(&sqlite).await;
+    let sqlite_ids = suite::spool_many(&sqlite, 8).await;
+    let on_sqlite: Vec<InboundOutcome> = sqlite
+        .apply_inbound(dependent_job(&sqlite_ids), decide)
+        .await
+        .expect("sqlite job")
+        .into_iter()
+        .map(|r| r.expect("sqlite plan"))
+        .collect();
+    assert_eq!(on_pg, on_sqlite);
+    let firsts: Vec<_> = on_pg
+        .iter()
+        .map(|o| {
+            o.delivered
+                .first()
+                .map(|d| (d.ticket.0, d.created, d.duplicate))
+        })
+        .collect();
+    assert_eq!(
+        firsts,
+        [
+            Some((2, true, false)),
+            Some((3, true, false)),
+            Some((2, false, true)),
+            None,
+            Some((2, false, false)),
+            Some((3, false, false)),
+            Some((4, true, false)),
+            Some((4, false, true)),
+        ]
+    );
+    let owners: Vec<_> = on_pg[..2]
+        .iter()
+        .map(|o| o.delivered[0].owner.clone())
+        .collect();
+    assert_eq!(owners, [Some("ann".to_string()), Some("bob".to_string())]);
+    for s in [&pg as &dyn Store, &sqlite] {
+        let contacts = s.list_contacts().await.expect("contacts");
+        let c1 = contacts
+            .iter()
+            .find(|c| c.email == "c1@customer.example")
+            .expect("c1");
+        assert_eq!(c1.name.as_deref(), Some("C One"));
+        for (t, n) in [(2, 2), (4, 1)] {
+            let detail = s.ticket(TicketId(t)).await.expect("ticket");
+            assert_eq!(detail.messages.len(), n, "ticket {t}: a copy stored?");
+        }
+        let status = s.status().await.expect("status");
+        assert_eq!(
+            status.spool_pending, 0,
+            "every entry claimed, the dropped one too"
+        );
+    }
+}
+
 /// The conformance suite (`src/store/tests/`), on PostgreSQL: each test on
 /// a fresh database of its own private cluster.
 mod conformance {
