@@ -524,16 +524,7 @@ pub(crate) fn open_alerts(conn: &Connection) -> Result<Vec<AlertView>, StoreErro
 }
 
 pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
-                s.last_error, s.last_error_at, s.updated_at,
-                (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
-                   AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
-                s.resume_at
-         FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
-           ON c.channel = s.channel AND c.folder = s.folder
-         ORDER BY s.channel, s.folder",
-    )?;
+    let mut stmt = conn.prepare(super::queries::MAILBOX_STATUSES)?;
     let rows = stmt.query_map([], |r| {
         Ok(MailboxStatusView {
             channel: r.get(0)?,

@@ -519,16 +519,12 @@ pub(crate) fn message_raw(
     ticket: TicketId,
     position: usize,
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    let raw = super::queries::MESSAGE_RAW;
     Ok(conn
-        .prepare_cached(
-            "SELECT CASE m.direction
-                      WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                                            WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
-                      WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
-                                             WHERE o.message_id = m.id)
-                    END
-               FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id LIMIT 1 OFFSET ?2",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {raw}
+               FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id LIMIT 1 OFFSET ?2"
+        ))?
         .query_row(params![ticket.0, position as i64], |r| r.get(0))
         .optional()?
         .flatten())

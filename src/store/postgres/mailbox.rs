@@ -6,6 +6,7 @@
 
 use super::inbound::insert_spool;
 use super::sql::{Db, col, exec, row, rows, to_u32};
+use crate::store::queries::MAILBOX_STATUSES;
 use crate::store::{
     AlertView, Checkpoint, MailboxGeneration, MailboxStateChange, MailboxStatusView, NewAlert,
     PulledBatch, PulledMessage, PulledOutcome, StoreError, now_ms,
@@ -228,16 +229,7 @@ pub(super) async fn set_state(db: &Db, c: &MailboxStateChange) -> Result<(), Sto
 }
 
 pub(super) async fn statuses(db: &Db) -> Result<Vec<MailboxStatusView>, StoreError> {
-    let sql =
-        "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
-                      s.last_error, s.last_error_at, s.updated_at,
-                      (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
-                         AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
-                      s.resume_at
-               FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
-                 ON c.channel = s.channel AND c.folder = s.folder
-               ORDER BY s.channel, s.folder";
-    rows(db, sql, &[])
+    rows(db, MAILBOX_STATUSES, &[])
         .await?
         .iter()
         .map(|r| {

@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 
 use super::sql::{Db, bind, col, exec, row, rows};
 use super::tickets::ticket_row;
-use crate::store::queries::{CLOSED_STATUSES, TICKET_COLUMNS};
+use crate::store::queries::{CLOSED_STATUSES, MESSAGE_RAW, TICKET_COLUMNS};
 use crate::store::{
     ContactView, InboxCounts, InboxQuery, InboxView, NewSigninLink, NewWebSession, StoreError,
     TicketId, TicketSummary, TokenRole, WebSession, WebUser,
@@ -276,13 +276,10 @@ pub(super) async fn message_raw(
     let offset = i64::try_from(position).unwrap_or(i64::MAX);
     match row(
         db,
-        "SELECT CASE m.direction
-                  WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                                        WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
-                  WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
-                                         WHERE o.message_id = m.id)
-                END
-           FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id LIMIT 1 OFFSET $2",
+        &format!(
+            "SELECT {MESSAGE_RAW}
+           FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id LIMIT 1 OFFSET $2"
+        ),
         &[&ticket.0, &offset],
     )
     .await?
