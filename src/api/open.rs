@@ -14,7 +14,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::{ChannelConfig, Config};
 use crate::ingest::submit::{self, Origin};
-use crate::store::{ContactRef, InboundOutcome, NewSpool};
+use crate::store::{ContactRef, InboundOutcome, NewSpool, Submission};
 
 /// Refresh the overrides, then refuse (503 `unavailable`, `why` as the
 /// message) if the channel is disabled now.
@@ -72,7 +72,13 @@ pub(super) async fn open(
     let brief = crate::ingest::notices::Brief::of(&msg, &raw, config);
     let outcome = s
         .store
-        .submit(o.spool, vec![msg], crate::ingest::decide::decide)
+        .submit(
+            Submission {
+                spool: o.spool,
+                messages: vec![msg],
+            },
+            crate::ingest::decide::decide,
+        )
         .await?;
     crate::ingest::notices::tell_owners(
         s.store.as_ref(),

@@ -82,7 +82,11 @@ pub(super) async fn users(cmd: UsersCmd, config: Config) -> Result<()> {
                 }
                 Some(crate::web::session::hash_password(password).map_err(anyhow::Error::msg)?)
             };
-            store.set_web_user(user.clone(), hash, role).await?;
+            let record = crate::store::WebUser {
+                password: hash,
+                role,
+            };
+            store.set_web_user(user.clone(), record).await?;
             eprintln!(
                 "web password of {user} {}, role {role}; their sessions ended",
                 if clear { "cleared" } else { "set" }

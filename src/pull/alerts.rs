@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ChannelConfig;
 use crate::outbound::notify::{Notice, NotifyError};
+use crate::store::NewAlert;
 
 use super::PullError;
 use super::mailbox::Puller;
@@ -78,7 +79,11 @@ impl Puller {
         }
         let (incident, new) = match self
             .store
-            .open_alert(ch.id.clone(), reason.to_string(), Some(detail.to_string()))
+            .open_alert(NewAlert {
+                channel: ch.id.clone(),
+                reason: reason.to_string(),
+                detail: Some(detail.to_string()),
+            })
             .await
         {
             Ok(x) => x,

@@ -365,7 +365,7 @@ impl Run {
         }));
         if let Some(v) = uidvalidity {
             store
-                .reset_checkpoint("mailbox".into(), "INBOX".into(), v, None)
+                .reset_checkpoint(crate::store::tests::generation(v), None)
                 .await
                 .expect("checkpoint");
         }

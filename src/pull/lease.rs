@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Fence, Store, StoreError, mailbox_lease};
+use crate::store::{Fence, LeaseRequest, Store, StoreError, mailbox_lease};
 
 /// A lease this puller holds, renewed in the background until dropped.
 pub(super) struct Hold {
@@ -59,7 +59,11 @@ pub(super) async fn acquire(
     let name = mailbox_lease(channel);
     let sent = Instant::now();
     let Some(epoch) = store
-        .acquire_lease(name.clone(), node.to_string(), ttl.as_millis() as i64)
+        .acquire_lease(LeaseRequest {
+            name: name.clone(),
+            node: node.to_string(),
+            ttl_ms: ttl.as_millis() as i64,
+        })
         .await?
     else {
         return Ok(None);
@@ -110,11 +114,11 @@ async fn renew(
         }
         let sent = Instant::now();
         let answer = store
-            .acquire_lease(
-                fence.lease.clone(),
-                fence.node.clone(),
-                ttl.as_millis() as i64,
-            )
+            .acquire_lease(LeaseRequest {
+                name: fence.lease.clone(),
+                node: fence.node.clone(),
+                ttl_ms: ttl.as_millis() as i64,
+            })
             .await;
         match answer {
             Ok(Some(epoch)) if epoch == fence.epoch => {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChannelConfig, Config};
 use crate::live::Live;
 use crate::outbound::notify::Notifier;
-use crate::store::{MailboxState, Store, StoreError};
+use crate::store::{MailboxState, MailboxStateChange, Store, StoreError};
 
 use super::PullError;
 use super::backoff::Backoff;
@@ -238,13 +238,13 @@ impl Puller {
         self.state = Some(state);
         if let Err(e) = self
             .store
-            .set_mailbox_state(
-                self.channel.clone(),
-                self.folder.clone(),
+            .set_mailbox_state(MailboxStateChange {
+                channel: self.channel.clone(),
+                folder: self.folder.clone(),
                 state,
                 error,
                 resume_at,
-            )
+            })
             .await
         {
             tracing::warn!(channel = %self.channel, error = %e, "cannot record mailbox state");

@@ -25,7 +25,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::ChannelConfig;
-use crate::store::Checkpoint;
+use crate::store::{Checkpoint, MailboxGeneration};
 
 use super::PullError;
 use super::batch::uid_set;
@@ -311,7 +311,11 @@ impl Puller {
         }
         let skipped = self
             .store
-            .skipped_uids(ch.id.clone(), self.folder.clone(), cp.uidvalidity)
+            .skipped_uids(MailboxGeneration {
+                channel: ch.id.clone(),
+                folder: self.folder.clone(),
+                uidvalidity: cp.uidvalidity,
+            })
             .await
             .map_err(PullError::from)?;
         let query = format!("UID 1:{}", cp.last_uid);
@@ -673,7 +677,7 @@ mod tests {
             }
             let skipped = run
                 .store
-                .skipped_uids("mailbox".into(), "INBOX".into(), 7)
+                .skipped_uids(crate::store::tests::generation(7))
                 .await
                 .expect("skipped");
             let last = run.finish().await;

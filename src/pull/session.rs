@@ -18,7 +18,7 @@ use async_imap::extensions::idle::IdleResponse;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ChannelConfig;
-use crate::store::{Checkpoint, MailboxState};
+use crate::store::{Checkpoint, MailboxGeneration, MailboxState};
 
 use super::PullError;
 use super::backoff::Backoff;
@@ -148,9 +148,11 @@ impl Puller {
                 }
                 self.store
                     .reset_checkpoint(
-                        ch.id.clone(),
-                        self.folder.clone(),
-                        uidvalidity,
+                        MailboxGeneration {
+                            channel: ch.id.clone(),
+                            folder: self.folder.clone(),
+                            uidvalidity,
+                        },
                         self.fence(),
                     )
                     .await?;

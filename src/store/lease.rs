@@ -33,6 +33,17 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// A node asking for a lease (or to renew the one it holds): see
+/// [`LeaseStore::acquire_lease`](super::LeaseStore::acquire_lease).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The lease's name (e.g. `mailbox:CHANNEL`).
+    pub name: String,
+    pub node: String,
+    /// How long it is held from now, in milliseconds (the store's clock).
+    pub ttl_ms: i64,
+}
+
 /// The name of the lease on a pulled channel's mailbox.
 pub fn mailbox_lease(channel: &str) -> String {
     format!("mailbox:{channel}")
@@ -49,14 +60,10 @@ CREATE TABLE leases (
 ) WITHOUT ROWID;
 "#;
 
-/// Acquire `name` for `node` for `ttl_ms` from now, or renew it: the epoch
-/// the node holds it under, or `None` while another node's lease is live.
-pub(crate) fn acquire(
-    conn: &Connection,
-    name: &str,
-    node: &str,
-    ttl_ms: i64,
-) -> Result<Option<i64>, StoreError> {
+/// Acquire the lease for the requesting node for its `ttl_ms` from now, or
+/// renew it: the epoch the node holds it under, or `None` while another
+/// node's lease is live.
+pub(crate) fn acquire(conn: &Connection, req: &LeaseRequest) -> Result<Option<i64>, StoreError> {
     let now = now_ms();
     Ok(conn
         .prepare_cached(
@@ -70,7 +77,9 @@ pub(crate) fn acquire(
              WHERE owner = excluded.owner OR expires_at <= ?3
              RETURNING epoch",
         )?
-        .query_row(params![name, node, now, ttl_ms.max(0)], |r| r.get(0))
+        .query_row(params![req.name, req.node, now, req.ttl_ms.max(0)], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 

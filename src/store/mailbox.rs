@@ -142,6 +142,45 @@ pub struct MailboxStatusView {
     pub resume_at: Option<i64>,
 }
 
+/// A puller's state change, as [`MailboxStore::set_mailbox_state`] records
+/// it.
+///
+/// [`MailboxStore::set_mailbox_state`]: super::MailboxStore::set_mailbox_state
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxStateChange {
+    pub channel: String,
+    pub folder: String,
+    pub state: MailboxState,
+    /// The error that made the change, if any: kept as the last error.
+    pub error: Option<String>,
+    /// Unix milliseconds when a `throttled` mailbox resumes pulling.
+    pub resume_at: Option<i64>,
+}
+
+/// A pulled mailbox under one UIDVALIDITY, the only one its UIDs mean
+/// something under: whose skipped UIDs [`MailboxStore::skipped_uids`]
+/// reads, where [`MailboxStore::reset_checkpoint`] starts over.
+///
+/// [`MailboxStore::skipped_uids`]: super::MailboxStore::skipped_uids
+/// [`MailboxStore::reset_checkpoint`]: super::MailboxStore::reset_checkpoint
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxGeneration {
+    pub channel: String,
+    pub folder: String,
+    pub uidvalidity: u32,
+}
+
+/// An alert incident to open on a channel whose mailbox stopped (see
+/// [`MailboxStore::open_alert`](super::MailboxStore::open_alert)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert {
+    pub channel: String,
+    /// `needs_reauth` or `failing`, as in [`AlertView::reason`].
+    pub reason: String,
+    /// The last error, as the puller saw it.
+    pub detail: Option<String>,
+}
+
 /// An open alert incident: a pulled mailbox that stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AlertView {
@@ -379,49 +418,35 @@ pub(crate) fn spool_pulled(
 /// never returned them, ascending.
 pub(crate) fn skipped_uids(
     conn: &Connection,
-    channel: &str,
-    folder: &str,
-    uidvalidity: u32,
+    m: &MailboxGeneration,
 ) -> Result<Vec<u32>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT uid FROM mailbox_skipped WHERE channel = ?1 AND folder = ?2 AND uidvalidity = ?3
          ORDER BY uid",
     )?;
-    let rows = stmt.query_map(params![channel, folder, uidvalidity], |r| r.get(0))?;
+    let rows = stmt.query_map(params![m.channel, m.folder, m.uidvalidity], |r| r.get(0))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Start over under a new UIDVALIDITY (last UID 0); the UIDs skipped under
 /// another one mean nothing now.
-pub(crate) fn reset_checkpoint(
-    conn: &Connection,
-    channel: &str,
-    folder: &str,
-    uidvalidity: u32,
-) -> Result<(), StoreError> {
+pub(crate) fn reset_checkpoint(conn: &Connection, m: &MailboxGeneration) -> Result<(), StoreError> {
     conn.prepare_cached(
         "DELETE FROM mailbox_skipped WHERE channel = ?1 AND folder = ?2 AND uidvalidity <> ?3",
     )?
-    .execute(params![channel, folder, uidvalidity])?;
+    .execute(params![m.channel, m.folder, m.uidvalidity])?;
     set_checkpoint(
         conn,
-        channel,
-        folder,
+        &m.channel,
+        &m.folder,
         Checkpoint {
-            uidvalidity,
+            uidvalidity: m.uidvalidity,
             last_uid: 0,
         },
     )
 }
 
-pub(crate) fn set_state(
-    conn: &Connection,
-    channel: &str,
-    folder: &str,
-    state: MailboxState,
-    error: Option<&str>,
-    resume_at: Option<i64>,
-) -> Result<(), StoreError> {
+pub(crate) fn set_state(conn: &Connection, c: &MailboxStateChange) -> Result<(), StoreError> {
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at, resume_at)
@@ -431,7 +456,14 @@ pub(crate) fn set_state(
              last_error_at = COALESCE(excluded.last_error_at, last_error_at),
              resume_at = excluded.resume_at",
     )?
-    .execute(params![channel, folder, state.as_str(), error, now, resume_at])?;
+    .execute(params![
+        c.channel,
+        c.folder,
+        c.state.as_str(),
+        c.error,
+        now,
+        c.resume_at
+    ])?;
     Ok(())
 }
 
@@ -449,24 +481,19 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertView> {
 }
 
 /// The channel's open incident, opened now if it had none; whether it is new.
-pub(crate) fn open_alert(
-    conn: &Connection,
-    channel: &str,
-    reason: &str,
-    detail: Option<&str>,
-) -> Result<(AlertView, bool), StoreError> {
+pub(crate) fn open_alert(conn: &Connection, a: &NewAlert) -> Result<(AlertView, bool), StoreError> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO mailbox_alerts (channel, reason, detail, opened_at)
              SELECT ?1, ?2, ?3, ?4
              WHERE NOT EXISTS (SELECT 1 FROM mailbox_alerts WHERE channel = ?1 AND resolved_at IS NULL)",
         )?
-        .execute(params![channel, reason, detail, now_ms()])?;
+        .execute(params![a.channel, a.reason, a.detail, now_ms()])?;
     let open = conn
         .prepare_cached(&format!(
             "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE channel = ?1 AND resolved_at IS NULL"
         ))?
-        .query_row(params![channel], alert_row)?;
+        .query_row(params![a.channel], alert_row)?;
     Ok((open, inserted > 0))
 }
 
@@ -497,16 +524,7 @@ pub(crate) fn open_alerts(conn: &Connection) -> Result<Vec<AlertView>, StoreErro
 }
 
 pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
-                s.last_error, s.last_error_at, s.updated_at,
-                (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
-                   AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
-                s.resume_at
-         FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
-           ON c.channel = s.channel AND c.folder = s.folder
-         ORDER BY s.channel, s.folder",
-    )?;
+    let mut stmt = conn.prepare(super::queries::MAILBOX_STATUSES)?;
     let rows = stmt.query_map([], |r| {
         Ok(MailboxStatusView {
             channel: r.get(0)?,
@@ -529,7 +547,7 @@ pub(crate) fn statuses(conn: &Connection) -> Result<Vec<MailboxStatusView>, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{batch, pulled};
+    use crate::store::tests::{batch, generation, pulled, state_change};
     use crate::store::{MailboxStore, SqliteStore, Store};
 
     #[tokio::test]
@@ -568,7 +586,7 @@ mod tests {
 
         // A resync under a new UIDVALIDITY sees the same bytes again: skipped.
         store
-            .reset_checkpoint(ch.clone(), folder.clone(), 8, None)
+            .reset_checkpoint(generation(8), None)
             .await
             .expect("reset");
         let out = store
@@ -587,17 +605,11 @@ mod tests {
         assert_eq!(store.status().await.expect("status").spool_total, 3);
 
         store
-            .set_mailbox_state(
-                ch.clone(),
-                folder.clone(),
-                MailboxState::Backoff,
-                Some("boom".into()),
-                None,
-            )
+            .set_mailbox_state(state_change(MailboxState::Backoff, Some("boom")))
             .await
             .expect("state");
         store
-            .set_mailbox_state(ch.clone(), folder.clone(), MailboxState::Idle, None, None)
+            .set_mailbox_state(state_change(MailboxState::Idle, None))
             .await
             .expect("state");
         let rows = store.mailbox_status().await.expect("rows");
@@ -615,8 +627,7 @@ mod tests {
     async fn skipped_uids_are_kept_until_uidvalidity_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("s.sqlite"), 5000, 64).expect("open");
-        let (ch, folder) = ("mailbox".to_string(), "INBOX".to_string());
-        let skipped = |v| store.skipped_uids(ch.clone(), folder.clone(), v);
+        let skipped = |v| store.skipped_uids(generation(v));
         for (last, unreturned) in [(3, vec![2]), (9, vec![7, 4]), (10, vec![])] {
             let mut b = batch(7, last, vec![pulled(&format!("m{last}"), None)]);
             b.unreturned = unreturned;
@@ -629,7 +640,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].unreturned, rows[0].skipped), (3, 0));
         store
-            .reset_checkpoint(ch.clone(), folder.clone(), 8, None)
+            .reset_checkpoint(generation(8), None)
             .await
             .expect("reset");
         assert_eq!(skipped(7).await.expect("skipped"), [0u32; 0]);

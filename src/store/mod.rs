@@ -44,10 +44,10 @@ mod web;
 
 pub use bounce::BounceLink;
 pub use inbound::*;
-pub use lease::{Fence, mailbox_lease};
+pub use lease::{Fence, LeaseRequest, mailbox_lease};
 pub use mailbox::{
-    AlertView, Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage,
-    PulledOutcome,
+    AlertView, Checkpoint, MailboxGeneration, MailboxState, MailboxStateChange, MailboxStatusView,
+    NewAlert, PulledBatch, PulledMessage, PulledOutcome,
 };
 pub use nodes::{NodeBeat, NodeStore, NodeView};
 pub use outbound::{
@@ -59,8 +59,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, content_hash, ms_to_rfc3339, now_ms};
 pub use types::*;
 pub use web::{
-    InboxCounts, InboxQuery, InboxView, NewWebSession, WebSession, WebStore, WebUser, fts_query,
-    search_words,
+    InboxCounts, InboxQuery, InboxView, NewSigninLink, NewWebSession, WebSession, WebStore,
+    WebUser, fts_query, search_words,
 };
 
 use std::future::Future;
@@ -232,19 +232,14 @@ pub trait SpoolStore: Send + Sync {
 
     /// Commit a message that arrives already planned — a web form submission,
     /// a ticket opened through the API — in one transaction: its spool row
-    /// (`spool.raw` = the submission as received, kept like mail's raw bytes)
-    /// and its effect, applied exactly as [`SpoolStore::apply_inbound`] applies a
-    /// plan (contact, ticket, routing, message). The spool row is done when
-    /// the transaction commits, so ingest never sees it; on error nothing is
-    /// stored. When `decide` finds every message a [`Decision::Duplicate`] (a
+    /// (`submission.spool.raw` = the submission as received, kept like
+    /// mail's raw bytes) and its effect, applied exactly as
+    /// [`SpoolStore::apply_inbound`] applies a plan (contact, ticket,
+    /// routing, message). The spool row is done when the transaction
+    /// commits, so ingest never sees it; on error nothing is stored. When `decide` finds every message a [`Decision::Duplicate`] (a
     /// retried submission), the answer is those copies and nothing is
     /// written, not even the spool row.
-    fn submit(
-        &self,
-        spool: NewSpool,
-        messages: Vec<InboundMessage>,
-        decide: Decide,
-    ) -> StoreFuture<'_, InboundOutcome>;
+    fn submit(&self, submission: Submission, decide: Decide) -> StoreFuture<'_, InboundOutcome>;
 
     /// Park a spool entry that ingest could not process, with its reason.
     fn fail_spool(&self, id: SpoolId, reason: String) -> StoreFuture<'_, ()>;
@@ -357,22 +352,15 @@ pub trait MailboxStore: Send + Sync {
     /// (a resync fetches only the others' bodies).
     fn known_message_ids(&self, channel: String, ids: Vec<String>) -> StoreFuture<'_, Vec<String>>;
 
-    /// The UIDs of a mailbox (under `uidvalidity`) that a committed batch
+    /// The UIDs of a mailbox (under its UIDVALIDITY) that a committed batch
     /// skipped because the server never returned them, ascending.
-    fn skipped_uids(
-        &self,
-        channel: String,
-        folder: String,
-        uidvalidity: u32,
-    ) -> StoreFuture<'_, Vec<u32>>;
+    fn skipped_uids(&self, mailbox: MailboxGeneration) -> StoreFuture<'_, Vec<u32>>;
 
     /// Start a mailbox over under a new UIDVALIDITY (last UID 0). With a
     /// fence, refused ([`StoreError::Fenced`]) unless it is current.
     fn reset_checkpoint(
         &self,
-        channel: String,
-        folder: String,
-        uidvalidity: u32,
+        mailbox: MailboxGeneration,
         fence: Option<Fence>,
     ) -> StoreFuture<'_, ()>;
 
@@ -382,26 +370,14 @@ pub trait MailboxStore: Send + Sync {
 
     /// Record a puller's state change (and its error, if any; when a
     /// throttled mailbox resumes, unix ms).
-    fn set_mailbox_state(
-        &self,
-        channel: String,
-        folder: String,
-        state: MailboxState,
-        error: Option<String>,
-        resume_at: Option<i64>,
-    ) -> StoreFuture<'_, ()>;
+    fn set_mailbox_state(&self, change: MailboxStateChange) -> StoreFuture<'_, ()>;
 
     /// Every pulled mailbox's persisted status, by channel.
     fn mailbox_status(&self) -> StoreFuture<'_, Vec<MailboxStatusView>>;
 
-    /// The channel's open alert incident, opened now (with `reason` and
-    /// `detail`) if it had none; true when it is new.
-    fn open_alert(
-        &self,
-        channel: String,
-        reason: String,
-        detail: Option<String>,
-    ) -> StoreFuture<'_, (AlertView, bool)>;
+    /// The channel's open alert incident, opened now (with the alert's
+    /// reason and detail) if it had none; true when it is new.
+    fn open_alert(&self, alert: NewAlert) -> StoreFuture<'_, (AlertView, bool)>;
 
     /// Record that incident `id`'s email is queued.
     fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()>;
@@ -422,18 +398,13 @@ pub trait MailboxStore: Send + Sync {
 /// Part of [`Store`]; every write resolves only after its transaction is
 /// durably committed.
 pub trait LeaseStore: Send + Sync {
-    /// Acquire lease `name` for `node` until `ttl_ms` from now (the
-    /// store's clock), or renew it when `node` holds it: the epoch it is
-    /// held under (unchanged by a renewal, incremented by a takeover of
-    /// another node's expired lease), or `None` while another node's lease
-    /// is live. A caller holding an epoch that comes back different has
-    /// lost the lease meanwhile.
-    fn acquire_lease(
-        &self,
-        name: String,
-        node: String,
-        ttl_ms: i64,
-    ) -> StoreFuture<'_, Option<i64>>;
+    /// Acquire the lease `request.name` for `request.node` until
+    /// `request.ttl_ms` from now (the store's clock), or renew it when that
+    /// node holds it: the epoch it is held under (unchanged by a renewal,
+    /// incremented by a takeover of another node's expired lease), or
+    /// `None` while another node's lease is live. A caller holding an epoch
+    /// that comes back different has lost the lease meanwhile.
+    fn acquire_lease(&self, request: LeaseRequest) -> StoreFuture<'_, Option<i64>>;
 
     /// Give the lease up (it expires now) if the fence is still current.
     fn release_lease(&self, fence: Fence) -> StoreFuture<'_, ()>;

@@ -1,6 +1,7 @@
 //! SQL text both backends send alike: the ticket statuses that count as
-//! closed and the column lists whose order each backend's row readers
-//! follow. One copy here keeps SQLite and PostgreSQL from drifting apart.
+//! closed, the column lists whose order each backend's row readers
+//! follow, the raw mail of a message, and the mailbox status listing. One
+//! copy here keeps SQLite and PostgreSQL from drifting apart.
 //!
 //! Must not: hold placeholders (`?1` for SQLite, `$1` for PostgreSQL) or
 //! dialect-specific expressions; the caller splices those in.
@@ -30,3 +31,25 @@ pub(crate) fn ticket_messages(body: &str, ticket: &str) -> String {
          FROM messages m WHERE m.ticket_id = {ticket} ORDER BY m.id"
     )
 }
+
+/// A message's raw mail, over `messages m`: an inbound message as received
+/// by mail (not a form submission's), a reply as composed for the relay;
+/// NULL for anything else.
+pub(crate) const MESSAGE_RAW: &str = "CASE m.direction
+                      WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
+                                            WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
+                      WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
+                                             WHERE o.message_id = m.id)
+                    END";
+
+/// Every pulled mailbox's status row with its checkpoint and the UIDs
+/// skipped under the checkpoint's UIDVALIDITY, by channel and folder.
+pub(crate) const MAILBOX_STATUSES: &str =
+    "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
+                s.last_error, s.last_error_at, s.updated_at,
+                (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
+                   AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
+                s.resume_at
+         FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
+           ON c.channel = s.channel AND c.folder = s.folder
+         ORDER BY s.channel, s.folder";

@@ -799,12 +799,8 @@ impl SpoolStore for SqliteStore {
         }))
     }
 
-    fn submit(
-        &self,
-        spool: NewSpool,
-        messages: Vec<InboundMessage>,
-        decide: Decide,
-    ) -> StoreFuture<'_, InboundOutcome> {
+    fn submit(&self, submission: Submission, decide: Decide) -> StoreFuture<'_, InboundOutcome> {
+        let Submission { spool, messages } = submission;
         Box::pin(async move {
             let hash = content_hash(&spool.raw);
             let ready = inbound::Ready::new(InboundPlan {
@@ -936,43 +932,25 @@ impl MailboxStore for SqliteStore {
         Box::pin(self.read(move |c| super::mailbox::known_message_ids(c, &channel, &ids)))
     }
 
-    fn skipped_uids(
-        &self,
-        channel: String,
-        folder: String,
-        uidvalidity: u32,
-    ) -> StoreFuture<'_, Vec<u32>> {
-        Box::pin(
-            self.read(move |c| super::mailbox::skipped_uids(c, &channel, &folder, uidvalidity)),
-        )
+    fn skipped_uids(&self, mailbox: MailboxGeneration) -> StoreFuture<'_, Vec<u32>> {
+        Box::pin(self.read(move |c| super::mailbox::skipped_uids(c, &mailbox)))
     }
 
     fn reset_checkpoint(
         &self,
-        channel: String,
-        folder: String,
-        uidvalidity: u32,
+        mailbox: MailboxGeneration,
         fence: Option<Fence>,
     ) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             if let Some(fence) = &fence {
                 super::lease::check(c, fence)?;
             }
-            super::mailbox::reset_checkpoint(c, &channel, &folder, uidvalidity)
+            super::mailbox::reset_checkpoint(c, &mailbox)
         }))
     }
 
-    fn set_mailbox_state(
-        &self,
-        channel: String,
-        folder: String,
-        state: MailboxState,
-        error: Option<String>,
-        resume_at: Option<i64>,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            super::mailbox::set_state(c, &channel, &folder, state, error.as_deref(), resume_at)
-        }))
+    fn set_mailbox_state(&self, change: MailboxStateChange) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| super::mailbox::set_state(c, &change)))
     }
 
     fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>> {
@@ -983,17 +961,8 @@ impl MailboxStore for SqliteStore {
         Box::pin(self.read(super::mailbox::statuses))
     }
 
-    fn open_alert(
-        &self,
-        channel: String,
-        reason: String,
-        detail: Option<String>,
-    ) -> StoreFuture<'_, (super::AlertView, bool)> {
-        Box::pin(
-            self.write(move |c| {
-                super::mailbox::open_alert(c, &channel, &reason, detail.as_deref())
-            }),
-        )
+    fn open_alert(&self, alert: NewAlert) -> StoreFuture<'_, (super::AlertView, bool)> {
+        Box::pin(self.write(move |c| super::mailbox::open_alert(c, &alert)))
     }
 
     fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()> {
@@ -1010,13 +979,8 @@ impl MailboxStore for SqliteStore {
 }
 
 impl LeaseStore for SqliteStore {
-    fn acquire_lease(
-        &self,
-        name: String,
-        node: String,
-        ttl_ms: i64,
-    ) -> StoreFuture<'_, Option<i64>> {
-        Box::pin(self.write(move |c| super::lease::acquire(c, &name, &node, ttl_ms)))
+    fn acquire_lease(&self, request: LeaseRequest) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.write(move |c| super::lease::acquire(c, &request)))
     }
 
     fn release_lease(&self, fence: Fence) -> StoreFuture<'_, ()> {
@@ -1111,15 +1075,8 @@ impl PeopleStore for SqliteStore {
 }
 
 impl WebStore for SqliteStore {
-    fn set_web_user(
-        &self,
-        user: String,
-        password: Option<String>,
-        role: TokenRole,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(
-            self.write(move |c| web::set_web_user(c, &user, password.as_deref(), role, now_ms())),
-        )
+    fn set_web_user(&self, user: String, record: WebUser) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| web::set_web_user(c, &user, &record, now_ms())))
     }
 
     fn web_user(&self, user: String) -> StoreFuture<'_, Option<WebUser>> {
@@ -1142,17 +1099,8 @@ impl WebStore for SqliteStore {
         Box::pin(self.write(move |c| web::end_sessions(c, &user)))
     }
 
-    fn create_signin_link(
-        &self,
-        token_hash: String,
-        user: String,
-        expires_at: i64,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(
-            self.write(move |c| {
-                web::create_signin_link(c, &token_hash, &user, expires_at, now_ms())
-            }),
-        )
+    fn create_signin_link(&self, link: NewSigninLink) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| web::create_signin_link(c, &link, now_ms())))
     }
 
     fn use_signin_link(&self, token_hash: String, now: i64) -> StoreFuture<'_, Option<String>> {

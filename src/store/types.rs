@@ -259,6 +259,16 @@ pub struct InboundPlan {
     pub dropped: Option<String>,
 }
 
+/// A message that arrives already planned (a web form submission, a ticket
+/// opened through the API): see [`SpoolStore::submit`](super::SpoolStore::submit).
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Its spool row; `raw` is the submission as received.
+    pub spool: NewSpool,
+    /// Its messages, as an [`InboundPlan`]'s.
+    pub messages: Vec<InboundMessage>,
+}
+
 /// What happened to one channel's copy of a message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivered {

@@ -140,6 +140,17 @@ pub struct NewWebSession {
     pub expires_at: i64,
 }
 
+/// A one-time sign-in link to store: the sha256 (hex) of its token, for
+/// `user`, until `expires_at`.
+#[derive(Debug, Clone)]
+pub struct NewSigninLink {
+    /// sha256 hex of the link's token.
+    pub token_hash: String,
+    pub user: String,
+    /// Unix ms.
+    pub expires_at: i64,
+}
+
 /// A user's web sign-in record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebUser {
@@ -196,14 +207,10 @@ pub struct InboxCounts {
 /// Part of [`super::Store`]; every write resolves only after its transaction
 /// is durably committed.
 pub trait WebStore: Send + Sync {
-    /// Set a user's password hash (`None` clears it) and web role. Ends the
-    /// user's sessions: a new password signs every browser out.
-    fn set_web_user(
-        &self,
-        user: String,
-        password: Option<String>,
-        role: TokenRole,
-    ) -> StoreFuture<'_, ()>;
+    /// Set a user's web sign-in record: password hash (`None` clears it)
+    /// and web role. Ends the user's sessions: a new password signs every
+    /// browser out.
+    fn set_web_user(&self, user: String, record: WebUser) -> StoreFuture<'_, ()>;
 
     /// A user's web sign-in record, if any.
     fn web_user(&self, user: String) -> StoreFuture<'_, Option<WebUser>>;
@@ -221,13 +228,8 @@ pub trait WebStore: Send + Sync {
     /// End every session of `user`; returns how many.
     fn end_sessions(&self, user: String) -> StoreFuture<'_, usize>;
 
-    /// Store a one-time sign-in link's hash for `user`, until `expires_at`.
-    fn create_signin_link(
-        &self,
-        token_hash: String,
-        user: String,
-        expires_at: i64,
-    ) -> StoreFuture<'_, ()>;
+    /// Store a one-time sign-in link's hash for its user, until it expires.
+    fn create_signin_link(&self, link: NewSigninLink) -> StoreFuture<'_, ()>;
 
     /// Use a sign-in link: delete it, returning its user if it existed and
     /// had not expired at `now`.
@@ -261,15 +263,14 @@ pub trait WebStore: Send + Sync {
 pub(crate) fn set_web_user(
     conn: &Connection,
     user: &str,
-    password: Option<&str>,
-    role: TokenRole,
+    record: &WebUser,
     now: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO web_users (user_id, password, role, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (user_id) DO UPDATE SET password = ?2, role = ?3, updated_at = ?4",
     )?
-    .execute(params![user, password, role.as_str(), now])?;
+    .execute(params![user, record.password, record.role.as_str(), now])?;
     end_sessions(conn, user)?;
     Ok(())
 }
@@ -337,9 +338,7 @@ pub(crate) fn end_sessions(conn: &Connection, user: &str) -> Result<usize, Store
 
 pub(crate) fn create_signin_link(
     conn: &Connection,
-    token_hash: &str,
-    user: &str,
-    expires_at: i64,
+    link: &NewSigninLink,
     now: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM signin_links WHERE expires_at <= ?1")?
@@ -347,7 +346,7 @@ pub(crate) fn create_signin_link(
     conn.prepare_cached(
         "INSERT INTO signin_links (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![token_hash, user, now, expires_at])?;
+    .execute(params![link.token_hash, link.user, now, link.expires_at])?;
     Ok(())
 }
 
@@ -520,16 +519,12 @@ pub(crate) fn message_raw(
     ticket: TicketId,
     position: usize,
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    let raw = super::queries::MESSAGE_RAW;
     Ok(conn
-        .prepare_cached(
-            "SELECT CASE m.direction
-                      WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                                            WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
-                      WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
-                                             WHERE o.message_id = m.id)
-                    END
-               FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id LIMIT 1 OFFSET ?2",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {raw}
+               FROM messages m WHERE m.ticket_id = ?1 ORDER BY m.id LIMIT 1 OFFSET ?2"
+        ))?
         .query_row(params![ticket.0, position as i64], |r| r.get(0))
         .optional()?
         .flatten())

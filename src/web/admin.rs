@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::i18n::Lang;
 use super::pages::layout;
 use super::session::{Agent, Posted};
-use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::{AppState, actions};
 use crate::store::TokenRole;
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,34 +138,49 @@ fn back(headers: &HeaderMap, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-pub async fn set_channel(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    posted: Posted<SwitchForm>,
-) -> Response {
-    let on = posted.form.enabled == "1";
-    let done =
-        crate::api::actions::set_channel_enabled(&s, &posted.agent.auth_user(), &id, on).await;
-    switched(&headers, done, "/admin")
+/// What a switch posted from a page comes with besides its form: the
+/// state, the request's headers (the reader's language, the page it was
+/// posted from) and the id in its path.
+type SwitchRequest = (State<AppState>, HeaderMap, Path<String>);
+
+/// What a switch turns on or off.
+#[derive(Clone, Copy)]
+enum Switch {
+    /// A channel, enabled or disabled (admins); back to the admin page.
+    Channel,
+    /// A user's availability (their own; another's needs an admin); back
+    /// to the page it was posted from.
+    Availability,
 }
 
-pub async fn set_availability(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    posted: Posted<SwitchForm>,
-) -> Response {
-    let on = posted.form.enabled == "1";
-    let done = crate::api::actions::set_availability(&s, &posted.agent.auth_user(), &id, on).await;
-    switched(&headers, done, &back(&headers, "/"))
+pub async fn set_channel(request: SwitchRequest, posted: Posted<SwitchForm>) -> Response {
+    switch(Switch::Channel, request, posted).await
 }
 
-/// The answer to a switch posted from a page: back to `to` once done, else
-/// the error's page in the reader's language.
-fn switched<T>(headers: &HeaderMap, done: Result<T, ApiError>, to: &str) -> Response {
+pub async fn set_availability(request: SwitchRequest, posted: Posted<SwitchForm>) -> Response {
+    switch(Switch::Availability, request, posted).await
+}
+
+/// Run a switch posted from a page through the API's action: once done,
+/// back to where the switch says; else the error's page in the reader's
+/// language.
+async fn switch(
+    what: Switch,
+    (State(s), headers, Path(id)): SwitchRequest,
+    posted: Posted<SwitchForm>,
+) -> Response {
+    let caller = posted.agent.auth_user();
+    let on = posted.form.enabled == "1";
+    let done = match what {
+        Switch::Channel => actions::set_channel_enabled(&s, &caller, &id, on)
+            .await
+            .map(|()| "/admin".to_string()),
+        Switch::Availability => actions::set_availability(&s, &caller, &id, on)
+            .await
+            .map(|_| back(&headers, "/")),
+    };
     match done {
-        Ok(_) => Redirect::to(to).into_response(),
-        Err(e) => super::error_page(Lang::of(headers), &e),
+        Ok(to) => Redirect::to(&to).into_response(),
+        Err(e) => super::error_page(Lang::of(&headers), &e),
     }
 }

@@ -39,6 +39,7 @@ use crate::api::AppState;
 use crate::api::auth::token_hash;
 use crate::config::Config;
 use crate::outbound::notify::Notice;
+use crate::store::NewSigninLink;
 
 /// How long a mailed link can be used.
 pub const LINK_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -130,7 +131,11 @@ async fn mail_link(s: &AppState, user: &str) -> Result<(), String> {
     let token = crate::api::auth::new_token().map_err(|e| format!("random: {e}"))?;
     let expires_at = crate::store::now_ms() + LINK_LIFETIME.as_millis() as i64;
     s.store
-        .create_signin_link(token_hash(&token), u.id.clone(), expires_at)
+        .create_signin_link(NewSigninLink {
+            token_hash: token_hash(&token),
+            user: u.id.clone(),
+            expires_at,
+        })
         .await
         .map_err(|e| e.to_string())?;
     let minutes = LINK_LIFETIME.as_secs() / 60;

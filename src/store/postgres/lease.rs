@@ -12,17 +12,12 @@
 
 use super::sql::{Db, col, exec, row};
 use crate::store::lease::refuse_stale;
-use crate::store::{Fence, StoreError};
+use crate::store::{Fence, LeaseRequest, StoreError};
 
 /// The database's clock in unix milliseconds, as SQL.
 pub(super) const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-pub(super) async fn acquire(
-    db: &Db,
-    name: &str,
-    node: &str,
-    ttl_ms: i64,
-) -> Result<Option<i64>, StoreError> {
+pub(super) async fn acquire(db: &Db, req: &LeaseRequest) -> Result<Option<i64>, StoreError> {
     let sql = format!(
         "INSERT INTO leases AS l (name, owner, epoch, expires_at, acquired_at)
          VALUES ($1, $2, 1, {NOW_MS} + $3, {NOW_MS})
@@ -35,8 +30,8 @@ pub(super) async fn acquire(
          WHERE l.owner = excluded.owner OR l.expires_at <= {NOW_MS}
          RETURNING epoch"
     );
-    let r = row(db, &sql, &[&name, &node, &ttl_ms.max(0)]).await?;
-    r.map(|r| col(&r, 0)).transpose()
+    let held = row(db, &sql, &[&req.name, &req.node, &req.ttl_ms.max(0)]).await?;
+    held.map(|h| col(&h, 0)).transpose()
 }
 
 pub(super) async fn release(db: &Db, fence: &Fence) -> Result<(), StoreError> {

@@ -6,9 +6,10 @@
 
 use super::inbound::insert_spool;
 use super::sql::{Db, col, exec, row, rows, to_u32};
+use crate::store::queries::MAILBOX_STATUSES;
 use crate::store::{
-    AlertView, Checkpoint, MailboxState, MailboxStatusView, PulledBatch, PulledMessage,
-    PulledOutcome, StoreError, now_ms,
+    AlertView, Checkpoint, MailboxGeneration, MailboxStateChange, MailboxStatusView, NewAlert,
+    PulledBatch, PulledMessage, PulledOutcome, StoreError, now_ms,
 };
 
 pub(super) async fn checkpoint(
@@ -172,17 +173,12 @@ pub(super) async fn spool_pulled(
     Ok(out)
 }
 
-pub(super) async fn skipped_uids(
-    db: &Db,
-    channel: &str,
-    folder: &str,
-    uidvalidity: u32,
-) -> Result<Vec<u32>, StoreError> {
+pub(super) async fn skipped_uids(db: &Db, m: &MailboxGeneration) -> Result<Vec<u32>, StoreError> {
     rows(
         db,
         "SELECT uid FROM mailbox_skipped WHERE channel = $1 AND folder = $2 AND uidvalidity = $3
          ORDER BY uid",
-        &[&channel, &folder, &i64::from(uidvalidity)],
+        &[&m.channel, &m.folder, &i64::from(m.uidvalidity)],
     )
     .await?
     .iter()
@@ -192,35 +188,23 @@ pub(super) async fn skipped_uids(
 
 /// Start over under a new UIDVALIDITY (last UID 0), forgetting the UIDs
 /// skipped under another one.
-pub(super) async fn reset_checkpoint(
-    db: &Db,
-    channel: &str,
-    folder: &str,
-    uidvalidity: u32,
-) -> Result<(), StoreError> {
+pub(super) async fn reset_checkpoint(db: &Db, m: &MailboxGeneration) -> Result<(), StoreError> {
     exec(
         db,
         "DELETE FROM mailbox_skipped WHERE channel = $1 AND folder = $2 AND uidvalidity <> $3",
-        &[&channel, &folder, &i64::from(uidvalidity)],
+        &[&m.channel, &m.folder, &i64::from(m.uidvalidity)],
     )
     .await?;
     let cp = Checkpoint {
-        uidvalidity,
+        uidvalidity: m.uidvalidity,
         last_uid: 0,
     };
-    set_checkpoint(db, channel, folder, cp).await
+    set_checkpoint(db, &m.channel, &m.folder, cp).await
 }
 
-pub(super) async fn set_state(
-    db: &Db,
-    channel: &str,
-    folder: &str,
-    state: MailboxState,
-    error: Option<&str>,
-    resume_at: Option<i64>,
-) -> Result<(), StoreError> {
+pub(super) async fn set_state(db: &Db, c: &MailboxStateChange) -> Result<(), StoreError> {
     let now = now_ms();
-    let error_at = error.map(|_| now);
+    let error_at = c.error.as_ref().map(|_| now);
     exec(
         db,
         "INSERT INTO mailbox_status (channel, folder, state, last_error, last_error_at, updated_at, resume_at)
@@ -230,23 +214,22 @@ pub(super) async fn set_state(
              last_error = COALESCE(excluded.last_error, mailbox_status.last_error),
              last_error_at = COALESCE(excluded.last_error_at, mailbox_status.last_error_at),
              resume_at = excluded.resume_at",
-        &[&channel, &folder, &state.as_str(), &error, &error_at, &now, &resume_at],
+        &[
+            &c.channel,
+            &c.folder,
+            &c.state.as_str(),
+            &c.error,
+            &error_at,
+            &now,
+            &c.resume_at,
+        ],
     )
     .await?;
     Ok(())
 }
 
 pub(super) async fn statuses(db: &Db) -> Result<Vec<MailboxStatusView>, StoreError> {
-    let sql =
-        "SELECT s.channel, s.folder, s.state, c.uidvalidity, c.last_uid, s.fetched, s.skipped,
-                      s.last_error, s.last_error_at, s.updated_at,
-                      (SELECT COUNT(*) FROM mailbox_skipped k WHERE k.channel = s.channel
-                         AND k.folder = s.folder AND k.uidvalidity = c.uidvalidity),
-                      s.resume_at
-               FROM mailbox_status s LEFT JOIN mailbox_checkpoints c
-                 ON c.channel = s.channel AND c.folder = s.folder
-               ORDER BY s.channel, s.folder";
-    rows(db, sql, &[])
+    rows(db, MAILBOX_STATUSES, &[])
         .await?
         .iter()
         .map(|r| {
@@ -306,18 +289,13 @@ fn alert_row(r: &tokio_postgres::Row) -> Result<AlertView, StoreError> {
 }
 
 /// The channel's open incident, opened now if it had none; whether it is new.
-pub(super) async fn open_alert(
-    db: &Db,
-    channel: &str,
-    reason: &str,
-    detail: Option<&str>,
-) -> Result<(AlertView, bool), StoreError> {
+pub(super) async fn open_alert(db: &Db, a: &NewAlert) -> Result<(AlertView, bool), StoreError> {
     let inserted = exec(
         db,
         "INSERT INTO mailbox_alerts (channel, reason, detail, opened_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (channel) WHERE resolved_at IS NULL DO NOTHING",
-        &[&channel, &reason, &detail, &now_ms()],
+        &[&a.channel, &a.reason, &a.detail, &now_ms()],
     )
     .await?;
     let open = row(
@@ -325,10 +303,10 @@ pub(super) async fn open_alert(
         &format!(
             "SELECT {ALERT_COLUMNS} FROM mailbox_alerts WHERE channel = $1 AND resolved_at IS NULL"
         ),
-        &[&channel],
+        &[&a.channel],
     )
     .await?
-    .ok_or_else(|| StoreError::Failed(format!("no open alert for channel {channel}")))?;
+    .ok_or_else(|| StoreError::Failed(format!("no open alert for channel {}", a.channel)))?;
     Ok((alert_row(&open)?, inserted > 0))
 }
 

@@ -459,12 +459,8 @@ impl SpoolStore for PostgresStore {
         })
     }
 
-    fn submit(
-        &self,
-        spool: NewSpool,
-        messages: Vec<InboundMessage>,
-        decide: Decide,
-    ) -> StoreFuture<'_, InboundOutcome> {
+    fn submit(&self, submission: Submission, decide: Decide) -> StoreFuture<'_, InboundOutcome> {
+        let Submission { spool, messages } = submission;
         let hash = content_hash(&spool.raw);
         self.write(move |db| Box::pin(inbound::submit(db, spool, hash, messages, decide)))
     }
@@ -585,22 +581,13 @@ impl MailboxStore for PostgresStore {
         )
     }
 
-    fn skipped_uids(
-        &self,
-        channel: String,
-        folder: String,
-        uidvalidity: u32,
-    ) -> StoreFuture<'_, Vec<u32>> {
-        Box::pin(async move {
-            mailbox::skipped_uids(&*self.db().await?, &channel, &folder, uidvalidity).await
-        })
+    fn skipped_uids(&self, mailbox: MailboxGeneration) -> StoreFuture<'_, Vec<u32>> {
+        Box::pin(async move { mailbox::skipped_uids(&*self.db().await?, &mailbox).await })
     }
 
     fn reset_checkpoint(
         &self,
-        channel: String,
-        folder: String,
-        uidvalidity: u32,
+        mailbox: MailboxGeneration,
         fence: Option<Fence>,
     ) -> StoreFuture<'_, ()> {
         self.write(move |db| {
@@ -608,24 +595,13 @@ impl MailboxStore for PostgresStore {
                 if let Some(fence) = &fence {
                     lease::check(db, fence).await?;
                 }
-                mailbox::reset_checkpoint(db, &channel, &folder, uidvalidity).await
+                mailbox::reset_checkpoint(db, &mailbox).await
             })
         })
     }
 
-    fn set_mailbox_state(
-        &self,
-        channel: String,
-        folder: String,
-        state: MailboxState,
-        error: Option<String>,
-        resume_at: Option<i64>,
-    ) -> StoreFuture<'_, ()> {
-        self.write(move |db| {
-            Box::pin(async move {
-                mailbox::set_state(db, &channel, &folder, state, error.as_deref(), resume_at).await
-            })
-        })
+    fn set_mailbox_state(&self, change: MailboxStateChange) -> StoreFuture<'_, ()> {
+        self.write(move |db| Box::pin(async move { mailbox::set_state(db, &change).await }))
     }
 
     fn known_gmail_ids(&self, account: String, ids: Vec<u64>) -> StoreFuture<'_, Vec<u64>> {
@@ -636,17 +612,8 @@ impl MailboxStore for PostgresStore {
         Box::pin(async move { mailbox::statuses(&*self.db().await?).await })
     }
 
-    fn open_alert(
-        &self,
-        channel: String,
-        reason: String,
-        detail: Option<String>,
-    ) -> StoreFuture<'_, (AlertView, bool)> {
-        self.write(move |db| {
-            Box::pin(
-                async move { mailbox::open_alert(db, &channel, &reason, detail.as_deref()).await },
-            )
-        })
+    fn open_alert(&self, alert: NewAlert) -> StoreFuture<'_, (AlertView, bool)> {
+        self.write(move |db| Box::pin(async move { mailbox::open_alert(db, &alert).await }))
     }
 
     fn alert_notified(&self, id: i64) -> StoreFuture<'_, ()> {
@@ -663,13 +630,8 @@ impl MailboxStore for PostgresStore {
 }
 
 impl LeaseStore for PostgresStore {
-    fn acquire_lease(
-        &self,
-        name: String,
-        node: String,
-        ttl_ms: i64,
-    ) -> StoreFuture<'_, Option<i64>> {
-        Box::pin(async move { lease::acquire(&*self.db().await?, &name, &node, ttl_ms).await })
+    fn acquire_lease(&self, request: LeaseRequest) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(async move { lease::acquire(&*self.db().await?, &request).await })
     }
 
     fn release_lease(&self, fence: Fence) -> StoreFuture<'_, ()> {
@@ -745,16 +707,9 @@ impl PeopleStore for PostgresStore {
 }
 
 impl WebStore for PostgresStore {
-    fn set_web_user(
-        &self,
-        user: String,
-        password: Option<String>,
-        role: TokenRole,
-    ) -> StoreFuture<'_, ()> {
+    fn set_web_user(&self, user: String, record: WebUser) -> StoreFuture<'_, ()> {
         self.write(move |db| {
-            Box::pin(async move {
-                web::set_web_user(db, &user, password.as_deref(), role, now_ms()).await
-            })
+            Box::pin(async move { web::set_web_user(db, &user, &record, now_ms()).await })
         })
     }
 
@@ -780,16 +735,9 @@ impl WebStore for PostgresStore {
         self.write(move |db| Box::pin(async move { web::end_sessions(db, &user).await }))
     }
 
-    fn create_signin_link(
-        &self,
-        token_hash: String,
-        user: String,
-        expires_at: i64,
-    ) -> StoreFuture<'_, ()> {
+    fn create_signin_link(&self, link: NewSigninLink) -> StoreFuture<'_, ()> {
         self.write(move |db| {
-            Box::pin(async move {
-                web::create_signin_link(db, &token_hash, &user, expires_at, now_ms()).await
-            })
+            Box::pin(async move { web::create_signin_link(db, &link, now_ms()).await })
         })
     }
 

@@ -502,11 +502,12 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
     let mut form_spool = spool_msg(7);
     form_spool.source = SpoolSource::Form;
     form_spool.raw = br#"{"name":"C 7"}"#.to_vec();
-    let submitted = s
-        .submit(form_spool.clone(), form.clone(), decide)
-        .await
-        .expect("submit");
-    let resubmitted = s.submit(form_spool, form, decide).await.expect("resubmit");
+    let submission = Submission {
+        spool: form_spool,
+        messages: form,
+    };
+    let submitted = s.submit(submission.clone(), decide).await.expect("submit");
+    let resubmitted = s.submit(submission, decide).await.expect("resubmit");
     let failed_spool = s.spool(spool_msg(8)).await.expect("spool 8").id;
     s.fail_spool(failed_spool, "unparsable".into())
         .await
@@ -591,32 +592,17 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         .spool_pulled(batch(5, vec![pulled("a", None), pulled("c", None)], vec![]))
         .await
         .expect("batch 2");
-    s.set_mailbox_state(
-        "mailbox".into(),
-        "INBOX".into(),
-        MailboxState::Backoff,
-        Some("boom".into()),
-        None,
-    )
-    .await
-    .expect("state");
-    s.set_mailbox_state(
-        "mailbox".into(),
-        "INBOX".into(),
-        MailboxState::Idle,
-        None,
-        None,
-    )
-    .await
-    .expect("state");
+    s.set_mailbox_state(suite::state_change(MailboxState::Backoff, Some("boom")))
+        .await
+        .expect("state");
+    s.set_mailbox_state(suite::state_change(MailboxState::Idle, None))
+        .await
+        .expect("state");
     let checkpoint = s
         .checkpoint("mailbox".into(), "INBOX".into())
         .await
         .expect("checkpoint");
-    let skipped = s
-        .skipped_uids("mailbox".into(), "INBOX".into(), 7)
-        .await
-        .expect("skipped");
+    let skipped = s.skipped_uids(suite::generation(7)).await.expect("skipped");
     let known = s
         .known_message_ids(
             "support".into(),
@@ -629,13 +615,10 @@ async fn scenario(s: &dyn Store) -> serde_json::Value {
         st.updated_at = 0;
         st.last_error_at = st.last_error_at.map(|_| 1);
     }
-    s.reset_checkpoint("mailbox".into(), "INBOX".into(), 8, None)
+    s.reset_checkpoint(suite::generation(8), None)
         .await
         .expect("reset");
-    let after_reset = s
-        .skipped_uids("mailbox".into(), "INBOX".into(), 7)
-        .await
-        .expect("skipped");
+    let after_reset = s.skipped_uids(suite::generation(7)).await.expect("skipped");
 
     let tickets = s.list_tickets(TicketFilter::default()).await.expect("list");
     let by_contact = s

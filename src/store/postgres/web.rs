@@ -12,24 +12,23 @@ use tokio_postgres::types::ToSql;
 
 use super::sql::{Db, bind, col, exec, row, rows};
 use super::tickets::ticket_row;
-use crate::store::queries::{CLOSED_STATUSES, TICKET_COLUMNS};
+use crate::store::queries::{CLOSED_STATUSES, MESSAGE_RAW, TICKET_COLUMNS};
 use crate::store::{
-    ContactView, InboxCounts, InboxQuery, InboxView, NewWebSession, StoreError, TicketId,
-    TicketSummary, TokenRole, WebSession, WebUser,
+    ContactView, InboxCounts, InboxQuery, InboxView, NewSigninLink, NewWebSession, StoreError,
+    TicketId, TicketSummary, TokenRole, WebSession, WebUser,
 };
 
 pub(super) async fn set_web_user(
     db: &Db,
     user: &str,
-    password: Option<&str>,
-    role: TokenRole,
+    record: &WebUser,
     now: i64,
 ) -> Result<(), StoreError> {
     exec(
         db,
         "INSERT INTO web_users (user_id, password, role, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id) DO UPDATE SET password = $2, role = $3, updated_at = $4",
-        &[&user, &password, &role.as_str(), &now],
+        &[&user, &record.password, &record.role.as_str(), &now],
     )
     .await?;
     end_sessions(db, user).await?;
@@ -107,9 +106,7 @@ pub(super) async fn end_sessions(db: &Db, user: &str) -> Result<usize, StoreErro
 
 pub(super) async fn create_signin_link(
     db: &Db,
-    token_hash: &str,
-    user: &str,
-    expires_at: i64,
+    link: &NewSigninLink,
     now: i64,
 ) -> Result<(), StoreError> {
     exec(
@@ -121,7 +118,7 @@ pub(super) async fn create_signin_link(
     exec(
         db,
         "INSERT INTO signin_links (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        &[&token_hash, &user, &now, &expires_at],
+        &[&link.token_hash, &link.user, &now, &link.expires_at],
     )
     .await?;
     Ok(())
@@ -279,13 +276,10 @@ pub(super) async fn message_raw(
     let offset = i64::try_from(position).unwrap_or(i64::MAX);
     match row(
         db,
-        "SELECT CASE m.direction
-                  WHEN 'inbound' THEN (SELECT r.raw FROM spool s JOIN spool_raw r ON r.id = s.id
-                                        WHERE s.id = m.spool_id AND s.source IN ('smtp', 'imap'))
-                  WHEN 'outbound' THEN (SELECT x.raw FROM outbox o JOIN outbox_raw x ON x.id = o.id
-                                         WHERE o.message_id = m.id)
-                END
-           FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id LIMIT 1 OFFSET $2",
+        &format!(
+            "SELECT {MESSAGE_RAW}
+           FROM messages m WHERE m.ticket_id = $1 ORDER BY m.id LIMIT 1 OFFSET $2"
+        ),
         &[&ticket.0, &offset],
     )
     .await?

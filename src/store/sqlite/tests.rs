@@ -167,7 +167,13 @@ async fn a_submission_that_fails_half_way_stores_nothing() {
     )
     .expect("trigger");
     let err = s
-        .submit(form.clone(), vec![m.clone()], decide)
+        .submit(
+            Submission {
+                spool: form.clone(),
+                messages: vec![m.clone()],
+            },
+            decide,
+        )
         .await
         .expect_err("the insert fails");
     assert!(err.to_string().contains("injected"), "{err}");
@@ -178,7 +184,11 @@ async fn a_submission_that_fails_half_way_stores_nothing() {
         "nothing of the failed submission is stored"
     );
     side.execute_batch("DROP TRIGGER injected").expect("drop");
-    let out = s.submit(form, vec![m], decide).await.expect("submit");
+    let submission = Submission {
+        spool: form,
+        messages: vec![m],
+    };
+    let out = s.submit(submission, decide).await.expect("submit");
     assert_eq!(out.delivered[0].ticket, TicketId(1));
     assert!(!out.delivered[0].duplicate);
     let st = s.status().await.expect("status");

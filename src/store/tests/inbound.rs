@@ -40,7 +40,10 @@ pub(crate) async fn inbound_apply_is_atomic_and_deduplicated(s: &dyn Store) {
 }
 
 pub(crate) async fn submit_commits_spool_and_ticket_together(s: &dyn Store) {
-    let form = |raw: &str| form_spool(raw.as_bytes());
+    let form = |raw: &str, m: &InboundMessage| Submission {
+        spool: form_spool(raw.as_bytes()),
+        messages: vec![m.clone()],
+    };
     let balance = RoutingPlan::Balance {
         users: vec!["ann".into()],
         reason_if_none: "none".into(),
@@ -48,10 +51,7 @@ pub(crate) async fn submit_commits_spool_and_ticket_together(s: &dyn Store) {
     let mut m = inbound(SpoolId(0), 1, balance).messages.remove(0);
     m.dedupe_key = "form:abc".into();
     let raw = r#"{"form":"support","fields":{"email":"c1@customer.example"},"hidden":{"ref":"x"}}"#;
-    let out = s
-        .submit(form(raw), vec![m.clone()], decide)
-        .await
-        .expect("submit");
+    let out = s.submit(form(raw, &m), decide).await.expect("submit");
     let d = &out.delivered[0];
     assert!(d.created && !d.duplicate);
     assert_eq!(d.owner.as_deref(), Some("ann"));
@@ -74,7 +74,7 @@ pub(crate) async fn submit_commits_spool_and_ticket_together(s: &dyn Store) {
     );
 
     // A replay (same dedupe key) answers with the first ticket and stores nothing.
-    let again = s.submit(form(raw), vec![m], decide).await.expect("replay");
+    let again = s.submit(form(raw, &m), decide).await.expect("replay");
     assert_eq!(
         (again.delivered[0].ticket, again.delivered[0].duplicate),
         (d.ticket, true)

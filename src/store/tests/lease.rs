@@ -3,7 +3,7 @@
 //! write fenced with a stale epoch is refused whole.
 
 use super::*;
-use crate::store::tests::mailbox::{batch, pulled};
+use crate::store::tests::mailbox::{batch, generation, pulled};
 
 const LONG: i64 = 60_000;
 
@@ -16,9 +16,13 @@ fn fence(node: &str, epoch: i64) -> Fence {
 }
 
 async fn acquire(s: &dyn Store, node: &str, ttl_ms: i64) -> Option<i64> {
-    s.acquire_lease(mailbox_lease("mailbox"), node.into(), ttl_ms)
-        .await
-        .expect("acquire")
+    s.acquire_lease(LeaseRequest {
+        name: mailbox_lease("mailbox"),
+        node: node.into(),
+        ttl_ms,
+    })
+    .await
+    .expect("acquire")
 }
 
 /// A lease is granted to the first node, renewed under the same epoch, and
@@ -88,9 +92,7 @@ pub(crate) async fn a_stale_epoch_is_refused(s: &dyn Store) {
     assert_eq!(cp.map(|c| c.last_uid), Some(5), "not moved back");
     let pending = s.pending_spool(SpoolId(0), 100).await.expect("pending");
     assert_eq!(pending.len(), 1, "the stale batch's message is not spooled");
-    let reset = s
-        .reset_checkpoint("mailbox".into(), "INBOX".into(), 9, Some(fence("a", 1)))
-        .await;
+    let reset = s.reset_checkpoint(generation(9), Some(fence("a", 1))).await;
     assert!(matches!(reset, Err(StoreError::Fenced(_))), "{reset:?}");
     assert!(matches!(
         s.check_lease(fence("a", 1)).await,

@@ -37,6 +37,26 @@ pub(crate) fn batch(uidvalidity: u32, last_uid: u32, messages: Vec<PulledMessage
     }
 }
 
+/// The mailbox [`batch`] pulls (`mailbox`, `INBOX`) under `uidvalidity`.
+pub(crate) fn generation(uidvalidity: u32) -> MailboxGeneration {
+    MailboxGeneration {
+        channel: "mailbox".into(),
+        folder: "INBOX".into(),
+        uidvalidity,
+    }
+}
+
+/// The mailbox [`batch`] pulls put in `state`, with `error` if any.
+pub(crate) fn state_change(state: MailboxState, error: Option<&str>) -> MailboxStateChange {
+    MailboxStateChange {
+        channel: "mailbox".into(),
+        folder: "INBOX".into(),
+        state,
+        error: error.map(String::from),
+        resume_at: None,
+    }
+}
+
 /// The same Gmail message (one X-GM-MSGID) pulled by two channels of
 /// one account — INBOX and a label — is spooled once, whatever its bytes
 /// and Message-ID; another account's message with that id is its own.
@@ -85,7 +105,13 @@ pub(crate) async fn one_gmail_message_is_spooled_once_across_channels_and_labels
 /// One open incident per channel: opening again returns it (not new);
 /// once resolved, the next problem is a new incident.
 pub(crate) async fn one_open_alert_per_channel(store: &dyn Store) {
-    let open = |reason: &str| store.open_alert("gmail".into(), reason.into(), Some("boom".into()));
+    let open = |reason: &str| {
+        store.open_alert(NewAlert {
+            channel: "gmail".into(),
+            reason: reason.into(),
+            detail: Some("boom".into()),
+        })
+    };
     let (a, new) = open("needs_reauth").await.expect("open");
     assert!(new);
     let (b, new) = open("failing").await.expect("again");

@@ -9,7 +9,11 @@ use super::*;
 /// sign-out, on a new password and with all of the user's API tokens; a
 /// sign-in link works once and not after it expired.
 pub(crate) async fn web_sessions_and_sign_in_links(s: &dyn Store) {
-    s.set_web_user("ann".into(), Some("$argon2id$x".into()), TokenRole::Admin)
+    let record = |password: &str, role| WebUser {
+        password: Some(password.into()),
+        role,
+    };
+    s.set_web_user("ann".into(), record("$argon2id$x", TokenRole::Admin))
         .await
         .expect("password");
     let w = s.web_user("ann".into()).await.expect("read").expect("ann");
@@ -42,7 +46,7 @@ pub(crate) async fn web_sessions_and_sign_in_links(s: &dyn Store) {
         "revoked with the tokens"
     );
     s.create_session(session("s3")).await.expect("s3");
-    s.set_web_user("ann".into(), Some("$argon2id$y".into()), TokenRole::Agent)
+    s.set_web_user("ann".into(), record("$argon2id$y", TokenRole::Agent))
         .await
         .expect("new password");
     assert_eq!(
@@ -51,10 +55,15 @@ pub(crate) async fn web_sessions_and_sign_in_links(s: &dyn Store) {
         "a new password signs out"
     );
     let now = now_ms();
-    s.create_signin_link("l1".into(), "ann".into(), now + 60_000)
+    let link = |token_hash: &str, expires_at| NewSigninLink {
+        token_hash: token_hash.into(),
+        user: "ann".into(),
+        expires_at,
+    };
+    s.create_signin_link(link("l1", now + 60_000))
         .await
         .expect("link");
-    s.create_signin_link("l2".into(), "ann".into(), now + 10)
+    s.create_signin_link(link("l2", now + 10))
         .await
         .expect("link");
     assert_eq!(
