@@ -218,10 +218,31 @@ struct StoredContact {
 }
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
-const KEYED_SQL: &str = "SELECT m.ticket_id, m.from_email, c.email FROM messages m
-       JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
-      WHERE m.channel = $1 AND m.dedupe_key = $2";
+/// The message a channel (`$1`) stores under a dedupe key (`$2`).
+macro_rules! keyed_sql {
+    () => {
+        "SELECT m.ticket_id, m.from_email, c.email FROM messages m
+           JOIN tickets t ON t.id = m.ticket_id JOIN contacts c ON c.id = t.contact_id
+          WHERE m.channel = $1 AND m.dedupe_key = $2"
+    };
+}
+const KEYED_SQL: &str = keyed_sql!();
 const CONTACT_SQL: &str = "SELECT id, name FROM contacts WHERE email = $1";
+/// A look-ahead's two reads in one statement (one row, NULLs for what is
+/// not there): the keyed message (`$1`, `$2`) and the contact (`$3`).
+const AHEAD_READS_SQL: &str = concat!(
+    "SELECT k.ticket_id, k.from_email, k.email, c.id, c.name FROM (SELECT 1) one
+       LEFT JOIN (",
+    keyed_sql!(),
+    ") k ON true
+       LEFT JOIN (SELECT id, name FROM contacts WHERE email = $3) c ON true"
+);
+/// A plan's claim ([`CLAIM_SQL`]) and its first message's dedupe lock
+/// (`$4`) in one statement; the rows the claim changed.
+const CLAIM_AND_LOCK_SQL: &str = "WITH claimed AS (
+       UPDATE spool SET state = 'done', error = $1, processed_at = $2
+        WHERE id = $3 AND state = 'pending' RETURNING 1)
+     SELECT (SELECT COUNT(*) FROM claimed), pg_advisory_xact_lock(hashtextextended($4, 0))";
 /// Mark a plan's spool entry done, only while still pending: an entry
 /// applied before (by this node or another) changes nothing.
 const CLAIM_SQL: &str = "UPDATE spool SET state = 'done', error = $1, processed_at = $2
@@ -245,10 +266,10 @@ async fn look_ahead(
 /// ([`apply_plans`]).
 struct AheadQuery<'a> {
     m: &'a InboundMessage,
-    claim: Option<(&'a InboundPlan, tokio_postgres::Statement)>,
+    claim: Option<&'a InboundPlan>,
+    /// [`CLAIM_AND_LOCK_SQL`] with a claim, else [`LOCK_SQL`].
     lock: tokio_postgres::Statement,
-    keyed: tokio_postgres::Statement,
-    contact: tokio_postgres::Statement,
+    reads: tokio_postgres::Statement,
 }
 
 impl<'a> AheadQuery<'a> {
@@ -257,52 +278,60 @@ impl<'a> AheadQuery<'a> {
         m: &'a InboundMessage,
         claim: Option<&'a InboundPlan>,
     ) -> Result<AheadQuery<'a>, StoreError> {
-        let claim = match claim {
-            Some(p) => Some((p, prepared(db, CLAIM_SQL).await?)),
-            None => None,
+        let lock = match claim {
+            Some(_) => CLAIM_AND_LOCK_SQL,
+            None => LOCK_SQL,
         };
         Ok(AheadQuery {
             m,
             claim,
-            lock: prepared(db, LOCK_SQL).await?,
-            keyed: prepared(db, KEYED_SQL).await?,
-            contact: prepared(db, CONTACT_SQL).await?,
+            lock: prepared(db, lock).await?,
+            reads: prepared(db, AHEAD_READS_SQL).await?,
         })
     }
 
-    /// Send the statements, in order (claim, lock, reads), and read the
-    /// answers: the rows the claim changed (1 without one) and [`Ahead`].
+    /// Send the two statements, in order (claim and lock, then the reads:
+    /// a statement's snapshot is taken when it starts, so the reads must
+    /// come after the lock), and read the answers: the rows the claim
+    /// changed (1 without one) and [`Ahead`].
     async fn send(&self, db: &Db) -> Result<(u64, Ahead), StoreError> {
         let m = self.m;
         let name = format!("dedupe\n{}\n{}", m.channel, m.dedupe_key);
         let now = now_ms();
-        let (claimed, _, k, c) = futures_util::try_join!(
+        let (claimed, r) = futures_util::try_join!(
             async {
-                match &self.claim {
-                    Some((p, st)) => db
-                        .execute(st, &[&p.dropped, &now, &p.spool_id.0])
-                        .await
-                        .map_err(pg_err),
-                    None => Ok(1),
+                match self.claim {
+                    Some(p) => {
+                        let r = db
+                            .query_one(&self.lock, &[&p.dropped, &now, &p.spool_id.0, &name])
+                            .await
+                            .map_err(pg_err)?;
+                        Ok(u64::try_from(col::<i64>(&r, 0)?).unwrap_or(0))
+                    }
+                    None => {
+                        db.execute(&self.lock, &[&name]).await.map_err(pg_err)?;
+                        Ok(1)
+                    }
                 }
             },
-            async { db.execute(&self.lock, &[&name]).await.map_err(pg_err) },
             async {
-                db.query_opt(&self.keyed, &[&m.channel, &m.dedupe_key])
-                    .await
-                    .map_err(pg_err)
-            },
-            async {
-                db.query_opt(&self.contact, &[&m.contact.email])
+                db.query_one(&self.reads, &[&m.channel, &m.dedupe_key, &m.contact.email])
                     .await
                     .map_err(pg_err)
             },
         )?;
-        let keyed = k.map(|r| keyed_message(&r)).transpose()?;
-        let contact = match c {
-            Some(r) => Some(StoredContact {
-                id: col(&r, 0)?,
-                name: col(&r, 1)?,
+        let keyed = match col::<Option<i64>>(&r, 0)? {
+            Some(ticket) => Some(KeyedMessage {
+                ticket: TicketId(ticket),
+                from: col(&r, 1)?,
+                contact: col(&r, 2)?,
+            }),
+            None => None,
+        };
+        let contact = match col::<Option<i64>>(&r, 3)? {
+            Some(id) => Some(StoredContact {
+                id,
+                name: col(&r, 4)?,
             }),
             None => None,
         };
