@@ -778,15 +778,20 @@ fn dependent_job(ids: &[SpoolId]) -> Vec<InboundPlan> {
         reason_if_none: "nobody".into(),
     };
     let plan = |at: usize, n: usize| inbound(ids[at], n, balance.clone());
-    let first = plan(0, 1);
-    let mut renamed = plan(1, 2);
-    let m = &mut renamed.messages[0];
-    m.contact = ContactRef {
-        email: "c1@customer.example".into(),
-        name: Some("C One".into()),
+    // Message `n` from c1, under the name "C One".
+    let from_c_one = |at: usize, n: usize| {
+        let mut p = plan(at, n);
+        let m = &mut p.messages[0];
+        m.contact = ContactRef {
+            email: "c1@customer.example".into(),
+            name: Some("C One".into()),
+        };
+        m.from = m.contact.clone();
+        m.thread_identity = Some(m.contact.email.clone());
+        p
     };
-    m.from = m.contact.clone();
-    m.thread_identity = Some(m.contact.email.clone());
+    let first = plan(0, 1);
+    let renamed = from_c_one(1, 2);
     let mut copy = plan(2, 1);
     copy.messages[0].text = BodyText::Inline("the same message again".into());
     let mut dropped = plan(3, 4);
@@ -794,15 +799,8 @@ fn dependent_job(ids: &[SpoolId]) -> Vec<InboundPlan> {
     let mut answer = plan(4, 3);
     answer.messages[0].references = vec!["m1@customer.example".into()];
     answer.messages[0].thread_identity = Some("c1@customer.example".into());
-    let mut again = plan(5, 5);
-    let m = &mut again.messages[0];
-    m.contact = ContactRef {
-        email: "c1@customer.example".into(),
-        name: Some("C One".into()),
-    };
-    m.from = m.contact.clone();
-    m.thread_identity = Some(m.contact.email.clone());
-    m.references = vec!["m2@customer.example".into()];
+    let mut again = from_c_one(5, 5);
+    again.messages[0].references = vec!["m2@customer.example".into()];
     // A message without a Message-ID (known by its content's key alone),
     // from a contact stored before the job, then its copy.
     let mut bare = plan(6, 6);
