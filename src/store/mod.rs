@@ -236,9 +236,10 @@ pub trait SpoolStore: Send + Sync {
     /// mail's raw bytes) and its effect, applied exactly as
     /// [`SpoolStore::apply_inbound`] applies a plan (contact, ticket,
     /// routing, message). The spool row is done when the transaction
-    /// commits, so ingest never sees it; on error nothing is stored. When `decide` finds every message a [`Decision::Duplicate`] (a
-    /// retried submission), the answer is those copies and nothing is
-    /// written, not even the spool row.
+    /// commits, so ingest never sees it; on error nothing is stored. When
+    /// `decide` finds every message a [`Decision::Duplicate`] (a retried
+    /// submission), the answer is those copies and nothing is written, not
+    /// even the spool row.
     fn submit(&self, submission: Submission, decide: Decide) -> StoreFuture<'_, InboundOutcome>;
 
     /// Park a spool entry that ingest could not process, with its reason.

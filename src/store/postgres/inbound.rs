@@ -9,7 +9,6 @@
 //! each fact it asks for is read here, in this transaction, and it decides
 //! again over the facts read so far.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -237,16 +236,24 @@ const AHEAD_READS_SQL: &str = concat!(
     ") k ON true
        LEFT JOIN (SELECT id, name FROM contacts WHERE email = $3) c ON true"
 );
+/// Mark a plan's spool entry (`$3`) done, with its drop reason (`$1`) at
+/// `$2`, only while still pending: an entry applied before (by this node
+/// or another) changes nothing.
+macro_rules! claim_sql {
+    () => {
+        "UPDATE spool SET state = 'done', error = $1, processed_at = $2
+          WHERE id = $3 AND state = 'pending'"
+    };
+}
+const CLAIM_SQL: &str = claim_sql!();
 /// A plan's claim ([`CLAIM_SQL`]) and its first message's dedupe lock
 /// (`$4`) in one statement; the rows the claim changed.
-const CLAIM_AND_LOCK_SQL: &str = "WITH claimed AS (
-       UPDATE spool SET state = 'done', error = $1, processed_at = $2
-        WHERE id = $3 AND state = 'pending' RETURNING 1)
-     SELECT (SELECT COUNT(*) FROM claimed), pg_advisory_xact_lock(hashtextextended($4, 0))";
-/// Mark a plan's spool entry done, only while still pending: an entry
-/// applied before (by this node or another) changes nothing.
-const CLAIM_SQL: &str = "UPDATE spool SET state = 'done', error = $1, processed_at = $2
-      WHERE id = $3 AND state = 'pending'";
+const CLAIM_AND_LOCK_SQL: &str = concat!(
+    "WITH claimed AS (",
+    claim_sql!(),
+    " RETURNING 1)
+     SELECT (SELECT COUNT(*) FROM claimed), pg_advisory_xact_lock(hashtextextended($4, 0))"
+);
 
 /// Take `m`'s dedupe lock, then read [`Ahead`] — one round trip: the
 /// statements are sent together and PostgreSQL runs them in that order,
@@ -608,8 +615,10 @@ pub(super) async fn apply_plans(
     let mut reads = reads.into_iter();
     // Step 2.
     let sent = Sent::default();
-    let mut written_keys: HashSet<(&str, String)> = HashSet::new();
-    let mut touched_contacts: HashSet<&str> = HashSet::new();
+    // What the job's writes so far stored (channel, dedupe key) and whose
+    // contact they created or renamed: a few dozen at most.
+    let mut written_keys: Vec<(&str, String)> = Vec::new();
+    let mut touched_contacts: Vec<&str> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         if plan.dropped.is_some() {
             continue;
@@ -625,22 +634,23 @@ pub(super) async fn apply_plans(
             if !claimed {
                 continue;
             }
-            if written_keys.contains(&(m.channel.as_str(), m.dedupe_key.clone()))
-                || touched_contacts.contains(m.contact.email.as_str())
-            {
+            let key_written = written_keys
+                .iter()
+                .any(|(c, k)| *c == m.channel && *k == m.dedupe_key);
+            if key_written || touched_contacts.contains(&m.contact.email.as_str()) {
                 sent.answer().await?;
                 here = look_ahead(db, m, None).await?.1;
             }
             let decision = decide_here(db, m, decide, &mut here, Some(&sent)).await?;
             if let Some(key) = written_key(&decision, m) {
-                written_keys.insert((m.channel.as_str(), key.to_string()));
+                written_keys.push((m.channel.as_str(), key.to_string()));
             }
             let contact_changes = match &here.contact {
                 None => !matches!(decision, Decision::Duplicate(_)),
                 Some(c) => renamed(&m.contact, m.name_verified, c.name.as_deref()).is_some(),
             };
             if contact_changes {
-                touched_contacts.insert(m.contact.email.as_str());
+                touched_contacts.push(m.contact.email.as_str());
             }
             let whole = sends_whole(m, &decision, here.contact.as_ref());
             let write = write(db, &st, plan.spool_id, m, decision, here.contact);
